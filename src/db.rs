@@ -1,0 +1,527 @@
+//! The public handle.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::batch::Batch;
+use crate::engine::{lock, CasConflict, Core, Ttl};
+use crate::error::Result;
+use crate::iter::ScanPrefix;
+use crate::options::Options;
+use crate::recovery::RecoveryReport;
+use crate::stats::Stats;
+
+/// An open cairn store.
+///
+/// `Db` is a cheap handle: clone it to share the store between threads
+/// (`Db` is `Clone + Send + Sync + 'static`). The store stays open until the
+/// last clone is dropped or [`Db::close`] is called.
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let db = cairn::Db::open(dir.path())?;
+/// db.put("user:1", "ada")?;
+/// assert_eq!(db.get("user:1")?, Some(b"ada".to_vec()));
+/// # Ok::<(), cairn::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Db(Arc<Inner>);
+
+struct Inner {
+    core: Arc<Core>,
+    background: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.core.stop_background();
+        if let Some(h) = lock(&self.background).take() {
+            let _ = h.join();
+        }
+        if !self.core.is_poisoned() {
+            // A clean shutdown leaves everything durable, as close() would.
+            if let Err(e) = self.core.close() {
+                log::warn!("closing {} on drop failed: {e}", self.core.dir.display());
+            }
+        }
+    }
+}
+
+const _: () = {
+    const fn assert_send_sync<T: Clone + Send + Sync + 'static>() {}
+    assert_send_sync::<Db>();
+};
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db").field("dir", &self.0.core.dir).finish_non_exhaustive()
+    }
+}
+
+impl Db {
+    /// Opens (or creates) the store in `path` with default [`Options`].
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Options::open`]: [`Error::Locked`](crate::Error::Locked) when
+    /// another handle holds the directory,
+    /// [`Error::Corruption`](crate::Error::Corruption) for damage a crash
+    /// cannot explain, [`Error::Io`](crate::Error::Io) otherwise.
+    pub fn open(path: impl AsRef<Path>) -> Result<Db> {
+        Options::new().open(path)
+    }
+
+    pub(crate) fn open_with(path: &Path, opts: Options) -> Result<Db> {
+        let core = Core::open(path, opts)?;
+        let bg_core = core.clone();
+        let handle = std::thread::Builder::new()
+            .name("cairn-background".into())
+            .spawn(move || bg_core.background())?;
+        Ok(Db(Arc::new(Inner {
+            core,
+            background: Mutex::new(Some(handle)),
+        })))
+    }
+
+    fn core(&self) -> &Core {
+        &self.0.core
+    }
+
+    /// Stores `value` under `key`, replacing any previous value and clearing
+    /// any expiry.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.put(b"k", b"v")?;
+    /// db.put("empty", "")?; // an empty value is a value, not a deletion
+    /// assert_eq!(db.get("empty")?, Some(vec![]));
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::KeyTooLarge`](crate::Error::KeyTooLarge) /
+    /// [`Error::ValueTooLarge`](crate::Error::ValueTooLarge) (nothing is
+    /// written), [`Error::Poisoned`](crate::Error::Poisoned) after an earlier
+    /// failed write, [`Error::Io`](crate::Error::Io) if the write or its
+    /// fsync fails (the handle is then poisoned).
+    pub fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
+        self.core().put(key.as_ref(), value.as_ref(), None)
+    }
+
+    /// Stores `value` under `key` with a time-to-live. The expiry is stored
+    /// as an absolute time, so it survives restarts.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.put_with_ttl("session", "data", Duration::from_secs(3600))?;
+    /// assert!(db.contains_key("session")?);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Db::put`], plus [`Error::InvalidTtl`](crate::Error::InvalidTtl)
+    /// for a zero `ttl`.
+    pub fn put_with_ttl(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>, ttl: Duration) -> Result<()> {
+        self.core().put(key.as_ref(), value.as_ref(), Some(ttl))
+    }
+
+    /// The value of `key`, or `None` if it is absent or expired. The record's
+    /// checksum is verified on every read.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// assert_eq!(db.get("nope")?, None);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Corruption`](crate::Error::Corruption) if the record fails
+    /// its checksum, [`Error::Io`](crate::Error::Io) on a read error.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        self.core().get(key.as_ref())
+    }
+
+    /// Whether `key` is present and not expired. Reads only the index.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.put("k", "v")?;
+    /// assert!(db.contains_key("k")?);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Closed`](crate::Error::Closed) after [`Db::close`].
+    pub fn contains_key(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        self.core().contains_key(key.as_ref())
+    }
+
+    /// Deletes `key`. Returns whether it existed (and had not expired).
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.put("k", "v")?;
+    /// assert!(db.delete("k")?);
+    /// assert!(!db.delete("k")?);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Db::put`].
+    pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        self.core().delete(key.as_ref())
+    }
+
+    /// Adds `delta` to the integer stored at `key` and returns the result,
+    /// with Redis `INCRBY` semantics: a missing key counts as 0, the value is
+    /// stored as decimal ASCII, and the key keeps its expiry.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// assert_eq!(db.incr("hits", 1)?, 1);
+    /// assert_eq!(db.incr("hits", 41)?, 42);
+    /// assert_eq!(db.get("hits")?, Some(b"42".to_vec()));
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::NotAnInteger`](crate::Error::NotAnInteger) when the value is
+    /// not a base-10 `i64`, [`Error::Overflow`](crate::Error::Overflow) on
+    /// overflow (nothing changes in either case), and the errors of [`Db::put`].
+    pub fn incr(&self, key: impl AsRef<[u8]>, delta: i64) -> Result<i64> {
+        self.core().incr(key.as_ref(), delta)
+    }
+
+    /// Sets a time-to-live on an existing key. Returns false if the key is
+    /// absent. A zero `ttl` deletes the key, as in Redis.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.put("k", "v")?;
+    /// assert!(db.expire("k", Duration::from_secs(60))?);
+    /// assert!(!db.expire("missing", Duration::from_secs(60))?);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Db::put`].
+    pub fn expire(&self, key: impl AsRef<[u8]>, ttl: Duration) -> Result<bool> {
+        self.core().expire(key.as_ref(), ttl)
+    }
+
+    /// Removes the expiry of `key`. Returns true if the key existed and had
+    /// an expiry.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.put_with_ttl("k", "v", Duration::from_secs(60))?;
+    /// assert!(db.persist("k")?);
+    /// assert_eq!(db.ttl("k")?, cairn::Ttl::Persistent);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Db::put`].
+    pub fn persist(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        self.core().persist(key.as_ref())
+    }
+
+    /// The remaining time-to-live of `key`: [`Ttl::Missing`],
+    /// [`Ttl::Persistent`] or [`Ttl::Expires`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// assert_eq!(db.ttl("k")?, cairn::Ttl::Missing);
+    /// db.put_with_ttl("k", "v", Duration::from_secs(60))?;
+    /// assert!(matches!(db.ttl("k")?, cairn::Ttl::Expires(d) if d <= Duration::from_secs(60)));
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Closed`](crate::Error::Closed) after [`Db::close`].
+    pub fn ttl(&self, key: impl AsRef<[u8]>) -> Result<Ttl> {
+        self.core().ttl(key.as_ref())
+    }
+
+    /// Stores `value` only if `key` is absent (Redis `SET NX`), with an
+    /// optional time-to-live. Returns whether it was stored. Useful for
+    /// locks and idempotency keys.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// assert!(db.put_if_absent("lock", "me", Some(Duration::from_secs(30)))?);
+    /// assert!(!db.put_if_absent("lock", "you", None)?);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Db::put_with_ttl`].
+    pub fn put_if_absent(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        self.core().put_if_absent(key.as_ref(), value.as_ref(), ttl)
+    }
+
+    /// Atomically replaces the value of `key` if it currently equals
+    /// `expected` (`None`: the key is absent). `new` of `None` deletes the
+    /// key. A value written this way has no expiry, as with [`Db::put`].
+    ///
+    /// Returns `Ok(Ok(()))` on success and `Ok(Err(conflict))`, holding the
+    /// current value, when it did not match.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// assert!(db.compare_and_swap("k", None, Some(b"1"))?.is_ok());
+    /// let conflict = db.compare_and_swap("k", None, Some(b"2"))?.unwrap_err();
+    /// assert_eq!(conflict.current, Some(b"1".to_vec()));
+    /// assert!(db.compare_and_swap("k", Some(b"1"), None)?.is_ok());
+    /// assert_eq!(db.get("k")?, None);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Db::put`].
+    pub fn compare_and_swap(
+        &self,
+        key: impl AsRef<[u8]>,
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<std::result::Result<(), CasConflict>> {
+        self.core().compare_and_swap(key.as_ref(), expected, new)
+    }
+
+    /// Applies every operation of `batch`, or none of them, also across a
+    /// crash. With [`SyncPolicy::Always`](crate::SyncPolicy::Always) the
+    /// whole batch costs one fsync.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.write_batch(cairn::Batch::new().put("a", "1").put("b", "2"))?;
+    /// assert_eq!(db.len()?, 2);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Db::put_with_ttl`]; a key or value over the limit in any
+    /// operation fails the whole batch before anything is written.
+    pub fn write_batch(&self, batch: Batch) -> Result<()> {
+        self.core().write_batch(&batch)
+    }
+
+    /// Iterates over the live keys starting with `prefix`, in byte order,
+    /// skipping expired keys. The key set is taken when the scan starts; each
+    /// value is read when the iterator reaches it, so a key deleted in
+    /// between is skipped and an updated key shows its newer value.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.put("user:2", "b")?;
+    /// db.put("user:1", "a")?;
+    /// db.put("order:1", "x")?;
+    /// let users: Vec<_> = db.scan_prefix("user:").collect::<Result<_, _>>()?;
+    /// assert_eq!(users, vec![(b"user:1".to_vec(), b"a".to_vec()), (b"user:2".to_vec(), b"b".to_vec())]);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    pub fn scan_prefix(&self, prefix: impl AsRef<[u8]>) -> ScanPrefix {
+        ScanPrefix::new(self.0.core.clone(), prefix.as_ref())
+    }
+
+    /// Number of live (present, unexpired) keys.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.put("a", "1")?;
+    /// assert_eq!(db.len()?, 1);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Closed`](crate::Error::Closed) after [`Db::close`].
+    pub fn len(&self) -> Result<usize> {
+        Ok(usize::try_from(self.core().len()?).unwrap_or(usize::MAX))
+    }
+
+    /// Whether the store holds no live key.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// assert!(db.is_empty()?);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Closed`](crate::Error::Closed) after [`Db::close`].
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    /// Makes everything written so far durable (one fdatasync, shared with
+    /// concurrent writers).
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Options::new().sync_policy(cairn::SyncPolicy::Never).open(dir.path())?;
+    /// db.put("k", "v")?;
+    /// db.sync()?; // now it survives a power loss
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io) if the fsync fails (the handle is then
+    /// poisoned; the fsync is never retried), [`Error::Poisoned`](crate::Error::Poisoned)
+    /// after an earlier failure.
+    pub fn sync(&self) -> Result<()> {
+        self.core().sync()
+    }
+
+    /// A snapshot of the store's counters.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.put("k", "v")?;
+    /// db.put("k", "w")?;
+    /// let s = db.stats();
+    /// assert_eq!(s.live_keys, 1);
+    /// assert!(s.dead_bytes > 0);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    pub fn stats(&self) -> Stats {
+        self.core().stats()
+    }
+
+    /// What recovery found and did when this store was opened: segments
+    /// loaded from hints or scanned, a torn tail cut off, an uncommitted
+    /// batch discarded, and (in salvage mode) damaged ranges skipped.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// assert!(db.recovery_report().skipped.is_empty());
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.0.core.report
+    }
+
+    /// The directory this store lives in.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// assert_eq!(db.path(), dir.path());
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    pub fn path(&self) -> &Path {
+        &self.0.core.dir
+    }
+
+    /// Makes everything durable, stops the background thread and releases
+    /// the directory lock. Every clone of this handle then returns
+    /// [`Error::Closed`](crate::Error::Closed). Dropping the last clone does
+    /// the same implicitly; `close` lets you see the error.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.put("k", "v")?;
+    /// db.close()?;
+    /// let again = cairn::Db::open(dir.path())?; // the lock is free again
+    /// assert_eq!(again.get("k")?, Some(b"v".to_vec()));
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io) if the final fsync fails,
+    /// [`Error::Poisoned`](crate::Error::Poisoned) if an earlier write failed.
+    pub fn close(&self) -> Result<()> {
+        let r = self.core().close();
+        if let Some(h) = lock(&self.0.background).take() {
+            let _ = h.join();
+        }
+        r
+    }
+
+    /// Removes expired keys from memory now, instead of waiting for the
+    /// background sweep. Returns how many were removed. Expired keys are
+    /// invisible either way; this only frees their memory sooner.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// assert_eq!(db.sweep_expired(), 0);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    pub fn sweep_expired(&self) -> u64 {
+        self.core().sweep_expired()
+    }
+}
+
+#[cfg(feature = "serde")]
+impl Db {
+    /// Stores a typed value, encoded with postcard.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.put_typed("point", &(1i32, 2i32))?;
+    /// assert_eq!(db.get_typed::<(i32, i32)>("point")?, Some((1, 2)));
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Serde`](crate::Error::Serde) if encoding fails, and the errors of [`Db::put`].
+    pub fn put_typed<T: serde::Serialize + ?Sized>(&self, key: impl AsRef<[u8]>, value: &T) -> Result<()> {
+        let bytes = postcard::to_stdvec(value)?;
+        self.put(key, bytes)
+    }
+
+    /// Reads a typed value stored with [`Db::put_typed`].
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// assert_eq!(db.get_typed::<u64>("missing")?, None);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Serde`](crate::Error::Serde) if the bytes do not decode as
+    /// `T`, and the errors of [`Db::get`].
+    pub fn get_typed<T: serde::de::DeserializeOwned>(&self, key: impl AsRef<[u8]>) -> Result<Option<T>> {
+        match self.get(key)? {
+            Some(b) => Ok(Some(postcard::from_bytes(&b)?)),
+            None => Ok(None),
+        }
+    }
+}

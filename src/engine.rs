@@ -1,0 +1,1016 @@
+//! The engine behind a [`Db`](crate::Db) handle: the writer, the read path,
+//! segment rolling, the expiry sweep and the background thread.
+
+use std::collections::BTreeMap;
+use std::fs::{File, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::batch::{Batch, BatchOp};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::hint;
+use crate::keydir::{Entry, KeyDir};
+use crate::options::{Options, SyncPolicy};
+use crate::record::{self, Kind, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use crate::recovery::{self, RecoveryReport};
+use crate::segment::{self, Segment, SEGMENT_HEADER_LEN};
+use crate::stats::Stats;
+use crate::sync::{Active, GroupCommit, Pos, SyncError};
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Size accounting of one segment.
+#[derive(Clone, Copy, Debug, Default)]
+struct SegStat {
+    /// Bytes in the file (header included).
+    total: u64,
+    /// Bytes of records that no longer matter.
+    dead: u64,
+}
+
+/// State only the writer touches.
+pub(crate) struct Writer {
+    active: Arc<Active>,
+    next_seq: u64,
+    next_file_id: u32,
+    buf: Vec<u8>,
+}
+
+/// Work for the background thread.
+#[derive(Default)]
+struct BgState {
+    stop: bool,
+    hint_jobs: Vec<u32>,
+}
+
+pub(crate) struct Core {
+    pub dir: PathBuf,
+    pub opts: Options,
+    keydir: KeyDir,
+    segments: RwLock<BTreeMap<u32, Arc<Segment>>>,
+    seg_stats: Mutex<BTreeMap<u32, SegStat>>,
+    writer: Option<Mutex<Writer>>,
+    group: Option<GroupCommit>,
+    poisoned: AtomicBool,
+    poison_cause: Mutex<Option<String>>,
+    closed: AtomicBool,
+    lock_file: Mutex<Option<File>>,
+    pub report: RecoveryReport,
+    bytes_written: AtomicU64,
+    expired_removed: AtomicU64,
+    bg: Mutex<BgState>,
+    bg_cv: Condvar,
+}
+
+/// What `Db::ttl` found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ttl {
+    /// The key does not exist (or has expired).
+    Missing,
+    /// The key exists and never expires.
+    Persistent,
+    /// The key exists and expires after this much more time.
+    Expires(Duration),
+}
+
+/// A failed [`Db::compare_and_swap`](crate::Db::compare_and_swap): the
+/// current value did not match the expected one. Nothing was written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CasConflict {
+    /// The value found instead (`None`: the key was absent).
+    pub current: Option<Vec<u8>>,
+}
+
+impl std::fmt::Display for CasConflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.current {
+            Some(v) => write!(f, "compare-and-swap conflict: the key holds a different value ({} bytes)", v.len()),
+            None => write!(f, "compare-and-swap conflict: the key is absent"),
+        }
+    }
+}
+
+impl std::error::Error for CasConflict {}
+
+fn check_key(key: &[u8]) -> Result<()> {
+    if key.len() > MAX_KEY_BYTES as usize {
+        return Err(Error::KeyTooLarge {
+            len: key.len(),
+            max: MAX_KEY_BYTES as usize,
+        });
+    }
+    Ok(())
+}
+
+fn check_value(value: &[u8]) -> Result<()> {
+    if value.len() > MAX_VALUE_BYTES as usize {
+        return Err(Error::ValueTooLarge {
+            len: value.len(),
+            max: MAX_VALUE_BYTES as usize,
+        });
+    }
+    Ok(())
+}
+
+/// Absolute expiry for a TTL from `now_ms`; sub-millisecond TTLs round up.
+fn expiry_after(now_ms: u64, ttl: Duration) -> Result<u64> {
+    if ttl.is_zero() {
+        return Err(Error::InvalidTtl);
+    }
+    let mut ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    if Duration::from_millis(ms) < ttl {
+        ms = ms.saturating_add(1);
+    }
+    Ok(now_ms.saturating_add(ms))
+}
+
+/// Parses a value as Redis does for INCRBY: an optional '-', then digits
+/// with no leading zero, fitting an i64.
+fn parse_i64(v: &[u8]) -> Result<i64> {
+    let digits = v.strip_prefix(b"-").unwrap_or(v);
+    let ok = !digits.is_empty()
+        && v.len() <= 20
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits[0] != b'0' || (digits.len() == 1 && digits.len() == v.len()));
+    if !ok {
+        return Err(Error::NotAnInteger);
+    }
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or(Error::NotAnInteger)
+}
+
+/// A write to apply to the keydir once its record is on disk.
+enum Applied<'a> {
+    Put { key: &'a [u8], entry: Entry },
+    Delete { key: &'a [u8] },
+}
+
+impl Core {
+    // ----- open -------------------------------------------------------------
+
+    pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Core>> {
+        if !dir.exists() {
+            if opts.create_if_missing && !opts.read_only {
+                fsutil::create_dir_private(dir)?;
+            } else {
+                return Err(Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("store directory {} does not exist", dir.display()),
+                )));
+            }
+        }
+        let lock_path = dir.join(fsutil::LOCK_FILE);
+        let lock_file = if opts.read_only && lock_path.exists() {
+            File::open(&lock_path)?
+        } else {
+            fsutil::open_or_create_private(&lock_path)?
+        };
+        let locked = if opts.read_only {
+            lock_file.try_lock_shared()
+        } else {
+            lock_file.try_lock()
+        };
+        match locked {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(Error::Locked { path: lock_path }),
+            Err(TryLockError::Error(e)) => return Err(Error::Io(e)),
+        }
+
+        let mut report = RecoveryReport::default();
+        let listing = recovery::list_dir(dir)?;
+        if !opts.read_only {
+            for t in &listing.temp_files {
+                match std::fs::remove_file(t) {
+                    Ok(()) => report.removed_temp_files += 1,
+                    Err(e) => log::warn!("could not remove stray file {}: {e}", t.display()),
+                }
+            }
+        }
+        let now = opts.clock.now_unix_ms();
+        let started = Instant::now();
+        let mut loads = recovery::load_all(dir, &listing.segments, opts.recovery_mode, opts.read_only)?;
+
+        // Fix up the active segment.
+        if let Some(last) = loads.last_mut() {
+            let path = fsutil::segment_path(dir, last.id);
+            if let Some((cut_at, file_len)) = last.cut {
+                if !opts.read_only {
+                    let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+                    if last.needs_header {
+                        f.set_len(0)?;
+                        fsutil::write_all_at(&f, &segment::encode_header(last.id), 0)?;
+                        last.len = SEGMENT_HEADER_LEN;
+                    } else {
+                        f.set_len(cut_at)?;
+                    }
+                    f.sync_all()?;
+                    log::warn!(
+                        "cut a torn tail of {} bytes off {} at offset {cut_at}",
+                        file_len - cut_at,
+                        path.display()
+                    );
+                }
+                report.truncated_tail = Some((path, cut_at, file_len - cut_at));
+            }
+        }
+        for l in &loads {
+            if l.from_hint {
+                report.segments_from_hints += 1;
+            } else {
+                report.segments_scanned += 1;
+            }
+            report.discarded_batch_records += l.discarded_batch_records;
+            report.skipped.extend(l.skipped.iter().cloned());
+        }
+        for s in &report.skipped {
+            log::warn!(
+                "salvage skipped {} bytes of {} at offset {}: {}",
+                s.len,
+                s.path.display(),
+                s.offset,
+                s.reason
+            );
+        }
+
+        let keydir = KeyDir::new();
+        let live = recovery::build_keydir(&keydir, &loads, now);
+        let max_seq = loads.iter().map(|l| l.max_seq).max().unwrap_or(0);
+        let mut seg_stats = BTreeMap::new();
+        for (l, live) in loads.iter().zip(&live) {
+            let total = l.len.max(SEGMENT_HEADER_LEN);
+            seg_stats.insert(
+                l.id,
+                SegStat {
+                    total,
+                    dead: total.saturating_sub(SEGMENT_HEADER_LEN + live),
+                },
+            );
+        }
+        let mut segments = BTreeMap::new();
+        let last_id = loads.last().map(|l| l.id);
+        for l in &loads {
+            if Some(l.id) != last_id {
+                segments.insert(l.id, Arc::new(Segment::open_sealed(dir, l.id, opts.use_mmap)?));
+            }
+        }
+
+        let (writer, group) = if opts.read_only {
+            if let Some(l) = loads.last() {
+                let path = fsutil::segment_path(dir, l.id);
+                let f = File::open(&path)?;
+                segments.insert(l.id, Arc::new(Segment::with_file(path, f)));
+            }
+            (None, None)
+        } else {
+            let (id, len) = match loads.last() {
+                Some(l) => (l.id, l.len.max(SEGMENT_HEADER_LEN)),
+                None => {
+                    let id = 1;
+                    create_segment(dir, id)?;
+                    seg_stats.insert(
+                        id,
+                        SegStat {
+                            total: SEGMENT_HEADER_LEN,
+                            dead: 0,
+                        },
+                    );
+                    (id, SEGMENT_HEADER_LEN)
+                }
+            };
+            let path = fsutil::segment_path(dir, id);
+            let file = std::fs::OpenOptions::new().read(true).write(true).open(&path)?;
+            segments.insert(id, Arc::new(Segment::with_file(path, file.try_clone()?)));
+            let active = Arc::new(Active {
+                id,
+                file,
+                len: AtomicU64::new(len),
+            });
+            let writer = Writer {
+                active: active.clone(),
+                next_seq: max_seq + 1,
+                next_file_id: id + 1,
+                buf: Vec::with_capacity(4096),
+            };
+            (Some(Mutex::new(writer)), Some(GroupCommit::new(active)))
+        };
+        log::info!(
+            "opened {} with {} keys in {:?} ({} segments from hints, {} scanned)",
+            dir.display(),
+            keydir.raw_len(),
+            started.elapsed(),
+            report.segments_from_hints,
+            report.segments_scanned
+        );
+
+        Ok(Arc::new(Core {
+            dir: dir.to_path_buf(),
+            opts,
+            keydir,
+            segments: RwLock::new(segments),
+            seg_stats: Mutex::new(seg_stats),
+            writer,
+            group,
+            poisoned: AtomicBool::new(false),
+            poison_cause: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            lock_file: Mutex::new(Some(lock_file)),
+            report,
+            bytes_written: AtomicU64::new(0),
+            expired_removed: AtomicU64::new(0),
+            bg: Mutex::new(BgState::default()),
+            bg_cv: Condvar::new(),
+        }))
+    }
+
+    fn now(&self) -> u64 {
+        self.opts.clock.now_unix_ms()
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(())
+    }
+
+    // ----- poisoning --------------------------------------------------------
+
+    fn poison(&self, cause: String) {
+        log::error!("cairn store {} is poisoned: {cause}", self.dir.display());
+        lock(&self.poison_cause).get_or_insert(cause.clone());
+        self.poisoned.store(true, Ordering::Release);
+        if let Some(g) = &self.group {
+            g.mark_failed(cause);
+        }
+    }
+
+    fn poisoned_error(&self) -> Error {
+        Error::Poisoned {
+            cause: lock(&self.poison_cause).clone().unwrap_or_default(),
+        }
+    }
+
+    pub(crate) fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Locks the writer after checking that writes are allowed.
+    fn writer(&self) -> Result<MutexGuard<'_, Writer>> {
+        self.check_open()?;
+        let w = self.writer.as_ref().ok_or(Error::ReadOnly)?;
+        let guard = lock(w);
+        if self.is_poisoned() {
+            return Err(self.poisoned_error());
+        }
+        self.check_open()?;
+        Ok(guard)
+    }
+
+    // ----- reads ------------------------------------------------------------
+
+    /// Reads the value an entry points at.
+    fn read_entry(&self, key: &[u8], mut entry: Entry) -> Result<Option<Vec<u8>>> {
+        // A segment can disappear between the index lookup and the read only
+        // if compaction moved the key; look it up again then.
+        for _ in 0..64 {
+            {
+                let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
+                if let Some(seg) = segs.get(&entry.file_id) {
+                    return seg.read_value(entry.offset, key, entry.value_len).map(Some);
+                }
+            }
+            match self.keydir.get(key) {
+                Some(e) if !e.is_expired(self.now()) => entry = e,
+                _ => return Ok(None),
+            }
+        }
+        Err(Error::corruption(
+            fsutil::segment_path(&self.dir, entry.file_id),
+            entry.offset,
+            "the index points into a segment that does not exist",
+        ))
+    }
+
+    /// The live entry of `key`, if any.
+    fn live_entry(&self, key: &[u8]) -> Option<Entry> {
+        self.keydir.get(key).filter(|e| !e.is_expired(self.now()))
+    }
+
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.check_open()?;
+        match self.live_entry(key) {
+            Some(e) => self.read_entry(key, e),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn contains_key(&self, key: &[u8]) -> Result<bool> {
+        self.check_open()?;
+        Ok(self.live_entry(key).is_some())
+    }
+
+    pub(crate) fn ttl(&self, key: &[u8]) -> Result<Ttl> {
+        self.check_open()?;
+        let now = self.now();
+        Ok(match self.keydir.get(key) {
+            Some(e) if !e.is_expired(now) => {
+                if e.expires_at_ms == 0 {
+                    Ttl::Persistent
+                } else {
+                    Ttl::Expires(Duration::from_millis(e.expires_at_ms - now))
+                }
+            }
+            _ => Ttl::Missing,
+        })
+    }
+
+    pub(crate) fn len(&self) -> Result<u64> {
+        self.check_open()?;
+        Ok(self.keydir.live_len(self.now()))
+    }
+
+    /// Sorted live keys starting with `prefix`.
+    pub(crate) fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
+        self.check_open()?;
+        let now = self.now();
+        let mut keys = Vec::new();
+        for i in 0..self.keydir.shard_count() {
+            self.keydir.read_shard(i).for_each(|k, e| {
+                if k.starts_with(prefix) && !e.is_expired(now) {
+                    keys.push(k.to_vec());
+                }
+            });
+        }
+        keys.sort_unstable();
+        Ok(keys)
+    }
+
+    // ----- writes -----------------------------------------------------------
+
+    /// Appends the encoded records in `w.buf` (which take `seqs` sequence
+    /// numbers), then applies `applied` to the keydir. Returns the position
+    /// to wait for.
+    fn append(&self, w: &mut Writer, seqs: u64, applied: &[Applied<'_>], dead_now: u64) -> Result<Pos> {
+        let len = w.buf.len() as u64;
+        let offset = w.active.len.load(Ordering::Relaxed);
+        if let Err(e) = fsutil::write_all_at(&w.active.file, &w.buf, offset) {
+            self.poison(format!("write to segment {} failed: {e}", w.active.id));
+            return Err(Error::Io(e));
+        }
+        let end = offset + len;
+        w.active.len.store(end, Ordering::Release);
+        w.next_seq += seqs;
+        self.bytes_written.fetch_add(len, Ordering::Relaxed);
+
+        let mut dead = BTreeMap::<u32, u64>::new();
+        *dead.entry(w.active.id).or_default() += dead_now;
+        for a in applied {
+            let (key, old) = match a {
+                Applied::Put { key, entry } => (key, self.keydir.insert(key, *entry)),
+                Applied::Delete { key } => (key, self.keydir.remove(key)),
+            };
+            if let Some(old) = old {
+                *dead.entry(old.file_id).or_default() += old.record_len(key.len());
+            }
+        }
+        let mut stats = lock(&self.seg_stats);
+        stats.entry(w.active.id).or_default().total = end;
+        for (id, d) in dead {
+            if let Some(s) = stats.get_mut(&id) {
+                s.dead += d;
+            }
+        }
+        Ok((w.active.id, end))
+    }
+
+    /// Waits for durability according to the sync policy.
+    fn finish(&self, pos: Pos) -> Result<()> {
+        if self.opts.sync_policy == SyncPolicy::Always {
+            self.wait(pos)?;
+        }
+        Ok(())
+    }
+
+    fn wait(&self, pos: Pos) -> Result<()> {
+        let Some(g) = &self.group else { return Ok(()) };
+        match g.wait_durable(pos) {
+            Ok(()) => Ok(()),
+            Err(SyncError::Failed(e)) => {
+                self.poison(format!("fdatasync failed: {e}"));
+                Err(Error::Io(e))
+            }
+            Err(SyncError::Poisoned(cause)) => Err(Error::Poisoned { cause }),
+        }
+    }
+
+    /// Seals the active segment and starts a new one when `incoming` more
+    /// bytes would push it past the limit.
+    fn maybe_roll(&self, w: &mut Writer, incoming: u64) -> Result<()> {
+        let len = w.active.len.load(Ordering::Relaxed);
+        if len <= SEGMENT_HEADER_LEN || len + incoming <= self.opts.max_segment_bytes {
+            return Ok(());
+        }
+        self.roll(w)
+    }
+
+    fn roll(&self, w: &mut Writer) -> Result<()> {
+        let old = w.active.clone();
+        let old_len = old.len.load(Ordering::Acquire);
+        // 1. The old segment's tail is durable before anything goes into the
+        //    new one, so a crash can never keep newer writes and lose older.
+        if let Err(e) = old.file.sync_data() {
+            self.poison(format!("fdatasync of segment {} failed: {e}", old.id));
+            return Err(Error::Io(e));
+        }
+        let group = self.group.as_ref().ok_or(Error::ReadOnly)?;
+        group.fsyncs.fetch_add(1, Ordering::Relaxed);
+        group.mark_durable((old.id, old_len));
+        // 2. The new segment's header and directory entry are durable before
+        //    its first record.
+        let id = w.next_file_id;
+        let file = match create_segment(&self.dir, id) {
+            Ok(f) => f,
+            Err(e) => {
+                self.poison(format!("creating segment {id} failed: {e}"));
+                return Err(e);
+            }
+        };
+        w.next_file_id += 1;
+        let path = fsutil::segment_path(&self.dir, id);
+        let reader = Segment::with_file(path, file.try_clone()?);
+        let sealed = match Segment::open_sealed(&self.dir, old.id, self.opts.use_mmap) {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("could not map sealed segment {}: {e}; reading it with pread", old.id);
+                Segment::with_file(fsutil::segment_path(&self.dir, old.id), old.file.try_clone()?)
+            }
+        };
+        {
+            let mut segs = self.segments.write().unwrap_or_else(|e| e.into_inner());
+            segs.insert(old.id, Arc::new(sealed));
+            segs.insert(id, Arc::new(reader));
+        }
+        lock(&self.seg_stats).insert(
+            id,
+            SegStat {
+                total: SEGMENT_HEADER_LEN,
+                dead: 0,
+            },
+        );
+        let active = Arc::new(Active {
+            id,
+            file,
+            len: AtomicU64::new(SEGMENT_HEADER_LEN),
+        });
+        group.set_current(active.clone());
+        group.mark_durable((id, SEGMENT_HEADER_LEN));
+        w.active = active;
+        // 3. The hint of the sealed segment is written in the background.
+        lock(&self.bg).hint_jobs.push(old.id);
+        self.bg_cv.notify_all();
+        Ok(())
+    }
+
+    fn encode_put(w: &mut Writer, seq: u64, expires: u64, key: &[u8], value: &[u8]) -> Entry {
+        let offset = w.active.len.load(Ordering::Relaxed) + w.buf.len() as u64;
+        record::encode_into(&mut w.buf, Kind::Put, seq, expires, key, value);
+        Entry {
+            seq,
+            expires_at_ms: expires,
+            offset,
+            file_id: w.active.id,
+            value_len: value.len() as u32,
+        }
+    }
+
+    /// Writes one put under the writer lock; returns the position to wait for.
+    fn put_locked(&self, w: &mut Writer, key: &[u8], value: &[u8], expires: u64) -> Result<Pos> {
+        self.maybe_roll(w, record::encoded_len(key.len() as u32, value.len() as u32))?;
+        w.buf.clear();
+        let seq = w.next_seq;
+        let entry = Self::encode_put(w, seq, expires, key, value);
+        self.append(w, 1, &[Applied::Put { key, entry }], 0)
+    }
+
+    /// Writes one tombstone under the writer lock.
+    fn delete_locked(&self, w: &mut Writer, key: &[u8]) -> Result<Pos> {
+        let len = record::encoded_len(key.len() as u32, 0);
+        self.maybe_roll(w, len)?;
+        w.buf.clear();
+        let seq = w.next_seq;
+        record::encode_into(&mut w.buf, Kind::Tombstone, seq, 0, key, b"");
+        self.append(w, 1, &[Applied::Delete { key }], len)
+    }
+
+    /// Reads the live value of `key` for a read-modify-write.
+    fn current(&self, key: &[u8]) -> Result<Option<(Entry, Vec<u8>)>> {
+        match self.live_entry(key) {
+            Some(e) => Ok(self.read_entry(key, e)?.map(|v| (e, v))),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn put(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        check_key(key)?;
+        check_value(value)?;
+        let expires = match ttl {
+            Some(t) => expiry_after(self.now(), t)?,
+            None => 0,
+        };
+        let pos = {
+            let mut w = self.writer()?;
+            self.put_locked(&mut w, key, value, expires)?
+        };
+        self.finish(pos)
+    }
+
+    pub(crate) fn delete(&self, key: &[u8]) -> Result<bool> {
+        check_key(key)?;
+        let pos = {
+            let mut w = self.writer()?;
+            match self.keydir.get(key) {
+                None => return Ok(false),
+                Some(e) if e.is_expired(self.now()) => {
+                    // Already invisible, and its record stays expired on
+                    // disk: forget it without writing anything.
+                    self.forget_expired(key, &e);
+                    return Ok(false);
+                }
+                Some(_) => self.delete_locked(&mut w, key)?,
+            }
+        };
+        self.finish(pos).map(|()| true)
+    }
+
+    pub(crate) fn put_if_absent(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+        check_key(key)?;
+        check_value(value)?;
+        let pos = {
+            let mut w = self.writer()?;
+            if self.live_entry(key).is_some() {
+                return Ok(false);
+            }
+            let expires = match ttl {
+                Some(t) => expiry_after(self.now(), t)?,
+                None => 0,
+            };
+            self.put_locked(&mut w, key, value, expires)?
+        };
+        self.finish(pos).map(|()| true)
+    }
+
+    pub(crate) fn incr(&self, key: &[u8], delta: i64) -> Result<i64> {
+        check_key(key)?;
+        let (pos, n) = {
+            let mut w = self.writer()?;
+            let (cur, expires) = match self.current(key)? {
+                Some((e, v)) => (parse_i64(&v)?, e.expires_at_ms),
+                None => (0, 0),
+            };
+            let n = cur.checked_add(delta).ok_or(Error::Overflow)?;
+            let text = n.to_string();
+            (self.put_locked(&mut w, key, text.as_bytes(), expires)?, n)
+        };
+        self.finish(pos).map(|()| n)
+    }
+
+    /// Rewrites the live value of `key` with a new expiry.
+    fn set_expiry(&self, key: &[u8], expires: Option<u64>, only_if_ttl: bool) -> Result<bool> {
+        check_key(key)?;
+        let pos = {
+            let mut w = self.writer()?;
+            let Some((e, v)) = self.current(key)? else { return Ok(false) };
+            if only_if_ttl && e.expires_at_ms == 0 {
+                return Ok(false);
+            }
+            match expires {
+                Some(x) => self.put_locked(&mut w, key, &v, x)?,
+                None => self.delete_locked(&mut w, key)?,
+            }
+        };
+        self.finish(pos).map(|()| true)
+    }
+
+    pub(crate) fn expire(&self, key: &[u8], ttl: Duration) -> Result<bool> {
+        if ttl.is_zero() {
+            // As Redis: an expiry in the past deletes the key.
+            return self.set_expiry(key, None, false);
+        }
+        let at = expiry_after(self.now(), ttl)?;
+        self.set_expiry(key, Some(at), false)
+    }
+
+    pub(crate) fn persist(&self, key: &[u8]) -> Result<bool> {
+        self.set_expiry(key, Some(0), true)
+    }
+
+    pub(crate) fn compare_and_swap(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<std::result::Result<(), CasConflict>> {
+        check_key(key)?;
+        if let Some(v) = new {
+            check_value(v)?;
+        }
+        let pos = {
+            let mut w = self.writer()?;
+            let current = self.current(key)?.map(|(_, v)| v);
+            if current.as_deref() != expected {
+                return Ok(Err(CasConflict { current }));
+            }
+            match (new, current.is_some()) {
+                (Some(v), _) => self.put_locked(&mut w, key, v, 0)?,
+                (None, true) => self.delete_locked(&mut w, key)?,
+                (None, false) => return Ok(Ok(())),
+            }
+        };
+        self.finish(pos).map(|()| Ok(()))
+    }
+
+    pub(crate) fn write_batch(&self, batch: &Batch) -> Result<()> {
+        if batch.ops.is_empty() {
+            self.check_open()?;
+            return Ok(());
+        }
+        let count = u32::try_from(batch.ops.len())
+            .map_err(|_| Error::InvalidOptions("a batch holds at most 2^32-1 operations".into()))?;
+        let mut total = 2 * record::encoded_len(0, 12);
+        for op in &batch.ops {
+            match op {
+                BatchOp::Put { key, value, ttl } => {
+                    check_key(key)?;
+                    check_value(value)?;
+                    if ttl.is_some_and(|t| t.is_zero()) {
+                        return Err(Error::InvalidTtl);
+                    }
+                    total += record::encoded_len(key.len() as u32, value.len() as u32);
+                }
+                BatchOp::Delete { key } => {
+                    check_key(key)?;
+                    total += record::encoded_len(key.len() as u32, 0);
+                }
+            }
+        }
+        let pos = {
+            let mut w = self.writer()?;
+            self.maybe_roll(&mut w, total)?;
+            let now = self.now();
+            w.buf.clear();
+            let begin = w.next_seq;
+            record::encode_into(&mut w.buf, Kind::BatchBegin, begin, 0, b"", &count.to_le_bytes());
+            let mut dead = record::encoded_len(0, 4);
+            let mut applied = Vec::with_capacity(batch.ops.len());
+            for (i, op) in batch.ops.iter().enumerate() {
+                let seq = begin + 1 + i as u64;
+                match op {
+                    BatchOp::Put { key, value, ttl } => {
+                        let expires = match ttl {
+                            Some(t) => expiry_after(now, *t)?,
+                            None => 0,
+                        };
+                        let entry = Self::encode_put(&mut w, seq, expires, key, value);
+                        applied.push(Applied::Put { key, entry });
+                    }
+                    BatchOp::Delete { key } => {
+                        record::encode_into(&mut w.buf, Kind::Tombstone, seq, 0, key, b"");
+                        dead += record::encoded_len(key.len() as u32, 0);
+                        applied.push(Applied::Delete { key });
+                    }
+                }
+            }
+            let mut commit = [0u8; 12];
+            commit[..8].copy_from_slice(&begin.to_le_bytes());
+            commit[8..].copy_from_slice(&count.to_le_bytes());
+            let commit_seq = begin + 1 + u64::from(count);
+            record::encode_into(&mut w.buf, Kind::BatchCommit, commit_seq, 0, b"", &commit);
+            dead += record::encoded_len(0, 12);
+            self.append(&mut w, u64::from(count) + 2, &applied, dead)?
+        };
+        self.finish(pos)
+    }
+
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.check_open()?;
+        let Some(g) = &self.group else { return Ok(()) };
+        if self.is_poisoned() {
+            return Err(self.poisoned_error());
+        }
+        let a = g.current();
+        self.wait((a.id, a.len.load(Ordering::Acquire)))
+    }
+
+    // ----- expiry -----------------------------------------------------------
+
+    fn forget_expired(&self, key: &[u8], e: &Entry) {
+        if self.keydir.remove_if_eq(key, e) {
+            self.expired_removed.fetch_add(1, Ordering::Relaxed);
+            if let Some(s) = lock(&self.seg_stats).get_mut(&e.file_id) {
+                s.dead += e.record_len(key.len());
+            }
+        }
+    }
+
+    /// Removes expired entries from memory, one shard at a time.
+    pub(crate) fn sweep_expired(&self) -> u64 {
+        let now = self.now();
+        let mut removed = 0u64;
+        for i in 0..self.keydir.shard_count() {
+            if self.keydir.read_shard(i).ttl_keys() == 0 {
+                continue;
+            }
+            let mut dead = BTreeMap::<u32, u64>::new();
+            self.keydir.write_shard(i).retain(
+                |_, e| e.is_expired(now),
+                |k, e| {
+                    removed += 1;
+                    *dead.entry(e.file_id).or_default() += e.record_len(k.len());
+                },
+            );
+            let mut stats = lock(&self.seg_stats);
+            for (id, d) in dead {
+                if let Some(s) = stats.get_mut(&id) {
+                    s.dead += d;
+                }
+            }
+        }
+        self.expired_removed.fetch_add(removed, Ordering::Relaxed);
+        removed
+    }
+
+    // ----- stats, close -----------------------------------------------------
+
+    pub(crate) fn stats(&self) -> Stats {
+        let now = self.now();
+        let seg = lock(&self.seg_stats).clone();
+        let mut st = Stats {
+            live_keys: self.keydir.live_len(now),
+            segments: seg.len() as u64,
+            expired_keys_removed: self.expired_removed.load(Ordering::Relaxed),
+            bytes_written: self.bytes_written.load(Ordering::Relaxed),
+            fsyncs: self.group.as_ref().map_or(0, |g| g.fsyncs.load(Ordering::Relaxed)),
+            keydir_memory_bytes: self.keydir.memory_bytes(),
+            ..Stats::default()
+        };
+        for s in seg.values() {
+            st.disk_bytes += s.total;
+            st.dead_bytes += s.dead;
+            st.live_bytes += s.total.saturating_sub(SEGMENT_HEADER_LEN + s.dead);
+        }
+        st
+    }
+
+    /// Flushes, marks the store closed and releases the directory lock.
+    pub(crate) fn close(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let result = match &self.writer {
+            Some(w) => {
+                let _w = lock(w);
+                self.closed.store(true, Ordering::Release);
+                if self.is_poisoned() {
+                    Err(self.poisoned_error())
+                } else {
+                    self.group.as_ref().map_or(Ok(()), |g| match g.sync_all() {
+                        Ok(()) => Ok(()),
+                        Err(SyncError::Failed(e)) => {
+                            self.poison(format!("fdatasync failed: {e}"));
+                            Err(Error::Io(e))
+                        }
+                        Err(SyncError::Poisoned(cause)) => Err(Error::Poisoned { cause }),
+                    })
+                }
+            }
+            None => {
+                self.closed.store(true, Ordering::Release);
+                Ok(())
+            }
+        };
+        self.stop_background();
+        lock(&self.lock_file).take();
+        result
+    }
+
+    // ----- background -------------------------------------------------------
+
+    pub(crate) fn stop_background(&self) {
+        lock(&self.bg).stop = true;
+        self.bg_cv.notify_all();
+    }
+
+    /// The background loop: periodic fsync (EveryMillis), the expiry sweep
+    /// and hint files for newly sealed segments. Returns when stopped.
+    pub(crate) fn background(self: &Arc<Self>) {
+        let sync_every = self.opts.sync_interval();
+        let sweep_every = match self.opts.expiry_sweep_interval_ms {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        };
+        let mut next_sync = sync_every.map(|d| Instant::now() + d);
+        let mut next_sweep = sweep_every.map(|d| Instant::now() + d);
+        loop {
+            let jobs = {
+                let mut bg = lock(&self.bg);
+                loop {
+                    if bg.stop {
+                        return;
+                    }
+                    if !bg.hint_jobs.is_empty() {
+                        break;
+                    }
+                    let now = Instant::now();
+                    let due = [next_sync, next_sweep].into_iter().flatten().min();
+                    match due {
+                        Some(t) if t <= now => break,
+                        Some(t) => {
+                            bg = self.bg_cv.wait_timeout(bg, t - now).unwrap_or_else(|e| e.into_inner()).0;
+                        }
+                        None => {
+                            bg = self.bg_cv.wait(bg).unwrap_or_else(|e| e.into_inner());
+                        }
+                    }
+                }
+                std::mem::take(&mut bg.hint_jobs)
+            };
+            for id in jobs {
+                self.write_hint(id);
+            }
+            let now = Instant::now();
+            if let (Some(t), Some(d)) = (next_sync, sync_every) {
+                if t <= now {
+                    if let Some(g) = &self.group {
+                        if !self.is_poisoned() && !g.is_clean() {
+                            let a = g.current();
+                            let _ = self.wait((a.id, a.len.load(Ordering::Acquire)));
+                        }
+                    }
+                    next_sync = Some(now + d);
+                }
+            }
+            if let (Some(t), Some(d)) = (next_sweep, sweep_every) {
+                if t <= now {
+                    self.sweep_expired();
+                    next_sweep = Some(Instant::now() + d);
+                }
+            }
+        }
+    }
+
+    /// Scans a sealed segment and writes its hint file.
+    fn write_hint(&self, id: u32) {
+        let path = fsutil::segment_path(&self.dir, id);
+        let result = std::fs::read(&path)
+            .map_err(Error::Io)
+            .and_then(|bytes| recovery::scan_segment(&path, id, &bytes, false, crate::RecoveryMode::Strict))
+            .and_then(|load| {
+                hint::write(&self.dir, id, load.len, load.max_seq, &recovery::dedup_newest(&load.entries))
+                    .map_err(Error::Io)
+            });
+        if let Err(e) = result {
+            log::warn!("could not write the hint of segment {id}: {e}");
+        }
+    }
+}
+
+/// Creates segment `id`: header written, file and directory synced.
+fn create_segment(dir: &Path, id: u32) -> Result<File> {
+    let path = fsutil::segment_path(dir, id);
+    let file = fsutil::create_new_private(&path)?;
+    fsutil::write_all_at(&file, &segment::encode_header(id), 0)?;
+    file.sync_all()?;
+    fsutil::sync_dir(dir)?;
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_parse_like_redis() {
+        assert_eq!(parse_i64(b"0").ok(), Some(0));
+        assert_eq!(parse_i64(b"-12").ok(), Some(-12));
+        assert_eq!(parse_i64(b"9223372036854775807").ok(), Some(i64::MAX));
+        assert_eq!(parse_i64(b"-9223372036854775808").ok(), Some(i64::MIN));
+        for bad in [&b""[..], b"-", b"+1", b" 1", b"1 ", b"01", b"-0", b"1.5", b"9223372036854775808", b"abc"] {
+            assert!(matches!(parse_i64(bad), Err(Error::NotAnInteger)), "{:?}", bad);
+        }
+    }
+
+    #[test]
+    fn expiry_rounds_up_and_rejects_zero() {
+        assert!(matches!(expiry_after(1000, Duration::ZERO), Err(Error::InvalidTtl)));
+        assert_eq!(expiry_after(1000, Duration::from_micros(1)).ok(), Some(1001));
+        assert_eq!(expiry_after(1000, Duration::from_millis(5)).ok(), Some(1005));
+        assert_eq!(expiry_after(1000, Duration::MAX).ok(), Some(u64::MAX));
+    }
+}

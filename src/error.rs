@@ -1,0 +1,185 @@
+//! The one error type of cairn.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// A specialised `Result` whose error is [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in cairn.
+///
+/// The enum is `#[non_exhaustive]`: match the cases you handle and keep a
+/// wildcard arm for the rest.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O error.
+    Io(io::Error),
+    /// A data or hint file failed a check that a crash cannot explain: a
+    /// checksum failure followed by valid records, damage in a sealed
+    /// segment, an unknown header or a record that does not match its index
+    /// entry. Nothing was repaired or dropped; open the store with
+    /// [`RecoveryMode::Salvage`](crate::RecoveryMode::Salvage) to skip the
+    /// damaged records.
+    Corruption {
+        /// The damaged file.
+        path: PathBuf,
+        /// The byte offset of the damage inside `path`.
+        offset: u64,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The file was written by a format version this build does not read.
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version found in its header.
+        version: u16,
+    },
+    /// Another handle, in this process or another one, holds the directory's
+    /// lock.
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// A key longer than [`MAX_KEY_BYTES`](crate::MAX_KEY_BYTES). Nothing was written.
+    KeyTooLarge {
+        /// The key's length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A value longer than [`MAX_VALUE_BYTES`](crate::MAX_VALUE_BYTES). Nothing was written.
+    ValueTooLarge {
+        /// The value's length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// `incr` found a value that is not a base-10 signed 64-bit integer.
+    /// Nothing was changed.
+    NotAnInteger,
+    /// `incr` would overflow an `i64`. Nothing was changed.
+    Overflow,
+    /// A time-to-live of zero was given where a live key is being written.
+    InvalidTtl,
+    /// An earlier write or fsync failed, so this handle refuses every further
+    /// write until the store is reopened. Reads still work.
+    Poisoned {
+        /// What failed first.
+        cause: String,
+    },
+    /// The store was opened read-only.
+    ReadOnly,
+    /// [`Db::close`](crate::Db::close) was called on this store.
+    Closed,
+    /// An option has a value cairn cannot work with.
+    InvalidOptions(String),
+    /// A typed value could not be encoded or decoded (the `serde` feature).
+    #[cfg(feature = "serde")]
+    Serde(postcard::Error),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "I/O error: {e}"),
+            Error::Corruption {
+                path,
+                offset,
+                reason,
+            } => write!(
+                f,
+                "corruption in {} at byte offset {offset}: {reason}",
+                path.display()
+            ),
+            Error::UnsupportedVersion { path, version } => write!(
+                f,
+                "{} has format version {version}, which this build of cairn does not read",
+                path.display()
+            ),
+            Error::Locked { path } => write!(
+                f,
+                "the store is locked by another handle ({} is held); close it first",
+                path.display()
+            ),
+            Error::KeyTooLarge { len, max } => {
+                write!(f, "key of {len} bytes is longer than the limit of {max} bytes")
+            }
+            Error::ValueTooLarge { len, max } => write!(
+                f,
+                "value of {len} bytes is longer than the limit of {max} bytes"
+            ),
+            Error::NotAnInteger => {
+                write!(f, "value is not an integer or out of range of a signed 64-bit integer")
+            }
+            Error::Overflow => write!(f, "increment or decrement would overflow"),
+            Error::InvalidTtl => write!(f, "a time-to-live must be greater than zero"),
+            Error::Poisoned { cause } => write!(
+                f,
+                "the store refuses writes after an earlier write or fsync failed ({cause}); reopen it"
+            ),
+            Error::ReadOnly => write!(f, "the store was opened read-only"),
+            Error::Closed => write!(f, "the store has been closed"),
+            Error::InvalidOptions(msg) => write!(f, "invalid options: {msg}"),
+            #[cfg(feature = "serde")]
+            Error::Serde(e) => write!(f, "could not encode or decode a typed value: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io(e) => Some(e),
+            #[cfg(feature = "serde")]
+            Error::Serde(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<io::Error> for Error {
+    fn from(e: io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl From<postcard::Error> for Error {
+    fn from(e: postcard::Error) -> Self {
+        Error::Serde(e)
+    }
+}
+
+impl Error {
+    pub(crate) fn corruption(path: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Self {
+        Error::Corruption {
+            path: path.into(),
+            offset,
+            reason: reason.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_file_and_offset() {
+        let e = Error::corruption("/d/0000000001.seg", 96, "checksum mismatch");
+        let text = e.to_string();
+        assert!(text.contains("0000000001.seg"), "{text}");
+        assert!(text.contains("96"), "{text}");
+    }
+
+    #[test]
+    fn io_error_is_the_source() {
+        use std::error::Error as _;
+        let e: Error = io::Error::other("disk on fire").into();
+        assert!(e.source().is_some());
+        assert!(e.to_string().contains("disk on fire"));
+    }
+}

@@ -1,0 +1,247 @@
+//! Hint files: a compact index of one sealed segment, so that open does not
+//! have to read every value.
+//!
+//! ```text
+//! header (32 bytes)
+//!  0  8  magic "CAIRNHNT"
+//!  8  2  format version (1)
+//! 10  1  checksum algorithm (1 = CRC-32C)
+//! 11  5  reserved (0)
+//! 16  8  segment id
+//! 24  8  length in bytes of the segment file this hint describes
+//! entries, one per key (the newest record of that key in the segment)
+//!  0  8  sequence number
+//!  8  8  expiry (unix ms, 0 = none)
+//! 16  8  record offset in the segment
+//! 24  4  key length
+//! 28  4  value length
+//! 32  1  kind (1 put, 2 tombstone)
+//! 33  .. key
+//! trailer (24 bytes)
+//!  0  8  number of entries
+//!  8  8  highest sequence number of any record in the segment
+//! 16  4  crc32c of every byte before this field
+//! 20  4  magic "HEND"
+//! ```
+//!
+//! A hint is trusted only if its checksum, segment id and segment length all
+//! match; otherwise open scans the segment and writes a fresh hint.
+
+use std::fs;
+use std::io::{self, Write};
+use std::path::Path;
+
+use crate::fsutil;
+use crate::record::{self, Kind, MAX_KEY_BYTES};
+use crate::segment::{CHECKSUM_CRC32C, FORMAT_VERSION};
+
+const HINT_MAGIC: &[u8; 8] = b"CAIRNHNT";
+const TRAILER_MAGIC: &[u8; 4] = b"HEND";
+const HEADER_LEN: usize = 32;
+const ENTRY_FIXED_LEN: usize = 33;
+const TRAILER_LEN: usize = 24;
+
+/// One hint entry: where the newest record of a key in a segment lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct HintEntry {
+    pub key: Vec<u8>,
+    pub seq: u64,
+    pub expires_at_ms: u64,
+    pub offset: u64,
+    pub value_len: u32,
+    pub tombstone: bool,
+}
+
+/// Encodes a hint file for segment `id` of `segment_len` bytes.
+pub(crate) fn encode(id: u32, segment_len: u64, max_seq: u64, entries: &[HintEntry]) -> Vec<u8> {
+    let body: usize = entries.iter().map(|e| ENTRY_FIXED_LEN + e.key.len()).sum();
+    let mut b = Vec::with_capacity(HEADER_LEN + body + TRAILER_LEN);
+    b.extend_from_slice(HINT_MAGIC);
+    b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    b.push(CHECKSUM_CRC32C);
+    b.extend_from_slice(&[0u8; 5]);
+    b.extend_from_slice(&u64::from(id).to_le_bytes());
+    b.extend_from_slice(&segment_len.to_le_bytes());
+    for e in entries {
+        b.extend_from_slice(&e.seq.to_le_bytes());
+        b.extend_from_slice(&e.expires_at_ms.to_le_bytes());
+        b.extend_from_slice(&e.offset.to_le_bytes());
+        let key_len = u32::try_from(e.key.len()).unwrap_or(u32::MAX);
+        b.extend_from_slice(&key_len.to_le_bytes());
+        b.extend_from_slice(&e.value_len.to_le_bytes());
+        b.push(if e.tombstone { Kind::Tombstone as u8 } else { Kind::Put as u8 });
+        b.extend_from_slice(&e.key);
+    }
+    b.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+    b.extend_from_slice(&max_seq.to_le_bytes());
+    let crc = crc32c::crc32c(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b.extend_from_slice(TRAILER_MAGIC);
+    b
+}
+
+/// Why a hint was not used.
+pub(crate) type Rejection = &'static str;
+
+/// Decodes a hint file, checking it against the segment it claims to describe.
+/// A decoded hint: its entries and the segment's highest sequence number.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Hint {
+    pub entries: Vec<HintEntry>,
+    pub max_seq: u64,
+}
+
+pub(crate) fn decode(bytes: &[u8], id: u32, segment_len: u64) -> Result<Hint, Rejection> {
+    if bytes.len() < HEADER_LEN + TRAILER_LEN {
+        return Err("hint file too short");
+    }
+    if &bytes[0..8] != HINT_MAGIC {
+        return Err("bad hint magic");
+    }
+    let t = bytes.len() - TRAILER_LEN;
+    if &bytes[t + 20..] != TRAILER_MAGIC {
+        return Err("bad hint trailer");
+    }
+    if crc32c::crc32c(&bytes[..t + 16]) != record::le_u32(bytes, t + 16) {
+        return Err("hint checksum mismatch");
+    }
+    if u16::from_le_bytes([bytes[8], bytes[9]]) != FORMAT_VERSION || bytes[10] != CHECKSUM_CRC32C {
+        return Err("hint version or checksum algorithm not supported");
+    }
+    if record::le_u64(bytes, 16) != u64::from(id) {
+        return Err("hint names another segment");
+    }
+    if record::le_u64(bytes, 24) != segment_len {
+        return Err("hint describes a segment of another length");
+    }
+    let count = record::le_u64(bytes, t);
+    // Every entry takes at least ENTRY_FIXED_LEN bytes: bound before allocating.
+    if count > ((t - HEADER_LEN) / ENTRY_FIXED_LEN) as u64 {
+        return Err("hint entry count is impossible");
+    }
+    let mut out = Vec::with_capacity(count as usize);
+    let mut at = HEADER_LEN;
+    for _ in 0..count {
+        if at + ENTRY_FIXED_LEN > t {
+            return Err("hint entry runs past the end");
+        }
+        let key_len = record::le_u32(bytes, at + 24);
+        let value_len = record::le_u32(bytes, at + 28);
+        let kind = bytes[at + 32];
+        if key_len > MAX_KEY_BYTES || value_len > record::MAX_VALUE_BYTES {
+            return Err("hint entry length above the limit");
+        }
+        let key_end = at + ENTRY_FIXED_LEN + key_len as usize;
+        if key_end > t {
+            return Err("hint key runs past the end");
+        }
+        let tombstone = match Kind::from_u8(kind) {
+            Some(Kind::Put) => false,
+            Some(Kind::Tombstone) => true,
+            _ => return Err("hint entry has a bad kind"),
+        };
+        let offset = record::le_u64(bytes, at + 16);
+        if offset.saturating_add(record::encoded_len(key_len, value_len)) > segment_len {
+            return Err("hint entry points past the end of the segment");
+        }
+        out.push(HintEntry {
+            key: bytes[at + ENTRY_FIXED_LEN..key_end].to_vec(),
+            seq: record::le_u64(bytes, at),
+            expires_at_ms: record::le_u64(bytes, at + 8),
+            offset,
+            value_len,
+            tombstone,
+        });
+        at = key_end;
+    }
+    if at != t {
+        return Err("hint has trailing bytes");
+    }
+    Ok(Hint {
+        entries: out,
+        max_seq: record::le_u64(bytes, t + 8),
+    })
+}
+
+/// Atomically writes a hint file for segment `id`: a temporary file in the
+/// directory, fsync, rename over the final name, fsync the directory.
+pub(crate) fn write(dir: &Path, id: u32, segment_len: u64, max_seq: u64, entries: &[HintEntry]) -> io::Result<()> {
+    let bytes = encode(id, segment_len, max_seq, entries);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".hint-")
+        .suffix(fsutil::TMP_SUFFIX)
+        .tempfile_in(dir)?;
+    tmp.write_all(&bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(fsutil::hint_path(dir, id)).map_err(|e| e.error)?;
+    fsutil::sync_dir(dir)
+}
+
+/// Reads and checks the hint of segment `id`, if there is a usable one.
+pub(crate) fn read(dir: &Path, id: u32, segment_len: u64) -> Option<Hint> {
+    let path = fsutil::hint_path(dir, id);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            log::warn!("cannot read hint {}: {e}; scanning the segment", path.display());
+            return None;
+        }
+    };
+    match decode(&bytes, id, segment_len) {
+        Ok(v) => Some(v),
+        Err(why) => {
+            log::warn!("ignoring hint {}: {why}; scanning the segment", path.display());
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<HintEntry> {
+        vec![
+            HintEntry { key: b"a".to_vec(), seq: 1, expires_at_ms: 0, offset: 32, value_len: 3, tombstone: false },
+            HintEntry { key: b"".to_vec(), seq: 2, expires_at_ms: 99, offset: 68, value_len: 0, tombstone: false },
+            HintEntry { key: b"gone".to_vec(), seq: 3, expires_at_ms: 0, offset: 100, value_len: 0, tombstone: true },
+        ]
+    }
+
+    #[test]
+    fn round_trip() {
+        let e = sample();
+        let b = encode(7, 1000, 42, &e);
+        assert_eq!(decode(&b, 7, 1000).expect("decodes"), Hint { entries: e, max_seq: 42 });
+    }
+
+    #[test]
+    fn rejects_other_segment_or_length() {
+        let b = encode(7, 1000, 3, &sample());
+        assert!(decode(&b, 8, 1000).is_err());
+        assert!(decode(&b, 7, 999).is_err());
+    }
+
+    #[test]
+    fn rejects_every_truncation_and_bit_flip() {
+        let b = encode(7, 1000, 3, &sample());
+        for cut in 0..b.len() {
+            assert!(decode(&b[..cut], 7, 1000).is_err(), "cut {cut}");
+        }
+        for i in 0..b.len() {
+            let mut c = b.clone();
+            c[i] ^= 0x10;
+            assert!(decode(&c, 7, 1000).is_err(), "flip {i}");
+        }
+    }
+
+    #[test]
+    fn write_then_read() {
+        let t = tempfile::tempdir().expect("tempdir");
+        write(t.path(), 3, 1000, 3, &sample()).expect("write");
+        assert_eq!(read(t.path(), 3, 1000).map(|h| h.entries), Some(sample()));
+        assert_eq!(read(t.path(), 3, 1001), None);
+        assert_eq!(read(t.path(), 4, 1000), None);
+    }
+}

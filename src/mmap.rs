@@ -1,0 +1,47 @@
+//! The only module with `unsafe`: read-only memory maps of sealed segments.
+//!
+//! # SAFETY argument
+//!
+//! `memmap2::Mmap::map` is unsafe because the mapped file could be changed
+//! or truncated while the map is alive, which would make the `&[u8]` it
+//! hands out change under Rust's feet (or raise `SIGBUS` on truncation).
+//! cairn maps a segment only once it is *sealed*, and sealed segments are
+//! never written, truncated or renamed by cairn again: compaction writes new
+//! files and deletes old ones, and an unlinked file stays valid for as long
+//! as it is mapped. Other cairn handles are kept out by the directory lock
+//! (exclusive for writers, shared for read-only opens), so the only way the
+//! bytes can change is a process outside cairn writing into its data files,
+//! which the documentation (docs/design.md) rules out, as LMDB, redb and
+//! every other store that maps its files do. Every value read through the
+//! map is also checked against its record's CRC before it is returned.
+//! Users who cannot rule that out set `Options::use_mmap(false)`, and cairn
+//! then reads sealed segments with `pread` like the active one.
+
+use std::fs::File;
+use std::io;
+
+/// A read-only map of a whole sealed segment.
+pub(crate) struct Map {
+    inner: memmap2::Mmap,
+}
+
+impl Map {
+    /// Maps `file` read-only. The caller guarantees that the file is a sealed
+    /// segment (see the module's SAFETY argument).
+    pub(crate) fn sealed_segment(file: &File) -> io::Result<Map> {
+        // SAFETY: see the module documentation: sealed segments are never
+        // modified while cairn holds the directory lock.
+        #[allow(unsafe_code)]
+        let inner = unsafe { memmap2::MmapOptions::new().map(file)? };
+        #[cfg(unix)]
+        {
+            // Point reads are random; read-ahead only wastes page cache.
+            let _ = inner.advise(memmap2::Advice::Random);
+        }
+        Ok(Map { inner })
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.inner
+    }
+}

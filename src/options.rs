@@ -1,0 +1,207 @@
+//! Options for opening a store.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
+use crate::db::Db;
+use crate::error::{Error, Result};
+
+/// When writes are made durable (fsynced).
+///
+/// See `docs/durability.md` for exactly what survives a process crash and a
+/// power loss under each policy. In short: every acknowledged write survives
+/// a *process* crash under every policy (cairn hands each write to the OS
+/// before it returns); they differ in what survives a *power loss*.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SyncPolicy {
+    /// Every write is durable before it returns. Concurrent writers share an
+    /// fsync (group commit).
+    #[default]
+    Always,
+    /// A background thread fsyncs every `n` milliseconds; a power loss may
+    /// lose the writes of the last `n` ms (plus the fsync's own duration).
+    EveryMillis(u64),
+    /// cairn never fsyncs on its own; the OS writes back when it likes.
+    /// [`Db::sync`] still makes everything durable on demand.
+    Never,
+}
+
+/// What open does with damage that a crash cannot explain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum RecoveryMode {
+    /// Refuse to open with [`Error::Corruption`], naming the file and offset.
+    /// A torn tail on the active segment (the signature of a crash) is still
+    /// cut off. This is the default.
+    #[default]
+    Strict,
+    /// Skip damaged records, keep every record that passes its checksum, and
+    /// report what was skipped in [`Db::recovery_report`]. Hint files are
+    /// ignored and every segment is scanned.
+    Salvage,
+}
+
+/// Options for opening a store, as a by-value builder ending in [`Options::open`].
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let db = cairn::Options::new()
+///     .sync_policy(cairn::SyncPolicy::EveryMillis(10))
+///     .max_segment_bytes(8 << 20)
+///     .open(dir.path())?;
+/// db.put("k", "v")?;
+/// # Ok::<(), cairn::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Options {
+    pub(crate) sync_policy: SyncPolicy,
+    pub(crate) max_segment_bytes: u64,
+    pub(crate) recovery_mode: RecoveryMode,
+    pub(crate) read_only: bool,
+    pub(crate) create_if_missing: bool,
+    pub(crate) use_mmap: bool,
+    pub(crate) expiry_sweep_interval_ms: u64,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("sync_policy", &self.sync_policy)
+            .field("max_segment_bytes", &self.max_segment_bytes)
+            .field("recovery_mode", &self.recovery_mode)
+            .field("read_only", &self.read_only)
+            .field("create_if_missing", &self.create_if_missing)
+            .field("use_mmap", &self.use_mmap)
+            .field("expiry_sweep_interval_ms", &self.expiry_sweep_interval_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options::new()
+    }
+}
+
+/// Smallest accepted `max_segment_bytes`.
+pub const MIN_SEGMENT_BYTES: u64 = 4096;
+/// Largest accepted `max_segment_bytes` (1 GiB).
+pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
+
+impl Options {
+    /// The defaults: [`SyncPolicy::Always`], 64 MiB segments, strict
+    /// recovery, read-write, create the directory if missing, memory-mapped
+    /// sealed segments, expiry sweep every second, the system clock.
+    pub fn new() -> Options {
+        Options {
+            sync_policy: SyncPolicy::Always,
+            max_segment_bytes: 64 << 20,
+            recovery_mode: RecoveryMode::Strict,
+            read_only: false,
+            create_if_missing: true,
+            use_mmap: true,
+            expiry_sweep_interval_ms: 1000,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// When writes are fsynced. Default: [`SyncPolicy::Always`].
+    #[must_use]
+    pub fn sync_policy(mut self, policy: SyncPolicy) -> Options {
+        self.sync_policy = policy;
+        self
+    }
+
+    /// The size at which the active segment is sealed and a new one started.
+    /// A single record larger than this still goes into one segment.
+    /// Between [`MIN_SEGMENT_BYTES`] and [`MAX_SEGMENT_BYTES`]; default 64 MiB.
+    #[must_use]
+    pub fn max_segment_bytes(mut self, bytes: u64) -> Options {
+        self.max_segment_bytes = bytes;
+        self
+    }
+
+    /// What open does with damage a crash cannot explain. Default: [`RecoveryMode::Strict`].
+    #[must_use]
+    pub fn recovery_mode(mut self, mode: RecoveryMode) -> Options {
+        self.recovery_mode = mode;
+        self
+    }
+
+    /// Open read-only, with a shared lock: several read-only handles (in
+    /// any process) may coexist, but not with a writer. Nothing on disk is
+    /// changed, not even a torn tail, which is ignored instead. Default: false.
+    #[must_use]
+    pub fn read_only(mut self, read_only: bool) -> Options {
+        self.read_only = read_only;
+        self
+    }
+
+    /// Create the directory when it does not exist (with mode 0700). Default: true.
+    #[must_use]
+    pub fn create_if_missing(mut self, create: bool) -> Options {
+        self.create_if_missing = create;
+        self
+    }
+
+    /// Read sealed segments through memory maps (default) or with `pread`.
+    /// See the SAFETY notes in `docs/design.md` for when to turn maps off.
+    #[must_use]
+    pub fn use_mmap(mut self, use_mmap: bool) -> Options {
+        self.use_mmap = use_mmap;
+        self
+    }
+
+    /// How often the background sweep removes expired keys from memory, in
+    /// milliseconds; 0 turns the sweep off (expired keys stay invisible
+    /// regardless). Default: 1000.
+    #[must_use]
+    pub fn expiry_sweep_interval_ms(mut self, ms: u64) -> Options {
+        self.expiry_sweep_interval_ms = ms;
+        self
+    }
+
+    /// The clock used for expiries. Default: [`SystemClock`].
+    #[must_use]
+    pub fn clock(mut self, clock: impl Clock) -> Options {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Opens (or creates) the store in `path` with these options.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] if another handle holds the directory,
+    /// [`Error::Corruption`] if a data file is damaged in a way a crash
+    /// cannot explain (in [`RecoveryMode::Strict`]),
+    /// [`Error::InvalidOptions`] for out-of-range options, and
+    /// [`Error::Io`] for operating-system errors.
+    pub fn open(self, path: impl AsRef<Path>) -> Result<Db> {
+        self.validate()?;
+        Db::open_with(path.as_ref(), self)
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.max_segment_bytes) {
+            return Err(Error::InvalidOptions(format!(
+                "max_segment_bytes must be between {MIN_SEGMENT_BYTES} and {MAX_SEGMENT_BYTES}, got {}",
+                self.max_segment_bytes
+            )));
+        }
+        if let SyncPolicy::EveryMillis(0) = self.sync_policy {
+            return Err(Error::InvalidOptions(
+                "SyncPolicy::EveryMillis needs at least 1 ms; use SyncPolicy::Always for per-write durability".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub(crate) fn sync_interval(&self) -> Option<Duration> {
+        match self.sync_policy {
+            SyncPolicy::EveryMillis(n) => Some(Duration::from_millis(n)),
+            _ => None,
+        }
+    }
+}

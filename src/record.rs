@@ -1,0 +1,300 @@
+//! The record encoding: hand-written, fixed-width, little-endian.
+//!
+//! Every field has an explicit width (`u8`, `u16`, `u32`, `u64`) and is
+//! written with `to_le_bytes`; nothing here depends on the host's
+//! endianness or pointer width. `docs/format.md` is the byte-for-byte
+//! specification of what this module reads and writes.
+//!
+//! ```text
+//! offset size field
+//!  0     4    crc32c over bytes 4 .. 32 + key_len + value_len
+//!  4     1    kind (1 put, 2 tombstone, 3 batch begin, 4 batch commit)
+//!  5     1    flags (0)
+//!  6     2    reserved (0)
+//!  8     8    sequence number
+//! 16     8    expiry, absolute unix milliseconds (0 = none)
+//! 24     4    key length
+//! 28     4    value length
+//! 32     ..   key bytes, then value bytes
+//! ```
+
+/// Length of the fixed record header.
+pub(crate) const RECORD_HEADER_LEN: u32 = 32;
+
+/// Largest key cairn stores, in bytes (64 KiB).
+pub const MAX_KEY_BYTES: u32 = 64 * 1024;
+/// Largest value cairn stores, in bytes (256 MiB).
+pub const MAX_VALUE_BYTES: u32 = 256 * 1024 * 1024;
+
+/// What a record does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A value for a key.
+    Put = 1,
+    /// A deletion marker.
+    Tombstone = 2,
+    /// Starts an atomic batch; the value holds the number of operations (u32 LE).
+    BatchBegin = 3,
+    /// Ends an atomic batch; the value holds the begin record's sequence
+    /// number (u64 LE) and the number of operations (u32 LE).
+    BatchCommit = 4,
+}
+
+impl Kind {
+    pub(crate) fn from_u8(b: u8) -> Option<Kind> {
+        match b {
+            1 => Some(Kind::Put),
+            2 => Some(Kind::Tombstone),
+            3 => Some(Kind::BatchBegin),
+            4 => Some(Kind::BatchCommit),
+            _ => None,
+        }
+    }
+}
+
+/// A decoded record borrowing from the buffer it was read from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RecordRef<'a> {
+    pub kind: Kind,
+    pub seq: u64,
+    pub expires_at_ms: u64,
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+    /// Total encoded length (header + key + value).
+    pub len: u64,
+}
+
+/// The outcome of decoding the bytes at some offset.
+#[derive(Debug)]
+pub(crate) enum Decoded<'a> {
+    /// A complete record whose checksum matches.
+    Record(RecordRef<'a>),
+    /// The header is plausible but the record runs past the end of the data:
+    /// a partial write, if it is at the end of a log.
+    Truncated,
+    /// The bytes are not a valid record.
+    Invalid(&'static str),
+}
+
+/// Encoded length of a record with these key and value lengths.
+#[inline]
+pub(crate) fn encoded_len(key_len: u32, value_len: u32) -> u64 {
+    u64::from(RECORD_HEADER_LEN) + u64::from(key_len) + u64::from(value_len)
+}
+
+/// Appends one encoded record to `buf`.
+///
+/// The caller has checked the key and value against the limits, so their
+/// lengths fit in a `u32`.
+pub(crate) fn encode_into(
+    buf: &mut Vec<u8>,
+    kind: Kind,
+    seq: u64,
+    expires_at_ms: u64,
+    key: &[u8],
+    value: &[u8],
+) {
+    let key_len = u32::try_from(key.len()).unwrap_or(u32::MAX);
+    let value_len = u32::try_from(value.len()).unwrap_or(u32::MAX);
+    let start = buf.len();
+    buf.extend_from_slice(&[0u8; 4]); // crc, filled in below
+    buf.push(kind as u8);
+    buf.push(0); // flags
+    buf.extend_from_slice(&0u16.to_le_bytes());
+    buf.extend_from_slice(&seq.to_le_bytes());
+    buf.extend_from_slice(&expires_at_ms.to_le_bytes());
+    buf.extend_from_slice(&key_len.to_le_bytes());
+    buf.extend_from_slice(&value_len.to_le_bytes());
+    buf.extend_from_slice(key);
+    buf.extend_from_slice(value);
+    let crc = crc32c::crc32c(&buf[start + 4..]);
+    buf[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+#[inline]
+fn le_u16(b: &[u8], at: usize) -> u16 {
+    let mut a = [0u8; 2];
+    a.copy_from_slice(&b[at..at + 2]);
+    u16::from_le_bytes(a)
+}
+
+#[inline]
+pub(crate) fn le_u32(b: &[u8], at: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(a)
+}
+
+#[inline]
+pub(crate) fn le_u64(b: &[u8], at: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// The parsed fixed header, before the checksum has been verified.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Header {
+    pub crc: u32,
+    pub kind: Kind,
+    pub seq: u64,
+    pub expires_at_ms: u64,
+    pub key_len: u32,
+    pub value_len: u32,
+}
+
+impl Header {
+    pub(crate) fn len(&self) -> u64 {
+        encoded_len(self.key_len, self.value_len)
+    }
+}
+
+/// Parses and bounds-checks a record header. Lengths are untrusted until the
+/// checksum has been verified, so they are only compared with the limits
+/// here, never used to allocate.
+pub(crate) fn parse_header(b: &[u8]) -> Result<Header, &'static str> {
+    if b.len() < RECORD_HEADER_LEN as usize {
+        return Err("short header");
+    }
+    let kind = Kind::from_u8(b[4]).ok_or("unknown record kind")?;
+    if b[5] != 0 || le_u16(b, 6) != 0 {
+        return Err("reserved header bits set");
+    }
+    let key_len = le_u32(b, 24);
+    let value_len = le_u32(b, 28);
+    if key_len > MAX_KEY_BYTES {
+        return Err("key length above the limit");
+    }
+    if value_len > MAX_VALUE_BYTES {
+        return Err("value length above the limit");
+    }
+    Ok(Header {
+        crc: le_u32(b, 0),
+        kind,
+        seq: le_u64(b, 8),
+        expires_at_ms: le_u64(b, 16),
+        key_len,
+        value_len,
+    })
+}
+
+/// Decodes the record at the start of `b`, verifying its checksum.
+pub(crate) fn decode(b: &[u8]) -> Decoded<'_> {
+    if b.len() < RECORD_HEADER_LEN as usize {
+        // A partial header: only an all-zero or empty remainder is a clean
+        // end; anything else is a torn write. Both are "not a record".
+        return if b.iter().all(|&x| x == 0) {
+            Decoded::Invalid("zero-filled tail")
+        } else {
+            Decoded::Truncated
+        };
+    }
+    let h = match parse_header(b) {
+        Ok(h) => h,
+        Err(why) => return Decoded::Invalid(why),
+    };
+    let total = h.len();
+    if total > b.len() as u64 {
+        return Decoded::Truncated;
+    }
+    let end = total as usize;
+    if crc32c::crc32c(&b[4..end]) != h.crc {
+        return Decoded::Invalid("checksum mismatch");
+    }
+    let key_end = RECORD_HEADER_LEN as usize + h.key_len as usize;
+    Decoded::Record(RecordRef {
+        kind: h.kind,
+        seq: h.seq,
+        expires_at_ms: h.expires_at_ms,
+        key: &b[RECORD_HEADER_LEN as usize..key_end],
+        value: &b[key_end..end],
+        len: total,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(kind: Kind, seq: u64, exp: u64, k: &[u8], v: &[u8]) -> Vec<u8> {
+        let mut b = Vec::new();
+        encode_into(&mut b, kind, seq, exp, k, v);
+        b
+    }
+
+    #[test]
+    fn round_trip() {
+        let b = one(Kind::Put, 7, 1234, b"key", b"value");
+        assert_eq!(b.len() as u64, encoded_len(3, 5));
+        match decode(&b) {
+            Decoded::Record(r) => {
+                assert_eq!(r.kind, Kind::Put);
+                assert_eq!(r.seq, 7);
+                assert_eq!(r.expires_at_ms, 1234);
+                assert_eq!(r.key, b"key");
+                assert_eq!(r.value, b"value");
+                assert_eq!(r.len, b.len() as u64);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn empty_key_and_value_round_trip() {
+        let b = one(Kind::Put, 1, 0, b"", b"");
+        assert!(matches!(decode(&b), Decoded::Record(r) if r.key.is_empty() && r.value.is_empty()));
+    }
+
+    #[test]
+    fn zeros_never_decode() {
+        for n in [0usize, 1, 31, 32, 33, 4096] {
+            let z = vec![0u8; n];
+            assert!(!matches!(decode(&z), Decoded::Record(_)), "{n}");
+        }
+    }
+
+    #[test]
+    fn every_truncation_is_not_a_record() {
+        let b = one(Kind::Put, 9, 0, b"abc", b"defgh");
+        for cut in 0..b.len() {
+            assert!(!matches!(decode(&b[..cut]), Decoded::Record(_)), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn every_bit_flip_is_detected() {
+        let b = one(Kind::Put, 9, 5, b"abc", b"defgh");
+        for i in 0..b.len() {
+            for bit in 0..8 {
+                let mut c = b.clone();
+                c[i] ^= 1 << bit;
+                assert!(!matches!(decode(&c), Decoded::Record(_)), "byte {i} bit {bit}");
+            }
+        }
+    }
+
+    #[test]
+    fn lengths_are_bounded_before_use() {
+        let mut b = one(Kind::Put, 1, 0, b"k", b"v");
+        b[28..32].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(decode(&b), Decoded::Invalid(_)));
+    }
+
+    #[test]
+    fn golden_bytes() {
+        let b = one(Kind::Put, 1, 0, b"a", b"b");
+        let expected_tail: [u8; 30] = [
+            1, 0, 0, 0, // kind, flags, reserved
+            1, 0, 0, 0, 0, 0, 0, 0, // seq
+            0, 0, 0, 0, 0, 0, 0, 0, // expiry
+            1, 0, 0, 0, // key len
+            1, 0, 0, 0, // value len
+            b'a', b'b',
+        ];
+        assert_eq!(&b[4..], &expected_tail);
+        assert_eq!(
+            u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            crc32c::crc32c(&expected_tail)
+        );
+    }
+}

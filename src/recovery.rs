@@ -1,0 +1,521 @@
+//! Recovery: rebuilding the keydir from hints and segments on open.
+//!
+//! * Sealed segments are loaded from their hint file when it is valid, and
+//!   otherwise scanned record by record (then the hint is rewritten). Any
+//!   damage in a sealed segment is [`Error::Corruption`] unless the caller
+//!   asked to salvage.
+//! * The active (highest-numbered) segment is always scanned. A damaged
+//!   record with no valid record after it is a torn tail (the signature of a
+//!   crash) and is cut off. A damaged record *followed by* a valid one is
+//!   corruption.
+//! * A batch without its commit record is discarded whole.
+//! * Sequence numbers decide which version of a key wins, never file ids.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::hint::{self, HintEntry};
+use crate::keydir::{Entry, KeyDir, TOMBSTONE_LEN};
+use crate::options::RecoveryMode;
+use crate::record::{self, Decoded, Kind};
+use crate::segment::{self, SEGMENT_HEADER_LEN};
+
+/// A damaged byte range that salvage mode skipped.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkippedRange {
+    /// The file.
+    pub path: PathBuf,
+    /// First damaged byte.
+    pub offset: u64,
+    /// Number of bytes skipped.
+    pub len: u64,
+    /// Why the bytes were rejected.
+    pub reason: String,
+}
+
+/// What recovery found and did when the store was opened.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segments loaded from a valid hint file.
+    pub segments_from_hints: u32,
+    /// Segments scanned record by record.
+    pub segments_scanned: u32,
+    /// A torn tail cut off the active segment: `(file, offset it was cut at, bytes removed)`.
+    pub truncated_tail: Option<(PathBuf, u64, u64)>,
+    /// Records in an uncommitted batch at the end of the log that were discarded.
+    pub discarded_batch_records: u64,
+    /// Damaged ranges skipped in [`RecoveryMode::Salvage`](crate::RecoveryMode::Salvage).
+    pub skipped: Vec<SkippedRange>,
+    /// Stray temporary files removed.
+    pub removed_temp_files: u32,
+}
+
+/// The result of reading one segment.
+pub(crate) struct SegmentLoad {
+    pub id: u32,
+    /// The segment's logical length: the end of its last good record.
+    pub len: u64,
+    pub max_seq: u64,
+    pub entries: Vec<HintEntry>,
+    pub from_hint: bool,
+    /// For the active segment: where to cut a torn tail, and how long the file was.
+    pub cut: Option<(u64, u64)>,
+    pub discarded_batch_records: u64,
+    pub skipped: Vec<SkippedRange>,
+    /// The active segment's header is missing or all zeros: rewrite it.
+    pub needs_header: bool,
+}
+
+/// Files found in a store directory.
+pub(crate) struct Listing {
+    pub segments: Vec<u32>,
+    pub temp_files: Vec<PathBuf>,
+}
+
+/// Lists segment ids (ascending) and stray temporary files.
+pub(crate) fn list_dir(dir: &Path) -> Result<Listing> {
+    let mut segments = Vec::new();
+    let mut temp_files = Vec::new();
+    for ent in fs::read_dir(dir)? {
+        let ent = ent?;
+        let name = ent.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(fsutil::TMP_SUFFIX) {
+            temp_files.push(ent.path());
+        } else if let Some((id, suffix)) = fsutil::parse_file_name(name) {
+            if suffix == fsutil::SEGMENT_SUFFIX {
+                segments.push(id);
+            }
+        }
+    }
+    segments.sort_unstable();
+    Ok(Listing {
+        segments,
+        temp_files,
+    })
+}
+
+/// Searches for the first offset at or after `from` holding a valid record
+/// whose sequence number is above `min_seq`.
+fn find_next_valid(bytes: &[u8], from: usize, min_seq: u64) -> Option<usize> {
+    (from..bytes.len()).find(|&off| {
+        // Cheap rejection first: kind byte, then the full decode.
+        matches!(bytes[off], 1..=4)
+            && matches!(record::decode(&bytes[off..]), Decoded::Record(r) if r.seq > min_seq)
+    })
+}
+
+struct PendingBatch {
+    begin_offset: u64,
+    begin_seq: u64,
+    count: u32,
+    entries: Vec<HintEntry>,
+}
+
+/// Scans a whole segment. `active` selects torn-tail handling.
+pub(crate) fn scan_segment(path: &Path, id: u32, bytes: &[u8], active: bool, mode: RecoveryMode) -> Result<SegmentLoad> {
+    let mut load = SegmentLoad {
+        id,
+        len: SEGMENT_HEADER_LEN,
+        max_seq: 0,
+        entries: Vec::new(),
+        from_hint: false,
+        cut: None,
+        discarded_batch_records: 0,
+        skipped: Vec::new(),
+        needs_header: false,
+    };
+    let header_len = SEGMENT_HEADER_LEN as usize;
+    if let Err(e) = segment::check_header(path, bytes, id) {
+        // The active segment's header is written and synced before its first
+        // record, so a header that is torn, with nothing but zeros after it,
+        // means the segment was being created when the process stopped:
+        // nothing in it was ever acknowledged.
+        let torn_create = bytes.len() < header_len || bytes[header_len..].iter().all(|&b| b == 0);
+        if active && torn_create && !matches!(e, Error::UnsupportedVersion { .. }) {
+            load.needs_header = true;
+            load.cut = Some((0, bytes.len() as u64));
+            load.len = 0;
+            return Ok(load);
+        }
+        return Err(e);
+    }
+
+    let salvage = mode == RecoveryMode::Salvage;
+    let mut pos = header_len;
+    let mut last_seq = 0u64;
+    let mut pending: Option<PendingBatch> = None;
+    let mut good_end = pos as u64; // end of the last record outside an open batch
+
+    while pos < bytes.len() {
+        let problem: &'static str = match record::decode(&bytes[pos..]) {
+            Decoded::Record(r) if r.seq <= last_seq => "sequence number out of order",
+            Decoded::Record(r) => {
+                let offset = pos as u64;
+                last_seq = r.seq;
+                load.max_seq = load.max_seq.max(r.seq);
+                pos += r.len as usize;
+                match r.kind {
+                    Kind::Put | Kind::Tombstone => {
+                        let e = HintEntry {
+                            key: r.key.to_vec(),
+                            seq: r.seq,
+                            expires_at_ms: r.expires_at_ms,
+                            offset,
+                            value_len: r.value.len() as u32,
+                            tombstone: r.kind == Kind::Tombstone,
+                        };
+                        match pending.as_mut() {
+                            Some(b) => b.entries.push(e),
+                            None => {
+                                load.entries.push(e);
+                                good_end = pos as u64;
+                            }
+                        }
+                        continue;
+                    }
+                    Kind::BatchBegin => {
+                        if let Some(b) = pending.take() {
+                            // An open batch followed by another one: the first never committed.
+                            let why = "batch without a commit record followed by more records";
+                            if !salvage {
+                                return Err(Error::corruption(path, b.begin_offset, why));
+                            }
+                            load.skipped.push(SkippedRange {
+                                path: path.to_path_buf(),
+                                offset: b.begin_offset,
+                                len: offset - b.begin_offset,
+                                reason: why.into(),
+                            });
+                        }
+                        let count = if r.value.len() >= 4 { record::le_u32(r.value, 0) } else { 0 };
+                        pending = Some(PendingBatch {
+                            begin_offset: offset,
+                            begin_seq: r.seq,
+                            count,
+                            entries: Vec::new(),
+                        });
+                        continue;
+                    }
+                    Kind::BatchCommit => {
+                        let ok = match &pending {
+                            Some(b) => {
+                                r.value.len() >= 12
+                                    && record::le_u64(r.value, 0) == b.begin_seq
+                                    && record::le_u32(r.value, 8) == b.count
+                                    && b.entries.len() as u64 == u64::from(b.count)
+                            }
+                            None => false,
+                        };
+                        if ok {
+                            if let Some(b) = pending.take() {
+                                load.entries.extend(b.entries);
+                            }
+                            good_end = pos as u64;
+                            continue;
+                        }
+                        let why = "batch commit record does not match its batch";
+                        if !salvage {
+                            return Err(Error::corruption(path, offset, why));
+                        }
+                        let start = pending.take().map_or(offset, |b| b.begin_offset);
+                        load.skipped.push(SkippedRange {
+                            path: path.to_path_buf(),
+                            offset: start,
+                            len: pos as u64 - start,
+                            reason: why.into(),
+                        });
+                        good_end = pos as u64;
+                        continue;
+                    }
+                }
+            }
+            Decoded::Truncated => "record is truncated",
+            Decoded::Invalid(why) => why,
+        };
+        // Damage at `pos`. Is anything valid after it?
+        match find_next_valid(bytes, pos + 1, last_seq) {
+            Some(next) if salvage => {
+                let start = pending.take().map_or(pos as u64, |b| b.begin_offset);
+                load.skipped.push(SkippedRange {
+                    path: path.to_path_buf(),
+                    offset: start,
+                    len: next as u64 - start,
+                    reason: problem.into(),
+                });
+                pos = next;
+            }
+            Some(_) => {
+                return Err(Error::corruption(
+                    path,
+                    pos as u64,
+                    format!("{problem}, and valid records follow"),
+                ));
+            }
+            None if active => break,
+            None if salvage => {
+                let start = pending.take().map_or(pos as u64, |b| b.begin_offset);
+                load.skipped.push(SkippedRange {
+                    path: path.to_path_buf(),
+                    offset: start,
+                    len: bytes.len() as u64 - start,
+                    reason: problem.into(),
+                });
+                good_end = start;
+                pos = bytes.len();
+            }
+            None => {
+                return Err(Error::corruption(
+                    path,
+                    pos as u64,
+                    format!("{problem} in a sealed segment"),
+                ));
+            }
+        }
+    }
+    if let Some(b) = pending.take() {
+        if !active && !salvage {
+            return Err(Error::corruption(path, b.begin_offset, "batch without a commit record in a sealed segment"));
+        }
+        load.discarded_batch_records += u64::from(b.count.max(b.entries.len() as u32));
+        if salvage && !active {
+            load.skipped.push(SkippedRange {
+                path: path.to_path_buf(),
+                offset: b.begin_offset,
+                len: bytes.len() as u64 - b.begin_offset,
+                reason: "batch without a commit record".into(),
+            });
+        }
+    }
+    load.len = good_end;
+    if active && good_end < bytes.len() as u64 {
+        load.cut = Some((good_end, bytes.len() as u64));
+    }
+    Ok(load)
+}
+
+/// Keeps only the newest entry of each key (for writing a hint).
+pub(crate) fn dedup_newest(entries: &[HintEntry]) -> Vec<HintEntry> {
+    let mut newest: hashbrown::HashMap<&[u8], usize, foldhash::fast::RandomState> =
+        hashbrown::HashMap::with_capacity_and_hasher(entries.len(), Default::default());
+    for (i, e) in entries.iter().enumerate() {
+        newest
+            .entry(e.key.as_slice())
+            .and_modify(|j| {
+                if entries[*j].seq < e.seq {
+                    *j = i;
+                }
+            })
+            .or_insert(i);
+    }
+    let mut idx: Vec<usize> = newest.into_values().collect();
+    idx.sort_unstable_by_key(|&i| entries[i].offset);
+    idx.into_iter().map(|i| entries[i].clone()).collect()
+}
+
+/// Loads one segment: from its hint when possible, else by scanning.
+fn load_segment(dir: &Path, id: u32, active: bool, mode: RecoveryMode, read_only: bool) -> Result<SegmentLoad> {
+    let path = fsutil::segment_path(dir, id);
+    if !active && mode == RecoveryMode::Strict {
+        let len = fs::metadata(&path)?.len();
+        if let Some(h) = hint::read(dir, id, len) {
+            return Ok(SegmentLoad {
+                id,
+                len,
+                max_seq: h.max_seq,
+                entries: h.entries,
+                from_hint: true,
+                cut: None,
+                discarded_batch_records: 0,
+                skipped: Vec::new(),
+                needs_header: false,
+            });
+        }
+    }
+    let bytes = fs::read(&path)?;
+    let load = scan_segment(&path, id, &bytes, active, mode)?;
+    if !active && !read_only && load.skipped.is_empty() {
+        if let Err(e) = hint::write(dir, id, load.len, load.max_seq, &dedup_newest(&load.entries)) {
+            log::warn!("could not write hint for segment {id}: {e}");
+        }
+    }
+    Ok(load)
+}
+
+/// Loads every segment, in parallel, and returns them in id order.
+pub(crate) fn load_all(dir: &Path, ids: &[u32], mode: RecoveryMode, read_only: bool) -> Result<Vec<SegmentLoad>> {
+    let last = ids.last().copied();
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8)
+        .min(ids.len().max(1));
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<SegmentLoad>>>> = Mutex::new((0..ids.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&id) = ids.get(i) else { break };
+                let r = load_segment(dir, id, Some(id) == last, mode, read_only);
+                let failed = r.is_err();
+                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+                if failed {
+                    next.store(ids.len(), Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut out = Vec::with_capacity(ids.len());
+    for r in results.into_iter().flatten() {
+        out.push(r?);
+    }
+    if out.len() != ids.len() {
+        return Err(Error::Io(std::io::Error::other("segment loading stopped early")));
+    }
+    Ok(out)
+}
+
+/// Merges loaded segments into `keydir`: the highest sequence number wins;
+/// tombstones and expired records shadow older versions and are then dropped.
+/// Returns the live record bytes per segment, in the order of `loads`.
+pub(crate) fn build_keydir(keydir: &KeyDir, loads: &[SegmentLoad], now_ms: u64) -> Vec<u64> {
+    for load in loads {
+        for e in &load.entries {
+            keydir.insert_if_newer(
+                &e.key,
+                Entry {
+                    seq: e.seq,
+                    expires_at_ms: e.expires_at_ms,
+                    offset: e.offset,
+                    file_id: load.id,
+                    value_len: if e.tombstone { TOMBSTONE_LEN } else { e.value_len },
+                },
+            );
+        }
+    }
+    let index: std::collections::HashMap<u32, usize> = loads.iter().enumerate().map(|(i, l)| (l.id, i)).collect();
+    let mut live = vec![0u64; loads.len()];
+    for i in 0..keydir.shard_count() {
+        keydir.write_shard(i).retain(
+            |_, e| e.is_tombstone() || e.is_expired(now_ms),
+            |_, _| {},
+        );
+        keydir.read_shard(i).for_each(|k, e| {
+            if let Some(&j) = index.get(&e.file_id) {
+                live[j] += e.record_len(k.len());
+            }
+        });
+    }
+    live
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::encode_into;
+
+    fn seg(records: &[(Kind, u64, &[u8], &[u8])]) -> Vec<u8> {
+        let mut b = segment::encode_header(1).to_vec();
+        for (k, s, key, v) in records {
+            encode_into(&mut b, *k, *s, 0, key, v);
+        }
+        b
+    }
+
+    fn p() -> PathBuf {
+        PathBuf::from("/d/0000000001.seg")
+    }
+
+    #[test]
+    fn clean_segment() {
+        let b = seg(&[(Kind::Put, 1, b"a", b"1"), (Kind::Tombstone, 2, b"a", b"")]);
+        let l = scan_segment(&p(), 1, &b, true, RecoveryMode::Strict).expect("scan");
+        assert_eq!(l.entries.len(), 2);
+        assert_eq!(l.len, b.len() as u64);
+        assert_eq!(l.cut, None);
+        assert_eq!(l.max_seq, 2);
+    }
+
+    #[test]
+    fn torn_tail_is_cut_at_every_offset() {
+        let b = seg(&[(Kind::Put, 1, b"a", b"1"), (Kind::Put, 2, b"b", b"22"), (Kind::Put, 3, b"c", b"333")]);
+        let first_end = 32 + 34;
+        for cut in first_end..b.len() {
+            let l = scan_segment(&p(), 1, &b[..cut], true, RecoveryMode::Strict).expect("scan");
+            let n = l.entries.len();
+            assert!(n >= 1 && l.len <= cut as u64, "cut {cut}");
+            if l.len < cut as u64 {
+                assert_eq!(l.cut, Some((l.len, cut as u64)));
+            }
+        }
+    }
+
+    #[test]
+    fn middle_corruption_is_an_error_and_salvage_skips_it() {
+        let b = seg(&[(Kind::Put, 1, b"a", b"1"), (Kind::Put, 2, b"b", b"22"), (Kind::Put, 3, b"c", b"333")]);
+        let mut c = b.clone();
+        let second = 66 + 33; // inside record 2's value
+        c[second] ^= 0xff;
+        match scan_segment(&p(), 1, &c, true, RecoveryMode::Strict) {
+            Err(Error::Corruption { offset, .. }) => assert_eq!(offset, 66),
+            other => panic!("{:?}", other.map(|l| l.entries.len())),
+        }
+        let l = scan_segment(&p(), 1, &c, true, RecoveryMode::Salvage).expect("salvage");
+        let keys: Vec<_> = l.entries.iter().map(|e| e.key.clone()).collect();
+        assert_eq!(keys, vec![b"a".to_vec(), b"c".to_vec()]);
+        assert_eq!(l.skipped.len(), 1);
+        assert_eq!(l.skipped[0].offset, 66);
+    }
+
+    #[test]
+    fn uncommitted_batch_is_discarded() {
+        let mut b = seg(&[(Kind::Put, 1, b"a", b"1")]);
+        let keep = b.len();
+        encode_into(&mut b, Kind::BatchBegin, 2, 0, b"", &2u32.to_le_bytes());
+        encode_into(&mut b, Kind::Put, 3, 0, b"x", b"1");
+        encode_into(&mut b, Kind::Put, 4, 0, b"y", b"1");
+        let l = scan_segment(&p(), 1, &b, true, RecoveryMode::Strict).expect("scan");
+        assert_eq!(l.entries.len(), 1);
+        assert_eq!(l.cut, Some((keep as u64, b.len() as u64)));
+        let mut commit = Vec::new();
+        commit.extend_from_slice(&2u64.to_le_bytes());
+        commit.extend_from_slice(&2u32.to_le_bytes());
+        encode_into(&mut b, Kind::BatchCommit, 5, 0, b"", &commit);
+        let l = scan_segment(&p(), 1, &b, true, RecoveryMode::Strict).expect("scan");
+        assert_eq!(l.entries.len(), 3);
+        assert_eq!(l.cut, None);
+    }
+
+    #[test]
+    fn sealed_segment_damage_is_an_error() {
+        let b = seg(&[(Kind::Put, 1, b"a", b"1"), (Kind::Put, 2, b"b", b"22")]);
+        let cut = &b[..b.len() - 1];
+        assert!(matches!(
+            scan_segment(&p(), 1, cut, false, RecoveryMode::Strict),
+            Err(Error::Corruption { .. })
+        ));
+    }
+
+    #[test]
+    fn zero_tail_is_cut() {
+        let mut b = seg(&[(Kind::Put, 1, b"a", b"1")]);
+        let n = b.len();
+        b.extend_from_slice(&[0u8; 4096]);
+        let l = scan_segment(&p(), 1, &b, true, RecoveryMode::Strict).expect("scan");
+        assert_eq!(l.len, n as u64);
+        assert_eq!(l.entries.len(), 1);
+    }
+
+    #[test]
+    fn dedup_keeps_newest() {
+        let e = |k: &[u8], s| HintEntry { key: k.to_vec(), seq: s, expires_at_ms: 0, offset: s * 10, value_len: 0, tombstone: false };
+        let d = dedup_newest(&[e(b"a", 1), e(b"b", 2), e(b"a", 3)]);
+        assert_eq!(d, vec![e(b"b", 2), e(b"a", 3)]);
+    }
+}

@@ -1,0 +1,192 @@
+//! Segment files: the header, and reading records back.
+//!
+//! A segment is `dir/NNNNNNNNNN.seg`: a 32-byte header followed by records
+//! (see `record.rs`). The highest-numbered segment is the active one and is
+//! read with `pread`; all others are sealed, never modified again, and read
+//! through a memory map (or `pread` when maps are turned off).
+//!
+//! ```text
+//! offset size field
+//!  0     8    magic "CAIRNSEG"
+//!  8     2    format version (1)
+//! 10     1    checksum algorithm (1 = CRC-32C, Castagnoli)
+//! 11     1    reserved (0)
+//! 12     4    reserved (0)
+//! 16     8    segment id
+//! 24     4    reserved (0)
+//! 28     4    crc32c of bytes 0..28
+//! ```
+
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::mmap::Map;
+use crate::record::{self, RECORD_HEADER_LEN};
+
+/// Length of the segment header.
+pub(crate) const SEGMENT_HEADER_LEN: u64 = 32;
+/// Magic bytes at the start of every segment.
+pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"CAIRNSEG";
+/// The format version this build writes and reads.
+pub(crate) const FORMAT_VERSION: u16 = 1;
+/// Checksum algorithm id for CRC-32C.
+pub(crate) const CHECKSUM_CRC32C: u8 = 1;
+
+/// Encodes the header of segment `id`.
+pub(crate) fn encode_header(id: u32) -> [u8; SEGMENT_HEADER_LEN as usize] {
+    let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
+    h[0..8].copy_from_slice(SEGMENT_MAGIC);
+    h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[10] = CHECKSUM_CRC32C;
+    h[16..24].copy_from_slice(&u64::from(id).to_le_bytes());
+    let crc = crc32c::crc32c(&h[0..28]);
+    h[28..32].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Checks a segment header. `bytes` holds at least the header.
+pub(crate) fn check_header(path: &Path, bytes: &[u8], id: u32) -> Result<()> {
+    if bytes.len() < SEGMENT_HEADER_LEN as usize {
+        return Err(Error::corruption(path, 0, "segment header is incomplete"));
+    }
+    if &bytes[0..8] != SEGMENT_MAGIC {
+        return Err(Error::corruption(path, 0, "not a cairn segment (bad magic)"));
+    }
+    if crc32c::crc32c(&bytes[0..28]) != record::le_u32(bytes, 28) {
+        return Err(Error::corruption(path, 0, "segment header checksum mismatch"));
+    }
+    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    if version != FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            version,
+        });
+    }
+    if bytes[10] != CHECKSUM_CRC32C {
+        return Err(Error::corruption(
+            path,
+            10,
+            format!("unknown checksum algorithm id {}", bytes[10]),
+        ));
+    }
+    let stored = record::le_u64(bytes, 16);
+    if stored != u64::from(id) {
+        return Err(Error::corruption(
+            path,
+            16,
+            format!("header names segment {stored}, file name says {id}"),
+        ));
+    }
+    Ok(())
+}
+
+/// How a segment's bytes are read.
+enum Source {
+    /// A sealed segment, mapped.
+    Mapped(Map),
+    /// The active segment, or a sealed one with maps turned off.
+    File(File),
+}
+
+/// A segment open for reading.
+pub(crate) struct Segment {
+    pub path: PathBuf,
+    source: Source,
+}
+
+impl Segment {
+    /// A segment read with `pread` through `file`.
+    pub(crate) fn with_file(path: PathBuf, file: File) -> Segment {
+        Segment {
+            path,
+            source: Source::File(file),
+        }
+    }
+
+    /// A sealed segment: mapped when `use_mmap`, else read with `pread`.
+    pub(crate) fn open_sealed(dir: &Path, id: u32, use_mmap: bool) -> io::Result<Segment> {
+        let path = fsutil::segment_path(dir, id);
+        let file = File::open(&path)?;
+        let source = if use_mmap && file.metadata()?.len() > 0 {
+            Source::Mapped(Map::sealed_segment(&file)?)
+        } else {
+            Source::File(file)
+        };
+        Ok(Segment { path, source })
+    }
+
+    /// Reads the record at `offset`, checks it is a put of `key` whose value
+    /// is `value_len` bytes long, verifies its checksum, and returns the value.
+    pub(crate) fn read_value(&self, offset: u64, key: &[u8], value_len: u32) -> Result<Vec<u8>> {
+        let key_len = u32::try_from(key.len()).map_err(|_| self.corrupt(offset, "key length"))?;
+        let total = record::encoded_len(key_len, value_len);
+        let value_start = u64::from(RECORD_HEADER_LEN) + u64::from(key_len);
+        match &self.source {
+            Source::Mapped(map) => {
+                let bytes = map.bytes();
+                let end = offset
+                    .checked_add(total)
+                    .filter(|&e| e <= bytes.len() as u64)
+                    .ok_or_else(|| self.corrupt(offset, "record runs past the end of the segment"))?;
+                let rec = &bytes[offset as usize..end as usize];
+                self.check(rec, offset, key, value_len)?;
+                Ok(rec[value_start as usize..].to_vec())
+            }
+            Source::File(file) => {
+                let mut buf = vec![0u8; total as usize];
+                fsutil::read_exact_at(file, &mut buf, offset).map_err(|e| {
+                    if e.kind() == io::ErrorKind::UnexpectedEof {
+                        self.corrupt(offset, "record runs past the end of the segment")
+                    } else {
+                        Error::Io(e)
+                    }
+                })?;
+                self.check(&buf, offset, key, value_len)?;
+                buf.drain(..value_start as usize);
+                Ok(buf)
+            }
+        }
+    }
+
+    fn check(&self, rec: &[u8], offset: u64, key: &[u8], value_len: u32) -> Result<()> {
+        match record::decode(rec) {
+            record::Decoded::Record(r) => {
+                if r.kind != record::Kind::Put || r.key != key || r.value.len() as u64 != u64::from(value_len) {
+                    return Err(self.corrupt(offset, "record does not match its index entry"));
+                }
+                Ok(())
+            }
+            record::Decoded::Truncated => Err(self.corrupt(offset, "record is truncated")),
+            record::Decoded::Invalid(why) => Err(self.corrupt(offset, why)),
+        }
+    }
+
+    fn corrupt(&self, offset: u64, why: &str) -> Error {
+        Error::corruption(&self.path, offset, why)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip_and_checks() {
+        let p = Path::new("/x/0000000003.seg");
+        let h = encode_header(3);
+        check_header(p, &h, 3).expect("valid");
+        assert!(matches!(check_header(p, &h, 4), Err(Error::Corruption { .. })));
+        let mut bad = h;
+        bad[0] = b'X';
+        assert!(matches!(check_header(p, &bad, 3), Err(Error::Corruption { offset: 0, .. })));
+        let mut v2 = h;
+        v2[8] = 2;
+        let crc = crc32c::crc32c(&v2[0..28]);
+        v2[28..32].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(check_header(p, &v2, 3), Err(Error::UnsupportedVersion { version: 2, .. })));
+        assert!(check_header(p, &h[..10], 3).is_err());
+    }
+}

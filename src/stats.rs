@@ -1,0 +1,29 @@
+//! Counters describing a store.
+
+/// A snapshot of a store's counters, from [`Db::stats`](crate::Db::stats).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Keys that are present and not expired.
+    pub live_keys: u64,
+    /// Bytes of the records that hold the live keys' current values
+    /// (headers, keys and values). Expired records that the sweep has not
+    /// yet removed are still counted here.
+    pub live_bytes: u64,
+    /// Bytes of records that no longer matter: overwritten or deleted
+    /// values, tombstones, batch markers and expired records. Compaction
+    /// reclaims them.
+    pub dead_bytes: u64,
+    /// Bytes of all segment files.
+    pub disk_bytes: u64,
+    /// Number of segment files, the active one included.
+    pub segments: u64,
+    /// Expired keys removed from memory by reads and the sweep since open.
+    pub expired_keys_removed: u64,
+    /// Bytes appended to segments since open.
+    pub bytes_written: u64,
+    /// fsync/fdatasync calls made on data files since open.
+    pub fsyncs: u64,
+    /// Estimated bytes of memory held by the in-memory index.
+    pub keydir_memory_bytes: u64,
+}
