@@ -102,9 +102,10 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Listing> {
 /// Searches for the first offset at or after `from` holding a valid record
 /// whose sequence number is above `min_seq`.
 fn find_next_valid(bytes: &[u8], from: usize, min_seq: u64) -> Option<usize> {
-    (from..bytes.len()).find(|&off| {
-        // Cheap rejection first: kind byte, then the full decode.
-        matches!(bytes[off], 1..=4)
+    let last = bytes.len().saturating_sub(record::RECORD_HEADER_LEN as usize);
+    (from..=last).find(|&off| {
+        // Cheap rejection first: the kind byte, then the full decode.
+        matches!(bytes[off + 4], 1..=4)
             && matches!(record::decode(&bytes[off..]), Decoded::Record(r) if r.seq > min_seq)
     })
 }
