@@ -55,7 +55,12 @@ impl Batch {
     /// `ttl` makes [`Db::write_batch`](crate::Db::write_batch) fail with
     /// [`Error::InvalidTtl`](crate::Error::InvalidTtl).
     #[must_use]
-    pub fn put_with_ttl(mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>, ttl: Duration) -> Batch {
+    pub fn put_with_ttl(
+        mut self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        ttl: Duration,
+    ) -> Batch {
         self.push_put(key, value, Some(ttl));
         self
     }
@@ -68,7 +73,12 @@ impl Batch {
     }
 
     /// Adds a put, for building a batch in a loop.
-    pub fn push_put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>, ttl: Option<Duration>) {
+    pub fn push_put(
+        &mut self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        ttl: Option<Duration>,
+    ) {
         self.ops.push(BatchOp::Put {
             key: key.as_ref().to_vec(),
             value: value.as_ref().to_vec(),

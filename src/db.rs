@@ -56,7 +56,9 @@ const _: () = {
 
 impl std::fmt::Debug for Db {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Db").field("dir", &self.0.core.dir).finish_non_exhaustive()
+        f.debug_struct("Db")
+            .field("dir", &self.0.core.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -131,7 +133,12 @@ impl Db {
     /// # Errors
     /// As [`Db::put`], plus [`Error::InvalidTtl`](crate::Error::InvalidTtl)
     /// for a zero `ttl`.
-    pub fn put_with_ttl(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>, ttl: Duration) -> Result<()> {
+    pub fn put_with_ttl(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        ttl: Duration,
+    ) -> Result<()> {
         self.core().put(key.as_ref(), value.as_ref(), Some(ttl))
     }
 
@@ -501,7 +508,11 @@ impl Db {
     ///
     /// # Errors
     /// [`Error::Serde`](crate::Error::Serde) if encoding fails, and the errors of [`Db::put`].
-    pub fn put_typed<T: serde::Serialize + ?Sized>(&self, key: impl AsRef<[u8]>, value: &T) -> Result<()> {
+    pub fn put_typed<T: serde::Serialize + ?Sized>(
+        &self,
+        key: impl AsRef<[u8]>,
+        value: &T,
+    ) -> Result<()> {
         let bytes = postcard::to_stdvec(value)?;
         self.put(key, bytes)
     }
@@ -518,7 +529,10 @@ impl Db {
     /// # Errors
     /// [`Error::Serde`](crate::Error::Serde) if the bytes do not decode as
     /// `T`, and the errors of [`Db::get`].
-    pub fn get_typed<T: serde::de::DeserializeOwned>(&self, key: impl AsRef<[u8]>) -> Result<Option<T>> {
+    pub fn get_typed<T: serde::de::DeserializeOwned>(
+        &self,
+        key: impl AsRef<[u8]>,
+    ) -> Result<Option<T>> {
         match self.get(key)? {
             Some(b) => Ok(Some(postcard::from_bytes(&b)?)),
             None => Ok(None),

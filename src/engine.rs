@@ -89,7 +89,11 @@ pub struct CasConflict {
 impl std::fmt::Display for CasConflict {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.current {
-            Some(v) => write!(f, "compare-and-swap conflict: the key holds a different value ({} bytes)", v.len()),
+            Some(v) => write!(
+                f,
+                "compare-and-swap conflict: the key holds a different value ({} bytes)",
+                v.len()
+            ),
             None => write!(f, "compare-and-swap conflict: the key is absent"),
         }
     }
@@ -195,7 +199,8 @@ impl Core {
         }
         let now = opts.clock.now_unix_ms();
         let started = Instant::now();
-        let mut loads = recovery::load_all(dir, &listing.segments, opts.recovery_mode, opts.read_only)?;
+        let mut loads =
+            recovery::load_all(dir, &listing.segments, opts.recovery_mode, opts.read_only)?;
 
         // Fix up the active segment.
         if let Some(last) = loads.last_mut() {
@@ -257,7 +262,10 @@ impl Core {
         let last_id = loads.last().map(|l| l.id);
         for l in &loads {
             if Some(l.id) != last_id {
-                segments.insert(l.id, Arc::new(Segment::open_sealed(dir, l.id, opts.use_mmap)?));
+                segments.insert(
+                    l.id,
+                    Arc::new(Segment::open_sealed(dir, l.id, opts.use_mmap)?),
+                );
             }
         }
 
@@ -285,7 +293,10 @@ impl Core {
                 }
             };
             let path = fsutil::segment_path(dir, id);
-            let file = std::fs::OpenOptions::new().read(true).write(true).open(&path)?;
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)?;
             segments.insert(id, Arc::new(Segment::with_file(path, file.try_clone()?)));
             let active = Arc::new(Active {
                 id,
@@ -457,7 +468,13 @@ impl Core {
     /// Appends the encoded records in `w.buf` (which take `seqs` sequence
     /// numbers), then applies `applied` to the keydir. Returns the position
     /// to wait for.
-    fn append(&self, w: &mut Writer, seqs: u64, applied: &[Applied<'_>], dead_now: u64) -> Result<Pos> {
+    fn append(
+        &self,
+        w: &mut Writer,
+        seqs: u64,
+        applied: &[Applied<'_>],
+        dead_now: u64,
+    ) -> Result<Pos> {
         let len = w.buf.len() as u64;
         let offset = w.active.len.load(Ordering::Relaxed);
         if let Err(e) = fsutil::write_all_at(&w.active.file, &w.buf, offset) {
@@ -548,8 +565,14 @@ impl Core {
         let sealed = match Segment::open_sealed(&self.dir, old.id, self.opts.use_mmap) {
             Ok(s) => s,
             Err(e) => {
-                log::warn!("could not map sealed segment {}: {e}; reading it with pread", old.id);
-                Segment::with_file(fsutil::segment_path(&self.dir, old.id), old.file.try_clone()?)
+                log::warn!(
+                    "could not map sealed segment {}: {e}; reading it with pread",
+                    old.id
+                );
+                Segment::with_file(
+                    fsutil::segment_path(&self.dir, old.id),
+                    old.file.try_clone()?,
+                )
             }
         };
         {
@@ -649,7 +672,12 @@ impl Core {
         self.finish(pos).map(|()| true)
     }
 
-    pub(crate) fn put_if_absent(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<bool> {
+    pub(crate) fn put_if_absent(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
         check_key(key)?;
         check_value(value)?;
         let pos = {
@@ -686,7 +714,9 @@ impl Core {
         check_key(key)?;
         let pos = {
             let mut w = self.writer()?;
-            let Some((e, v)) = self.current(key)? else { return Ok(false) };
+            let Some((e, v)) = self.current(key)? else {
+                return Ok(false);
+            };
             if only_if_ttl && e.expires_at_ms == 0 {
                 return Ok(false);
             }
@@ -766,7 +796,14 @@ impl Core {
             let now = self.now();
             w.buf.clear();
             let begin = w.next_seq;
-            record::encode_into(&mut w.buf, Kind::BatchBegin, begin, 0, b"", &count.to_le_bytes());
+            record::encode_into(
+                &mut w.buf,
+                Kind::BatchBegin,
+                begin,
+                0,
+                b"",
+                &count.to_le_bytes(),
+            );
             let mut dead = record::encoded_len(0, 4);
             let mut applied = Vec::with_capacity(batch.ops.len());
             for (i, op) in batch.ops.iter().enumerate() {
@@ -856,7 +893,10 @@ impl Core {
             segments: seg.len() as u64,
             expired_keys_removed: self.expired_removed.load(Ordering::Relaxed),
             bytes_written: self.bytes_written.load(Ordering::Relaxed),
-            fsyncs: self.group.as_ref().map_or(0, |g| g.fsyncs.load(Ordering::Relaxed)),
+            fsyncs: self
+                .group
+                .as_ref()
+                .map_or(0, |g| g.fsyncs.load(Ordering::Relaxed)),
             keydir_memory_bytes: self.keydir.memory_bytes(),
             ..Stats::default()
         };
@@ -932,7 +972,11 @@ impl Core {
                     match due {
                         Some(t) if t <= now => break,
                         Some(t) => {
-                            bg = self.bg_cv.wait_timeout(bg, t - now).unwrap_or_else(|e| e.into_inner()).0;
+                            bg = self
+                                .bg_cv
+                                .wait_timeout(bg, t - now)
+                                .unwrap_or_else(|e| e.into_inner())
+                                .0;
                         }
                         None => {
                             bg = self.bg_cv.wait(bg).unwrap_or_else(|e| e.into_inner());
@@ -970,10 +1014,18 @@ impl Core {
         let path = fsutil::segment_path(&self.dir, id);
         let result = std::fs::read(&path)
             .map_err(Error::Io)
-            .and_then(|bytes| recovery::scan_segment(&path, id, &bytes, false, crate::RecoveryMode::Strict))
+            .and_then(|bytes| {
+                recovery::scan_segment(&path, id, &bytes, false, crate::RecoveryMode::Strict)
+            })
             .and_then(|load| {
-                hint::write(&self.dir, id, load.len, load.max_seq, &recovery::dedup_newest(&load.entries))
-                    .map_err(Error::Io)
+                hint::write(
+                    &self.dir,
+                    id,
+                    load.len,
+                    load.max_seq,
+                    &recovery::dedup_newest(&load.entries),
+                )
+                .map_err(Error::Io)
             });
         if let Err(e) = result {
             log::warn!("could not write the hint of segment {id}: {e}");
@@ -1001,16 +1053,40 @@ mod tests {
         assert_eq!(parse_i64(b"-12").ok(), Some(-12));
         assert_eq!(parse_i64(b"9223372036854775807").ok(), Some(i64::MAX));
         assert_eq!(parse_i64(b"-9223372036854775808").ok(), Some(i64::MIN));
-        for bad in [&b""[..], b"-", b"+1", b" 1", b"1 ", b"01", b"-0", b"1.5", b"9223372036854775808", b"abc"] {
-            assert!(matches!(parse_i64(bad), Err(Error::NotAnInteger)), "{:?}", bad);
+        for bad in [
+            &b""[..],
+            b"-",
+            b"+1",
+            b" 1",
+            b"1 ",
+            b"01",
+            b"-0",
+            b"1.5",
+            b"9223372036854775808",
+            b"abc",
+        ] {
+            assert!(
+                matches!(parse_i64(bad), Err(Error::NotAnInteger)),
+                "{:?}",
+                bad
+            );
         }
     }
 
     #[test]
     fn expiry_rounds_up_and_rejects_zero() {
-        assert!(matches!(expiry_after(1000, Duration::ZERO), Err(Error::InvalidTtl)));
-        assert_eq!(expiry_after(1000, Duration::from_micros(1)).ok(), Some(1001));
-        assert_eq!(expiry_after(1000, Duration::from_millis(5)).ok(), Some(1005));
+        assert!(matches!(
+            expiry_after(1000, Duration::ZERO),
+            Err(Error::InvalidTtl)
+        ));
+        assert_eq!(
+            expiry_after(1000, Duration::from_micros(1)).ok(),
+            Some(1001)
+        );
+        assert_eq!(
+            expiry_after(1000, Duration::from_millis(5)).ok(),
+            Some(1005)
+        );
         assert_eq!(expiry_after(1000, Duration::MAX).ok(), Some(u64::MAX));
     }
 }

@@ -154,7 +154,11 @@ impl From<postcard::Error> for Error {
 }
 
 impl Error {
-    pub(crate) fn corruption(path: impl Into<PathBuf>, offset: u64, reason: impl Into<String>) -> Self {
+    pub(crate) fn corruption(
+        path: impl Into<PathBuf>,
+        offset: u64,
+        reason: impl Into<String>,
+    ) -> Self {
         Error::Corruption {
             path: path.into(),
             offset,

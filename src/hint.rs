@@ -69,7 +69,11 @@ pub(crate) fn encode(id: u32, segment_len: u64, max_seq: u64, entries: &[HintEnt
         let key_len = u32::try_from(e.key.len()).unwrap_or(u32::MAX);
         b.extend_from_slice(&key_len.to_le_bytes());
         b.extend_from_slice(&e.value_len.to_le_bytes());
-        b.push(if e.tombstone { Kind::Tombstone as u8 } else { Kind::Put as u8 });
+        b.push(if e.tombstone {
+            Kind::Tombstone as u8
+        } else {
+            Kind::Put as u8
+        });
         b.extend_from_slice(&e.key);
     }
     b.extend_from_slice(&(entries.len() as u64).to_le_bytes());
@@ -165,7 +169,13 @@ pub(crate) fn decode(bytes: &[u8], id: u32, segment_len: u64) -> Result<Hint, Re
 
 /// Atomically writes a hint file for segment `id`: a temporary file in the
 /// directory, fsync, rename over the final name, fsync the directory.
-pub(crate) fn write(dir: &Path, id: u32, segment_len: u64, max_seq: u64, entries: &[HintEntry]) -> io::Result<()> {
+pub(crate) fn write(
+    dir: &Path,
+    id: u32,
+    segment_len: u64,
+    max_seq: u64,
+    entries: &[HintEntry],
+) -> io::Result<()> {
     let bytes = encode(id, segment_len, max_seq, entries);
     let mut tmp = tempfile::Builder::new()
         .prefix(".hint-")
@@ -173,7 +183,8 @@ pub(crate) fn write(dir: &Path, id: u32, segment_len: u64, max_seq: u64, entries
         .tempfile_in(dir)?;
     tmp.write_all(&bytes)?;
     tmp.as_file().sync_all()?;
-    tmp.persist(fsutil::hint_path(dir, id)).map_err(|e| e.error)?;
+    tmp.persist(fsutil::hint_path(dir, id))
+        .map_err(|e| e.error)?;
     fsutil::sync_dir(dir)
 }
 
@@ -184,14 +195,20 @@ pub(crate) fn read(dir: &Path, id: u32, segment_len: u64) -> Option<Hint> {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
         Err(e) => {
-            log::warn!("cannot read hint {}: {e}; scanning the segment", path.display());
+            log::warn!(
+                "cannot read hint {}: {e}; scanning the segment",
+                path.display()
+            );
             return None;
         }
     };
     match decode(&bytes, id, segment_len) {
         Ok(v) => Some(v),
         Err(why) => {
-            log::warn!("ignoring hint {}: {why}; scanning the segment", path.display());
+            log::warn!(
+                "ignoring hint {}: {why}; scanning the segment",
+                path.display()
+            );
             None
         }
     }
@@ -203,9 +220,30 @@ mod tests {
 
     fn sample() -> Vec<HintEntry> {
         vec![
-            HintEntry { key: b"a".to_vec(), seq: 1, expires_at_ms: 0, offset: 32, value_len: 3, tombstone: false },
-            HintEntry { key: b"".to_vec(), seq: 2, expires_at_ms: 99, offset: 68, value_len: 0, tombstone: false },
-            HintEntry { key: b"gone".to_vec(), seq: 3, expires_at_ms: 0, offset: 100, value_len: 0, tombstone: true },
+            HintEntry {
+                key: b"a".to_vec(),
+                seq: 1,
+                expires_at_ms: 0,
+                offset: 32,
+                value_len: 3,
+                tombstone: false,
+            },
+            HintEntry {
+                key: b"".to_vec(),
+                seq: 2,
+                expires_at_ms: 99,
+                offset: 68,
+                value_len: 0,
+                tombstone: false,
+            },
+            HintEntry {
+                key: b"gone".to_vec(),
+                seq: 3,
+                expires_at_ms: 0,
+                offset: 100,
+                value_len: 0,
+                tombstone: true,
+            },
         ]
     }
 
@@ -213,7 +251,13 @@ mod tests {
     fn round_trip() {
         let e = sample();
         let b = encode(7, 1000, 42, &e);
-        assert_eq!(decode(&b, 7, 1000).expect("decodes"), Hint { entries: e, max_seq: 42 });
+        assert_eq!(
+            decode(&b, 7, 1000).expect("decodes"),
+            Hint {
+                entries: e,
+                max_seq: 42
+            }
+        );
     }
 
     #[test]

@@ -51,6 +51,8 @@ impl Iterator for ScanPrefix {
 
 impl std::fmt::Debug for ScanPrefix {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScanPrefix").field("remaining", &self.keys.len()).finish()
+        f.debug_struct("ScanPrefix")
+            .field("remaining", &self.keys.len())
+            .finish()
     }
 }

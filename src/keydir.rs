@@ -45,7 +45,11 @@ impl Entry {
     /// Bytes the record takes on disk, given its key length.
     #[inline]
     pub(crate) fn record_len(&self, key_len: usize) -> u64 {
-        let v = if self.is_tombstone() { 0 } else { self.value_len };
+        let v = if self.is_tombstone() {
+            0
+        } else {
+            self.value_len
+        };
         record::encoded_len(key_len as u32, v)
     }
 }
@@ -309,7 +313,13 @@ mod tests {
     use super::*;
 
     fn e(seq: u64, exp: u64) -> Entry {
-        Entry { seq, expires_at_ms: exp, offset: 32, file_id: 1, value_len: 3 }
+        Entry {
+            seq,
+            expires_at_ms: exp,
+            offset: 32,
+            file_id: 1,
+            value_len: 3,
+        }
     }
 
     #[test]
@@ -347,7 +357,9 @@ mod tests {
         assert_eq!(kd.live_len(100), 2);
         assert!(kd.remove_if_eq(b"c", &e(3, 50)));
         assert!(!kd.remove_if_eq(b"b", &e(9, 0)));
-        let ttl: usize = (0..kd.shard_count()).map(|i| kd.read_shard(i).ttl_keys()).sum();
+        let ttl: usize = (0..kd.shard_count())
+            .map(|i| kd.read_shard(i).ttl_keys())
+            .sum();
         assert_eq!(ttl, 0);
     }
 

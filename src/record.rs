@@ -257,7 +257,10 @@ mod tests {
     fn every_truncation_is_not_a_record() {
         let b = one(Kind::Put, 9, 0, b"abc", b"defgh");
         for cut in 0..b.len() {
-            assert!(!matches!(decode(&b[..cut]), Decoded::Record(_)), "cut {cut}");
+            assert!(
+                !matches!(decode(&b[..cut]), Decoded::Record(_)),
+                "cut {cut}"
+            );
         }
     }
 
@@ -268,7 +271,10 @@ mod tests {
             for bit in 0..8 {
                 let mut c = b.clone();
                 c[i] ^= 1 << bit;
-                assert!(!matches!(decode(&c), Decoded::Record(_)), "byte {i} bit {bit}");
+                assert!(
+                    !matches!(decode(&c), Decoded::Record(_)),
+                    "byte {i} bit {bit}"
+                );
             }
         }
     }

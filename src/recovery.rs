@@ -102,7 +102,9 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Listing> {
 /// Searches for the first offset at or after `from` holding a valid record
 /// whose sequence number is above `min_seq`.
 fn find_next_valid(bytes: &[u8], from: usize, min_seq: u64) -> Option<usize> {
-    let last = bytes.len().saturating_sub(record::RECORD_HEADER_LEN as usize);
+    let last = bytes
+        .len()
+        .saturating_sub(record::RECORD_HEADER_LEN as usize);
     (from..=last).find(|&off| {
         // Cheap rejection first: the kind byte, then the full decode.
         matches!(bytes[off + 4], 1..=4)
@@ -118,7 +120,13 @@ struct PendingBatch {
 }
 
 /// Scans a whole segment. `active` selects torn-tail handling.
-pub(crate) fn scan_segment(path: &Path, id: u32, bytes: &[u8], active: bool, mode: RecoveryMode) -> Result<SegmentLoad> {
+pub(crate) fn scan_segment(
+    path: &Path,
+    id: u32,
+    bytes: &[u8],
+    active: bool,
+    mode: RecoveryMode,
+) -> Result<SegmentLoad> {
     let mut load = SegmentLoad {
         id,
         len: SEGMENT_HEADER_LEN,
@@ -193,7 +201,11 @@ pub(crate) fn scan_segment(path: &Path, id: u32, bytes: &[u8], active: bool, mod
                                 reason: why.into(),
                             });
                         }
-                        let count = if r.value.len() >= 4 { record::le_u32(r.value, 0) } else { 0 };
+                        let count = if r.value.len() >= 4 {
+                            record::le_u32(r.value, 0)
+                        } else {
+                            0
+                        };
                         pending = Some(PendingBatch {
                             begin_offset: offset,
                             begin_seq: r.seq,
@@ -280,7 +292,11 @@ pub(crate) fn scan_segment(path: &Path, id: u32, bytes: &[u8], active: bool, mod
     }
     if let Some(b) = pending.take() {
         if !active && !salvage {
-            return Err(Error::corruption(path, b.begin_offset, "batch without a commit record in a sealed segment"));
+            return Err(Error::corruption(
+                path,
+                b.begin_offset,
+                "batch without a commit record in a sealed segment",
+            ));
         }
         load.discarded_batch_records += u64::from(b.count.max(b.entries.len() as u32));
         if salvage && !active {
@@ -319,7 +335,13 @@ pub(crate) fn dedup_newest(entries: &[HintEntry]) -> Vec<HintEntry> {
 }
 
 /// Loads one segment: from its hint when possible, else by scanning.
-fn load_segment(dir: &Path, id: u32, active: bool, mode: RecoveryMode, read_only: bool) -> Result<SegmentLoad> {
+fn load_segment(
+    dir: &Path,
+    id: u32,
+    active: bool,
+    mode: RecoveryMode,
+    read_only: bool,
+) -> Result<SegmentLoad> {
     let path = fsutil::segment_path(dir, id);
     if !active && mode == RecoveryMode::Strict {
         let len = fs::metadata(&path)?.len();
@@ -340,7 +362,13 @@ fn load_segment(dir: &Path, id: u32, active: bool, mode: RecoveryMode, read_only
     let bytes = fs::read(&path)?;
     let load = scan_segment(&path, id, &bytes, active, mode)?;
     if !active && !read_only && load.skipped.is_empty() {
-        if let Err(e) = hint::write(dir, id, load.len, load.max_seq, &dedup_newest(&load.entries)) {
+        if let Err(e) = hint::write(
+            dir,
+            id,
+            load.len,
+            load.max_seq,
+            &dedup_newest(&load.entries),
+        ) {
             log::warn!("could not write hint for segment {id}: {e}");
         }
     }
@@ -348,7 +376,12 @@ fn load_segment(dir: &Path, id: u32, active: bool, mode: RecoveryMode, read_only
 }
 
 /// Loads every segment, in parallel, and returns them in id order.
-pub(crate) fn load_all(dir: &Path, ids: &[u32], mode: RecoveryMode, read_only: bool) -> Result<Vec<SegmentLoad>> {
+pub(crate) fn load_all(
+    dir: &Path,
+    ids: &[u32],
+    mode: RecoveryMode,
+    read_only: bool,
+) -> Result<Vec<SegmentLoad>> {
     let last = ids.last().copied();
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -356,7 +389,8 @@ pub(crate) fn load_all(dir: &Path, ids: &[u32], mode: RecoveryMode, read_only: b
         .clamp(1, 8)
         .min(ids.len().max(1));
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<SegmentLoad>>>> = Mutex::new((0..ids.len()).map(|_| None).collect());
+    let results: Mutex<Vec<Option<Result<SegmentLoad>>>> =
+        Mutex::new((0..ids.len()).map(|_| None).collect());
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
@@ -377,7 +411,9 @@ pub(crate) fn load_all(dir: &Path, ids: &[u32], mode: RecoveryMode, read_only: b
         out.push(r?);
     }
     if out.len() != ids.len() {
-        return Err(Error::Io(std::io::Error::other("segment loading stopped early")));
+        return Err(Error::Io(std::io::Error::other(
+            "segment loading stopped early",
+        )));
     }
     Ok(out)
 }
@@ -395,18 +431,22 @@ pub(crate) fn build_keydir(keydir: &KeyDir, loads: &[SegmentLoad], now_ms: u64) 
                     expires_at_ms: e.expires_at_ms,
                     offset: e.offset,
                     file_id: load.id,
-                    value_len: if e.tombstone { TOMBSTONE_LEN } else { e.value_len },
+                    value_len: if e.tombstone {
+                        TOMBSTONE_LEN
+                    } else {
+                        e.value_len
+                    },
                 },
             );
         }
     }
-    let index: std::collections::HashMap<u32, usize> = loads.iter().enumerate().map(|(i, l)| (l.id, i)).collect();
+    let index: std::collections::HashMap<u32, usize> =
+        loads.iter().enumerate().map(|(i, l)| (l.id, i)).collect();
     let mut live = vec![0u64; loads.len()];
     for i in 0..keydir.shard_count() {
-        keydir.write_shard(i).retain(
-            |_, e| e.is_tombstone() || e.is_expired(now_ms),
-            |_, _| {},
-        );
+        keydir
+            .write_shard(i)
+            .retain(|_, e| e.is_tombstone() || e.is_expired(now_ms), |_, _| {});
         keydir.read_shard(i).for_each(|k, e| {
             if let Some(&j) = index.get(&e.file_id) {
                 live[j] += e.record_len(k.len());
@@ -445,7 +485,11 @@ mod tests {
 
     #[test]
     fn torn_tail_is_cut_at_every_offset() {
-        let b = seg(&[(Kind::Put, 1, b"a", b"1"), (Kind::Put, 2, b"b", b"22"), (Kind::Put, 3, b"c", b"333")]);
+        let b = seg(&[
+            (Kind::Put, 1, b"a", b"1"),
+            (Kind::Put, 2, b"b", b"22"),
+            (Kind::Put, 3, b"c", b"333"),
+        ]);
         let first_end = 32 + 34;
         for cut in first_end..b.len() {
             let l = scan_segment(&p(), 1, &b[..cut], true, RecoveryMode::Strict).expect("scan");
@@ -459,7 +503,11 @@ mod tests {
 
     #[test]
     fn middle_corruption_is_an_error_and_salvage_skips_it() {
-        let b = seg(&[(Kind::Put, 1, b"a", b"1"), (Kind::Put, 2, b"b", b"22"), (Kind::Put, 3, b"c", b"333")]);
+        let b = seg(&[
+            (Kind::Put, 1, b"a", b"1"),
+            (Kind::Put, 2, b"b", b"22"),
+            (Kind::Put, 3, b"c", b"333"),
+        ]);
         let mut c = b.clone();
         let second = 66 + 33; // inside record 2's value
         c[second] ^= 0xff;
@@ -515,7 +563,14 @@ mod tests {
 
     #[test]
     fn dedup_keeps_newest() {
-        let e = |k: &[u8], s| HintEntry { key: k.to_vec(), seq: s, expires_at_ms: 0, offset: s * 10, value_len: 0, tombstone: false };
+        let e = |k: &[u8], s| HintEntry {
+            key: k.to_vec(),
+            seq: s,
+            expires_at_ms: 0,
+            offset: s * 10,
+            value_len: 0,
+            tombstone: false,
+        };
         let d = dedup_newest(&[e(b"a", 1), e(b"b", 2), e(b"a", 3)]);
         assert_eq!(d, vec![e(b"b", 2), e(b"a", 3)]);
     }

@@ -53,10 +53,18 @@ pub(crate) fn check_header(path: &Path, bytes: &[u8], id: u32) -> Result<()> {
         return Err(Error::corruption(path, 0, "segment header is incomplete"));
     }
     if &bytes[0..8] != SEGMENT_MAGIC {
-        return Err(Error::corruption(path, 0, "not a cairn segment (bad magic)"));
+        return Err(Error::corruption(
+            path,
+            0,
+            "not a cairn segment (bad magic)",
+        ));
     }
     if crc32c::crc32c(&bytes[0..28]) != record::le_u32(bytes, 28) {
-        return Err(Error::corruption(path, 0, "segment header checksum mismatch"));
+        return Err(Error::corruption(
+            path,
+            0,
+            "segment header checksum mismatch",
+        ));
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
     if version != FORMAT_VERSION {
@@ -130,7 +138,9 @@ impl Segment {
                 let end = offset
                     .checked_add(total)
                     .filter(|&e| e <= bytes.len() as u64)
-                    .ok_or_else(|| self.corrupt(offset, "record runs past the end of the segment"))?;
+                    .ok_or_else(|| {
+                        self.corrupt(offset, "record runs past the end of the segment")
+                    })?;
                 let rec = &bytes[offset as usize..end as usize];
                 self.check(rec, offset, key, value_len)?;
                 Ok(rec[value_start as usize..].to_vec())
@@ -154,7 +164,10 @@ impl Segment {
     fn check(&self, rec: &[u8], offset: u64, key: &[u8], value_len: u32) -> Result<()> {
         match record::decode(rec) {
             record::Decoded::Record(r) => {
-                if r.kind != record::Kind::Put || r.key != key || r.value.len() as u64 != u64::from(value_len) {
+                if r.kind != record::Kind::Put
+                    || r.key != key
+                    || r.value.len() as u64 != u64::from(value_len)
+                {
                     return Err(self.corrupt(offset, "record does not match its index entry"));
                 }
                 Ok(())
@@ -178,15 +191,24 @@ mod tests {
         let p = Path::new("/x/0000000003.seg");
         let h = encode_header(3);
         check_header(p, &h, 3).expect("valid");
-        assert!(matches!(check_header(p, &h, 4), Err(Error::Corruption { .. })));
+        assert!(matches!(
+            check_header(p, &h, 4),
+            Err(Error::Corruption { .. })
+        ));
         let mut bad = h;
         bad[0] = b'X';
-        assert!(matches!(check_header(p, &bad, 3), Err(Error::Corruption { offset: 0, .. })));
+        assert!(matches!(
+            check_header(p, &bad, 3),
+            Err(Error::Corruption { offset: 0, .. })
+        ));
         let mut v2 = h;
         v2[8] = 2;
         let crc = crc32c::crc32c(&v2[0..28]);
         v2[28..32].copy_from_slice(&crc.to_le_bytes());
-        assert!(matches!(check_header(p, &v2, 3), Err(Error::UnsupportedVersion { version: 2, .. })));
+        assert!(matches!(
+            check_header(p, &v2, 3),
+            Err(Error::UnsupportedVersion { version: 2, .. })
+        ));
         assert!(check_header(p, &h[..10], 3).is_err());
     }
 }

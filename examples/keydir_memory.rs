@@ -1,0 +1,69 @@
+//! Measures the memory cost per key of the in-memory index.
+//!
+//! `cargo run --release --example keydir_memory [N]` loads N keys (default
+//! 1,000,000; 16-byte keys, 100-byte values) and prints the process RSS
+//! growth per key (Linux, from /proc/self/status) next to cairn's own
+//! estimate from `Stats::keydir_memory_bytes`. Values live on disk, so the
+//! RSS growth is the index plus allocator overhead.
+
+use cairn::{Batch, Options, SyncPolicy};
+
+fn rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let n: u64 = std::env::args()
+        .nth(1)
+        .map(|a| a.parse())
+        .transpose()?
+        .unwrap_or(1_000_000);
+    let dir = tempfile::tempdir()?;
+    // Maps are turned off so that page-cache pages of mapped segments do not
+    // count towards RSS: what is measured is the index alone.
+    let db = Options::new()
+        .sync_policy(SyncPolicy::Never)
+        .use_mmap(false)
+        .open(dir.path())?;
+    let before = rss_bytes().unwrap_or(0);
+    let mut i = 0u64;
+    while i < n {
+        let mut b = Batch::new();
+        for j in i..(i + 1000).min(n) {
+            let mut k = [0u8; 16];
+            k[..8].copy_from_slice(&j.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
+            k[8..].copy_from_slice(&j.to_be_bytes());
+            b.push_put(k, [b'v'; 100], None);
+        }
+        db.write_batch(b)?;
+        i += 1000;
+    }
+    let after = rss_bytes().unwrap_or(0);
+    let s = db.stats();
+    println!("keys: {n}");
+    println!(
+        "RSS growth: {} bytes = {:.1} bytes/key",
+        after.saturating_sub(before),
+        after.saturating_sub(before) as f64 / n as f64
+    );
+    println!(
+        "keydir estimate: {} bytes = {:.1} bytes/key",
+        s.keydir_memory_bytes,
+        s.keydir_memory_bytes as f64 / n as f64
+    );
+    drop(db);
+
+    // The same after a reopen, when the index is rebuilt from hints and segments.
+    let before = rss_bytes().unwrap_or(0);
+    let db = Options::new().use_mmap(false).open(dir.path())?;
+    let after = rss_bytes().unwrap_or(0);
+    println!(
+        "after reopen: RSS growth {:.1} bytes/key, estimate {:.1} bytes/key",
+        after.saturating_sub(before) as f64 / n as f64,
+        db.stats().keydir_memory_bytes as f64 / n as f64
+    );
+    Ok(())
+}
