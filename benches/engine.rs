@@ -161,7 +161,7 @@ fn durable_puts(c: &mut Criterion) {
             db.put(key(r % 100_000), value(r)).expect("put")
         })
     });
-    for threads in [8u64] {
+    for threads in [2u64, 8] {
         g.bench_function(format!("always_{threads}_threads"), |b| {
             b.iter_custom(|iters| {
                 let per = iters.div_ceil(threads);
