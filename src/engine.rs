@@ -20,6 +20,9 @@ use crate::segment::{self, Segment, SEGMENT_HEADER_LEN};
 use crate::stats::Stats;
 use crate::sync::{Active, GroupCommit, Pos, SyncError};
 
+/// How far ahead of the writes the active segment is zero-filled.
+const PREALLOCATE_BYTES: u64 = 4 << 20;
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -36,6 +39,11 @@ struct SegStat {
 /// State only the writer touches.
 pub(crate) struct Writer {
     active: Arc<Active>,
+    /// Bytes of the active segment file that exist and are durable: the
+    /// written records plus a zero-filled, fsynced region ahead of them.
+    /// Overwriting zeros that are already on disk lets `fdatasync` skip the
+    /// file-size metadata update, which makes durable writes much cheaper.
+    allocated: u64,
     next_seq: u64,
     next_file_id: u32,
     buf: Vec<u8>,
@@ -202,11 +210,17 @@ impl Core {
         let mut loads =
             recovery::load_all(dir, &listing.segments, opts.recovery_mode, opts.read_only)?;
 
-        // Fix up the active segment.
+        // Fix up the active segment. `allocated` is how much of its file
+        // exists and is durable (see `Writer::allocated`).
+        let mut allocated = SEGMENT_HEADER_LEN;
         if let Some(last) = loads.last_mut() {
             let path = fsutil::segment_path(dir, last.id);
+            allocated = last.len.max(SEGMENT_HEADER_LEN);
             if let Some((cut_at, file_len)) = last.cut {
-                if !opts.read_only {
+                if last.zero_tail && !last.needs_header {
+                    // Zeros preallocated ahead of the writes: keep them.
+                    allocated = file_len;
+                } else if !opts.read_only {
                     let f = std::fs::OpenOptions::new().write(true).open(&path)?;
                     if last.needs_header {
                         f.set_len(0)?;
@@ -222,7 +236,9 @@ impl Core {
                         path.display()
                     );
                 }
-                report.truncated_tail = Some((path, cut_at, file_len - cut_at));
+                if !last.zero_tail || last.needs_header {
+                    report.truncated_tail = Some((path, cut_at, file_len - cut_at));
+                }
             }
         }
         for l in &loads {
@@ -307,6 +323,11 @@ impl Core {
                 active: active.clone(),
                 next_seq: max_seq + 1,
                 next_file_id: id + 1,
+                allocated: if loads.is_empty() {
+                    SEGMENT_HEADER_LEN
+                } else {
+                    allocated
+                },
                 buf: Vec::with_capacity(4096),
             };
             (Some(Mutex::new(writer)), Some(GroupCommit::new(active)))
@@ -477,6 +498,9 @@ impl Core {
     ) -> Result<Pos> {
         let len = w.buf.len() as u64;
         let offset = w.active.len.load(Ordering::Relaxed);
+        if offset + len > w.allocated {
+            self.preallocate(w, offset + len)?;
+        }
         if let Err(e) = fsutil::write_all_at(&w.active.file, &w.buf, offset) {
             self.poison(format!("write to segment {} failed: {e}", w.active.id));
             return Err(Error::Io(e));
@@ -505,6 +529,39 @@ impl Core {
             }
         }
         Ok((w.active.id, end))
+    }
+
+    /// Extends the active segment with durable zeros so that it holds at
+    /// least `needed` bytes. Only for policies that fsync: without fsyncs
+    /// the zeros would buy nothing.
+    fn preallocate(&self, w: &mut Writer, needed: u64) -> Result<()> {
+        if self.opts.sync_policy == SyncPolicy::Never {
+            return Ok(());
+        }
+        let step = PREALLOCATE_BYTES.min(self.opts.max_segment_bytes);
+        let target = needed.max(w.allocated + step);
+        let zeros = [0u8; 64 * 1024];
+        let mut at = w.allocated.max(w.active.len.load(Ordering::Relaxed));
+        let result = (|| {
+            while at < target {
+                let n = (target - at).min(zeros.len() as u64);
+                fsutil::write_all_at(&w.active.file, &zeros[..n as usize], at)?;
+                at += n;
+            }
+            w.active.file.sync_all()
+        })();
+        if let Err(e) = result {
+            self.poison(format!(
+                "extending segment {} with zeros failed: {e}",
+                w.active.id
+            ));
+            return Err(Error::Io(e));
+        }
+        if let Some(g) = &self.group {
+            g.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
+        w.allocated = target;
+        Ok(())
     }
 
     /// Waits for durability according to the sync policy.
@@ -542,7 +599,14 @@ impl Core {
         let old_len = old.len.load(Ordering::Acquire);
         // 1. The old segment's tail is durable before anything goes into the
         //    new one, so a crash can never keep newer writes and lose older.
-        if let Err(e) = old.file.sync_data() {
+        //    Preallocated zeros are cut off first: a sealed segment ends at
+        //    its last record.
+        let sealed = if w.allocated > old_len {
+            old.file.set_len(old_len).and_then(|()| old.file.sync_all())
+        } else {
+            old.file.sync_data()
+        };
+        if let Err(e) = sealed {
             self.poison(format!("fdatasync of segment {} failed: {e}", old.id));
             return Err(Error::Io(e));
         }
@@ -595,6 +659,7 @@ impl Core {
         group.set_current(active.clone());
         group.mark_durable((id, SEGMENT_HEADER_LEN));
         w.active = active;
+        w.allocated = SEGMENT_HEADER_LEN;
         // 3. The hint of the sealed segment is written in the background.
         lock(&self.bg).hint_jobs.push(old.id);
         self.bg_cv.notify_all();

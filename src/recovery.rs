@@ -68,6 +68,9 @@ pub(crate) struct SegmentLoad {
     pub skipped: Vec<SkippedRange>,
     /// The active segment's header is missing or all zeros: rewrite it.
     pub needs_header: bool,
+    /// The bytes after `len` are all zeros: space preallocated for appends,
+    /// not a torn write.
+    pub zero_tail: bool,
 }
 
 /// Files found in a store directory.
@@ -137,6 +140,7 @@ pub(crate) fn scan_segment(
         discarded_batch_records: 0,
         skipped: Vec::new(),
         needs_header: false,
+        zero_tail: false,
     };
     let header_len = SEGMENT_HEADER_LEN as usize;
     if let Err(e) = segment::check_header(path, bytes, id) {
@@ -161,6 +165,9 @@ pub(crate) fn scan_segment(
     let mut good_end = pos as u64; // end of the last record outside an open batch
 
     while pos < bytes.len() {
+        if active && bytes[pos..].iter().all(|&b| b == 0) {
+            break; // preallocated space (or a zero-filled torn tail)
+        }
         let problem: &'static str = match record::decode(&bytes[pos..]) {
             Decoded::Record(r) if r.seq <= last_seq => "sequence number out of order",
             Decoded::Record(r) => {
@@ -311,6 +318,7 @@ pub(crate) fn scan_segment(
     load.len = good_end;
     if active && good_end < bytes.len() as u64 {
         load.cut = Some((good_end, bytes.len() as u64));
+        load.zero_tail = bytes[good_end as usize..].iter().all(|&b| b == 0);
     }
     Ok(load)
 }
@@ -356,6 +364,7 @@ fn load_segment(
                 discarded_batch_records: 0,
                 skipped: Vec::new(),
                 needs_header: false,
+                zero_tail: false,
             });
         }
     }
