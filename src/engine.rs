@@ -171,6 +171,10 @@ impl Core {
         if !dir.exists() {
             if opts.create_if_missing && !opts.read_only {
                 fsutil::create_dir_private(dir)?;
+                // The new directory's own entry must survive a power loss too.
+                if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    fsutil::sync_dir(parent)?;
+                }
             } else {
                 return Err(Error::Io(std::io::Error::new(
                     std::io::ErrorKind::NotFound,
@@ -203,6 +207,9 @@ impl Core {
                     Ok(()) => report.removed_temp_files += 1,
                     Err(e) => log::warn!("could not remove stray file {}: {e}", t.display()),
                 }
+            }
+            if report.removed_temp_files > 0 {
+                fsutil::sync_dir(dir)?;
             }
         }
         let now = opts.clock.now_unix_ms();
