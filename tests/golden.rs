@@ -1,0 +1,94 @@
+//! Golden format fixtures: the bytes cairn writes for a fixed sequence of
+//! operations are pinned in `tests/fixtures/v1/`, and that directory must
+//! keep opening with the same contents. A change that breaks either is a
+//! format change: bump the version in docs/format.md and keep reading v1.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cairn::{Batch, ManualClock, Options, SyncPolicy, Ttl};
+
+const NOW_MS: u64 = 1_700_000_000_000;
+
+fn fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1")
+}
+
+/// The fixed operations behind the fixture.
+fn write_fixture(dir: &Path) {
+    let db = Options::new()
+        .sync_policy(SyncPolicy::Never)
+        .clock(ManualClock::new(NOW_MS))
+        .expiry_sweep_interval_ms(0)
+        .open(dir)
+        .expect("open");
+    db.put("alpha", "1").expect("put");
+    db.put("beta", "two").expect("put");
+    db.put("", "empty key").expect("put");
+    db.put("empty-value", "").expect("put");
+    db.put_with_ttl("ttl", "expires at NOW+60s", Duration::from_secs(60)).expect("put");
+    assert_eq!(db.incr("counter", 41).expect("incr"), 41);
+    assert_eq!(db.incr("counter", 1).expect("incr"), 42);
+    assert!(db.delete("beta").expect("delete"));
+    db.write_batch(Batch::new().put("b1", "x").delete("alpha").put("b2", [0u8, 255, 7]))
+        .expect("batch");
+    db.close().expect("close");
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    for e in std::fs::read_dir(from).expect("read fixture dir") {
+        let e = e.expect("entry");
+        std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
+    }
+}
+
+#[test]
+fn writer_produces_the_golden_bytes() {
+    let t = tempfile::tempdir().expect("tempdir");
+    write_fixture(t.path());
+    let written = std::fs::read(t.path().join("0000000001.seg")).expect("read");
+    let golden_path = fixture_dir().join("0000000001.seg");
+    if std::env::var_os("CAIRN_BLESS").is_some() {
+        std::fs::create_dir_all(fixture_dir()).expect("mkdir");
+        std::fs::write(&golden_path, &written).expect("bless");
+    }
+    let golden = std::fs::read(&golden_path).expect("golden fixture (CAIRN_BLESS=1 writes it)");
+    assert_eq!(written, golden, "the segment bytes changed: that is a format change");
+    // The header as docs/format.md describes it.
+    assert_eq!(&golden[0..8], b"CAIRNSEG");
+    assert_eq!(u16::from_le_bytes([golden[8], golden[9]]), 1);
+    assert_eq!(golden[10], 1, "checksum algorithm id 1 = CRC-32C");
+    assert_eq!(u64::from_le_bytes(golden[16..24].try_into().expect("8 bytes")), 1);
+    // The first record: put("alpha", "1") with sequence 1, no expiry.
+    let r = &golden[32..];
+    assert_eq!(r[4], 1, "kind put");
+    assert_eq!(u64::from_le_bytes(r[8..16].try_into().expect("8")), 1, "sequence");
+    assert_eq!(u64::from_le_bytes(r[16..24].try_into().expect("8")), 0, "expiry");
+    assert_eq!(u32::from_le_bytes(r[24..28].try_into().expect("4")), 5, "key length");
+    assert_eq!(u32::from_le_bytes(r[28..32].try_into().expect("4")), 1, "value length");
+    assert_eq!(&r[32..38], b"alpha1");
+}
+
+#[test]
+fn golden_directory_opens_with_the_same_contents() {
+    let t = tempfile::tempdir().expect("tempdir");
+    copy_dir(&fixture_dir(), t.path());
+    let clock = ManualClock::new(NOW_MS + 1_000);
+    let db = Options::new()
+        .clock(clock.clone())
+        .read_only(true)
+        .open(t.path())
+        .expect("open golden");
+    assert_eq!(db.get("alpha").expect("get"), None, "deleted in the batch");
+    assert_eq!(db.get("beta").expect("get"), None, "deleted");
+    assert_eq!(db.get("").expect("get").as_deref(), Some(&b"empty key"[..]));
+    assert_eq!(db.get("empty-value").expect("get"), Some(Vec::new()));
+    assert_eq!(db.get("counter").expect("get").as_deref(), Some(&b"42"[..]));
+    assert_eq!(db.get("b1").expect("get").as_deref(), Some(&b"x"[..]));
+    assert_eq!(db.get("b2").expect("get"), Some(vec![0u8, 255, 7]));
+    assert_eq!(db.ttl("ttl").expect("ttl"), Ttl::Expires(Duration::from_secs(59)));
+    assert_eq!(db.len().expect("len"), 6);
+    clock.advance(Duration::from_secs(59));
+    assert_eq!(db.get("ttl").expect("get"), None, "expired at NOW+60s");
+    assert_eq!(db.len().expect("len"), 5);
+}
