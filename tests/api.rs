@@ -1,0 +1,373 @@
+//! API semantics, checked one behaviour at a time.
+
+use std::time::Duration;
+
+use cairn::{Batch, Db, Error, ManualClock, Options, SyncPolicy, Ttl};
+
+fn open_with_clock(dir: &std::path::Path, clock: &ManualClock) -> Db {
+    Options::new()
+        .clock(clock.clone())
+        .expiry_sweep_interval_ms(0)
+        .open(dir)
+        .expect("open")
+}
+
+#[test]
+fn put_clears_ttl_and_incr_keeps_it() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_000_000);
+    let db = open_with_clock(t.path(), &clock);
+    db.put_with_ttl("k", "5", Duration::from_secs(10))
+        .expect("put");
+    assert_eq!(db.incr("k", 1).expect("incr"), 6);
+    assert_eq!(
+        db.ttl("k").expect("ttl"),
+        Ttl::Expires(Duration::from_secs(10))
+    );
+    db.put("k", "7").expect("put");
+    assert_eq!(db.ttl("k").expect("ttl"), Ttl::Persistent);
+    db.put_with_ttl("c", "1", Duration::from_secs(2))
+        .expect("put");
+    clock.advance(Duration::from_secs(2));
+    // An expired counter counts as missing and starts again with no TTL.
+    assert_eq!(db.incr("c", 1).expect("incr"), 1);
+    assert_eq!(db.ttl("c").expect("ttl"), Ttl::Persistent);
+}
+
+#[test]
+fn expiry_is_exact_to_the_millisecond_and_survives_reopen() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(5_000);
+    let db = open_with_clock(t.path(), &clock);
+    db.put_with_ttl("k", "v", Duration::from_millis(100))
+        .expect("put");
+    clock.advance(Duration::from_millis(99));
+    assert!(db.contains_key("k").expect("contains"));
+    assert_eq!(
+        db.ttl("k").expect("ttl"),
+        Ttl::Expires(Duration::from_millis(1))
+    );
+    drop(db);
+    let db = open_with_clock(t.path(), &clock);
+    assert_eq!(db.get("k").expect("get").as_deref(), Some(&b"v"[..]));
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(db.get("k").expect("get"), None);
+    assert!(!db.contains_key("k").expect("contains"));
+    assert_eq!(db.len().expect("len"), 0);
+    assert_eq!(db.scan_prefix("").count(), 0);
+    assert_eq!(db.ttl("k").expect("ttl"), Ttl::Missing);
+    assert!(
+        !db.delete("k").expect("delete"),
+        "an expired key does not exist"
+    );
+    drop(db);
+    let db = open_with_clock(t.path(), &clock);
+    assert_eq!(
+        db.get("k").expect("get"),
+        None,
+        "expired keys stay expired after reopen"
+    );
+    assert_eq!(db.len().expect("len"), 0);
+}
+
+#[test]
+fn expire_and_persist_follow_redis() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(0);
+    let db = open_with_clock(t.path(), &clock);
+    assert!(!db
+        .expire("missing", Duration::from_secs(1))
+        .expect("expire"));
+    assert!(!db.persist("missing").expect("persist"));
+    db.put("k", "v").expect("put");
+    assert!(!db.persist("k").expect("persist"), "no TTL to remove");
+    assert!(db.expire("k", Duration::from_secs(5)).expect("expire"));
+    assert_eq!(
+        db.get("k").expect("get").as_deref(),
+        Some(&b"v"[..]),
+        "value kept"
+    );
+    assert!(db.persist("k").expect("persist"));
+    assert_eq!(db.ttl("k").expect("ttl"), Ttl::Persistent);
+    assert!(db.expire("k", Duration::ZERO).expect("expire 0 deletes"));
+    assert_eq!(db.get("k").expect("get"), None);
+    assert!(matches!(
+        db.put_with_ttl("z", "v", Duration::ZERO),
+        Err(Error::InvalidTtl)
+    ));
+    assert!(matches!(
+        db.write_batch(
+            Batch::new()
+                .put("a", "1")
+                .put_with_ttl("z", "v", Duration::ZERO)
+        ),
+        Err(Error::InvalidTtl)
+    ));
+    assert_eq!(
+        db.get("a").expect("get"),
+        None,
+        "a failed batch writes nothing"
+    );
+}
+
+#[test]
+fn incr_errors_change_nothing() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(t.path()).expect("open");
+    db.put("text", "abc").expect("put");
+    db.put("padded", " 1").expect("put");
+    db.put("max", i64::MAX.to_string()).expect("put");
+    db.put("min", i64::MIN.to_string()).expect("put");
+    let before = db.stats().bytes_written;
+    assert!(matches!(db.incr("text", 1), Err(Error::NotAnInteger)));
+    assert!(matches!(db.incr("padded", 1), Err(Error::NotAnInteger)));
+    assert!(matches!(db.incr("max", 1), Err(Error::Overflow)));
+    assert!(matches!(db.incr("min", -1), Err(Error::Overflow)));
+    assert_eq!(db.stats().bytes_written, before, "nothing written");
+    assert_eq!(
+        db.get("max").expect("get"),
+        Some(i64::MAX.to_string().into_bytes())
+    );
+    assert_eq!(db.incr("max", -1).expect("incr"), i64::MAX - 1);
+    assert_eq!(db.incr("neg", -5).expect("incr"), -5);
+    assert_eq!(db.get("neg").expect("get").as_deref(), Some(&b"-5"[..]));
+}
+
+#[test]
+fn empty_key_and_empty_value_are_distinct_from_absent() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(t.path()).expect("open");
+    db.put("", "").expect("put");
+    assert_eq!(db.get("").expect("get"), Some(Vec::new()));
+    assert!(db.contains_key("").expect("contains"));
+    assert!(db
+        .compare_and_swap("", Some(b""), Some(b"x"))
+        .expect("cas")
+        .is_ok());
+    assert!(db
+        .compare_and_swap("none", Some(b""), Some(b"x"))
+        .expect("cas")
+        .is_err());
+    db.close().expect("close");
+    let db = Db::open(t.path()).expect("reopen");
+    assert_eq!(db.get("").expect("get").as_deref(), Some(&b"x"[..]));
+}
+
+#[test]
+fn size_limits_are_typed_errors_and_write_nothing() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(t.path()).expect("open");
+    let big_key = vec![b'k'; cairn::MAX_KEY_BYTES as usize + 1];
+    let max_key = vec![b'k'; cairn::MAX_KEY_BYTES as usize];
+    let before = db.stats().bytes_written;
+    assert!(matches!(
+        db.put(&big_key, "v"),
+        Err(Error::KeyTooLarge { .. })
+    ));
+    assert!(matches!(
+        db.delete(&big_key),
+        Err(Error::KeyTooLarge { .. })
+    ));
+    assert!(matches!(
+        db.write_batch(Batch::new().put("ok", "v").put(&big_key, "v")),
+        Err(Error::KeyTooLarge { .. })
+    ));
+    assert_eq!(db.stats().bytes_written, before);
+    assert_eq!(db.get("ok").expect("get"), None);
+    db.put(&max_key, "v").expect("a key at the limit is fine");
+    assert_eq!(db.get(&max_key).expect("get").as_deref(), Some(&b"v"[..]));
+    let msg = Error::ValueTooLarge { len: 10, max: 5 }.to_string();
+    assert!(msg.contains("10") && msg.contains('5'), "{msg}");
+}
+
+#[test]
+fn batch_later_ops_win_and_apply_together() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(t.path()).expect("open");
+    db.put("gone", "x").expect("put");
+    db.write_batch(
+        Batch::new()
+            .put("a", "1")
+            .put("a", "2")
+            .delete("gone")
+            .put("b", "3")
+            .delete("b"),
+    )
+    .expect("batch");
+    assert_eq!(db.get("a").expect("get").as_deref(), Some(&b"2"[..]));
+    assert_eq!(db.get("gone").expect("get"), None);
+    assert_eq!(db.get("b").expect("get"), None);
+    db.write_batch(Batch::new())
+        .expect("empty batch is a no-op");
+    drop(db);
+    let db = Db::open(t.path()).expect("reopen");
+    assert_eq!(db.get("a").expect("get").as_deref(), Some(&b"2"[..]));
+    assert_eq!(db.len().expect("len"), 1);
+}
+
+#[test]
+fn scan_prefix_is_sorted_and_skips_deleted() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(t.path()).expect("open");
+    for k in ["p:3", "p:1", "q:1", "p:2", "p"] {
+        db.put(k, k).expect("put");
+    }
+    let mut it = db.scan_prefix("p:");
+    db.delete("p:2").expect("delete");
+    let keys: Vec<Vec<u8>> = it.by_ref().map(|r| r.expect("item").0).collect();
+    assert_eq!(keys, vec![b"p:1".to_vec(), b"p:3".to_vec()]);
+    let all: Vec<Vec<u8>> = db.scan_prefix("").map(|r| r.expect("item").0).collect();
+    assert_eq!(
+        all,
+        vec![
+            b"p".to_vec(),
+            b"p:1".to_vec(),
+            b"p:3".to_vec(),
+            b"q:1".to_vec()
+        ]
+    );
+}
+
+#[test]
+fn every_sync_policy_keeps_data_across_reopen() {
+    for policy in [
+        SyncPolicy::Always,
+        SyncPolicy::EveryMillis(5),
+        SyncPolicy::Never,
+    ] {
+        let t = tempfile::tempdir().expect("tempdir");
+        let db = Options::new()
+            .sync_policy(policy)
+            .open(t.path())
+            .expect("open");
+        for i in 0..100u32 {
+            db.put(i.to_be_bytes(), i.to_le_bytes()).expect("put");
+        }
+        db.sync().expect("sync");
+        drop(db);
+        let db = Options::new()
+            .sync_policy(policy)
+            .open(t.path())
+            .expect("reopen");
+        assert_eq!(db.len().expect("len"), 100, "{policy:?}");
+        assert_eq!(
+            db.get(7u32.to_be_bytes()).expect("get"),
+            Some(7u32.to_le_bytes().to_vec())
+        );
+    }
+}
+
+#[test]
+fn every_millis_fsyncs_in_the_background() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let db = Options::new()
+        .sync_policy(SyncPolicy::EveryMillis(10))
+        .open(t.path())
+        .expect("open");
+    let before = db.stats().fsyncs;
+    db.put("k", "v").expect("put");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while db.stats().fsyncs == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no background fsync within 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn never_policy_does_not_fsync_on_writes() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let db = Options::new()
+        .sync_policy(SyncPolicy::Never)
+        .open(t.path())
+        .expect("open");
+    for i in 0..50u32 {
+        db.put(i.to_be_bytes(), "v").expect("put");
+    }
+    assert_eq!(db.stats().fsyncs, 0);
+    db.sync().expect("sync");
+    assert_eq!(db.stats().fsyncs, 1);
+}
+
+#[test]
+fn sweep_removes_expired_keys_and_counts_them_dead() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(0);
+    let db = open_with_clock(t.path(), &clock);
+    for i in 0..100u32 {
+        db.put_with_ttl(i.to_be_bytes(), [0u8; 100], Duration::from_secs(1))
+            .expect("put");
+    }
+    db.put("keep", "v").expect("put");
+    let before = db.stats();
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(db.sweep_expired(), 100);
+    let after = db.stats();
+    assert_eq!(after.live_keys, 1);
+    assert_eq!(after.expired_keys_removed, 100);
+    assert!(after.dead_bytes >= before.dead_bytes + 100 * 100);
+    assert!(after.live_bytes < 200, "{after:?}");
+}
+
+#[test]
+fn stats_track_writes() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(t.path()).expect("open");
+    db.put("a", "1").expect("put");
+    db.put("a", "2").expect("put");
+    db.delete("a").expect("delete");
+    db.put("b", "3").expect("put");
+    let s = db.stats();
+    assert_eq!(s.live_keys, 1);
+    assert_eq!(s.segments, 1);
+    assert_eq!(s.live_bytes, 32 + 1 + 1);
+    assert_eq!(s.dead_bytes, 3 * 34 - 1, "two puts of a and a tombstone");
+    assert_eq!(s.bytes_written, 4 * 34 - 1);
+    assert!(s.fsyncs >= 4, "Always fsyncs every write: {s:?}");
+    assert!(s.keydir_memory_bytes > 0);
+}
+
+#[test]
+fn invalid_options_are_rejected() {
+    let t = tempfile::tempdir().expect("tempdir");
+    assert!(matches!(
+        Options::new().max_segment_bytes(10).open(t.path()),
+        Err(Error::InvalidOptions(_))
+    ));
+    assert!(matches!(
+        Options::new()
+            .sync_policy(SyncPolicy::EveryMillis(0))
+            .open(t.path()),
+        Err(Error::InvalidOptions(_))
+    ));
+    let missing = t.path().join("nope");
+    assert!(matches!(
+        Options::new().create_if_missing(false).open(&missing),
+        Err(Error::Io(_))
+    ));
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn typed_values_round_trip() {
+    #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Session {
+        user: u64,
+        roles: Vec<String>,
+    }
+    let t = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(t.path()).expect("open");
+    let s = Session {
+        user: 7,
+        roles: vec!["admin".into()],
+    };
+    db.put_typed("s", &s).expect("put");
+    assert_eq!(db.get_typed::<Session>("s").expect("get"), Some(s));
+    db.put("bad", [0xffu8; 3]).expect("put");
+    assert!(matches!(
+        db.get_typed::<Session>("bad"),
+        Err(Error::Serde(_))
+    ));
+}
