@@ -19,6 +19,7 @@ use crate::recovery::{self, RecoveryReport};
 use crate::segment::{self, Segment, SEGMENT_HEADER_LEN};
 use crate::stats::Stats;
 use crate::sync::{Active, GroupCommit, Pos, SyncError};
+use crate::tailcache::TailCache;
 
 /// How far ahead of the writes the active segment is zero-filled.
 const PREALLOCATE_BYTES: u64 = 4 << 20;
@@ -320,10 +321,15 @@ impl Core {
                 .read(true)
                 .write(true)
                 .open(&path)?;
-            segments.insert(id, Arc::new(Segment::with_file(path, file.try_clone()?)));
+            let tail = new_tail_cache(&opts, &file, len)?;
+            segments.insert(
+                id,
+                Arc::new(Segment::active(path, file.try_clone()?, tail.clone())),
+            );
             let active = Arc::new(Active {
                 id,
                 file,
+                tail,
                 len: AtomicU64::new(len),
             });
             let writer = Writer {
@@ -513,6 +519,9 @@ impl Core {
             return Err(Error::Io(e));
         }
         let end = offset + len;
+        if let Some(t) = &w.active.tail {
+            t.append(offset, &w.buf);
+        }
         w.active.len.store(end, Ordering::Release);
         w.next_seq += seqs;
         self.bytes_written.fetch_add(len, Ordering::Relaxed);
@@ -632,7 +641,8 @@ impl Core {
         };
         w.next_file_id += 1;
         let path = fsutil::segment_path(&self.dir, id);
-        let reader = Segment::with_file(path, file.try_clone()?);
+        let tail = new_tail_cache(&self.opts, &file, SEGMENT_HEADER_LEN)?;
+        let reader = Segment::active(path, file.try_clone()?, tail.clone());
         let sealed = match Segment::open_sealed(&self.dir, old.id, self.opts.use_mmap) {
             Ok(s) => s,
             Err(e) => {
@@ -661,6 +671,7 @@ impl Core {
         let active = Arc::new(Active {
             id,
             file,
+            tail,
             len: AtomicU64::new(SEGMENT_HEADER_LEN),
         });
         group.set_current(active.clone());
@@ -1103,6 +1114,22 @@ impl Core {
             log::warn!("could not write the hint of segment {id}: {e}");
         }
     }
+}
+
+/// The tail cache of an active segment whose records end at `len`, seeded
+/// with the newest bytes already in the file.
+fn new_tail_cache(opts: &Options, file: &File, len: u64) -> Result<Option<Arc<TailCache>>> {
+    if opts.tail_cache_bytes == 0 {
+        return Ok(None);
+    }
+    let start = len
+        .saturating_sub(opts.tail_cache_bytes)
+        .max(SEGMENT_HEADER_LEN.min(len));
+    let cache = TailCache::new(opts.tail_cache_bytes, start);
+    let mut buf = vec![0u8; (len - start) as usize];
+    fsutil::read_exact_at(file, &mut buf, start)?;
+    cache.append(start, &buf);
+    Ok(Some(Arc::new(cache)))
 }
 
 /// Creates segment `id`: header written, file and directory synced.

@@ -46,6 +46,7 @@ mod recovery;
 mod segment;
 mod stats;
 mod sync;
+mod tailcache;
 
 pub use batch::Batch;
 pub use clock::{Clock, ManualClock, SystemClock};

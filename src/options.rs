@@ -62,6 +62,7 @@ pub struct Options {
     pub(crate) create_if_missing: bool,
     pub(crate) use_mmap: bool,
     pub(crate) expiry_sweep_interval_ms: u64,
+    pub(crate) tail_cache_bytes: u64,
     pub(crate) clock: Arc<dyn Clock>,
 }
 
@@ -75,6 +76,7 @@ impl std::fmt::Debug for Options {
             .field("create_if_missing", &self.create_if_missing)
             .field("use_mmap", &self.use_mmap)
             .field("expiry_sweep_interval_ms", &self.expiry_sweep_interval_ms)
+            .field("tail_cache_bytes", &self.tail_cache_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -93,7 +95,8 @@ pub const MAX_SEGMENT_BYTES: u64 = 1 << 30;
 impl Options {
     /// The defaults: [`SyncPolicy::Always`], 64 MiB segments, strict
     /// recovery, read-write, create the directory if missing, memory-mapped
-    /// sealed segments, expiry sweep every second, the system clock.
+    /// sealed segments, expiry sweep every second, a 16 MiB cache of the
+    /// active segment's tail, the system clock.
     pub fn new() -> Options {
         Options {
             sync_policy: SyncPolicy::Always,
@@ -103,6 +106,7 @@ impl Options {
             create_if_missing: true,
             use_mmap: true,
             expiry_sweep_interval_ms: 1000,
+            tail_cache_bytes: 16 << 20,
             clock: Arc::new(SystemClock),
         }
     }
@@ -160,6 +164,16 @@ impl Options {
     #[must_use]
     pub fn expiry_sweep_interval_ms(mut self, ms: u64) -> Options {
         self.expiry_sweep_interval_ms = ms;
+        self
+    }
+
+    /// How many of the newest bytes of the active segment are also kept in
+    /// memory, so that reads of recently written keys need no system call
+    /// (the active segment is otherwise read with `pread`). 0 turns the
+    /// cache off. Default: 16 MiB.
+    #[must_use]
+    pub fn tail_cache_bytes(mut self, bytes: u64) -> Options {
+        self.tail_cache_bytes = bytes;
         self
     }
 

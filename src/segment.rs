@@ -25,6 +25,8 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::mmap::Map;
 use crate::record::{self, RECORD_HEADER_LEN};
+use crate::tailcache::TailCache;
+use std::sync::Arc;
 
 /// Length of the segment header.
 pub(crate) const SEGMENT_HEADER_LEN: u64 = 32;
@@ -97,6 +99,8 @@ enum Source {
     Mapped(Map),
     /// The active segment, or a sealed one with maps turned off.
     File(File),
+    /// The active segment with a cache of its newest bytes.
+    Active(File, Arc<TailCache>),
 }
 
 /// A segment open for reading.
@@ -112,6 +116,16 @@ impl Segment {
             path,
             source: Source::File(file),
         }
+    }
+
+    /// The active segment, read from `tail` when it holds the bytes and
+    /// with `pread` otherwise.
+    pub(crate) fn active(path: PathBuf, file: File, tail: Option<Arc<TailCache>>) -> Segment {
+        let source = match tail {
+            Some(t) => Source::Active(file, t),
+            None => Source::File(file),
+        };
+        Segment { path, source }
     }
 
     /// A sealed segment: mapped when `use_mmap`, else read with `pread`.
@@ -145,15 +159,25 @@ impl Segment {
                 self.check(rec, offset, key, value_len)?;
                 Ok(rec[value_start as usize..].to_vec())
             }
-            Source::File(file) => {
-                let mut buf = vec![0u8; total as usize];
-                fsutil::read_exact_at(file, &mut buf, offset).map_err(|e| {
-                    if e.kind() == io::ErrorKind::UnexpectedEof {
-                        self.corrupt(offset, "record runs past the end of the segment")
-                    } else {
-                        Error::Io(e)
+            Source::File(file) | Source::Active(file, _) => {
+                let cached = match &self.source {
+                    Source::Active(_, tail) => tail.read(offset, total),
+                    _ => None,
+                };
+                let mut buf = match cached {
+                    Some(b) => b,
+                    None => {
+                        let mut buf = vec![0u8; total as usize];
+                        fsutil::read_exact_at(file, &mut buf, offset).map_err(|e| {
+                            if e.kind() == io::ErrorKind::UnexpectedEof {
+                                self.corrupt(offset, "record runs past the end of the segment")
+                            } else {
+                                Error::Io(e)
+                            }
+                        })?;
+                        buf
                     }
-                })?;
+                };
                 self.check(&buf, offset, key, value_len)?;
                 buf.drain(..value_start as usize);
                 Ok(buf)

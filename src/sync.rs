@@ -17,6 +17,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 pub(crate) struct Active {
     pub id: u32,
     pub file: File,
+    /// Copy of the newest bytes, for reads without a system call.
+    pub tail: Option<std::sync::Arc<crate::tailcache::TailCache>>,
     /// End of the last complete append.
     pub len: AtomicU64,
 }
