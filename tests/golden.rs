@@ -26,12 +26,18 @@ fn write_fixture(dir: &Path) {
     db.put("beta", "two").expect("put");
     db.put("", "empty key").expect("put");
     db.put("empty-value", "").expect("put");
-    db.put_with_ttl("ttl", "expires at NOW+60s", Duration::from_secs(60)).expect("put");
+    db.put_with_ttl("ttl", "expires at NOW+60s", Duration::from_secs(60))
+        .expect("put");
     assert_eq!(db.incr("counter", 41).expect("incr"), 41);
     assert_eq!(db.incr("counter", 1).expect("incr"), 42);
     assert!(db.delete("beta").expect("delete"));
-    db.write_batch(Batch::new().put("b1", "x").delete("alpha").put("b2", [0u8, 255, 7]))
-        .expect("batch");
+    db.write_batch(
+        Batch::new()
+            .put("b1", "x")
+            .delete("alpha")
+            .put("b2", [0u8, 255, 7]),
+    )
+    .expect("batch");
     db.close().expect("close");
 }
 
@@ -53,19 +59,41 @@ fn writer_produces_the_golden_bytes() {
         std::fs::write(&golden_path, &written).expect("bless");
     }
     let golden = std::fs::read(&golden_path).expect("golden fixture (CAIRN_BLESS=1 writes it)");
-    assert_eq!(written, golden, "the segment bytes changed: that is a format change");
+    assert_eq!(
+        written, golden,
+        "the segment bytes changed: that is a format change"
+    );
     // The header as docs/format.md describes it.
     assert_eq!(&golden[0..8], b"CAIRNSEG");
     assert_eq!(u16::from_le_bytes([golden[8], golden[9]]), 1);
     assert_eq!(golden[10], 1, "checksum algorithm id 1 = CRC-32C");
-    assert_eq!(u64::from_le_bytes(golden[16..24].try_into().expect("8 bytes")), 1);
+    assert_eq!(
+        u64::from_le_bytes(golden[16..24].try_into().expect("8 bytes")),
+        1
+    );
     // The first record: put("alpha", "1") with sequence 1, no expiry.
     let r = &golden[32..];
     assert_eq!(r[4], 1, "kind put");
-    assert_eq!(u64::from_le_bytes(r[8..16].try_into().expect("8")), 1, "sequence");
-    assert_eq!(u64::from_le_bytes(r[16..24].try_into().expect("8")), 0, "expiry");
-    assert_eq!(u32::from_le_bytes(r[24..28].try_into().expect("4")), 5, "key length");
-    assert_eq!(u32::from_le_bytes(r[28..32].try_into().expect("4")), 1, "value length");
+    assert_eq!(
+        u64::from_le_bytes(r[8..16].try_into().expect("8")),
+        1,
+        "sequence"
+    );
+    assert_eq!(
+        u64::from_le_bytes(r[16..24].try_into().expect("8")),
+        0,
+        "expiry"
+    );
+    assert_eq!(
+        u32::from_le_bytes(r[24..28].try_into().expect("4")),
+        5,
+        "key length"
+    );
+    assert_eq!(
+        u32::from_le_bytes(r[28..32].try_into().expect("4")),
+        1,
+        "value length"
+    );
     assert_eq!(&r[32..38], b"alpha1");
 }
 
@@ -86,7 +114,10 @@ fn golden_directory_opens_with_the_same_contents() {
     assert_eq!(db.get("counter").expect("get").as_deref(), Some(&b"42"[..]));
     assert_eq!(db.get("b1").expect("get").as_deref(), Some(&b"x"[..]));
     assert_eq!(db.get("b2").expect("get"), Some(vec![0u8, 255, 7]));
-    assert_eq!(db.ttl("ttl").expect("ttl"), Ttl::Expires(Duration::from_secs(59)));
+    assert_eq!(
+        db.ttl("ttl").expect("ttl"),
+        Ttl::Expires(Duration::from_secs(59))
+    );
     assert_eq!(db.len().expect("len"), 6);
     clock.advance(Duration::from_secs(59));
     assert_eq!(db.get("ttl").expect("get"), None, "expired at NOW+60s");
