@@ -268,8 +268,7 @@ impl Core {
             );
         }
 
-        let keydir = KeyDir::new();
-        let live = recovery::build_keydir(&keydir, &loads, now);
+        let (keydir, live) = recovery::build_keydir(&loads, now);
         let max_seq = loads.iter().map(|l| l.max_seq).max().unwrap_or(0);
         let mut seg_stats = BTreeMap::new();
         for (l, live) in loads.iter().zip(&live) {

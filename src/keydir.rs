@@ -143,11 +143,18 @@ fn write_lock<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 }
 
 impl KeyDir {
+    #[cfg(test)]
     pub(crate) fn new() -> KeyDir {
+        KeyDir::with_capacity(0)
+    }
+
+    /// An index with room for about `keys` keys without growing.
+    pub(crate) fn with_capacity(keys: usize) -> KeyDir {
+        let per_shard = keys.div_ceil(SHARDS);
         let shards = (0..SHARDS)
             .map(|_| {
                 RwLock::new(Shard {
-                    table: HashTable::new(),
+                    table: HashTable::with_capacity(per_shard),
                     ttl_keys: 0,
                 })
             })
@@ -167,7 +174,7 @@ impl KeyDir {
     fn shard_of(&self, hash: u64) -> &RwLock<Shard> {
         // hashbrown uses the low bits for the bucket and the top 7 for tags;
         // take the shard from bits in between.
-        &self.shards[((hash >> 40) as usize) & (SHARDS - 1)]
+        &self.shards[Self::shard_index(hash)]
     }
 
     /// The entry of `key`, if any (expired or not: the caller decides).
@@ -213,13 +220,53 @@ impl KeyDir {
 
     /// Sets the entry of `key` unless the present one has a higher sequence
     /// number. Used while recovery merges segments in any order.
+    #[cfg(test)]
     pub(crate) fn insert_if_newer(&self, key: &[u8], entry: Entry) {
-        if let Some(cur) = self.get(key) {
-            if cur.seq > entry.seq {
-                return;
+        let (h, _) = self.locate(key);
+        self.insert_if_newer_hashed(h, key, entry);
+    }
+
+    /// The hash of `key` and the index of its shard.
+    #[inline]
+    pub(crate) fn locate(&self, key: &[u8]) -> (u64, usize) {
+        let h = self.hash(key);
+        (h, Self::shard_index(h))
+    }
+
+    #[inline]
+    fn shard_index(hash: u64) -> usize {
+        ((hash >> 40) as usize) & (SHARDS - 1)
+    }
+
+    /// [`KeyDir::insert_if_newer`] with the hash from [`KeyDir::locate`].
+    pub(crate) fn insert_if_newer_hashed(&self, h: u64, key: &[u8], entry: Entry) {
+        let mut shard = write_lock(self.shard_of(h));
+        let hasher = &self.hasher;
+        let had_ttl = match shard.table.entry(
+            h,
+            |(k, _)| k.as_slice() == key,
+            |(k, _)| hasher.hash_one(k.as_slice()),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut o) => {
+                let cur = &mut o.get_mut().1;
+                if cur.seq > entry.seq {
+                    return;
+                }
+                let had = cur.expires_at_ms != 0;
+                *cur = entry;
+                had
             }
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert((KeyBuf::new(key), entry));
+                false
+            }
+        };
+        let has_ttl = entry.expires_at_ms != 0;
+        if had_ttl && !has_ttl {
+            shard.ttl_keys -= 1;
+        } else if !had_ttl && has_ttl {
+            shard.ttl_keys += 1;
         }
-        self.insert(key, entry);
     }
 
     /// Removes `key`, returning its entry.

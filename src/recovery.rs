@@ -430,39 +430,70 @@ pub(crate) fn load_all(
 /// Merges loaded segments into `keydir`: the highest sequence number wins;
 /// tombstones and expired records shadow older versions and are then dropped.
 /// Returns the live record bytes per segment, in the order of `loads`.
-pub(crate) fn build_keydir(keydir: &KeyDir, loads: &[SegmentLoad], now_ms: u64) -> Vec<u64> {
-    for load in loads {
-        for e in &load.entries {
-            keydir.insert_if_newer(
-                &e.key,
-                Entry {
-                    seq: e.seq,
-                    expires_at_ms: e.expires_at_ms,
-                    offset: e.offset,
-                    file_id: load.id,
-                    value_len: if e.tombstone {
-                        TOMBSTONE_LEN
-                    } else {
-                        e.value_len
+pub(crate) fn build_keydir(loads: &[SegmentLoad], now_ms: u64) -> (KeyDir, Vec<u64>) {
+    let total: usize = loads.iter().map(|l| l.entries.len()).sum();
+    let keydir = KeyDir::with_capacity(total);
+    // Each thread owns the shards `i` with `i % threads == t`, so no two
+    // threads ever contend for a shard; every thread walks all entries in
+    // segment order and skips the keys of other threads' shards.
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8);
+    let merge = |t: usize| {
+        for load in loads {
+            for e in &load.entries {
+                let (hash, shard) = keydir.locate(&e.key);
+                if shard % threads != t {
+                    continue;
+                }
+                keydir.insert_if_newer_hashed(
+                    hash,
+                    &e.key,
+                    Entry {
+                        seq: e.seq,
+                        expires_at_ms: e.expires_at_ms,
+                        offset: e.offset,
+                        file_id: load.id,
+                        value_len: if e.tombstone {
+                            TOMBSTONE_LEN
+                        } else {
+                            e.value_len
+                        },
                     },
-                },
-            );
+                );
+            }
         }
-    }
-    let index: std::collections::HashMap<u32, usize> =
-        loads.iter().enumerate().map(|(i, l)| (l.id, i)).collect();
-    let mut live = vec![0u64; loads.len()];
-    for i in 0..keydir.shard_count() {
-        keydir
-            .write_shard(i)
-            .retain(|_, e| e.is_tombstone() || e.is_expired(now_ms), |_, _| {});
-        keydir.read_shard(i).for_each(|k, e| {
-            if let Some(&j) = index.get(&e.file_id) {
-                live[j] += e.record_len(k.len());
+    };
+    if threads == 1 || total < 10_000 {
+        for t in 0..threads {
+            merge(t);
+        }
+    } else {
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                s.spawn(move || merge(t));
             }
         });
     }
-    live
+    // `loads` is sorted by id, so a binary search finds a segment's slot.
+    let ids: Vec<u32> = loads.iter().map(|l| l.id).collect();
+    let mut live = vec![0u64; loads.len()];
+    for i in 0..keydir.shard_count() {
+        keydir.write_shard(i).retain(
+            |k, e| {
+                let dead = e.is_tombstone() || e.is_expired(now_ms);
+                if !dead {
+                    if let Ok(j) = ids.binary_search(&e.file_id) {
+                        live[j] += e.record_len(k.len());
+                    }
+                }
+                dead
+            },
+            |_, _| {},
+        );
+    }
+    (keydir, live)
 }
 
 #[cfg(test)]
