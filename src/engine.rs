@@ -48,6 +48,8 @@ pub(crate) struct Writer {
     next_seq: u64,
     next_file_id: u32,
     buf: Vec<u8>,
+    /// Scratch space for per-segment dead-byte updates.
+    dead: Vec<(u32, u64)>,
 }
 
 /// Work for the background thread.
@@ -341,6 +343,7 @@ impl Core {
                     allocated
                 },
                 buf: Vec::with_capacity(4096),
+                dead: Vec::new(),
             };
             (Some(Mutex::new(writer)), Some(GroupCommit::new(active)))
         };
@@ -525,24 +528,29 @@ impl Core {
         w.next_seq += seqs;
         self.bytes_written.fetch_add(len, Ordering::Relaxed);
 
-        let mut dead = BTreeMap::<u32, u64>::new();
-        *dead.entry(w.active.id).or_default() += dead_now;
+        // Bytes that stopped mattering, per segment (reusing a buffer).
+        let mut dead = std::mem::take(&mut w.dead);
+        dead.clear();
+        dead.push((w.active.id, dead_now));
         for a in applied {
             let (key, old) = match a {
                 Applied::Put { key, entry } => (key, self.keydir.insert(key, *entry)),
                 Applied::Delete { key } => (key, self.keydir.remove(key)),
             };
             if let Some(old) = old {
-                *dead.entry(old.file_id).or_default() += old.record_len(key.len());
+                dead.push((old.file_id, old.record_len(key.len())));
             }
         }
-        let mut stats = lock(&self.seg_stats);
-        stats.entry(w.active.id).or_default().total = end;
-        for (id, d) in dead {
-            if let Some(s) = stats.get_mut(&id) {
-                s.dead += d;
+        {
+            let mut stats = lock(&self.seg_stats);
+            stats.entry(w.active.id).or_default().total = end;
+            for &(id, d) in &dead {
+                if let Some(s) = stats.get_mut(&id) {
+                    s.dead += d;
+                }
             }
         }
+        w.dead = dead;
         Ok((w.active.id, end))
     }
 
