@@ -52,6 +52,25 @@ pub(crate) struct Writer {
     dead: Vec<(u32, u64)>,
 }
 
+impl Writer {
+    /// Appends a record to the write buffer; returns the segment offset it
+    /// will be written at.
+    fn encode(&mut self, kind: Kind, seq: u64, expires: u64, key: &[u8], value: &[u8]) -> u64 {
+        let offset = self.active.len.load(Ordering::Relaxed) + self.buf.len() as u64;
+        record::encode_into(
+            &mut self.buf,
+            self.active.salt,
+            offset,
+            kind,
+            seq,
+            expires,
+            key,
+            value,
+        );
+        offset
+    }
+}
+
 /// Work for the background thread.
 #[derive(Default)]
 struct BgState {
@@ -234,7 +253,8 @@ impl Core {
                     let f = std::fs::OpenOptions::new().write(true).open(&path)?;
                     if last.needs_header {
                         f.set_len(0)?;
-                        fsutil::write_all_at(&f, &segment::encode_header(last.id), 0)?;
+                        last.salt = segment::new_salt(last.id);
+                        fsutil::write_all_at(&f, &segment::encode_header(last.id, last.salt), 0)?;
                         last.len = SEGMENT_HEADER_LEN;
                     } else {
                         f.set_len(cut_at)?;
@@ -289,7 +309,7 @@ impl Core {
             if Some(l.id) != last_id {
                 segments.insert(
                     l.id,
-                    Arc::new(Segment::open_sealed(dir, l.id, opts.use_mmap)?),
+                    Arc::new(Segment::open_sealed(dir, l.id, opts.use_mmap, l.salt)?),
                 );
             }
         }
@@ -298,15 +318,15 @@ impl Core {
             if let Some(l) = loads.last() {
                 let path = fsutil::segment_path(dir, l.id);
                 let f = File::open(&path)?;
-                segments.insert(l.id, Arc::new(Segment::with_file(path, f)));
+                segments.insert(l.id, Arc::new(Segment::with_file(path, f, l.salt)));
             }
             (None, None)
         } else {
-            let (id, len) = match loads.last() {
-                Some(l) => (l.id, l.len.max(SEGMENT_HEADER_LEN)),
+            let (id, len, salt) = match loads.last() {
+                Some(l) => (l.id, l.len.max(SEGMENT_HEADER_LEN), l.salt),
                 None => {
                     let id = 1;
-                    create_segment(dir, id)?;
+                    let (_, salt) = create_segment(dir, id)?;
                     seg_stats.insert(
                         id,
                         SegStat {
@@ -314,7 +334,7 @@ impl Core {
                             dead: 0,
                         },
                     );
-                    (id, SEGMENT_HEADER_LEN)
+                    (id, SEGMENT_HEADER_LEN, salt)
                 }
             };
             let path = fsutil::segment_path(dir, id);
@@ -325,10 +345,11 @@ impl Core {
             let tail = new_tail_cache(&opts, &file, len)?;
             segments.insert(
                 id,
-                Arc::new(Segment::active(path, file.try_clone()?, tail.clone())),
+                Arc::new(Segment::active(path, file.try_clone()?, tail.clone(), salt)),
             );
             let active = Arc::new(Active {
                 id,
+                salt,
                 file,
                 tail,
                 len: AtomicU64::new(len),
@@ -639,7 +660,7 @@ impl Core {
         // 2. The new segment's header and directory entry are durable before
         //    its first record.
         let id = w.next_file_id;
-        let file = match create_segment(&self.dir, id) {
+        let (file, salt) = match create_segment(&self.dir, id) {
             Ok(f) => f,
             Err(e) => {
                 self.poison(format!("creating segment {id} failed: {e}"));
@@ -649,8 +670,8 @@ impl Core {
         w.next_file_id += 1;
         let path = fsutil::segment_path(&self.dir, id);
         let tail = new_tail_cache(&self.opts, &file, SEGMENT_HEADER_LEN)?;
-        let reader = Segment::active(path, file.try_clone()?, tail.clone());
-        let sealed = match Segment::open_sealed(&self.dir, old.id, self.opts.use_mmap) {
+        let reader = Segment::active(path, file.try_clone()?, tail.clone(), salt);
+        let sealed = match Segment::open_sealed(&self.dir, old.id, self.opts.use_mmap, old.salt) {
             Ok(s) => s,
             Err(e) => {
                 log::warn!(
@@ -660,6 +681,7 @@ impl Core {
                 Segment::with_file(
                     fsutil::segment_path(&self.dir, old.id),
                     old.file.try_clone()?,
+                    old.salt,
                 )
             }
         };
@@ -677,6 +699,7 @@ impl Core {
         );
         let active = Arc::new(Active {
             id,
+            salt,
             file,
             tail,
             len: AtomicU64::new(SEGMENT_HEADER_LEN),
@@ -692,8 +715,7 @@ impl Core {
     }
 
     fn encode_put(w: &mut Writer, seq: u64, expires: u64, key: &[u8], value: &[u8]) -> Entry {
-        let offset = w.active.len.load(Ordering::Relaxed) + w.buf.len() as u64;
-        record::encode_into(&mut w.buf, Kind::Put, seq, expires, key, value);
+        let offset = w.encode(Kind::Put, seq, expires, key, value);
         Entry {
             seq,
             expires_at_ms: expires,
@@ -718,7 +740,7 @@ impl Core {
         self.maybe_roll(w, len)?;
         w.buf.clear();
         let seq = w.next_seq;
-        record::encode_into(&mut w.buf, Kind::Tombstone, seq, 0, key, b"");
+        w.encode(Kind::Tombstone, seq, 0, key, b"");
         self.append(w, 1, &[Applied::Delete { key }], len)
     }
 
@@ -886,14 +908,7 @@ impl Core {
             let now = self.now();
             w.buf.clear();
             let begin = w.next_seq;
-            record::encode_into(
-                &mut w.buf,
-                Kind::BatchBegin,
-                begin,
-                0,
-                b"",
-                &count.to_le_bytes(),
-            );
+            w.encode(Kind::BatchBegin, begin, 0, b"", &count.to_le_bytes());
             let mut dead = record::encoded_len(0, 4);
             let mut applied = Vec::with_capacity(batch.ops.len());
             for (i, op) in batch.ops.iter().enumerate() {
@@ -908,7 +923,7 @@ impl Core {
                         applied.push(Applied::Put { key, entry });
                     }
                     BatchOp::Delete { key } => {
-                        record::encode_into(&mut w.buf, Kind::Tombstone, seq, 0, key, b"");
+                        w.encode(Kind::Tombstone, seq, 0, key, b"");
                         dead += record::encoded_len(key.len() as u32, 0);
                         applied.push(Applied::Delete { key });
                     }
@@ -918,7 +933,7 @@ impl Core {
             commit[..8].copy_from_slice(&begin.to_le_bytes());
             commit[8..].copy_from_slice(&count.to_le_bytes());
             let commit_seq = begin + 1 + u64::from(count);
-            record::encode_into(&mut w.buf, Kind::BatchCommit, commit_seq, 0, b"", &commit);
+            w.encode(Kind::BatchCommit, commit_seq, 0, b"", &commit);
             dead += record::encoded_len(0, 12);
             self.append(&mut w, u64::from(count) + 2, &applied, dead)?
         };
@@ -1111,6 +1126,7 @@ impl Core {
                 hint::write(
                     &self.dir,
                     id,
+                    load.salt,
                     load.len,
                     load.max_seq,
                     &recovery::dedup_newest(&load.entries),
@@ -1140,13 +1156,14 @@ fn new_tail_cache(opts: &Options, file: &File, len: u64) -> Result<Option<Arc<Ta
 }
 
 /// Creates segment `id`: header written, file and directory synced.
-fn create_segment(dir: &Path, id: u32) -> Result<File> {
+fn create_segment(dir: &Path, id: u32) -> Result<(File, u32)> {
     let path = fsutil::segment_path(dir, id);
+    let salt = segment::new_salt(id);
     let file = fsutil::create_new_private(&path)?;
-    fsutil::write_all_at(&file, &segment::encode_header(id), 0)?;
+    fsutil::write_all_at(&file, &segment::encode_header(id, salt), 0)?;
     file.sync_all()?;
     fsutil::sync_dir(dir)?;
-    Ok(file)
+    Ok((file, salt))
 }
 
 #[cfg(test)]

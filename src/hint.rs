@@ -6,7 +6,8 @@
 //!  0  8  magic "CAIRNHNT"
 //!  8  2  format version (1)
 //! 10  1  checksum algorithm (1 = CRC-32C)
-//! 11  5  reserved (0)
+//! 11  1  reserved (0)
+//! 12  4  salt of the segment this hint describes
 //! 16  8  segment id
 //! 24  8  length in bytes of the segment file this hint describes
 //! entries, one per key (the newest record of that key in the segment)
@@ -53,13 +54,20 @@ pub(crate) struct HintEntry {
 }
 
 /// Encodes a hint file for segment `id` of `segment_len` bytes.
-pub(crate) fn encode(id: u32, segment_len: u64, max_seq: u64, entries: &[HintEntry]) -> Vec<u8> {
+pub(crate) fn encode(
+    id: u32,
+    salt: u32,
+    segment_len: u64,
+    max_seq: u64,
+    entries: &[HintEntry],
+) -> Vec<u8> {
     let body: usize = entries.iter().map(|e| ENTRY_FIXED_LEN + e.key.len()).sum();
     let mut b = Vec::with_capacity(HEADER_LEN + body + TRAILER_LEN);
     b.extend_from_slice(HINT_MAGIC);
     b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     b.push(CHECKSUM_CRC32C);
-    b.extend_from_slice(&[0u8; 5]);
+    b.push(0);
+    b.extend_from_slice(&salt.to_le_bytes());
     b.extend_from_slice(&u64::from(id).to_le_bytes());
     b.extend_from_slice(&segment_len.to_le_bytes());
     for e in entries {
@@ -95,7 +103,12 @@ pub(crate) struct Hint {
     pub max_seq: u64,
 }
 
-pub(crate) fn decode(bytes: &[u8], id: u32, segment_len: u64) -> Result<Hint, Rejection> {
+pub(crate) fn decode(
+    bytes: &[u8],
+    id: u32,
+    segment_len: u64,
+    salt: u32,
+) -> Result<Hint, Rejection> {
     if bytes.len() < HEADER_LEN + TRAILER_LEN {
         return Err("hint file too short");
     }
@@ -111,6 +124,9 @@ pub(crate) fn decode(bytes: &[u8], id: u32, segment_len: u64) -> Result<Hint, Re
     }
     if u16::from_le_bytes([bytes[8], bytes[9]]) != FORMAT_VERSION || bytes[10] != CHECKSUM_CRC32C {
         return Err("hint version or checksum algorithm not supported");
+    }
+    if record::le_u32(bytes, 12) != salt {
+        return Err("hint names another incarnation of the segment (salt differs)");
     }
     if record::le_u64(bytes, 16) != u64::from(id) {
         return Err("hint names another segment");
@@ -172,11 +188,12 @@ pub(crate) fn decode(bytes: &[u8], id: u32, segment_len: u64) -> Result<Hint, Re
 pub(crate) fn write(
     dir: &Path,
     id: u32,
+    salt: u32,
     segment_len: u64,
     max_seq: u64,
     entries: &[HintEntry],
 ) -> io::Result<()> {
-    let bytes = encode(id, segment_len, max_seq, entries);
+    let bytes = encode(id, salt, segment_len, max_seq, entries);
     let mut tmp = tempfile::Builder::new()
         .prefix(".hint-")
         .suffix(fsutil::TMP_SUFFIX)
@@ -189,7 +206,7 @@ pub(crate) fn write(
 }
 
 /// Reads and checks the hint of segment `id`, if there is a usable one.
-pub(crate) fn read(dir: &Path, id: u32, segment_len: u64) -> Option<Hint> {
+pub(crate) fn read(dir: &Path, id: u32, segment_len: u64, salt: u32) -> Option<Hint> {
     let path = fsutil::hint_path(dir, id);
     let bytes = match fs::read(&path) {
         Ok(b) => b,
@@ -202,7 +219,7 @@ pub(crate) fn read(dir: &Path, id: u32, segment_len: u64) -> Option<Hint> {
             return None;
         }
     };
-    match decode(&bytes, id, segment_len) {
+    match decode(&bytes, id, segment_len, salt) {
         Ok(v) => Some(v),
         Err(why) => {
             log::warn!(
@@ -250,9 +267,9 @@ mod tests {
     #[test]
     fn round_trip() {
         let e = sample();
-        let b = encode(7, 1000, 42, &e);
+        let b = encode(7, 9, 1000, 42, &e);
         assert_eq!(
-            decode(&b, 7, 1000).expect("decodes"),
+            decode(&b, 7, 1000, 9).expect("decodes"),
             Hint {
                 entries: e,
                 max_seq: 42
@@ -262,30 +279,35 @@ mod tests {
 
     #[test]
     fn rejects_other_segment_or_length() {
-        let b = encode(7, 1000, 3, &sample());
-        assert!(decode(&b, 8, 1000).is_err());
-        assert!(decode(&b, 7, 999).is_err());
+        let b = encode(7, 9, 1000, 3, &sample());
+        assert!(decode(&b, 8, 1000, 9).is_err());
+        assert!(decode(&b, 7, 1000, 10).is_err());
+        assert!(decode(&b, 7, 999, 9).is_err());
     }
 
     #[test]
     fn rejects_every_truncation_and_bit_flip() {
-        let b = encode(7, 1000, 3, &sample());
+        let b = encode(7, 9, 1000, 3, &sample());
         for cut in 0..b.len() {
-            assert!(decode(&b[..cut], 7, 1000).is_err(), "cut {cut}");
+            assert!(decode(&b[..cut], 7, 1000, 9).is_err(), "cut {cut}");
         }
         for i in 0..b.len() {
             let mut c = b.clone();
             c[i] ^= 0x10;
-            assert!(decode(&c, 7, 1000).is_err(), "flip {i}");
+            assert!(decode(&c, 7, 1000, 9).is_err(), "flip {i}");
         }
     }
 
     #[test]
     fn write_then_read() {
         let t = tempfile::tempdir().expect("tempdir");
-        write(t.path(), 3, 1000, 3, &sample()).expect("write");
-        assert_eq!(read(t.path(), 3, 1000).map(|h| h.entries), Some(sample()));
-        assert_eq!(read(t.path(), 3, 1001), None);
-        assert_eq!(read(t.path(), 4, 1000), None);
+        write(t.path(), 3, 9, 1000, 3, &sample()).expect("write");
+        assert_eq!(
+            read(t.path(), 3, 1000, 9).map(|h| h.entries),
+            Some(sample())
+        );
+        assert_eq!(read(t.path(), 3, 1001, 9), None);
+        assert_eq!(read(t.path(), 3, 1000, 8), None);
+        assert_eq!(read(t.path(), 4, 1000, 9), None);
     }
 }

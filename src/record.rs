@@ -7,7 +7,8 @@
 //!
 //! ```text
 //! offset size field
-//!  0     4    crc32c over bytes 4 .. 32 + key_len + value_len
+//!  0     4    crc32c of: the segment's salt (u32 LE), this record's offset
+//!             in the segment (u64 LE), then bytes 4 .. 32 + key_len + value_len
 //!  4     1    kind (1 put, 2 tombstone, 3 batch begin, 4 batch commit)
 //!  5     1    flags (0)
 //!  6     2    reserved (0)
@@ -76,18 +77,37 @@ pub(crate) enum Decoded<'a> {
     Invalid(&'static str),
 }
 
+/// The checksum of a record: CRC-32C over the segment's salt, the record's
+/// offset in the segment, and the record from its kind byte to the end.
+///
+/// Binding the salt and the offset into the checksum means that a record's
+/// bytes are only valid where they were written: a record image stored
+/// inside a value, copied to another offset, or taken from another segment
+/// never checks out, so recovery cannot mistake it for a real record.
+#[inline]
+pub(crate) fn checksum(salt: u32, offset: u64, body: &[u8]) -> u32 {
+    let mut prefix = [0u8; 12];
+    prefix[..4].copy_from_slice(&salt.to_le_bytes());
+    prefix[4..].copy_from_slice(&offset.to_le_bytes());
+    crc32c::crc32c_append(crc32c::crc32c(&prefix), body)
+}
+
 /// Encoded length of a record with these key and value lengths.
 #[inline]
 pub(crate) fn encoded_len(key_len: u32, value_len: u32) -> u64 {
     u64::from(RECORD_HEADER_LEN) + u64::from(key_len) + u64::from(value_len)
 }
 
-/// Appends one encoded record to `buf`.
+/// Appends one encoded record to `buf`; the record will be stored at
+/// `offset` in a segment whose salt is `salt`.
 ///
 /// The caller has checked the key and value against the limits, so their
 /// lengths fit in a `u32`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn encode_into(
     buf: &mut Vec<u8>,
+    salt: u32,
+    offset: u64,
     kind: Kind,
     seq: u64,
     expires_at_ms: u64,
@@ -107,7 +127,7 @@ pub(crate) fn encode_into(
     buf.extend_from_slice(&value_len.to_le_bytes());
     buf.extend_from_slice(key);
     buf.extend_from_slice(value);
-    let crc = crc32c::crc32c(&buf[start + 4..]);
+    let crc = checksum(salt, offset, &buf[start + 4..]);
     buf[start..start + 4].copy_from_slice(&crc.to_le_bytes());
 }
 
@@ -178,8 +198,9 @@ pub(crate) fn parse_header(b: &[u8]) -> Result<Header, &'static str> {
     })
 }
 
-/// Decodes the record at the start of `b`, verifying its checksum.
-pub(crate) fn decode(b: &[u8]) -> Decoded<'_> {
+/// Decodes the record at the start of `b`, which lies at `offset` in a
+/// segment whose salt is `salt`, verifying its checksum.
+pub(crate) fn decode(b: &[u8], salt: u32, offset: u64) -> Decoded<'_> {
     if b.len() < RECORD_HEADER_LEN as usize {
         // A partial header: only an all-zero or empty remainder is a clean
         // end; anything else is a torn write. Both are "not a record".
@@ -198,7 +219,7 @@ pub(crate) fn decode(b: &[u8]) -> Decoded<'_> {
         return Decoded::Truncated;
     }
     let end = total as usize;
-    if crc32c::crc32c(&b[4..end]) != h.crc {
+    if checksum(salt, offset, &b[4..end]) != h.crc {
         return Decoded::Invalid("checksum mismatch");
     }
     let key_end = RECORD_HEADER_LEN as usize + h.key_len as usize;
@@ -216,10 +237,31 @@ pub(crate) fn decode(b: &[u8]) -> Decoded<'_> {
 mod tests {
     use super::*;
 
+    const SALT: u32 = 0x5eed_1234;
+    const AT: u64 = 32;
+
     fn one(kind: Kind, seq: u64, exp: u64, k: &[u8], v: &[u8]) -> Vec<u8> {
         let mut b = Vec::new();
-        encode_into(&mut b, kind, seq, exp, k, v);
+        encode_into(&mut b, SALT, AT, kind, seq, exp, k, v);
         b
+    }
+
+    fn decode(b: &[u8]) -> Decoded<'_> {
+        super::decode(b, SALT, AT)
+    }
+
+    #[test]
+    fn a_record_is_only_valid_where_it_was_written() {
+        let b = one(Kind::Put, 7, 0, b"key", b"value");
+        assert!(matches!(super::decode(&b, SALT, AT), Decoded::Record(_)));
+        assert!(matches!(
+            super::decode(&b, SALT, AT + 1),
+            Decoded::Invalid(_)
+        ));
+        assert!(matches!(
+            super::decode(&b, SALT ^ 1, AT),
+            Decoded::Invalid(_)
+        ));
     }
 
     #[test]
@@ -298,9 +340,13 @@ mod tests {
             b'a', b'b',
         ];
         assert_eq!(&b[4..], &expected_tail);
+        let mut covered = Vec::new();
+        covered.extend_from_slice(&SALT.to_le_bytes());
+        covered.extend_from_slice(&AT.to_le_bytes());
+        covered.extend_from_slice(&expected_tail);
         assert_eq!(
             u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
-            crc32c::crc32c(&expected_tail)
+            crc32c::crc32c(&covered)
         );
     }
 }

@@ -71,6 +71,8 @@ pub(crate) struct SegmentLoad {
     /// The bytes after `len` are all zeros: space preallocated for appends,
     /// not a torn write.
     pub zero_tail: bool,
+    /// The segment's salt (from its header).
+    pub salt: u32,
 }
 
 /// Files found in a store directory.
@@ -103,15 +105,20 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Listing> {
 }
 
 /// Searches for the first offset at or after `from` holding a valid record
-/// whose sequence number is above `min_seq`.
-fn find_next_valid(bytes: &[u8], from: usize, min_seq: u64) -> Option<usize> {
+/// whose sequence number is above `min_seq`. A record's checksum binds its
+/// segment's salt and its offset, so record images inside values, or copied
+/// from elsewhere, are never found.
+fn find_next_valid(bytes: &[u8], from: usize, min_seq: u64, salt: u32) -> Option<usize> {
     let last = bytes
         .len()
         .saturating_sub(record::RECORD_HEADER_LEN as usize);
     (from..=last).find(|&off| {
         // Cheap rejection first: the kind byte, then the full decode.
         matches!(bytes[off + 4], 1..=4)
-            && matches!(record::decode(&bytes[off..]), Decoded::Record(r) if r.seq > min_seq)
+            && matches!(
+                record::decode(&bytes[off..], salt, off as u64),
+                Decoded::Record(r) if r.seq > min_seq
+            )
     })
 }
 
@@ -141,22 +148,28 @@ pub(crate) fn scan_segment(
         skipped: Vec::new(),
         needs_header: false,
         zero_tail: false,
+        salt: 0,
     };
     let header_len = SEGMENT_HEADER_LEN as usize;
-    if let Err(e) = segment::check_header(path, bytes, id) {
-        // The active segment's header is written and synced before its first
-        // record, so a header that is torn, with nothing but zeros after it,
-        // means the segment was being created when the process stopped:
-        // nothing in it was ever acknowledged.
-        let torn_create = bytes.len() < header_len || bytes[header_len..].iter().all(|&b| b == 0);
-        if active && torn_create && !matches!(e, Error::UnsupportedVersion { .. }) {
-            load.needs_header = true;
-            load.cut = Some((0, bytes.len() as u64));
-            load.len = 0;
-            return Ok(load);
+    let salt = match segment::check_header(path, bytes, id) {
+        Ok(salt) => salt,
+        Err(e) => {
+            // The active segment's header is written and synced before its first
+            // record, so a header that is torn, with nothing but zeros after it,
+            // means the segment was being created when the process stopped:
+            // nothing in it was ever acknowledged.
+            let torn_create =
+                bytes.len() < header_len || bytes[header_len..].iter().all(|&b| b == 0);
+            if active && torn_create && !matches!(e, Error::UnsupportedVersion { .. }) {
+                load.needs_header = true;
+                load.cut = Some((0, bytes.len() as u64));
+                load.len = 0;
+                return Ok(load);
+            }
+            return Err(e);
         }
-        return Err(e);
-    }
+    };
+    load.salt = salt;
 
     let salvage = mode == RecoveryMode::Salvage;
     let mut pos = header_len;
@@ -168,7 +181,7 @@ pub(crate) fn scan_segment(
         if active && bytes[pos..].iter().all(|&b| b == 0) {
             break; // preallocated space (or a zero-filled torn tail)
         }
-        let problem: &'static str = match record::decode(&bytes[pos..]) {
+        let problem: &'static str = match record::decode(&bytes[pos..], salt, pos as u64) {
             Decoded::Record(r) if r.seq <= last_seq => "sequence number out of order",
             Decoded::Record(r) => {
                 let offset = pos as u64;
@@ -258,7 +271,7 @@ pub(crate) fn scan_segment(
             Decoded::Invalid(why) => why,
         };
         // Damage at `pos`. Is anything valid after it?
-        match find_next_valid(bytes, pos + 1, last_seq) {
+        match find_next_valid(bytes, pos + 1, last_seq, salt) {
             Some(next) if salvage => {
                 let start = pending.take().map_or(pos as u64, |b| b.begin_offset);
                 load.skipped.push(SkippedRange {
@@ -352,8 +365,16 @@ fn load_segment(
 ) -> Result<SegmentLoad> {
     let path = fsutil::segment_path(dir, id);
     if !active && mode == RecoveryMode::Strict {
-        let len = fs::metadata(&path)?.len();
-        if let Some(h) = hint::read(dir, id, len) {
+        // The header is read and checked even when a hint is used: it gives
+        // the salt the hint must name.
+        let mut file = fs::File::open(&path)?;
+        let len = file.metadata()?.len();
+        let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+        let salt = match std::io::Read::read_exact(&mut file, &mut header) {
+            Ok(()) => Some(segment::check_header(&path, &header, id)?),
+            Err(_) => None, // too short: the scan below reports it
+        };
+        if let Some(h) = salt.and_then(|salt| hint::read(dir, id, len, salt)) {
             return Ok(SegmentLoad {
                 id,
                 len,
@@ -365,6 +386,7 @@ fn load_segment(
                 skipped: Vec::new(),
                 needs_header: false,
                 zero_tail: false,
+                salt: salt.unwrap_or_default(),
             });
         }
     }
@@ -374,6 +396,7 @@ fn load_segment(
         if let Err(e) = hint::write(
             dir,
             id,
+            load.salt,
             load.len,
             load.max_seq,
             &dedup_newest(&load.entries),
@@ -499,10 +522,17 @@ pub(crate) fn build_keydir(loads: &[SegmentLoad], now_ms: u64) -> (KeyDir, Vec<u
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::encode_into;
+
+    const SALT: u32 = 0x1234_5678;
+
+    /// Appends a record at the end of `b`, as the writer would.
+    fn encode_into(b: &mut Vec<u8>, kind: Kind, seq: u64, exp: u64, key: &[u8], v: &[u8]) {
+        let at = b.len() as u64;
+        record::encode_into(b, SALT, at, kind, seq, exp, key, v);
+    }
 
     fn seg(records: &[(Kind, u64, &[u8], &[u8])]) -> Vec<u8> {
-        let mut b = segment::encode_header(1).to_vec();
+        let mut b = segment::encode_header(1, SALT).to_vec();
         for (k, s, key, v) in records {
             encode_into(&mut b, *k, *s, 0, key, v);
         }

@@ -10,8 +10,8 @@
 //!  0     8    magic "CAIRNSEG"
 //!  8     2    format version (1)
 //! 10     1    checksum algorithm (1 = CRC-32C, Castagnoli)
-//! 11     1    reserved (0)
-//! 12     4    reserved (0)
+//! 11     1    flags (0)
+//! 12     4    salt: random, bound into every record's checksum
 //! 16     8    segment id
 //! 24     4    reserved (0)
 //! 28     4    crc32c of bytes 0..28
@@ -37,20 +37,38 @@ pub(crate) const FORMAT_VERSION: u16 = 1;
 /// Checksum algorithm id for CRC-32C.
 pub(crate) const CHECKSUM_CRC32C: u8 = 1;
 
-/// Encodes the header of segment `id`.
-pub(crate) fn encode_header(id: u32) -> [u8; SEGMENT_HEADER_LEN as usize] {
+/// A fresh random salt for a new segment.
+pub(crate) fn new_salt(id: u32) -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    // std's RandomState is seeded from the operating system's randomness.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(id);
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    (h.finish() >> 16) as u32
+}
+
+/// Encodes the header of segment `id` with `salt`.
+pub(crate) fn encode_header(id: u32, salt: u32) -> [u8; SEGMENT_HEADER_LEN as usize] {
     let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
     h[0..8].copy_from_slice(SEGMENT_MAGIC);
     h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
     h[10] = CHECKSUM_CRC32C;
+    h[12..16].copy_from_slice(&salt.to_le_bytes());
     h[16..24].copy_from_slice(&u64::from(id).to_le_bytes());
     let crc = crc32c::crc32c(&h[0..28]);
     h[28..32].copy_from_slice(&crc.to_le_bytes());
     h
 }
 
-/// Checks a segment header. `bytes` holds at least the header.
-pub(crate) fn check_header(path: &Path, bytes: &[u8], id: u32) -> Result<()> {
+/// Checks a segment header and returns the segment's salt. `bytes` holds
+/// at least the header.
+pub(crate) fn check_header(path: &Path, bytes: &[u8], id: u32) -> Result<u32> {
     if bytes.len() < SEGMENT_HEADER_LEN as usize {
         return Err(Error::corruption(path, 0, "segment header is incomplete"));
     }
@@ -90,7 +108,14 @@ pub(crate) fn check_header(path: &Path, bytes: &[u8], id: u32) -> Result<()> {
             format!("header names segment {stored}, file name says {id}"),
         ));
     }
-    Ok(())
+    if bytes[11] != 0 {
+        return Err(Error::corruption(
+            path,
+            11,
+            format!("unknown segment flags {:#04x}", bytes[11]),
+        ));
+    }
+    Ok(record::le_u32(bytes, 12))
 }
 
 /// How a segment's bytes are read.
@@ -106,30 +131,42 @@ enum Source {
 /// A segment open for reading.
 pub(crate) struct Segment {
     pub path: PathBuf,
+    salt: u32,
     source: Source,
 }
 
 impl Segment {
     /// A segment read with `pread` through `file`.
-    pub(crate) fn with_file(path: PathBuf, file: File) -> Segment {
+    pub(crate) fn with_file(path: PathBuf, file: File, salt: u32) -> Segment {
         Segment {
             path,
+            salt,
             source: Source::File(file),
         }
     }
 
     /// The active segment, read from `tail` when it holds the bytes and
     /// with `pread` otherwise.
-    pub(crate) fn active(path: PathBuf, file: File, tail: Option<Arc<TailCache>>) -> Segment {
+    pub(crate) fn active(
+        path: PathBuf,
+        file: File,
+        tail: Option<Arc<TailCache>>,
+        salt: u32,
+    ) -> Segment {
         let source = match tail {
             Some(t) => Source::Active(file, t),
             None => Source::File(file),
         };
-        Segment { path, source }
+        Segment { path, salt, source }
     }
 
     /// A sealed segment: mapped when `use_mmap`, else read with `pread`.
-    pub(crate) fn open_sealed(dir: &Path, id: u32, use_mmap: bool) -> io::Result<Segment> {
+    pub(crate) fn open_sealed(
+        dir: &Path,
+        id: u32,
+        use_mmap: bool,
+        salt: u32,
+    ) -> io::Result<Segment> {
         let path = fsutil::segment_path(dir, id);
         let file = File::open(&path)?;
         let source = if use_mmap && file.metadata()?.len() > 0 {
@@ -137,7 +174,7 @@ impl Segment {
         } else {
             Source::File(file)
         };
-        Ok(Segment { path, source })
+        Ok(Segment { path, salt, source })
     }
 
     /// Reads the record at `offset`, checks it is a put of `key` whose value
@@ -186,7 +223,7 @@ impl Segment {
     }
 
     fn check(&self, rec: &[u8], offset: u64, key: &[u8], value_len: u32) -> Result<()> {
-        match record::decode(rec) {
+        match record::decode(rec, self.salt, offset) {
             record::Decoded::Record(r) => {
                 if r.kind != record::Kind::Put
                     || r.key != key
@@ -213,8 +250,9 @@ mod tests {
     #[test]
     fn header_round_trip_and_checks() {
         let p = Path::new("/x/0000000003.seg");
-        let h = encode_header(3);
-        check_header(p, &h, 3).expect("valid");
+        let h = encode_header(3, 0xabcd_0123);
+        assert_eq!(check_header(p, &h, 3).expect("valid"), 0xabcd_0123);
+        assert_ne!(new_salt(3), new_salt(3), "salts are random");
         assert!(matches!(
             check_header(p, &h, 4),
             Err(Error::Corruption { .. })

@@ -16,6 +16,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 /// The active segment's file and how far it has been written.
 pub(crate) struct Active {
     pub id: u32,
+    /// The segment's salt, bound into every record's checksum.
+    pub salt: u32,
     pub file: File,
     /// Copy of the newest bytes, for reads without a system call.
     pub tail: Option<std::sync::Arc<crate::tailcache::TailCache>>,
