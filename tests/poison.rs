@@ -83,10 +83,13 @@ fn run(policy: SyncPolicy) {
     drop(db);
     // Grow the file system and reopen: everything acknowledged is there,
     // and the store works again.
-    let _ = Command::new("mount")
+    let grown = Command::new("mount")
         .args(["-o", "remount,size=64m"])
         .arg(fs.path())
-        .status();
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(grown, "remount to grow the tmpfs failed");
     let db = Options::new()
         .sync_policy(policy)
         .open(&dir)
