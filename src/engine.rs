@@ -14,7 +14,7 @@ use crate::fsutil;
 use crate::hint;
 use crate::keydir::{Entry, KeyDir};
 use crate::options::{Options, SyncPolicy};
-use crate::record::{self, Kind, MAX_KEY_BYTES, MAX_VALUE_BYTES};
+use crate::record::{self, Kind, FLAG_BATCH, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use crate::recovery::{self, RecoveryReport};
 use crate::segment::{self, Segment, SEGMENT_HEADER_LEN};
 use crate::stats::Stats;
@@ -56,12 +56,26 @@ impl Writer {
     /// Appends a record to the write buffer; returns the segment offset it
     /// will be written at.
     fn encode(&mut self, kind: Kind, seq: u64, expires: u64, key: &[u8], value: &[u8]) -> u64 {
+        self.encode_flagged(kind, 0, seq, expires, key, value)
+    }
+
+    /// [`Writer::encode`] with record flags.
+    fn encode_flagged(
+        &mut self,
+        kind: Kind,
+        flags: u8,
+        seq: u64,
+        expires: u64,
+        key: &[u8],
+        value: &[u8],
+    ) -> u64 {
         let offset = self.active.len.load(Ordering::Relaxed) + self.buf.len() as u64;
         record::encode_into(
             &mut self.buf,
             self.active.salt,
             offset,
             kind,
+            flags,
             seq,
             expires,
             key,
@@ -714,8 +728,15 @@ impl Core {
         Ok(())
     }
 
-    fn encode_put(w: &mut Writer, seq: u64, expires: u64, key: &[u8], value: &[u8]) -> Entry {
-        let offset = w.encode(Kind::Put, seq, expires, key, value);
+    fn encode_put(
+        w: &mut Writer,
+        flags: u8,
+        seq: u64,
+        expires: u64,
+        key: &[u8],
+        value: &[u8],
+    ) -> Entry {
+        let offset = w.encode_flagged(Kind::Put, flags, seq, expires, key, value);
         Entry {
             seq,
             expires_at_ms: expires,
@@ -730,7 +751,7 @@ impl Core {
         self.maybe_roll(w, record::encoded_len(key.len() as u32, value.len() as u32))?;
         w.buf.clear();
         let seq = w.next_seq;
-        let entry = Self::encode_put(w, seq, expires, key, value);
+        let entry = Self::encode_put(w, 0, seq, expires, key, value);
         self.append(w, 1, &[Applied::Put { key, entry }], 0)
     }
 
@@ -792,6 +813,10 @@ impl Core {
     ) -> Result<bool> {
         check_key(key)?;
         check_value(value)?;
+        if ttl.is_some_and(|t| t.is_zero()) {
+            // As Redis `SET NX EX 0`: invalid whether or not the key exists.
+            return Err(Error::InvalidTtl);
+        }
         let pos = {
             let mut w = self.writer()?;
             if self.live_entry(key).is_some() {
@@ -919,11 +944,11 @@ impl Core {
                             Some(t) => expiry_after(now, *t)?,
                             None => 0,
                         };
-                        let entry = Self::encode_put(&mut w, seq, expires, key, value);
+                        let entry = Self::encode_put(&mut w, FLAG_BATCH, seq, expires, key, value);
                         applied.push(Applied::Put { key, entry });
                     }
                     BatchOp::Delete { key } => {
-                        w.encode(Kind::Tombstone, seq, 0, key, b"");
+                        w.encode_flagged(Kind::Tombstone, FLAG_BATCH, seq, 0, key, b"");
                         dead += record::encoded_len(key.len() as u32, 0);
                         applied.push(Applied::Delete { key });
                     }

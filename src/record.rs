@@ -10,7 +10,7 @@
 //!  0     4    crc32c of: the segment's salt (u32 LE), this record's offset
 //!             in the segment (u64 LE), then bytes 4 .. 32 + key_len + value_len
 //!  4     1    kind (1 put, 2 tombstone, 3 batch begin, 4 batch commit)
-//!  5     1    flags (0)
+//!  5     1    flags (bit 0: the put or tombstone belongs to a batch)
 //!  6     2    reserved (0)
 //!  8     8    sequence number
 //! 16     8    expiry, absolute unix milliseconds (0 = none)
@@ -18,6 +18,9 @@
 //! 28     4    value length
 //! 32     ..   key bytes, then value bytes
 //! ```
+
+/// Flag bit: this put or tombstone is an operation of an atomic batch.
+pub(crate) const FLAG_BATCH: u8 = 1;
 
 /// Length of the fixed record header.
 pub(crate) const RECORD_HEADER_LEN: u32 = 32;
@@ -61,6 +64,8 @@ pub(crate) struct RecordRef<'a> {
     pub expires_at_ms: u64,
     pub key: &'a [u8],
     pub value: &'a [u8],
+    /// The record is an operation of an atomic batch.
+    pub in_batch: bool,
     /// Total encoded length (header + key + value).
     pub len: u64,
 }
@@ -109,6 +114,7 @@ pub(crate) fn encode_into(
     salt: u32,
     offset: u64,
     kind: Kind,
+    flags: u8,
     seq: u64,
     expires_at_ms: u64,
     key: &[u8],
@@ -119,7 +125,7 @@ pub(crate) fn encode_into(
     let start = buf.len();
     buf.extend_from_slice(&[0u8; 4]); // crc, filled in below
     buf.push(kind as u8);
-    buf.push(0); // flags
+    buf.push(flags);
     buf.extend_from_slice(&0u16.to_le_bytes());
     buf.extend_from_slice(&seq.to_le_bytes());
     buf.extend_from_slice(&expires_at_ms.to_le_bytes());
@@ -157,6 +163,7 @@ pub(crate) fn le_u64(b: &[u8], at: usize) -> u64 {
 pub(crate) struct Header {
     pub crc: u32,
     pub kind: Kind,
+    pub flags: u8,
     pub seq: u64,
     pub expires_at_ms: u64,
     pub key_len: u32,
@@ -177,7 +184,10 @@ pub(crate) fn parse_header(b: &[u8]) -> Result<Header, &'static str> {
         return Err("short header");
     }
     let kind = Kind::from_u8(b[4]).ok_or("unknown record kind")?;
-    if b[5] != 0 || le_u16(b, 6) != 0 {
+    let flags = b[5];
+    let flags_ok =
+        flags == 0 || (flags == FLAG_BATCH && matches!(kind, Kind::Put | Kind::Tombstone));
+    if !flags_ok || le_u16(b, 6) != 0 {
         return Err("reserved header bits set");
     }
     let key_len = le_u32(b, 24);
@@ -191,6 +201,7 @@ pub(crate) fn parse_header(b: &[u8]) -> Result<Header, &'static str> {
     Ok(Header {
         crc: le_u32(b, 0),
         kind,
+        flags,
         seq: le_u64(b, 8),
         expires_at_ms: le_u64(b, 16),
         key_len,
@@ -229,6 +240,7 @@ pub(crate) fn decode(b: &[u8], salt: u32, offset: u64) -> Decoded<'_> {
         expires_at_ms: h.expires_at_ms,
         key: &b[RECORD_HEADER_LEN as usize..key_end],
         value: &b[key_end..end],
+        in_batch: h.flags & FLAG_BATCH != 0,
         len: total,
     })
 }
@@ -242,7 +254,7 @@ mod tests {
 
     fn one(kind: Kind, seq: u64, exp: u64, k: &[u8], v: &[u8]) -> Vec<u8> {
         let mut b = Vec::new();
-        encode_into(&mut b, SALT, AT, kind, seq, exp, k, v);
+        encode_into(&mut b, SALT, AT, kind, 0, seq, exp, k, v);
         b
     }
 

@@ -183,6 +183,16 @@ pub(crate) fn scan_segment(
         }
         let problem: &'static str = match record::decode(&bytes[pos..], salt, pos as u64) {
             Decoded::Record(r) if r.seq <= last_seq => "sequence number out of order",
+            Decoded::Record(r)
+                if matches!(r.kind, Kind::Put | Kind::Tombstone)
+                    && r.in_batch != pending.is_some() =>
+            {
+                if r.in_batch {
+                    "batch operation without its batch begin record"
+                } else {
+                    "record inside an open batch is not one of its operations"
+                }
+            }
             Decoded::Record(r) => {
                 let offset = pos as u64;
                 last_seq = r.seq;
@@ -525,10 +535,16 @@ mod tests {
 
     const SALT: u32 = 0x1234_5678;
 
-    /// Appends a record at the end of `b`, as the writer would.
+    /// Appends a record at the end of `b`, as the writer would (puts and
+    /// tombstones between a batch's begin and commit carry the batch flag).
     fn encode_into(b: &mut Vec<u8>, kind: Kind, seq: u64, exp: u64, key: &[u8], v: &[u8]) {
         let at = b.len() as u64;
-        record::encode_into(b, SALT, at, kind, seq, exp, key, v);
+        record::encode_into(b, SALT, at, kind, 0, seq, exp, key, v);
+    }
+
+    fn encode_batch_op(b: &mut Vec<u8>, kind: Kind, seq: u64, key: &[u8], v: &[u8]) {
+        let at = b.len() as u64;
+        record::encode_into(b, SALT, at, kind, record::FLAG_BATCH, seq, 0, key, v);
     }
 
     fn seg(records: &[(Kind, u64, &[u8], &[u8])]) -> Vec<u8> {
@@ -597,8 +613,8 @@ mod tests {
         let mut b = seg(&[(Kind::Put, 1, b"a", b"1")]);
         let keep = b.len();
         encode_into(&mut b, Kind::BatchBegin, 2, 0, b"", &2u32.to_le_bytes());
-        encode_into(&mut b, Kind::Put, 3, 0, b"x", b"1");
-        encode_into(&mut b, Kind::Put, 4, 0, b"y", b"1");
+        encode_batch_op(&mut b, Kind::Put, 3, b"x", b"1");
+        encode_batch_op(&mut b, Kind::Put, 4, b"y", b"1");
         let l = scan_segment(&p(), 1, &b, true, RecoveryMode::Strict).expect("scan");
         assert_eq!(l.entries.len(), 1);
         assert_eq!(l.cut, Some((keep as u64, b.len() as u64)));
@@ -609,6 +625,34 @@ mod tests {
         let l = scan_segment(&p(), 1, &b, true, RecoveryMode::Strict).expect("scan");
         assert_eq!(l.entries.len(), 3);
         assert_eq!(l.cut, None);
+    }
+
+    #[test]
+    fn salvage_never_makes_a_batch_partly_visible() {
+        let mut b = seg(&[(Kind::Put, 1, b"a", b"1")]);
+        encode_into(&mut b, Kind::BatchBegin, 2, 0, b"", &3u32.to_le_bytes());
+        encode_batch_op(&mut b, Kind::Put, 3, b"x", b"1");
+        let damaged = b.len();
+        encode_batch_op(&mut b, Kind::Put, 4, b"y", b"1");
+        encode_batch_op(&mut b, Kind::Put, 5, b"z", b"1");
+        let mut commit = Vec::new();
+        commit.extend_from_slice(&2u64.to_le_bytes());
+        commit.extend_from_slice(&3u32.to_le_bytes());
+        encode_into(&mut b, Kind::BatchCommit, 6, 0, b"", &commit);
+        encode_into(&mut b, Kind::Put, 7, 0, b"after", b"1");
+        b[damaged + 40] ^= 0xff; // inside y's record
+        assert!(matches!(
+            scan_segment(&p(), 1, &b, true, RecoveryMode::Strict),
+            Err(Error::Corruption { .. })
+        ));
+        let l = scan_segment(&p(), 1, &b, true, RecoveryMode::Salvage).expect("salvage");
+        let keys: Vec<_> = l.entries.iter().map(|e| e.key.clone()).collect();
+        assert_eq!(
+            keys,
+            vec![b"a".to_vec(), b"after".to_vec()],
+            "{:?}",
+            l.skipped
+        );
     }
 
     #[test]
