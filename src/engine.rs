@@ -29,12 +29,29 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// Size accounting of one segment.
-#[derive(Clone, Copy, Debug, Default)]
-struct SegStat {
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct SegStat {
     /// Bytes in the file (header included).
-    total: u64,
+    pub total: u64,
     /// Bytes of records that no longer matter.
-    dead: u64,
+    pub dead: u64,
+    /// Lowest sequence number of any record that can matter in the segment
+    /// (`u64::MAX` when it holds none). Compaction may drop a tombstone or an
+    /// expired record only if every segment it keeps has a higher one.
+    pub min_seq: u64,
+    /// Written by compaction.
+    pub compacted: bool,
+}
+
+impl SegStat {
+    pub(crate) fn empty() -> SegStat {
+        SegStat {
+            total: SEGMENT_HEADER_LEN,
+            dead: 0,
+            min_seq: u64::MAX,
+            compacted: false,
+        }
+    }
 }
 
 /// State only the writer touches.
@@ -46,7 +63,6 @@ pub(crate) struct Writer {
     /// file-size metadata update, which makes durable writes much cheaper.
     allocated: u64,
     next_seq: u64,
-    next_file_id: u32,
     buf: Vec<u8>,
     /// Scratch space for per-segment dead-byte updates.
     dead: Vec<(u32, u64)>,
@@ -95,10 +111,14 @@ struct BgState {
 pub(crate) struct Core {
     pub dir: PathBuf,
     pub opts: Options,
-    keydir: KeyDir,
-    segments: RwLock<BTreeMap<u32, Arc<Segment>>>,
-    seg_stats: Mutex<BTreeMap<u32, SegStat>>,
+    pub(crate) keydir: KeyDir,
+    pub(crate) segments: RwLock<BTreeMap<u32, Arc<Segment>>>,
+    pub(crate) seg_stats: Mutex<BTreeMap<u32, SegStat>>,
     writer: Option<Mutex<Writer>>,
+    /// The next unused segment id (for the writer and for compaction).
+    pub(crate) next_file_id: std::sync::atomic::AtomicU32,
+    /// Held while a compaction runs: one at a time.
+    pub(crate) compaction: Mutex<()>,
     group: Option<GroupCommit>,
     poisoned: AtomicBool,
     poison_cause: Mutex<Option<String>>,
@@ -250,13 +270,20 @@ impl Core {
         }
         let now = opts.clock.now_unix_ms();
         let started = Instant::now();
-        let mut loads =
-            recovery::load_all(dir, &listing.segments, opts.recovery_mode, opts.read_only)?;
+        let active_id = recovery::find_active(dir, &listing.segments);
+        let mut loads = recovery::load_all(
+            dir,
+            &listing.segments,
+            active_id,
+            opts.recovery_mode,
+            opts.read_only,
+        )?;
+        let active_idx = loads.iter().position(|l| Some(l.id) == active_id);
 
         // Fix up the active segment. `allocated` is how much of its file
         // exists and is durable (see `Writer::allocated`).
         let mut allocated = SEGMENT_HEADER_LEN;
-        if let Some(last) = loads.last_mut() {
+        if let Some(last) = active_idx.map(|i| &mut loads[i]) {
             let path = fsutil::segment_path(dir, last.id);
             allocated = last.len.max(SEGMENT_HEADER_LEN);
             if let Some((cut_at, file_len)) = last.cut {
@@ -305,6 +332,7 @@ impl Core {
         }
 
         let (keydir, live) = recovery::build_keydir(&loads, now);
+        let mut next_file_id = listing.segments.last().map_or(1, |&m| m + 1);
         let max_seq = loads.iter().map(|l| l.max_seq).max().unwrap_or(0);
         let mut seg_stats = BTreeMap::new();
         for (l, live) in loads.iter().zip(&live) {
@@ -314,13 +342,14 @@ impl Core {
                 SegStat {
                     total,
                     dead: total.saturating_sub(SEGMENT_HEADER_LEN + live),
+                    min_seq: l.min_seq,
+                    compacted: l.compacted,
                 },
             );
         }
         let mut segments = BTreeMap::new();
-        let last_id = loads.last().map(|l| l.id);
         for l in &loads {
-            if Some(l.id) != last_id {
+            if Some(l.id) != active_id {
                 segments.insert(
                     l.id,
                     Arc::new(Segment::open_sealed(dir, l.id, opts.use_mmap, l.salt)?),
@@ -329,25 +358,20 @@ impl Core {
         }
 
         let (writer, group) = if opts.read_only {
-            if let Some(l) = loads.last() {
+            if let Some(l) = active_idx.map(|i| &loads[i]) {
                 let path = fsutil::segment_path(dir, l.id);
                 let f = File::open(&path)?;
                 segments.insert(l.id, Arc::new(Segment::with_file(path, f, l.salt)));
             }
             (None, None)
         } else {
-            let (id, len, salt) = match loads.last() {
+            let (id, len, salt) = match active_idx.map(|i| &loads[i]) {
                 Some(l) => (l.id, l.len.max(SEGMENT_HEADER_LEN), l.salt),
                 None => {
-                    let id = 1;
+                    let id = next_file_id;
+                    next_file_id += 1;
                     let (_, salt) = create_segment(dir, id)?;
-                    seg_stats.insert(
-                        id,
-                        SegStat {
-                            total: SEGMENT_HEADER_LEN,
-                            dead: 0,
-                        },
-                    );
+                    seg_stats.insert(id, SegStat::empty());
                     (id, SEGMENT_HEADER_LEN, salt)
                 }
             };
@@ -371,8 +395,7 @@ impl Core {
             let writer = Writer {
                 active: active.clone(),
                 next_seq: max_seq + 1,
-                next_file_id: id + 1,
-                allocated: if loads.is_empty() {
+                allocated: if active_idx.is_none() {
                     SEGMENT_HEADER_LEN
                 } else {
                     allocated
@@ -403,6 +426,8 @@ impl Core {
             poison_cause: Mutex::new(None),
             closed: AtomicBool::new(false),
             lock_file: Mutex::new(Some(lock_file)),
+            next_file_id: std::sync::atomic::AtomicU32::new(next_file_id),
+            compaction: Mutex::new(()),
             report,
             bytes_written: AtomicU64::new(0),
             expired_removed: AtomicU64::new(0),
@@ -578,7 +603,9 @@ impl Core {
         }
         {
             let mut stats = lock(&self.seg_stats);
-            stats.entry(w.active.id).or_default().total = end;
+            let own = stats.entry(w.active.id).or_insert_with(SegStat::empty);
+            own.total = end;
+            own.min_seq = own.min_seq.min(w.next_seq - seqs);
             for &(id, d) in &dead {
                 if let Some(s) = stats.get_mut(&id) {
                     s.dead += d;
@@ -673,7 +700,7 @@ impl Core {
         group.mark_durable((old.id, old_len));
         // 2. The new segment's header and directory entry are durable before
         //    its first record.
-        let id = w.next_file_id;
+        let id = self.next_file_id.fetch_add(1, Ordering::SeqCst);
         let (file, salt) = match create_segment(&self.dir, id) {
             Ok(f) => f,
             Err(e) => {
@@ -681,7 +708,6 @@ impl Core {
                 return Err(e);
             }
         };
-        w.next_file_id += 1;
         let path = fsutil::segment_path(&self.dir, id);
         let tail = new_tail_cache(&self.opts, &file, SEGMENT_HEADER_LEN)?;
         let reader = Segment::active(path, file.try_clone()?, tail.clone(), salt);
@@ -704,13 +730,7 @@ impl Core {
             segs.insert(old.id, Arc::new(sealed));
             segs.insert(id, Arc::new(reader));
         }
-        lock(&self.seg_stats).insert(
-            id,
-            SegStat {
-                total: SEGMENT_HEADER_LEN,
-                dead: 0,
-            },
-        );
+        lock(&self.seg_stats).insert(id, SegStat::empty());
         let active = Arc::new(Active {
             id,
             salt,

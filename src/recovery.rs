@@ -73,6 +73,10 @@ pub(crate) struct SegmentLoad {
     pub zero_tail: bool,
     /// The segment's salt (from its header).
     pub salt: u32,
+    /// Lowest sequence number of a record in the segment (`u64::MAX`: none).
+    pub min_seq: u64,
+    /// Written by compaction (from its header).
+    pub compacted: bool,
 }
 
 /// Files found in a store directory.
@@ -149,10 +153,15 @@ pub(crate) fn scan_segment(
         needs_header: false,
         zero_tail: false,
         salt: 0,
+        min_seq: u64::MAX,
+        compacted: false,
     };
     let header_len = SEGMENT_HEADER_LEN as usize;
-    let salt = match segment::check_header(path, bytes, id) {
-        Ok(salt) => salt,
+    let salt = match segment::header_info(path, bytes, id) {
+        Ok(info) => {
+            load.compacted = info.compacted;
+            info.salt
+        }
         Err(e) => {
             // The active segment's header is written and synced before its first
             // record, so a header that is torn, with nothing but zeros after it,
@@ -197,6 +206,7 @@ pub(crate) fn scan_segment(
                 let offset = pos as u64;
                 last_seq = r.seq;
                 load.max_seq = load.max_seq.max(r.seq);
+                load.min_seq = load.min_seq.min(r.seq);
                 pos += r.len as usize;
                 match r.kind {
                     Kind::Put | Kind::Tombstone => {
@@ -381,10 +391,11 @@ fn load_segment(
         let len = file.metadata()?.len();
         let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
         let salt = match std::io::Read::read_exact(&mut file, &mut header) {
-            Ok(()) => Some(segment::check_header(&path, &header, id)?),
+            Ok(()) => Some(segment::header_info(&path, &header, id)?),
             Err(_) => None, // too short: the scan below reports it
         };
-        if let Some(h) = salt.and_then(|salt| hint::read(dir, id, len, salt)) {
+        if let Some(h) = salt.and_then(|info| hint::read(dir, id, len, info.salt)) {
+            let min_seq = h.entries.iter().map(|e| e.seq).min().unwrap_or(u64::MAX);
             return Ok(SegmentLoad {
                 id,
                 len,
@@ -396,7 +407,9 @@ fn load_segment(
                 skipped: Vec::new(),
                 needs_header: false,
                 zero_tail: false,
-                salt: salt.unwrap_or_default(),
+                salt: salt.map_or(0, |h| h.salt),
+                min_seq,
+                compacted: salt.is_some_and(|h| h.compacted),
             });
         }
     }
@@ -417,14 +430,35 @@ fn load_segment(
     Ok(load)
 }
 
+/// The active segment: the highest-numbered segment that compaction did not
+/// write. A segment whose header cannot be read counts as a writer segment
+/// (a torn header can only belong to a segment being created by the writer;
+/// compaction renames its files into place only once they are complete).
+pub(crate) fn find_active(dir: &Path, ids: &[u32]) -> Option<u32> {
+    for &id in ids.iter().rev() {
+        let path = fsutil::segment_path(dir, id);
+        let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+        let compacted = fs::File::open(&path)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut header))
+            .ok()
+            .and_then(|()| segment::header_info(&path, &header, id).ok())
+            .is_some_and(|h| h.compacted);
+        if !compacted {
+            return Some(id);
+        }
+    }
+    None
+}
+
 /// Loads every segment, in parallel, and returns them in id order.
 pub(crate) fn load_all(
     dir: &Path,
     ids: &[u32],
+    active: Option<u32>,
     mode: RecoveryMode,
     read_only: bool,
 ) -> Result<Vec<SegmentLoad>> {
-    let last = ids.last().copied();
+    let last = active;
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)

@@ -10,7 +10,7 @@
 //!  0     8    magic "CAIRNSEG"
 //!  8     2    format version (1)
 //! 10     1    checksum algorithm (1 = CRC-32C, Castagnoli)
-//! 11     1    flags (0)
+//! 11     1    flags (bit 0: written by compaction)
 //! 12     4    salt: random, bound into every record's checksum
 //! 16     8    segment id
 //! 24     4    reserved (0)
@@ -53,7 +53,27 @@ pub(crate) fn new_salt(id: u32) -> u32 {
     (h.finish() >> 16) as u32
 }
 
-/// Encodes the header of segment `id` with `salt`.
+/// Header flag: the segment was written by compaction (it is never the
+/// active segment, whatever its id).
+pub(crate) const FLAG_COMPACTED: u8 = 1;
+
+/// What a segment header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HeaderInfo {
+    pub salt: u32,
+    pub compacted: bool,
+}
+
+/// Encodes the header of segment `id` with `salt` and `flags`.
+pub(crate) fn encode_header_flags(id: u32, salt: u32, flags: u8) -> [u8; SEGMENT_HEADER_LEN as usize] {
+    let mut h = encode_header(id, salt);
+    h[11] = flags;
+    let crc = crc32c::crc32c(&h[0..28]);
+    h[28..32].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Encodes the header of a writer segment `id` with `salt`.
 pub(crate) fn encode_header(id: u32, salt: u32) -> [u8; SEGMENT_HEADER_LEN as usize] {
     let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
     h[0..8].copy_from_slice(SEGMENT_MAGIC);
@@ -69,6 +89,11 @@ pub(crate) fn encode_header(id: u32, salt: u32) -> [u8; SEGMENT_HEADER_LEN as us
 /// Checks a segment header and returns the segment's salt. `bytes` holds
 /// at least the header.
 pub(crate) fn check_header(path: &Path, bytes: &[u8], id: u32) -> Result<u32> {
+    header_info(path, bytes, id).map(|h| h.salt)
+}
+
+/// Checks a segment header and returns what it says.
+pub(crate) fn header_info(path: &Path, bytes: &[u8], id: u32) -> Result<HeaderInfo> {
     if bytes.len() < SEGMENT_HEADER_LEN as usize {
         return Err(Error::corruption(path, 0, "segment header is incomplete"));
     }
@@ -108,14 +133,17 @@ pub(crate) fn check_header(path: &Path, bytes: &[u8], id: u32) -> Result<u32> {
             format!("header names segment {stored}, file name says {id}"),
         ));
     }
-    if bytes[11] != 0 {
+    if bytes[11] & !FLAG_COMPACTED != 0 {
         return Err(Error::corruption(
             path,
             11,
             format!("unknown segment flags {:#04x}", bytes[11]),
         ));
     }
-    Ok(record::le_u32(bytes, 12))
+    Ok(HeaderInfo {
+        salt: record::le_u32(bytes, 12),
+        compacted: bytes[11] & FLAG_COMPACTED != 0,
+    })
 }
 
 /// How a segment's bytes are read.
