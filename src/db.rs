@@ -31,13 +31,13 @@ pub struct Db(Arc<Inner>);
 
 struct Inner {
     core: Arc<Core>,
-    background: Mutex<Option<JoinHandle<()>>>,
+    background: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         self.core.stop_background();
-        if let Some(h) = lock(&self.background).take() {
+        for h in lock(&self.background).drain(..) {
             let _ = h.join();
         }
         if !self.core.is_poisoned() {
@@ -82,13 +82,24 @@ impl Db {
 
     pub(crate) fn open_with(path: &Path, opts: Options) -> Result<Db> {
         let core = Core::open(path, opts)?;
+        let mut threads = Vec::new();
         let bg_core = core.clone();
-        let handle = std::thread::Builder::new()
-            .name("cairn-background".into())
-            .spawn(move || bg_core.background())?;
+        threads.push(
+            std::thread::Builder::new()
+                .name("cairn-background".into())
+                .spawn(move || bg_core.background())?,
+        );
+        if core.opts.auto_compact && !core.opts.read_only {
+            let c = core.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("cairn-compaction".into())
+                    .spawn(move || c.auto_compaction())?,
+            );
+        }
         Ok(Db(Arc::new(Inner {
             core,
-            background: Mutex::new(Some(handle)),
+            background: Mutex::new(threads),
         })))
     }
 
@@ -473,10 +484,39 @@ impl Db {
     /// [`Error::Poisoned`](crate::Error::Poisoned) if an earlier write failed.
     pub fn close(&self) -> Result<()> {
         let r = self.core().close();
-        if let Some(h) = lock(&self.0.background).take() {
+        for h in lock(&self.0.background).drain(..) {
             let _ = h.join();
         }
         r
+    }
+
+    /// Rewrites the live records of every sealed segment into new segments
+    /// and deletes the old ones, reclaiming the space of overwritten,
+    /// deleted and expired records. Reads and writes go on meanwhile; a key
+    /// written during the compaction keeps its newest value. Safe against a
+    /// crash at any point: the store then holds exactly what it held before
+    /// or after. Automatic compaction ([`Options::auto_compact`]) does the
+    /// same for fragmented segments in the background.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Options::new().max_segment_bytes(4096).open(dir.path())?;
+    /// for i in 0..200 {
+    ///     db.put("counter", i.to_string())?; // 199 dead versions
+    /// }
+    /// let stats = db.compact()?;
+    /// assert!(stats.dropped_overwritten > 0);
+    /// assert_eq!(db.get("counter")?, Some(b"199".to_vec()));
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) on a read-only handle,
+    /// [`Error::Corruption`](crate::Error::Corruption) if a segment to
+    /// rewrite is damaged (nothing is changed then), and
+    /// [`Error::Io`](crate::Error::Io).
+    pub fn compact(&self) -> Result<crate::CompactionStats> {
+        self.core().compact_all()
     }
 
     /// Removes expired keys from memory now, instead of waiting for the

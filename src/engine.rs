@@ -39,8 +39,6 @@ pub(crate) struct SegStat {
     /// (`u64::MAX` when it holds none). Compaction may drop a tombstone or an
     /// expired record only if every segment it keeps has a higher one.
     pub min_seq: u64,
-    /// Written by compaction.
-    pub compacted: bool,
 }
 
 impl SegStat {
@@ -49,7 +47,6 @@ impl SegStat {
             total: SEGMENT_HEADER_LEN,
             dead: 0,
             min_seq: u64::MAX,
-            compacted: false,
         }
     }
 }
@@ -69,6 +66,11 @@ pub(crate) struct Writer {
 }
 
 impl Writer {
+    /// The id of the active segment.
+    pub(crate) fn active_id(&self) -> u32 {
+        self.active.id
+    }
+
     /// Appends a record to the write buffer; returns the segment offset it
     /// will be written at.
     fn encode(&mut self, kind: Kind, seq: u64, expires: u64, key: &[u8], value: &[u8]) -> u64 {
@@ -255,7 +257,10 @@ impl Core {
             Err(TryLockError::Error(e)) => return Err(Error::Io(e)),
         }
 
-        let mut report = RecoveryReport::default();
+        let mut report = RecoveryReport {
+            finished_compaction: crate::compaction::finish_interrupted(dir, opts.read_only)?,
+            ..RecoveryReport::default()
+        };
         let listing = recovery::list_dir(dir)?;
         if !opts.read_only {
             for t in &listing.temp_files {
@@ -343,7 +348,6 @@ impl Core {
                     total,
                     dead: total.saturating_sub(SEGMENT_HEADER_LEN + live),
                     min_seq: l.min_seq,
-                    compacted: l.compacted,
                 },
             );
         }
@@ -469,7 +473,7 @@ impl Core {
     }
 
     /// Locks the writer after checking that writes are allowed.
-    fn writer(&self) -> Result<MutexGuard<'_, Writer>> {
+    pub(crate) fn writer(&self) -> Result<MutexGuard<'_, Writer>> {
         self.check_open()?;
         let w = self.writer.as_ref().ok_or(Error::ReadOnly)?;
         let guard = lock(w);
@@ -1091,6 +1095,24 @@ impl Core {
     }
 
     // ----- background -------------------------------------------------------
+
+    /// Waits up to `timeout` for the store to stop; returns whether it has.
+    pub(crate) fn wait_for_stop(&self, timeout: Duration) -> bool {
+        let bg = lock(&self.bg);
+        if bg.stop {
+            return true;
+        }
+        let (bg, _) = self
+            .bg_cv
+            .wait_timeout_while(bg, timeout, |b| !b.stop)
+            .unwrap_or_else(|e| e.into_inner());
+        bg.stop
+    }
+
+    /// The active segment's id (`None` when read-only).
+    pub(crate) fn active_id(&self) -> Option<u32> {
+        self.group.as_ref().map(|g| g.current().id)
+    }
 
     pub(crate) fn stop_background(&self) {
         lock(&self.bg).stop = true;

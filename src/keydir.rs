@@ -283,6 +283,28 @@ impl KeyDir {
         old
     }
 
+    /// Replaces the entry of `key` with `new` only if it is still exactly
+    /// `expected` (a compare-and-swap on the record's location). Returns
+    /// whether it did.
+    pub(crate) fn replace_if_eq(&self, key: &[u8], expected: &Entry, new: Entry) -> bool {
+        let h = self.hash(key);
+        let mut shard = write_lock(self.shard_of(h));
+        let Some((_, e)) = shard
+            .table
+            .find_mut(h, |(k, e)| k.as_slice() == key && e == expected)
+        else {
+            return false;
+        };
+        *e = new;
+        let (had, has) = (expected.expires_at_ms != 0, new.expires_at_ms != 0);
+        if had && !has {
+            shard.ttl_keys -= 1;
+        } else if !had && has {
+            shard.ttl_keys += 1;
+        }
+        true
+    }
+
     /// Removes `key` only if its entry is still exactly `expected`.
     pub(crate) fn remove_if_eq(&self, key: &[u8], expected: &Entry) -> bool {
         let h = self.hash(key);

@@ -32,6 +32,7 @@
 
 mod batch;
 mod clock;
+mod compaction;
 mod db;
 mod engine;
 mod error;
@@ -50,6 +51,9 @@ mod tailcache;
 
 pub use batch::Batch;
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use compaction::CompactionStats;
+#[doc(hidden)]
+pub use compaction::CompactionStop;
 pub use db::Db;
 pub use engine::{CasConflict, Ttl};
 pub use error::{Error, Result};

@@ -63,6 +63,13 @@ pub struct Options {
     pub(crate) use_mmap: bool,
     pub(crate) expiry_sweep_interval_ms: u64,
     pub(crate) tail_cache_bytes: u64,
+    pub(crate) auto_compact: bool,
+    pub(crate) compaction_min_dead_ratio: f64,
+    pub(crate) compaction_min_dead_bytes: u64,
+    pub(crate) compaction_small_segment_bytes: u64,
+    pub(crate) compaction_max_bytes_per_sec: u64,
+    pub(crate) compaction_interval_ms: u64,
+    pub(crate) compaction_stop: Option<crate::compaction::CompactionStop>,
     pub(crate) clock: Arc<dyn Clock>,
 }
 
@@ -77,6 +84,18 @@ impl std::fmt::Debug for Options {
             .field("use_mmap", &self.use_mmap)
             .field("expiry_sweep_interval_ms", &self.expiry_sweep_interval_ms)
             .field("tail_cache_bytes", &self.tail_cache_bytes)
+            .field("auto_compact", &self.auto_compact)
+            .field("compaction_min_dead_ratio", &self.compaction_min_dead_ratio)
+            .field("compaction_min_dead_bytes", &self.compaction_min_dead_bytes)
+            .field(
+                "compaction_small_segment_bytes",
+                &self.compaction_small_segment_bytes,
+            )
+            .field(
+                "compaction_max_bytes_per_sec",
+                &self.compaction_max_bytes_per_sec,
+            )
+            .field("compaction_interval_ms", &self.compaction_interval_ms)
             .finish_non_exhaustive()
     }
 }
@@ -107,6 +126,13 @@ impl Options {
             use_mmap: true,
             expiry_sweep_interval_ms: 1000,
             tail_cache_bytes: 16 << 20,
+            auto_compact: true,
+            compaction_min_dead_ratio: 0.4,
+            compaction_min_dead_bytes: 128 << 20,
+            compaction_small_segment_bytes: 16 << 20,
+            compaction_max_bytes_per_sec: 0,
+            compaction_interval_ms: 1000,
+            compaction_stop: None,
             clock: Arc::new(SystemClock),
         }
     }
@@ -177,6 +203,69 @@ impl Options {
         self
     }
 
+    /// Run compaction automatically in a background thread when a sealed
+    /// segment is fragmented enough (see the `compaction_*` options).
+    /// Default: true. [`Db::compact`] works either way.
+    #[must_use]
+    pub fn auto_compact(mut self, on: bool) -> Options {
+        self.auto_compact = on;
+        self
+    }
+
+    /// Automatic compaction starts when a sealed segment has at least this
+    /// share of dead bytes (overwritten, deleted or expired records).
+    /// Default: 0.4, as Riak's bitcask.
+    #[must_use]
+    pub fn compaction_min_dead_ratio(mut self, ratio: f64) -> Options {
+        self.compaction_min_dead_ratio = ratio;
+        self
+    }
+
+    /// Automatic compaction also starts when a sealed segment has at least
+    /// this many dead bytes. Default: 128 MiB.
+    #[must_use]
+    pub fn compaction_min_dead_bytes(mut self, bytes: u64) -> Options {
+        self.compaction_min_dead_bytes = bytes;
+        self
+    }
+
+    /// When automatic compaction runs, sealed segments smaller than this are
+    /// rewritten along with the fragmented ones, so that small segments get
+    /// merged. Default: 16 MiB.
+    #[must_use]
+    pub fn compaction_small_segment_bytes(mut self, bytes: u64) -> Options {
+        self.compaction_small_segment_bytes = bytes;
+        self
+    }
+
+    /// Caps the rate at which compaction writes, in bytes per second, so
+    /// that it does not starve foreground I/O. 0 means no cap (the default).
+    #[must_use]
+    pub fn compaction_max_bytes_per_sec(mut self, bytes: u64) -> Options {
+        self.compaction_max_bytes_per_sec = bytes;
+        self
+    }
+
+    /// How often automatic compaction checks the segments, in milliseconds.
+    /// Default: 1000.
+    #[must_use]
+    pub fn compaction_interval_ms(mut self, ms: u64) -> Options {
+        self.compaction_interval_ms = ms;
+        self
+    }
+
+    /// For crash tests: make every compaction stop after `step`, as if the
+    /// process had crashed there.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn compaction_stop_for_tests(
+        mut self,
+        step: Option<crate::compaction::CompactionStop>,
+    ) -> Options {
+        self.compaction_stop = step;
+        self
+    }
+
     /// The clock used for expiries. Default: [`SystemClock`].
     #[must_use]
     pub fn clock(mut self, clock: impl Clock) -> Options {
@@ -203,6 +292,17 @@ impl Options {
                 "max_segment_bytes must be between {MIN_SEGMENT_BYTES} and {MAX_SEGMENT_BYTES}, got {}",
                 self.max_segment_bytes
             )));
+        }
+        if !(self.compaction_min_dead_ratio > 0.0 && self.compaction_min_dead_ratio <= 1.0) {
+            return Err(Error::InvalidOptions(format!(
+                "compaction_min_dead_ratio must be in (0, 1], got {}",
+                self.compaction_min_dead_ratio
+            )));
+        }
+        if self.compaction_interval_ms == 0 {
+            return Err(Error::InvalidOptions(
+                "compaction_interval_ms must be at least 1".into(),
+            ));
         }
         if let SyncPolicy::EveryMillis(0) = self.sync_policy {
             return Err(Error::InvalidOptions(

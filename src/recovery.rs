@@ -52,6 +52,9 @@ pub struct RecoveryReport {
     pub skipped: Vec<SkippedRange>,
     /// Stray temporary files removed.
     pub removed_temp_files: u32,
+    /// A compaction that stopped after deciding to delete its old segments
+    /// was finished (the old segments were deleted).
+    pub finished_compaction: bool,
 }
 
 /// The result of reading one segment.

@@ -65,7 +65,11 @@ pub(crate) struct HeaderInfo {
 }
 
 /// Encodes the header of segment `id` with `salt` and `flags`.
-pub(crate) fn encode_header_flags(id: u32, salt: u32, flags: u8) -> [u8; SEGMENT_HEADER_LEN as usize] {
+pub(crate) fn encode_header_flags(
+    id: u32,
+    salt: u32,
+    flags: u8,
+) -> [u8; SEGMENT_HEADER_LEN as usize] {
     let mut h = encode_header(id, salt);
     h[11] = flags;
     let crc = crc32c::crc32c(&h[0..28]);
@@ -88,6 +92,7 @@ pub(crate) fn encode_header(id: u32, salt: u32) -> [u8; SEGMENT_HEADER_LEN as us
 
 /// Checks a segment header and returns the segment's salt. `bytes` holds
 /// at least the header.
+#[cfg(test)]
 pub(crate) fn check_header(path: &Path, bytes: &[u8], id: u32) -> Result<u32> {
     header_info(path, bytes, id).map(|h| h.salt)
 }
@@ -203,6 +208,14 @@ impl Segment {
             Source::File(file)
         };
         Ok(Segment { path, salt, source })
+    }
+
+    /// The whole segment's bytes, when it is memory-mapped.
+    pub(crate) fn mapped_bytes(&self) -> Option<&[u8]> {
+        match &self.source {
+            Source::Mapped(m) => Some(m.bytes()),
+            _ => None,
+        }
     }
 
     /// Reads the record at `offset`, checks it is a put of `key` whose value

@@ -1,0 +1,634 @@
+//! Compaction: rewriting the live records of sealed segments into fresh
+//! segments, online and crash-safely.
+//!
+//! 1. **Choose** sealed segments (never the active one) and note the lowest
+//!    sequence number of every segment that is *not* chosen.
+//! 2. **Classify** every record of the chosen segments. A put that the
+//!    keydir still points at, and that has not expired, is live and is
+//!    copied. Everything else is dropped, except a tombstone or an expired
+//!    put that may still hide an older version of its key in a segment that
+//!    is kept: that one is kept, as a tombstone with its sequence number.
+//! 3. **Write** the kept records, in sequence order, into temporary files,
+//!    each at most `max_segment_bytes`, with a header flagged "compacted".
+//!    fsync them, rename them into place, fsync the directory, write their
+//!    hint files.
+//! 4. **Install**: add the new segments to the segment table, then move each
+//!    key with a compare-and-swap on its location: only where the keydir
+//!    still points at the record that was copied. A key written, deleted or
+//!    expired meanwhile keeps its newer state.
+//! 5. **Delete** the old segments: write the `COMPACTION` manifest naming
+//!    them (atomically, fsynced), remove them from the table, unlink them and
+//!    their hints, fsync the directory, delete the manifest.
+//!
+//! A crash before the manifest leaves old and new segments side by side:
+//! every record in the new ones is a copy (same key, value and sequence
+//! number) of one in the old ones, so the contents are exactly those from
+//! before the compaction. A crash after it is finished at the next open,
+//! which deletes whatever the manifest names before loading anything.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::engine::{lock, Core, SegStat};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::hint::{self, HintEntry};
+use crate::keydir::Entry;
+use crate::options::RecoveryMode;
+use crate::record::{self, Kind};
+use crate::recovery;
+use crate::segment::{self, Segment, SEGMENT_HEADER_LEN};
+
+/// The manifest naming the segments a finished compaction replaced.
+pub(crate) const MANIFEST: &str = "COMPACTION";
+const MANIFEST_MAGIC: &[u8; 8] = b"CAIRNCMP";
+
+/// What a compaction did, from [`Db::compact`](crate::Db::compact).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CompactionStats {
+    /// Segments read and replaced.
+    pub segments_in: u64,
+    /// Segments written.
+    pub segments_out: u64,
+    /// Bytes of the segments replaced.
+    pub bytes_in: u64,
+    /// Bytes of the segments written.
+    pub bytes_out: u64,
+    /// Live records copied.
+    pub records_copied: u64,
+    /// Records dropped because a newer put replaced them.
+    pub dropped_overwritten: u64,
+    /// Records dropped because the key was deleted (tombstones included).
+    pub dropped_deleted: u64,
+    /// Expired records dropped.
+    pub dropped_expired: u64,
+    /// Tombstones (or expired puts, rewritten as tombstones) kept because a
+    /// segment that was not compacted may hold an older version of the key.
+    pub tombstones_kept: u64,
+    /// Wall-clock time the compaction took.
+    pub duration: Duration,
+}
+
+/// A record chosen to go into the output.
+struct Kept {
+    seq: u64,
+    input: usize,
+    offset: u64,
+    key_len: u32,
+    value_len: u32,
+    expires_at_ms: u64,
+    /// The keydir entry to move (live puts); `None` for a tombstone.
+    live: Option<Entry>,
+}
+
+/// One output segment being written.
+struct Output {
+    id: u32,
+    salt: u32,
+    tmp: PathBuf,
+    file: File,
+    len: u64,
+    buf: Vec<u8>,
+    min_seq: u64,
+    max_seq: u64,
+    hints: Vec<HintEntry>,
+}
+
+impl Output {
+    fn create(dir: &Path, id: u32) -> io::Result<Output> {
+        let tmp = dir.join(format!(".compact-{id:010}{}", fsutil::TMP_SUFFIX));
+        let file = fsutil::create_new_private(&tmp)?;
+        let salt = segment::new_salt(id);
+        let header = segment::encode_header_flags(id, salt, segment::FLAG_COMPACTED);
+        Ok(Output {
+            id,
+            salt,
+            tmp,
+            file,
+            len: SEGMENT_HEADER_LEN,
+            buf: header.to_vec(),
+            min_seq: u64::MAX,
+            max_seq: 0,
+            hints: Vec::new(),
+        })
+    }
+
+    /// Writes out the buffered bytes that precede `self.len`.
+    fn flush(&mut self) -> io::Result<()> {
+        let start = self.len - self.buf.len() as u64;
+        fsutil::write_all_at(&self.file, &self.buf, start)?;
+        self.buf.clear();
+        Ok(())
+    }
+}
+
+/// Which sealed segments automatic compaction should rewrite now, if any:
+/// those past the dead-bytes triggers, plus small segments riding along.
+pub(crate) fn auto_candidates(
+    stats: &BTreeMap<u32, SegStat>,
+    active: u32,
+    opts: &crate::Options,
+) -> Vec<u32> {
+    let sealed = || stats.iter().filter(|(id, _)| **id != active);
+    let triggered = sealed().any(|(_, s)| {
+        let data = s.total.saturating_sub(SEGMENT_HEADER_LEN).max(1);
+        s.dead > 0
+            && (s.dead as f64 / data as f64 >= opts.compaction_min_dead_ratio
+                || s.dead >= opts.compaction_min_dead_bytes)
+    });
+    if !triggered {
+        return Vec::new();
+    }
+    let small = opts.compaction_small_segment_bytes;
+    sealed()
+        .filter(|(_, s)| {
+            let data = s.total.saturating_sub(SEGMENT_HEADER_LEN).max(1);
+            s.dead as f64 / data as f64 >= opts.compaction_min_dead_ratio
+                || s.dead >= opts.compaction_min_dead_bytes
+                || s.total < small
+        })
+        .map(|(id, _)| *id)
+        .collect()
+}
+
+fn write_manifest(dir: &Path, inputs: &[u32]) -> io::Result<()> {
+    let mut b = Vec::with_capacity(16 + 4 * inputs.len());
+    b.extend_from_slice(MANIFEST_MAGIC);
+    b.extend_from_slice(&(inputs.len() as u32).to_le_bytes());
+    for id in inputs {
+        b.extend_from_slice(&id.to_le_bytes());
+    }
+    let crc = crc32c::crc32c(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".manifest-")
+        .suffix(fsutil::TMP_SUFFIX)
+        .tempfile_in(dir)?;
+    io::Write::write_all(&mut tmp, &b)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(dir.join(MANIFEST)).map_err(|e| e.error)?;
+    fsutil::sync_dir(dir)
+}
+
+fn read_manifest(bytes: &[u8]) -> Option<Vec<u32>> {
+    if bytes.len() < 16 || &bytes[..8] != MANIFEST_MAGIC {
+        return None;
+    }
+    let body = &bytes[..bytes.len() - 4];
+    if crc32c::crc32c(body) != record::le_u32(bytes, bytes.len() - 4) {
+        return None;
+    }
+    let n = record::le_u32(bytes, 8) as usize;
+    if body.len() != 12 + 4 * n {
+        return None;
+    }
+    Some((0..n).map(|i| record::le_u32(body, 12 + 4 * i)).collect())
+}
+
+/// Deletes the segments (and hints) named by `ids`, then the manifest.
+fn delete_inputs(dir: &Path, ids: &[u32]) -> io::Result<()> {
+    for &id in ids {
+        for path in [fsutil::hint_path(dir, id), fsutil::segment_path(dir, id)] {
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    fsutil::sync_dir(dir)?;
+    match fs::remove_file(dir.join(MANIFEST)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    fsutil::sync_dir(dir)
+}
+
+/// At open: finishes a compaction that stopped after its manifest was
+/// written, by deleting the segments it names. Returns whether it did.
+pub(crate) fn finish_interrupted(dir: &Path, read_only: bool) -> Result<bool> {
+    let path = dir.join(MANIFEST);
+    let bytes = match fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(Error::Io(e)),
+    };
+    if read_only {
+        // Old and new segments together hold the same contents; leave the
+        // deletion to the next writer.
+        return Ok(false);
+    }
+    match read_manifest(&bytes) {
+        Some(ids) => {
+            log::info!(
+                "finishing an interrupted compaction: deleting {} old segments",
+                ids.len()
+            );
+            delete_inputs(dir, &ids)?;
+        }
+        None => {
+            // It is renamed into place whole, so this is not a crash: with
+            // it unreadable, keep every segment (which is always safe).
+            log::warn!(
+                "ignoring an unreadable compaction manifest {}",
+                path.display()
+            );
+            fs::remove_file(&path)?;
+            fsutil::sync_dir(dir)?;
+        }
+    }
+    Ok(true)
+}
+
+/// A crash point for tests: the compaction stops (returns an error) right
+/// after this step, leaving the files as a crash there would.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompactionStop {
+    /// After the output files are written but before they are fsynced.
+    AfterWrite,
+    /// After the outputs are renamed into place and the directory fsynced.
+    AfterRename,
+    /// After the keydir points at the outputs.
+    AfterInstall,
+    /// After the manifest is durable.
+    AfterManifest,
+    /// After the old segments are unlinked, before the manifest is deleted.
+    AfterUnlink,
+}
+
+impl Core {
+    /// Compacts every sealed segment.
+    pub(crate) fn compact_all(&self) -> Result<CompactionStats> {
+        self.compact_with(|stats, active| {
+            stats.keys().copied().filter(|id| *id != active).collect()
+        })
+    }
+
+    /// The automatic compaction loop: checks the segments every
+    /// `compaction_interval_ms` and compacts those past the triggers.
+    /// Returns when the store is closed.
+    pub(crate) fn auto_compaction(self: &Arc<Self>) {
+        let every = Duration::from_millis(self.opts.compaction_interval_ms);
+        loop {
+            if self.wait_for_stop(every) {
+                return;
+            }
+            if self.is_poisoned() {
+                continue;
+            }
+            let Some(active) = self.active_id() else {
+                return;
+            };
+            let candidates = auto_candidates(&lock(&self.seg_stats), active, &self.opts);
+            if candidates.is_empty() {
+                continue;
+            }
+            match self.compact_with(|_, _| candidates) {
+                Ok(s) => log::debug!("automatic compaction: {s:?}"),
+                Err(Error::Closed) => return,
+                Err(e) => {
+                    log::warn!("automatic compaction failed: {e}; retrying later");
+                    if self.wait_for_stop(every * 10) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Compacts the sealed segments that `choose` picks from the segment
+    /// statistics (given the active segment's id).
+    pub(crate) fn compact_with(
+        &self,
+        choose: impl FnOnce(&BTreeMap<u32, SegStat>, u32) -> Vec<u32>,
+    ) -> Result<CompactionStats> {
+        let _one_at_a_time = lock(&self.compaction);
+        let started = Instant::now();
+        let mut stats = CompactionStats::default();
+
+        // 1. Choose.
+        let (inputs, min_seq_kept) = {
+            let w = self.writer()?;
+            let active = w.active_id();
+            let seg_stats = lock(&self.seg_stats);
+            let mut inputs = choose(&seg_stats, active);
+            inputs.retain(|id| *id != active && seg_stats.contains_key(id));
+            inputs.sort_unstable();
+            inputs.dedup();
+            let min_kept = seg_stats
+                .iter()
+                .filter(|(id, _)| inputs.binary_search(id).is_err())
+                .map(|(_, s)| s.min_seq)
+                .min()
+                .unwrap_or(u64::MAX);
+            drop(w);
+            (inputs, min_kept)
+        };
+        if inputs.is_empty() {
+            stats.duration = started.elapsed();
+            return Ok(stats);
+        }
+
+        // 2. Classify.
+        let now = self.opts.clock.now_unix_ms();
+        let segs: Vec<Arc<Segment>> = {
+            let table = self.segments.read().unwrap_or_else(|e| e.into_inner());
+            inputs
+                .iter()
+                .filter_map(|id| table.get(id).cloned())
+                .collect()
+        };
+        if segs.len() != inputs.len() {
+            return Err(Error::Io(io::Error::other("a chosen segment disappeared")));
+        }
+        let mut sources: Vec<Cow<'_, [u8]>> = Vec::with_capacity(segs.len());
+        for (seg, &id) in segs.iter().zip(&inputs) {
+            let bytes = match seg.mapped_bytes() {
+                Some(b) => Cow::Borrowed(b),
+                None => Cow::Owned(fs::read(fsutil::segment_path(&self.dir, id))?),
+            };
+            sources.push(bytes);
+        }
+        let mut kept: Vec<Kept> = Vec::new();
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        for (input, (&id, bytes)) in inputs.iter().zip(&sources).enumerate() {
+            stats.bytes_in += bytes.len() as u64;
+            let path = fsutil::segment_path(&self.dir, id);
+            let load = recovery::scan_segment(&path, id, bytes, false, RecoveryMode::Strict)?;
+            for e in load.entries {
+                let current = self.keydir.get(&e.key);
+                let newer_exists = current.is_some_and(|c| c.seq > e.seq);
+                let expired = e.expires_at_ms != 0 && e.expires_at_ms <= now;
+                let points_here = current.is_some_and(|c| c.file_id == id && c.offset == e.offset);
+                // Whether a kept segment may hold an older version of the key.
+                let may_shadow = e.seq >= min_seq_kept;
+                let keep = if !e.tombstone && points_here && !expired {
+                    current
+                } else if newer_exists {
+                    stats.dropped_overwritten += u64::from(!e.tombstone);
+                    stats.dropped_deleted += u64::from(e.tombstone);
+                    continue;
+                } else if e.tombstone || expired {
+                    if may_shadow {
+                        None // keep as a tombstone
+                    } else {
+                        if e.tombstone {
+                            stats.dropped_deleted += 1;
+                        } else {
+                            stats.dropped_expired += 1;
+                        }
+                        continue;
+                    }
+                } else if current.is_none() {
+                    // Not expired, not the newest, and the key is gone: a
+                    // newer tombstone or expired put hides it.
+                    stats.dropped_deleted += 1;
+                    continue;
+                } else {
+                    // The keydir holds an *older* version than this record:
+                    // cannot happen in a consistent store. Keep it as it is.
+                    log::warn!("compaction found a record newer than the index in segment {id}");
+                    current
+                };
+                if keep.is_none() {
+                    stats.tombstones_kept += 1;
+                } else {
+                    stats.records_copied += 1;
+                }
+                kept.push(Kept {
+                    seq: e.seq,
+                    input,
+                    offset: e.offset,
+                    key_len: e.key.len() as u32,
+                    value_len: if keep.is_some() { e.value_len } else { 0 },
+                    expires_at_ms: if keep.is_some() { e.expires_at_ms } else { 0 },
+                    live: keep,
+                });
+                keys.push(e.key);
+            }
+        }
+
+        // 3. Write, in sequence order.
+        let mut order: Vec<usize> = (0..kept.len()).collect();
+        order.sort_unstable_by_key(|&i| kept[i].seq);
+        let mut outputs: Vec<Output> = Vec::new();
+        let mut moves: Vec<(usize, Entry, Entry)> = Vec::new();
+        let result = self.write_outputs(&kept, &keys, &order, &sources, &mut outputs, &mut moves);
+        if let Err(e) = result {
+            for o in &outputs {
+                let _ = fs::remove_file(&o.tmp);
+            }
+            return Err(e);
+        }
+        if self.opts.compaction_stop == Some(CompactionStop::AfterWrite) {
+            return Err(Error::Io(io::Error::other("compaction stopped for a test")));
+        }
+        for o in &outputs {
+            if let Err(e) = o.file.sync_all() {
+                for o in &outputs {
+                    let _ = fs::remove_file(&o.tmp);
+                }
+                return Err(Error::Io(e));
+            }
+        }
+        for o in &outputs {
+            fs::rename(&o.tmp, fsutil::segment_path(&self.dir, o.id))?;
+        }
+        fsutil::sync_dir(&self.dir)?;
+        for o in &outputs {
+            if let Err(e) = hint::write(&self.dir, o.id, o.salt, o.len, o.max_seq, &o.hints) {
+                log::warn!(
+                    "could not write the hint of compacted segment {}: {e}",
+                    o.id
+                );
+            }
+        }
+        if self.opts.compaction_stop == Some(CompactionStop::AfterRename) {
+            return Err(Error::Io(io::Error::other("compaction stopped for a test")));
+        }
+
+        // 4. Install.
+        for o in &outputs {
+            let seg = Segment::open_sealed(&self.dir, o.id, self.opts.use_mmap, o.salt)?;
+            self.segments
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(o.id, Arc::new(seg));
+            lock(&self.seg_stats).insert(
+                o.id,
+                SegStat {
+                    total: o.len,
+                    dead: o.len - SEGMENT_HEADER_LEN,
+                    min_seq: o.min_seq,
+                },
+            );
+            stats.bytes_out += o.len;
+        }
+        stats.segments_out = outputs.len() as u64;
+        for (i, old, new) in &moves {
+            let key = &keys[*i];
+            if self.keydir.replace_if_eq(key, old, *new) {
+                if let Some(s) = lock(&self.seg_stats).get_mut(&new.file_id) {
+                    s.dead -= new.record_len(key.len());
+                }
+            }
+        }
+        if self.opts.compaction_stop == Some(CompactionStop::AfterInstall) {
+            return Err(Error::Io(io::Error::other("compaction stopped for a test")));
+        }
+
+        // 5. Delete the old segments.
+        write_manifest(&self.dir, &inputs)?;
+        if self.opts.compaction_stop == Some(CompactionStop::AfterManifest) {
+            return Err(Error::Io(io::Error::other("compaction stopped for a test")));
+        }
+        {
+            let mut table = self.segments.write().unwrap_or_else(|e| e.into_inner());
+            let mut seg_stats = lock(&self.seg_stats);
+            for id in &inputs {
+                table.remove(id);
+                seg_stats.remove(id);
+            }
+        }
+        drop(sources);
+        drop(segs);
+        if self.opts.compaction_stop == Some(CompactionStop::AfterUnlink) {
+            for &id in &inputs {
+                let _ = fs::remove_file(fsutil::hint_path(&self.dir, id));
+                let _ = fs::remove_file(fsutil::segment_path(&self.dir, id));
+            }
+            return Err(Error::Io(io::Error::other("compaction stopped for a test")));
+        }
+        delete_inputs(&self.dir, &inputs)?;
+        stats.segments_in = inputs.len() as u64;
+        stats.duration = started.elapsed();
+        log::info!(
+            "compacted {} segments ({} bytes) into {} ({} bytes) in {:?}",
+            stats.segments_in,
+            stats.bytes_in,
+            stats.segments_out,
+            stats.bytes_out,
+            stats.duration
+        );
+        Ok(stats)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write_outputs(
+        &self,
+        kept: &[Kept],
+        keys: &[Vec<u8>],
+        order: &[usize],
+        sources: &[Cow<'_, [u8]>],
+        outputs: &mut Vec<Output>,
+        moves: &mut Vec<(usize, Entry, Entry)>,
+    ) -> Result<()> {
+        let limit = self.opts.compaction_max_bytes_per_sec;
+        let started = Instant::now();
+        let mut written = 0u64;
+        for &i in order {
+            let k = &kept[i];
+            let key = &keys[i];
+            let len = record::encoded_len(k.key_len, k.value_len);
+            let need_new = outputs.last().is_none_or(|o| {
+                o.len > SEGMENT_HEADER_LEN && o.len + len > self.opts.max_segment_bytes
+            });
+            if need_new {
+                if let Some(o) = outputs.last_mut() {
+                    o.flush()?;
+                }
+                let id = self.next_file_id.fetch_add(1, Ordering::SeqCst);
+                outputs.push(Output::create(&self.dir, id)?);
+            }
+            let Some(o) = outputs.last_mut() else {
+                continue;
+            };
+            let offset = o.len;
+            let (kind, value) = match k.live {
+                Some(_) => {
+                    let src = &sources[k.input];
+                    let start = (k.offset
+                        + u64::from(record::RECORD_HEADER_LEN)
+                        + u64::from(k.key_len)) as usize;
+                    (Kind::Put, &src[start..start + k.value_len as usize])
+                }
+                None => (Kind::Tombstone, &[][..]),
+            };
+            record::encode_into(
+                &mut o.buf,
+                o.salt,
+                offset,
+                kind,
+                0,
+                k.seq,
+                k.expires_at_ms,
+                key,
+                value,
+            );
+            o.len += len;
+            o.min_seq = o.min_seq.min(k.seq);
+            o.max_seq = o.max_seq.max(k.seq);
+            o.hints.push(HintEntry {
+                key: key.clone(),
+                seq: k.seq,
+                expires_at_ms: k.expires_at_ms,
+                offset,
+                value_len: k.value_len,
+                tombstone: k.live.is_none(),
+            });
+            if let Some(old) = k.live {
+                let new = Entry {
+                    seq: k.seq,
+                    expires_at_ms: k.expires_at_ms,
+                    offset,
+                    file_id: o.id,
+                    value_len: k.value_len,
+                };
+                moves.push((i, old, new));
+            }
+            if o.buf.len() >= 1 << 20 {
+                o.flush()?;
+            }
+            written += len;
+            if limit > 0 {
+                let due = Duration::from_secs_f64(written as f64 / limit as f64);
+                let elapsed = started.elapsed();
+                if due > elapsed + Duration::from_millis(5) {
+                    std::thread::sleep(due - elapsed);
+                }
+            }
+        }
+        if let Some(o) = outputs.last_mut() {
+            o.flush()?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manifest_round_trip_and_rejects_damage() {
+        let t = tempfile::tempdir().expect("tempdir");
+        write_manifest(t.path(), &[3, 4, 9]).expect("write");
+        let b = fs::read(t.path().join(MANIFEST)).expect("read");
+        assert_eq!(read_manifest(&b), Some(vec![3, 4, 9]));
+        for i in 0..b.len() {
+            let mut c = b.clone();
+            c[i] ^= 1;
+            assert_eq!(read_manifest(&c), None, "flip {i}");
+        }
+        assert_eq!(read_manifest(&b[..b.len() - 1]), None);
+    }
+}
