@@ -129,34 +129,85 @@ impl Output {
     }
 }
 
-/// Which sealed segments automatic compaction should rewrite now, if any:
-/// those past the dead-bytes triggers, plus small segments riding along.
+/// Which sealed segments automatic compaction should rewrite now, if any.
+///
+/// Two triggers, either of which starts a compaction:
+/// * a sealed segment is fragmented: its dead share reaches
+///   `compaction_min_dead_ratio` or its dead bytes `compaction_min_dead_bytes`
+///   (Riak's per-file triggers);
+/// * the store's space amplification (bytes of sealed segments plus the live
+///   bytes of the active one, over all live bytes) passes
+///   `compaction_max_space_amplification`; then the most fragmented sealed
+///   segments are chosen until the projected amplification is halfway back
+///   to 1.
+///
+/// Sealed segments smaller than `compaction_small_segment_bytes` ride along.
 pub(crate) fn auto_candidates(
     stats: &BTreeMap<u32, SegStat>,
     active: u32,
     opts: &crate::Options,
 ) -> Vec<u32> {
-    let sealed = || stats.iter().filter(|(id, _)| **id != active);
-    let triggered = sealed().any(|(_, s)| {
-        let data = s.total.saturating_sub(SEGMENT_HEADER_LEN).max(1);
-        s.dead > 0
-            && (s.dead as f64 / data as f64 >= opts.compaction_min_dead_ratio
-                || s.dead >= opts.compaction_min_dead_bytes)
-    });
-    if !triggered {
-        return Vec::new();
-    }
-    let small = opts.compaction_small_segment_bytes;
-    sealed()
+    let data = |s: &SegStat| s.total.saturating_sub(SEGMENT_HEADER_LEN);
+    let ratio = |s: &SegStat| s.dead as f64 / data(s).max(1) as f64;
+    let sealed: Vec<(u32, &SegStat)> = stats
+        .iter()
+        .filter(|(id, _)| **id != active)
+        .map(|(id, s)| (*id, s))
+        .collect();
+    let mut chosen: Vec<u32> = sealed
+        .iter()
         .filter(|(_, s)| {
-            let data = s.total.saturating_sub(SEGMENT_HEADER_LEN).max(1);
-            s.dead as f64 / data as f64 >= opts.compaction_min_dead_ratio
-                || s.dead >= opts.compaction_min_dead_bytes
-                || s.total < small
+            s.dead > 0
+                && (ratio(s) >= opts.compaction_min_dead_ratio
+                    || s.dead >= opts.compaction_min_dead_bytes)
         })
         .map(|(id, _)| *id)
-        .collect()
+        .collect();
+
+    let amp = opts.compaction_max_space_amplification;
+    let live: u64 = stats.values().map(|s| data(s).saturating_sub(s.dead)).sum();
+    let sealed_dead: u64 = sealed.iter().map(|(_, s)| s.dead).sum();
+    if amp > 0.0 && live > 0 && sealed_dead >= MIN_DEAD_FOR_AMPLIFICATION {
+        let active_live = stats
+            .get(&active)
+            .map_or(0, |s| data(s).saturating_sub(s.dead));
+        let disk = sealed.iter().map(|(_, s)| s.total).sum::<u64>() + active_live;
+        if disk as f64 > amp * live as f64 {
+            let goal = (live as f64 * (1.0 + (amp - 1.0) / 2.0)) as u64;
+            let mut projected = disk
+                - chosen
+                    .iter()
+                    .filter_map(|id| stats.get(id))
+                    .map(|s| s.dead)
+                    .sum::<u64>();
+            let mut by_ratio: Vec<&(u32, &SegStat)> =
+                sealed.iter().filter(|(_, s)| s.dead > 0).collect();
+            by_ratio.sort_by(|a, b| ratio(b.1).total_cmp(&ratio(a.1)));
+            for (id, s) in by_ratio {
+                if projected <= goal {
+                    break;
+                }
+                if !chosen.contains(id) {
+                    chosen.push(*id);
+                    projected = projected.saturating_sub(s.dead);
+                }
+            }
+        }
+    }
+    if chosen.is_empty() {
+        return chosen;
+    }
+    for (id, s) in &sealed {
+        if s.total < opts.compaction_small_segment_bytes && !chosen.contains(id) {
+            chosen.push(*id);
+        }
+    }
+    chosen.sort_unstable();
+    chosen
 }
+
+/// Space amplification alone starts no compaction for less dead data than this.
+const MIN_DEAD_FOR_AMPLIFICATION: u64 = 64 * 1024;
 
 fn write_manifest(dir: &Path, inputs: &[u32]) -> io::Result<()> {
     let mut b = Vec::with_capacity(16 + 4 * inputs.len());
@@ -477,8 +528,13 @@ impl Core {
         for (i, old, new) in &moves {
             let key = &keys[*i];
             if self.keydir.replace_if_eq(key, old, *new) {
-                if let Some(s) = lock(&self.seg_stats).get_mut(&new.file_id) {
-                    s.dead -= new.record_len(key.len());
+                let len = new.record_len(key.len());
+                let mut seg_stats = lock(&self.seg_stats);
+                if let Some(s) = seg_stats.get_mut(&new.file_id) {
+                    s.dead -= len;
+                }
+                if let Some(s) = seg_stats.get_mut(&old.file_id) {
+                    s.dead += len;
                 }
             }
         }

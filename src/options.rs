@@ -66,6 +66,7 @@ pub struct Options {
     pub(crate) auto_compact: bool,
     pub(crate) compaction_min_dead_ratio: f64,
     pub(crate) compaction_min_dead_bytes: u64,
+    pub(crate) compaction_max_space_amplification: f64,
     pub(crate) compaction_small_segment_bytes: u64,
     pub(crate) compaction_max_bytes_per_sec: u64,
     pub(crate) compaction_interval_ms: u64,
@@ -87,6 +88,10 @@ impl std::fmt::Debug for Options {
             .field("auto_compact", &self.auto_compact)
             .field("compaction_min_dead_ratio", &self.compaction_min_dead_ratio)
             .field("compaction_min_dead_bytes", &self.compaction_min_dead_bytes)
+            .field(
+                "compaction_max_space_amplification",
+                &self.compaction_max_space_amplification,
+            )
             .field(
                 "compaction_small_segment_bytes",
                 &self.compaction_small_segment_bytes,
@@ -129,6 +134,7 @@ impl Options {
             auto_compact: true,
             compaction_min_dead_ratio: 0.4,
             compaction_min_dead_bytes: 128 << 20,
+            compaction_max_space_amplification: 1.5,
             compaction_small_segment_bytes: 16 << 20,
             compaction_max_bytes_per_sec: 0,
             compaction_interval_ms: 1000,
@@ -229,6 +235,16 @@ impl Options {
         self
     }
 
+    /// Automatic compaction also starts when the bytes of the sealed
+    /// segments plus the live bytes of the active one exceed this multiple
+    /// of all live bytes; it then rewrites the most fragmented segments.
+    /// 0 turns this trigger off. Default: 1.5.
+    #[must_use]
+    pub fn compaction_max_space_amplification(mut self, factor: f64) -> Options {
+        self.compaction_max_space_amplification = factor;
+        self
+    }
+
     /// When automatic compaction runs, sealed segments smaller than this are
     /// rewritten along with the fragmented ones, so that small segments get
     /// merged. Default: 16 MiB.
@@ -297,6 +313,12 @@ impl Options {
             return Err(Error::InvalidOptions(format!(
                 "compaction_min_dead_ratio must be in (0, 1], got {}",
                 self.compaction_min_dead_ratio
+            )));
+        }
+        let amp = self.compaction_max_space_amplification;
+        if !(amp == 0.0 || amp > 1.0) {
+            return Err(Error::InvalidOptions(format!(
+                "compaction_max_space_amplification must be 0 (off) or above 1, got {amp}"
             )));
         }
         if self.compaction_interval_ms == 0 {
