@@ -483,11 +483,11 @@ impl Db {
     /// [`Error::Io`](crate::Error::Io) if the final fsync fails,
     /// [`Error::Poisoned`](crate::Error::Poisoned) if an earlier write failed.
     pub fn close(&self) -> Result<()> {
-        let r = self.core().close();
+        self.core().stop_background();
         for h in lock(&self.0.background).drain(..) {
             let _ = h.join();
         }
-        r
+        self.core().close()
     }
 
     /// Rewrites the live records of every sealed segment into new segments

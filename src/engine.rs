@@ -1067,6 +1067,10 @@ impl Core {
         if self.closed.load(Ordering::Acquire) {
             return Ok(());
         }
+        // Let a compaction in progress finish first: nothing may touch the
+        // directory once its lock is released.
+        self.stop_background();
+        let _no_compaction = lock(&self.compaction);
         let result = match &self.writer {
             Some(w) => {
                 let _w = lock(w);
