@@ -519,6 +519,44 @@ impl Db {
         self.core().compact_all()
     }
 
+    /// Compacts only the sealed segments `ids` (see [`Db::segment_stats`]);
+    /// ids that are not sealed segments are ignored. Tombstones and expired
+    /// records that may still hide an older version of their key in a
+    /// segment left out are kept.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Options::new().max_segment_bytes(4096).auto_compact(false).open(dir.path())?;
+    /// for i in 0..600 {
+    ///     db.put("k", i.to_string())?;
+    /// }
+    /// let oldest: Vec<u32> = db.segment_stats().iter().filter(|s| !s.active).map(|s| s.id).take(2).collect();
+    /// let stats = db.compact_segments(&oldest)?;
+    /// assert_eq!(stats.segments_in, 2);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Db::compact`].
+    pub fn compact_segments(&self, ids: &[u32]) -> Result<crate::CompactionStats> {
+        let ids = ids.to_vec();
+        self.core().compact_with(move |_, _| ids)
+    }
+
+    /// Per-segment sizes and dead bytes, in id order.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// let segs = db.segment_stats();
+    /// assert_eq!(segs.len(), 1);
+    /// assert!(segs[0].active);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    pub fn segment_stats(&self) -> Vec<crate::SegmentStats> {
+        self.core().segment_stats()
+    }
+
     /// Removes expired keys from memory now, instead of waiting for the
     /// background sweep. Returns how many were removed. Expired keys are
     /// invisible either way; this only frees their memory sooner.

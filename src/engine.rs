@@ -1062,6 +1062,20 @@ impl Core {
         st
     }
 
+    pub(crate) fn segment_stats(&self) -> Vec<crate::SegmentStats> {
+        let active = self.active_id();
+        lock(&self.seg_stats)
+            .iter()
+            .map(|(id, s)| crate::SegmentStats {
+                id: *id,
+                bytes: s.total,
+                dead_bytes: s.dead,
+                min_seq: s.min_seq,
+                active: Some(*id) == active,
+            })
+            .collect()
+    }
+
     /// Flushes, marks the store closed and releases the directory lock.
     pub(crate) fn close(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {

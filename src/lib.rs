@@ -61,4 +61,4 @@ pub use iter::ScanPrefix;
 pub use options::{Options, RecoveryMode, SyncPolicy, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
 pub use record::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use recovery::{RecoveryReport, SkippedRange};
-pub use stats::Stats;
+pub use stats::{SegmentStats, Stats};

@@ -1,5 +1,21 @@
 //! Counters describing a store.
 
+/// One segment file, from [`Db::segment_stats`](crate::Db::segment_stats).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SegmentStats {
+    /// The segment id (its file is `NNNNNNNNNN.seg`).
+    pub id: u32,
+    /// Bytes of records and header (the file can be longer: preallocated zeros).
+    pub bytes: u64,
+    /// Bytes of records that no longer matter.
+    pub dead_bytes: u64,
+    /// Lowest sequence number of a record in it (`u64::MAX`: none).
+    pub min_seq: u64,
+    /// The active segment, the one being appended to.
+    pub active: bool,
+}
+
 /// A snapshot of a store's counters, from [`Db::stats`](crate::Db::stats).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
