@@ -98,6 +98,8 @@ struct Output {
     buf: Vec<u8>,
     min_seq: u64,
     max_seq: u64,
+    /// Bytes of kept tombstones.
+    tombstone_bytes: u64,
     hints: Vec<HintEntry>,
 }
 
@@ -116,6 +118,7 @@ impl Output {
             buf: header.to_vec(),
             min_seq: u64::MAX,
             max_seq: 0,
+            tombstone_bytes: 0,
             hints: Vec::new(),
         })
     }
@@ -411,15 +414,27 @@ impl Core {
         }
         let mut kept: Vec<Kept> = Vec::new();
         let mut keys: Vec<Vec<u8>> = Vec::new();
+        // Index entries of expired puts that are not copied: removed once the
+        // new segments are installed, so nothing points into deleted files.
+        let mut forget: Vec<(Vec<u8>, Entry)> = Vec::new();
         for (input, (&id, bytes)) in inputs.iter().zip(&sources).enumerate() {
             stats.bytes_in += bytes.len() as u64;
             let path = fsutil::segment_path(&self.dir, id);
             let load = recovery::scan_segment(&path, id, bytes, false, RecoveryMode::Strict)?;
             for e in load.entries {
                 let current = self.keydir.get(&e.key);
-                let newer_exists = current.is_some_and(|c| c.seq > e.seq);
                 let expired = e.expires_at_ms != 0 && e.expires_at_ms <= now;
                 let points_here = current.is_some_and(|c| c.file_id == id && c.offset == e.offset);
+                // The index holds a newer record, or this very record in
+                // another file: a copy left by a compaction that stopped
+                // before deleting its inputs has the same sequence number.
+                let newer_exists =
+                    current.is_some_and(|c| c.seq > e.seq || (c.seq == e.seq && !points_here));
+                if points_here && expired && !e.tombstone {
+                    if let Some(c) = current {
+                        forget.push((e.key.clone(), c));
+                    }
+                }
                 // Whether a kept segment may hold an older version of the key.
                 let may_shadow = e.seq >= min_seq_kept;
                 let keep = if !e.tombstone && points_here && !expired {
@@ -468,9 +483,11 @@ impl Core {
             }
         }
 
-        // 3. Write, in sequence order.
+        // 3. Write, in sequence order, each record once (the inputs can hold
+        // two copies of a tombstone after an interrupted compaction).
         let mut order: Vec<usize> = (0..kept.len()).collect();
         order.sort_unstable_by_key(|&i| kept[i].seq);
+        order.dedup_by_key(|i| kept[*i].seq);
         let mut outputs: Vec<Output> = Vec::new();
         let mut moves: Vec<(usize, Entry, Entry)> = Vec::new();
         let result = self.write_outputs(&kept, &keys, &order, &sources, &mut outputs, &mut moves);
@@ -483,18 +500,31 @@ impl Core {
         if self.opts.compaction_stop == Some(CompactionStop::AfterWrite) {
             return Err(Error::Io(io::Error::other("compaction stopped for a test")));
         }
-        for o in &outputs {
-            if let Err(e) = o.file.sync_all() {
-                for o in &outputs {
-                    let _ = fs::remove_file(&o.tmp);
-                }
-                return Err(Error::Io(e));
+        // Until the new segments are installed, a failure removes them again:
+        // a segment on disk that the store does not track could hold the
+        // only older version of a key whose tombstone a later compaction
+        // drops.
+        let discard = |outputs: &[Output]| {
+            for o in outputs {
+                let _ = fs::remove_file(&o.tmp);
+                let _ = fs::remove_file(fsutil::hint_path(&self.dir, o.id));
+                let _ = fs::remove_file(fsutil::segment_path(&self.dir, o.id));
             }
+            let _ = fsutil::sync_dir(&self.dir);
+        };
+        let durable = (|| -> io::Result<()> {
+            for o in &outputs {
+                o.file.sync_all()?;
+            }
+            for o in &outputs {
+                fs::rename(&o.tmp, fsutil::segment_path(&self.dir, o.id))?;
+            }
+            fsutil::sync_dir(&self.dir)
+        })();
+        if let Err(e) = durable {
+            discard(&outputs);
+            return Err(Error::Io(e));
         }
-        for o in &outputs {
-            fs::rename(&o.tmp, fsutil::segment_path(&self.dir, o.id))?;
-        }
-        fsutil::sync_dir(&self.dir)?;
         for o in &outputs {
             if let Err(e) = hint::write(&self.dir, o.id, o.salt, o.len, o.max_seq, &o.hints) {
                 log::warn!(
@@ -508,17 +538,28 @@ impl Core {
         }
 
         // 4. Install.
+        let mut opened = Vec::with_capacity(outputs.len());
         for o in &outputs {
-            let seg = Segment::open_sealed(&self.dir, o.id, self.opts.use_mmap, o.salt)?;
+            match Segment::open_sealed(&self.dir, o.id, self.opts.use_mmap, o.salt) {
+                Ok(seg) => opened.push(Arc::new(seg)),
+                Err(e) => {
+                    discard(&outputs);
+                    return Err(Error::Io(e));
+                }
+            }
+        }
+        for (o, seg) in outputs.iter().zip(opened) {
             self.segments
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(o.id, Arc::new(seg));
+                .insert(o.id, seg);
+            // Kept tombstones are needed, not dead: counting them as dead
+            // would make automatic compaction rewrite them forever.
             lock(&self.seg_stats).insert(
                 o.id,
                 SegStat {
                     total: o.len,
-                    dead: o.len - SEGMENT_HEADER_LEN,
+                    dead: o.len - SEGMENT_HEADER_LEN - o.tombstone_bytes,
                     min_seq: o.min_seq,
                 },
             );
@@ -536,6 +577,11 @@ impl Core {
                 if let Some(s) = seg_stats.get_mut(&old.file_id) {
                     s.dead += len;
                 }
+            }
+        }
+        for (key, entry) in &forget {
+            if self.keydir.remove_if_eq(key, entry) {
+                self.count_expired_removed(1);
             }
         }
         if self.opts.compaction_stop == Some(CompactionStop::AfterInstall) {
@@ -631,6 +677,9 @@ impl Core {
                 value,
             );
             o.len += len;
+            if k.live.is_none() {
+                o.tombstone_bytes += len;
+            }
             o.min_seq = o.min_seq.min(k.seq);
             o.max_seq = o.max_seq.max(k.seq);
             o.hints.push(HintEntry {

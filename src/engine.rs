@@ -1001,6 +1001,10 @@ impl Core {
 
     // ----- expiry -----------------------------------------------------------
 
+    pub(crate) fn count_expired_removed(&self, n: u64) {
+        self.expired_removed.fetch_add(n, Ordering::Relaxed);
+    }
+
     fn forget_expired(&self, key: &[u8], e: &Entry) {
         if self.keydir.remove_if_eq(key, e) {
             self.expired_removed.fetch_add(1, Ordering::Relaxed);

@@ -1497,7 +1497,7 @@ fn read_only_open_of_an_interrupted_compaction_changes_nothing() {
 
 // ----- bugs -------------------------------------------------------------------------
 
-/// BUG: a compaction after a crash between the rename of its outputs and
+/// Regression (was a bug): a compaction after a crash between the rename of its outputs and
 /// the manifest (`AfterRename` or `AfterInstall`) copies every live record
 /// twice, with the same sequence number, into one output segment, which
 /// cairn's own scanner then rejects.
@@ -1515,7 +1515,7 @@ fn read_only_open_of_an_interrupted_compaction_changes_nothing() {
 /// Expected: a record whose key the keydir maps to another record with the
 /// same sequence number is a duplicate and is dropped.
 #[test]
-fn bug_compaction_after_a_crash_between_rename_and_manifest_duplicates_records() {
+fn compaction_after_a_crash_between_rename_and_manifest_copies_each_record_once() {
     for stop in [CompactionStop::AfterRename, CompactionStop::AfterInstall] {
         let t = tempfile::tempdir().expect("tempdir");
         let dir = t.path();
@@ -1549,7 +1549,7 @@ fn bug_compaction_after_a_crash_between_rename_and_manifest_duplicates_records()
     }
 }
 
-/// BUG: automatic compaction rewrites a segment that holds kept tombstones
+/// Regression (was a bug): automatic compaction rewrote a segment that holds kept tombstones
 /// forever, every `compaction_interval_ms`, with no writes at all.
 ///
 /// Compaction keeps a tombstone that still hides an older version of its
@@ -1563,7 +1563,7 @@ fn bug_compaction_after_a_crash_between_rename_and_manifest_duplicates_records()
 /// writes, automatic compaction reaches a fixed point (a compaction that
 /// can drop nothing is not repeated).
 #[test]
-fn bug_automatic_compaction_rewrites_a_kept_tombstone_forever() {
+fn automatic_compaction_does_not_rewrite_a_kept_tombstone_forever() {
     let _g = auto_lock();
     let t = tempfile::tempdir().expect("tempdir");
     let dir = t.path();
@@ -1585,7 +1585,7 @@ fn bug_automatic_compaction_rewrites_a_kept_tombstone_forever() {
     );
 }
 
-/// BUG: a key whose expired record compaction dropped reads as
+/// Regression (was a bug): a key whose expired record compaction dropped reads as
 /// `Err(Corruption)` once the clock steps back before its expiry (an NTP
 /// step with `SystemClock`, `ManualClock::set` here), while `contains_key`
 /// and `ttl` say it exists.
@@ -1600,7 +1600,7 @@ fn bug_automatic_compaction_rewrites_a_kept_tombstone_forever() {
 /// agree and none reports corruption (e.g. compaction removes the keydir
 /// entry of an expired record it drops, with a compare-and-remove).
 #[test]
-fn bug_expired_key_dropped_by_compaction_reads_as_corruption_after_a_clock_step_back() {
+fn expired_key_dropped_by_compaction_stays_absent_after_a_clock_step_back() {
     let t = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(START_MS);
     let db = base_opts(&clock).open(t.path()).expect("open");
