@@ -1619,3 +1619,28 @@ fn expired_key_dropped_by_compaction_stays_absent_after_a_clock_step_back() {
         db.ttl("k")
     );
 }
+
+/// `compaction_max_bytes_per_sec` caps how fast compaction writes.
+#[test]
+fn compaction_write_rate_is_capped() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let db = cairn::Options::new()
+        .sync_policy(cairn::SyncPolicy::Never)
+        .max_segment_bytes(64 * 1024)
+        .auto_compact(false)
+        .compaction_max_bytes_per_sec(1 << 20)
+        .open(t.path())
+        .expect("open");
+    // About 1 MiB of live data spread over sealed segments.
+    for i in 0..8_000u32 {
+        db.put(format!("key{i:05}"), [7u8; 100]).expect("put");
+    }
+    db.put("roll", [0u8; 60 * 1024]).expect("put");
+    let s = db.compact().expect("compact");
+    assert!(s.bytes_out > 900 * 1024, "{s:?}");
+    // At 1 MiB/s, writing bytes_out takes at least that many seconds
+    // (minus the 5 ms of slack the limiter allows).
+    let floor = std::time::Duration::from_secs_f64(s.bytes_out as f64 / (1 << 20) as f64 * 0.9);
+    assert!(s.duration >= floor, "{:?} < {floor:?}: {s:?}", s.duration);
+    assert_eq!(db.get("key00042").expect("get"), Some(vec![7u8; 100]));
+}
