@@ -15,13 +15,9 @@
 use std::time::{Duration, Instant};
 
 use cairn::{ManualClock, Options, SyncPolicy};
+use common::splitmix;
 
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
-}
+mod common;
 
 fn disk_bytes(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)

@@ -6,7 +6,9 @@
 //! estimate from `Stats::keydir_memory_bytes`. Values live on disk, so the
 //! RSS growth is the index plus allocator overhead.
 
-use cairn::{Batch, Options, SyncPolicy};
+use cairn::{Options, SyncPolicy};
+
+mod common;
 
 fn rss_bytes() -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -16,11 +18,7 @@ fn rss_bytes() -> Option<u64> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let n: u64 = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(1_000_000);
+    let n: u64 = common::arg(1, 1_000_000);
     let dir = tempfile::tempdir()?;
     // Maps are turned off so that page-cache pages of mapped segments do not
     // count towards RSS: what is measured is the index alone.
@@ -29,18 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .use_mmap(false)
         .open(dir.path())?;
     let before = rss_bytes().unwrap_or(0);
-    let mut i = 0u64;
-    while i < n {
-        let mut b = Batch::new();
-        for j in i..(i + 1000).min(n) {
-            let mut k = [0u8; 16];
-            k[..8].copy_from_slice(&j.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
-            k[8..].copy_from_slice(&j.to_be_bytes());
-            b.push_put(k, [b'v'; 100], None);
-        }
-        db.write_batch(b)?;
-        i += 1000;
-    }
+    common::load(&db, n)?;
     // Let the background thread finish the hint files of sealed segments
     // (it reads each sealed segment once) before measuring.
     std::thread::sleep(std::time::Duration::from_secs(2));

@@ -4,31 +4,18 @@
 //! opens with hints and five without (hint files deleted before each).
 use std::time::Instant;
 
-use cairn::{Batch, Db, Options, SyncPolicy};
+use cairn::{Db, Options, SyncPolicy};
+
+mod common;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let n: u64 = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(1_000_000);
+    let n: u64 = common::arg(1, 1_000_000);
     let dir = tempfile::tempdir()?;
     {
         let db = Options::new()
             .sync_policy(SyncPolicy::Never)
             .open(dir.path())?;
-        let mut i = 0;
-        while i < n {
-            let mut b = Batch::new();
-            for j in i..(i + 1000).min(n) {
-                let mut k = [0u8; 16];
-                k[..8].copy_from_slice(&j.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
-                k[8..].copy_from_slice(&j.to_be_bytes());
-                b.push_put(k, [b'v'; 100], None);
-            }
-            db.write_batch(b)?;
-            i += 1000;
-        }
+        common::load(&db, n)?;
         db.close()?;
     }
     // Let every hint be written: one open writes any that are missing.

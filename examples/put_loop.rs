@@ -1,21 +1,13 @@
 //! Profiling aid: `cargo run --release --example put_loop [N]` overwrites
 //! random keys among N with SyncPolicy::Never and prints ns/put.
 use cairn::{Options, SyncPolicy};
+use common::key;
+
+mod common;
 use std::time::Instant;
 
-fn key(i: u64) -> [u8; 16] {
-    let mut k = [0u8; 16];
-    k[..8].copy_from_slice(&i.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes());
-    k[8..].copy_from_slice(&i.to_be_bytes());
-    k
-}
-
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let n: u64 = std::env::args()
-        .nth(1)
-        .map(|a| a.parse())
-        .transpose()?
-        .unwrap_or(100_000);
+    let n: u64 = common::arg(1, 100_000);
     let dir = tempfile::tempdir()?;
     let policy = if std::env::var_os("EVERY").is_some() {
         SyncPolicy::EveryMillis(1_000_000)
