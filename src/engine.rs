@@ -1206,22 +1206,34 @@ impl Core {
     /// Scans a sealed segment and writes its hint file.
     fn write_hint(&self, id: u32) {
         let path = fsutil::segment_path(&self.dir, id);
-        let result = std::fs::read(&path)
+        // A sealed segment is normally mapped already: scan the map rather
+        // than reading the whole file into memory a second time.
+        let seg = self
+            .segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned();
+        let result = match seg.as_ref().and_then(|s| s.mapped_bytes()) {
+            Some(bytes) => Ok(std::borrow::Cow::Borrowed(bytes)),
+            None => std::fs::read(&path)
+                .map(std::borrow::Cow::Owned)
+                .map_err(Error::Io),
+        }
+        .and_then(|bytes| {
+            recovery::scan_segment(&path, id, &bytes, false, crate::RecoveryMode::Strict)
+        })
+        .and_then(|load| {
+            hint::write(
+                &self.dir,
+                id,
+                load.salt,
+                load.len,
+                load.max_seq,
+                &recovery::dedup_newest(&load.entries),
+            )
             .map_err(Error::Io)
-            .and_then(|bytes| {
-                recovery::scan_segment(&path, id, &bytes, false, crate::RecoveryMode::Strict)
-            })
-            .and_then(|load| {
-                hint::write(
-                    &self.dir,
-                    id,
-                    load.salt,
-                    load.len,
-                    load.max_seq,
-                    &recovery::dedup_newest(&load.entries),
-                )
-                .map_err(Error::Io)
-            });
+        });
         if let Err(e) = result {
             log::warn!("could not write the hint of segment {id}: {e}");
         }
