@@ -1,4 +1,5 @@
-//! Arbitrary operation sequences against a BTreeMap model, with reopens.
+//! Arbitrary operation sequences against a BTreeMap model, with reopens
+//! and compactions.
 #![no_main]
 
 use std::collections::BTreeMap;
@@ -17,7 +18,7 @@ fuzz_target!(|data: &[u8]| {
     let mut db = open();
     let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
     for chunk in data.chunks(4) {
-        let op = chunk[0] % 6;
+        let op = chunk[0] % 7;
         let key = vec![b'k', *chunk.get(1).unwrap_or(&0) % 8];
         let val: Vec<u8> = chunk.get(2..).unwrap_or(&[]).to_vec();
         match op {
@@ -58,8 +59,11 @@ fuzz_target!(|data: &[u8]| {
                 model.insert(key.clone(), val);
                 model.remove(&vec![b'k', (key[1] + 1) % 8]);
             }
-            _ => {
+            5 => {
                 assert_eq!(db.get(&key).expect("get"), model.get(&key).cloned());
+            }
+            _ => {
+                db.compact().expect("compact");
             }
         }
     }
