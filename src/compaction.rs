@@ -201,7 +201,7 @@ pub(crate) fn auto_candidates(
         return chosen;
     }
     for (id, s) in &sealed {
-        if s.total < opts.compaction_small_segment_bytes && !chosen.contains(id) {
+        if s.total < opts.small_segment_bytes() && !chosen.contains(id) {
             chosen.push(*id);
         }
     }

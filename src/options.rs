@@ -111,6 +111,9 @@ impl Default for Options {
     }
 }
 
+/// `compaction_small_segment_bytes` not set: derived from `max_segment_bytes`.
+const AUTO: u64 = u64::MAX;
+
 /// Smallest accepted `max_segment_bytes`.
 pub const MIN_SEGMENT_BYTES: u64 = 4096;
 /// Largest accepted `max_segment_bytes` (1 GiB).
@@ -135,7 +138,7 @@ impl Options {
             compaction_min_dead_ratio: 0.4,
             compaction_min_dead_bytes: 128 << 20,
             compaction_max_space_amplification: 1.5,
-            compaction_small_segment_bytes: 16 << 20,
+            compaction_small_segment_bytes: AUTO,
             compaction_max_bytes_per_sec: 0,
             compaction_interval_ms: 1000,
             compaction_stop: None,
@@ -247,7 +250,7 @@ impl Options {
 
     /// When automatic compaction runs, sealed segments smaller than this are
     /// rewritten along with the fragmented ones, so that small segments get
-    /// merged. Default: 16 MiB.
+    /// merged. Default: a quarter of `max_segment_bytes`, at most 16 MiB.
     #[must_use]
     pub fn compaction_small_segment_bytes(mut self, bytes: u64) -> Options {
         self.compaction_small_segment_bytes = bytes;
@@ -332,6 +335,15 @@ impl Options {
             ));
         }
         Ok(())
+    }
+
+    /// The small-segment threshold in effect.
+    pub(crate) fn small_segment_bytes(&self) -> u64 {
+        if self.compaction_small_segment_bytes == AUTO {
+            (self.max_segment_bytes / 4).min(16 << 20)
+        } else {
+            self.compaction_small_segment_bytes
+        }
     }
 
     pub(crate) fn sync_interval(&self) -> Option<Duration> {
