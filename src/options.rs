@@ -94,7 +94,7 @@ impl std::fmt::Debug for Options {
             )
             .field(
                 "compaction_small_segment_bytes",
-                &self.compaction_small_segment_bytes,
+                &self.small_segment_bytes(),
             )
             .field(
                 "compaction_max_bytes_per_sec",
