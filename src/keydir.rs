@@ -91,6 +91,16 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
+    /// Keeps `ttl_keys` right after an entry that had (or had no) expiry
+    /// was replaced by `new`.
+    fn count_ttl_change(&mut self, had_ttl: bool, new: &Entry) {
+        match (had_ttl, new.expires_at_ms != 0) {
+            (true, false) => self.ttl_keys -= 1,
+            (false, true) => self.ttl_keys += 1,
+            _ => {}
+        }
+    }
+
     /// Calls `f` for every entry.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&[u8], &Entry)) {
         for (k, e) in self.table.iter() {
@@ -208,13 +218,7 @@ impl KeyDir {
                 None
             }
         };
-        let had_ttl = old.is_some_and(|o| o.expires_at_ms != 0);
-        let has_ttl = entry.expires_at_ms != 0;
-        if had_ttl && !has_ttl {
-            shard.ttl_keys -= 1;
-        } else if !had_ttl && has_ttl {
-            shard.ttl_keys += 1;
-        }
+        shard.count_ttl_change(old.is_some_and(|o| o.expires_at_ms != 0), &entry);
         old
     }
 
@@ -261,12 +265,7 @@ impl KeyDir {
                 false
             }
         };
-        let has_ttl = entry.expires_at_ms != 0;
-        if had_ttl && !has_ttl {
-            shard.ttl_keys -= 1;
-        } else if !had_ttl && has_ttl {
-            shard.ttl_keys += 1;
-        }
+        shard.count_ttl_change(had_ttl, &entry);
     }
 
     /// Removes `key`, returning its entry.
@@ -296,12 +295,7 @@ impl KeyDir {
             return false;
         };
         *e = new;
-        let (had, has) = (expected.expires_at_ms != 0, new.expires_at_ms != 0);
-        if had && !has {
-            shard.ttl_keys -= 1;
-        } else if !had && has {
-            shard.ttl_keys += 1;
-        }
+        shard.count_ttl_change(expected.expires_at_ms != 0, &new);
         true
     }
 
