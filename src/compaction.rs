@@ -28,7 +28,6 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
-use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -44,6 +43,7 @@ use crate::options::RecoveryMode;
 use crate::record::{self, Kind};
 use crate::recovery;
 use crate::segment::{self, Segment, SEGMENT_HEADER_LEN};
+use crate::vfs::{self, OpenMode, VFile, Vfs};
 
 /// The manifest naming the segments a finished compaction replaced.
 pub(crate) const MANIFEST: &str = "COMPACTION";
@@ -93,7 +93,7 @@ struct Output {
     id: u32,
     salt: u32,
     tmp: PathBuf,
-    file: File,
+    file: Arc<dyn VFile>,
     len: u64,
     buf: Vec<u8>,
     min_seq: u64,
@@ -104,9 +104,9 @@ struct Output {
 }
 
 impl Output {
-    fn create(dir: &Path, id: u32) -> io::Result<Output> {
+    fn create(vfs: &dyn Vfs, dir: &Path, id: u32) -> io::Result<Output> {
         let tmp = dir.join(format!(".compact-{id:010}{}", fsutil::TMP_SUFFIX));
-        let file = fsutil::create_new_private(&tmp)?;
+        let file = vfs.open(&tmp, OpenMode::CreateNew)?;
         let salt = segment::new_salt(id);
         let header = segment::encode_header_flags(id, salt, segment::FLAG_COMPACTED);
         Ok(Output {
@@ -126,7 +126,7 @@ impl Output {
     /// Writes out the buffered bytes that precede `self.len`.
     fn flush(&mut self) -> io::Result<()> {
         let start = self.len - self.buf.len() as u64;
-        fsutil::write_all_at(&self.file, &self.buf, start)?;
+        vfs::write_all_at(&*self.file, &self.buf, start)?;
         self.buf.clear();
         Ok(())
     }
@@ -212,7 +212,7 @@ pub(crate) fn auto_candidates(
 /// Space amplification alone starts no compaction for less dead data than this.
 const MIN_DEAD_FOR_AMPLIFICATION: u64 = 64 * 1024;
 
-fn write_manifest(dir: &Path, inputs: &[u32]) -> io::Result<()> {
+fn write_manifest(vfs: &dyn Vfs, dir: &Path, inputs: &[u32]) -> io::Result<()> {
     let mut b = Vec::with_capacity(16 + 4 * inputs.len());
     b.extend_from_slice(MANIFEST_MAGIC);
     b.extend_from_slice(&(inputs.len() as u32).to_le_bytes());
@@ -221,14 +221,8 @@ fn write_manifest(dir: &Path, inputs: &[u32]) -> io::Result<()> {
     }
     let crc = crc32c::crc32c(&b);
     b.extend_from_slice(&crc.to_le_bytes());
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".manifest-")
-        .suffix(fsutil::TMP_SUFFIX)
-        .tempfile_in(dir)?;
-    io::Write::write_all(&mut tmp, &b)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(dir.join(MANIFEST)).map_err(|e| e.error)?;
-    fsutil::sync_dir(dir)
+    vfs.write_atomic(&dir.join(MANIFEST), ".manifest-", &b)?;
+    vfs.sync_dir(dir)
 }
 
 fn read_manifest(bytes: &[u8]) -> Option<Vec<u32>> {
@@ -247,30 +241,30 @@ fn read_manifest(bytes: &[u8]) -> Option<Vec<u32>> {
 }
 
 /// Deletes the segments (and hints) named by `ids`, then the manifest.
-fn delete_inputs(dir: &Path, ids: &[u32]) -> io::Result<()> {
+fn delete_inputs(vfs: &dyn Vfs, dir: &Path, ids: &[u32]) -> io::Result<()> {
     for &id in ids {
         for path in [fsutil::hint_path(dir, id), fsutil::segment_path(dir, id)] {
-            match fs::remove_file(&path) {
+            match vfs.remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
         }
     }
-    fsutil::sync_dir(dir)?;
-    match fs::remove_file(dir.join(MANIFEST)) {
+    vfs.sync_dir(dir)?;
+    match vfs.remove_file(&dir.join(MANIFEST)) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
-    fsutil::sync_dir(dir)
+    vfs.sync_dir(dir)
 }
 
 /// At open: finishes a compaction that stopped after its manifest was
 /// written, by deleting the segments it names. Returns whether it did.
-pub(crate) fn finish_interrupted(dir: &Path, read_only: bool) -> Result<bool> {
+pub(crate) fn finish_interrupted(vfs: &dyn Vfs, dir: &Path, read_only: bool) -> Result<bool> {
     let path = dir.join(MANIFEST);
-    let bytes = match fs::read(&path) {
+    let bytes = match vfs.read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(Error::Io(e)),
@@ -286,7 +280,7 @@ pub(crate) fn finish_interrupted(dir: &Path, read_only: bool) -> Result<bool> {
                 "finishing an interrupted compaction: deleting {} old segments",
                 ids.len()
             );
-            delete_inputs(dir, &ids)?;
+            delete_inputs(vfs, dir, &ids)?;
         }
         None => {
             // It is renamed into place whole, so this is not a crash: with
@@ -295,8 +289,8 @@ pub(crate) fn finish_interrupted(dir: &Path, read_only: bool) -> Result<bool> {
                 "ignoring an unreadable compaction manifest {}",
                 path.display()
             );
-            fs::remove_file(&path)?;
-            fsutil::sync_dir(dir)?;
+            vfs.remove_file(&path)?;
+            vfs.sync_dir(dir)?;
         }
     }
     Ok(true)
@@ -408,7 +402,7 @@ impl Core {
         for (seg, &id) in segs.iter().zip(&inputs) {
             let bytes = match seg.mapped_bytes() {
                 Some(b) => Cow::Borrowed(b),
-                None => Cow::Owned(fs::read(fsutil::segment_path(&self.dir, id))?),
+                None => Cow::Owned(self.opts.vfs.read(&fsutil::segment_path(&self.dir, id))?),
             };
             sources.push(bytes);
         }
@@ -493,7 +487,7 @@ impl Core {
         let result = self.write_outputs(&kept, &keys, &order, &sources, &mut outputs, &mut moves);
         if let Err(e) = result {
             for o in &outputs {
-                let _ = fs::remove_file(&o.tmp);
+                let _ = self.opts.vfs.remove_file(&o.tmp);
             }
             return Err(e);
         }
@@ -506,27 +500,43 @@ impl Core {
         // drops.
         let discard = |outputs: &[Output]| {
             for o in outputs {
-                let _ = fs::remove_file(&o.tmp);
-                let _ = fs::remove_file(fsutil::hint_path(&self.dir, o.id));
-                let _ = fs::remove_file(fsutil::segment_path(&self.dir, o.id));
+                let _ = self.opts.vfs.remove_file(&o.tmp);
+                let _ = self
+                    .opts
+                    .vfs
+                    .remove_file(&fsutil::hint_path(&self.dir, o.id));
+                let _ = self
+                    .opts
+                    .vfs
+                    .remove_file(&fsutil::segment_path(&self.dir, o.id));
             }
-            let _ = fsutil::sync_dir(&self.dir);
+            let _ = self.opts.vfs.sync_dir(&self.dir);
         };
         let durable = (|| -> io::Result<()> {
             for o in &outputs {
                 o.file.sync_all()?;
             }
             for o in &outputs {
-                fs::rename(&o.tmp, fsutil::segment_path(&self.dir, o.id))?;
+                self.opts
+                    .vfs
+                    .rename(&o.tmp, &fsutil::segment_path(&self.dir, o.id))?;
             }
-            fsutil::sync_dir(&self.dir)
+            self.opts.vfs.sync_dir(&self.dir)
         })();
         if let Err(e) = durable {
             discard(&outputs);
             return Err(Error::Io(e));
         }
         for o in &outputs {
-            if let Err(e) = hint::write(&self.dir, o.id, o.salt, o.len, o.max_seq, &o.hints) {
+            if let Err(e) = hint::write(
+                &*self.opts.vfs,
+                &self.dir,
+                o.id,
+                o.salt,
+                o.len,
+                o.max_seq,
+                &o.hints,
+            ) {
                 log::warn!(
                     "could not write the hint of compacted segment {}: {e}",
                     o.id
@@ -540,7 +550,8 @@ impl Core {
         // 4. Install.
         let mut opened = Vec::with_capacity(outputs.len());
         for o in &outputs {
-            match Segment::open_sealed(&self.dir, o.id, self.opts.use_mmap, o.salt) {
+            match Segment::open_sealed(&*self.opts.vfs, &self.dir, o.id, self.opts.use_mmap, o.salt)
+            {
                 Ok(seg) => opened.push(Arc::new(seg)),
                 Err(e) => {
                     discard(&outputs);
@@ -589,7 +600,7 @@ impl Core {
         }
 
         // 5. Delete the old segments.
-        write_manifest(&self.dir, &inputs)?;
+        write_manifest(&*self.opts.vfs, &self.dir, &inputs)?;
         if self.opts.compaction_stop == Some(CompactionStop::AfterManifest) {
             return Err(Error::Io(io::Error::other("compaction stopped for a test")));
         }
@@ -605,12 +616,15 @@ impl Core {
         drop(segs);
         if self.opts.compaction_stop == Some(CompactionStop::AfterUnlink) {
             for &id in &inputs {
-                let _ = fs::remove_file(fsutil::hint_path(&self.dir, id));
-                let _ = fs::remove_file(fsutil::segment_path(&self.dir, id));
+                let _ = self.opts.vfs.remove_file(&fsutil::hint_path(&self.dir, id));
+                let _ = self
+                    .opts
+                    .vfs
+                    .remove_file(&fsutil::segment_path(&self.dir, id));
             }
             return Err(Error::Io(io::Error::other("compaction stopped for a test")));
         }
-        delete_inputs(&self.dir, &inputs)?;
+        delete_inputs(&*self.opts.vfs, &self.dir, &inputs)?;
         stats.segments_in = inputs.len() as u64;
         stats.duration = started.elapsed();
         log::info!(
@@ -649,7 +663,7 @@ impl Core {
                     o.flush()?;
                 }
                 let id = self.next_file_id.fetch_add(1, Ordering::SeqCst);
-                outputs.push(Output::create(&self.dir, id)?);
+                outputs.push(Output::create(&*self.opts.vfs, &self.dir, id)?);
             }
             let Some(o) = outputs.last_mut() else {
                 continue;
@@ -726,8 +740,8 @@ mod tests {
     #[test]
     fn manifest_round_trip_and_rejects_damage() {
         let t = tempfile::tempdir().expect("tempdir");
-        write_manifest(t.path(), &[3, 4, 9]).expect("write");
-        let b = fs::read(t.path().join(MANIFEST)).expect("read");
+        write_manifest(&crate::vfs::RealFs, t.path(), &[3, 4, 9]).expect("write");
+        let b = std::fs::read(t.path().join(MANIFEST)).expect("read");
         assert_eq!(read_manifest(&b), Some(vec![3, 4, 9]));
         for i in 0..b.len() {
             let mut c = b.clone();

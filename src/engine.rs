@@ -2,7 +2,6 @@
 //! segment rolling, the expiry sweep and the background thread.
 
 use std::collections::BTreeMap;
-use std::fs::{File, TryLockError};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
@@ -20,6 +19,7 @@ use crate::segment::{self, Segment, SEGMENT_HEADER_LEN};
 use crate::stats::Stats;
 use crate::sync::{Active, GroupCommit, Pos, SyncError};
 use crate::tailcache::TailCache;
+use crate::vfs::{self, LockGuard, OpenMode, VFile, Vfs};
 
 /// How far ahead of the writes the active segment is zero-filled.
 const PREALLOCATE_BYTES: u64 = 4 << 20;
@@ -125,7 +125,7 @@ pub(crate) struct Core {
     poisoned: AtomicBool,
     poison_cause: Mutex<Option<String>>,
     closed: AtomicBool,
-    lock_file: Mutex<Option<File>>,
+    lock_file: Mutex<Option<LockGuard>>,
     pub report: RecoveryReport,
     bytes_written: AtomicU64,
     expired_removed: AtomicU64,
@@ -226,12 +226,13 @@ impl Core {
     // ----- open -------------------------------------------------------------
 
     pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Core>> {
-        if !dir.exists() {
+        let vfs: &dyn Vfs = &*opts.vfs;
+        if !vfs.exists(dir) {
             if opts.create_if_missing && !opts.read_only {
-                fsutil::create_dir_private(dir)?;
+                vfs.create_dir_all(dir)?;
                 // The new directory's own entry must survive a power loss too.
                 if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    fsutil::sync_dir(parent)?;
+                    vfs.sync_dir(parent)?;
                 }
             } else {
                 return Err(Error::Io(std::io::Error::new(
@@ -241,47 +242,37 @@ impl Core {
             }
         }
         let lock_path = dir.join(fsutil::LOCK_FILE);
-        let lock_file = if opts.read_only && lock_path.exists() {
-            File::open(&lock_path)?
-        } else {
-            fsutil::open_or_create_private(&lock_path)?
+        let Some(lock_file) = vfs.try_lock(&lock_path, opts.read_only)? else {
+            return Err(Error::Locked { path: lock_path });
         };
-        let locked = if opts.read_only {
-            lock_file.try_lock_shared()
-        } else {
-            lock_file.try_lock()
-        };
-        match locked {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(Error::Locked { path: lock_path }),
-            Err(TryLockError::Error(e)) => return Err(Error::Io(e)),
-        }
 
         let mut report = RecoveryReport {
-            finished_compaction: crate::compaction::finish_interrupted(dir, opts.read_only)?,
+            finished_compaction: crate::compaction::finish_interrupted(vfs, dir, opts.read_only)?,
             ..RecoveryReport::default()
         };
-        let listing = recovery::list_dir(dir)?;
+        let listing = recovery::list_dir(vfs, dir)?;
         if !opts.read_only {
             for t in &listing.temp_files {
-                match std::fs::remove_file(t) {
+                match vfs.remove_file(t) {
                     Ok(()) => report.removed_temp_files += 1,
                     Err(e) => log::warn!("could not remove stray file {}: {e}", t.display()),
                 }
             }
             if report.removed_temp_files > 0 {
-                fsutil::sync_dir(dir)?;
+                vfs.sync_dir(dir)?;
             }
         }
         let now = opts.clock.now_unix_ms();
         let started = Instant::now();
-        let active_id = recovery::find_active(dir, &listing.segments);
+        let active_id = recovery::find_active(vfs, dir, &listing.segments);
         let mut loads = recovery::load_all(
+            vfs,
             dir,
             &listing.segments,
             active_id,
             opts.recovery_mode,
             opts.read_only,
+            opts.deterministic,
         )?;
         let active_idx = loads.iter().position(|l| Some(l.id) == active_id);
 
@@ -296,11 +287,11 @@ impl Core {
                     // Zeros preallocated ahead of the writes: keep them.
                     allocated = file_len;
                 } else if !opts.read_only {
-                    let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+                    let f = vfs.open(&path, OpenMode::ReadWrite)?;
                     if last.needs_header {
                         f.set_len(0)?;
                         last.salt = segment::new_salt(last.id);
-                        fsutil::write_all_at(&f, &segment::encode_header(last.id, last.salt), 0)?;
+                        vfs::write_all_at(&*f, &segment::encode_header(last.id, last.salt), 0)?;
                         last.len = SEGMENT_HEADER_LEN;
                     } else {
                         f.set_len(cut_at)?;
@@ -356,7 +347,7 @@ impl Core {
             if Some(l.id) != active_id {
                 segments.insert(
                     l.id,
-                    Arc::new(Segment::open_sealed(dir, l.id, opts.use_mmap, l.salt)?),
+                    Arc::new(Segment::open_sealed(vfs, dir, l.id, opts.use_mmap, l.salt)?),
                 );
             }
         }
@@ -364,7 +355,7 @@ impl Core {
         let (writer, group) = if opts.read_only {
             if let Some(l) = active_idx.map(|i| &loads[i]) {
                 let path = fsutil::segment_path(dir, l.id);
-                let f = File::open(&path)?;
+                let f = vfs.open(&path, OpenMode::Read)?;
                 segments.insert(l.id, Arc::new(Segment::with_file(path, f, l.salt)));
             }
             (None, None)
@@ -374,20 +365,17 @@ impl Core {
                 None => {
                     let id = next_file_id;
                     next_file_id += 1;
-                    let (_, salt) = create_segment(dir, id)?;
+                    let (_, salt) = create_segment(vfs, dir, id)?;
                     seg_stats.insert(id, SegStat::empty());
                     (id, SEGMENT_HEADER_LEN, salt)
                 }
             };
             let path = fsutil::segment_path(dir, id);
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)?;
-            let tail = new_tail_cache(&opts, &file, len)?;
+            let file = vfs.open(&path, OpenMode::ReadWrite)?;
+            let tail = new_tail_cache(&opts, &*file, len)?;
             segments.insert(
                 id,
-                Arc::new(Segment::active(path, file.try_clone()?, tail.clone(), salt)),
+                Arc::new(Segment::active(path, file.clone(), tail.clone(), salt)),
             );
             let active = Arc::new(Active {
                 id,
@@ -580,7 +568,7 @@ impl Core {
         if offset + len > w.allocated {
             self.preallocate(w, offset + len)?;
         }
-        if let Err(e) = fsutil::write_all_at(&w.active.file, &w.buf, offset) {
+        if let Err(e) = vfs::write_all_at(&*w.active.file, &w.buf, offset) {
             self.poison(format!("write to segment {} failed: {e}", w.active.id));
             return Err(Error::Io(e));
         }
@@ -634,7 +622,7 @@ impl Core {
         let result = (|| {
             while at < target {
                 let n = (target - at).min(zeros.len() as u64);
-                fsutil::write_all_at(&w.active.file, &zeros[..n as usize], at)?;
+                vfs::write_all_at(&*w.active.file, &zeros[..n as usize], at)?;
                 at += n;
             }
             w.active.file.sync_all()
@@ -705,7 +693,7 @@ impl Core {
         // 2. The new segment's header and directory entry are durable before
         //    its first record.
         let id = self.next_file_id.fetch_add(1, Ordering::SeqCst);
-        let (file, salt) = match create_segment(&self.dir, id) {
+        let (file, salt) = match create_segment(&*self.opts.vfs, &self.dir, id) {
             Ok(f) => f,
             Err(e) => {
                 self.poison(format!("creating segment {id} failed: {e}"));
@@ -713,9 +701,15 @@ impl Core {
             }
         };
         let path = fsutil::segment_path(&self.dir, id);
-        let tail = new_tail_cache(&self.opts, &file, SEGMENT_HEADER_LEN)?;
-        let reader = Segment::active(path, file.try_clone()?, tail.clone(), salt);
-        let sealed = match Segment::open_sealed(&self.dir, old.id, self.opts.use_mmap, old.salt) {
+        let tail = new_tail_cache(&self.opts, &*file, SEGMENT_HEADER_LEN)?;
+        let reader = Segment::active(path, file.clone(), tail.clone(), salt);
+        let sealed = match Segment::open_sealed(
+            &*self.opts.vfs,
+            &self.dir,
+            old.id,
+            self.opts.use_mmap,
+            old.salt,
+        ) {
             Ok(s) => s,
             Err(e) => {
                 log::warn!(
@@ -724,7 +718,7 @@ impl Core {
                 );
                 Segment::with_file(
                     fsutil::segment_path(&self.dir, old.id),
-                    old.file.try_clone()?,
+                    old.file.clone(),
                     old.salt,
                 )
             }
@@ -746,9 +740,14 @@ impl Core {
         group.mark_durable((id, SEGMENT_HEADER_LEN));
         w.active = active;
         w.allocated = SEGMENT_HEADER_LEN;
-        // 3. The hint of the sealed segment is written in the background.
-        lock(&self.bg).hint_jobs.push(old.id);
-        self.bg_cv.notify_all();
+        // 3. The hint of the sealed segment is written in the background
+        //    (inline when tests ask for a fixed order of file operations).
+        if self.opts.deterministic {
+            self.write_hint(old.id);
+        } else {
+            lock(&self.bg).hint_jobs.push(old.id);
+            self.bg_cv.notify_all();
+        }
         Ok(())
     }
 
@@ -1216,7 +1215,10 @@ impl Core {
             .cloned();
         let result = match seg.as_ref().and_then(|s| s.mapped_bytes()) {
             Some(bytes) => Ok(std::borrow::Cow::Borrowed(bytes)),
-            None => std::fs::read(&path)
+            None => self
+                .opts
+                .vfs
+                .read(&path)
                 .map(std::borrow::Cow::Owned)
                 .map_err(Error::Io),
         }
@@ -1225,6 +1227,7 @@ impl Core {
         })
         .and_then(|load| {
             hint::write(
+                &*self.opts.vfs,
                 &self.dir,
                 id,
                 load.salt,
@@ -1242,7 +1245,7 @@ impl Core {
 
 /// The tail cache of an active segment whose records end at `len`, seeded
 /// with the newest bytes already in the file.
-fn new_tail_cache(opts: &Options, file: &File, len: u64) -> Result<Option<Arc<TailCache>>> {
+fn new_tail_cache(opts: &Options, file: &dyn VFile, len: u64) -> Result<Option<Arc<TailCache>>> {
     if opts.tail_cache_bytes == 0 {
         return Ok(None);
     }
@@ -1251,19 +1254,19 @@ fn new_tail_cache(opts: &Options, file: &File, len: u64) -> Result<Option<Arc<Ta
         .max(SEGMENT_HEADER_LEN.min(len));
     let cache = TailCache::new(opts.tail_cache_bytes, start);
     let mut buf = vec![0u8; (len - start) as usize];
-    fsutil::read_exact_at(file, &mut buf, start)?;
+    vfs::read_exact_at(file, &mut buf, start)?;
     cache.append(start, &buf);
     Ok(Some(Arc::new(cache)))
 }
 
 /// Creates segment `id`: header written, file and directory synced.
-fn create_segment(dir: &Path, id: u32) -> Result<(File, u32)> {
+fn create_segment(vfs: &dyn Vfs, dir: &Path, id: u32) -> Result<(Arc<dyn VFile>, u32)> {
     let path = fsutil::segment_path(dir, id);
     let salt = segment::new_salt(id);
-    let file = fsutil::create_new_private(&path)?;
-    fsutil::write_all_at(&file, &segment::encode_header(id, salt), 0)?;
+    let file = vfs.open(&path, OpenMode::CreateNew)?;
+    vfs::write_all_at(&*file, &segment::encode_header(id, salt), 0)?;
     file.sync_all()?;
-    fsutil::sync_dir(dir)?;
+    vfs.sync_dir(dir)?;
     Ok((file, salt))
 }
 

@@ -1,107 +1,11 @@
 //! Small file-system helpers: private permissions, directory fsync, names.
 
-use std::fs::{self, File, OpenOptions};
-use std::io;
 use std::path::{Path, PathBuf};
 
 /// Permission bits for files cairn creates (owner read/write).
 pub(crate) const FILE_MODE: u32 = 0o600;
 /// Permission bits for directories cairn creates (owner only).
 pub(crate) const DIR_MODE: u32 = 0o700;
-
-/// Creates `dir` (and missing parents) with owner-only permissions.
-pub(crate) fn create_dir_private(dir: &Path) -> io::Result<()> {
-    let mut b = fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        b.mode(DIR_MODE);
-    }
-    b.create(dir)
-}
-
-/// Options for creating a new private file that must not exist yet.
-pub(crate) fn create_new_private(path: &Path) -> io::Result<File> {
-    let mut o = OpenOptions::new();
-    o.read(true).write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(FILE_MODE);
-    }
-    o.open(path)
-}
-
-/// Opens (creating if needed) a private file for reading and writing.
-pub(crate) fn open_or_create_private(path: &Path) -> io::Result<File> {
-    let mut o = OpenOptions::new();
-    o.read(true).write(true).create(true).truncate(false);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        o.mode(FILE_MODE);
-    }
-    o.open(path)
-}
-
-/// Makes the directory entries of `dir` durable (creations, renames and
-/// deletions inside it).
-pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        File::open(dir)?.sync_all()
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = dir;
-        Ok(())
-    }
-}
-
-/// Writes all of `buf` at `offset`.
-pub(crate) fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileExt;
-        file.write_all_at(buf, offset)
-    }
-    #[cfg(windows)]
-    {
-        use std::os::windows::fs::FileExt;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let n = file.seek_write(&buf[done..], offset + done as u64)?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            done += n;
-        }
-        Ok(())
-    }
-}
-
-/// Reads exactly `buf.len()` bytes at `offset`.
-pub(crate) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::FileExt;
-        file.read_exact_at(buf, offset)
-    }
-    #[cfg(windows)]
-    {
-        use std::os::windows::fs::FileExt;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let n = file.seek_read(&mut buf[done..], offset + done as u64)?;
-            if n == 0 {
-                return Err(io::ErrorKind::UnexpectedEof.into());
-            }
-            done += n;
-        }
-        Ok(())
-    }
-}
 
 /// The name of the lock file inside a store directory.
 pub(crate) const LOCK_FILE: &str = "LOCK";
@@ -154,15 +58,33 @@ mod tests {
     #[cfg(unix)]
     #[test]
     fn created_files_are_private() {
+        use crate::vfs::{OpenMode, RealFs, Vfs};
+        use std::fs;
         use std::os::unix::fs::PermissionsExt;
         let t = tempfile::tempdir().expect("tempdir");
         let d = t.path().join("a/b");
-        create_dir_private(&d).expect("mkdir");
+        RealFs.create_dir_all(&d).expect("mkdir");
         let m = fs::metadata(&d).expect("meta").permissions().mode() & 0o777;
         assert_eq!(m, 0o700);
         let f = d.join("f");
-        create_new_private(&f).expect("create");
+        RealFs.open(&f, OpenMode::CreateNew).expect("create");
         let m = fs::metadata(&f).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(m, 0o600);
+        RealFs
+            .write_atomic(&d.join("g"), ".g-", b"x")
+            .expect("atomic");
+        let m = fs::metadata(d.join("g"))
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(m, 0o600);
+        drop(RealFs.try_lock(&d.join(LOCK_FILE), false).expect("lock"));
+        let m = fs::metadata(d.join(LOCK_FILE))
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(m, 0o600);
     }
 }

@@ -28,13 +28,13 @@
 //! A hint is trusted only if its checksum, segment id and segment length all
 //! match; otherwise open scans the segment and writes a fresh hint.
 
-use std::fs;
-use std::io::{self, Write};
+use std::io;
 use std::path::Path;
 
 use crate::fsutil;
 use crate::record::{self, Kind, MAX_KEY_BYTES};
 use crate::segment::{CHECKSUM_CRC32C, FORMAT_VERSION};
+use crate::vfs::Vfs;
 
 const HINT_MAGIC: &[u8; 8] = b"CAIRNHNT";
 const TRAILER_MAGIC: &[u8; 4] = b"HEND";
@@ -186,6 +186,7 @@ pub(crate) fn decode(
 /// Atomically writes a hint file for segment `id`: a temporary file in the
 /// directory, fsync, rename over the final name, fsync the directory.
 pub(crate) fn write(
+    vfs: &dyn Vfs,
     dir: &Path,
     id: u32,
     salt: u32,
@@ -194,21 +195,20 @@ pub(crate) fn write(
     entries: &[HintEntry],
 ) -> io::Result<()> {
     let bytes = encode(id, salt, segment_len, max_seq, entries);
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".hint-")
-        .suffix(fsutil::TMP_SUFFIX)
-        .tempfile_in(dir)?;
-    tmp.write_all(&bytes)?;
-    tmp.as_file().sync_all()?;
-    tmp.persist(fsutil::hint_path(dir, id))
-        .map_err(|e| e.error)?;
-    fsutil::sync_dir(dir)
+    vfs.write_atomic(&fsutil::hint_path(dir, id), ".hint-", &bytes)?;
+    vfs.sync_dir(dir)
 }
 
 /// Reads and checks the hint of segment `id`, if there is a usable one.
-pub(crate) fn read(dir: &Path, id: u32, segment_len: u64, salt: u32) -> Option<Hint> {
+pub(crate) fn read(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    id: u32,
+    segment_len: u64,
+    salt: u32,
+) -> Option<Hint> {
     let path = fsutil::hint_path(dir, id);
-    let bytes = match fs::read(&path) {
+    let bytes = match vfs.read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
         Err(e) => {
@@ -301,13 +301,13 @@ mod tests {
     #[test]
     fn write_then_read() {
         let t = tempfile::tempdir().expect("tempdir");
-        write(t.path(), 3, 9, 1000, 3, &sample()).expect("write");
+        write(&crate::vfs::RealFs, t.path(), 3, 9, 1000, 3, &sample()).expect("write");
         assert_eq!(
-            read(t.path(), 3, 1000, 9).map(|h| h.entries),
+            read(&crate::vfs::RealFs, t.path(), 3, 1000, 9).map(|h| h.entries),
             Some(sample())
         );
-        assert_eq!(read(t.path(), 3, 1001, 9), None);
-        assert_eq!(read(t.path(), 3, 1000, 8), None);
-        assert_eq!(read(t.path(), 4, 1000, 9), None);
+        assert_eq!(read(&crate::vfs::RealFs, t.path(), 3, 1001, 9), None);
+        assert_eq!(read(&crate::vfs::RealFs, t.path(), 3, 1000, 8), None);
+        assert_eq!(read(&crate::vfs::RealFs, t.path(), 4, 1000, 9), None);
     }
 }

@@ -45,9 +45,13 @@ mod options;
 mod record;
 mod recovery;
 mod segment;
+#[doc(hidden)]
+pub mod sim;
 mod stats;
 mod sync;
 mod tailcache;
+#[doc(hidden)]
+pub mod vfs;
 
 pub use batch::Batch;
 pub use clock::{Clock, ManualClock, SystemClock};

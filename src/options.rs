@@ -72,6 +72,8 @@ pub struct Options {
     pub(crate) compaction_interval_ms: u64,
     pub(crate) compaction_stop: Option<crate::compaction::CompactionStop>,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) vfs: Arc<dyn crate::vfs::Vfs>,
+    pub(crate) deterministic: bool,
 }
 
 impl std::fmt::Debug for Options {
@@ -143,6 +145,8 @@ impl Options {
             compaction_interval_ms: 1000,
             compaction_stop: None,
             clock: Arc::new(SystemClock),
+            vfs: Arc::new(crate::vfs::RealFs),
+            deterministic: false,
         }
     }
 
@@ -282,6 +286,27 @@ impl Options {
         step: Option<crate::compaction::CompactionStop>,
     ) -> Options {
         self.compaction_stop = step;
+        self
+    }
+
+    /// For tests: the file layer to use instead of the real file system
+    /// (for example [`SimFs`](crate::sim::SimFs)). A file layer that has no
+    /// real files behind it turns memory maps off by itself.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn vfs_for_tests(mut self, vfs: Arc<dyn crate::vfs::Vfs>) -> Options {
+        self.vfs = vfs;
+        self
+    }
+
+    /// For tests: perform all I/O in a fixed order, so that a simulated
+    /// crash at the Nth file operation can be replayed. Recovery loads
+    /// segments one at a time and hint files for sealed segments are written
+    /// by the writer when it rolls, not by the background thread.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn deterministic_for_tests(mut self, on: bool) -> Options {
+        self.deterministic = on;
         self
     }
 

@@ -11,7 +11,6 @@
 //! * A batch without its commit record is discarded whole.
 //! * Sequence numbers decide which version of a key wins, never file ids.
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -23,6 +22,7 @@ use crate::keydir::{Entry, KeyDir, TOMBSTONE_LEN};
 use crate::options::RecoveryMode;
 use crate::record::{self, Decoded, Kind};
 use crate::segment::{self, SEGMENT_HEADER_LEN};
+use crate::vfs::{self, OpenMode, Vfs};
 
 /// A damaged byte range that salvage mode skipped.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,16 +89,13 @@ pub(crate) struct Listing {
 }
 
 /// Lists segment ids (ascending) and stray temporary files.
-pub(crate) fn list_dir(dir: &Path) -> Result<Listing> {
+pub(crate) fn list_dir(vfs: &dyn Vfs, dir: &Path) -> Result<Listing> {
     let mut segments = Vec::new();
     let mut temp_files = Vec::new();
-    for ent in fs::read_dir(dir)? {
-        let ent = ent?;
-        let name = ent.file_name();
-        let Some(name) = name.to_str() else { continue };
+    for name in vfs.list(dir)? {
         if name.ends_with(fsutil::TMP_SUFFIX) {
-            temp_files.push(ent.path());
-        } else if let Some((id, suffix)) = fsutil::parse_file_name(name) {
+            temp_files.push(dir.join(&name));
+        } else if let Some((id, suffix)) = fsutil::parse_file_name(&name) {
             if suffix == fsutil::SEGMENT_SUFFIX {
                 segments.push(id);
             }
@@ -380,6 +377,7 @@ pub(crate) fn dedup_newest(entries: &[HintEntry]) -> Vec<HintEntry> {
 
 /// Loads one segment: from its hint when possible, else by scanning.
 fn load_segment(
+    vfs: &dyn Vfs,
     dir: &Path,
     id: u32,
     active: bool,
@@ -390,14 +388,15 @@ fn load_segment(
     if !active && mode == RecoveryMode::Strict {
         // The header is read and checked even when a hint is used: it gives
         // the salt the hint must name.
-        let mut file = fs::File::open(&path)?;
-        let len = file.metadata()?.len();
+        let file = vfs.open(&path, OpenMode::Read)?;
+        let len = file.len()?;
         let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
-        let salt = match std::io::Read::read_exact(&mut file, &mut header) {
+        let salt = match vfs::read_exact_at(&*file, &mut header, 0) {
             Ok(()) => Some(segment::header_info(&path, &header, id)?),
             Err(_) => None, // too short: the scan below reports it
         };
-        if let Some(h) = salt.and_then(|info| hint::read(dir, id, len, info.salt)) {
+        drop(file);
+        if let Some(h) = salt.and_then(|info| hint::read(vfs, dir, id, len, info.salt)) {
             let min_seq = h.entries.iter().map(|e| e.seq).min().unwrap_or(u64::MAX);
             return Ok(SegmentLoad {
                 id,
@@ -416,10 +415,11 @@ fn load_segment(
             });
         }
     }
-    let bytes = fs::read(&path)?;
+    let bytes = vfs.read(&path)?;
     let load = scan_segment(&path, id, &bytes, active, mode)?;
     if !active && !read_only && load.skipped.is_empty() {
         if let Err(e) = hint::write(
+            vfs,
             dir,
             id,
             load.salt,
@@ -437,12 +437,13 @@ fn load_segment(
 /// write. A segment whose header cannot be read counts as a writer segment
 /// (a torn header can only belong to a segment being created by the writer;
 /// compaction renames its files into place only once they are complete).
-pub(crate) fn find_active(dir: &Path, ids: &[u32]) -> Option<u32> {
+pub(crate) fn find_active(vfs: &dyn Vfs, dir: &Path, ids: &[u32]) -> Option<u32> {
     for &id in ids.iter().rev() {
         let path = fsutil::segment_path(dir, id);
         let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
-        let compacted = fs::File::open(&path)
-            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut header))
+        let compacted = vfs
+            .open(&path, OpenMode::Read)
+            .and_then(|f| vfs::read_exact_at(&*f, &mut header, 0))
             .ok()
             .and_then(|()| segment::header_info(&path, &header, id).ok())
             .is_some_and(|h| h.compacted);
@@ -453,20 +454,27 @@ pub(crate) fn find_active(dir: &Path, ids: &[u32]) -> Option<u32> {
     None
 }
 
-/// Loads every segment, in parallel, and returns them in id order.
+/// Loads every segment, in parallel unless `sequential`, and returns them
+/// in id order.
 pub(crate) fn load_all(
+    vfs: &dyn Vfs,
     dir: &Path,
     ids: &[u32],
     active: Option<u32>,
     mode: RecoveryMode,
     read_only: bool,
+    sequential: bool,
 ) -> Result<Vec<SegmentLoad>> {
     let last = active;
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 8)
-        .min(ids.len().max(1));
+    let threads = if sequential {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 8)
+            .min(ids.len().max(1))
+    };
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Result<SegmentLoad>>>> =
         Mutex::new((0..ids.len()).map(|_| None).collect());
@@ -475,7 +483,7 @@ pub(crate) fn load_all(
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&id) = ids.get(i) else { break };
-                let r = load_segment(dir, id, Some(id) == last, mode, read_only);
+                let r = load_segment(vfs, dir, id, Some(id) == last, mode, read_only);
                 let failed = r.is_err();
                 results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
                 if failed {

@@ -17,7 +17,6 @@
 //! 28     4    crc32c of bytes 0..28
 //! ```
 
-use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -26,6 +25,7 @@ use crate::fsutil;
 use crate::mmap::Map;
 use crate::record::{self, RECORD_HEADER_LEN};
 use crate::tailcache::TailCache;
+use crate::vfs::{OpenMode, VFile, Vfs};
 use std::sync::Arc;
 
 /// Length of the segment header.
@@ -156,9 +156,9 @@ enum Source {
     /// A sealed segment, mapped.
     Mapped(Map),
     /// The active segment, or a sealed one with maps turned off.
-    File(File),
+    File(Arc<dyn VFile>),
     /// The active segment with a cache of its newest bytes.
-    Active(File, Arc<TailCache>),
+    Active(Arc<dyn VFile>, Arc<TailCache>),
 }
 
 /// A segment open for reading.
@@ -170,7 +170,7 @@ pub(crate) struct Segment {
 
 impl Segment {
     /// A segment read with `pread` through `file`.
-    pub(crate) fn with_file(path: PathBuf, file: File, salt: u32) -> Segment {
+    pub(crate) fn with_file(path: PathBuf, file: Arc<dyn VFile>, salt: u32) -> Segment {
         Segment {
             path,
             salt,
@@ -182,7 +182,7 @@ impl Segment {
     /// with `pread` otherwise.
     pub(crate) fn active(
         path: PathBuf,
-        file: File,
+        file: Arc<dyn VFile>,
         tail: Option<Arc<TailCache>>,
         salt: u32,
     ) -> Segment {
@@ -195,17 +195,17 @@ impl Segment {
 
     /// A sealed segment: mapped when `use_mmap`, else read with `pread`.
     pub(crate) fn open_sealed(
+        vfs: &dyn Vfs,
         dir: &Path,
         id: u32,
         use_mmap: bool,
         salt: u32,
     ) -> io::Result<Segment> {
         let path = fsutil::segment_path(dir, id);
-        let file = File::open(&path)?;
-        let source = if use_mmap && file.metadata()?.len() > 0 {
-            Source::Mapped(Map::sealed_segment(&file)?)
-        } else {
-            Source::File(file)
+        let file = vfs.open(&path, OpenMode::Read)?;
+        let source = match file.as_std() {
+            Some(f) if use_mmap && file.len()? > 0 => Source::Mapped(Map::sealed_segment(f)?),
+            _ => Source::File(file),
         };
         Ok(Segment { path, salt, source })
     }
@@ -246,7 +246,7 @@ impl Segment {
                     Some(b) => b,
                     None => {
                         let mut buf = vec![0u8; total as usize];
-                        fsutil::read_exact_at(file, &mut buf, offset).map_err(|e| {
+                        crate::vfs::read_exact_at(&**file, &mut buf, offset).map_err(|e| {
                             if e.kind() == io::ErrorKind::UnexpectedEof {
                                 self.corrupt(offset, "record runs past the end of the segment")
                             } else {

@@ -9,7 +9,6 @@
 //! retried: it is recorded, every waiter gets an error and the store is
 //! poisoned.
 
-use std::fs::File;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -18,7 +17,7 @@ pub(crate) struct Active {
     pub id: u32,
     /// The segment's salt, bound into every record's checksum.
     pub salt: u32,
-    pub file: File,
+    pub file: Arc<dyn crate::vfs::VFile>,
     /// Copy of the newest bytes, for reads without a system call.
     pub tail: Option<std::sync::Arc<crate::tailcache::TailCache>>,
     /// End of the last complete append.

@@ -1,0 +1,351 @@
+//! The file layer: every file-system operation cairn performs goes through
+//! [`Vfs`] and [`VFile`].
+//!
+//! Production uses [`RealFs`], a thin wrapper over `std::fs` (plus
+//! `tempfile` for atomic replacement). Tests plug in
+//! [`SimFs`](crate::sim::SimFs), which keeps files in memory, tracks which
+//! bytes and directory entries are durable, and can simulate a power loss
+//! or inject I/O errors at any operation.
+//!
+//! This module is public only so that tests, fuzz targets and benchmarks
+//! outside the crate can reach it; it is not part of the stable API.
+
+use std::any::Any;
+use std::fmt;
+use std::fs::{File, TryLockError};
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::fsutil;
+
+/// How [`Vfs::open`] opens a file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpenMode {
+    /// An existing file, read-only.
+    Read,
+    /// An existing file, for reading and writing.
+    ReadWrite,
+    /// A new private file (0600) that must not exist yet.
+    CreateNew,
+    /// An existing file, or a new private one, for reading and writing.
+    OpenOrCreate,
+}
+
+/// A held directory lock; dropping it releases the lock.
+pub type LockGuard = Box<dyn Any + Send + Sync>;
+
+/// A file system, as cairn uses it.
+pub trait Vfs: Send + Sync + fmt::Debug {
+    /// Whether `path` exists.
+    fn exists(&self, path: &Path) -> bool;
+    /// Creates `dir` and its missing parents, owner-only (0700).
+    ///
+    /// # Errors
+    /// Any I/O error.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// The names of the entries of `dir` (names that are not UTF-8 are
+    /// left out: cairn never creates them).
+    ///
+    /// # Errors
+    /// Any I/O error.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Opens a file.
+    ///
+    /// # Errors
+    /// Any I/O error; `NotFound` when the file is missing.
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn VFile>>;
+    /// Renames `from` to `to`, replacing `to`.
+    ///
+    /// # Errors
+    /// Any I/O error.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Deletes a file.
+    ///
+    /// # Errors
+    /// Any I/O error; `NotFound` when the file is missing.
+    fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Makes the creations, renames and deletions in `dir` durable.
+    ///
+    /// # Errors
+    /// Any I/O error.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Takes the lock file at `path` (created 0600 if missing, unless
+    /// `shared` and it does not exist). `None` when another handle holds it.
+    ///
+    /// # Errors
+    /// Any I/O error.
+    fn try_lock(&self, path: &Path, shared: bool) -> io::Result<Option<LockGuard>>;
+
+    /// Atomically replaces `path` with a file holding `bytes`: a temporary
+    /// file in the same directory (name starting with `tmp_prefix`, ending
+    /// in `.tmp`), written, fsynced and renamed over `path`. The caller
+    /// fsyncs the directory.
+    ///
+    /// # Errors
+    /// Any I/O error; the temporary file is removed on failure when possible.
+    fn write_atomic(&self, path: &Path, tmp_prefix: &str, bytes: &[u8]) -> io::Result<()> {
+        let dir = path.parent().unwrap_or_else(|| Path::new("."));
+        let tmp = dir.join(format!(
+            "{tmp_prefix}{:08x}{}",
+            crate::segment::new_salt(0),
+            fsutil::TMP_SUFFIX
+        ));
+        let result = (|| {
+            let f = self.open(&tmp, OpenMode::CreateNew)?;
+            write_all_at(&*f, bytes, 0)?;
+            f.sync_all()?;
+            drop(f);
+            self.rename(&tmp, path)
+        })();
+        if result.is_err() {
+            let _ = self.remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Reads a whole file.
+    ///
+    /// # Errors
+    /// Any I/O error.
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let f = self.open(path, OpenMode::Read)?;
+        let len = usize::try_from(f.len()?).map_err(|_| io::ErrorKind::OutOfMemory)?;
+        let mut buf = vec![0u8; len];
+        read_exact_at(&*f, &mut buf, 0)?;
+        Ok(buf)
+    }
+}
+
+/// An open file.
+#[allow(clippy::len_without_is_empty)]
+pub trait VFile: Send + Sync + fmt::Debug {
+    /// Reads at `offset`; returns how many bytes were read (0 at the end).
+    ///
+    /// # Errors
+    /// Any I/O error.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+    /// Writes at `offset`; returns how many bytes were written.
+    ///
+    /// # Errors
+    /// Any I/O error.
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize>;
+    /// `fdatasync`.
+    ///
+    /// # Errors
+    /// Any I/O error. The unsynced data may be lost: never retry.
+    fn sync_data(&self) -> io::Result<()>;
+    /// `fsync`.
+    ///
+    /// # Errors
+    /// Any I/O error. The unsynced data may be lost: never retry.
+    fn sync_all(&self) -> io::Result<()>;
+    /// Truncates or extends the file.
+    ///
+    /// # Errors
+    /// Any I/O error.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// The file's length.
+    ///
+    /// # Errors
+    /// Any I/O error.
+    fn len(&self) -> io::Result<u64>;
+    /// The real file behind this one, if any (for memory maps).
+    fn as_std(&self) -> Option<&File> {
+        None
+    }
+}
+
+/// Writes all of `buf` at `offset`.
+///
+/// # Errors
+/// Any I/O error; `WriteZero` when the file takes no more bytes.
+pub fn write_all_at(file: &dyn VFile, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        match file.write_at(buf, offset) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                buf = &buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Reads exactly `buf.len()` bytes at `offset`.
+///
+/// # Errors
+/// Any I/O error; `UnexpectedEof` when the file is shorter.
+pub fn read_exact_at(file: &dyn VFile, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        match file.read_at(buf, offset) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The real file system.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RealFs;
+
+/// A real file.
+#[derive(Debug)]
+struct RealFile(File);
+
+impl VFile for RealFile {
+    #[inline]
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::FileExt::read_at(&self.0, buf, offset)
+        }
+        #[cfg(windows)]
+        {
+            std::os::windows::fs::FileExt::seek_read(&self.0, buf, offset)
+        }
+    }
+
+    #[inline]
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::FileExt::write_at(&self.0, buf, offset)
+        }
+        #[cfg(windows)]
+        {
+            std::os::windows::fs::FileExt::seek_write(&self.0, buf, offset)
+        }
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        self.0.sync_data()
+    }
+
+    fn sync_all(&self) -> io::Result<()> {
+        self.0.sync_all()
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.0.set_len(len)
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.0.metadata()?.len())
+    }
+
+    fn as_std(&self) -> Option<&File> {
+        Some(&self.0)
+    }
+}
+
+impl Vfs for RealFs {
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut b = std::fs::DirBuilder::new();
+        b.recursive(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            b.mode(fsutil::DIR_MODE);
+        }
+        b.create(dir)
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for ent in std::fs::read_dir(dir)? {
+            if let Ok(name) = ent?.file_name().into_string() {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn VFile>> {
+        let mut o = std::fs::OpenOptions::new();
+        match mode {
+            OpenMode::Read => o.read(true),
+            OpenMode::ReadWrite => o.read(true).write(true),
+            OpenMode::CreateNew => o.read(true).write(true).create_new(true),
+            OpenMode::OpenOrCreate => o.read(true).write(true).create(true).truncate(false),
+        };
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            o.mode(fsutil::FILE_MODE);
+        }
+        Ok(Arc::new(RealFile(o.open(path)?)))
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::rename(from, to)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        #[cfg(unix)]
+        {
+            File::open(dir)?.sync_all()
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = dir;
+            Ok(())
+        }
+    }
+
+    fn try_lock(&self, path: &Path, shared: bool) -> io::Result<Option<LockGuard>> {
+        let file = if shared && path.exists() {
+            File::open(path)?
+        } else {
+            let mut o = std::fs::OpenOptions::new();
+            o.read(true).write(true).create(true).truncate(false);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::OpenOptionsExt;
+                o.mode(fsutil::FILE_MODE);
+            }
+            o.open(path)?
+        };
+        let locked = if shared {
+            file.try_lock_shared()
+        } else {
+            file.try_lock()
+        };
+        match locked {
+            Ok(()) => Ok(Some(Box::new(file))),
+            Err(TryLockError::WouldBlock) => Ok(None),
+            Err(TryLockError::Error(e)) => Err(e),
+        }
+    }
+
+    fn write_atomic(&self, path: &Path, tmp_prefix: &str, bytes: &[u8]) -> io::Result<()> {
+        // tempfile creates the file 0600 with a unique name, and removes it
+        // if anything below fails.
+        let dir = path.parent().unwrap_or_else(|| Path::new("."));
+        let mut tmp = tempfile::Builder::new()
+            .prefix(tmp_prefix)
+            .suffix(fsutil::TMP_SUFFIX)
+            .tempfile_in(dir)?;
+        tmp.write_all(bytes)?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    }
+}
