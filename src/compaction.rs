@@ -599,7 +599,12 @@ impl Core {
             return Err(Error::Io(io::Error::other("compaction stopped for a test")));
         }
 
-        // 5. Delete the old segments.
+        // 5. Delete the old segments. The records this compaction dropped
+        //    as overwritten or deleted are superseded by newer records that
+        //    may still be unsynced in the active segment (under
+        //    `SyncPolicy::Never` or `EveryMillis`): make those durable first,
+        //    or a power loss would lose both the old and the new version.
+        self.sync()?;
         write_manifest(&*self.opts.vfs, &self.dir, &inputs)?;
         if self.opts.compaction_stop == Some(CompactionStop::AfterManifest) {
             return Err(Error::Io(io::Error::other("compaction stopped for a test")));
