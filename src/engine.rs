@@ -24,6 +24,12 @@ use crate::vfs::{self, LockGuard, OpenMode, VFile, Vfs};
 /// How far ahead of the writes the active segment is zero-filled.
 const PREALLOCATE_BYTES: u64 = 4 << 20;
 
+/// A sync mark is written once the durable part of the active segment has
+/// grown by this much since the last one. Recovery treats damage before the
+/// newest mark's offset as corruption and damage after it as an unsynced
+/// tail; marks cost 40 bytes each, so this bounds their overhead to 1%.
+const SYNC_MARK_EVERY_BYTES: u64 = 4096;
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -63,9 +69,27 @@ pub(crate) struct Writer {
     buf: Vec<u8>,
     /// Scratch space for per-segment dead-byte updates.
     dead: Vec<(u32, u64)>,
+    /// The durable length the newest sync mark in the active segment holds.
+    marked: u64,
+    /// Bytes of the sync mark at the start of `buf`, if any.
+    mark_bytes: u64,
 }
 
 impl Writer {
+    /// Starts encoding an append: clears the buffer and, when enough of the
+    /// active segment has become durable since the last sync mark, encodes
+    /// a new one first.
+    fn start(&mut self) {
+        self.buf.clear();
+        self.mark_bytes = 0;
+        let synced = self.active.synced.load(Ordering::Acquire);
+        if synced >= self.marked + SYNC_MARK_EVERY_BYTES {
+            self.encode(Kind::SyncMark, 0, 0, b"", &synced.to_le_bytes());
+            self.marked = synced;
+            self.mark_bytes = self.buf.len() as u64;
+        }
+    }
+
     /// The id of the active segment.
     pub(crate) fn active_id(&self) -> u32 {
         self.active.id
@@ -372,6 +396,12 @@ impl Core {
             };
             let path = fsutil::segment_path(dir, id);
             let file = vfs.open(&path, OpenMode::ReadWrite)?;
+            if active_idx.is_some() {
+                // What recovery read may be only in the page cache (after a
+                // process crash). Make it durable: the group commit and the
+                // sync marks count it as synced from here on.
+                file.sync_data()?;
+            }
             let tail = new_tail_cache(&opts, &*file, len)?;
             segments.insert(
                 id,
@@ -383,6 +413,7 @@ impl Core {
                 file,
                 tail,
                 len: AtomicU64::new(len),
+                synced: AtomicU64::new(len),
             });
             let writer = Writer {
                 active: active.clone(),
@@ -394,6 +425,8 @@ impl Core {
                 },
                 buf: Vec::with_capacity(4096),
                 dead: Vec::new(),
+                marked: 0,
+                mark_bytes: 0,
             };
             (Some(Mutex::new(writer)), Some(GroupCommit::new(active)))
         };
@@ -583,7 +616,7 @@ impl Core {
         // Bytes that stopped mattering, per segment (reusing a buffer).
         let mut dead = std::mem::take(&mut w.dead);
         dead.clear();
-        dead.push((w.active.id, dead_now));
+        dead.push((w.active.id, dead_now + w.mark_bytes));
         for a in applied {
             let (key, old) = match a {
                 Applied::Put { key, entry } => (key, self.keydir.insert(key, *entry)),
@@ -735,11 +768,13 @@ impl Core {
             file,
             tail,
             len: AtomicU64::new(SEGMENT_HEADER_LEN),
+            synced: AtomicU64::new(SEGMENT_HEADER_LEN),
         });
         group.set_current(active.clone());
         group.mark_durable((id, SEGMENT_HEADER_LEN));
         w.active = active;
         w.allocated = SEGMENT_HEADER_LEN;
+        w.marked = 0;
         // 3. The hint of the sealed segment is written in the background
         //    (inline when tests ask for a fixed order of file operations).
         if self.opts.deterministic {
@@ -772,7 +807,7 @@ impl Core {
     /// Writes one put under the writer lock; returns the position to wait for.
     fn put_locked(&self, w: &mut Writer, key: &[u8], value: &[u8], expires: u64) -> Result<Pos> {
         self.maybe_roll(w, record::encoded_len(key.len() as u32, value.len() as u32))?;
-        w.buf.clear();
+        w.start();
         let seq = w.next_seq;
         let entry = Self::encode_put(w, 0, seq, expires, key, value);
         self.append(w, 1, &[Applied::Put { key, entry }], 0)
@@ -782,7 +817,7 @@ impl Core {
     fn delete_locked(&self, w: &mut Writer, key: &[u8]) -> Result<Pos> {
         let len = record::encoded_len(key.len() as u32, 0);
         self.maybe_roll(w, len)?;
-        w.buf.clear();
+        w.start();
         let seq = w.next_seq;
         w.encode(Kind::Tombstone, seq, 0, key, b"");
         self.append(w, 1, &[Applied::Delete { key }], len)
@@ -954,7 +989,7 @@ impl Core {
             let mut w = self.writer()?;
             self.maybe_roll(&mut w, total)?;
             let now = self.now();
-            w.buf.clear();
+            w.start();
             let begin = w.next_seq;
             w.encode(Kind::BatchBegin, begin, 0, b"", &count.to_le_bytes());
             let mut dead = record::encoded_len(0, 4);

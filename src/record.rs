@@ -9,7 +9,8 @@
 //! offset size field
 //!  0     4    crc32c of: the segment's salt (u32 LE), this record's offset
 //!             in the segment (u64 LE), then bytes 4 .. 32 + key_len + value_len
-//!  4     1    kind (1 put, 2 tombstone, 3 batch begin, 4 batch commit)
+//!  4     1    kind (1 put, 2 tombstone, 3 batch begin, 4 batch commit,
+//!             5 sync mark)
 //!  5     1    flags (bit 0: the put or tombstone belongs to a batch)
 //!  6     2    reserved (0)
 //!  8     8    sequence number
@@ -42,6 +43,11 @@ pub(crate) enum Kind {
     /// Ends an atomic batch; the value holds the begin record's sequence
     /// number (u64 LE) and the number of operations (u32 LE).
     BatchCommit = 4,
+    /// A sync mark: the value holds how many bytes of the segment were
+    /// durable (fsynced) when it was written (u64 LE). Key empty, sequence
+    /// number 0. Recovery treats damage before that point as corruption and
+    /// damage after it as an unsynced tail.
+    SyncMark = 5,
 }
 
 impl Kind {
@@ -51,6 +57,7 @@ impl Kind {
             2 => Some(Kind::Tombstone),
             3 => Some(Kind::BatchBegin),
             4 => Some(Kind::BatchCommit),
+            5 => Some(Kind::SyncMark),
             _ => None,
         }
     }

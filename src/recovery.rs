@@ -185,12 +185,32 @@ pub(crate) fn scan_segment(
     let mut last_seq = 0u64;
     let mut pending: Option<PendingBatch> = None;
     let mut good_end = pos as u64; // end of the last record outside an open batch
+                                   // How much of the segment sync marks say was durable: damage before
+                                   // this point is corruption, damage after it can be an unsynced tail.
+    let mut durable = 0u64;
 
     while pos < bytes.len() {
         if active && bytes[pos..].iter().all(|&b| b == 0) {
             break; // preallocated space (or a zero-filled torn tail)
         }
         let problem: &'static str = match record::decode(&bytes[pos..], salt, pos as u64) {
+            Decoded::Record(r) if r.kind == Kind::SyncMark => {
+                let offset = pos as u64;
+                let mark = (r.value.len() == 8 && r.key.is_empty() && r.seq == 0)
+                    .then(|| record::le_u64(r.value, 0))
+                    .filter(|&d| d <= offset);
+                match mark {
+                    Some(d) => {
+                        durable = durable.max(d);
+                        pos += r.len as usize;
+                        if pending.is_none() {
+                            good_end = pos as u64;
+                        }
+                        continue;
+                    }
+                    None => "malformed sync mark",
+                }
+            }
             Decoded::Record(r) if r.seq <= last_seq => "sequence number out of order",
             Decoded::Record(r)
                 if matches!(r.kind, Kind::Put | Kind::Tombstone)
@@ -254,6 +274,7 @@ pub(crate) fn scan_segment(
                         });
                         continue;
                     }
+                    Kind::SyncMark => continue, // handled above
                     Kind::BatchCommit => {
                         let ok = match &pending {
                             Some(b) => {
@@ -301,6 +322,22 @@ pub(crate) fn scan_segment(
                     reason: problem.into(),
                 });
                 pos = next;
+            }
+            // Past the last point known to be durable, a damaged record
+            // followed by valid ones is a power loss that kept some pages
+            // of an unsynced write and lost others: nothing from here on
+            // was acknowledged as durable, so the tail is cut.
+            Some(next)
+                if active
+                    && !salvage
+                    && pos as u64 >= durable.max(durable_after(bytes, next, salt)) =>
+            {
+                log::warn!(
+                    "{}: {problem} at offset {pos}, past the last synced offset {durable}; \
+                     discarding the unsynced tail (valid records resume at {next})",
+                    path.display()
+                );
+                break;
             }
             Some(_) => {
                 return Err(Error::corruption(
@@ -373,6 +410,30 @@ pub(crate) fn dedup_newest(entries: &[HintEntry]) -> Vec<HintEntry> {
     let mut idx: Vec<usize> = newest.into_values().collect();
     idx.sort_unstable_by_key(|&i| entries[i].offset);
     idx.into_iter().map(|i| entries[i].clone()).collect()
+}
+
+/// The highest durable length named by a valid sync mark at or after
+/// `from` (0 if none). Used only on damage, so it may be slow.
+fn durable_after(bytes: &[u8], from: usize, salt: u32) -> u64 {
+    let header = record::RECORD_HEADER_LEN as usize;
+    let mut best = 0;
+    let mut off = from;
+    while off + header <= bytes.len() {
+        if matches!(bytes[off + 4], 1..=5) {
+            if let Decoded::Record(r) = record::decode(&bytes[off..], salt, off as u64) {
+                if r.kind == Kind::SyncMark && r.value.len() == 8 {
+                    let d = record::le_u64(r.value, 0);
+                    if d <= off as u64 {
+                        best = best.max(d);
+                    }
+                }
+                off += r.len as usize;
+                continue;
+            }
+        }
+        off += 1;
+    }
+    best
 }
 
 /// Loads one segment: from its hint when possible, else by scanning.
@@ -604,6 +665,12 @@ mod tests {
         PathBuf::from("/d/0000000001.seg")
     }
 
+    /// Appends a sync mark saying everything before it is durable.
+    fn mark(b: &mut Vec<u8>) {
+        let at = b.len() as u64;
+        encode_into(b, Kind::SyncMark, 0, 0, b"", &at.to_le_bytes());
+    }
+
     #[test]
     fn clean_segment() {
         let b = seg(&[(Kind::Put, 1, b"a", b"1"), (Kind::Tombstone, 2, b"a", b"")]);
@@ -634,13 +701,22 @@ mod tests {
 
     #[test]
     fn middle_corruption_is_an_error_and_salvage_skips_it() {
-        let b = seg(&[
+        let mut b = seg(&[
             (Kind::Put, 1, b"a", b"1"),
             (Kind::Put, 2, b"b", b"22"),
             (Kind::Put, 3, b"c", b"333"),
         ]);
-        let mut c = b.clone();
         let second = 66 + 33; // inside record 2's value
+                              // With no sync mark past it, the damage can be a power loss that
+                              // lost one page of an unsynced write: an unsynced tail, cut.
+        let mut c = b.clone();
+        c[second] ^= 0xff;
+        let l = scan_segment(&p(), 1, &c, true, RecoveryMode::Strict).expect("scan");
+        assert_eq!(l.entries.len(), 1);
+        assert_eq!(l.cut, Some((66, c.len() as u64)));
+        // A sync mark says it was durable: corruption.
+        mark(&mut b);
+        let mut c = b.clone();
         c[second] ^= 0xff;
         match scan_segment(&p(), 1, &c, true, RecoveryMode::Strict) {
             Err(Error::Corruption { offset, .. }) => assert_eq!(offset, 66),
@@ -685,6 +761,7 @@ mod tests {
         commit.extend_from_slice(&3u32.to_le_bytes());
         encode_into(&mut b, Kind::BatchCommit, 6, 0, b"", &commit);
         encode_into(&mut b, Kind::Put, 7, 0, b"after", b"1");
+        mark(&mut b);
         b[damaged + 40] ^= 0xff; // inside y's record
         assert!(matches!(
             scan_segment(&p(), 1, &b, true, RecoveryMode::Strict),

@@ -22,6 +22,8 @@ pub(crate) struct Active {
     pub tail: Option<std::sync::Arc<crate::tailcache::TailCache>>,
     /// End of the last complete append.
     pub len: AtomicU64,
+    /// How much of the segment a completed fsync has made durable.
+    pub synced: AtomicU64,
 }
 
 /// A position in the log: (segment id, byte offset). Ordered.
@@ -127,6 +129,7 @@ impl GroupCommit {
             st.syncing = false;
             match result {
                 Ok(()) => {
+                    active.synced.fetch_max(upto, Ordering::AcqRel);
                     if (active.id, upto) > st.durable {
                         st.durable = (active.id, upto);
                     }

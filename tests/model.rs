@@ -750,7 +750,7 @@ fn scan_records(bytes: &[u8]) -> (usize, Vec<u64>) {
     let mut seqs = Vec::new();
     while pos + 32 <= bytes.len() {
         let total = 32 + u32_at(pos + 24) + u32_at(pos + 28);
-        let valid = (1..=4).contains(&bytes[pos + 4])
+        let valid = (1..=5).contains(&bytes[pos + 4])
             && pos + total <= bytes.len()
             && record_crc(salt, pos as u64, &bytes[pos + 4..pos + total]) == u32_at(pos) as u32;
         if !valid {

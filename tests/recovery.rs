@@ -654,9 +654,17 @@ fn corruption(r: Result<Db, Error>) -> (PathBuf, u64, String) {
 
 #[test]
 fn mid_log_corruption_is_refused_and_salvage_skips_it() {
+    // Enough fsynced data that a sync mark (written once 4 KiB more of the
+    // segment is durable) vouches for the victims: damage the log says was
+    // durable is corruption, not an unsynced tail.
     let src = tempfile::tempdir().expect("tempdir");
-    let ops: Vec<Op> = (0..10)
-        .map(|i| put(&format!("key{i}"), &format!("value number {i}")))
+    let ops: Vec<Op> = (0..20)
+        .map(|i| {
+            put(
+                &format!("key{i}"),
+                &format!("value number {i} {}", "x".repeat(500)),
+            )
+        })
         .collect();
     {
         let db = opts().open(src.path()).expect("open");
@@ -665,10 +673,13 @@ fn mid_log_corruption_is_refused_and_salvage_skips_it() {
         }
     }
     let recs = parse_records(&fs::read(seg_path(src.path(), 1)).expect("read"));
+    let marks: Vec<&Rec> = recs.iter().filter(|r| r.kind == 5).collect();
+    assert!(!marks.is_empty(), "the log holds sync marks");
+    let puts: Vec<&Rec> = recs.iter().filter(|r| r.kind == 1).collect();
     let full = state_after(&ops, ops.len());
     let universe = keys_of(&ops);
     for victim_idx in [0usize, 4, 8] {
-        let victim = &recs[victim_idx];
+        let victim = puts[victim_idx];
         let key_at = victim.offset + RECORD_HEADER_LEN;
         let value_at = key_at + victim.key.len();
         let places = [
@@ -705,6 +716,57 @@ fn mid_log_corruption_is_refused_and_salvage_skips_it() {
             assert_eq!(skipped[0].offset, victim.offset as u64, "{ctx}");
             assert_eq!(skipped[0].len, victim.len as u64, "{ctx}");
             assert!(!skipped[0].reason.is_empty());
+        }
+    }
+}
+
+/// A power loss can keep some pages of an unsynced write and lose others,
+/// leaving a hole followed by valid records. Past the last sync mark that is
+/// an unsynced tail: it is cut (the state is a prefix), not refused.
+#[test]
+fn hole_in_unsynced_tail_is_cut_not_refused() {
+    let src = tempfile::tempdir().expect("tempdir");
+    let ops: Vec<Op> = (0..6)
+        .map(|i| put(&format!("key{i}"), &format!("value number {i}")))
+        .collect();
+    {
+        let db = opts()
+            .sync_policy(SyncPolicy::Never)
+            .open(src.path())
+            .expect("open");
+        for op in &ops {
+            run(&db, op);
+        }
+    }
+    let recs = parse_records(&fs::read(seg_path(src.path(), 1)).expect("read"));
+    assert!(
+        recs.iter().all(|r| r.kind == 1),
+        "no sync mark: nothing was synced"
+    );
+    let universe = keys_of(&ops);
+    for victim_idx in [1usize, 3] {
+        let victim = &recs[victim_idx];
+        for zeroed in [false, true] {
+            let ctx = format!("record {victim_idx}, zeroed {zeroed}");
+            let t = fresh_copy(src.path());
+            let seg = seg_path(t.path(), 1);
+            if zeroed {
+                let mut b = fs::read(&seg).expect("read");
+                b[victim.offset..victim.end()].fill(0);
+                fs::write(&seg, b).expect("write");
+            } else {
+                flip_byte(&seg, victim.offset + RECORD_HEADER_LEN);
+            }
+            let db = opts()
+                .open(t.path())
+                .unwrap_or_else(|e| panic!("{ctx}: {e}"));
+            assert_state(&db, &state_after(&ops, victim_idx), &universe, &ctx);
+            let cut = db.recovery_report().truncated_tail.clone();
+            assert_eq!(
+                cut.map(|c| (c.0, c.1)),
+                Some((seg, victim.offset as u64)),
+                "{ctx}"
+            );
         }
     }
 }
