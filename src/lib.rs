@@ -37,6 +37,8 @@ mod db;
 mod engine;
 mod error;
 mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 mod hint;
 mod iter;
 mod keydir;
