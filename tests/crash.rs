@@ -138,65 +138,6 @@ fn run_case(case: &Case, ops: &[Op], states: &[Model]) -> Result<(), String> {
     })
 }
 
-fn check_after_crash(
-    sim: &SimFs,
-    clock: &ManualClock,
-    policy: SyncPolicy,
-    states: &[Model],
-    acked: usize,
-    issued: usize,
-) -> Result<(), String> {
-    let db = options(sim, clock, policy)
-        .open(DIR)
-        .map_err(|e| format!("reopen failed: {e}"))?;
-    let now = clock.now_ms();
-    let seen = observed(&db)?;
-    let Some(k) = matching_prefix(states, acked, issued, now, &seen) else {
-        let near: Vec<String> = (acked..=issued.min(states.len() - 1))
-            .map(|i| format!("    after {i} ops: {}", brief(&model_view(&states[i], now))))
-            .collect();
-        return Err(format!(
-            "recovered state {} is not the state after any prefix of {acked}..={issued} operations:\n{}",
-            brief(&seen),
-            near.join("\n")
-        ));
-    };
-    let stray = stray_files(sim);
-    if !stray.is_empty() {
-        return Err(format!("stray files after reopen: {stray:?}"));
-    }
-    // The store keeps working, and a new write survives another restart.
-    db.put(key(0), b"after the crash")
-        .and_then(|()| db.sync())
-        .map_err(|e| format!("write after reopen failed: {e}"))?;
-    drop(db);
-    sim.crash(Damage::DropUnsynced, 7);
-    let db = options(sim, clock, policy)
-        .open(DIR)
-        .map_err(|e| format!("second reopen failed: {e}"))?;
-    let mut expected = model_view(&states[k], now);
-    expected.insert(key(0), b"after the crash".to_vec());
-    let again = observed(&db)?;
-    if again != expected {
-        return Err(format!(
-            "after a write and another restart: {} instead of {}",
-            brief(&again),
-            brief(&expected)
-        ));
-    }
-    Ok(())
-}
-
-trait NowMs {
-    fn now_ms(&self) -> u64;
-}
-
-impl NowMs for ManualClock {
-    fn now_ms(&self) -> u64 {
-        cairn::Clock::now_unix_ms(self)
-    }
-}
-
 fn parse_case(s: &str) -> Case {
     let f: Vec<&str> = s.split_whitespace().collect();
     assert!(
