@@ -19,16 +19,19 @@ use common::splitmix;
 
 mod common;
 
-fn disk_bytes(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|it| {
-            it.flatten()
-                .filter(|e| e.path().extension().is_some_and(|x| x == "seg"))
-                .filter_map(|e| e.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0)
+/// Bytes of segment files, and of every file in the directory (segments,
+/// hints, compaction's temporary outputs, the lock file).
+fn disk_bytes(dir: &std::path::Path) -> (u64, u64) {
+    let mut seg = 0;
+    let mut all = 0;
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+        all += len;
+        if e.path().extension().is_some_and(|x| x == "seg") {
+            seg += len;
+        }
+    }
+    (seg, all)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -77,10 +80,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             rate.to_string()
         }
     );
-    println!("| writes | live keys | live MiB | disk MiB | disk / live | segments |");
-    println!("|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| writes | live keys | live MiB | segment MiB | segments / live | all files / live | segments | write stalls |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|");
     let started = Instant::now();
     let mut worst = 0f64;
+    let mut worst_all = 0f64;
     let value = [b'v'; 100];
     for i in 1..=writes {
         let r = splitmix(i);
@@ -103,26 +109,35 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 std::thread::sleep(wait);
             }
         }
-        if i % 250_000 == 0 {
+        if i % 10_000 == 0 {
             let s = db.stats();
-            let disk = disk_bytes(dir.path());
-            let ratio = disk as f64 / s.live_bytes.max(1) as f64;
+            let (disk, all) = disk_bytes(dir.path());
+            let live = s.live_bytes.max(1) as f64;
+            let ratio = disk as f64 / live;
             if i >= writes / 5 {
                 worst = worst.max(ratio);
+                worst_all = worst_all.max(all as f64 / live);
             }
-            println!(
-                "| {i} | {} | {:.1} | {:.1} | {:.2} | {} |",
-                s.live_keys,
-                s.live_bytes as f64 / 1048576.0,
-                disk as f64 / 1048576.0,
-                ratio,
-                s.segments
-            );
+            if i % 250_000 == 0 {
+                println!(
+                    "| {i} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {} | {} |",
+                    s.live_keys,
+                    s.live_bytes as f64 / 1048576.0,
+                    disk as f64 / 1048576.0,
+                    ratio,
+                    all as f64 / live,
+                    s.segments,
+                    s.write_stalls
+                );
+            }
         }
     }
     println!(
-        "worst disk/live after the first 20% of writes: {worst:.2} ({:?} in all)",
-        started.elapsed()
+        "worst over samples every 10,000 writes after the first 20%: segments/live {worst:.2}, all files/live {worst_all:.2} ({:?} in all, {:.0} writes/s, {} write stalls, {:?} stalled)",
+        started.elapsed(),
+        writes as f64 / started.elapsed().as_secs_f64(),
+        db.stats().write_stalls,
+        db.stats().write_stall_time,
     );
     Ok(())
 }

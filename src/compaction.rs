@@ -140,9 +140,10 @@ impl Output {
 ///   (Riak's per-file triggers);
 /// * the store's space amplification (bytes of sealed segments plus the live
 ///   bytes of the active one, over all live bytes) passes
-///   `compaction_max_space_amplification`; then the most fragmented sealed
-///   segments are chosen until the projected amplification is halfway back
-///   to 1.
+///   two thirds of the way from 1 to `compaction_max_space_amplification`
+///   (the bound, at which writes stall); then the most fragmented sealed
+///   segments are chosen until the projected amplification is a third of
+///   the way.
 ///
 /// Sealed segments smaller than `compaction_small_segment_bytes` ride along.
 pub(crate) fn auto_candidates(
@@ -175,8 +176,12 @@ pub(crate) fn auto_candidates(
             .get(&active)
             .map_or(0, |s| data(s).saturating_sub(s.dead));
         let disk = sealed.iter().map(|(_, s)| s.total).sum::<u64>() + active_live;
-        if disk as f64 > amp * live as f64 {
-            let goal = (live as f64 * (1.0 + (amp - 1.0) / 2.0)) as u64;
+        // `amp` is the bound: start at two thirds of the way to it, so that
+        // the writes that arrive while a compaction runs (and its outputs,
+        // which exist next to its inputs until the swap) still fit under
+        // it; aim at one third.
+        if disk as f64 > (1.0 + (amp - 1.0) * 2.0 / 3.0) * live as f64 {
+            let goal = (live as f64 * (1.0 + (amp - 1.0) / 3.0)) as u64;
             let mut projected = disk
                 - chosen
                     .iter()
@@ -205,12 +210,35 @@ pub(crate) fn auto_candidates(
             chosen.push(*id);
         }
     }
+    // Bound one compaction's work: its outputs exist next to its inputs
+    // until the swap, so rewriting too much at once is itself a spike in
+    // disk use (and a long wait for stalled writers). Take the most
+    // fragmented segments first, up to the budget of live bytes to copy.
+    let disk_total: u64 = stats.values().map(|s| s.total).sum();
+    let budget = opts
+        .max_segment_bytes
+        .max((disk_total as f64 * (amp.max(1.5) - 1.0) / 4.0) as u64);
+    let mut by_value: Vec<(u32, &SegStat)> = chosen
+        .iter()
+        .filter_map(|id| stats.get(id).map(|s| (*id, s)))
+        .collect();
+    by_value.sort_by(|a, b| ratio(b.1).total_cmp(&ratio(a.1)).then(a.0.cmp(&b.0)));
+    let mut copied = 0u64;
+    chosen.clear();
+    for (id, s) in by_value {
+        let live = data(s).saturating_sub(s.dead);
+        if !chosen.is_empty() && copied + live > budget {
+            continue;
+        }
+        copied += live;
+        chosen.push(id);
+    }
     chosen.sort_unstable();
     chosen
 }
 
 /// Space amplification alone starts no compaction for less dead data than this.
-const MIN_DEAD_FOR_AMPLIFICATION: u64 = 64 * 1024;
+pub(crate) const MIN_DEAD_FOR_AMPLIFICATION: u64 = 64 * 1024;
 
 fn write_manifest(vfs: &dyn Vfs, dir: &Path, inputs: &[u32]) -> io::Result<()> {
     let mut b = Vec::with_capacity(16 + 4 * inputs.len());
@@ -326,11 +354,16 @@ impl Core {
     /// Returns when the store is closed.
     pub(crate) fn auto_compaction(self: &Arc<Self>) {
         let every = Duration::from_millis(self.opts.compaction_interval_ms);
+        // Right after a compaction, look again at once: a writer may have
+        // sealed more segments meanwhile.
+        let mut again = false;
         loop {
-            if self.wait_for_stop(every) {
+            if !again && self.wait_for_compaction_work(every) {
                 return;
             }
+            again = false;
             if self.is_poisoned() {
+                self.end_stall();
                 continue;
             }
             let Some(active) = self.active_id() else {
@@ -338,12 +371,20 @@ impl Core {
             };
             let candidates = auto_candidates(&lock(&self.seg_stats), active, &self.opts);
             if candidates.is_empty() {
+                // Nothing to do would help: never keep writers waiting.
+                self.end_stall();
                 continue;
             }
-            match self.compact_with(|_, _| candidates) {
-                Ok(s) => log::debug!("automatic compaction: {s:?}"),
+            let result = self.compact_with(|_, _| candidates);
+            self.end_stall();
+            match result {
+                Ok(s) => {
+                    log::debug!("automatic compaction: {s:?}");
+                    again = s.segments_in > 0;
+                }
                 Err(Error::Closed) => return,
                 Err(e) => {
+                    self.end_stall();
                     log::warn!("automatic compaction failed: {e}; retrying later");
                     if self.wait_for_stop(every * 10) {
                         return;

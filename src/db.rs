@@ -500,7 +500,10 @@ impl Db {
     ///
     /// ```
     /// let dir = tempfile::tempdir()?;
-    /// let db = cairn::Options::new().max_segment_bytes(4096).open(dir.path())?;
+    /// let db = cairn::Options::new()
+    ///     .max_segment_bytes(4096)
+    ///     .auto_compact(false) // compaction only when asked
+    ///     .open(dir.path())?;
     /// for i in 0..200 {
     ///     db.put("counter", i.to_string())?; // 199 dead versions
     /// }

@@ -132,7 +132,13 @@ impl Writer {
 struct BgState {
     stop: bool,
     hint_jobs: Vec<u32>,
+    /// A segment was sealed since automatic compaction last looked.
+    sealed: bool,
 }
+
+/// The longest a writer waits for compaction at a time (see
+/// [`Core::stall_if_needed`]).
+const MAX_STALL: Duration = Duration::from_secs(1);
 
 pub(crate) struct Core {
     pub dir: PathBuf,
@@ -155,6 +161,13 @@ pub(crate) struct Core {
     expired_removed: AtomicU64,
     bg: Mutex<BgState>,
     bg_cv: Condvar,
+    /// Writers wait (outside the writer lock) while this is set: disk use
+    /// is past the space-amplification bound and compaction is catching up.
+    stall: AtomicBool,
+    stall_lock: Mutex<()>,
+    stall_cv: Condvar,
+    stalls: AtomicU64,
+    stall_ns: AtomicU64,
 }
 
 /// What `Db::ttl` found.
@@ -458,6 +471,11 @@ impl Core {
             expired_removed: AtomicU64::new(0),
             bg: Mutex::new(BgState::default()),
             bg_cv: Condvar::new(),
+            stall: AtomicBool::new(false),
+            stall_lock: Mutex::new(()),
+            stall_cv: Condvar::new(),
+            stalls: AtomicU64::new(0),
+            stall_ns: AtomicU64::new(0),
         }))
     }
 
@@ -503,6 +521,96 @@ impl Core {
         }
         self.check_open()?;
         Ok(guard)
+    }
+
+    // ----- back-pressure ----------------------------------------------------
+
+    /// Whether the segments on disk are past the level at which automatic
+    /// compaction starts (two thirds of the way from 1 to
+    /// `compaction_max_space_amplification`), with enough dead bytes for
+    /// compaction to act on. Writers stall from this level on, so that the
+    /// writes that arrive while compaction catches up, and the outputs that
+    /// exist next to its inputs until the swap, stay under the bound.
+    pub(crate) fn over_space_bound(&self) -> bool {
+        let max = self.opts.compaction_max_space_amplification;
+        if !self.opts.auto_compact || max == 0.0 {
+            return false;
+        }
+        let amp = 1.0 + (max - 1.0) * 2.0 / 3.0;
+        let Some(active) = self.active_id() else {
+            return false;
+        };
+        let stats = lock(&self.seg_stats);
+        let data = |s: &SegStat| s.total.saturating_sub(SEGMENT_HEADER_LEN);
+        let mut live = 0u64;
+        let mut disk = 0u64;
+        let mut dead = 0u64;
+        for (id, s) in stats.iter() {
+            let l = data(s).saturating_sub(s.dead);
+            live += l;
+            if *id == active {
+                disk += l;
+            } else {
+                disk += s.total;
+                dead += s.dead;
+            }
+        }
+        dead >= crate::compaction::MIN_DEAD_FOR_AMPLIFICATION && disk as f64 > amp * live as f64
+    }
+
+    /// Called by the writer when it seals a segment: wakes automatic
+    /// compaction and, when disk use is past the level where compaction
+    /// starts, makes writers wait for the next compaction to finish
+    /// (a RocksDB-style write stall, outside the writer lock) so that a
+    /// writer running flat out cannot seal segments faster than compaction
+    /// reclaims them.
+    fn after_seal(&self) {
+        if !self.opts.auto_compact {
+            return;
+        }
+        if self.opts.stall_writes && self.over_space_bound() {
+            self.stall.store(true, Ordering::Release);
+        }
+        lock(&self.bg).sealed = true;
+        self.bg_cv.notify_all();
+    }
+
+    /// Waits while writes are stalled, at most [`MAX_STALL`].
+    fn stall_if_needed(&self) {
+        let started = Instant::now();
+        let guard = lock(&self.stall_lock);
+        let _ = self
+            .stall_cv
+            .wait_timeout_while(guard, MAX_STALL, |()| {
+                self.stall.load(Ordering::Acquire) && !self.closed.load(Ordering::Acquire)
+            })
+            .unwrap_or_else(|e| e.into_inner());
+        self.stalls.fetch_add(1, Ordering::Relaxed);
+        self.stall_ns.fetch_add(
+            u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Ends a write stall (a compaction finished or failed, there is
+    /// nothing to compact, or the store is closing).
+    pub(crate) fn end_stall(&self) {
+        if self.stall.swap(false, Ordering::AcqRel) {
+            let _g = lock(&self.stall_lock);
+            self.stall_cv.notify_all();
+        }
+    }
+
+    /// For automatic compaction: waits up to `timeout` for a sealed segment
+    /// or a stop. Returns whether the store stopped.
+    pub(crate) fn wait_for_compaction_work(&self, timeout: Duration) -> bool {
+        let bg = lock(&self.bg);
+        let (mut bg, _) = self
+            .bg_cv
+            .wait_timeout_while(bg, timeout, |b| !b.stop && !b.sealed)
+            .unwrap_or_else(|e| e.into_inner());
+        bg.sealed = false;
+        bg.stop
     }
 
     // ----- reads ------------------------------------------------------------
@@ -674,8 +782,12 @@ impl Core {
         Ok(())
     }
 
-    /// Waits for durability according to the sync policy.
+    /// Waits for durability according to the sync policy (and, when the
+    /// writer sealed a segment past the space bound, for compaction).
     fn finish(&self, pos: Pos) -> Result<()> {
+        if self.stall.load(Ordering::Relaxed) {
+            self.stall_if_needed();
+        }
         if self.opts.sync_policy == SyncPolicy::Always {
             self.wait(pos)?;
         }
@@ -783,6 +895,7 @@ impl Core {
             lock(&self.bg).hint_jobs.push(old.id);
             self.bg_cv.notify_all();
         }
+        self.after_seal();
         Ok(())
     }
 
@@ -1090,6 +1203,8 @@ impl Core {
                 .as_ref()
                 .map_or(0, |g| g.fsyncs.load(Ordering::Relaxed)),
             keydir_memory_bytes: self.keydir.memory_bytes(),
+            write_stalls: self.stalls.load(Ordering::Relaxed),
+            write_stall_time: Duration::from_nanos(self.stall_ns.load(Ordering::Relaxed)),
             ..Stats::default()
         };
         for s in seg.values() {
@@ -1173,6 +1288,7 @@ impl Core {
     pub(crate) fn stop_background(&self) {
         lock(&self.bg).stop = true;
         self.bg_cv.notify_all();
+        self.end_stall();
     }
 
     /// The background loop: periodic fsync (EveryMillis), the expiry sweep

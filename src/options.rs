@@ -70,6 +70,7 @@ pub struct Options {
     pub(crate) compaction_small_segment_bytes: u64,
     pub(crate) compaction_max_bytes_per_sec: u64,
     pub(crate) compaction_interval_ms: u64,
+    pub(crate) stall_writes: bool,
     pub(crate) compaction_stop: Option<crate::compaction::CompactionStop>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) vfs: Arc<dyn crate::vfs::Vfs>,
@@ -103,6 +104,7 @@ impl std::fmt::Debug for Options {
                 &self.compaction_max_bytes_per_sec,
             )
             .field("compaction_interval_ms", &self.compaction_interval_ms)
+            .field("stall_writes", &self.stall_writes)
             .finish_non_exhaustive()
     }
 }
@@ -143,6 +145,7 @@ impl Options {
             compaction_small_segment_bytes: AUTO,
             compaction_max_bytes_per_sec: 0,
             compaction_interval_ms: 1000,
+            stall_writes: true,
             compaction_stop: None,
             clock: Arc::new(SystemClock),
             vfs: Arc::new(crate::vfs::RealFs),
@@ -269,8 +272,29 @@ impl Options {
         self
     }
 
-    /// How often automatic compaction checks the segments, in milliseconds.
-    /// Default: 1000.
+    /// Write back-pressure. When automatic compaction is on and, as the
+    /// writer seals a segment, the segment files take more than
+    /// `compaction_max_space_amplification` times the live data, writes
+    /// wait (up to one second at a time) until compaction has caught up, so
+    /// that a writer running flat out cannot outgrow compaction (RocksDB
+    /// calls this a write stall). [`Stats::write_stalls`](crate::Stats)
+    /// counts the waits. Default: on.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Options::new().stall_writes(false).open(dir.path())?;
+    /// assert_eq!(db.stats().write_stalls, 0);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    #[must_use]
+    pub fn stall_writes(mut self, on: bool) -> Options {
+        self.stall_writes = on;
+        self
+    }
+
+    /// How often automatic compaction checks the segments, in milliseconds,
+    /// when no segment has been sealed (it also looks each time the writer
+    /// seals one). Default: 1000.
     #[must_use]
     pub fn compaction_interval_ms(mut self, ms: u64) -> Options {
         self.compaction_interval_ms = ms;

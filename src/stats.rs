@@ -42,4 +42,10 @@ pub struct Stats {
     pub fsyncs: u64,
     /// Estimated bytes of memory held by the in-memory index.
     pub keydir_memory_bytes: u64,
+    /// Times a write waited for automatic compaction because disk use was
+    /// past `compaction_max_space_amplification` (see
+    /// [`Options::stall_writes`](crate::Options::stall_writes)).
+    pub write_stalls: u64,
+    /// Total time writes spent in those waits.
+    pub write_stall_time: std::time::Duration,
 }
