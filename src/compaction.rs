@@ -289,18 +289,26 @@ fn delete_inputs(vfs: &dyn Vfs, dir: &Path, ids: &[u32]) -> io::Result<()> {
 }
 
 /// At open: finishes a compaction that stopped after its manifest was
-/// written, by deleting the segments it names. Returns whether it did.
-pub(crate) fn finish_interrupted(vfs: &dyn Vfs, dir: &Path, read_only: bool) -> Result<bool> {
+/// written, by deleting the segments it names. Returns whether it did, and
+/// (read-only) the segments to leave out instead.
+pub(crate) fn finish_interrupted(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    read_only: bool,
+) -> Result<(bool, Vec<u32>)> {
     let path = dir.join(MANIFEST);
     let bytes = match vfs.read(&path) {
         Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((false, Vec::new())),
         Err(e) => return Err(Error::Io(e)),
     };
     if read_only {
-        // Old and new segments together hold the same contents; leave the
-        // deletion to the next writer.
-        return Ok(false);
+        // A read-only handle may not delete, so it leaves the manifest's
+        // segments out instead: the deletion may have been cut short after
+        // removing some of them (say, the one holding a tombstone), and
+        // loading the rest could bring back what they hid. Their live
+        // records are all in the compaction's outputs.
+        return Ok((false, read_manifest(&bytes).unwrap_or_default()));
     }
     match read_manifest(&bytes) {
         Some(ids) => {
@@ -321,7 +329,7 @@ pub(crate) fn finish_interrupted(vfs: &dyn Vfs, dir: &Path, read_only: bool) -> 
             vfs.sync_dir(dir)?;
         }
     }
-    Ok(true)
+    Ok((true, Vec::new()))
 }
 
 /// A crash point for tests: the compaction stops (returns an error) right

@@ -283,11 +283,14 @@ impl Core {
             return Err(Error::Locked { path: lock_path });
         };
 
+        let (finished_compaction, leave_out) =
+            crate::compaction::finish_interrupted(vfs, dir, opts.read_only)?;
         let mut report = RecoveryReport {
-            finished_compaction: crate::compaction::finish_interrupted(vfs, dir, opts.read_only)?,
+            finished_compaction,
             ..RecoveryReport::default()
         };
-        let listing = recovery::list_dir(vfs, dir)?;
+        let mut listing = recovery::list_dir(vfs, dir)?;
+        listing.segments.retain(|id| !leave_out.contains(id));
         if !opts.read_only {
             for t in &listing.temp_files {
                 match vfs.remove_file(t) {

@@ -95,6 +95,11 @@ pub(crate) fn encode(
 /// Why a hint was not used.
 pub(crate) type Rejection = &'static str;
 
+/// An authentic hint (checksum, salt and id check out) that describes a
+/// longer segment than the file: the sealed segment lost its end.
+pub(crate) const SEGMENT_TRUNCATED: Rejection =
+    "hint describes a longer segment than the file: the segment was truncated";
+
 /// Decodes a hint file, checking it against the segment it claims to describe.
 /// A decoded hint: its entries and the segment's highest sequence number.
 #[derive(Debug, PartialEq, Eq)]
@@ -131,7 +136,11 @@ pub(crate) fn decode(
     if record::le_u64(bytes, 16) != u64::from(id) {
         return Err("hint names another segment");
     }
-    if record::le_u64(bytes, 24) != segment_len {
+    let described = record::le_u64(bytes, 24);
+    if described > segment_len {
+        return Err(SEGMENT_TRUNCATED);
+    }
+    if described != segment_len {
         return Err("hint describes a segment of another length");
     }
     let count = record::le_u64(bytes, t);
@@ -200,33 +209,38 @@ pub(crate) fn write(
 }
 
 /// Reads and checks the hint of segment `id`, if there is a usable one.
+///
+/// # Errors
+/// The hint's own length (`Err(len)`) when it is authentic but describes a
+/// longer segment than the file: the sealed segment was truncated.
 pub(crate) fn read(
     vfs: &dyn Vfs,
     dir: &Path,
     id: u32,
     segment_len: u64,
     salt: u32,
-) -> Option<Hint> {
+) -> Result<Option<Hint>, u64> {
     let path = fsutil::hint_path(dir, id);
     let bytes = match vfs.read(&path) {
         Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {
             log::warn!(
                 "cannot read hint {}: {e}; scanning the segment",
                 path.display()
             );
-            return None;
+            return Ok(None);
         }
     };
     match decode(&bytes, id, segment_len, salt) {
-        Ok(v) => Some(v),
+        Ok(v) => Ok(Some(v)),
+        Err(SEGMENT_TRUNCATED) => Err(record::le_u64(&bytes, 24)),
         Err(why) => {
             log::warn!(
                 "ignoring hint {}: {why}; scanning the segment",
                 path.display()
             );
-            None
+            Ok(None)
         }
     }
 }
@@ -302,12 +316,15 @@ mod tests {
     fn write_then_read() {
         let t = tempfile::tempdir().expect("tempdir");
         write(&crate::vfs::RealFs, t.path(), 3, 9, 1000, 3, &sample()).expect("write");
+        let fs = crate::vfs::RealFs;
         assert_eq!(
-            read(&crate::vfs::RealFs, t.path(), 3, 1000, 9).map(|h| h.entries),
-            Some(sample())
+            read(&fs, t.path(), 3, 1000, 9).map(|h| h.map(|h| h.entries)),
+            Ok(Some(sample()))
         );
-        assert_eq!(read(&crate::vfs::RealFs, t.path(), 3, 1001, 9), None);
-        assert_eq!(read(&crate::vfs::RealFs, t.path(), 3, 1000, 8), None);
-        assert_eq!(read(&crate::vfs::RealFs, t.path(), 4, 1000, 9), None);
+        assert_eq!(read(&fs, t.path(), 3, 1001, 9), Ok(None));
+        // An authentic hint of a longer segment: the segment was truncated.
+        assert_eq!(read(&fs, t.path(), 3, 999, 9), Err(1000));
+        assert_eq!(read(&fs, t.path(), 3, 1000, 8), Ok(None));
+        assert_eq!(read(&fs, t.path(), 4, 1000, 9), Ok(None));
     }
 }

@@ -311,7 +311,29 @@ pub(crate) fn scan_segment(
             Decoded::Truncated => "record is truncated",
             Decoded::Invalid(why) => why,
         };
-        // Damage at `pos`. Is anything valid after it?
+        // Damage at `pos`. In the active segment, strict mode: a sync mark
+        // (before it or anywhere after it) that vouches for these bytes
+        // makes it corruption; otherwise it is an unsynced tail, cut here.
+        if active && !salvage {
+            let vouched = durable.max(durable_after(bytes, pos + 1, salt));
+            if (pos as u64) < vouched {
+                return Err(Error::corruption(
+                    path,
+                    pos as u64,
+                    format!(
+                        "{problem}, in data a sync mark says was durable (up to offset {vouched})"
+                    ),
+                ));
+            }
+            if let Some(next) = find_next_valid(bytes, pos + 1, last_seq, salt) {
+                log::warn!(
+                    "{}: {problem} at offset {pos}, past the last synced offset {vouched}; \
+                     discarding the unsynced tail (valid records resume at {next})",
+                    path.display()
+                );
+            }
+            break;
+        }
         match find_next_valid(bytes, pos + 1, last_seq, salt) {
             Some(next) if salvage => {
                 let start = pending.take().map_or(pos as u64, |b| b.begin_offset);
@@ -322,22 +344,6 @@ pub(crate) fn scan_segment(
                     reason: problem.into(),
                 });
                 pos = next;
-            }
-            // Past the last point known to be durable, a damaged record
-            // followed by valid ones is a power loss that kept some pages
-            // of an unsynced write and lost others: nothing from here on
-            // was acknowledged as durable, so the tail is cut.
-            Some(next)
-                if active
-                    && !salvage
-                    && pos as u64 >= durable.max(durable_after(bytes, next, salt)) =>
-            {
-                log::warn!(
-                    "{}: {problem} at offset {pos}, past the last synced offset {durable}; \
-                     discarding the unsynced tail (valid records resume at {next})",
-                    path.display()
-                );
-                break;
             }
             Some(_) => {
                 return Err(Error::corruption(
@@ -446,18 +452,42 @@ fn load_segment(
     read_only: bool,
 ) -> Result<SegmentLoad> {
     let path = fsutil::segment_path(dir, id);
-    if !active && mode == RecoveryMode::Strict {
+    // In salvage mode, a truncated sealed segment is reported, not refused.
+    let mut truncated: Option<(u64, u64)> = None;
+    if !active {
         // The header is read and checked even when a hint is used: it gives
         // the salt the hint must name.
         let file = vfs.open(&path, OpenMode::Read)?;
         let len = file.len()?;
         let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
         let salt = match vfs::read_exact_at(&*file, &mut header, 0) {
-            Ok(()) => Some(segment::header_info(&path, &header, id)?),
+            Ok(()) => match segment::header_info(&path, &header, id) {
+                Ok(info) => Some(info),
+                Err(e) if mode == RecoveryMode::Strict => return Err(e),
+                Err(_) => None, // salvage: the scan below decides
+            },
             Err(_) => None, // too short: the scan below reports it
         };
         drop(file);
-        if let Some(h) = salt.and_then(|info| hint::read(vfs, dir, id, len, info.salt)) {
+        let hint = match salt.map(|info| hint::read(vfs, dir, id, len, info.salt)) {
+            Some(Ok(h)) => h,
+            Some(Err(described)) if mode == RecoveryMode::Strict => {
+                return Err(Error::corruption(
+                    &path,
+                    len,
+                    format!(
+                        "sealed segment is {len} bytes but its hint describes {described}: \
+                         the end of the segment is missing"
+                    ),
+                ))
+            }
+            Some(Err(described)) => {
+                truncated = Some((len, described));
+                None
+            }
+            None => None,
+        };
+        if let Some(h) = hint.filter(|_| mode == RecoveryMode::Strict) {
             let min_seq = h.entries.iter().map(|e| e.seq).min().unwrap_or(u64::MAX);
             return Ok(SegmentLoad {
                 id,
@@ -477,7 +507,15 @@ fn load_segment(
         }
     }
     let bytes = vfs.read(&path)?;
-    let load = scan_segment(&path, id, &bytes, active, mode)?;
+    let mut load = scan_segment(&path, id, &bytes, active, mode)?;
+    if let Some((len, described)) = truncated {
+        load.skipped.push(SkippedRange {
+            path: path.clone(),
+            offset: len,
+            len: described - len,
+            reason: "the end of the sealed segment is missing (its hint describes more)".into(),
+        });
+    }
     if !active && !read_only && load.skipped.is_empty() {
         if let Err(e) = hint::write(
             vfs,
@@ -720,6 +758,14 @@ mod tests {
         c[second] ^= 0xff;
         match scan_segment(&p(), 1, &c, true, RecoveryMode::Strict) {
             Err(Error::Corruption { offset, .. }) => assert_eq!(offset, 66),
+            other => panic!("{:?}", other.map(|l| l.entries.len())),
+        }
+        // The record right before the mark: nothing valid follows but the
+        // mark itself, which still vouches for it.
+        let mut last = b.clone();
+        last[b.len() - 41] ^= 0xff;
+        match scan_segment(&p(), 1, &last, true, RecoveryMode::Strict) {
+            Err(Error::Corruption { offset, .. }) => assert_eq!(offset, 101),
             other => panic!("{:?}", other.map(|l| l.entries.len())),
         }
         let l = scan_segment(&p(), 1, &c, true, RecoveryMode::Salvage).expect("salvage");

@@ -720,6 +720,66 @@ fn mid_log_corruption_is_refused_and_salvage_skips_it() {
     }
 }
 
+/// Regression (found by the corruption sweep): a sealed segment cut at a
+/// record boundary scans clean. Its hint, authentic but describing a longer
+/// segment, gives the loss away: strict open refuses, salvage reports it,
+/// and the hint is not rewritten to match the damage.
+#[test]
+fn truncated_sealed_segment_is_refused_not_rebuilt() {
+    let src = tempfile::tempdir().expect("tempdir");
+    let ops: Vec<Op> = (0..40)
+        .map(|i| {
+            put(
+                &format!("key{}", i % 7),
+                &format!("value {i} {}", "z".repeat(200)),
+            )
+        })
+        .collect();
+    {
+        let db = opts()
+            .max_segment_bytes(4096)
+            .auto_compact(false)
+            .open(src.path())
+            .expect("open");
+        for op in &ops {
+            run(&db, op);
+        }
+    }
+    let recs = parse_records(&fs::read(seg_path(src.path(), 1)).expect("read"));
+    assert!(
+        src.path().join("0000000001.hint").exists(),
+        "segment 1 is sealed"
+    );
+    for cut in [
+        SEGMENT_HEADER_LEN,
+        recs[1].offset,
+        recs[recs.len() - 1].offset,
+    ] {
+        let t = fresh_copy(src.path());
+        let seg = seg_path(t.path(), 1);
+        let f = fs::OpenOptions::new().write(true).open(&seg).expect("open");
+        f.set_len(cut as u64).expect("truncate");
+        drop(f);
+        let (path, offset, reason) = corruption(opts().open(t.path()));
+        assert_eq!((path, offset), (seg.clone(), cut as u64), "{reason}");
+        let hint_before = fs::read(t.path().join("0000000001.hint")).expect("hint");
+        let db = opts()
+            .recovery_mode(RecoveryMode::Salvage)
+            .open(t.path())
+            .expect("salvage");
+        let skipped = &db.recovery_report().skipped;
+        assert!(
+            skipped
+                .iter()
+                .any(|s| s.path == seg && s.offset == cut as u64),
+            "{skipped:?}"
+        );
+        drop(db);
+        let hint_after = fs::read(t.path().join("0000000001.hint")).expect("hint");
+        assert_eq!(hint_before, hint_after, "the hint still tells the truth");
+    }
+}
+
 /// A power loss can keep some pages of an unsynced write and lose others,
 /// leaving a hole followed by valid records. Past the last sync mark that is
 /// an unsynced tail: it is cut (the state is a prefix), not refused.
