@@ -433,6 +433,7 @@ impl Core {
             });
             let writer = Writer {
                 active: active.clone(),
+                // Below 2^63: recovery treats larger sequence numbers as damage.
                 next_seq: max_seq + 1,
                 allocated: if active_idx.is_none() {
                     SEGMENT_HEADER_LEN

@@ -173,9 +173,13 @@ pub(crate) fn decode(
         if offset.saturating_add(record::encoded_len(key_len, value_len)) > segment_len {
             return Err("hint entry points past the end of the segment");
         }
+        let seq = record::le_u64(bytes, at);
+        if seq >= record::MAX_SEQ {
+            return Err("hint entry sequence number out of range");
+        }
         out.push(HintEntry {
             key: bytes[at + ENTRY_FIXED_LEN..key_end].to_vec(),
-            seq: record::le_u64(bytes, at),
+            seq,
             expires_at_ms: record::le_u64(bytes, at + 8),
             offset,
             value_len,
@@ -186,9 +190,13 @@ pub(crate) fn decode(
     if at != t {
         return Err("hint has trailing bytes");
     }
+    let max_seq = record::le_u64(bytes, t + 8);
+    if max_seq >= record::MAX_SEQ || out.iter().any(|e| e.seq > max_seq) {
+        return Err("hint maximum sequence number out of range");
+    }
     Ok(Hint {
         entries: out,
-        max_seq: record::le_u64(bytes, t + 8),
+        max_seq,
     })
 }
 

@@ -20,6 +20,11 @@
 //! 32     ..   key bytes, then value bytes
 //! ```
 
+/// Sequence numbers at or above this are damage: a store would need 2^63
+/// writes to reach it, and the headroom means the writer's `next_seq + n`
+/// can never overflow.
+pub(crate) const MAX_SEQ: u64 = 1 << 63;
+
 /// Flag bit: this put or tombstone is an operation of an atomic batch.
 pub(crate) const FLAG_BATCH: u8 = 1;
 

@@ -212,6 +212,7 @@ pub(crate) fn scan_segment(
                 }
             }
             Decoded::Record(r) if r.seq <= last_seq => "sequence number out of order",
+            Decoded::Record(r) if r.seq >= record::MAX_SEQ => "sequence number out of range",
             Decoded::Record(r)
                 if matches!(r.kind, Kind::Put | Kind::Tombstone)
                     && r.in_batch != pending.is_some() =>

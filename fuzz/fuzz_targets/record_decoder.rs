@@ -1,0 +1,123 @@
+//! The record decoder and the segment scanner on arbitrary bytes.
+//!
+//! Input: byte 0 flags (bit 0 prepend a valid segment header for segment 1
+//! with the salt below; bit 1 recompute the record checksums; bit 2 the
+//! scanned segment is the active one), bytes 1..5 the salt (LE), bytes 5..13
+//! the record's offset (LE), then the bytes.
+//!
+//! Properties, besides not panicking, aborting, hanging or running out of
+//! memory:
+//! * a decoded record lies inside the input, its fields are those of its
+//!   header, its checksum verifies with an independent implementation of
+//!   docs/format.md, and it decodes the same from a buffer that ends with
+//!   it;
+//! * conversely, bytes that form a valid record by docs/format.md decode;
+//! * a scan finds at most one entry per 32 bytes, is deterministic, and in
+//!   a sealed segment strict mode succeeding implies salvage mode finds the
+//!   same entries; salvage mode never refuses a segment with a valid header.
+#![no_main]
+
+use cairn::fuzzing::{decode_record, scan_segment};
+use cairn_fuzz::format::{self, le_u32, le_u64};
+use libfuzzer_sys::fuzz_target;
+
+/// Whether `b` starts with a valid record by docs/format.md (independently
+/// of cairn's decoder); its length if so.
+fn valid_by_spec(b: &[u8], salt: u32, offset: u64) -> Option<u64> {
+    if b.len() < 32 {
+        return None;
+    }
+    let kind = b[4];
+    let flags = b[5];
+    let kind_ok = (1..=5).contains(&kind);
+    let flags_ok = flags == 0 || (flags == 1 && (kind == 1 || kind == 2));
+    let reserved_ok = b[6] == 0 && b[7] == 0;
+    let (k, v) = (le_u32(b, 24), le_u32(b, 28));
+    let lens_ok = k <= cairn::MAX_KEY_BYTES && v <= cairn::MAX_VALUE_BYTES;
+    let len = 32 + u64::from(k) + u64::from(v);
+    if !(kind_ok && flags_ok && reserved_ok && lens_ok && len <= b.len() as u64) {
+        return None;
+    }
+    let crc = format::record_checksum(salt, offset, &b[4..len as usize]);
+    (crc == le_u32(b, 0)).then_some(len)
+}
+
+fuzz_target!(|data: &[u8]| {
+    if data.len() < 13 {
+        return;
+    }
+    let flags = data[0];
+    let salt = le_u32(data, 1);
+    let offset = le_u64(data, 5);
+    let bytes = &data[13..];
+
+    // The record decoder.
+    let decoded = decode_record(bytes, salt, offset);
+    if let Some((kind, seq, key_len, value_len, len)) = decoded {
+        assert!(len <= bytes.len() as u64, "record longer than its input");
+        assert_eq!(len, 32 + key_len as u64 + value_len as u64);
+        assert!((1..=5).contains(&kind));
+        assert_eq!(kind, bytes[4]);
+        assert_eq!(seq, le_u64(bytes, 8));
+        assert_eq!(key_len as u32, le_u32(bytes, 24));
+        assert_eq!(value_len as u32, le_u32(bytes, 28));
+        assert!(key_len <= cairn::MAX_KEY_BYTES as usize);
+        assert!(value_len <= cairn::MAX_VALUE_BYTES as usize);
+        assert_eq!(
+            format::record_checksum(salt, offset, &bytes[4..len as usize]),
+            le_u32(bytes, 0),
+            "accepted a record whose checksum does not verify"
+        );
+        assert_eq!(decode_record(&bytes[..len as usize], salt, offset), decoded);
+        assert_eq!(
+            decode_record(&bytes[..len as usize - 1], salt, offset),
+            None,
+            "a record decoded from a buffer one byte short of it"
+        );
+    }
+    assert_eq!(
+        decoded.map(|d| d.4),
+        valid_by_spec(bytes, salt, offset),
+        "the decoder disagrees with docs/format.md"
+    );
+
+    // The segment scanner.
+    let with_header = flags & 1 != 0;
+    let mut seg = if with_header {
+        format::segment_header(1, salt, 0).to_vec()
+    } else {
+        Vec::new()
+    };
+    seg.extend_from_slice(bytes);
+    if flags & 2 != 0 {
+        format::fix_record_checksums(&mut seg);
+    }
+    let active = flags & 4 != 0;
+    let max_entries = seg.len().saturating_sub(32) / 32;
+    let mut results = Vec::new();
+    for salvage in [false, true] {
+        let r = scan_segment(&seg, active, salvage);
+        if let Ok(n) = &r {
+            assert!(*n <= max_entries, "more entries than records fit");
+        }
+        let again = scan_segment(&seg, active, salvage);
+        assert_eq!(
+            r.as_ref().ok(),
+            again.as_ref().ok(),
+            "the scan is not deterministic"
+        );
+        if salvage && with_header {
+            assert!(
+                r.is_ok(),
+                "salvage refused a segment with a valid header: {:?}",
+                r.err()
+            );
+        }
+        results.push(r.ok());
+    }
+    if !active {
+        if let Some(n) = results[0] {
+            assert_eq!(results[1], Some(n), "strict and salvage scans disagree");
+        }
+    }
+});
