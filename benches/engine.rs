@@ -45,6 +45,7 @@ fn value(i: u64) -> [u8; VALUE_LEN] {
 fn load(path: &Path, n: u64) -> Db {
     let db = Options::new()
         .sync_policy(SyncPolicy::Never)
+        .auto_compact(std::env::var_os("AB_NO_COMPACT").is_none())
         .open(path)
         .expect("open");
     let mut i = 0;
@@ -152,6 +153,7 @@ fn durable_puts(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Options::new()
         .sync_policy(SyncPolicy::Always)
+        .auto_compact(std::env::var_os("AB_NO_COMPACT").is_none())
         .open(dir.path())
         .expect("open");
     let mut r = 7u64;

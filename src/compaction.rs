@@ -140,10 +140,9 @@ impl Output {
 ///   (Riak's per-file triggers);
 /// * the store's space amplification (bytes of sealed segments plus the live
 ///   bytes of the active one, over all live bytes) passes
-///   two thirds of the way from 1 to `compaction_max_space_amplification`
-///   (the bound, at which writes stall); then the most fragmented sealed
-///   segments are chosen until the projected amplification is a third of
-///   the way.
+///   [`start_level`], half way from 1 to `compaction_max_space_amplification`
+///   (the bound); then the most fragmented sealed segments are chosen until
+///   the projected amplification is a quarter of the way.
 ///
 /// Sealed segments smaller than `compaction_small_segment_bytes` ride along.
 pub(crate) fn auto_candidates(
@@ -176,12 +175,9 @@ pub(crate) fn auto_candidates(
             .get(&active)
             .map_or(0, |s| data(s).saturating_sub(s.dead));
         let disk = sealed.iter().map(|(_, s)| s.total).sum::<u64>() + active_live;
-        // `amp` is the bound: start at two thirds of the way to it, so that
-        // the writes that arrive while a compaction runs (and its outputs,
-        // which exist next to its inputs until the swap) still fit under
-        // it; aim at one third.
-        if disk as f64 > (1.0 + (amp - 1.0) * 2.0 / 3.0) * live as f64 {
-            let goal = (live as f64 * (1.0 + (amp - 1.0) / 3.0)) as u64;
+        // `amp` is the bound: start well before it (see START_FRACTION).
+        if disk as f64 > start_level(amp) * live as f64 {
+            let goal = (live as f64 * (1.0 + (amp - 1.0) * START_FRACTION / 2.0)) as u64;
             let mut projected = disk
                 - chosen
                     .iter()
@@ -217,7 +213,7 @@ pub(crate) fn auto_candidates(
     let disk_total: u64 = stats.values().map(|s| s.total).sum();
     let budget = opts
         .max_segment_bytes
-        .max((disk_total as f64 * (amp.max(1.5) - 1.0) / 4.0) as u64);
+        .max((disk_total as f64 * (amp.max(1.5) - 1.0) * BATCH_FRACTION) as u64);
     let mut by_value: Vec<(u32, &SegStat)> = chosen
         .iter()
         .filter_map(|id| stats.get(id).map(|s| (*id, s)))
@@ -235,6 +231,22 @@ pub(crate) fn auto_candidates(
     }
     chosen.sort_unstable();
     chosen
+}
+
+/// Automatic compaction (and the write stall) starts this fraction of the
+/// way from 1 to `compaction_max_space_amplification`, and aims at half of
+/// that. The rest of the way is headroom for the writes that arrive while a
+/// compaction runs, for the active segment, and for a compaction's outputs,
+/// which exist next to its inputs until the swap.
+pub(crate) const START_FRACTION: f64 = 0.5;
+
+/// One compaction copies at most this fraction of (bound - 1) x disk bytes
+/// (and at least one segment's worth).
+const BATCH_FRACTION: f64 = 0.125;
+
+/// The space amplification at which automatic compaction starts.
+pub(crate) fn start_level(max_amplification: f64) -> f64 {
+    1.0 + (max_amplification - 1.0) * START_FRACTION
 }
 
 /// Space amplification alone starts no compaction for less dead data than this.

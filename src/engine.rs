@@ -530,8 +530,8 @@ impl Core {
     // ----- back-pressure ----------------------------------------------------
 
     /// Whether the segments on disk are past the level at which automatic
-    /// compaction starts (two thirds of the way from 1 to
-    /// `compaction_max_space_amplification`), with enough dead bytes for
+    /// compaction starts ([`crate::compaction::start_level`]), with enough
+    /// dead bytes for
     /// compaction to act on. Writers stall from this level on, so that the
     /// writes that arrive while compaction catches up, and the outputs that
     /// exist next to its inputs until the swap, stay under the bound.
@@ -540,7 +540,7 @@ impl Core {
         if !self.opts.auto_compact || max == 0.0 {
             return false;
         }
-        let amp = 1.0 + (max - 1.0) * 2.0 / 3.0;
+        let amp = crate::compaction::start_level(max);
         let Some(active) = self.active_id() else {
             return false;
         };
