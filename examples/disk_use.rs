@@ -10,7 +10,8 @@
 //! the number of segments. Defaults: 5,000,000 writes, 4 MiB segments, no
 //! rate limit (the writer runs flat out). Automatic compaction checks every
 //! `INTERVAL_MS` milliseconds (default 200) with a space-amplification
-//! trigger of `AMP` (default 1.5, the library's default).
+//! bound of `AMP` (default 1.5, the library's default). `VALUE_BYTES`
+//! changes the value size (default 100).
 
 use std::time::{Duration, Instant};
 
@@ -50,6 +51,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|a| a.parse())
         .transpose()?
         .unwrap_or(0);
+    let value_len: usize = std::env::var("VALUE_BYTES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
     let keys = 100_000u64;
     let dir = tempfile::tempdir()?;
     let clock = ManualClock::new(1_700_000_000_000);
@@ -73,7 +78,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .clock(clock.clone())
         .open(dir.path())?;
     println!(
-        "segment size {segment} bytes, {keys} keys, 100-byte values, {} writes/s",
+        "segment size {segment} bytes, {keys} keys, {value_len}-byte values, {} writes/s",
         if rate == 0 {
             "unlimited".to_string()
         } else {
@@ -87,7 +92,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let started = Instant::now();
     let mut worst = 0f64;
     let mut worst_all = 0f64;
-    let value = [b'v'; 100];
+    let value = vec![b'v'; value_len];
     for i in 1..=writes {
         let r = splitmix(i);
         let key = format!("key:{:08}", r % keys);
@@ -97,10 +102,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             1 => db.put_with_ttl(
                 &key,
-                value,
+                &value,
                 Duration::from_millis(1_000 + (r >> 40) % 9_000),
             )?,
-            _ => db.put(&key, value)?,
+            _ => db.put(&key, &value)?,
         }
         clock.advance(Duration::from_micros(20));
         if rate > 0 && i % 1000 == 0 {

@@ -168,21 +168,23 @@ pub(crate) fn auto_candidates(
         .collect();
 
     let amp = opts.compaction_max_space_amplification;
-    let live: u64 = stats.values().map(|s| data(s).saturating_sub(s.dead)).sum();
+    let active_live = stats.get(&active).map_or(0, SegStat::live);
+    // Space amplification: disk use (sealed segments with their hints, and
+    // the active segment's live records) over the live record bytes, with
+    // a floor (see `level_bytes`).
+    let live: u64 = stats.values().map(SegStat::live).sum();
+    let floor: u64 = sealed.iter().map(|(_, s)| s.needed()).sum::<u64>() + active_live;
     let sealed_dead: u64 = sealed.iter().map(|(_, s)| s.dead).sum();
     if amp > 0.0 && live > 0 && sealed_dead >= MIN_DEAD_FOR_AMPLIFICATION {
-        let active_live = stats
-            .get(&active)
-            .map_or(0, |s| data(s).saturating_sub(s.dead));
-        let disk = sealed.iter().map(|(_, s)| s.total).sum::<u64>() + active_live;
+        let disk = sealed.iter().map(|(_, s)| s.total + s.hint).sum::<u64>() + active_live;
         // `amp` is the bound: start well before it (see START_FRACTION).
-        if disk as f64 > start_level(amp) * live as f64 {
-            let goal = (live as f64 * (1.0 + (amp - 1.0) * START_FRACTION / 2.0)) as u64;
+        if disk as f64 > level_bytes(live, floor, start_level(amp)) {
+            let goal = level_bytes(live, floor, 1.0 + (amp - 1.0) * START_FRACTION / 2.0) as u64;
             let mut projected = disk
                 - chosen
                     .iter()
                     .filter_map(|id| stats.get(id))
-                    .map(|s| s.dead)
+                    .map(SegStat::reclaimable)
                     .sum::<u64>();
             let mut by_ratio: Vec<&(u32, &SegStat)> =
                 sealed.iter().filter(|(_, s)| s.dead > 0).collect();
@@ -193,7 +195,7 @@ pub(crate) fn auto_candidates(
                 }
                 if !chosen.contains(id) {
                     chosen.push(*id);
-                    projected = projected.saturating_sub(s.dead);
+                    projected = projected.saturating_sub(s.reclaimable());
                 }
             }
         }
@@ -222,7 +224,7 @@ pub(crate) fn auto_candidates(
     let mut copied = 0u64;
     chosen.clear();
     for (id, s) in by_value {
-        let live = data(s).saturating_sub(s.dead);
+        let live = s.live();
         if !chosen.is_empty() && copied + live > budget {
             continue;
         }
@@ -247,6 +249,17 @@ const BATCH_FRACTION: f64 = 0.125;
 /// The space amplification at which automatic compaction starts.
 pub(crate) fn start_level(max_amplification: f64) -> f64 {
     1.0 + (max_amplification - 1.0) * START_FRACTION
+}
+
+/// Disk use of the store at space amplification `factor`: `factor` times
+/// the `live` record bytes, but never less than `floor` (what the files
+/// would take with nothing dead, hint files included) plus half of the
+/// same margin. Hint files are disk use, so they count; but when they are
+/// large next to the records (tiny values) the floor keeps compaction from
+/// chasing an amplification it cannot reach.
+pub(crate) fn level_bytes(live: u64, floor: u64, factor: f64) -> f64 {
+    let live = live as f64;
+    (factor * live).max(floor as f64 + (factor - 1.0) * live / 2.0)
 }
 
 /// Space amplification alone starts no compaction for less dead data than this.
@@ -396,7 +409,11 @@ impl Core {
                 continue;
             }
             let result = self.compact_with(|_, _| candidates);
-            self.end_stall();
+            // Writers wait for one compaction, or, while disk use is still
+            // past the bound itself, until it is back under it.
+            if result.is_err() || !self.over_space_level(|max| max) {
+                self.end_stall();
+            }
             match result {
                 Ok(s) => {
                     log::debug!("automatic compaction: {s:?}");
@@ -588,8 +605,9 @@ impl Core {
             discard(&outputs);
             return Err(Error::Io(e));
         }
+        let mut hint_bytes = Vec::with_capacity(outputs.len());
         for o in &outputs {
-            if let Err(e) = hint::write(
+            match hint::write(
                 &*self.opts.vfs,
                 &self.dir,
                 o.id,
@@ -598,10 +616,14 @@ impl Core {
                 o.max_seq,
                 &o.hints,
             ) {
-                log::warn!(
-                    "could not write the hint of compacted segment {}: {e}",
-                    o.id
-                );
+                Ok(n) => hint_bytes.push(n),
+                Err(e) => {
+                    hint_bytes.push(0);
+                    log::warn!(
+                        "could not write the hint of compacted segment {}: {e}",
+                        o.id
+                    );
+                }
             }
         }
         if self.opts.compaction_stop == Some(CompactionStop::AfterRename) {
@@ -620,7 +642,7 @@ impl Core {
                 }
             }
         }
-        for (o, seg) in outputs.iter().zip(opened) {
+        for ((o, seg), hint) in outputs.iter().zip(opened).zip(hint_bytes) {
             self.segments
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
@@ -632,6 +654,8 @@ impl Core {
                 SegStat {
                     total: o.len,
                     dead: o.len - SEGMENT_HEADER_LEN - o.tombstone_bytes,
+                    kept: o.tombstone_bytes,
+                    hint,
                     min_seq: o.min_seq,
                 },
             );

@@ -41,6 +41,12 @@ pub(crate) struct SegStat {
     pub total: u64,
     /// Bytes of records that no longer matter.
     pub dead: u64,
+    /// Bytes of tombstones compaction had to keep (an older segment may
+    /// still hold a version they hide): not live, but not reclaimable by
+    /// rewriting this segment either, so they do not count as dead.
+    pub kept: u64,
+    /// Bytes of the segment's hint file (0: none yet). Counted as disk use.
+    pub hint: u64,
     /// Lowest sequence number of any record that can matter in the segment
     /// (`u64::MAX` when it holds none). Compaction may drop a tombstone or an
     /// expired record only if every segment it keeps has a higher one.
@@ -52,8 +58,37 @@ impl SegStat {
         SegStat {
             total: SEGMENT_HEADER_LEN,
             dead: 0,
+            kept: 0,
+            hint: 0,
             min_seq: u64::MAX,
         }
+    }
+
+    /// Bytes of records that hold live keys' current values.
+    pub(crate) fn live(&self) -> u64 {
+        self.total
+            .saturating_sub(SEGMENT_HEADER_LEN + self.dead + self.kept)
+    }
+
+    /// The share of the hint file that describes dead records.
+    fn dead_hint(&self) -> u64 {
+        let data = self.total.saturating_sub(SEGMENT_HEADER_LEN).max(1);
+        (self.hint as u128 * u128::from(self.dead.min(data)) / u128::from(data)) as u64
+    }
+
+    /// What compaction could reclaim by rewriting this sealed segment: its
+    /// dead records and their share of its hint file.
+    pub(crate) fn reclaimable(&self) -> u64 {
+        self.dead + self.dead_hint()
+    }
+
+    /// What a sealed segment would take on disk with nothing dead: its live
+    /// records, kept tombstones and their share of the hint file. Space
+    /// amplification is disk use over this, so a hint file's size relative
+    /// to its records (large for tiny values) never by itself looks like
+    /// garbage that compaction should chase.
+    pub(crate) fn needed(&self) -> u64 {
+        (self.live() + self.kept + self.hint).saturating_sub(self.dead_hint())
     }
 }
 
@@ -373,11 +408,25 @@ impl Core {
         let mut seg_stats = BTreeMap::new();
         for (l, live) in loads.iter().zip(&live) {
             let total = l.len.max(SEGMENT_HEADER_LEN);
+            // Tombstones in a segment compaction wrote were kept on purpose
+            // (see `SegStat::kept`).
+            let kept = if l.compacted {
+                l.entries
+                    .iter()
+                    .filter(|e| e.tombstone)
+                    .map(|e| record::encoded_len(e.key.len() as u32, 0))
+                    .sum()
+            } else {
+                0
+            };
+            let kept = kept.min(total.saturating_sub(SEGMENT_HEADER_LEN + live));
             seg_stats.insert(
                 l.id,
                 SegStat {
                     total,
-                    dead: total.saturating_sub(SEGMENT_HEADER_LEN + live),
+                    dead: total.saturating_sub(SEGMENT_HEADER_LEN + live + kept),
+                    kept,
+                    hint: l.hint_bytes,
                     min_seq: l.min_seq,
                 },
             );
@@ -529,37 +578,47 @@ impl Core {
 
     // ----- back-pressure ----------------------------------------------------
 
-    /// Whether the segments on disk are past the level at which automatic
-    /// compaction starts ([`crate::compaction::start_level`]), with enough
-    /// dead bytes for
-    /// compaction to act on. Writers stall from this level on, so that the
-    /// writes that arrive while compaction catches up, and the outputs that
-    /// exist next to its inputs until the swap, stay under the bound.
-    pub(crate) fn over_space_bound(&self) -> bool {
+    /// Whether the files on disk (sealed segments and their hints, plus the
+    /// active segment's live bytes) are past `level` times the live data,
+    /// with enough dead bytes for compaction to act on. At a seal, past the
+    /// level where automatic compaction starts
+    /// ([`crate::compaction::start_level`]), writers wait for the next
+    /// compaction; past `compaction_max_space_amplification` itself they
+    /// wait until compaction brings disk use back under it.
+    pub(crate) fn over_space_level(&self, level: impl Fn(f64) -> f64) -> bool {
         let max = self.opts.compaction_max_space_amplification;
         if !self.opts.auto_compact || max == 0.0 {
             return false;
         }
-        let amp = crate::compaction::start_level(max);
+        let amp = level(max);
         let Some(active) = self.active_id() else {
             return false;
         };
         let stats = lock(&self.seg_stats);
-        let data = |s: &SegStat| s.total.saturating_sub(SEGMENT_HEADER_LEN);
         let mut live = 0u64;
+        let mut floor = 0u64;
         let mut disk = 0u64;
         let mut dead = 0u64;
         for (id, s) in stats.iter() {
-            let l = data(s).saturating_sub(s.dead);
-            live += l;
+            live += s.live();
             if *id == active {
-                disk += l;
+                floor += s.live();
+                disk += s.live();
             } else {
-                disk += s.total;
+                floor += s.needed();
+                disk += s.total + s.hint;
                 dead += s.dead;
             }
         }
-        dead >= crate::compaction::MIN_DEAD_FOR_AMPLIFICATION && disk as f64 > amp * live as f64
+        dead >= crate::compaction::MIN_DEAD_FOR_AMPLIFICATION
+            && disk as f64 > crate::compaction::level_bytes(live, floor, amp)
+    }
+
+    /// Records the size of segment `id`'s hint file (disk use).
+    pub(crate) fn note_hint(&self, id: u32, bytes: u64) {
+        if let Some(s) = lock(&self.seg_stats).get_mut(&id) {
+            s.hint = bytes;
+        }
     }
 
     /// Called by the writer when it seals a segment: wakes automatic
@@ -572,7 +631,7 @@ impl Core {
         if !self.opts.auto_compact {
             return;
         }
-        if self.opts.stall_writes && self.over_space_bound() {
+        if self.opts.stall_writes && self.over_space_level(crate::compaction::start_level) {
             self.stall.store(true, Ordering::Release);
         }
         lock(&self.bg).sealed = true;
@@ -1213,8 +1272,8 @@ impl Core {
         };
         for s in seg.values() {
             st.disk_bytes += s.total;
-            st.dead_bytes += s.dead;
-            st.live_bytes += s.total.saturating_sub(SEGMENT_HEADER_LEN + s.dead);
+            st.dead_bytes += s.dead + s.kept;
+            st.live_bytes += s.live();
         }
         st
     }
@@ -1392,8 +1451,9 @@ impl Core {
             )
             .map_err(Error::Io)
         });
-        if let Err(e) = result {
-            log::warn!("could not write the hint of segment {id}: {e}");
+        match result {
+            Ok(n) => self.note_hint(id, n),
+            Err(e) => log::warn!("could not write the hint of segment {id}: {e}"),
         }
     }
 }

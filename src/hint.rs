@@ -4,20 +4,21 @@
 //! ```text
 //! header (32 bytes)
 //!  0  8  magic "CAIRNHNT"
-//!  8  2  format version (1)
+//!  8  2  hint format version (2)
 //! 10  1  checksum algorithm (1 = CRC-32C)
 //! 11  1  reserved (0)
 //! 12  4  salt of the segment this hint describes
 //! 16  8  segment id
 //! 24  8  length in bytes of the segment file this hint describes
-//! entries, one per key (the newest record of that key in the segment)
-//!  0  8  sequence number
-//!  8  8  expiry (unix ms, 0 = none)
-//! 16  8  record offset in the segment
-//! 24  4  key length
-//! 28  4  value length
-//! 32  1  kind (1 put, 2 tombstone)
-//! 33  .. key
+//! entries, one per key (the newest record of that key in the segment),
+//! in the order of their records; LEB128 varints, deltas zigzag-encoded
+//!  1  kind (1 put, 2 tombstone)
+//!  .  varint: sequence number minus the previous entry's (first: minus 0)
+//!  .  varint: record offset minus the previous entry's (first: minus 0)
+//!  .  varint: expiry (unix ms, 0 = none)
+//!  .  varint: key length
+//!  .  varint: value length
+//!  .  key
 //! trailer (24 bytes)
 //!  0  8  number of entries
 //!  8  8  highest sequence number of any record in the segment
@@ -33,13 +34,52 @@ use std::path::Path;
 
 use crate::fsutil;
 use crate::record::{self, Kind, MAX_KEY_BYTES};
-use crate::segment::{CHECKSUM_CRC32C, FORMAT_VERSION};
+use crate::segment::{CHECKSUM_CRC32C, SEGMENT_HEADER_LEN};
 use crate::vfs::Vfs;
 
 const HINT_MAGIC: &[u8; 8] = b"CAIRNHNT";
 const TRAILER_MAGIC: &[u8; 4] = b"HEND";
 const HEADER_LEN: usize = 32;
-const ENTRY_FIXED_LEN: usize = 33;
+/// The smallest entry: a kind byte and five one-byte varints.
+const ENTRY_MIN_LEN: usize = 6;
+/// Version 1 had fixed-width entries (33 bytes plus the key); version 2
+/// packs them into varints, about a third of the size for small keys.
+pub(crate) const HINT_VERSION: u16 = 2;
+
+fn put_varint(b: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        b.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    b.push(v as u8);
+}
+
+fn zigzag(d: i64) -> u64 {
+    ((d << 1) ^ (d >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+/// Reads a varint at `*at`, not past `end`.
+fn get_varint(b: &[u8], at: &mut usize, end: usize) -> Result<u64, Rejection> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        let Some(&byte) = b.get(*at).filter(|_| *at < end) else {
+            return Err("hint entry runs past the end");
+        };
+        *at += 1;
+        if i == 9 && byte > 1 {
+            return Err("hint varint overflows");
+        }
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err("hint varint overflows")
+}
 const TRAILER_LEN: usize = 24;
 
 /// One hint entry: where the newest record of a key in a segment lives.
@@ -61,28 +101,29 @@ pub(crate) fn encode(
     max_seq: u64,
     entries: &[HintEntry],
 ) -> Vec<u8> {
-    let body: usize = entries.iter().map(|e| ENTRY_FIXED_LEN + e.key.len()).sum();
+    let body: usize = entries.iter().map(|e| 16 + e.key.len()).sum();
     let mut b = Vec::with_capacity(HEADER_LEN + body + TRAILER_LEN);
     b.extend_from_slice(HINT_MAGIC);
-    b.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    b.extend_from_slice(&HINT_VERSION.to_le_bytes());
     b.push(CHECKSUM_CRC32C);
     b.push(0);
     b.extend_from_slice(&salt.to_le_bytes());
     b.extend_from_slice(&u64::from(id).to_le_bytes());
     b.extend_from_slice(&segment_len.to_le_bytes());
+    let (mut seq, mut offset) = (0u64, 0u64);
     for e in entries {
-        b.extend_from_slice(&e.seq.to_le_bytes());
-        b.extend_from_slice(&e.expires_at_ms.to_le_bytes());
-        b.extend_from_slice(&e.offset.to_le_bytes());
-        let key_len = u32::try_from(e.key.len()).unwrap_or(u32::MAX);
-        b.extend_from_slice(&key_len.to_le_bytes());
-        b.extend_from_slice(&e.value_len.to_le_bytes());
         b.push(if e.tombstone {
             Kind::Tombstone as u8
         } else {
             Kind::Put as u8
         });
+        put_varint(&mut b, zigzag(e.seq.wrapping_sub(seq) as i64));
+        put_varint(&mut b, zigzag(e.offset.wrapping_sub(offset) as i64));
+        put_varint(&mut b, e.expires_at_ms);
+        put_varint(&mut b, e.key.len() as u64);
+        put_varint(&mut b, u64::from(e.value_len));
         b.extend_from_slice(&e.key);
+        (seq, offset) = (e.seq, e.offset);
     }
     b.extend_from_slice(&(entries.len() as u64).to_le_bytes());
     b.extend_from_slice(&max_seq.to_le_bytes());
@@ -106,6 +147,8 @@ pub(crate) const SEGMENT_TRUNCATED: Rejection =
 pub(crate) struct Hint {
     pub entries: Vec<HintEntry>,
     pub max_seq: u64,
+    /// Size of the hint file.
+    pub file_len: u64,
 }
 
 pub(crate) fn decode(
@@ -127,7 +170,7 @@ pub(crate) fn decode(
     if crc32c::crc32c(&bytes[..t + 16]) != record::le_u32(bytes, t + 16) {
         return Err("hint checksum mismatch");
     }
-    if u16::from_le_bytes([bytes[8], bytes[9]]) != FORMAT_VERSION || bytes[10] != CHECKSUM_CRC32C {
+    if u16::from_le_bytes([bytes[8], bytes[9]]) != HINT_VERSION || bytes[10] != CHECKSUM_CRC32C {
         return Err("hint version or checksum algorithm not supported");
     }
     if record::le_u32(bytes, 12) != salt {
@@ -144,43 +187,49 @@ pub(crate) fn decode(
         return Err("hint describes a segment of another length");
     }
     let count = record::le_u64(bytes, t);
-    // Every entry takes at least ENTRY_FIXED_LEN bytes: bound before allocating.
-    if count > ((t - HEADER_LEN) / ENTRY_FIXED_LEN) as u64 {
+    // Every entry takes at least ENTRY_MIN_LEN bytes: bound before allocating.
+    if count > ((t - HEADER_LEN) / ENTRY_MIN_LEN) as u64 {
         return Err("hint entry count is impossible");
     }
     let mut out = Vec::with_capacity(count as usize);
     let mut at = HEADER_LEN;
+    let (mut seq, mut offset) = (0u64, 0u64);
     for _ in 0..count {
-        if at + ENTRY_FIXED_LEN > t {
-            return Err("hint entry runs past the end");
-        }
-        let key_len = record::le_u32(bytes, at + 24);
-        let value_len = record::le_u32(bytes, at + 28);
-        let kind = bytes[at + 32];
-        if key_len > MAX_KEY_BYTES || value_len > record::MAX_VALUE_BYTES {
-            return Err("hint entry length above the limit");
-        }
-        let key_end = at + ENTRY_FIXED_LEN + key_len as usize;
-        if key_end > t {
-            return Err("hint key runs past the end");
-        }
+        let kind = *bytes
+            .get(at)
+            .filter(|_| at < t)
+            .ok_or("hint entry runs past the end")?;
+        at += 1;
         let tombstone = match Kind::from_u8(kind) {
             Some(Kind::Put) => false,
             Some(Kind::Tombstone) => true,
             _ => return Err("hint entry has a bad kind"),
         };
-        let offset = record::le_u64(bytes, at + 16);
-        if offset.saturating_add(record::encoded_len(key_len, value_len)) > segment_len {
-            return Err("hint entry points past the end of the segment");
+        seq = seq.wrapping_add(unzigzag(get_varint(bytes, &mut at, t)?) as u64);
+        offset = offset.wrapping_add(unzigzag(get_varint(bytes, &mut at, t)?) as u64);
+        let expires_at_ms = get_varint(bytes, &mut at, t)?;
+        let key_len = get_varint(bytes, &mut at, t)?;
+        let value_len = get_varint(bytes, &mut at, t)?;
+        if key_len > u64::from(MAX_KEY_BYTES) || value_len > u64::from(record::MAX_VALUE_BYTES) {
+            return Err("hint entry length above the limit");
         }
-        let seq = record::le_u64(bytes, at);
+        let (key_len, value_len) = (key_len as u32, value_len as u32);
         if seq >= record::MAX_SEQ {
             return Err("hint entry sequence number out of range");
         }
+        if offset < SEGMENT_HEADER_LEN
+            || offset.saturating_add(record::encoded_len(key_len, value_len)) > segment_len
+        {
+            return Err("hint entry points outside the segment's records");
+        }
+        let key_end = at + key_len as usize;
+        if key_end > t {
+            return Err("hint key runs past the end");
+        }
         out.push(HintEntry {
-            key: bytes[at + ENTRY_FIXED_LEN..key_end].to_vec(),
+            key: bytes[at..key_end].to_vec(),
             seq,
-            expires_at_ms: record::le_u64(bytes, at + 8),
+            expires_at_ms,
             offset,
             value_len,
             tombstone,
@@ -197,6 +246,7 @@ pub(crate) fn decode(
     Ok(Hint {
         entries: out,
         max_seq,
+        file_len: bytes.len() as u64,
     })
 }
 
@@ -210,10 +260,11 @@ pub(crate) fn write(
     segment_len: u64,
     max_seq: u64,
     entries: &[HintEntry],
-) -> io::Result<()> {
+) -> io::Result<u64> {
     let bytes = encode(id, salt, segment_len, max_seq, entries);
     vfs.write_atomic(&fsutil::hint_path(dir, id), ".hint-", &bytes)?;
-    vfs.sync_dir(dir)
+    vfs.sync_dir(dir)?;
+    Ok(bytes.len() as u64)
 }
 
 /// Reads and checks the hint of segment `id`, if there is a usable one.
@@ -294,9 +345,43 @@ mod tests {
             decode(&b, 7, 1000, 9).expect("decodes"),
             Hint {
                 entries: e,
-                max_seq: 42
+                max_seq: 42,
+                file_len: b.len() as u64,
             }
         );
+    }
+
+    #[test]
+    fn golden_entry_bytes() {
+        let e = HintEntry {
+            key: b"a".to_vec(),
+            seq: 5,
+            expires_at_ms: 300,
+            offset: 32,
+            value_len: 3,
+            tombstone: false,
+        };
+        let b = encode(7, 9, 1000, 5, &[e]);
+        assert_eq!(&b[8..10], &[2, 0], "hint format version 2");
+        // kind, zigzag(5), zigzag(32), varint(300) = ac 02, key length, value length, key
+        assert_eq!(
+            &b[HEADER_LEN..b.len() - TRAILER_LEN],
+            &[1, 10, 64, 0xac, 0x02, 1, 3, b'a']
+        );
+        // A large delta backwards (zigzag) and a ten-byte varint round-trip.
+        let f = HintEntry {
+            key: Vec::new(),
+            seq: 1,
+            expires_at_ms: u64::MAX,
+            offset: 33,
+            value_len: 0,
+            tombstone: true,
+        };
+        let mut g = f.clone();
+        g.offset = 32;
+        g.seq = 9;
+        let b = encode(7, 9, 1000, 9, &[f.clone(), g.clone()]);
+        assert_eq!(decode(&b, 7, 1000, 9).expect("decodes").entries, vec![f, g]);
     }
 
     #[test]
@@ -323,7 +408,13 @@ mod tests {
     #[test]
     fn write_then_read() {
         let t = tempfile::tempdir().expect("tempdir");
-        write(&crate::vfs::RealFs, t.path(), 3, 9, 1000, 3, &sample()).expect("write");
+        let n = write(&crate::vfs::RealFs, t.path(), 3, 9, 1000, 3, &sample()).expect("write");
+        assert_eq!(
+            n,
+            std::fs::metadata(fsutil::hint_path(t.path(), 3))
+                .expect("meta")
+                .len()
+        );
         let fs = crate::vfs::RealFs;
         assert_eq!(
             read(&fs, t.path(), 3, 1000, 9).map(|h| h.map(|h| h.entries)),

@@ -78,6 +78,8 @@ pub(crate) struct SegmentLoad {
     pub salt: u32,
     /// Lowest sequence number of a record in the segment (`u64::MAX`: none).
     pub min_seq: u64,
+    /// Size of the segment's hint file (0: none).
+    pub hint_bytes: u64,
     /// Written by compaction (from its header).
     pub compacted: bool,
 }
@@ -154,6 +156,7 @@ pub(crate) fn scan_segment(
         zero_tail: false,
         salt: 0,
         min_seq: u64::MAX,
+        hint_bytes: 0,
         compacted: false,
     };
     let header_len = SEGMENT_HEADER_LEN as usize;
@@ -503,6 +506,7 @@ fn load_segment(
                 zero_tail: false,
                 salt: salt.map_or(0, |h| h.salt),
                 min_seq,
+                hint_bytes: h.file_len,
                 compacted: salt.is_some_and(|h| h.compacted),
             });
         }
@@ -518,7 +522,7 @@ fn load_segment(
         });
     }
     if !active && !read_only && load.skipped.is_empty() {
-        if let Err(e) = hint::write(
+        match hint::write(
             vfs,
             dir,
             id,
@@ -527,7 +531,8 @@ fn load_segment(
             load.max_seq,
             &dedup_newest(&load.entries),
         ) {
-            log::warn!("could not write hint for segment {id}: {e}");
+            Ok(n) => load.hint_bytes = n,
+            Err(e) => log::warn!("could not write hint for segment {id}: {e}"),
         }
     }
     Ok(load)

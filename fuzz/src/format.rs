@@ -9,8 +9,6 @@ pub const SEGMENT_HEADER_LEN: usize = 32;
 pub const RECORD_HEADER_LEN: usize = 32;
 /// Hint header length.
 pub const HINT_HEADER_LEN: usize = 32;
-/// Fixed part of a hint entry.
-pub const HINT_ENTRY_FIXED_LEN: usize = 33;
 /// Hint trailer length.
 pub const HINT_TRAILER_LEN: usize = 24;
 
@@ -150,7 +148,37 @@ pub struct HintEntry {
     pub kind: u8,
 }
 
-/// Encodes a hint file.
+fn put_varint(b: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        b.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    b.push(v as u8);
+}
+
+fn zigzag(d: i64) -> u64 {
+    ((d << 1) ^ (d >> 63)) as u64
+}
+
+/// Reads a LEB128 varint (at most 10 bytes); `None` past `end`.
+fn get_varint(b: &[u8], at: &mut usize, end: usize) -> Option<u64> {
+    let mut v = 0u64;
+    for i in 0..10 {
+        if *at >= end {
+            return None;
+        }
+        let byte = b[*at];
+        *at += 1;
+        v |= u64::from(byte & 0x7f).checked_shl(7 * i).unwrap_or(0);
+        if byte & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Encodes a hint file (hint format version 2: varint entries, sequence
+/// numbers and offsets as zigzag deltas from the previous entry).
 pub fn encode_hint(
     id: u32,
     salt: u32,
@@ -160,20 +188,22 @@ pub fn encode_hint(
 ) -> Vec<u8> {
     let mut b = Vec::new();
     b.extend_from_slice(b"CAIRNHNT");
-    b.extend_from_slice(&1u16.to_le_bytes());
+    b.extend_from_slice(&2u16.to_le_bytes());
     b.push(1);
     b.push(0);
     b.extend_from_slice(&salt.to_le_bytes());
     b.extend_from_slice(&u64::from(id).to_le_bytes());
     b.extend_from_slice(&segment_len.to_le_bytes());
+    let (mut seq, mut offset) = (0u64, 0u64);
     for e in entries {
-        b.extend_from_slice(&e.seq.to_le_bytes());
-        b.extend_from_slice(&e.expires.to_le_bytes());
-        b.extend_from_slice(&e.offset.to_le_bytes());
-        b.extend_from_slice(&(e.key.len() as u32).to_le_bytes());
-        b.extend_from_slice(&e.value_len.to_le_bytes());
         b.push(e.kind);
+        put_varint(&mut b, zigzag(e.seq.wrapping_sub(seq) as i64));
+        put_varint(&mut b, zigzag(e.offset.wrapping_sub(offset) as i64));
+        put_varint(&mut b, e.expires);
+        put_varint(&mut b, e.key.len() as u64);
+        put_varint(&mut b, u64::from(e.value_len));
         b.extend_from_slice(&e.key);
+        (seq, offset) = (e.seq, e.offset);
     }
     b.extend_from_slice(&(entries.len() as u64).to_le_bytes());
     b.extend_from_slice(&max_seq.to_le_bytes());
@@ -192,7 +222,7 @@ pub fn fix_hint(bytes: &mut Vec<u8>, id: u32, salt: u32, segment_len: u64) {
         bytes.resize(HINT_HEADER_LEN + HINT_TRAILER_LEN, 0);
     }
     bytes[0..8].copy_from_slice(b"CAIRNHNT");
-    bytes[8..10].copy_from_slice(&1u16.to_le_bytes());
+    bytes[8..10].copy_from_slice(&2u16.to_le_bytes());
     bytes[10] = 1;
     bytes[11] = 0;
     bytes[12..16].copy_from_slice(&salt.to_le_bytes());
@@ -201,9 +231,17 @@ pub fn fix_hint(bytes: &mut Vec<u8>, id: u32, salt: u32, segment_len: u64) {
     let t = bytes.len() - HINT_TRAILER_LEN;
     let mut at = HINT_HEADER_LEN;
     let mut count = 0u64;
-    while at + HINT_ENTRY_FIXED_LEN <= t {
-        let key_len = le_u32(bytes, at + 24) as usize;
-        at = at.saturating_add(HINT_ENTRY_FIXED_LEN + key_len);
+    'entries: while at < t {
+        at += 1; // kind
+        let mut key_len = 0;
+        for i in 0..5 {
+            match get_varint(bytes, &mut at, t) {
+                Some(v) if i == 3 => key_len = v,
+                Some(_) => {}
+                None => break 'entries,
+            }
+        }
+        at = at.saturating_add(usize::try_from(key_len).unwrap_or(usize::MAX));
         count += 1;
     }
     if at == t {
