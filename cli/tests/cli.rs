@@ -1,0 +1,255 @@
+//! Runs the real `cairn` binary: every command on a fresh directory, the
+//! exit codes, an export/import round trip, errors, and locking.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+fn cairn(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .output()
+        .expect("run cairn")
+}
+
+fn cairn_stdin(args: &[&str], input: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn cairn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exit code")
+}
+
+fn p(dir: &Path) -> &str {
+    dir.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn every_command_on_a_fresh_directory() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let d = t.path().join("db");
+    let d = p(&d);
+    assert_eq!(
+        code(&cairn(&[
+            "set",
+            d,
+            "session:1",
+            "{\"user\":42}",
+            "--ttl",
+            "30m"
+        ])),
+        0
+    );
+    assert_eq!(code(&cairn(&["set", d, "greeting", "hello"])), 0);
+    let o = cairn(&["set", d, "greeting", "again", "--nx"]);
+    assert_eq!(stdout(&o).trim(), "not set: the key exists");
+    let o = cairn(&["get", d, "greeting"]);
+    assert_eq!((code(&o), stdout(&o).as_str()), (0, "hello"));
+    let o = cairn(&["get", d, "greeting", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(v["value"], "hello");
+    assert_eq!(v["expires_at_ms"], serde_json::Value::Null);
+    assert_eq!(stdout(&cairn(&["incr", d, "visits"])).trim(), "1");
+    assert_eq!(stdout(&cairn(&["incr", d, "visits", "41"])).trim(), "42");
+    assert_eq!(stdout(&cairn(&["incr", d, "visits", "-2"])).trim(), "40");
+    let o = cairn(&["ttl", d, "session:1", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(v["exists"], true);
+    assert!(v["ttl_ms"].as_u64().expect("ms") > 29 * 60 * 1000);
+    assert_eq!(stdout(&cairn(&["ttl", d, "greeting"])).trim(), "no expiry");
+    assert_eq!(code(&cairn(&["expire", d, "greeting", "1h"])), 0);
+    assert!(stdout(&cairn(&["ttl", d, "greeting"]))
+        .trim()
+        .ends_with(" ms"));
+    let o = cairn(&["scan", d, "", "--limit", "2"]);
+    assert_eq!(stdout(&o).lines().count(), 2);
+    let o = cairn(&["scan", d, "session:", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).expect("json");
+    assert_eq!(v["key"], "session:1");
+    let o = cairn(&["stats", d]);
+    assert_eq!(code(&o), 0);
+    assert!(
+        stdout(&o).contains("live keys            3"),
+        "{}",
+        stdout(&o)
+    );
+    let o = cairn(&["stats", d, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(v["live_keys"], 3);
+    assert_eq!(v["segments"][0]["active"], true);
+    assert_eq!(stdout(&cairn(&["del", d, "greeting", "nope"])).trim(), "1");
+    let o = cairn(&["compact", d]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("compacted"));
+}
+
+#[test]
+fn exit_codes_and_one_line_errors() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let d = t.path().join("db");
+    let d = p(&d);
+    assert_eq!(code(&cairn(&["set", d, "k", "v"])), 0);
+    // 4: not found.
+    let o = cairn(&["get", d, "missing"]);
+    assert_eq!(code(&o), 4);
+    assert_eq!(stderr(&o).lines().count(), 1);
+    assert_eq!(code(&cairn(&["ttl", d, "missing"])), 4);
+    assert_eq!(code(&cairn(&["expire", d, "missing", "1s"])), 4);
+    // 2: bad usage, bad TTL strings.
+    assert_eq!(code(&cairn(&["frobnicate", d])), 2);
+    assert_eq!(code(&cairn(&["set", d, "k", "v", "--ttl", "3 parsecs"])), 2);
+    assert_eq!(code(&cairn(&["set", d, "k", "v", "--ttl", "0s"])), 2);
+    // 1: errors, one line, no panic or backtrace.
+    for args in [
+        vec!["get", "/nonexistent/cairn-dir", "k"],
+        vec!["incr", d, "k"],
+    ] {
+        let o = cairn(&args);
+        assert_eq!(code(&o), 1, "{args:?}: {}", stderr(&o));
+        assert_eq!(
+            stderr(&o).trim().lines().count(),
+            1,
+            "{args:?}: {}",
+            stderr(&o)
+        );
+        assert!(!stderr(&o).contains("panicked"));
+    }
+    // A directory that is not a store is refused by read commands and left
+    // untouched.
+    let empty = tempfile::tempdir().expect("tempdir");
+    std::fs::write(empty.path().join("notes.txt"), "mine").expect("write");
+    for cmd in ["get", "scan", "stats", "ttl", "export"] {
+        let mut args = vec![cmd, p(empty.path())];
+        if cmd == "get" || cmd == "ttl" {
+            args.push("k");
+        }
+        let o = cairn(&args);
+        assert_eq!(code(&o), 1, "{cmd}");
+        assert!(
+            stderr(&o).contains("not a cairn store"),
+            "{cmd}: {}",
+            stderr(&o)
+        );
+    }
+    let names: Vec<_> = std::fs::read_dir(empty.path())
+        .expect("list")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("notes.txt")]);
+    // --version and --help with an example.
+    assert_eq!(code(&cairn(&["--version"])), 0);
+    for cmd in [
+        "get", "scan", "ttl", "set", "del", "incr", "expire", "stats", "compact", "export",
+        "import",
+    ] {
+        let o = cairn(&[cmd, "--help"]);
+        assert!(
+            stdout(&o).contains("Example:"),
+            "{cmd} --help has an example"
+        );
+    }
+}
+
+#[test]
+fn corruption_exits_3() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let db = cairn::Options::new()
+        .max_segment_bytes(4096)
+        .auto_compact(false)
+        .open(t.path())
+        .expect("open");
+    for i in 0..100 {
+        db.put(format!("key{i}"), vec![b'x'; 100]).expect("put");
+    }
+    db.close().expect("close");
+    drop(db);
+    let seg = t.path().join("0000000001.seg");
+    let _ = std::fs::remove_file(t.path().join("0000000001.hint"));
+    let mut b = std::fs::read(&seg).expect("read");
+    b[100] ^= 0x40;
+    std::fs::write(&seg, b).expect("write");
+    let o = cairn(&["stats", p(t.path())]);
+    assert_eq!(code(&o), 3, "{}", stderr(&o));
+    assert!(stderr(&o).contains("0000000001.seg"), "{}", stderr(&o));
+}
+
+#[test]
+fn export_import_round_trip_loses_nothing() {
+    let src = tempfile::tempdir().expect("tempdir");
+    let db = cairn::Options::new().open(src.path()).expect("open");
+    db.put(b"\xff\x00binary", b"\x00\x01\x02").expect("put");
+    db.put("empty value", "").expect("put");
+    db.put("", "empty key").expect("put");
+    db.put_with_ttl("session", "s", Duration::from_secs(3600))
+        .expect("put");
+    db.put("unicode ✓", "värde").expect("put");
+    db.close().expect("close");
+    drop(db);
+    let o = cairn(&["export", p(src.path())]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let dst = tempfile::tempdir().expect("tempdir");
+    let o = cairn_stdin(&["import", p(dst.path())], &o.stdout);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let db = cairn::Options::new().open(dst.path()).expect("open");
+    assert_eq!(
+        db.get(b"\xff\x00binary").expect("get"),
+        Some(b"\x00\x01\x02".to_vec())
+    );
+    assert_eq!(db.get("empty value").expect("get"), Some(Vec::new()));
+    assert_eq!(db.get("").expect("get"), Some(b"empty key".to_vec()));
+    assert_eq!(
+        db.get("unicode ✓").expect("get"),
+        Some("värde".as_bytes().to_vec())
+    );
+    match db.ttl("session").expect("ttl") {
+        cairn::Ttl::Expires(d) => assert!(d > Duration::from_secs(3500)),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(db.len().expect("len"), 5);
+}
+
+#[test]
+fn import_stops_at_the_first_malformed_line_and_keeps_what_came_before() {
+    let dst = tempfile::tempdir().expect("tempdir");
+    let input = b"{\"key\":\"a\",\"value\":\"1\"}\n{\"key\":\"b\",\"value\":\"2\"}\nnot json\n{\"key\":\"c\",\"value\":\"3\"}\n";
+    let o = cairn_stdin(&["import", p(dst.path())], input);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("line 3"), "{}", stderr(&o));
+    let db = cairn::Options::new().open(dst.path()).expect("open");
+    assert_eq!(db.get("b").expect("get"), Some(b"2".to_vec()));
+    assert_eq!(db.get("c").expect("get"), None);
+}
+
+#[test]
+fn write_commands_on_a_locked_directory_say_who_holds_it() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let db = cairn::Options::new().open(t.path()).expect("open");
+    db.put("k", "v").expect("put");
+    let o = cairn(&["set", p(t.path()), "k", "w"]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("another process"), "{}", stderr(&o));
+    drop(db);
+}
