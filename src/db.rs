@@ -81,7 +81,23 @@ impl Db {
     }
 
     pub(crate) fn open_with(path: &Path, opts: Options) -> Result<Db> {
-        let core = Core::open(path, opts)?;
+        let core = if opts.snapshot {
+            // A writer's compaction can delete a segment between the
+            // listing and the load: list again.
+            let mut attempt = 0;
+            loop {
+                match Core::open(path, opts.clone()) {
+                    Err(crate::Error::Io(e))
+                        if e.kind() == std::io::ErrorKind::NotFound && attempt < 10 =>
+                    {
+                        attempt += 1;
+                    }
+                    r => break r?,
+                }
+            }
+        } else {
+            Core::open(path, opts)?
+        };
         let mut threads = Vec::new();
         let bg_core = core.clone();
         threads.push(

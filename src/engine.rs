@@ -314,8 +314,13 @@ impl Core {
             }
         }
         let lock_path = dir.join(fsutil::LOCK_FILE);
-        let Some(lock_file) = vfs.try_lock(&lock_path, opts.read_only)? else {
-            return Err(Error::Locked { path: lock_path });
+        let lock_file = if opts.snapshot {
+            None
+        } else {
+            match vfs.try_lock(&lock_path, opts.read_only)? {
+                Some(l) => Some(l),
+                None => return Err(Error::Locked { path: lock_path }),
+            }
         };
 
         let (finished_compaction, leave_out) =
@@ -516,7 +521,7 @@ impl Core {
             poisoned: AtomicBool::new(false),
             poison_cause: Mutex::new(None),
             closed: AtomicBool::new(false),
-            lock_file: Mutex::new(Some(lock_file)),
+            lock_file: Mutex::new(lock_file),
             next_file_id: std::sync::atomic::AtomicU32::new(next_file_id),
             compaction: Mutex::new(()),
             report,

@@ -59,6 +59,7 @@ pub struct Options {
     pub(crate) max_segment_bytes: u64,
     pub(crate) recovery_mode: RecoveryMode,
     pub(crate) read_only: bool,
+    pub(crate) snapshot: bool,
     pub(crate) create_if_missing: bool,
     pub(crate) use_mmap: bool,
     pub(crate) expiry_sweep_interval_ms: u64,
@@ -84,6 +85,7 @@ impl std::fmt::Debug for Options {
             .field("max_segment_bytes", &self.max_segment_bytes)
             .field("recovery_mode", &self.recovery_mode)
             .field("read_only", &self.read_only)
+            .field("snapshot", &self.snapshot)
             .field("create_if_missing", &self.create_if_missing)
             .field("use_mmap", &self.use_mmap)
             .field("expiry_sweep_interval_ms", &self.expiry_sweep_interval_ms)
@@ -134,6 +136,7 @@ impl Options {
             max_segment_bytes: 64 << 20,
             recovery_mode: RecoveryMode::Strict,
             read_only: false,
+            snapshot: false,
             create_if_missing: true,
             use_mmap: true,
             expiry_sweep_interval_ms: 1000,
@@ -182,6 +185,32 @@ impl Options {
     #[must_use]
     pub fn read_only(mut self, read_only: bool) -> Options {
         self.read_only = read_only;
+        self
+    }
+
+    /// Open read-only **without any lock**, to inspect a store that another
+    /// process (or handle) has open for writing. The handle sees the store
+    /// as it was when it was opened: records the writer appends later are
+    /// not in its index. Nothing on disk is changed, and a record the writer
+    /// is appending while the snapshot opens is treated as a torn tail and
+    /// left out. If the writer's compaction deletes a segment while the
+    /// snapshot opens, the open is retried. Implies `read_only(true)`.
+    /// Default: false.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let writer = cairn::Db::open(dir.path())?;
+    /// writer.put("k", "v")?;
+    /// let snap = cairn::Options::new().snapshot(true).open(dir.path())?;
+    /// assert_eq!(snap.get("k")?, Some(b"v".to_vec()));
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    #[must_use]
+    pub fn snapshot(mut self, snapshot: bool) -> Options {
+        self.snapshot = snapshot;
+        if snapshot {
+            self.read_only = true;
+        }
         self
     }
 

@@ -383,3 +383,50 @@ fn a_closed_read_only_handle_returns_closed() {
     r.close().expect("close");
     assert_every_operation_is_closed(&other);
 }
+
+/// `Options::snapshot` opens without any lock while a writer appends and
+/// compacts; every snapshot opens and reads only values the writer wrote.
+#[test]
+fn snapshots_open_beside_a_busy_writer() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let t = tempfile::tempdir().expect("tempdir");
+    let db = Options::new()
+        .max_segment_bytes(4096)
+        .sync_policy(cairn::SyncPolicy::Never)
+        .open(t.path())
+        .expect("open");
+    for i in 0..20 {
+        db.put(format!("k{i}"), format!("k{i}=0")).expect("put");
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let db = db.clone();
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut n = 1u64;
+            while !stop.load(Ordering::Relaxed) {
+                let i = n % 20;
+                db.put(format!("k{i}"), format!("k{i}={n}")).expect("put");
+                if n % 500 == 0 {
+                    db.compact().expect("compact");
+                }
+                n += 1;
+            }
+        })
+    };
+    for _ in 0..400 {
+        let snap = Options::new()
+            .snapshot(true)
+            .open(t.path())
+            .expect("a snapshot opens beside the writer");
+        for i in 0..20 {
+            let v = snap.get(format!("k{i}")).expect("get").expect("present");
+            let v = String::from_utf8(v).expect("utf-8");
+            assert!(v.starts_with(&format!("k{i}=")), "{v}");
+        }
+        assert!(snap.put("x", "y").is_err(), "a snapshot is read-only");
+    }
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+}

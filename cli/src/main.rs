@@ -226,11 +226,12 @@ fn check_store(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Opens a store for reading, without taking the writer's lock.
+/// Opens a store for reading, without taking any lock: a snapshot that
+/// works while an application has the store open for writing.
 fn open_read(dir: &Path) -> Result<Db> {
     check_store(dir)?;
     Options::new()
-        .read_only(true)
+        .snapshot(true)
         .create_if_missing(false)
         .auto_compact(false)
         .open(dir)

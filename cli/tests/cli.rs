@@ -253,3 +253,38 @@ fn write_commands_on_a_locked_directory_say_who_holds_it() {
     assert!(stderr(&o).contains("another process"), "{}", stderr(&o));
     drop(db);
 }
+
+#[test]
+fn inspection_works_while_another_process_holds_the_store() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let db = cairn::Options::new()
+        .max_segment_bytes(4096)
+        .open(t.path())
+        .expect("open");
+    for i in 0..200 {
+        db.put(format!("key{i:03}"), format!("value {i}"))
+            .expect("put");
+    }
+    db.put_with_ttl("session", "s", Duration::from_secs(60))
+        .expect("put");
+    let d = p(t.path());
+    let before = std::fs::read_dir(t.path()).expect("list").count();
+    let o = cairn(&["get", d, "key007"]);
+    assert_eq!(
+        (code(&o), stdout(&o).as_str()),
+        (0, "value 7"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stdout(&cairn(&["scan", d, "key1"])).lines().count(), 100);
+    assert_eq!(code(&cairn(&["ttl", d, "session"])), 0);
+    let o = cairn(&["stats", d, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(v["live_keys"], 201);
+    assert_eq!(stdout(&cairn(&["export", d])).lines().count(), 201);
+    // The writer goes on, and nothing the inspection did got in its way.
+    db.put("after", "inspection").expect("put");
+    drop(db);
+    assert_eq!(stdout(&cairn(&["get", d, "after"])), "inspection");
+    assert!(std::fs::read_dir(t.path()).expect("list").count() >= before);
+}
