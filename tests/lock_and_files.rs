@@ -408,7 +408,7 @@ fn snapshots_open_beside_a_busy_writer() {
             while !stop.load(Ordering::Relaxed) {
                 let i = n % 20;
                 db.put(format!("k{i}"), format!("k{i}={n}")).expect("put");
-                if n % 500 == 0 {
+                if n.is_multiple_of(500) {
                     db.compact().expect("compact");
                 }
                 n += 1;
