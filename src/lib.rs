@@ -52,6 +52,7 @@ pub mod sim;
 mod stats;
 mod sync;
 mod tailcache;
+mod verify;
 #[doc(hidden)]
 pub mod vfs;
 
@@ -68,3 +69,4 @@ pub use options::{Options, RecoveryMode, SyncPolicy, MAX_SEGMENT_BYTES, MIN_SEGM
 pub use record::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use recovery::{RecoveryReport, SkippedRange};
 pub use stats::{SegmentStats, Stats};
+pub use verify::{verify, Problem, ProblemKind, VerifyReport};

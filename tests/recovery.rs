@@ -1551,3 +1551,95 @@ fn salvage_never_applies_a_record_embedded_in_a_value() {
         "salvage applied a record that only exists inside another record's value"
     );
 }
+
+/// `cairn::verify` classifies: a torn tail, a broken hint and a stray
+/// temporary file are listed but are not corruption; a flipped byte in a
+/// sealed segment is corruption at its record's offset; nothing is changed.
+#[test]
+fn verify_lists_problems_and_changes_nothing() {
+    use cairn::ProblemKind;
+    let t = tempfile::tempdir().expect("tempdir");
+    {
+        let db = opts()
+            .max_segment_bytes(4096)
+            .auto_compact(false)
+            .open(t.path())
+            .expect("open");
+        for i in 0..60 {
+            db.put(format!("key{i:03}"), vec![b'x'; 100]).expect("put");
+        }
+    }
+    let clean = cairn::verify(t.path(), false).expect("verify");
+    assert!(clean.problems.is_empty(), "{:?}", clean.problems);
+    assert_eq!(clean.records, 60);
+    // A torn tail on the active segment, a stray file, a broken hint.
+    let segs: Vec<u32> = (1..)
+        .take_while(|i| seg_path(t.path(), *i).exists())
+        .collect();
+    let active = seg_path(t.path(), *segs.last().expect("segments"));
+    let mut f = fs::OpenOptions::new()
+        .append(true)
+        .open(&active)
+        .expect("open");
+    std::io::Write::write_all(&mut f, &[7u8; 20]).expect("append");
+    drop(f);
+    fs::write(t.path().join(".hint-x.tmp"), b"junk").expect("write");
+    flip_byte(&t.path().join("0000000001.hint"), 40);
+    let before: Vec<(String, Vec<u8>)> = {
+        let mut v: Vec<_> = fs::read_dir(t.path())
+            .expect("list")
+            .flatten()
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    fs::read(e.path()).expect("read"),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let r = cairn::verify(t.path(), false).expect("verify");
+    let kinds: Vec<ProblemKind> = r.problems.iter().map(|p| p.kind).collect();
+    assert!(kinds.contains(&ProblemKind::TornTail), "{:?}", r.problems);
+    assert!(kinds.contains(&ProblemKind::StrayFile), "{:?}", r.problems);
+    assert!(
+        kinds.contains(&ProblemKind::HintUnusable),
+        "{:?}",
+        r.problems
+    );
+    assert!(!r.has_corruption(), "{:?}", r.problems);
+    // Corruption in a sealed segment.
+    flip_byte(&seg_path(t.path(), 1), 32 + 138 + 50);
+    let r = cairn::verify(t.path(), false).expect("verify");
+    let c: Vec<_> = r
+        .problems
+        .iter()
+        .filter(|p| p.kind.is_corruption())
+        .collect();
+    assert_eq!(c.len(), 1, "{:?}", r.problems);
+    assert_eq!(
+        (c[0].path.clone(), c[0].offset),
+        (seg_path(t.path(), 1), Some(32 + 138))
+    );
+    assert_eq!(r.records, 59, "every other record is still checked");
+    let after: Vec<(String, Vec<u8>)> = {
+        let mut v: Vec<_> = fs::read_dir(t.path())
+            .expect("list")
+            .flatten()
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    fs::read(e.path()).expect("read"),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        before.len(),
+        after.len(),
+        "verify creates and deletes nothing"
+    );
+}

@@ -288,3 +288,38 @@ fn inspection_works_while_another_process_holds_the_store() {
     assert_eq!(stdout(&cairn(&["get", d, "after"])), "inspection");
     assert!(std::fs::read_dir(t.path()).expect("list").count() >= before);
 }
+
+#[test]
+fn verify_reports_a_flipped_byte_with_file_and_offset() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let db = cairn::Options::new()
+        .max_segment_bytes(4096)
+        .auto_compact(false)
+        .open(t.path())
+        .expect("open");
+    for i in 0..100 {
+        db.put(format!("key{i:03}"), vec![b'x'; 100]).expect("put");
+    }
+    db.close().expect("close");
+    drop(db);
+    let d = p(t.path());
+    let o = cairn(&["verify", d]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert!(stdout(&o).starts_with("healthy"), "{}", stdout(&o));
+    // Flip one byte inside the third record of sealed segment 1.
+    let seg = t.path().join("0000000001.seg");
+    let mut b = std::fs::read(&seg).expect("read");
+    let third = 32 + 2 * (32 + 6 + 100);
+    b[third + 40] ^= 0x01;
+    std::fs::write(&seg, b).expect("write");
+    let o = cairn(&["verify", d]);
+    assert_eq!(code(&o), 3, "{}", stdout(&o));
+    let line = format!("corruption: {} at offset {third}", seg.display());
+    assert!(stdout(&o).contains(&line), "{}", stdout(&o));
+    let o = cairn(&["verify", d, "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(v["healthy"], false);
+    assert_eq!(v["problems"][0]["offset"], third);
+    // Quick mode trusts the valid hint and does not read the records.
+    assert_eq!(code(&cairn(&["verify", d, "--quick"])), 0);
+}

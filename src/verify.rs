@@ -1,0 +1,260 @@
+//! Offline verification of a store directory: every header, every record's
+//! checksum, hints against their segments, batches, stray files. Read-only,
+//! lock-free: it never changes a file.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::hint;
+use crate::options::RecoveryMode;
+use crate::recovery;
+use crate::segment;
+use crate::vfs::{RealFs, Vfs};
+
+/// What kind of problem [`verify`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProblemKind {
+    /// Damage a crash cannot explain: open refuses the store (strict) and
+    /// salvage would skip the bytes.
+    Corruption,
+    /// The end of the active segment is a partial write from a crash; the
+    /// next read-write open cuts it off. Not corruption.
+    TornTail,
+    /// A hint file that cannot be used (it is ignored and rebuilt from its
+    /// segment at the next read-write open). Not corruption.
+    HintUnusable,
+    /// A sealed segment without a hint file (open scans it instead).
+    HintMissing,
+    /// A file cairn did not expect (a temporary file left by a crash is
+    /// removed at the next read-write open).
+    StrayFile,
+    /// A compaction stopped before it deleted its old segments; the next
+    /// read-write open finishes it.
+    UnfinishedCompaction,
+}
+
+impl ProblemKind {
+    /// Whether this problem means the data is damaged.
+    pub fn is_corruption(self) -> bool {
+        self == ProblemKind::Corruption
+    }
+
+    /// A short name: `corruption`, `torn-tail`, `hint-unusable`,
+    /// `hint-missing`, `stray-file`, `unfinished-compaction`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ProblemKind::Corruption => "corruption",
+            ProblemKind::TornTail => "torn-tail",
+            ProblemKind::HintUnusable => "hint-unusable",
+            ProblemKind::HintMissing => "hint-missing",
+            ProblemKind::StrayFile => "stray-file",
+            ProblemKind::UnfinishedCompaction => "unfinished-compaction",
+        }
+    }
+}
+
+/// One problem [`verify`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// The kind.
+    pub kind: ProblemKind,
+    /// The file.
+    pub path: PathBuf,
+    /// The byte offset in the file, when the problem has one.
+    pub offset: Option<u64>,
+    /// What is wrong, in words.
+    pub detail: String,
+}
+
+/// What [`verify`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Segment files checked.
+    pub segments: u32,
+    /// Records whose checksum was verified (puts and tombstones).
+    pub records: u64,
+    /// Hint files checked.
+    pub hints: u32,
+    /// Problems, in file order.
+    pub problems: Vec<Problem>,
+}
+
+impl VerifyReport {
+    /// Whether any problem is corruption.
+    pub fn has_corruption(&self) -> bool {
+        self.problems.iter().any(|p| p.kind.is_corruption())
+    }
+}
+
+/// Checks a store directory without opening it: every segment header and
+/// record checksum (in salvage mode, so that damage does not hide what
+/// follows it), each hint against its segment, and the files present.
+/// With `quick`, sealed segments that have a valid hint are not read
+/// record by record.
+///
+/// It takes no lock and changes nothing, so it can run beside a writer
+/// (whose newest, still-growing record may then show as a torn tail).
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let db = cairn::Db::open(dir.path())?;
+/// db.put("k", "v")?;
+/// db.close()?;
+/// let report = cairn::verify(dir.path(), false)?;
+/// assert!(report.problems.is_empty());
+/// assert_eq!(report.records, 1);
+/// # Ok::<(), cairn::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::Io`] when the directory cannot be read; problems in the files
+/// are reported, not returned as errors.
+pub fn verify(dir: impl AsRef<Path>, quick: bool) -> Result<VerifyReport> {
+    let dir = dir.as_ref();
+    let vfs = RealFs;
+    let mut report = VerifyReport::default();
+    let mut names = vfs.list(dir)?;
+    names.sort();
+    for name in &names {
+        let known = name == fsutil::LOCK_FILE
+            || name == crate::compaction::MANIFEST
+            || fsutil::parse_file_name(name).is_some();
+        if name == crate::compaction::MANIFEST {
+            report.problems.push(Problem {
+                kind: ProblemKind::UnfinishedCompaction,
+                path: dir.join(name),
+                offset: None,
+                detail: "a compaction stopped before deleting the segments this manifest names"
+                    .into(),
+            });
+        } else if !known {
+            report.problems.push(Problem {
+                kind: ProblemKind::StrayFile,
+                path: dir.join(name),
+                offset: None,
+                detail: if name.ends_with(fsutil::TMP_SUFFIX) {
+                    "temporary file left by a crash".into()
+                } else {
+                    "not a cairn file".into()
+                },
+            });
+        }
+    }
+    let listing = recovery::list_dir(&vfs, dir)?;
+    let active = recovery::find_active(&vfs, dir, &listing.segments);
+    for &id in &listing.segments {
+        report.segments += 1;
+        let path = fsutil::segment_path(dir, id);
+        let is_active = Some(id) == active;
+        let bytes = vfs.read(&path)?;
+        let salt = match segment::header_info(&path, &bytes, id) {
+            Ok(h) => Some(h.salt),
+            Err(e) => {
+                report.problems.push(problem_of(e, &path));
+                None
+            }
+        };
+        let hint_path = fsutil::hint_path(dir, id);
+        let mut hint_ok = false;
+        if !is_active {
+            match vfs.read(&hint_path) {
+                Ok(h) => {
+                    report.hints += 1;
+                    if let Some(salt) = salt {
+                        match hint::decode(&h, id, bytes.len() as u64, salt) {
+                            Ok(_) => hint_ok = true,
+                            Err(hint::SEGMENT_TRUNCATED) => report.problems.push(Problem {
+                                kind: ProblemKind::Corruption,
+                                path: path.clone(),
+                                offset: Some(bytes.len() as u64),
+                                detail: "the end of the sealed segment is missing: its hint describes a longer file".into(),
+                            }),
+                            Err(why) => report.problems.push(Problem {
+                                kind: ProblemKind::HintUnusable,
+                                path: hint_path.clone(),
+                                offset: None,
+                                detail: why.into(),
+                            }),
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    report.problems.push(Problem {
+                        kind: ProblemKind::HintMissing,
+                        path: hint_path.clone(),
+                        offset: None,
+                        detail: "sealed segment without a hint file".into(),
+                    });
+                }
+                Err(e) => return Err(Error::Io(e)),
+            }
+        }
+        if salt.is_none() || (quick && hint_ok) {
+            continue;
+        }
+        // Strict first, to classify; then salvage, to find every damaged
+        // range and count the records that are fine.
+        let strict = recovery::scan_segment(&path, id, &bytes, is_active, RecoveryMode::Strict);
+        match &strict {
+            Ok(load) => {
+                if let Some((at, len)) = load.cut.filter(|_| !load.zero_tail) {
+                    report.problems.push(Problem {
+                        kind: ProblemKind::TornTail,
+                        path: path.clone(),
+                        offset: Some(at),
+                        detail: format!(
+                            "{} bytes after the last complete record (a partial write; the next open cuts them)",
+                            len - at
+                        ),
+                    });
+                }
+                report.records += load.entries.len() as u64;
+            }
+            Err(_) => {
+                match recovery::scan_segment(&path, id, &bytes, is_active, RecoveryMode::Salvage) {
+                    Ok(load) => {
+                        report.records += load.entries.len() as u64;
+                        for s in &load.skipped {
+                            report.problems.push(Problem {
+                                kind: ProblemKind::Corruption,
+                                path: path.clone(),
+                                offset: Some(s.offset),
+                                detail: format!("{} ({} bytes)", s.reason, s.len),
+                            });
+                        }
+                        if load.skipped.is_empty() {
+                            if let Err(e) = strict {
+                                report.problems.push(problem_of(e, &path));
+                            }
+                        }
+                    }
+                    Err(e) => report.problems.push(problem_of(e, &path)),
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn problem_of(e: Error, path: &Path) -> Problem {
+    match e {
+        Error::Corruption {
+            path,
+            offset,
+            reason,
+        } => Problem {
+            kind: ProblemKind::Corruption,
+            path,
+            offset: Some(offset),
+            detail: reason,
+        },
+        e => Problem {
+            kind: ProblemKind::Corruption,
+            path: path.to_path_buf(),
+            offset: None,
+            detail: e.to_string(),
+        },
+    }
+}
