@@ -168,35 +168,31 @@ pub(crate) fn auto_candidates(
         .collect();
 
     let amp = opts.compaction_max_space_amplification;
-    let active_live = stats.get(&active).map_or(0, SegStat::live);
-    // Space amplification: disk use (sealed segments with their hints, and
-    // the active segment's live records) over the live record bytes, with
-    // a floor (see `level_bytes`).
-    let live: u64 = stats.values().map(SegStat::live).sum();
-    let floor: u64 = sealed.iter().map(|(_, s)| s.needed()).sum::<u64>() + active_live;
-    let sealed_dead: u64 = sealed.iter().map(|(_, s)| s.dead).sum();
-    if amp > 0.0 && live > 0 && sealed_dead >= MIN_DEAD_FOR_AMPLIFICATION {
-        let disk = sealed.iter().map(|(_, s)| s.total + s.hint).sum::<u64>() + active_live;
-        // `amp` is the bound: start well before it (see START_FRACTION).
-        if disk as f64 > level_bytes(live, floor, start_level(amp)) {
-            let goal = level_bytes(live, floor, 1.0 + (amp - 1.0) * START_FRACTION / 2.0) as u64;
-            let mut projected = disk
-                - chosen
-                    .iter()
-                    .filter_map(|id| stats.get(id))
-                    .map(SegStat::reclaimable)
-                    .sum::<u64>();
-            let mut by_ratio: Vec<&(u32, &SegStat)> =
-                sealed.iter().filter(|(_, s)| s.dead > 0).collect();
-            by_ratio.sort_by(|a, b| ratio(b.1).total_cmp(&ratio(a.1)));
-            for (id, s) in by_ratio {
-                if projected <= goal {
-                    break;
-                }
-                if !chosen.contains(id) {
-                    chosen.push(*id);
-                    projected = projected.saturating_sub(s.reclaimable());
-                }
+    let space = SpaceUse::of(stats, active);
+    // `amp` is the bound: start well before it (see START_FRACTION).
+    if amp > 0.0 && space.over(start_level(amp)) {
+        let goal = level_bytes(
+            space.live,
+            space.floor,
+            1.0 + (amp - 1.0) * START_FRACTION / 2.0,
+        ) as u64;
+        let mut projected = space.disk.saturating_sub(
+            chosen
+                .iter()
+                .filter_map(|id| stats.get(id))
+                .map(SegStat::reclaimable)
+                .sum::<u64>(),
+        );
+        let mut by_ratio: Vec<&(u32, &SegStat)> =
+            sealed.iter().filter(|(_, s)| s.dead > 0).collect();
+        by_ratio.sort_by(|a, b| ratio(b.1).total_cmp(&ratio(a.1)));
+        for (id, s) in by_ratio {
+            if projected <= goal {
+                break;
+            }
+            if !chosen.contains(id) {
+                chosen.push(*id);
+                projected = projected.saturating_sub(s.reclaimable());
             }
         }
     }
@@ -260,6 +256,48 @@ pub(crate) fn start_level(max_amplification: f64) -> f64 {
 pub(crate) fn level_bytes(live: u64, floor: u64, factor: f64) -> f64 {
     let live = live as f64;
     (factor * live).max(floor as f64 + (factor - 1.0) * live / 2.0)
+}
+
+/// The store's space use, as automatic compaction and the write stall see
+/// it: disk use is the sealed segments with their hints plus the active
+/// segment's live records; `floor` is what that would be with nothing dead
+/// (see `SegStat::needed`).
+pub(crate) struct SpaceUse {
+    pub live: u64,
+    pub floor: u64,
+    pub disk: u64,
+    pub sealed_dead: u64,
+}
+
+impl SpaceUse {
+    pub(crate) fn of(stats: &BTreeMap<u32, SegStat>, active: u32) -> SpaceUse {
+        let mut u = SpaceUse {
+            live: 0,
+            floor: 0,
+            disk: 0,
+            sealed_dead: 0,
+        };
+        for (id, s) in stats {
+            u.live += s.live();
+            if *id == active {
+                u.floor += s.live();
+                u.disk += s.live();
+            } else {
+                u.floor += s.needed();
+                u.disk += s.total + s.hint;
+                u.sealed_dead += s.dead;
+            }
+        }
+        u
+    }
+
+    /// Whether disk use is past amplification `factor` (see `level_bytes`),
+    /// with enough dead bytes for compaction to act on.
+    pub(crate) fn over(&self, factor: f64) -> bool {
+        self.live > 0
+            && self.sealed_dead >= MIN_DEAD_FOR_AMPLIFICATION
+            && self.disk as f64 > level_bytes(self.live, self.floor, factor)
+    }
 }
 
 /// Space amplification alone starts no compaction for less dead data than this.

@@ -595,28 +595,10 @@ impl Core {
         if !self.opts.auto_compact || max == 0.0 {
             return false;
         }
-        let amp = level(max);
         let Some(active) = self.active_id() else {
             return false;
         };
-        let stats = lock(&self.seg_stats);
-        let mut live = 0u64;
-        let mut floor = 0u64;
-        let mut disk = 0u64;
-        let mut dead = 0u64;
-        for (id, s) in stats.iter() {
-            live += s.live();
-            if *id == active {
-                floor += s.live();
-                disk += s.live();
-            } else {
-                floor += s.needed();
-                disk += s.total + s.hint;
-                dead += s.dead;
-            }
-        }
-        dead >= crate::compaction::MIN_DEAD_FOR_AMPLIFICATION
-            && disk as f64 > crate::compaction::level_bytes(live, floor, amp)
+        crate::compaction::SpaceUse::of(&lock(&self.seg_stats), active).over(level(max))
     }
 
     /// Records the size of segment `id`'s hint file (disk use).
