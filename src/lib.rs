@@ -40,6 +40,7 @@ mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hint;
+mod inspect;
 mod iter;
 mod keydir;
 mod mmap;
@@ -64,6 +65,7 @@ pub use compaction::CompactionStop;
 pub use db::Db;
 pub use engine::{CasConflict, Ttl};
 pub use error::{Error, Result};
+pub use inspect::{read_segment, RecordKind, SegmentEntry};
 pub use iter::ScanPrefix;
 pub use options::{Options, RecoveryMode, SyncPolicy, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
 pub use record::{MAX_KEY_BYTES, MAX_VALUE_BYTES};

@@ -114,7 +114,7 @@ pub(crate) fn list_dir(vfs: &dyn Vfs, dir: &Path) -> Result<Listing> {
 /// whose sequence number is above `min_seq`. A record's checksum binds its
 /// segment's salt and its offset, so record images inside values, or copied
 /// from elsewhere, are never found.
-fn find_next_valid(bytes: &[u8], from: usize, min_seq: u64, salt: u32) -> Option<usize> {
+pub(crate) fn find_next_valid(bytes: &[u8], from: usize, min_seq: u64, salt: u32) -> Option<usize> {
     let last = bytes
         .len()
         .saturating_sub(record::RECORD_HEADER_LEN as usize);

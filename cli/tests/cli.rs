@@ -323,3 +323,45 @@ fn verify_reports_a_flipped_byte_with_file_and_offset() {
     // Quick mode trusts the valid hint and does not read the records.
     assert_eq!(code(&cairn(&["verify", d, "--quick"])), 0);
 }
+
+#[test]
+fn dump_lists_records_and_damage() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let db = cairn::Options::new().open(t.path()).expect("open");
+    db.put("a", "1").expect("put");
+    db.put_with_ttl("b\x01", "2", Duration::from_secs(60))
+        .expect("put");
+    db.delete("a").expect("delete");
+    db.write_batch(cairn::Batch::new().put("c", "3"))
+        .expect("batch");
+    db.close().expect("close");
+    drop(db);
+    let d = p(t.path());
+    let o = cairn(&["dump", d, "--values"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = stdout(&o);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 6, "{text}");
+    assert!(
+        lines[0].contains("put") && lines[0].contains("a (1 bytes) = 1"),
+        "{text}"
+    );
+    assert!(lines[1].contains("b\\x01"), "escaped key: {text}");
+    assert!(lines[2].contains("tombstone"), "{text}");
+    assert!(lines[3].contains("batch-begin"), "{text}");
+    assert!(lines[4].contains("[batch]"), "{text}");
+    let o = cairn(&["dump", d, "--json", "--from-offset", "40"]);
+    let first: serde_json::Value =
+        serde_json::from_str(stdout(&o).lines().next().expect("a line")).expect("json");
+    assert_eq!(first["kind"], "put");
+    assert_eq!(first["crc"], "ok");
+    assert!(first["offset"].as_u64().expect("offset") >= 40);
+    // Damage shows up with its offset.
+    let seg = t.path().join("0000000001.seg");
+    let mut b = std::fs::read(&seg).expect("read");
+    b[32 + 33] ^= 0xff;
+    std::fs::write(&seg, b).expect("write");
+    let o = cairn(&["dump", d]);
+    assert!(stdout(&o).contains("32  DAMAGED"), "{}", stdout(&o));
+    assert_eq!(code(&cairn(&["dump", d, "--segment", "9"])), 1);
+}
