@@ -750,10 +750,67 @@ fn out_is_terminal() -> bool {
     io::stdout().is_terminal()
 }
 
+/// Record counts of one segment, from reading its file.
+#[derive(Default)]
+struct SegCounts {
+    records: u64,
+    tombstones: u64,
+    expired: u64,
+    damaged: u64,
+    min_seq: Option<u64>,
+    max_seq: Option<u64>,
+}
+
+fn seg_counts(path: &Path, now: u64) -> Result<SegCounts> {
+    let mut c = SegCounts::default();
+    for e in cairn::read_segment(path)? {
+        match e {
+            cairn::SegmentEntry::Record {
+                kind,
+                seq,
+                expires_at_ms,
+                ..
+            } => {
+                match kind {
+                    cairn::RecordKind::Put => {
+                        c.records += 1;
+                        if expires_at_ms != 0 && expires_at_ms <= now {
+                            c.expired += 1;
+                        }
+                    }
+                    cairn::RecordKind::Tombstone => {
+                        c.records += 1;
+                        c.tombstones += 1;
+                    }
+                    _ => {}
+                }
+                if kind != cairn::RecordKind::SyncMark {
+                    c.min_seq = Some(c.min_seq.map_or(seq, |m| m.min(seq)));
+                    c.max_seq = Some(c.max_seq.map_or(seq, |m| m.max(seq)));
+                }
+            }
+            cairn::SegmentEntry::Damaged { .. } => c.damaged += 1,
+            _ => {}
+        }
+    }
+    Ok(c)
+}
+
 fn stats(db: &Db, dir: &Path, json: bool, out: &mut impl Write) -> Result<()> {
     let st = db.stats();
     let segs = db.segment_stats();
-    let hint = |id: u32| dir.join(format!("{id:010}.hint")).exists();
+    // Hint state per segment, from a quick verification (headers and
+    // hints only).
+    let check = cairn::verify(dir, true)?;
+    let hint_state = |id: u32| -> &'static str {
+        let hint = dir.join(format!("{id:010}.hint"));
+        match check.problems.iter().find(|p| p.path == hint) {
+            Some(p) if p.kind == cairn::ProblemKind::HintMissing => "none",
+            Some(_) => "invalid",
+            None if hint.exists() => "valid",
+            None => "none",
+        }
+    };
     // A read-only handle has no active segment; the newest one is it.
     let newest = segs.last().map(|s| s.id);
     let is_active = |s: &cairn::SegmentStats| s.active || Some(s.id) == newest;
@@ -762,17 +819,33 @@ fn stats(db: &Db, dir: &Path, json: bool, out: &mut impl Write) -> Result<()> {
         .filter(|s| !is_active(s))
         .map(|s| s.dead_bytes)
         .sum();
+    let pb = progress("reading segments");
+    let now = now_ms();
+    let mut counts = Vec::with_capacity(segs.len());
+    for s in &segs {
+        counts.push(seg_counts(&dir.join(format!("{:010}.seg", s.id)), now)?);
+    }
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
     if json {
         let segments: Vec<Value> = segs
             .iter()
-            .map(|s| {
+            .zip(&counts)
+            .map(|(s, c)| {
                 json!({
                     "id": s.id,
                     "bytes": s.bytes,
-                    "dead_bytes": s.dead_bytes,
                     "live_bytes": s.bytes.saturating_sub(32 + s.dead_bytes),
+                    "dead_bytes": s.dead_bytes,
+                    "records": c.records,
+                    "tombstones": c.tombstones,
+                    "expired": c.expired,
+                    "damaged_ranges": c.damaged,
+                    "min_seq": c.min_seq,
+                    "max_seq": c.max_seq,
                     "active": is_active(s),
-                    "hint": hint(s.id),
+                    "hint": if is_active(s) { "n/a" } else { hint_state(s.id) },
                 })
             })
             .collect();
@@ -790,35 +863,50 @@ fn stats(db: &Db, dir: &Path, json: bool, out: &mut impl Write) -> Result<()> {
     }
     writeln!(
         out,
-        "{:>10}  {:>12}  {:>12}  {:>12}  {:>6}  notes",
-        "segment", "bytes", "live", "dead", "dead%"
+        "{:>8}  {:>11}  {:>11}  {:>11}  {:>6}  {:>8}  {:>7}  {:>7}  {:>17}  notes",
+        "segment", "bytes", "live", "dead", "dead%", "records", "tombst.", "expired", "sequences"
     )?;
-    for s in &segs {
+    for (s, c) in segs.iter().zip(&counts) {
         let data = s.bytes.saturating_sub(32).max(1);
         let mut notes = Vec::new();
         if is_active(s) {
-            notes.push("active");
+            notes.push("active".to_string());
         } else {
-            notes.push(if hint(s.id) { "hint" } else { "no hint" });
+            notes.push(format!("hint {}", hint_state(s.id)));
         }
+        if c.damaged > 0 {
+            notes.push(format!("{} damaged ranges", c.damaged));
+        }
+        let seqs = match (c.min_seq, c.max_seq) {
+            (Some(a), Some(b)) => format!("{a}..{b}"),
+            _ => "-".to_string(),
+        };
         writeln!(
             out,
-            "{:>10}  {:>12}  {:>12}  {:>12}  {:>5.1}%  {}",
+            "{:>8}  {:>11}  {:>11}  {:>11}  {:>5.1}%  {:>8}  {:>7}  {:>7}  {:>17}  {}",
             s.id,
             s.bytes,
             s.bytes.saturating_sub(32 + s.dead_bytes),
             s.dead_bytes,
             100.0 * s.dead_bytes as f64 / data as f64,
+            c.records,
+            c.tombstones,
+            c.expired,
+            seqs,
             notes.join(", ")
         )?;
     }
     writeln!(out)?;
-    writeln!(out, "live keys            {}", st.live_keys)?;
-    writeln!(out, "live bytes           {}", st.live_bytes)?;
-    writeln!(out, "dead bytes           {}", st.dead_bytes)?;
-    writeln!(out, "segment bytes        {}", st.disk_bytes)?;
-    writeln!(out, "compaction would free about {reclaim} bytes")?;
-    writeln!(out, "index memory (est.)  {} bytes", st.keydir_memory_bytes)?;
+    writeln!(out, "live keys              {}", st.live_keys)?;
+    writeln!(out, "live bytes             {}", st.live_bytes)?;
+    writeln!(out, "dead bytes             {}", st.dead_bytes)?;
+    writeln!(out, "segment bytes          {}", st.disk_bytes)?;
+    writeln!(out, "compaction would free  about {reclaim} bytes")?;
+    writeln!(
+        out,
+        "index memory (est.)    {} bytes",
+        st.keydir_memory_bytes
+    )?;
     Ok(())
 }
 
