@@ -47,6 +47,7 @@ mod mmap;
 mod options;
 mod record;
 mod recovery;
+mod repair;
 mod segment;
 #[doc(hidden)]
 pub mod sim;
@@ -70,5 +71,6 @@ pub use iter::ScanPrefix;
 pub use options::{Options, RecoveryMode, SyncPolicy, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
 pub use record::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use recovery::{RecoveryReport, SkippedRange};
+pub use repair::{repair, RepairReport};
 pub use stats::{SegmentStats, Stats};
 pub use verify::{verify, Problem, ProblemKind, VerifyReport};

@@ -171,6 +171,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Rewrite damaged segments with every record that passes its checksum.
+    #[command(
+        after_help = "The originals are copied to <dir>.repair-backup-<unix ms> first; each segment is replaced atomically; valid records after a damaged range are kept (a batch only whole). It prints what it drops before dropping it; a second run changes nothing. Dropping a damaged tombstone can bring back an older value of its key from another segment.\n\nExample:\n  cairn repair ./data --dry-run\n  cairn repair ./data"
+    )]
+    Repair {
+        /// The store directory.
+        dir: PathBuf,
+        /// Only show what would be dropped.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Rewrite the sealed segments without their dead records.
     #[command(after_help = "Example:\n  cairn compact ./data")]
     Compact {
@@ -582,6 +593,50 @@ fn run(command: Command) -> Result<u8> {
                 EXIT_CORRUPTION
             } else {
                 0
+            }
+        }
+        Command::Repair { dir, dry_run } => {
+            check_store(&dir)?;
+            // Show what will be dropped before dropping it.
+            let plan = cairn::repair(&dir, true).map_err(|e| open_error(e, &dir))?;
+            for d in &plan.dropped {
+                writeln!(
+                    out,
+                    "drop: {} at offset {}, {} bytes: {}",
+                    d.path.display(),
+                    d.offset,
+                    d.len,
+                    d.reason
+                )?;
+            }
+            for (p, why) in &plan.unrepairable {
+                writeln!(out, "cannot repair: {}: {why}", p.display())?;
+            }
+            if plan.segments.is_empty() {
+                writeln!(out, "nothing to repair")?;
+            } else if dry_run {
+                writeln!(
+                    out,
+                    "would rewrite {} segments keeping {} records (dry run: nothing changed)",
+                    plan.segments.len(),
+                    plan.records_kept
+                )?;
+            } else {
+                out.flush()?;
+                let r = cairn::repair(&dir, false).map_err(|e| open_error(e, &dir))?;
+                writeln!(
+                    out,
+                    "rewrote {} segments keeping {} records; originals in {}",
+                    r.segments.len(),
+                    r.records_kept,
+                    r.backup
+                        .map_or_else(String::new, |b| b.display().to_string())
+                )?;
+            }
+            if plan.unrepairable.is_empty() {
+                0
+            } else {
+                EXIT_CORRUPTION
             }
         }
         Command::Compact { dir } => {

@@ -369,3 +369,71 @@ fn dump_lists_records_and_damage() {
     assert!(stdout(&o).contains("32  DAMAGED"), "{}", stdout(&o));
     assert_eq!(code(&cairn(&["dump", d, "--segment", "9"])), 1);
 }
+
+#[test]
+fn repair_keeps_every_other_record_and_is_idempotent() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let store = t.path().join("db");
+    let db = cairn::Options::new()
+        .max_segment_bytes(4096)
+        .auto_compact(false)
+        .open(&store)
+        .expect("open");
+    for i in 0..100 {
+        db.put(format!("key{i:03}"), vec![b'x'; 100]).expect("put");
+    }
+    db.close().expect("close");
+    drop(db);
+    let d = p(&store);
+    // Damage the third record of sealed segment 1.
+    let seg = store.join("0000000001.seg");
+    let mut b = std::fs::read(&seg).expect("read");
+    let third = 32 + 2 * (32 + 6 + 100);
+    b[third + 40] ^= 0x01;
+    std::fs::write(&seg, &b).expect("write");
+    assert_eq!(code(&cairn(&["verify", d])), 3);
+    // A dry run says what it would drop and changes nothing.
+    let o = cairn(&["repair", d, "--dry-run"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(&format!("at offset {third}")),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(std::fs::read(&seg).expect("read"), b);
+    // The repair.
+    let o = cairn(&["repair", d]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("rewrote 1 segments"), "{}", stdout(&o));
+    let backups: Vec<_> = std::fs::read_dir(t.path())
+        .expect("list")
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("db.repair-backup-")
+        })
+        .collect();
+    assert_eq!(backups.len(), 1);
+    assert_eq!(
+        std::fs::read(backups[0].path().join("0000000001.seg")).expect("backup"),
+        b,
+        "the original is backed up"
+    );
+    assert_eq!(code(&cairn(&["verify", d])), 0);
+    let db = cairn::Options::new()
+        .open(&store)
+        .expect("open after repair");
+    for i in 0..100 {
+        let got = db.get(format!("key{i:03}")).expect("get");
+        if i == 2 {
+            assert_eq!(got, None, "the damaged record is gone");
+        } else {
+            assert_eq!(got, Some(vec![b'x'; 100]), "key{i:03}");
+        }
+    }
+    drop(db);
+    // A second run changes nothing.
+    let o = cairn(&["repair", d]);
+    assert_eq!(stdout(&o).trim(), "nothing to repair");
+}
