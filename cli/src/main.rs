@@ -918,8 +918,8 @@ fn stats(db: &Db, dir: &Path, json: bool, out: &mut impl Write) -> Result<()> {
     }
     writeln!(
         out,
-        "{:>8}  {:>11}  {:>11}  {:>11}  {:>6}  {:>8}  {:>7}  {:>7}  {:>17}  notes",
-        "segment", "bytes", "live", "dead", "dead%", "records", "tombst.", "expired", "sequences"
+        "{:>7}  {:>9}  {:>9}  {:>9}  {:>5}  {:>8}  {:>7}  {:>7}  {:>13}  notes",
+        "segment", "size", "live", "dead", "dead", "records", "tombst.", "expired", "sequences"
     )?;
     for (s, c) in segs.iter().zip(&counts) {
         let data = s.bytes.saturating_sub(32).max(1);
@@ -938,11 +938,11 @@ fn stats(db: &Db, dir: &Path, json: bool, out: &mut impl Write) -> Result<()> {
         };
         writeln!(
             out,
-            "{:>8}  {:>11}  {:>11}  {:>11}  {:>5.1}%  {:>8}  {:>7}  {:>7}  {:>17}  {}",
+            "{:>7}  {:>9}  {:>9}  {:>9}  {:>4.0}%  {:>8}  {:>7}  {:>7}  {:>13}  {}",
             s.id,
-            s.bytes,
-            s.bytes.saturating_sub(32 + s.dead_bytes),
-            s.dead_bytes,
+            human(s.bytes),
+            human(s.bytes.saturating_sub(32 + s.dead_bytes)),
+            human(s.dead_bytes),
             100.0 * s.dead_bytes as f64 / data as f64,
             c.records,
             c.tombstones,
@@ -953,16 +953,31 @@ fn stats(db: &Db, dir: &Path, json: bool, out: &mut impl Write) -> Result<()> {
     }
     writeln!(out)?;
     writeln!(out, "live keys              {}", st.live_keys)?;
-    writeln!(out, "live bytes             {}", st.live_bytes)?;
-    writeln!(out, "dead bytes             {}", st.dead_bytes)?;
-    writeln!(out, "segment bytes          {}", st.disk_bytes)?;
-    writeln!(out, "compaction would free  about {reclaim} bytes")?;
+    writeln!(out, "live data              {}", human(st.live_bytes))?;
+    writeln!(out, "dead data              {}", human(st.dead_bytes))?;
+    writeln!(out, "segment files          {}", human(st.disk_bytes))?;
+    writeln!(out, "compaction would free  about {}", human(reclaim))?;
     writeln!(
         out,
-        "index memory (est.)    {} bytes",
-        st.keydir_memory_bytes
+        "index memory (est.)    {}",
+        human(st.keydir_memory_bytes)
     )?;
     Ok(())
+}
+
+/// A byte count for people: `126 B`, `4.0 KiB`, `63.9 MiB`, `1.2 GiB`.
+fn human(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
 }
 
 /// One parsed import line: key, value, absolute expiry.
