@@ -35,7 +35,7 @@ pub struct RepairReport {
 /// only whole). The originals (and their hints) are first copied into a
 /// backup directory next to the store (`<dir>.repair-backup-<unix ms>`);
 /// each new segment replaces its original atomically, and its hint is
-/// rebuilt at the next open. A second run finds nothing to do.
+/// rebuilt. A second run finds nothing to do.
 ///
 /// With `dry_run`, nothing is written: the report says what would be
 /// dropped.
@@ -164,15 +164,33 @@ pub fn repair(dir: impl AsRef<Path>, dry_run: bool) -> Result<RepairReport> {
         fs.sync_dir(parent)?;
     }
     report.backup = Some(backup);
-    // Swap in each new segment atomically; drop its stale hint.
+    // Swap in each new segment atomically, then write its hint. Until the
+    // new hint is in place the old one names the old salt, so it is never
+    // used for the new segment.
     for (id, bytes) in &rewrites {
-        fs.write_atomic(&fsutil::segment_path(dir, *id), ".repair-", bytes)?;
-        match fs.remove_file(&fsutil::hint_path(dir, *id)) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::Io(e)),
-        }
+        let path = fsutil::segment_path(dir, *id);
+        fs.write_atomic(&path, ".repair-", bytes)?;
         fs.sync_dir(dir)?;
+        let is_active = Some(*id) == active;
+        if is_active {
+            // The active segment has no hint.
+            match fs.remove_file(&fsutil::hint_path(dir, *id)) {
+                Ok(()) => fs.sync_dir(dir)?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::Io(e)),
+            }
+            continue;
+        }
+        let load = recovery::scan_segment(&path, *id, bytes, false, RecoveryMode::Strict)?;
+        hint::write(
+            &fs,
+            dir,
+            *id,
+            load.salt,
+            load.len,
+            load.max_seq,
+            &recovery::dedup_newest(&load.entries),
+        )?;
     }
     Ok(report)
 }

@@ -623,7 +623,11 @@ fn run(command: Command) -> Result<u8> {
                 )?;
             } else {
                 out.flush()?;
+                let pb = progress("repairing");
                 let r = cairn::repair(&dir, false).map_err(|e| open_error(e, &dir))?;
+                if let Some(pb) = pb {
+                    pb.finish_and_clear();
+                }
                 writeln!(
                     out,
                     "rewrote {} segments keeping {} records; originals in {}",

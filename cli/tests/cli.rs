@@ -420,10 +420,21 @@ fn repair_keeps_every_other_record_and_is_idempotent() {
         b,
         "the original is backed up"
     );
-    assert_eq!(code(&cairn(&["verify", d])), 0);
+    let o = cairn(&["verify", d]);
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    assert!(
+        !stdout(&o).contains("hint-missing") && !stdout(&o).contains("hint-unusable"),
+        "the hint was rebuilt: {}",
+        stdout(&o)
+    );
     let db = cairn::Options::new()
         .open(&store)
         .expect("open after repair");
+    assert_eq!(
+        db.recovery_report().segments_scanned,
+        1,
+        "only the active segment is scanned"
+    );
     for i in 0..100 {
         let got = db.get(format!("key{i:03}")).expect("get");
         if i == 2 {
