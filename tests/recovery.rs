@@ -1552,6 +1552,22 @@ fn salvage_never_applies_a_record_embedded_in_a_value() {
     );
 }
 
+/// Every file of `dir` with its bytes, sorted by name.
+fn files_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .expect("list")
+        .flatten()
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read(e.path()).expect("read"),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 /// `cairn::verify` classifies: a torn tail, a broken hint and a stray
 /// temporary file are listed but are not corruption; a flipped byte in a
 /// sealed segment is corruption at its record's offset; nothing is changed.
@@ -1585,20 +1601,7 @@ fn verify_lists_problems_and_changes_nothing() {
     drop(f);
     fs::write(t.path().join(".hint-x.tmp"), b"junk").expect("write");
     flip_byte(&t.path().join("0000000001.hint"), 40);
-    let before: Vec<(String, Vec<u8>)> = {
-        let mut v: Vec<_> = fs::read_dir(t.path())
-            .expect("list")
-            .flatten()
-            .map(|e| {
-                (
-                    e.file_name().to_string_lossy().into_owned(),
-                    fs::read(e.path()).expect("read"),
-                )
-            })
-            .collect();
-        v.sort();
-        v
-    };
+    let before = files_of(t.path());
     let r = cairn::verify(t.path(), false).expect("verify");
     let kinds: Vec<ProblemKind> = r.problems.iter().map(|p| p.kind).collect();
     assert!(kinds.contains(&ProblemKind::TornTail), "{:?}", r.problems);
@@ -1623,20 +1626,7 @@ fn verify_lists_problems_and_changes_nothing() {
         (seg_path(t.path(), 1), Some(32 + 138))
     );
     assert_eq!(r.records, 59, "every other record is still checked");
-    let after: Vec<(String, Vec<u8>)> = {
-        let mut v: Vec<_> = fs::read_dir(t.path())
-            .expect("list")
-            .flatten()
-            .map(|e| {
-                (
-                    e.file_name().to_string_lossy().into_owned(),
-                    fs::read(e.path()).expect("read"),
-                )
-            })
-            .collect();
-        v.sort();
-        v
-    };
+    let after = files_of(t.path());
     assert_eq!(
         before.len(),
         after.len(),

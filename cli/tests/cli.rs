@@ -46,6 +46,25 @@ fn p(dir: &Path) -> &str {
     dir.to_str().expect("utf-8 path")
 }
 
+/// A closed store in `dir` with 100 records of 100 bytes ("key000".."key099",
+/// or "key0".."key99" when `padded` is false) over several 4 KiB segments.
+fn sealed_store(dir: &Path, padded: bool) {
+    let db = cairn::Options::new()
+        .max_segment_bytes(4096)
+        .auto_compact(false)
+        .open(dir)
+        .expect("open");
+    for i in 0..100 {
+        let key = if padded {
+            format!("key{i:03}")
+        } else {
+            format!("key{i}")
+        };
+        db.put(key, vec![b'x'; 100]).expect("put");
+    }
+    db.close().expect("close");
+}
+
 #[test]
 fn every_command_on_a_fresh_directory() {
     let t = tempfile::tempdir().expect("tempdir");
@@ -180,16 +199,7 @@ fn exit_codes_and_one_line_errors() {
 #[test]
 fn corruption_exits_3() {
     let t = tempfile::tempdir().expect("tempdir");
-    let db = cairn::Options::new()
-        .max_segment_bytes(4096)
-        .auto_compact(false)
-        .open(t.path())
-        .expect("open");
-    for i in 0..100 {
-        db.put(format!("key{i}"), vec![b'x'; 100]).expect("put");
-    }
-    db.close().expect("close");
-    drop(db);
+    sealed_store(t.path(), false);
     let seg = t.path().join("0000000001.seg");
     let _ = std::fs::remove_file(t.path().join("0000000001.hint"));
     let mut b = std::fs::read(&seg).expect("read");
@@ -296,16 +306,7 @@ fn inspection_works_while_another_process_holds_the_store() {
 #[test]
 fn verify_reports_a_flipped_byte_with_file_and_offset() {
     let t = tempfile::tempdir().expect("tempdir");
-    let db = cairn::Options::new()
-        .max_segment_bytes(4096)
-        .auto_compact(false)
-        .open(t.path())
-        .expect("open");
-    for i in 0..100 {
-        db.put(format!("key{i:03}"), vec![b'x'; 100]).expect("put");
-    }
-    db.close().expect("close");
-    drop(db);
+    sealed_store(t.path(), true);
     let d = p(t.path());
     let o = cairn(&["verify", d]);
     assert_eq!(code(&o), 0, "{}", stdout(&o));
@@ -374,16 +375,7 @@ fn dump_lists_records_and_damage() {
 fn repair_keeps_every_other_record_and_is_idempotent() {
     let t = tempfile::tempdir().expect("tempdir");
     let store = t.path().join("db");
-    let db = cairn::Options::new()
-        .max_segment_bytes(4096)
-        .auto_compact(false)
-        .open(&store)
-        .expect("open");
-    for i in 0..100 {
-        db.put(format!("key{i:03}"), vec![b'x'; 100]).expect("put");
-    }
-    db.close().expect("close");
-    drop(db);
+    sealed_store(&store, true);
     let d = p(&store);
     // Damage the third record of sealed segment 1.
     let seg = store.join("0000000001.seg");
