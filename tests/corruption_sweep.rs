@@ -58,11 +58,13 @@
 //! <block>`, `truncate <len>`) replays one case (`CAIRN_SWEEP_OPS=1` also
 //! lists the operations and where their records are).
 
+mod simfs;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use cairn::sim::{Rng, SimFs};
@@ -175,14 +177,7 @@ fn parse_segment(bytes: &[u8]) -> (Vec<Rec>, u64) {
 }
 
 fn options(sim: &SimFs, clock: &ManualClock, max_segment: u64) -> Options {
-    Options::new()
-        .vfs_for_tests(Arc::new(sim.clone()))
-        .deterministic_for_tests(true)
-        .auto_compact(false)
-        .expiry_sweep_interval_ms(0)
-        .clock(clock.clone())
-        .sync_policy(SyncPolicy::Always)
-        .max_segment_bytes(max_segment)
+    simfs::options(sim, clock, SyncPolicy::Always).max_segment_bytes(max_segment)
 }
 
 fn key_name(i: u64) -> Vec<u8> {
