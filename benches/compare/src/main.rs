@@ -13,6 +13,7 @@
 //! repetition the workloads run in turn, and for each workload every peer
 //! runs once, in an order rotated from one repetition to the next.
 
+mod clock;
 mod gen;
 mod limits;
 mod peers;
