@@ -364,7 +364,9 @@ impl Db {
     ///
     /// # Errors
     /// As [`Db::put_with_ttl`]; a key or value over the limit in any
-    /// operation fails the whole batch before anything is written.
+    /// operation fails the whole batch before anything is written, and so
+    /// does a batch of more than 2 GiB of records
+    /// ([`Error::InvalidOptions`](crate::Error::InvalidOptions)).
     pub fn write_batch(&self, batch: Batch) -> Result<()> {
         self.core().write_batch(&batch)
     }

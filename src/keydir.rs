@@ -4,7 +4,8 @@
 //! on different keys never contend and a writer blocks only one shard. Keys
 //! are hashed once with foldhash (a fast, randomly seeded hasher) and the
 //! same hash picks the shard and the bucket in a `hashbrown::HashTable`.
-//! Keys up to 22 bytes are stored inline, with no allocation of their own.
+//! Each slot packs a key of up to 16 bytes and its entry into 45 bytes;
+//! longer keys live in a per-shard arena.
 
 use std::hash::BuildHasher;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -15,7 +16,6 @@ use crate::record;
 
 const SHARD_BITS: u32 = 6;
 const SHARDS: usize = 1 << SHARD_BITS;
-const INLINE: usize = 22;
 
 /// Marks a tombstone entry (only present while recovery builds the keydir).
 pub(crate) const TOMBSTONE_LEN: u32 = u32::MAX;
@@ -54,38 +54,98 @@ impl Entry {
     }
 }
 
-/// A key, inline when short.
-#[derive(Clone)]
-pub(crate) enum KeyBuf {
-    Inline { len: u8, data: [u8; INLINE] },
-    Heap(Box<[u8]>),
+/// Keys up to this many bytes live inside their slot.
+const INLINE: usize = 16;
+/// `Slot::key_len` of a key kept in the shard's arena.
+const IN_ARENA: u8 = u8::MAX;
+
+/// One slot of a shard's table: a key and its entry, packed into 45 bytes
+/// with no padding (every field is a byte array, so the slot's alignment is
+/// 1 and a bucket costs 45 bytes plus hashbrown's 1 control byte).
+///
+/// A key of up to [`INLINE`] bytes is stored in `key`; a longer one lives in
+/// the shard's arena and `key[..4]` holds its index there. `offset` is 32
+/// bits: a segment never reaches 4 GiB (see `Options::max_segment_bytes`,
+/// and recovery refuses longer segment files).
+#[derive(Clone, Copy)]
+struct Slot {
+    key_len: u8,
+    key: [u8; INLINE],
+    seq: [u8; 8],
+    expires_at_ms: [u8; 8],
+    offset: [u8; 4],
+    file_id: [u8; 4],
+    value_len: [u8; 4],
 }
 
-impl KeyBuf {
-    pub(crate) fn new(key: &[u8]) -> KeyBuf {
-        if key.len() <= INLINE {
-            let mut data = [0u8; INLINE];
-            data[..key.len()].copy_from_slice(key);
-            KeyBuf::Inline {
-                len: key.len() as u8,
-                data,
-            }
-        } else {
-            KeyBuf::Heap(key.into())
+impl Slot {
+    fn new(key_len: u8, key: [u8; INLINE], e: &Entry) -> Slot {
+        let mut s = Slot {
+            key_len,
+            key,
+            seq: [0; 8],
+            expires_at_ms: [0; 8],
+            offset: [0; 4],
+            file_id: [0; 4],
+            value_len: [0; 4],
+        };
+        s.set(e);
+        s
+    }
+
+    #[inline]
+    fn entry(&self) -> Entry {
+        Entry {
+            seq: u64::from_le_bytes(self.seq),
+            expires_at_ms: u64::from_le_bytes(self.expires_at_ms),
+            offset: u64::from(u32::from_le_bytes(self.offset)),
+            file_id: u32::from_le_bytes(self.file_id),
+            value_len: u32::from_le_bytes(self.value_len),
         }
     }
 
     #[inline]
-    pub(crate) fn as_slice(&self) -> &[u8] {
-        match self {
-            KeyBuf::Inline { len, data } => &data[..usize::from(*len)],
-            KeyBuf::Heap(b) => b,
+    fn set(&mut self, e: &Entry) {
+        self.seq = e.seq.to_le_bytes();
+        self.expires_at_ms = e.expires_at_ms.to_le_bytes();
+        // Checked where entries are made: segment offsets fit in 32 bits.
+        debug_assert!(e.offset <= u64::from(u32::MAX));
+        self.offset = (e.offset as u32).to_le_bytes();
+        self.file_id = e.file_id.to_le_bytes();
+        self.value_len = e.value_len.to_le_bytes();
+    }
+
+    #[inline]
+    fn has_ttl(&self) -> bool {
+        self.expires_at_ms != [0; 8]
+    }
+
+    #[inline]
+    fn arena_index(&self) -> Option<usize> {
+        (self.key_len == IN_ARENA).then(|| {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(&self.key[..4]);
+            u32::from_le_bytes(b) as usize
+        })
+    }
+
+    #[inline]
+    fn key<'a>(&'a self, arena: &'a [Box<[u8]>]) -> &'a [u8] {
+        match self.arena_index() {
+            Some(i) => arena.get(i).map_or(&[][..], |k| &k[..]),
+            None => &self.key[..usize::from(self.key_len)],
         }
     }
 }
 
+/// The largest segment offset the index can hold.
+pub(crate) const MAX_OFFSET: u64 = u32::MAX as u64;
+
 pub(crate) struct Shard {
-    table: HashTable<(KeyBuf, Entry)>,
+    table: HashTable<Slot>,
+    /// Keys longer than [`INLINE`], indexed from their slots. Kept dense: a
+    /// removal moves the last key into the hole and repoints its slot.
+    arena: Vec<Box<[u8]>>,
     /// Entries in this shard that carry an expiry.
     ttl_keys: usize,
 }
@@ -103,8 +163,8 @@ impl Shard {
 
     /// Calls `f` for every entry.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&[u8], &Entry)) {
-        for (k, e) in self.table.iter() {
-            f(k.as_slice(), e);
+        for s in self.table.iter() {
+            f(s.key(&self.arena), &s.entry());
         }
     }
 
@@ -123,18 +183,44 @@ impl Shard {
         mut on_removed: impl FnMut(&[u8], &Entry),
     ) {
         let mut removed_ttl = 0usize;
-        self.table.retain(|(k, e)| {
-            if drop(k.as_slice(), e) {
+        let mut removed_from_arena = false;
+        let Shard { table, arena, .. } = self;
+        table.retain(|s| {
+            let e = s.entry();
+            let k = s.key(arena);
+            if drop(k, &e) {
                 if e.expires_at_ms != 0 {
                     removed_ttl += 1;
                 }
-                on_removed(k.as_slice(), e);
+                on_removed(k, &e);
+                removed_from_arena |= s.key_len == IN_ARENA;
                 false
             } else {
                 true
             }
         });
         self.ttl_keys -= removed_ttl;
+        if removed_from_arena {
+            // Renumber the keys still referenced; the rest are dropped.
+            let mut old = std::mem::take(&mut self.arena);
+            let mut kept = Vec::with_capacity(old.len());
+            for s in self.table.iter_mut() {
+                if let Some(i) = s.arena_index() {
+                    let idx = kept.len() as u32;
+                    kept.push(old.get_mut(i).map(std::mem::take).unwrap_or_default());
+                    s.key[..4].copy_from_slice(&idx.to_le_bytes());
+                }
+            }
+            self.arena = kept;
+        }
+    }
+}
+
+#[inline]
+fn key_eq(s: &Slot, key: &[u8], arena: &[Box<[u8]>]) -> bool {
+    match s.arena_index() {
+        Some(i) => arena.get(i).is_some_and(|k| **k == *key),
+        None => usize::from(s.key_len) == key.len() && s.key[..key.len()] == *key,
     }
 }
 
@@ -165,6 +251,7 @@ impl KeyDir {
             .map(|_| {
                 RwLock::new(Shard {
                     table: HashTable::with_capacity(per_shard),
+                    arena: Vec::new(),
                     ttl_keys: 0,
                 })
             })
@@ -192,34 +279,67 @@ impl KeyDir {
     pub(crate) fn get(&self, key: &[u8]) -> Option<Entry> {
         let h = self.hash(key);
         let shard = read_lock(self.shard_of(h));
+        let arena = &shard.arena;
         shard
             .table
-            .find(h, |(k, _)| k.as_slice() == key)
-            .map(|(_, e)| *e)
+            .find(h, |s| key_eq(s, key, arena))
+            .map(Slot::entry)
     }
 
     /// Sets the entry of `key`, returning the one it replaced.
     pub(crate) fn insert(&self, key: &[u8], entry: Entry) -> Option<Entry> {
         let h = self.hash(key);
         let mut shard = write_lock(self.shard_of(h));
-        let hasher = &self.hasher;
-        let old = match shard.table.entry(
-            h,
-            |(k, _)| k.as_slice() == key,
-            |(k, _)| hasher.hash_one(k.as_slice()),
-        ) {
-            hashbrown::hash_table::Entry::Occupied(mut o) => {
-                let old = o.get().1;
-                o.get_mut().1 = entry;
-                Some(old)
+        let old = self.upsert(&mut shard, h, key, |cur| {
+            if let Some(c) = cur {
+                let old = c.entry();
+                c.set(&entry);
+                (Some(old), None)
+            } else {
+                (None, Some(entry))
             }
-            hashbrown::hash_table::Entry::Vacant(v) => {
-                v.insert((KeyBuf::new(key), entry));
-                None
-            }
-        };
+        });
         shard.count_ttl_change(old.is_some_and(|o| o.expires_at_ms != 0), &entry);
         old
+    }
+
+    /// Finds `key`'s slot and lets `f` update it (`Some(slot)`) or decide
+    /// what to insert (`None`: return the entry to insert as the second
+    /// value). Returns `f`'s first value.
+    fn upsert<R>(
+        &self,
+        shard: &mut Shard,
+        h: u64,
+        key: &[u8],
+        f: impl FnOnce(Option<&mut Slot>) -> (R, Option<Entry>),
+    ) -> R {
+        let hasher = &self.hasher;
+        let Shard { table, arena, .. } = shard;
+        let arena_ro: &Vec<Box<[u8]>> = arena;
+        match table.entry(
+            h,
+            |s| key_eq(s, key, arena_ro),
+            |s| hasher.hash_one(s.key(arena_ro)),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(mut o) => f(Some(o.get_mut())).0,
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                let (r, new) = f(None);
+                if let Some(e) = new {
+                    let mut inline = [0u8; INLINE];
+                    let len = if key.len() <= INLINE {
+                        inline[..key.len()].copy_from_slice(key);
+                        key.len() as u8
+                    } else {
+                        let idx = u32::try_from(arena.len()).unwrap_or(u32::MAX);
+                        inline[..4].copy_from_slice(&idx.to_le_bytes());
+                        arena.push(key.into());
+                        IN_ARENA
+                    };
+                    v.insert(Slot::new(len, inline, &e));
+                }
+                r
+            }
+        }
     }
 
     /// Sets the entry of `key` unless the present one has a higher sequence
@@ -245,41 +365,58 @@ impl KeyDir {
     /// [`KeyDir::insert_if_newer`] with the hash from [`KeyDir::locate`].
     pub(crate) fn insert_if_newer_hashed(&self, h: u64, key: &[u8], entry: Entry) {
         let mut shard = write_lock(self.shard_of(h));
-        let hasher = &self.hasher;
-        let had_ttl = match shard.table.entry(
-            h,
-            |(k, _)| k.as_slice() == key,
-            |(k, _)| hasher.hash_one(k.as_slice()),
-        ) {
-            hashbrown::hash_table::Entry::Occupied(mut o) => {
-                let cur = &mut o.get_mut().1;
-                if cur.seq > entry.seq {
-                    return;
+        let changed = self.upsert(&mut shard, h, key, |cur| match cur {
+            Some(c) => {
+                if u64::from_le_bytes(c.seq) > entry.seq {
+                    return (None, None);
                 }
-                let had = cur.expires_at_ms != 0;
-                *cur = entry;
-                had
+                let had = c.has_ttl();
+                c.set(&entry);
+                (Some(had), None)
             }
-            hashbrown::hash_table::Entry::Vacant(v) => {
-                v.insert((KeyBuf::new(key), entry));
-                false
+            None => (Some(false), Some(entry)),
+        });
+        if let Some(had_ttl) = changed {
+            shard.count_ttl_change(had_ttl, &entry);
+        }
+    }
+
+    /// Removes the slot of `key` for which `also` holds; returns its entry.
+    fn remove_where(&self, key: &[u8], also: impl Fn(&Entry) -> bool) -> Option<Entry> {
+        let h = self.hash(key);
+        let mut shard = write_lock(self.shard_of(h));
+        let Shard {
+            table,
+            arena,
+            ttl_keys,
+        } = &mut *shard;
+        let slot = {
+            let arena_ro: &Vec<Box<[u8]>> = arena;
+            match table.find_entry(h, |s| key_eq(s, key, arena_ro) && also(&s.entry())) {
+                Ok(o) => o.remove().0,
+                Err(_) => return None,
             }
         };
-        shard.count_ttl_change(had_ttl, &entry);
+        if slot.has_ttl() {
+            *ttl_keys -= 1;
+        }
+        if let Some(i) = slot.arena_index() {
+            // Keep the arena dense: the last key moves into the hole.
+            arena.swap_remove(i);
+            if let Some(moved) = arena.get(i) {
+                let from = arena.len() as u32;
+                let mh = self.hasher.hash_one(&moved[..]);
+                if let Some(s) = table.find_mut(mh, |s| s.arena_index() == Some(from as usize)) {
+                    s.key[..4].copy_from_slice(&(i as u32).to_le_bytes());
+                }
+            }
+        }
+        Some(slot.entry())
     }
 
     /// Removes `key`, returning its entry.
     pub(crate) fn remove(&self, key: &[u8]) -> Option<Entry> {
-        let h = self.hash(key);
-        let mut shard = write_lock(self.shard_of(h));
-        let old = match shard.table.find_entry(h, |(k, _)| k.as_slice() == key) {
-            Ok(o) => Some(o.remove().0 .1),
-            Err(_) => None,
-        };
-        if old.is_some_and(|o| o.expires_at_ms != 0) {
-            shard.ttl_keys -= 1;
-        }
-        old
+        self.remove_where(key, |_| true)
     }
 
     /// Replaces the entry of `key` with `new` only if it is still exactly
@@ -288,35 +425,20 @@ impl KeyDir {
     pub(crate) fn replace_if_eq(&self, key: &[u8], expected: &Entry, new: Entry) -> bool {
         let h = self.hash(key);
         let mut shard = write_lock(self.shard_of(h));
-        let Some((_, e)) = shard
-            .table
-            .find_mut(h, |(k, e)| k.as_slice() == key && e == expected)
+        let Shard { table, arena, .. } = &mut *shard;
+        let arena_ro: &Vec<Box<[u8]>> = arena;
+        let Some(s) = table.find_mut(h, |s| key_eq(s, key, arena_ro) && s.entry() == *expected)
         else {
             return false;
         };
-        *e = new;
+        s.set(&new);
         shard.count_ttl_change(expected.expires_at_ms != 0, &new);
         true
     }
 
     /// Removes `key` only if its entry is still exactly `expected`.
     pub(crate) fn remove_if_eq(&self, key: &[u8], expected: &Entry) -> bool {
-        let h = self.hash(key);
-        let mut shard = write_lock(self.shard_of(h));
-        let removed = match shard
-            .table
-            .find_entry(h, |(k, e)| k.as_slice() == key && e == expected)
-        {
-            Ok(o) => {
-                o.remove();
-                true
-            }
-            Err(_) => false,
-        };
-        if removed && expected.expires_at_ms != 0 {
-            shard.ttl_keys -= 1;
-        }
-        removed
+        self.remove_where(key, |e| e == expected).is_some()
     }
 
     pub(crate) fn shard_count(&self) -> usize {
@@ -356,16 +478,17 @@ impl KeyDir {
 
     /// Estimated heap bytes held by the index.
     pub(crate) fn memory_bytes(&self) -> u64 {
-        let slot = std::mem::size_of::<(KeyBuf, Entry)>() as u64 + 1;
         let mut total = 0u64;
         for i in 0..SHARDS {
             let s = self.read_shard(i);
-            total += s.table.capacity() as u64 * slot;
-            s.for_each(|k, _| {
-                if k.len() > INLINE {
-                    total += k.len() as u64;
-                }
-            });
+            total += s.table.allocation_size() as u64;
+            total += (s.arena.capacity() * std::mem::size_of::<Box<[u8]>>()) as u64;
+            // Each long key's own allocation, rounded as malloc does.
+            total += s
+                .arena
+                .iter()
+                .map(|k| (k.len() as u64 + 8).next_multiple_of(16).max(32))
+                .sum::<u64>();
         }
         total
     }
@@ -387,8 +510,8 @@ mod tests {
 
     #[test]
     fn slot_is_compact() {
-        assert_eq!(std::mem::size_of::<KeyBuf>(), 24);
-        assert_eq!(std::mem::size_of::<Entry>(), 32);
+        assert_eq!(std::mem::size_of::<Slot>(), 45);
+        assert_eq!(std::mem::align_of::<Slot>(), 1);
     }
 
     #[test]
@@ -434,5 +557,65 @@ mod tests {
         assert_eq!(kd.get(b"k").map(|x| x.seq), Some(5));
         kd.insert_if_newer(b"k", e(6, 0));
         assert_eq!(kd.get(b"k").map(|x| x.seq), Some(6));
+    }
+
+    /// Long keys live in the arena, which removals and `retain` keep dense:
+    /// every key must still be found, with its own entry, after any mix.
+    #[test]
+    fn arena_keys_survive_removals_and_retain() {
+        let kd = KeyDir::new();
+        let mut model = std::collections::HashMap::new();
+        let key = |i: u64| {
+            // Lengths 0..=40 so that inline and arena keys mix.
+            let len = (i * 7 % 41) as usize;
+            let mut k = i.to_le_bytes().repeat(6);
+            k.truncate(len.max(8));
+            k
+        };
+        let mut x = 12345u64;
+        for step in 0..20_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let i = x % 500;
+            let k = key(i);
+            match x % 4 {
+                0 => {
+                    assert_eq!(kd.remove(&k), model.remove(&k));
+                }
+                1 => {
+                    let cur = model.get(&k).copied();
+                    if let Some(c) = cur {
+                        assert!(kd.remove_if_eq(&k, &c));
+                        model.remove(&k);
+                    }
+                }
+                _ => {
+                    let e = e(step, if x.is_multiple_of(3) { step + 10 } else { 0 });
+                    assert_eq!(kd.insert(&k, e), model.insert(k.clone(), e));
+                }
+            }
+            if step % 5000 == 4999 {
+                let cut = step - 2000;
+                for i in 0..kd.shard_count() {
+                    kd.write_shard(i).retain(|_, e| e.seq < cut, |_, _| {});
+                }
+                model.retain(|_, e| e.seq >= cut);
+            }
+        }
+        assert_eq!(kd.raw_len(), model.len() as u64);
+        for (k, e) in &model {
+            assert_eq!(kd.get(k), Some(*e));
+        }
+        let mut seen = 0;
+        for i in 0..kd.shard_count() {
+            kd.read_shard(i).for_each(|k, e| {
+                assert_eq!(model.get(k), Some(e));
+                seen += 1;
+            });
+        }
+        assert_eq!(seen, model.len());
+        let ttl: usize = (0..kd.shard_count()).map(|i| kd.read_shard(i).ttl_keys()).sum();
+        assert_eq!(ttl, model.values().filter(|e| e.expires_at_ms != 0).count());
     }
 }

@@ -447,6 +447,20 @@ fn durable_after(bytes: &[u8], from: usize, salt: u32) -> u64 {
 }
 
 /// Loads one segment: from its hint when possible, else by scanning.
+/// cairn never writes a segment of 4 GiB or more (`max_segment_bytes` is at
+/// most 1 GiB), and the index keeps offsets in 32 bits: a longer file is
+/// not one of ours.
+fn check_segment_len(path: &Path, len: u64) -> Result<()> {
+    if len > crate::keydir::MAX_OFFSET {
+        return Err(Error::corruption(
+            path,
+            crate::keydir::MAX_OFFSET,
+            format!("segment file is {len} bytes; cairn never writes one of 4 GiB or more"),
+        ));
+    }
+    Ok(())
+}
+
 fn load_segment(
     vfs: &dyn Vfs,
     dir: &Path,
@@ -463,6 +477,7 @@ fn load_segment(
         // the salt the hint must name.
         let file = vfs.open(&path, OpenMode::Read)?;
         let len = file.len()?;
+        check_segment_len(&path, len)?;
         let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
         let salt = match vfs::read_exact_at(&*file, &mut header, 0) {
             Ok(()) => match segment::header_info(&path, &header, id) {
@@ -512,6 +527,7 @@ fn load_segment(
         }
     }
     let bytes = vfs.read(&path)?;
+    check_segment_len(&path, bytes.len() as u64)?;
     let mut load = scan_segment(&path, id, &bytes, active, mode)?;
     if let Some((len, described)) = truncated {
         load.skipped.push(SkippedRange {

@@ -238,24 +238,23 @@ impl Segment {
                 Ok(rec[value_start as usize..].to_vec())
             }
             Source::File(file) | Source::Active(file, _) => {
-                let cached = match &self.source {
-                    Source::Active(_, tail) => tail.read(offset, total),
-                    _ => None,
-                };
-                let mut buf = match cached {
-                    Some(b) => b,
-                    None => {
-                        let mut buf = vec![0u8; total as usize];
-                        crate::vfs::read_exact_at(&**file, &mut buf, offset).map_err(|e| {
-                            if e.kind() == io::ErrorKind::UnexpectedEof {
-                                self.corrupt(offset, "record runs past the end of the segment")
-                            } else {
-                                Error::Io(e)
-                            }
-                        })?;
-                        buf
+                if let Source::Active(_, tail) = &self.source {
+                    let cached = tail.with_bytes(offset, total, |rec| {
+                        self.check(rec, offset, key, value_len)?;
+                        Ok(rec[value_start as usize..].to_vec())
+                    });
+                    if let Some(r) = cached {
+                        return r;
                     }
-                };
+                }
+                let mut buf = vec![0u8; total as usize];
+                crate::vfs::read_exact_at(&**file, &mut buf, offset).map_err(|e| {
+                    if e.kind() == io::ErrorKind::UnexpectedEof {
+                        self.corrupt(offset, "record runs past the end of the segment")
+                    } else {
+                        Error::Io(e)
+                    }
+                })?;
                 self.check(&buf, offset, key, value_len)?;
                 buf.drain(..value_start as usize);
                 Ok(buf)

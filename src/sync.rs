@@ -26,6 +26,18 @@ pub(crate) struct Active {
     pub synced: AtomicU64,
 }
 
+/// How long a sync leader waits at most for writers that are appending.
+const LEADER_WAIT_US: u64 = 200;
+
+/// A writer counted as appending (see [`GroupCommit::appending`]).
+pub(crate) struct Appending<'a>(&'a AtomicU64);
+
+impl Drop for Appending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// A position in the log: (segment id, byte offset). Ordered.
 pub(crate) type Pos = (u32, u64);
 
@@ -36,6 +48,8 @@ struct State {
 }
 
 pub(crate) struct GroupCommit {
+    /// Writers between asking for the writer lock and releasing it.
+    appending: AtomicU64,
     state: Mutex<State>,
     cv: Condvar,
     current: Mutex<Arc<Active>>,
@@ -58,6 +72,7 @@ impl GroupCommit {
     pub(crate) fn new(active: Arc<Active>) -> GroupCommit {
         let durable = (active.id, active.len.load(Ordering::Acquire));
         GroupCommit {
+            appending: AtomicU64::new(0),
             state: Mutex::new(State {
                 durable,
                 syncing: false,
@@ -67,6 +82,12 @@ impl GroupCommit {
             current: Mutex::new(active),
             fsyncs: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a writer as appending until the returned value is dropped.
+    pub(crate) fn appending(&self) -> Appending<'_> {
+        self.appending.fetch_add(1, Ordering::AcqRel);
+        Appending(&self.appending)
     }
 
     /// The active segment, for a sync leader.
@@ -121,6 +142,15 @@ impl GroupCommit {
             }
             st.syncing = true;
             drop(st);
+            // Writers already appending join this fsync instead of waiting a
+            // whole round for the next one. A lone writer finds none and
+            // syncs at once; the wait is bounded in any case.
+            let t = std::time::Instant::now();
+            while self.appending.load(Ordering::Acquire) > 0
+                && t.elapsed() < std::time::Duration::from_micros(LEADER_WAIT_US)
+            {
+                std::thread::yield_now();
+            }
             let active = self.current();
             let upto = active.len.load(Ordering::Acquire);
             let result = active.file.sync_data();

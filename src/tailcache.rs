@@ -79,6 +79,27 @@ impl TailCache {
     }
 
     /// Copies `len` bytes at `offset` out of the cache, if it holds them all.
+    /// Calls `f` on the cached bytes `offset..offset + len` without copying
+    /// them when they lie in one chunk (the common case); otherwise on a
+    /// copy. `None` when the range is not cached.
+    pub(crate) fn with_bytes<R>(&self, offset: u64, len: u64, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+        {
+            let g = self.inner.read().unwrap_or_else(|e| e.into_inner());
+            let end = offset.checked_add(len)?;
+            if offset < g.base || end > g.end {
+                return None;
+            }
+            let first = g.base - g.base % CHUNK;
+            let idx = ((offset - first) / CHUNK) as usize;
+            let within = ((offset - first) % CHUNK) as usize;
+            let chunk = g.chunks.get(idx)?;
+            if let Some(bytes) = chunk.get(within..within + len as usize) {
+                return Some(f(bytes));
+            }
+        }
+        self.read(offset, len).map(|b| f(&b))
+    }
+
     pub(crate) fn read(&self, offset: u64, len: u64) -> Option<Vec<u8>> {
         let g = self.inner.read().unwrap_or_else(|e| e.into_inner());
         let end = offset.checked_add(len)?;
@@ -121,6 +142,11 @@ mod tests {
         assert_eq!(c.read(at - 7, 7), Some(pattern(at - 7, 7)));
         assert_eq!(c.read(at - 7, 8), None, "past the end");
         assert_eq!(c.read(0, 8), None, "before the start");
+        // The borrowed path (inside one chunk) and the copying one (across
+        // chunks) see the same bytes.
+        assert_eq!(c.with_bytes(32, 10, <[u8]>::to_vec), Some(pattern(32, 10)));
+        assert_eq!(c.with_bytes(40, CHUNK + 5, <[u8]>::to_vec), Some(pattern(40, CHUNK + 5)));
+        assert_eq!(c.with_bytes(at - 7, 8, <[u8]>::to_vec), None);
     }
 
     #[test]
