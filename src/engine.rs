@@ -22,36 +22,6 @@ use crate::tailcache::TailCache;
 use crate::vfs::{self, LockGuard, OpenMode, VFile, Vfs};
 
 /// How far ahead of the writes the active segment is zero-filled.
-/// The writer lock, held while appending. It also counts the writers that
-/// are appending or waiting to, so that a group-commit leader can wait for
-/// them to join its fsync.
-pub(crate) struct WriterGuard<'a> {
-    guard: MutexGuard<'a, Writer>,
-    appending: Option<crate::sync::Appending<'a>>,
-}
-
-impl std::ops::Deref for WriterGuard<'_> {
-    type Target = Writer;
-    fn deref(&self) -> &Writer {
-        &self.guard
-    }
-}
-
-impl std::ops::DerefMut for WriterGuard<'_> {
-    fn deref_mut(&mut self) -> &mut Writer {
-        &mut self.guard
-    }
-}
-
-impl Drop for WriterGuard<'_> {
-    fn drop(&mut self) {
-        // The count drops before the lock does (fields drop in order after
-        // this): a leader that sees zero finds every append of these writers
-        // already in `len`.
-        self.appending.take();
-    }
-}
-
 /// The most record bytes one batch may take (2 GiB).
 pub(crate) const MAX_BATCH_BYTES: u64 = 2 << 30;
 const PREALLOCATE_BYTES: u64 = 4 << 20;
@@ -602,20 +572,10 @@ impl Core {
     }
 
     /// Locks the writer after checking that writes are allowed.
-    pub(crate) fn writer(&self) -> Result<WriterGuard<'_>> {
+    pub(crate) fn writer(&self) -> Result<MutexGuard<'_, Writer>> {
         self.check_open()?;
         let w = self.writer.as_ref().ok_or(Error::ReadOnly)?;
-        // Counted from before the lock is taken: a sync leader waits for
-        // writers already on their way (see `GroupCommit::wait_durable`).
-        let group = self
-            .group
-            .as_ref()
-            .filter(|_| self.opts.sync_policy == SyncPolicy::Always);
-        let appending = group.map(GroupCommit::appending);
-        let guard = WriterGuard {
-            guard: lock(w),
-            appending,
-        };
+        let guard = lock(w);
         if self.is_poisoned() {
             return Err(self.poisoned_error());
         }

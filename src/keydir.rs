@@ -615,7 +615,9 @@ mod tests {
             });
         }
         assert_eq!(seen, model.len());
-        let ttl: usize = (0..kd.shard_count()).map(|i| kd.read_shard(i).ttl_keys()).sum();
+        let ttl: usize = (0..kd.shard_count())
+            .map(|i| kd.read_shard(i).ttl_keys())
+            .sum();
         assert_eq!(ttl, model.values().filter(|e| e.expires_at_ms != 0).count());
     }
 }

@@ -11,6 +11,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// The active segment's file and how far it has been written.
 pub(crate) struct Active {
@@ -26,17 +27,15 @@ pub(crate) struct Active {
     pub synced: AtomicU64,
 }
 
-/// How long a sync leader waits at most for writers that are appending.
-const LEADER_WAIT_US: u64 = 200;
-
-/// A writer counted as appending (see [`GroupCommit::appending`]).
-pub(crate) struct Appending<'a>(&'a AtomicU64);
-
-impl Drop for Appending<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
+/// A position as one ordered `u64`: segment offsets stay below 4 GiB (see
+/// `keydir::MAX_OFFSET`), so (id, offset) packs into the high and low halves.
+fn pack(pos: Pos) -> u64 {
+    (u64::from(pos.0) << 32) | pos.1.min(u64::from(u32::MAX))
 }
+
+/// Bounds of a leader's wait for the writers of a round (see `gather`).
+const MIN_GATHER_NS: u64 = 20_000;
+const MAX_GATHER_NS: u64 = 1_000_000;
 
 /// A position in the log: (segment id, byte offset). Ordered.
 pub(crate) type Pos = (u32, u64);
@@ -44,14 +43,31 @@ pub(crate) type Pos = (u32, u64);
 struct State {
     durable: Pos,
     syncing: bool,
+    /// Writers that started waiting since the last round's fsync began
+    /// (each has appended by then).
+    arrived: u64,
+    /// How many writers the last round's fsync was for.
+    last_batch: u64,
+    /// How long the last fsync took.
+    last_sync: Duration,
+    /// A leader waits in `gather` until `arrived` reaches this (0: none waits).
+    gathering_for: u64,
+    /// Followers parked until the next publication (see `publish`).
+    waiters: Vec<std::thread::Thread>,
     failed: Option<String>,
 }
 
 pub(crate) struct GroupCommit {
-    /// Writers between asking for the writer lock and releasing it.
-    appending: AtomicU64,
+    /// Wakes a leader gathering a round (see `gather`).
+    gather_cv: Condvar,
+    /// `State::durable`, packed by [`pack`], for followers to check without
+    /// the lock when they wake.
+    durable_packed: AtomicU64,
+    /// Bumped at every publication, so that a woken follower knows whether
+    /// to look again under the lock.
+    epoch: AtomicU64,
     state: Mutex<State>,
-    cv: Condvar,
+
     current: Mutex<Arc<Active>>,
     pub fsyncs: AtomicU64,
 }
@@ -72,22 +88,51 @@ impl GroupCommit {
     pub(crate) fn new(active: Arc<Active>) -> GroupCommit {
         let durable = (active.id, active.len.load(Ordering::Acquire));
         GroupCommit {
-            appending: AtomicU64::new(0),
+            gather_cv: Condvar::new(),
+            durable_packed: AtomicU64::new(pack(durable)),
+            epoch: AtomicU64::new(0),
             state: Mutex::new(State {
                 durable,
                 syncing: false,
+                arrived: 0,
+                last_batch: 1,
+                last_sync: Duration::ZERO,
+                gathering_for: 0,
+                waiters: Vec::new(),
                 failed: None,
             }),
-            cv: Condvar::new(),
             current: Mutex::new(active),
             fsyncs: AtomicU64::new(0),
         }
     }
 
-    /// Counts a writer as appending until the returned value is dropped.
-    pub(crate) fn appending(&self) -> Appending<'_> {
-        self.appending.fetch_add(1, Ordering::AcqRel);
-        Appending(&self.appending)
+    /// Before a leader's fsync: when the last round served several writers,
+    /// wait until as many have appended again (they are typically on their
+    /// way back with their next write), for at most half an fsync's time.
+    /// One writer alone never waits. Without this, under steady concurrent
+    /// load the rounds alternate between one writer and all the others.
+    fn gather<'a>(&'a self, mut st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        let want = st.last_batch;
+        if want <= 1 || st.arrived >= want {
+            return st;
+        }
+        let nanos = u64::try_from(st.last_sync.as_nanos() / 2).unwrap_or(u64::MAX);
+        let cap = Duration::from_nanos(nanos.clamp(MIN_GATHER_NS, MAX_GATHER_NS));
+        let deadline = Instant::now() + cap;
+        st.gathering_for = want;
+        while st.arrived < want {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            st = self
+                .gather_cv
+                .wait_timeout(st, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+        st.gathering_for = 0;
+        st
     }
 
     /// The active segment, for a sync leader.
@@ -107,16 +152,31 @@ impl GroupCommit {
         if pos > st.durable {
             st.durable = pos;
         }
-        drop(st);
-        self.cv.notify_all();
+        self.publish(st);
     }
 
     /// Records a failed fsync that did not go through [`GroupCommit::wait_durable`].
     pub(crate) fn mark_failed(&self, cause: String) {
         let mut st = lock(&self.state);
         st.failed.get_or_insert(cause);
+        self.publish(st);
+    }
+
+    /// Makes `st.durable` (and `st.failed`) visible to waiting followers and
+    /// wakes them all; each returns if its write is now durable, or looks
+    /// again under the lock (it may lead the next round). Waking followers
+    /// one by one with `unpark`, instead of a condition variable whose
+    /// waiters must each take the lock again in turn, keeps a round's
+    /// wake-ups from queueing behind each other.
+    fn publish(&self, mut st: MutexGuard<'_, State>) {
+        self.durable_packed
+            .store(pack(st.durable), Ordering::Release);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let waiters = std::mem::take(&mut st.waiters);
         drop(st);
-        self.cv.notify_all();
+        for t in waiters {
+            t.unpark();
+        }
     }
 
     /// Whether everything written so far is durable.
@@ -129,6 +189,7 @@ impl GroupCommit {
     /// Blocks until `target` is durable, leading a sync when none is running.
     pub(crate) fn wait_durable(&self, target: Pos) -> Result<(), SyncError> {
         let mut st = lock(&self.state);
+        let mut counted = false;
         loop {
             if let Some(cause) = &st.failed {
                 return Err(SyncError::Poisoned(cause.clone()));
@@ -136,38 +197,54 @@ impl GroupCommit {
             if st.durable >= target {
                 return Ok(());
             }
+            if !counted {
+                st.arrived += 1;
+                counted = true;
+                if st.gathering_for != 0 && st.arrived >= st.gathering_for {
+                    self.gather_cv.notify_one();
+                }
+            }
             if st.syncing {
-                st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+                st.waiters.push(std::thread::current());
+                let epoch = self.epoch.load(Ordering::Acquire);
+                drop(st);
+                loop {
+                    std::thread::park();
+                    if self.durable_packed.load(Ordering::Acquire) >= pack(target) {
+                        return Ok(());
+                    }
+                    if self.epoch.load(Ordering::Acquire) != epoch {
+                        break;
+                    }
+                }
+                st = lock(&self.state);
                 continue;
             }
             st.syncing = true;
+            st = self.gather(st);
+            st.last_batch = std::mem::take(&mut st.arrived).max(1);
             drop(st);
-            // Writers already appending join this fsync instead of waiting a
-            // whole round for the next one. A lone writer finds none and
-            // syncs at once; the wait is bounded in any case.
-            let t = std::time::Instant::now();
-            while self.appending.load(Ordering::Acquire) > 0
-                && t.elapsed() < std::time::Duration::from_micros(LEADER_WAIT_US)
-            {
-                std::thread::yield_now();
-            }
             let active = self.current();
             let upto = active.len.load(Ordering::Acquire);
+            let started = Instant::now();
             let result = active.file.sync_data();
+            let took = started.elapsed();
             self.fsyncs.fetch_add(1, Ordering::Relaxed);
             st = lock(&self.state);
             st.syncing = false;
+            st.last_sync = took;
             match result {
                 Ok(()) => {
                     active.synced.fetch_max(upto, Ordering::AcqRel);
                     if (active.id, upto) > st.durable {
                         st.durable = (active.id, upto);
                     }
-                    self.cv.notify_all();
+                    self.publish(st);
+                    st = lock(&self.state);
                 }
                 Err(e) => {
                     st.failed = Some(format!("fdatasync of segment {} failed: {e}", active.id));
-                    self.cv.notify_all();
+                    self.publish(st);
                     return Err(SyncError::Failed(e));
                 }
             }

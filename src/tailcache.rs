@@ -82,7 +82,12 @@ impl TailCache {
     /// Calls `f` on the cached bytes `offset..offset + len` without copying
     /// them when they lie in one chunk (the common case); otherwise on a
     /// copy. `None` when the range is not cached.
-    pub(crate) fn with_bytes<R>(&self, offset: u64, len: u64, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
+    pub(crate) fn with_bytes<R>(
+        &self,
+        offset: u64,
+        len: u64,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Option<R> {
         {
             let g = self.inner.read().unwrap_or_else(|e| e.into_inner());
             let end = offset.checked_add(len)?;
@@ -145,7 +150,10 @@ mod tests {
         // The borrowed path (inside one chunk) and the copying one (across
         // chunks) see the same bytes.
         assert_eq!(c.with_bytes(32, 10, <[u8]>::to_vec), Some(pattern(32, 10)));
-        assert_eq!(c.with_bytes(40, CHUNK + 5, <[u8]>::to_vec), Some(pattern(40, CHUNK + 5)));
+        assert_eq!(
+            c.with_bytes(40, CHUNK + 5, <[u8]>::to_vec),
+            Some(pattern(40, CHUNK + 5))
+        );
         assert_eq!(c.with_bytes(at - 7, 8, <[u8]>::to_vec), None);
     }
 
