@@ -44,7 +44,11 @@ pub fn session_json(i: u64, len: usize) -> Vec<u8> {
     );
     let mut n = 0u64;
     while s.len() + 40 < len {
-        s.push_str(&format!("{{\"sku\":{},\"qty\":{}}},", mix(i + n) % 100_000, n % 5 + 1));
+        s.push_str(&format!(
+            "{{\"sku\":{},\"qty\":{}}},",
+            mix(i + n) % 100_000,
+            n % 5 + 1
+        ));
         n += 1;
     }
     if s.ends_with(',') {

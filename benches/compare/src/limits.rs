@@ -99,7 +99,10 @@ impl Peer for LimitPeer {
             Kind::HashMap => {
                 l.map.reserve(self.keys as usize);
                 for i in 0..self.keys {
-                    l.map.insert(gen::key(i), gen::value(i, 0, VALUE_BYTES).into_boxed_slice());
+                    l.map.insert(
+                        gen::key(i),
+                        gen::value(i, 0, VALUE_BYTES).into_boxed_slice(),
+                    );
                 }
             }
             Kind::Fdatasync { append } => {

@@ -56,7 +56,10 @@ fn parse(mut it: impl Iterator<Item = String>) -> Result<Args, String> {
     };
     while let Some(flag) = it.next() {
         let mut val = || it.next().ok_or_else(|| format!("{flag} needs a value"));
-        let num = |s: String| s.parse::<f64>().map_err(|_| format!("{flag}: not a number: {s}"));
+        let num = |s: String| {
+            s.parse::<f64>()
+                .map_err(|_| format!("{flag}: not a number: {s}"))
+        };
         match flag.as_str() {
             "--keys" => a.keys = num(val()?)? as u64,
             "--keys-10m" => a.keys_10m = num(val()?)? as u64,
@@ -147,7 +150,10 @@ impl Runner<'_> {
     fn child(&mut self, spec: &Spec, redis: Option<&RedisServer>) -> RunResult {
         let json = serde_json::to_string(spec).unwrap_or_default();
         let mut cmd = Command::new(&self.exe);
-        cmd.arg("child").arg(&json).stdout(Stdio::piped()).stderr(Stdio::inherit());
+        cmd.arg("child")
+            .arg(&json)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         if let Some(s) = redis {
             let var = if spec.peer == "redis-everysec" {
                 "CAIRN_COMPARE_REDIS_EVERYSEC"
@@ -254,7 +260,13 @@ fn run(a: &Args) -> Result<(), String> {
         }
     }
     // The physical limits run beside the stores, in the same rotation.
-    for l in ["limit-hashmap", "limit-fdatasync", "limit-fdatasync-append", "limit-seqread", "limit-hints"] {
+    for l in [
+        "limit-hashmap",
+        "limit-fdatasync",
+        "limit-fdatasync-append",
+        "limit-seqread",
+        "limit-hints",
+    ] {
         peers.push(l.to_string());
     }
     std::fs::write(out.join("machine.md"), machine_description()).map_err(|e| e.to_string())?;
@@ -371,7 +383,10 @@ fn run(a: &Args) -> Result<(), String> {
     }
     let _ = std::fs::remove_dir_all(&data);
     report::write(&out.join("results.jsonl"), &out)?;
-    eprintln!("cairn-compare: report in {}", out.join("report.md").display());
+    eprintln!(
+        "cairn-compare: report in {}",
+        out.join("report.md").display()
+    );
     Ok(())
 }
 
@@ -382,7 +397,9 @@ fn open_10m(r: &mut Runner, peers: &[String], data: &Path) -> Result<(), String>
     let set: Vec<&String> = peers
         .iter()
         .filter(|p| p.as_str() != "sled" && p.as_str() != "redis-always")
-        .filter(|p| !p.starts_with("limit-") || p.as_str() == "limit-seqread" || p.as_str() == "limit-hints")
+        .filter(|p| {
+            !p.starts_with("limit-") || p.as_str() == "limit-seqread" || p.as_str() == "limit-hints"
+        })
         .collect();
     let mut loaded: Vec<(String, Option<RedisServer>)> = Vec::new();
     for p in &set {

@@ -33,7 +33,10 @@ fn ask(addr: &str, cmd: &str) -> std::io::Result<String> {
     let mut r = BufReader::new(s);
     let mut line = String::new();
     r.read_line(&mut line)?;
-    if let Some(n) = line.strip_prefix('$').and_then(|n| n.trim().parse::<usize>().ok()) {
+    if let Some(n) = line
+        .strip_prefix('$')
+        .and_then(|n| n.trim().parse::<usize>().ok())
+    {
         let mut body = vec![0u8; n + 2];
         std::io::Read::read_exact(&mut r, &mut body)?;
         line.push_str(&String::from_utf8_lossy(&body));
@@ -59,13 +62,18 @@ impl RedisServer {
             .args(["--dir", &dir.to_string_lossy()])
             .args(["--save", ""])
             .args(["--appendonly", "yes"])
-            .args(["--appendfsync", if everysec { "everysec" } else { "always" }])
+            .args([
+                "--appendfsync",
+                if everysec { "everysec" } else { "always" },
+            ])
             .args(["--daemonize", "no"])
             .args(["--logfile", &dir.join("redis.log").to_string_lossy()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|e| format!("cannot start redis-server (apt-get install redis-server): {e}"))?;
+            .map_err(|e| {
+                format!("cannot start redis-server (apt-get install redis-server): {e}")
+            })?;
         let addr = format!("127.0.0.1:{port}");
         let pid = child.id();
         let server = RedisServer {

@@ -25,7 +25,15 @@ const WORKLOADS: &[(&str, &str)] = &[
     ("open_10m", "Open of the 10M-key store until the first read returns."),
 ];
 
-const EMBEDDED: &[&str] = &["redb", "fjall", "sled", "sqlite", "sqlite-normal", "lmdb", "rocksdb"];
+const EMBEDDED: &[&str] = &[
+    "redb",
+    "fjall",
+    "sled",
+    "sqlite",
+    "sqlite-normal",
+    "lmdb",
+    "rocksdb",
+];
 
 /// Median and spread of one (workload, peer).
 struct Agg {
@@ -53,12 +61,18 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
     }
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    })
 }
 
 fn aggregate(rs: &[&RunResult]) -> Agg {
     let f = |g: &dyn Fn(&RunResult) -> f64| -> Vec<f64> { rs.iter().map(|r| g(r)).collect() };
-    let o = |g: &dyn Fn(&RunResult) -> Option<f64>| -> Option<f64> { median(rs.iter().filter_map(|r| g(r)).collect()) };
+    let o = |g: &dyn Fn(&RunResult) -> Option<f64>| -> Option<f64> {
+        median(rs.iter().filter_map(|r| g(r)).collect())
+    };
     let ops = f(&|r| r.ops_per_sec);
     let secs = f(&|r| r.secs);
     let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
@@ -120,24 +134,43 @@ type Table = BTreeMap<String, BTreeMap<String, Agg>>;
 
 /// Writes the report next to the results.
 pub fn write(results: &Path, out: &Path) -> Result<(), String> {
-    let text = std::fs::read_to_string(results).map_err(|e| format!("{}: {e}", results.display()))?;
-    let all: Vec<RunResult> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let text =
+        std::fs::read_to_string(results).map_err(|e| format!("{}: {e}", results.display()))?;
+    let all: Vec<RunResult> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
     let mut grouped: BTreeMap<(String, String), Vec<&RunResult>> = BTreeMap::new();
     let mut errors = Vec::new();
     for r in &all {
         if let Some(e) = &r.error {
-            errors.push(format!("- {} / {} (rep {}): {e}", r.workload, r.peer, r.rep));
+            errors.push(format!(
+                "- {} / {} (rep {}): {e}",
+                r.workload, r.peer, r.rep
+            ));
             continue;
         }
-        grouped.entry((r.workload.clone(), r.peer.clone())).or_default().push(r);
+        grouped
+            .entry((r.workload.clone(), r.peer.clone()))
+            .or_default()
+            .push(r);
     }
     let mut table: Table = BTreeMap::new();
     for ((w, p), rs) in &grouped {
-        table.entry(w.clone()).or_default().insert(p.clone(), aggregate(rs));
+        table
+            .entry(w.clone())
+            .or_default()
+            .insert(p.clone(), aggregate(rs));
     }
     let peer_order: Vec<String> = {
         let mut v: Vec<String> = crate::peers::ALL.iter().map(|s| s.to_string()).collect();
-        for l in ["limit-hashmap", "limit-fdatasync", "limit-fdatasync-append", "limit-seqread", "limit-hints"] {
+        for l in [
+            "limit-hashmap",
+            "limit-fdatasync",
+            "limit-fdatasync-append",
+            "limit-seqread",
+            "limit-hints",
+        ] {
             v.push(l.into());
         }
         v
@@ -159,14 +192,22 @@ pub fn write(results: &Path, out: &Path) -> Result<(), String> {
         }
         for p in &peer_order {
             let Some(a) = rows.get(p) else { continue };
-            let name = if a.caveat.is_some() { format!("{p} †") } else { p.clone() };
+            let name = if a.caveat.is_some() {
+                format!("{p} †")
+            } else {
+                p.clone()
+            };
             let mem = a.mem_per_key.map_or("–".into(), |m| format!("{m:.0} B"));
             if is_time(w) {
                 let ratio = cairn.map_or("–".into(), |c| format!("{:.2}", a.secs / c.secs));
                 let _ = writeln!(
                     md,
                     "| {name} | {:.3} s | {:.3}–{:.3} | {ratio} | {} | {mem} | {} |",
-                    a.secs, a.secs_min, a.secs_max, bytes(a.rss), a.runs
+                    a.secs,
+                    a.secs_min,
+                    a.secs_max,
+                    bytes(a.rss),
+                    a.runs
                 );
             } else {
                 let ratio = cairn.map_or("–".into(), |c| format!("{:.2}", c.ops / a.ops));
@@ -174,13 +215,23 @@ pub fn write(results: &Path, out: &Path) -> Result<(), String> {
                 let _ = writeln!(
                     md,
                     "| {name} | {} | {}–{} | {ratio} | {} | {} | {} | {} | {mem} | {disk} | {} |",
-                    si(a.ops), si(a.ops_min), si(a.ops_max), us(a.p50), us(a.p99), us(a.p999), bytes(a.rss), a.runs
+                    si(a.ops),
+                    si(a.ops_min),
+                    si(a.ops_max),
+                    us(a.p50),
+                    us(a.p99),
+                    us(a.p999),
+                    bytes(a.rss),
+                    a.runs
                 );
             }
         }
         let notes: Vec<String> = peer_order
             .iter()
-            .filter_map(|p| rows.get(p).and_then(|a| a.note.as_ref().map(|n| format!("{p}: {n}"))))
+            .filter_map(|p| {
+                rows.get(p)
+                    .and_then(|a| a.note.as_ref().map(|n| format!("{p}: {n}")))
+            })
             .collect();
         if !notes.is_empty() {
             let _ = writeln!(md, "\nNotes: {}.", notes.join("; "));
@@ -188,16 +239,26 @@ pub fn write(results: &Path, out: &Path) -> Result<(), String> {
         md.push('\n');
     }
     // Settings and caveats, once per peer and workload kind.
-    let _ = writeln!(md, "### Settings\n\n| store | workload | settings | caveat |\n|---|---|---|---|");
+    let _ = writeln!(
+        md,
+        "### Settings\n\n| store | workload | settings | caveat |\n|---|---|---|---|"
+    );
     for p in &peer_order {
         let mut seen: Vec<String> = Vec::new();
         for (w, _) in WORKLOADS {
-            let Some(a) = table.get(*w).and_then(|rows| rows.get(p)) else { continue };
+            let Some(a) = table.get(*w).and_then(|rows| rows.get(p)) else {
+                continue;
+            };
             if seen.contains(&a.settings) {
                 continue;
             }
             seen.push(a.settings.clone());
-            let _ = writeln!(md, "| {p} | {w} | {} | {} |", a.settings, a.caveat.clone().unwrap_or_default());
+            let _ = writeln!(
+                md,
+                "| {p} | {w} | {} | {} |",
+                a.settings,
+                a.caveat.clone().unwrap_or_default()
+            );
         }
     }
     md.push_str("\n† the store's mode is weaker than the workload asks for; see the caveat.\n");
@@ -205,8 +266,13 @@ pub fn write(results: &Path, out: &Path) -> Result<(), String> {
         let _ = writeln!(md, "\n### Runs that failed\n\n{}", errors.join("\n"));
     }
     std::fs::write(out.join("report.md"), md).map_err(|e| e.to_string())?;
-    std::fs::write(out.join("throughput.svg"), throughput_svg(&table, &peer_order)).map_err(|e| e.to_string())?;
-    std::fs::write(out.join("latency.svg"), latency_svg(&table, &peer_order)).map_err(|e| e.to_string())?;
+    std::fs::write(
+        out.join("throughput.svg"),
+        throughput_svg(&table, &peer_order),
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::write(out.join("latency.svg"), latency_svg(&table, &peer_order))
+        .map_err(|e| e.to_string())?;
     Ok(())
 }
 
@@ -232,57 +298,112 @@ fn targets(t: &Table) -> String {
     if let (Some(rows), Some(c)) = (t.get("get_uniform"), get("get_uniform", "cairn")) {
         if let Some((bp, b)) = best(rows, EMBEDDED) {
             let r = c.ops / b.ops;
-            row("Point get ≥ 3× the fastest embedded peer", format!("cairn {} ops/s, {bp} {} ops/s: {r:.2}×", si(c.ops), si(b.ops)), Some(r >= 3.0));
+            row(
+                "Point get ≥ 3× the fastest embedded peer",
+                format!(
+                    "cairn {} ops/s, {bp} {} ops/s: {r:.2}×",
+                    si(c.ops),
+                    si(b.ops)
+                ),
+                Some(r >= 3.0),
+            );
         }
         if let Some(h) = get("get_uniform", "limit-hashmap") {
             let r = h.ops / c.ops;
-            row("Point get within 2× of HashMap + copy", format!("HashMap {} ops/s, cairn {}: limit is {r:.2}× faster", si(h.ops), si(c.ops)), Some(r <= 2.0));
+            row(
+                "Point get within 2× of HashMap + copy",
+                format!(
+                    "HashMap {} ops/s, cairn {}: limit is {r:.2}× faster",
+                    si(h.ops),
+                    si(c.ops)
+                ),
+                Some(r <= 2.0),
+            );
         }
     }
     for w in ["put", "load"] {
         if let (Some(rows), Some(c)) = (t.get(w), get(w, "cairn")) {
             if let Some((bp, b)) = best(rows, EMBEDDED) {
                 let r = c.ops / b.ops;
-                row(&format!("Non-durable put ({w}) ≥ 2× the fastest embedded peer"), format!("cairn {}, {bp} {}: {r:.2}×", si(c.ops), si(b.ops)), Some(r >= 2.0));
+                row(
+                    &format!("Non-durable put ({w}) ≥ 2× the fastest embedded peer"),
+                    format!("cairn {}, {bp} {}: {r:.2}×", si(c.ops), si(b.ops)),
+                    Some(r >= 2.0),
+                );
             }
         }
     }
     if let (Some(c), Some(l)) = (get("durable1", "cairn"), get("durable1", "limit-fdatasync")) {
         let r = c.ops / l.ops;
-        row("Durable 1-thread put ≥ 0.9× raw fdatasync rate", format!("cairn {}/s, pwrite+fdatasync {}/s: {r:.2}× ({})", si(c.ops), si(l.ops), c.note.clone().unwrap_or_default()), Some(r >= 0.9));
+        row(
+            "Durable 1-thread put ≥ 0.9× raw fdatasync rate",
+            format!(
+                "cairn {}/s, pwrite+fdatasync {}/s: {r:.2}× ({})",
+                si(c.ops),
+                si(l.ops),
+                c.note.clone().unwrap_or_default()
+            ),
+            Some(r >= 0.9),
+        );
     }
     if let (Some(c1), Some(c8)) = (get("durable1", "cairn"), get("durable8", "cairn")) {
         let r = c8.ops / c1.ops;
-        row("Durable 8-thread put ≥ 5× cairn's 1-thread rate", format!("{}/s vs {}/s: {r:.2}×", si(c8.ops), si(c1.ops)), Some(r >= 5.0));
+        row(
+            "Durable 8-thread put ≥ 5× cairn's 1-thread rate",
+            format!("{}/s vs {}/s: {r:.2}×", si(c8.ops), si(c1.ops)),
+            Some(r >= 5.0),
+        );
     }
     for w in ["session", "counter"] {
         for peer in ["redis-everysec", "sqlite-normal"] {
             if let (Some(c), Some(p)) = (get(w, "cairn"), get(w, peer)) {
                 let r = c.ops / p.ops;
-                row(&format!("{w} ≥ 10× {peer}"), format!("cairn {}/s, {peer} {}/s: {r:.1}×", si(c.ops), si(p.ops)), Some(r >= 10.0));
+                row(
+                    &format!("{w} ≥ 10× {peer}"),
+                    format!("cairn {}/s, {peer} {}/s: {r:.1}×", si(c.ops), si(p.ops)),
+                    Some(r >= 10.0),
+                );
             }
         }
     }
     match (get("open_10m", "cairn"), get("open_10m", "limit-hints")) {
         (Some(c), Some(l)) => {
             let r = c.secs / l.secs;
-            row("Open 10M keys ≤ 2× reading the hints + HashMap insert", format!("cairn {:.2} s, limit {:.2} s: {r:.2}×", c.secs, l.secs), Some(r <= 2.0));
+            row(
+                "Open 10M keys ≤ 2× reading the hints + HashMap insert",
+                format!("cairn {:.2} s, limit {:.2} s: {r:.2}×", c.secs, l.secs),
+                Some(r <= 2.0),
+            );
         }
-        _ => row("Open 10M keys ≤ 2× reading the hints + HashMap insert", "–".into(), None),
+        _ => row(
+            "Open 10M keys ≤ 2× reading the hints + HashMap insert",
+            "–".into(),
+            None,
+        ),
     }
     match get("open_10m", "cairn").and_then(|c| c.mem_per_key.map(|m| (m, c))) {
         Some((m, _)) => {
             let over = m - 16.0;
-            row("Memory ≤ 64 B per key beyond the 16 key bytes, 10M keys", format!("{m:.0} B/key resident after open: {over:.0} B beyond the key"), Some(over <= 64.0));
+            row(
+                "Memory ≤ 64 B per key beyond the 16 key bytes, 10M keys",
+                format!("{m:.0} B/key resident after open: {over:.0} B beyond the key"),
+                Some(over <= 64.0),
+            );
         }
-        None => row("Memory ≤ 64 B per key beyond the 16 key bytes, 10M keys", "–".into(), None),
+        None => row(
+            "Memory ≤ 64 B per key beyond the 16 key bytes, 10M keys",
+            "–".into(),
+            None,
+        ),
     }
     s.push('\n');
     s
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// One panel per workload, a bar per store, each panel on its own linear scale.
@@ -298,12 +419,25 @@ fn throughput_svg(t: &Table, order: &[String]) -> String {
             .filter_map(|p| rows.get(p).map(|a| (p, if time { a.secs } else { a.ops })))
             .collect();
         let max = vals.iter().map(|v| v.1).fold(0.0, f64::max).max(1e-9);
-        let unit = if time { "seconds (lower is better)" } else { "ops/s (higher is better)" };
-        let _ = writeln!(body, r#"<text x="10" y="{y}" font-weight="bold">{wl}: {unit}</text>"#);
+        let unit = if time {
+            "seconds (lower is better)"
+        } else {
+            "ops/s (higher is better)"
+        };
+        let _ = writeln!(
+            body,
+            r#"<text x="10" y="{y}" font-weight="bold">{wl}: {unit}</text>"#
+        );
         y += 8.0;
         for (p, v) in vals {
             let len = (w - label_w - 90.0) * v / max;
-            let color = if p == "cairn" { "#d9480f" } else if p.starts_with("limit") { "#868e96" } else { "#1c7ed6" };
+            let color = if p == "cairn" {
+                "#d9480f"
+            } else if p.starts_with("limit") {
+                "#868e96"
+            } else {
+                "#1c7ed6"
+            };
             let txt = if time { format!("{v:.3} s") } else { si(v) };
             let _ = writeln!(
                 body,
@@ -327,20 +461,48 @@ fn throughput_svg(t: &Table, order: &[String]) -> String {
 fn latency_svg(t: &Table, order: &[String]) -> String {
     let (w, label_w, bar_h) = (900.0, 170.0, 5.0);
     let (lo, hi) = (0.1f64, 100_000.0f64); // µs
-    let x = |v: f64| label_w + (w - label_w - 30.0) * ((v.max(lo).log10() - lo.log10()) / (hi.log10() - lo.log10()));
+    let x = |v: f64| {
+        label_w
+            + (w - label_w - 30.0) * ((v.max(lo).log10() - lo.log10()) / (hi.log10() - lo.log10()))
+    };
     let mut body = String::new();
     let mut y = 30.0;
-    for wl in ["get_uniform", "get_zipf", "mix95", "mix50", "put", "durable1", "durable8", "session", "session_durable", "counter", "counter_durable"] {
+    for wl in [
+        "get_uniform",
+        "get_zipf",
+        "mix95",
+        "mix50",
+        "put",
+        "durable1",
+        "durable8",
+        "session",
+        "session_durable",
+        "counter",
+        "counter_durable",
+    ] {
         let Some(rows) = t.get(wl) else { continue };
-        let _ = writeln!(body, r#"<text x="10" y="{y}" font-weight="bold">{wl}: latency per operation, µs, log scale (bars: p50, p99, p999)</text>"#);
+        let _ = writeln!(
+            body,
+            r#"<text x="10" y="{y}" font-weight="bold">{wl}: latency per operation, µs, log scale (bars: p50, p99, p999)</text>"#
+        );
         y += 8.0;
         let top = y;
         for p in order {
             let Some(a) = rows.get(p) else { continue };
-            let _ = writeln!(body, r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#, label_w - 6.0, y + 12.0, esc(p));
+            let _ = writeln!(
+                body,
+                r#"<text x="{}" y="{}" text-anchor="end">{}</text>"#,
+                label_w - 6.0,
+                y + 12.0,
+                esc(p)
+            );
             for (v, c) in [(a.p50, "#2f9e44"), (a.p99, "#f08c00"), (a.p999, "#e03131")] {
                 if let Some(v) = v {
-                    let _ = writeln!(body, r#"<rect x="{label_w}" y="{y}" width="{:.1}" height="{bar_h}" fill="{c}"/>"#, x(v) - label_w);
+                    let _ = writeln!(
+                        body,
+                        r#"<rect x="{label_w}" y="{y}" width="{:.1}" height="{bar_h}" fill="{c}"/>"#,
+                        x(v) - label_w
+                    );
                 }
                 y += bar_h;
             }

@@ -133,7 +133,8 @@ fn open(spec: &Spec, d: Durability) -> Result<(Box<dyn Store>, Describe), String
     let peer = if let Some(limit) = crate::limits::peer(&spec.peer, spec.keys) {
         limit
     } else {
-        crate::peers::peer(&spec.peer).ok_or_else(|| format!("unknown or unavailable peer {}", spec.peer))?
+        crate::peers::peer(&spec.peer)
+            .ok_or_else(|| format!("unknown or unavailable peer {}", spec.peer))?
     };
     std::fs::create_dir_all(&spec.dir).map_err(|e| e.to_string())?;
     let store = peer.open(&spec.dir, d)?;
@@ -143,7 +144,10 @@ fn open(spec: &Spec, d: Durability) -> Result<(Box<dyn Store>, Describe), String
 
 fn check_value(i: u64, got: &[u8], expected_len: usize, full: bool) -> Result<(), String> {
     if got.len() != expected_len {
-        return Err(format!("key {i}: value of {} bytes, expected {expected_len}", got.len()));
+        return Err(format!(
+            "key {i}: value of {} bytes, expected {expected_len}",
+            got.len()
+        ));
     }
     if full && got != gen::value(i, 0, expected_len).as_slice() {
         return Err(format!("key {i}: wrong value"));
@@ -259,7 +263,10 @@ fn run_inner(spec: &Spec, r: &mut RunResult) -> Result<(), String> {
         }
         "session" | "session_durable" => {
             let (ops, secs, lat, sessions) = sessions(&*store, periodic_sync, spec)?;
-            r.note = Some(format!("{:.0} sessions/s (13 operations each)", sessions as f64 / secs));
+            r.note = Some(format!(
+                "{:.0} sessions/s (13 operations each)",
+                sessions as f64 / secs
+            ));
             (ops, secs, lat)
         }
         "counter" | "counter_durable" => {
@@ -273,7 +280,10 @@ fn run_inner(spec: &Spec, r: &mut RunResult) -> Result<(), String> {
                 }
                 Ok(())
             })?;
-            r.note = Some(format!("{allowed} of {} requests allowed (limit 100 per key per window)", res.0));
+            r.note = Some(format!(
+                "{allowed} of {} requests allowed (limit 100 per key per window)",
+                res.0
+            ));
             res
         }
         other => return Err(format!("unknown workload {other}")),
@@ -297,7 +307,11 @@ fn run_inner(spec: &Spec, r: &mut RunResult) -> Result<(), String> {
 }
 
 /// `threads` writers, each putting new keys durably, for `secs`.
-fn durable_threads(store: &dyn Store, threads: u64, secs: f64) -> Result<(u64, f64, Vec<u32>), String> {
+fn durable_threads(
+    store: &dyn Store,
+    threads: u64,
+    secs: f64,
+) -> Result<(u64, f64, Vec<u32>), String> {
     let stop = Arc::new(AtomicBool::new(false));
     let start = Instant::now();
     let results: Vec<Result<(u64, Vec<u32>), String>> = std::thread::scope(|s| {
@@ -324,7 +338,10 @@ fn durable_threads(store: &dyn Store, threads: u64, secs: f64) -> Result<(u64, f
         stop.store(true, Ordering::Relaxed);
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err("writer thread panicked".into())))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("writer thread panicked".into()))
+            })
             .collect()
     });
     let secs = start.elapsed().as_secs_f64();
@@ -357,7 +374,9 @@ fn sessions(
     let mut out = Vec::with_capacity(SESSION_BYTES + 64);
     // Documents are made before the clock starts: formatting JSON is the
     // application's cost, not the store's.
-    let docs: Vec<Vec<u8>> = (0..256).map(|i| gen::session_json(i, SESSION_BYTES)).collect();
+    let docs: Vec<Vec<u8>> = (0..256)
+        .map(|i| gen::session_json(i, SESSION_BYTES))
+        .collect();
     let mut doc: Option<(u64, &[u8])> = None;
     let (ops, secs, lat) = timed_loop(store, periodic_sync, spec.secs, 20_000_000, |_| {
         let slot = rng.below(ACTIVE as u64) as usize;

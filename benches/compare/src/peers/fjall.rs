@@ -63,7 +63,9 @@ impl FjallStore {
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, ()>> {
-        self.rmw.lock().map_err(|_| "fjall adapter mutex poisoned".to_string())
+        self.rmw
+            .lock()
+            .map_err(|_| "fjall adapter mutex poisoned".to_string())
     }
 }
 

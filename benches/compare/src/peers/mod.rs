@@ -33,7 +33,9 @@ pub fn peer(name: &str) -> Option<Box<dyn Peer>> {
         "redb" => Box::new(redb::RedbPeer),
         "fjall" => Box::new(fjall::FjallPeer),
         "sled" => Box::new(sled::SledPeer),
-        "sqlite" => Box::new(sqlite::SqlitePeer { force_normal: false }),
+        "sqlite" => Box::new(sqlite::SqlitePeer {
+            force_normal: false,
+        }),
         "sqlite-normal" => Box::new(sqlite::SqlitePeer { force_normal: true }),
         "lmdb" => Box::new(lmdb::LmdbPeer),
         #[cfg(feature = "rocksdb")]

@@ -74,7 +74,9 @@ impl Conn {
 
     fn line(&mut self) -> Result<Vec<u8>> {
         let mut l = Vec::new();
-        self.r.read_until(b'\n', &mut l).map_err(|e| e.to_string())?;
+        self.r
+            .read_until(b'\n', &mut l)
+            .map_err(|e| e.to_string())?;
         if l.len() < 3 || !l.ends_with(b"\r\n") {
             return Err("redis: connection closed or bad reply".into());
         }
@@ -104,7 +106,10 @@ impl Conn {
                 v.truncate(n as usize);
                 Ok(Reply::Bulk(Some(v)))
             }
-            _ => Err(format!("redis: unexpected reply {:?}", String::from_utf8_lossy(&l))),
+            _ => Err(format!(
+                "redis: unexpected reply {:?}",
+                String::from_utf8_lossy(&l)
+            )),
         }
     }
 
@@ -207,7 +212,10 @@ impl Store for RedisStore {
 
     fn put_ttl(&self, key: &[u8], value: &[u8], ttl_ms: u64) -> Result<()> {
         let ttl = ttl_ms.to_string();
-        self.with(|c| c.call(&[b"SET", key, value, b"PX", ttl.as_bytes()]).map(|_| ()))
+        self.with(|c| {
+            c.call(&[b"SET", key, value, b"PX", ttl.as_bytes()])
+                .map(|_| ())
+        })
     }
 
     fn get_live(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool> {

@@ -186,8 +186,6 @@ impl Store for SledStore {
     fn sync(&self) -> Result<()> {
         self.tree.flush().map_err(e)?;
         // flush() stops at sync_file_range; fsync the file sled wrote.
-        File::open(&self.file)
-            .and_then(|f| f.sync_all())
-            .map_err(e)
+        File::open(&self.file).and_then(|f| f.sync_all()).map_err(e)
     }
 }
