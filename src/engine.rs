@@ -503,6 +503,10 @@ impl Core {
             };
             (Some(Mutex::new(writer)), Some(GroupCommit::new(active)))
         };
+        // Recovery's buffers (every hint entry, with its key) are gone now;
+        // hand the memory they took back to the OS.
+        drop(loads);
+        crate::mmap::release_free_memory();
         log::info!(
             "opened {} with {} keys in {:?} ({} segments from hints, {} scanned)",
             dir.display(),

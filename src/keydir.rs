@@ -267,6 +267,34 @@ impl KeyDir {
         self.hasher.hash_one(key)
     }
 
+    /// A coarse position of `hash` in the index's memory when each shard
+    /// has `buckets` buckets (see [`KeyDir::buckets_per_shard`]): its shard,
+    /// then the top 10 bits of its home bucket, as a number below 2^16.
+    /// Inserting many keys in this order touches the tables nearly
+    /// sequentially instead of at random, which is what bounds a large merge.
+    pub(crate) fn memory_order_in(hash: u64, buckets: u64) -> u16 {
+        let bits = buckets.trailing_zeros(); // buckets is a power of two
+        let home = hash & (buckets - 1);
+        let top = if bits > 10 {
+            home >> (bits - 10)
+        } else {
+            home << (10 - bits)
+        };
+        ((Self::shard_index(hash) as u64) << 10 | top) as u16
+    }
+
+    /// Buckets per shard (every shard was presized alike); hashbrown's home
+    /// bucket of a hash is `hash & (buckets - 1)`.
+    pub(crate) fn buckets_per_shard(&self) -> u64 {
+        read_lock(&self.shards[0])
+            .table
+            .capacity()
+            .saturating_mul(8)
+            .div_ceil(7)
+            .next_power_of_two()
+            .max(1) as u64
+    }
+
     #[inline]
     fn shard_of(&self, hash: u64) -> &RwLock<Shard> {
         // hashbrown uses the low bits for the bucket and the top 7 for tags;
@@ -355,6 +383,12 @@ impl KeyDir {
     pub(crate) fn locate(&self, key: &[u8]) -> (u64, usize) {
         let h = self.hash(key);
         (h, Self::shard_index(h))
+    }
+
+    /// The shard a hash belongs to.
+    #[inline]
+    pub(crate) fn shard_of_hash(hash: u64) -> usize {
+        Self::shard_index(hash)
     }
 
     #[inline]

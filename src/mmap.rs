@@ -1,4 +1,5 @@
-//! The only module with `unsafe`: read-only memory maps of sealed segments.
+//! The only module with `unsafe`: read-only memory maps of sealed segments,
+//! and one call that returns freed heap memory to the OS.
 //!
 //! # SAFETY argument
 //!
@@ -43,5 +44,28 @@ impl Map {
 
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.inner
+    }
+}
+
+/// Asks the C allocator to return free heap pages to the OS.
+///
+/// Opening a large store builds temporary buffers (every hint entry with its
+/// key: about 90 bytes per key) while the index is allocated; glibc keeps
+/// most of that memory after it is freed, because it lies below live
+/// allocations or in the loader threads' arenas. `malloc_trim` releases the
+/// free pages of every arena. Measured at 10M keys: resident memory after
+/// open fell from about 97 to about 80 bytes per key (docs/benchmarks.md).
+///
+/// # SAFETY
+///
+/// `malloc_trim` only releases memory that glibc's allocator itself knows to
+/// be free; it takes the allocator's own locks and is safe to call from any
+/// thread at any time. It touches no Rust object.
+pub(crate) fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
+    // SAFETY: see above.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }

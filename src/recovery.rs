@@ -575,6 +575,73 @@ pub(crate) fn find_active(vfs: &dyn Vfs, dir: &Path, ids: &[u32]) -> Option<u32>
     None
 }
 
+/// Keys up to this long travel inside [`Pending`].
+const PENDING_INLINE: usize = 16;
+
+/// An entry on its way into the index, with a short key copied along.
+#[derive(Clone, Copy)]
+struct Pending {
+    hash: u64,
+    seq: u64,
+    expires_at_ms: u64,
+    offset: u64,
+    value_len: u32,
+    file_id: u32,
+    /// Where the entry came from (for keys longer than [`PENDING_INLINE`]).
+    load: u32,
+    entry: u32,
+    key_len: u32,
+    key: [u8; PENDING_INLINE],
+}
+
+impl Pending {
+    const EMPTY: Pending = Pending {
+        hash: 0,
+        seq: 0,
+        expires_at_ms: 0,
+        offset: 0,
+        value_len: 0,
+        file_id: 0,
+        load: 0,
+        entry: 0,
+        key_len: 0,
+        key: [0; PENDING_INLINE],
+    };
+
+    fn new(hash: u64, file_id: u32, load: usize, entry: usize, e: &HintEntry) -> Pending {
+        let mut key = [0u8; PENDING_INLINE];
+        if e.key.len() <= PENDING_INLINE {
+            key[..e.key.len()].copy_from_slice(&e.key);
+        }
+        Pending {
+            hash,
+            seq: e.seq,
+            expires_at_ms: e.expires_at_ms,
+            offset: e.offset,
+            value_len: if e.tombstone {
+                TOMBSTONE_LEN
+            } else {
+                e.value_len
+            },
+            file_id,
+            load: load as u32,
+            entry: entry as u32,
+            key_len: e.key.len() as u32,
+            key,
+        }
+    }
+
+    fn entry(&self) -> Entry {
+        Entry {
+            seq: self.seq,
+            expires_at_ms: self.expires_at_ms,
+            offset: self.offset,
+            file_id: self.file_id,
+            value_len: self.value_len,
+        }
+    }
+}
+
 /// Loads every segment, in parallel unless `sequential`, and returns them
 /// in id order.
 pub(crate) fn load_all(
@@ -632,49 +699,86 @@ pub(crate) fn load_all(
 pub(crate) fn build_keydir(loads: &[SegmentLoad], now_ms: u64) -> (KeyDir, Vec<u64>) {
     let total: usize = loads.iter().map(|l| l.entries.len()).sum();
     let keydir = KeyDir::with_capacity(total);
-    // Each thread owns the shards `i` with `i % threads == t`, so no two
-    // threads ever contend for a shard; every thread walks all entries in
-    // segment order and skips the keys of other threads' shards.
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
         .clamp(1, 8);
-    let merge = |t: usize| {
-        for load in loads {
-            for e in &load.entries {
-                let (hash, shard) = keydir.locate(&e.key);
-                if shard % threads != t {
-                    continue;
+    let parallel = |f: &(dyn Fn(usize) + Sync)| {
+        if threads == 1 || total < 10_000 {
+            (0..threads).for_each(f);
+        } else {
+            std::thread::scope(|s| {
+                for t in 0..threads {
+                    s.spawn(move || f(t));
                 }
-                keydir.insert_if_newer_hashed(
-                    hash,
-                    &e.key,
-                    Entry {
-                        seq: e.seq,
-                        expires_at_ms: e.expires_at_ms,
-                        offset: e.offset,
-                        file_id: load.id,
-                        value_len: if e.tombstone {
-                            TOMBSTONE_LEN
-                        } else {
-                            e.value_len
-                        },
-                    },
-                );
-            }
+            });
         }
     };
-    if threads == 1 || total < 10_000 {
-        for t in 0..threads {
-            merge(t);
+    // 1. Every entry's hash, once (threads take segments in turn).
+    let hashes: Vec<Mutex<Vec<u64>>> = loads.iter().map(|_| Mutex::new(Vec::new())).collect();
+    parallel(&|t| {
+        for (li, load) in loads.iter().enumerate().skip(t).step_by(threads) {
+            let h: Vec<u64> = load
+                .entries
+                .iter()
+                .map(|e| keydir.locate(&e.key).0)
+                .collect();
+            *hashes[li].lock().unwrap_or_else(|e| e.into_inner()) = h;
         }
-    } else {
-        std::thread::scope(|s| {
-            for t in 0..threads {
-                s.spawn(move || merge(t));
+    });
+    let hashes: Vec<Vec<u64>> = hashes
+        .into_iter()
+        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .collect();
+    // 2. The index is merged a group of shards at a time; each group's
+    //    entries are first put in the order in which they land in the
+    //    tables, with what the insert needs copied alongside, so that the
+    //    inserts touch the tables nearly sequentially and read their input
+    //    sequentially. At 10M keys (a 770 MB index, 900 MB of hint entries)
+    //    inserting in segment order was bound by random memory accesses.
+    //    Threads own disjoint groups, so no two contend for a shard; the
+    //    newest record wins whatever the order (`insert_if_newer`).
+    let groups = (threads * 4).min(keydir.shard_count());
+    let buckets = keydir.buckets_per_shard();
+    parallel(&|t| {
+        let mut count = vec![0u32; 1 << 16];
+        for g in (t..groups).step_by(threads) {
+            let in_group = |h: u64| KeyDir::shard_of_hash(h) % groups == g;
+            count.iter_mut().for_each(|c| *c = 0);
+            for hs in &hashes {
+                for &h in hs.iter().filter(|&&h| in_group(h)) {
+                    count[usize::from(KeyDir::memory_order_in(h, buckets))] += 1;
+                }
             }
-        });
-    }
+            let mut start = 0u32;
+            for c in count.iter_mut() {
+                let n = *c;
+                *c = start;
+                start += n;
+            }
+            let mut sorted = vec![Pending::EMPTY; start as usize];
+            for (li, (load, hs)) in loads.iter().zip(&hashes).enumerate() {
+                for (ei, (e, &h)) in load.entries.iter().zip(hs).enumerate() {
+                    if in_group(h) {
+                        let at = &mut count[usize::from(KeyDir::memory_order_in(h, buckets))];
+                        sorted[*at as usize] = Pending::new(h, load.id, li, ei, e);
+                        *at += 1;
+                    }
+                }
+            }
+            for p in &sorted {
+                let long;
+                let key = if p.key_len as usize <= PENDING_INLINE {
+                    &p.key[..p.key_len as usize]
+                } else {
+                    long = &loads[p.load as usize].entries[p.entry as usize].key;
+                    &long[..]
+                };
+                keydir.insert_if_newer_hashed(p.hash, key, p.entry());
+            }
+        }
+    });
+    drop(hashes);
     // `loads` is sorted by id, so a binary search finds a segment's slot.
     let ids: Vec<u32> = loads.iter().map(|l| l.id).collect();
     let mut live = vec![0u64; loads.len()];

@@ -189,8 +189,9 @@ fn run_inner(spec: &Spec, r: &mut RunResult) -> Result<(), String> {
         "get_uniform" | "get_zipf" | "mix95" | "mix50" => {
             let zipf = (spec.workload == "get_zipf").then(|| Zipf::new(n, 0.99));
             let mut rng = Rng::new(u64::from(spec.rep) * 7 + 1);
-            // Warm up: every store gets the same second of uniform reads.
-            let warm_until = Instant::now() + Duration::from_secs(1);
+            // Warm up: every store gets the same second (at most the
+            // measured time) of uniform reads.
+            let warm_until = Instant::now() + Duration::from_secs_f64(spec.secs.min(1.0));
             while Instant::now() < warm_until {
                 for _ in 0..256 {
                     let i = rng.below(n);
