@@ -250,7 +250,10 @@ fn run(a: &Args) -> Result<(), String> {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|_| "run".into());
-    let out = a.out.join(stamp);
+    // Absolute: redis-server changes into its directory before it opens
+    // the log file given to it.
+    let base = std::path::absolute(&a.out).map_err(|e| e.to_string())?;
+    let out = base.join(stamp);
     let data = out.join("data");
     std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
     let mut peers: Vec<String> = a.peers.iter().filter(|p| available(p)).cloned().collect();
