@@ -89,7 +89,10 @@ impl RedisServer {
             if let Ok(Some(status)) = server.child.try_wait() {
                 let log = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(5).collect();
-                return Err(format!("redis-server exited ({status}): {}", tail.join(" | ")));
+                return Err(format!(
+                    "redis-server exited ({status}): {}",
+                    tail.join(" | ")
+                ));
             }
             if let Ok(info) = ask(&addr, "INFO persistence") {
                 if info.contains("loading:0") {
