@@ -21,9 +21,9 @@ use crate::sync::{Active, GroupCommit, Pos, SyncError};
 use crate::tailcache::TailCache;
 use crate::vfs::{self, LockGuard, OpenMode, VFile, Vfs};
 
-/// How far ahead of the writes the active segment is zero-filled.
 /// The most record bytes one batch may take (2 GiB).
 pub(crate) const MAX_BATCH_BYTES: u64 = 2 << 30;
+/// How far ahead of the writes the active segment is zero-filled.
 const PREALLOCATE_BYTES: u64 = 4 << 20;
 
 /// A sync mark is written once the durable part of the active segment has
@@ -816,24 +816,29 @@ impl Core {
         let target = needed.max(w.allocated + step);
         let zeros = [0u8; 64 * 1024];
         let mut at = w.allocated.max(w.active.len.load(Ordering::Relaxed));
-        let result = (|| {
+        let written = (|| {
             while at < target {
                 let n = (target - at).min(zeros.len() as u64);
                 vfs::write_all_at(&*w.active.file, &zeros[..n as usize], at)?;
                 at += n;
             }
-            w.active.file.sync_all()
+            Ok(())
         })();
-        if let Err(e) = result {
+        if let Err(e) = written {
             self.poison(format!(
                 "extending segment {} with zeros failed: {e}",
                 w.active.id
             ));
             return Err(Error::Io(e));
         }
-        if let Some(g) = &self.group {
-            g.fsyncs.fetch_add(1, Ordering::Relaxed);
-        }
+        // The size change must be durable; the fsync runs between
+        // group-commit rounds, and reports nothing new as durable.
+        let file = w.active.file.clone();
+        let synced = match &self.group {
+            Some(g) => g.sync_exclusively((w.active.id, 0), || file.sync_all()),
+            None => file.sync_all().map_err(SyncError::Failed),
+        };
+        self.sync_result(synced, w.active.id)?;
         w.allocated = target;
         Ok(())
     }
@@ -848,6 +853,21 @@ impl Core {
             self.wait(pos)?;
         }
         Ok(())
+    }
+
+    /// Poisons the handle on a failed (or earlier failed) fsync.
+    fn sync_result(&self, r: std::result::Result<(), SyncError>, id: u32) -> Result<()> {
+        match r {
+            Ok(()) => Ok(()),
+            Err(SyncError::Failed(e)) => {
+                self.poison(format!("fsync of segment {id} failed: {e}"));
+                Err(Error::Io(e))
+            }
+            Err(SyncError::Poisoned(cause)) => {
+                self.poison(cause.clone());
+                Err(Error::Poisoned { cause })
+            }
+        }
     }
 
     fn wait(&self, pos: Pos) -> Result<()> {
@@ -879,18 +899,18 @@ impl Core {
         //    new one, so a crash can never keep newer writes and lose older.
         //    Preallocated zeros are cut off first: a sealed segment ends at
         //    its last record.
-        let sealed = if w.allocated > old_len {
-            old.file.set_len(old_len).and_then(|()| old.file.sync_all())
-        } else {
-            old.file.sync_data()
-        };
-        if let Err(e) = sealed {
-            self.poison(format!("fdatasync of segment {} failed: {e}", old.id));
-            return Err(Error::Io(e));
-        }
+        //    The fsync runs between group-commit rounds (never beside one,
+        //    never after a failed one).
         let group = self.group.as_ref().ok_or(Error::ReadOnly)?;
-        group.fsyncs.fetch_add(1, Ordering::Relaxed);
-        group.mark_durable((old.id, old_len));
+        let trim = w.allocated > old_len;
+        let sealed = group.sync_exclusively((old.id, old_len), || {
+            if trim {
+                old.file.set_len(old_len).and_then(|()| old.file.sync_all())
+            } else {
+                old.file.sync_data()
+            }
+        });
+        self.sync_result(sealed, old.id)?;
         // 2. The new segment's header and directory entry are durable before
         //    its first record.
         let id = self.next_file_id.fetch_add(1, Ordering::SeqCst);

@@ -741,7 +741,7 @@ pub(crate) fn build_keydir(loads: &[SegmentLoad], now_ms: u64) -> (KeyDir, Vec<u
     let groups = (threads * 4).min(keydir.shard_count());
     let buckets = keydir.buckets_per_shard();
     parallel(&|t| {
-        let mut count = vec![0u32; 1 << 16];
+        let mut count = vec![0usize; 1 << 16];
         for g in (t..groups).step_by(threads) {
             let in_group = |h: u64| KeyDir::shard_of_hash(h) % groups == g;
             count.iter_mut().for_each(|c| *c = 0);
@@ -750,18 +750,18 @@ pub(crate) fn build_keydir(loads: &[SegmentLoad], now_ms: u64) -> (KeyDir, Vec<u
                     count[usize::from(KeyDir::memory_order_in(h, buckets))] += 1;
                 }
             }
-            let mut start = 0u32;
+            let mut start = 0usize;
             for c in count.iter_mut() {
                 let n = *c;
                 *c = start;
                 start += n;
             }
-            let mut sorted = vec![Pending::EMPTY; start as usize];
+            let mut sorted = vec![Pending::EMPTY; start];
             for (li, (load, hs)) in loads.iter().zip(&hashes).enumerate() {
                 for (ei, (e, &h)) in load.entries.iter().zip(hs).enumerate() {
                     if in_group(h) {
                         let at = &mut count[usize::from(KeyDir::memory_order_in(h, buckets))];
-                        sorted[*at as usize] = Pending::new(h, load.id, li, ei, e);
+                        sorted[*at] = Pending::new(h, load.id, li, ei, e);
                         *at += 1;
                     }
                 }

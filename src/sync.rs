@@ -9,7 +9,7 @@
 //! retried: it is recorded, every waiter gets an error and the store is
 //! poisoned.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -66,6 +66,9 @@ pub(crate) struct GroupCommit {
     /// Bumped at every publication, so that a woken follower knows whether
     /// to look again under the lock.
     epoch: AtomicU64,
+    /// Set (for good) when an fsync failed: woken followers check it before
+    /// the durable position and go to the lock for the error.
+    failed_flag: AtomicBool,
     state: Mutex<State>,
 
     current: Mutex<Arc<Active>>,
@@ -91,6 +94,7 @@ impl GroupCommit {
             gather_cv: Condvar::new(),
             durable_packed: AtomicU64::new(pack(durable)),
             epoch: AtomicU64::new(0),
+            failed_flag: AtomicBool::new(false),
             state: Mutex::new(State {
                 durable,
                 syncing: false,
@@ -149,7 +153,8 @@ impl GroupCommit {
     /// Records that everything up to `pos` is durable.
     pub(crate) fn mark_durable(&self, pos: Pos) {
         let mut st = lock(&self.state);
-        if pos > st.durable {
+        // After a failed fsync nothing is ever reported durable again.
+        if pos > st.durable && st.failed.is_none() {
             st.durable = pos;
         }
         self.publish(st);
@@ -210,6 +215,9 @@ impl GroupCommit {
                 drop(st);
                 loop {
                     std::thread::park();
+                    if self.failed_flag.load(Ordering::Acquire) {
+                        break; // the error is read under the lock
+                    }
                     if self.durable_packed.load(Ordering::Acquire) >= pack(target) {
                         return Ok(());
                     }
@@ -247,6 +255,54 @@ impl GroupCommit {
                     self.publish(st);
                     return Err(SyncError::Failed(e));
                 }
+            }
+        }
+    }
+
+    /// Runs `sync` (an fsync of the active segment outside the rounds: the
+    /// writer sealing or extending it) while no round's fsync runs, so that
+    /// an fsync error is never reported to one caller and missed by
+    /// another, and never runs it after a failed fsync (no retries). On
+    /// success everything up to `pos` is durable.
+    pub(crate) fn sync_exclusively(
+        &self,
+        pos: Pos,
+        sync: impl FnOnce() -> std::io::Result<()>,
+    ) -> Result<(), SyncError> {
+        let mut st = lock(&self.state);
+        loop {
+            if let Some(cause) = &st.failed {
+                return Err(SyncError::Poisoned(cause.clone()));
+            }
+            if !st.syncing {
+                break;
+            }
+            st.waiters.push(std::thread::current());
+            let epoch = self.epoch.load(Ordering::Acquire);
+            drop(st);
+            while self.epoch.load(Ordering::Acquire) == epoch {
+                std::thread::park();
+            }
+            st = lock(&self.state);
+        }
+        st.syncing = true;
+        drop(st);
+        let result = sync();
+        self.fsyncs.fetch_add(1, Ordering::Relaxed);
+        let mut st = lock(&self.state);
+        st.syncing = false;
+        match result {
+            Ok(()) => {
+                if pos > st.durable {
+                    st.durable = pos;
+                }
+                self.publish(st);
+                Ok(())
+            }
+            Err(e) => {
+                st.failed = Some(format!("fsync of segment {} failed: {e}", pos.0));
+                self.publish(st);
+                Err(SyncError::Failed(e))
             }
         }
     }

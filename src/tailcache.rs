@@ -78,7 +78,6 @@ impl TailCache {
         }
     }
 
-    /// Copies `len` bytes at `offset` out of the cache, if it holds them all.
     /// Calls `f` on the cached bytes `offset..offset + len` without copying
     /// them when they lie in one chunk (the common case); otherwise on a
     /// copy. `None` when the range is not cached.
@@ -105,6 +104,7 @@ impl TailCache {
         self.read(offset, len).map(|b| f(&b))
     }
 
+    /// Copies `len` bytes at `offset` out of the cache, if it holds them all.
     pub(crate) fn read(&self, offset: u64, len: u64) -> Option<Vec<u8>> {
         let g = self.inner.read().unwrap_or_else(|e| e.into_inner());
         let end = offset.checked_add(len)?;

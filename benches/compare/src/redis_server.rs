@@ -94,9 +94,13 @@ impl RedisServer {
                     tail.join(" | ")
                 ));
             }
-            if let Ok(info) = ask(&addr, "INFO persistence") {
-                if info.contains("loading:0") {
-                    break;
+            // PING answers -LOADING until the AOF is loaded; INFO can answer
+            // before loading has begun, so both must say "ready".
+            if ask(&addr, "PING").is_ok_and(|r| r.starts_with("+PONG")) {
+                if let Ok(info) = ask(&addr, "INFO persistence") {
+                    if info.contains("loading:0") {
+                        break;
+                    }
                 }
             }
             if t.elapsed() > Duration::from_secs(600) {
@@ -127,6 +131,17 @@ impl RedisServer {
         let (dir, port, everysec) = (self.dir.clone(), self.port, self.everysec);
         self.stop();
         Self::start_on(&dir, port, everysec)
+    }
+}
+
+impl RedisServer {
+    /// Keys in the server's database (to check that a restart loaded them).
+    pub fn dbsize(&self) -> Result<u64, String> {
+        let r = ask(&self.addr, "DBSIZE").map_err(|e| e.to_string())?;
+        r.trim()
+            .strip_prefix(':')
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(|| format!("DBSIZE answered {r:?}"))
     }
 }
 
