@@ -219,7 +219,11 @@ pub fn write(results: &Path, out: &Path) -> Result<(), String> {
             } else {
                 p.clone()
             };
-            let mem = a.mem_per_key.map_or("–".into(), |m| format!("{m:.0} B"));
+            // Runs before the server-RSS fix recorded 0 for Redis.
+            let mem = match a.mem_per_key {
+                Some(m) if !(p.starts_with("redis") && m < 1.0) => format!("{m:.0} B"),
+                _ => "–".into(),
+            };
             if is_time(w) {
                 let ratio = cairn.map_or("–".into(), |c| format!("{:.2}", a.secs / c.secs));
                 let _ = writeln!(

@@ -201,7 +201,14 @@ fn run_inner(spec: &Spec, r: &mut RunResult) -> Result<(), String> {
                 }
             }
             let rss = proc_status_kb(&pid, "VmRSS:");
-            r.mem_per_key = Some(rss.saturating_sub(base_rss) as f64 / n as f64);
+            // A server already holds the data before this process starts:
+            // its whole resident set is the store's.
+            let base = if spec.server_pid.is_some() {
+                0
+            } else {
+                base_rss
+            };
+            r.mem_per_key = Some(rss.saturating_sub(base) as f64 / n as f64);
             let write_share = match spec.workload.as_str() {
                 "mix95" => 0.05,
                 "mix50" => 0.5,
