@@ -122,6 +122,20 @@ pub fn expired(expires_at_ms: u64, now: u64) -> bool {
     expires_at_ms != 0 && expires_at_ms <= now
 }
 
+/// Copies the payload of a wrapped value into `out` (cleared first) if it
+/// has not expired; returns whether it did. The `get_live` of every store
+/// without native expiry.
+pub fn copy_live(stored: Option<&[u8]>, out: &mut Vec<u8>) -> bool {
+    out.clear();
+    match stored.and_then(ttl_unwrap) {
+        Some((exp, body)) if !expired(exp, now_ms()) => {
+            out.extend_from_slice(body);
+            true
+        }
+        _ => false,
+    }
+}
+
 /// The counter update shared by stores that emulate `incr_ttl` in a
 /// read-modify-write transaction: returns the new stored bytes and count.
 pub fn counter_update(old: Option<&[u8]>, ttl_ms: u64, now: u64) -> (Vec<u8>, i64) {

@@ -19,8 +19,8 @@ use std::sync::Mutex;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use crate::store::{
-    counter_update, expired, now_ms, ttl_unwrap, ttl_wrap, Describe, Durability, Peer, Result,
-    Store,
+    copy_live, counter_update, expired, now_ms, ttl_unwrap, ttl_wrap, Describe, Durability, Peer,
+    Result, Store,
 };
 
 /// Opens fjall stores.
@@ -125,17 +125,7 @@ impl Store for FjallStore {
     }
 
     fn get_live(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool> {
-        out.clear();
-        let Some(v) = self.ks.get(key).map_err(e)? else {
-            return Ok(false);
-        };
-        match ttl_unwrap(&v) {
-            Some((exp, body)) if !expired(exp, now_ms()) => {
-                out.extend_from_slice(body);
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        Ok(copy_live(self.ks.get(key).map_err(e)?.as_deref(), out))
     }
 
     fn touch(&self, key: &[u8], ttl_ms: u64) -> Result<bool> {

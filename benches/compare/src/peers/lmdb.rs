@@ -16,8 +16,8 @@ use heed::types::Bytes;
 use heed::{CommitOrAbort, Database, Env, EnvFlags, EnvOpenOptions, FlagSetMode};
 
 use crate::store::{
-    counter_update, expired, now_ms, ttl_unwrap, ttl_wrap, Describe, Durability, Peer, Result,
-    Store,
+    copy_live, counter_update, expired, now_ms, ttl_unwrap, ttl_wrap, Describe, Durability, Peer,
+    Result, Store,
 };
 
 /// Opens lmdb stores.
@@ -178,18 +178,8 @@ impl Store for LmdbStore {
     }
 
     fn get_live(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool> {
-        out.clear();
         let rtxn = self.env.read_txn().map_err(e)?;
-        let Some(v) = self.db.get(&rtxn, key).map_err(e)? else {
-            return Ok(false);
-        };
-        match ttl_unwrap(v) {
-            Some((exp, body)) if !expired(exp, now_ms()) => {
-                out.extend_from_slice(body);
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        Ok(copy_live(self.db.get(&rtxn, key).map_err(e)?, out))
     }
 
     fn touch(&self, key: &[u8], ttl_ms: u64) -> Result<bool> {

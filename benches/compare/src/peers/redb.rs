@@ -13,8 +13,8 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 
 use crate::store::{
-    counter_update, expired, now_ms, ttl_unwrap, ttl_wrap, Describe, Durability, Peer, Result,
-    Store,
+    copy_live, counter_update, expired, now_ms, ttl_unwrap, ttl_wrap, Describe, Durability, Peer,
+    Result, Store,
 };
 
 /// Opens redb stores.
@@ -127,19 +127,10 @@ impl Store for RedbStore {
     }
 
     fn get_live(&self, key: &[u8], out: &mut Vec<u8>) -> Result<bool> {
-        out.clear();
         let txn = self.db.begin_read().map_err(e)?;
         let t = txn.open_table(TABLE).map_err(e)?;
-        let Some(v) = t.get(key).map_err(e)? else {
-            return Ok(false);
-        };
-        match ttl_unwrap(v.value()) {
-            Some((exp, body)) if !expired(exp, now_ms()) => {
-                out.extend_from_slice(body);
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+        let v = t.get(key).map_err(e)?;
+        Ok(copy_live(v.as_ref().map(|g| g.value()), out))
     }
 
     fn touch(&self, key: &[u8], ttl_ms: u64) -> Result<bool> {
