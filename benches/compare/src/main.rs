@@ -306,37 +306,13 @@ fn run(a: &Args) -> Result<(), String> {
         let cairn_dir = rep_dir.join("cairn");
         for w in ON_LOADED.iter().filter(|w| wants(w)) {
             for p in order.iter().filter(|p| runs(p, w)) {
-                if p.starts_with("limit-") && !w.starts_with("get") && !w.starts_with("open") {
-                    continue;
-                }
                 let server_idx = servers.iter().position(|(n, _)| n == p);
                 if *w == "open" {
                     if let Some(i) = server_idx {
                         let (name, s) = servers.remove(i);
-                        let res = s.restart();
-                        let mut rr = RunResult {
-                            peer: name.clone(),
-                            workload: "open".into(),
-                            rep,
-                            keys: a.keys,
-                            ops: 1,
-                            ..RunResult::default()
-                        };
-                        match res.and_then(|(s, took)| match s.dbsize() {
-                            Ok(n) if n >= a.keys => Ok((s, took)),
-                            Ok(n) => {
-                                Err(format!("restarted server holds {n} keys, not {}", a.keys))
-                            }
-                            Err(e) => Err(e),
-                        }) {
-                            Ok((s, took)) => {
-                                rr.secs = took.as_secs_f64();
-                                rr.ops_per_sec = 1.0 / rr.secs;
-                                rr.peak_rss_bytes = proc_status_kb(&s.pid.to_string(), "VmHWM:");
-                                rr.settings = "redis-server restart: spawn until INFO says loading:0 (replays the AOF)".into();
-                                servers.insert(i, (name, s));
-                            }
-                            Err(e) => rr.error = Some(e),
+                        let (rr, back) = time_restart(s, &name, "open", rep, a.keys);
+                        if let Some(s) = back {
+                            servers.insert(i, (name, s));
                         }
                         r.record(rr);
                         continue;
@@ -367,9 +343,6 @@ fn run(a: &Args) -> Result<(), String> {
         }
         for w in ON_FRESH.iter().filter(|w| wants(w)) {
             for p in order.iter().filter(|p| runs(p, w)) {
-                if p.starts_with("limit-") && *w != "durable1" {
-                    continue;
-                }
                 let dir = rep_dir.join(format!("fresh-{p}-{w}"));
                 let server = if p.starts_with("redis") {
                     Some(RedisServer::start(&dir, p == "redis-everysec")?.0)
@@ -406,6 +379,44 @@ fn run(a: &Args) -> Result<(), String> {
         out.join("report.md").display()
     );
     Ok(())
+}
+
+/// Restarts a Redis server and times it until the AOF is loaded, checking
+/// that it holds `keys` keys. Returns the result and the running server.
+fn time_restart(
+    s: RedisServer,
+    name: &str,
+    workload: &str,
+    rep: u32,
+    keys: u64,
+) -> (RunResult, Option<RedisServer>) {
+    let mut rr = RunResult {
+        peer: name.to_string(),
+        workload: workload.to_string(),
+        rep,
+        keys,
+        ops: 1,
+        ..RunResult::default()
+    };
+    let restarted = s.restart().and_then(|(s, took)| match s.dbsize() {
+        Ok(n) if n >= keys => Ok((s, took)),
+        Ok(n) => Err(format!("restarted server holds {n} keys, not {keys}")),
+        Err(e) => Err(e),
+    });
+    match restarted {
+        Ok((s, took)) => {
+            rr.secs = took.as_secs_f64();
+            rr.ops_per_sec = 1.0 / rr.secs;
+            rr.peak_rss_bytes = proc_status_kb(&s.pid.to_string(), "VmHWM:");
+            rr.settings = "redis-server restart: spawn until PING answers and INFO says loading:0 (replays the AOF)".into();
+            rr.disk_bytes = Some(disk_usage(&s.dir));
+            (rr, Some(s))
+        }
+        Err(e) => {
+            rr.error = Some(e);
+            (rr, None)
+        }
+    }
 }
 
 /// Loads a store of `keys_10m` keys per peer once, then times its open
@@ -467,35 +478,10 @@ fn open_10m(r: &mut Runner, peers: &[String], data: &Path) -> Result<(), String>
             }
             if let Some(i) = loaded.iter().position(|(n, s)| n == *p && s.is_some()) {
                 let (name, s) = loaded.remove(i);
-                let mut rr = RunResult {
-                    peer: name.clone(),
-                    workload: "open_10m".into(),
-                    rep,
-                    keys: a.keys_10m,
-                    ops: 1,
-                    ..RunResult::default()
+                let (rr, back) = match s {
+                    Some(s) => time_restart(s, &name, "open_10m", rep, a.keys_10m),
+                    None => continue,
                 };
-                let mut back = None;
-                if let Some(s) = s {
-                    match s.restart().and_then(|(s, took)| match s.dbsize() {
-                        Ok(n) if n >= a.keys_10m => Ok((s, took)),
-                        Ok(n) => Err(format!(
-                            "restarted server holds {n} keys, not {}",
-                            a.keys_10m
-                        )),
-                        Err(e) => Err(e),
-                    }) {
-                        Ok((s, took)) => {
-                            rr.secs = took.as_secs_f64();
-                            rr.ops_per_sec = 1.0 / rr.secs;
-                            rr.peak_rss_bytes = proc_status_kb(&s.pid.to_string(), "VmHWM:");
-                            rr.settings = "redis-server restart: spawn until INFO says loading:0 (replays the AOF)".into();
-                            rr.disk_bytes = Some(disk_usage(&s.dir));
-                            back = Some(s);
-                        }
-                        Err(e) => rr.error = Some(e),
-                    }
-                }
                 loaded.insert(i, (name, back));
                 r.record(rr);
                 continue;
