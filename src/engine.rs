@@ -504,9 +504,12 @@ impl Core {
             (Some(Mutex::new(writer)), Some(GroupCommit::new(active)))
         };
         // Recovery's buffers (every hint entry, with its key) are gone now;
-        // hand the memory they took back to the OS.
+        // hand the memory they took back to the OS, when it was much.
+        let loaded: usize = loads.iter().map(|l| l.entries.len()).sum();
         drop(loads);
-        crate::mmap::release_free_memory();
+        if loaded >= recovery::SORTED_MERGE_MIN_ENTRIES {
+            crate::mmap::release_free_memory();
+        }
         log::info!(
             "opened {} with {} keys in {:?} ({} segments from hints, {} scanned)",
             dir.display(),

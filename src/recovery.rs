@@ -575,6 +575,11 @@ pub(crate) fn find_active(vfs: &dyn Vfs, dir: &Path, ids: &[u32]) -> Option<u32>
     None
 }
 
+/// From this many loaded entries on, open sorts them into the index's memory
+/// order before inserting them, and hands the freed memory back to the OS
+/// afterwards (below it everything fits in the caches and neither pays).
+pub(crate) const SORTED_MERGE_MIN_ENTRIES: usize = 1 << 17;
+
 /// Keys up to this long travel inside [`Pending`].
 const PENDING_INLINE: usize = 16;
 
@@ -698,6 +703,12 @@ pub(crate) fn load_all(
 /// Returns the live record bytes per segment, in the order of `loads`.
 pub(crate) fn build_keydir(loads: &[SegmentLoad], now_ms: u64) -> (KeyDir, Vec<u64>) {
     let total: usize = loads.iter().map(|l| l.entries.len()).sum();
+    merge_into_keydir(loads, now_ms, total >= SORTED_MERGE_MIN_ENTRIES)
+}
+
+/// [`build_keydir`], with the sorted merge on or off.
+fn merge_into_keydir(loads: &[SegmentLoad], now_ms: u64, sort: bool) -> (KeyDir, Vec<u64>) {
+    let total: usize = loads.iter().map(|l| l.entries.len()).sum();
     let keydir = KeyDir::with_capacity(total);
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -738,12 +749,24 @@ pub(crate) fn build_keydir(loads: &[SegmentLoad], now_ms: u64) -> (KeyDir, Vec<u
     //    inserting in segment order was bound by random memory accesses.
     //    Threads own disjoint groups, so no two contend for a shard; the
     //    newest record wins whatever the order (`insert_if_newer`).
-    let groups = (threads * 4).min(keydir.shard_count());
+    //    Small stores (which fit in the caches) skip the sort.
+    let groups = if sort { threads * 4 } else { threads }.min(keydir.shard_count());
     let buckets = keydir.buckets_per_shard();
     parallel(&|t| {
-        let mut count = vec![0usize; 1 << 16];
+        let mut count = vec![0usize; if sort { 1 << 16 } else { 0 }];
         for g in (t..groups).step_by(threads) {
             let in_group = |h: u64| KeyDir::shard_of_hash(h) % groups == g;
+            if !sort {
+                for (load, hs) in loads.iter().zip(&hashes) {
+                    for (e, &h) in load.entries.iter().zip(hs) {
+                        if in_group(h) {
+                            let p = Pending::new(h, load.id, 0, 0, e);
+                            keydir.insert_if_newer_hashed(h, &e.key, p.entry());
+                        }
+                    }
+                }
+                continue;
+            }
             count.iter_mut().for_each(|c| *c = 0);
             for hs in &hashes {
                 for &h in hs.iter().filter(|&&h| in_group(h)) {
@@ -981,5 +1004,80 @@ mod tests {
         };
         let d = dedup_newest(&[e(b"a", 1), e(b"b", 2), e(b"a", 3)]);
         assert_eq!(d, vec![e(b"b", 2), e(b"a", 3)]);
+    }
+
+    /// The sorted merge (large stores) and the plain one (small stores)
+    /// build the same index from the same loads: newest sequence number wins
+    /// in any order, tombstones and expired records shadow and then vanish,
+    /// long keys (arena) and short ones (inline) alike.
+    #[test]
+    fn sorted_and_plain_merges_agree() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut seq = 0;
+        let loads: Vec<SegmentLoad> = (1..=4u32)
+            .map(|id| {
+                let entries = (0..3000)
+                    .map(|_| {
+                        let k = next() % 2000;
+                        let mut key = k.to_le_bytes().to_vec();
+                        if k % 3 == 0 {
+                            key.extend_from_slice(&[7u8; 20]); // an arena key
+                        }
+                        seq += 1;
+                        let r = next();
+                        HintEntry {
+                            key,
+                            seq,
+                            expires_at_ms: if r % 7 == 0 {
+                                50
+                            } else if r % 5 == 0 {
+                                500
+                            } else {
+                                0
+                            },
+                            offset: (r % 1000) * 64,
+                            value_len: (r % 100) as u32,
+                            tombstone: r % 11 == 0,
+                        }
+                    })
+                    .collect();
+                SegmentLoad {
+                    id,
+                    len: 1 << 20,
+                    max_seq: 0,
+                    entries,
+                    from_hint: true,
+                    cut: None,
+                    discarded_batch_records: 0,
+                    skipped: Vec::new(),
+                    needs_header: false,
+                    zero_tail: false,
+                    salt: 0,
+                    min_seq: 0,
+                    hint_bytes: 0,
+                    compacted: false,
+                }
+            })
+            .collect();
+        let (sorted, live_sorted) = merge_into_keydir(&loads, 100, true);
+        let (plain, live_plain) = merge_into_keydir(&loads, 100, false);
+        assert_eq!(live_sorted, live_plain);
+        assert_eq!(sorted.raw_len(), plain.raw_len());
+        assert!(plain.raw_len() > 500);
+        let mut seen = 0;
+        for i in 0..plain.shard_count() {
+            plain.read_shard(i).for_each(|k, e| {
+                assert_eq!(sorted.get(k), Some(*e));
+                assert!(!e.is_tombstone() && !e.is_expired(100));
+                seen += 1;
+            });
+        }
+        assert_eq!(seen as u64, plain.raw_len());
     }
 }
