@@ -875,14 +875,7 @@ impl Core {
 
     fn wait(&self, pos: Pos) -> Result<()> {
         let Some(g) = &self.group else { return Ok(()) };
-        match g.wait_durable(pos) {
-            Ok(()) => Ok(()),
-            Err(SyncError::Failed(e)) => {
-                self.poison(format!("fdatasync failed: {e}"));
-                Err(Error::Io(e))
-            }
-            Err(SyncError::Poisoned(cause)) => Err(Error::Poisoned { cause }),
-        }
+        self.sync_result(g.wait_durable(pos), pos.0)
     }
 
     /// Seals the active segment and starts a new one when `incoming` more
@@ -1331,14 +1324,9 @@ impl Core {
                 if self.is_poisoned() {
                     Err(self.poisoned_error())
                 } else {
-                    self.group.as_ref().map_or(Ok(()), |g| match g.sync_all() {
-                        Ok(()) => Ok(()),
-                        Err(SyncError::Failed(e)) => {
-                            self.poison(format!("fdatasync failed: {e}"));
-                            Err(Error::Io(e))
-                        }
-                        Err(SyncError::Poisoned(cause)) => Err(Error::Poisoned { cause }),
-                    })
+                    self.group
+                        .as_ref()
+                        .map_or(Ok(()), |g| self.sync_result(g.sync_all(), g.current().id))
                 }
             }
             None => {
