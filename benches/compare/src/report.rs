@@ -5,6 +5,8 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::result::RunResult;
+use crate::store::Durability;
+use crate::workload::durability_of;
 
 /// Workloads in report order, with the line that explains each.
 const WORKLOADS: &[(&str, &str)] = &[
@@ -74,11 +76,8 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 /// Redis hand every write to the OS before they acknowledge it, so a crash
 /// of the process loses none of them; these three do not.
 fn process_crash_caveat(peer: &str, workload: &str) -> Option<&'static str> {
-    let durable = matches!(
-        workload,
-        "durable1" | "durable8" | "session_durable" | "counter_durable" | "open" | "open_10m"
-    );
-    if durable {
+    // Opens write nothing; durable workloads get every store's durable mode.
+    if is_time(workload) || durability_of(workload) == Durability::Durable {
         return None;
     }
     match peer {
@@ -516,19 +515,12 @@ fn latency_svg(t: &Table, order: &[String]) -> String {
     };
     let mut body = String::new();
     let mut y = 30.0;
-    for wl in [
-        "get_uniform",
-        "get_zipf",
-        "mix95",
-        "mix50",
-        "put",
-        "durable1",
-        "durable8",
-        "session",
-        "session_durable",
-        "counter",
-        "counter_durable",
-    ] {
+    // Every single-operation workload, in report order.
+    let single = WORKLOADS
+        .iter()
+        .map(|(w, _)| *w)
+        .filter(|w| !is_time(w) && !w.starts_with("load"));
+    for wl in single {
         let Some(rows) = t.get(wl) else { continue };
         let _ = writeln!(
             body,

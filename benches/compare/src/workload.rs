@@ -61,7 +61,8 @@ pub const ON_FRESH: &[&str] = &[
     "counter_durable",
 ];
 
-fn durability_of(workload: &str) -> Durability {
+/// The durability class a workload asks every store for.
+pub fn durability_of(workload: &str) -> Durability {
     match workload {
         "durable1" | "durable8" | "session_durable" | "counter_durable" => Durability::Durable,
         "session" | "counter" => Durability::Periodic,
