@@ -1140,7 +1140,16 @@ impl Core {
             match (new, current.is_some()) {
                 (Some(v), _) => self.put_locked(&mut w, key, v, 0)?,
                 (None, true) => self.delete_locked(&mut w, key)?,
-                (None, false) => return Ok(Ok(())),
+                (None, false) => {
+                    // As `delete`: an expired entry is already invisible;
+                    // forget it without writing anything.
+                    if let Some(e) = self.keydir.get(key) {
+                        if e.is_expired(self.now()) {
+                            self.forget_expired(key, &e);
+                        }
+                    }
+                    return Ok(Ok(()));
+                }
             }
         };
         self.finish(pos).map(|()| Ok(()))

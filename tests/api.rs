@@ -311,6 +311,26 @@ fn sweep_removes_expired_keys_and_counts_them_dead() {
     assert!(after.live_bytes < 200, "{after:?}");
 }
 
+/// Found by the `ops` fuzz target: deleting an expired key through
+/// `compare_and_swap(key, None, None)` forgets it at once, as `delete` does,
+/// so that a later sweep has nothing left to count for it.
+#[test]
+fn expired_keys_are_forgotten_by_delete_and_by_swap_to_absent() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(0);
+    let db = open_with_clock(t.path(), &clock);
+    db.put_with_ttl("a", "1", Duration::from_millis(9))
+        .expect("put");
+    db.put_with_ttl("b", "1", Duration::from_millis(9))
+        .expect("put");
+    clock.advance(Duration::from_millis(39));
+    assert!(!db.delete("a").expect("delete"));
+    assert_eq!(db.compare_and_swap("b", None, None).expect("cas"), Ok(()));
+    assert_eq!(db.stats().expired_keys_removed, 2);
+    assert_eq!(db.sweep_expired(), 0);
+    assert_eq!(db.get("b").expect("get"), None);
+}
+
 #[test]
 fn stats_track_writes() {
     let t = tempfile::tempdir().expect("tempdir");
