@@ -29,9 +29,13 @@ use crate::stats::Stats;
 #[derive(Clone)]
 pub struct Db(Arc<Inner>);
 
-struct Inner {
+pub(crate) struct Inner {
     core: Arc<Core>,
     background: Mutex<Vec<JoinHandle<()>>>,
+    /// The options this handle was opened with; keyspaces inherit them.
+    pub(crate) opts: Options,
+    /// Keyspaces opened through this handle, by name.
+    pub(crate) keyspaces: Mutex<std::collections::HashMap<String, Db>>,
 }
 
 impl Drop for Inner {
@@ -81,6 +85,7 @@ impl Db {
     }
 
     pub(crate) fn open_with(path: &Path, opts: Options) -> Result<Db> {
+        let kept = opts.clone();
         let core = if opts.snapshot {
             // A writer's compaction can delete a segment between the
             // listing and the load: list again.
@@ -116,11 +121,17 @@ impl Db {
         Ok(Db(Arc::new(Inner {
             core,
             background: Mutex::new(threads),
+            opts: kept,
+            keyspaces: Mutex::new(std::collections::HashMap::new()),
         })))
     }
 
-    fn core(&self) -> &Core {
+    pub(crate) fn core(&self) -> &Core {
         &self.0.core
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.0
     }
 
     /// Stores `value` under `key`, replacing any previous value and clearing
@@ -501,11 +512,22 @@ impl Db {
     /// [`Error::Io`](crate::Error::Io) if the final fsync fails,
     /// [`Error::Poisoned`](crate::Error::Poisoned) if an earlier write failed.
     pub fn close(&self) -> Result<()> {
+        let keyspaces: Vec<Db> = lock(&self.0.keyspaces).values().cloned().collect();
+        let mut first_error = None;
+        for ks in keyspaces {
+            if let Err(e) = ks.close() {
+                first_error.get_or_insert(e);
+            }
+        }
         self.core().stop_background();
         for h in lock(&self.0.background).drain(..) {
             let _ = h.join();
         }
-        self.core().close()
+        let r = self.core().close();
+        match first_error {
+            Some(e) => Err(e),
+            None => r,
+        }
     }
 
     /// Rewrites the live records of every sealed segment into new segments
@@ -590,6 +612,99 @@ impl Db {
     /// ```
     pub fn sweep_expired(&self) -> u64 {
         self.core().sweep_expired()
+    }
+
+    /// Runs `f` as one atomic read-modify-write: while it runs no other
+    /// write reaches the store, its reads see the store plus its own
+    /// writes, and its writes are applied together as one batch when it
+    /// returns `Ok` (and discarded when it returns `Err`). The call returns
+    /// once the writes are as durable as the [`SyncPolicy`](crate::SyncPolicy)
+    /// says, like any write.
+    ///
+    /// The closure holds the store's write lock: keep it short, and do no
+    /// I/O of your own inside it. Reads through the `Db` are allowed, but a
+    /// write through any `Db` from inside the closure fails with
+    /// [`Error::NestedWrite`](crate::Error::NestedWrite) instead of
+    /// deadlocking.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.put("alice", "100")?;
+    /// // Move 30 from alice to bob, atomically.
+    /// let moved = db.transaction(|tx| {
+    ///     let parse = |v: Option<Vec<u8>>| -> i64 {
+    ///         v.and_then(|v| String::from_utf8(v).ok()?.parse().ok()).unwrap_or(0)
+    ///     };
+    ///     let (a, b) = (parse(tx.get("alice")?), parse(tx.get("bob")?));
+    ///     if a < 30 {
+    ///         return Ok(false);
+    ///     }
+    ///     tx.put("alice", (a - 30).to_string());
+    ///     tx.put("bob", (b + 30).to_string());
+    ///     Ok(true)
+    /// })?;
+    /// assert!(moved);
+    /// assert_eq!(db.get("bob")?, Some(b"30".to_vec()));
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Whatever `f` returns, then the errors of [`Db::write_batch`];
+    /// [`Error::NestedWrite`](crate::Error::NestedWrite) when called from
+    /// inside another transaction's closure.
+    pub fn transaction<R>(&self, f: impl FnOnce(&mut crate::Txn<'_>) -> Result<R>) -> Result<R> {
+        self.core().transact(f)
+    }
+
+    /// Deletes every key of this store (not of its keyspaces), as one
+    /// atomic batch. It costs a scan of the index and one tombstone per
+    /// key; the space comes back at the next compaction.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.put("a", "1")?;
+    /// db.put("b", "2")?;
+    /// assert_eq!(db.clear()?, 2);
+    /// assert!(db.is_empty()?);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Db::write_batch`].
+    pub fn clear(&self) -> Result<u64> {
+        self.delete_prefix(b"")
+    }
+
+    /// Deletes every live key that starts with `prefix`, as one atomic
+    /// batch, and returns how many there were. Like
+    /// [`Db::scan_prefix`], it walks the whole index.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.put("user:1", "a")?;
+    /// db.put("user:2", "b")?;
+    /// db.put("team:1", "c")?;
+    /// assert_eq!(db.delete_prefix("user:")?, 2);
+    /// assert_eq!(db.len()?, 1);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Db::write_batch`].
+    pub fn delete_prefix(&self, prefix: impl AsRef<[u8]>) -> Result<u64> {
+        let prefix = prefix.as_ref();
+        self.transaction(|tx| {
+            let mut keys = Vec::new();
+            self.core()
+                .for_each_live_key(prefix, |k, _, _| keys.push(k.to_vec()));
+            for k in &keys {
+                tx.delete(k);
+            }
+            Ok(keys.len() as u64)
+        })
     }
 }
 

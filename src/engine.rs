@@ -262,7 +262,7 @@ fn check_value(value: &[u8]) -> Result<()> {
 }
 
 /// Absolute expiry for a TTL from `now_ms`; sub-millisecond TTLs round up.
-fn expiry_after(now_ms: u64, ttl: Duration) -> Result<u64> {
+pub(crate) fn expiry_after(now_ms: u64, ttl: Duration) -> Result<u64> {
     if ttl.is_zero() {
         return Err(Error::InvalidTtl);
     }
@@ -291,6 +291,13 @@ fn parse_i64(v: &[u8]) -> Result<i64> {
 }
 
 /// A write to apply to the keydir once its record is on disk.
+/// One write of an atomic batch: a put when `value` is set, else a delete.
+struct WriteOp<'a> {
+    key: &'a [u8],
+    value: Option<&'a [u8]>,
+    expires: u64,
+}
+
 enum Applied<'a> {
     Put { key: &'a [u8], entry: Entry },
     Delete { key: &'a [u8] },
@@ -580,6 +587,7 @@ impl Core {
 
     /// Locks the writer after checking that writes are allowed.
     pub(crate) fn writer(&self) -> Result<MutexGuard<'_, Writer>> {
+        crate::txn::check_not_inside()?;
         self.check_open()?;
         let w = self.writer.as_ref().ok_or(Error::ReadOnly)?;
         let guard = lock(w);
@@ -1160,24 +1168,55 @@ impl Core {
             self.check_open()?;
             return Ok(());
         }
-        let count = u32::try_from(batch.ops.len())
-            .map_err(|_| Error::InvalidOptions("a batch holds at most 2^32-1 operations".into()))?;
-        let mut total = 2 * record::encoded_len(0, 12);
         for op in &batch.ops {
-            match op {
-                BatchOp::Put { key, value, ttl } => {
-                    check_key(key)?;
-                    check_value(value)?;
-                    if ttl.is_some_and(|t| t.is_zero()) {
-                        return Err(Error::InvalidTtl);
-                    }
-                    total += record::encoded_len(key.len() as u32, value.len() as u32);
-                }
-                BatchOp::Delete { key } => {
-                    check_key(key)?;
-                    total += record::encoded_len(key.len() as u32, 0);
+            if let BatchOp::Put { ttl: Some(t), .. } = op {
+                if t.is_zero() {
+                    return Err(Error::InvalidTtl);
                 }
             }
+        }
+        let pos = {
+            let mut w = self.writer()?;
+            let now = self.now();
+            let mut ops = Vec::with_capacity(batch.ops.len());
+            for op in &batch.ops {
+                ops.push(match op {
+                    BatchOp::Put { key, value, ttl } => WriteOp {
+                        key,
+                        value: Some(value),
+                        expires: match ttl {
+                            Some(t) => expiry_after(now, *t)?,
+                            None => 0,
+                        },
+                    },
+                    BatchOp::Delete { key } => WriteOp {
+                        key,
+                        value: None,
+                        expires: 0,
+                    },
+                });
+            }
+            self.write_ops_locked(&mut w, &ops)?
+        };
+        self.finish(pos)
+    }
+
+    /// Appends `ops` as one atomic batch under the writer lock (expiry times
+    /// are absolute Unix milliseconds, 0 for none).
+    fn write_ops_locked(&self, w: &mut Writer, ops: &[WriteOp<'_>]) -> Result<Pos> {
+        let count = u32::try_from(ops.len())
+            .map_err(|_| Error::InvalidOptions("a batch holds at most 2^32-1 operations".into()))?;
+        let mut total = 2 * record::encoded_len(0, 12);
+        for op in ops {
+            check_key(op.key)?;
+            let value_len = match op.value {
+                Some(v) => {
+                    check_value(v)?;
+                    v.len() as u32
+                }
+                None => 0,
+            };
+            total += record::encoded_len(op.key.len() as u32, value_len);
         }
         // A batch starts a fresh segment when it does not fit, so this keeps
         // every record offset below 4 GiB (the index holds 32-bit offsets).
@@ -1186,42 +1225,103 @@ impl Core {
                 "a batch holds at most {MAX_BATCH_BYTES} bytes of records; this one needs {total}"
             )));
         }
-        let pos = {
-            let mut w = self.writer()?;
-            self.maybe_roll(&mut w, total)?;
-            let now = self.now();
-            w.start();
-            let begin = w.next_seq;
-            w.encode(Kind::BatchBegin, begin, 0, b"", &count.to_le_bytes());
-            let mut dead = record::encoded_len(0, 4);
-            let mut applied = Vec::with_capacity(batch.ops.len());
-            for (i, op) in batch.ops.iter().enumerate() {
-                let seq = begin + 1 + i as u64;
-                match op {
-                    BatchOp::Put { key, value, ttl } => {
-                        let expires = match ttl {
-                            Some(t) => expiry_after(now, *t)?,
-                            None => 0,
-                        };
-                        let entry = Self::encode_put(&mut w, FLAG_BATCH, seq, expires, key, value);
-                        applied.push(Applied::Put { key, entry });
-                    }
-                    BatchOp::Delete { key } => {
-                        w.encode_flagged(Kind::Tombstone, FLAG_BATCH, seq, 0, key, b"");
-                        dead += record::encoded_len(key.len() as u32, 0);
-                        applied.push(Applied::Delete { key });
-                    }
+        self.maybe_roll(w, total)?;
+        w.start();
+        let begin = w.next_seq;
+        w.encode(Kind::BatchBegin, begin, 0, b"", &count.to_le_bytes());
+        let mut dead = record::encoded_len(0, 4);
+        let mut applied = Vec::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            let seq = begin + 1 + i as u64;
+            match op.value {
+                Some(value) => {
+                    let entry = Self::encode_put(w, FLAG_BATCH, seq, op.expires, op.key, value);
+                    applied.push(Applied::Put { key: op.key, entry });
+                }
+                None => {
+                    w.encode_flagged(Kind::Tombstone, FLAG_BATCH, seq, 0, op.key, b"");
+                    dead += record::encoded_len(op.key.len() as u32, 0);
+                    applied.push(Applied::Delete { key: op.key });
                 }
             }
-            let mut commit = [0u8; 12];
-            commit[..8].copy_from_slice(&begin.to_le_bytes());
-            commit[8..].copy_from_slice(&count.to_le_bytes());
-            let commit_seq = begin + 1 + u64::from(count);
-            w.encode(Kind::BatchCommit, commit_seq, 0, b"", &commit);
-            dead += record::encoded_len(0, 12);
-            self.append(&mut w, u64::from(count) + 2, &applied, dead)?
+        }
+        let mut commit = [0u8; 12];
+        commit[..8].copy_from_slice(&begin.to_le_bytes());
+        commit[8..].copy_from_slice(&count.to_le_bytes());
+        let commit_seq = begin + 1 + u64::from(count);
+        w.encode(Kind::BatchCommit, commit_seq, 0, b"", &commit);
+        dead += record::encoded_len(0, 12);
+        self.append(w, u64::from(count) + 2, &applied, dead)
+    }
+
+    /// Runs `f` under the writer lock: its reads see no concurrent write,
+    /// and its writes are appended as one atomic batch (a single record when
+    /// it makes one write), then waited for as the sync policy says.
+    pub(crate) fn transact<R>(
+        &self,
+        f: impl FnOnce(&mut crate::txn::Txn<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let pos = {
+            let mut w = self.writer()?;
+            let _inside = crate::txn::Inside::enter()?;
+            let mut tx = crate::txn::Txn::new(self, self.now());
+            let r = f(&mut tx)?;
+            let writes = tx.into_writes();
+            if writes.is_empty() {
+                return Ok(r);
+            }
+            let ops: Vec<WriteOp<'_>> = writes
+                .iter()
+                .map(|(k, v)| WriteOp {
+                    key: k,
+                    value: v.as_ref().map(|(v, _)| v.as_slice()),
+                    expires: v.as_ref().map_or(0, |(_, e)| *e),
+                })
+                .collect();
+            let pos = if let [op] = ops.as_slice() {
+                match op.value {
+                    Some(v) => {
+                        check_key(op.key)?;
+                        check_value(v)?;
+                        self.put_locked(&mut w, op.key, v, op.expires)?
+                    }
+                    None => {
+                        check_key(op.key)?;
+                        self.delete_locked(&mut w, op.key)?
+                    }
+                }
+            } else {
+                self.write_ops_locked(&mut w, &ops)?
+            };
+            (pos, r)
         };
-        self.finish(pos)
+        self.finish(pos.0)?;
+        Ok(pos.1)
+    }
+
+    /// The live value of `key` and its expiry (Unix ms, 0 for none), for a
+    /// read inside [`Core::transact`].
+    pub(crate) fn read_live(&self, key: &[u8]) -> Result<Option<(Vec<u8>, u64)>> {
+        check_key(key)?;
+        Ok(self.current(key)?.map(|(e, v)| (v, e.expires_at_ms)))
+    }
+
+    /// Calls `f` with each live key starting with `prefix`, its value length
+    /// and its expiry (Unix ms, 0 for none), without reading values.
+    pub(crate) fn for_each_live_key(&self, prefix: &[u8], mut f: impl FnMut(&[u8], u32, u64)) {
+        let now = self.now();
+        for i in 0..self.keydir.shard_count() {
+            let shard = self.keydir.read_shard(i);
+            shard.for_each(|key, e| {
+                if key.starts_with(prefix) && !e.is_expired(now) {
+                    f(key, e.value_len, e.expires_at_ms);
+                }
+            });
+        }
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.now()
     }
 
     pub(crate) fn sync(&self) -> Result<()> {

@@ -76,6 +76,14 @@ pub enum Error {
     Closed,
     /// An option has a value cairn cannot work with.
     InvalidOptions(String),
+    /// A write through a [`Db`](crate::Db) was attempted on the thread that
+    /// is running a [`Db::transaction`](crate::Db::transaction) closure;
+    /// write through the [`Txn`](crate::Txn) instead. Nothing was written.
+    NestedWrite,
+    /// A value stored by one of cairn's modules ([`session`](crate::session),
+    /// [`cache`](crate::cache), [`limits`](crate::limits)) could not be
+    /// decoded: it was written by something else under the module's keys.
+    Malformed(String),
     /// A typed value could not be encoded or decoded (the `serde` feature).
     #[cfg(feature = "serde")]
     Serde(postcard::Error),
@@ -123,6 +131,11 @@ impl fmt::Display for Error {
             Error::ReadOnly => write!(f, "the store was opened read-only"),
             Error::Closed => write!(f, "the store has been closed"),
             Error::InvalidOptions(msg) => write!(f, "invalid options: {msg}"),
+            Error::NestedWrite => write!(
+                f,
+                "a write through the Db inside its own transaction closure would deadlock; write through the Txn"
+            ),
+            Error::Malformed(what) => write!(f, "malformed module value: {what}"),
             #[cfg(feature = "serde")]
             Error::Serde(e) => write!(f, "could not encode or decode a typed value: {e}"),
         }

@@ -118,6 +118,20 @@ pub fn verify(dir: impl AsRef<Path>, quick: bool) -> Result<VerifyReport> {
     let mut names = vfs.list(dir)?;
     names.sort();
     for name in &names {
+        if name == crate::keyspace::KEYSPACES_DIR && std::path::Path::new(&dir.join(name)).is_dir()
+        {
+            // Each keyspace is a store of its own: verify it the same way.
+            let mut subs = vfs.list(&dir.join(name))?;
+            subs.sort();
+            for sub in subs {
+                let r = verify(dir.join(name).join(sub), quick)?;
+                report.segments += r.segments;
+                report.records += r.records;
+                report.hints += r.hints;
+                report.problems.extend(r.problems);
+            }
+            continue;
+        }
         let known = name == fsutil::LOCK_FILE
             || name == crate::compaction::MANIFEST
             || fsutil::parse_file_name(name).is_some();

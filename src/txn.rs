@@ -1,0 +1,219 @@
+//! Read-modify-write transactions: a closure that runs under the writer
+//! lock, whose writes become one atomic batch.
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use crate::engine::{expiry_after, Core, Ttl};
+use crate::error::{Error, Result};
+
+thread_local! {
+    /// Set while this thread runs a transaction closure (and so holds a
+    /// writer lock): a write through any `Db` from here would wait on a
+    /// lock this thread may hold.
+    static INSIDE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks the current thread as inside a transaction until dropped.
+pub(crate) struct Inside(());
+
+impl Inside {
+    pub(crate) fn enter() -> Result<Inside> {
+        if INSIDE.with(Cell::get) {
+            return Err(Error::NestedWrite);
+        }
+        INSIDE.with(|c| c.set(true));
+        Ok(Inside(()))
+    }
+}
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        INSIDE.with(|c| c.set(false));
+    }
+}
+
+/// Refuses a write from inside a transaction closure.
+pub(crate) fn check_not_inside() -> Result<()> {
+    if INSIDE.with(Cell::get) {
+        Err(Error::NestedWrite)
+    } else {
+        Ok(())
+    }
+}
+
+/// A pending write: the value and its absolute expiry (Unix ms, 0 for
+/// none), or `None` for a delete.
+pub(crate) type PendingWrite = (Vec<u8>, Option<(Vec<u8>, u64)>);
+
+/// The view of the store inside [`Db::transaction`](crate::Db::transaction).
+///
+/// Reads see the store as of the start of the closure plus the closure's
+/// own writes; no other writer runs until the closure returns. The writes
+/// are applied together, as one atomic batch, when the closure returns
+/// `Ok`, and are dropped when it returns `Err`.
+pub struct Txn<'a> {
+    core: &'a Core,
+    now: u64,
+    writes: Vec<PendingWrite>,
+}
+
+impl std::fmt::Debug for Txn<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Txn")
+            .field("pending_writes", &self.writes.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Txn<'a> {
+    pub(crate) fn new(core: &'a Core, now: u64) -> Txn<'a> {
+        Txn {
+            core,
+            now,
+            writes: Vec::new(),
+        }
+    }
+
+    pub(crate) fn into_writes(self) -> Vec<PendingWrite> {
+        self.writes
+    }
+
+    /// The clock reading taken when the transaction started (Unix ms).
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.now
+    }
+
+    fn pending(&self, key: &[u8]) -> Option<&Option<(Vec<u8>, u64)>> {
+        self.writes.iter().find(|(k, _)| k == key).map(|(_, w)| w)
+    }
+
+    /// The live value of `key` and its expiry (Unix ms, 0 for none).
+    pub(crate) fn get_entry(&self, key: &[u8]) -> Result<Option<(Vec<u8>, u64)>> {
+        match self.pending(key) {
+            Some(w) => Ok(w.clone()),
+            None => Ok(self
+                .core
+                .read_live(key)?
+                .filter(|(_, e)| *e == 0 || *e > self.now)),
+        }
+    }
+
+    /// Queues a write with an absolute expiry (Unix ms, 0 for none).
+    pub(crate) fn put_expiring_at(&mut self, key: &[u8], value: Vec<u8>, expires: u64) {
+        self.set(key, Some((value, expires)));
+    }
+
+    fn set(&mut self, key: &[u8], w: Option<(Vec<u8>, u64)>) {
+        match self.writes.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = w,
+            None => self.writes.push((key.to_vec(), w)),
+        }
+    }
+
+    /// The value of `key`, including this transaction's own writes.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.transaction(|tx| {
+    ///     assert_eq!(tx.get("k")?, None);
+    ///     tx.put("k", "v");
+    ///     assert_eq!(tx.get("k")?, Some(b"v".to_vec()));
+    ///     Ok(())
+    /// })?;
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::KeyTooLarge`], or [`Error::Io`] / [`Error::Corruption`] when
+    /// the value cannot be read.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        Ok(self.get_entry(key.as_ref())?.map(|(v, _)| v))
+    }
+
+    /// The time-to-live of `key`, including this transaction's own writes.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.put("k", "v")?;
+    /// db.transaction(|tx| {
+    ///     assert_eq!(tx.ttl("k")?, cairn::Ttl::Persistent);
+    ///     Ok(())
+    /// })?;
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Txn::get`].
+    pub fn ttl(&self, key: impl AsRef<[u8]>) -> Result<Ttl> {
+        Ok(match self.get_entry(key.as_ref())? {
+            None => Ttl::Missing,
+            Some((_, 0)) => Ttl::Persistent,
+            Some((_, e)) => Ttl::Expires(Duration::from_millis(e.saturating_sub(self.now))),
+        })
+    }
+
+    /// Queues a put of `value` under `key` with no expiry.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.transaction(|tx| {
+    ///     tx.put("a", "1");
+    ///     tx.put("b", "2");
+    ///     Ok(())
+    /// })?;
+    /// assert_eq!(db.get("b")?, Some(b"2".to_vec()));
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.set(key.as_ref(), Some((value.as_ref().to_vec(), 0)));
+    }
+
+    /// Queues a put of `value` under `key` that expires `ttl` after the
+    /// transaction started.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.transaction(|tx| tx.put_with_ttl("k", "v", Duration::from_secs(60)))?;
+    /// assert!(matches!(db.ttl("k")?, cairn::Ttl::Expires(_)));
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidTtl`] for a zero `ttl`.
+    pub fn put_with_ttl(
+        &mut self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        ttl: Duration,
+    ) -> Result<()> {
+        let expires = expiry_after(self.now, ttl)?;
+        self.set(key.as_ref(), Some((value.as_ref().to_vec(), expires)));
+        Ok(())
+    }
+
+    /// Queues a delete of `key`.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.put("a", "1")?;
+    /// db.transaction(|tx| {
+    ///     let v = tx.get("a")?.unwrap_or_default();
+    ///     tx.delete("a");
+    ///     tx.put("b", v);
+    ///     Ok(())
+    /// })?;
+    /// assert_eq!(db.get("a")?, None);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    pub fn delete(&mut self, key: impl AsRef<[u8]>) {
+        self.set(key.as_ref(), None);
+    }
+}
