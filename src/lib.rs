@@ -44,6 +44,7 @@ mod inspect;
 mod iter;
 mod keydir;
 mod keyspace;
+pub mod limits;
 mod mmap;
 mod options;
 mod rand;

@@ -1,0 +1,491 @@
+//! Rate limits and idempotency keys that survive restarts.
+//!
+//! - [`FixedWindow`]: at most `limit` units per window, the window starting
+//!   at a key's first request (Redis's `INCR` + `EXPIRE` pattern, in one
+//!   atomic write).
+//! - [`Gcra`]: the generic cell rate algorithm, a smooth limiter: `limit`
+//!   units per period, spread evenly, with bursts of up to `burst`.
+//! - [`Idempotency`]: claim an operation exactly once, store its outcome,
+//!   and hand that outcome to retries.
+//!
+//! Each decision is one [`Db::transaction`]: atomic under any concurrency,
+//! and as durable as the store's [`SyncPolicy`](crate::SyncPolicy). A
+//! refused request writes nothing. Several limiters can share a keyspace:
+//! each one's keys start with its name.
+//!
+//! ```
+//! use std::time::Duration;
+//! let dir = tempfile::tempdir()?;
+//! let db = cairn::Db::open(dir.path())?;
+//! let login = cairn::limits::FixedWindow::new(db.keyspace("limits")?, "login", 5, Duration::from_secs(60))?;
+//! for _ in 0..5 {
+//!     assert!(login.check("10.0.0.1")?.allowed);
+//! }
+//! let d = login.check("10.0.0.1")?;
+//! assert!(!d.allowed);
+//! assert!(d.retry_after > Duration::ZERO);
+//! # Ok::<(), cairn::Error>(())
+//! ```
+
+use std::time::Duration;
+
+use crate::db::Db;
+use crate::error::{Error, Result};
+
+/// What a limiter decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the request may go ahead (and was counted).
+    pub allowed: bool,
+    /// The limit the decision was made against.
+    pub limit: u64,
+    /// How many more units would be allowed right now.
+    pub remaining: u64,
+    /// When refused, how long until the same request would be allowed;
+    /// zero when allowed.
+    pub retry_after: Duration,
+    /// How long until the limiter is back to its full allowance.
+    pub reset_after: Duration,
+}
+
+fn named_key(name: &str, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(2 + name.len() + key.len());
+    k.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    k.extend_from_slice(name.as_bytes());
+    k.extend_from_slice(key);
+    k
+}
+
+fn check_name(name: &str) -> Result<()> {
+    if name.len() > 255 {
+        return Err(Error::InvalidOptions(
+            "a limiter name holds at most 255 bytes".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn u64_value(v: &[u8], what: &str) -> Result<u64> {
+    let b: [u8; 8] = v
+        .try_into()
+        .map_err(|_| Error::Malformed(format!("{what}: expected 8 bytes, found {}", v.len())))?;
+    Ok(u64::from_le_bytes(b))
+}
+
+fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A fixed-window counter: at most `limit` units per `window` per key,
+/// each key's window starting at its first request.
+#[derive(Clone, Debug)]
+pub struct FixedWindow {
+    db: Db,
+    name: String,
+    limit: u64,
+    window_ms: u64,
+}
+
+impl FixedWindow {
+    /// A limiter named `name` in `db`, allowing `limit` units per `window`.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// let api = cairn::limits::FixedWindow::new(db, "api", 100, Duration::from_secs(1))?;
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidOptions`] for a zero `limit`, a window under a
+    /// millisecond or a name over 255 bytes.
+    pub fn new(db: Db, name: &str, limit: u64, window: Duration) -> Result<FixedWindow> {
+        check_name(name)?;
+        if limit == 0 || ms(window) == 0 {
+            return Err(Error::InvalidOptions(
+                "a fixed window needs a limit above zero and a window of at least 1 ms".into(),
+            ));
+        }
+        Ok(FixedWindow {
+            db,
+            name: name.to_string(),
+            limit,
+            window_ms: ms(window),
+        })
+    }
+
+    /// Counts one unit for `key` if the window allows it.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// let l = cairn::limits::FixedWindow::new(db, "api", 2, Duration::from_secs(1))?;
+    /// assert_eq!(l.check("k")?.remaining, 1);
+    /// assert_eq!(l.check("k")?.remaining, 0);
+    /// assert!(!l.check("k")?.allowed);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// The errors of a write, [`Error::KeyTooLarge`], and
+    /// [`Error::Malformed`] if something else wrote under the limiter's keys.
+    pub fn check(&self, key: impl AsRef<[u8]>) -> Result<Decision> {
+        self.check_n(key, 1)
+    }
+
+    /// Counts `cost` units for `key` if the window allows all of them
+    /// (nothing is counted otherwise).
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// let l = cairn::limits::FixedWindow::new(db, "bytes", 1000, Duration::from_secs(1))?;
+    /// assert!(l.check_n("k", 800)?.allowed);
+    /// assert!(!l.check_n("k", 300)?.allowed);
+    /// assert!(l.check_n("k", 200)?.allowed);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`FixedWindow::check`].
+    pub fn check_n(&self, key: impl AsRef<[u8]>, cost: u64) -> Result<Decision> {
+        let k = named_key(&self.name, key.as_ref());
+        self.db.transaction(|tx| {
+            let now = tx.now_ms();
+            let (count, expires) = match tx.get_entry(&k)? {
+                Some((v, e)) => (u64_value(&v, "fixed-window counter")?, e),
+                None => (0, now.saturating_add(self.window_ms)),
+            };
+            let reset_after = Duration::from_millis(expires.saturating_sub(now));
+            let after = count.saturating_add(cost);
+            if after > self.limit {
+                return Ok(Decision {
+                    allowed: false,
+                    limit: self.limit,
+                    remaining: self.limit.saturating_sub(count),
+                    retry_after: if cost > self.limit {
+                        Duration::MAX
+                    } else {
+                        reset_after
+                    },
+                    reset_after,
+                });
+            }
+            tx.put_expiring_at(&k, after.to_le_bytes().to_vec(), expires);
+            Ok(Decision {
+                allowed: true,
+                limit: self.limit,
+                remaining: self.limit - after,
+                retry_after: Duration::ZERO,
+                reset_after,
+            })
+        })
+    }
+}
+
+/// The generic cell rate algorithm: `limit` units per `period`, spread
+/// evenly (one every `period / limit`), with bursts of up to `burst`
+/// units (by default `limit`). It keeps one timestamp per key.
+#[derive(Clone, Debug)]
+pub struct Gcra {
+    db: Db,
+    name: String,
+    limit: u64,
+    /// The emission interval, in microseconds.
+    interval_us: u64,
+    burst: u64,
+}
+
+impl Gcra {
+    /// A limiter named `name` in `db`, allowing `limit` units per `period`
+    /// with bursts of up to `limit`.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// let l = cairn::limits::Gcra::new(db, "api", 10, Duration::from_secs(1))?.burst(2);
+    /// assert!(l.check("k")?.allowed);
+    /// assert!(l.check("k")?.allowed);
+    /// let d = l.check("k")?; // the burst is spent: one more every 100 ms
+    /// assert!(!d.allowed);
+    /// assert!(d.retry_after <= Duration::from_millis(100));
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidOptions`] for a zero `limit`, or a `period` shorter
+    /// than `limit` microseconds.
+    pub fn new(db: Db, name: &str, limit: u64, period: Duration) -> Result<Gcra> {
+        check_name(name)?;
+        let period_us = u64::try_from(period.as_micros()).unwrap_or(u64::MAX);
+        if limit == 0 || period_us / limit == 0 {
+            return Err(Error::InvalidOptions(
+                "GCRA needs a limit above zero and at least 1 µs per unit".into(),
+            ));
+        }
+        Ok(Gcra {
+            db,
+            name: name.to_string(),
+            limit,
+            interval_us: period_us / limit,
+            burst: limit,
+        })
+    }
+
+    /// Sets the largest burst (at least 1).
+    #[must_use]
+    pub fn burst(mut self, burst: u64) -> Gcra {
+        self.burst = burst.max(1);
+        self
+    }
+
+    /// Admits one unit for `key` if the rate allows it.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// let l = cairn::limits::Gcra::new(db, "api", 3, Duration::from_secs(3))?;
+    /// assert_eq!(l.check("k")?.remaining, 2);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`FixedWindow::check`].
+    pub fn check(&self, key: impl AsRef<[u8]>) -> Result<Decision> {
+        self.check_n(key, 1)
+    }
+
+    /// Admits `cost` units for `key` if the rate allows all of them.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// let l = cairn::limits::Gcra::new(db, "api", 10, Duration::from_secs(1))?;
+    /// assert!(l.check_n("k", 10)?.allowed);
+    /// assert!(!l.check_n("k", 1)?.allowed);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`FixedWindow::check`].
+    pub fn check_n(&self, key: impl AsRef<[u8]>, cost: u64) -> Result<Decision> {
+        let k = named_key(&self.name, key.as_ref());
+        let t = self.interval_us;
+        let capacity = t.saturating_mul(self.burst);
+        self.db.transaction(|tx| {
+            let now = tx.now_ms().saturating_mul(1000);
+            let tat = match tx.get_entry(&k)? {
+                Some((v, _)) => u64_value(&v, "GCRA timestamp")?.max(now),
+                None => now,
+            };
+            let new_tat = tat.saturating_add(t.saturating_mul(cost));
+            // The earliest time at which `new_tat` fits in the burst.
+            let allow_at = new_tat.saturating_sub(capacity);
+            let us = Duration::from_micros;
+            if now < allow_at || cost > self.burst {
+                return Ok(Decision {
+                    allowed: false,
+                    limit: self.burst,
+                    remaining: capacity.saturating_sub(tat - now) / t,
+                    retry_after: if cost > self.burst {
+                        Duration::MAX
+                    } else {
+                        us(allow_at - now)
+                    },
+                    reset_after: us(tat - now),
+                });
+            }
+            // Kept until the bucket is full again; then it can go.
+            let expires_ms = new_tat.div_ceil(1000).max(now / 1000 + 1);
+            tx.put_expiring_at(&k, new_tat.to_le_bytes().to_vec(), expires_ms);
+            Ok(Decision {
+                allowed: true,
+                limit: self.burst,
+                remaining: capacity.saturating_sub(new_tat - now) / t,
+                retry_after: Duration::ZERO,
+                reset_after: us(new_tat - now),
+            })
+        })
+    }
+
+    /// The limit per period this limiter was made with.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+}
+
+/// What [`Idempotency::begin`] found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Begin {
+    /// This caller claimed the operation: run it, then call
+    /// [`Idempotency::complete`] (or [`Idempotency::abort`] on failure).
+    Started,
+    /// An earlier attempt claimed it and has not completed yet.
+    InProgress {
+        /// When that attempt claimed it (Unix milliseconds).
+        started_unix_ms: u64,
+    },
+    /// An earlier attempt completed it with this outcome.
+    Completed(Vec<u8>),
+}
+
+/// Idempotency keys: each key's operation runs once, and retries get its
+/// stored outcome.
+#[derive(Clone, Debug)]
+pub struct Idempotency {
+    db: Db,
+    lease_ms: Option<u64>,
+}
+
+const CLAIMED: u8 = 0;
+const DONE: u8 = 1;
+
+impl Idempotency {
+    /// Idempotency keys stored in `db`, usually a keyspace of their own.
+    /// A claim lasts as long as the key's TTL unless a lease is set.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// let idem = cairn::limits::Idempotency::new(db.keyspace("idempotency")?);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    pub fn new(db: Db) -> Idempotency {
+        Idempotency { db, lease_ms: None }
+    }
+
+    /// A claim that has not completed within `lease` may be taken over by
+    /// a later [`Idempotency::begin`] (the first worker is presumed dead).
+    #[must_use]
+    pub fn lease(mut self, lease: Duration) -> Idempotency {
+        self.lease_ms = Some(ms(lease).max(1));
+        self
+    }
+
+    /// Claims `key` for `ttl` (which also bounds how long the outcome is
+    /// kept), or reports the earlier attempt's state.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use cairn::limits::{Begin, Idempotency};
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// let idem = Idempotency::new(db);
+    /// let day = Duration::from_secs(86_400);
+    /// assert_eq!(idem.begin("order-42", day)?, Begin::Started);
+    /// assert!(matches!(idem.begin("order-42", day)?, Begin::InProgress { .. }));
+    /// idem.complete("order-42", b"201 Created")?;
+    /// assert_eq!(idem.begin("order-42", day)?, Begin::Completed(b"201 Created".to_vec()));
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidTtl`] for a zero `ttl`, the errors of a write, and
+    /// [`Error::Malformed`] if something else wrote under `key`.
+    pub fn begin(&self, key: impl AsRef<[u8]>, ttl: Duration) -> Result<Begin> {
+        if ttl.is_zero() {
+            return Err(Error::InvalidTtl);
+        }
+        let key = key.as_ref();
+        self.db.transaction(|tx| {
+            let now = tx.now_ms();
+            if let Some((v, _)) = tx.get_entry(key)? {
+                match decode(&v)? {
+                    (DONE, _, out) => return Ok(Begin::Completed(out.to_vec())),
+                    (_, started, _) => {
+                        let stale = self
+                            .lease_ms
+                            .is_some_and(|l| now >= started.saturating_add(l));
+                        if !stale {
+                            return Ok(Begin::InProgress {
+                                started_unix_ms: started,
+                            });
+                        }
+                    }
+                }
+            }
+            let mut v = vec![CLAIMED];
+            v.extend_from_slice(&now.to_le_bytes());
+            tx.put_with_ttl(key, v, ttl)?;
+            Ok(Begin::Started)
+        })
+    }
+
+    /// Stores the outcome of the claimed operation `key`, keeping the TTL
+    /// given to [`Idempotency::begin`]. Returns `false` (and stores nothing)
+    /// when `key` is not claimed: it expired, was aborted, or was already
+    /// completed.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// let idem = cairn::limits::Idempotency::new(db);
+    /// idem.begin("k", Duration::from_secs(60))?;
+    /// assert!(idem.complete("k", b"done")?);
+    /// assert!(!idem.complete("k", b"again")?);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Idempotency::begin`].
+    pub fn complete(&self, key: impl AsRef<[u8]>, outcome: impl AsRef<[u8]>) -> Result<bool> {
+        let key = key.as_ref();
+        self.db.transaction(|tx| {
+            let Some((v, expires)) = tx.get_entry(key)? else {
+                return Ok(false);
+            };
+            let (state, started, _) = decode(&v)?;
+            if state != CLAIMED {
+                return Ok(false);
+            }
+            let mut v = vec![DONE];
+            v.extend_from_slice(&started.to_le_bytes());
+            v.extend_from_slice(outcome.as_ref());
+            tx.put_expiring_at(key, v, expires);
+            Ok(true)
+        })
+    }
+
+    /// Releases the claim on `key` after a failed attempt, so that a retry
+    /// can start over. Returns whether there was a claim to release; a
+    /// completed outcome is never removed.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use cairn::limits::{Begin, Idempotency};
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// let idem = Idempotency::new(db);
+    /// idem.begin("k", Duration::from_secs(60))?;
+    /// assert!(idem.abort("k")?);
+    /// assert_eq!(idem.begin("k", Duration::from_secs(60))?, Begin::Started);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Idempotency::begin`].
+    pub fn abort(&self, key: impl AsRef<[u8]>) -> Result<bool> {
+        let key = key.as_ref();
+        self.db.transaction(|tx| match tx.get_entry(key)? {
+            Some((v, _)) if decode(&v)?.0 == CLAIMED => {
+                tx.delete(key);
+                Ok(true)
+            }
+            _ => Ok(false),
+        })
+    }
+}
+
+fn decode(v: &[u8]) -> Result<(u8, u64, &[u8])> {
+    if v.len() < 9 || v[0] > DONE {
+        return Err(Error::Malformed("idempotency record".into()));
+    }
+    Ok((v[0], u64_value(&v[1..9], "idempotency record")?, &v[9..]))
+}
