@@ -241,7 +241,7 @@ impl std::fmt::Display for CasConflict {
 
 impl std::error::Error for CasConflict {}
 
-fn check_key(key: &[u8]) -> Result<()> {
+pub(crate) fn check_key(key: &[u8]) -> Result<()> {
     if key.len() > MAX_KEY_BYTES as usize {
         return Err(Error::KeyTooLarge {
             len: key.len(),
@@ -251,7 +251,7 @@ fn check_key(key: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn check_value(value: &[u8]) -> Result<()> {
+pub(crate) fn check_value(value: &[u8]) -> Result<()> {
     if value.len() > MAX_VALUE_BYTES as usize {
         return Err(Error::ValueTooLarge {
             len: value.len(),

@@ -31,11 +31,13 @@
 #![warn(missing_debug_implementations)]
 
 mod batch;
+pub mod cache;
 mod clock;
 mod compaction;
 mod db;
 mod engine;
 mod error;
+mod eviction;
 mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;

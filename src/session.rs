@@ -233,7 +233,7 @@ impl Record {
 
 /// A user's index: the selectors of their sessions.
 fn decode_index(v: &[u8]) -> Result<Vec<[u8; SELECTOR_BYTES]>> {
-    if v.first() != Some(&FORMAT) || (v.len() - 1) % SELECTOR_BYTES != 0 {
+    if v.first() != Some(&FORMAT) || !(v.len() - 1).is_multiple_of(SELECTOR_BYTES) {
         return Err(Error::Malformed("session user index".into()));
     }
     Ok(v[1..]
