@@ -1,0 +1,650 @@
+//! Model-based tests of the session, limits and cache modules: random
+//! operation sequences, with clock advances, clean reopens and simulated
+//! process crashes (opening a copy of the files taken while the store is
+//! open), checked step by step against plain in-memory models.
+//!
+//! `CAIRN_MODEL_CASES=2000 cargo test --release --test modules_model` runs
+//! a longer soak (the default is 64 cases per module).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cairn::cache::{Cache, CacheOptions};
+use cairn::limits::{FixedWindow, Gcra};
+use cairn::session::{SessionId, Sessions};
+use cairn::{Db, ManualClock, Options, SyncPolicy};
+use proptest::prelude::*;
+use proptest::test_runner::Config;
+
+const START_MS: u64 = 1_700_000_000_000;
+
+fn cases() -> u32 {
+    std::env::var("CAIRN_MODEL_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64)
+}
+
+/// How a step restarts the store.
+#[derive(Clone, Copy, Debug)]
+enum Restart {
+    /// `close()`, then open.
+    Clean,
+    /// Open a copy of the files taken while the store is open (what a
+    /// `kill -9` leaves), then drop the original.
+    Crash,
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for e in std::fs::read_dir(from).expect("read_dir") {
+        let e = e.expect("entry");
+        let target = to.join(e.file_name());
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &target);
+        } else if e.file_name() != "LOCK" {
+            std::fs::copy(e.path(), target).expect("copy");
+        }
+    }
+}
+
+/// A store in a temporary directory that can be restarted.
+struct Harness {
+    root: tempfile::TempDir,
+    dir: PathBuf,
+    gen: u32,
+    clock: ManualClock,
+    policy: SyncPolicy,
+    db: Option<Db>,
+}
+
+impl Harness {
+    fn new(policy: SyncPolicy) -> Harness {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("0");
+        let clock = ManualClock::new(START_MS);
+        let mut h = Harness {
+            root,
+            dir,
+            gen: 0,
+            clock,
+            policy,
+            db: None,
+        };
+        h.open();
+        h
+    }
+
+    fn open(&mut self) {
+        self.db = Some(
+            Options::new()
+                .sync_policy(self.policy)
+                .clock(self.clock.clone())
+                .max_segment_bytes(8192)
+                .open(&self.dir)
+                .expect("open"),
+        );
+    }
+
+    fn db(&self) -> &Db {
+        self.db.as_ref().expect("open")
+    }
+
+    fn restart(&mut self, how: Restart) {
+        match how {
+            Restart::Clean => {
+                let db = self.db.take().expect("open");
+                db.close().expect("close");
+                drop(db);
+            }
+            Restart::Crash => {
+                self.gen += 1;
+                let copy = self.root.path().join(self.gen.to_string());
+                copy_dir(&self.dir, &copy);
+                drop(self.db.take());
+                self.dir = copy;
+            }
+        }
+        self.open();
+    }
+
+    fn advance(&self, ms: u64) {
+        self.clock.advance(Duration::from_millis(ms));
+    }
+
+    fn now(&self) -> u64 {
+        START_MS + self.clock_offset()
+    }
+
+    fn clock_offset(&self) -> u64 {
+        use cairn::Clock;
+        self.clock.now_unix_ms() - START_MS
+    }
+}
+
+fn restart_strategy() -> impl Strategy<Value = Restart> {
+    prop_oneof![Just(Restart::Clean), Just(Restart::Crash)]
+}
+
+fn policy_strategy() -> impl Strategy<Value = SyncPolicy> {
+    prop_oneof![
+        3 => Just(SyncPolicy::Always),
+        1 => Just(SyncPolicy::EveryMillis(5)),
+    ]
+}
+
+// ----- sessions -------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+enum SOp {
+    Create {
+        user: Option<u8>,
+        data: u8,
+        ttl: u64,
+    },
+    Get(usize),
+    Touch(usize),
+    GetAndTouch(usize),
+    Update(usize, u8),
+    Rotate(usize),
+    Revoke(usize),
+    RevokeAll(u8),
+    List(u8),
+    Advance(u64),
+    Restart(Restart),
+}
+
+fn sop() -> impl Strategy<Value = SOp> {
+    prop_oneof![
+        4 => (proptest::option::of(0u8..3), any::<u8>(), 1u64..300)
+            .prop_map(|(user, data, ttl)| SOp::Create { user, data, ttl }),
+        3 => any::<usize>().prop_map(SOp::Get),
+        2 => any::<usize>().prop_map(SOp::Touch),
+        2 => any::<usize>().prop_map(SOp::GetAndTouch),
+        2 => (any::<usize>(), any::<u8>()).prop_map(|(i, d)| SOp::Update(i, d)),
+        2 => any::<usize>().prop_map(SOp::Rotate),
+        2 => any::<usize>().prop_map(SOp::Revoke),
+        1 => (0u8..3).prop_map(SOp::RevokeAll),
+        2 => (0u8..3).prop_map(SOp::List),
+        3 => (0u64..200).prop_map(SOp::Advance),
+        1 => restart_strategy().prop_map(SOp::Restart),
+    ]
+}
+
+#[derive(Clone, Debug)]
+struct MSession {
+    data: Vec<u8>,
+    user: Option<String>,
+    created: u64,
+    idle: u64,
+    expires: u64,
+}
+
+const MAX_LIFETIME_MS: u64 = 500;
+
+fn user_name(u: u8) -> String {
+    format!("user-{u}")
+}
+
+fn run_sessions(policy: SyncPolicy, ops: Vec<SOp>) -> Result<(), TestCaseError> {
+    let mut h = Harness::new(policy);
+    let open = |h: &Harness| {
+        Sessions::new(h.db().keyspace("sessions").expect("keyspace"))
+            .max_lifetime(Duration::from_millis(MAX_LIFETIME_MS))
+    };
+    let mut s = open(&h);
+    // Every id handed out, live or not, and the model of the live ones.
+    let mut ids: Vec<SessionId> = Vec::new();
+    let mut model: BTreeMap<String, MSession> = BTreeMap::new();
+    let pick = |ids: &Vec<SessionId>, i: usize| -> Option<SessionId> {
+        (!ids.is_empty()).then(|| ids[i % ids.len()].clone())
+    };
+    for (step, op) in ops.into_iter().enumerate() {
+        let now = h.now();
+        model.retain(|_, m| m.expires > now);
+        match op {
+            SOp::Create { user, data, ttl } => {
+                let user = user.map(user_name);
+                let id = match &user {
+                    Some(u) => s.create_for_user(u, [data], Duration::from_millis(ttl)),
+                    None => s.create([data], Duration::from_millis(ttl)),
+                }
+                .expect("create");
+                prop_assert!(!model.contains_key(id.as_str()));
+                model.insert(
+                    id.as_str().to_string(),
+                    MSession {
+                        data: vec![data],
+                        user,
+                        created: now,
+                        idle: ttl,
+                        expires: (now + ttl).min(now + MAX_LIFETIME_MS),
+                    },
+                );
+                ids.push(id);
+            }
+            SOp::Get(i) => {
+                let Some(id) = pick(&ids, i) else { continue };
+                let got = s.get(id.as_str()).expect("get");
+                match model.get(id.as_str()) {
+                    None => prop_assert!(got.is_none(), "step {step}: dead session returned"),
+                    Some(m) => {
+                        let g = got.expect("live session missing");
+                        prop_assert_eq!(&g.data, &m.data);
+                        prop_assert_eq!(&g.user, &m.user);
+                        prop_assert_eq!(g.created_unix_ms, m.created);
+                        prop_assert_eq!(g.expires_unix_ms, m.expires, "step {}", step);
+                    }
+                }
+            }
+            SOp::Touch(i) | SOp::GetAndTouch(i) => {
+                let Some(id) = pick(&ids, i) else { continue };
+                let got = s.get_and_touch(id.as_str()).expect("touch");
+                match model.get_mut(id.as_str()) {
+                    None => prop_assert!(got.is_none()),
+                    Some(m) => {
+                        let new = (now + m.idle).min(m.created + MAX_LIFETIME_MS);
+                        m.expires = m.expires.max(new);
+                        let g = got.expect("live session missing");
+                        prop_assert_eq!(&g.data, &m.data);
+                        prop_assert_eq!(g.expires_unix_ms, m.expires);
+                        prop_assert!(g.expires_unix_ms <= m.created + MAX_LIFETIME_MS);
+                    }
+                }
+            }
+            SOp::Update(i, d) => {
+                let Some(id) = pick(&ids, i) else { continue };
+                let ok = s.update(id.as_str(), [d]).expect("update");
+                match model.get_mut(id.as_str()) {
+                    None => prop_assert!(!ok),
+                    Some(m) => {
+                        prop_assert!(ok);
+                        m.data = vec![d];
+                    }
+                }
+            }
+            SOp::Rotate(i) => {
+                let Some(id) = pick(&ids, i) else { continue };
+                let new = s.rotate(id.as_str()).expect("rotate");
+                match model.remove(id.as_str()) {
+                    None => prop_assert!(new.is_none()),
+                    Some(m) => {
+                        let new = new.expect("rotated");
+                        prop_assert_ne!(&new, &id);
+                        model.insert(new.as_str().to_string(), m);
+                        ids.push(new);
+                        prop_assert!(s.get(id.as_str()).expect("get").is_none());
+                    }
+                }
+            }
+            SOp::Revoke(i) => {
+                let Some(id) = pick(&ids, i) else { continue };
+                let ok = s.revoke(id.as_str()).expect("revoke");
+                prop_assert_eq!(ok, model.remove(id.as_str()).is_some());
+            }
+            SOp::RevokeAll(u) => {
+                let user = user_name(u);
+                let n = s.revoke_all_for_user(&user).expect("revoke all");
+                let before = model.len();
+                model.retain(|_, m| m.user.as_deref() != Some(user.as_str()));
+                prop_assert_eq!(n, (before - model.len()) as u64);
+            }
+            SOp::List(u) => {
+                let user = user_name(u);
+                let listed: BTreeSet<String> = s
+                    .list_for_user(&user)
+                    .expect("list")
+                    .into_iter()
+                    .map(|(id, _)| id.into_string())
+                    .collect();
+                let want: BTreeSet<String> = model
+                    .iter()
+                    .filter(|(_, m)| m.user.as_deref() == Some(user.as_str()))
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                prop_assert_eq!(listed, want, "step {}", step);
+            }
+            SOp::Advance(ms) => h.advance(ms),
+            SOp::Restart(how) => {
+                drop(s);
+                h.restart(how);
+                s = open(&h);
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(Config { cases: cases(), ..Config::default() })]
+
+    #[test]
+    fn sessions_match_the_model(policy in policy_strategy(), ops in proptest::collection::vec(sop(), 1..60)) {
+        run_sessions(policy, ops)?;
+    }
+}
+
+// ----- limits ---------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+enum LOp {
+    Fixed { key: u8, cost: u64 },
+    Gcra { key: u8 },
+    Advance(u64),
+    Restart(Restart),
+}
+
+fn lop() -> impl Strategy<Value = LOp> {
+    prop_oneof![
+        4 => (0u8..3, 1u64..4).prop_map(|(key, cost)| LOp::Fixed { key, cost }),
+        4 => (0u8..3).prop_map(|key| LOp::Gcra { key }),
+        3 => (0u64..400).prop_map(LOp::Advance),
+        1 => restart_strategy().prop_map(LOp::Restart),
+    ]
+}
+
+const FW_LIMIT: u64 = 5;
+const FW_WINDOW_MS: u64 = 1000;
+const GCRA_LIMIT: u64 = 4;
+const GCRA_PERIOD_MS: u64 = 1000;
+const GCRA_BURST: u64 = 2;
+
+fn run_limits(ops: Vec<LOp>) -> Result<(), TestCaseError> {
+    let mut h = Harness::new(SyncPolicy::Always);
+    let open = |h: &Harness| {
+        let ks = h.db().keyspace("limits").expect("keyspace");
+        let fw = FixedWindow::new(
+            ks.clone(),
+            "fw",
+            FW_LIMIT,
+            Duration::from_millis(FW_WINDOW_MS),
+        )
+        .expect("fixed window");
+        let g = Gcra::new(
+            ks,
+            "gcra",
+            GCRA_LIMIT,
+            Duration::from_millis(GCRA_PERIOD_MS),
+        )
+        .expect("gcra")
+        .burst(GCRA_BURST);
+        (fw, g)
+    };
+    let (mut fw, mut g) = open(&h);
+    // Fixed window model: key -> (count, window end).
+    let mut windows: BTreeMap<u8, (u64, u64)> = BTreeMap::new();
+    // GCRA: every allowed request's time, per key.
+    let mut allowed: BTreeMap<u8, Vec<u64>> = BTreeMap::new();
+    let interval = GCRA_PERIOD_MS / GCRA_LIMIT;
+    for (step, op) in ops.into_iter().enumerate() {
+        let now = h.now();
+        match op {
+            LOp::Fixed { key, cost } => {
+                let d = fw.check_n([key], cost).expect("check");
+                let w = windows.entry(key).or_insert((0, now + FW_WINDOW_MS));
+                if w.1 <= now {
+                    *w = (0, now + FW_WINDOW_MS);
+                }
+                let ok = w.0 + cost <= FW_LIMIT;
+                prop_assert_eq!(d.allowed, ok, "step {}", step);
+                if ok {
+                    w.0 += cost;
+                    prop_assert_eq!(d.retry_after, Duration::ZERO);
+                } else {
+                    prop_assert_eq!(d.retry_after, Duration::from_millis(w.1 - now));
+                }
+                prop_assert_eq!(d.remaining, FW_LIMIT - w.0);
+                prop_assert_eq!(d.reset_after, Duration::from_millis(w.1 - now));
+                if w.0 == 0 {
+                    windows.remove(&key);
+                }
+            }
+            LOp::Gcra { key } => {
+                let d = g.check([key]).expect("check");
+                let times = allowed.entry(key).or_default();
+                if d.allowed {
+                    times.push(now);
+                    // Never more than the burst plus what the rate allows,
+                    // over any span ending now.
+                    for (i, &t) in times.iter().enumerate() {
+                        let in_span = (times.len() - i) as u64;
+                        let cap = GCRA_BURST + (now - t) / interval;
+                        prop_assert!(
+                            in_span <= cap,
+                            "step {}: {} allowed since {}, cap {}",
+                            step,
+                            in_span,
+                            t,
+                            cap
+                        );
+                    }
+                    prop_assert_eq!(d.retry_after, Duration::ZERO);
+                } else {
+                    // Refused: it must be that the last BURST allowed
+                    // requests are too recent for one more.
+                    let n = times.len();
+                    prop_assert!(
+                        n as u64 >= GCRA_BURST,
+                        "step {}: refused with only {} allowed ever",
+                        step,
+                        n
+                    );
+                    prop_assert!(d.retry_after > Duration::ZERO);
+                    prop_assert!(d.retry_after <= Duration::from_millis(interval * GCRA_BURST));
+                }
+            }
+            LOp::Advance(ms) => h.advance(ms),
+            LOp::Restart(how) => {
+                drop((fw, g));
+                h.restart(how);
+                (fw, g) = open(&h);
+            }
+        }
+    }
+    // After a full quiet period, the whole burst is available again.
+    h.advance(GCRA_PERIOD_MS + FW_WINDOW_MS);
+    for _ in 0..GCRA_BURST {
+        prop_assert!(g.check([0u8]).expect("check").allowed);
+    }
+    prop_assert!(fw.check_n([0u8], FW_LIMIT).expect("check").allowed);
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(Config { cases: cases(), ..Config::default() })]
+
+    #[test]
+    fn limits_match_the_model(ops in proptest::collection::vec(lop(), 1..80)) {
+        run_limits(ops)?;
+    }
+}
+
+// ----- cache ----------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+enum COp {
+    Insert {
+        key: u8,
+        value: u8,
+        ttl: Option<u64>,
+    },
+    Get(u8),
+    Load {
+        key: u8,
+        value: u8,
+        fail: bool,
+    },
+    Invalidate(u8),
+    InvalidatePrefix(u8),
+    GroupInsert {
+        group: u8,
+        key: u8,
+        value: u8,
+    },
+    GroupGet {
+        group: u8,
+        key: u8,
+    },
+    InvalidateGroup(u8),
+    Advance(u64),
+    Restart(Restart),
+}
+
+fn cop() -> impl Strategy<Value = COp> {
+    prop_oneof![
+        4 => (0u8..12, any::<u8>(), proptest::option::of(1u64..300))
+            .prop_map(|(key, value, ttl)| COp::Insert { key, value, ttl }),
+        4 => (0u8..12).prop_map(COp::Get),
+        3 => (0u8..12, any::<u8>(), proptest::bool::weighted(0.2))
+            .prop_map(|(key, value, fail)| COp::Load { key, value, fail }),
+        1 => (0u8..12).prop_map(COp::Invalidate),
+        1 => (0u8..3).prop_map(COp::InvalidatePrefix),
+        2 => (0u8..2, 0u8..3, any::<u8>()).prop_map(|(group, key, value)| COp::GroupInsert { group, key, value }),
+        2 => (0u8..2, 0u8..3).prop_map(|(group, key)| COp::GroupGet { group, key }),
+        1 => (0u8..2).prop_map(COp::InvalidateGroup),
+        2 => (0u64..200).prop_map(COp::Advance),
+        1 => restart_strategy().prop_map(COp::Restart),
+    ]
+}
+
+/// Keys `k<prefix digit><n>`: three prefixes.
+fn ckey(k: u8) -> Vec<u8> {
+    format!("k{}{}", k % 3, k).into_bytes()
+}
+
+const CACHE_MAX_ENTRIES: u64 = 6;
+
+fn run_cache(ops: Vec<COp>) -> Result<(), TestCaseError> {
+    let mut h = Harness::new(SyncPolicy::Always);
+    let open = |h: &Harness| -> Cache {
+        CacheOptions::new()
+            .max_entries(CACHE_MAX_ENTRIES)
+            .seed(7)
+            .open(h.db().keyspace("cache").expect("keyspace"))
+            .expect("cache")
+    };
+    let mut c = open(&h);
+    // The latest value written under each key and its expiry (0: none). A
+    // read may miss (eviction), but what it returns must be this.
+    let mut model: BTreeMap<Vec<u8>, (u8, u64)> = BTreeMap::new();
+    let mut gens: BTreeMap<u8, u64> = BTreeMap::new();
+    let check_get = |c: &Cache,
+                     model: &BTreeMap<Vec<u8>, (u8, u64)>,
+                     key: &[u8],
+                     now: u64,
+                     step: usize|
+     -> Result<(), TestCaseError> {
+        let got = c.get(key).expect("get");
+        if let Some(v) = got {
+            match model.get(key) {
+                Some((want, exp)) if *exp == 0 || *exp > now => {
+                    prop_assert_eq!(v, vec![*want], "step {}", step);
+                }
+                other => prop_assert!(
+                    false,
+                    "step {}: cache returned {:?}, model has {:?}",
+                    step,
+                    v,
+                    other
+                ),
+            }
+        }
+        Ok(())
+    };
+    for (step, op) in ops.into_iter().enumerate() {
+        let now = h.now();
+        match op {
+            COp::Insert { key, value, ttl } => {
+                c.insert(ckey(key), [value], ttl.map(Duration::from_millis))
+                    .expect("insert");
+                model.insert(ckey(key), (value, ttl.map_or(0, |t| now + t)));
+            }
+            COp::Get(key) => check_get(&c, &model, &ckey(key), now, step)?,
+            COp::Load { key, value, fail } => {
+                let k = ckey(key);
+                let mut ran = false;
+                let r = c.get_or_insert_with(&k, Duration::from_millis(100), || {
+                    ran = true;
+                    if fail {
+                        Err("boom")
+                    } else {
+                        Ok(vec![value])
+                    }
+                });
+                let live = model.get(&k).filter(|(_, e)| *e == 0 || *e > now).copied();
+                match (r, live) {
+                    (Ok(v), Some((want, _))) if !ran => prop_assert_eq!(v, vec![want]),
+                    (Ok(v), _) => {
+                        prop_assert!(ran && !fail, "step {}", step);
+                        prop_assert_eq!(v, vec![value]);
+                        model.insert(k, (value, now + 100));
+                    }
+                    (Err(_), _) => {
+                        prop_assert!(ran && fail, "step {}: error without a failing loader", step);
+                    }
+                }
+            }
+            COp::Invalidate(key) => {
+                c.invalidate(ckey(key)).expect("invalidate");
+                model.remove(&ckey(key));
+            }
+            COp::InvalidatePrefix(p) => {
+                let prefix = format!("k{p}").into_bytes();
+                c.invalidate_prefix(&prefix).expect("invalidate prefix");
+                model.retain(|k, _| !k.starts_with(&prefix));
+            }
+            COp::GroupInsert { group, key, value } => {
+                let gk = c.group_key([b'g', group], [key]).expect("group key");
+                c.insert(&gk, [value], None).expect("insert");
+                model.insert(gk, (value, 0));
+            }
+            COp::GroupGet { group, key } => {
+                let gk = c.group_key([b'g', group], [key]).expect("group key");
+                check_get(&c, &model, &gk, now, step)?;
+            }
+            COp::InvalidateGroup(group) => {
+                let n = c.invalidate_group([b'g', group]).expect("invalidate group");
+                let g = gens.entry(group).or_insert(0);
+                *g += 1;
+                prop_assert_eq!(n, *g);
+                // Old generations' keys are unreachable: drop them from
+                // the model so that a stale read would be caught.
+                let gen_prefix = vec![b'g', group, 0];
+                model.retain(|k, _| !k.starts_with(&gen_prefix));
+            }
+            COp::Advance(ms) => h.advance(ms),
+            COp::Restart(how) => {
+                drop(c);
+                h.restart(how);
+                c = open(&h);
+            }
+        }
+        let st = c.stats();
+        prop_assert!(
+            st.entries <= CACHE_MAX_ENTRIES,
+            "step {}: {} entries",
+            step,
+            st.entries
+        );
+        // Evictions are written: the store never holds more than the
+        // capacity either (entries are stored under `d` + key).
+        let stored = c.db().scan_prefix("d").count() as u64;
+        prop_assert!(
+            stored <= CACHE_MAX_ENTRIES,
+            "step {}: {} entries stored",
+            step,
+            stored
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(Config { cases: cases(), ..Config::default() })]
+
+    #[test]
+    fn cache_matches_the_model(ops in proptest::collection::vec(cop(), 1..80)) {
+        run_cache(ops)?;
+    }
+}
