@@ -101,8 +101,10 @@ impl Db {
             opts.snapshot = parent.snapshot;
         }
         let dir = self.path().join(KEYSPACES_DIR);
-        if !parent.read_only {
+        if !parent.read_only && !opts.vfs.exists(&dir) {
             opts.vfs.create_dir_all(&dir)?;
+            // The new directory's entry must survive a power loss too.
+            opts.vfs.sync_dir(self.path())?;
         }
         let db = opts.open(dir.join(name))?;
         open.insert(name.to_string(), db.clone());
