@@ -17,7 +17,8 @@
 //! ```
 //!
 //! # What it does
-//! - **Capacity.** `max_entries` and/or `max_bytes` (key plus value bytes).
+//! - **Capacity.** `max_entries` and/or `max_bytes` (key plus value bytes,
+//!   plus a 13-byte header per entry).
 //!   Past either, entries are evicted by sampled LFU (see below) and the
 //!   eviction is written to the store in the same atomic batch as the
 //!   insert that caused it, so a restart does not bring evicted entries
@@ -38,13 +39,17 @@
 //!   eviction order starts afresh.
 //!
 //! # Eviction
-//! Every access counts its key in a count-min sketch (4-bit counters,
-//! halved every 10 accesses per counter, as in TinyLFU, so that old
-//! popularity fades). An eviction samples 8 resident entries and removes
-//! an expired one if it finds one, else the least frequent, the least
-//! recently used among equals (Redis's sampled eviction, with TinyLFU's
-//! frequency estimate). `docs/benchmarks.md` compares its hit ratio with
-//! LRU's on a zipfian and on a scan-polluted trace.
+//! Every access counts its key in a count-min sketch (4-bit counters, four
+//! per entry, halved every 10 accesses per counter, as in TinyLFU, so that
+//! old popularity fades). An eviction samples 8 resident entries and
+//! removes an expired one if it finds one, else the least frequent, the
+//! least recently used among equals (Redis's sampled eviction, with
+//! TinyLFU's frequency estimate). When the cache is full, a new key is
+//! admitted only if it is estimated to be used more often than the entry it
+//! would evict (TinyLFU's admission; [`CacheOptions::admission`]). Entries
+//! found in the store at open count as used twice. `docs/benchmarks.md`
+//! compares the hit ratio with LRU's on zipfian and scan-polluted traces,
+//! and across a restart.
 //!
 //! # Storage
 //! Entry `key` is stored under `d` + key, with a 13-byte header (kind,
@@ -84,6 +89,7 @@ pub struct CacheOptions {
     negative_ttl: Option<Duration>,
     early_refresh_beta: f64,
     seed: Option<u64>,
+    admission: bool,
 }
 
 impl Default for CacheOptions {
@@ -104,6 +110,7 @@ impl CacheOptions {
             negative_ttl: None,
             early_refresh_beta: 0.0,
             seed: None,
+            admission: true,
         }
     }
 
@@ -114,8 +121,8 @@ impl CacheOptions {
         self
     }
 
-    /// Evicts when the entries' keys and values add up to more than
-    /// `bytes`.
+    /// Evicts when the entries' keys and values, plus a 13-byte header
+    /// per entry, add up to more than `bytes`.
     #[must_use]
     pub fn max_bytes(mut self, bytes: u64) -> CacheOptions {
         self.max_bytes = Some(bytes);
@@ -154,6 +161,19 @@ impl CacheOptions {
     #[must_use]
     pub fn early_refresh_beta(mut self, beta: f64) -> CacheOptions {
         self.early_refresh_beta = beta;
+        self
+    }
+
+    /// TinyLFU admission (on by default): when the cache is full, a new key
+    /// is stored only if it is estimated to be used more often than the
+    /// entry it would evict; otherwise the write is skipped (a read-through
+    /// call still returns the loaded value) and counted in
+    /// [`CacheStats::rejections`]. This is what keeps one-off scans from
+    /// flushing the hot set. `false` stores every write and evicts for it,
+    /// as Redis does.
+    #[must_use]
+    pub fn admission(mut self, on: bool) -> CacheOptions {
+        self.admission = on;
         self
     }
 
@@ -201,6 +221,7 @@ impl CacheOptions {
         db.core()
             .for_each_live_key(&[DATA], |k, value_len, expires| {
                 tracker.upsert(&k[1..], k.len() as u64 - 1 + u64::from(value_len), expires);
+                tracker.warm(&k[1..]);
             });
         let cache = Cache(Arc::new(Inner {
             db,
@@ -210,7 +231,7 @@ impl CacheOptions {
             flights: Mutex::new(HashMap::new()),
             stats: Counters::default(),
         }));
-        cache.evict_over_capacity(&[])?;
+        cache.evict_over_capacity()?;
         Ok(cache)
     }
 }
@@ -226,6 +247,7 @@ struct Counters {
     expirations: AtomicU64,
     stale_serves: AtomicU64,
     early_refreshes: AtomicU64,
+    rejections: AtomicU64,
 }
 
 /// What a [`Cache`] has done since it was opened, and what it holds.
@@ -248,6 +270,9 @@ pub struct CacheStats {
     pub stale_serves: u64,
     /// Loads started early by XFetch.
     pub early_refreshes: u64,
+    /// Writes of new keys skipped by the admission check
+    /// ([`CacheOptions::admission`]).
+    pub rejections: u64,
     /// Entries held now.
     pub entries: u64,
     /// Key and value bytes held now.
@@ -321,6 +346,9 @@ struct FlightState {
 struct Flight {
     state: Mutex<FlightState>,
     done: Condvar,
+    /// Set (under the writer lock) when the key is written or invalidated
+    /// while this load runs: its result is then returned but not cached.
+    stale: std::sync::atomic::AtomicBool,
 }
 
 impl Flight {
@@ -525,7 +553,8 @@ impl Cache {
         }
     }
 
-    /// The fresh value of `key`, counting a hit or a miss.
+    /// The fresh value of `key`, counting a hit or a miss (a cached "not
+    /// found" is a hit that returns `None`).
     ///
     /// ```
     /// # use std::time::Duration;
@@ -546,9 +575,9 @@ impl Cache {
         let now = self.now();
         lock(&self.0.tracker).record_access(key);
         match self.read(key, now)? {
-            Some(s) if s.is_fresh(now) && s.kind == KIND_VALUE => {
+            Some(s) if s.is_fresh(now) => {
                 bump(&self.0.stats.hits);
-                Ok(Some(s.value))
+                Ok(s.answer())
             }
             _ => {
                 bump(&self.0.stats.misses);
@@ -558,18 +587,23 @@ impl Cache {
     }
 
     /// Stores `value` under `key` for `ttl` (`None`: until evicted or
-    /// invalidated), evicting as needed in the same atomic write.
+    /// invalidated), evicting as needed in the same atomic write. When the
+    /// cache is full, a new key may be refused by the admission check
+    /// ([`CacheOptions::admission`]); that is not an error.
     ///
     /// ```
     /// # use std::time::Duration;
     /// let dir = tempfile::tempdir()?;
     /// let db = cairn::Db::open(dir.path())?;
     /// let cache = cairn::cache::CacheOptions::new().max_entries(2).open(db)?;
-    /// for k in ["a", "b", "c"] {
-    ///     cache.insert(k, "v", None)?;
-    /// }
+    /// cache.insert("a", "v", None)?;
+    /// cache.insert("b", "v", None)?;
+    /// cache.get("c")?; // a miss, but it counts: "c" is now wanted more than "a" or "b"
+    /// cache.insert("c", "v", None)?;
     /// assert_eq!(cache.stats().entries, 2);
     /// assert_eq!(cache.stats().evictions, 1);
+    /// cache.insert("d", "v", None)?; // never asked for: not admitted
+    /// assert_eq!(cache.stats().rejections, 1);
     /// # Ok::<(), cairn::Error>(())
     /// ```
     ///
@@ -582,10 +616,13 @@ impl Cache {
         value: impl AsRef<[u8]>,
         ttl: Option<Duration>,
     ) -> Result<()> {
-        self.store(key.as_ref(), KIND_VALUE, value.as_ref(), ttl, 0)
+        self.store(key.as_ref(), KIND_VALUE, value.as_ref(), ttl, 0, None)
     }
 
     /// Writes an entry and the evictions it causes, as one batch.
+    /// With `own` (the flight of a read-through load), nothing is written
+    /// if an invalidation or another write of `key` happened since the
+    /// load began.
     fn store(
         &self,
         key: &[u8],
@@ -593,6 +630,7 @@ impl Cache {
         value: &[u8],
         ttl: Option<Duration>,
         load_ms: u32,
+        own: Option<&Flight>,
     ) -> Result<()> {
         if ttl.is_some_and(|t| t.is_zero()) {
             return Err(Error::InvalidTtl);
@@ -601,7 +639,8 @@ impl Cache {
         let fresh_until = match ttl {
             None => 0,
             Some(t) => {
-                let mut t = ms_of(t);
+                // Rounded up: a TTL under a millisecond still lives 1 ms.
+                let mut t = ms_of(t).max(1);
                 if self.0.opts.ttl_jitter > 0.0 {
                     let u = lock(&self.0.rng).unit_open0() * 2.0 - 1.0;
                     t = ((t as f64) * (1.0 + u * self.0.opts.ttl_jitter)).max(1.0) as u64;
@@ -622,18 +661,51 @@ impl Cache {
         let dk = data_key(key);
         crate::engine::check_key(&dk)?;
         crate::engine::check_value(&stored)?;
-        let victims = {
-            let mut t = lock(&self.0.tracker);
-            t.upsert(key, (key.len() + stored.len()) as u64, expires);
-            self.pick_victims(&mut t, now, key)
-        };
+        // Under the writer lock: the tracker changes only when the write
+        // goes ahead, and no invalidation can slip in between.
         self.0.db.transaction(|tx| {
+            if own.is_some_and(|f| f.stale.load(Ordering::Acquire)) {
+                // Invalidated or overwritten while loading: the loaded
+                // value may be older than that; do not cache it.
+                return Ok(());
+            }
+            let size = (key.len() + stored.len()) as u64;
+            let mut t = lock(&self.0.tracker);
+            if self.0.opts.admission && !t.contains(key) && self.would_overflow(&t, size) {
+                if let Some((victim, false)) = t.victim(now, key) {
+                    if t.frequency(key) <= t.frequency(&victim) {
+                        bump(&self.0.stats.rejections);
+                        return Ok(());
+                    }
+                }
+            }
+            self.mark_loads_stale(key, own);
+            t.upsert(key, size, expires);
+            let victims = self.pick_victims(&mut t, now, key);
+            drop(t);
             tx.put_expiring_at(&dk, stored, expires);
             for v in &victims {
                 tx.delete(data_key(v));
             }
             Ok(())
         })
+    }
+
+    /// Marks a load of `key` in progress (other than `own`) stale. Called
+    /// under the writer lock, like the check in [`Cache::store`].
+    fn mark_loads_stale(&self, key: &[u8], own: Option<&Flight>) {
+        if let Some(f) = lock(&self.0.flights).get(key) {
+            if own.is_none_or(|o| !std::ptr::eq(o, &**f)) {
+                f.stale.store(true, Ordering::Release);
+            }
+        }
+    }
+
+    /// Whether adding an entry of `size` bytes goes past the capacity.
+    fn would_overflow(&self, t: &Tracker, size: u64) -> bool {
+        let o = &self.0.opts;
+        o.max_entries.is_some_and(|m| t.len() + 1 > m)
+            || o.max_bytes.is_some_and(|m| t.bytes() + size > m)
     }
 
     /// Removes entries from the tracker until it is within the capacity,
@@ -658,15 +730,15 @@ impl Cache {
         victims
     }
 
-    fn evict_over_capacity(&self, keep: &[u8]) -> Result<()> {
-        let victims = {
-            let mut t = lock(&self.0.tracker);
-            self.pick_victims(&mut t, self.now(), keep)
-        };
-        if victims.is_empty() {
+    fn evict_over_capacity(&self) -> Result<()> {
+        if self.0.db.inner().opts.read_only {
             return Ok(());
         }
         self.0.db.transaction(|tx| {
+            let victims = {
+                let mut t = lock(&self.0.tracker);
+                self.pick_victims(&mut t, tx.now_ms(), &[])
+            };
             for v in &victims {
                 tx.delete(data_key(v));
             }
@@ -690,8 +762,15 @@ impl Cache {
     /// The errors of a write.
     pub fn invalidate(&self, key: impl AsRef<[u8]>) -> Result<bool> {
         let key = key.as_ref();
-        lock(&self.0.tracker).remove(key);
-        self.0.db.delete(data_key(key))
+        let dk = data_key(key);
+        crate::engine::check_key(&dk)?;
+        self.0.db.transaction(|tx| {
+            self.mark_loads_stale(key, None);
+            lock(&self.0.tracker).remove(key);
+            let existed = tx.get_entry(&dk)?.is_some();
+            tx.delete(&dk);
+            Ok(existed)
+        })
     }
 
     /// Removes every entry whose key starts with `prefix`, atomically, and
@@ -713,14 +792,25 @@ impl Cache {
     /// # Errors
     /// The errors of a write.
     pub fn invalidate_prefix(&self, prefix: impl AsRef<[u8]>) -> Result<u64> {
-        let prefix = prefix.as_ref();
-        {
+        let dk = data_key(prefix.as_ref());
+        self.0.db.transaction(|tx| {
+            for (k, f) in lock(&self.0.flights).iter() {
+                if k.starts_with(&dk[1..]) {
+                    f.stale.store(true, Ordering::Release);
+                }
+            }
             let mut t = lock(&self.0.tracker);
-            for k in t.keys_with_prefix(prefix) {
+            for k in t.keys_with_prefix(&dk[1..]) {
                 t.remove(&k);
             }
-        }
-        self.0.db.delete_prefix(data_key(prefix))
+            drop(t);
+            let mut n = 0;
+            self.0.db.core().for_each_live_key(&dk, |k, _, _| {
+                tx.delete(k);
+                n += 1;
+            });
+            Ok(n)
+        })
     }
 
     fn generation_key(group: &[u8]) -> Vec<u8> {
@@ -830,6 +920,7 @@ impl Cache {
             expirations: l(&s.expirations),
             stale_serves: l(&s.stale_serves),
             early_refreshes: l(&s.early_refreshes),
+            rejections: l(&s.rejections),
             entries,
             bytes,
         }
@@ -866,6 +957,9 @@ impl Cache {
     /// (as leader, or waiting), with the stale answer to give if another
     /// caller is already loading.
     fn plan<E>(&self, key: &[u8]) -> Result<Plan<'_>, LoadError<E>> {
+        // A read-through call may wait for a loader that needs the writer
+        // lock: refuse inside a transaction instead of deadlocking.
+        crate::txn::check_not_inside()?;
         let now = self.now();
         lock(&self.0.tracker).record_access(key);
         let found = self.read(key, now)?;
@@ -923,9 +1017,23 @@ impl Cache {
                 let load_ms = u32::try_from(took.as_millis()).unwrap_or(u32::MAX).max(1);
                 let key = leader.key.clone();
                 let stored = match &v {
-                    Some(v) => self.store(&key, KIND_VALUE, v, Some(ttl), load_ms),
+                    Some(v) => self.store(
+                        &key,
+                        KIND_VALUE,
+                        v,
+                        Some(ttl),
+                        load_ms,
+                        Some(&leader.flight),
+                    ),
                     None => match self.0.opts.negative_ttl {
-                        Some(nt) => self.store(&key, KIND_NOT_FOUND, b"", Some(nt), load_ms),
+                        Some(nt) => self.store(
+                            &key,
+                            KIND_NOT_FOUND,
+                            b"",
+                            Some(nt),
+                            load_ms,
+                            Some(&leader.flight),
+                        ),
                         None => Ok(()),
                     },
                 };

@@ -512,6 +512,7 @@ impl Db {
     /// [`Error::Io`](crate::Error::Io) if the final fsync fails,
     /// [`Error::Poisoned`](crate::Error::Poisoned) if an earlier write failed.
     pub fn close(&self) -> Result<()> {
+        crate::txn::check_not_inside()?;
         let keyspaces: Vec<Db> = lock(&self.0.keyspaces).values().cloned().collect();
         let mut first_error = None;
         for ks in keyspaces {
@@ -559,6 +560,7 @@ impl Db {
     /// rewrite is damaged (nothing is changed then), and
     /// [`Error::Io`](crate::Error::Io).
     pub fn compact(&self) -> Result<crate::CompactionStats> {
+        crate::txn::check_not_inside()?;
         self.core().compact_all()
     }
 
@@ -582,6 +584,7 @@ impl Db {
     /// # Errors
     /// As [`Db::compact`].
     pub fn compact_segments(&self, ids: &[u32]) -> Result<crate::CompactionStats> {
+        crate::txn::check_not_inside()?;
         let ids = ids.to_vec();
         self.core().compact_with(move |_, _| ids)
     }
@@ -623,7 +626,8 @@ impl Db {
     ///
     /// The closure holds the store's write lock: keep it short, and do no
     /// I/O of your own inside it. Reads through the `Db` are allowed, but a
-    /// write through any `Db` from inside the closure fails with
+    /// write, `close`, `compact` or cache read-through call through any
+    /// `Db` from inside the closure fails with
     /// [`Error::NestedWrite`](crate::Error::NestedWrite) instead of
     /// deadlocking.
     ///

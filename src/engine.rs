@@ -557,7 +557,7 @@ impl Core {
         self.opts.clock.now_unix_ms()
     }
 
-    fn check_open(&self) -> Result<()> {
+    pub(crate) fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
@@ -1266,8 +1266,17 @@ impl Core {
             let _inside = crate::txn::Inside::enter()?;
             let mut tx = crate::txn::Txn::new(self, self.now());
             let r = f(&mut tx)?;
-            let writes = tx.into_writes();
+            let mut writes = tx.into_writes();
+            // A delete of a key with no entry at all changes nothing.
+            writes.retain(|(k, v)| v.is_some() || self.keydir.get(k).is_some());
             if writes.is_empty() {
+                drop(w);
+                if self.opts.sync_policy == crate::options::SyncPolicy::Always {
+                    // What the closure read may be another writer's record
+                    // that is not durable yet: a decision made on it must
+                    // not be acknowledged before it is.
+                    self.sync()?;
+                }
                 return Ok(r);
             }
             let ops: Vec<WriteOp<'_>> = writes
@@ -1302,6 +1311,7 @@ impl Core {
     /// The live value of `key` and its expiry (Unix ms, 0 for none), for a
     /// read inside [`Core::transact`].
     pub(crate) fn read_live(&self, key: &[u8]) -> Result<Option<(Vec<u8>, u64)>> {
+        self.check_open()?;
         check_key(key)?;
         Ok(self.current(key)?.map(|(e, v)| (v, e.expires_at_ms)))
     }

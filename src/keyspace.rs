@@ -57,7 +57,7 @@ impl Db {
     /// [`MAX_KEYSPACE_NAME_BYTES`] or has characters other than ASCII
     /// letters, digits, `_`, `-` and `.`; otherwise as [`Options::open`].
     pub fn keyspace(&self, name: &str) -> Result<Db> {
-        let opts = self.inner().opts.clone();
+        let opts = self.inner().opts.clone().create_if_missing(true);
         self.open_keyspace(name, opts, false)
     }
 
@@ -80,13 +80,15 @@ impl Db {
     ///
     /// # Errors
     /// As [`Db::keyspace`]. A read-only store opens its keyspaces read-only
-    /// whatever `options` say.
+    /// whatever `options` say; the file layer and the clock are always the
+    /// parent's.
     pub fn keyspace_with(&self, name: &str, options: Options) -> Result<Db> {
         self.open_keyspace(name, options, true)
     }
 
     fn open_keyspace(&self, name: &str, mut opts: Options, own: bool) -> Result<Db> {
         check_name(name)?;
+        self.core().check_open()?;
         let mut open = lock(&self.inner().keyspaces);
         if let Some(db) = open.get(name) {
             return Ok(db.clone());
@@ -97,8 +99,8 @@ impl Db {
             // read-only-ness.
             opts.vfs = parent.vfs.clone();
             opts.clock = parent.clock.clone();
-            opts.read_only = parent.read_only;
-            opts.snapshot = parent.snapshot;
+            opts.read_only |= parent.read_only;
+            opts.snapshot |= parent.snapshot;
         }
         let dir = self.path().join(KEYSPACES_DIR);
         if !parent.read_only && !opts.vfs.exists(&dir) {
@@ -133,7 +135,9 @@ impl Db {
         let mut names: Vec<String> = vfs
             .list(&dir)?
             .into_iter()
-            .filter(|n| check_name(n).is_ok())
+            .filter(|n| {
+                check_name(n).is_ok() && vfs.exists(&dir.join(n).join(crate::fsutil::LOCK_FILE))
+            })
             .collect();
         names.sort();
         Ok(names)

@@ -2,6 +2,7 @@
 //! lock, whose writes become one atomic batch.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::engine::{expiry_after, Core, Ttl};
@@ -56,7 +57,13 @@ pub struct Txn<'a> {
     core: &'a Core,
     now: u64,
     writes: Vec<PendingWrite>,
+    /// Where each key's write is in `writes`, once there are many.
+    index: Option<HashMap<Vec<u8>, usize>>,
 }
+
+/// Past this many writes, pending writes are found through a hash map
+/// instead of a linear search.
+const INDEX_FROM: usize = 16;
 
 impl std::fmt::Debug for Txn<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,6 +79,7 @@ impl<'a> Txn<'a> {
             core,
             now,
             writes: Vec::new(),
+            index: None,
         }
     }
 
@@ -84,8 +92,15 @@ impl<'a> Txn<'a> {
         self.now
     }
 
+    fn position(&self, key: &[u8]) -> Option<usize> {
+        match &self.index {
+            Some(ix) => ix.get(key).copied(),
+            None => self.writes.iter().position(|(k, _)| k == key),
+        }
+    }
+
     fn pending(&self, key: &[u8]) -> Option<&Option<(Vec<u8>, u64)>> {
-        self.writes.iter().find(|(k, _)| k == key).map(|(_, w)| w)
+        self.position(key).map(|i| &self.writes[i].1)
     }
 
     /// The live value of `key` and its expiry (Unix ms, 0 for none).
@@ -105,9 +120,22 @@ impl<'a> Txn<'a> {
     }
 
     fn set(&mut self, key: &[u8], w: Option<(Vec<u8>, u64)>) {
-        match self.writes.iter_mut().find(|(k, _)| k == key) {
-            Some(slot) => slot.1 = w,
-            None => self.writes.push((key.to_vec(), w)),
+        if let Some(i) = self.position(key) {
+            self.writes[i].1 = w;
+            return;
+        }
+        if let Some(ix) = &mut self.index {
+            ix.insert(key.to_vec(), self.writes.len());
+        }
+        self.writes.push((key.to_vec(), w));
+        if self.index.is_none() && self.writes.len() >= INDEX_FROM {
+            self.index = Some(
+                self.writes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (k, _))| (k.clone(), i))
+                    .collect(),
+            );
         }
     }
 

@@ -124,7 +124,17 @@ pub fn verify(dir: impl AsRef<Path>, quick: bool) -> Result<VerifyReport> {
             let mut subs = vfs.list(&dir.join(name))?;
             subs.sort();
             for sub in subs {
-                let r = verify(dir.join(name).join(sub), quick)?;
+                let path = dir.join(name).join(&sub);
+                if !path.is_dir() {
+                    report.problems.push(Problem {
+                        kind: ProblemKind::StrayFile,
+                        path,
+                        offset: None,
+                        detail: "not a keyspace directory".into(),
+                    });
+                    continue;
+                }
+                let r = verify(path, quick)?;
                 report.segments += r.segments;
                 report.records += r.records;
                 report.hints += r.hints;

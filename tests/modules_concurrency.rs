@@ -1,0 +1,1077 @@
+//! Concurrency tests for the modules built on the engine: the cache's
+//! singleflight (blocking and async, with errors, panics and cancelled
+//! leaders), session rotation racing reads, sessions created from many
+//! threads, rate limiters and idempotency keys under racing callers, and
+//! the cache's capacity under concurrent inserts.
+//!
+//! Threads are lined up with a `Barrier`. Tests that could hang when the
+//! property breaks (a waiter never woken) run their body under a deadline.
+//! Where a test has to know that every caller has reached the cache (so
+//! that a second load would be a real singleflight failure, not a late
+//! arrival), the loader waits until the cache's miss counter shows all of
+//! them, then lingers a little.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Barrier, Mutex};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use cairn::cache::{Cache, CacheOptions, LoadError};
+use cairn::limits::{Begin, FixedWindow, Gcra, Idempotency};
+use cairn::session::Sessions;
+use cairn::{Db, ManualClock, Options, SyncPolicy};
+
+// ----- helpers -----------------------------------------------------------------
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+fn fast_db(dir: &std::path::Path) -> Db {
+    Options::new()
+        .sync_policy(SyncPolicy::Never)
+        .open(dir)
+        .expect("open store")
+}
+
+fn clocked_db(dir: &std::path::Path, clock: &ManualClock) -> Db {
+    Options::new()
+        .sync_policy(SyncPolicy::Never)
+        .clock(clock.clone())
+        .open(dir)
+        .expect("open store")
+}
+
+/// Runs `f` on its own thread and fails the test if it has not finished
+/// within `limit` (a waiter that is never woken hangs instead of failing).
+fn with_deadline<T: Send + 'static>(
+    what: &str,
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    let (tx, rx) = mpsc::channel();
+    let h = thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(v) => {
+            h.join().expect("test body thread");
+            v
+        }
+        Err(RecvTimeoutError::Timeout) => {
+            panic!("{what}: not finished after {limit:?}: a caller hangs")
+        }
+        Err(RecvTimeoutError::Disconnected) => match h.join() {
+            Err(p) => std::panic::resume_unwind(p),
+            Ok(()) => unreachable!("the body sent nothing but returned"),
+        },
+    }
+}
+
+/// Waits until `cond` holds; panics after 10 s.
+fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "timed out waiting until {what}"
+        );
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// Waits until `n` read-through calls have counted their miss, that is,
+/// have all reached the point where they choose to load or to wait.
+fn wait_for_misses(cache: &Cache, n: usize) {
+    wait_until(&format!("{n} misses are counted"), || {
+        cache.stats().misses >= n as u64
+    });
+}
+
+/// A loader error that is neither `Clone` nor `Copy`, so that sharing it
+/// can only happen through the cache's `Arc`.
+#[derive(Debug)]
+struct Boom(usize);
+
+/// A small xorshift generator.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % n as u64) as usize
+    }
+}
+
+// ----- a minimal executor ------------------------------------------------------
+
+struct Unparker(thread::Thread);
+
+impl Wake for Unparker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// Polls `f` on this thread, parking between polls until its waker is
+/// woken. A lost wake-up parks forever (hence `with_deadline`).
+fn block_on<F: Future>(f: F) -> F::Output {
+    let waker = Waker::from(Arc::new(Unparker(thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+        thread::park();
+    }
+}
+
+/// A condition that futures can await, opened once by another thread.
+#[derive(Default)]
+struct Gate {
+    state: Mutex<(bool, Vec<Waker>)>,
+}
+
+impl Gate {
+    fn open(&self) {
+        let wakers = {
+            let mut s = self.state.lock().expect("gate lock");
+            s.0 = true;
+            std::mem::take(&mut s.1)
+        };
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    fn wait(self: &Arc<Self>) -> GateWait {
+        GateWait(self.clone())
+    }
+}
+
+struct GateWait(Arc<Gate>);
+
+impl Future for GateWait {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut s = self.0.state.lock().expect("gate lock");
+        if s.0 {
+            Poll::Ready(())
+        } else {
+            s.1.push(cx.waker().clone());
+            Poll::Pending
+        }
+    }
+}
+
+// ----- 1. singleflight, blocking ------------------------------------------------
+
+const FLIGHT_THREADS: usize = 16;
+
+#[test]
+fn singleflight_runs_the_loader_once_and_shares_its_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = Cache::open(fast_db(dir.path())).expect("cache");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(FLIGHT_THREADS));
+    let handles: Vec<_> = (0..FLIGHT_THREADS)
+        .map(|i| {
+            let (cache, calls, barrier) = (cache.clone(), calls.clone(), barrier.clone());
+            thread::spawn(move || {
+                barrier.wait();
+                cache.get_or_insert_with("page", HOUR, || {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    wait_for_misses(&cache, FLIGHT_THREADS);
+                    thread::sleep(Duration::from_millis(50));
+                    // Each thread's loader returns its own value, so that
+                    // "the same value" means "the leader's value".
+                    Ok::<_, Boom>(format!("loaded by {i}").into_bytes())
+                })
+            })
+        })
+        .collect();
+    let results: Vec<Vec<u8>> = handles
+        .into_iter()
+        .map(|h| h.join().expect("thread").expect("load"))
+        .collect();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the loader ran more than once"
+    );
+    assert!(
+        results.iter().all(|v| *v == results[0]),
+        "threads got different values: {:?}",
+        results
+            .iter()
+            .map(|v| String::from_utf8_lossy(v))
+            .collect::<Vec<_>>()
+    );
+    let s = cache.stats();
+    assert_eq!((s.loads, s.load_errors), (1, 0));
+    assert_eq!(cache.get("page").expect("get"), Some(results[0].clone()));
+}
+
+#[test]
+fn singleflight_shares_one_error_and_caches_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = Cache::open(fast_db(dir.path())).expect("cache");
+    let calls = Arc::new(AtomicUsize::new(0));
+    let leader = Arc::new(AtomicUsize::new(usize::MAX));
+    let barrier = Arc::new(Barrier::new(FLIGHT_THREADS));
+    let handles: Vec<_> = (0..FLIGHT_THREADS)
+        .map(|i| {
+            let (cache, calls, barrier) = (cache.clone(), calls.clone(), barrier.clone());
+            let leader = leader.clone();
+            thread::spawn(move || {
+                barrier.wait();
+                cache.get_or_insert_with("page", HOUR, || {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    leader.store(i, Ordering::SeqCst);
+                    wait_for_misses(&cache, FLIGHT_THREADS);
+                    thread::sleep(Duration::from_millis(50));
+                    Err::<Vec<u8>, _>(Boom(i))
+                })
+            })
+        })
+        .collect();
+    let errors: Vec<Arc<Boom>> = handles
+        .into_iter()
+        .map(|h| match h.join().expect("thread") {
+            Err(LoadError::Loader(e)) => e,
+            other => panic!("expected the loader's error, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the loader ran more than once"
+    );
+    assert_eq!(
+        errors[0].0,
+        leader.load(Ordering::SeqCst),
+        "the leader's error"
+    );
+    for e in &errors {
+        assert!(
+            Arc::ptr_eq(e, &errors[0]),
+            "waiters got different errors: {:?} and {:?}",
+            e,
+            errors[0]
+        );
+    }
+    let s = cache.stats();
+    assert_eq!((s.loads, s.load_errors, s.entries), (0, 1, 0));
+    // Nothing was cached: the next call loads again.
+    assert_eq!(cache.get("page").expect("get"), None);
+    let v = cache
+        .get_or_insert_with("page", HOUR, || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, Boom>(b"second try".to_vec())
+        })
+        .expect("second load");
+    assert_eq!(v, b"second try");
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn singleflight_waiters_take_over_when_the_leader_panics() {
+    with_deadline("panicking leader", Duration::from_secs(20), || {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(fast_db(dir.path())).expect("cache");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let barrier = Arc::new(Barrier::new(FLIGHT_THREADS));
+        let handles: Vec<_> = (0..FLIGHT_THREADS)
+            .map(|i| {
+                let (cache, calls, barrier) = (cache.clone(), calls.clone(), barrier.clone());
+                thread::spawn(move || {
+                    barrier.wait();
+                    catch_unwind(AssertUnwindSafe(|| {
+                        cache.get_or_insert_with("page", HOUR, || {
+                            if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                                wait_for_misses(&cache, FLIGHT_THREADS);
+                                thread::sleep(Duration::from_millis(20));
+                                panic!("the leader's loader panics (expected by the test)");
+                            }
+                            // The takeover: wait until every waiter has come
+                            // back (one more miss each), so that a second
+                            // takeover would be a real failure.
+                            wait_for_misses(&cache, 2 * FLIGHT_THREADS - 1);
+                            thread::sleep(Duration::from_millis(30));
+                            Ok::<_, Boom>(format!("loaded by {i}").into_bytes())
+                        })
+                    }))
+                })
+            })
+            .collect();
+        let mut panicked = 0;
+        let mut values = Vec::new();
+        for h in handles {
+            match h.join().expect("thread") {
+                Err(_) => panicked += 1,
+                Ok(r) => values.push(r.expect("load")),
+            }
+        }
+        assert_eq!(panicked, 1, "exactly the leader panics");
+        assert_eq!(values.len(), FLIGHT_THREADS - 1);
+        assert!(values.iter().all(|v| *v == values[0]), "values differ");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "one panicking load and one takeover"
+        );
+        assert_eq!(cache.get("page").expect("get"), Some(values[0].clone()));
+    });
+}
+
+// ----- 2. singleflight, async ----------------------------------------------------
+
+const ASYNC_THREADS: usize = 8;
+
+#[test]
+fn async_singleflight_shares_one_load_across_executors() {
+    with_deadline("async singleflight", Duration::from_secs(20), || {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(fast_db(dir.path())).expect("cache");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let gate = Arc::new(Gate::default());
+        let barrier = Arc::new(Barrier::new(ASYNC_THREADS));
+        let handles: Vec<_> = (0..ASYNC_THREADS)
+            .map(|i| {
+                let (cache, calls, gate, barrier) =
+                    (cache.clone(), calls.clone(), gate.clone(), barrier.clone());
+                thread::spawn(move || {
+                    barrier.wait();
+                    block_on(cache.get_or_insert_with_async("page", HOUR, || async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        gate.wait().await;
+                        Ok::<_, Boom>(format!("loaded by {i}").into_bytes())
+                    }))
+                })
+            })
+            .collect();
+        // Every caller has chosen to load or to wait, and the leader's
+        // future is pending on the gate: let it finish.
+        wait_for_misses(&cache, ASYNC_THREADS);
+        wait_until("the loader started", || calls.load(Ordering::SeqCst) >= 1);
+        thread::sleep(Duration::from_millis(30));
+        gate.open();
+        let values: Vec<Vec<u8>> = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread").expect("load"))
+            .collect();
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "the loader ran more than once"
+        );
+        assert!(values.iter().all(|v| *v == values[0]), "values differ");
+        assert_eq!(cache.stats().loads, 1);
+    });
+}
+
+#[test]
+fn async_singleflight_shares_one_error() {
+    with_deadline("async singleflight error", Duration::from_secs(20), || {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(fast_db(dir.path())).expect("cache");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let leader = Arc::new(AtomicUsize::new(usize::MAX));
+        let gate = Arc::new(Gate::default());
+        let barrier = Arc::new(Barrier::new(ASYNC_THREADS));
+        let handles: Vec<_> = (0..ASYNC_THREADS)
+            .map(|i| {
+                let (cache, calls, gate, barrier) =
+                    (cache.clone(), calls.clone(), gate.clone(), barrier.clone());
+                let leader = leader.clone();
+                thread::spawn(move || {
+                    barrier.wait();
+                    block_on(cache.get_or_insert_with_async("page", HOUR, || async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        leader.store(i, Ordering::SeqCst);
+                        gate.wait().await;
+                        Err::<Vec<u8>, _>(Boom(i))
+                    }))
+                })
+            })
+            .collect();
+        wait_for_misses(&cache, ASYNC_THREADS);
+        wait_until("the loader started", || calls.load(Ordering::SeqCst) >= 1);
+        thread::sleep(Duration::from_millis(30));
+        gate.open();
+        let errors: Vec<Arc<Boom>> = handles
+            .into_iter()
+            .map(|h| match h.join().expect("thread") {
+                Err(LoadError::Loader(e)) => e,
+                other => panic!("expected the loader's error, got {other:?}"),
+            })
+            .collect();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            errors[0].0,
+            leader.load(Ordering::SeqCst),
+            "the leader's error"
+        );
+        assert!(errors.iter().all(|e| Arc::ptr_eq(e, &errors[0])));
+        assert_eq!(cache.stats().entries, 0);
+        assert_eq!(cache.get("page").expect("get"), None);
+    });
+}
+
+#[test]
+fn async_waiters_take_over_when_the_leading_future_is_dropped() {
+    with_deadline("dropped async leader", Duration::from_secs(20), || {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = Cache::open(fast_db(dir.path())).expect("cache");
+        let calls = Arc::new(AtomicUsize::new(0));
+        let waiters = ASYNC_THREADS - 1;
+        let start = Arc::new(Barrier::new(ASYNC_THREADS));
+
+        let leader = {
+            let (cache, calls, start) = (cache.clone(), calls.clone(), start.clone());
+            thread::spawn(move || {
+                let never = Arc::new(Gate::default());
+                let mut fut = Box::pin(cache.get_or_insert_with_async("page", HOUR, || {
+                    let calls = calls.clone();
+                    async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        never.wait().await;
+                        Ok::<_, Boom>(b"never".to_vec())
+                    }
+                }));
+                let mut cx = Context::from_waker(Waker::noop());
+                assert!(fut.as_mut().poll(&mut cx).is_pending());
+                assert_eq!(calls.load(Ordering::SeqCst), 1, "this future leads");
+                start.wait();
+                wait_for_misses(&cache, 1 + waiters);
+                thread::sleep(Duration::from_millis(20));
+                drop(fut); // cancelled mid-load
+            })
+        };
+        let handles: Vec<_> = (0..waiters)
+            .map(|i| {
+                let (cache, calls, start) = (cache.clone(), calls.clone(), start.clone());
+                thread::spawn(move || {
+                    start.wait();
+                    let c = cache.clone();
+                    block_on(cache.get_or_insert_with_async("page", HOUR, || async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        // Wait for every waiter's second attempt.
+                        wait_for_misses(&c, 1 + 2 * waiters);
+                        thread::sleep(Duration::from_millis(30));
+                        Ok::<_, Boom>(format!("loaded by {i}").into_bytes())
+                    }))
+                })
+            })
+            .collect();
+        leader.join().expect("leader thread");
+        let values: Vec<Vec<u8>> = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread").expect("load"))
+            .collect();
+        assert!(values.iter().all(|v| *v == values[0]), "values differ");
+        assert_ne!(values[0], b"never");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            2,
+            "the cancelled load and exactly one takeover"
+        );
+    });
+}
+
+// ----- 3. session rotation racing reads ----------------------------------------
+
+#[test]
+fn rotate_racing_get_never_revives_an_old_id_or_leaks_another_session() {
+    const CHAINS: usize = 3;
+    const ROTATIONS: usize = 300;
+    const READERS: usize = 4;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sessions = Sessions::new(fast_db(dir.path()));
+    let data = |c: usize| format!("data of chain {c}").into_bytes();
+    let user = |c: usize| format!("user-{c}");
+    // history[c][j + 1] is what rotate(history[c][j]) returned; an id is
+    // pushed only after its rotate call returned.
+    let history: Arc<Vec<Mutex<Vec<String>>>> = Arc::new(
+        (0..CHAINS)
+            .map(|c| {
+                let id = sessions
+                    .create_for_user(&user(c), data(c), HOUR)
+                    .expect("create");
+                Mutex::new(vec![id.into_string()])
+            })
+            .collect(),
+    );
+    let rotators_left = Arc::new(AtomicUsize::new(CHAINS));
+    let barrier = Arc::new(Barrier::new(CHAINS + READERS));
+
+    let rotators: Vec<_> = (0..CHAINS)
+        .map(|c| {
+            let (sessions, history, left, barrier) = (
+                sessions.clone(),
+                history.clone(),
+                rotators_left.clone(),
+                barrier.clone(),
+            );
+            thread::spawn(move || {
+                barrier.wait();
+                for _ in 0..ROTATIONS {
+                    let cur = history[c].lock().expect("history").last().cloned();
+                    let cur = cur.expect("non-empty");
+                    let new = sessions.rotate(&cur).expect("rotate").expect("live");
+                    history[c].lock().expect("history").push(new.into_string());
+                }
+                left.fetch_sub(1, Ordering::SeqCst);
+            })
+        })
+        .collect();
+    let readers: Vec<_> = (0..READERS)
+        .map(|r| {
+            let (sessions, history, left, barrier) = (
+                sessions.clone(),
+                history.clone(),
+                rotators_left.clone(),
+                barrier.clone(),
+            );
+            thread::spawn(move || {
+                let mut rng = Rng::new(r as u64 + 1);
+                let (mut checks, mut retired_checks) = (0usize, 0usize);
+                barrier.wait();
+                while left.load(Ordering::SeqCst) > 0 {
+                    let c = rng.below(CHAINS);
+                    // Decide whether the id is retired *before* reading it.
+                    let (id, retired) = {
+                        let h = history[c].lock().expect("history");
+                        // Mostly recent ids, where the races are.
+                        let back = rng.below(4.min(h.len()));
+                        let j = if rng.below(4) == 0 {
+                            rng.below(h.len())
+                        } else {
+                            h.len() - 1 - back
+                        };
+                        (h[j].clone(), j + 1 < h.len())
+                    };
+                    let got = if rng.below(2) == 0 {
+                        sessions.get(&id).expect("get")
+                    } else {
+                        sessions.get_and_touch(&id).expect("get_and_touch")
+                    };
+                    if retired {
+                        retired_checks += 1;
+                        assert!(
+                            got.is_none(),
+                            "chain {c}: an id whose rotation had returned is still live"
+                        );
+                    }
+                    if let Some(s) = got {
+                        assert_eq!(s.data, data(c), "chain {c}: another session's data");
+                        assert_eq!(s.user.as_deref(), Some(user(c).as_str()));
+                    }
+                    checks += 1;
+                }
+                (checks, retired_checks)
+            })
+        })
+        .collect();
+    for h in rotators {
+        h.join().expect("rotator");
+    }
+    let (mut checks, mut retired_checks) = (0, 0);
+    for h in readers {
+        let (c, r) = h.join().expect("reader");
+        checks += c;
+        retired_checks += r;
+    }
+    assert!(
+        checks > 0 && retired_checks > 0,
+        "the readers checked nothing"
+    );
+
+    for (c, h) in history.iter().enumerate() {
+        let h = h.lock().expect("history");
+        assert_eq!(h.len(), ROTATIONS + 1);
+        assert_eq!(
+            h.iter().collect::<HashSet<_>>().len(),
+            h.len(),
+            "an id came twice"
+        );
+        let (last, old) = h.split_last().expect("non-empty");
+        for id in old {
+            assert_eq!(
+                sessions.get(id).expect("get"),
+                None,
+                "chain {c}: old id live"
+            );
+        }
+        let s = sessions
+            .get(last)
+            .expect("get")
+            .expect("the last id is live");
+        assert_eq!(s.data, data(c));
+        let listed: Vec<String> = sessions
+            .list_for_user(&user(c))
+            .expect("list")
+            .into_iter()
+            .map(|(id, _)| id.into_string())
+            .collect();
+        assert_eq!(
+            listed,
+            std::slice::from_ref(last),
+            "chain {c}: the user index"
+        );
+    }
+    // One live session record per chain, no leftovers.
+    let records = sessions
+        .db()
+        .scan_prefix("s")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("scan");
+    assert_eq!(records.len(), CHAINS);
+}
+
+#[test]
+fn two_threads_rotating_one_id_exactly_one_wins() {
+    const ROUNDS: usize = 200;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sessions = Sessions::new(fast_db(dir.path()));
+    for round in 0..ROUNDS {
+        let user = format!("user-{}", round % 5);
+        let id = sessions
+            .create_for_user(&user, format!("round {round}"), HOUR)
+            .expect("create");
+        let barrier = Barrier::new(2);
+        let results: Vec<Option<String>> = thread::scope(|s| {
+            let hs: Vec<_> = (0..2)
+                .map(|_| {
+                    s.spawn(|| {
+                        barrier.wait();
+                        sessions
+                            .rotate(id.as_str())
+                            .expect("rotate")
+                            .map(|i| i.into_string())
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().expect("thread")).collect()
+        });
+        let winners: Vec<&String> = results.iter().flatten().collect();
+        assert_eq!(winners.len(), 1, "round {round}: {results:?}");
+        assert_eq!(sessions.get(id.as_str()).expect("get"), None);
+        let s = sessions.get(winners[0]).expect("get").expect("live");
+        assert_eq!(s.data, format!("round {round}").into_bytes());
+    }
+    // Every user's index lists exactly its live sessions.
+    let mut listed = 0;
+    for u in 0..5 {
+        listed += sessions
+            .list_for_user(&format!("user-{u}"))
+            .expect("list")
+            .len();
+    }
+    assert_eq!(listed, ROUNDS);
+    assert_eq!(sessions.db().len().expect("len"), ROUNDS + 5);
+}
+
+// ----- 4. limiters ---------------------------------------------------------------
+
+const LIMIT_THREADS: usize = 8;
+const CHECKS_PER_THREAD: usize = 50;
+
+/// Runs `check` from `LIMIT_THREADS` threads, `CHECKS_PER_THREAD` times
+/// each, and returns the `remaining` of every allowed decision.
+fn hammer(check: impl Fn() -> cairn::limits::Decision + Send + Sync) -> (Vec<u64>, usize) {
+    let barrier = Barrier::new(LIMIT_THREADS);
+    let decisions: Vec<cairn::limits::Decision> = thread::scope(|s| {
+        let hs: Vec<_> = (0..LIMIT_THREADS)
+            .map(|_| {
+                s.spawn(|| {
+                    barrier.wait();
+                    (0..CHECKS_PER_THREAD).map(|_| check()).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .flat_map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let mut allowed: Vec<u64> = decisions
+        .iter()
+        .filter(|d| d.allowed)
+        .map(|d| d.remaining)
+        .collect();
+    allowed.sort_unstable();
+    let refused = decisions.iter().filter(|d| !d.allowed).count();
+    for d in decisions.iter().filter(|d| !d.allowed) {
+        assert_eq!(d.remaining, 0, "a refusal with allowance left: {d:?}");
+        assert!(d.retry_after > Duration::ZERO);
+    }
+    (allowed, refused)
+}
+
+#[test]
+fn fixed_window_admits_exactly_its_limit_from_many_threads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000);
+    let db = clocked_db(dir.path(), &clock);
+    let fw =
+        FixedWindow::new(db.keyspace("limits").expect("ks"), "api", 100, HOUR).expect("limiter");
+    let (allowed, refused) = hammer(|| fw.check("client").expect("check"));
+    assert_eq!(allowed.len(), 100, "allowed");
+    assert_eq!(refused, LIMIT_THREADS * CHECKS_PER_THREAD - 100);
+    // Each admission saw the count left by the one before it.
+    assert_eq!(allowed, (0..100).collect::<Vec<u64>>());
+    assert!(!fw.check("client").expect("check").allowed);
+    assert!(fw.check("other").expect("check").allowed);
+}
+
+#[test]
+fn gcra_admits_exactly_its_burst_from_many_threads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000);
+    let db = clocked_db(dir.path(), &clock);
+    let gcra = Gcra::new(db.keyspace("limits").expect("ks"), "api", 50, HOUR).expect("limiter");
+    let (allowed, refused) = hammer(|| gcra.check("client").expect("check"));
+    assert_eq!(allowed.len(), 50, "allowed");
+    assert_eq!(refused, LIMIT_THREADS * CHECKS_PER_THREAD - 50);
+    assert_eq!(allowed, (0..50).collect::<Vec<u64>>());
+    // One more unit after one emission interval (72 s), not before.
+    clock.advance(Duration::from_secs(71));
+    assert!(!gcra.check("client").expect("check").allowed);
+    clock.advance(Duration::from_secs(1));
+    assert!(gcra.check("client").expect("check").allowed);
+}
+
+// ----- 5. idempotency keys ---------------------------------------------------------
+
+#[test]
+fn idempotency_racing_begins_have_one_winner_then_all_see_the_outcome() {
+    const THREADS: usize = 8;
+    const ROUNDS: usize = 50;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000);
+    let idem = Idempotency::new(clocked_db(dir.path(), &clock));
+    let barrier = Barrier::new(THREADS);
+    // Per thread, per round: (first begin, whether it completed, begin after).
+    type Round = (Begin, bool, Begin);
+    let per_thread: Vec<Vec<Round>> = thread::scope(|s| {
+        let hs: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (idem, barrier) = (&idem, &barrier);
+                s.spawn(move || {
+                    let mut out = Vec::new();
+                    for round in 0..ROUNDS {
+                        let key = format!("order-{round}");
+                        barrier.wait();
+                        let first = idem.begin(&key, HOUR).expect("begin");
+                        barrier.wait();
+                        let completed = first == Begin::Started
+                            && idem
+                                .complete(&key, format!("outcome {round} by {t}"))
+                                .expect("complete");
+                        barrier.wait();
+                        let after = idem.begin(&key, HOUR).expect("begin");
+                        out.push((first, completed, after));
+                    }
+                    out
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    for round in 0..ROUNDS {
+        let rows: Vec<&Round> = per_thread.iter().map(|r| &r[round]).collect();
+        let winners: Vec<usize> = (0..THREADS)
+            .filter(|&t| rows[t].0 == Begin::Started)
+            .collect();
+        assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
+        let w = winners[0];
+        assert!(rows[w].1, "round {round}: the winner's complete failed");
+        for (t, row) in rows.iter().enumerate() {
+            if t != w {
+                assert_eq!(
+                    row.0,
+                    Begin::InProgress {
+                        started_unix_ms: 1_700_000_000_000
+                    },
+                    "round {round}, thread {t}"
+                );
+            }
+            assert_eq!(
+                row.2,
+                Begin::Completed(format!("outcome {round} by {w}").into_bytes()),
+                "round {round}, thread {t}"
+            );
+        }
+    }
+}
+
+#[test]
+fn idempotency_racing_completes_and_aborts_have_one_winner() {
+    const ROUNDS: usize = 200;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let idem = Idempotency::new(fast_db(dir.path()));
+    for round in 0..ROUNDS {
+        let key = format!("k{round}");
+        assert_eq!(idem.begin(&key, HOUR).expect("begin"), Begin::Started);
+        let barrier = Barrier::new(2);
+        // Two completes race; on odd rounds a complete races an abort.
+        let (a, b) = thread::scope(|s| {
+            let a = s.spawn(|| {
+                barrier.wait();
+                idem.complete(&key, b"A").expect("complete")
+            });
+            let b = s.spawn(|| {
+                barrier.wait();
+                if round % 2 == 0 {
+                    idem.complete(&key, b"B").expect("complete")
+                } else {
+                    idem.abort(&key).expect("abort")
+                }
+            });
+            (a.join().expect("a"), b.join().expect("b"))
+        });
+        assert!(
+            a ^ b,
+            "round {round}: exactly one must win, got {a} and {b}"
+        );
+        let expected = match (round % 2, a) {
+            (_, true) => Begin::Completed(b"A".to_vec()),
+            (0, false) => Begin::Completed(b"B".to_vec()),
+            _ => Begin::Started, // the abort won: a retry starts over
+        };
+        assert_eq!(
+            idem.begin(&key, HOUR).expect("begin"),
+            expected,
+            "round {round}"
+        );
+    }
+}
+
+// ----- 6. creating sessions from many threads --------------------------------------
+
+#[test]
+fn concurrent_creates_give_distinct_gettable_sessions() {
+    const THREADS: usize = 8;
+    const PER_THREAD: usize = 500;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sessions = Sessions::new(fast_db(dir.path()));
+    let barrier = Barrier::new(THREADS);
+    let created: Vec<(String, Vec<u8>)> = thread::scope(|s| {
+        let hs: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (sessions, barrier) = (&sessions, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    (0..PER_THREAD)
+                        .map(|i| {
+                            let data = format!("thread {t} session {i}").into_bytes();
+                            let id = sessions.create(&data, HOUR).expect("create");
+                            (id.into_string(), data)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .flat_map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    let ids: HashSet<&str> = created.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids.len(), THREADS * PER_THREAD, "duplicate ids");
+    for (id, data) in &created {
+        let s = sessions
+            .get(id)
+            .expect("get")
+            .expect("created session is live");
+        assert_eq!(&s.data, data);
+    }
+    assert_eq!(sessions.db().len().expect("len"), THREADS * PER_THREAD);
+}
+
+#[test]
+fn concurrent_creates_for_one_user_lose_no_index_update() {
+    const THREADS: usize = 8;
+    const PER_THREAD: usize = 40;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sessions = Sessions::new(fast_db(dir.path()));
+    let barrier = Barrier::new(THREADS);
+    let created: HashSet<String> = thread::scope(|s| {
+        let hs: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (sessions, barrier) = (&sessions, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    (0..PER_THREAD)
+                        .map(|i| {
+                            sessions
+                                .create_for_user("ada", format!("{t}/{i}"), HOUR)
+                                .expect("create")
+                                .into_string()
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter()
+            .flat_map(|h| h.join().expect("thread"))
+            .collect()
+    });
+    assert_eq!(created.len(), THREADS * PER_THREAD);
+    let listed: HashSet<String> = sessions
+        .list_for_user("ada")
+        .expect("list")
+        .into_iter()
+        .map(|(id, _)| id.into_string())
+        .collect();
+    assert_eq!(
+        listed.len(),
+        created.len(),
+        "sessions missing from the index"
+    );
+    assert_eq!(listed, created);
+    assert_eq!(
+        sessions.revoke_all_for_user("ada").expect("revoke all"),
+        (THREADS * PER_THREAD) as u64
+    );
+    assert_eq!(sessions.db().len().expect("len"), 0);
+}
+
+// ----- 7. cache capacity under concurrent inserts -----------------------------------
+
+fn cache_opts(max_entries: u64, admission: bool) -> CacheOptions {
+    CacheOptions::new()
+        .max_entries(max_entries)
+        .admission(admission)
+        .seed(7)
+}
+
+/// Entries the cache's store actually holds.
+fn stored_entries(cache: &Cache) -> usize {
+    cache
+        .db()
+        .scan_prefix("d")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("scan")
+        .len()
+}
+
+/// Inserts `threads × per_thread` distinct keys from `threads` threads into
+/// a cache of `max_entries`, then checks that the cache's count, the
+/// store's content and a reopened cache agree.
+/// Both with the admission check (most inserts of never-read keys are
+/// refused) and without it (every insert evicts).
+fn check_capacity_under_concurrent_inserts(max_entries: u64, threads: usize, per_thread: usize) {
+    for admission in [false, true] {
+        check_capacity(max_entries, threads, per_thread, admission);
+    }
+}
+
+fn check_capacity(max_entries: u64, threads: usize, per_thread: usize, admission: bool) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = fast_db(dir.path());
+    let cache = cache_opts(max_entries, admission)
+        .open(db.clone())
+        .expect("cache");
+    let barrier = Barrier::new(threads);
+    thread::scope(|s| {
+        for t in 0..threads {
+            let (cache, barrier) = (&cache, &barrier);
+            s.spawn(move || {
+                barrier.wait();
+                for i in 0..per_thread {
+                    cache
+                        .insert(format!("t{t}-k{i}"), [b'v'; 32], None)
+                        .expect("insert");
+                }
+            });
+        }
+    });
+    let stats = cache.stats();
+    let stored = stored_entries(&cache);
+    assert!(
+        stats.entries <= max_entries,
+        "{} entries over a capacity of {max_entries}",
+        stats.entries
+    );
+    assert_eq!(
+        stored as u64, stats.entries,
+        "the store holds {stored} entries, the cache counts {} (evictions {})",
+        stats.entries, stats.evictions
+    );
+    assert_eq!(
+        stats.evictions + stats.entries + stats.rejections,
+        (threads * per_thread) as u64,
+        "every insert is held, evicted or refused admission"
+    );
+    drop(cache);
+    db.close().expect("close");
+    drop(db);
+
+    let db = fast_db(dir.path());
+    let cache = cache_opts(max_entries, admission)
+        .open(db.clone())
+        .expect("reopen cache");
+    let reopened = cache.stats();
+    assert_eq!(
+        (reopened.entries, reopened.evictions),
+        (stats.entries, 0),
+        "after a restart: evictions were not durable"
+    );
+    assert_eq!(stored_entries(&cache) as u64, stats.entries);
+    db.close().expect("close");
+}
+
+#[test]
+fn cache_capacity_holds_under_concurrent_inserts() {
+    check_capacity_under_concurrent_inserts(100, 8, 500);
+}
+
+/// The same with a capacity smaller than the number of writers, so that an
+/// insert's victim is often another thread's insert still in flight.
+#[test]
+fn cache_tiny_capacity_holds_under_concurrent_inserts() {
+    check_capacity_under_concurrent_inserts(4, 8, 500);
+}
+
+#[test]
+fn helpers_detect_what_they_should() {
+    // with_deadline must fail on a hang, or the hang tests could not fail.
+    let hung = catch_unwind(|| {
+        with_deadline("a sleeper", Duration::from_millis(50), || {
+            thread::sleep(Duration::from_millis(500))
+        })
+    });
+    assert!(hung.is_err());
+    // block_on must return a value whose waker fires from another thread.
+    let gate = Arc::new(Gate::default());
+    let opener = {
+        let gate = gate.clone();
+        thread::spawn(move || {
+            thread::sleep(Duration::from_millis(20));
+            gate.open();
+        })
+    };
+    let flag = AtomicBool::new(false);
+    block_on(async {
+        gate.wait().await;
+        flag.store(true, Ordering::SeqCst);
+    });
+    opener.join().expect("opener");
+    assert!(flag.load(Ordering::SeqCst));
+}
