@@ -32,9 +32,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
         let idem = Idempotency::new(db.keyspace("idempotency")?);
         match idem.begin("payment-9f2c", Duration::from_secs(24 * 3600))? {
-            Begin::Started => {
+            Begin::Started(claim) => {
                 // ... charge the card here ...
-                idem.complete("payment-9f2c", b"201 charged 12.00 EUR")?;
+                idem.complete(&claim, b"201 charged 12.00 EUR")?;
                 println!("payment-9f2c: charged");
             }
             other => println!("payment-9f2c: {other:?}"),

@@ -10,8 +10,8 @@
 //!
 //! Each decision is one [`Db::transaction`]: atomic under any concurrency,
 //! and as durable as the store's [`SyncPolicy`](crate::SyncPolicy). A
-//! refused request writes nothing. Several limiters can share a keyspace:
-//! each one's keys start with its name.
+//! refused request writes nothing. Several limiters and idempotency keys
+//! can share a keyspace: each one's keys start with its kind and name.
 //!
 //! ```
 //! use std::time::Duration;
@@ -48,13 +48,20 @@ pub struct Decision {
     pub reset_after: Duration,
 }
 
-fn named_key(name: &str, key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(2 + name.len() + key.len());
+/// The key of limiter `name` of kind `tag` for the caller's `key`: kinds
+/// and names never collide, with each other or with idempotency keys.
+fn named_key(tag: u8, name: &str, key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(3 + name.len() + key.len());
+    k.push(tag);
     k.extend_from_slice(&(name.len() as u16).to_le_bytes());
     k.extend_from_slice(name.as_bytes());
     k.extend_from_slice(key);
     k
 }
+
+const TAG_FIXED: u8 = b'f';
+const TAG_GCRA: u8 = b'g';
+const TAG_IDEMPOTENCY: u8 = b'i';
 
 fn check_name(name: &str) -> Result<()> {
     if name.len() > 255 {
@@ -152,7 +159,7 @@ impl FixedWindow {
     /// # Errors
     /// As [`FixedWindow::check`].
     pub fn check_n(&self, key: impl AsRef<[u8]>, cost: u64) -> Result<Decision> {
-        let k = named_key(&self.name, key.as_ref());
+        let k = named_key(TAG_FIXED, &self.name, key.as_ref());
         self.db.transaction(|tx| {
             let now = tx.now_ms();
             let (count, expires) = match tx.get_entry(&k)? {
@@ -218,13 +225,16 @@ impl Gcra {
     ///
     /// # Errors
     /// [`Error::InvalidOptions`] for a zero `limit`, or a `period` shorter
-    /// than `limit` microseconds.
+    /// than `limit` milliseconds (the clock counts milliseconds, so one key
+    /// can be allowed at most 1000 units a second).
     pub fn new(db: Db, name: &str, limit: u64, period: Duration) -> Result<Gcra> {
         check_name(name)?;
         let period_us = u64::try_from(period.as_micros()).unwrap_or(u64::MAX);
-        if limit == 0 || period_us / limit == 0 {
+        // The store's clock counts milliseconds: a finer interval would be
+        // enforced as 1 ms and admit far less than asked.
+        if limit == 0 || period_us / limit < 1000 {
             return Err(Error::InvalidOptions(
-                "GCRA needs a limit above zero and at least 1 µs per unit".into(),
+                "GCRA needs a limit above zero and at least 1 ms per unit (at most 1000 per second)".into(),
             ));
         }
         Ok(Gcra {
@@ -275,7 +285,7 @@ impl Gcra {
     /// # Errors
     /// As [`FixedWindow::check`].
     pub fn check_n(&self, key: impl AsRef<[u8]>, cost: u64) -> Result<Decision> {
-        let k = named_key(&self.name, key.as_ref());
+        let k = named_key(TAG_GCRA, &self.name, key.as_ref());
         let t = self.interval_us;
         let capacity = t.saturating_mul(self.burst);
         self.db.transaction(|tx| {
@@ -323,9 +333,9 @@ impl Gcra {
 /// What [`Idempotency::begin`] found.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Begin {
-    /// This caller claimed the operation: run it, then call
+    /// This caller claimed the operation: run it, then pass the claim to
     /// [`Idempotency::complete`] (or [`Idempotency::abort`] on failure).
-    Started,
+    Started(Claim),
     /// An earlier attempt claimed it and has not completed yet.
     InProgress {
         /// When that attempt claimed it (Unix milliseconds).
@@ -333,6 +343,30 @@ pub enum Begin {
     },
     /// An earlier attempt completed it with this outcome.
     Completed(Vec<u8>),
+}
+
+/// A claim on an idempotency key, returned by [`Idempotency::begin`]. Only
+/// its holder can complete or abort the operation: a worker whose lease
+/// ran out and was taken over cannot overwrite or release the new claim.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Claim {
+    key: Vec<u8>,
+    token: u64,
+}
+
+impl Claim {
+    /// The idempotency key claimed.
+    pub fn key(&self) -> &[u8] {
+        &self.key
+    }
+}
+
+impl std::fmt::Debug for Claim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claim")
+            .field("key", &String::from_utf8_lossy(&self.key))
+            .finish_non_exhaustive()
+    }
 }
 
 /// Idempotency keys: each key's operation runs once, and retries get its
@@ -361,7 +395,8 @@ impl Idempotency {
     }
 
     /// A claim that has not completed within `lease` may be taken over by
-    /// a later [`Idempotency::begin`] (the first worker is presumed dead).
+    /// a later [`Idempotency::begin`] (the first worker is presumed dead;
+    /// its claim no longer completes or aborts anything).
     #[must_use]
     pub fn lease(mut self, lease: Duration) -> Idempotency {
         self.lease_ms = Some(ms(lease).max(1));
@@ -378,9 +413,9 @@ impl Idempotency {
     /// let db = cairn::Db::open(dir.path())?;
     /// let idem = Idempotency::new(db);
     /// let day = Duration::from_secs(86_400);
-    /// assert_eq!(idem.begin("order-42", day)?, Begin::Started);
+    /// let Begin::Started(claim) = idem.begin("order-42", day)? else { panic!("new key") };
     /// assert!(matches!(idem.begin("order-42", day)?, Begin::InProgress { .. }));
-    /// idem.complete("order-42", b"201 Created")?;
+    /// idem.complete(&claim, b"201 Created")?;
     /// assert_eq!(idem.begin("order-42", day)?, Begin::Completed(b"201 Created".to_vec()));
     /// # Ok::<(), cairn::Error>(())
     /// ```
@@ -393,69 +428,38 @@ impl Idempotency {
             return Err(Error::InvalidTtl);
         }
         let key = key.as_ref();
+        let stored = idem_key(key);
+        let mut t = [0u8; 8];
+        crate::rand::secure_bytes(&mut t)?;
+        let token = u64::from_le_bytes(t);
         self.db.transaction(|tx| {
             let now = tx.now_ms();
-            if let Some((v, _)) = tx.get_entry(key)? {
-                match decode(&v)? {
-                    (DONE, _, out) => return Ok(Begin::Completed(out.to_vec())),
-                    (_, started, _) => {
-                        let stale = self
-                            .lease_ms
-                            .is_some_and(|l| now >= started.saturating_add(l));
-                        if !stale {
-                            return Ok(Begin::InProgress {
-                                started_unix_ms: started,
-                            });
-                        }
-                    }
+            if let Some((v, _)) = tx.get_entry(&stored)? {
+                let r = decode(&v)?;
+                if r.state == DONE {
+                    return Ok(Begin::Completed(r.outcome.to_vec()));
+                }
+                let stale = self
+                    .lease_ms
+                    .is_some_and(|l| now >= r.started.saturating_add(l));
+                if !stale {
+                    return Ok(Begin::InProgress {
+                        started_unix_ms: r.started,
+                    });
                 }
             }
-            let mut v = vec![CLAIMED];
-            v.extend_from_slice(&now.to_le_bytes());
-            tx.put_with_ttl(key, v, ttl)?;
-            Ok(Begin::Started)
+            tx.put_with_ttl(&stored, encode(CLAIMED, now, token, b""), ttl)?;
+            Ok(Begin::Started(Claim {
+                key: key.to_vec(),
+                token,
+            }))
         })
     }
 
-    /// Stores the outcome of the claimed operation `key`, keeping the TTL
-    /// given to [`Idempotency::begin`]. Returns `false` (and stores nothing)
-    /// when `key` is not claimed: it expired, was aborted, or was already
-    /// completed.
-    ///
-    /// ```
-    /// # use std::time::Duration;
-    /// let dir = tempfile::tempdir()?;
-    /// let db = cairn::Db::open(dir.path())?;
-    /// let idem = cairn::limits::Idempotency::new(db);
-    /// idem.begin("k", Duration::from_secs(60))?;
-    /// assert!(idem.complete("k", b"done")?);
-    /// assert!(!idem.complete("k", b"again")?);
-    /// # Ok::<(), cairn::Error>(())
-    /// ```
-    ///
-    /// # Errors
-    /// As [`Idempotency::begin`].
-    pub fn complete(&self, key: impl AsRef<[u8]>, outcome: impl AsRef<[u8]>) -> Result<bool> {
-        let key = key.as_ref();
-        self.db.transaction(|tx| {
-            let Some((v, expires)) = tx.get_entry(key)? else {
-                return Ok(false);
-            };
-            let (state, started, _) = decode(&v)?;
-            if state != CLAIMED {
-                return Ok(false);
-            }
-            let mut v = vec![DONE];
-            v.extend_from_slice(&started.to_le_bytes());
-            v.extend_from_slice(outcome.as_ref());
-            tx.put_expiring_at(key, v, expires);
-            Ok(true)
-        })
-    }
-
-    /// Releases the claim on `key` after a failed attempt, so that a retry
-    /// can start over. Returns whether there was a claim to release; a
-    /// completed outcome is never removed.
+    /// Stores the outcome of the operation `claim` holds, keeping the TTL
+    /// given to [`Idempotency::begin`]. Returns `false` (and stores
+    /// nothing) when the claim no longer holds: the key expired, was
+    /// aborted, completed, or taken over after the lease ran out.
     ///
     /// ```
     /// # use std::time::Duration;
@@ -463,29 +467,96 @@ impl Idempotency {
     /// let dir = tempfile::tempdir()?;
     /// let db = cairn::Db::open(dir.path())?;
     /// let idem = Idempotency::new(db);
-    /// idem.begin("k", Duration::from_secs(60))?;
-    /// assert!(idem.abort("k")?);
-    /// assert_eq!(idem.begin("k", Duration::from_secs(60))?, Begin::Started);
+    /// let Begin::Started(claim) = idem.begin("k", Duration::from_secs(60))? else { panic!() };
+    /// assert!(idem.complete(&claim, b"done")?);
+    /// assert!(!idem.complete(&claim, b"again")?);
     /// # Ok::<(), cairn::Error>(())
     /// ```
     ///
     /// # Errors
     /// As [`Idempotency::begin`].
-    pub fn abort(&self, key: impl AsRef<[u8]>) -> Result<bool> {
-        let key = key.as_ref();
-        self.db.transaction(|tx| match tx.get_entry(key)? {
-            Some((v, _)) if decode(&v)?.0 == CLAIMED => {
-                tx.delete(key);
-                Ok(true)
+    pub fn complete(&self, claim: &Claim, outcome: impl AsRef<[u8]>) -> Result<bool> {
+        let stored = idem_key(&claim.key);
+        self.db.transaction(|tx| {
+            let Some((v, expires)) = tx.get_entry(&stored)? else {
+                return Ok(false);
+            };
+            let r = decode(&v)?;
+            if r.state != CLAIMED || r.token != claim.token {
+                return Ok(false);
             }
-            _ => Ok(false),
+            let v = encode(DONE, r.started, r.token, outcome.as_ref());
+            tx.put_expiring_at(&stored, v, expires);
+            Ok(true)
+        })
+    }
+
+    /// Releases `claim` after a failed attempt, so that a retry can start
+    /// over. Returns whether the claim still held; a completed outcome is
+    /// never removed.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// use cairn::limits::{Begin, Idempotency};
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// let idem = Idempotency::new(db);
+    /// let Begin::Started(claim) = idem.begin("k", Duration::from_secs(60))? else { panic!() };
+    /// assert!(idem.abort(&claim)?);
+    /// assert!(matches!(idem.begin("k", Duration::from_secs(60))?, Begin::Started(_)));
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Idempotency::begin`].
+    pub fn abort(&self, claim: &Claim) -> Result<bool> {
+        let stored = idem_key(&claim.key);
+        self.db.transaction(|tx| match tx.get_entry(&stored)? {
+            Some((v, _)) => {
+                let r = decode(&v)?;
+                if r.state == CLAIMED && r.token == claim.token {
+                    tx.delete(&stored);
+                    Ok(true)
+                } else {
+                    Ok(false)
+                }
+            }
+            None => Ok(false),
         })
     }
 }
 
-fn decode(v: &[u8]) -> Result<(u8, u64, &[u8])> {
-    if v.len() < 9 || v[0] > DONE {
+fn idem_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + key.len());
+    k.push(TAG_IDEMPOTENCY);
+    k.extend_from_slice(key);
+    k
+}
+
+struct IdemRecord<'a> {
+    state: u8,
+    started: u64,
+    token: u64,
+    outcome: &'a [u8],
+}
+
+fn encode(state: u8, started: u64, token: u64, outcome: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(17 + outcome.len());
+    v.push(state);
+    v.extend_from_slice(&started.to_le_bytes());
+    v.extend_from_slice(&token.to_le_bytes());
+    v.extend_from_slice(outcome);
+    v
+}
+
+fn decode(v: &[u8]) -> Result<IdemRecord<'_>> {
+    if v.len() < 17 || v[0] > DONE {
         return Err(Error::Malformed("idempotency record".into()));
     }
-    Ok((v[0], u64_value(&v[1..9], "idempotency record")?, &v[9..]))
+    Ok(IdemRecord {
+        state: v[0],
+        started: u64_value(&v[1..9], "idempotency record")?,
+        token: u64_value(&v[9..17], "idempotency record")?,
+        outcome: &v[17..],
+    })
 }

@@ -255,8 +255,10 @@ fn encode_index(sels: &[[u8; SELECTOR_BYTES]]) -> Vec<u8> {
     v
 }
 
+/// Whole milliseconds, rounded up: a TTL under a millisecond still lives
+/// 1 ms instead of being born expired.
 fn ms(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+    u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
 
 impl Sessions {

@@ -780,10 +780,12 @@ fn idempotency_racing_begins_have_one_winner_then_all_see_the_outcome() {
                         barrier.wait();
                         let first = idem.begin(&key, HOUR).expect("begin");
                         barrier.wait();
-                        let completed = first == Begin::Started
-                            && idem
-                                .complete(&key, format!("outcome {round} by {t}"))
-                                .expect("complete");
+                        let completed = match &first {
+                            Begin::Started(claim) => idem
+                                .complete(claim, format!("outcome {round} by {t}"))
+                                .expect("complete"),
+                            _ => false,
+                        };
                         barrier.wait();
                         let after = idem.begin(&key, HOUR).expect("begin");
                         out.push((first, completed, after));
@@ -797,7 +799,7 @@ fn idempotency_racing_begins_have_one_winner_then_all_see_the_outcome() {
     for round in 0..ROUNDS {
         let rows: Vec<&Round> = per_thread.iter().map(|r| &r[round]).collect();
         let winners: Vec<usize> = (0..THREADS)
-            .filter(|&t| rows[t].0 == Begin::Started)
+            .filter(|&t| matches!(rows[t].0, Begin::Started(_)))
             .collect();
         assert_eq!(winners.len(), 1, "round {round}: winners {winners:?}");
         let w = winners[0];
@@ -828,20 +830,22 @@ fn idempotency_racing_completes_and_aborts_have_one_winner() {
     let idem = Idempotency::new(fast_db(dir.path()));
     for round in 0..ROUNDS {
         let key = format!("k{round}");
-        assert_eq!(idem.begin(&key, HOUR).expect("begin"), Begin::Started);
+        let Begin::Started(claim) = idem.begin(&key, HOUR).expect("begin") else {
+            panic!("round {round}: a fresh key must start");
+        };
         let barrier = Barrier::new(2);
         // Two completes race; on odd rounds a complete races an abort.
         let (a, b) = thread::scope(|s| {
             let a = s.spawn(|| {
                 barrier.wait();
-                idem.complete(&key, b"A").expect("complete")
+                idem.complete(&claim, b"A").expect("complete")
             });
             let b = s.spawn(|| {
                 barrier.wait();
                 if round % 2 == 0 {
-                    idem.complete(&key, b"B").expect("complete")
+                    idem.complete(&claim, b"B").expect("complete")
                 } else {
-                    idem.abort(&key).expect("abort")
+                    idem.abort(&claim).expect("abort")
                 }
             });
             (a.join().expect("a"), b.join().expect("b"))
@@ -850,17 +854,44 @@ fn idempotency_racing_completes_and_aborts_have_one_winner() {
             a ^ b,
             "round {round}: exactly one must win, got {a} and {b}"
         );
-        let expected = match (round % 2, a) {
-            (_, true) => Begin::Completed(b"A".to_vec()),
-            (0, false) => Begin::Completed(b"B".to_vec()),
-            _ => Begin::Started, // the abort won: a retry starts over
-        };
-        assert_eq!(
-            idem.begin(&key, HOUR).expect("begin"),
-            expected,
-            "round {round}"
-        );
+        let after = idem.begin(&key, HOUR).expect("begin");
+        match (round % 2, a) {
+            (_, true) => assert_eq!(after, Begin::Completed(b"A".to_vec()), "round {round}"),
+            (0, false) => assert_eq!(after, Begin::Completed(b"B".to_vec()), "round {round}"),
+            // The abort won: a retry starts over.
+            _ => assert!(
+                matches!(after, Begin::Started(_)),
+                "round {round}: {after:?}"
+            ),
+        }
     }
+}
+
+#[test]
+fn a_claim_taken_over_after_its_lease_cannot_complete_or_abort() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_700_000_000_000);
+    let idem = Idempotency::new(clocked_db(dir.path(), &clock)).lease(Duration::from_secs(10));
+    let Begin::Started(first) = idem.begin("pay", HOUR).expect("begin") else {
+        panic!("fresh key");
+    };
+    clock.advance(Duration::from_secs(11));
+    let Begin::Started(second) = idem.begin("pay", HOUR).expect("begin") else {
+        panic!("the lease ran out: a retry takes over");
+    };
+    // The first worker was only slow: it must not release or overwrite the
+    // second one's claim.
+    assert!(!idem.abort(&first).expect("abort"));
+    assert!(!idem.complete(&first, b"first").expect("complete"));
+    assert!(matches!(
+        idem.begin("pay", HOUR).expect("begin"),
+        Begin::InProgress { .. }
+    ));
+    assert!(idem.complete(&second, b"second").expect("complete"));
+    assert_eq!(
+        idem.begin("pay", HOUR).expect("begin"),
+        Begin::Completed(b"second".to_vec())
+    );
 }
 
 // ----- 6. creating sessions from many threads --------------------------------------
