@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! CARGO_TARGET_DIR=/tmp/hr-target cargo bench --bench cache_hit_ratio
-//! CAIRN_HITRATIO_QUICK=1 cargo bench --bench cache_hit_ratio   # smoke test, 10x fewer requests
+//! CAIRN_HITRATIO_QUICK=1 cargo bench --bench cache_hit_ratio   # quick, 10x fewer requests
+//! cargo test --bench cache_hit_ratio                          # smoke test (CI), 100x fewer
 //! cargo bench --bench cache_hit_ratio -- --quick                 # same
 //! ```
 //!
@@ -68,9 +69,18 @@ impl Config {
     fn from_env() -> Config {
         let quick = std::env::args().any(|a| a == "--quick")
             || std::env::var("CAIRN_HITRATIO_QUICK").is_ok_and(|v| !v.is_empty() && v != "0");
-        let div = if quick { 10 } else { 1 };
+        // `cargo bench` passes --bench; `cargo test --all-targets` runs this
+        // binary without it, as a smoke test of 100x fewer requests.
+        let smoke = !std::env::args().any(|a| a == "--bench");
+        let div = if smoke {
+            100
+        } else if quick {
+            10
+        } else {
+            1
+        };
         Config {
-            quick,
+            quick: quick || smoke,
             requests: 1_000_000 / div,
             scan_every: 50_000 / div,
             scan_len: 20_000 / div,
