@@ -1,4 +1,5 @@
-//! Model-based tests of the session, limits and cache modules: random
+//! Model-based tests of the session, limits (rate limits and idempotency
+//! keys) and cache modules: random
 //! operation sequences, with clock advances, clean reopens and simulated
 //! process crashes (opening a copy of the files taken while the store is
 //! open), checked step by step against plain in-memory models.
@@ -11,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cairn::cache::{Cache, CacheOptions};
-use cairn::limits::{FixedWindow, Gcra};
+use cairn::limits::{Begin, Claim, FixedWindow, Gcra, Idempotency};
 use cairn::session::{SessionId, Sessions};
 use cairn::{Db, ManualClock, Options, SyncPolicy};
 use proptest::prelude::*;
@@ -646,5 +647,141 @@ proptest! {
     #[test]
     fn cache_matches_the_model(ops in proptest::collection::vec(cop(), 1..80)) {
         run_cache(ops)?;
+    }
+}
+
+// ----- idempotency keys -----------------------------------------------------
+
+#[derive(Clone, Debug)]
+enum IOp {
+    Begin { key: u8, ttl: u64 },
+    Complete { claim: usize, outcome: u8 },
+    Abort { claim: usize },
+    Advance(u64),
+    Restart(Restart),
+}
+
+fn iop() -> impl Strategy<Value = IOp> {
+    prop_oneof![
+        4 => (0u8..3, 1u64..400).prop_map(|(key, ttl)| IOp::Begin { key, ttl }),
+        3 => (any::<usize>(), any::<u8>()).prop_map(|(claim, outcome)| IOp::Complete { claim, outcome }),
+        1 => any::<usize>().prop_map(|claim| IOp::Abort { claim }),
+        3 => (0u64..150).prop_map(IOp::Advance),
+        1 => restart_strategy().prop_map(IOp::Restart),
+    ]
+}
+
+const LEASE_MS: u64 = 100;
+
+#[derive(Clone, Debug)]
+enum IState {
+    /// Claimed by claim number `by`.
+    Claimed {
+        by: usize,
+        started: u64,
+    },
+    Done(u8),
+}
+
+fn run_idempotency(ops: Vec<IOp>) -> Result<(), TestCaseError> {
+    let mut h = Harness::new(SyncPolicy::Always);
+    let open = |h: &Harness| {
+        Idempotency::new(h.db().keyspace("idempotency").expect("keyspace"))
+            .lease(Duration::from_millis(LEASE_MS))
+    };
+    let mut idem = open(&h);
+    // key -> (state, expiry); every claim handed out, with its key.
+    let mut model: BTreeMap<u8, (IState, u64)> = BTreeMap::new();
+    let mut claims: Vec<(u8, Claim)> = Vec::new();
+    for (step, op) in ops.into_iter().enumerate() {
+        let now = h.now();
+        model.retain(|_, (_, exp)| *exp > now);
+        match op {
+            IOp::Begin { key, ttl } => {
+                let got = idem
+                    .begin([key], Duration::from_millis(ttl))
+                    .expect("begin");
+                match model.get(&key) {
+                    Some((IState::Done(o), _)) => {
+                        prop_assert_eq!(got, Begin::Completed(vec![*o]), "step {}", step);
+                    }
+                    Some((IState::Claimed { started, .. }, _)) if now < started + LEASE_MS => {
+                        prop_assert_eq!(
+                            got,
+                            Begin::InProgress {
+                                started_unix_ms: *started
+                            },
+                            "step {}",
+                            step
+                        );
+                    }
+                    _ => {
+                        let Begin::Started(claim) = got else {
+                            return Err(TestCaseError::fail(format!(
+                                "step {step}: {got:?}, expected Started"
+                            )));
+                        };
+                        prop_assert_eq!(claim.key(), &[key][..]);
+                        model.insert(
+                            key,
+                            (
+                                IState::Claimed {
+                                    by: claims.len(),
+                                    started: now,
+                                },
+                                now + ttl,
+                            ),
+                        );
+                        claims.push((key, claim));
+                    }
+                }
+            }
+            IOp::Complete { claim, outcome } => {
+                if claims.is_empty() {
+                    continue;
+                }
+                let i = claim % claims.len();
+                let (key, c) = &claims[i];
+                let ok = idem.complete(c, [outcome]).expect("complete");
+                let holds =
+                    matches!(model.get(key), Some((IState::Claimed { by, .. }, _)) if *by == i);
+                prop_assert_eq!(ok, holds, "step {}", step);
+                if holds {
+                    if let Some(e) = model.get_mut(key) {
+                        e.0 = IState::Done(outcome);
+                    }
+                }
+            }
+            IOp::Abort { claim } => {
+                if claims.is_empty() {
+                    continue;
+                }
+                let i = claim % claims.len();
+                let (key, c) = &claims[i];
+                let ok = idem.abort(c).expect("abort");
+                let holds =
+                    matches!(model.get(key), Some((IState::Claimed { by, .. }, _)) if *by == i);
+                prop_assert_eq!(ok, holds, "step {}", step);
+                if holds {
+                    model.remove(key);
+                }
+            }
+            IOp::Advance(ms) => h.advance(ms),
+            IOp::Restart(how) => {
+                drop(idem);
+                h.restart(how);
+                idem = open(&h);
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(Config { cases: cases(), ..Config::default() })]
+
+    #[test]
+    fn idempotency_matches_the_model(ops in proptest::collection::vec(iop(), 1..60)) {
+        run_idempotency(ops)?;
     }
 }
