@@ -1,0 +1,287 @@
+//! The cache's stampede protection and read-through options, on a manual
+//! clock: TTL jitter, stale-while-revalidate, XFetch early refresh,
+//! negative caching, and warm restarts.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use cairn::cache::{Cache, CacheOptions};
+use cairn::{Db, ManualClock, Options, SyncPolicy};
+
+const START_MS: u64 = 1_700_000_000_000;
+
+fn db(dir: &std::path::Path, clock: &ManualClock) -> Db {
+    Options::new()
+        .sync_policy(SyncPolicy::Never)
+        .clock(clock.clone())
+        .open(dir)
+        .expect("open")
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+#[test]
+fn ttl_jitter_spreads_expiries_within_the_bound() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START_MS);
+    let cache = CacheOptions::new()
+        .ttl_jitter(0.1)
+        .seed(3)
+        .open(db(dir.path(), &clock))
+        .expect("cache");
+    for i in 0..1000u32 {
+        cache
+            .insert(i.to_be_bytes(), "v", Some(ms(1000)))
+            .expect("insert");
+    }
+    let live = |cache: &Cache| {
+        (0..1000u32)
+            .filter(|i| cache.get(i.to_be_bytes()).expect("get").is_some())
+            .count()
+    };
+    clock.advance(ms(899));
+    assert_eq!(live(&cache), 1000, "none expires before 90% of the TTL");
+    clock.advance(ms(101)); // 1000 ms: about half are gone
+    let at_ttl = live(&cache);
+    assert!(
+        (300..700).contains(&at_ttl),
+        "{at_ttl} of 1000 live at the nominal TTL"
+    );
+    clock.advance(ms(101));
+    assert_eq!(live(&cache), 0, "all expire by 110% of the TTL");
+}
+
+#[test]
+fn without_jitter_every_entry_expires_at_its_ttl() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START_MS);
+    let cache = Cache::open(db(dir.path(), &clock)).expect("cache");
+    for i in 0..100u32 {
+        cache
+            .insert(i.to_be_bytes(), "v", Some(ms(1000)))
+            .expect("insert");
+    }
+    clock.advance(ms(999));
+    assert!((0..100u32).all(|i| cache.get(i.to_be_bytes()).expect("get").is_some()));
+    clock.advance(ms(1));
+    assert!((0..100u32).all(|i| cache.get(i.to_be_bytes()).expect("get").is_none()));
+}
+
+#[test]
+fn stale_while_revalidate_serves_stale_while_one_caller_reloads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START_MS);
+    let cache = CacheOptions::new()
+        .stale_while_revalidate(ms(1000))
+        .open(db(dir.path(), &clock))
+        .expect("cache");
+    let ok = |v: &'static str| move || Ok::<_, std::io::Error>(v.as_bytes().to_vec());
+    assert_eq!(
+        cache
+            .get_or_insert_with("k", ms(100), ok("v1"))
+            .expect("load"),
+        b"v1"
+    );
+    clock.advance(ms(150)); // expired, inside the grace window
+    assert_eq!(cache.get("k").expect("get"), None, "get never serves stale");
+
+    // Caller A reloads and is held inside its loader; meanwhile B and C are
+    // served the stale value at once, without running their loaders.
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let other_loads = AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        let cache = &cache;
+        let a = s.spawn(move || {
+            cache.get_or_insert_with("k", ms(100), || {
+                entered_tx.send(()).expect("send");
+                release_rx.recv().expect("release");
+                Ok::<_, std::io::Error>(b"v2".to_vec())
+            })
+        });
+        entered_rx.recv().expect("A is loading");
+        for _ in 0..2 {
+            let v = cache
+                .get_or_insert_with("k", ms(100), || {
+                    other_loads.fetch_add(1, Ordering::SeqCst);
+                    Ok::<_, std::io::Error>(b"other".to_vec())
+                })
+                .expect("stale");
+            assert_eq!(v, b"v1", "served the stale value");
+        }
+        release_tx.send(()).expect("release");
+        assert_eq!(a.join().expect("A").expect("load"), b"v2");
+    });
+    assert_eq!(other_loads.load(Ordering::SeqCst), 0);
+    let st = cache.stats();
+    assert_eq!(st.stale_serves, 2);
+    assert_eq!(st.loads, 2);
+    assert_eq!(cache.get("k").expect("get"), Some(b"v2".to_vec()));
+
+    // Past the grace window the entry is gone: a plain miss that loads.
+    clock.advance(ms(1200));
+    assert_eq!(
+        cache
+            .get_or_insert_with("k", ms(100), ok("v3"))
+            .expect("load"),
+        b"v3"
+    );
+    assert_eq!(cache.stats().stale_serves, 2);
+}
+
+#[test]
+fn xfetch_refreshes_hot_entries_before_they_expire() {
+    let refreshes = |beta: f64| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new(START_MS);
+        let cache = CacheOptions::new()
+            .early_refresh_beta(beta)
+            .seed(11)
+            .open(db(dir.path(), &clock))
+            .expect("cache");
+        let loads = AtomicUsize::new(0);
+        let load = || {
+            loads.fetch_add(1, Ordering::SeqCst);
+            // A slow backend: XFetch refreshes earlier the longer a load took.
+            std::thread::sleep(ms(20));
+            Ok::<_, std::io::Error>(b"v".to_vec())
+        };
+        cache.get_or_insert_with("k", ms(1000), load).expect("load");
+        // Far from expiry: no early refresh.
+        for _ in 0..50 {
+            cache.get_or_insert_with("k", ms(1000), load).expect("hit");
+        }
+        let far = loads.load(Ordering::SeqCst) - 1;
+        // 10 ms before expiry, with loads of about 20 ms.
+        clock.advance(ms(990));
+        for _ in 0..50 {
+            cache.get_or_insert_with("k", ms(1000), load).expect("hit");
+        }
+        let near = loads.load(Ordering::SeqCst) - 1 - far;
+        assert_eq!(cache.stats().early_refreshes as usize, far + near);
+        (far, near)
+    };
+    let (far, near) = refreshes(1.0);
+    assert_eq!(far, 0, "no refresh 1 s before expiry after a 20 ms load");
+    assert!(near >= 1, "refreshed early near expiry");
+    assert_eq!(refreshes(0.0), (0, 0), "beta 0 turns it off");
+}
+
+#[test]
+fn not_found_is_cached_only_with_a_negative_ttl() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START_MS);
+    let d = db(dir.path(), &clock);
+    let loads = AtomicUsize::new(0);
+    let missing = || {
+        loads.fetch_add(1, Ordering::SeqCst);
+        Ok::<Option<Vec<u8>>, std::io::Error>(None)
+    };
+
+    let plain = Cache::open(d.keyspace("plain").expect("keyspace")).expect("cache");
+    for _ in 0..3 {
+        assert_eq!(
+            plain
+                .get_or_find_with("u", ms(1000), missing)
+                .expect("find"),
+            None
+        );
+    }
+    assert_eq!(loads.swap(0, Ordering::SeqCst), 3, "not cached by default");
+    assert_eq!(plain.stats().entries, 0);
+
+    let neg = CacheOptions::new()
+        .negative_ttl(ms(50))
+        .open(d.keyspace("negative").expect("keyspace"))
+        .expect("cache");
+    for _ in 0..3 {
+        assert_eq!(
+            neg.get_or_find_with("u", ms(1000), missing).expect("find"),
+            None
+        );
+    }
+    assert_eq!(
+        loads.swap(0, Ordering::SeqCst),
+        1,
+        "cached for the negative TTL"
+    );
+    assert_eq!(neg.get("u").expect("get"), None);
+    // A loader that always returns a value sees through the cached miss.
+    assert_eq!(
+        neg.get_or_insert_with("u", ms(1000), || Ok::<_, std::io::Error>(b"now".to_vec()))
+            .expect("load"),
+        b"now"
+    );
+    neg.invalidate("u").expect("invalidate");
+    neg.get_or_find_with("u", ms(1000), missing).expect("find");
+    clock.advance(ms(50));
+    neg.get_or_find_with("u", ms(1000), missing).expect("find");
+    assert_eq!(
+        loads.load(Ordering::SeqCst),
+        2,
+        "reloaded after the negative TTL"
+    );
+}
+
+#[test]
+fn a_reopened_cache_keeps_entries_expiry_and_capacity() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START_MS);
+    {
+        let d = db(dir.path(), &clock);
+        let cache = CacheOptions::new()
+            .max_entries(10)
+            .admission(false)
+            .open(d.keyspace("c").expect("keyspace"))
+            .expect("cache");
+        for i in 0..30u32 {
+            let ttl = (i % 2 == 0).then(|| ms(100));
+            cache
+                .insert(i.to_be_bytes(), [i as u8], ttl)
+                .expect("insert");
+        }
+        assert_eq!(cache.stats().entries, 10);
+        d.close().expect("close");
+    }
+    let d = db(dir.path(), &clock);
+    let open = |max: u64| {
+        CacheOptions::new()
+            .max_entries(max)
+            .open(d.keyspace("c").expect("keyspace"))
+            .expect("cache")
+    };
+    let cache = open(10);
+    let st = cache.stats();
+    assert_eq!(
+        (st.entries, st.evictions),
+        (10, 0),
+        "warm: the same 10 entries"
+    );
+    let held: Vec<u32> = (0..30u32)
+        .filter(|i| cache.get(i.to_be_bytes()).expect("get").is_some())
+        .collect();
+    assert_eq!(held.len(), 10);
+    for i in &held {
+        assert_eq!(
+            cache.get(i.to_be_bytes()).expect("get"),
+            Some(vec![*i as u8])
+        );
+    }
+    clock.advance(ms(100));
+    let left = (0..30u32)
+        .filter(|i| cache.get(i.to_be_bytes()).expect("get").is_some())
+        .count();
+    assert_eq!(
+        left,
+        held.iter().filter(|i| *i % 2 == 1).count(),
+        "entries with a TTL expired across the restart"
+    );
+    drop(cache);
+    // A smaller capacity at open evicts at once, durably.
+    let small = open(3);
+    assert!(small.stats().entries <= 3);
+    assert!(d.keyspace("c").expect("keyspace").scan_prefix("d").count() <= 3);
+}
