@@ -553,7 +553,9 @@ fn rotate_racing_get_never_revives_an_old_id_or_leaks_another_session() {
                 let mut rng = Rng::new(r as u64 + 1);
                 let (mut checks, mut retired_checks) = (0usize, 0usize);
                 barrier.wait();
-                while left.load(Ordering::SeqCst) > 0 {
+                // While the rotators run, and at least 200 checks each (on a
+                // fast build the rotators can finish before a reader starts).
+                while left.load(Ordering::SeqCst) > 0 || checks < 200 {
                     let c = rng.below(CHAINS);
                     // Decide whether the id is retired *before* reading it.
                     let (id, retired) = {

@@ -326,6 +326,18 @@ fn ops_seeds() {
                 .op(tag::REOPEN_READ_ONLY, &[]),
         ),
         (
+            "transactions",
+            Enc::new(0)
+                .op(tag::PUT, &[k(1), 205])
+                // Bit 7 of the count: a Db::transaction that reads first.
+                .op(tag::BATCH, &[0x80 | 3, 1, k(1), 206, 0, k(2), 2, k(1), 207, 30])
+                .op(tag::GET, &[k(1)])
+                .op(tag::BATCH, &[0x80 | 1, 0, k(1)])
+                .op(tag::BATCH, &[0x80 | 2, 1, k(3), 208, 2, k(4), 209, 0])
+                .op(tag::PUT, &[k(5), 210])
+                .op(tag::CRASH, &[2, 3, 0]),
+        ),
+        (
             "crash_points",
             Enc::new(1 | 4)
                 .op(tag::PUT, &[k(1), 210])

@@ -142,6 +142,9 @@ pub enum Op {
     Cas(u8, CasExpect, Option<Vec<u8>>),
     /// `write_batch`.
     Batch(Vec<BatchItem>),
+    /// The same items through `Db::transaction`, which first reads every
+    /// item's key.
+    Txn(Vec<BatchItem>),
     /// `scan_prefix`.
     Scan(Vec<u8>),
     /// `compact`.
@@ -270,7 +273,8 @@ pub struct Config {
 ///            else 8 bytes LE) |
 ///   CAS k e (0 absent, 1 current, else a value follows) n (0 delete,
 ///            else a value follows) |
-///   BATCH n (mod 6) then n × (kind: 0 delete k, 1 put k v,
+///   BATCH n (bits 0-6 mod 6; bit 7 set: as a Db::transaction that first reads
+///            every item's key) then n × (kind: 0 delete k, 1 put k v,
 ///            2 put k v ttl) |
 ///   SCAN p (0 "", 1 "k", else key p) | COMPACT | COMPACT_SOME mask |
 ///   ADVANCE ms (1 byte; 255 means 100,000 ms) | SYNC | SWEEP | REOPEN |
@@ -327,7 +331,8 @@ pub fn decode(data: &[u8]) -> (Config, Vec<Op>) {
                 Op::Cas(k, e, n)
             }
             tag::BATCH => {
-                let n = r.u8() % 6;
+                let b = r.u8();
+                let n = (b & 0x7f) % 6;
                 let items = (0..n)
                     .map(|j| match r.u8() % 3 {
                         0 => BatchItem::Delete(r.u8()),
@@ -339,7 +344,12 @@ pub fn decode(data: &[u8]) -> (Config, Vec<Op>) {
                         ),
                     })
                     .collect();
-                Op::Batch(items)
+                // The high bit of the count byte runs it as a transaction.
+                if b & 0x80 != 0 {
+                    Op::Txn(items)
+                } else {
+                    Op::Batch(items)
+                }
             }
             tag::SCAN => Op::Scan(match r.u8() {
                 0 => Vec::new(),
@@ -442,6 +452,8 @@ enum Res {
     Ttl(Ttl),
     Cas(Result<(), Option<Vec<u8>>>),
     Scan(Vec<(Vec<u8>, Vec<u8>)>),
+    /// What a transaction read before writing.
+    Reads(Vec<Option<Vec<u8>>>),
     InvalidTtl,
     NotAnInteger,
     Overflow,
@@ -560,13 +572,21 @@ fn model_step(m: &Model, op: &Op, now: u64) -> (Res, Model) {
                 Res::Cas(Err(cur))
             }
         }
-        Op::Batch(items) => {
+        Op::Batch(items) | Op::Txn(items) => {
             if items
                 .iter()
                 .any(|i| matches!(i, BatchItem::Put(_, _, Some(0))))
             {
                 Res::InvalidTtl
             } else {
+                let reads: Vec<Option<Vec<u8>>> = items
+                    .iter()
+                    .map(|i| match i {
+                        BatchItem::Put(k, ..) | BatchItem::Delete(k) => {
+                            visible(m, &key(*k), now).map(|(v, _)| v.clone())
+                        }
+                    })
+                    .collect();
                 for i in items {
                     match i {
                         BatchItem::Put(k, v, ttl) => {
@@ -577,7 +597,11 @@ fn model_step(m: &Model, op: &Op, now: u64) -> (Res, Model) {
                         }
                     }
                 }
-                Res::Unit
+                if matches!(op, Op::Txn(_)) {
+                    Res::Reads(reads)
+                } else {
+                    Res::Unit
+                }
             }
         }
         Op::Scan(p) => Res::Scan(
@@ -605,6 +629,7 @@ fn is_write(op: &Op) -> bool {
             | Op::Incr(..)
             | Op::Cas(..)
             | Op::Batch(_)
+            | Op::Txn(_)
     )
 }
 
@@ -850,6 +875,27 @@ impl Harness {
                 }
                 res(db.write_batch(b), |()| Res::Unit)
             }
+            Op::Txn(items) => res(
+                db.transaction(|tx| {
+                    let reads = items
+                        .iter()
+                        .map(|i| match i {
+                            BatchItem::Put(k, ..) | BatchItem::Delete(k) => tx.get(key(*k)),
+                        })
+                        .collect::<Result<Vec<_>, _>>()?;
+                    for i in items {
+                        match i {
+                            BatchItem::Put(k, v, None) => tx.put(key(*k), v),
+                            BatchItem::Put(k, v, Some(t)) => {
+                                tx.put_with_ttl(key(*k), v, Duration::from_millis(*t))?;
+                            }
+                            BatchItem::Delete(k) => tx.delete(key(*k)),
+                        }
+                    }
+                    Ok(reads)
+                }),
+                Res::Reads,
+            ),
             Op::Scan(p) => res(db.scan_prefix(p).collect::<Result<Vec<_>, _>>(), Res::Scan),
             Op::Compact => res(db.compact(), |_| Res::Unit),
             Op::CompactSome(mask) => {
