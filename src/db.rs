@@ -126,6 +126,18 @@ impl Db {
         })))
     }
 
+    /// The sync policy this handle was opened with.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// assert_eq!(db.sync_policy(), cairn::SyncPolicy::Always);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    pub fn sync_policy(&self) -> crate::SyncPolicy {
+        self.0.opts.sync_policy
+    }
+
     pub(crate) fn core(&self) -> &Core {
         &self.0.core
     }

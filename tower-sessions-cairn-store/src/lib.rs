@@ -1,0 +1,351 @@
+//! A [tower-sessions](https://docs.rs/tower-sessions) store on
+//! [cairn](https://docs.rs/cairn): sessions survive restarts and crashes,
+//! with nothing extra to run beside the app.
+//!
+//! ```no_run
+//! # #[cfg(feature = "v0_15")]
+//! # async fn app() -> Result<(), Box<dyn std::error::Error>> {
+//! use tower_sessions_015 as tower_sessions; // `tower_sessions` in your app
+//! let db = cairn::Db::open("/var/lib/myapp")?; // SyncPolicy::Always by default
+//! let store = tower_sessions_cairn_store::CairnStore::new(db.keyspace("sessions")?);
+//! let layer = tower_sessions::SessionManagerLayer::new(store);
+//! let app: axum::Router = axum::Router::new().layer(layer);
+//! # Ok(()) }
+//! ```
+//!
+//! # Versions
+//! The `v0_15` feature (the default) implements the traits of
+//! tower-sessions 0.15; `v0_14` those of tower-sessions 0.14, which
+//! axum-login 0.18 uses. Both can be on at once: one `CairnStore` then
+//! works with either.
+//!
+//! # Semantics
+//! - **`create` never overwrites** a session: it writes with cairn's
+//!   set-if-absent and draws a fresh id on a collision.
+//! - **`save` updates only a session that exists.** A session deleted by a
+//!   parallel request (a logout, `cycle_id`, `flush`) or expired in the
+//!   meantime is not brought back by a request that loaded it earlier; that
+//!   request's changes are dropped, and its client gets a new session on
+//!   its next request. (Redis's store behaves the same way with `SET XX`;
+//!   the SQL stores upsert and would resurrect it.)
+//! - **`load` never returns an expired record**: the record's expiry is its
+//!   cairn TTL, and `load` checks the exact expiry time too, so not even a
+//!   record expiring within the current millisecond, or one found right
+//!   after a restart, is returned.
+//! - **`delete`** removes the session.
+//! - **`delete_expired`** costs next to nothing: cairn drops expired
+//!   records by itself; it only frees their memory sooner.
+//!
+//! # Encoding
+//! Key: the 16 bytes of the session id (little-endian). Value: a format
+//! byte (1), the expiry as Unix nanoseconds (i128, little-endian) and its
+//! UTC offset in seconds (i32, little-endian), then the data map in
+//! MessagePack (rmp-serde), which round-trips every `serde_json::Value`.
+//! A value with another format byte is refused with a decode error, so
+//! the encoding can change later.
+//!
+//! # Blocking
+//! Under [`cairn::SyncPolicy::Always`] a write waits for an fsync: writes
+//! then run on tokio's blocking pool (`spawn_blocking`) so that they never
+//! stall the runtime's worker threads, and concurrent requests share
+//! fsyncs through cairn's group commit. Under the other policies a write
+//! is a memory copy and runs inline. Reads are an index lookup and a copy
+//! from memory or the page cache, and run inline.
+
+#![deny(missing_docs, clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use cairn::{Db, SyncPolicy};
+use time::OffsetDateTime;
+
+/// The current value format.
+const FORMAT: u8 = 1;
+const HEADER: usize = 1 + 16 + 4;
+
+/// A tower-sessions store on a cairn [`Db`] (usually a keyspace of its
+/// own). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct CairnStore {
+    db: Db,
+    blocking_writes: bool,
+}
+
+impl CairnStore {
+    /// A store on `db`. Give it a keyspace of its own
+    /// (`db.keyspace("sessions")?`); its keys are raw session ids.
+    pub fn new(db: Db) -> CairnStore {
+        let blocking_writes = db.sync_policy() == SyncPolicy::Always;
+        CairnStore {
+            db,
+            blocking_writes,
+        }
+    }
+
+    /// The store's [`Db`].
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Runs a write: on the blocking pool when it waits for an fsync.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        if self.blocking_writes {
+            let db = self.db.clone();
+            tokio::task::spawn_blocking(move || f(&db))
+                .await
+                .map_err(|e| StoreError::Backend(format!("blocking task failed: {e}")))?
+        } else {
+            f(&self.db)
+        }
+    }
+}
+
+/// An error before it is turned into a version's `session_store::Error`.
+#[derive(Debug)]
+enum StoreError {
+    Encode(String),
+    Decode(String),
+    Backend(String),
+}
+
+impl From<cairn::Error> for StoreError {
+    fn from(e: cairn::Error) -> Self {
+        StoreError::Backend(e.to_string())
+    }
+}
+
+type Data = HashMap<String, serde_json::Value>;
+
+fn encode(data: &Data, expiry: OffsetDateTime) -> Result<Vec<u8>, StoreError> {
+    let mut v = Vec::with_capacity(HEADER + 64);
+    v.push(FORMAT);
+    v.extend_from_slice(&expiry.unix_timestamp_nanos().to_le_bytes());
+    v.extend_from_slice(&expiry.offset().whole_seconds().to_le_bytes());
+    rmp_serde::encode::write(&mut v, data).map_err(|e| StoreError::Encode(e.to_string()))?;
+    Ok(v)
+}
+
+fn decode(v: &[u8]) -> Result<(Data, OffsetDateTime), StoreError> {
+    let bad = |why: String| StoreError::Decode(why);
+    if v.len() < HEADER {
+        return Err(bad(format!(
+            "a session value of {} bytes is too short",
+            v.len()
+        )));
+    }
+    if v[0] != FORMAT {
+        return Err(bad(format!("unknown session value format {}", v[0])));
+    }
+    let mut n = [0u8; 16];
+    n.copy_from_slice(&v[1..17]);
+    let mut o = [0u8; 4];
+    o.copy_from_slice(&v[17..21]);
+    let offset = time::UtcOffset::from_whole_seconds(i32::from_le_bytes(o))
+        .map_err(|e| bad(format!("bad UTC offset: {e}")))?;
+    let expiry = OffsetDateTime::from_unix_timestamp_nanos(i128::from_le_bytes(n))
+        .map_err(|e| bad(format!("bad expiry: {e}")))?
+        .to_offset(offset);
+    let data = rmp_serde::from_slice(&v[HEADER..]).map_err(|e| bad(e.to_string()))?;
+    Ok((data, expiry))
+}
+
+/// How long until `expiry`, rounded up to whole milliseconds; `None` if it
+/// has passed.
+fn ttl_until(expiry: OffsetDateTime) -> Option<Duration> {
+    let left = expiry - OffsetDateTime::now_utc();
+    if !left.is_positive() {
+        return None;
+    }
+    let nanos = u128::try_from(left.whole_nanoseconds()).unwrap_or(u128::MAX);
+    let ms = u64::try_from(nanos.div_ceil(1_000_000)).unwrap_or(u64::MAX);
+    Some(Duration::from_millis(ms))
+}
+
+/// Creates the session under `id`, or under fresh ids from `fresh` until
+/// one is free; returns the id used.
+fn create_sync<I: Copy>(
+    db: &Db,
+    mut id: I,
+    key: impl Fn(I) -> [u8; 16],
+    fresh: impl Fn() -> I,
+    value: &[u8],
+    ttl: Duration,
+) -> Result<I, StoreError> {
+    loop {
+        if db.put_if_absent(key(id), value, Some(ttl))? {
+            return Ok(id);
+        }
+        id = fresh();
+    }
+}
+
+/// Replaces the session under `key` if it is still there.
+fn save_sync(
+    db: &Db,
+    key: [u8; 16],
+    value: Vec<u8>,
+    ttl: Option<Duration>,
+) -> Result<(), StoreError> {
+    db.transaction(|tx| {
+        if tx.get(key)?.is_some() {
+            match ttl {
+                Some(ttl) => tx.put_with_ttl(key, value, ttl)?,
+                // Saved with an expiry in the past: it is over.
+                None => tx.delete(key),
+            }
+        }
+        Ok(())
+    })
+    .map_err(StoreError::from)
+}
+
+/// The live session under `key`, if any.
+fn load_sync(db: &Db, key: [u8; 16]) -> Result<Option<(Data, OffsetDateTime)>, StoreError> {
+    let Some(v) = db.get(key)? else {
+        return Ok(None);
+    };
+    let (data, expiry) = decode(&v)?;
+    // The TTL was rounded up to a millisecond: check the exact time too.
+    if expiry <= OffsetDateTime::now_utc() {
+        return Ok(None);
+    }
+    Ok(Some((data, expiry)))
+}
+
+/// Implements one tower-sessions version's traits for [`CairnStore`].
+macro_rules! impl_store {
+    ($core:ident) => {
+        use $core::session::{Id, Record};
+        use $core::session_store::{self, ExpiredDeletion, SessionStore};
+
+        use crate::{create_sync, encode, load_sync, save_sync, ttl_until, CairnStore, StoreError};
+
+        fn convert(e: StoreError) -> session_store::Error {
+            match e {
+                StoreError::Encode(m) => session_store::Error::Encode(m),
+                StoreError::Decode(m) => session_store::Error::Decode(m),
+                StoreError::Backend(m) => session_store::Error::Backend(m),
+            }
+        }
+
+        fn key(id: Id) -> [u8; 16] {
+            id.0.to_le_bytes()
+        }
+
+        #[async_trait::async_trait]
+        impl SessionStore for CairnStore {
+            async fn create(&self, record: &mut Record) -> session_store::Result<()> {
+                let value = encode(&record.data, record.expiry_date).map_err(convert)?;
+                // Already expired: nothing to keep (and nothing to load).
+                let Some(ttl) = ttl_until(record.expiry_date) else {
+                    return Ok(());
+                };
+                let id = record.id;
+                let id = self
+                    .write(move |db| create_sync(db, id, key, Id::default, &value, ttl))
+                    .await
+                    .map_err(convert)?;
+                record.id = id;
+                Ok(())
+            }
+
+            async fn save(&self, record: &Record) -> session_store::Result<()> {
+                let value = encode(&record.data, record.expiry_date).map_err(convert)?;
+                let ttl = ttl_until(record.expiry_date);
+                let k = key(record.id);
+                self.write(move |db| save_sync(db, k, value, ttl))
+                    .await
+                    .map_err(convert)
+            }
+
+            async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
+                Ok(load_sync(&self.db, key(*id))
+                    .map_err(convert)?
+                    .map(|(data, expiry_date)| Record {
+                        id: *id,
+                        data,
+                        expiry_date,
+                    }))
+            }
+
+            async fn delete(&self, id: &Id) -> session_store::Result<()> {
+                let k = key(*id);
+                self.write(move |db| db.delete(k).map(drop).map_err(StoreError::from))
+                    .await
+                    .map_err(convert)
+            }
+        }
+
+        #[async_trait::async_trait]
+        impl ExpiredDeletion for CairnStore {
+            /// Expired sessions are already invisible and are dropped by
+            /// cairn's own sweep and compaction; this frees their memory now.
+            async fn delete_expired(&self) -> session_store::Result<()> {
+                let db = self.db.clone();
+                tokio::task::spawn_blocking(move || db.sweep_expired())
+                    .await
+                    .map(drop)
+                    .map_err(|e| session_store::Error::Backend(e.to_string()))
+            }
+        }
+    };
+}
+
+#[cfg(feature = "v0_15")]
+mod v0_15 {
+    impl_store!(tower_sessions_core_015);
+}
+
+#[cfg(feature = "v0_14")]
+mod v0_14 {
+    impl_store!(tower_sessions_core_014);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_round_trip_and_garbage_is_refused() {
+        let mut data = Data::new();
+        data.insert("n".into(), serde_json::json!(42));
+        data.insert("f".into(), serde_json::json!(1.0));
+        data.insert("neg".into(), serde_json::json!(i64::MIN));
+        data.insert("big".into(), serde_json::json!(u64::MAX));
+        data.insert(
+            "nested".into(),
+            serde_json::json!({"a": [1, "two", null, true, {"b": -0.5}], "é": ""}),
+        );
+        let expiry = OffsetDateTime::now_utc()
+            .to_offset(time::UtcOffset::from_hms(2, 30, 0).expect("offset"));
+        let v = encode(&data, expiry).expect("encode");
+        let (d, e) = decode(&v).expect("decode");
+        assert_eq!(d, data);
+        assert_eq!(e, expiry);
+        assert_eq!(e.offset(), expiry.offset());
+        assert_eq!(e.nanosecond(), expiry.nanosecond());
+        for cut in 0..HEADER {
+            assert!(decode(&v[..cut]).is_err());
+        }
+        let mut other = v.clone();
+        other[0] = 2;
+        assert!(matches!(decode(&other), Err(StoreError::Decode(_))));
+        let mut junk = v[..HEADER].to_vec();
+        junk.extend_from_slice(&[0xc1, 0xff]);
+        assert!(matches!(decode(&junk), Err(StoreError::Decode(_))));
+    }
+
+    #[test]
+    fn ttls_round_up_and_the_past_has_none() {
+        let now = OffsetDateTime::now_utc();
+        assert_eq!(ttl_until(now - time::Duration::seconds(1)), None);
+        let t = ttl_until(now + time::Duration::microseconds(10)).map(|d| d.as_millis());
+        assert!(matches!(t, None | Some(1)));
+        let t = ttl_until(now + time::Duration::minutes(30)).expect("future");
+        assert!(t <= Duration::from_secs(1800) && t > Duration::from_secs(1799));
+    }
+}
