@@ -1,0 +1,346 @@
+//! Route-level conformance: the behaviours tower-sessions checks for its
+//! own stores (written here for this crate), run against `CairnStore` for
+//! tower-sessions 0.15 and 0.14, through a real axum `Router` and
+//! `SessionManagerLayer`.
+//!
+//! `cargo test -p tower-sessions-cairn-store --all-features` runs both
+//! versions.
+
+macro_rules! conformance {
+    ($module:ident, $ts:ident) => {
+        mod $module {
+            use axum::body::Body;
+            use axum::routing::get;
+            use axum::Router;
+            use http::header::{COOKIE, SET_COOKIE};
+            use http::{Request, StatusCode};
+            use http_body_util::BodyExt;
+            use tower::ServiceExt;
+            use $ts::cookie::{Cookie, SameSite};
+            use $ts::{Expiry, Session, SessionManagerLayer};
+
+            use tower_sessions_cairn_store::CairnStore;
+
+            struct App {
+                router: Router,
+                store: CairnStore,
+                _dir: tempfile::TempDir,
+            }
+
+            fn app(max_age: Option<time::Duration>, domain: Option<&str>) -> App {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let db = cairn::Db::open(dir.path()).expect("open");
+                let store = CairnStore::new(db.keyspace("sessions").expect("keyspace"));
+                let mut layer = SessionManagerLayer::new(store.clone()).with_secure(true);
+                if let Some(m) = max_age {
+                    layer = layer.with_expiry(Expiry::OnInactivity(m));
+                }
+                if let Some(d) = domain {
+                    layer = layer.with_domain(d.to_string());
+                }
+                let router = Router::new()
+                    .route("/", get(|_: Session| async { "" }))
+                    .route(
+                        "/insert",
+                        get(|s: Session| async move { s.insert("foo", 42).await.expect("insert") }),
+                    )
+                    .route(
+                        "/get",
+                        get(|s: Session| async move {
+                            format!(
+                                "{}",
+                                s.get::<usize>("foo").await.expect("get").expect("value")
+                            )
+                        }),
+                    )
+                    .route(
+                        "/get_value",
+                        get(|s: Session| async move {
+                            format!("{:?}", s.get_value("foo").await.expect("get"))
+                        }),
+                    )
+                    .route(
+                        "/remove_value",
+                        get(|s: Session| async move {
+                            s.remove_value("foo").await.expect("remove");
+                        }),
+                    )
+                    .route(
+                        "/cycle_id",
+                        get(|s: Session| async move { s.cycle_id().await.expect("cycle") }),
+                    )
+                    .route(
+                        "/flush",
+                        get(|s: Session| async move { s.flush().await.expect("flush") }),
+                    )
+                    .route(
+                        "/set_expiry",
+                        get(|s: Session| async move {
+                            let at = time::OffsetDateTime::now_utc() + time::Duration::days(1);
+                            s.set_expiry(Some(Expiry::AtDateTime(at)));
+                        }),
+                    )
+                    .route(
+                        "/remove_expiry",
+                        get(|s: Session| async move {
+                            s.set_expiry(Some(Expiry::OnSessionEnd));
+                        }),
+                    )
+                    .layer(layer);
+                App {
+                    router,
+                    store,
+                    _dir: dir,
+                }
+            }
+
+            async fn call(
+                app: &App,
+                uri: &str,
+                cookie: Option<&Cookie<'_>>,
+            ) -> http::Response<Body> {
+                let mut req = Request::builder().uri(uri);
+                if let Some(c) = cookie {
+                    req = req.header(COOKIE, c.encoded().to_string());
+                }
+                app.router
+                    .clone()
+                    .oneshot(req.body(Body::empty()).expect("request"))
+                    .await
+                    .expect("response")
+            }
+
+            fn set_cookie(res: &http::Response<Body>) -> Option<Cookie<'static>> {
+                let h = res.headers().get(SET_COOKIE)?.to_str().expect("ascii");
+                Some(Cookie::parse_encoded(h.to_string()).expect("cookie"))
+            }
+
+            async fn body(res: http::Response<Body>) -> String {
+                let b = res.into_body().collect().await.expect("body").to_bytes();
+                String::from_utf8(b.to_vec()).expect("utf-8")
+            }
+
+            const HOUR: time::Duration = time::Duration::hours(1);
+
+            #[tokio::test]
+            async fn no_data_no_session() {
+                let app = app(Some(HOUR), None);
+                let res = call(&app, "/", None).await;
+                assert_eq!(res.status(), StatusCode::OK);
+                assert!(
+                    res.headers().get(SET_COOKIE).is_none(),
+                    "no data, no cookie"
+                );
+                assert_eq!(app.store.db().len().expect("len"), 0, "nothing stored");
+            }
+
+            #[tokio::test]
+            async fn inserting_creates_a_session_with_the_cookie_attributes() {
+                let app = app(Some(HOUR), None);
+                let res = call(&app, "/insert", None).await;
+                assert_eq!(res.status(), StatusCode::OK);
+                let c = set_cookie(&res).expect("a session cookie");
+                assert_eq!(c.name(), "id");
+                assert_eq!(c.http_only(), Some(true));
+                assert_eq!(c.same_site(), Some(SameSite::Strict));
+                assert_eq!(c.secure(), Some(true));
+                assert_eq!(c.path(), Some("/"));
+                let max_age = c.max_age().expect("max-age");
+                assert!(max_age <= HOUR && max_age > HOUR - time::Duration::seconds(5));
+                assert_eq!(app.store.db().len().expect("len"), 1, "one session stored");
+            }
+
+            #[tokio::test]
+            async fn without_max_age_the_cookie_has_none() {
+                let app = app(None, None);
+                let res = call(&app, "/insert", None).await;
+                let c = set_cookie(&res).expect("a session cookie");
+                assert_eq!(c.max_age(), None);
+                assert_eq!(c.http_only(), Some(true));
+            }
+
+            #[tokio::test]
+            async fn data_persists_across_requests() {
+                let app = app(Some(HOUR), None);
+                let c = set_cookie(&call(&app, "/insert", None).await).expect("cookie");
+                let res = call(&app, "/get", Some(&c)).await;
+                assert_eq!(res.status(), StatusCode::OK);
+                assert!(
+                    res.headers().get(SET_COOKIE).is_none(),
+                    "unchanged: no new cookie"
+                );
+                assert_eq!(body(res).await, "42");
+            }
+
+            #[tokio::test]
+            async fn a_fresh_session_has_no_value() {
+                let app = app(Some(HOUR), None);
+                assert_eq!(body(call(&app, "/get_value", None).await).await, "None");
+            }
+
+            #[tokio::test]
+            async fn an_unknown_id_gets_a_new_session() {
+                let app = app(Some(HOUR), None);
+                let bogus = Cookie::new("id", "AAAAAAAAAAAAAAAAAAAAAA");
+                let res = call(&app, "/insert", Some(&bogus)).await;
+                assert_eq!(res.status(), StatusCode::OK);
+                let c = set_cookie(&res).expect("cookie");
+                assert_ne!(c.value(), bogus.value(), "never adopts a client-chosen id");
+            }
+
+            #[tokio::test]
+            async fn a_malformed_cookie_is_replaced() {
+                let app = app(Some(HOUR), None);
+                let bad = Cookie::new("id", "not base64 at all!");
+                let res = call(&app, "/", Some(&bad)).await;
+                assert_eq!(res.status(), StatusCode::OK);
+                let c = set_cookie(&res).expect("cookie");
+                assert_ne!(c.value(), bad.value());
+            }
+
+            #[tokio::test]
+            async fn modify_and_remove() {
+                let app = app(Some(HOUR), None);
+                let c = set_cookie(&call(&app, "/insert", None).await).expect("cookie");
+                call(&app, "/remove_value", Some(&c)).await;
+                assert_eq!(body(call(&app, "/get_value", Some(&c)).await).await, "None");
+            }
+
+            #[tokio::test]
+            async fn cycle_id_keeps_the_data_and_kills_the_old_id() {
+                let app = app(Some(HOUR), None);
+                let old = set_cookie(&call(&app, "/insert", None).await).expect("cookie");
+                let res = call(&app, "/cycle_id", Some(&old)).await;
+                let new = set_cookie(&res).expect("a new cookie");
+                assert_ne!(new.value(), old.value());
+                assert_eq!(body(call(&app, "/get", Some(&new)).await).await, "42");
+                assert_eq!(
+                    body(call(&app, "/get_value", Some(&old)).await).await,
+                    "None",
+                    "the old id is dead"
+                );
+                assert_eq!(app.store.db().len().expect("len"), 1, "one session stored");
+            }
+
+            #[tokio::test]
+            async fn flush_ends_the_session() {
+                let app = app(Some(HOUR), None);
+                let c = set_cookie(&call(&app, "/insert", None).await).expect("cookie");
+                let res = call(&app, "/flush", Some(&c)).await;
+                let gone = set_cookie(&res).expect("a removal cookie");
+                assert_eq!(gone.value(), "");
+                assert_eq!(gone.max_age(), Some(time::Duration::ZERO));
+                assert_eq!(gone.path(), Some("/"));
+                assert_eq!(body(call(&app, "/get_value", Some(&c)).await).await, "None");
+                assert_eq!(
+                    app.store.db().len().expect("len"),
+                    0,
+                    "deleted from the store"
+                );
+            }
+
+            #[tokio::test]
+            async fn flush_keeps_the_domain() {
+                let app = app(Some(HOUR), Some("localhost"));
+                let c = set_cookie(&call(&app, "/insert", None).await).expect("cookie");
+                let gone = set_cookie(&call(&app, "/flush", Some(&c)).await).expect("cookie");
+                assert_eq!(gone.value(), "");
+                assert_eq!(gone.domain(), Some("localhost"));
+            }
+
+            #[tokio::test]
+            async fn set_expiry_moves_max_age() {
+                let app = app(Some(HOUR), None);
+                let c = set_cookie(&call(&app, "/insert", None).await).expect("cookie");
+                let first = c.max_age().expect("max-age");
+                assert!((first - HOUR).abs() <= time::Duration::seconds(1));
+                let c2 = set_cookie(&call(&app, "/set_expiry", Some(&c)).await).expect("cookie");
+                let day = time::Duration::days(1);
+                assert!((c2.max_age().expect("max-age") - day).abs() <= time::Duration::seconds(1));
+            }
+
+            #[tokio::test]
+            async fn change_expiry_type() {
+                let app_ = app(None, None);
+                let c = set_cookie(&call(&app_, "/insert", None).await).expect("cookie");
+                assert_eq!(c.max_age(), None);
+                let c = set_cookie(&call(&app_, "/set_expiry", Some(&c)).await).expect("cookie");
+                let day = time::Duration::days(1);
+                assert!((c.max_age().expect("max-age") - day).abs() <= time::Duration::seconds(1));
+
+                let app_ = app(Some(HOUR), None);
+                let c = set_cookie(&call(&app_, "/insert", None).await).expect("cookie");
+                assert!(c.max_age().is_some());
+                let c = set_cookie(&call(&app_, "/remove_expiry", Some(&c)).await).expect("cookie");
+                assert_eq!(c.max_age(), None);
+            }
+
+            #[tokio::test]
+            async fn a_session_expires_after_its_max_age() {
+                let app = app(Some(time::Duration::milliseconds(300)), None);
+                let c = set_cookie(&call(&app, "/insert", None).await).expect("cookie");
+                assert_eq!(body(call(&app, "/get", Some(&c)).await).await, "42");
+                tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+                assert_eq!(
+                    body(call(&app, "/get_value", Some(&c)).await).await,
+                    "None",
+                    "expired"
+                );
+            }
+
+            /// tower-sessions' `always_save` saves every request: the store
+            /// must keep the expiry to the nanosecond for a sliding expiry
+            /// to move, and keep it exactly for a fixed one.
+            #[tokio::test]
+            async fn always_save_moves_the_sliding_expiry_and_keeps_a_fixed_one() {
+                use $ts::session::Id;
+                use $ts::SessionStore;
+                for (expiry, moves) in [
+                    (Expiry::OnInactivity(HOUR), true),
+                    (Expiry::OnSessionEnd, true),
+                    (
+                        Expiry::AtDateTime(time::OffsetDateTime::now_utc() + HOUR),
+                        false,
+                    ),
+                ] {
+                    let dir = tempfile::tempdir().expect("tempdir");
+                    let db = cairn::Db::open(dir.path()).expect("open");
+                    let store = CairnStore::new(db);
+                    let layer = SessionManagerLayer::new(store.clone())
+                        .with_always_save(true)
+                        .with_expiry(expiry);
+                    let router = Router::new()
+                        .route(
+                            "/",
+                            get(
+                                |s: Session| async move { s.insert("k", 1).await.expect("insert") },
+                            ),
+                        )
+                        .layer(layer);
+                    let app = App {
+                        router,
+                        store: store.clone(),
+                        _dir: dir,
+                    };
+                    let c = set_cookie(&call(&app, "/", None).await).expect("cookie");
+                    let id: Id = c.value().parse().expect("id");
+                    let r1 = store.load(&id).await.expect("load").expect("live");
+                    call(&app, "/", Some(&c)).await;
+                    let r2 = store.load(&id).await.expect("load").expect("live");
+                    assert_eq!(r1.id, r2.id);
+                    if moves {
+                        assert!(r1.expiry_date < r2.expiry_date, "{expiry:?}");
+                    } else {
+                        assert_eq!(r1.expiry_date, r2.expiry_date, "{expiry:?}");
+                    }
+                }
+            }
+        }
+    };
+}
+
+#[cfg(feature = "v0_15")]
+conformance!(v0_15, tower_sessions_015);
+
+#[cfg(feature = "v0_14")]
+conformance!(v0_14, tower_sessions_014);
