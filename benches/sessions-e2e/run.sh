@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# End-to-end session benchmark: the app in src/main.rs on each store, under
+# wrk with the session mix in mix.lua. Prints a markdown table.
+#
+#   benches/sessions-e2e/run.sh [SECONDS] [CONNECTIONS] [REPS]
+#
+# Needs wrk and redis-server (installed if missing, with apt-get).
+set -euo pipefail
+cd "$(dirname "$0")"
+SECS=${1:-10}
+CONNS=${2:-8}
+REPS=${3:-1}
+PORT=3917
+REDIS_PORT=6390
+for tool in wrk redis-server; do
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    apt-get install -y "$tool" >/dev/null 2>&1 || (apt-get update >/dev/null && apt-get install -y "$tool" >/dev/null)
+  fi
+done
+cargo build --release >/dev/null 2>&1
+BIN=target/release/sessions-e2e
+WORK=$(mktemp -d)
+trap 'pkill -f "$BIN" 2>/dev/null || true; redis-cli -p $REDIS_PORT shutdown nosave >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
+
+start_redis() { # $1: appendfsync
+  redis-cli -p $REDIS_PORT shutdown nosave >/dev/null 2>&1 || true
+  sleep 0.3
+  rm -rf "$WORK/redis" && mkdir -p "$WORK/redis"
+  redis-server --port $REDIS_PORT --dir "$WORK/redis" --appendonly yes --appendfsync "$1" \
+    --save '' --daemonize yes --logfile "$WORK/redis/log" >/dev/null
+  for _ in $(seq 50); do redis-cli -p $REDIS_PORT ping >/dev/null 2>&1 && return; sleep 0.1; done
+  echo "redis did not start" >&2; exit 1
+}
+
+run_one() { # $1 label, $2 store arg
+  local dir="$WORK/data-$1"
+  rm -rf "$dir" && mkdir -p "$dir"
+  REDIS_PORT=$REDIS_PORT $BIN "$2" $PORT "$dir" > "$WORK/server.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 100); do grep -q listening "$WORK/server.log" 2>/dev/null && break; sleep 0.05; done
+  local out
+  out=$(wrk -t"$CONNS" -c"$CONNS" -d"${SECS}s" --latency -s mix.lua "http://127.0.0.1:$PORT" 2>&1)
+  kill $pid; wait $pid 2>/dev/null || true
+  local rps p50 p99 errs
+  rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  errs=$(echo "$out" | awk '/Non-2xx/ {print $5}')
+  echo "| $1 | $rps | $p50 | $p99 | ${errs:-0} |"
+}
+
+echo "wrk -t$CONNS -c$CONNS -d${SECS}s, session mix of mix.lua, $(nproc) cores, $(date -u +%F)"
+echo
+echo "| store (durability) | requests/s | p50 | p99 | non-2xx |"
+echo "|---|---:|---:|---:|---:|"
+for rep in $(seq "$REPS"); do
+  run_one "cairn, SyncPolicy::Always" cairn-always
+  start_redis always
+  run_one "Redis, appendfsync always" redis
+  run_one "SQLite WAL, synchronous=FULL" sqlite-full
+  run_one "cairn, SyncPolicy::EveryMillis(1000)" cairn-everysec
+  start_redis everysec
+  run_one "Redis, appendfsync everysec" redis
+  run_one "SQLite WAL, synchronous=NORMAL" sqlite-normal
+done
