@@ -3,6 +3,7 @@
 # wrk with the session mix in mix.lua. Prints a markdown table.
 #
 #   benches/sessions-e2e/run.sh [SECONDS] [CONNECTIONS] [REPS]
+#   ONLY=memory benches/sessions-e2e/run.sh ...   # just the in-memory ceiling
 #
 # Needs wrk and redis-server (installed if missing, with apt-get).
 set -euo pipefail
@@ -53,7 +54,10 @@ echo "wrk -t$CONNS -c$CONNS -d${SECS}s, session mix of mix.lua, $(nproc) cores, 
 echo
 echo "| store (durability) | requests/s | p50 | p99 | non-2xx |"
 echo "|---|---:|---:|---:|---:|"
+ONLY=${ONLY:-}
 for rep in $(seq "$REPS"); do
+  if [ "$ONLY" = memory ]; then run_one "in memory (MemoryStore, not durable)" memory; continue; fi
+  run_one "in memory (MemoryStore, not durable)" memory
   run_one "cairn, SyncPolicy::Always" cairn-always
   start_redis always
   run_one "Redis, appendfsync always" redis

@@ -4,7 +4,8 @@
 //! EveryMillis(1000)), `redis` (a Redis server already listening on
 //! `REDIS_PORT`, default 6390; its `appendfsync` is the run script's
 //! business), `sqlite-full` and `sqlite-normal` (WAL, with that
-//! `synchronous`). The routes are a realistic session mix: `POST /login`
+//! `synchronous`), and `memory` (tower-sessions' `MemoryStore`: the
+//! ceiling, with no durability at all). The routes are a realistic session mix: `POST /login`
 //! creates a session with a profile of about 1 KB, `GET /read` reads it,
 //! `GET /update` bumps a counter in it, `POST /logout` ends it.
 
@@ -127,6 +128,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             s.migrate().await?;
             app(s)
         }
+        // The ceiling: tower-sessions' in-memory store, no durability.
+        "memory" => app(tower_sessions::MemoryStore::default()),
         other => return Err(format!("unknown store {other}").into()),
     };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
