@@ -69,7 +69,7 @@ async fn logout(session: Session) -> (StatusCode, String) {
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+pub async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let dir = args.next().ok_or("usage: axum_sessions DIR [PORT]")?;
     let port: u16 = args.next().map_or(Ok(3000), |p| p.parse())?;

@@ -2,30 +2,36 @@
 //! over real HTTP: sessions written under `SyncPolicy::Always` survive a
 //! `kill -9` and a restart, and sessions that expired meanwhile do not.
 //!
-//! `cargo test` builds the example; this test runs its binary from the
-//! same target directory.
-#![cfg(all(unix, feature = "v0_15"))]
+//! The example's source is compiled into this test binary
+//! (`#[path]` module), which starts itself as the server process: `cargo
+//! test --all-targets` builds examples in test mode, so there is no example
+//! binary to run. This file has its own `main` (`harness = false`).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn example_binary() -> PathBuf {
-    // target/<profile>/deps/restart-<hash> -> target/<profile>/examples/
-    let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let bin = profile_dir.join("examples").join("axum_sessions");
-    assert!(
-        bin.exists(),
-        "{} is missing: run through `cargo test`, which builds examples",
-        bin.display()
-    );
-    bin
+#[path = "../examples/axum_sessions.rs"]
+mod example;
+
+/// Set in the server process this test starts.
+const CHILD_ENV: &str = "AXUM_SESSIONS_EXAMPLE_CHILD";
+
+fn main() {
+    if std::env::var_os(CHILD_ENV).is_some() {
+        // The example app itself, with the arguments it was given.
+        if let Err(e) = example::main() {
+            eprintln!("axum_sessions: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let name = "sessions_survive_kill_9_and_expired_ones_do_not";
+    let started = Instant::now();
+    sessions_survive_kill_9_and_expired_ones_do_not();
+    println!("test {name} ... ok ({:?})", started.elapsed());
 }
 
 struct Server {
@@ -35,7 +41,8 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path, idle_secs: u64) -> Server {
-        let mut child = Command::new(example_binary())
+        let mut child = Command::new(std::env::current_exe().expect("current exe"))
+            .env(CHILD_ENV, "1")
             .arg(dir)
             .arg("0")
             .env("SESSION_IDLE_SECS", idle_secs.to_string())
@@ -144,7 +151,6 @@ fn login(addr: &str, user: &str) -> String {
     r.set_cookie.expect("a session cookie")
 }
 
-#[test]
 fn sessions_survive_kill_9_and_expired_ones_do_not() {
     let dir = tempfile::tempdir().expect("tempdir");
     // Long enough for a restart on a loaded CI machine, short enough to wait out.
