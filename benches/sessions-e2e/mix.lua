@@ -1,6 +1,6 @@
 -- A session mix per wrk thread (run with as many threads as connections,
--- so each connection is one user): log in, then read the session on each
--- request, update it on about 1 in 10, log out after 20 requests, repeat.
+-- so each connection is one user), in cycles of 21 requests: log in, read
+-- the session (18 requests), update it (the 10th request), log out, repeat.
 local cookie = nil
 local n = 0
 local logins = 0

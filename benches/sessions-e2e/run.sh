@@ -3,7 +3,7 @@
 # wrk with the session mix in mix.lua. Prints a markdown table.
 #
 #   benches/sessions-e2e/run.sh [SECONDS] [CONNECTIONS] [REPS]
-#   ONLY=memory benches/sessions-e2e/run.sh ...   # just the in-memory ceiling
+#   ONLY=<store> benches/sessions-e2e/run.sh ...   # one store (see src/main.rs), e.g. memory
 #
 # Needs wrk and redis-server (installed if missing, with apt-get).
 set -euo pipefail
@@ -18,10 +18,11 @@ for tool in wrk redis-server; do
     apt-get install -y "$tool" >/dev/null 2>&1 || (apt-get update >/dev/null && apt-get install -y "$tool" >/dev/null)
   fi
 done
-cargo build --release >/dev/null 2>&1
+cargo build --release --quiet
 BIN=target/release/sessions-e2e
 WORK=$(mktemp -d)
-trap 'pkill -f "$BIN" 2>/dev/null || true; redis-cli -p $REDIS_PORT shutdown nosave >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
+SERVER_PID=
+trap '[ -n "$SERVER_PID" ] && kill $SERVER_PID 2>/dev/null; redis-cli -p $REDIS_PORT shutdown nosave >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
 
 start_redis() { # $1: appendfsync
   redis-cli -p $REDIS_PORT shutdown nosave >/dev/null 2>&1 || true
@@ -37,26 +38,31 @@ run_one() { # $1 label, $2 store arg
   local dir="$WORK/data-$1"
   rm -rf "$dir" && mkdir -p "$dir"
   REDIS_PORT=$REDIS_PORT $BIN "$2" $PORT "$dir" > "$WORK/server.log" 2>&1 &
-  local pid=$!
-  for _ in $(seq 100); do grep -q listening "$WORK/server.log" 2>/dev/null && break; sleep 0.05; done
+  SERVER_PID=$!
+  for _ in $(seq 200); do grep -q listening "$WORK/server.log" 2>/dev/null && break; sleep 0.05; done
+  if ! grep -q listening "$WORK/server.log"; then
+    echo "the $2 server did not start:" >&2; cat "$WORK/server.log" >&2; exit 1
+  fi
   local out
   out=$(wrk -t"$CONNS" -c"$CONNS" -d"${SECS}s" --latency -s mix.lua "http://127.0.0.1:$PORT" 2>&1)
-  kill $pid; wait $pid 2>/dev/null || true
-  local rps p50 p99 errs
+  kill $SERVER_PID; wait $SERVER_PID 2>/dev/null || true
+  SERVER_PID=
+  local rps p50 p99 errs sock
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
   p50=$(echo "$out" | awk '$1=="50%" {print $2}')
   p99=$(echo "$out" | awk '$1=="99%" {print $2}')
   errs=$(echo "$out" | awk '/Non-2xx/ {print $5}')
-  echo "| $1 | $rps | $p50 | $p99 | ${errs:-0} |"
+  sock=$(echo "$out" | awk '/Socket errors/ {print $3 $4 $5 $6 $7 $8 $9 $10}')
+  echo "| $1 | $rps | $p50 | $p99 | ${errs:-0} | ${sock:-none} |"
 }
 
 echo "wrk -t$CONNS -c$CONNS -d${SECS}s, session mix of mix.lua, $(nproc) cores, $(date -u +%F)"
 echo
-echo "| store (durability) | requests/s | p50 | p99 | non-2xx |"
-echo "|---|---:|---:|---:|---:|"
+echo "| store (durability) | requests/s | p50 | p99 | non-2xx | socket errors |"
+echo "|---|---:|---:|---:|---:|---|"
 ONLY=${ONLY:-}
 for rep in $(seq "$REPS"); do
-  if [ "$ONLY" = memory ]; then run_one "in memory (MemoryStore, not durable)" memory; continue; fi
+  if [ -n "$ONLY" ]; then run_one "$ONLY" "$ONLY"; continue; fi
   run_one "in memory (MemoryStore, not durable)" memory
   run_one "cairn, SyncPolicy::Always" cairn-always
   start_redis always

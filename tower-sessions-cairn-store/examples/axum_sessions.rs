@@ -43,11 +43,15 @@ async fn login(session: Session, Query(q): Query<HashMap<String, String>>) -> (S
 }
 
 async fn counter(session: Session) -> (StatusCode, String) {
-    let user: Option<String> = session.get("user").await.unwrap_or(None);
-    if user.is_none() {
-        return (StatusCode::UNAUTHORIZED, "log in first\n".into());
+    match session.get::<String>("user").await {
+        Ok(Some(_)) => {}
+        Ok(None) => return (StatusCode::UNAUTHORIZED, "log in first\n".into()),
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
-    let n: u64 = session.get("counter").await.unwrap_or(None).unwrap_or(0) + 1;
+    let n: u64 = match session.get("counter").await {
+        Ok(n) => n.unwrap_or(0) + 1,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    };
     match session.insert("counter", n).await {
         Ok(()) => (StatusCode::OK, format!("{n}\n")),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
@@ -57,7 +61,8 @@ async fn counter(session: Session) -> (StatusCode, String) {
 async fn whoami(session: Session) -> (StatusCode, String) {
     match session.get::<String>("user").await {
         Ok(Some(user)) => (StatusCode::OK, format!("{user}\n")),
-        _ => (StatusCode::UNAUTHORIZED, "nobody\n".into()),
+        Ok(None) => (StatusCode::UNAUTHORIZED, "nobody\n".into()),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
 }
 

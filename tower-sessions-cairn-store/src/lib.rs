@@ -45,19 +45,34 @@
 //! the encoding can change later.
 //!
 //! # Blocking
-//! Under [`cairn::SyncPolicy::Always`] a write waits for an fsync: writes
-//! then run on tokio's blocking pool (`spawn_blocking`) so that they never
-//! stall the runtime's worker threads, and concurrent requests share
-//! fsyncs through cairn's group commit. Under the other policies a write
-//! is a memory copy and runs inline. Reads are an index lookup and a copy
-//! from memory or the page cache, and run inline.
+//! Writes run on tokio's blocking pool (`spawn_blocking`), so that they
+//! never stall the runtime's worker threads: under
+//! [`cairn::SyncPolicy::Always`] a write waits for an fsync (concurrent
+//! requests share fsyncs through cairn's group commit), and under any
+//! policy a write that fills a segment waits for the segment roll's fsyncs,
+//! or for compaction when disk use is far past its target. Reads are an
+//! index lookup and a copy from memory or the page cache, and run inline
+//! (a read right after a restart may wait for the disk).
+//!
+//! # When a save finds nothing
+//! tower-sessions can save a record whose session is gone from the store:
+//! a request that loaded it before a parallel logout, one that ran past the
+//! session's expiry, or a handler that calls `clear()` and then inserts on
+//! a request whose cookie names a session that no longer exists (the id is
+//! then the client's old one). The store writes nothing in those cases and
+//! logs a warning (through the `log` facade); the client gets a fresh
+//! session on its next request. Call `cycle_id()` at login, as the example
+//! does: a login then always creates a new session. Behind tower-sessions'
+//! `CachingSessionStore`, whose cache upserts, a logged-out session can
+//! come back from the cache; use the store directly (its reads are
+//! in-memory lookups already).
 
 #![deny(missing_docs, clippy::unwrap_used)]
 
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cairn::{Db, SyncPolicy};
+use cairn::Db;
 use time::OffsetDateTime;
 
 /// The current value format.
@@ -69,18 +84,13 @@ const HEADER: usize = 1 + 16 + 4;
 #[derive(Clone, Debug)]
 pub struct CairnStore {
     db: Db,
-    blocking_writes: bool,
 }
 
 impl CairnStore {
     /// A store on `db`. Give it a keyspace of its own
     /// (`db.keyspace("sessions")?`); its keys are raw session ids.
     pub fn new(db: Db) -> CairnStore {
-        let blocking_writes = db.sync_policy() == SyncPolicy::Always;
-        CairnStore {
-            db,
-            blocking_writes,
-        }
+        CairnStore { db }
     }
 
     /// The store's [`Db`].
@@ -88,19 +98,15 @@ impl CairnStore {
         &self.db
     }
 
-    /// Runs a write: on the blocking pool when it waits for an fsync.
+    /// Runs a write on the blocking pool: it may wait for an fsync.
     async fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        if self.blocking_writes {
-            let db = self.db.clone();
-            tokio::task::spawn_blocking(move || f(&db))
-                .await
-                .map_err(|e| StoreError::Backend(format!("blocking task failed: {e}")))?
-        } else {
-            f(&self.db)
-        }
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || f(&db))
+            .await
+            .map_err(|e| StoreError::Backend(format!("blocking task failed: {e}")))?
     }
 }
 
@@ -190,17 +196,24 @@ fn save_sync(
     value: Vec<u8>,
     ttl: Option<Duration>,
 ) -> Result<(), StoreError> {
-    db.transaction(|tx| {
-        if tx.get(key)?.is_some() {
-            match ttl {
-                Some(ttl) => tx.put_with_ttl(key, value, ttl)?,
-                // Saved with an expiry in the past: it is over.
-                None => tx.delete(key),
-            }
+    let found = db.transaction(|tx| {
+        if tx.get(key)?.is_none() {
+            return Ok(false);
         }
-        Ok(())
-    })
-    .map_err(StoreError::from)
+        match ttl {
+            Some(ttl) => tx.put_with_ttl(key, value, ttl)?,
+            // Saved with an expiry in the past: it is over.
+            None => tx.delete(key),
+        }
+        Ok(true)
+    })?;
+    if !found {
+        log::warn!(
+            "tower-sessions saved a session that is not in the store (logged out, expired, or a \
+             client's stale id); nothing was written"
+        );
+    }
+    Ok(())
 }
 
 /// The live session under `key`, if any.
