@@ -997,6 +997,18 @@ impl Cache {
         }
     }
 
+    /// [`Cache::plan`] for a caller that needs a value: a cached "not
+    /// found" (from `get_or_find_with`) is loaded like a miss.
+    fn plan_value<E>(&self, key: &[u8]) -> Result<Plan<'_>, LoadError<E>> {
+        Ok(match self.plan::<E>(key)? {
+            Plan::Done(None) => match self.role(key) {
+                Role::Lead(l) => Plan::Load(l),
+                Role::Wait(f) => Plan::Wait(f),
+            },
+            p => p,
+        })
+    }
+
     /// Stores a loader's result and shares it with the waiters.
     fn settle<E: Send + Sync + 'static>(
         &self,
@@ -1089,26 +1101,11 @@ impl Cache {
         loader: impl FnOnce() -> std::result::Result<Vec<u8>, E>,
     ) -> Result<Vec<u8>, LoadError<E>> {
         let key = key.as_ref();
-        let mut loader = Some(loader);
         loop {
-            let r = match self.plan::<E>(key)? {
-                Plan::Done(Some(v)) => return Ok(v),
-                // A cached "not found" from get_or_find_with: load.
-                Plan::Done(None) => match self.role(key) {
-                    Role::Lead(l) => Plan::Load(l),
-                    Role::Wait(f) => Plan::Wait(f),
-                },
-                p => p,
-            };
-            match r {
+            match self.plan_value::<E>(key)? {
                 Plan::Load(leader) => {
-                    let Some(f) = loader.take() else {
-                        return Err(LoadError::Store(Error::Malformed(
-                            "cache loader already used".into(),
-                        )));
-                    };
                     let start = Instant::now();
-                    let loaded = f().map(Some);
+                    let loaded = loader().map(Some);
                     let v = self.settle(leader, loaded, ttl, start.elapsed())?;
                     return Ok(v.unwrap_or_default());
                 }
@@ -1120,7 +1117,9 @@ impl Cache {
                         }
                     }
                 }
-                Plan::Done(_) => continue,
+                Plan::Done(Some(v)) => return Ok(v),
+                // plan_value never answers "not found".
+                Plan::Done(None) => continue,
             }
         }
     }
@@ -1153,18 +1152,12 @@ impl Cache {
         loader: impl FnOnce() -> std::result::Result<Option<Vec<u8>>, E>,
     ) -> Result<Option<Vec<u8>>, LoadError<E>> {
         let key = key.as_ref();
-        let mut loader = Some(loader);
         loop {
             match self.plan::<E>(key)? {
                 Plan::Done(v) => return Ok(v),
                 Plan::Load(leader) => {
-                    let Some(f) = loader.take() else {
-                        return Err(LoadError::Store(Error::Malformed(
-                            "cache loader already used".into(),
-                        )));
-                    };
                     let start = Instant::now();
-                    let loaded = f();
+                    let loaded = loader();
                     return self.settle(leader, loaded, ttl, start.elapsed());
                 }
                 Plan::Wait(f) => {
@@ -1218,25 +1211,11 @@ impl Cache {
         Fut: Future<Output = std::result::Result<Vec<u8>, E>>,
     {
         let key = key.as_ref();
-        let mut loader = Some(loader);
         loop {
-            let r = match self.plan::<E>(key)? {
-                Plan::Done(Some(v)) => return Ok(v),
-                Plan::Done(None) => match self.role(key) {
-                    Role::Lead(l) => Plan::Load(l),
-                    Role::Wait(f) => Plan::Wait(f),
-                },
-                p => p,
-            };
-            match r {
+            match self.plan_value::<E>(key)? {
                 Plan::Load(leader) => {
-                    let Some(f) = loader.take() else {
-                        return Err(LoadError::Store(Error::Malformed(
-                            "cache loader already used".into(),
-                        )));
-                    };
                     let start = Instant::now();
-                    let loaded = f().await.map(Some);
+                    let loaded = loader().await.map(Some);
                     let v = self.settle(leader, loaded, ttl, start.elapsed())?;
                     return Ok(v.unwrap_or_default());
                 }
@@ -1247,7 +1226,9 @@ impl Cache {
                         }
                     }
                 }
-                Plan::Done(_) => {}
+                Plan::Done(Some(v)) => return Ok(v),
+                // plan_value never answers "not found".
+                Plan::Done(None) => {}
             }
         }
     }
