@@ -535,6 +535,28 @@ impl Core {
                 let current = self.keydir.get(&e.key);
                 let expired = e.expires_at_ms != 0 && e.expires_at_ms <= now;
                 let points_here = current.is_some_and(|c| c.file_id == id && c.offset == e.offset);
+                // The index was built from this segment's hint file, not from
+                // its records, and they disagree: copying or dropping by the
+                // records would change what the store holds (a tombstone the
+                // hint left out would delete a live key at the next open).
+                // Refuse, and leave every file as it is.
+                if let Some(c) = current {
+                    if (points_here && c.seq != e.seq) || (!points_here && c.seq < e.seq) {
+                        return Err(Error::corruption(
+                            path,
+                            e.offset,
+                            format!(
+                                "compaction refused: the record here (sequence {}) does not match the \
+                                 index's entry for its key (sequence {}), so the hint file {} disagrees \
+                                 with its segment; delete that hint file and reopen, which rebuilds it \
+                                 from the segment",
+                                e.seq,
+                                c.seq,
+                                fsutil::hint_path(&self.dir, id).display()
+                            ),
+                        ));
+                    }
+                }
                 // The index holds a newer record, or this very record in
                 // another file: a copy left by a compaction that stopped
                 // before deleting its inputs has the same sequence number.
@@ -570,10 +592,9 @@ impl Core {
                     stats.dropped_deleted += 1;
                     continue;
                 } else {
-                    // The keydir holds an *older* version than this record:
-                    // cannot happen in a consistent store. Keep it as it is.
-                    log::warn!("compaction found a record newer than the index in segment {id}");
-                    current
+                    // Not the newest (`newer_exists`): refused above otherwise.
+                    stats.dropped_overwritten += 1;
+                    continue;
                 };
                 if keep.is_none() {
                     stats.tombstones_kept += 1;

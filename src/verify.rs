@@ -27,6 +27,12 @@ pub enum ProblemKind {
     HintUnusable,
     /// A sealed segment without a hint file (open scans it instead).
     HintMissing,
+    /// An authentic hint file (checksum, salt and id check out) that open
+    /// would use, but that does not describe its segment's records: the
+    /// store would serve other contents than its log holds (a bug or a
+    /// crafted file, not a crash). Counted as corruption; deleting the hint
+    /// file makes the next open scan the segment and write a new one.
+    HintMismatch,
     /// A file cairn did not expect (a temporary file left by a crash is
     /// removed at the next read-write open).
     StrayFile,
@@ -38,17 +44,19 @@ pub enum ProblemKind {
 impl ProblemKind {
     /// Whether this problem means the data is damaged.
     pub fn is_corruption(self) -> bool {
-        self == ProblemKind::Corruption
+        matches!(self, ProblemKind::Corruption | ProblemKind::HintMismatch)
     }
 
     /// A short name: `corruption`, `torn-tail`, `hint-unusable`,
-    /// `hint-missing`, `stray-file`, `unfinished-compaction`.
+    /// `hint-missing`, `hint-mismatch`, `stray-file`,
+    /// `unfinished-compaction`.
     pub fn name(self) -> &'static str {
         match self {
             ProblemKind::Corruption => "corruption",
             ProblemKind::TornTail => "torn-tail",
             ProblemKind::HintUnusable => "hint-unusable",
             ProblemKind::HintMissing => "hint-missing",
+            ProblemKind::HintMismatch => "hint-mismatch",
             ProblemKind::StrayFile => "stray-file",
             ProblemKind::UnfinishedCompaction => "unfinished-compaction",
         }
@@ -181,14 +189,14 @@ pub fn verify(dir: impl AsRef<Path>, quick: bool) -> Result<VerifyReport> {
             }
         };
         let hint_path = fsutil::hint_path(dir, id);
-        let mut hint_ok = false;
+        let mut hint_ok = None;
         if !is_active {
             match vfs.read(&hint_path) {
                 Ok(h) => {
                     report.hints += 1;
                     if let Some(salt) = salt {
                         match hint::decode(&h, id, bytes.len() as u64, salt) {
-                            Ok(_) => hint_ok = true,
+                            Ok(h) => hint_ok = Some(h),
                             Err(hint::SEGMENT_TRUNCATED) => report.problems.push(Problem {
                                 kind: ProblemKind::Corruption,
                                 path: path.clone(),
@@ -215,7 +223,7 @@ pub fn verify(dir: impl AsRef<Path>, quick: bool) -> Result<VerifyReport> {
                 Err(e) => return Err(Error::Io(e)),
             }
         }
-        if salt.is_none() || (quick && hint_ok) {
+        if salt.is_none() || (quick && hint_ok.is_some()) {
             continue;
         }
         // Strict first, to classify; then salvage, to find every damaged
@@ -235,6 +243,14 @@ pub fn verify(dir: impl AsRef<Path>, quick: bool) -> Result<VerifyReport> {
                     });
                 }
                 report.records += load.entries.len() as u64;
+                if let Some(why) = hint_ok.as_ref().and_then(|h| hint_mismatch(h, load)) {
+                    report.problems.push(Problem {
+                        kind: ProblemKind::HintMismatch,
+                        path: hint_path.clone(),
+                        offset: None,
+                        detail: why,
+                    });
+                }
             }
             Err(_) => {
                 match recovery::scan_segment(&path, id, &bytes, is_active, RecoveryMode::Salvage) {
@@ -260,6 +276,54 @@ pub fn verify(dir: impl AsRef<Path>, quick: bool) -> Result<VerifyReport> {
         }
     }
     Ok(report)
+}
+
+/// How an authentic hint disagrees with the records of its segment, if it
+/// does: it must list, for every key, the newest record of the key in the
+/// segment (as open would find by scanning), and the segment's highest
+/// sequence number.
+fn hint_mismatch(hint: &hint::Hint, load: &recovery::SegmentLoad) -> Option<String> {
+    let scanned = recovery::dedup_newest(&load.entries);
+    let hinted = recovery::dedup_newest(&hint.entries);
+    let by_key: std::collections::HashMap<&[u8], &hint::HintEntry> =
+        hinted.iter().map(|e| (e.key.as_slice(), e)).collect();
+    for e in &scanned {
+        match by_key.get(e.key.as_slice()) {
+            None => {
+                return Some(format!(
+                    "the hint leaves out the newest record of a key in its segment \
+                     (the {} at segment offset {}, sequence {})",
+                    if e.tombstone { "tombstone" } else { "put" },
+                    e.offset,
+                    e.seq
+                ))
+            }
+            Some(h) if *h != e => {
+                return Some(format!(
+                    "the hint misdescribes the record at segment offset {} (sequence {}): \
+                     it says offset {}, sequence {}",
+                    e.offset, e.seq, h.offset, h.seq
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    if hinted.len() != scanned.len() {
+        let known: std::collections::HashSet<&[u8]> =
+            scanned.iter().map(|e| e.key.as_slice()).collect();
+        if let Some(h) = hinted.iter().find(|h| !known.contains(h.key.as_slice())) {
+            return Some(format!(
+                "the hint lists a record the segment does not hold (offset {}, sequence {})",
+                h.offset, h.seq
+            ));
+        }
+    }
+    (hint.max_seq != load.max_seq).then(|| {
+        format!(
+            "the hint says the segment's highest sequence number is {}, the records say {}",
+            hint.max_seq, load.max_seq
+        )
+    })
 }
 
 fn problem_of(e: Error, path: &Path) -> Problem {

@@ -330,7 +330,10 @@ fn ops_seeds() {
             Enc::new(0)
                 .op(tag::PUT, &[k(1), 205])
                 // Bit 7 of the count: a Db::transaction that reads first.
-                .op(tag::BATCH, &[0x80 | 3, 1, k(1), 206, 0, k(2), 2, k(1), 207, 30])
+                .op(
+                    tag::BATCH,
+                    &[0x80 | 3, 1, k(1), 206, 0, k(2), 2, k(1), 207, 30],
+                )
                 .op(tag::GET, &[k(1)])
                 .op(tag::BATCH, &[0x80 | 1, 0, k(1)])
                 .op(tag::BATCH, &[0x80 | 2, 1, k(3), 208, 2, k(4), 209, 0])

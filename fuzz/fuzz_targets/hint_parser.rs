@@ -68,9 +68,9 @@ fuzz_target!(|data: &[u8]| {
 
     let entries = entries_from(body);
     let hint = format::encode_hint(id, salt, segment_len, entries.len() as u64, &entries);
-    let inside = entries
-        .iter()
-        .all(|e| e.offset >= 32 && e.offset + 32 + e.key.len() as u64 + u64::from(e.value_len) <= segment_len);
+    let inside = entries.iter().all(|e| {
+        e.offset >= 32 && e.offset + 32 + e.key.len() as u64 + u64::from(e.value_len) <= segment_len
+    });
     let r = decode_hint(&hint, id, segment_len, salt);
     if inside {
         assert_eq!(r, Ok(entries.len()), "a valid hint was rejected");

@@ -85,8 +85,12 @@ const AFTER_KEY: &[u8] = b"fuzz:after-open";
 /// Opens the directory; returns what it held, or `None` when open refused.
 fn open_and_exercise(input: &DirInput, mode: RecoveryMode, read_only: bool) -> Option<Contents> {
     let sim = input.build();
+    sim.set_trace(trace());
     let db = options(&sim, input, mode, read_only).open(dir()).ok()?;
     let before = contents(&db);
+    if trace() {
+        eprintln!("opened {mode:?} read_only={read_only}: {before:?}");
+    }
     if read_only {
         assert!(matches!(db.put(AFTER_KEY, "x"), Err(Error::ReadOnly)));
         return Some(before);
@@ -115,6 +119,11 @@ fn open_and_exercise(input: &DirInput, mode: RecoveryMode, read_only: bool) -> O
     db.close()
         .unwrap_or_else(|e| panic!("close after a successful open failed: {e}"));
     drop(db);
+    if trace() {
+        for line in sim.trace() {
+            eprintln!("  fs: {line}");
+        }
+    }
     let db = options(&sim, input, mode, false)
         .open(dir())
         .unwrap_or_else(|e| panic!("reopen ({mode:?}) after a successful open failed: {e}"));
@@ -129,9 +138,20 @@ fn open_and_exercise(input: &DirInput, mode: RecoveryMode, read_only: bool) -> O
     Some(before)
 }
 
+/// `CAIRN_FUZZ_TRACE` is set: print the directory and what each open saw.
+fn trace() -> bool {
+    std::env::var_os("CAIRN_FUZZ_TRACE").is_some()
+}
+
 /// The target's body.
 pub fn run(data: &[u8]) {
     let input = DirInput::decode(data);
+    if trace() {
+        eprintln!("flags {:?}", input.flags);
+        for f in &input.files {
+            eprintln!("file {} ({} bytes)", f.name, f.bytes.len());
+        }
+    }
     let strict = input
         .flags
         .strict

@@ -1,8 +1,10 @@
 //! cairn itself.
 
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Duration;
 
+use cairn::limits::FixedWindow;
 use cairn::{Batch, Db, Options, SyncPolicy};
 
 use crate::store::{Describe, Durability, Peer, Result, Store};
@@ -13,6 +15,8 @@ pub struct CairnPeer;
 struct CairnStore {
     db: Db,
     durability: Durability,
+    /// The rate-limit counter of `incr_ttl`, for its window length.
+    window: Mutex<Option<(u64, FixedWindow)>>,
 }
 
 fn e(err: cairn::Error) -> String {
@@ -27,7 +31,11 @@ impl Peer for CairnPeer {
             Durability::Relaxed => SyncPolicy::Never,
         };
         let db = Options::new().sync_policy(policy).open(dir).map_err(e)?;
-        Ok(Box::new(CairnStore { db, durability }))
+        Ok(Box::new(CairnStore {
+            db,
+            durability,
+            window: Mutex::new(None),
+        }))
     }
 }
 
@@ -91,15 +99,29 @@ impl Store for CairnStore {
     }
 
     fn incr_ttl(&self, key: &[u8], ttl_ms: u64) -> Result<i64> {
-        // As with Redis INCR + EXPIRE: the first increment of a window sets
-        // the window's expiry; later ones keep it.
-        let n = self.db.incr(key, 1).map_err(e)?;
-        if n == 1 {
-            self.db
-                .expire(key, Duration::from_millis(ttl_ms))
-                .map_err(e)?;
-        }
-        Ok(n)
+        // cairn's rate-limit module: Redis's INCR + EXPIRE pattern (the
+        // first increment of a window sets its expiry, later ones keep it)
+        // in one atomic write, so one fsync under `Always`. With no limit,
+        // every request is counted, as in the other stores.
+        let window = {
+            let mut w = self.window.lock().unwrap_or_else(|p| p.into_inner());
+            match &*w {
+                Some((ms, fw)) if *ms == ttl_ms => fw.clone(),
+                _ => {
+                    let fw = FixedWindow::new(
+                        self.db.clone(),
+                        "rl",
+                        u64::MAX,
+                        Duration::from_millis(ttl_ms),
+                    )
+                    .map_err(e)?;
+                    *w = Some((ttl_ms, fw.clone()));
+                    fw
+                }
+            }
+        };
+        let d = window.check(key).map_err(e)?;
+        Ok(i64::try_from(u64::MAX - d.remaining).unwrap_or(i64::MAX))
     }
 
     fn fsyncs(&self) -> Option<u64> {
