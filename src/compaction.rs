@@ -154,7 +154,7 @@ pub(crate) fn auto_candidates(
     let ratio = |s: &SegStat| s.dead as f64 / data(s).max(1) as f64;
     let sealed: Vec<(u32, &SegStat)> = stats
         .iter()
-        .filter(|(id, _)| **id != active)
+        .filter(|(id, s)| **id != active && !s.damaged)
         .map(|(id, s)| (*id, s))
         .collect();
     let mut chosen: Vec<u32> = sealed
@@ -485,7 +485,10 @@ impl Core {
             let active = w.active_id();
             let seg_stats = lock(&self.seg_stats);
             let mut inputs = choose(&seg_stats, active);
-            inputs.retain(|id| *id != active && seg_stats.contains_key(id));
+            // A segment in which a salvage open skipped damage is left as it
+            // is (`cairn repair` rewrites it): compaction reads its inputs
+            // strictly, so that damage never passes for a missing record.
+            inputs.retain(|id| *id != active && seg_stats.get(id).is_some_and(|s| !s.damaged));
             inputs.sort_unstable();
             inputs.dedup();
             let min_kept = seg_stats
@@ -716,6 +719,7 @@ impl Core {
                     kept: o.tombstone_bytes,
                     hint,
                     min_seq: o.min_seq,
+                    damaged: false,
                 },
             );
             stats.bytes_out += o.len;

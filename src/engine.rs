@@ -53,6 +53,11 @@ pub(crate) struct SegStat {
     /// (`u64::MAX` when it holds none). Compaction may drop a tombstone or an
     /// expired record only if every segment it keeps has a higher one.
     pub min_seq: u64,
+    /// A salvage open skipped damaged ranges in the segment: compaction
+    /// leaves it alone (its scan is strict), and its `min_seq` is 0 (what
+    /// the damage hid is unknown), so no tombstone that might shadow it is
+    /// dropped.
+    pub damaged: bool,
 }
 
 impl SegStat {
@@ -63,6 +68,7 @@ impl SegStat {
             kept: 0,
             hint: 0,
             min_seq: u64::MAX,
+            damaged: false,
         }
     }
 
@@ -353,7 +359,7 @@ impl Core {
         }
         let now = opts.clock.now_unix_ms();
         let started = Instant::now();
-        let active_id = recovery::find_active(vfs, dir, &listing.segments);
+        let mut active_id = recovery::find_active(vfs, dir, &listing.segments);
         let mut loads = recovery::load_all(
             vfs,
             dir,
@@ -363,7 +369,7 @@ impl Core {
             opts.read_only,
             opts.deterministic,
         )?;
-        let active_idx = loads.iter().position(|l| Some(l.id) == active_id);
+        let mut active_idx = loads.iter().position(|l| Some(l.id) == active_id);
 
         // Fix up the active segment. `allocated` is how much of its file
         // exists and is durable (see `Writer::allocated`).
@@ -396,6 +402,31 @@ impl Core {
                     report.truncated_tail = Some((path, cut_at, file_len - cut_at));
                 }
             }
+        }
+        // Salvage skipped damage inside the active segment. Appending after
+        // it would leave damaged bytes in the middle of the live log: a
+        // later strict open would cut the log there (losing every write
+        // made after this open), and appended bytes could complete the
+        // image of a damaged record. Seal the segment as it is, cut to its
+        // last record, and write into a fresh one: damage in a sealed
+        // segment is refused by strict opens and skipped by salvage ones.
+        if let Some(last) = active_idx
+            .map(|i| &loads[i])
+            .filter(|l| !opts.read_only && !l.skipped.is_empty())
+        {
+            let path = fsutil::segment_path(dir, last.id);
+            let f = vfs.open(&path, OpenMode::ReadWrite)?;
+            let end = last.len.max(SEGMENT_HEADER_LEN);
+            if f.len()? > end {
+                f.set_len(end)?;
+            }
+            f.sync_all()?;
+            log::warn!(
+                "salvage: sealed {} with its damaged ranges; new writes go to a new segment",
+                path.display()
+            );
+            active_id = None;
+            active_idx = None;
         }
         for l in &loads {
             if l.from_hint {
@@ -441,7 +472,8 @@ impl Core {
                     dead: total.saturating_sub(SEGMENT_HEADER_LEN + live + kept),
                     kept,
                     hint: l.hint_bytes,
-                    min_seq: l.min_seq,
+                    min_seq: if l.skipped.is_empty() { l.min_seq } else { 0 },
+                    damaged: !l.skipped.is_empty(),
                 },
             );
         }

@@ -253,3 +253,65 @@ fn hint_that_leaves_out_a_tombstone_and_compaction() {
     assert!(r.problems.is_empty(), "{:?}", r.problems);
     assert!(r.hints >= 1, "{r:?}");
 }
+
+/// Found by `open_dir`: salvage skipped a damaged record inside the active
+/// segment and then appended new writes after it. The damage stayed in the
+/// middle of the live log: a later strict open cut the log at it, losing
+/// every acknowledged write made after the salvage open (and bringing back
+/// a key deleted then); and the fuzzer built a damaged record whose image
+/// the appended bytes completed, so the next open read it as valid. A
+/// salvage open now seals such a segment and writes into a new one.
+#[test]
+fn salvage_never_appends_after_damage_in_the_active_segment() {
+    use cairn::RecoveryMode;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut seg = segment_header(1);
+    push_put(&mut seg, 1, b"a", b"b");
+    let damaged_at = seg.len();
+    push_put(&mut seg, 2, b"k", b"vvvv");
+    let last = seg.len() - 1;
+    seg[last] ^= 0xff; // its checksum no longer matches
+    push_put(&mut seg, 3, b"c", b"d");
+    std::fs::write(dir.path().join("0000000001.seg"), &seg).expect("write");
+    let salvage = || Options::new().recovery_mode(RecoveryMode::Salvage);
+
+    let db = salvage().open(dir.path()).expect("salvage open");
+    let skipped = &db.recovery_report().skipped;
+    assert_eq!(skipped.len(), 1, "{skipped:?}");
+    assert_eq!(skipped[0].offset, damaged_at as u64);
+    assert_eq!(db.get("a").expect("get").as_deref(), Some(&b"b"[..]));
+    assert_eq!(db.get("c").expect("get").as_deref(), Some(&b"d"[..]));
+    db.put("x", "1").expect("put");
+    assert!(db.delete("a").expect("delete"));
+    // Compaction leaves the damaged segment alone instead of failing.
+    db.compact().expect("compact");
+    drop(db);
+    assert!(
+        dir.path().join("0000000002.seg").exists(),
+        "the writes after the salvage open went to a new segment"
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("0000000001.seg")).expect("read"),
+        seg,
+        "the damaged segment was sealed as it was"
+    );
+
+    // Strict refuses the damage by name instead of cutting the log there.
+    match Options::new().open(dir.path()) {
+        Err(Error::Corruption { path, offset, .. }) => {
+            assert!(path.ends_with("0000000001.seg"), "{}", path.display());
+            assert_eq!(offset, damaged_at as u64);
+        }
+        Err(e) => panic!("strict open failed with an unexpected error: {e}"),
+        Ok(db) => panic!(
+            "strict open accepted the damage: a = {:?}, x = {:?}",
+            db.get("a"),
+            db.get("x")
+        ),
+    }
+    // Salvage again: everything acknowledged is there, the delete holds.
+    let db = salvage().open(dir.path()).expect("salvage reopen");
+    assert_eq!(db.get("a").expect("get"), None);
+    assert_eq!(db.get("c").expect("get").as_deref(), Some(&b"d"[..]));
+    assert_eq!(db.get("x").expect("get").as_deref(), Some(&b"1"[..]));
+}
