@@ -621,6 +621,27 @@ impl Core {
         // two copies of a tombstone after an interrupted compaction).
         let mut order: Vec<usize> = (0..kept.len()).collect();
         order.sort_unstable_by_key(|&i| kept[i].seq);
+        // Two copies of one record share key and sequence number. Two
+        // different records never share a sequence number in a log cairn
+        // wrote; if they do (crafted files), one segment cannot hold both in
+        // order, and dropping either would lose a key the store serves.
+        if let Some(w) = order
+            .windows(2)
+            .find(|w| kept[w[0]].seq == kept[w[1]].seq && keys[w[0]] != keys[w[1]])
+        {
+            let (a, b) = (&kept[w[0]], &kept[w[1]]);
+            return Err(Error::corruption(
+                fsutil::segment_path(&self.dir, inputs[b.input]),
+                b.offset,
+                format!(
+                    "compaction refused: this record and the one at offset {} of {} are \
+                     different keys with the same sequence number {}",
+                    a.offset,
+                    fsutil::segment_path(&self.dir, inputs[a.input]).display(),
+                    a.seq
+                ),
+            ));
+        }
         order.dedup_by_key(|i| kept[*i].seq);
         let mut outputs: Vec<Output> = Vec::new();
         let mut moves: Vec<(usize, Entry, Entry)> = Vec::new();
