@@ -544,17 +544,24 @@ impl Core {
                 // hint left out would delete a live key at the next open).
                 // Refuse, and leave every file as it is.
                 if let Some(c) = current {
-                    if (points_here && c.seq != e.seq) || (!points_here && c.seq < e.seq) {
+                    let differs = c.seq != e.seq
+                        || c.expires_at_ms != e.expires_at_ms
+                        || c.value_len != e.value_len;
+                    if (points_here && differs) || (!points_here && c.seq < e.seq) {
                         return Err(Error::corruption(
                             path,
                             e.offset,
                             format!(
-                                "compaction refused: the record here (sequence {}) does not match the \
-                                 index's entry for its key (sequence {}), so the hint file {} disagrees \
-                                 with its segment; delete that hint file and reopen, which rebuilds it \
-                                 from the segment",
+                                "compaction refused: the record here (sequence {}, expiry {}, {} value \
+                                 bytes) does not match the index's entry for its key (sequence {}, \
+                                 expiry {}, {} bytes), so the hint file {} disagrees with its segment; \
+                                 delete that hint file and reopen, which rebuilds it from the segment",
                                 e.seq,
+                                e.expires_at_ms,
+                                e.value_len,
                                 c.seq,
+                                c.expires_at_ms,
+                                c.value_len,
                                 fsutil::hint_path(&self.dir, id).display()
                             ),
                         ));
