@@ -596,14 +596,12 @@ impl Core {
                         }
                         continue;
                     }
-                } else if current.is_none() {
-                    // Not expired, not the newest, and the key is gone: a
-                    // newer tombstone or expired put hides it.
-                    stats.dropped_deleted += 1;
-                    continue;
                 } else {
-                    // Not the newest (`newer_exists`): refused above otherwise.
-                    stats.dropped_overwritten += 1;
+                    // A put, not expired, that the index does not point at
+                    // and that nothing newer replaced: the key has no index
+                    // entry (one elsewhere is newer, or was refused above),
+                    // so a newer tombstone or expired put hides it.
+                    stats.dropped_deleted += 1;
                     continue;
                 };
                 if keep.is_none() {

@@ -159,6 +159,46 @@ fn open_write_reopen(dir: &Path) {
     }
 }
 
+/// Writes `files` (name, bytes) into `dir`.
+fn write_files(dir: &Path, files: &[(&str, &[u8])]) {
+    for (name, bytes) in files {
+        std::fs::write(dir.join(name), bytes).expect("write");
+    }
+}
+
+/// Opens `dir`, which must serve `expected` (key, value); a compaction must
+/// refuse with `Corruption`, and `expected` must still be served, before
+/// and after a reopen. Returns the error's path, offset and reason.
+fn compaction_refuses_and_changes_nothing(
+    dir: &Path,
+    expected: &[(&str, &str)],
+) -> (std::path::PathBuf, u64, String) {
+    let serves_expected = |db: &cairn::Db, when: &str| {
+        for (k, v) in expected {
+            assert_eq!(
+                db.get(k).expect("get").as_deref(),
+                Some(v.as_bytes()),
+                "{when}: the store no longer serves {k}"
+            );
+        }
+    };
+    let db = Options::new().open(dir).expect("open");
+    serves_expected(&db, "after open");
+    let refused = match db.compact() {
+        Err(Error::Corruption {
+            path,
+            offset,
+            reason,
+        }) => (path, offset, reason),
+        other => panic!("compaction of an inconsistent log went through: {other:?}"),
+    };
+    serves_expected(&db, "after the refused compaction");
+    drop(db);
+    let db = Options::new().open(dir).expect("reopen");
+    serves_expected(&db, "after a compaction and a reopen");
+    refused
+}
+
 /// Found by `open_dir`: a record whose sequence number is `u64::MAX`
 /// (checksum valid). Open computed the next sequence number as
 /// `max_seq + 1` and panicked with "attempt to add with overflow"
@@ -206,9 +246,14 @@ fn hint_that_leaves_out_a_tombstone_and_compaction() {
     let h = hint_with(1, seg1.len() as u64, &[], 6);
     let mut seg2 = segment_header(2);
     push_put(&mut seg2, 1, b"a", b"b");
-    std::fs::write(dir.path().join("0000000001.seg"), &seg1).expect("write");
-    std::fs::write(dir.path().join("0000000001.hint"), &h).expect("write");
-    std::fs::write(dir.path().join("0000000002.seg"), &seg2).expect("write");
+    write_files(
+        dir.path(),
+        &[
+            ("0000000001.seg", &seg1),
+            ("0000000001.hint", &h),
+            ("0000000002.seg", &seg2),
+        ],
+    );
 
     // `verify` compares the hint with the records and names the problem.
     let r = cairn::verify(dir.path(), false).expect("verify");
@@ -221,29 +266,10 @@ fn hint_that_leaves_out_a_tombstone_and_compaction() {
     assert!(p.detail.contains("offset 32"), "{p:?}");
     assert!(r.has_corruption());
 
-    let db = Options::new().open(dir.path()).expect("open");
-    assert_eq!(db.get("a").expect("get").as_deref(), Some(&b"b"[..]));
-    match db.compact() {
-        Err(Error::Corruption {
-            path,
-            offset,
-            reason,
-        }) => {
-            assert!(path.ends_with("0000000001.seg"), "{}", path.display());
-            assert_eq!(offset, 32);
-            assert!(reason.contains("0000000001.hint"), "{reason}");
-        }
-        other => panic!("compaction of a segment its hint misdescribes: {other:?}"),
-    }
-    assert_eq!(db.get("a").expect("get").as_deref(), Some(&b"b"[..]));
-    drop(db);
-    let db = Options::new().open(dir.path()).expect("reopen");
-    assert_eq!(
-        db.get("a").expect("get").as_deref(),
-        Some(&b"b"[..]),
-        "a key the store served vanished after a compaction and a reopen"
-    );
-    drop(db);
+    let (path, offset, reason) = compaction_refuses_and_changes_nothing(dir.path(), &[("a", "b")]);
+    assert!(path.ends_with("0000000001.seg"), "{}", path.display());
+    assert_eq!(offset, 32);
+    assert!(reason.contains("0000000001.hint"), "{reason}");
 
     // The way out the error names: without the hint, open scans the
     // segment, the tombstone wins, and compaction goes through.
@@ -337,23 +363,17 @@ fn different_keys_with_one_sequence_number_and_compaction() {
     push_put(&mut seg1, 1, b"a", b"x");
     let mut seg2 = segment_header(2);
     push_put(&mut seg2, 1, b"b", b"y");
-    std::fs::write(dir.path().join("0000000001.seg"), &seg1).expect("write");
-    std::fs::write(dir.path().join("0000000002.seg"), &seg2).expect("write");
-    std::fs::write(dir.path().join("0000000003.seg"), segment_header(3)).expect("write");
-
-    let db = Options::new().open(dir.path()).expect("open");
-    assert_eq!(db.get("a").expect("get").as_deref(), Some(&b"x"[..]));
-    assert_eq!(db.get("b").expect("get").as_deref(), Some(&b"y"[..]));
-    match db.compact() {
-        Err(Error::Corruption { reason, .. }) => {
-            assert!(reason.contains("same sequence number 1"), "{reason}");
-        }
-        other => panic!("compaction of records sharing a sequence number: {other:?}"),
-    }
-    drop(db);
-    let db = Options::new().open(dir.path()).expect("reopen");
-    assert_eq!(db.get("a").expect("get").as_deref(), Some(&b"x"[..]));
-    assert_eq!(db.get("b").expect("get").as_deref(), Some(&b"y"[..]));
+    write_files(
+        dir.path(),
+        &[
+            ("0000000001.seg", &seg1),
+            ("0000000002.seg", &seg2),
+            ("0000000003.seg", &segment_header(3)),
+        ],
+    );
+    let (_, _, reason) =
+        compaction_refuses_and_changes_nothing(dir.path(), &[("a", "x"), ("b", "y")]);
+    assert!(reason.contains("same sequence number 1"), "{reason}");
 }
 
 /// Found by `open_dir` after the two fixes above: a hint (checksum valid)
@@ -367,20 +387,15 @@ fn hint_with_another_expiry_than_its_record_and_compaction() {
     let mut seg1 = segment_header(1);
     push_record(&mut seg1, 1, 1, 1_000, b"k", b"v"); // expired in 1970
     let h = hint_with(1, seg1.len() as u64, &[(1, b"k", 1)], 1);
-    std::fs::write(dir.path().join("0000000001.seg"), &seg1).expect("write");
-    std::fs::write(dir.path().join("0000000001.hint"), &h).expect("write");
-    std::fs::write(dir.path().join("0000000002.seg"), segment_header(2)).expect("write");
-
-    let db = Options::new().open(dir.path()).expect("open");
-    assert_eq!(db.get("k").expect("get").as_deref(), Some(&b"v"[..]));
-    match db.compact() {
-        Err(Error::Corruption { offset, reason, .. }) => {
-            assert_eq!(offset, 32);
-            assert!(reason.contains("expiry 1000"), "{reason}");
-        }
-        other => panic!("compaction of a segment its hint misdescribes: {other:?}"),
-    }
-    drop(db);
-    let db = Options::new().open(dir.path()).expect("reopen");
-    assert_eq!(db.get("k").expect("get").as_deref(), Some(&b"v"[..]));
+    write_files(
+        dir.path(),
+        &[
+            ("0000000001.seg", &seg1),
+            ("0000000001.hint", &h),
+            ("0000000002.seg", &segment_header(2)),
+        ],
+    );
+    let (_, offset, reason) = compaction_refuses_and_changes_nothing(dir.path(), &[("k", "v")]);
+    assert_eq!(offset, 32);
+    assert!(reason.contains("expiry 1000"), "{reason}");
 }

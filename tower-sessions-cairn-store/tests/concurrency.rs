@@ -206,16 +206,22 @@ fn durable_writes_do_not_stall_a_single_threaded_runtime() {
     );
 }
 
-/// Every create starts from the same id: the store must detect the
-/// collision and hand out a fresh id, never overwriting a session.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_creates_never_share_an_id() {
+/// A store on a fresh directory (kept alive by the returned guard) under
+/// `SyncPolicy::EveryMillis(10)`.
+fn store_syncing_every_10ms() -> (tempfile::TempDir, CairnStore) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Options::new()
         .sync_policy(SyncPolicy::EveryMillis(10))
         .open(dir.path())
         .expect("open");
-    let store = CairnStore::new(db);
+    (dir, CairnStore::new(db))
+}
+
+/// Every create starts from the same id: the store must detect the
+/// collision and hand out a fresh id, never overwriting a session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_never_share_an_id() {
+    let (_dir, store) = store_syncing_every_10ms();
     let fixed = Id(42);
     let tasks: Vec<_> = (0..8u64)
         .map(|t| {
@@ -256,12 +262,7 @@ async fn concurrent_creates_never_share_an_id() {
 /// the session before the logout must not save it back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn parallel_requests_never_undo_a_logout() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = Options::new()
-        .sync_policy(SyncPolicy::EveryMillis(10))
-        .open(dir.path())
-        .expect("open");
-    let store = CairnStore::new(db);
+    let (_dir, store) = store_syncing_every_10ms();
     let app = router(store.clone());
     for round in 0..30 {
         let c = cookie_of(&call(&app, "/insert", None).await);
