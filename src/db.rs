@@ -6,12 +6,14 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::batch::Batch;
-use crate::engine::{lock, CasConflict, Core, Ttl};
+use crate::engine::Core;
 use crate::error::Result;
 use crate::iter::ScanPrefix;
 use crate::options::Options;
 use crate::recovery::RecoveryReport;
 use crate::stats::Stats;
+use crate::types::{CasConflict, Ttl};
+use crate::util::locks::lock;
 
 /// An open cairn store.
 ///
@@ -524,7 +526,7 @@ impl Db {
     /// [`Error::Io`](crate::Error::Io) if the final fsync fails,
     /// [`Error::Poisoned`](crate::Error::Poisoned) if an earlier write failed.
     pub fn close(&self) -> Result<()> {
-        crate::txn::check_not_inside()?;
+        crate::engine::txn::check_not_inside()?;
         let keyspaces: Vec<Db> = lock(&self.0.keyspaces).values().cloned().collect();
         let mut first_error = None;
         for ks in keyspaces {
@@ -572,7 +574,7 @@ impl Db {
     /// rewrite is damaged (nothing is changed then), and
     /// [`Error::Io`](crate::Error::Io).
     pub fn compact(&self) -> Result<crate::CompactionStats> {
-        crate::txn::check_not_inside()?;
+        crate::engine::txn::check_not_inside()?;
         self.core().compact_all()
     }
 
@@ -596,7 +598,7 @@ impl Db {
     /// # Errors
     /// As [`Db::compact`].
     pub fn compact_segments(&self, ids: &[u32]) -> Result<crate::CompactionStats> {
-        crate::txn::check_not_inside()?;
+        crate::engine::txn::check_not_inside()?;
         let ids = ids.to_vec();
         self.core().compact_with(move |_, _| ids)
     }

@@ -81,7 +81,7 @@ pub enum Error {
     /// write through the [`Txn`](crate::Txn) instead. Nothing was written.
     NestedWrite,
     /// A value stored by one of cairn's modules ([`session`](crate::session),
-    /// [`cache`](crate::cache), [`limits`](crate::limits)) could not be
+    /// [`cache`](crate::cache), [`limits`](crate::modules::limits)) could not be
     /// decoded: it was written by something else under the module's keys.
     Malformed(String),
     /// A typed value could not be encoded or decoded (the `serde` feature).

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
+use crate::format::record::{self, Decoded};
 use crate::options::RecoveryMode;
-use crate::record::{self, Decoded};
 
 /// What [`decode_record`] found: (kind byte, sequence number, key length,
 /// value length, encoded length).
@@ -25,7 +25,7 @@ pub fn decode_record(bytes: &[u8], salt: u32, offset: u64) -> Option<DecodedReco
 /// # Errors
 /// The reason the hint is unusable.
 pub fn decode_hint(bytes: &[u8], id: u32, segment_len: u64, salt: u32) -> Result<usize, String> {
-    crate::hint::decode(bytes, id, segment_len, salt)
+    crate::format::hint::decode(bytes, id, segment_len, salt)
         .map(|h| h.entries.len())
         .map_err(|e| e.to_string())
 }

@@ -7,9 +7,9 @@
 //! own. A write batch or transaction covers one keyspace.
 
 use crate::db::Db;
-use crate::engine::lock;
 use crate::error::{Error, Result};
 use crate::options::Options;
+use crate::util::locks::lock;
 
 /// The sub-directory of a store that holds its keyspaces.
 pub const KEYSPACES_DIR: &str = "keyspaces";
@@ -136,7 +136,8 @@ impl Db {
             .list(&dir)?
             .into_iter()
             .filter(|n| {
-                check_name(n).is_ok() && vfs.exists(&dir.join(n).join(crate::fsutil::LOCK_FILE))
+                check_name(n).is_ok()
+                    && vfs.exists(&dir.join(n).join(crate::format::names::LOCK_FILE))
             })
             .collect();
         names.sort();

@@ -31,55 +31,48 @@
 #![warn(missing_debug_implementations)]
 
 mod batch;
-pub mod cache;
-mod clock;
 mod compaction;
 mod db;
 mod engine;
 mod error;
-mod eviction;
-mod fsutil;
+mod format;
+#[doc(hidden)]
+pub mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
-mod hint;
-mod inspect;
+mod index;
 mod iter;
-mod keydir;
 mod keyspace;
-pub mod limits;
-mod mmap;
+mod modules;
 mod options;
-mod rand;
-mod record;
 mod recovery;
-mod repair;
-mod segment;
-pub mod session;
-#[doc(hidden)]
-pub mod sim;
 mod stats;
-mod sync;
-mod tailcache;
-mod txn;
-mod verify;
+mod storage;
+mod tools;
+mod types;
+mod util;
+
 #[doc(hidden)]
-pub mod vfs;
+pub use fs as vfs;
+#[doc(hidden)]
+pub use fs::sim;
+pub use modules::{cache, limits, session};
 
 pub use batch::Batch;
-pub use clock::{Clock, ManualClock, SystemClock};
 pub use compaction::CompactionStats;
-#[doc(hidden)]
-pub use compaction::CompactionStop;
 pub use db::Db;
-pub use engine::{CasConflict, Ttl};
+pub use engine::txn::Txn;
 pub use error::{Error, Result};
-pub use inspect::{read_segment, RecordKind, SegmentEntry};
+pub use format::record::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use iter::ScanPrefix;
 pub use keyspace::{KEYSPACES_DIR, MAX_KEYSPACE_NAME_BYTES};
 pub use options::{Options, RecoveryMode, SyncPolicy, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
-pub use record::{MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use recovery::{RecoveryReport, SkippedRange};
-pub use repair::{repair, RepairReport};
 pub use stats::{SegmentStats, Stats};
-pub use txn::Txn;
-pub use verify::{verify, Problem, ProblemKind, VerifyReport};
+pub use tools::inspect::{read_segment, RecordKind, SegmentEntry};
+pub use tools::repair::{repair, RepairReport};
+pub use tools::verify::{verify, Problem, ProblemKind, VerifyReport};
+pub use types::{CasConflict, Ttl};
+pub use util::clock::{Clock, ManualClock, SystemClock};
+#[doc(hidden)]
+pub use util::hooks::CompactionStop;

@@ -4,9 +4,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::clock::{Clock, SystemClock};
 use crate::db::Db;
 use crate::error::{Error, Result};
+use crate::util::clock::{Clock, SystemClock};
 
 /// When writes are made durable (fsynced).
 ///
@@ -72,9 +72,9 @@ pub struct Options {
     pub(crate) compaction_max_bytes_per_sec: u64,
     pub(crate) compaction_interval_ms: u64,
     pub(crate) stall_writes: bool,
-    pub(crate) compaction_stop: Option<crate::compaction::CompactionStop>,
+    pub(crate) compaction_stop: Option<crate::util::hooks::CompactionStop>,
     pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) vfs: Arc<dyn crate::vfs::Vfs>,
+    pub(crate) vfs: Arc<dyn crate::fs::Vfs>,
     pub(crate) deterministic: bool,
 }
 
@@ -151,7 +151,7 @@ impl Options {
             stall_writes: true,
             compaction_stop: None,
             clock: Arc::new(SystemClock),
-            vfs: Arc::new(crate::vfs::RealFs),
+            vfs: Arc::new(crate::fs::RealFs),
             deterministic: false,
         }
     }
@@ -336,18 +336,18 @@ impl Options {
     #[must_use]
     pub fn compaction_stop_for_tests(
         mut self,
-        step: Option<crate::compaction::CompactionStop>,
+        step: Option<crate::util::hooks::CompactionStop>,
     ) -> Options {
         self.compaction_stop = step;
         self
     }
 
     /// For tests: the file layer to use instead of the real file system
-    /// (for example [`SimFs`](crate::sim::SimFs)). A file layer that has no
+    /// (for example [`SimFs`](crate::fs::sim::SimFs)). A file layer that has no
     /// real files behind it turns memory maps off by itself.
     #[doc(hidden)]
     #[must_use]
-    pub fn vfs_for_tests(mut self, vfs: Arc<dyn crate::vfs::Vfs>) -> Options {
+    pub fn vfs_for_tests(mut self, vfs: Arc<dyn crate::fs::Vfs>) -> Options {
         self.vfs = vfs;
         self
     }

@@ -67,10 +67,11 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use crate::db::Db;
-use crate::engine::lock;
 use crate::error::{Error, Result};
-use crate::eviction::Tracker;
-use crate::rand::FastRng;
+use crate::modules::eviction::Tracker;
+use crate::util::locks;
+use crate::util::locks::lock;
+use crate::util::rand::FastRng;
 
 const DATA: u8 = b'd';
 const GENERATION: u8 = b'g';
@@ -370,7 +371,7 @@ impl Flight {
             if let Some(o) = &s.outcome {
                 return o.clone();
             }
-            s = self.done.wait(s).unwrap_or_else(|e| e.into_inner());
+            s = locks::wait(&self.done, s);
         }
     }
 }
@@ -659,8 +660,8 @@ impl Cache {
         stored.extend_from_slice(&load_ms.to_le_bytes());
         stored.extend_from_slice(value);
         let dk = data_key(key);
-        crate::engine::check_key(&dk)?;
-        crate::engine::check_value(&stored)?;
+        crate::format::record::check_key(&dk)?;
+        crate::format::record::check_value(&stored)?;
         // Under the writer lock: the tracker changes only when the write
         // goes ahead, and no invalidation can slip in between.
         self.0.db.transaction(|tx| {
@@ -763,7 +764,7 @@ impl Cache {
     pub fn invalidate(&self, key: impl AsRef<[u8]>) -> Result<bool> {
         let key = key.as_ref();
         let dk = data_key(key);
-        crate::engine::check_key(&dk)?;
+        crate::format::record::check_key(&dk)?;
         self.0.db.transaction(|tx| {
             self.mark_loads_stale(key, None);
             lock(&self.0.tracker).remove(key);
@@ -959,7 +960,7 @@ impl Cache {
     fn plan<E>(&self, key: &[u8]) -> Result<Plan<'_>, LoadError<E>> {
         // A read-through call may wait for a loader that needs the writer
         // lock: refuse inside a transaction instead of deadlocking.
-        crate::txn::check_not_inside()?;
+        crate::engine::txn::check_not_inside()?;
         let now = self.now();
         lock(&self.0.tracker).record_access(key);
         let found = self.read(key, now)?;

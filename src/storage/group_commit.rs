@@ -13,14 +13,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::util::locks::{self, lock};
+
 /// The active segment's file and how far it has been written.
 pub(crate) struct Active {
     pub id: u32,
     /// The segment's salt, bound into every record's checksum.
     pub salt: u32,
-    pub file: Arc<dyn crate::vfs::VFile>,
+    pub file: Arc<dyn crate::fs::VFile>,
     /// Copy of the newest bytes, for reads without a system call.
-    pub tail: Option<std::sync::Arc<crate::tailcache::TailCache>>,
+    pub tail: Option<std::sync::Arc<crate::storage::tail_cache::TailCache>>,
     /// End of the last complete append.
     pub len: AtomicU64,
     /// How much of the segment a completed fsync has made durable.
@@ -75,10 +77,6 @@ pub(crate) struct GroupCommit {
     pub fsyncs: AtomicU64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// What waiting for durability found.
 pub(crate) enum SyncError {
     /// This call's own fsync failed.
@@ -129,11 +127,7 @@ impl GroupCommit {
             if left.is_zero() {
                 break;
             }
-            st = self
-                .gather_cv
-                .wait_timeout(st, left)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|e| e.into_inner().0);
+            st = locks::wait_timeout(&self.gather_cv, st, left);
         }
         st.gathering_for = 0;
         st

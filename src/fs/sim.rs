@@ -32,7 +32,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::vfs::{LockGuard, OpenMode, VFile, Vfs};
+use crate::fs::{LockGuard, OpenMode, VFile, Vfs};
 
 /// What a simulated power loss does to data that was not yet durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -748,7 +748,7 @@ impl Vfs for SimFs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vfs::write_all_at;
+    use crate::fs::write_all_at;
 
     fn p(s: &str) -> PathBuf {
         PathBuf::from(s)

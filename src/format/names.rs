@@ -1,11 +1,6 @@
-//! Small file-system helpers: private permissions, directory fsync, names.
+//! The names of the files in a store directory (no I/O).
 
 use std::path::{Path, PathBuf};
-
-/// Permission bits for files cairn creates (owner read/write).
-pub(crate) const FILE_MODE: u32 = 0o600;
-/// Permission bits for directories cairn creates (owner only).
-pub(crate) const DIR_MODE: u32 = 0o700;
 
 /// The name of the lock file inside a store directory.
 pub(crate) const LOCK_FILE: &str = "LOCK";
@@ -53,38 +48,5 @@ mod tests {
         assert_eq!(parse_file_name("42.seg"), None);
         assert_eq!(parse_file_name("00000000x2.seg"), None);
         assert_eq!(parse_file_name("0000000042.seg.tmp"), None);
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn created_files_are_private() {
-        use crate::vfs::{OpenMode, RealFs, Vfs};
-        use std::fs;
-        use std::os::unix::fs::PermissionsExt;
-        let t = tempfile::tempdir().expect("tempdir");
-        let d = t.path().join("a/b");
-        RealFs.create_dir_all(&d).expect("mkdir");
-        let m = fs::metadata(&d).expect("meta").permissions().mode() & 0o777;
-        assert_eq!(m, 0o700);
-        let f = d.join("f");
-        RealFs.open(&f, OpenMode::CreateNew).expect("create");
-        let m = fs::metadata(&f).expect("meta").permissions().mode() & 0o777;
-        assert_eq!(m, 0o600);
-        RealFs
-            .write_atomic(&d.join("g"), ".g-", b"x")
-            .expect("atomic");
-        let m = fs::metadata(d.join("g"))
-            .expect("meta")
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(m, 0o600);
-        drop(RealFs.try_lock(&d.join(LOCK_FILE), false).expect("lock"));
-        let m = fs::metadata(d.join(LOCK_FILE))
-            .expect("meta")
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(m, 0o600);
     }
 }

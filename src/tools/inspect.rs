@@ -4,9 +4,9 @@
 use std::path::Path;
 
 use crate::error::Result;
-use crate::record::{self, Decoded, Kind};
-use crate::segment::{self, SEGMENT_HEADER_LEN};
-use crate::vfs::{RealFs, Vfs};
+use crate::format::record::{self, Decoded, Kind};
+use crate::format::segment::{self, SEGMENT_HEADER_LEN};
+use crate::fs::{RealFs, Vfs};
 
 /// What a record in a segment is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -96,7 +96,7 @@ pub fn read_segment(path: impl AsRef<Path>) -> Result<Vec<SegmentEntry>> {
     let id = path
         .file_name()
         .and_then(|n| n.to_str())
-        .and_then(crate::fsutil::parse_file_name)
+        .and_then(crate::format::names::parse_file_name)
         .map_or(0, |(id, _)| id);
     let salt = match segment::header_info(path, &bytes, id) {
         Ok(h) => h.salt,

@@ -20,6 +20,8 @@
 //! 32     ..   key bytes, then value bytes
 //! ```
 
+use crate::error::{Error, Result};
+
 /// Sequence numbers at or above this are damage: a store would need 2^63
 /// writes to reach it, and the headroom means the writer's `next_seq + n`
 /// can never overflow.
@@ -255,6 +257,28 @@ pub(crate) fn decode(b: &[u8], salt: u32, offset: u64) -> Decoded<'_> {
         in_batch: h.flags & FLAG_BATCH != 0,
         len: total,
     })
+}
+
+/// Checks a key against [`MAX_KEY_BYTES`].
+pub(crate) fn check_key(key: &[u8]) -> Result<()> {
+    if key.len() > MAX_KEY_BYTES as usize {
+        return Err(Error::KeyTooLarge {
+            len: key.len(),
+            max: MAX_KEY_BYTES as usize,
+        });
+    }
+    Ok(())
+}
+
+/// Checks a value against [`MAX_VALUE_BYTES`].
+pub(crate) fn check_value(value: &[u8]) -> Result<()> {
+    if value.len() > MAX_VALUE_BYTES as usize {
+        return Err(Error::ValueTooLarge {
+            len: value.len(),
+            max: MAX_VALUE_BYTES as usize,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

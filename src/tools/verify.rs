@@ -5,12 +5,12 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::fsutil;
-use crate::hint;
+use crate::format::hint;
+use crate::format::names;
+use crate::format::segment;
+use crate::fs::{RealFs, Vfs};
 use crate::options::RecoveryMode;
 use crate::recovery;
-use crate::segment;
-use crate::vfs::{RealFs, Vfs};
 
 /// What kind of problem [`verify`] found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,10 +150,10 @@ pub fn verify(dir: impl AsRef<Path>, quick: bool) -> Result<VerifyReport> {
             }
             continue;
         }
-        let known = name == fsutil::LOCK_FILE
-            || name == crate::compaction::MANIFEST
-            || fsutil::parse_file_name(name).is_some();
-        if name == crate::compaction::MANIFEST {
+        let known = name == names::LOCK_FILE
+            || name == crate::format::manifest::MANIFEST
+            || names::parse_file_name(name).is_some();
+        if name == crate::format::manifest::MANIFEST {
             report.problems.push(Problem {
                 kind: ProblemKind::UnfinishedCompaction,
                 path: dir.join(name),
@@ -166,7 +166,7 @@ pub fn verify(dir: impl AsRef<Path>, quick: bool) -> Result<VerifyReport> {
                 kind: ProblemKind::StrayFile,
                 path: dir.join(name),
                 offset: None,
-                detail: if name.ends_with(fsutil::TMP_SUFFIX) {
+                detail: if name.ends_with(names::TMP_SUFFIX) {
                     "temporary file left by a crash".into()
                 } else {
                     "not a cairn file".into()
@@ -178,7 +178,7 @@ pub fn verify(dir: impl AsRef<Path>, quick: bool) -> Result<VerifyReport> {
     let active = recovery::find_active(&vfs, dir, &listing.segments);
     for &id in &listing.segments {
         report.segments += 1;
-        let path = fsutil::segment_path(dir, id);
+        let path = names::segment_path(dir, id);
         let is_active = Some(id) == active;
         let bytes = vfs.read(&path)?;
         let salt = match segment::header_info(&path, &bytes, id) {
@@ -188,7 +188,7 @@ pub fn verify(dir: impl AsRef<Path>, quick: bool) -> Result<VerifyReport> {
                 None
             }
         };
-        let hint_path = fsutil::hint_path(dir, id);
+        let hint_path = names::hint_path(dir, id);
         let mut hint_ok = None;
         if !is_active {
             match vfs.read(&hint_path) {

@@ -12,6 +12,8 @@
 use std::collections::VecDeque;
 use std::sync::RwLock;
 
+use crate::util::locks;
+
 const CHUNK: u64 = 1 << 20;
 
 struct Inner {
@@ -23,6 +25,21 @@ struct Inner {
     end: u64,
 }
 
+impl Inner {
+    /// An empty cache whose next byte is at `offset`.
+    fn empty_at(offset: u64) -> Inner {
+        let base = offset - offset % CHUNK;
+        let mut chunks = VecDeque::new();
+        chunks.push_back(vec![0u8; (offset - base) as usize]);
+        Inner {
+            // Bytes before `offset` in the first chunk are not valid.
+            base: if offset == base { base } else { offset },
+            chunks,
+            end: offset,
+        }
+    }
+}
+
 /// The cache of one active segment.
 pub(crate) struct TailCache {
     inner: RwLock<Inner>,
@@ -32,16 +49,8 @@ pub(crate) struct TailCache {
 impl TailCache {
     /// A cache holding about `capacity` bytes, starting empty at `offset`.
     pub(crate) fn new(capacity: u64, offset: u64) -> TailCache {
-        let base = offset - offset % CHUNK;
-        let mut chunks = VecDeque::new();
-        chunks.push_back(vec![0u8; (offset - base) as usize]);
         TailCache {
-            inner: RwLock::new(Inner {
-                // Bytes before `offset` in the first chunk are not valid.
-                base: if offset == base { base } else { offset },
-                chunks,
-                end: offset,
-            }),
+            inner: RwLock::new(Inner::empty_at(offset)),
             max_chunks: capacity.div_ceil(CHUNK).max(1) as usize + 1,
         }
     }
@@ -49,11 +58,9 @@ impl TailCache {
     /// Records `bytes` written at `offset`, which must be the cache's end.
     /// A gap (which the writer never produces) resets the cache.
     pub(crate) fn append(&self, offset: u64, mut bytes: &[u8]) {
-        let mut g = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let mut g = locks::write(&self.inner);
         if offset != g.end {
-            let fresh = TailCache::new(0, offset);
-            let mut f = fresh.inner.into_inner().unwrap_or_else(|e| e.into_inner());
-            std::mem::swap(&mut *g, &mut f);
+            *g = Inner::empty_at(offset);
         }
         while !bytes.is_empty() {
             let need_new = g.chunks.back().is_none_or(|c| c.len() as u64 == CHUNK);
@@ -88,7 +95,7 @@ impl TailCache {
         f: impl FnOnce(&[u8]) -> R,
     ) -> Option<R> {
         {
-            let g = self.inner.read().unwrap_or_else(|e| e.into_inner());
+            let g = locks::read(&self.inner);
             let end = offset.checked_add(len)?;
             if offset < g.base || end > g.end {
                 return None;
@@ -106,7 +113,7 @@ impl TailCache {
 
     /// Copies `len` bytes at `offset` out of the cache, if it holds them all.
     pub(crate) fn read(&self, offset: u64, len: u64) -> Option<Vec<u8>> {
-        let g = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        let g = locks::read(&self.inner);
         let end = offset.checked_add(len)?;
         if offset < g.base || end > g.end {
             return None;

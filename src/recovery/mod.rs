@@ -11,18 +11,23 @@
 //! * A batch without its commit record is discarded whole.
 //! * Sequence numbers decide which version of a key wins, never file ids.
 
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::error::{Error, Result};
-use crate::fsutil;
-use crate::hint::{self, HintEntry};
-use crate::keydir::{Entry, KeyDir, TOMBSTONE_LEN};
+use crate::format::hint::HintEntry;
+use crate::format::manifest::{self, MANIFEST};
+use crate::format::names;
+use crate::format::record::{self, Decoded, Kind};
+use crate::format::segment::{self, SEGMENT_HEADER_LEN};
+use crate::fs::{self, OpenMode, Vfs};
+use crate::index::keydir::{Entry, KeyDir, TOMBSTONE_LEN};
 use crate::options::RecoveryMode;
-use crate::record::{self, Decoded, Kind};
-use crate::segment::{self, SEGMENT_HEADER_LEN};
-use crate::vfs::{self, OpenMode, Vfs};
+use crate::storage;
+use crate::storage::hints;
+use crate::util::locks;
 
 /// A damaged byte range that salvage mode skipped.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,10 +100,10 @@ pub(crate) fn list_dir(vfs: &dyn Vfs, dir: &Path) -> Result<Listing> {
     let mut segments = Vec::new();
     let mut temp_files = Vec::new();
     for name in vfs.list(dir)? {
-        if name.ends_with(fsutil::TMP_SUFFIX) {
+        if name.ends_with(names::TMP_SUFFIX) {
             temp_files.push(dir.join(&name));
-        } else if let Some((id, suffix)) = fsutil::parse_file_name(&name) {
-            if suffix == fsutil::SEGMENT_SUFFIX {
+        } else if let Some((id, suffix)) = names::parse_file_name(&name) {
+            if suffix == names::SEGMENT_SUFFIX {
                 segments.push(id);
             }
         }
@@ -451,10 +456,10 @@ fn durable_after(bytes: &[u8], from: usize, salt: u32) -> u64 {
 /// most 1 GiB), and the index keeps offsets in 32 bits: a longer file is
 /// not one of ours.
 fn check_segment_len(path: &Path, len: u64) -> Result<()> {
-    if len > crate::keydir::MAX_OFFSET {
+    if len > crate::index::keydir::MAX_OFFSET {
         return Err(Error::corruption(
             path,
-            crate::keydir::MAX_OFFSET,
+            crate::index::keydir::MAX_OFFSET,
             format!("segment file is {len} bytes; cairn never writes one of 4 GiB or more"),
         ));
     }
@@ -469,7 +474,7 @@ fn load_segment(
     mode: RecoveryMode,
     read_only: bool,
 ) -> Result<SegmentLoad> {
-    let path = fsutil::segment_path(dir, id);
+    let path = names::segment_path(dir, id);
     // In salvage mode, a truncated sealed segment is reported, not refused.
     let mut truncated: Option<(u64, u64)> = None;
     if !active {
@@ -479,7 +484,7 @@ fn load_segment(
         let len = file.len()?;
         check_segment_len(&path, len)?;
         let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
-        let salt = match vfs::read_exact_at(&*file, &mut header, 0) {
+        let salt = match fs::read_exact_at(&*file, &mut header, 0) {
             Ok(()) => match segment::header_info(&path, &header, id) {
                 Ok(info) => Some(info),
                 Err(e) if mode == RecoveryMode::Strict => return Err(e),
@@ -488,7 +493,7 @@ fn load_segment(
             Err(_) => None, // too short: the scan below reports it
         };
         drop(file);
-        let hint = match salt.map(|info| hint::read(vfs, dir, id, len, info.salt)) {
+        let hint = match salt.map(|info| hints::read(vfs, dir, id, len, info.salt)) {
             Some(Ok(h)) => h,
             Some(Err(described)) if mode == RecoveryMode::Strict => {
                 return Err(Error::corruption(
@@ -538,7 +543,7 @@ fn load_segment(
         });
     }
     if !active && !read_only && load.skipped.is_empty() {
-        match hint::write(
+        match hints::write(
             vfs,
             dir,
             id,
@@ -560,11 +565,11 @@ fn load_segment(
 /// compaction renames its files into place only once they are complete).
 pub(crate) fn find_active(vfs: &dyn Vfs, dir: &Path, ids: &[u32]) -> Option<u32> {
     for &id in ids.iter().rev() {
-        let path = fsutil::segment_path(dir, id);
+        let path = names::segment_path(dir, id);
         let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
         let compacted = vfs
             .open(&path, OpenMode::Read)
-            .and_then(|f| vfs::read_exact_at(&*f, &mut header, 0))
+            .and_then(|f| fs::read_exact_at(&*f, &mut header, 0))
             .ok()
             .and_then(|()| segment::header_info(&path, &header, id).ok())
             .is_some_and(|h| h.compacted);
@@ -678,14 +683,14 @@ pub(crate) fn load_all(
                 let Some(&id) = ids.get(i) else { break };
                 let r = load_segment(vfs, dir, id, Some(id) == last, mode, read_only);
                 let failed = r.is_err();
-                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+                locks::lock(&results)[i] = Some(r);
                 if failed {
                     next.store(ids.len(), Ordering::Relaxed);
                 }
             });
         }
     });
-    let results = results.into_inner().unwrap_or_else(|e| e.into_inner());
+    let results = locks::into_inner(results);
     let mut out = Vec::with_capacity(ids.len());
     for r in results.into_iter().flatten() {
         out.push(r?);
@@ -734,13 +739,10 @@ fn merge_into_keydir(loads: &[SegmentLoad], now_ms: u64, sort: bool) -> (KeyDir,
                 .iter()
                 .map(|e| keydir.locate(&e.key).0)
                 .collect();
-            *hashes[li].lock().unwrap_or_else(|e| e.into_inner()) = h;
+            *locks::lock(&hashes[li]) = h;
         }
     });
-    let hashes: Vec<Vec<u64>> = hashes
-        .into_iter()
-        .map(|m| m.into_inner().unwrap_or_else(|e| e.into_inner()))
-        .collect();
+    let hashes: Vec<Vec<u64>> = hashes.into_iter().map(locks::into_inner).collect();
     // 2. The index is merged a group of shards at a time; each group's
     //    entries are first put in the order in which they land in the
     //    tables, with what the insert needs copied alongside, so that the
@@ -820,6 +822,50 @@ fn merge_into_keydir(loads: &[SegmentLoad], now_ms: u64, sort: bool) -> (KeyDir,
         );
     }
     (keydir, live)
+}
+
+/// At open: finishes a compaction that stopped after its manifest was
+/// written, by deleting the segments it names. Returns whether it did, and
+/// (read-only) the segments to leave out instead.
+pub(crate) fn finish_interrupted(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    read_only: bool,
+) -> Result<(bool, Vec<u32>)> {
+    let path = dir.join(MANIFEST);
+    let bytes = match vfs.read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((false, Vec::new())),
+        Err(e) => return Err(Error::Io(e)),
+    };
+    if read_only {
+        // A read-only handle may not delete, so it leaves the manifest's
+        // segments out instead: the deletion may have been cut short after
+        // removing some of them (say, the one holding a tombstone), and
+        // loading the rest could bring back what they hid. Their live
+        // records are all in the compaction's outputs.
+        return Ok((false, manifest::decode(&bytes).unwrap_or_default()));
+    }
+    match manifest::decode(&bytes) {
+        Some(ids) => {
+            log::info!(
+                "finishing an interrupted compaction: deleting {} old segments",
+                ids.len()
+            );
+            storage::manifest::delete_inputs(vfs, dir, &ids)?;
+        }
+        None => {
+            // It is renamed into place whole, so this is not a crash: with
+            // it unreadable, keep every segment (which is always safe).
+            log::warn!(
+                "ignoring an unreadable compaction manifest {}",
+                path.display()
+            );
+            vfs.remove_file(&path)?;
+            vfs.sync_dir(dir)?;
+        }
+    }
+    Ok((true, Vec::new()))
 }
 
 #[cfg(test)]

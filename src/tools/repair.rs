@@ -4,13 +4,15 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::fsutil;
-use crate::hint;
+use crate::format::hint;
+use crate::format::names;
+use crate::format::record::{self, Kind, RECORD_HEADER_LEN};
+use crate::format::segment;
+use crate::fs::{self, OpenMode, RealFs, Vfs};
 use crate::options::RecoveryMode;
-use crate::record::{self, Kind, RECORD_HEADER_LEN};
 use crate::recovery::{self, SkippedRange};
-use crate::segment;
-use crate::vfs::{self, OpenMode, RealFs, Vfs};
+use crate::storage::hints;
+use crate::util::rand::new_salt;
 
 /// What [`repair`] did (or, in a dry run, would do).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -53,7 +55,7 @@ pub struct RepairReport {
 pub fn repair(dir: impl AsRef<Path>, dry_run: bool) -> Result<RepairReport> {
     let dir = dir.as_ref();
     let fs = RealFs;
-    let lock_path = dir.join(fsutil::LOCK_FILE);
+    let lock_path = dir.join(names::LOCK_FILE);
     let _lock = match fs.try_lock(&lock_path, dry_run)? {
         Some(l) => l,
         None => return Err(Error::Locked { path: lock_path }),
@@ -63,7 +65,7 @@ pub fn repair(dir: impl AsRef<Path>, dry_run: bool) -> Result<RepairReport> {
     let mut report = RepairReport::default();
     let mut rewrites: Vec<(u32, Vec<u8>)> = Vec::new();
     for &id in &listing.segments {
-        let path = fsutil::segment_path(dir, id);
+        let path = names::segment_path(dir, id);
         let bytes = fs.read(&path)?;
         let is_active = Some(id) == active;
         let header = match segment::header_info(&path, &bytes, id) {
@@ -76,7 +78,7 @@ pub fn repair(dir: impl AsRef<Path>, dry_run: bool) -> Result<RepairReport> {
         // A sealed segment shorter than its (authentic) hint lost its end.
         let truncated = !is_active
             && matches!(
-                fs.read(&fsutil::hint_path(dir, id)).map(|h| hint::decode(
+                fs.read(&names::hint_path(dir, id)).map(|h| hint::decode(
                     &h,
                     id,
                     bytes.len() as u64,
@@ -89,7 +91,7 @@ pub fn repair(dir: impl AsRef<Path>, dry_run: bool) -> Result<RepairReport> {
             continue;
         }
         let load = recovery::scan_segment(&path, id, &bytes, is_active, RecoveryMode::Salvage)?;
-        let salt = segment::new_salt(id);
+        let salt = new_salt(id);
         let flags = if header.compacted {
             segment::FLAG_COMPACTED
         } else {
@@ -147,7 +149,7 @@ pub fn repair(dir: impl AsRef<Path>, dry_run: bool) -> Result<RepairReport> {
         .join(format!("{name}.repair-backup-{now}"));
     fs.create_dir_all(&backup)?;
     for (id, _) in &rewrites {
-        for path in [fsutil::segment_path(dir, *id), fsutil::hint_path(dir, *id)] {
+        for path in [names::segment_path(dir, *id), names::hint_path(dir, *id)] {
             let bytes = match fs.read(&path) {
                 Ok(b) => b,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
@@ -155,7 +157,7 @@ pub fn repair(dir: impl AsRef<Path>, dry_run: bool) -> Result<RepairReport> {
             };
             let to = backup.join(path.file_name().unwrap_or_default());
             let f = fs.open(&to, OpenMode::CreateNew)?;
-            vfs::write_all_at(&*f, &bytes, 0)?;
+            fs::write_all_at(&*f, &bytes, 0)?;
             f.sync_all()?;
         }
     }
@@ -168,13 +170,13 @@ pub fn repair(dir: impl AsRef<Path>, dry_run: bool) -> Result<RepairReport> {
     // new hint is in place the old one names the old salt, so it is never
     // used for the new segment.
     for (id, bytes) in &rewrites {
-        let path = fsutil::segment_path(dir, *id);
+        let path = names::segment_path(dir, *id);
         fs.write_atomic(&path, ".repair-", bytes)?;
         fs.sync_dir(dir)?;
         let is_active = Some(*id) == active;
         if is_active {
             // The active segment has no hint.
-            match fs.remove_file(&fsutil::hint_path(dir, *id)) {
+            match fs.remove_file(&names::hint_path(dir, *id)) {
                 Ok(()) => fs.sync_dir(dir)?,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::Io(e)),
@@ -182,7 +184,7 @@ pub fn repair(dir: impl AsRef<Path>, dry_run: bool) -> Result<RepairReport> {
             continue;
         }
         let load = recovery::scan_segment(&path, *id, bytes, false, RecoveryMode::Strict)?;
-        hint::write(
+        hints::write(
             &fs,
             dir,
             *id,

@@ -1,6 +1,8 @@
 //! The engine behind a [`Db`](crate::Db) handle: the writer, the read path,
 //! segment rolling, the expiry sweep and the background thread.
 
+pub(crate) mod txn;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,17 +11,22 @@ use std::time::{Duration, Instant};
 
 use crate::batch::{Batch, BatchOp};
 use crate::error::{Error, Result};
-use crate::fsutil;
-use crate::hint;
-use crate::keydir::{Entry, KeyDir};
+use crate::format::names;
+use crate::format::record::{self, check_key, check_value, Kind, FLAG_BATCH};
+use crate::format::segment::{self, SEGMENT_HEADER_LEN};
+use crate::fs::{self, LockGuard, OpenMode, VFile, Vfs};
+use crate::index::keydir::{Entry, KeyDir};
 use crate::options::{Options, SyncPolicy};
-use crate::record::{self, Kind, FLAG_BATCH, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 use crate::recovery::{self, RecoveryReport};
-use crate::segment::{self, Segment, SEGMENT_HEADER_LEN};
 use crate::stats::Stats;
-use crate::sync::{Active, GroupCommit, Pos, SyncError};
-use crate::tailcache::TailCache;
-use crate::vfs::{self, LockGuard, OpenMode, VFile, Vfs};
+use crate::storage::group_commit::{Active, GroupCommit, Pos, SyncError};
+use crate::storage::hints;
+use crate::storage::segment::Segment;
+use crate::storage::space::{start_level, SegStat, SpaceUse};
+use crate::storage::tail_cache::TailCache;
+use crate::types::{CasConflict, Ttl};
+use crate::util::locks::{self, lock};
+use crate::util::rand::new_salt;
 
 /// The most record bytes one batch may take (2 GiB).
 pub(crate) const MAX_BATCH_BYTES: u64 = 2 << 30;
@@ -31,74 +38,6 @@ const PREALLOCATE_BYTES: u64 = 4 << 20;
 /// newest mark's offset as corruption and damage after it as an unsynced
 /// tail; marks cost 40 bytes each, so this bounds their overhead to 1%.
 const SYNC_MARK_EVERY_BYTES: u64 = 4096;
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Size accounting of one segment.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct SegStat {
-    /// Bytes in the file (header included).
-    pub total: u64,
-    /// Bytes of records that no longer matter.
-    pub dead: u64,
-    /// Bytes of tombstones compaction had to keep (an older segment may
-    /// still hold a version they hide): not live, but not reclaimable by
-    /// rewriting this segment either, so they do not count as dead.
-    pub kept: u64,
-    /// Bytes of the segment's hint file (0: none yet). Counted as disk use.
-    pub hint: u64,
-    /// Lowest sequence number of any record that can matter in the segment
-    /// (`u64::MAX` when it holds none). Compaction may drop a tombstone or an
-    /// expired record only if every segment it keeps has a higher one.
-    pub min_seq: u64,
-    /// A salvage open skipped damaged ranges in the segment: compaction
-    /// leaves it alone (its scan is strict), and its `min_seq` is 0 (what
-    /// the damage hid is unknown), so no tombstone that might shadow it is
-    /// dropped.
-    pub damaged: bool,
-}
-
-impl SegStat {
-    pub(crate) fn empty() -> SegStat {
-        SegStat {
-            total: SEGMENT_HEADER_LEN,
-            dead: 0,
-            kept: 0,
-            hint: 0,
-            min_seq: u64::MAX,
-            damaged: false,
-        }
-    }
-
-    /// Bytes of records that hold live keys' current values.
-    pub(crate) fn live(&self) -> u64 {
-        self.total
-            .saturating_sub(SEGMENT_HEADER_LEN + self.dead + self.kept)
-    }
-
-    /// The share of the hint file that describes dead records.
-    fn dead_hint(&self) -> u64 {
-        let data = self.total.saturating_sub(SEGMENT_HEADER_LEN).max(1);
-        (self.hint as u128 * u128::from(self.dead.min(data)) / u128::from(data)) as u64
-    }
-
-    /// What compaction could reclaim by rewriting this sealed segment: its
-    /// dead records and their share of its hint file.
-    pub(crate) fn reclaimable(&self) -> u64 {
-        self.dead + self.dead_hint()
-    }
-
-    /// What a sealed segment would take on disk with nothing dead: its live
-    /// records, kept tombstones and their share of the hint file. Space
-    /// amplification is disk use over this, so a hint file's size relative
-    /// to its records (large for tiny values) never by itself looks like
-    /// garbage that compaction should chase.
-    pub(crate) fn needed(&self) -> u64 {
-        (self.live() + self.kept + self.hint).saturating_sub(self.dead_hint())
-    }
-}
 
 /// State only the writer touches.
 pub(crate) struct Writer {
@@ -213,60 +152,6 @@ pub(crate) struct Core {
     stall_ns: AtomicU64,
 }
 
-/// What `Db::ttl` found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Ttl {
-    /// The key does not exist (or has expired).
-    Missing,
-    /// The key exists and never expires.
-    Persistent,
-    /// The key exists and expires after this much more time.
-    Expires(Duration),
-}
-
-/// A failed [`Db::compare_and_swap`](crate::Db::compare_and_swap): the
-/// current value did not match the expected one. Nothing was written.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CasConflict {
-    /// The value found instead (`None`: the key was absent).
-    pub current: Option<Vec<u8>>,
-}
-
-impl std::fmt::Display for CasConflict {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.current {
-            Some(v) => write!(
-                f,
-                "compare-and-swap conflict: the key holds a different value ({} bytes)",
-                v.len()
-            ),
-            None => write!(f, "compare-and-swap conflict: the key is absent"),
-        }
-    }
-}
-
-impl std::error::Error for CasConflict {}
-
-pub(crate) fn check_key(key: &[u8]) -> Result<()> {
-    if key.len() > MAX_KEY_BYTES as usize {
-        return Err(Error::KeyTooLarge {
-            len: key.len(),
-            max: MAX_KEY_BYTES as usize,
-        });
-    }
-    Ok(())
-}
-
-pub(crate) fn check_value(value: &[u8]) -> Result<()> {
-    if value.len() > MAX_VALUE_BYTES as usize {
-        return Err(Error::ValueTooLarge {
-            len: value.len(),
-            max: MAX_VALUE_BYTES as usize,
-        });
-    }
-    Ok(())
-}
-
 /// Absolute expiry for a TTL from `now_ms`; sub-millisecond TTLs round up.
 pub(crate) fn expiry_after(now_ms: u64, ttl: Duration) -> Result<u64> {
     if ttl.is_zero() {
@@ -328,7 +213,7 @@ impl Core {
                 )));
             }
         }
-        let lock_path = dir.join(fsutil::LOCK_FILE);
+        let lock_path = dir.join(names::LOCK_FILE);
         let lock_file = if opts.snapshot {
             None
         } else {
@@ -339,7 +224,7 @@ impl Core {
         };
 
         let (finished_compaction, leave_out) =
-            crate::compaction::finish_interrupted(vfs, dir, opts.read_only)?;
+            recovery::finish_interrupted(vfs, dir, opts.read_only)?;
         let mut report = RecoveryReport {
             finished_compaction,
             ..RecoveryReport::default()
@@ -375,7 +260,7 @@ impl Core {
         // exists and is durable (see `Writer::allocated`).
         let mut allocated = SEGMENT_HEADER_LEN;
         if let Some(last) = active_idx.map(|i| &mut loads[i]) {
-            let path = fsutil::segment_path(dir, last.id);
+            let path = names::segment_path(dir, last.id);
             allocated = last.len.max(SEGMENT_HEADER_LEN);
             if let Some((cut_at, file_len)) = last.cut {
                 if last.zero_tail && !last.needs_header {
@@ -385,8 +270,8 @@ impl Core {
                     let f = vfs.open(&path, OpenMode::ReadWrite)?;
                     if last.needs_header {
                         f.set_len(0)?;
-                        last.salt = segment::new_salt(last.id);
-                        vfs::write_all_at(&*f, &segment::encode_header(last.id, last.salt), 0)?;
+                        last.salt = new_salt(last.id);
+                        fs::write_all_at(&*f, &segment::encode_header(last.id, last.salt), 0)?;
                         last.len = SEGMENT_HEADER_LEN;
                     } else {
                         f.set_len(cut_at)?;
@@ -414,7 +299,7 @@ impl Core {
             .map(|i| &loads[i])
             .filter(|l| !opts.read_only && !l.skipped.is_empty())
         {
-            let path = fsutil::segment_path(dir, last.id);
+            let path = names::segment_path(dir, last.id);
             let f = vfs.open(&path, OpenMode::ReadWrite)?;
             let end = last.len.max(SEGMENT_HEADER_LEN);
             if f.len()? > end {
@@ -489,7 +374,7 @@ impl Core {
 
         let (writer, group) = if opts.read_only {
             if let Some(l) = active_idx.map(|i| &loads[i]) {
-                let path = fsutil::segment_path(dir, l.id);
+                let path = names::segment_path(dir, l.id);
                 let f = vfs.open(&path, OpenMode::Read)?;
                 segments.insert(l.id, Arc::new(Segment::with_file(path, f, l.salt)));
             }
@@ -505,7 +390,7 @@ impl Core {
                     (id, SEGMENT_HEADER_LEN, salt)
                 }
             };
-            let path = fsutil::segment_path(dir, id);
+            let path = names::segment_path(dir, id);
             let file = vfs.open(&path, OpenMode::ReadWrite)?;
             if active_idx.is_some() {
                 // What recovery read may be only in the page cache (after a
@@ -547,7 +432,7 @@ impl Core {
         let loaded: usize = loads.iter().map(|l| l.entries.len()).sum();
         drop(loads);
         if loaded >= recovery::SORTED_MERGE_MIN_ENTRIES {
-            crate::mmap::release_free_memory();
+            crate::fs::mmap::release_free_memory();
         }
         log::info!(
             "opened {} with {} keys in {:?} ({} segments from hints, {} scanned)",
@@ -619,7 +504,7 @@ impl Core {
 
     /// Locks the writer after checking that writes are allowed.
     pub(crate) fn writer(&self) -> Result<MutexGuard<'_, Writer>> {
-        crate::txn::check_not_inside()?;
+        crate::engine::txn::check_not_inside()?;
         self.check_open()?;
         let w = self.writer.as_ref().ok_or(Error::ReadOnly)?;
         let guard = lock(w);
@@ -636,7 +521,7 @@ impl Core {
     /// active segment's live bytes) are past `level` times the live data,
     /// with enough dead bytes for compaction to act on. At a seal, past the
     /// level where automatic compaction starts
-    /// ([`crate::compaction::start_level`]), writers wait for the next
+    /// ([`start_level`]), writers wait for the next
     /// compaction; past `compaction_max_space_amplification` itself they
     /// wait until compaction brings disk use back under it.
     pub(crate) fn over_space_level(&self, level: impl Fn(f64) -> f64) -> bool {
@@ -647,7 +532,7 @@ impl Core {
         let Some(active) = self.active_id() else {
             return false;
         };
-        crate::compaction::SpaceUse::of(&lock(&self.seg_stats), active).over(level(max))
+        SpaceUse::of(&lock(&self.seg_stats), active).over(level(max))
     }
 
     /// Records the size of segment `id`'s hint file (disk use).
@@ -667,7 +552,7 @@ impl Core {
         if !self.opts.auto_compact {
             return;
         }
-        if self.opts.stall_writes && self.over_space_level(crate::compaction::start_level) {
+        if self.opts.stall_writes && self.over_space_level(start_level) {
             self.stall.store(true, Ordering::Release);
         }
         lock(&self.bg).sealed = true;
@@ -678,12 +563,12 @@ impl Core {
     fn stall_if_needed(&self) {
         let started = Instant::now();
         let guard = lock(&self.stall_lock);
-        let _ = self
-            .stall_cv
-            .wait_timeout_while(guard, MAX_STALL, |()| {
-                self.stall.load(Ordering::Acquire) && !self.closed.load(Ordering::Acquire)
-            })
-            .unwrap_or_else(|e| e.into_inner());
+        drop(locks::wait_timeout_while(
+            &self.stall_cv,
+            guard,
+            MAX_STALL,
+            |()| self.stall.load(Ordering::Acquire) && !self.closed.load(Ordering::Acquire),
+        ));
         self.stalls.fetch_add(1, Ordering::Relaxed);
         self.stall_ns.fetch_add(
             u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
@@ -704,10 +589,7 @@ impl Core {
     /// or a stop. Returns whether the store stopped.
     pub(crate) fn wait_for_compaction_work(&self, timeout: Duration) -> bool {
         let bg = lock(&self.bg);
-        let (mut bg, _) = self
-            .bg_cv
-            .wait_timeout_while(bg, timeout, |b| !b.stop && !b.sealed)
-            .unwrap_or_else(|e| e.into_inner());
+        let mut bg = locks::wait_timeout_while(&self.bg_cv, bg, timeout, |b| !b.stop && !b.sealed);
         bg.sealed = false;
         bg.stop
     }
@@ -720,7 +602,7 @@ impl Core {
         // if compaction moved the key; look it up again then.
         for _ in 0..64 {
             {
-                let segs = self.segments.read().unwrap_or_else(|e| e.into_inner());
+                let segs = locks::read(&self.segments);
                 if let Some(seg) = segs.get(&entry.file_id) {
                     return seg.read_value(entry.offset, key, entry.value_len).map(Some);
                 }
@@ -731,7 +613,7 @@ impl Core {
             }
         }
         Err(Error::corruption(
-            fsutil::segment_path(&self.dir, entry.file_id),
+            names::segment_path(&self.dir, entry.file_id),
             entry.offset,
             "the index points into a segment that does not exist",
         ))
@@ -808,7 +690,7 @@ impl Core {
         if offset + len > w.allocated {
             self.preallocate(w, offset + len)?;
         }
-        if let Err(e) = vfs::write_all_at(&*w.active.file, &w.buf, offset) {
+        if let Err(e) = fs::write_all_at(&*w.active.file, &w.buf, offset) {
             self.poison(format!("write to segment {} failed: {e}", w.active.id));
             return Err(Error::Io(e));
         }
@@ -862,7 +744,7 @@ impl Core {
         let written = (|| {
             while at < target {
                 let n = (target - at).min(zeros.len() as u64);
-                vfs::write_all_at(&*w.active.file, &zeros[..n as usize], at)?;
+                fs::write_all_at(&*w.active.file, &zeros[..n as usize], at)?;
                 at += n;
             }
             Ok(())
@@ -957,7 +839,7 @@ impl Core {
                 return Err(e);
             }
         };
-        let path = fsutil::segment_path(&self.dir, id);
+        let path = names::segment_path(&self.dir, id);
         let tail = new_tail_cache(&self.opts, &*file, SEGMENT_HEADER_LEN)?;
         let reader = Segment::active(path, file.clone(), tail.clone(), salt);
         let sealed = match Segment::open_sealed(
@@ -974,14 +856,14 @@ impl Core {
                     old.id
                 );
                 Segment::with_file(
-                    fsutil::segment_path(&self.dir, old.id),
+                    names::segment_path(&self.dir, old.id),
                     old.file.clone(),
                     old.salt,
                 )
             }
         };
         {
-            let mut segs = self.segments.write().unwrap_or_else(|e| e.into_inner());
+            let mut segs = locks::write(&self.segments);
             segs.insert(old.id, Arc::new(sealed));
             segs.insert(id, Arc::new(reader));
         }
@@ -1291,12 +1173,12 @@ impl Core {
     /// it makes one write), then waited for as the sync policy says.
     pub(crate) fn transact<R>(
         &self,
-        f: impl FnOnce(&mut crate::txn::Txn<'_>) -> Result<R>,
+        f: impl FnOnce(&mut crate::engine::txn::Txn<'_>) -> Result<R>,
     ) -> Result<R> {
         let pos = {
             let mut w = self.writer()?;
-            let _inside = crate::txn::Inside::enter()?;
-            let mut tx = crate::txn::Txn::new(self, self.now());
+            let _inside = crate::engine::txn::Inside::enter()?;
+            let mut tx = crate::engine::txn::Txn::new(self, self.now());
             let r = f(&mut tx)?;
             let mut writes = tx.into_writes();
             // A delete of a key with no entry at all changes nothing.
@@ -1498,10 +1380,7 @@ impl Core {
         if bg.stop {
             return true;
         }
-        let (bg, _) = self
-            .bg_cv
-            .wait_timeout_while(bg, timeout, |b| !b.stop)
-            .unwrap_or_else(|e| e.into_inner());
+        let bg = locks::wait_timeout_while(&self.bg_cv, bg, timeout, |b| !b.stop);
         bg.stop
     }
 
@@ -1541,14 +1420,10 @@ impl Core {
                     match due {
                         Some(t) if t <= now => break,
                         Some(t) => {
-                            bg = self
-                                .bg_cv
-                                .wait_timeout(bg, t - now)
-                                .unwrap_or_else(|e| e.into_inner())
-                                .0;
+                            bg = locks::wait_timeout(&self.bg_cv, bg, t - now);
                         }
                         None => {
-                            bg = self.bg_cv.wait(bg).unwrap_or_else(|e| e.into_inner());
+                            bg = locks::wait(&self.bg_cv, bg);
                         }
                     }
                 }
@@ -1580,15 +1455,10 @@ impl Core {
 
     /// Scans a sealed segment and writes its hint file.
     fn write_hint(&self, id: u32) {
-        let path = fsutil::segment_path(&self.dir, id);
+        let path = names::segment_path(&self.dir, id);
         // A sealed segment is normally mapped already: scan the map rather
         // than reading the whole file into memory a second time.
-        let seg = self
-            .segments
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            .cloned();
+        let seg = locks::read(&self.segments).get(&id).cloned();
         let result = match seg.as_ref().and_then(|s| s.mapped_bytes()) {
             Some(bytes) => Ok(std::borrow::Cow::Borrowed(bytes)),
             None => self
@@ -1602,7 +1472,7 @@ impl Core {
             recovery::scan_segment(&path, id, &bytes, false, crate::RecoveryMode::Strict)
         })
         .and_then(|load| {
-            hint::write(
+            hints::write(
                 &*self.opts.vfs,
                 &self.dir,
                 id,
@@ -1631,17 +1501,17 @@ fn new_tail_cache(opts: &Options, file: &dyn VFile, len: u64) -> Result<Option<A
         .max(SEGMENT_HEADER_LEN.min(len));
     let cache = TailCache::new(opts.tail_cache_bytes, start);
     let mut buf = vec![0u8; (len - start) as usize];
-    vfs::read_exact_at(file, &mut buf, start)?;
+    fs::read_exact_at(file, &mut buf, start)?;
     cache.append(start, &buf);
     Ok(Some(Arc::new(cache)))
 }
 
 /// Creates segment `id`: header written, file and directory synced.
 fn create_segment(vfs: &dyn Vfs, dir: &Path, id: u32) -> Result<(Arc<dyn VFile>, u32)> {
-    let path = fsutil::segment_path(dir, id);
-    let salt = segment::new_salt(id);
+    let path = names::segment_path(dir, id);
+    let salt = new_salt(id);
     let file = vfs.open(&path, OpenMode::CreateNew)?;
-    vfs::write_all_at(&*file, &segment::encode_header(id, salt), 0)?;
+    fs::write_all_at(&*file, &segment::encode_header(id, salt), 0)?;
     file.sync_all()?;
     vfs.sync_dir(dir)?;
     Ok((file, salt))

@@ -119,6 +119,22 @@ pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
+/// A fresh random salt for a new segment (or a temporary file name).
+pub(crate) fn new_salt(id: u32) -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    // std's RandomState is seeded from the operating system's randomness.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(id);
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    (h.finish() >> 16) as u32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +163,11 @@ mod tests {
         for bad in ["Z", "Zh", "Zm9=", "Zm+v", "Zm9v Y", "Zm9vYh"] {
             assert_eq!(b64url_decode(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn salts_are_random() {
+        assert_ne!(new_salt(3), new_salt(3));
     }
 
     #[test]

@@ -430,7 +430,7 @@ impl Idempotency {
         let key = key.as_ref();
         let stored = idem_key(key);
         let mut t = [0u8; 8];
-        crate::rand::secure_bytes(&mut t)?;
+        crate::util::rand::secure_bytes(&mut t)?;
         let token = u64::from_le_bytes(t);
         self.db.transaction(|tx| {
             let now = tx.now_ms();

@@ -12,7 +12,8 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use hashbrown::HashTable;
 
-use crate::record;
+use crate::format::record;
+use crate::util::locks;
 
 const SHARD_BITS: u32 = 6;
 const SHARDS: usize = 1 << SHARD_BITS;
@@ -230,14 +231,6 @@ pub(crate) struct KeyDir {
     hasher: foldhash::fast::RandomState,
 }
 
-fn read_lock<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|e| e.into_inner())
-}
-
-fn write_lock<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|e| e.into_inner())
-}
-
 impl KeyDir {
     #[cfg(test)]
     pub(crate) fn new() -> KeyDir {
@@ -286,7 +279,7 @@ impl KeyDir {
     /// Buckets per shard (every shard was presized alike); hashbrown's home
     /// bucket of a hash is `hash & (buckets - 1)`.
     pub(crate) fn buckets_per_shard(&self) -> u64 {
-        read_lock(&self.shards[0])
+        locks::read(&self.shards[0])
             .table
             .capacity()
             .saturating_mul(8)
@@ -306,7 +299,7 @@ impl KeyDir {
     #[inline]
     pub(crate) fn get(&self, key: &[u8]) -> Option<Entry> {
         let h = self.hash(key);
-        let shard = read_lock(self.shard_of(h));
+        let shard = locks::read(self.shard_of(h));
         let arena = &shard.arena;
         shard
             .table
@@ -317,7 +310,7 @@ impl KeyDir {
     /// Sets the entry of `key`, returning the one it replaced.
     pub(crate) fn insert(&self, key: &[u8], entry: Entry) -> Option<Entry> {
         let h = self.hash(key);
-        let mut shard = write_lock(self.shard_of(h));
+        let mut shard = locks::write(self.shard_of(h));
         let old = self.upsert(&mut shard, h, key, |cur| {
             if let Some(c) = cur {
                 let old = c.entry();
@@ -398,7 +391,7 @@ impl KeyDir {
 
     /// [`KeyDir::insert_if_newer`] with the hash from [`KeyDir::locate`].
     pub(crate) fn insert_if_newer_hashed(&self, h: u64, key: &[u8], entry: Entry) {
-        let mut shard = write_lock(self.shard_of(h));
+        let mut shard = locks::write(self.shard_of(h));
         let changed = self.upsert(&mut shard, h, key, |cur| match cur {
             Some(c) => {
                 if u64::from_le_bytes(c.seq) > entry.seq {
@@ -418,7 +411,7 @@ impl KeyDir {
     /// Removes the slot of `key` for which `also` holds; returns its entry.
     fn remove_where(&self, key: &[u8], also: impl Fn(&Entry) -> bool) -> Option<Entry> {
         let h = self.hash(key);
-        let mut shard = write_lock(self.shard_of(h));
+        let mut shard = locks::write(self.shard_of(h));
         let Shard {
             table,
             arena,
@@ -458,7 +451,7 @@ impl KeyDir {
     /// whether it did.
     pub(crate) fn replace_if_eq(&self, key: &[u8], expected: &Entry, new: Entry) -> bool {
         let h = self.hash(key);
-        let mut shard = write_lock(self.shard_of(h));
+        let mut shard = locks::write(self.shard_of(h));
         let Shard { table, arena, .. } = &mut *shard;
         let arena_ro: &Vec<Box<[u8]>> = arena;
         let Some(s) = table.find_mut(h, |s| key_eq(s, key, arena_ro) && s.entry() == *expected)
@@ -480,11 +473,11 @@ impl KeyDir {
     }
 
     pub(crate) fn read_shard(&self, i: usize) -> RwLockReadGuard<'_, Shard> {
-        read_lock(&self.shards[i])
+        locks::read(&self.shards[i])
     }
 
     pub(crate) fn write_shard(&self, i: usize) -> RwLockWriteGuard<'_, Shard> {
-        write_lock(&self.shards[i])
+        locks::write(&self.shards[i])
     }
 
     /// Number of entries that are not expired at `now_ms`.

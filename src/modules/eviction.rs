@@ -15,7 +15,7 @@ use std::hash::BuildHasher;
 
 use hashbrown::HashMap;
 
-use crate::rand::FastRng;
+use crate::util::rand::FastRng;
 
 /// How many resident entries an eviction looks at.
 pub(crate) const SAMPLES: usize = 8;

@@ -5,8 +5,9 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::engine::{expiry_after, Core, Ttl};
+use crate::engine::{expiry_after, Core};
 use crate::error::{Error, Result};
+use crate::types::Ttl;
 
 thread_local! {
     /// Set while this thread runs a transaction closure (and so holds a

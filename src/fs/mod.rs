@@ -3,7 +3,7 @@
 //!
 //! Production uses [`RealFs`], a thin wrapper over `std::fs` (plus
 //! `tempfile` for atomic replacement). Tests plug in
-//! [`SimFs`](crate::sim::SimFs), which keeps files in memory, tracks which
+//! [`SimFs`](crate::fs::sim::SimFs), which keeps files in memory, tracks which
 //! bytes and directory entries are durable, and can simulate a power loss
 //! or inject I/O errors at any operation.
 //!
@@ -17,7 +17,16 @@ use std::io::{self, Write};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::fsutil;
+use crate::format::names;
+
+pub(crate) mod mmap;
+#[doc(hidden)]
+pub mod sim;
+
+/// Permission bits for files cairn creates (owner read/write).
+pub(crate) const FILE_MODE: u32 = 0o600;
+/// Permission bits for directories cairn creates (owner only).
+pub(crate) const DIR_MODE: u32 = 0o700;
 
 /// How [`Vfs::open`] opens a file.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,8 +97,8 @@ pub trait Vfs: Send + Sync + fmt::Debug {
         let dir = path.parent().unwrap_or_else(|| Path::new("."));
         let tmp = dir.join(format!(
             "{tmp_prefix}{:08x}{}",
-            crate::segment::new_salt(0),
-            fsutil::TMP_SUFFIX
+            crate::util::rand::new_salt(0),
+            names::TMP_SUFFIX
         ));
         let result = (|| {
             let f = self.open(&tmp, OpenMode::CreateNew)?;
@@ -259,7 +268,7 @@ impl Vfs for RealFs {
         #[cfg(unix)]
         {
             use std::os::unix::fs::DirBuilderExt;
-            b.mode(fsutil::DIR_MODE);
+            b.mode(DIR_MODE);
         }
         b.create(dir)
     }
@@ -285,7 +294,7 @@ impl Vfs for RealFs {
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
-            o.mode(fsutil::FILE_MODE);
+            o.mode(FILE_MODE);
         }
         Ok(Arc::new(RealFile(o.open(path)?)))
     }
@@ -319,7 +328,7 @@ impl Vfs for RealFs {
             #[cfg(unix)]
             {
                 use std::os::unix::fs::OpenOptionsExt;
-                o.mode(fsutil::FILE_MODE);
+                o.mode(FILE_MODE);
             }
             o.open(path)?
         };
@@ -341,11 +350,49 @@ impl Vfs for RealFs {
         let dir = path.parent().unwrap_or_else(|| Path::new("."));
         let mut tmp = tempfile::Builder::new()
             .prefix(tmp_prefix)
-            .suffix(fsutil::TMP_SUFFIX)
+            .suffix(names::TMP_SUFFIX)
             .tempfile_in(dir)?;
         tmp.write_all(bytes)?;
         tmp.as_file().sync_all()?;
         tmp.persist(path).map_err(|e| e.error)?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn created_files_are_private() {
+        use crate::format::names::LOCK_FILE;
+        use std::fs;
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().expect("tempdir");
+        let d = t.path().join("a/b");
+        RealFs.create_dir_all(&d).expect("mkdir");
+        let m = fs::metadata(&d).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(m, 0o700);
+        let f = d.join("f");
+        RealFs.open(&f, OpenMode::CreateNew).expect("create");
+        let m = fs::metadata(&f).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(m, 0o600);
+        RealFs
+            .write_atomic(&d.join("g"), ".g-", b"x")
+            .expect("atomic");
+        let m = fs::metadata(d.join("g"))
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(m, 0o600);
+        drop(RealFs.try_lock(&d.join(LOCK_FILE), false).expect("lock"));
+        let m = fs::metadata(d.join(LOCK_FILE))
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(m, 0o600);
     }
 }

@@ -34,20 +34,23 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::engine::{lock, Core, SegStat};
+use crate::engine::Core;
 use crate::error::{Error, Result};
-use crate::fsutil;
-use crate::hint::{self, HintEntry};
-use crate::keydir::Entry;
+use crate::format::hint::HintEntry;
+use crate::format::names;
+use crate::format::record::{self, Kind};
+use crate::format::segment::{self, SEGMENT_HEADER_LEN};
+use crate::fs::{self, OpenMode, VFile, Vfs};
+use crate::index::keydir::Entry;
 use crate::options::RecoveryMode;
-use crate::record::{self, Kind};
 use crate::recovery;
-use crate::segment::{self, Segment, SEGMENT_HEADER_LEN};
-use crate::vfs::{self, OpenMode, VFile, Vfs};
-
-/// The manifest naming the segments a finished compaction replaced.
-pub(crate) const MANIFEST: &str = "COMPACTION";
-const MANIFEST_MAGIC: &[u8; 8] = b"CAIRNCMP";
+use crate::storage::hints;
+use crate::storage::manifest;
+use crate::storage::segment::Segment;
+use crate::storage::space::{level_bytes, start_level, SegStat, SpaceUse, START_FRACTION};
+use crate::util::hooks::CompactionStop;
+use crate::util::locks::{self, lock};
+use crate::util::rand::new_salt;
 
 /// What a compaction did, from [`Db::compact`](crate::Db::compact).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -105,9 +108,9 @@ struct Output {
 
 impl Output {
     fn create(vfs: &dyn Vfs, dir: &Path, id: u32) -> io::Result<Output> {
-        let tmp = dir.join(format!(".compact-{id:010}{}", fsutil::TMP_SUFFIX));
+        let tmp = dir.join(format!(".compact-{id:010}{}", names::TMP_SUFFIX));
         let file = vfs.open(&tmp, OpenMode::CreateNew)?;
-        let salt = segment::new_salt(id);
+        let salt = new_salt(id);
         let header = segment::encode_header_flags(id, salt, segment::FLAG_COMPACTED);
         Ok(Output {
             id,
@@ -126,7 +129,7 @@ impl Output {
     /// Writes out the buffered bytes that precede `self.len`.
     fn flush(&mut self) -> io::Result<()> {
         let start = self.len - self.buf.len() as u64;
-        vfs::write_all_at(&*self.file, &self.buf, start)?;
+        fs::write_all_at(&*self.file, &self.buf, start)?;
         self.buf.clear();
         Ok(())
     }
@@ -231,186 +234,9 @@ pub(crate) fn auto_candidates(
     chosen
 }
 
-/// Automatic compaction (and the write stall) starts this fraction of the
-/// way from 1 to `compaction_max_space_amplification`, and aims at half of
-/// that. The rest of the way is headroom for the writes that arrive while a
-/// compaction runs, for the active segment, and for a compaction's outputs,
-/// which exist next to its inputs until the swap.
-pub(crate) const START_FRACTION: f64 = 0.5;
-
 /// One compaction copies at most this fraction of (bound - 1) x disk bytes
 /// (and at least one segment's worth).
 const BATCH_FRACTION: f64 = 0.125;
-
-/// The space amplification at which automatic compaction starts.
-pub(crate) fn start_level(max_amplification: f64) -> f64 {
-    1.0 + (max_amplification - 1.0) * START_FRACTION
-}
-
-/// Disk use of the store at space amplification `factor`: `factor` times
-/// the `live` record bytes, but never less than `floor` (what the files
-/// would take with nothing dead, hint files included) plus half of the
-/// same margin. Hint files are disk use, so they count; but when they are
-/// large next to the records (tiny values) the floor keeps compaction from
-/// chasing an amplification it cannot reach.
-pub(crate) fn level_bytes(live: u64, floor: u64, factor: f64) -> f64 {
-    let live = live as f64;
-    (factor * live).max(floor as f64 + (factor - 1.0) * live / 2.0)
-}
-
-/// The store's space use, as automatic compaction and the write stall see
-/// it: disk use is the sealed segments with their hints plus the active
-/// segment's live records; `floor` is what that would be with nothing dead
-/// (see `SegStat::needed`).
-pub(crate) struct SpaceUse {
-    pub live: u64,
-    pub floor: u64,
-    pub disk: u64,
-    pub sealed_dead: u64,
-}
-
-impl SpaceUse {
-    pub(crate) fn of(stats: &BTreeMap<u32, SegStat>, active: u32) -> SpaceUse {
-        let mut u = SpaceUse {
-            live: 0,
-            floor: 0,
-            disk: 0,
-            sealed_dead: 0,
-        };
-        for (id, s) in stats {
-            u.live += s.live();
-            if *id == active {
-                u.floor += s.live();
-                u.disk += s.live();
-            } else {
-                u.floor += s.needed();
-                u.disk += s.total + s.hint;
-                u.sealed_dead += s.dead;
-            }
-        }
-        u
-    }
-
-    /// Whether disk use is past amplification `factor` (see `level_bytes`),
-    /// with enough dead bytes for compaction to act on.
-    pub(crate) fn over(&self, factor: f64) -> bool {
-        self.live > 0
-            && self.sealed_dead >= MIN_DEAD_FOR_AMPLIFICATION
-            && self.disk as f64 > level_bytes(self.live, self.floor, factor)
-    }
-}
-
-/// Space amplification alone starts no compaction for less dead data than this.
-pub(crate) const MIN_DEAD_FOR_AMPLIFICATION: u64 = 64 * 1024;
-
-fn write_manifest(vfs: &dyn Vfs, dir: &Path, inputs: &[u32]) -> io::Result<()> {
-    let mut b = Vec::with_capacity(16 + 4 * inputs.len());
-    b.extend_from_slice(MANIFEST_MAGIC);
-    b.extend_from_slice(&(inputs.len() as u32).to_le_bytes());
-    for id in inputs {
-        b.extend_from_slice(&id.to_le_bytes());
-    }
-    let crc = crc32c::crc32c(&b);
-    b.extend_from_slice(&crc.to_le_bytes());
-    vfs.write_atomic(&dir.join(MANIFEST), ".manifest-", &b)?;
-    vfs.sync_dir(dir)
-}
-
-fn read_manifest(bytes: &[u8]) -> Option<Vec<u32>> {
-    if bytes.len() < 16 || &bytes[..8] != MANIFEST_MAGIC {
-        return None;
-    }
-    let body = &bytes[..bytes.len() - 4];
-    if crc32c::crc32c(body) != record::le_u32(bytes, bytes.len() - 4) {
-        return None;
-    }
-    let n = record::le_u32(bytes, 8) as usize;
-    if body.len() != 12 + 4 * n {
-        return None;
-    }
-    Some((0..n).map(|i| record::le_u32(body, 12 + 4 * i)).collect())
-}
-
-/// Deletes the segments (and hints) named by `ids`, then the manifest.
-fn delete_inputs(vfs: &dyn Vfs, dir: &Path, ids: &[u32]) -> io::Result<()> {
-    for &id in ids {
-        for path in [fsutil::hint_path(dir, id), fsutil::segment_path(dir, id)] {
-            match vfs.remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    vfs.sync_dir(dir)?;
-    match vfs.remove_file(&dir.join(MANIFEST)) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    vfs.sync_dir(dir)
-}
-
-/// At open: finishes a compaction that stopped after its manifest was
-/// written, by deleting the segments it names. Returns whether it did, and
-/// (read-only) the segments to leave out instead.
-pub(crate) fn finish_interrupted(
-    vfs: &dyn Vfs,
-    dir: &Path,
-    read_only: bool,
-) -> Result<(bool, Vec<u32>)> {
-    let path = dir.join(MANIFEST);
-    let bytes = match vfs.read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((false, Vec::new())),
-        Err(e) => return Err(Error::Io(e)),
-    };
-    if read_only {
-        // A read-only handle may not delete, so it leaves the manifest's
-        // segments out instead: the deletion may have been cut short after
-        // removing some of them (say, the one holding a tombstone), and
-        // loading the rest could bring back what they hid. Their live
-        // records are all in the compaction's outputs.
-        return Ok((false, read_manifest(&bytes).unwrap_or_default()));
-    }
-    match read_manifest(&bytes) {
-        Some(ids) => {
-            log::info!(
-                "finishing an interrupted compaction: deleting {} old segments",
-                ids.len()
-            );
-            delete_inputs(vfs, dir, &ids)?;
-        }
-        None => {
-            // It is renamed into place whole, so this is not a crash: with
-            // it unreadable, keep every segment (which is always safe).
-            log::warn!(
-                "ignoring an unreadable compaction manifest {}",
-                path.display()
-            );
-            vfs.remove_file(&path)?;
-            vfs.sync_dir(dir)?;
-        }
-    }
-    Ok((true, Vec::new()))
-}
-
-/// A crash point for tests: the compaction stops (returns an error) right
-/// after this step, leaving the files as a crash there would.
-#[doc(hidden)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CompactionStop {
-    /// After the output files are written but before they are fsynced.
-    AfterWrite,
-    /// After the outputs are renamed into place and the directory fsynced.
-    AfterRename,
-    /// After the keydir points at the outputs.
-    AfterInstall,
-    /// After the manifest is durable.
-    AfterManifest,
-    /// After the old segments are unlinked, before the manifest is deleted.
-    AfterUnlink,
-}
 
 impl Core {
     /// Compacts every sealed segment.
@@ -508,7 +334,7 @@ impl Core {
         // 2. Classify.
         let now = self.opts.clock.now_unix_ms();
         let segs: Vec<Arc<Segment>> = {
-            let table = self.segments.read().unwrap_or_else(|e| e.into_inner());
+            let table = locks::read(&self.segments);
             inputs
                 .iter()
                 .filter_map(|id| table.get(id).cloned())
@@ -521,7 +347,7 @@ impl Core {
         for (seg, &id) in segs.iter().zip(&inputs) {
             let bytes = match seg.mapped_bytes() {
                 Some(b) => Cow::Borrowed(b),
-                None => Cow::Owned(self.opts.vfs.read(&fsutil::segment_path(&self.dir, id))?),
+                None => Cow::Owned(self.opts.vfs.read(&names::segment_path(&self.dir, id))?),
             };
             sources.push(bytes);
         }
@@ -532,7 +358,7 @@ impl Core {
         let mut forget: Vec<(Vec<u8>, Entry)> = Vec::new();
         for (input, (&id, bytes)) in inputs.iter().zip(&sources).enumerate() {
             stats.bytes_in += bytes.len() as u64;
-            let path = fsutil::segment_path(&self.dir, id);
+            let path = names::segment_path(&self.dir, id);
             let load = recovery::scan_segment(&path, id, bytes, false, RecoveryMode::Strict)?;
             for e in load.entries {
                 let current = self.keydir.get(&e.key);
@@ -562,7 +388,7 @@ impl Core {
                                 c.seq,
                                 c.expires_at_ms,
                                 c.value_len,
-                                fsutil::hint_path(&self.dir, id).display()
+                                names::hint_path(&self.dir, id).display()
                             ),
                         ));
                     }
@@ -636,13 +462,13 @@ impl Core {
         {
             let (a, b) = (&kept[w[0]], &kept[w[1]]);
             return Err(Error::corruption(
-                fsutil::segment_path(&self.dir, inputs[b.input]),
+                names::segment_path(&self.dir, inputs[b.input]),
                 b.offset,
                 format!(
                     "compaction refused: this record and the one at offset {} of {} are \
                      different keys with the same sequence number {}",
                     a.offset,
-                    fsutil::segment_path(&self.dir, inputs[a.input]).display(),
+                    names::segment_path(&self.dir, inputs[a.input]).display(),
                     a.seq
                 ),
             ));
@@ -670,11 +496,11 @@ impl Core {
                 let _ = self
                     .opts
                     .vfs
-                    .remove_file(&fsutil::hint_path(&self.dir, o.id));
+                    .remove_file(&names::hint_path(&self.dir, o.id));
                 let _ = self
                     .opts
                     .vfs
-                    .remove_file(&fsutil::segment_path(&self.dir, o.id));
+                    .remove_file(&names::segment_path(&self.dir, o.id));
             }
             let _ = self.opts.vfs.sync_dir(&self.dir);
         };
@@ -685,7 +511,7 @@ impl Core {
             for o in &outputs {
                 self.opts
                     .vfs
-                    .rename(&o.tmp, &fsutil::segment_path(&self.dir, o.id))?;
+                    .rename(&o.tmp, &names::segment_path(&self.dir, o.id))?;
             }
             self.opts.vfs.sync_dir(&self.dir)
         })();
@@ -695,7 +521,7 @@ impl Core {
         }
         let mut hint_bytes = Vec::with_capacity(outputs.len());
         for o in &outputs {
-            match hint::write(
+            match hints::write(
                 &*self.opts.vfs,
                 &self.dir,
                 o.id,
@@ -731,10 +557,7 @@ impl Core {
             }
         }
         for ((o, seg), hint) in outputs.iter().zip(opened).zip(hint_bytes) {
-            self.segments
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(o.id, seg);
+            locks::write(&self.segments).insert(o.id, seg);
             // Kept tombstones are needed, not dead: counting them as dead
             // would make automatic compaction rewrite them forever.
             lock(&self.seg_stats).insert(
@@ -779,12 +602,12 @@ impl Core {
         //    `SyncPolicy::Never` or `EveryMillis`): make those durable first,
         //    or a power loss would lose both the old and the new version.
         self.sync()?;
-        write_manifest(&*self.opts.vfs, &self.dir, &inputs)?;
+        manifest::write(&*self.opts.vfs, &self.dir, &inputs)?;
         if self.opts.compaction_stop == Some(CompactionStop::AfterManifest) {
             return Err(Error::Io(io::Error::other("compaction stopped for a test")));
         }
         {
-            let mut table = self.segments.write().unwrap_or_else(|e| e.into_inner());
+            let mut table = locks::write(&self.segments);
             let mut seg_stats = lock(&self.seg_stats);
             for id in &inputs {
                 table.remove(id);
@@ -795,15 +618,15 @@ impl Core {
         drop(segs);
         if self.opts.compaction_stop == Some(CompactionStop::AfterUnlink) {
             for &id in &inputs {
-                let _ = self.opts.vfs.remove_file(&fsutil::hint_path(&self.dir, id));
+                let _ = self.opts.vfs.remove_file(&names::hint_path(&self.dir, id));
                 let _ = self
                     .opts
                     .vfs
-                    .remove_file(&fsutil::segment_path(&self.dir, id));
+                    .remove_file(&names::segment_path(&self.dir, id));
             }
             return Err(Error::Io(io::Error::other("compaction stopped for a test")));
         }
-        delete_inputs(&*self.opts.vfs, &self.dir, &inputs)?;
+        manifest::delete_inputs(&*self.opts.vfs, &self.dir, &inputs)?;
         stats.segments_in = inputs.len() as u64;
         stats.duration = started.elapsed();
         log::info!(
@@ -909,24 +732,5 @@ impl Core {
             o.flush()?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn manifest_round_trip_and_rejects_damage() {
-        let t = tempfile::tempdir().expect("tempdir");
-        write_manifest(&crate::vfs::RealFs, t.path(), &[3, 4, 9]).expect("write");
-        let b = std::fs::read(t.path().join(MANIFEST)).expect("read");
-        assert_eq!(read_manifest(&b), Some(vec![3, 4, 9]));
-        for i in 0..b.len() {
-            let mut c = b.clone();
-            c[i] ^= 1;
-            assert_eq!(read_manifest(&c), None, "flip {i}");
-        }
-        assert_eq!(read_manifest(&b[..b.len() - 1]), None);
     }
 }

@@ -1,0 +1,161 @@
+//! The segment file header (no I/O).
+//!
+//! A segment is `dir/NNNNNNNNNN.seg`: a 32-byte header followed by records
+//! (see `record.rs`). The highest-numbered segment is the active one and is
+//! read with `pread`; all others are sealed, never modified again, and read
+//! through a memory map (or `pread` when maps are turned off).
+//!
+//! ```text
+//! offset size field
+//!  0     8    magic "CAIRNSEG"
+//!  8     2    format version (1)
+//! 10     1    checksum algorithm (1 = CRC-32C, Castagnoli)
+//! 11     1    flags (bit 0: written by compaction)
+//! 12     4    salt: random, bound into every record's checksum
+//! 16     8    segment id
+//! 24     4    reserved (0)
+//! 28     4    crc32c of bytes 0..28
+//! ```
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::format::record;
+
+/// Length of the segment header.
+pub(crate) const SEGMENT_HEADER_LEN: u64 = 32;
+/// Magic bytes at the start of every segment.
+pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"CAIRNSEG";
+/// The format version this build writes and reads.
+pub(crate) const FORMAT_VERSION: u16 = 1;
+/// Checksum algorithm id for CRC-32C.
+pub(crate) const CHECKSUM_CRC32C: u8 = 1;
+
+/// Header flag: the segment was written by compaction (it is never the
+/// active segment, whatever its id).
+pub(crate) const FLAG_COMPACTED: u8 = 1;
+
+/// What a segment header says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct HeaderInfo {
+    pub salt: u32,
+    pub compacted: bool,
+}
+
+/// Encodes the header of segment `id` with `salt` and `flags`.
+pub(crate) fn encode_header_flags(
+    id: u32,
+    salt: u32,
+    flags: u8,
+) -> [u8; SEGMENT_HEADER_LEN as usize] {
+    let mut h = encode_header(id, salt);
+    h[11] = flags;
+    let crc = crc32c::crc32c(&h[0..28]);
+    h[28..32].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Encodes the header of a writer segment `id` with `salt`.
+pub(crate) fn encode_header(id: u32, salt: u32) -> [u8; SEGMENT_HEADER_LEN as usize] {
+    let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
+    h[0..8].copy_from_slice(SEGMENT_MAGIC);
+    h[8..10].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
+    h[10] = CHECKSUM_CRC32C;
+    h[12..16].copy_from_slice(&salt.to_le_bytes());
+    h[16..24].copy_from_slice(&u64::from(id).to_le_bytes());
+    let crc = crc32c::crc32c(&h[0..28]);
+    h[28..32].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Checks a segment header and returns the segment's salt. `bytes` holds
+/// at least the header.
+#[cfg(test)]
+pub(crate) fn check_header(path: &Path, bytes: &[u8], id: u32) -> Result<u32> {
+    header_info(path, bytes, id).map(|h| h.salt)
+}
+
+/// Checks a segment header and returns what it says.
+pub(crate) fn header_info(path: &Path, bytes: &[u8], id: u32) -> Result<HeaderInfo> {
+    if bytes.len() < SEGMENT_HEADER_LEN as usize {
+        return Err(Error::corruption(path, 0, "segment header is incomplete"));
+    }
+    if &bytes[0..8] != SEGMENT_MAGIC {
+        return Err(Error::corruption(
+            path,
+            0,
+            "not a cairn segment (bad magic)",
+        ));
+    }
+    if crc32c::crc32c(&bytes[0..28]) != record::le_u32(bytes, 28) {
+        return Err(Error::corruption(
+            path,
+            0,
+            "segment header checksum mismatch",
+        ));
+    }
+    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
+    if version != FORMAT_VERSION {
+        return Err(Error::UnsupportedVersion {
+            path: path.to_path_buf(),
+            version,
+        });
+    }
+    if bytes[10] != CHECKSUM_CRC32C {
+        return Err(Error::corruption(
+            path,
+            10,
+            format!("unknown checksum algorithm id {}", bytes[10]),
+        ));
+    }
+    let stored = record::le_u64(bytes, 16);
+    if stored != u64::from(id) {
+        return Err(Error::corruption(
+            path,
+            16,
+            format!("header names segment {stored}, file name says {id}"),
+        ));
+    }
+    if bytes[11] & !FLAG_COMPACTED != 0 {
+        return Err(Error::corruption(
+            path,
+            11,
+            format!("unknown segment flags {:#04x}", bytes[11]),
+        ));
+    }
+    Ok(HeaderInfo {
+        salt: record::le_u32(bytes, 12),
+        compacted: bytes[11] & FLAG_COMPACTED != 0,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip_and_checks() {
+        let p = Path::new("/x/0000000003.seg");
+        let h = encode_header(3, 0xabcd_0123);
+        assert_eq!(check_header(p, &h, 3).expect("valid"), 0xabcd_0123);
+        assert!(matches!(
+            check_header(p, &h, 4),
+            Err(Error::Corruption { .. })
+        ));
+        let mut bad = h;
+        bad[0] = b'X';
+        assert!(matches!(
+            check_header(p, &bad, 3),
+            Err(Error::Corruption { offset: 0, .. })
+        ));
+        let mut v2 = h;
+        v2[8] = 2;
+        let crc = crc32c::crc32c(&v2[0..28]);
+        v2[28..32].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            check_header(p, &v2, 3),
+            Err(Error::UnsupportedVersion { version: 2, .. })
+        ));
+        assert!(check_header(p, &h[..10], 3).is_err());
+    }
+}

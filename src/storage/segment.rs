@@ -1,0 +1,146 @@
+//! Reading records back from a segment file: sealed segments through a
+//! memory map (or `pread`), the active one with `pread` and its tail cache.
+//! The header format is in `format/segment.rs`.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::format::names;
+use crate::format::record::{self, RECORD_HEADER_LEN};
+use crate::fs::mmap::Map;
+use crate::fs::{OpenMode, VFile, Vfs};
+use crate::storage::tail_cache::TailCache;
+
+/// How a segment's bytes are read.
+enum Source {
+    /// A sealed segment, mapped.
+    Mapped(Map),
+    /// The active segment, or a sealed one with maps turned off.
+    File(Arc<dyn VFile>),
+    /// The active segment with a cache of its newest bytes.
+    Active(Arc<dyn VFile>, Arc<TailCache>),
+}
+
+/// A segment open for reading.
+pub(crate) struct Segment {
+    pub path: PathBuf,
+    salt: u32,
+    source: Source,
+}
+
+impl Segment {
+    /// A segment read with `pread` through `file`.
+    pub(crate) fn with_file(path: PathBuf, file: Arc<dyn VFile>, salt: u32) -> Segment {
+        Segment {
+            path,
+            salt,
+            source: Source::File(file),
+        }
+    }
+
+    /// The active segment, read from `tail` when it holds the bytes and
+    /// with `pread` otherwise.
+    pub(crate) fn active(
+        path: PathBuf,
+        file: Arc<dyn VFile>,
+        tail: Option<Arc<TailCache>>,
+        salt: u32,
+    ) -> Segment {
+        let source = match tail {
+            Some(t) => Source::Active(file, t),
+            None => Source::File(file),
+        };
+        Segment { path, salt, source }
+    }
+
+    /// A sealed segment: mapped when `use_mmap`, else read with `pread`.
+    pub(crate) fn open_sealed(
+        vfs: &dyn Vfs,
+        dir: &Path,
+        id: u32,
+        use_mmap: bool,
+        salt: u32,
+    ) -> io::Result<Segment> {
+        let path = names::segment_path(dir, id);
+        let file = vfs.open(&path, OpenMode::Read)?;
+        let source = match file.as_std() {
+            Some(f) if use_mmap && file.len()? > 0 => Source::Mapped(Map::sealed_segment(f)?),
+            _ => Source::File(file),
+        };
+        Ok(Segment { path, salt, source })
+    }
+
+    /// The whole segment's bytes, when it is memory-mapped.
+    pub(crate) fn mapped_bytes(&self) -> Option<&[u8]> {
+        match &self.source {
+            Source::Mapped(m) => Some(m.bytes()),
+            _ => None,
+        }
+    }
+
+    /// Reads the record at `offset`, checks it is a put of `key` whose value
+    /// is `value_len` bytes long, verifies its checksum, and returns the value.
+    pub(crate) fn read_value(&self, offset: u64, key: &[u8], value_len: u32) -> Result<Vec<u8>> {
+        let key_len = u32::try_from(key.len()).map_err(|_| self.corrupt(offset, "key length"))?;
+        let total = record::encoded_len(key_len, value_len);
+        let value_start = u64::from(RECORD_HEADER_LEN) + u64::from(key_len);
+        match &self.source {
+            Source::Mapped(map) => {
+                let bytes = map.bytes();
+                let end = offset
+                    .checked_add(total)
+                    .filter(|&e| e <= bytes.len() as u64)
+                    .ok_or_else(|| {
+                        self.corrupt(offset, "record runs past the end of the segment")
+                    })?;
+                let rec = &bytes[offset as usize..end as usize];
+                self.check(rec, offset, key, value_len)?;
+                Ok(rec[value_start as usize..].to_vec())
+            }
+            Source::File(file) | Source::Active(file, _) => {
+                if let Source::Active(_, tail) = &self.source {
+                    let cached = tail.with_bytes(offset, total, |rec| {
+                        self.check(rec, offset, key, value_len)?;
+                        Ok(rec[value_start as usize..].to_vec())
+                    });
+                    if let Some(r) = cached {
+                        return r;
+                    }
+                }
+                let mut buf = vec![0u8; total as usize];
+                crate::fs::read_exact_at(&**file, &mut buf, offset).map_err(|e| {
+                    if e.kind() == io::ErrorKind::UnexpectedEof {
+                        self.corrupt(offset, "record runs past the end of the segment")
+                    } else {
+                        Error::Io(e)
+                    }
+                })?;
+                self.check(&buf, offset, key, value_len)?;
+                buf.drain(..value_start as usize);
+                Ok(buf)
+            }
+        }
+    }
+
+    fn check(&self, rec: &[u8], offset: u64, key: &[u8], value_len: u32) -> Result<()> {
+        match record::decode(rec, self.salt, offset) {
+            record::Decoded::Record(r) => {
+                if r.kind != record::Kind::Put
+                    || r.key != key
+                    || r.value.len() as u64 != u64::from(value_len)
+                {
+                    return Err(self.corrupt(offset, "record does not match its index entry"));
+                }
+                Ok(())
+            }
+            record::Decoded::Truncated => Err(self.corrupt(offset, "record is truncated")),
+            record::Decoded::Invalid(why) => Err(self.corrupt(offset, why)),
+        }
+    }
+
+    fn corrupt(&self, offset: u64, why: &str) -> Error {
+        Error::corruption(&self.path, offset, why)
+    }
+}
