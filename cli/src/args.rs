@@ -1,0 +1,198 @@
+//! The command line: clap definitions of `cairn` and its subcommands.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::common::parse_duration;
+
+#[derive(Parser)]
+#[command(
+    name = "cairn",
+    version,
+    about = "Inspect and operate cairn data directories",
+    after_help = "Exit codes: 0 success, 1 error, 2 bad usage, 3 corruption found, 4 key not found.\n\nExample:\n  cairn set ./data session:1 '{\"user\":42}' --ttl 30m\n  cairn get ./data session:1"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Print the value of a key, raw, to stdout.
+    #[command(
+        after_help = "Example:\n  cairn get ./data session:1\n  cairn get ./data session:1 --json"
+    )]
+    Get {
+        /// The store directory.
+        dir: PathBuf,
+        /// The key.
+        key: String,
+        /// Print {"key": ..., "value": ...} as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (and values) in key order, optionally under a prefix.
+    #[command(after_help = "Example:\n  cairn scan ./data session: --limit 10")]
+    Scan {
+        /// The store directory.
+        dir: PathBuf,
+        /// Only keys starting with this.
+        #[arg(default_value = "")]
+        prefix: String,
+        /// At most this many keys.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the remaining time to live of a key.
+    #[command(after_help = "Example:\n  cairn ttl ./data session:1")]
+    Ttl {
+        /// The store directory.
+        dir: PathBuf,
+        /// The key.
+        key: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Store a value.
+    #[command(
+        after_help = "Example:\n  cairn set ./data session:1 '{\"user\":42}' --ttl 30m\n  cairn set ./data lock:job 1 --ttl 10s --nx"
+    )]
+    Set {
+        /// The store directory (created if missing).
+        dir: PathBuf,
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+        /// Expire after this long: 500ms, 30s, 5m, 1h, 2d.
+        #[arg(long, value_parser = parse_duration)]
+        ttl: Option<Duration>,
+        /// Only if the key does not exist; prints whether it was set.
+        #[arg(long)]
+        nx: bool,
+    },
+    /// Delete keys; prints how many existed.
+    #[command(after_help = "Example:\n  cairn del ./data session:1 session:2")]
+    Del {
+        /// The store directory.
+        dir: PathBuf,
+        /// The keys.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Add to an integer value (Redis INCRBY); prints the result.
+    #[command(
+        after_help = "Example:\n  cairn incr ./data visits\n  cairn incr ./data visits -- -5"
+    )]
+    Incr {
+        /// The store directory.
+        dir: PathBuf,
+        /// The key.
+        key: String,
+        /// The amount (default 1).
+        #[arg(default_value_t = 1, allow_negative_numbers = true)]
+        by: i64,
+    },
+    /// Set a key's time to live.
+    #[command(after_help = "Example:\n  cairn expire ./data session:1 1h")]
+    Expire {
+        /// The store directory.
+        dir: PathBuf,
+        /// The key.
+        key: String,
+        /// 500ms, 30s, 5m, 1h, 2d.
+        #[arg(value_parser = parse_duration)]
+        ttl: Duration,
+    },
+    /// Sizes per segment, totals and what compaction would reclaim.
+    #[command(after_help = "Example:\n  cairn stats ./data\n  cairn stats ./data --json")]
+    Stats {
+        /// The store directory.
+        dir: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print every record of the segments: segment, offset, kind, sequence,
+    /// key, value length, expiry and checksum status.
+    #[command(
+        after_help = "Keys (and values, with --values) that are not printable are escaped as \\xNN; --json prints one object per line with bytes that are not UTF-8 in key_b64/value_b64.\n\nExample:\n  cairn dump ./data --segment 3 --from-offset 4096\n  cairn dump ./data --json --values"
+    )]
+    Dump {
+        /// The store directory.
+        dir: PathBuf,
+        /// Only this segment.
+        #[arg(long)]
+        segment: Option<u32>,
+        /// Only records at or after this byte offset.
+        #[arg(long, default_value_t = 0)]
+        from_offset: u64,
+        /// Print values too.
+        #[arg(long)]
+        values: bool,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every file of a store, read-only: headers, every record's
+    /// checksum, hints against their segments, batches, stray files.
+    #[command(
+        after_help = "Exit code 0: no corruption (torn tails, unusable or missing hints and stray files are listed but are not corruption: the next open deals with them); 3: corruption found; 1: the check itself failed.\n\nExample:\n  cairn verify ./data\n  cairn verify ./data --quick --json"
+    )]
+    Verify {
+        /// The store directory.
+        dir: PathBuf,
+        /// List at most this many problems.
+        #[arg(long)]
+        max_errors: Option<usize>,
+        /// Trust sealed segments that have a valid hint (no record scan).
+        #[arg(long)]
+        quick: bool,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Rewrite damaged segments with every record that passes its checksum.
+    #[command(
+        after_help = "The originals are copied to <dir>.repair-backup-<unix ms> first; each segment is replaced atomically; valid records after a damaged range are kept (a batch only whole). It prints what it drops before dropping it; a second run changes nothing. Dropping a damaged tombstone can bring back an older value of its key from another segment.\n\nExample:\n  cairn repair ./data --dry-run\n  cairn repair ./data"
+    )]
+    Repair {
+        /// The store directory.
+        dir: PathBuf,
+        /// Only show what would be dropped.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Rewrite the sealed segments without their dead records.
+    #[command(after_help = "Example:\n  cairn compact ./data")]
+    Compact {
+        /// The store directory.
+        dir: PathBuf,
+    },
+    /// Write every live key as JSON Lines to stdout.
+    #[command(
+        after_help = "Each line: {\"key\": ..., \"value\": ..., \"expires_at_ms\": null | unix ms}; keys or values that are not UTF-8 appear as \"key_b64\" / \"value_b64\".\n\nExample:\n  cairn export ./data > backup.jsonl"
+    )]
+    Export {
+        /// The store directory.
+        dir: PathBuf,
+        /// Only keys starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+    /// Read JSON Lines (as written by export) from stdin into the store.
+    #[command(
+        after_help = "Lines are written in atomic batches of 1,000. On the first malformed line the import stops, says which line, and keeps everything before it. Records whose expiry has passed are skipped.\n\nExample:\n  cairn import ./data < backup.jsonl"
+    )]
+    Import {
+        /// The store directory (created if missing).
+        dir: PathBuf,
+    },
+}

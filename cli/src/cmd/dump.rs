@@ -1,0 +1,144 @@
+//! `cairn dump`: every record of the segments, one line each (or one JSON
+//! object each), damaged ranges included.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{bail, Result};
+use cairn::SegmentEntry;
+use serde_json::{json, Value};
+
+use crate::common::{bytes_field, check_store, escape};
+use crate::segfiles::{segment_ids, segment_path};
+
+/// Which records `dump` prints, and how.
+struct Shape {
+    from_offset: u64,
+    values: bool,
+    json: bool,
+}
+
+/// Prints the records of `segment` (or of every segment) at or after
+/// `from_offset`.
+pub fn dump(
+    dir: &Path,
+    segment: Option<u32>,
+    from_offset: u64,
+    values: bool,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<u8> {
+    check_store(dir)?;
+    let shape = Shape {
+        from_offset,
+        values,
+        json,
+    };
+    for id in chosen_segments(dir, segment)? {
+        for e in cairn::read_segment(segment_path(dir, id))? {
+            match &e {
+                SegmentEntry::Record { offset, .. } if *offset >= shape.from_offset => {
+                    write_record(id, &e, &shape, out)?;
+                }
+                SegmentEntry::Damaged {
+                    offset,
+                    len,
+                    reason,
+                } if offset + len > shape.from_offset => {
+                    write_damaged(id, *offset, *len, reason, &shape, out)?;
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// `segment` if the store has it, or every segment.
+fn chosen_segments(dir: &Path, segment: Option<u32>) -> Result<Vec<u32>> {
+    let ids = segment_ids(dir)?;
+    Ok(match segment {
+        Some(s) if !ids.contains(&s) => bail!("no segment {s} in {}", dir.display()),
+        Some(s) => vec![s],
+        None => ids,
+    })
+}
+
+/// One valid record of segment `id`.
+fn write_record(id: u32, e: &SegmentEntry, shape: &Shape, out: &mut impl Write) -> Result<()> {
+    let SegmentEntry::Record {
+        offset,
+        kind,
+        seq,
+        expires_at_ms,
+        in_batch,
+        key,
+        value,
+        ..
+    } = e
+    else {
+        return Ok(());
+    };
+    if shape.json {
+        let mut o = serde_json::Map::new();
+        o.insert("segment".into(), json!(id));
+        o.insert("offset".into(), json!(offset));
+        o.insert("kind".into(), json!(kind.name()));
+        o.insert("seq".into(), json!(seq));
+        bytes_field(&mut o, "key", key);
+        o.insert("value_len".into(), json!(value.len()));
+        o.insert(
+            "expires_at_ms".into(),
+            json!((*expires_at_ms != 0).then_some(expires_at_ms)),
+        );
+        o.insert("in_batch".into(), json!(in_batch));
+        o.insert("crc".into(), json!("ok"));
+        if shape.values {
+            bytes_field(&mut o, "value", value);
+        }
+        writeln!(out, "{}", Value::Object(o))?;
+        return Ok(());
+    }
+    let exp = if *expires_at_ms == 0 {
+        "-".to_string()
+    } else {
+        expires_at_ms.to_string()
+    };
+    write!(
+        out,
+        "{id:>6} {offset:>10}  {:<12} seq {seq:<8} exp {exp:<13} crc ok  {}{} ({} bytes)",
+        kind.name(),
+        escape(key),
+        if *in_batch { " [batch]" } else { "" },
+        value.len()
+    )?;
+    if shape.values {
+        write!(out, " = {}", escape(value))?;
+    }
+    writeln!(out)?;
+    Ok(())
+}
+
+/// A damaged range of segment `id`.
+fn write_damaged(
+    id: u32,
+    offset: u64,
+    len: u64,
+    reason: &str,
+    shape: &Shape,
+    out: &mut impl Write,
+) -> Result<()> {
+    if shape.json {
+        writeln!(
+            out,
+            "{}",
+            json!({"segment": id, "offset": offset, "kind": "damaged", "len": len, "crc": "bad", "reason": reason})
+        )?;
+    } else {
+        writeln!(
+            out,
+            "{id:>6} {offset:>10}  DAMAGED      {len} bytes: {reason}"
+        )?;
+    }
+    Ok(())
+}

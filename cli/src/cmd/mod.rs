@@ -1,0 +1,13 @@
+//! The subcommands, one module per command or family of commands. Each
+//! entry point takes its parsed arguments and stdout and returns the exit
+//! code.
+
+pub mod compact;
+pub mod dump;
+pub mod export;
+pub mod import;
+pub mod keys;
+pub mod repair;
+pub mod scan;
+pub mod stats;
+pub mod verify;

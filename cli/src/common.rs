@@ -1,0 +1,181 @@
+//! Helpers shared by the commands: exit codes, opening a store read-only or
+//! for writing (and what an open error says), durations and clock, JSON
+//! byte fields, escaping for people, progress spinners.
+
+use std::io::{self, IsTerminal};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{anyhow, bail, Context, Result};
+use base64::Engine as _;
+use cairn::{Db, Error, Options, SyncPolicy, Ttl};
+use indicatif::ProgressBar;
+use serde_json::Value;
+
+use crate::segfiles::looks_like_segment_file;
+
+/// Exit code: corruption found.
+pub const EXIT_CORRUPTION: u8 = 3;
+/// Exit code: the key does not exist.
+pub const EXIT_NOT_FOUND: u8 = 4;
+
+/// Says on stderr that `key` does not exist; returns [`EXIT_NOT_FOUND`].
+pub fn not_found(key: &str) -> u8 {
+    eprintln!("cairn: key {:?} not found", key);
+    EXIT_NOT_FOUND
+}
+
+/// Parses 500ms, 30s, 5m, 1h, 2d (a bare number is seconds).
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}: expected a number and a unit, like 30s"))?;
+    let ms = match unit {
+        "ms" => Some(n),
+        "" | "s" => n.checked_mul(1_000),
+        "m" => n.checked_mul(60_000),
+        "h" => n.checked_mul(3_600_000),
+        "d" => n.checked_mul(86_400_000),
+        _ => {
+            return Err(format!(
+                "bad duration {s:?}: the unit must be ms, s, m, h or d"
+            ))
+        }
+    }
+    .ok_or_else(|| format!("duration {s:?} is too large"))?;
+    if ms == 0 {
+        return Err(format!("duration {s:?} must be more than zero"));
+    }
+    Ok(Duration::from_millis(ms))
+}
+
+/// Whether `dir` looks like a cairn store (so read commands never create
+/// files in a directory that is not one).
+pub fn check_store(dir: &Path) -> Result<()> {
+    if !dir.exists() {
+        bail!("{} does not exist", dir.display());
+    }
+    if !dir.is_dir() {
+        bail!("{} is not a directory", dir.display());
+    }
+    let is_store = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .flatten()
+        .any(|e| looks_like_segment_file(&e.file_name().to_string_lossy()));
+    if !is_store {
+        bail!(
+            "{} is not a cairn store (it holds no segment files)",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Opens a store for reading, without taking any lock: a snapshot that
+/// works while an application has the store open for writing.
+pub fn open_read(dir: &Path) -> Result<Db> {
+    check_store(dir)?;
+    Options::new()
+        .snapshot(true)
+        .create_if_missing(false)
+        .auto_compact(false)
+        .open(dir)
+        .map_err(|e| open_error(e, dir))
+}
+
+/// Opens a store for writing (creating it when `create`).
+pub fn open_write(dir: &Path, create: bool) -> Result<Db> {
+    if !create {
+        check_store(dir)?;
+    }
+    Options::new()
+        .sync_policy(SyncPolicy::Always)
+        .auto_compact(false)
+        .open(dir)
+        .map_err(|e| open_error(e, dir))
+}
+
+/// What a failure to open (or repair) `dir` says: who holds the lock, or
+/// the library's error under "cannot open".
+pub fn open_error(e: Error, dir: &Path) -> anyhow::Error {
+    match e {
+        Error::Locked { .. } => anyhow!(
+            "{} is open in another process, which holds its lock; stop it or use the application's own interface",
+            dir.display()
+        ),
+        e => anyhow::Error::new(e).context(format!("cannot open {}", dir.display())),
+    }
+}
+
+/// The wall clock in unix milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The absolute expiry of `key` in unix ms, if it has one.
+pub fn expires_at(db: &Db, key: &[u8]) -> Result<Option<u64>> {
+    Ok(match db.ttl(key)? {
+        Ttl::Expires(d) => Some(now_ms() + u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        _ => None,
+    })
+}
+
+/// A byte string as JSON fields: `name` when UTF-8, `name_b64` otherwise.
+pub fn bytes_field(obj: &mut serde_json::Map<String, Value>, name: &str, b: &[u8]) {
+    match std::str::from_utf8(b) {
+        Ok(s) => {
+            obj.insert(name.to_string(), Value::String(s.to_string()));
+        }
+        Err(_) => {
+            obj.insert(
+                format!("{name}_b64"),
+                Value::String(base64::engine::general_purpose::STANDARD.encode(b)),
+            );
+        }
+    }
+}
+
+/// Escapes a key for human output: printable ASCII as is, the rest \xNN.
+pub fn escape(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len());
+    for &c in b {
+        if c.is_ascii_graphic() || c == b' ' {
+            if c == b'\\' {
+                s.push_str("\\\\");
+            } else {
+                s.push(c as char);
+            }
+        } else {
+            s.push_str(&format!("\\x{c:02x}"));
+        }
+    }
+    s
+}
+
+/// Whether stdout is a terminal.
+pub fn out_is_terminal() -> bool {
+    io::stdout().is_terminal()
+}
+
+/// A spinner saying `what` on stderr, when stderr is a terminal.
+pub fn progress(what: &str) -> Option<ProgressBar> {
+    if !io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = ProgressBar::new_spinner();
+    pb.set_message(what.to_string());
+    pb.enable_steady_tick(Duration::from_millis(100));
+    Some(pb)
+}
+
+/// Removes a spinner from [`progress`], if there is one.
+pub fn finish(pb: Option<ProgressBar>) {
+    if let Some(pb) = pb {
+        pb.finish_and_clear();
+    }
+}
