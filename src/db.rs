@@ -140,6 +140,8 @@ impl Db {
         self.0.opts.sync_policy
     }
 
+    /// The engine, for the other public root files (`keyspace.rs`,
+    /// `iter.rs`). The modules use the facade below instead.
     pub(crate) fn core(&self) -> &Core {
         &self.0.core
     }
@@ -716,13 +718,59 @@ impl Db {
         let prefix = prefix.as_ref();
         self.transaction(|tx| {
             let mut keys = Vec::new();
-            self.core()
-                .for_each_live_key(prefix, |k, _, _| keys.push(k.to_vec()));
+            self.for_each_live_key(prefix, |k, _, _| keys.push(k.to_vec()));
             for k in &keys {
                 tx.delete(k);
             }
             Ok(keys.len() as u64)
         })
+    }
+}
+
+impl Options {
+    /// Opens (or creates) the store in `path` with these options.
+    ///
+    /// # Errors
+    /// [`Error::Locked`] if another handle holds the directory,
+    /// [`Error::Corruption`] if a data file is damaged in a way a crash
+    /// cannot explain (in [`RecoveryMode::Strict`]),
+    /// [`Error::InvalidOptions`] for out-of-range options, and
+    /// [`Error::Io`] for operating-system errors.
+    pub fn open(self, path: impl AsRef<Path>) -> Result<Db> {
+        self.validate()?;
+        Db::open_with(path.as_ref(), self)
+    }
+}
+
+/// The facade cairn's modules (`cache`, `session`, `limits`) use beyond
+/// the public API. They never reach the engine itself: what they need is
+/// here, so that another backend can offer the same.
+impl Db {
+    /// The store clock's reading (Unix ms), as expiries see it.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.core().now_ms()
+    }
+
+    /// Calls `f` with each live key starting with `prefix`, its value
+    /// length and its expiry (Unix ms, 0 for none), without reading values.
+    pub(crate) fn for_each_live_key(&self, prefix: &[u8], f: impl FnMut(&[u8], u32, u64)) {
+        self.core().for_each_live_key(prefix, f);
+    }
+
+    /// The live value of `key` and its expiry (Unix ms, 0 for none).
+    pub(crate) fn read_live(&self, key: &[u8]) -> Result<Option<(Vec<u8>, u64)>> {
+        self.core().read_live(key)
+    }
+
+    /// Whether this handle was opened read-only (or as a snapshot).
+    pub(crate) fn is_read_only(&self) -> bool {
+        self.0.opts.read_only
+    }
+
+    /// Refuses a write from inside a transaction closure on this thread
+    /// ([`Error::NestedWrite`](crate::Error::NestedWrite)).
+    pub(crate) fn check_not_in_transaction() -> Result<()> {
+        crate::engine::txn::check_not_inside()
     }
 }
 

@@ -8,11 +8,9 @@
 
 use crate::db::Db;
 use crate::error::{Error, Result};
+use crate::format::names::KEYSPACES_DIR;
 use crate::options::Options;
 use crate::util::locks::lock;
-
-/// The sub-directory of a store that holds its keyspaces.
-pub const KEYSPACES_DIR: &str = "keyspaces";
 
 /// The longest keyspace name, in bytes.
 pub const MAX_KEYSPACE_NAME_BYTES: usize = 64;

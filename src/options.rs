@@ -1,10 +1,8 @@
 //! Options for opening a store.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::db::Db;
 use crate::error::{Error, Result};
 use crate::util::clock::{Clock, SystemClock};
 
@@ -370,20 +368,7 @@ impl Options {
         self
     }
 
-    /// Opens (or creates) the store in `path` with these options.
-    ///
-    /// # Errors
-    /// [`Error::Locked`] if another handle holds the directory,
-    /// [`Error::Corruption`] if a data file is damaged in a way a crash
-    /// cannot explain (in [`RecoveryMode::Strict`]),
-    /// [`Error::InvalidOptions`] for out-of-range options, and
-    /// [`Error::Io`] for operating-system errors.
-    pub fn open(self, path: impl AsRef<Path>) -> Result<Db> {
-        self.validate()?;
-        Db::open_with(path.as_ref(), self)
-    }
-
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&self.max_segment_bytes) {
             return Err(Error::InvalidOptions(format!(
                 "max_segment_bytes must be between {MIN_SEGMENT_BYTES} and {MAX_SEGMENT_BYTES}, got {}",

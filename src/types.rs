@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::error::{Error, Result};
+
 /// What `Db::ttl` found.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ttl {
@@ -35,3 +37,37 @@ impl std::fmt::Display for CasConflict {
 }
 
 impl std::error::Error for CasConflict {}
+
+/// Absolute expiry for a TTL from `now_ms`; sub-millisecond TTLs round up.
+pub(crate) fn expiry_after(now_ms: u64, ttl: Duration) -> Result<u64> {
+    if ttl.is_zero() {
+        return Err(Error::InvalidTtl);
+    }
+    let mut ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+    if Duration::from_millis(ms) < ttl {
+        ms = ms.saturating_add(1);
+    }
+    Ok(now_ms.saturating_add(ms))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_rounds_up_and_rejects_zero() {
+        assert!(matches!(
+            expiry_after(1000, Duration::ZERO),
+            Err(Error::InvalidTtl)
+        ));
+        assert_eq!(
+            expiry_after(1000, Duration::from_micros(1)).ok(),
+            Some(1001)
+        );
+        assert_eq!(
+            expiry_after(1000, Duration::from_millis(5)).ok(),
+            Some(1005)
+        );
+        assert_eq!(expiry_after(1000, Duration::MAX).ok(), Some(u64::MAX));
+    }
+}

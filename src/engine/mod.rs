@@ -3,6 +3,8 @@
 
 pub(crate) mod txn;
 
+use txn::Txn;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -24,7 +26,7 @@ use crate::storage::hints;
 use crate::storage::segment::Segment;
 use crate::storage::space::{start_level, SegStat, SpaceUse};
 use crate::storage::tail_cache::TailCache;
-use crate::types::{CasConflict, Ttl};
+use crate::types::{expiry_after, CasConflict, Ttl};
 use crate::util::locks::{self, lock};
 use crate::util::rand::new_salt;
 
@@ -150,18 +152,6 @@ pub(crate) struct Core {
     stall_cv: Condvar,
     stalls: AtomicU64,
     stall_ns: AtomicU64,
-}
-
-/// Absolute expiry for a TTL from `now_ms`; sub-millisecond TTLs round up.
-pub(crate) fn expiry_after(now_ms: u64, ttl: Duration) -> Result<u64> {
-    if ttl.is_zero() {
-        return Err(Error::InvalidTtl);
-    }
-    let mut ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-    if Duration::from_millis(ms) < ttl {
-        ms = ms.saturating_add(1);
-    }
-    Ok(now_ms.saturating_add(ms))
 }
 
 /// Parses a value as Redis does for INCRBY: an optional '-', then digits
@@ -660,15 +650,8 @@ impl Core {
     /// Sorted live keys starting with `prefix`.
     pub(crate) fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
         self.check_open()?;
-        let now = self.now();
         let mut keys = Vec::new();
-        for i in 0..self.keydir.shard_count() {
-            self.keydir.read_shard(i).for_each(|k, e| {
-                if k.starts_with(prefix) && !e.is_expired(now) {
-                    keys.push(k.to_vec());
-                }
-            });
-        }
+        self.for_each_live_key(prefix, |k, _, _| keys.push(k.to_vec()));
         keys.sort_unstable();
         Ok(keys)
     }
@@ -1171,14 +1154,12 @@ impl Core {
     /// Runs `f` under the writer lock: its reads see no concurrent write,
     /// and its writes are appended as one atomic batch (a single record when
     /// it makes one write), then waited for as the sync policy says.
-    pub(crate) fn transact<R>(
-        &self,
-        f: impl FnOnce(&mut crate::engine::txn::Txn<'_>) -> Result<R>,
-    ) -> Result<R> {
+    pub(crate) fn transact<R>(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<R>) -> Result<R> {
         let pos = {
             let mut w = self.writer()?;
             let _inside = crate::engine::txn::Inside::enter()?;
-            let mut tx = crate::engine::txn::Txn::new(self, self.now());
+            let read = |k: &[u8]| self.read_live(k);
+            let mut tx = Txn::new(&read, self.now());
             let r = f(&mut tx)?;
             let mut writes = tx.into_writes();
             // A delete of a key with no entry at all changes nothing.
@@ -1545,22 +1526,5 @@ mod tests {
                 bad
             );
         }
-    }
-
-    #[test]
-    fn expiry_rounds_up_and_rejects_zero() {
-        assert!(matches!(
-            expiry_after(1000, Duration::ZERO),
-            Err(Error::InvalidTtl)
-        ));
-        assert_eq!(
-            expiry_after(1000, Duration::from_micros(1)).ok(),
-            Some(1001)
-        );
-        assert_eq!(
-            expiry_after(1000, Duration::from_millis(5)).ok(),
-            Some(1005)
-        );
-        assert_eq!(expiry_after(1000, Duration::MAX).ok(), Some(u64::MAX));
     }
 }

@@ -5,9 +5,8 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::engine::{expiry_after, Core};
 use crate::error::{Error, Result};
-use crate::types::Ttl;
+use crate::types::{expiry_after, Ttl};
 
 thread_local! {
     /// Set while this thread runs a transaction closure (and so holds a
@@ -48,6 +47,9 @@ pub(crate) fn check_not_inside() -> Result<()> {
 /// none), or `None` for a delete.
 pub(crate) type PendingWrite = (Vec<u8>, Option<(Vec<u8>, u64)>);
 
+/// How a transaction reads the store: a key's live value and expiry.
+pub(crate) type ReadLive<'a> = dyn Fn(&[u8]) -> Result<Option<(Vec<u8>, u64)>> + 'a;
+
 /// The view of the store inside [`Db::transaction`](crate::Db::transaction).
 ///
 /// Reads see the store as of the start of the closure plus the closure's
@@ -55,7 +57,9 @@ pub(crate) type PendingWrite = (Vec<u8>, Option<(Vec<u8>, u64)>);
 /// are applied together, as one atomic batch, when the closure returns
 /// `Ok`, and are dropped when it returns `Err`.
 pub struct Txn<'a> {
-    core: &'a Core,
+    /// Reads the store's live value of a key and its expiry (Unix ms, 0
+    /// for none), under the writer lock the transaction holds.
+    read: &'a ReadLive<'a>,
     now: u64,
     writes: Vec<PendingWrite>,
     /// Where each key's write is in `writes`, once there are many.
@@ -75,9 +79,9 @@ impl std::fmt::Debug for Txn<'_> {
 }
 
 impl<'a> Txn<'a> {
-    pub(crate) fn new(core: &'a Core, now: u64) -> Txn<'a> {
+    pub(crate) fn new(read: &'a ReadLive<'a>, now: u64) -> Txn<'a> {
         Txn {
-            core,
+            read,
             now,
             writes: Vec::new(),
             index: None,
@@ -108,10 +112,7 @@ impl<'a> Txn<'a> {
     pub(crate) fn get_entry(&self, key: &[u8]) -> Result<Option<(Vec<u8>, u64)>> {
         match self.pending(key) {
             Some(w) => Ok(w.clone()),
-            None => Ok(self
-                .core
-                .read_live(key)?
-                .filter(|(_, e)| *e == 0 || *e > self.now)),
+            None => Ok((self.read)(key)?.filter(|(_, e)| *e == 0 || *e > self.now)),
         }
     }
 

@@ -2,6 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+/// The sub-directory of a store that holds its keyspaces.
+pub const KEYSPACES_DIR: &str = "keyspaces";
+
 /// The name of the lock file inside a store directory.
 pub(crate) const LOCK_FILE: &str = "LOCK";
 /// Suffix of segment files.

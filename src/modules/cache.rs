@@ -219,11 +219,10 @@ impl CacheOptions {
             None => FastRng::new(),
         };
         let mut tracker = Tracker::new(self.max_entries.unwrap_or(1 << 16), rng.clone());
-        db.core()
-            .for_each_live_key(&[DATA], |k, value_len, expires| {
-                tracker.upsert(&k[1..], k.len() as u64 - 1 + u64::from(value_len), expires);
-                tracker.warm(&k[1..]);
-            });
+        db.for_each_live_key(&[DATA], |k, value_len, expires| {
+            tracker.upsert(&k[1..], k.len() as u64 - 1 + u64::from(value_len), expires);
+            tracker.warm(&k[1..]);
+        });
         let cache = Cache(Arc::new(Inner {
             db,
             opts: self,
@@ -534,7 +533,7 @@ impl Cache {
     }
 
     fn now(&self) -> u64 {
-        self.0.db.core().now_ms()
+        self.0.db.now_ms()
     }
 
     /// Reads the stored entry for `key`, counting an expiry seen.
@@ -732,7 +731,7 @@ impl Cache {
     }
 
     fn evict_over_capacity(&self) -> Result<()> {
-        if self.0.db.inner().opts.read_only {
+        if self.0.db.is_read_only() {
             return Ok(());
         }
         self.0.db.transaction(|tx| {
@@ -806,7 +805,7 @@ impl Cache {
             }
             drop(t);
             let mut n = 0;
-            self.0.db.core().for_each_live_key(&dk, |k, _, _| {
+            self.0.db.for_each_live_key(&dk, |k, _, _| {
                 tx.delete(k);
                 n += 1;
             });
@@ -960,7 +959,7 @@ impl Cache {
     fn plan<E>(&self, key: &[u8]) -> Result<Plan<'_>, LoadError<E>> {
         // A read-through call may wait for a loader that needs the writer
         // lock: refuse inside a transaction instead of deadlocking.
-        crate::engine::txn::check_not_inside()?;
+        Db::check_not_in_transaction()?;
         let now = self.now();
         lock(&self.0.tracker).record_access(key);
         let found = self.read(key, now)?;

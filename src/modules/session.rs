@@ -45,9 +45,9 @@
 use std::time::Duration;
 
 use crate::db::Db;
-use crate::engine::txn::Txn;
 use crate::error::{Error, Result};
 use crate::util::rand::{b64url_decode, b64url_encode, constant_time_eq, secure_bytes};
+use crate::Txn;
 
 const SELECTOR_BYTES: usize = 12;
 const VERIFIER_BYTES: usize = 12;
@@ -485,7 +485,7 @@ impl Sessions {
         let Some(p) = parse_id(id) else {
             return Ok(None);
         };
-        let Some((v, expires)) = self.db.core().read_live(&session_key(&p.selector))? else {
+        let Some((v, expires)) = self.db.read_live(&session_key(&p.selector))? else {
             return Ok(None);
         };
         let rec = Record::decode(&v)?;

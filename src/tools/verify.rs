@@ -126,8 +126,7 @@ pub fn verify(dir: impl AsRef<Path>, quick: bool) -> Result<VerifyReport> {
     let mut names = vfs.list(dir)?;
     names.sort();
     for name in &names {
-        if name == crate::keyspace::KEYSPACES_DIR && std::path::Path::new(&dir.join(name)).is_dir()
-        {
+        if name == names::KEYSPACES_DIR && std::path::Path::new(&dir.join(name)).is_dir() {
             // Each keyspace is a store of its own: verify it the same way.
             let mut subs = vfs.list(&dir.join(name))?;
             subs.sort();
