@@ -213,7 +213,7 @@ impl Tree {
     /// re-exports at the crate root.
     fn resolve(&self, path: &[String]) -> Vec<String> {
         match path.first().and_then(|p| self.reexports.get(p)) {
-            Some(target) if !self.files.contains_key(&path[..1].to_vec()) => {
+            Some(target) if !self.files.contains_key(&path[..1]) => {
                 let mut full = target.clone();
                 full.extend_from_slice(&path[1..]);
                 self.resolve(&full)
@@ -226,7 +226,7 @@ impl Tree {
     fn file_of(&self, path: &[String]) -> Option<&PathBuf> {
         (1..=path.len())
             .rev()
-            .find_map(|n| self.files.get(&path[..n].to_vec()))
+            .find_map(|n| self.files.get(&path[..n]))
     }
 
     fn rel(&self, file: &Path) -> String {

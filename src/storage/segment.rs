@@ -9,9 +9,23 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::format::names;
 use crate::format::record::{self, RECORD_HEADER_LEN};
+use crate::format::segment;
 use crate::fs::mmap::Map;
-use crate::fs::{OpenMode, VFile, Vfs};
+use crate::fs::{self, OpenMode, VFile, Vfs};
 use crate::storage::tail_cache::TailCache;
+use crate::util::rand::new_salt;
+
+/// Creates segment `id`: header written, file and directory synced.
+/// Returns the file and its salt.
+pub(crate) fn create(vfs: &dyn Vfs, dir: &Path, id: u32) -> Result<(Arc<dyn VFile>, u32)> {
+    let path = names::segment_path(dir, id);
+    let salt = new_salt(id);
+    let file = vfs.open(&path, OpenMode::CreateNew)?;
+    fs::write_all_at(&*file, &segment::encode_header(id, salt), 0)?;
+    file.sync_all()?;
+    vfs.sync_dir(dir)?;
+    Ok((file, salt))
+}
 
 /// How a segment's bytes are read.
 enum Source {

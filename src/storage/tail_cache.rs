@@ -12,6 +12,11 @@
 use std::collections::VecDeque;
 use std::sync::RwLock;
 
+use std::sync::Arc;
+
+use crate::error::Result;
+use crate::format::segment::SEGMENT_HEADER_LEN;
+use crate::fs::{self, VFile};
 use crate::util::locks;
 
 const CHUNK: u64 = 1 << 20;
@@ -131,6 +136,22 @@ impl TailCache {
         }
         Some(out)
     }
+}
+
+/// The tail cache of an active segment whose records end at `len`, seeded
+/// with the newest bytes already in `file`; `None` when `capacity` is 0.
+pub(crate) fn seeded(capacity: u64, file: &dyn VFile, len: u64) -> Result<Option<Arc<TailCache>>> {
+    if capacity == 0 {
+        return Ok(None);
+    }
+    let start = len
+        .saturating_sub(capacity)
+        .max(SEGMENT_HEADER_LEN.min(len));
+    let cache = TailCache::new(capacity, start);
+    let mut buf = vec![0u8; (len - start) as usize];
+    fs::read_exact_at(file, &mut buf, start)?;
+    cache.append(start, &buf);
+    Ok(Some(Arc::new(cache)))
 }
 
 #[cfg(test)]

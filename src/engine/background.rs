@@ -1,0 +1,296 @@
+//! Background work: the background thread (periodic fsync, hint files for
+//! sealed segments, the expiry sweep), the write stall, and closing.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+use crate::format::names;
+
+use crate::index::keydir::Entry;
+use crate::recovery::{self};
+use crate::storage::hints;
+use crate::storage::space::{start_level, SpaceUse};
+use crate::util::locks::{self, lock};
+
+use super::Core;
+
+/// The longest a writer waits for compaction at a time (see
+/// [`Core::stall_if_needed`]).
+const MAX_STALL: Duration = Duration::from_secs(1);
+
+impl Core {
+    /// Whether the files on disk (sealed segments and their hints, plus the
+    /// active segment's live bytes) are past `level` times the live data,
+    /// with enough dead bytes for compaction to act on. At a seal, past the
+    /// level where automatic compaction starts
+    /// ([`start_level`]), writers wait for the next
+    /// compaction; past `compaction_max_space_amplification` itself they
+    /// wait until compaction brings disk use back under it.
+    pub(crate) fn over_space_level(&self, level: impl Fn(f64) -> f64) -> bool {
+        let max = self.opts.compaction_max_space_amplification;
+        if !self.opts.auto_compact || max == 0.0 {
+            return false;
+        }
+        let Some(active) = self.active_id() else {
+            return false;
+        };
+        SpaceUse::of(&lock(&self.seg_stats), active).over(level(max))
+    }
+
+    /// Records the size of segment `id`'s hint file (disk use).
+    pub(crate) fn note_hint(&self, id: u32, bytes: u64) {
+        if let Some(s) = lock(&self.seg_stats).get_mut(&id) {
+            s.hint = bytes;
+        }
+    }
+
+    /// Called by the writer when it seals a segment: wakes automatic
+    /// compaction and, when disk use is past the level where compaction
+    /// starts, makes writers wait for the next compaction to finish
+    /// (a RocksDB-style write stall, outside the writer lock) so that a
+    /// writer running flat out cannot seal segments faster than compaction
+    /// reclaims them.
+    pub(super) fn after_seal(&self) {
+        if !self.opts.auto_compact {
+            return;
+        }
+        if self.opts.stall_writes && self.over_space_level(start_level) {
+            self.stall.store(true, Ordering::Release);
+        }
+        lock(&self.bg).sealed = true;
+        self.bg_cv.notify_all();
+    }
+
+    /// Waits while writes are stalled, at most [`MAX_STALL`].
+    pub(super) fn stall_if_needed(&self) {
+        let started = Instant::now();
+        let guard = lock(&self.stall_lock);
+        drop(locks::wait_timeout_while(
+            &self.stall_cv,
+            guard,
+            MAX_STALL,
+            |()| self.stall.load(Ordering::Acquire) && !self.closed.load(Ordering::Acquire),
+        ));
+        self.stalls.fetch_add(1, Ordering::Relaxed);
+        self.stall_ns.fetch_add(
+            u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Ends a write stall (a compaction finished or failed, there is
+    /// nothing to compact, or the store is closing).
+    pub(crate) fn end_stall(&self) {
+        if self.stall.swap(false, Ordering::AcqRel) {
+            let _g = lock(&self.stall_lock);
+            self.stall_cv.notify_all();
+        }
+    }
+
+    /// For automatic compaction: waits up to `timeout` for a sealed segment
+    /// or a stop. Returns whether the store stopped.
+    pub(crate) fn wait_for_compaction_work(&self, timeout: Duration) -> bool {
+        let bg = lock(&self.bg);
+        let mut bg = locks::wait_timeout_while(&self.bg_cv, bg, timeout, |b| !b.stop && !b.sealed);
+        bg.sealed = false;
+        bg.stop
+    }
+
+    pub(crate) fn count_expired_removed(&self, n: u64) {
+        self.expired_removed.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(super) fn forget_expired(&self, key: &[u8], e: &Entry) {
+        if self.keydir.remove_if_eq(key, e) {
+            self.expired_removed.fetch_add(1, Ordering::Relaxed);
+            if let Some(s) = lock(&self.seg_stats).get_mut(&e.file_id) {
+                s.dead += e.record_len(key.len());
+            }
+        }
+    }
+
+    /// Removes expired entries from memory, one shard at a time.
+    pub(crate) fn sweep_expired(&self) -> u64 {
+        let now = self.now();
+        let mut removed = 0u64;
+        for i in 0..self.keydir.shard_count() {
+            if self.keydir.read_shard(i).ttl_keys() == 0 {
+                continue;
+            }
+            let mut dead = BTreeMap::<u32, u64>::new();
+            self.keydir.write_shard(i).retain(
+                |_, e| e.is_expired(now),
+                |k, e| {
+                    removed += 1;
+                    *dead.entry(e.file_id).or_default() += e.record_len(k.len());
+                },
+            );
+            let mut stats = lock(&self.seg_stats);
+            for (id, d) in dead {
+                if let Some(s) = stats.get_mut(&id) {
+                    s.dead += d;
+                }
+            }
+        }
+        self.expired_removed.fetch_add(removed, Ordering::Relaxed);
+        removed
+    }
+
+    /// Waits up to `timeout` for the store to stop; returns whether it has.
+    pub(crate) fn wait_for_stop(&self, timeout: Duration) -> bool {
+        let bg = lock(&self.bg);
+        if bg.stop {
+            return true;
+        }
+        let bg = locks::wait_timeout_while(&self.bg_cv, bg, timeout, |b| !b.stop);
+        bg.stop
+    }
+
+    /// The active segment's id (`None` when read-only).
+    pub(crate) fn active_id(&self) -> Option<u32> {
+        self.group.as_ref().map(|g| g.current().id)
+    }
+
+    pub(crate) fn stop_background(&self) {
+        lock(&self.bg).stop = true;
+        self.bg_cv.notify_all();
+        self.end_stall();
+    }
+
+    /// The background loop: periodic fsync (EveryMillis), the expiry sweep
+    /// and hint files for newly sealed segments. Returns when stopped.
+    pub(crate) fn background(self: &Arc<Self>) {
+        let sync_every = self.opts.sync_interval();
+        let sweep_every = match self.opts.expiry_sweep_interval_ms {
+            0 => None,
+            ms => Some(Duration::from_millis(ms)),
+        };
+        let mut next_sync = sync_every.map(|d| Instant::now() + d);
+        let mut next_sweep = sweep_every.map(|d| Instant::now() + d);
+        loop {
+            let jobs = {
+                let mut bg = lock(&self.bg);
+                loop {
+                    if bg.stop {
+                        // Hints of segments sealed just before the stop
+                        // are still written: the next open then reads
+                        // them instead of scanning, and `verify` finds
+                        // every sealed segment with its hint.
+                        let jobs = std::mem::take(&mut bg.hint_jobs);
+                        drop(bg);
+                        for id in jobs {
+                            self.write_hint(id);
+                        }
+                        return;
+                    }
+                    if !bg.hint_jobs.is_empty() {
+                        break;
+                    }
+                    let now = Instant::now();
+                    let due = [next_sync, next_sweep].into_iter().flatten().min();
+                    match due {
+                        Some(t) if t <= now => break,
+                        Some(t) => {
+                            bg = locks::wait_timeout(&self.bg_cv, bg, t - now);
+                        }
+                        None => {
+                            bg = locks::wait(&self.bg_cv, bg);
+                        }
+                    }
+                }
+                std::mem::take(&mut bg.hint_jobs)
+            };
+            for id in jobs {
+                self.write_hint(id);
+            }
+            let now = Instant::now();
+            if let (Some(t), Some(d)) = (next_sync, sync_every) {
+                if t <= now {
+                    if let Some(g) = &self.group {
+                        if !self.is_poisoned() && !g.is_clean() {
+                            let a = g.current();
+                            let _ = self.wait((a.id, a.len.load(Ordering::Acquire)));
+                        }
+                    }
+                    next_sync = Some(now + d);
+                }
+            }
+            if let (Some(t), Some(d)) = (next_sweep, sweep_every) {
+                if t <= now {
+                    self.sweep_expired();
+                    next_sweep = Some(Instant::now() + d);
+                }
+            }
+        }
+    }
+
+    /// Scans a sealed segment and writes its hint file.
+    pub(super) fn write_hint(&self, id: u32) {
+        let path = names::segment_path(&self.dir, id);
+        // A sealed segment is normally mapped already: scan the map rather
+        // than reading the whole file into memory a second time.
+        let seg = locks::read(&self.segments).get(&id).cloned();
+        let result = match seg.as_ref().and_then(|s| s.mapped_bytes()) {
+            Some(bytes) => Ok(std::borrow::Cow::Borrowed(bytes)),
+            None => self
+                .opts
+                .vfs
+                .read(&path)
+                .map(std::borrow::Cow::Owned)
+                .map_err(Error::Io),
+        }
+        .and_then(|bytes| {
+            recovery::scan_segment(&path, id, &bytes, false, crate::RecoveryMode::Strict)
+        })
+        .and_then(|load| {
+            hints::write(
+                &*self.opts.vfs,
+                &self.dir,
+                id,
+                load.salt,
+                load.len,
+                load.max_seq,
+                &recovery::dedup_newest(&load.entries),
+            )
+            .map_err(Error::Io)
+        });
+        match result {
+            Ok(n) => self.note_hint(id, n),
+            Err(e) => log::warn!("could not write the hint of segment {id}: {e}"),
+        }
+    }
+
+    /// Flushes, marks the store closed and releases the directory lock.
+    pub(crate) fn close(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        // Let a compaction in progress finish first: nothing may touch the
+        // directory once its lock is released.
+        self.stop_background();
+        let _no_compaction = lock(&self.compaction);
+        let result = match &self.writer {
+            Some(w) => {
+                let _w = lock(w);
+                self.closed.store(true, Ordering::Release);
+                if self.is_poisoned() {
+                    Err(self.poisoned_error())
+                } else {
+                    self.group
+                        .as_ref()
+                        .map_or(Ok(()), |g| self.sync_result(g.sync_all(), g.current().id))
+                }
+            }
+            None => {
+                self.closed.store(true, Ordering::Release);
+                Ok(())
+            }
+        };
+        self.stop_background();
+        lock(&self.lock_file).take();
+        result
+    }
+}

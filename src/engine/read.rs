@@ -1,0 +1,160 @@
+//! The read path: from the index to a segment, and the store's counters.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+use crate::format::names;
+use crate::format::record::check_key;
+
+use crate::index::keydir::Entry;
+use crate::stats::Stats;
+use crate::types::Ttl;
+use crate::util::locks::{self, lock};
+
+use super::Core;
+
+impl Core {
+    /// Reads the value an entry points at.
+    fn read_entry(&self, key: &[u8], mut entry: Entry) -> Result<Option<Vec<u8>>> {
+        // A segment can disappear between the index lookup and the read only
+        // if compaction moved the key; look it up again then.
+        for _ in 0..64 {
+            {
+                let segs = locks::read(&self.segments);
+                if let Some(seg) = segs.get(&entry.file_id) {
+                    return seg.read_value(entry.offset, key, entry.value_len).map(Some);
+                }
+            }
+            match self.keydir.get(key) {
+                Some(e) if !e.is_expired(self.now()) => entry = e,
+                _ => return Ok(None),
+            }
+        }
+        Err(Error::corruption(
+            names::segment_path(&self.dir, entry.file_id),
+            entry.offset,
+            "the index points into a segment that does not exist",
+        ))
+    }
+
+    /// The live entry of `key`, if any.
+    pub(super) fn live_entry(&self, key: &[u8]) -> Option<Entry> {
+        self.keydir.get(key).filter(|e| !e.is_expired(self.now()))
+    }
+
+    pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        self.check_open()?;
+        match self.live_entry(key) {
+            Some(e) => self.read_entry(key, e),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) fn contains_key(&self, key: &[u8]) -> Result<bool> {
+        self.check_open()?;
+        Ok(self.live_entry(key).is_some())
+    }
+
+    pub(crate) fn ttl(&self, key: &[u8]) -> Result<Ttl> {
+        self.check_open()?;
+        let now = self.now();
+        Ok(match self.keydir.get(key) {
+            Some(e) if !e.is_expired(now) => {
+                if e.expires_at_ms == 0 {
+                    Ttl::Persistent
+                } else {
+                    Ttl::Expires(Duration::from_millis(e.expires_at_ms - now))
+                }
+            }
+            _ => Ttl::Missing,
+        })
+    }
+
+    pub(crate) fn len(&self) -> Result<u64> {
+        self.check_open()?;
+        Ok(self.keydir.live_len(self.now()))
+    }
+
+    /// Sorted live keys starting with `prefix`.
+    pub(crate) fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
+        self.check_open()?;
+        let mut keys = Vec::new();
+        self.for_each_live_key(prefix, |k, _, _| keys.push(k.to_vec()));
+        keys.sort_unstable();
+        Ok(keys)
+    }
+
+    /// Reads the live value of `key` for a read-modify-write.
+    pub(super) fn current(&self, key: &[u8]) -> Result<Option<(Entry, Vec<u8>)>> {
+        match self.live_entry(key) {
+            Some(e) => Ok(self.read_entry(key, e)?.map(|v| (e, v))),
+            None => Ok(None),
+        }
+    }
+
+    /// The live value of `key` and its expiry (Unix ms, 0 for none), for a
+    /// read inside [`Core::transact`].
+    pub(crate) fn read_live(&self, key: &[u8]) -> Result<Option<(Vec<u8>, u64)>> {
+        self.check_open()?;
+        check_key(key)?;
+        Ok(self.current(key)?.map(|(e, v)| (v, e.expires_at_ms)))
+    }
+
+    /// Calls `f` with each live key starting with `prefix`, its value length
+    /// and its expiry (Unix ms, 0 for none), without reading values.
+    pub(crate) fn for_each_live_key(&self, prefix: &[u8], mut f: impl FnMut(&[u8], u32, u64)) {
+        let now = self.now();
+        for i in 0..self.keydir.shard_count() {
+            let shard = self.keydir.read_shard(i);
+            shard.for_each(|key, e| {
+                if key.starts_with(prefix) && !e.is_expired(now) {
+                    f(key, e.value_len, e.expires_at_ms);
+                }
+            });
+        }
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.now()
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let now = self.now();
+        let seg = lock(&self.seg_stats).clone();
+        let mut st = Stats {
+            live_keys: self.keydir.live_len(now),
+            segments: seg.len() as u64,
+            expired_keys_removed: self.expired_removed.load(Ordering::Relaxed),
+            bytes_written: self.bytes_written.load(Ordering::Relaxed),
+            fsyncs: self
+                .group
+                .as_ref()
+                .map_or(0, |g| g.fsyncs.load(Ordering::Relaxed)),
+            keydir_memory_bytes: self.keydir.memory_bytes(),
+            write_stalls: self.stalls.load(Ordering::Relaxed),
+            write_stall_time: Duration::from_nanos(self.stall_ns.load(Ordering::Relaxed)),
+            ..Stats::default()
+        };
+        for s in seg.values() {
+            st.disk_bytes += s.total;
+            st.dead_bytes += s.dead + s.kept;
+            st.live_bytes += s.live();
+        }
+        st
+    }
+
+    pub(crate) fn segment_stats(&self) -> Vec<crate::SegmentStats> {
+        let active = self.active_id();
+        lock(&self.seg_stats)
+            .iter()
+            .map(|(id, s)| crate::SegmentStats {
+                id: *id,
+                bytes: s.total,
+                dead_bytes: s.dead,
+                min_seq: s.min_seq,
+                active: Some(*id) == active,
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,699 @@
+//! The write path: encoding records, appending them to the active
+//! segment, updating the index, rolling to a new segment, and waiting for
+//! the group-commit fsync.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::batch::{Batch, BatchOp};
+use crate::error::{Error, Result};
+use crate::format::names;
+use crate::format::record::{self, check_key, check_value, Kind, FLAG_BATCH};
+use crate::format::segment::SEGMENT_HEADER_LEN;
+use crate::fs;
+use crate::index::keydir::Entry;
+use crate::options::SyncPolicy;
+use crate::storage;
+use crate::storage::group_commit::{Active, Pos, SyncError};
+use crate::storage::segment::Segment;
+use crate::storage::space::SegStat;
+use crate::storage::tail_cache::{self};
+use crate::types::{expiry_after, CasConflict};
+use crate::util::locks::{self, lock};
+
+use super::txn::Txn;
+use super::{Core, Writer};
+
+/// The most record bytes one batch may take (2 GiB).
+pub(crate) const MAX_BATCH_BYTES: u64 = 2 << 30;
+/// How far ahead of the writes the active segment is zero-filled.
+const PREALLOCATE_BYTES: u64 = 4 << 20;
+
+/// A sync mark is written once the durable part of the active segment has
+/// grown by this much since the last one. Recovery treats damage before the
+/// newest mark's offset as corruption and damage after it as an unsynced
+/// tail; marks cost 40 bytes each, so this bounds their overhead to 1%.
+const SYNC_MARK_EVERY_BYTES: u64 = 4096;
+
+impl Writer {
+    /// Starts encoding an append: clears the buffer and, when enough of the
+    /// active segment has become durable since the last sync mark, encodes
+    /// a new one first.
+    fn start(&mut self) {
+        self.buf.clear();
+        self.mark_bytes = 0;
+        let synced = self.active.synced.load(Ordering::Acquire);
+        if synced >= self.marked + SYNC_MARK_EVERY_BYTES {
+            self.encode(Kind::SyncMark, 0, 0, b"", &synced.to_le_bytes());
+            self.marked = synced;
+            self.mark_bytes = self.buf.len() as u64;
+        }
+    }
+
+    /// The id of the active segment.
+    pub(crate) fn active_id(&self) -> u32 {
+        self.active.id
+    }
+
+    /// Appends a record to the write buffer; returns the segment offset it
+    /// will be written at.
+    fn encode(&mut self, kind: Kind, seq: u64, expires: u64, key: &[u8], value: &[u8]) -> u64 {
+        self.encode_flagged(kind, 0, seq, expires, key, value)
+    }
+
+    /// [`Writer::encode`] with record flags.
+    fn encode_flagged(
+        &mut self,
+        kind: Kind,
+        flags: u8,
+        seq: u64,
+        expires: u64,
+        key: &[u8],
+        value: &[u8],
+    ) -> u64 {
+        let offset = self.active.len.load(Ordering::Relaxed) + self.buf.len() as u64;
+        record::encode_into(
+            &mut self.buf,
+            self.active.salt,
+            offset,
+            kind,
+            flags,
+            seq,
+            expires,
+            key,
+            value,
+        );
+        offset
+    }
+}
+
+/// Parses a value as Redis does for INCRBY: an optional '-', then digits
+/// with no leading zero, fitting an i64.
+fn parse_i64(v: &[u8]) -> Result<i64> {
+    let digits = v.strip_prefix(b"-").unwrap_or(v);
+    let ok = !digits.is_empty()
+        && v.len() <= 20
+        && digits.iter().all(u8::is_ascii_digit)
+        && (digits[0] != b'0' || (digits.len() == 1 && digits.len() == v.len()));
+    if !ok {
+        return Err(Error::NotAnInteger);
+    }
+    std::str::from_utf8(v)
+        .ok()
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or(Error::NotAnInteger)
+}
+
+/// A write to apply to the keydir once its record is on disk.
+/// One write of an atomic batch: a put when `value` is set, else a delete.
+struct WriteOp<'a> {
+    key: &'a [u8],
+    value: Option<&'a [u8]>,
+    expires: u64,
+}
+
+enum Applied<'a> {
+    Put { key: &'a [u8], entry: Entry },
+    Delete { key: &'a [u8] },
+}
+
+impl Core {
+    /// Appends the encoded records in `w.buf` (which take `seqs` sequence
+    /// numbers), then applies `applied` to the keydir. Returns the position
+    /// to wait for.
+    fn append(
+        &self,
+        w: &mut Writer,
+        seqs: u64,
+        applied: &[Applied<'_>],
+        dead_now: u64,
+    ) -> Result<Pos> {
+        let len = w.buf.len() as u64;
+        let offset = w.active.len.load(Ordering::Relaxed);
+        if offset + len > w.allocated {
+            self.preallocate(w, offset + len)?;
+        }
+        if let Err(e) = fs::write_all_at(&*w.active.file, &w.buf, offset) {
+            self.poison(format!("write to segment {} failed: {e}", w.active.id));
+            return Err(Error::Io(e));
+        }
+        let end = offset + len;
+        if let Some(t) = &w.active.tail {
+            t.append(offset, &w.buf);
+        }
+        w.active.len.store(end, Ordering::Release);
+        w.next_seq += seqs;
+        self.bytes_written.fetch_add(len, Ordering::Relaxed);
+
+        // Bytes that stopped mattering, per segment (reusing a buffer).
+        let mut dead = std::mem::take(&mut w.dead);
+        dead.clear();
+        dead.push((w.active.id, dead_now + w.mark_bytes));
+        for a in applied {
+            let (key, old) = match a {
+                Applied::Put { key, entry } => (key, self.keydir.insert(key, *entry)),
+                Applied::Delete { key } => (key, self.keydir.remove(key)),
+            };
+            if let Some(old) = old {
+                dead.push((old.file_id, old.record_len(key.len())));
+            }
+        }
+        {
+            let mut stats = lock(&self.seg_stats);
+            let own = stats.entry(w.active.id).or_insert_with(SegStat::empty);
+            own.total = end;
+            own.min_seq = own.min_seq.min(w.next_seq - seqs);
+            for &(id, d) in &dead {
+                if let Some(s) = stats.get_mut(&id) {
+                    s.dead += d;
+                }
+            }
+        }
+        w.dead = dead;
+        Ok((w.active.id, end))
+    }
+
+    /// Extends the active segment with durable zeros so that it holds at
+    /// least `needed` bytes. Only for policies that fsync: without fsyncs
+    /// the zeros would buy nothing.
+    fn preallocate(&self, w: &mut Writer, needed: u64) -> Result<()> {
+        if self.opts.sync_policy == SyncPolicy::Never {
+            return Ok(());
+        }
+        let step = PREALLOCATE_BYTES.min(self.opts.max_segment_bytes);
+        let target = needed.max(w.allocated + step);
+        let zeros = [0u8; 64 * 1024];
+        let mut at = w.allocated.max(w.active.len.load(Ordering::Relaxed));
+        let written = (|| {
+            while at < target {
+                let n = (target - at).min(zeros.len() as u64);
+                fs::write_all_at(&*w.active.file, &zeros[..n as usize], at)?;
+                at += n;
+            }
+            Ok(())
+        })();
+        if let Err(e) = written {
+            self.poison(format!(
+                "extending segment {} with zeros failed: {e}",
+                w.active.id
+            ));
+            return Err(Error::Io(e));
+        }
+        // The size change must be durable; the fsync runs between
+        // group-commit rounds, and reports nothing new as durable.
+        let file = w.active.file.clone();
+        let synced = match &self.group {
+            Some(g) => g.sync_exclusively((w.active.id, 0), || file.sync_all()),
+            None => file.sync_all().map_err(SyncError::Failed),
+        };
+        self.sync_result(synced, w.active.id)?;
+        w.allocated = target;
+        Ok(())
+    }
+
+    /// Waits for durability according to the sync policy (and, when the
+    /// writer sealed a segment past the space bound, for compaction).
+    fn finish(&self, pos: Pos) -> Result<()> {
+        if self.stall.load(Ordering::Relaxed) {
+            self.stall_if_needed();
+        }
+        if self.opts.sync_policy == SyncPolicy::Always {
+            self.wait(pos)?;
+        }
+        Ok(())
+    }
+
+    /// Poisons the handle on a failed (or earlier failed) fsync.
+    pub(super) fn sync_result(&self, r: std::result::Result<(), SyncError>, id: u32) -> Result<()> {
+        match r {
+            Ok(()) => Ok(()),
+            Err(SyncError::Failed(e)) => {
+                self.poison(format!("fsync of segment {id} failed: {e}"));
+                Err(Error::Io(e))
+            }
+            Err(SyncError::Poisoned(cause)) => {
+                self.poison(cause.clone());
+                Err(Error::Poisoned { cause })
+            }
+        }
+    }
+
+    pub(super) fn wait(&self, pos: Pos) -> Result<()> {
+        let Some(g) = &self.group else { return Ok(()) };
+        self.sync_result(g.wait_durable(pos), pos.0)
+    }
+
+    /// Seals the active segment and starts a new one when `incoming` more
+    /// bytes would push it past the limit.
+    fn maybe_roll(&self, w: &mut Writer, incoming: u64) -> Result<()> {
+        let len = w.active.len.load(Ordering::Relaxed);
+        if len <= SEGMENT_HEADER_LEN || len + incoming <= self.opts.max_segment_bytes {
+            return Ok(());
+        }
+        self.roll(w)
+    }
+
+    fn roll(&self, w: &mut Writer) -> Result<()> {
+        let old = w.active.clone();
+        let old_len = old.len.load(Ordering::Acquire);
+        // 1. The old segment's tail is durable before anything goes into the
+        //    new one, so a crash can never keep newer writes and lose older.
+        //    Preallocated zeros are cut off first: a sealed segment ends at
+        //    its last record.
+        //    The fsync runs between group-commit rounds (never beside one,
+        //    never after a failed one).
+        let group = self.group.as_ref().ok_or(Error::ReadOnly)?;
+        let trim = w.allocated > old_len;
+        let sealed = group.sync_exclusively((old.id, old_len), || {
+            if trim {
+                old.file.set_len(old_len).and_then(|()| old.file.sync_all())
+            } else {
+                old.file.sync_data()
+            }
+        });
+        self.sync_result(sealed, old.id)?;
+        // 2. The new segment's header and directory entry are durable before
+        //    its first record.
+        let id = self.next_file_id.fetch_add(1, Ordering::SeqCst);
+        let (file, salt) = match storage::segment::create(&*self.opts.vfs, &self.dir, id) {
+            Ok(f) => f,
+            Err(e) => {
+                self.poison(format!("creating segment {id} failed: {e}"));
+                return Err(e);
+            }
+        };
+        let path = names::segment_path(&self.dir, id);
+        let tail = tail_cache::seeded(self.opts.tail_cache_bytes, &*file, SEGMENT_HEADER_LEN)?;
+        let reader = Segment::active(path, file.clone(), tail.clone(), salt);
+        let sealed = match Segment::open_sealed(
+            &*self.opts.vfs,
+            &self.dir,
+            old.id,
+            self.opts.use_mmap,
+            old.salt,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!(
+                    "could not map sealed segment {}: {e}; reading it with pread",
+                    old.id
+                );
+                Segment::with_file(
+                    names::segment_path(&self.dir, old.id),
+                    old.file.clone(),
+                    old.salt,
+                )
+            }
+        };
+        {
+            let mut segs = locks::write(&self.segments);
+            segs.insert(old.id, Arc::new(sealed));
+            segs.insert(id, Arc::new(reader));
+        }
+        lock(&self.seg_stats).insert(id, SegStat::empty());
+        let active = Arc::new(Active {
+            id,
+            salt,
+            file,
+            tail,
+            len: AtomicU64::new(SEGMENT_HEADER_LEN),
+            synced: AtomicU64::new(SEGMENT_HEADER_LEN),
+        });
+        group.set_current(active.clone());
+        group.mark_durable((id, SEGMENT_HEADER_LEN));
+        w.active = active;
+        w.allocated = SEGMENT_HEADER_LEN;
+        w.marked = 0;
+        // 3. The hint of the sealed segment is written in the background
+        //    (inline when tests ask for a fixed order of file operations).
+        if self.opts.deterministic {
+            self.write_hint(old.id);
+        } else {
+            lock(&self.bg).hint_jobs.push(old.id);
+            self.bg_cv.notify_all();
+        }
+        self.after_seal();
+        Ok(())
+    }
+
+    fn encode_put(
+        w: &mut Writer,
+        flags: u8,
+        seq: u64,
+        expires: u64,
+        key: &[u8],
+        value: &[u8],
+    ) -> Entry {
+        let offset = w.encode_flagged(Kind::Put, flags, seq, expires, key, value);
+        Entry {
+            seq,
+            expires_at_ms: expires,
+            offset,
+            file_id: w.active.id,
+            value_len: value.len() as u32,
+        }
+    }
+
+    /// Writes one put under the writer lock; returns the position to wait for.
+    fn put_locked(&self, w: &mut Writer, key: &[u8], value: &[u8], expires: u64) -> Result<Pos> {
+        self.maybe_roll(w, record::encoded_len(key.len() as u32, value.len() as u32))?;
+        w.start();
+        let seq = w.next_seq;
+        let entry = Self::encode_put(w, 0, seq, expires, key, value);
+        self.append(w, 1, &[Applied::Put { key, entry }], 0)
+    }
+
+    /// Writes one tombstone under the writer lock.
+    fn delete_locked(&self, w: &mut Writer, key: &[u8]) -> Result<Pos> {
+        let len = record::encoded_len(key.len() as u32, 0);
+        self.maybe_roll(w, len)?;
+        w.start();
+        let seq = w.next_seq;
+        w.encode(Kind::Tombstone, seq, 0, key, b"");
+        self.append(w, 1, &[Applied::Delete { key }], len)
+    }
+
+    pub(crate) fn put(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
+        check_key(key)?;
+        check_value(value)?;
+        let expires = match ttl {
+            Some(t) => expiry_after(self.now(), t)?,
+            None => 0,
+        };
+        let pos = {
+            let mut w = self.writer()?;
+            self.put_locked(&mut w, key, value, expires)?
+        };
+        self.finish(pos)
+    }
+
+    pub(crate) fn delete(&self, key: &[u8]) -> Result<bool> {
+        check_key(key)?;
+        let pos = {
+            let mut w = self.writer()?;
+            match self.keydir.get(key) {
+                None => return Ok(false),
+                Some(e) if e.is_expired(self.now()) => {
+                    // Already invisible, and its record stays expired on
+                    // disk: forget it without writing anything.
+                    self.forget_expired(key, &e);
+                    return Ok(false);
+                }
+                Some(_) => self.delete_locked(&mut w, key)?,
+            }
+        };
+        self.finish(pos).map(|()| true)
+    }
+
+    pub(crate) fn put_if_absent(
+        &self,
+        key: &[u8],
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> Result<bool> {
+        check_key(key)?;
+        check_value(value)?;
+        if ttl.is_some_and(|t| t.is_zero()) {
+            // As Redis `SET NX EX 0`: invalid whether or not the key exists.
+            return Err(Error::InvalidTtl);
+        }
+        let pos = {
+            let mut w = self.writer()?;
+            if self.live_entry(key).is_some() {
+                return Ok(false);
+            }
+            let expires = match ttl {
+                Some(t) => expiry_after(self.now(), t)?,
+                None => 0,
+            };
+            self.put_locked(&mut w, key, value, expires)?
+        };
+        self.finish(pos).map(|()| true)
+    }
+
+    pub(crate) fn incr(&self, key: &[u8], delta: i64) -> Result<i64> {
+        check_key(key)?;
+        let (pos, n) = {
+            let mut w = self.writer()?;
+            let (cur, expires) = match self.current(key)? {
+                Some((e, v)) => (parse_i64(&v)?, e.expires_at_ms),
+                None => (0, 0),
+            };
+            let n = cur.checked_add(delta).ok_or(Error::Overflow)?;
+            let text = n.to_string();
+            (self.put_locked(&mut w, key, text.as_bytes(), expires)?, n)
+        };
+        self.finish(pos).map(|()| n)
+    }
+
+    /// Rewrites the live value of `key` with a new expiry.
+    fn set_expiry(&self, key: &[u8], expires: Option<u64>, only_if_ttl: bool) -> Result<bool> {
+        check_key(key)?;
+        let pos = {
+            let mut w = self.writer()?;
+            let Some((e, v)) = self.current(key)? else {
+                return Ok(false);
+            };
+            if only_if_ttl && e.expires_at_ms == 0 {
+                return Ok(false);
+            }
+            match expires {
+                Some(x) => self.put_locked(&mut w, key, &v, x)?,
+                None => self.delete_locked(&mut w, key)?,
+            }
+        };
+        self.finish(pos).map(|()| true)
+    }
+
+    pub(crate) fn expire(&self, key: &[u8], ttl: Duration) -> Result<bool> {
+        if ttl.is_zero() {
+            // As Redis: an expiry in the past deletes the key.
+            return self.set_expiry(key, None, false);
+        }
+        let at = expiry_after(self.now(), ttl)?;
+        self.set_expiry(key, Some(at), false)
+    }
+
+    pub(crate) fn persist(&self, key: &[u8]) -> Result<bool> {
+        self.set_expiry(key, Some(0), true)
+    }
+
+    pub(crate) fn compare_and_swap(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<std::result::Result<(), CasConflict>> {
+        check_key(key)?;
+        if let Some(v) = new {
+            check_value(v)?;
+        }
+        let pos = {
+            let mut w = self.writer()?;
+            let current = self.current(key)?.map(|(_, v)| v);
+            if current.as_deref() != expected {
+                return Ok(Err(CasConflict { current }));
+            }
+            match (new, current.is_some()) {
+                (Some(v), _) => self.put_locked(&mut w, key, v, 0)?,
+                (None, true) => self.delete_locked(&mut w, key)?,
+                (None, false) => {
+                    // As `delete`: an expired entry is already invisible;
+                    // forget it without writing anything.
+                    if let Some(e) = self.keydir.get(key) {
+                        if e.is_expired(self.now()) {
+                            self.forget_expired(key, &e);
+                        }
+                    }
+                    return Ok(Ok(()));
+                }
+            }
+        };
+        self.finish(pos).map(|()| Ok(()))
+    }
+
+    pub(crate) fn write_batch(&self, batch: &Batch) -> Result<()> {
+        if batch.ops.is_empty() {
+            self.check_open()?;
+            return Ok(());
+        }
+        for op in &batch.ops {
+            if let BatchOp::Put { ttl: Some(t), .. } = op {
+                if t.is_zero() {
+                    return Err(Error::InvalidTtl);
+                }
+            }
+        }
+        let pos = {
+            let mut w = self.writer()?;
+            let now = self.now();
+            let mut ops = Vec::with_capacity(batch.ops.len());
+            for op in &batch.ops {
+                ops.push(match op {
+                    BatchOp::Put { key, value, ttl } => WriteOp {
+                        key,
+                        value: Some(value),
+                        expires: match ttl {
+                            Some(t) => expiry_after(now, *t)?,
+                            None => 0,
+                        },
+                    },
+                    BatchOp::Delete { key } => WriteOp {
+                        key,
+                        value: None,
+                        expires: 0,
+                    },
+                });
+            }
+            self.write_ops_locked(&mut w, &ops)?
+        };
+        self.finish(pos)
+    }
+
+    /// Appends `ops` as one atomic batch under the writer lock (expiry times
+    /// are absolute Unix milliseconds, 0 for none).
+    fn write_ops_locked(&self, w: &mut Writer, ops: &[WriteOp<'_>]) -> Result<Pos> {
+        let count = u32::try_from(ops.len())
+            .map_err(|_| Error::InvalidOptions("a batch holds at most 2^32-1 operations".into()))?;
+        let mut total = 2 * record::encoded_len(0, 12);
+        for op in ops {
+            check_key(op.key)?;
+            let value_len = match op.value {
+                Some(v) => {
+                    check_value(v)?;
+                    v.len() as u32
+                }
+                None => 0,
+            };
+            total += record::encoded_len(op.key.len() as u32, value_len);
+        }
+        // A batch starts a fresh segment when it does not fit, so this keeps
+        // every record offset below 4 GiB (the index holds 32-bit offsets).
+        if total > MAX_BATCH_BYTES {
+            return Err(Error::InvalidOptions(format!(
+                "a batch holds at most {MAX_BATCH_BYTES} bytes of records; this one needs {total}"
+            )));
+        }
+        self.maybe_roll(w, total)?;
+        w.start();
+        let begin = w.next_seq;
+        w.encode(Kind::BatchBegin, begin, 0, b"", &count.to_le_bytes());
+        let mut dead = record::encoded_len(0, 4);
+        let mut applied = Vec::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            let seq = begin + 1 + i as u64;
+            match op.value {
+                Some(value) => {
+                    let entry = Self::encode_put(w, FLAG_BATCH, seq, op.expires, op.key, value);
+                    applied.push(Applied::Put { key: op.key, entry });
+                }
+                None => {
+                    w.encode_flagged(Kind::Tombstone, FLAG_BATCH, seq, 0, op.key, b"");
+                    dead += record::encoded_len(op.key.len() as u32, 0);
+                    applied.push(Applied::Delete { key: op.key });
+                }
+            }
+        }
+        let mut commit = [0u8; 12];
+        commit[..8].copy_from_slice(&begin.to_le_bytes());
+        commit[8..].copy_from_slice(&count.to_le_bytes());
+        let commit_seq = begin + 1 + u64::from(count);
+        w.encode(Kind::BatchCommit, commit_seq, 0, b"", &commit);
+        dead += record::encoded_len(0, 12);
+        self.append(w, u64::from(count) + 2, &applied, dead)
+    }
+
+    /// Runs `f` under the writer lock: its reads see no concurrent write,
+    /// and its writes are appended as one atomic batch (a single record when
+    /// it makes one write), then waited for as the sync policy says.
+    pub(crate) fn transact<R>(&self, f: impl FnOnce(&mut Txn<'_>) -> Result<R>) -> Result<R> {
+        let pos = {
+            let mut w = self.writer()?;
+            let _inside = crate::engine::txn::Inside::enter()?;
+            let read = |k: &[u8]| self.read_live(k);
+            let mut tx = Txn::new(&read, self.now());
+            let r = f(&mut tx)?;
+            let mut writes = tx.into_writes();
+            // A delete of a key with no entry at all changes nothing.
+            writes.retain(|(k, v)| v.is_some() || self.keydir.get(k).is_some());
+            if writes.is_empty() {
+                drop(w);
+                if self.opts.sync_policy == crate::options::SyncPolicy::Always {
+                    // What the closure read may be another writer's record
+                    // that is not durable yet: a decision made on it must
+                    // not be acknowledged before it is.
+                    self.sync()?;
+                }
+                return Ok(r);
+            }
+            let ops: Vec<WriteOp<'_>> = writes
+                .iter()
+                .map(|(k, v)| WriteOp {
+                    key: k,
+                    value: v.as_ref().map(|(v, _)| v.as_slice()),
+                    expires: v.as_ref().map_or(0, |(_, e)| *e),
+                })
+                .collect();
+            let pos = if let [op] = ops.as_slice() {
+                match op.value {
+                    Some(v) => {
+                        check_key(op.key)?;
+                        check_value(v)?;
+                        self.put_locked(&mut w, op.key, v, op.expires)?
+                    }
+                    None => {
+                        check_key(op.key)?;
+                        self.delete_locked(&mut w, op.key)?
+                    }
+                }
+            } else {
+                self.write_ops_locked(&mut w, &ops)?
+            };
+            (pos, r)
+        };
+        self.finish(pos.0)?;
+        Ok(pos.1)
+    }
+
+    pub(crate) fn sync(&self) -> Result<()> {
+        self.check_open()?;
+        let Some(g) = &self.group else { return Ok(()) };
+        if self.is_poisoned() {
+            return Err(self.poisoned_error());
+        }
+        let a = g.current();
+        self.wait((a.id, a.len.load(Ordering::Acquire)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_parse_like_redis() {
+        assert_eq!(parse_i64(b"0").ok(), Some(0));
+        assert_eq!(parse_i64(b"-12").ok(), Some(-12));
+        assert_eq!(parse_i64(b"9223372036854775807").ok(), Some(i64::MAX));
+        assert_eq!(parse_i64(b"-9223372036854775808").ok(), Some(i64::MIN));
+        for bad in [
+            &b""[..],
+            b"-",
+            b"+1",
+            b" 1",
+            b"1 ",
+            b"01",
+            b"-0",
+            b"1.5",
+            b"9223372036854775808",
+            b"abc",
+        ] {
+            assert!(
+                matches!(parse_i64(bad), Err(Error::NotAnInteger)),
+                "{:?}",
+                bad
+            );
+        }
+    }
+}
