@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::error::Result;
-use crate::format::record::{self, Decoded, Kind};
+use crate::format::record::{self, Decoded, Kind, RecordRef};
 use crate::format::segment::{self, SEGMENT_HEADER_LEN};
 use crate::fs::{RealFs, Vfs};
 
@@ -98,57 +98,62 @@ pub fn read_segment(path: impl AsRef<Path>) -> Result<Vec<SegmentEntry>> {
         .and_then(|n| n.to_str())
         .and_then(crate::format::names::parse_file_name)
         .map_or(0, |(id, _)| id);
-    let salt = match segment::header_info(path, &bytes, id) {
-        Ok(h) => h.salt,
-        Err(e) => {
-            return Ok(vec![SegmentEntry::Damaged {
-                offset: 0,
-                len: bytes.len() as u64,
-                reason: format!("segment header: {e}"),
-            }])
-        }
-    };
+    match segment::header_info(path, &bytes, id) {
+        Ok(h) => Ok(walk_records(&bytes, h.salt)),
+        Err(e) => Ok(vec![SegmentEntry::Damaged {
+            offset: 0,
+            len: bytes.len() as u64,
+            reason: format!("segment header: {e}"),
+        }]),
+    }
+}
+
+/// The records and damaged ranges of a segment's `bytes` after its header,
+/// up to its end or to the zeros that end it.
+fn walk_records(bytes: &[u8], salt: u32) -> Vec<SegmentEntry> {
     let mut out = Vec::new();
     let mut pos = SEGMENT_HEADER_LEN as usize;
     while pos < bytes.len() {
         if bytes[pos..].iter().all(|&b| b == 0) {
             break;
         }
-        match record::decode(&bytes[pos..], salt, pos as u64) {
+        let reason = match record::decode(&bytes[pos..], salt, pos as u64) {
             Decoded::Record(r) => {
-                out.push(SegmentEntry::Record {
-                    offset: pos as u64,
-                    kind: match r.kind {
-                        Kind::Put => RecordKind::Put,
-                        Kind::Tombstone => RecordKind::Tombstone,
-                        Kind::BatchBegin => RecordKind::BatchBegin,
-                        Kind::BatchCommit => RecordKind::BatchCommit,
-                        Kind::SyncMark => RecordKind::SyncMark,
-                    },
-                    seq: r.seq,
-                    expires_at_ms: r.expires_at_ms,
-                    in_batch: r.in_batch,
-                    key: r.key.to_vec(),
-                    value: r.value.to_vec(),
-                    len: r.len,
-                });
+                out.push(record_entry(pos as u64, &r));
                 pos += r.len as usize;
+                continue;
             }
-            Decoded::Truncated | Decoded::Invalid(_) => {
-                let reason = match record::decode(&bytes[pos..], salt, pos as u64) {
-                    Decoded::Invalid(why) => why.to_string(),
-                    _ => "record is truncated".to_string(),
-                };
-                let next = crate::recovery::find_next_valid(&bytes, pos + 1, 0, salt)
-                    .unwrap_or(bytes.len());
-                out.push(SegmentEntry::Damaged {
-                    offset: pos as u64,
-                    len: (next - pos) as u64,
-                    reason,
-                });
-                pos = next;
-            }
-        }
+            Decoded::Invalid(why) => why.to_string(),
+            Decoded::Truncated => "record is truncated".to_string(),
+        };
+        // Resume at the next valid record.
+        let next = crate::recovery::find_next_valid(bytes, pos + 1, 0, salt).unwrap_or(bytes.len());
+        out.push(SegmentEntry::Damaged {
+            offset: pos as u64,
+            len: (next - pos) as u64,
+            reason,
+        });
+        pos = next;
     }
-    Ok(out)
+    out
+}
+
+/// The entry for record `r`, found at `offset`.
+fn record_entry(offset: u64, r: &RecordRef<'_>) -> SegmentEntry {
+    SegmentEntry::Record {
+        offset,
+        kind: match r.kind {
+            Kind::Put => RecordKind::Put,
+            Kind::Tombstone => RecordKind::Tombstone,
+            Kind::BatchBegin => RecordKind::BatchBegin,
+            Kind::BatchCommit => RecordKind::BatchCommit,
+            Kind::SyncMark => RecordKind::SyncMark,
+        },
+        seq: r.seq,
+        expires_at_ms: r.expires_at_ms,
+        in_batch: r.in_batch,
+        key: r.key.to_vec(),
+        value: r.value.to_vec(),
+        len: r.len,
+    }
 }

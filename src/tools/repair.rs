@@ -8,9 +8,9 @@ use crate::format::hint;
 use crate::format::names;
 use crate::format::record::{self, Kind, RECORD_HEADER_LEN};
 use crate::format::segment;
-use crate::fs::{self, OpenMode, RealFs, Vfs};
+use crate::fs::{self, LockGuard, OpenMode, RealFs, Vfs};
 use crate::options::RecoveryMode;
-use crate::recovery::{self, SkippedRange};
+use crate::recovery::{self, SegmentLoad, SkippedRange};
 use crate::storage::hints;
 use crate::util::rand::new_salt;
 
@@ -55,144 +55,191 @@ pub struct RepairReport {
 pub fn repair(dir: impl AsRef<Path>, dry_run: bool) -> Result<RepairReport> {
     let dir = dir.as_ref();
     let fs = RealFs;
-    let lock_path = dir.join(names::LOCK_FILE);
-    let _lock = match fs.try_lock(&lock_path, dry_run)? {
-        Some(l) => l,
-        None => return Err(Error::Locked { path: lock_path }),
-    };
+    let _lock = lock_store(&fs, dir, dry_run)?;
     let listing = recovery::list_dir(&fs, dir)?;
     let active = recovery::find_active(&fs, dir, &listing.segments);
     let mut report = RepairReport::default();
     let mut rewrites: Vec<(u32, Vec<u8>)> = Vec::new();
     for &id in &listing.segments {
-        let path = names::segment_path(dir, id);
-        let bytes = fs.read(&path)?;
-        let is_active = Some(id) == active;
-        let header = match segment::header_info(&path, &bytes, id) {
-            Ok(h) => h,
-            Err(e) => {
-                report.unrepairable.push((path, e.to_string()));
-                continue;
-            }
-        };
-        // A sealed segment shorter than its (authentic) hint lost its end.
-        let truncated = !is_active
-            && matches!(
-                fs.read(&names::hint_path(dir, id)).map(|h| hint::decode(
-                    &h,
-                    id,
-                    bytes.len() as u64,
-                    header.salt
-                )),
-                Ok(Err(hint::SEGMENT_TRUNCATED))
-            );
-        let strict = recovery::scan_segment(&path, id, &bytes, is_active, RecoveryMode::Strict);
-        if strict.is_ok() && !truncated {
-            continue;
+        if let Some(out) = salvage_segment(&fs, dir, id, Some(id) == active, &mut report)? {
+            rewrites.push((id, out));
         }
-        let load = recovery::scan_segment(&path, id, &bytes, is_active, RecoveryMode::Salvage)?;
-        let salt = new_salt(id);
-        let flags = if header.compacted {
-            segment::FLAG_COMPACTED
-        } else {
-            0
-        };
-        let mut out = segment::encode_header_flags(id, salt, flags).to_vec();
-        for e in &load.entries {
-            let start = (e.offset + u64::from(RECORD_HEADER_LEN)) as usize;
-            let key_end = start + e.key.len();
-            let value = &bytes[key_end..key_end + e.value_len as usize];
-            let (kind, value) = if e.tombstone {
-                (Kind::Tombstone, &[][..])
-            } else {
-                (Kind::Put, value)
-            };
-            let at = out.len() as u64;
-            record::encode_into(
-                &mut out,
-                salt,
-                at,
-                kind,
-                0,
-                e.seq,
-                e.expires_at_ms,
-                &e.key,
-                value,
-            );
-        }
-        report.segments.push(id);
-        report.records_kept += load.entries.len() as u64;
-        report.dropped.extend(load.skipped.iter().cloned());
-        if truncated && load.skipped.is_empty() {
-            report.dropped.push(SkippedRange {
-                path: path.clone(),
-                offset: bytes.len() as u64,
-                len: 0,
-                reason: "the end of the sealed segment is missing".into(),
-            });
-        }
-        rewrites.push((id, out));
     }
     if dry_run || rewrites.is_empty() {
         return Ok(report);
     }
-    // Back up every file about to change, durably, before changing any.
-    let name = dir
-        .file_name()
-        .map_or_else(|| "store".into(), |n| n.to_string_lossy().into_owned());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    let backup = dir
-        .parent()
-        .unwrap_or_else(|| Path::new("."))
-        .join(format!("{name}.repair-backup-{now}"));
+    report.backup = Some(back_up(&fs, dir, &rewrites)?);
+    for (id, bytes) in &rewrites {
+        swap_in(&fs, dir, *id, bytes, Some(*id) == active)?;
+    }
+    Ok(report)
+}
+
+/// Takes the store's lock: shared for a dry run, which changes nothing.
+fn lock_store(fs: &dyn Vfs, dir: &Path, dry_run: bool) -> Result<LockGuard> {
+    let lock_path = dir.join(names::LOCK_FILE);
+    match fs.try_lock(&lock_path, dry_run)? {
+        Some(l) => Ok(l),
+        None => Err(Error::Locked { path: lock_path }),
+    }
+}
+
+/// The repaired contents of segment `id`, if strict recovery refuses it or
+/// it lost its end; what it keeps and drops goes into `report`.
+fn salvage_segment(
+    fs: &dyn Vfs,
+    dir: &Path,
+    id: u32,
+    is_active: bool,
+    report: &mut RepairReport,
+) -> Result<Option<Vec<u8>>> {
+    let path = names::segment_path(dir, id);
+    let bytes = fs.read(&path)?;
+    let header = match segment::header_info(&path, &bytes, id) {
+        Ok(h) => h,
+        Err(e) => {
+            report.unrepairable.push((path, e.to_string()));
+            return Ok(None);
+        }
+    };
+    let truncated = !is_active && hint_says_truncated(fs, dir, id, bytes.len() as u64, header.salt);
+    let strict = recovery::scan_segment(&path, id, &bytes, is_active, RecoveryMode::Strict);
+    if strict.is_ok() && !truncated {
+        return Ok(None);
+    }
+    let load = recovery::scan_segment(&path, id, &bytes, is_active, RecoveryMode::Salvage)?;
+    let out = rebuild_segment(id, header.compacted, &bytes, &load);
+    report.segments.push(id);
+    report.records_kept += load.entries.len() as u64;
+    report.dropped.extend(load.skipped.iter().cloned());
+    if truncated && load.skipped.is_empty() {
+        report.dropped.push(SkippedRange {
+            path,
+            offset: bytes.len() as u64,
+            len: 0,
+            reason: "the end of the sealed segment is missing".into(),
+        });
+    }
+    Ok(Some(out))
+}
+
+/// Whether the (authentic) hint of sealed segment `id` describes a longer
+/// segment than `segment_len`: the segment lost its end.
+fn hint_says_truncated(fs: &dyn Vfs, dir: &Path, id: u32, segment_len: u64, salt: u32) -> bool {
+    matches!(
+        fs.read(&names::hint_path(dir, id))
+            .map(|h| hint::decode(&h, id, segment_len, salt)),
+        Ok(Err(hint::SEGMENT_TRUNCATED))
+    )
+}
+
+/// A new segment `id` (with a new salt, and the original's compacted flag)
+/// holding the records `load` found in `bytes`, in order.
+fn rebuild_segment(id: u32, compacted: bool, bytes: &[u8], load: &SegmentLoad) -> Vec<u8> {
+    let salt = new_salt(id);
+    let flags = if compacted {
+        segment::FLAG_COMPACTED
+    } else {
+        0
+    };
+    let mut out = segment::encode_header_flags(id, salt, flags).to_vec();
+    for e in &load.entries {
+        let start = (e.offset + u64::from(RECORD_HEADER_LEN)) as usize;
+        let key_end = start + e.key.len();
+        let value = &bytes[key_end..key_end + e.value_len as usize];
+        let (kind, value) = if e.tombstone {
+            (Kind::Tombstone, &[][..])
+        } else {
+            (Kind::Put, value)
+        };
+        let at = out.len() as u64;
+        record::encode_into(
+            &mut out,
+            salt,
+            at,
+            kind,
+            0,
+            e.seq,
+            e.expires_at_ms,
+            &e.key,
+            value,
+        );
+    }
+    out
+}
+
+/// Copies every file about to change (each rewritten segment and its hint)
+/// into a new backup directory next to the store, durably, before any
+/// changes; returns the backup directory.
+fn back_up(fs: &dyn Vfs, dir: &Path, rewrites: &[(u32, Vec<u8>)]) -> Result<PathBuf> {
+    let backup = backup_path(dir);
     fs.create_dir_all(&backup)?;
-    for (id, _) in &rewrites {
+    for (id, _) in rewrites {
         for path in [names::segment_path(dir, *id), names::hint_path(dir, *id)] {
-            let bytes = match fs.read(&path) {
-                Ok(b) => b,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::Io(e)),
-            };
-            let to = backup.join(path.file_name().unwrap_or_default());
-            let f = fs.open(&to, OpenMode::CreateNew)?;
-            fs::write_all_at(&*f, &bytes, 0)?;
-            f.sync_all()?;
+            copy_into(fs, &path, &backup)?;
         }
     }
     fs.sync_dir(&backup)?;
     if let Some(parent) = backup.parent() {
         fs.sync_dir(parent)?;
     }
-    report.backup = Some(backup);
-    // Swap in each new segment atomically, then write its hint. Until the
-    // new hint is in place the old one names the old salt, so it is never
-    // used for the new segment.
-    for (id, bytes) in &rewrites {
-        let path = names::segment_path(dir, *id);
-        fs.write_atomic(&path, ".repair-", bytes)?;
-        fs.sync_dir(dir)?;
-        let is_active = Some(*id) == active;
-        if is_active {
-            // The active segment has no hint.
-            match fs.remove_file(&names::hint_path(dir, *id)) {
-                Ok(()) => fs.sync_dir(dir)?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::Io(e)),
-            }
-            continue;
+    Ok(backup)
+}
+
+/// `<dir>.repair-backup-<unix ms>`, next to the store.
+fn backup_path(dir: &Path) -> PathBuf {
+    let name = dir
+        .file_name()
+        .map_or_else(|| "store".into(), |n| n.to_string_lossy().into_owned());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    dir.parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join(format!("{name}.repair-backup-{now}"))
+}
+
+/// Copies file `path`, if it exists, into directory `to`, and syncs the
+/// copy.
+fn copy_into(fs: &dyn Vfs, path: &Path, to: &Path) -> Result<()> {
+    let bytes = match fs.read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::Io(e)),
+    };
+    let f = fs.open(
+        &to.join(path.file_name().unwrap_or_default()),
+        OpenMode::CreateNew,
+    )?;
+    fs::write_all_at(&*f, &bytes, 0)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Swaps the new segment `id` in atomically, then writes its hint (the
+/// active segment has none). Until the new hint is in place the old one
+/// names the old salt, so it is never used for the new segment.
+fn swap_in(fs: &dyn Vfs, dir: &Path, id: u32, bytes: &[u8], is_active: bool) -> Result<()> {
+    let path = names::segment_path(dir, id);
+    fs.write_atomic(&path, ".repair-", bytes)?;
+    fs.sync_dir(dir)?;
+    if is_active {
+        match fs.remove_file(&names::hint_path(dir, id)) {
+            Ok(()) => fs.sync_dir(dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::Io(e)),
         }
-        let load = recovery::scan_segment(&path, *id, bytes, false, RecoveryMode::Strict)?;
-        hints::write(
-            &fs,
-            dir,
-            *id,
-            load.salt,
-            load.len,
-            load.max_seq,
-            &recovery::dedup_newest(&load.entries),
-        )?;
+        return Ok(());
     }
-    Ok(report)
+    let load = recovery::scan_segment(&path, id, bytes, false, RecoveryMode::Strict)?;
+    hints::write(
+        fs,
+        dir,
+        id,
+        load.salt,
+        load.len,
+        load.max_seq,
+        &recovery::dedup_newest(&load.entries),
+    )?;
+    Ok(())
 }

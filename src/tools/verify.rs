@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::format::hint;
+use crate::format::manifest;
 use crate::format::names;
 use crate::format::segment;
 use crate::fs::{RealFs, Vfs};
@@ -123,158 +124,245 @@ pub fn verify(dir: impl AsRef<Path>, quick: bool) -> Result<VerifyReport> {
     let dir = dir.as_ref();
     let vfs = RealFs;
     let mut report = VerifyReport::default();
-    let mut names = vfs.list(dir)?;
-    names.sort();
-    for name in &names {
-        if name == names::KEYSPACES_DIR && std::path::Path::new(&dir.join(name)).is_dir() {
-            // Each keyspace is a store of its own: verify it the same way.
-            let mut subs = vfs.list(&dir.join(name))?;
-            subs.sort();
-            for sub in subs {
-                let path = dir.join(name).join(&sub);
-                if !path.is_dir() {
-                    report.problems.push(Problem {
-                        kind: ProblemKind::StrayFile,
-                        path,
-                        offset: None,
-                        detail: "not a keyspace directory".into(),
-                    });
-                    continue;
-                }
-                let r = verify(path, quick)?;
-                report.segments += r.segments;
-                report.records += r.records;
-                report.hints += r.hints;
-                report.problems.extend(r.problems);
-            }
-            continue;
-        }
-        let known = name == names::LOCK_FILE
-            || name == crate::format::manifest::MANIFEST
-            || names::parse_file_name(name).is_some();
-        if name == crate::format::manifest::MANIFEST {
-            report.problems.push(Problem {
-                kind: ProblemKind::UnfinishedCompaction,
-                path: dir.join(name),
-                offset: None,
-                detail: "a compaction stopped before deleting the segments this manifest names"
-                    .into(),
-            });
-        } else if !known {
-            report.problems.push(Problem {
-                kind: ProblemKind::StrayFile,
-                path: dir.join(name),
-                offset: None,
-                detail: if name.ends_with(names::TMP_SUFFIX) {
-                    "temporary file left by a crash".into()
-                } else {
-                    "not a cairn file".into()
-                },
-            });
-        }
-    }
+    check_dir_entries(&vfs, dir, quick, &mut report)?;
     let listing = recovery::list_dir(&vfs, dir)?;
     let active = recovery::find_active(&vfs, dir, &listing.segments);
     for &id in &listing.segments {
-        report.segments += 1;
-        let path = names::segment_path(dir, id);
-        let is_active = Some(id) == active;
-        let bytes = vfs.read(&path)?;
-        let salt = match segment::header_info(&path, &bytes, id) {
-            Ok(h) => Some(h.salt),
-            Err(e) => {
-                report.problems.push(problem_of(e, &path));
-                None
-            }
-        };
-        let hint_path = names::hint_path(dir, id);
-        let mut hint_ok = None;
-        if !is_active {
-            match vfs.read(&hint_path) {
-                Ok(h) => {
-                    report.hints += 1;
-                    if let Some(salt) = salt {
-                        match hint::decode(&h, id, bytes.len() as u64, salt) {
-                            Ok(h) => hint_ok = Some(h),
-                            Err(hint::SEGMENT_TRUNCATED) => report.problems.push(Problem {
-                                kind: ProblemKind::Corruption,
-                                path: path.clone(),
-                                offset: Some(bytes.len() as u64),
-                                detail: "the end of the sealed segment is missing: its hint describes a longer file".into(),
-                            }),
-                            Err(why) => report.problems.push(Problem {
-                                kind: ProblemKind::HintUnusable,
-                                path: hint_path.clone(),
-                                offset: None,
-                                detail: why.into(),
-                            }),
-                        }
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    report.problems.push(Problem {
-                        kind: ProblemKind::HintMissing,
-                        path: hint_path.clone(),
-                        offset: None,
-                        detail: "sealed segment without a hint file".into(),
-                    });
-                }
-                Err(e) => return Err(Error::Io(e)),
-            }
-        }
-        if salt.is_none() || (quick && hint_ok.is_some()) {
-            continue;
-        }
-        // Strict first, to classify; then salvage, to find every damaged
-        // range and count the records that are fine.
-        let strict = recovery::scan_segment(&path, id, &bytes, is_active, RecoveryMode::Strict);
-        match &strict {
-            Ok(load) => {
-                if let Some((at, len)) = load.cut.filter(|_| !load.zero_tail) {
-                    report.problems.push(Problem {
-                        kind: ProblemKind::TornTail,
-                        path: path.clone(),
-                        offset: Some(at),
-                        detail: format!(
-                            "{} bytes after the last complete record (a partial write; the next open cuts them)",
-                            len - at
-                        ),
-                    });
-                }
-                report.records += load.entries.len() as u64;
-                if let Some(why) = hint_ok.as_ref().and_then(|h| hint_mismatch(h, load)) {
-                    report.problems.push(Problem {
-                        kind: ProblemKind::HintMismatch,
-                        path: hint_path.clone(),
-                        offset: None,
-                        detail: why,
-                    });
-                }
-            }
-            Err(_) => {
-                match recovery::scan_segment(&path, id, &bytes, is_active, RecoveryMode::Salvage) {
-                    Ok(load) => {
-                        report.records += load.entries.len() as u64;
-                        for s in &load.skipped {
-                            report.problems.push(Problem {
-                                kind: ProblemKind::Corruption,
-                                path: path.clone(),
-                                offset: Some(s.offset),
-                                detail: format!("{} ({} bytes)", s.reason, s.len),
-                            });
-                        }
-                        if load.skipped.is_empty() {
-                            if let Err(e) = strict {
-                                report.problems.push(problem_of(e, &path));
-                            }
-                        }
-                    }
-                    Err(e) => report.problems.push(problem_of(e, &path)),
-                }
-            }
-        }
+        check_segment(&vfs, dir, id, Some(id) == active, quick, &mut report)?;
     }
     Ok(report)
+}
+
+impl VerifyReport {
+    /// Records a problem.
+    fn push(
+        &mut self,
+        kind: ProblemKind,
+        path: &Path,
+        offset: Option<u64>,
+        detail: impl Into<String>,
+    ) {
+        self.problems.push(Problem {
+            kind,
+            path: path.to_path_buf(),
+            offset,
+            detail: detail.into(),
+        });
+    }
+
+    /// Adds the counts and problems of a keyspace's report to this one.
+    fn absorb(&mut self, other: VerifyReport) {
+        self.segments += other.segments;
+        self.records += other.records;
+        self.hints += other.hints;
+        self.problems.extend(other.problems);
+    }
+}
+
+/// Goes through the directory's entries in name order: verifies the
+/// keyspaces directory, and reports an unfinished compaction's manifest and
+/// every file cairn does not expect.
+fn check_dir_entries(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    quick: bool,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    let mut entries = vfs.list(dir)?;
+    entries.sort();
+    for name in &entries {
+        let path = dir.join(name);
+        if name == names::KEYSPACES_DIR && path.is_dir() {
+            verify_keyspaces(vfs, &path, quick, report)?;
+        } else if name == manifest::MANIFEST {
+            report.push(
+                ProblemKind::UnfinishedCompaction,
+                &path,
+                None,
+                "a compaction stopped before deleting the segments this manifest names",
+            );
+        } else if name != names::LOCK_FILE && names::parse_file_name(name).is_none() {
+            let detail = if name.ends_with(names::TMP_SUFFIX) {
+                "temporary file left by a crash"
+            } else {
+                "not a cairn file"
+            };
+            report.push(ProblemKind::StrayFile, &path, None, detail);
+        }
+    }
+    Ok(())
+}
+
+/// Each keyspace is a store of its own: verifies it the same way.
+fn verify_keyspaces(
+    vfs: &dyn Vfs,
+    keyspaces: &Path,
+    quick: bool,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    let mut subs = vfs.list(keyspaces)?;
+    subs.sort();
+    for sub in subs {
+        let path = keyspaces.join(&sub);
+        if path.is_dir() {
+            report.absorb(verify(path, quick)?);
+        } else {
+            report.push(
+                ProblemKind::StrayFile,
+                &path,
+                None,
+                "not a keyspace directory",
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A segment file read whole, with the path of its hint.
+struct SegmentFile {
+    id: u32,
+    path: PathBuf,
+    hint_path: PathBuf,
+    bytes: Vec<u8>,
+    is_active: bool,
+}
+
+impl SegmentFile {
+    fn len(&self) -> u64 {
+        self.bytes.len() as u64
+    }
+
+    fn scan(&self, mode: RecoveryMode) -> Result<recovery::SegmentLoad> {
+        recovery::scan_segment(&self.path, self.id, &self.bytes, self.is_active, mode)
+    }
+}
+
+/// Checks segment `id`: its header, its hint (when sealed), and, unless
+/// `quick` and the hint is usable, every record.
+fn check_segment(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    id: u32,
+    is_active: bool,
+    quick: bool,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    report.segments += 1;
+    let path = names::segment_path(dir, id);
+    let seg = SegmentFile {
+        id,
+        bytes: vfs.read(&path)?,
+        hint_path: names::hint_path(dir, id),
+        path,
+        is_active,
+    };
+    let salt = match segment::header_info(&seg.path, &seg.bytes, id) {
+        Ok(h) => Some(h.salt),
+        Err(e) => {
+            report.problems.push(problem_of(e, &seg.path));
+            None
+        }
+    };
+    let hint = if is_active {
+        None
+    } else {
+        check_hint(vfs, &seg, salt, report)?
+    };
+    if salt.is_none() || (quick && hint.is_some()) {
+        return Ok(());
+    }
+    check_records(&seg, hint.as_ref(), report);
+    Ok(())
+}
+
+/// Reads the hint of a sealed segment and checks it against the segment's
+/// length and salt (when its header gave one): the hint, if open would use
+/// it.
+fn check_hint(
+    vfs: &dyn Vfs,
+    seg: &SegmentFile,
+    salt: Option<u32>,
+    report: &mut VerifyReport,
+) -> Result<Option<hint::Hint>> {
+    let bytes = match vfs.read(&seg.hint_path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            report.push(
+                ProblemKind::HintMissing,
+                &seg.hint_path,
+                None,
+                "sealed segment without a hint file",
+            );
+            return Ok(None);
+        }
+        Err(e) => return Err(Error::Io(e)),
+    };
+    report.hints += 1;
+    let Some(salt) = salt else {
+        return Ok(None);
+    };
+    match hint::decode(&bytes, seg.id, seg.len(), salt) {
+        Ok(h) => return Ok(Some(h)),
+        Err(hint::SEGMENT_TRUNCATED) => report.push(
+            ProblemKind::Corruption,
+            &seg.path,
+            Some(seg.len()),
+            "the end of the sealed segment is missing: its hint describes a longer file",
+        ),
+        Err(why) => report.push(ProblemKind::HintUnusable, &seg.hint_path, None, why),
+    }
+    Ok(None)
+}
+
+/// Checks every record of a segment whose header is sound. Strict first, to
+/// classify; then salvage, to find every damaged range and count the
+/// records that are fine.
+fn check_records(seg: &SegmentFile, hint: Option<&hint::Hint>, report: &mut VerifyReport) {
+    match seg.scan(RecoveryMode::Strict) {
+        Ok(load) => check_sound_load(seg, &load, hint, report),
+        Err(strict) => check_salvaged(seg, strict, report),
+    }
+}
+
+/// Reports the damaged ranges of a segment that strict recovery refused
+/// (with `strict`, its error), and counts the records that are fine.
+fn check_salvaged(seg: &SegmentFile, strict: Error, report: &mut VerifyReport) {
+    let load = match seg.scan(RecoveryMode::Salvage) {
+        Ok(load) => load,
+        Err(e) => {
+            report.problems.push(problem_of(e, &seg.path));
+            return;
+        }
+    };
+    report.records += load.entries.len() as u64;
+    for s in &load.skipped {
+        let detail = format!("{} ({} bytes)", s.reason, s.len);
+        report.push(ProblemKind::Corruption, &seg.path, Some(s.offset), detail);
+    }
+    if load.skipped.is_empty() {
+        report.problems.push(problem_of(strict, &seg.path));
+    }
+}
+
+/// Reports what a segment that strict recovery accepts can still have: a
+/// torn tail, and a hint that does not describe its records.
+fn check_sound_load(
+    seg: &SegmentFile,
+    load: &recovery::SegmentLoad,
+    hint: Option<&hint::Hint>,
+    report: &mut VerifyReport,
+) {
+    if let Some((at, len)) = load.cut.filter(|_| !load.zero_tail) {
+        let detail = format!(
+            "{} bytes after the last complete record (a partial write; the next open cuts them)",
+            len - at
+        );
+        report.push(ProblemKind::TornTail, &seg.path, Some(at), detail);
+    }
+    report.records += load.entries.len() as u64;
+    if let Some(why) = hint.and_then(|h| hint_mismatch(h, load)) {
+        report.push(ProblemKind::HintMismatch, &seg.hint_path, None, why);
+    }
 }
 
 /// How an authentic hint disagrees with the records of its segment, if it
