@@ -2,14 +2,15 @@
 //! clock: TTL jitter, stale-while-revalidate, XFetch early refresh,
 //! negative caching, and warm restarts.
 
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
 use cairn::cache::{Cache, CacheOptions};
 use cairn::{Db, ManualClock, Options, SyncPolicy};
-
-const START_MS: u64 = 1_700_000_000_000;
+use common::START_MS;
 
 fn db(dir: &std::path::Path, clock: &ManualClock) -> Db {
     Options::new()

@@ -19,6 +19,8 @@
 //!
 //! Tests named `bug_...` reproduce defects found in cairn (see their docs).
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -26,16 +28,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 
-use cairn::{Batch, CompactionStop, Db, ManualClock, Options, SyncPolicy, Ttl};
-
-/// Where every test clock starts (unix ms).
-const START_MS: u64 = 1_700_000_000_000;
-const SEGMENT_HEADER_LEN: usize = 32;
-const RECORD_HEADER_LEN: usize = 32;
-const KIND_PUT: u8 = 1;
-const KIND_TOMBSTONE: u8 = 2;
-const FLAG_COMPACTED: u8 = 1;
-const MANIFEST: &str = "COMPACTION";
+use cairn::{Batch, Db, ManualClock, Options, SyncPolicy, Ttl};
+use common::format::{
+    decode_manifest, hint_path, kind, record_checksum, seg_path, RecordHeader, SegmentHeader,
+    MANIFEST_NAME, RECORD_HEADER_LEN, SEGMENT_FLAG_COMPACTED, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
+};
+use common::{copy_dir, CompactionStop, TestOptions, XorShift as Rng, START_MS};
 
 const ALL_STOPS: [CompactionStop; 5] = [
     CompactionStop::AfterWrite,
@@ -46,22 +44,6 @@ const ALL_STOPS: [CompactionStop; 5] = [
 ];
 
 // ----- helpers ----------------------------------------------------------------
-
-/// A small xorshift generator: the tests need variety, not quality.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
 
 /// Small segments, no automatic compaction, no background sweep, no fsyncs
 /// (no test here simulates a power loss, only process crashes, for which
@@ -112,14 +94,6 @@ fn assert_same(a: &Contents, b: &Contents, ctx: &str) {
     );
 }
 
-fn seg_path(dir: &Path, id: u32) -> PathBuf {
-    dir.join(format!("{id:010}.seg"))
-}
-
-fn hint_path(dir: &Path, id: u32) -> PathBuf {
-    dir.join(format!("{id:010}.hint"))
-}
-
 /// Segment id -> file size, for every `*.seg` in `dir`.
 fn seg_files(dir: &Path) -> BTreeMap<u32, u64> {
     let mut m = BTreeMap::new();
@@ -162,22 +136,6 @@ fn tmp_files(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).expect("mkdir");
-    for ent in fs::read_dir(from).expect("read_dir") {
-        let ent = ent.expect("dir entry");
-        fs::copy(ent.path(), to.join(ent.file_name())).expect("copy");
-    }
-}
-
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-}
-
 /// One record of a segment file, decoded independently of cairn.
 #[derive(Debug)]
 struct Rec {
@@ -191,50 +149,40 @@ struct Rec {
 /// its checksum (CRC-32C over the salt, the record's offset and its body).
 fn read_segment(path: &Path) -> (u8, Vec<Rec>) {
     let b = fs::read(path).expect("read segment");
-    assert!(b.len() >= SEGMENT_HEADER_LEN, "{}: short", path.display());
-    assert_eq!(&b[..8], b"CAIRNSEG", "{}: magic", path.display());
-    let flags = b[11];
-    let salt = le_u32(&b, 12);
+    let header = SegmentHeader::read(&b).unwrap_or_else(|| panic!("{}: short", path.display()));
+    assert_eq!(header.magic, SEGMENT_MAGIC, "{}: magic", path.display());
     let mut recs = Vec::new();
     let mut pos = SEGMENT_HEADER_LEN;
-    while pos + RECORD_HEADER_LEN <= b.len() && b[pos + 4] != 0 {
-        let klen = le_u32(&b, pos + 24) as usize;
-        let vlen = le_u32(&b, pos + 28) as usize;
-        let end = pos + RECORD_HEADER_LEN + klen + vlen;
+    while let Some(h) = RecordHeader::read(&b, pos).filter(|h| h.kind != 0) {
+        let klen = h.key_len as usize;
+        let end = pos + h.record_len() as usize;
         assert!(
             end <= b.len(),
             "{}: record at {pos} runs past the end",
             path.display()
         );
-        let mut covered = salt.to_le_bytes().to_vec();
-        covered.extend_from_slice(&(pos as u64).to_le_bytes());
-        covered.extend_from_slice(&b[pos + 4..end]);
         assert_eq!(
-            crc32c::crc32c(&covered),
-            le_u32(&b, pos),
+            record_checksum(header.salt, pos as u64, &b[pos + 4..end]),
+            h.checksum,
             "{}: checksum of the record at {pos}",
             path.display()
         );
         recs.push(Rec {
-            kind: b[pos + 4],
-            seq: le_u64(&b, pos + 8),
-            expires: le_u64(&b, pos + 16),
+            kind: h.kind,
+            seq: h.seq,
+            expires: h.expires,
             key: b[pos + RECORD_HEADER_LEN..pos + RECORD_HEADER_LEN + klen].to_vec(),
         });
         pos = end;
     }
-    (flags, recs)
+    (header.flags, recs)
 }
 
 /// The segment ids named by the `COMPACTION` manifest (magic `CAIRNCMP`,
 /// count, ids, CRC-32C), if there is one.
 fn manifest_ids(dir: &Path) -> Option<Vec<u32>> {
-    let b = fs::read(dir.join(MANIFEST)).ok()?;
-    assert_eq!(&b[..8], b"CAIRNCMP", "manifest magic");
-    let n = le_u32(&b, 8) as usize;
-    assert_eq!(b.len(), 12 + 4 * n + 4, "manifest length");
-    assert_eq!(crc32c::crc32c(&b[..b.len() - 4]), le_u32(&b, b.len() - 4));
-    Some((0..n).map(|i| le_u32(&b, 12 + 4 * i)).collect())
+    let b = fs::read(dir.join(MANIFEST_NAME)).ok()?;
+    Some(decode_manifest(&b).unwrap_or_else(|e| panic!("{e}")))
 }
 
 /// Waits until `cond` holds, up to `timeout`; returns whether it did.
@@ -463,13 +411,13 @@ fn compaction_drops_dead_records_and_keeps_contents() {
     for id in new.keys() {
         assert!(*id > active, "compaction output {id} reuses an id");
         let (flags, recs) = read_segment(&seg_path(dir, *id));
-        assert_eq!(flags, FLAG_COMPACTED, "segment {id} flags");
+        assert_eq!(flags, SEGMENT_FLAG_COMPACTED, "segment {id} flags");
         assert!(
             recs.windows(2).all(|w| w[0].seq < w[1].seq),
             "seq order in {id}"
         );
         assert!(
-            recs.iter().all(|r| r.kind == KIND_PUT),
+            recs.iter().all(|r| r.kind == kind::PUT),
             "only live puts in {id}"
         );
         copied += recs.len() as u64;
@@ -644,7 +592,7 @@ fn pitfall6_setup(db: &Db, dir: &Path, hide: impl FnOnce(&Db)) -> Pitfall6 {
     // Automatic compaction rewrites B (and only B).
     assert!(
         wait_for(Duration::from_secs(20), || !seg_path(dir, seg_b).exists()
-            && !dir.join(MANIFEST).exists()),
+            && !dir.join(MANIFEST_NAME).exists()),
         "automatic compaction never rewrote segment B"
     );
     assert!(
@@ -664,7 +612,7 @@ fn check_victim_tombstone_kept(dir: &Path, p: &Pitfall6) {
     let mut found = Vec::new();
     for id in seg_files(dir).keys() {
         let (flags, recs) = read_segment(&seg_path(dir, *id));
-        if flags == FLAG_COMPACTED {
+        if flags == SEGMENT_FLAG_COMPACTED {
             for r in recs.iter().filter(|r| r.key == b"victim") {
                 found.push((r.kind, r.expires));
             }
@@ -672,7 +620,7 @@ fn check_victim_tombstone_kept(dir: &Path, p: &Pitfall6) {
     }
     assert_eq!(
         found,
-        vec![(KIND_TOMBSTONE, 0)],
+        vec![(kind::TOMBSTONE, 0)],
         "the compacted copy of segment {} must hold the victim's tombstone",
         p.seg_b
     );
@@ -934,7 +882,7 @@ fn online(use_mmap: bool, policy: SyncPolicy, auto: bool) {
     assert_eq!(s.dropped_expired, 0);
     drop(db);
     assert!(tmp_files(&dir).is_empty());
-    assert!(!dir.join(MANIFEST).exists());
+    assert!(!dir.join(MANIFEST_NAME).exists());
     let db = opts().open(&dir).expect("reopen");
     assert!(!db.recovery_report().finished_compaction);
     assert_same(&expected, &contents(&db), "after reopen");
@@ -987,7 +935,7 @@ fn crash_compaction(
     before: &Contents,
 ) -> Vec<u32> {
     let db = base_opts(clock)
-        .compaction_stop_for_tests(Some(stop))
+        .compaction_stop(Some(stop))
         .open(dir)
         .expect("open with the crash hook");
     let files = seg_files(dir);
@@ -1035,7 +983,11 @@ fn crash_at_every_compaction_step_keeps_contents() {
             }
             _ => assert!(!new.is_empty(), "{stop:?}: outputs in place"),
         }
-        assert_eq!(dir.join(MANIFEST).exists(), finished, "{stop:?}: manifest");
+        assert_eq!(
+            dir.join(MANIFEST_NAME).exists(),
+            finished,
+            "{stop:?}: manifest"
+        );
         if finished {
             assert_eq!(
                 manifest_ids(dir),
@@ -1063,7 +1015,7 @@ fn crash_at_every_compaction_step_keeps_contents() {
             "{stop:?}: {r:?}"
         );
         assert!(tmp_files(dir).is_empty(), "{stop:?}: {:?}", tmp_files(dir));
-        assert!(!dir.join(MANIFEST).exists(), "{stop:?}: manifest left");
+        assert!(!dir.join(MANIFEST_NAME).exists(), "{stop:?}: manifest left");
         for id in &old {
             assert_eq!(
                 seg_path(dir, *id).exists(),
@@ -1151,7 +1103,7 @@ fn crash_while_finishing_an_interrupted_compaction() {
         let db = base_opts(&clock).open(&dir).expect("reopen");
         assert_same(&before, &contents(&db), what);
         assert!(db.recovery_report().finished_compaction, "{what}");
-        assert!(!dir.join(MANIFEST).exists(), "{what}: manifest");
+        assert!(!dir.join(MANIFEST_NAME).exists(), "{what}: manifest");
         for id in &old {
             assert!(!seg_path(&dir, *id).exists(), "{what}: segment {id}");
             assert!(!hint_path(&dir, *id).exists(), "{what}: hint {id}");
@@ -1353,7 +1305,7 @@ fn writes_during_a_compaction_beat_its_higher_numbered_copies() {
     let mut newer = Vec::new();
     for id in seg_files(dir).keys() {
         let (flags, recs) = read_segment(&seg_path(dir, *id));
-        if flags == FLAG_COMPACTED {
+        if flags == SEGMENT_FLAG_COMPACTED {
             outputs.push(*id);
         } else if !writer_segments_before.contains(id) && !recs.is_empty() {
             newer.push(*id);
@@ -1442,7 +1394,7 @@ fn read_only_open_of_an_interrupted_compaction_changes_nothing() {
             stop,
             CompactionStop::AfterManifest | CompactionStop::AfterUnlink
         );
-        assert_eq!(files.contains_key(MANIFEST), interrupted, "{stop:?}");
+        assert_eq!(files.contains_key(MANIFEST_NAME), interrupted, "{stop:?}");
 
         let ro = base_opts(&clock)
             .read_only(true)
@@ -1490,7 +1442,7 @@ fn read_only_open_of_an_interrupted_compaction_changes_nothing() {
             &contents(&db),
             &format!("{stop:?}: writer after read-only"),
         );
-        assert!(!dir.join(MANIFEST).exists());
+        assert!(!dir.join(MANIFEST_NAME).exists());
         assert!(tmp_files(dir).is_empty());
     }
 }
@@ -1527,7 +1479,7 @@ fn compaction_after_a_crash_between_rename_and_manifest_copies_each_record_once(
         db.put("zz", vec![b'z'; 5000]).expect("seal");
         drop(db);
         let db = base_opts(&clock)
-            .compaction_stop_for_tests(Some(stop))
+            .compaction_stop(Some(stop))
             .open(dir)
             .expect("open with the crash hook");
         assert!(db.compact().is_err());

@@ -1,28 +1,15 @@
 //! Concurrent writers sharing fsyncs (group commit), and readers racing a
 //! writer that rolls segments.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Instant;
 
 use cairn::{Db, Options, SyncPolicy};
-
-/// A small xorshift generator: the tests need variety, not quality.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n
-    }
-}
+use common::XorShift as Rng;
 
 // ----- group commit ------------------------------------------------------------
 

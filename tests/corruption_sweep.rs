@@ -58,7 +58,7 @@
 //! <block>`, `truncate <len>`) replays one case (`CAIRN_SWEEP_OPS=1` also
 //! lists the operations and where their records are).
 
-mod simfs;
+mod common;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -67,14 +67,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use cairn::sim::{Rng, SimFs};
-use cairn::vfs::{OpenMode, Vfs};
 use cairn::{Batch, Db, Error, ManualClock, Options, RecoveryMode, SyncPolicy};
+use common::format::{self, hint_name, kind, seg_name};
+use common::sim::{OpenMode, Rng, SimFs, Vfs};
+use common::simfs::{self, DIR, START_MS};
 
-const DIR: &str = "/sim/db";
-const START_MS: u64 = 1_700_000_000_000;
-const HEADER: u64 = 32;
-const KIND_SYNC_MARK: u8 = 5;
+/// The segment header's length: where the first record starts.
+const HEADER: u64 = format::SEGMENT_HEADER_LEN as u64;
 
 type Files = BTreeMap<String, Vec<u8>>;
 /// Key → (value, absolute expiry in unix ms, 0 = none).
@@ -129,46 +128,30 @@ struct Reference {
     logical_end: BTreeMap<u32, u64>,
 }
 
-fn seg_name(id: u32) -> String {
-    format!("{id:010}.seg")
-}
-
 fn parse_name(name: &str) -> Option<(u32, &str)> {
     let (id, ext) = name.split_once('.')?;
     (id.len() == 10).then_some(())?;
     Some((id.parse().ok()?, ext))
 }
 
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    let mut a = [0u8; 8];
-    a.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(a)
-}
-
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    let mut a = [0u8; 4];
-    a.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(a)
-}
-
 /// Every record of a pristine segment file, up to its zero tail.
 fn parse_segment(bytes: &[u8]) -> (Vec<Rec>, u64) {
-    let salt = le_u32(bytes, 12);
+    let salt = format::le_u32(bytes, 12);
     let mut out = Vec::new();
     let mut pos = HEADER as usize;
     while pos < bytes.len() && bytes[pos..].iter().any(|&b| b != 0) {
-        let (kind, _seq, _k, _v, len) =
-            cairn::fuzzing::decode_record(&bytes[pos..], salt, pos as u64)
-                .unwrap_or_else(|| panic!("reference segment does not parse at {pos}"));
-        let durable = if kind == KIND_SYNC_MARK {
-            le_u64(bytes, pos + 32)
+        let h = format::decode_record(&bytes[pos..], salt, pos as u64)
+            .unwrap_or_else(|| panic!("reference segment does not parse at {pos}"));
+        let durable = if h.kind == kind::SYNC_MARK {
+            format::le_u64(bytes, pos + format::RECORD_HEADER_LEN)
         } else {
             0
         };
+        let len = h.record_len();
         out.push(Rec {
             off: pos as u64,
             len,
-            kind,
+            kind: h.kind,
             durable,
         });
         pos += len as usize;
@@ -284,7 +267,7 @@ impl Builder {
         let v = value(
             i,
             0,
-            record_len - HEADER as usize - key.len(),
+            record_len - format::RECORD_HEADER_LEN - key.len(),
             &mut self.rng,
         );
         db.put(key, &v).expect("put");
@@ -402,9 +385,9 @@ fn build_reference() -> Reference {
         let after_mark = recs
             .iter()
             .rev()
-            .take_while(|r| r.kind != KIND_SYNC_MARK)
+            .take_while(|r| r.kind != kind::SYNC_MARK)
             .count();
-        if recs.iter().any(|r| r.kind == KIND_SYNC_MARK) && after_mark >= 3 {
+        if recs.iter().any(|r| r.kind == kind::SYNC_MARK) && after_mark >= 3 {
             break;
         }
     }
@@ -465,13 +448,13 @@ impl Reference {
         assert!(sealed.len() >= 3, "only {} sealed segments", sealed.len());
         for id in &sealed {
             assert!(
-                self.files.contains_key(&format!("{id:010}.hint")),
+                self.files.contains_key(&hint_name(**id)),
                 "segment {id} has no hint"
             );
         }
         assert!(self.records[&self.active]
             .iter()
-            .any(|r| r.kind == KIND_SYNC_MARK));
+            .any(|r| r.kind == kind::SYNC_MARK));
         // Every operation's range ends at a record boundary.
         for op in &self.ops {
             let recs = &self.records[&op.seg];
@@ -542,7 +525,7 @@ impl Reference {
                 let op = &self.ops[i];
                 op.seg == seg
                     && recs.iter().any(|r| {
-                        r.kind != KIND_SYNC_MARK
+                        r.kind != kind::SYNC_MARK
                             && r.off >= op.start
                             && r.off < op.end
                             && r.off < to
@@ -753,7 +736,7 @@ fn expectation(r: &Reference, c: &Case) -> Expect {
                 .expect("a record holds the damaged byte");
             let durable = recs
                 .iter()
-                .filter(|x| x.kind == KIND_SYNC_MARK && (x.off > last || x.off + x.len <= first))
+                .filter(|x| x.kind == kind::SYNC_MARK && (x.off > last || x.off + x.len <= first))
                 .map(|x| x.durable)
                 .max()
                 .unwrap_or(0);
@@ -1178,7 +1161,7 @@ fn corruption_sweeps() {
         r.logical_end[&r.active],
         r.records[&r.active]
             .iter()
-            .filter(|x| x.kind == KIND_SYNC_MARK)
+            .filter(|x| x.kind == kind::SYNC_MARK)
             .map(|x| (x.off, x.durable))
             .collect::<Vec<_>>()
     );

@@ -27,11 +27,11 @@
 //! <crash_at> <damage>"` replays just that case with a trace of every
 //! file operation.
 
-mod simfs;
+mod common;
 
-use cairn::sim::{Damage, Rng, SimFs};
 use cairn::{ManualClock, SyncPolicy};
-use simfs::*;
+use common::sim::{Damage, Rng, SimFs};
+use common::simfs::*;
 
 #[derive(Clone, Debug)]
 struct Case {

@@ -1,88 +1,31 @@
 //! Inputs found by the fuzz targets in `fuzz/`, kept as regression tests.
 //!
-//! Each test rebuilds the store files the fuzzer made (with an independent
-//! encoder of docs/format.md, so the tests do not depend on cairn's own)
-//! and opens them through the public API.
+//! Each test rebuilds the store files the fuzzer made (with the
+//! independent encoder of docs/format.md in `tests/common/format.rs`, the
+//! one the fuzz targets use, so the tests do not depend on cairn's own) and
+//! opens them through the public API.
+
+mod common;
 
 use std::path::Path;
 
 use cairn::{Error, Options};
-
-/// CRC-32C, bit by bit (independent of the `crc32c` crate cairn uses).
-fn crc32c(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
+use common::format::{self, kind, HintEntry, Record};
 
 const SALT: u32 = 0x5a17_9e37;
 
 fn segment_header(id: u32) -> Vec<u8> {
-    let mut h = Vec::with_capacity(32);
-    h.extend_from_slice(b"CAIRNSEG");
-    h.extend_from_slice(&1u16.to_le_bytes());
-    h.push(1); // CRC-32C
-    h.push(0); // flags
-    h.extend_from_slice(&SALT.to_le_bytes());
-    h.extend_from_slice(&u64::from(id).to_le_bytes());
-    h.extend_from_slice(&[0u8; 4]);
-    let crc = crc32c(&h);
-    h.extend_from_slice(&crc.to_le_bytes());
-    h
+    format::segment_header(id, SALT, 0).to_vec()
 }
 
 /// Appends a put record at offset `seg.len()`.
 fn push_put(seg: &mut Vec<u8>, seq: u64, key: &[u8], value: &[u8]) {
-    push_record(seg, 1, seq, 0, key, value);
+    push_record(seg, &Record::put(seq, key, value));
 }
 
-/// Appends a record of `kind` (1 put, 2 tombstone) expiring at `expires_at_ms`
-/// (0: never) at offset `seg.len()`.
-fn push_record(
-    seg: &mut Vec<u8>,
-    kind: u8,
-    seq: u64,
-    expires_at_ms: u64,
-    key: &[u8],
-    value: &[u8],
-) {
-    let offset = seg.len() as u64;
-    let mut body = vec![kind, 0, 0, 0]; // kind, flags, reserved
-    body.extend_from_slice(&seq.to_le_bytes());
-    body.extend_from_slice(&expires_at_ms.to_le_bytes());
-    body.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    body.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    body.extend_from_slice(key);
-    body.extend_from_slice(value);
-    let mut covered = SALT.to_le_bytes().to_vec();
-    covered.extend_from_slice(&offset.to_le_bytes());
-    covered.extend_from_slice(&body);
-    seg.extend_from_slice(&crc32c(&covered).to_le_bytes());
-    seg.extend_from_slice(&body);
-}
-
-/// An unsigned LEB128 varint (docs/format.md, hint file).
-fn varint(b: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        b.push((v as u8 & 0x7f) | 0x80);
-        v >>= 7;
-    }
-    b.push(v as u8);
-}
-
-/// Zigzag encoding of a difference taken modulo 2^64.
-fn zigzag(d: u64) -> u64 {
-    let d = d as i64;
-    ((d << 1) ^ (d >> 63)) as u64
+/// Appends `r` at offset `seg.len()`.
+fn push_record(seg: &mut Vec<u8>, r: &Record) {
+    format::push_record(seg, SALT, r);
 }
 
 /// A hint for a segment of `segment_len` bytes holding one put of `key` at
@@ -95,31 +38,18 @@ fn hint(id: u32, segment_len: u64, seq: u64, key: &[u8], value_len: u32, max_seq
 /// number, key, value length), every one at offset 32 (the hint does not
 /// need to tell the truth), with `max_seq` in its trailer.
 fn hint_with(id: u32, segment_len: u64, puts: &[(u64, &[u8], u32)], max_seq: u64) -> Vec<u8> {
-    let mut b = Vec::new();
-    b.extend_from_slice(b"CAIRNHNT");
-    b.extend_from_slice(&2u16.to_le_bytes()); // hint format 2
-    b.push(1);
-    b.push(0);
-    b.extend_from_slice(&SALT.to_le_bytes());
-    b.extend_from_slice(&u64::from(id).to_le_bytes());
-    b.extend_from_slice(&segment_len.to_le_bytes());
-    let (mut prev_seq, mut prev_offset) = (0u64, 0u64);
-    for &(seq, key, value_len) in puts {
-        b.push(1); // put
-        varint(&mut b, zigzag(seq.wrapping_sub(prev_seq)));
-        varint(&mut b, zigzag(32u64.wrapping_sub(prev_offset)));
-        varint(&mut b, 0); // no expiry
-        varint(&mut b, key.len() as u64);
-        varint(&mut b, u64::from(value_len));
-        b.extend_from_slice(key);
-        (prev_seq, prev_offset) = (seq, 32);
-    }
-    b.extend_from_slice(&(puts.len() as u64).to_le_bytes());
-    b.extend_from_slice(&max_seq.to_le_bytes());
-    let crc = crc32c(&b);
-    b.extend_from_slice(&crc.to_le_bytes());
-    b.extend_from_slice(b"HEND");
-    b
+    let entries: Vec<HintEntry> = puts
+        .iter()
+        .map(|&(seq, key, value_len)| HintEntry {
+            seq,
+            expires: 0,
+            offset: 32,
+            key: key.to_vec(),
+            value_len,
+            kind: kind::PUT,
+        })
+        .collect();
+    format::encode_hint(id, SALT, segment_len, max_seq, &entries)
 }
 
 /// Opens `dir`; a store that opens must take writes without panicking, and
@@ -242,7 +172,7 @@ fn huge_max_sequence_number_in_a_hint() {
 fn hint_that_leaves_out_a_tombstone_and_compaction() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut seg1 = segment_header(1);
-    push_record(&mut seg1, 2, 6, 0, b"a", b"");
+    push_record(&mut seg1, &Record::tombstone(6, b"a"));
     let h = hint_with(1, seg1.len() as u64, &[], 6);
     let mut seg2 = segment_header(2);
     push_put(&mut seg2, 1, b"a", b"b");
@@ -385,7 +315,7 @@ fn different_keys_with_one_sequence_number_and_compaction() {
 fn hint_with_another_expiry_than_its_record_and_compaction() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut seg1 = segment_header(1);
-    push_record(&mut seg1, 1, 1, 1_000, b"k", b"v"); // expired in 1970
+    push_record(&mut seg1, &Record::put(1, b"k", b"v").expiring(1_000)); // expired in 1970
     let h = hint_with(1, seg1.len() as u64, &[(1, b"k", 1)], 1);
     write_files(
         dir.path(),

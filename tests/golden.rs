@@ -3,10 +3,14 @@
 //! keep opening with the same contents. A change that breaks either is a
 //! format change: bump the version in docs/format.md and keep reading v1.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cairn::{Batch, ManualClock, Options, SyncPolicy, Ttl};
+use common::copy_dir;
+use common::format::{crc32c_bitwise, kind, le_u32, le_u64};
 
 const NOW_MS: u64 = 1_700_000_000_000;
 
@@ -41,37 +45,6 @@ fn write_fixture(dir: &Path) {
     db.close().expect("close");
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    for e in std::fs::read_dir(from).expect("read fixture dir") {
-        let e = e.expect("entry");
-        std::fs::copy(e.path(), to.join(e.file_name())).expect("copy");
-    }
-}
-
-/// CRC-32C (Castagnoli), bit by bit, independent of the crate's own.
-fn crc32c(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0x82F6_3B78
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn u64_at(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-}
-
 /// Checks every checksum the way docs/format.md specifies it, then zeroes
 /// the salt and the checksums, which differ from run to run.
 fn verify_and_normalize(seg: &[u8]) -> Vec<u8> {
@@ -80,20 +53,28 @@ fn verify_and_normalize(seg: &[u8]) -> Vec<u8> {
     assert_eq!(u16::from_le_bytes([seg[8], seg[9]]), 1, "version");
     assert_eq!(seg[10], 1, "checksum algorithm id 1 = CRC-32C");
     assert_eq!(seg[11], 0, "flags");
-    assert_eq!(u32_at(seg, 28), crc32c(&seg[0..28]), "header checksum");
-    let salt = u32_at(seg, 12);
+    assert_eq!(
+        le_u32(seg, 28),
+        crc32c_bitwise(&seg[0..28]),
+        "header checksum"
+    );
+    let salt = le_u32(seg, 12);
     out[12..16].fill(0);
     out[28..32].fill(0);
     let mut at = 32usize;
     while at < seg.len() {
-        let key_len = u32_at(seg, at + 24) as usize;
-        let value_len = u32_at(seg, at + 28) as usize;
+        let key_len = le_u32(seg, at + 24) as usize;
+        let value_len = le_u32(seg, at + 28) as usize;
         let end = at + 32 + key_len + value_len;
         let mut covered = Vec::new();
         covered.extend_from_slice(&salt.to_le_bytes());
         covered.extend_from_slice(&(at as u64).to_le_bytes());
         covered.extend_from_slice(&seg[at + 4..end]);
-        assert_eq!(u32_at(seg, at), crc32c(&covered), "record checksum at {at}");
+        assert_eq!(
+            le_u32(seg, at),
+            crc32c_bitwise(&covered),
+            "record checksum at {at}"
+        );
         out[at..at + 4].fill(0);
         at = end;
     }
@@ -119,11 +100,11 @@ fn writer_produces_the_golden_bytes() {
     );
     // The first record: put("alpha", "1") with sequence 1, no expiry.
     let r = &golden[32..];
-    assert_eq!(r[4], 1, "kind put");
-    assert_eq!(u64_at(r, 8), 1, "sequence");
-    assert_eq!(u64_at(r, 16), 0, "expiry");
-    assert_eq!(u32_at(r, 24), 5, "key length");
-    assert_eq!(u32_at(r, 28), 1, "value length");
+    assert_eq!(r[4], kind::PUT, "kind put");
+    assert_eq!(le_u64(r, 8), 1, "sequence");
+    assert_eq!(le_u64(r, 16), 0, "expiry");
+    assert_eq!(le_u32(r, 24), 5, "key length");
+    assert_eq!(le_u32(r, 28), 1, "value length");
     assert_eq!(&r[32..38], b"alpha1");
 }
 

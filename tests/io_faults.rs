@@ -20,11 +20,11 @@
 //!
 //! `CAIRN_FAULT_STRIDE=n` tests every n-th operation index (default 1).
 
-mod simfs;
+mod common;
 
-use cairn::sim::{Damage, Fault, FaultKind, SimFs};
 use cairn::{Error, ManualClock, SyncPolicy};
-use simfs::*;
+use common::sim::{Damage, Fault, FaultKind, SimFs};
+use common::simfs::{self, *};
 
 const FAULT_WORKLOADS: [&str; 5] = ["writes", "batch", "rollover", "compaction", "mixed"];
 

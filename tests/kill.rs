@@ -33,6 +33,8 @@
 //! `CAIRN_KILL_SEED` replays the parent's random choices (the seed is
 //! printed; the kill moments themselves are real time and do not replay).
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
@@ -40,8 +42,8 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use cairn::sim::Rng;
 use cairn::{Batch, Db, Options, SyncPolicy, Ttl};
+use common::sim::Rng;
 
 /// The store directory the child writes to (set only for the child).
 const CHILD_ENV: &str = "CAIRN_KILL_CHILD";

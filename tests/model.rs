@@ -23,6 +23,8 @@
 //! The file also holds deterministic scenarios: concurrent `incr` and a
 //! `put_if_absent` race.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::OpenOptions;
@@ -31,15 +33,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use cairn::{Batch, CompactionStop, Db, Error, ManualClock, Options, SyncPolicy, Ttl};
+use cairn::{Batch, Db, Error, ManualClock, Options, SyncPolicy, Ttl};
+use common::format::{
+    self, kind, record_checksum_ok, Record, RecordHeader, SEGMENT_FLAG_COMPACTED,
+    SEGMENT_HEADER_LEN,
+};
+use common::{CompactionStop, TestOptions, START_MS};
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::strategy::Union;
 use proptest::test_runner::Config;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
-
-/// Where every test clock starts (unix ms).
-const START_MS: u64 = 1_700_000_000_000;
 
 /// The key space: six keys, including the empty key and a non-UTF-8 key.
 const KEYS: [&[u8]; 6] = [b"", b"a", b"ab", b"b", b"key", b"\xff\x00"];
@@ -730,7 +734,9 @@ fn active_segment(dir: &Path) -> PathBuf {
         .rev()
         .find(|p| {
             let header = std::fs::read(p).expect("read segment");
-            header.get(11).is_none_or(|f| f & 1 == 0)
+            header
+                .get(11)
+                .is_none_or(|f| f & SEGMENT_FLAG_COMPACTED == 0)
         })
         .expect("the store has an active segment")
 }
@@ -740,62 +746,24 @@ fn active_segment(dir: &Path) -> PathBuf {
 /// known kind and a matching checksum (such as the zeros cairn preallocates
 /// ahead of its writes).
 fn scan_records(bytes: &[u8]) -> (usize, Vec<u64>) {
-    let u32_at =
-        |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes")) as usize;
-    if bytes.len() < 32 {
+    if bytes.len() < SEGMENT_HEADER_LEN {
         return (bytes.len(), Vec::new());
     }
-    let salt = u32_at(12) as u32;
-    let mut pos = 32;
+    let salt = format::le_u32(bytes, 12);
+    let mut pos = SEGMENT_HEADER_LEN;
     let mut seqs = Vec::new();
-    while pos + 32 <= bytes.len() {
-        let total = 32 + u32_at(pos + 24) + u32_at(pos + 28);
-        let valid = (1..=5).contains(&bytes[pos + 4])
+    while let Some(h) = RecordHeader::read(bytes, pos) {
+        let total = h.record_len() as usize;
+        let valid = kind::is_known(h.kind)
             && pos + total <= bytes.len()
-            && record_crc(salt, pos as u64, &bytes[pos + 4..pos + total]) == u32_at(pos) as u32;
+            && record_checksum_ok(bytes, pos, total, salt);
         if !valid {
             break;
         }
-        seqs.push(u64::from_le_bytes(
-            bytes[pos + 8..pos + 16].try_into().expect("8 bytes"),
-        ));
+        seqs.push(h.seq);
         pos += total;
     }
     (pos, seqs)
-}
-
-/// A record's checksum (`docs/format.md`): CRC-32C of the segment's salt,
-/// the record's offset, then the record from its byte 4 on.
-fn record_crc(salt: u32, offset: u64, body: &[u8]) -> u32 {
-    let crc = crc32c::crc32c(&salt.to_le_bytes());
-    let crc = crc32c::crc32c_append(crc, &offset.to_le_bytes());
-    crc32c::crc32c_append(crc, body)
-}
-
-/// Encodes a record as `docs/format.md` describes it, valid at `offset` of
-/// a segment with this `salt`. `flags` 0x01 marks an operation of a batch.
-fn encode_record(
-    kind: u8,
-    flags: u8,
-    seq: u64,
-    key: &[u8],
-    value: &[u8],
-    salt: u32,
-    offset: usize,
-) -> Vec<u8> {
-    let mut b = vec![0u8; 4];
-    b.push(kind);
-    b.push(flags);
-    b.extend_from_slice(&0u16.to_le_bytes());
-    b.extend_from_slice(&seq.to_le_bytes());
-    b.extend_from_slice(&0u64.to_le_bytes());
-    b.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    b.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    b.extend_from_slice(key);
-    b.extend_from_slice(value);
-    let crc = record_crc(salt, offset as u64, &b[4..]);
-    b[..4].copy_from_slice(&crc.to_le_bytes());
-    b
 }
 
 /// How many leading bytes of `rec` a torn write may keep so that the record
@@ -818,7 +786,7 @@ fn tear_bytes(tear: &Tear, last_seq: u64, salt: u32, at: usize) -> (Vec<u8>, u64
             value,
             keep_per_mille,
         } => {
-            let rec = encode_record(1, 0, seq, &key.0, &value.0, salt, at);
+            let rec = Record::put(seq, &key.0, &value.0).encode(salt, at as u64);
             let max = max_torn_prefix(&rec);
             let keep = 1 + (max - 1) * (*keep_per_mille as usize) / 1000;
             assert!(keep <= max);
@@ -827,39 +795,19 @@ fn tear_bytes(tear: &Tear, last_seq: u64, salt: u32, at: usize) -> (Vec<u8>, u64
         Tear::TornSegmentCreate { .. } => unreachable!("not a torn append"),
         Tear::UncommittedBatch { puts, commit_bytes } => {
             let count = puts.len() as u32;
-            let mut b = encode_record(3, 0, seq, b"", &count.to_le_bytes(), salt, at);
+            let mut b = Record::batch_begin(seq, count).encode(salt, at as u64);
             for (i, (k, v)) in puts.iter().enumerate() {
-                let rec = encode_record(1, 1, seq + 1 + i as u64, &k.0, &v.0, salt, at + b.len());
+                let rec = Record::put(seq + 1 + i as u64, &k.0, &v.0)
+                    .in_batch()
+                    .encode(salt, (at + b.len()) as u64);
                 b.extend(rec);
             }
-            let mut commit = seq.to_le_bytes().to_vec();
-            commit.extend_from_slice(&count.to_le_bytes());
-            let commit = encode_record(
-                4,
-                0,
-                seq + 1 + u64::from(count),
-                b"",
-                &commit,
-                salt,
-                at + b.len(),
-            );
+            let commit = Record::batch_commit(seq + 1 + u64::from(count), seq, count)
+                .encode(salt, (at + b.len()) as u64);
             b.extend_from_slice(&commit[..(*commit_bytes).min(max_torn_prefix(&commit))]);
             (b, u64::from(count))
         }
     }
-}
-
-/// A segment header as `docs/format.md` gives it.
-fn segment_header(id: u64) -> Vec<u8> {
-    let mut h = vec![0u8; 32];
-    h[0..8].copy_from_slice(b"CAIRNSEG");
-    h[8..10].copy_from_slice(&1u16.to_le_bytes());
-    h[10] = 1;
-    h[12..16].copy_from_slice(&0x5eed_c0de_u32.to_le_bytes());
-    h[16..24].copy_from_slice(&id.to_le_bytes());
-    let crc = crc32c::crc32c(&h[0..28]);
-    h[28..32].copy_from_slice(&crc.to_le_bytes());
-    h
 }
 
 /// Damages the (closed) store in `dir` as `tear` says; returns the check of
@@ -882,17 +830,15 @@ fn tear_store(dir: &Path, tear: &Tear) -> Box<dyn FnOnce(&cairn::RecoveryReport)
         // segments present and those a compaction manifest names (deleted,
         // or about to be).
         let mut id = *segments(dir).keys().last().expect("a segment");
-        if let Ok(m) = std::fs::read(dir.join("COMPACTION")) {
-            let n = u32::from_le_bytes(m[8..12].try_into().expect("4 bytes")) as usize;
-            for i in 0..n {
-                let at = 12 + 4 * i;
-                let named = u32::from_le_bytes(m[at..at + 4].try_into().expect("4 bytes"));
+        if let Ok(m) = std::fs::read(dir.join(format::MANIFEST_NAME)) {
+            for named in format::manifest_listed_ids(&m) {
                 id = id.max(u64::from(named));
             }
         }
-        let mut new = segment_header(id + 1)[..*header_bytes].to_vec();
+        let new_id = u32::try_from(id + 1).expect("segment id");
+        let mut new = format::segment_header(new_id, 0x5eed_c0de, 0)[..*header_bytes].to_vec();
         new.resize(*len, 0);
-        let new_path = dir.join(format!("{:010}.seg", id + 1));
+        let new_path = format::seg_path(dir, new_id);
         std::fs::write(&new_path, &new).expect("write the torn segment");
         let len = *len as u64;
         return Box::new(move |report: &cairn::RecoveryReport| {
@@ -906,7 +852,7 @@ fn tear_store(dir: &Path, tear: &Tear) -> Box<dyn FnOnce(&cairn::RecoveryReport)
     // A torn write of an in-flight append: its first bytes reach the file
     // where the records end (over the zeros cairn preallocates there, if
     // any), the rest never does.
-    let salt = u32::from_le_bytes(bytes[12..16].try_into().expect("4 bytes"));
+    let salt = format::le_u32(&bytes, 12);
     let (torn, batch_records) = tear_bytes(tear, last_seq, salt, end);
     let f = OpenOptions::new()
         .write(true)
@@ -1043,7 +989,7 @@ impl StateMachineTest for CairnTest {
                     .opts
                     .clone()
                     .auto_compact(false)
-                    .compaction_stop_for_tests(Some(*stop));
+                    .compaction_stop(Some(*stop));
                 let db = stopping
                     .open(sut.dir.path())
                     .unwrap_or_else(|e| panic!("reopening failed: {e}"));
@@ -1305,7 +1251,7 @@ fn compaction_after_a_crash_between_rename_and_manifest() {
         // The crash: the compaction stops right after `stop`.
         let db = opts
             .clone()
-            .compaction_stop_for_tests(Some(stop))
+            .compaction_stop(Some(stop))
             .open(dir.path())
             .expect("open");
         assert!(db.compact().is_err());

@@ -11,6 +11,8 @@
 //! arrival), the loader waits until the cache's miss counter shows all of
 //! them, then lingers a little.
 
+mod common;
+
 use std::collections::HashSet;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -26,6 +28,7 @@ use cairn::cache::{Cache, CacheOptions, LoadError};
 use cairn::limits::{Begin, FixedWindow, Gcra, Idempotency};
 use cairn::session::Sessions;
 use cairn::{Db, ManualClock, Options, SyncPolicy};
+use common::XorShift as Rng;
 
 // ----- helpers -----------------------------------------------------------------
 
@@ -96,22 +99,6 @@ fn wait_for_misses(cache: &Cache, n: usize) {
 /// can only happen through the cache's `Arc`.
 #[derive(Debug)]
 struct Boom(usize);
-
-/// A small xorshift generator.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        (self.0 % n as u64) as usize
-    }
-}
 
 // ----- a minimal executor ------------------------------------------------------
 
@@ -556,20 +543,20 @@ fn rotate_racing_get_never_revives_an_old_id_or_leaks_another_session() {
                 // While the rotators run, and at least 200 checks each (on a
                 // fast build the rotators can finish before a reader starts).
                 while left.load(Ordering::SeqCst) > 0 || checks < 200 {
-                    let c = rng.below(CHAINS);
+                    let c = rng.below_usize(CHAINS);
                     // Decide whether the id is retired *before* reading it.
                     let (id, retired) = {
                         let h = history[c].lock().expect("history");
                         // Mostly recent ids, where the races are.
-                        let back = rng.below(4.min(h.len()));
-                        let j = if rng.below(4) == 0 {
-                            rng.below(h.len())
+                        let back = rng.below_usize(4.min(h.len()));
+                        let j = if rng.below_usize(4) == 0 {
+                            rng.below_usize(h.len())
                         } else {
                             h.len() - 1 - back
                         };
                         (h[j].clone(), j + 1 < h.len())
                     };
-                    let got = if rng.below(2) == 0 {
+                    let got = if rng.below_usize(2) == 0 {
                         sessions.get(&id).expect("get")
                     } else {
                         sessions.get_and_touch(&id).expect("get_and_touch")

@@ -7,6 +7,8 @@
 //! `CAIRN_MODEL_CASES=2000 cargo test --release --test modules_model` runs
 //! a longer soak (the default is 64 cases per module).
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,10 +17,9 @@ use cairn::cache::{Cache, CacheOptions};
 use cairn::limits::{Begin, Claim, FixedWindow, Gcra, Idempotency};
 use cairn::session::{SessionId, Sessions};
 use cairn::{Db, ManualClock, Options, SyncPolicy};
+use common::START_MS;
 use proptest::prelude::*;
 use proptest::test_runner::Config;
-
-const START_MS: u64 = 1_700_000_000_000;
 
 fn cases() -> u32 {
     std::env::var("CAIRN_MODEL_CASES")

@@ -5,6 +5,8 @@
 //! directly (the on-disk format is specified in docs/format.md) and check
 //! what the next open sees.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,12 +16,13 @@ use cairn::{
     Batch, Db, Error, ManualClock, Options, RecoveryMode, SyncPolicy, Ttl, MAX_KEY_BYTES,
     MAX_VALUE_BYTES,
 };
+use common::copy_dir;
+use common::format::{
+    crc32c, hint_path, kind, le_u32, le_u64, record_checksum_ok, seg_path, Record, RecordHeader,
+    SegmentHeader, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+};
 
 type State = BTreeMap<Vec<u8>, Vec<u8>>;
-
-const SEGMENT_HEADER_LEN: usize = 32;
-const RECORD_HEADER_LEN: usize = 32;
-const KIND_PUT: u8 = 1;
 
 // ----- helpers ----------------------------------------------------------------
 
@@ -36,82 +39,14 @@ fn small_opts() -> Options {
     opts().max_segment_bytes(4096)
 }
 
-fn seg_path(dir: &Path, id: u32) -> PathBuf {
-    dir.join(format!("{id:010}.seg"))
-}
-
-fn hint_path(dir: &Path, id: u32) -> PathBuf {
-    dir.join(format!("{id:010}.hint"))
-}
-
-/// CRC-32C (Castagnoli), bitwise.
-fn crc32c(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for &b in data {
-        crc ^= u32::from(b);
-        for _ in 0..8 {
-            let mask = (crc & 1).wrapping_neg();
-            crc = (crc >> 1) ^ (0x82F6_3B78 & mask);
-        }
-    }
-    !crc
-}
-
-fn le_u32(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn le_u64(b: &[u8], at: usize) -> u64 {
-    u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"))
-}
-
-/// The checksum of a record body (bytes 4.. of the record) stored at
-/// `offset` in a segment with `salt`: CRC-32C over the salt (u32 LE), the
-/// offset (u64 LE), then the body.
-fn record_crc(salt: u32, offset: u64, body: &[u8]) -> u32 {
-    let mut covered = Vec::with_capacity(12 + body.len());
-    covered.extend_from_slice(&salt.to_le_bytes());
-    covered.extend_from_slice(&offset.to_le_bytes());
-    covered.extend_from_slice(body);
-    crc32c(&covered)
-}
-
-/// Whether the record of `len` bytes at `pos` of segment `bytes` passes its
-/// checksum, which is bound to the segment's salt (header bytes 12..16) and
-/// the record's offset (docs/format.md).
-fn crc_matches(bytes: &[u8], pos: usize, len: usize) -> bool {
-    let body = &bytes[pos + 4..pos + len];
-    le_u32(bytes, pos) == record_crc(le_u32(bytes, 12), pos as u64, body)
-}
-
-/// Encodes one record with the checksum over its body alone, as records were
-/// written before checksums were bound to their salt and offset.
-fn encode_record(kind: u8, seq: u64, expires_at_ms: u64, key: &[u8], value: &[u8]) -> Vec<u8> {
-    let mut b = vec![0u8; 4];
-    b.push(kind);
-    b.push(0);
-    b.extend_from_slice(&0u16.to_le_bytes());
-    b.extend_from_slice(&seq.to_le_bytes());
-    b.extend_from_slice(&expires_at_ms.to_le_bytes());
-    b.extend_from_slice(&(key.len() as u32).to_le_bytes());
-    b.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    b.extend_from_slice(key);
-    b.extend_from_slice(value);
-    let crc = crc32c(&b[4..]);
-    b[0..4].copy_from_slice(&crc.to_le_bytes());
-    b
-}
-
-/// A segment header for segment `id` (format version 1, CRC-32C).
+/// A segment header for segment `id` in format `version`, salt 0.
 fn encode_segment_header(id: u32, version: u16) -> Vec<u8> {
-    let mut h = vec![0u8; SEGMENT_HEADER_LEN];
-    h[0..8].copy_from_slice(b"CAIRNSEG");
-    h[8..10].copy_from_slice(&version.to_le_bytes());
-    h[10] = 1;
-    h[16..24].copy_from_slice(&u64::from(id).to_le_bytes());
-    let crc = crc32c(&h[0..28]);
-    h[28..32].copy_from_slice(&crc.to_le_bytes());
-    h
+    SegmentHeader {
+        version,
+        ..SegmentHeader::new(id, 0, 0)
+    }
+    .encode()
+    .to_vec()
 }
 
 /// One record found in a segment file.
@@ -135,21 +70,19 @@ impl Rec {
 fn parse_records(bytes: &[u8]) -> Vec<Rec> {
     let mut out = Vec::new();
     let mut pos = SEGMENT_HEADER_LEN;
-    while pos + RECORD_HEADER_LEN <= bytes.len() {
-        let kind = bytes[pos + 4];
-        if kind == 0 {
+    while let Some(h) = RecordHeader::read(bytes, pos) {
+        if h.kind == 0 {
             break;
         }
-        let key_len = le_u32(bytes, pos + 24) as usize;
-        let value_len = le_u32(bytes, pos + 28) as usize;
-        let len = RECORD_HEADER_LEN + key_len + value_len;
-        if pos + len > bytes.len() || !crc_matches(bytes, pos, len) {
+        let key_len = h.key_len as usize;
+        let len = h.record_len() as usize;
+        if pos + len > bytes.len() || !record_checksum_ok(bytes, pos, len, le_u32(bytes, 12)) {
             break;
         }
         out.push(Rec {
             offset: pos,
             len,
-            kind,
+            kind: h.kind,
             key: bytes[pos + RECORD_HEADER_LEN..pos + RECORD_HEADER_LEN + key_len].to_vec(),
             value: bytes[pos + RECORD_HEADER_LEN + key_len..pos + len].to_vec(),
         });
@@ -189,15 +122,6 @@ fn seal_active(dir: &Path) -> u32 {
     let b = logical_bytes(&path);
     fs::write(&path, b).expect("write");
     last
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    for e in fs::read_dir(from).expect("read dir") {
-        let e = e.expect("entry");
-        if e.file_type().expect("file type").is_file() {
-            fs::copy(e.path(), to.join(e.file_name())).expect("copy");
-        }
-    }
 }
 
 fn fresh_copy(from: &Path) -> tempfile::TempDir {
@@ -630,8 +554,8 @@ fn batch_never_spans_segments() {
     drop(db);
     for id in segment_ids(t.path()) {
         let recs = parse_records(&fs::read(seg_path(t.path(), id)).expect("read"));
-        let begins = recs.iter().filter(|r| r.kind == 3).count();
-        let commits = recs.iter().filter(|r| r.kind == 4).count();
+        let begins = recs.iter().filter(|r| r.kind == kind::BATCH_BEGIN).count();
+        let commits = recs.iter().filter(|r| r.kind == kind::BATCH_COMMIT).count();
         assert_eq!(begins, commits, "segment {id} holds a partial batch");
     }
     let db = small_opts().open(t.path()).expect("reopen");
@@ -673,9 +597,9 @@ fn mid_log_corruption_is_refused_and_salvage_skips_it() {
         }
     }
     let recs = parse_records(&fs::read(seg_path(src.path(), 1)).expect("read"));
-    let marks: Vec<&Rec> = recs.iter().filter(|r| r.kind == 5).collect();
+    let marks: Vec<&Rec> = recs.iter().filter(|r| r.kind == kind::SYNC_MARK).collect();
     assert!(!marks.is_empty(), "the log holds sync marks");
-    let puts: Vec<&Rec> = recs.iter().filter(|r| r.kind == 1).collect();
+    let puts: Vec<&Rec> = recs.iter().filter(|r| r.kind == kind::PUT).collect();
     let full = state_after(&ops, ops.len());
     let universe = keys_of(&ops);
     for victim_idx in [0usize, 4, 8] {
@@ -800,7 +724,7 @@ fn hole_in_unsynced_tail_is_cut_not_refused() {
     }
     let recs = parse_records(&fs::read(seg_path(src.path(), 1)).expect("read"));
     assert!(
-        recs.iter().all(|r| r.kind == 1),
+        recs.iter().all(|r| r.kind == kind::PUT),
         "no sync mark: nothing was synced"
     );
     let universe = keys_of(&ops);
@@ -905,7 +829,7 @@ fn damage_in_a_sealed_segment_is_corruption() {
     let t = fresh_copy(src.path());
     let victim = recs
         .iter()
-        .rfind(|r| r.kind == KIND_PUT && full.get(&r.key) == Some(&r.value))
+        .rfind(|r| r.kind == kind::PUT && full.get(&r.key) == Some(&r.value))
         .expect("a live record in segment 2");
     let seg = seg_path(t.path(), 2);
     flip_byte(&seg, victim.end() - 1);
@@ -1443,9 +1367,11 @@ fn crc32c_helper_is_castagnoli() {
 
 fn set_version(path: &Path, version: u16) {
     let mut b = fs::read(path).expect("read");
-    b[8..10].copy_from_slice(&version.to_le_bytes());
-    let crc = crc32c(&b[0..28]);
-    b[28..32].copy_from_slice(&crc.to_le_bytes());
+    let header = SegmentHeader {
+        version,
+        ..SegmentHeader::read(&b).expect("a segment header")
+    };
+    b[..SEGMENT_HEADER_LEN].copy_from_slice(&header.encode());
     fs::write(path, b).expect("write");
 }
 
@@ -1496,10 +1422,9 @@ fn torn_write_of_a_value_embedding_a_record(dir: &Path) {
     // Both as records were written before checksums were bound to their
     // segment (checksum over the record alone) and as another segment would
     // hold it (checksum bound to that segment's salt and its offset there).
-    let plain = encode_record(KIND_PUT, 1 << 40, 0, b"a", b"evil");
-    let mut foreign = plain.clone();
-    let crc = record_crc(0xdead_beef, 32, &foreign[4..]);
-    foreign[0..4].copy_from_slice(&crc.to_le_bytes());
+    let evil = Record::put(1 << 40, b"a", b"evil");
+    let plain = evil.encode_unbound();
+    let foreign = evil.encode(0xdead_beef, 32);
     let mut value = vec![b'.'; 64];
     value.extend_from_slice(&plain);
     value.extend_from_slice(&[b'.'; 64]);

@@ -11,15 +11,15 @@
 //! The one operation in flight at the crash may or may not have happened;
 //! nothing else may differ, and expired sessions stay expired.
 
-mod simfs;
+mod common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use cairn::session::Sessions;
-use cairn::sim::{Damage, SimFs};
 use cairn::{ManualClock, SyncPolicy};
-use simfs::{dir, options, START_MS};
+use common::sim::{Damage, SimFs};
+use common::simfs::{dir, options, START_MS};
 
 #[derive(Clone, Debug)]
 enum Op {

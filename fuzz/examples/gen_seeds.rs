@@ -14,7 +14,7 @@ use cairn::sim::SimFs;
 use cairn::vfs::Vfs;
 use cairn::{Batch, CompactionStop, ManualClock, Options, SyncPolicy};
 use cairn_fuzz::dir::DirInput;
-use cairn_fuzz::format::{self, kind, HintEntry};
+use cairn_fuzz::format::{self, kind, HintEntry, Record};
 use cairn_fuzz::ops::{tag, Enc};
 
 fn out_dir(target: &str) -> PathBuf {
@@ -32,45 +32,20 @@ fn write(target: &str, name: &str, bytes: &[u8]) {
 /// A segment body (after the header) with one of each record kind.
 fn sample_segment(id: u32, salt: u32) -> Vec<u8> {
     let mut s = format::segment_header(id, salt, 0).to_vec();
-    format::push_record(&mut s, salt, kind::PUT, 0, 1, 0, b"a", b"b");
-    format::push_record(
-        &mut s,
-        salt,
-        kind::PUT,
-        0,
-        2,
-        1_700_000_100_000,
-        b"ttl",
-        b"x",
-    );
-    format::push_record(&mut s, salt, kind::TOMBSTONE, 0, 3, 0, b"gone", b"");
-    format::push_record(
-        &mut s,
-        salt,
-        kind::BATCH_BEGIN,
-        0,
-        4,
-        0,
-        b"",
-        &2u32.to_le_bytes(),
-    );
-    format::push_record(&mut s, salt, kind::PUT, 1, 5, 0, b"b1", b"1");
-    format::push_record(&mut s, salt, kind::TOMBSTONE, 1, 6, 0, b"a", b"");
-    let mut commit = 4u64.to_le_bytes().to_vec();
-    commit.extend_from_slice(&2u32.to_le_bytes());
-    format::push_record(&mut s, salt, kind::BATCH_COMMIT, 0, 7, 0, b"", &commit);
+    for r in [
+        Record::put(1, b"a", b"b"),
+        Record::put(2, b"ttl", b"x").expiring(1_700_000_100_000),
+        Record::tombstone(3, b"gone"),
+        Record::batch_begin(4, 2),
+        Record::put(5, b"b1", b"1").in_batch(),
+        Record::tombstone(6, b"a").in_batch(),
+        Record::batch_commit(7, 4, 2),
+    ] {
+        format::push_record(&mut s, salt, &r);
+    }
     let synced = s.len() as u64;
-    format::push_record(
-        &mut s,
-        salt,
-        kind::SYNC_MARK,
-        0,
-        0,
-        0,
-        b"",
-        &synced.to_le_bytes(),
-    );
-    format::push_record(&mut s, salt, kind::PUT, 0, 8, 0, b"c", b"42");
+    format::push_record(&mut s, salt, &Record::sync_mark(synced));
+    format::push_record(&mut s, salt, &Record::put(8, b"c", b"42"));
     s
 }
 

@@ -17,7 +17,7 @@
 #![no_main]
 
 use cairn::fuzzing::decode_hint;
-use cairn_fuzz::format::{self, le_u32, le_u64, HintEntry};
+use cairn_fuzz::format::{self, kind, le_u32, le_u64, HintEntry};
 use libfuzzer_sys::fuzz_target;
 
 fn entries_from(body: &[u8]) -> Vec<HintEntry> {
@@ -34,7 +34,11 @@ fn entries_from(body: &[u8]) -> Vec<HintEntry> {
             offset: u64::from(u16::from_le_bytes([d[2], d[3]])),
             key,
             value_len: u32::from(d[4] % 64),
-            kind: 1 + (d[1] & 1),
+            kind: if d[1] & 1 == 0 {
+                kind::PUT
+            } else {
+                kind::TOMBSTONE
+            },
         });
         at = key_start + key_len;
     }

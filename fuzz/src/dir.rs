@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use cairn::sim::SimFs;
 use cairn::vfs::{write_all_at, OpenMode, Vfs};
 
-use crate::format;
+use crate::format::{self, hint_name, seg_name, MANIFEST_NAME};
 
 /// Separates files in the input.
 pub const SEP: &[u8] = b"#F#\n";
@@ -84,14 +84,6 @@ fn split_sep(data: &[u8]) -> Vec<&[u8]> {
     parts
 }
 
-fn seg_name(id: u32) -> String {
-    format!("{id:010}.seg")
-}
-
-fn hint_name(id: u32) -> String {
-    format!("{id:010}.hint")
-}
-
 impl DirInput {
     /// Decodes fuzzer input.
     pub fn decode(data: &[u8]) -> DirInput {
@@ -116,7 +108,11 @@ impl DirInput {
             let (name, bytes) = match d & 3 {
                 0 | 1 => {
                     let mut b = if d & 3 == 0 {
-                        let flags = (d >> 5) & 1;
+                        let flags = if d & 0x20 != 0 {
+                            format::SEGMENT_FLAG_COMPACTED
+                        } else {
+                            0
+                        };
                         format::segment_header(id, format::salt_for(id), flags).to_vec()
                     } else {
                         Vec::new()
@@ -137,9 +133,9 @@ impl DirInput {
                 _ if d & 0x40 != 0 => (format!(".hint-{id}.tmp"), body.to_vec()),
                 _ if d & 0x20 != 0 => {
                     let ids: Vec<u32> = body.iter().map(|&b| u32::from(b % 10)).collect();
-                    ("COMPACTION".to_string(), format::encode_manifest(&ids))
+                    (MANIFEST_NAME.to_string(), format::encode_manifest(&ids))
                 }
-                _ => ("COMPACTION".to_string(), body.to_vec()),
+                _ => (MANIFEST_NAME.to_string(), body.to_vec()),
             };
             if files.iter().any(|f| f.name == name) {
                 continue;
@@ -148,10 +144,10 @@ impl DirInput {
         }
         if flags.fix_hints {
             for (i, id) in hints {
-                let seg = files
-                    .iter()
-                    .find(|f| f.name == seg_name(id))
-                    .map(|f| (format::le_u32(&f.bytes, 12), f.bytes.len() as u64));
+                let seg = files.iter().find(|f| f.name == seg_name(id)).map(|f| {
+                    let salt = format::try_le_u32(&f.bytes, 12).unwrap_or(0);
+                    (salt, f.bytes.len() as u64)
+                });
                 if let (Some((salt, len)), Some(f)) = (seg, files.get_mut(i)) {
                     if f.name == hint_name(id) {
                         format::fix_hint(&mut f.bytes, id, salt, len);
@@ -194,7 +190,7 @@ impl DirInput {
 
     /// Whether a compaction manifest is among the files.
     pub fn has_manifest(&self) -> bool {
-        self.files.iter().any(|f| f.name == "COMPACTION")
+        self.files.iter().any(|f| f.name == MANIFEST_NAME)
     }
 }
 

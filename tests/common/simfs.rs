@@ -1,20 +1,20 @@
 //! Shared harness for the simulated-file-system tests (`tests/crash.rs`,
-//! `tests/io_faults.rs`): workloads, a reference model, and the checks run
-//! after every simulated crash.
-
-#![allow(dead_code)]
+//! `tests/io_faults.rs`, and the options and directory of
+//! `tests/corruption_sweep.rs` and `tests/sessions_durability.rs`):
+//! workloads, a reference model, and the checks run after every simulated
+//! crash.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use cairn::sim::{Damage, Rng, SimFs};
-use cairn::vfs::Vfs;
 use cairn::{Batch, Db, ManualClock, Options, SyncPolicy};
 
+use super::sim::{Damage, Rng, SimFs, Vfs};
+use super::TestOptions;
+
 /// Where every test clock starts (unix ms).
-pub const START_MS: u64 = 1_700_000_000_000;
+pub use super::START_MS;
 /// The store directory inside the simulated file system.
 pub const DIR: &str = "/sim/db";
 
@@ -222,8 +222,7 @@ pub fn model_view(m: &Model, now: u64) -> BTreeMap<Vec<u8>, Vec<u8>> {
 /// Options for a store on `sim`.
 pub fn options(sim: &SimFs, clock: &ManualClock, policy: SyncPolicy) -> Options {
     Options::new()
-        .vfs_for_tests(Arc::new(sim.clone()))
-        .deterministic_for_tests(true)
+        .on_sim(sim)
         .auto_compact(false)
         .expiry_sweep_interval_ms(0)
         .clock(clock.clone())
