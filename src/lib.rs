@@ -36,8 +36,8 @@ mod db;
 mod engine;
 mod error;
 mod format;
-#[doc(hidden)]
-pub mod fs;
+mod fs;
+#[cfg(feature = "__test_hooks")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod index;
@@ -52,10 +52,19 @@ mod tools;
 mod types;
 mod util;
 
-#[doc(hidden)]
-pub use fs as vfs;
-#[doc(hidden)]
-pub use fs::sim;
+/// The file layer cairn does all its I/O through (unstable: behind the
+/// `unstable-vfs` feature, with no semver promise).
+///
+/// [`Options::vfs`] runs a store on another implementation of [`vfs::Vfs`]
+/// than the real file system ([`vfs::RealFs`]); cairn's own tests run it on
+/// a simulated one that injects crashes and I/O errors. An implementation
+/// must keep the contract each method documents: above all, data that a
+/// completed `sync_data`/`sync_all` covers survives a power loss, and a
+/// completed `sync_dir` makes the directory's entries durable.
+#[cfg(feature = "unstable-vfs")]
+pub mod vfs {
+    pub use crate::fs::{read_exact_at, write_all_at, LockGuard, OpenMode, RealFs, VFile, Vfs};
+}
 pub use modules::{cache, limits, session};
 
 pub use batch::Batch;
@@ -75,5 +84,6 @@ pub use tools::repair::{repair, RepairReport};
 pub use tools::verify::{verify, Problem, ProblemKind, VerifyReport};
 pub use types::{CasConflict, Ttl};
 pub use util::clock::{Clock, ManualClock, SystemClock};
+#[cfg(feature = "__test_hooks")]
 #[doc(hidden)]
 pub use util::hooks::CompactionStop;

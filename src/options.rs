@@ -70,10 +70,13 @@ pub struct Options {
     pub(crate) compaction_max_bytes_per_sec: u64,
     pub(crate) compaction_interval_ms: u64,
     pub(crate) stall_writes: bool,
-    pub(crate) compaction_stop: Option<crate::util::hooks::CompactionStop>,
     pub(crate) clock: Arc<dyn Clock>,
+    /// The file layer: the real file system unless `Options::vfs` says
+    /// otherwise.
     pub(crate) vfs: Arc<dyn crate::fs::Vfs>,
-    pub(crate) deterministic: bool,
+    /// Test hooks (the `__test_hooks` feature).
+    #[cfg(feature = "__test_hooks")]
+    pub(crate) hooks: crate::util::hooks::Hooks,
 }
 
 impl std::fmt::Debug for Options {
@@ -147,10 +150,10 @@ impl Options {
             compaction_max_bytes_per_sec: 0,
             compaction_interval_ms: 1000,
             stall_writes: true,
-            compaction_stop: None,
             clock: Arc::new(SystemClock),
             vfs: Arc::new(crate::fs::RealFs),
-            deterministic: false,
+            #[cfg(feature = "__test_hooks")]
+            hooks: crate::util::hooks::Hooks::default(),
         }
     }
 
@@ -328,36 +331,48 @@ impl Options {
         self
     }
 
-    /// For crash tests: make every compaction stop after `step`, as if the
-    /// process had crashed there.
-    #[doc(hidden)]
+    /// The file layer to use instead of the real file system (unstable:
+    /// behind the `unstable-vfs` feature). cairn's tests run stores on a
+    /// simulated file system this way. A file layer that has no real files
+    /// behind it turns memory maps off by itself.
+    ///
+    /// ```
+    /// # #[cfg(feature = "unstable-vfs")] {
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Options::new()
+    ///     .vfs(std::sync::Arc::new(cairn::vfs::RealFs))
+    ///     .open(dir.path())?;
+    /// db.put("k", "v")?;
+    /// # }
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    #[cfg(feature = "unstable-vfs")]
     #[must_use]
-    pub fn compaction_stop_for_tests(
-        mut self,
-        step: Option<crate::util::hooks::CompactionStop>,
-    ) -> Options {
-        self.compaction_stop = step;
-        self
-    }
-
-    /// For tests: the file layer to use instead of the real file system
-    /// (for example [`SimFs`](crate::fs::sim::SimFs)). A file layer that has no
-    /// real files behind it turns memory maps off by itself.
-    #[doc(hidden)]
-    #[must_use]
-    pub fn vfs_for_tests(mut self, vfs: Arc<dyn crate::fs::Vfs>) -> Options {
+    pub fn vfs(mut self, vfs: Arc<dyn crate::fs::Vfs>) -> Options {
         self.vfs = vfs;
         self
     }
 
-    /// For tests: perform all I/O in a fixed order, so that a simulated
-    /// crash at the Nth file operation can be replayed. Recovery loads
-    /// segments one at a time and hint files for sealed segments are written
-    /// by the writer when it rolls, not by the background thread.
+    /// Test hook (`__test_hooks`): make every compaction stop after
+    /// `step`, as if the process had crashed there.
+    #[cfg(feature = "__test_hooks")]
     #[doc(hidden)]
     #[must_use]
-    pub fn deterministic_for_tests(mut self, on: bool) -> Options {
-        self.deterministic = on;
+    pub fn compaction_stop(mut self, step: Option<crate::util::hooks::CompactionStop>) -> Options {
+        self.hooks.compaction_stop = step;
+        self
+    }
+
+    /// Test hook (`__test_hooks`): perform all I/O in a fixed order, so
+    /// that a simulated crash at the Nth file operation can be replayed.
+    /// Recovery loads segments one at a time and hint files for sealed
+    /// segments are written by the writer when it rolls, not by the
+    /// background thread.
+    #[cfg(feature = "__test_hooks")]
+    #[doc(hidden)]
+    #[must_use]
+    pub fn deterministic(mut self, on: bool) -> Options {
+        self.hooks.deterministic = on;
         self
     }
 
@@ -406,6 +421,19 @@ impl Options {
             (self.max_segment_bytes / 4).min(16 << 20)
         } else {
             self.compaction_small_segment_bytes
+        }
+    }
+
+    /// Whether file operations must happen in a fixed order (a test hook;
+    /// always `false` without the `__test_hooks` feature).
+    pub(crate) fn is_deterministic(&self) -> bool {
+        #[cfg(feature = "__test_hooks")]
+        {
+            self.hooks.deterministic
+        }
+        #[cfg(not(feature = "__test_hooks"))]
+        {
+            false
         }
     }
 

@@ -33,7 +33,7 @@ use common::format::{
     decode_manifest, hint_path, kind, record_checksum, seg_path, RecordHeader, SegmentHeader,
     MANIFEST_NAME, RECORD_HEADER_LEN, SEGMENT_FLAG_COMPACTED, SEGMENT_HEADER_LEN, SEGMENT_MAGIC,
 };
-use common::{copy_dir, CompactionStop, TestOptions, XorShift as Rng, START_MS};
+use common::{copy_dir, CompactionStop, XorShift as Rng, START_MS};
 
 const ALL_STOPS: [CompactionStop; 5] = [
     CompactionStop::AfterWrite,

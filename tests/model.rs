@@ -38,7 +38,7 @@ use common::format::{
     self, kind, record_checksum_ok, Record, RecordHeader, SEGMENT_FLAG_COMPACTED,
     SEGMENT_HEADER_LEN,
 };
-use common::{CompactionStop, TestOptions, START_MS};
+use common::{CompactionStop, START_MS};
 use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::strategy::Union;

@@ -10,12 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn::sim::SimFs;
 use cairn::vfs::Vfs;
 use cairn::{Batch, CompactionStop, ManualClock, Options, SyncPolicy};
 use cairn_fuzz::dir::DirInput;
 use cairn_fuzz::format::{self, kind, HintEntry, Record};
 use cairn_fuzz::ops::{tag, Enc};
+use cairn_sim::SimFs;
 
 fn out_dir(target: &str) -> PathBuf {
     let d = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -135,14 +135,14 @@ fn real_store(stop: Option<CompactionStop>) -> Vec<(String, Vec<u8>)> {
     let clock = ManualClock::new(1_700_000_000_000);
     let dir = Path::new("/seed/db");
     let db = Options::new()
-        .vfs_for_tests(Arc::new(sim.clone()))
-        .deterministic_for_tests(true)
+        .vfs(Arc::new(sim.clone()))
+        .deterministic(true)
         .auto_compact(false)
         .expiry_sweep_interval_ms(0)
         .clock(clock.clone())
         .sync_policy(SyncPolicy::Never)
         .max_segment_bytes(4096)
-        .compaction_stop_for_tests(stop)
+        .compaction_stop(stop)
         .open(dir)
         .expect("open");
     for i in 0..60u32 {
@@ -338,7 +338,7 @@ fn ops_seeds() {
     // Long pseudo-random sequences (every byte string decodes), so that
     // the fuzzer starts with long inputs too.
     for (name, config, seed) in [("random_always", 0u8, 1u64), ("random_never", 1, 2)] {
-        let mut rng = cairn::sim::Rng::new(seed);
+        let mut rng = cairn_sim::Rng::new(seed);
         let mut bytes = vec![config];
         bytes.extend((0..600).map(|_| rng.next_u64() as u8));
         cairn_fuzz::ops::run(&bytes);

@@ -25,8 +25,8 @@
 
 use std::path::{Path, PathBuf};
 
-use cairn::sim::SimFs;
 use cairn::vfs::{write_all_at, OpenMode, Vfs};
+use cairn_sim::SimFs;
 
 use crate::format::{self, hint_name, seg_name, MANIFEST_NAME};
 

@@ -15,8 +15,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use cairn::sim::SimFs;
 use cairn::{Db, Error, ManualClock, Options, RecoveryMode, SyncPolicy};
+use cairn_sim::SimFs;
 
 use crate::dir::{dir, DirInput};
 
@@ -35,8 +35,8 @@ pub struct Contents {
 
 fn options(sim: &SimFs, input: &DirInput, mode: RecoveryMode, read_only: bool) -> Options {
     let mut o = Options::new()
-        .vfs_for_tests(Arc::new(sim.clone()))
-        .deterministic_for_tests(true)
+        .vfs(Arc::new(sim.clone()))
+        .deterministic(true)
         .auto_compact(false)
         .expiry_sweep_interval_ms(0)
         .clock(ManualClock::new(NOW_MS))

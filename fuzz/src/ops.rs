@@ -1,6 +1,6 @@
 //! The `ops` target: an operation sequence decoded from arbitrary bytes
 //! runs against a store on the simulated file system
-//! ([`cairn::sim::SimFs`]) and, in lockstep, against a `BTreeMap` model.
+//! ([`cairn_sim::SimFs`]) and, in lockstep, against a `BTreeMap` model.
 //! Every result is compared with the model's: values, `delete`'s "existed",
 //! `incr`'s new value or its `NotAnInteger` / `Overflow` error, a
 //! compare-and-swap's conflict and the value it reports, TTLs, prefix
@@ -36,8 +36,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cairn::sim::{Damage, Fault, FaultKind, SimFs};
 use cairn::{Batch, Db, Error, ManualClock, Options, SyncPolicy, Ttl};
+use cairn_sim::{Damage, Fault, FaultKind, SimFs};
 
 /// Where the clock starts (unix ms).
 pub const START_MS: u64 = 1_700_000_000_000;
@@ -655,8 +655,8 @@ struct Harness {
 impl Harness {
     fn options(&self) -> Options {
         let o = Options::new()
-            .vfs_for_tests(Arc::new(self.sim.clone()))
-            .deterministic_for_tests(true)
+            .vfs(Arc::new(self.sim.clone()))
+            .deterministic(true)
             .auto_compact(false)
             .expiry_sweep_interval_ms(0)
             .clock(self.clock.clone())

@@ -48,7 +48,7 @@ use crate::storage::hints;
 use crate::storage::manifest;
 use crate::storage::segment::Segment;
 use crate::storage::space::{level_bytes, start_level, SegStat, SpaceUse, START_FRACTION};
-use crate::util::hooks::CompactionStop;
+use crate::util;
 use crate::util::locks::{self, lock};
 use crate::util::rand::new_salt;
 
@@ -483,9 +483,7 @@ impl Core {
             }
             return Err(e);
         }
-        if self.opts.compaction_stop == Some(CompactionStop::AfterWrite) {
-            return Err(Error::Io(io::Error::other("compaction stopped for a test")));
-        }
+        util::crash_point!(self.opts, AfterWrite);
         // Until the new segments are installed, a failure removes them again:
         // a segment on disk that the store does not track could hold the
         // only older version of a key whose tombstone a later compaction
@@ -540,9 +538,7 @@ impl Core {
                 }
             }
         }
-        if self.opts.compaction_stop == Some(CompactionStop::AfterRename) {
-            return Err(Error::Io(io::Error::other("compaction stopped for a test")));
-        }
+        util::crash_point!(self.opts, AfterRename);
 
         // 4. Install.
         let mut opened = Vec::with_capacity(outputs.len());
@@ -592,9 +588,7 @@ impl Core {
                 self.count_expired_removed(1);
             }
         }
-        if self.opts.compaction_stop == Some(CompactionStop::AfterInstall) {
-            return Err(Error::Io(io::Error::other("compaction stopped for a test")));
-        }
+        util::crash_point!(self.opts, AfterInstall);
 
         // 5. Delete the old segments. The records this compaction dropped
         //    as overwritten or deleted are superseded by newer records that
@@ -603,9 +597,7 @@ impl Core {
         //    or a power loss would lose both the old and the new version.
         self.sync()?;
         manifest::write(&*self.opts.vfs, &self.dir, &inputs)?;
-        if self.opts.compaction_stop == Some(CompactionStop::AfterManifest) {
-            return Err(Error::Io(io::Error::other("compaction stopped for a test")));
-        }
+        util::crash_point!(self.opts, AfterManifest);
         {
             let mut table = locks::write(&self.segments);
             let mut seg_stats = lock(&self.seg_stats);
@@ -616,7 +608,10 @@ impl Core {
         }
         drop(sources);
         drop(segs);
-        if self.opts.compaction_stop == Some(CompactionStop::AfterUnlink) {
+        // The crash point after the unlinks, before the manifest is
+        // deleted: unlink as `delete_inputs` would, then stop.
+        #[cfg(feature = "__test_hooks")]
+        if self.opts.hooks.compaction_stop == Some(util::hooks::CompactionStop::AfterUnlink) {
             for &id in &inputs {
                 let _ = self.opts.vfs.remove_file(&names::hint_path(&self.dir, id));
                 let _ = self

@@ -78,7 +78,7 @@ impl Core {
             active_id,
             opts.recovery_mode,
             opts.read_only,
-            opts.deterministic,
+            opts.is_deterministic(),
         )?;
         let mut active_idx = loads.iter().position(|l| Some(l.id) == active_id);
 

@@ -327,7 +327,7 @@ impl Core {
         w.marked = 0;
         // 3. The hint of the sealed segment is written in the background
         //    (inline when tests ask for a fixed order of file operations).
-        if self.opts.deterministic {
+        if self.opts.is_deterministic() {
             self.write_hint(old.id);
         } else {
             lock(&self.bg).hint_jobs.push(old.id);

@@ -3,12 +3,12 @@
 //!
 //! Production uses [`RealFs`], a thin wrapper over `std::fs` (plus
 //! `tempfile` for atomic replacement). Tests plug in
-//! [`SimFs`](crate::fs::sim::SimFs), which keeps files in memory, tracks which
-//! bytes and directory entries are durable, and can simulate a power loss
-//! or inject I/O errors at any operation.
+//! `SimFs` (the `cairn-sim` crate in `crates/`), which keeps files in
+//! memory, tracks which bytes and directory entries are durable, and can
+//! simulate a power loss or inject I/O errors at any operation.
 //!
-//! This module is public only so that tests, fuzz targets and benchmarks
-//! outside the crate can reach it; it is not part of the stable API.
+//! The traits are public as `cairn::vfs` behind the unstable `unstable-vfs`
+//! feature only; they are not part of the stable API.
 
 use std::any::Any;
 use std::fmt;
@@ -20,8 +20,6 @@ use std::sync::Arc;
 use crate::format::names;
 
 pub(crate) mod mmap;
-#[doc(hidden)]
-pub mod sim;
 
 /// Permission bits for files cairn creates (owner read/write).
 pub(crate) const FILE_MODE: u32 = 0o600;

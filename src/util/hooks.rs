@@ -1,8 +1,10 @@
-//! Test hooks: crash points inside compaction.
+//! Test hooks, compiled only with the `__test_hooks` feature: crash points
+//! inside compaction and a deterministic order of file operations. A build
+//! without the feature contains none of them: the compaction code calls
+//! `util::crash_point!`, which expands to nothing then.
 
 /// A crash point for tests: the compaction stops (returns an error) right
 /// after this step, leaving the files as a crash there would.
-#[doc(hidden)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CompactionStop {
     /// After the output files are written but before they are fsynced.
@@ -15,4 +17,13 @@ pub enum CompactionStop {
     AfterManifest,
     /// After the old segments are unlinked, before the manifest is deleted.
     AfterUnlink,
+}
+
+/// The test hooks an `Options` carries.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Hooks {
+    /// Where every compaction stops, as a crash there would stop it.
+    pub(crate) compaction_stop: Option<CompactionStop>,
+    /// File operations in a fixed order (see `Options::deterministic`).
+    pub(crate) deterministic: bool,
 }

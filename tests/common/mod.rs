@@ -4,53 +4,47 @@
 //!   (docs/format.md), shared with the fuzz crate.
 //! * [`simfs`]: the simulated-file-system harness of the crash tests.
 //! * [`sim`] and [`TestOptions`]: the only places that name cairn's
-//!   test-only API (`cairn::sim`, `cairn::vfs`, the `*_for_tests` options),
-//!   so that renaming it touches this file alone.
+//!   test machinery (the `cairn-sim` crate, `cairn::vfs` behind the
+//!   `unstable-vfs` feature, and the test hooks behind `__test_hooks`).
 //!
 //! Each test binary uses a subset of them.
 
 #![allow(dead_code)]
 
 pub mod format;
+#[cfg(feature = "__test_hooks")]
 pub mod simfs;
 
 use std::fs;
 use std::path::Path;
-use std::sync::Arc;
 
-use cairn::Options;
-
-/// cairn's simulated file system and its virtual file system interface
-/// (test-only API).
+/// The simulated file system (the `cairn-sim` crate) and cairn's file
+/// layer (`cairn::vfs`, unstable).
 pub mod sim {
     #[allow(unused_imports)]
-    pub use cairn::sim::{Damage, Fault, FaultKind, Rng, SimFs};
-    #[allow(unused_imports)]
     pub use cairn::vfs::{OpenMode, Vfs};
+    #[allow(unused_imports)]
+    pub use cairn_sim::{Damage, Fault, FaultKind, Rng, SimFs};
 }
 
-/// Where compaction stops, for crash tests (test-only API).
+/// Where compaction stops, for crash tests (a test hook).
+#[cfg(feature = "__test_hooks")]
 #[allow(unused_imports)]
 pub use cairn::CompactionStop;
 
-/// The test-only options.
+/// Options for a store on the simulated file system.
+#[cfg(feature = "__test_hooks")]
 pub trait TestOptions {
     /// Runs the store on `sim`, deterministically (no random salts or
     /// background timing).
-    fn on_sim(self, sim: &sim::SimFs) -> Options;
-    /// Makes every compaction stop (fail, as a crash would stop it) at
-    /// `stop`.
-    fn compaction_stop(self, stop: Option<CompactionStop>) -> Options;
+    fn on_sim(self, sim: &sim::SimFs) -> cairn::Options;
 }
 
-impl TestOptions for Options {
-    fn on_sim(self, sim: &sim::SimFs) -> Options {
-        self.vfs_for_tests(Arc::new(sim.clone()))
-            .deterministic_for_tests(true)
-    }
-
-    fn compaction_stop(self, stop: Option<CompactionStop>) -> Options {
-        self.compaction_stop_for_tests(stop)
+#[cfg(feature = "__test_hooks")]
+impl TestOptions for cairn::Options {
+    fn on_sim(self, sim: &sim::SimFs) -> cairn::Options {
+        self.vfs(std::sync::Arc::new(sim.clone()))
+            .deterministic(true)
     }
 }
 

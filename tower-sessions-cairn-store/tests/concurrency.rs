@@ -150,7 +150,7 @@ fn durable_writes_do_not_stall_a_single_threaded_runtime() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Options::new()
         .sync_policy(SyncPolicy::Always)
-        .vfs_for_tests(Arc::new(SlowFsync))
+        .vfs(Arc::new(SlowFsync))
         .open(dir.path())
         .expect("open");
     let store = CairnStore::new(db.keyspace("sessions").expect("keyspace"));

@@ -20,19 +20,22 @@
 //!   once or forever.
 //!
 //! Operations are counted across the whole file system, so a test that does
-//! its I/O from one thread (see `Options::deterministic_for_tests`) can
+//! its I/O from one thread (see `Options::deterministic`, behind cairn's
+//! `__test_hooks` feature) can
 //! replay a failure from its seed and operation index. Handles opened before
 //! a crash fail every call afterwards.
 //!
-//! This module is public only for tests and fuzz targets; it is not part of
-//! the stable API.
+//! It implements cairn's file layer ([`cairn::vfs::Vfs`], behind cairn's
+//! unstable `unstable-vfs` feature) and is used by cairn's tests and fuzz
+//! targets only: it is not published.
+#![deny(missing_docs, clippy::unwrap_used)]
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::fs::{LockGuard, OpenMode, VFile, Vfs};
+use cairn::vfs::{LockGuard, OpenMode, VFile, Vfs};
 
 /// What a simulated power loss does to data that was not yet durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -748,7 +751,7 @@ impl Vfs for SimFs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fs::write_all_at;
+    use cairn::vfs::write_all_at;
 
     fn p(s: &str) -> PathBuf {
         PathBuf::from(s)
