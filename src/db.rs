@@ -40,12 +40,19 @@ pub(crate) struct Inner {
     pub(crate) keyspaces: Mutex<std::collections::HashMap<String, Db>>,
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
+impl Inner {
+    /// Stops the background and compaction threads and waits for them.
+    fn stop_threads(&self) {
         self.core.stop_background();
         for h in lock(&self.background).drain(..) {
             let _ = h.join();
         }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop_threads();
         if !self.core.is_poisoned() {
             // A clean shutdown leaves everything durable, as close() would.
             if let Err(e) = self.core.close() {
@@ -536,10 +543,7 @@ impl Db {
                 first_error.get_or_insert(e);
             }
         }
-        self.core().stop_background();
-        for h in lock(&self.0.background).drain(..) {
-            let _ = h.join();
-        }
+        self.0.stop_threads();
         let r = self.core().close();
         match first_error {
             Some(e) => Err(e),

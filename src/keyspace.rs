@@ -102,9 +102,7 @@ impl Db {
         }
         let dir = self.path().join(KEYSPACES_DIR);
         if !parent.read_only && !opts.vfs.exists(&dir) {
-            opts.vfs.create_dir_all(&dir)?;
-            // The new directory's entry must survive a power loss too.
-            opts.vfs.sync_dir(self.path())?;
+            crate::fs::create_dir_durably(&*opts.vfs, &dir)?;
         }
         let db = opts.open(dir.join(name))?;
         open.insert(name.to_string(), db.clone());

@@ -87,18 +87,10 @@ impl Core {
 
     /// The bytes of each chosen segment: its map, or else the file read
     /// whole.
-    pub(super) fn read_inputs<'a>(
-        &self,
-        plan: &Plan,
-        segs: &'a [Arc<Segment>],
-    ) -> Result<Vec<Cow<'a, [u8]>>> {
+    pub(super) fn read_inputs<'a>(&self, segs: &'a [Arc<Segment>]) -> Result<Vec<Cow<'a, [u8]>>> {
         let mut sources: Vec<Cow<'a, [u8]>> = Vec::with_capacity(segs.len());
-        for (seg, &id) in segs.iter().zip(&plan.inputs) {
-            let bytes = match seg.mapped_bytes() {
-                Some(b) => Cow::Borrowed(b),
-                None => Cow::Owned(self.opts.vfs.read(&names::segment_path(&self.dir, id))?),
-            };
-            sources.push(bytes);
+        for seg in segs {
+            sources.push(seg.all_bytes(&*self.opts.vfs)?);
         }
         Ok(sources)
     }

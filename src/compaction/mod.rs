@@ -98,7 +98,7 @@ impl Core {
         // 2. Classify.
         let now = self.opts.clock.now_unix_ms();
         let segs = self.input_segments(&plan)?;
-        let sources = self.read_inputs(&plan, &segs)?;
+        let sources = self.read_inputs(&segs)?;
         let classified = self.classify(&plan, &sources, now)?;
 
         // 3. Write (crash points `AfterWrite`, `AfterRename`).

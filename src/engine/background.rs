@@ -233,15 +233,11 @@ impl Core {
         // A sealed segment is normally mapped already: scan the map rather
         // than reading the whole file into memory a second time.
         let seg = locks::read(&self.segments).get(&id).cloned();
-        let result = match seg.as_ref().and_then(|s| s.mapped_bytes()) {
-            Some(bytes) => Ok(std::borrow::Cow::Borrowed(bytes)),
-            None => self
-                .opts
-                .vfs
-                .read(&path)
-                .map(std::borrow::Cow::Owned)
-                .map_err(Error::Io),
+        let result = match &seg {
+            Some(s) => s.all_bytes(&*self.opts.vfs),
+            None => self.opts.vfs.read(&path).map(std::borrow::Cow::Owned),
         }
+        .map_err(Error::Io)
         .and_then(|bytes| {
             recovery::scan_segment(&path, id, &bytes, false, crate::RecoveryMode::Strict)
         })

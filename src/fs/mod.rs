@@ -42,6 +42,19 @@ pub enum OpenMode {
 /// A held directory lock; dropping it releases the lock.
 pub type LockGuard = Box<dyn Any + Send + Sync>;
 
+/// Creates `dir` (and its missing parents) and fsyncs its parent, so that
+/// the new directory's entry survives a power loss too.
+///
+/// # Errors
+/// Any I/O error.
+pub(crate) fn create_dir_durably(vfs: &dyn Vfs, dir: &Path) -> io::Result<()> {
+    vfs.create_dir_all(dir)?;
+    match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => vfs.sync_dir(parent),
+        None => Ok(()),
+    }
+}
+
 /// A file system, as cairn uses it.
 pub trait Vfs: Send + Sync + fmt::Debug {
     /// Whether `path` exists.

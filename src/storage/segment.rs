@@ -2,6 +2,7 @@
 //! memory map (or `pread`), the active one with `pread` and its tail cache.
 //! The header format is in `format/segment.rs`.
 
+use std::borrow::Cow;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -86,11 +87,12 @@ impl Segment {
         Ok(Segment { path, salt, source })
     }
 
-    /// The whole segment's bytes, when it is memory-mapped.
-    pub(crate) fn mapped_bytes(&self) -> Option<&[u8]> {
+    /// The whole segment's bytes: the map of a sealed segment (no copy),
+    /// or else the file read into memory through `vfs`.
+    pub(crate) fn all_bytes(&self, vfs: &dyn Vfs) -> io::Result<Cow<'_, [u8]>> {
         match &self.source {
-            Source::Mapped(m) => Some(m.bytes()),
-            _ => None,
+            Source::Mapped(m) => Ok(Cow::Borrowed(m.bytes())),
+            _ => vfs.read(&self.path).map(Cow::Owned),
         }
     }
 

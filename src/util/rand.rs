@@ -4,6 +4,9 @@
 
 use std::io;
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+
 use crate::error::{Error, Result};
 
 /// Fills `buf` from the operating system's CSPRNG (`getrandom(2)` on
@@ -57,57 +60,15 @@ impl FastRng {
     }
 }
 
-const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
 /// Base64url without padding (RFC 4648 section 5).
 pub(crate) fn b64url_encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
-        let chars = chunk.len() + 1;
-        for i in 0..chars {
-            out.push(char::from(B64[(n >> (18 - 6 * i) & 63) as usize]));
-        }
-    }
-    out
+    URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// Decodes base64url without padding; `None` for anything else (including
-/// non-canonical trailing bits).
+/// Decodes base64url without padding; `None` for anything else (padding,
+/// other alphabets, and non-canonical trailing bits).
 pub(crate) fn b64url_decode(s: &str) -> Option<Vec<u8>> {
-    let val = |c: u8| -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let bytes = s.as_bytes();
-    if bytes.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-    for chunk in bytes.chunks(4) {
-        let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            n |= val(c)? << (18 - 6 * i);
-        }
-        let produced = chunk.len() - 1;
-        for i in 0..produced {
-            out.push((n >> (16 - 8 * i)) as u8);
-        }
-        // Bits below the last produced byte must be zero (canonical form).
-        if n & ((1u32 << (24 - 8 * produced)) - 1) != 0 {
-            return None;
-        }
-    }
-    Some(out)
+    URL_SAFE_NO_PAD.decode(s).ok()
 }
 
 /// Compares two byte strings in time that depends only on their lengths.
