@@ -85,7 +85,7 @@ impl Db {
     /// ```
     ///
     /// # Errors
-    /// As [`Options::open`]: [`Error::Locked`](crate::Error::Locked) when
+    /// As [`Options::open`]: [`Error::Locked`](crate::Error::Locked)(crate::Error::Locked) when
     /// another handle holds the directory,
     /// [`Error::Corruption`](crate::Error::Corruption) for damage a crash
     /// cannot explain, [`Error::Io`](crate::Error::Io) otherwise.
@@ -735,11 +735,11 @@ impl Options {
     /// Opens (or creates) the store in `path` with these options.
     ///
     /// # Errors
-    /// [`Error::Locked`] if another handle holds the directory,
-    /// [`Error::Corruption`] if a data file is damaged in a way a crash
-    /// cannot explain (in [`RecoveryMode::Strict`]),
-    /// [`Error::InvalidOptions`] for out-of-range options, and
-    /// [`Error::Io`] for operating-system errors.
+    /// [`Error::Locked`](crate::Error::Locked) if another handle holds the directory,
+    /// [`Error::Corruption`](crate::Error::Corruption) if a data file is damaged in a way a crash
+    /// cannot explain (in [`RecoveryMode::Strict`](crate::RecoveryMode::Strict)),
+    /// [`Error::InvalidOptions`](crate::Error::InvalidOptions) for out-of-range options, and
+    /// [`Error::Io`](crate::Error::Io) for operating-system errors.
     pub fn open(self, path: impl AsRef<Path>) -> Result<Db> {
         self.validate()?;
         Db::open_with(path.as_ref(), self)

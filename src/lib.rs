@@ -13,6 +13,32 @@
 //! * Recovery cuts off a torn tail after a crash and refuses (or, when asked,
 //!   salvages) damage that a crash cannot explain.
 //!
+//! # Layout
+//!
+//! The source is layered; each folder is a layer and uses only the layers
+//! listed before it (`tests/architecture.rs` checks this, and that no two
+//! files import each other in a circle). `docs/design.md` has the full map.
+//!
+//! * `error.rs`, `types.rs`, `batch.rs`, `stats.rs`: the error enum and
+//!   plain public value types;
+//! * `util/`: lock helpers, randomness, the clock, test hooks;
+//! * `format/`: the on-disk format, with no I/O (records, segment header,
+//!   hint files, the compaction manifest, file names);
+//! * `fs/`: the file layer (`Vfs`), the real file system and memory maps
+//!   (the crate's only `unsafe`);
+//! * `options.rs`: [`Options`];
+//! * `storage/`: reading segments, the tail cache, group commit, hint and
+//!   manifest files, space accounting; `index/`: the keydir;
+//! * `recovery/`: everything open does before the engine starts;
+//! * `tools/`: offline [`verify`], [`repair`] and [`read_segment`];
+//! * `engine/`: `Core`, with one file each for open, the write path, the
+//!   read path, background work and transactions;
+//! * `compaction/`: choosing, classifying, writing, installing, deleting;
+//! * `iter.rs`, `db.rs`, `keyspace.rs`: the [`Db`] handle;
+//! * `modules/`: [`cache`], [`session`] and [`limits`], on the `Db` API.
+//!
+//! # Example
+//!
 //! ```
 //! use std::time::Duration;
 //!

@@ -22,7 +22,7 @@ pub enum SyncPolicy {
     /// lose the writes of the last `n` ms (plus the fsync's own duration).
     EveryMillis(u64),
     /// cairn never fsyncs on its own; the OS writes back when it likes.
-    /// [`Db::sync`] still makes everything durable on demand.
+    /// [`Db::sync`](crate::Db::sync) still makes everything durable on demand.
     Never,
 }
 
@@ -35,7 +35,7 @@ pub enum RecoveryMode {
     #[default]
     Strict,
     /// Skip damaged records, keep every record that passes its checksum, and
-    /// report what was skipped in [`Db::recovery_report`]. Hint files are
+    /// report what was skipped in [`Db::recovery_report`](crate::Db::recovery_report). Hint files are
     /// ignored and every segment is scanned.
     Salvage,
 }
@@ -251,7 +251,7 @@ impl Options {
 
     /// Run compaction automatically in a background thread when a sealed
     /// segment is fragmented enough (see the `compaction_*` options).
-    /// Default: true. [`Db::compact`] works either way.
+    /// Default: true. [`Db::compact`](crate::Db::compact) works either way.
     #[must_use]
     pub fn auto_compact(mut self, on: bool) -> Options {
         self.auto_compact = on;
