@@ -239,6 +239,11 @@ impl Core {
         }
     }
 
+    /// Waits until everything up to `pos` (segment id, offset) is durable:
+    /// joins the group commit, which either finds that a running fsync
+    /// covers `pos` or runs one for every writer waiting. A failed fsync
+    /// poisons the handle and is never retried. Read-only handles have no
+    /// group commit and return at once.
     pub(super) fn wait(&self, pos: Pos) -> Result<()> {
         let Some(g) = &self.group else { return Ok(()) };
         self.sync_result(g.wait_durable(pos), pos.0)
@@ -254,6 +259,11 @@ impl Core {
         self.roll(w)
     }
 
+    /// Seals the active segment and makes a new one active, in three
+    /// ordered steps (numbered below): the old segment's tail durable and
+    /// its preallocated zeros cut off; the new segment created with a
+    /// durable header and directory entry; the old segment's hint file
+    /// queued for the background thread. A failure poisons the handle.
     fn roll(&self, w: &mut Writer) -> Result<()> {
         let old = w.active.clone();
         let old_len = old.len.load(Ordering::Acquire);
