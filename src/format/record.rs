@@ -68,6 +68,12 @@ impl Kind {
             _ => None,
         }
     }
+
+    /// The kind named by the kind byte of the record header at the start of
+    /// `b`, if it names one: a cheap check before a full decode.
+    pub(crate) fn peek(b: &[u8]) -> Option<Kind> {
+        b.get(4).copied().and_then(Kind::from_u8)
+    }
 }
 
 /// A decoded record borrowing from the buffer it was read from.

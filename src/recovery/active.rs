@@ -1,0 +1,106 @@
+//! The active segment after loading: cutting its torn tail, and sealing it
+//! when a salvage open skipped damage in it.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::Result;
+use crate::format::names;
+use crate::format::segment::{self, SEGMENT_HEADER_LEN};
+use crate::fs::{self, OpenMode, Vfs};
+use crate::util::rand::new_salt;
+
+use super::segment_load::SegmentLoad;
+
+/// What fixing up the active segment's tail left.
+pub(crate) struct ActiveTail {
+    /// How much of the active segment's file exists and is durable (see
+    /// `Writer::allocated`).
+    pub allocated: u64,
+    /// A torn tail cut off (or, read-only, found): `(file, offset, bytes)`.
+    pub truncated: Option<(PathBuf, u64, u64)>,
+}
+
+/// Fixes up the active segment: cuts a torn tail (or rewrites a torn
+/// header) unless read-only, and keeps a zero-filled preallocated tail.
+pub(crate) fn fix_active_tail(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    active: Option<&mut SegmentLoad>,
+    read_only: bool,
+) -> Result<ActiveTail> {
+    let mut tail = ActiveTail {
+        allocated: SEGMENT_HEADER_LEN,
+        truncated: None,
+    };
+    let Some(last) = active else {
+        return Ok(tail);
+    };
+    let path = names::segment_path(dir, last.id);
+    tail.allocated = last.len.max(SEGMENT_HEADER_LEN);
+    if let Some((cut_at, file_len)) = last.cut {
+        if last.zero_tail && !last.needs_header {
+            // Zeros preallocated ahead of the writes: keep them.
+            tail.allocated = file_len;
+        } else if !read_only {
+            cut_torn_tail(vfs, &path, last, cut_at, file_len)?;
+        }
+        if !last.zero_tail || last.needs_header {
+            tail.truncated = Some((path, cut_at, file_len - cut_at));
+        }
+    }
+    Ok(tail)
+}
+
+/// Cuts the active segment's file at `cut_at`, or rewrites its header
+/// (with a new salt) when the segment was being created; then fsyncs it.
+fn cut_torn_tail(
+    vfs: &dyn Vfs,
+    path: &Path,
+    last: &mut SegmentLoad,
+    cut_at: u64,
+    file_len: u64,
+) -> Result<()> {
+    let f = vfs.open(path, OpenMode::ReadWrite)?;
+    if last.needs_header {
+        f.set_len(0)?;
+        last.salt = new_salt(last.id);
+        fs::write_all_at(&*f, &segment::encode_header(last.id, last.salt), 0)?;
+        last.len = SEGMENT_HEADER_LEN;
+    } else {
+        f.set_len(cut_at)?;
+    }
+    f.sync_all()?;
+    log::warn!(
+        "cut a torn tail of {} bytes off {} at offset {cut_at}",
+        file_len - cut_at,
+        path.display()
+    );
+    Ok(())
+}
+
+/// A read-write open that skipped damage inside the active segment seals
+/// it as it is, cut to its last record, so that new writes go to a fresh
+/// segment (appending after damage is unsafe: see
+/// docs/design-notes-recovery.md). Returns whether it did.
+pub(crate) fn seal_damaged_active(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    active: Option<&SegmentLoad>,
+    read_only: bool,
+) -> Result<bool> {
+    let Some(last) = active.filter(|l| !read_only && !l.skipped.is_empty()) else {
+        return Ok(false);
+    };
+    let path = names::segment_path(dir, last.id);
+    let f = vfs.open(&path, OpenMode::ReadWrite)?;
+    let end = last.len.max(SEGMENT_HEADER_LEN);
+    if f.len()? > end {
+        f.set_len(end)?;
+    }
+    f.sync_all()?;
+    log::warn!(
+        "salvage: sealed {} with its damaged ranges; new writes go to a new segment",
+        path.display()
+    );
+    Ok(true)
+}

@@ -1,0 +1,111 @@
+//! The store directory: creating it, locking it, listing it, removing
+//! stray temporary files, and finding the active segment.
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::format::names;
+use crate::format::segment::{self, SEGMENT_HEADER_LEN};
+use crate::fs::{self, LockGuard, OpenMode, Vfs};
+use crate::options::Options;
+
+/// Creates the store directory if it is missing and the options allow it.
+pub(crate) fn ensure_dir(vfs: &dyn Vfs, dir: &Path, opts: &Options) -> Result<()> {
+    if vfs.exists(dir) {
+        return Ok(());
+    }
+    if opts.create_if_missing && !opts.read_only {
+        crate::fs::create_dir_durably(vfs, dir)?;
+        Ok(())
+    } else {
+        Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("store directory {} does not exist", dir.display()),
+        )))
+    }
+}
+
+/// Takes the directory lock (shared when read-only; none for a snapshot).
+pub(crate) fn lock_dir(vfs: &dyn Vfs, dir: &Path, opts: &Options) -> Result<Option<LockGuard>> {
+    let lock_path = dir.join(names::LOCK_FILE);
+    if opts.snapshot {
+        return Ok(None);
+    }
+    match vfs.try_lock(&lock_path, opts.read_only)? {
+        Some(l) => Ok(Some(l)),
+        None => Err(Error::Locked { path: lock_path }),
+    }
+}
+
+/// Files found in a store directory.
+pub(crate) struct Listing {
+    pub segments: Vec<u32>,
+    pub temp_files: Vec<PathBuf>,
+}
+
+/// Lists segment ids (ascending) and stray temporary files.
+pub(crate) fn list_dir(vfs: &dyn Vfs, dir: &Path) -> Result<Listing> {
+    let mut segments = Vec::new();
+    let mut temp_files = Vec::new();
+    for name in vfs.list(dir)? {
+        if name.ends_with(names::TMP_SUFFIX) {
+            temp_files.push(dir.join(&name));
+        } else if let Some((id, suffix)) = names::parse_file_name(&name) {
+            if suffix == names::SEGMENT_SUFFIX {
+                segments.push(id);
+            }
+        }
+    }
+    segments.sort_unstable();
+    Ok(Listing {
+        segments,
+        temp_files,
+    })
+}
+
+/// Lists the directory without the segments in `leave_out` and, unless
+/// read-only, removes the stray temporary files (then syncs the directory
+/// if any went). Returns the listing and how many files were removed.
+pub(crate) fn list_and_clean(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    leave_out: &[u32],
+    read_only: bool,
+) -> Result<(Listing, u32)> {
+    let mut listing = list_dir(vfs, dir)?;
+    listing.segments.retain(|id| !leave_out.contains(id));
+    let mut removed = 0;
+    if !read_only {
+        for t in &listing.temp_files {
+            match vfs.remove_file(t) {
+                Ok(()) => removed += 1,
+                Err(e) => log::warn!("could not remove stray file {}: {e}", t.display()),
+            }
+        }
+        if removed > 0 {
+            vfs.sync_dir(dir)?;
+        }
+    }
+    Ok((listing, removed))
+}
+
+/// The active segment: the highest-numbered segment that compaction did not
+/// write. A segment whose header cannot be read counts as a writer segment
+/// (a torn header can only belong to a segment being created by the writer;
+/// compaction renames its files into place only once they are complete).
+pub(crate) fn find_active(vfs: &dyn Vfs, dir: &Path, ids: &[u32]) -> Option<u32> {
+    for &id in ids.iter().rev() {
+        let path = names::segment_path(dir, id);
+        let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+        let compacted = vfs
+            .open(&path, OpenMode::Read)
+            .and_then(|f| fs::read_exact_at(&*f, &mut header, 0))
+            .ok()
+            .and_then(|()| segment::header_info(&path, &header, id).ok())
+            .is_some_and(|h| h.compacted);
+        if !compacted {
+            return Some(id);
+        }
+    }
+    None
+}

@@ -1,0 +1,254 @@
+//! Loading segments: a sealed one from its hint when the hint checks out,
+//! otherwise (and the active one always) by scanning it; in parallel.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::error::{Error, Result};
+use crate::format::hint::HintEntry;
+use crate::format::names;
+use crate::format::segment::{self, HeaderInfo, SEGMENT_HEADER_LEN};
+use crate::fs::{self, OpenMode, Vfs};
+use crate::options::RecoveryMode;
+use crate::storage::hints;
+use crate::util::locks;
+
+use super::report::SkippedRange;
+use super::scan::scan_segment;
+use super::segment_load::SegmentLoad;
+
+/// Loads every segment, in parallel unless `sequential`, and returns them
+/// in id order.
+pub(crate) fn load_all(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    ids: &[u32],
+    active: Option<u32>,
+    mode: RecoveryMode,
+    read_only: bool,
+    sequential: bool,
+) -> Result<Vec<SegmentLoad>> {
+    let last = active;
+    let threads = if sequential {
+        1
+    } else {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .clamp(1, 8)
+            .min(ids.len().max(1))
+    };
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<SegmentLoad>>>> =
+        Mutex::new((0..ids.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&id) = ids.get(i) else { break };
+                let r = load_segment(vfs, dir, id, Some(id) == last, mode, read_only);
+                let failed = r.is_err();
+                locks::lock(&results)[i] = Some(r);
+                if failed {
+                    next.store(ids.len(), Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let results = locks::into_inner(results);
+    let mut out = Vec::with_capacity(ids.len());
+    for r in results.into_iter().flatten() {
+        out.push(r?);
+    }
+    if out.len() != ids.len() {
+        return Err(Error::Io(std::io::Error::other(
+            "segment loading stopped early",
+        )));
+    }
+    Ok(out)
+}
+
+/// cairn never writes a segment of 4 GiB or more (`max_segment_bytes` is at
+/// most 1 GiB), and the index keeps offsets in 32 bits: a longer file is
+/// not one of ours.
+fn check_segment_len(path: &Path, len: u64) -> Result<()> {
+    if len > crate::index::keydir::MAX_OFFSET {
+        return Err(Error::corruption(
+            path,
+            crate::index::keydir::MAX_OFFSET,
+            format!("segment file is {len} bytes; cairn never writes one of 4 GiB or more"),
+        ));
+    }
+    Ok(())
+}
+
+/// Loads one segment: from its hint when possible, else by scanning (and
+/// then, for a clean sealed segment, rewrites its hint).
+fn load_segment(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    id: u32,
+    active: bool,
+    mode: RecoveryMode,
+    read_only: bool,
+) -> Result<SegmentLoad> {
+    let path = names::segment_path(dir, id);
+    // In salvage mode, a truncated sealed segment is reported, not refused.
+    let mut truncated: Option<(u64, u64)> = None;
+    if !active {
+        match from_hint(vfs, dir, &path, id, mode)? {
+            FromHint::Loaded(load) => return Ok(load),
+            FromHint::Scan { truncated: t } => truncated = t,
+        }
+    }
+    let bytes = vfs.read(&path)?;
+    check_segment_len(&path, bytes.len() as u64)?;
+    let mut load = scan_segment(&path, id, &bytes, active, mode)?;
+    if let Some((len, described)) = truncated {
+        load.skipped.push(SkippedRange {
+            path: path.clone(),
+            offset: len,
+            len: described - len,
+            reason: "the end of the sealed segment is missing (its hint describes more)".into(),
+        });
+    }
+    if !active && !read_only && load.skipped.is_empty() {
+        match hints::write(
+            vfs,
+            dir,
+            id,
+            load.salt,
+            load.len,
+            load.max_seq,
+            &dedup_newest(&load.entries),
+        ) {
+            Ok(n) => load.hint_bytes = n,
+            Err(e) => log::warn!("could not write hint for segment {id}: {e}"),
+        }
+    }
+    Ok(load)
+}
+
+/// What the hint of a sealed segment allows.
+enum FromHint {
+    /// The segment, loaded from its hint.
+    Loaded(SegmentLoad),
+    /// Scan the segment. In salvage mode, an authentic hint that describes
+    /// more than the file holds gives `(file length, length described)`.
+    Scan { truncated: Option<(u64, u64)> },
+}
+
+/// Loads a sealed segment from its hint when the hint checks out (strict
+/// mode only). An authentic hint describing a longer segment than the file
+/// is corruption in strict mode.
+fn from_hint(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    path: &Path,
+    id: u32,
+    mode: RecoveryMode,
+) -> Result<FromHint> {
+    let (len, info) = sealed_header(vfs, path, id, mode)?;
+    let hint = match info.map(|info| hints::read(vfs, dir, id, len, info.salt)) {
+        Some(Ok(h)) => h,
+        Some(Err(described)) if mode == RecoveryMode::Strict => {
+            return Err(Error::corruption(
+                path,
+                len,
+                format!(
+                    "sealed segment is {len} bytes but its hint describes {described}: \
+                     the end of the segment is missing"
+                ),
+            ))
+        }
+        Some(Err(described)) => {
+            return Ok(FromHint::Scan {
+                truncated: Some((len, described)),
+            })
+        }
+        None => None,
+    };
+    let Some(h) = hint.filter(|_| mode == RecoveryMode::Strict) else {
+        return Ok(FromHint::Scan { truncated: None });
+    };
+    let min_seq = h.entries.iter().map(|e| e.seq).min().unwrap_or(u64::MAX);
+    Ok(FromHint::Loaded(SegmentLoad {
+        id,
+        len,
+        max_seq: h.max_seq,
+        entries: h.entries,
+        from_hint: true,
+        cut: None,
+        discarded_batch_records: 0,
+        skipped: Vec::new(),
+        needs_header: false,
+        zero_tail: false,
+        salt: info.map_or(0, |h| h.salt),
+        min_seq,
+        hint_bytes: h.file_len,
+        compacted: info.is_some_and(|h| h.compacted),
+    }))
+}
+
+/// A sealed segment's file length and header. The header is read and
+/// checked even when a hint is used: it gives the salt the hint must name.
+/// `None`: unreadable in salvage mode, or too short (the scan decides).
+fn sealed_header(
+    vfs: &dyn Vfs,
+    path: &Path,
+    id: u32,
+    mode: RecoveryMode,
+) -> Result<(u64, Option<HeaderInfo>)> {
+    let file = vfs.open(path, OpenMode::Read)?;
+    let len = file.len()?;
+    check_segment_len(path, len)?;
+    let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+    let info = match fs::read_exact_at(&*file, &mut header, 0) {
+        Ok(()) => match segment::header_info(path, &header, id) {
+            Ok(info) => Some(info),
+            Err(e) if mode == RecoveryMode::Strict => return Err(e),
+            Err(_) => None, // salvage: the scan below decides
+        },
+        Err(_) => None, // too short: the scan below reports it
+    };
+    Ok((len, info))
+}
+
+/// Keeps only the newest entry of each key (for writing a hint).
+pub(crate) fn dedup_newest(entries: &[HintEntry]) -> Vec<HintEntry> {
+    let mut newest: hashbrown::HashMap<&[u8], usize, foldhash::fast::RandomState> =
+        hashbrown::HashMap::with_capacity_and_hasher(entries.len(), Default::default());
+    for (i, e) in entries.iter().enumerate() {
+        newest
+            .entry(e.key.as_slice())
+            .and_modify(|j| {
+                if entries[*j].seq < e.seq {
+                    *j = i;
+                }
+            })
+            .or_insert(i);
+    }
+    let mut idx: Vec<usize> = newest.into_values().collect();
+    idx.sort_unstable_by_key(|&i| entries[i].offset);
+    idx.into_iter().map(|i| entries[i].clone()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dedup_keeps_newest() {
+        let e = |k: &[u8], s| HintEntry {
+            key: k.to_vec(),
+            seq: s,
+            expires_at_ms: 0,
+            offset: s * 10,
+            value_len: 0,
+            tombstone: false,
+        };
+        let d = dedup_newest(&[e(b"a", 1), e(b"b", 2), e(b"a", 3)]);
+        assert_eq!(d, vec![e(b"b", 2), e(b"a", 3)]);
+    }
+}
