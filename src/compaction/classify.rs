@@ -11,7 +11,7 @@ use crate::engine::Core;
 use crate::error::{Error, Result};
 use crate::format::hint::HintEntry;
 use crate::format::names;
-use crate::index::keydir::Entry;
+use crate::index::keydir::IndexEntry;
 use crate::options::RecoveryMode;
 use crate::recovery;
 use crate::storage::segment::Segment;
@@ -28,7 +28,7 @@ pub(super) struct Kept {
     pub(super) value_len: u32,
     pub(super) expires_at_ms: u64,
     /// The keydir entry to move (live puts); `None` for a tombstone.
-    pub(super) live: Option<Entry>,
+    pub(super) live: Option<IndexEntry>,
 }
 
 /// What the classification counted; the numbers of the same name in
@@ -53,14 +53,14 @@ pub(super) struct Classified {
     pub(super) order: Vec<usize>,
     /// Index entries of expired puts that are not copied: removed once the
     /// new segments are installed, so nothing points into deleted files.
-    pub(super) forget: Vec<(Vec<u8>, Entry)>,
+    pub(super) forget: Vec<(Vec<u8>, IndexEntry)>,
     pub(super) tally: Tally,
 }
 
 /// What becomes of one record of an input.
 enum Fate {
     /// A live put: copied, and its keydir entry moved.
-    Copy(Entry),
+    Copy(IndexEntry),
     /// Kept as a tombstone (a tombstone, or an expired put), since a
     /// segment that is kept may hold an older version of its key.
     Tombstone,
@@ -172,7 +172,7 @@ impl Core {
         path: &Path,
         id: u32,
         e: &HintEntry,
-        current: Option<Entry>,
+        current: Option<IndexEntry>,
         points_here: bool,
     ) -> Result<()> {
         let Some(c) = current else {
@@ -240,7 +240,7 @@ impl Core {
 /// expired, and whether a kept segment may hold an older version of its key.
 fn fate(
     e: &HintEntry,
-    current: Option<Entry>,
+    current: Option<IndexEntry>,
     points_here: bool,
     expired: bool,
     may_shadow: bool,

@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::format::segment::SEGMENT_HEADER_LEN;
 use crate::storage::manifest;
 use crate::storage::segment::Segment;
-use crate::storage::space::SegStat;
+use crate::storage::space::SegmentSpace;
 use crate::util;
 use crate::util::locks::{self, lock};
 
@@ -40,7 +40,7 @@ impl Core {
             // would make automatic compaction rewrite them forever.
             lock(&self.seg_stats).insert(
                 o.id,
-                SegStat {
+                SegmentSpace {
                     total: o.len,
                     dead: o.len - SEGMENT_HEADER_LEN - o.tombstone_bytes,
                     kept: o.tombstone_bytes,

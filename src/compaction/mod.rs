@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use crate::engine::Core;
 use crate::error::Result;
-use crate::storage::space::SegStat;
+use crate::storage::space::SegmentSpace;
 use crate::util::locks::lock;
 
 /// What a compaction did, from [`Db::compact`](crate::Db::compact).
@@ -81,7 +81,7 @@ impl Core {
     /// the phases, each right after the file operation it is named for.
     pub(crate) fn compact_with(
         &self,
-        choose: impl FnOnce(&BTreeMap<u32, SegStat>, u32) -> Vec<u32>,
+        choose: impl FnOnce(&BTreeMap<u32, SegmentSpace>, u32) -> Vec<u32>,
     ) -> Result<CompactionStats> {
         let _one_at_a_time = lock(&self.compaction);
         let started = Instant::now();

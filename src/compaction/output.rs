@@ -13,10 +13,10 @@ use crate::engine::Core;
 use crate::error::{Error, Result};
 use crate::format::hint::HintEntry;
 use crate::format::names;
-use crate::format::record::{self, Kind};
+use crate::format::record::{self, RecordKind};
 use crate::format::segment::{self, SEGMENT_HEADER_LEN};
 use crate::fs::{self, OpenMode, VFile, Vfs};
-use crate::index::keydir::Entry;
+use crate::index::keydir::IndexEntry;
 use crate::storage::hints;
 use crate::util;
 use crate::util::rand::new_salt;
@@ -42,8 +42,8 @@ pub(super) struct Output {
 /// copy (`new`), for the key of `kept[i]`.
 pub(super) struct Move {
     pub(super) i: usize,
-    pub(super) old: Entry,
-    pub(super) new: Entry,
+    pub(super) old: IndexEntry,
+    pub(super) new: IndexEntry,
 }
 
 /// What phase 3 wrote: segments renamed into place but not yet installed.
@@ -79,8 +79,8 @@ impl Output {
         let offset = self.len;
         let len = record::encoded_len(k.key_len, k.value_len);
         let kind = match k.live {
-            Some(_) => Kind::Put,
-            None => Kind::Tombstone,
+            Some(_) => RecordKind::Put,
+            None => RecordKind::Tombstone,
         };
         record::encode_into(
             &mut self.buf,
@@ -238,7 +238,7 @@ impl Core {
             };
             let offset = o.append(k, value);
             if let Some(old) = k.live {
-                let new = Entry {
+                let new = IndexEntry {
                     seq: k.seq,
                     expires_at_ms: k.expires_at_ms,
                     offset,

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use crate::engine::Core;
 use crate::error::Result;
 use crate::format::segment::SEGMENT_HEADER_LEN;
-use crate::storage::space::{level_bytes, start_level, SegStat, SpaceUse, START_FRACTION};
+use crate::storage::space::{level_bytes, start_level, SegmentSpace, StoreSpace, START_FRACTION};
 use crate::util::locks::lock;
 
 /// The segments one compaction rewrites.
@@ -26,10 +26,10 @@ impl Core {
     /// one, nor one with skipped damage.
     pub(super) fn choose(
         &self,
-        choose: impl FnOnce(&BTreeMap<u32, SegStat>, u32) -> Vec<u32>,
+        choose: impl FnOnce(&BTreeMap<u32, SegmentSpace>, u32) -> Vec<u32>,
     ) -> Result<Plan> {
         let w = self.writer()?;
-        let active = w.active_id();
+        let active = self.active_id().ok_or(crate::Error::ReadOnly)?;
         let seg_stats = lock(&self.seg_stats);
         let mut inputs = choose(&seg_stats, active);
         // A segment in which a salvage open skipped damage is left as it
@@ -66,13 +66,13 @@ impl Core {
 ///
 /// Sealed segments smaller than `compaction_small_segment_bytes` ride along.
 pub(super) fn auto_candidates(
-    stats: &BTreeMap<u32, SegStat>,
+    stats: &BTreeMap<u32, SegmentSpace>,
     active: u32,
     opts: &crate::Options,
 ) -> Vec<u32> {
-    let data = |s: &SegStat| s.total.saturating_sub(SEGMENT_HEADER_LEN);
-    let ratio = |s: &SegStat| s.dead as f64 / data(s).max(1) as f64;
-    let sealed: Vec<(u32, &SegStat)> = stats
+    let data = |s: &SegmentSpace| s.total.saturating_sub(SEGMENT_HEADER_LEN);
+    let ratio = |s: &SegmentSpace| s.dead as f64 / data(s).max(1) as f64;
+    let sealed: Vec<(u32, &SegmentSpace)> = stats
         .iter()
         .filter(|(id, s)| **id != active && !s.damaged)
         .map(|(id, s)| (*id, s))
@@ -88,7 +88,7 @@ pub(super) fn auto_candidates(
         .collect();
 
     let amp = opts.compaction_max_space_amplification;
-    let space = SpaceUse::of(stats, active);
+    let space = StoreSpace::of(stats, active);
     // `amp` is the bound: start well before it (see START_FRACTION).
     if amp > 0.0 && space.over(start_level(amp)) {
         let goal = level_bytes(
@@ -100,10 +100,10 @@ pub(super) fn auto_candidates(
             chosen
                 .iter()
                 .filter_map(|id| stats.get(id))
-                .map(SegStat::reclaimable)
+                .map(SegmentSpace::reclaimable)
                 .sum::<u64>(),
         );
-        let mut by_ratio: Vec<&(u32, &SegStat)> =
+        let mut by_ratio: Vec<&(u32, &SegmentSpace)> =
             sealed.iter().filter(|(_, s)| s.dead > 0).collect();
         by_ratio.sort_by(|a, b| ratio(b.1).total_cmp(&ratio(a.1)));
         for (id, s) in by_ratio {
@@ -132,7 +132,7 @@ pub(super) fn auto_candidates(
     let budget = opts
         .max_segment_bytes
         .max((disk_total as f64 * (amp.max(1.5) - 1.0) * BATCH_FRACTION) as u64);
-    let mut by_value: Vec<(u32, &SegStat)> = chosen
+    let mut by_value: Vec<(u32, &SegmentSpace)> = chosen
         .iter()
         .filter_map(|id| stats.get(id).map(|s| (*id, s)))
         .collect();

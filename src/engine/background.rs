@@ -9,10 +9,9 @@ use std::time::{Duration, Instant};
 use crate::error::{Error, Result};
 use crate::format::names;
 
-use crate::index::keydir::Entry;
+use crate::index::keydir::IndexEntry;
 use crate::recovery::{self};
-use crate::storage::hints;
-use crate::storage::space::{start_level, SpaceUse};
+use crate::storage::space::{start_level, StoreSpace};
 use crate::util::locks::{self, lock};
 
 use super::Core;
@@ -37,7 +36,7 @@ impl Core {
         let Some(active) = self.active_id() else {
             return false;
         };
-        SpaceUse::of(&lock(&self.seg_stats), active).over(level(max))
+        StoreSpace::of(&lock(&self.seg_stats), active).over(level(max))
     }
 
     /// Records the size of segment `id`'s hint file (disk use).
@@ -103,7 +102,7 @@ impl Core {
         self.expired_removed.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub(super) fn forget_expired(&self, key: &[u8], e: &Entry) {
+    pub(super) fn forget_expired(&self, key: &[u8], e: &IndexEntry) {
         if self.keydir.remove_if_eq(key, e) {
             self.expired_removed.fetch_add(1, Ordering::Relaxed);
             if let Some(s) = lock(&self.seg_stats).get_mut(&e.file_id) {
@@ -238,21 +237,7 @@ impl Core {
             None => self.opts.vfs.read(&path).map(std::borrow::Cow::Owned),
         }
         .map_err(Error::Io)
-        .and_then(|bytes| {
-            recovery::scan_segment(&path, id, &bytes, false, crate::RecoveryMode::Strict)
-        })
-        .and_then(|load| {
-            hints::write(
-                &*self.opts.vfs,
-                &self.dir,
-                id,
-                load.salt,
-                load.len,
-                load.max_seq,
-                &recovery::dedup_newest(&load.entries),
-            )
-            .map_err(Error::Io)
-        });
+        .and_then(|bytes| recovery::scan_and_write_hint(&*self.opts.vfs, &self.dir, id, &bytes));
         match result {
             Ok(n) => self.note_hint(id, n),
             Err(e) => log::warn!("could not write the hint of segment {id}: {e}"),

@@ -24,14 +24,14 @@ use crate::fs::LockGuard;
 use crate::index::keydir::KeyDir;
 use crate::options::Options;
 use crate::recovery::RecoveryReport;
-use crate::storage::group_commit::{Active, GroupCommit};
+use crate::storage::group_commit::{ActiveSegment, GroupCommit};
 use crate::storage::segment::Segment;
-use crate::storage::space::SegStat;
+use crate::storage::space::SegmentSpace;
 use crate::util::locks::lock;
 
 /// State only the writer touches.
 pub(crate) struct Writer {
-    active: Arc<Active>,
+    active: Arc<ActiveSegment>,
     /// Bytes of the active segment file that exist and are durable: the
     /// written records plus a zero-filled, fsynced region ahead of them.
     /// Overwriting zeros that are already on disk lets `fdatasync` skip the
@@ -79,8 +79,8 @@ pub(crate) struct Core {
     pub(crate) keydir: KeyDir,
     /// Every segment open for reading, by id (the active one included).
     pub(crate) segments: RwLock<BTreeMap<u32, Arc<Segment>>>,
-    /// Size and dead bytes of every segment (see [`SegStat`]).
-    pub(crate) seg_stats: Mutex<BTreeMap<u32, SegStat>>,
+    /// Size and dead bytes of every segment (see [`SegmentSpace`]).
+    pub(crate) seg_stats: Mutex<BTreeMap<u32, SegmentSpace>>,
     /// The next unused segment id (for the writer and for compaction).
     pub(crate) next_file_id: AtomicU32,
 

@@ -11,9 +11,9 @@ use crate::fs::{OpenMode, Vfs};
 use crate::options::Options;
 use crate::recovery::{self, Recovered};
 use crate::storage;
-use crate::storage::group_commit::{Active, GroupCommit};
+use crate::storage::group_commit::{ActiveSegment, GroupCommit};
 use crate::storage::segment::Segment;
-use crate::storage::space::SegStat;
+use crate::storage::space::SegmentSpace;
 use crate::storage::tail_cache::{self};
 
 use super::{BgState, Core, Writer};
@@ -86,7 +86,7 @@ fn start_writer(dir: &Path, opts: &Options, r: &mut Recovered) -> Result<(Writer
             let id = r.next_file_id;
             r.next_file_id += 1;
             let (_, salt) = storage::segment::create(vfs, dir, id)?;
-            r.seg_stats.insert(id, SegStat::empty());
+            r.seg_stats.insert(id, SegmentSpace::empty());
             (id, SEGMENT_HEADER_LEN, salt, SEGMENT_HEADER_LEN)
         }
     };
@@ -101,9 +101,14 @@ fn start_writer(dir: &Path, opts: &Options, r: &mut Recovered) -> Result<(Writer
     let tail = tail_cache::seeded(opts.tail_cache_bytes, &*file, len)?;
     r.segments.insert(
         id,
-        Arc::new(Segment::active(path, file.clone(), tail.clone(), salt)),
+        Arc::new(Segment::with_tail_cache(
+            path,
+            file.clone(),
+            tail.clone(),
+            salt,
+        )),
     );
-    let active = Arc::new(Active {
+    let active = Arc::new(ActiveSegment {
         id,
         salt,
         file,

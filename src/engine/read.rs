@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::format::names;
 use crate::format::record::check_key;
 
-use crate::index::keydir::Entry;
+use crate::index::keydir::IndexEntry;
 use crate::stats::Stats;
 use crate::types::Ttl;
 use crate::util::locks::{self, lock};
@@ -16,7 +16,7 @@ use super::Core;
 
 impl Core {
     /// Reads the value an entry points at.
-    fn read_entry(&self, key: &[u8], mut entry: Entry) -> Result<Option<Vec<u8>>> {
+    fn read_entry(&self, key: &[u8], mut entry: IndexEntry) -> Result<Option<Vec<u8>>> {
         // A segment can disappear between the index lookup and the read only
         // if compaction moved the key; look it up again then.
         for _ in 0..64 {
@@ -39,7 +39,7 @@ impl Core {
     }
 
     /// The live entry of `key`, if any.
-    pub(super) fn live_entry(&self, key: &[u8]) -> Option<Entry> {
+    pub(super) fn live_entry(&self, key: &[u8]) -> Option<IndexEntry> {
         self.keydir.get(key).filter(|e| !e.is_expired(self.now()))
     }
 
@@ -86,7 +86,7 @@ impl Core {
     }
 
     /// Reads the live value of `key` for a read-modify-write.
-    pub(super) fn current(&self, key: &[u8]) -> Result<Option<(Entry, Vec<u8>)>> {
+    pub(super) fn current(&self, key: &[u8]) -> Result<Option<(IndexEntry, Vec<u8>)>> {
         match self.live_entry(key) {
             Some(e) => Ok(self.read_entry(key, e)?.map(|v| (e, v))),
             None => Ok(None),

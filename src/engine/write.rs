@@ -9,15 +9,15 @@ use std::time::Duration;
 use crate::batch::{Batch, BatchOp};
 use crate::error::{Error, Result};
 use crate::format::names;
-use crate::format::record::{self, check_key, check_value, Kind, FLAG_BATCH};
+use crate::format::record::{self, check_key, check_value, RecordKind, FLAG_BATCH};
 use crate::format::segment::SEGMENT_HEADER_LEN;
 use crate::fs;
-use crate::index::keydir::Entry;
+use crate::index::keydir::IndexEntry;
 use crate::options::SyncPolicy;
 use crate::storage;
-use crate::storage::group_commit::{Active, Pos, SyncError};
+use crate::storage::group_commit::{ActiveSegment, Pos, SyncError};
 use crate::storage::segment::Segment;
-use crate::storage::space::SegStat;
+use crate::storage::space::SegmentSpace;
 use crate::storage::tail_cache::{self};
 use crate::types::{expiry_after, CasConflict};
 use crate::util::locks::{self, lock};
@@ -45,27 +45,29 @@ impl Writer {
         self.mark_bytes = 0;
         let synced = self.active.synced.load(Ordering::Acquire);
         if synced >= self.marked + SYNC_MARK_EVERY_BYTES {
-            self.encode(Kind::SyncMark, 0, 0, b"", &synced.to_le_bytes());
+            self.encode(RecordKind::SyncMark, 0, 0, b"", &synced.to_le_bytes());
             self.marked = synced;
             self.mark_bytes = self.buf.len() as u64;
         }
     }
 
-    /// The id of the active segment.
-    pub(crate) fn active_id(&self) -> u32 {
-        self.active.id
-    }
-
     /// Appends a record to the write buffer; returns the segment offset it
     /// will be written at.
-    fn encode(&mut self, kind: Kind, seq: u64, expires: u64, key: &[u8], value: &[u8]) -> u64 {
+    fn encode(
+        &mut self,
+        kind: RecordKind,
+        seq: u64,
+        expires: u64,
+        key: &[u8],
+        value: &[u8],
+    ) -> u64 {
         self.encode_flagged(kind, 0, seq, expires, key, value)
     }
 
     /// [`Writer::encode`] with record flags.
     fn encode_flagged(
         &mut self,
-        kind: Kind,
+        kind: RecordKind,
         flags: u8,
         seq: u64,
         expires: u64,
@@ -114,7 +116,7 @@ struct WriteOp<'a> {
 }
 
 enum Applied<'a> {
-    Put { key: &'a [u8], entry: Entry },
+    Put { key: &'a [u8], entry: IndexEntry },
     Delete { key: &'a [u8] },
 }
 
@@ -161,7 +163,7 @@ impl Core {
         }
         {
             let mut stats = lock(&self.seg_stats);
-            let own = stats.entry(w.active.id).or_insert_with(SegStat::empty);
+            let own = stats.entry(w.active.id).or_insert_with(SegmentSpace::empty);
             own.total = end;
             own.min_seq = own.min_seq.min(w.next_seq - seqs);
             for &(id, d) in &dead {
@@ -295,7 +297,7 @@ impl Core {
         };
         let path = names::segment_path(&self.dir, id);
         let tail = tail_cache::seeded(self.opts.tail_cache_bytes, &*file, SEGMENT_HEADER_LEN)?;
-        let reader = Segment::active(path, file.clone(), tail.clone(), salt);
+        let reader = Segment::with_tail_cache(path, file.clone(), tail.clone(), salt);
         let sealed = match Segment::open_sealed(
             &*self.opts.vfs,
             &self.dir,
@@ -321,8 +323,8 @@ impl Core {
             segs.insert(old.id, Arc::new(sealed));
             segs.insert(id, Arc::new(reader));
         }
-        lock(&self.seg_stats).insert(id, SegStat::empty());
-        let active = Arc::new(Active {
+        lock(&self.seg_stats).insert(id, SegmentSpace::empty());
+        let active = Arc::new(ActiveSegment {
             id,
             salt,
             file,
@@ -354,9 +356,9 @@ impl Core {
         expires: u64,
         key: &[u8],
         value: &[u8],
-    ) -> Entry {
-        let offset = w.encode_flagged(Kind::Put, flags, seq, expires, key, value);
-        Entry {
+    ) -> IndexEntry {
+        let offset = w.encode_flagged(RecordKind::Put, flags, seq, expires, key, value);
+        IndexEntry {
             seq,
             expires_at_ms: expires,
             offset,
@@ -380,7 +382,7 @@ impl Core {
         self.maybe_roll(w, len)?;
         w.start();
         let seq = w.next_seq;
-        w.encode(Kind::Tombstone, seq, 0, key, b"");
+        w.encode(RecordKind::Tombstone, seq, 0, key, b"");
         self.append(w, 1, &[Applied::Delete { key }], len)
     }
 
@@ -588,7 +590,7 @@ impl Core {
         self.maybe_roll(w, total)?;
         w.start();
         let begin = w.next_seq;
-        w.encode(Kind::BatchBegin, begin, 0, b"", &count.to_le_bytes());
+        w.encode(RecordKind::BatchBegin, begin, 0, b"", &count.to_le_bytes());
         let mut dead = record::encoded_len(0, 4);
         let mut applied = Vec::with_capacity(ops.len());
         for (i, op) in ops.iter().enumerate() {
@@ -599,7 +601,7 @@ impl Core {
                     applied.push(Applied::Put { key: op.key, entry });
                 }
                 None => {
-                    w.encode_flagged(Kind::Tombstone, FLAG_BATCH, seq, 0, op.key, b"");
+                    w.encode_flagged(RecordKind::Tombstone, FLAG_BATCH, seq, 0, op.key, b"");
                     dead += record::encoded_len(op.key.len() as u32, 0);
                     applied.push(Applied::Delete { key: op.key });
                 }
@@ -609,7 +611,7 @@ impl Core {
         commit[..8].copy_from_slice(&begin.to_le_bytes());
         commit[8..].copy_from_slice(&count.to_le_bytes());
         let commit_seq = begin + 1 + u64::from(count);
-        w.encode(Kind::BatchCommit, commit_seq, 0, b"", &commit);
+        w.encode(RecordKind::BatchCommit, commit_seq, 0, b"", &commit);
         dead += record::encoded_len(0, 12);
         self.append(w, u64::from(count) + 2, &applied, dead)
     }

@@ -29,7 +29,7 @@
 //! A hint is trusted only if its checksum, segment id and segment length all
 //! match; otherwise open scans the segment and writes a fresh hint.
 
-use crate::format::record::{self, Kind, MAX_KEY_BYTES};
+use crate::format::record::{self, RecordKind, MAX_KEY_BYTES};
 use crate::format::segment::{CHECKSUM_CRC32C, SEGMENT_HEADER_LEN};
 
 const HINT_MAGIC: &[u8; 8] = b"CAIRNHNT";
@@ -108,9 +108,9 @@ pub(crate) fn encode(
     let (mut seq, mut offset) = (0u64, 0u64);
     for e in entries {
         b.push(if e.tombstone {
-            Kind::Tombstone as u8
+            RecordKind::Tombstone as u8
         } else {
-            Kind::Put as u8
+            RecordKind::Put as u8
         });
         put_varint(&mut b, zigzag(e.seq.wrapping_sub(seq) as i64));
         put_varint(&mut b, zigzag(e.offset.wrapping_sub(offset) as i64));
@@ -195,9 +195,9 @@ pub(crate) fn decode(
             .filter(|_| at < t)
             .ok_or("hint entry runs past the end")?;
         at += 1;
-        let tombstone = match Kind::from_u8(kind) {
-            Some(Kind::Put) => false,
-            Some(Kind::Tombstone) => true,
+        let tombstone = match RecordKind::from_u8(kind) {
+            Some(RecordKind::Put) => false,
+            Some(RecordKind::Tombstone) => true,
             _ => return Err("hint entry has a bad kind"),
         };
         seq = seq.wrapping_add(unzigzag(get_varint(bytes, &mut at, t)?) as u64);

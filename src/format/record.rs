@@ -38,9 +38,10 @@ pub const MAX_KEY_BYTES: u32 = 64 * 1024;
 /// Largest value cairn stores, in bytes (256 MiB).
 pub const MAX_VALUE_BYTES: u32 = 256 * 1024 * 1024;
 
-/// What a record does.
+/// What a record in a segment is: its kind byte (see `docs/format.md`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
+#[non_exhaustive]
+pub enum RecordKind {
     /// A value for a key.
     Put = 1,
     /// A deletion marker.
@@ -57,29 +58,45 @@ pub(crate) enum Kind {
     SyncMark = 5,
 }
 
-impl Kind {
-    pub(crate) fn from_u8(b: u8) -> Option<Kind> {
+impl RecordKind {
+    /// A short lowercase name: `put`, `tombstone`, `batch-begin`,
+    /// `batch-commit`, `sync-mark`.
+    ///
+    /// ```
+    /// assert_eq!(cairn::RecordKind::Tombstone.name(), "tombstone");
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            RecordKind::Put => "put",
+            RecordKind::Tombstone => "tombstone",
+            RecordKind::BatchBegin => "batch-begin",
+            RecordKind::BatchCommit => "batch-commit",
+            RecordKind::SyncMark => "sync-mark",
+        }
+    }
+
+    pub(crate) fn from_u8(b: u8) -> Option<RecordKind> {
         match b {
-            1 => Some(Kind::Put),
-            2 => Some(Kind::Tombstone),
-            3 => Some(Kind::BatchBegin),
-            4 => Some(Kind::BatchCommit),
-            5 => Some(Kind::SyncMark),
+            1 => Some(RecordKind::Put),
+            2 => Some(RecordKind::Tombstone),
+            3 => Some(RecordKind::BatchBegin),
+            4 => Some(RecordKind::BatchCommit),
+            5 => Some(RecordKind::SyncMark),
             _ => None,
         }
     }
 
     /// The kind named by the kind byte of the record header at the start of
     /// `b`, if it names one: a cheap check before a full decode.
-    pub(crate) fn peek(b: &[u8]) -> Option<Kind> {
-        b.get(4).copied().and_then(Kind::from_u8)
+    pub(crate) fn peek(b: &[u8]) -> Option<RecordKind> {
+        b.get(4).copied().and_then(RecordKind::from_u8)
     }
 }
 
 /// A decoded record borrowing from the buffer it was read from.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct RecordRef<'a> {
-    pub kind: Kind,
+    pub kind: RecordKind,
     pub seq: u64,
     pub expires_at_ms: u64,
     pub key: &'a [u8],
@@ -133,7 +150,7 @@ pub(crate) fn encode_into(
     buf: &mut Vec<u8>,
     salt: u32,
     offset: u64,
-    kind: Kind,
+    kind: RecordKind,
     flags: u8,
     seq: u64,
     expires_at_ms: u64,
@@ -182,7 +199,7 @@ pub(crate) fn le_u64(b: &[u8], at: usize) -> u64 {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Header {
     pub crc: u32,
-    pub kind: Kind,
+    pub kind: RecordKind,
     pub flags: u8,
     pub seq: u64,
     pub expires_at_ms: u64,
@@ -203,10 +220,10 @@ pub(crate) fn parse_header(b: &[u8]) -> Result<Header, &'static str> {
     if b.len() < RECORD_HEADER_LEN as usize {
         return Err("short header");
     }
-    let kind = Kind::from_u8(b[4]).ok_or("unknown record kind")?;
+    let kind = RecordKind::from_u8(b[4]).ok_or("unknown record kind")?;
     let flags = b[5];
-    let flags_ok =
-        flags == 0 || (flags == FLAG_BATCH && matches!(kind, Kind::Put | Kind::Tombstone));
+    let flags_ok = flags == 0
+        || (flags == FLAG_BATCH && matches!(kind, RecordKind::Put | RecordKind::Tombstone));
     if !flags_ok || le_u16(b, 6) != 0 {
         return Err("reserved header bits set");
     }
@@ -294,7 +311,7 @@ mod tests {
     const SALT: u32 = 0x5eed_1234;
     const AT: u64 = 32;
 
-    fn one(kind: Kind, seq: u64, exp: u64, k: &[u8], v: &[u8]) -> Vec<u8> {
+    fn one(kind: RecordKind, seq: u64, exp: u64, k: &[u8], v: &[u8]) -> Vec<u8> {
         let mut b = Vec::new();
         encode_into(&mut b, SALT, AT, kind, 0, seq, exp, k, v);
         b
@@ -306,7 +323,7 @@ mod tests {
 
     #[test]
     fn a_record_is_only_valid_where_it_was_written() {
-        let b = one(Kind::Put, 7, 0, b"key", b"value");
+        let b = one(RecordKind::Put, 7, 0, b"key", b"value");
         assert!(matches!(super::decode(&b, SALT, AT), Decoded::Record(_)));
         assert!(matches!(
             super::decode(&b, SALT, AT + 1),
@@ -320,11 +337,11 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let b = one(Kind::Put, 7, 1234, b"key", b"value");
+        let b = one(RecordKind::Put, 7, 1234, b"key", b"value");
         assert_eq!(b.len() as u64, encoded_len(3, 5));
         match decode(&b) {
             Decoded::Record(r) => {
-                assert_eq!(r.kind, Kind::Put);
+                assert_eq!(r.kind, RecordKind::Put);
                 assert_eq!(r.seq, 7);
                 assert_eq!(r.expires_at_ms, 1234);
                 assert_eq!(r.key, b"key");
@@ -337,7 +354,7 @@ mod tests {
 
     #[test]
     fn empty_key_and_value_round_trip() {
-        let b = one(Kind::Put, 1, 0, b"", b"");
+        let b = one(RecordKind::Put, 1, 0, b"", b"");
         assert!(matches!(decode(&b), Decoded::Record(r) if r.key.is_empty() && r.value.is_empty()));
     }
 
@@ -351,7 +368,7 @@ mod tests {
 
     #[test]
     fn every_truncation_is_not_a_record() {
-        let b = one(Kind::Put, 9, 0, b"abc", b"defgh");
+        let b = one(RecordKind::Put, 9, 0, b"abc", b"defgh");
         for cut in 0..b.len() {
             assert!(
                 !matches!(decode(&b[..cut]), Decoded::Record(_)),
@@ -362,7 +379,7 @@ mod tests {
 
     #[test]
     fn every_bit_flip_is_detected() {
-        let b = one(Kind::Put, 9, 5, b"abc", b"defgh");
+        let b = one(RecordKind::Put, 9, 5, b"abc", b"defgh");
         for i in 0..b.len() {
             for bit in 0..8 {
                 let mut c = b.clone();
@@ -377,14 +394,14 @@ mod tests {
 
     #[test]
     fn lengths_are_bounded_before_use() {
-        let mut b = one(Kind::Put, 1, 0, b"k", b"v");
+        let mut b = one(RecordKind::Put, 1, 0, b"k", b"v");
         b[28..32].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(decode(&b), Decoded::Invalid(_)));
     }
 
     #[test]
     fn golden_bytes() {
-        let b = one(Kind::Put, 1, 0, b"a", b"b");
+        let b = one(RecordKind::Put, 1, 0, b"a", b"b");
         let expected_tail: [u8; 30] = [
             1, 0, 0, 0, // kind, flags, reserved
             1, 0, 0, 0, 0, 0, 0, 0, // seq

@@ -23,7 +23,7 @@ pub(crate) const TOMBSTONE_LEN: u32 = u32::MAX;
 
 /// Where the newest record of a key lives, and when it expires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Entry {
+pub(crate) struct IndexEntry {
     pub seq: u64,
     /// Absolute unix milliseconds; 0 means no expiry.
     pub expires_at_ms: u64,
@@ -32,7 +32,7 @@ pub(crate) struct Entry {
     pub value_len: u32,
 }
 
-impl Entry {
+impl IndexEntry {
     #[inline]
     pub(crate) fn is_expired(&self, now_ms: u64) -> bool {
         self.expires_at_ms != 0 && self.expires_at_ms <= now_ms
@@ -80,7 +80,7 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(key_len: u8, key: [u8; INLINE], e: &Entry) -> Slot {
+    fn new(key_len: u8, key: [u8; INLINE], e: &IndexEntry) -> Slot {
         let mut s = Slot {
             key_len,
             key,
@@ -95,8 +95,8 @@ impl Slot {
     }
 
     #[inline]
-    fn entry(&self) -> Entry {
-        Entry {
+    fn entry(&self) -> IndexEntry {
+        IndexEntry {
             seq: u64::from_le_bytes(self.seq),
             expires_at_ms: u64::from_le_bytes(self.expires_at_ms),
             offset: u64::from(u32::from_le_bytes(self.offset)),
@@ -106,7 +106,7 @@ impl Slot {
     }
 
     #[inline]
-    fn set(&mut self, e: &Entry) {
+    fn set(&mut self, e: &IndexEntry) {
         self.seq = e.seq.to_le_bytes();
         self.expires_at_ms = e.expires_at_ms.to_le_bytes();
         // Checked where entries are made: segment offsets fit in 32 bits.
@@ -154,7 +154,7 @@ pub(crate) struct Shard {
 impl Shard {
     /// Keeps `ttl_keys` right after an entry that had (or had no) expiry
     /// was replaced by `new`.
-    fn count_ttl_change(&mut self, had_ttl: bool, new: &Entry) {
+    fn count_ttl_change(&mut self, had_ttl: bool, new: &IndexEntry) {
         match (had_ttl, new.expires_at_ms != 0) {
             (true, false) => self.ttl_keys -= 1,
             (false, true) => self.ttl_keys += 1,
@@ -163,7 +163,7 @@ impl Shard {
     }
 
     /// Calls `f` for every entry.
-    pub(crate) fn for_each(&self, mut f: impl FnMut(&[u8], &Entry)) {
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&[u8], &IndexEntry)) {
         for s in self.table.iter() {
             f(s.key(&self.arena), &s.entry());
         }
@@ -180,8 +180,8 @@ impl Shard {
     /// Removes every entry for which `drop` returns true, handing each to `on_removed`.
     pub(crate) fn retain(
         &mut self,
-        mut drop: impl FnMut(&[u8], &Entry) -> bool,
-        mut on_removed: impl FnMut(&[u8], &Entry),
+        mut drop: impl FnMut(&[u8], &IndexEntry) -> bool,
+        mut on_removed: impl FnMut(&[u8], &IndexEntry),
     ) {
         let mut removed_ttl = 0usize;
         let mut removed_from_arena = false;
@@ -297,7 +297,7 @@ impl KeyDir {
 
     /// The entry of `key`, if any (expired or not: the caller decides).
     #[inline]
-    pub(crate) fn get(&self, key: &[u8]) -> Option<Entry> {
+    pub(crate) fn get(&self, key: &[u8]) -> Option<IndexEntry> {
         let h = self.hash(key);
         let shard = locks::read(self.shard_of(h));
         let arena = &shard.arena;
@@ -308,7 +308,7 @@ impl KeyDir {
     }
 
     /// Sets the entry of `key`, returning the one it replaced.
-    pub(crate) fn insert(&self, key: &[u8], entry: Entry) -> Option<Entry> {
+    pub(crate) fn insert(&self, key: &[u8], entry: IndexEntry) -> Option<IndexEntry> {
         let h = self.hash(key);
         let mut shard = locks::write(self.shard_of(h));
         let old = self.upsert(&mut shard, h, key, |cur| {
@@ -332,7 +332,7 @@ impl KeyDir {
         shard: &mut Shard,
         h: u64,
         key: &[u8],
-        f: impl FnOnce(Option<&mut Slot>) -> (R, Option<Entry>),
+        f: impl FnOnce(Option<&mut Slot>) -> (R, Option<IndexEntry>),
     ) -> R {
         let hasher = &self.hasher;
         let Shard { table, arena, .. } = shard;
@@ -366,7 +366,7 @@ impl KeyDir {
     /// Sets the entry of `key` unless the present one has a higher sequence
     /// number. Used while recovery merges segments in any order.
     #[cfg(test)]
-    pub(crate) fn insert_if_newer(&self, key: &[u8], entry: Entry) {
+    pub(crate) fn insert_if_newer(&self, key: &[u8], entry: IndexEntry) {
         let (h, _) = self.locate(key);
         self.insert_if_newer_hashed(h, key, entry);
     }
@@ -390,7 +390,7 @@ impl KeyDir {
     }
 
     /// [`KeyDir::insert_if_newer`] with the hash from [`KeyDir::locate`].
-    pub(crate) fn insert_if_newer_hashed(&self, h: u64, key: &[u8], entry: Entry) {
+    pub(crate) fn insert_if_newer_hashed(&self, h: u64, key: &[u8], entry: IndexEntry) {
         let mut shard = locks::write(self.shard_of(h));
         let changed = self.upsert(&mut shard, h, key, |cur| match cur {
             Some(c) => {
@@ -409,7 +409,7 @@ impl KeyDir {
     }
 
     /// Removes the slot of `key` for which `also` holds; returns its entry.
-    fn remove_where(&self, key: &[u8], also: impl Fn(&Entry) -> bool) -> Option<Entry> {
+    fn remove_where(&self, key: &[u8], also: impl Fn(&IndexEntry) -> bool) -> Option<IndexEntry> {
         let h = self.hash(key);
         let mut shard = locks::write(self.shard_of(h));
         let Shard {
@@ -442,14 +442,14 @@ impl KeyDir {
     }
 
     /// Removes `key`, returning its entry.
-    pub(crate) fn remove(&self, key: &[u8]) -> Option<Entry> {
+    pub(crate) fn remove(&self, key: &[u8]) -> Option<IndexEntry> {
         self.remove_where(key, |_| true)
     }
 
     /// Replaces the entry of `key` with `new` only if it is still exactly
     /// `expected` (a compare-and-swap on the record's location). Returns
     /// whether it did.
-    pub(crate) fn replace_if_eq(&self, key: &[u8], expected: &Entry, new: Entry) -> bool {
+    pub(crate) fn replace_if_eq(&self, key: &[u8], expected: &IndexEntry, new: IndexEntry) -> bool {
         let h = self.hash(key);
         let mut shard = locks::write(self.shard_of(h));
         let Shard { table, arena, .. } = &mut *shard;
@@ -464,7 +464,7 @@ impl KeyDir {
     }
 
     /// Removes `key` only if its entry is still exactly `expected`.
-    pub(crate) fn remove_if_eq(&self, key: &[u8], expected: &Entry) -> bool {
+    pub(crate) fn remove_if_eq(&self, key: &[u8], expected: &IndexEntry) -> bool {
         self.remove_where(key, |e| e == expected).is_some()
     }
 
@@ -525,8 +525,8 @@ impl KeyDir {
 mod tests {
     use super::*;
 
-    fn e(seq: u64, exp: u64) -> Entry {
-        Entry {
+    fn e(seq: u64, exp: u64) -> IndexEntry {
+        IndexEntry {
             seq,
             expires_at_ms: exp,
             offset: 32,

@@ -114,20 +114,42 @@ fn load_segment(
         });
     }
     if !active && !read_only && load.skipped.is_empty() {
-        match hints::write(
-            vfs,
-            dir,
-            id,
-            load.salt,
-            load.len,
-            load.max_seq,
-            &dedup_newest(&load.entries),
-        ) {
+        match write_hint(vfs, dir, &load) {
             Ok(n) => load.hint_bytes = n,
             Err(e) => log::warn!("could not write hint for segment {id}: {e}"),
         }
     }
     Ok(load)
+}
+
+/// Writes the hint file of a scanned sealed segment: the newest entry of
+/// each key. Returns the hint's size.
+///
+/// # Errors
+/// Any I/O error; nothing is left behind but a temporary file that the
+/// next open removes.
+pub(crate) fn write_hint(vfs: &dyn Vfs, dir: &Path, load: &SegmentLoad) -> std::io::Result<u64> {
+    hints::write(
+        vfs,
+        dir,
+        load.id,
+        load.salt,
+        load.len,
+        load.max_seq,
+        &dedup_newest(&load.entries),
+    )
+}
+
+/// Scans the sealed segment `id` (its bytes, strictly) and writes its hint
+/// file. Returns the hint's size.
+///
+/// # Errors
+/// [`Error::Corruption`] when the segment does not scan cleanly, or any
+/// I/O error.
+pub(crate) fn scan_and_write_hint(vfs: &dyn Vfs, dir: &Path, id: u32, bytes: &[u8]) -> Result<u64> {
+    let path = names::segment_path(dir, id);
+    let load = scan_segment(&path, id, bytes, false, RecoveryMode::Strict)?;
+    Ok(write_hint(vfs, dir, &load)?)
 }
 
 /// What the hint of a sealed segment allows.

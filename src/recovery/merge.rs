@@ -5,7 +5,7 @@
 use std::sync::Mutex;
 
 use crate::format::hint::HintEntry;
-use crate::index::keydir::{Entry, KeyDir, TOMBSTONE_LEN};
+use crate::index::keydir::{IndexEntry, KeyDir, TOMBSTONE_LEN};
 use crate::util::locks;
 
 use super::segment_load::SegmentLoad;
@@ -16,27 +16,27 @@ use super::segment_load::SegmentLoad;
 /// docs/design-notes-recovery.md has the measurements).
 pub(crate) const SORTED_MERGE_MIN_ENTRIES: usize = 1 << 17;
 
-/// Keys up to this long travel inside [`Pending`].
-const PENDING_INLINE: usize = 16;
+/// Keys up to this long travel inside [`Incoming`].
+const INCOMING_INLINE: usize = 16;
 
 /// An entry on its way into the index, with a short key copied along.
 #[derive(Clone, Copy)]
-struct Pending {
+struct Incoming {
     hash: u64,
     seq: u64,
     expires_at_ms: u64,
     offset: u64,
     value_len: u32,
     file_id: u32,
-    /// Where the entry came from (for keys longer than [`PENDING_INLINE`]).
+    /// Where the entry came from (for keys longer than [`INCOMING_INLINE`]).
     load: u32,
     entry: u32,
     key_len: u32,
-    key: [u8; PENDING_INLINE],
+    key: [u8; INCOMING_INLINE],
 }
 
-impl Pending {
-    const EMPTY: Pending = Pending {
+impl Incoming {
+    const EMPTY: Incoming = Incoming {
         hash: 0,
         seq: 0,
         expires_at_ms: 0,
@@ -46,15 +46,15 @@ impl Pending {
         load: 0,
         entry: 0,
         key_len: 0,
-        key: [0; PENDING_INLINE],
+        key: [0; INCOMING_INLINE],
     };
 
-    fn new(hash: u64, file_id: u32, load: usize, entry: usize, e: &HintEntry) -> Pending {
-        let mut key = [0u8; PENDING_INLINE];
-        if e.key.len() <= PENDING_INLINE {
+    fn new(hash: u64, file_id: u32, load: usize, entry: usize, e: &HintEntry) -> Incoming {
+        let mut key = [0u8; INCOMING_INLINE];
+        if e.key.len() <= INCOMING_INLINE {
             key[..e.key.len()].copy_from_slice(&e.key);
         }
-        Pending {
+        Incoming {
             hash,
             seq: e.seq,
             expires_at_ms: e.expires_at_ms,
@@ -72,8 +72,8 @@ impl Pending {
         }
     }
 
-    fn entry(&self) -> Entry {
-        Entry {
+    fn entry(&self) -> IndexEntry {
+        IndexEntry {
             seq: self.seq,
             expires_at_ms: self.expires_at_ms,
             offset: self.offset,
@@ -176,7 +176,7 @@ fn insert_plain(
     for (load, hs) in loads.iter().zip(hashes) {
         for (e, &h) in load.entries.iter().zip(hs) {
             if in_group(h) {
-                let p = Pending::new(h, load.id, 0, 0, e);
+                let p = Incoming::new(h, load.id, 0, 0, e);
                 keydir.insert_if_newer_hashed(h, &e.key, p.entry());
             }
         }
@@ -207,19 +207,19 @@ fn insert_sorted(
         *c = start;
         start += n;
     }
-    let mut sorted = vec![Pending::EMPTY; start];
+    let mut sorted = vec![Incoming::EMPTY; start];
     for (li, (load, hs)) in loads.iter().zip(hashes).enumerate() {
         for (ei, (e, &h)) in load.entries.iter().zip(hs).enumerate() {
             if in_group(h) {
                 let at = &mut count[usize::from(KeyDir::memory_order_in(h, buckets))];
-                sorted[*at] = Pending::new(h, load.id, li, ei, e);
+                sorted[*at] = Incoming::new(h, load.id, li, ei, e);
                 *at += 1;
             }
         }
     }
     for p in &sorted {
         let long;
-        let key = if p.key_len as usize <= PENDING_INLINE {
+        let key = if p.key_len as usize <= INCOMING_INLINE {
             &p.key[..p.key_len as usize]
         } else {
             long = &loads[p.load as usize].entries[p.entry as usize].key;

@@ -47,7 +47,7 @@ use crate::fs::{LockGuard, Vfs};
 use crate::index::keydir::KeyDir;
 use crate::options::Options;
 use crate::storage::segment::Segment;
-use crate::storage::space::SegStat;
+use crate::storage::space::SegmentSpace;
 
 use active::{fix_active_tail, seal_damaged_active};
 use dir::{ensure_dir, list_and_clean, lock_dir};
@@ -57,7 +57,7 @@ use merge::{build_keydir, SORTED_MERGE_MIN_ENTRIES};
 use segments::{open_sealed_segments, segment_stats};
 
 pub(crate) use dir::{find_active, list_dir};
-pub(crate) use load::dedup_newest;
+pub(crate) use load::{dedup_newest, scan_and_write_hint};
 pub use report::{RecoveryReport, SkippedRange};
 pub(crate) use scan::{find_next_valid, scan_segment};
 pub(crate) use segment_load::SegmentLoad;
@@ -69,12 +69,12 @@ pub(crate) struct Recovered {
     pub report: RecoveryReport,
     pub keydir: KeyDir,
     /// Size and dead bytes of every loaded segment.
-    pub seg_stats: BTreeMap<u32, SegStat>,
+    pub seg_stats: BTreeMap<u32, SegmentSpace>,
     /// Every segment open for reading but the active one.
     pub segments: BTreeMap<u32, Arc<Segment>>,
     /// The segment to go on writing in (`None`: there is none, or salvage
     /// sealed it).
-    pub active: Option<ActiveSegment>,
+    pub active: Option<RecoveredActive>,
     /// The next unused segment id.
     pub next_file_id: u32,
     /// The highest sequence number loaded (0: none).
@@ -84,7 +84,7 @@ pub(crate) struct Recovered {
 }
 
 /// The active segment as recovery left it.
-pub(crate) struct ActiveSegment {
+pub(crate) struct RecoveredActive {
     pub id: u32,
     /// Its length: the end of its last good record (at least the header).
     pub len: u64,
@@ -93,9 +93,9 @@ pub(crate) struct ActiveSegment {
     pub allocated: u64,
 }
 
-impl ActiveSegment {
-    fn of(load: &SegmentLoad, allocated: u64) -> ActiveSegment {
-        ActiveSegment {
+impl RecoveredActive {
+    fn of(load: &SegmentLoad, allocated: u64) -> RecoveredActive {
+        RecoveredActive {
             id: load.id,
             len: load.len.max(SEGMENT_HEADER_LEN),
             salt: load.salt,
@@ -146,7 +146,7 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
         keydir,
         seg_stats,
         segments,
-        active: active.map(|i| ActiveSegment::of(&loads[i], tail.allocated)),
+        active: active.map(|i| RecoveredActive::of(&loads[i], tail.allocated)),
         next_file_id: listing.segments.last().map_or(1, |&m| m + 1),
         max_seq: loads.iter().map(|l| l.max_seq).max().unwrap_or(0),
         started,

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::format::hint::HintEntry;
-use crate::format::record::{self, Decoded, Kind, RecordRef};
+use crate::format::record::{self, Decoded, RecordKind, RecordRef};
 use crate::format::segment::{self, SEGMENT_HEADER_LEN};
 use crate::options::RecoveryMode;
 
@@ -23,7 +23,7 @@ pub(crate) fn find_next_valid(bytes: &[u8], from: usize, min_seq: u64, salt: u32
     (from..=last).find(|&off| {
         // Cheap rejection first: the kind byte (not a sync mark: its
         // sequence number is 0, never above `min_seq`), then the full decode.
-        Kind::peek(&bytes[off..]).is_some_and(|k| k != Kind::SyncMark)
+        RecordKind::peek(&bytes[off..]).is_some_and(|k| k != RecordKind::SyncMark)
             && matches!(
                 record::decode(&bytes[off..], salt, off as u64),
                 Decoded::Record(r) if r.seq > min_seq
@@ -38,9 +38,9 @@ fn durable_after(bytes: &[u8], from: usize, salt: u32) -> u64 {
     let mut best = 0;
     let mut off = from;
     while off + header <= bytes.len() {
-        if Kind::peek(&bytes[off..]).is_some() {
+        if RecordKind::peek(&bytes[off..]).is_some() {
             if let Decoded::Record(r) = record::decode(&bytes[off..], salt, off as u64) {
-                if r.kind == Kind::SyncMark && r.value.len() == 8 {
+                if r.kind == RecordKind::SyncMark && r.value.len() == 8 {
                     let d = record::le_u64(r.value, 0);
                     if d <= off as u64 {
                         best = best.max(d);
@@ -56,7 +56,7 @@ fn durable_after(bytes: &[u8], from: usize, salt: u32) -> u64 {
 }
 
 /// A batch whose commit record has not been read yet.
-struct PendingBatch {
+struct OpenBatch {
     begin_offset: u64,
     begin_seq: u64,
     count: u32,
@@ -138,7 +138,7 @@ struct Scan<'a> {
     /// The offset of the next record.
     pos: usize,
     last_seq: u64,
-    pending: Option<PendingBatch>,
+    pending: Option<OpenBatch>,
     /// End of the last record outside an open batch.
     good_end: u64,
     /// How much of the segment sync marks say was durable: damage before
@@ -172,7 +172,7 @@ impl Scan<'_> {
             Decoded::Truncated => return Ok(Some("record is truncated")),
             Decoded::Invalid(why) => return Ok(Some(why)),
         };
-        if r.kind == Kind::SyncMark {
+        if r.kind == RecordKind::SyncMark {
             return Ok(self.sync_mark(&r));
         }
         if let Some(problem) = self.out_of_place(&r) {
@@ -206,7 +206,7 @@ impl Scan<'_> {
             Some("sequence number out of order")
         } else if r.seq >= record::MAX_SEQ {
             Some("sequence number out of range")
-        } else if matches!(r.kind, Kind::Put | Kind::Tombstone)
+        } else if matches!(r.kind, RecordKind::Put | RecordKind::Tombstone)
             && r.in_batch != self.pending.is_some()
         {
             Some(if r.in_batch {
@@ -227,14 +227,14 @@ impl Scan<'_> {
         self.load.min_seq = self.load.min_seq.min(r.seq);
         self.pos += r.len as usize;
         match r.kind {
-            Kind::Put | Kind::Tombstone => {
+            RecordKind::Put | RecordKind::Tombstone => {
                 let e = HintEntry {
                     key: r.key.to_vec(),
                     seq: r.seq,
                     expires_at_ms: r.expires_at_ms,
                     offset,
                     value_len: r.value.len() as u32,
-                    tombstone: r.kind == Kind::Tombstone,
+                    tombstone: r.kind == RecordKind::Tombstone,
                 };
                 match self.pending.as_mut() {
                     Some(b) => b.entries.push(e),
@@ -245,9 +245,9 @@ impl Scan<'_> {
                 }
                 Ok(())
             }
-            Kind::BatchBegin => self.begin_batch(r, offset),
-            Kind::BatchCommit => self.commit_batch(r, offset),
-            Kind::SyncMark => Ok(()), // handled in `next_record`
+            RecordKind::BatchBegin => self.begin_batch(r, offset),
+            RecordKind::BatchCommit => self.commit_batch(r, offset),
+            RecordKind::SyncMark => Ok(()), // handled in `next_record`
         }
     }
 
@@ -265,7 +265,7 @@ impl Scan<'_> {
         } else {
             0
         };
-        self.pending = Some(PendingBatch {
+        self.pending = Some(OpenBatch {
             begin_offset: offset,
             begin_seq: r.seq,
             count,
@@ -413,17 +413,17 @@ mod tests {
 
     /// Appends a record at the end of `b`, as the writer would (puts and
     /// tombstones between a batch's begin and commit carry the batch flag).
-    fn encode_into(b: &mut Vec<u8>, kind: Kind, seq: u64, exp: u64, key: &[u8], v: &[u8]) {
+    fn encode_into(b: &mut Vec<u8>, kind: RecordKind, seq: u64, exp: u64, key: &[u8], v: &[u8]) {
         let at = b.len() as u64;
         record::encode_into(b, SALT, at, kind, 0, seq, exp, key, v);
     }
 
-    fn encode_batch_op(b: &mut Vec<u8>, kind: Kind, seq: u64, key: &[u8], v: &[u8]) {
+    fn encode_batch_op(b: &mut Vec<u8>, kind: RecordKind, seq: u64, key: &[u8], v: &[u8]) {
         let at = b.len() as u64;
         record::encode_into(b, SALT, at, kind, record::FLAG_BATCH, seq, 0, key, v);
     }
 
-    fn seg(records: &[(Kind, u64, &[u8], &[u8])]) -> Vec<u8> {
+    fn seg(records: &[(RecordKind, u64, &[u8], &[u8])]) -> Vec<u8> {
         let mut b = segment::encode_header(1, SALT).to_vec();
         for (k, s, key, v) in records {
             encode_into(&mut b, *k, *s, 0, key, v);
@@ -438,12 +438,15 @@ mod tests {
     /// Appends a sync mark saying everything before it is durable.
     fn mark(b: &mut Vec<u8>) {
         let at = b.len() as u64;
-        encode_into(b, Kind::SyncMark, 0, 0, b"", &at.to_le_bytes());
+        encode_into(b, RecordKind::SyncMark, 0, 0, b"", &at.to_le_bytes());
     }
 
     #[test]
     fn clean_segment() {
-        let b = seg(&[(Kind::Put, 1, b"a", b"1"), (Kind::Tombstone, 2, b"a", b"")]);
+        let b = seg(&[
+            (RecordKind::Put, 1, b"a", b"1"),
+            (RecordKind::Tombstone, 2, b"a", b""),
+        ]);
         let l = scan_segment(&p(), 1, &b, true, RecoveryMode::Strict).expect("scan");
         assert_eq!(l.entries.len(), 2);
         assert_eq!(l.len, b.len() as u64);
@@ -454,9 +457,9 @@ mod tests {
     #[test]
     fn torn_tail_is_cut_at_every_offset() {
         let b = seg(&[
-            (Kind::Put, 1, b"a", b"1"),
-            (Kind::Put, 2, b"b", b"22"),
-            (Kind::Put, 3, b"c", b"333"),
+            (RecordKind::Put, 1, b"a", b"1"),
+            (RecordKind::Put, 2, b"b", b"22"),
+            (RecordKind::Put, 3, b"c", b"333"),
         ]);
         let first_end = 32 + 34;
         for cut in first_end..b.len() {
@@ -472,9 +475,9 @@ mod tests {
     #[test]
     fn middle_corruption_is_an_error_and_salvage_skips_it() {
         let mut b = seg(&[
-            (Kind::Put, 1, b"a", b"1"),
-            (Kind::Put, 2, b"b", b"22"),
-            (Kind::Put, 3, b"c", b"333"),
+            (RecordKind::Put, 1, b"a", b"1"),
+            (RecordKind::Put, 2, b"b", b"22"),
+            (RecordKind::Put, 3, b"c", b"333"),
         ]);
         let second = 66 + 33; // inside record 2's value
                               // With no sync mark past it, the damage can be a power loss that
@@ -509,18 +512,25 @@ mod tests {
 
     #[test]
     fn uncommitted_batch_is_discarded() {
-        let mut b = seg(&[(Kind::Put, 1, b"a", b"1")]);
+        let mut b = seg(&[(RecordKind::Put, 1, b"a", b"1")]);
         let keep = b.len();
-        encode_into(&mut b, Kind::BatchBegin, 2, 0, b"", &2u32.to_le_bytes());
-        encode_batch_op(&mut b, Kind::Put, 3, b"x", b"1");
-        encode_batch_op(&mut b, Kind::Put, 4, b"y", b"1");
+        encode_into(
+            &mut b,
+            RecordKind::BatchBegin,
+            2,
+            0,
+            b"",
+            &2u32.to_le_bytes(),
+        );
+        encode_batch_op(&mut b, RecordKind::Put, 3, b"x", b"1");
+        encode_batch_op(&mut b, RecordKind::Put, 4, b"y", b"1");
         let l = scan_segment(&p(), 1, &b, true, RecoveryMode::Strict).expect("scan");
         assert_eq!(l.entries.len(), 1);
         assert_eq!(l.cut, Some((keep as u64, b.len() as u64)));
         let mut commit = Vec::new();
         commit.extend_from_slice(&2u64.to_le_bytes());
         commit.extend_from_slice(&2u32.to_le_bytes());
-        encode_into(&mut b, Kind::BatchCommit, 5, 0, b"", &commit);
+        encode_into(&mut b, RecordKind::BatchCommit, 5, 0, b"", &commit);
         let l = scan_segment(&p(), 1, &b, true, RecoveryMode::Strict).expect("scan");
         assert_eq!(l.entries.len(), 3);
         assert_eq!(l.cut, None);
@@ -528,17 +538,24 @@ mod tests {
 
     #[test]
     fn salvage_never_makes_a_batch_partly_visible() {
-        let mut b = seg(&[(Kind::Put, 1, b"a", b"1")]);
-        encode_into(&mut b, Kind::BatchBegin, 2, 0, b"", &3u32.to_le_bytes());
-        encode_batch_op(&mut b, Kind::Put, 3, b"x", b"1");
+        let mut b = seg(&[(RecordKind::Put, 1, b"a", b"1")]);
+        encode_into(
+            &mut b,
+            RecordKind::BatchBegin,
+            2,
+            0,
+            b"",
+            &3u32.to_le_bytes(),
+        );
+        encode_batch_op(&mut b, RecordKind::Put, 3, b"x", b"1");
         let damaged = b.len();
-        encode_batch_op(&mut b, Kind::Put, 4, b"y", b"1");
-        encode_batch_op(&mut b, Kind::Put, 5, b"z", b"1");
+        encode_batch_op(&mut b, RecordKind::Put, 4, b"y", b"1");
+        encode_batch_op(&mut b, RecordKind::Put, 5, b"z", b"1");
         let mut commit = Vec::new();
         commit.extend_from_slice(&2u64.to_le_bytes());
         commit.extend_from_slice(&3u32.to_le_bytes());
-        encode_into(&mut b, Kind::BatchCommit, 6, 0, b"", &commit);
-        encode_into(&mut b, Kind::Put, 7, 0, b"after", b"1");
+        encode_into(&mut b, RecordKind::BatchCommit, 6, 0, b"", &commit);
+        encode_into(&mut b, RecordKind::Put, 7, 0, b"after", b"1");
         mark(&mut b);
         b[damaged + 40] ^= 0xff; // inside y's record
         assert!(matches!(
@@ -557,7 +574,10 @@ mod tests {
 
     #[test]
     fn sealed_segment_damage_is_an_error() {
-        let b = seg(&[(Kind::Put, 1, b"a", b"1"), (Kind::Put, 2, b"b", b"22")]);
+        let b = seg(&[
+            (RecordKind::Put, 1, b"a", b"1"),
+            (RecordKind::Put, 2, b"b", b"22"),
+        ]);
         let cut = &b[..b.len() - 1];
         assert!(matches!(
             scan_segment(&p(), 1, cut, false, RecoveryMode::Strict),
@@ -567,7 +587,7 @@ mod tests {
 
     #[test]
     fn zero_tail_is_cut() {
-        let mut b = seg(&[(Kind::Put, 1, b"a", b"1")]);
+        let mut b = seg(&[(RecordKind::Put, 1, b"a", b"1")]);
         let n = b.len();
         b.extend_from_slice(&[0u8; 4096]);
         let l = scan_segment(&p(), 1, &b, true, RecoveryMode::Strict).expect("scan");

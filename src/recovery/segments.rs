@@ -10,18 +10,18 @@ use crate::format::record;
 use crate::format::segment::SEGMENT_HEADER_LEN;
 use crate::fs::Vfs;
 use crate::storage::segment::Segment;
-use crate::storage::space::SegStat;
+use crate::storage::space::SegmentSpace;
 
 use super::segment_load::SegmentLoad;
 
 /// Size, dead and kept bytes of every loaded segment, from the live record
 /// bytes the keydir holds in each (`live`, in the order of `loads`).
-pub(crate) fn segment_stats(loads: &[SegmentLoad], live: &[u64]) -> BTreeMap<u32, SegStat> {
+pub(crate) fn segment_stats(loads: &[SegmentLoad], live: &[u64]) -> BTreeMap<u32, SegmentSpace> {
     let mut seg_stats = BTreeMap::new();
     for (l, &live) in loads.iter().zip(live) {
         let total = l.len.max(SEGMENT_HEADER_LEN);
         // Tombstones in a segment compaction wrote were kept on purpose
-        // (see `SegStat::kept`).
+        // (see `SegmentSpace::kept`).
         let kept = if l.compacted {
             l.entries
                 .iter()
@@ -34,7 +34,7 @@ pub(crate) fn segment_stats(loads: &[SegmentLoad], live: &[u64]) -> BTreeMap<u32
         let kept = kept.min(total.saturating_sub(SEGMENT_HEADER_LEN + live));
         seg_stats.insert(
             l.id,
-            SegStat {
+            SegmentSpace {
                 total,
                 dead: total.saturating_sub(SEGMENT_HEADER_LEN + live + kept),
                 kept,

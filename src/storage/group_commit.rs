@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use crate::util::locks::{self, lock};
 
 /// The active segment's file and how far it has been written.
-pub(crate) struct Active {
+pub(crate) struct ActiveSegment {
     pub id: u32,
     /// The segment's salt, bound into every record's checksum.
     pub salt: u32,
@@ -73,7 +73,7 @@ pub(crate) struct GroupCommit {
     failed_flag: AtomicBool,
     state: Mutex<State>,
 
-    current: Mutex<Arc<Active>>,
+    current: Mutex<Arc<ActiveSegment>>,
     pub fsyncs: AtomicU64,
 }
 
@@ -86,7 +86,7 @@ pub(crate) enum SyncError {
 }
 
 impl GroupCommit {
-    pub(crate) fn new(active: Arc<Active>) -> GroupCommit {
+    pub(crate) fn new(active: Arc<ActiveSegment>) -> GroupCommit {
         let durable = (active.id, active.len.load(Ordering::Acquire));
         GroupCommit {
             gather_cv: Condvar::new(),
@@ -134,13 +134,13 @@ impl GroupCommit {
     }
 
     /// The active segment, for a sync leader.
-    pub(crate) fn current(&self) -> Arc<Active> {
+    pub(crate) fn current(&self) -> Arc<ActiveSegment> {
         lock(&self.current).clone()
     }
 
     /// Switches to a new active segment. The caller has already synced the
     /// old one completely and called [`GroupCommit::mark_durable`].
-    pub(crate) fn set_current(&self, active: Arc<Active>) {
+    pub(crate) fn set_current(&self, active: Arc<ActiveSegment>) {
         *lock(&self.current) = active;
     }
 

@@ -35,7 +35,7 @@ enum Source {
     /// The active segment, or a sealed one with maps turned off.
     File(Arc<dyn VFile>),
     /// The active segment with a cache of its newest bytes.
-    Active(Arc<dyn VFile>, Arc<TailCache>),
+    ActiveSegment(Arc<dyn VFile>, Arc<TailCache>),
 }
 
 /// A segment open for reading.
@@ -57,14 +57,14 @@ impl Segment {
 
     /// The active segment, read from `tail` when it holds the bytes and
     /// with `pread` otherwise.
-    pub(crate) fn active(
+    pub(crate) fn with_tail_cache(
         path: PathBuf,
         file: Arc<dyn VFile>,
         tail: Option<Arc<TailCache>>,
         salt: u32,
     ) -> Segment {
         let source = match tail {
-            Some(t) => Source::Active(file, t),
+            Some(t) => Source::ActiveSegment(file, t),
             None => Source::File(file),
         };
         Segment { path, salt, source }
@@ -115,8 +115,8 @@ impl Segment {
                 self.check(rec, offset, key, value_len)?;
                 Ok(rec[value_start as usize..].to_vec())
             }
-            Source::File(file) | Source::Active(file, _) => {
-                if let Source::Active(_, tail) = &self.source {
+            Source::File(file) | Source::ActiveSegment(file, _) => {
+                if let Source::ActiveSegment(_, tail) = &self.source {
                     let cached = tail.with_bytes(offset, total, |rec| {
                         self.check(rec, offset, key, value_len)?;
                         Ok(rec[value_start as usize..].to_vec())
@@ -143,7 +143,7 @@ impl Segment {
     fn check(&self, rec: &[u8], offset: u64, key: &[u8], value_len: u32) -> Result<()> {
         match record::decode(rec, self.salt, offset) {
             record::Decoded::Record(r) => {
-                if r.kind != record::Kind::Put
+                if r.kind != record::RecordKind::Put
                     || r.key != key
                     || r.value.len() as u64 != u64::from(value_len)
                 {

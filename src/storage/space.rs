@@ -8,7 +8,7 @@ use crate::format::segment::SEGMENT_HEADER_LEN;
 
 /// Size accounting of one segment.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct SegStat {
+pub(crate) struct SegmentSpace {
     /// Bytes in the file (header included).
     pub total: u64,
     /// Bytes of records that no longer matter.
@@ -30,9 +30,9 @@ pub(crate) struct SegStat {
     pub damaged: bool,
 }
 
-impl SegStat {
-    pub(crate) fn empty() -> SegStat {
-        SegStat {
+impl SegmentSpace {
+    pub(crate) fn empty() -> SegmentSpace {
+        SegmentSpace {
             total: SEGMENT_HEADER_LEN,
             dead: 0,
             kept: 0,
@@ -96,17 +96,17 @@ pub(crate) fn level_bytes(live: u64, floor: u64, factor: f64) -> f64 {
 /// The store's space use, as automatic compaction and the write stall see
 /// it: disk use is the sealed segments with their hints plus the active
 /// segment's live records; `floor` is what that would be with nothing dead
-/// (see `SegStat::needed`).
-pub(crate) struct SpaceUse {
+/// (see `SegmentSpace::needed`).
+pub(crate) struct StoreSpace {
     pub live: u64,
     pub floor: u64,
     pub disk: u64,
     pub sealed_dead: u64,
 }
 
-impl SpaceUse {
-    pub(crate) fn of(stats: &BTreeMap<u32, SegStat>, active: u32) -> SpaceUse {
-        let mut u = SpaceUse {
+impl StoreSpace {
+    pub(crate) fn of(stats: &BTreeMap<u32, SegmentSpace>, active: u32) -> StoreSpace {
+        let mut u = StoreSpace {
             live: 0,
             floor: 0,
             disk: 0,

@@ -4,39 +4,9 @@
 use std::path::Path;
 
 use crate::error::Result;
-use crate::format::record::{self, Decoded, Kind, RecordRef};
+use crate::format::record::{self, Decoded, RecordKind, RecordRef};
 use crate::format::segment::{self, SEGMENT_HEADER_LEN};
 use crate::fs::{RealFs, Vfs};
-
-/// What a record in a segment is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum RecordKind {
-    /// A value for a key.
-    Put,
-    /// A deletion.
-    Tombstone,
-    /// The start of an atomic batch.
-    BatchBegin,
-    /// The end of an atomic batch.
-    BatchCommit,
-    /// A sync mark (see `docs/format.md`).
-    SyncMark,
-}
-
-impl RecordKind {
-    /// A short lowercase name: `put`, `tombstone`, `batch-begin`,
-    /// `batch-commit`, `sync-mark`.
-    pub fn name(self) -> &'static str {
-        match self {
-            RecordKind::Put => "put",
-            RecordKind::Tombstone => "tombstone",
-            RecordKind::BatchBegin => "batch-begin",
-            RecordKind::BatchCommit => "batch-commit",
-            RecordKind::SyncMark => "sync-mark",
-        }
-    }
-}
 
 /// One entry of [`read_segment`]: a record whose checksum holds, or a
 /// damaged range.
@@ -142,13 +112,7 @@ fn walk_records(bytes: &[u8], salt: u32) -> Vec<SegmentEntry> {
 fn record_entry(offset: u64, r: &RecordRef<'_>) -> SegmentEntry {
     SegmentEntry::Record {
         offset,
-        kind: match r.kind {
-            Kind::Put => RecordKind::Put,
-            Kind::Tombstone => RecordKind::Tombstone,
-            Kind::BatchBegin => RecordKind::BatchBegin,
-            Kind::BatchCommit => RecordKind::BatchCommit,
-            Kind::SyncMark => RecordKind::SyncMark,
-        },
+        kind: r.kind,
         seq: r.seq,
         expires_at_ms: r.expires_at_ms,
         in_batch: r.in_batch,

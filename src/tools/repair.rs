@@ -6,12 +6,11 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::format::hint;
 use crate::format::names;
-use crate::format::record::{self, Kind, RECORD_HEADER_LEN};
+use crate::format::record::{self, RecordKind, RECORD_HEADER_LEN};
 use crate::format::segment;
 use crate::fs::{self, LockGuard, OpenMode, RealFs, Vfs};
 use crate::options::RecoveryMode;
 use crate::recovery::{self, SegmentLoad, SkippedRange};
-use crate::storage::hints;
 use crate::util::rand::new_salt;
 
 /// What [`repair`] did (or, in a dry run, would do).
@@ -148,9 +147,9 @@ fn rebuild_segment(id: u32, compacted: bool, bytes: &[u8], load: &SegmentLoad) -
         let key_end = start + e.key.len();
         let value = &bytes[key_end..key_end + e.value_len as usize];
         let (kind, value) = if e.tombstone {
-            (Kind::Tombstone, &[][..])
+            (RecordKind::Tombstone, &[][..])
         } else {
-            (Kind::Put, value)
+            (RecordKind::Put, value)
         };
         let at = out.len() as u64;
         record::encode_into(
@@ -231,15 +230,6 @@ fn swap_in(fs: &dyn Vfs, dir: &Path, id: u32, bytes: &[u8], is_active: bool) -> 
         }
         return Ok(());
     }
-    let load = recovery::scan_segment(&path, id, bytes, false, RecoveryMode::Strict)?;
-    hints::write(
-        fs,
-        dir,
-        id,
-        load.salt,
-        load.len,
-        load.max_seq,
-        &recovery::dedup_newest(&load.entries),
-    )?;
+    recovery::scan_and_write_hint(fs, dir, id, bytes)?;
     Ok(())
 }
