@@ -12,8 +12,6 @@ use cairn::{Db, Error, Options, SyncPolicy, Ttl};
 use indicatif::ProgressBar;
 use serde_json::Value;
 
-use crate::segfiles::looks_like_segment_file;
-
 /// Exit code: corruption found.
 pub const EXIT_CORRUPTION: u8 = 3;
 /// Exit code: the key does not exist.
@@ -61,10 +59,9 @@ pub fn check_store(dir: &Path) -> Result<()> {
     if !dir.is_dir() {
         bail!("{} is not a directory", dir.display());
     }
-    let is_store = std::fs::read_dir(dir)
+    let is_store = !cairn::segment_ids(dir)
         .with_context(|| format!("cannot read {}", dir.display()))?
-        .flatten()
-        .any(|e| looks_like_segment_file(&e.file_name().to_string_lossy()));
+        .is_empty();
     if !is_store {
         bail!(
             "{} is not a cairn store (it holds no segment files)",

@@ -6,7 +6,6 @@
 mod args;
 mod cmd;
 mod common;
-mod segfiles;
 
 use std::io::{self, BufWriter, Write};
 use std::process::ExitCode;

@@ -35,7 +35,9 @@ pub enum OpenMode {
     ReadWrite,
     /// A new private file (0600) that must not exist yet.
     CreateNew,
-    /// An existing file, or a new private one, for reading and writing.
+    /// An existing file, or a new private one, for reading and writing
+    /// (cairn itself does not use it; other file layers may).
+    #[cfg_attr(not(feature = "unstable-vfs"), allow(dead_code))]
     OpenOrCreate,
 }
 

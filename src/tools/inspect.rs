@@ -1,12 +1,57 @@
 //! Reading a segment file record by record, for inspection tools (the
 //! `cairn dump` and `cairn stats` commands). Lock-free and read-only.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::Result;
+use crate::format::names;
 use crate::format::record::{self, Decoded, RecordKind, RecordRef};
 use crate::format::segment::{self, SEGMENT_HEADER_LEN};
 use crate::fs::{RealFs, Vfs};
+
+/// The ids of the segment files (`0000000042.seg`) in the store directory
+/// `dir`, ascending. Other files are ignored.
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// cairn::Db::open(dir.path())?.close()?;
+/// assert_eq!(cairn::segment_ids(dir.path())?, [1]);
+/// # Ok::<(), cairn::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::Io`](crate::Error::Io) when the directory cannot be listed.
+pub fn segment_ids(dir: impl AsRef<Path>) -> Result<Vec<u32>> {
+    let mut ids: Vec<u32> = RealFs
+        .list(dir.as_ref())?
+        .iter()
+        .filter_map(|name| names::parse_file_name(name))
+        .filter(|(_, suffix)| *suffix == names::SEGMENT_SUFFIX)
+        .map(|(id, _)| id)
+        .collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// The path of segment `id`'s file in the store directory `dir`.
+///
+/// ```
+/// let p = cairn::segment_path("/data/store", 42);
+/// assert_eq!(p, std::path::Path::new("/data/store/0000000042.seg"));
+/// ```
+pub fn segment_path(dir: impl AsRef<Path>, id: u32) -> PathBuf {
+    names::segment_path(dir.as_ref(), id)
+}
+
+/// The path of segment `id`'s hint file in the store directory `dir`.
+///
+/// ```
+/// let p = cairn::hint_path("/data/store", 42);
+/// assert_eq!(p, std::path::Path::new("/data/store/0000000042.hint"));
+/// ```
+pub fn hint_path(dir: impl AsRef<Path>, id: u32) -> PathBuf {
+    names::hint_path(dir.as_ref(), id)
+}
 
 /// One entry of [`read_segment`]: a record whose checksum holds, or a
 /// damaged range.

@@ -9,7 +9,6 @@ use cairn::SegmentEntry;
 use serde_json::{json, Value};
 
 use crate::common::{bytes_field, check_store, escape};
-use crate::segfiles::{segment_ids, segment_path};
 
 /// Which records `dump` prints, and how.
 struct Shape {
@@ -35,7 +34,7 @@ pub fn dump(
         json,
     };
     for id in chosen_segments(dir, segment)? {
-        for e in cairn::read_segment(segment_path(dir, id))? {
+        for e in cairn::read_segment(cairn::segment_path(dir, id))? {
             match &e {
                 SegmentEntry::Record { offset, .. } if *offset >= shape.from_offset => {
                     write_record(id, &e, &shape, out)?;
@@ -56,7 +55,7 @@ pub fn dump(
 
 /// `segment` if the store has it, or every segment.
 fn chosen_segments(dir: &Path, segment: Option<u32>) -> Result<Vec<u32>> {
-    let ids = segment_ids(dir)?;
+    let ids = cairn::segment_ids(dir)?;
     Ok(match segment {
         Some(s) if !ids.contains(&s) => bail!("no segment {s} in {}", dir.display()),
         Some(s) => vec![s],

@@ -9,7 +9,6 @@ use cairn::{Db, RecordKind, SegmentEntry, SegmentStats, Stats, VerifyReport};
 use serde_json::{json, Value};
 
 use crate::common::{finish, now_ms, open_read, progress};
-use crate::segfiles::{hint_path, segment_path};
 
 /// Record counts of one segment, from reading its file.
 #[derive(Default)]
@@ -63,7 +62,7 @@ fn segment_rows(db: &Db, dir: &Path) -> Result<Vec<Row>> {
     let now = now_ms();
     let mut counts = Vec::with_capacity(segs.len());
     for s in &segs {
-        counts.push(seg_counts(&segment_path(dir, s.id), now)?);
+        counts.push(seg_counts(&cairn::segment_path(dir, s.id), now)?);
     }
     finish(pb);
     Ok(segs
@@ -88,7 +87,7 @@ fn segment_rows(db: &Db, dir: &Path) -> Result<Vec<Row>> {
 
 /// Whether segment `id` has a valid hint file, by the quick verification.
 fn hint_state(check: &VerifyReport, dir: &Path, id: u32) -> &'static str {
-    let hint = hint_path(dir, id);
+    let hint = cairn::hint_path(dir, id);
     match check.problems.iter().find(|p| p.path == hint) {
         Some(p) if p.kind == cairn::ProblemKind::HintMissing => "none",
         Some(_) => "invalid",
