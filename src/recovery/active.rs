@@ -81,7 +81,7 @@ fn cut_torn_tail(
 /// A read-write open that skipped damage inside the active segment seals
 /// it as it is, cut to its last record, so that new writes go to a fresh
 /// segment (appending after damage is unsafe: see
-/// docs/design-notes-recovery.md). Returns whether it did.
+/// docs/design.md, "Opening (recovery)"). Returns whether it did.
 pub(crate) fn seal_damaged_active(
     vfs: &dyn Vfs,
     dir: &Path,

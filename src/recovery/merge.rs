@@ -13,7 +13,7 @@ use super::segment_load::SegmentLoad;
 /// From this many loaded entries on, open sorts them into the index's memory
 /// order before inserting them, and hands the freed memory back to the OS
 /// afterwards (below it everything fits in the caches and neither pays;
-/// docs/design-notes-recovery.md has the measurements).
+/// docs/design.md, "Opening (recovery)" has the measurements).
 pub(crate) const SORTED_MERGE_MIN_ENTRIES: usize = 1 << 17;
 
 /// Keys up to this long travel inside [`Incoming`].
