@@ -107,14 +107,16 @@ fn parse_i64(v: &[u8]) -> Result<i64> {
         .ok_or(Error::NotAnInteger)
 }
 
-/// A write to apply to the keydir once its record is on disk.
-/// One write of an atomic batch: a put when `value` is set, else a delete.
+/// One write as the engine appends it, whatever asked for it (a batch or a
+/// transaction): a put when `value` is set, else a delete; `expires` is
+/// absolute (Unix ms, 0 for none).
 struct WriteOp<'a> {
     key: &'a [u8],
     value: Option<&'a [u8]>,
     expires: u64,
 }
 
+/// A change to apply to the keydir once its record is on disk.
 enum Applied<'a> {
     Put { key: &'a [u8], entry: IndexEntry },
     Delete { key: &'a [u8] },
