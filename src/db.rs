@@ -101,7 +101,7 @@ impl Db {
             let mut attempt = 0;
             loop {
                 match Core::open(path, opts.clone()) {
-                    Err(crate::Error::Io(e))
+                    Err(crate::error::Error::Io(e))
                         if e.kind() == std::io::ErrorKind::NotFound && attempt < 10 =>
                     {
                         attempt += 1;
@@ -143,7 +143,7 @@ impl Db {
     /// assert_eq!(db.sync_policy(), cairn::SyncPolicy::Always);
     /// # Ok::<(), cairn::Error>(())
     /// ```
-    pub fn sync_policy(&self) -> crate::SyncPolicy {
+    pub fn sync_policy(&self) -> crate::options::SyncPolicy {
         self.0.opts.sync_policy
     }
 
@@ -579,7 +579,7 @@ impl Db {
     /// [`Error::Corruption`](crate::Error::Corruption) if a segment to
     /// rewrite is damaged (nothing is changed then), and
     /// [`Error::Io`](crate::Error::Io).
-    pub fn compact(&self) -> Result<crate::CompactionStats> {
+    pub fn compact(&self) -> Result<crate::compaction::CompactionStats> {
         crate::engine::txn::check_not_inside()?;
         self.core().compact_all()
     }
@@ -603,7 +603,7 @@ impl Db {
     ///
     /// # Errors
     /// As [`Db::compact`].
-    pub fn compact_segments(&self, ids: &[u32]) -> Result<crate::CompactionStats> {
+    pub fn compact_segments(&self, ids: &[u32]) -> Result<crate::compaction::CompactionStats> {
         crate::engine::txn::check_not_inside()?;
         let ids = ids.to_vec();
         self.core().compact_with(move |_, _| ids)
@@ -619,7 +619,7 @@ impl Db {
     /// assert!(segs[0].active);
     /// # Ok::<(), cairn::Error>(())
     /// ```
-    pub fn segment_stats(&self) -> Vec<crate::SegmentStats> {
+    pub fn segment_stats(&self) -> Vec<crate::stats::SegmentStats> {
         self.core().segment_stats()
     }
 
@@ -677,7 +677,10 @@ impl Db {
     /// Whatever `f` returns, then the errors of [`Db::write_batch`];
     /// [`Error::NestedWrite`](crate::Error::NestedWrite) when called from
     /// inside another transaction's closure.
-    pub fn transaction<R>(&self, f: impl FnOnce(&mut crate::Txn<'_>) -> Result<R>) -> Result<R> {
+    pub fn transaction<R>(
+        &self,
+        f: impl FnOnce(&mut crate::engine::txn::Txn<'_>) -> Result<R>,
+    ) -> Result<R> {
         self.core().transact(f)
     }
 

@@ -35,7 +35,7 @@ pub fn decode_hint(bytes: &[u8], id: u32, segment_len: u64, salt: u32) -> Result
 ///
 /// # Errors
 /// What recovery would report.
-pub fn scan_segment(bytes: &[u8], active: bool, salvage: bool) -> crate::Result<usize> {
+pub fn scan_segment(bytes: &[u8], active: bool, salvage: bool) -> crate::error::Result<usize> {
     let mode = if salvage {
         RecoveryMode::Salvage
     } else {

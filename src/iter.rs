@@ -10,7 +10,7 @@ use crate::error::Result;
 pub struct ScanPrefix {
     core: Arc<Core>,
     keys: std::vec::IntoIter<Vec<u8>>,
-    error: Option<crate::Error>,
+    error: Option<crate::error::Error>,
 }
 
 impl ScanPrefix {

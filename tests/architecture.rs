@@ -26,7 +26,8 @@
 //! the module that defines them) and fails, naming the file and the path,
 //! when a layer reaches one above it. It also draws the imports between
 //! files (`crate::…`, `super::…` and a `mod.rs` using its own children) and
-//! fails on any circle.
+//! fails on any circle, and it fails when code reaches an item through the
+//! crate root's re-export (`crate::Error`) instead of its module.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -396,5 +397,39 @@ fn every_layer_is_in_the_table() {
     assert!(
         missing.is_empty(),
         "modules of src/ missing from the layer table in tests/architecture.rs: {missing:?}"
+    );
+}
+
+/// Code inside the crate names the module that defines an item, not the
+/// crate root's re-export of it (`crate::Error`): an import through the
+/// root hides which layer it reaches.
+#[test]
+fn code_names_the_defining_module() {
+    let tree = Tree::read();
+    let mut wrong = Vec::new();
+    for file in tree.files.values() {
+        if file.ends_with("lib.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).expect("read");
+        for (line_no, line) in code_lines(&text) {
+            for p in paths_in(&line, "crate::") {
+                let is_root_item = p.first().is_some_and(|n| {
+                    tree.reexports.contains_key(n) && !tree.files.contains_key(&p[..1])
+                });
+                if is_root_item {
+                    wrong.push(format!(
+                        "{}:{line_no}: `crate::{}`: name the module that defines it",
+                        tree.rel(file),
+                        p.join("::")
+                    ));
+                }
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "paths through the crate root:\n{}",
+        wrong.join("\n")
     );
 }

@@ -29,7 +29,7 @@ impl Core {
         choose: impl FnOnce(&BTreeMap<u32, SegmentSpace>, u32) -> Vec<u32>,
     ) -> Result<Plan> {
         let w = self.writer()?;
-        let active = self.active_id().ok_or(crate::Error::ReadOnly)?;
+        let active = self.active_id().ok_or(crate::error::Error::ReadOnly)?;
         let seg_stats = lock(&self.seg_stats);
         let mut inputs = choose(&seg_stats, active);
         // A segment in which a salvage open skipped damage is left as it
@@ -68,7 +68,7 @@ impl Core {
 pub(super) fn auto_candidates(
     stats: &BTreeMap<u32, SegmentSpace>,
     active: u32,
-    opts: &crate::Options,
+    opts: &crate::options::Options,
 ) -> Vec<u32> {
     let data = |s: &SegmentSpace| s.total.saturating_sub(SEGMENT_HEADER_LEN);
     let ratio = |s: &SegmentSpace| s.dead as f64 / data(s).max(1) as f64;

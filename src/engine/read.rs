@@ -144,11 +144,11 @@ impl Core {
         st
     }
 
-    pub(crate) fn segment_stats(&self) -> Vec<crate::SegmentStats> {
+    pub(crate) fn segment_stats(&self) -> Vec<crate::stats::SegmentStats> {
         let active = self.active_id();
         lock(&self.seg_stats)
             .iter()
-            .map(|(id, s)| crate::SegmentStats {
+            .map(|(id, s)| crate::stats::SegmentStats {
                 id: *id,
                 bytes: s.total,
                 dead_bytes: s.dead,

@@ -45,9 +45,9 @@
 use std::time::Duration;
 
 use crate::db::Db;
+use crate::engine::txn::Txn;
 use crate::error::{Error, Result};
 use crate::util::rand::{b64url_decode, b64url_encode, constant_time_eq, secure_bytes};
-use crate::Txn;
 
 const SELECTOR_BYTES: usize = 12;
 const VERIFIER_BYTES: usize = 12;

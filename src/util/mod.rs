@@ -15,7 +15,7 @@ macro_rules! crash_point {
         #[cfg(feature = "__test_hooks")]
         {
             if $opts.hooks.compaction_stop == Some($crate::util::hooks::CompactionStop::$step) {
-                return Err($crate::Error::Io(std::io::Error::other(
+                return Err($crate::error::Error::Io(std::io::Error::other(
                     "compaction stopped for a test",
                 )));
             }
