@@ -78,34 +78,13 @@ impl std::fmt::Debug for Txn<'_> {
     }
 }
 
-impl<'a> Txn<'a> {
-    pub(crate) fn new(read: &'a ReadLive<'a>, now: u64) -> Txn<'a> {
-        Txn {
-            read,
-            now,
-            writes: Vec::new(),
-            index: None,
-        }
-    }
-
-    pub(crate) fn into_writes(self) -> Vec<PendingWrite> {
-        self.writes
-    }
-
+/// The facade cairn's modules use beyond the public API (as on `Db`):
+/// the transaction's clock, and reads and writes with absolute expiry
+/// times, so that a session's expiry is exactly what it stored.
+impl Txn<'_> {
     /// The clock reading taken when the transaction started (Unix ms).
     pub(crate) fn now_ms(&self) -> u64 {
         self.now
-    }
-
-    fn position(&self, key: &[u8]) -> Option<usize> {
-        match &self.index {
-            Some(ix) => ix.get(key).copied(),
-            None => self.writes.iter().position(|(k, _)| k == key),
-        }
-    }
-
-    fn pending(&self, key: &[u8]) -> Option<&Option<(Vec<u8>, u64)>> {
-        self.position(key).map(|i| &self.writes[i].1)
     }
 
     /// The live value of `key` and its expiry (Unix ms, 0 for none).
@@ -119,6 +98,35 @@ impl<'a> Txn<'a> {
     /// Queues a write with an absolute expiry (Unix ms, 0 for none).
     pub(crate) fn put_expiring_at(&mut self, key: &[u8], value: Vec<u8>, expires: u64) {
         self.set(key, Some((value, expires)));
+    }
+}
+
+impl<'a> Txn<'a> {
+    /// A transaction that reads the store through `read`, as of `now`
+    /// (Unix ms).
+    pub(crate) fn new(read: &'a ReadLive<'a>, now: u64) -> Txn<'a> {
+        Txn {
+            read,
+            now,
+            writes: Vec::new(),
+            index: None,
+        }
+    }
+
+    /// The queued writes, in the order of their first write.
+    pub(crate) fn into_writes(self) -> Vec<PendingWrite> {
+        self.writes
+    }
+
+    fn position(&self, key: &[u8]) -> Option<usize> {
+        match &self.index {
+            Some(ix) => ix.get(key).copied(),
+            None => self.writes.iter().position(|(k, _)| k == key),
+        }
+    }
+
+    fn pending(&self, key: &[u8]) -> Option<&Option<(Vec<u8>, u64)>> {
+        self.position(key).map(|i| &self.writes[i].1)
     }
 
     fn set(&mut self, key: &[u8], w: Option<(Vec<u8>, u64)>) {
