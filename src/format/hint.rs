@@ -246,10 +246,11 @@ pub(crate) fn decode(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn sample() -> Vec<HintEntry> {
+    /// Three entries: a put, an expiring put with an empty key, a tombstone.
+    pub(crate) fn sample() -> Vec<HintEntry> {
         vec![
             HintEntry {
                 key: b"a".to_vec(),

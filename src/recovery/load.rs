@@ -196,20 +196,15 @@ fn from_hint(
     };
     let min_seq = h.entries.iter().map(|e| e.seq).min().unwrap_or(u64::MAX);
     Ok(FromHint::Loaded(SegmentLoad {
-        id,
         len,
         max_seq: h.max_seq,
         entries: h.entries,
         from_hint: true,
-        cut: None,
-        discarded_batch_records: 0,
-        skipped: Vec::new(),
-        needs_header: false,
-        zero_tail: false,
         salt: info.map_or(0, |h| h.salt),
         min_seq,
         hint_bytes: h.file_len,
         compacted: info.is_some_and(|h| h.compacted),
+        ..SegmentLoad::empty(id)
     }))
 }
 

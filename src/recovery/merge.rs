@@ -298,20 +298,11 @@ mod tests {
                     })
                     .collect();
                 SegmentLoad {
-                    id,
                     len: 1 << 20,
-                    max_seq: 0,
                     entries,
                     from_hint: true,
-                    cut: None,
-                    discarded_batch_records: 0,
-                    skipped: Vec::new(),
-                    needs_header: false,
-                    zero_tail: false,
-                    salt: 0,
                     min_seq: 0,
-                    hint_bytes: 0,
-                    compacted: false,
+                    ..SegmentLoad::empty(id)
                 }
             })
             .collect();

@@ -65,36 +65,8 @@ pub(crate) fn read(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::format::hint::tests::sample;
     use crate::fs::RealFs;
-
-    fn sample() -> Vec<HintEntry> {
-        vec![
-            HintEntry {
-                key: b"a".to_vec(),
-                seq: 1,
-                expires_at_ms: 0,
-                offset: 32,
-                value_len: 3,
-                tombstone: false,
-            },
-            HintEntry {
-                key: b"".to_vec(),
-                seq: 2,
-                expires_at_ms: 99,
-                offset: 68,
-                value_len: 0,
-                tombstone: false,
-            },
-            HintEntry {
-                key: b"gone".to_vec(),
-                seq: 3,
-                expires_at_ms: 0,
-                offset: 100,
-                value_len: 0,
-                tombstone: true,
-            },
-        ]
-    }
 
     #[test]
     fn write_then_read() {
