@@ -8,6 +8,7 @@ use crate::format::names;
 use crate::format::record::{self, Decoded, RecordKind, RecordRef};
 use crate::format::segment::{self, SEGMENT_HEADER_LEN};
 use crate::fs::{RealFs, Vfs};
+use crate::recovery;
 
 /// The ids of the segment files (`0000000042.seg`) in the store directory
 /// `dir`, ascending. Other files are ignored.
@@ -22,15 +23,7 @@ use crate::fs::{RealFs, Vfs};
 /// # Errors
 /// [`Error::Io`](crate::Error::Io) when the directory cannot be listed.
 pub fn segment_ids(dir: impl AsRef<Path>) -> Result<Vec<u32>> {
-    let mut ids: Vec<u32> = RealFs
-        .list(dir.as_ref())?
-        .iter()
-        .filter_map(|name| names::parse_file_name(name))
-        .filter(|(_, suffix)| *suffix == names::SEGMENT_SUFFIX)
-        .map(|(id, _)| id)
-        .collect();
-    ids.sort_unstable();
-    Ok(ids)
+    Ok(recovery::list_dir(&RealFs, dir.as_ref())?.segments)
 }
 
 /// The path of segment `id`'s file in the store directory `dir`.
