@@ -193,7 +193,8 @@ impl Db {
     ///
     /// # Errors
     /// As [`Db::put`], plus [`Error::InvalidTtl`](crate::Error::InvalidTtl)
-    /// for a zero `ttl`.
+    /// for a zero `ttl` or one too long to count (such as `Duration::MAX`:
+    /// the expiry must fit in a signed 64-bit count of milliseconds).
     pub fn put_with_ttl(
         &self,
         key: impl AsRef<[u8]>,
@@ -288,7 +289,7 @@ impl Db {
     /// ```
     ///
     /// # Errors
-    /// As [`Db::put`].
+    /// As [`Db::put_with_ttl`].
     pub fn expire(&self, key: impl AsRef<[u8]>, ttl: Duration) -> Result<bool> {
         self.core().expire(key.as_ref(), ttl)
     }
