@@ -105,7 +105,7 @@ fn one_line(e: &anyhow::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::one_line;
+    use super::{one_line, Error};
     use std::io;
 
     #[test]
