@@ -52,7 +52,9 @@ impl Batch {
     }
 
     /// Adds a put that expires `ttl` after the batch is written. A zero
-    /// `ttl` makes [`Db::write_batch`](crate::Db::write_batch) fail with
+    /// `ttl`, or one too long to count (see
+    /// [`Db::put_with_ttl`](crate::Db::put_with_ttl)), makes
+    /// [`Db::write_batch`](crate::Db::write_batch) fail with
     /// [`Error::InvalidTtl`](crate::Error::InvalidTtl).
     #[must_use]
     pub fn put_with_ttl(

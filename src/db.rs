@@ -193,7 +193,8 @@ impl Db {
     ///
     /// # Errors
     /// As [`Db::put`], plus [`Error::InvalidTtl`](crate::Error::InvalidTtl)
-    /// for a zero `ttl`.
+    /// for a zero `ttl` or one too long to count (such as `Duration::MAX`:
+    /// the expiry must fit in a signed 64-bit count of milliseconds).
     pub fn put_with_ttl(
         &self,
         key: impl AsRef<[u8]>,
@@ -288,7 +289,7 @@ impl Db {
     /// ```
     ///
     /// # Errors
-    /// As [`Db::put`].
+    /// As [`Db::put_with_ttl`].
     pub fn expire(&self, key: impl AsRef<[u8]>, ttl: Duration) -> Result<bool> {
         self.core().expire(key.as_ref(), ttl)
     }
@@ -607,6 +608,36 @@ impl Db {
         crate::engine::txn::check_not_inside()?;
         let ids = ids.to_vec();
         self.core().compact_with(move |_, _| ids)
+    }
+
+    /// Seals the active segment now, as a write does when the segment
+    /// reaches [`Options::max_segment_bytes`], and starts a new one, so that
+    /// [`Db::compact`] (which never rewrites the active segment) can reclaim
+    /// its dead records too. Returns `false`, and does nothing, when the
+    /// active segment holds no record yet.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Options::new().auto_compact(false).open(dir.path())?;
+    /// for i in 0..100 {
+    ///     db.put("counter", i.to_string())?; // 99 dead versions
+    /// }
+    /// assert_eq!(db.compact()?.segments_in, 0); // all in the active segment
+    /// assert!(db.seal_active_segment()?);
+    /// let stats = db.compact()?;
+    /// assert_eq!(stats.dropped_overwritten, 99);
+    /// assert_eq!(db.get("counter")?, Some(b"99".to_vec()));
+    /// assert!(!db.seal_active_segment()?); // the new one is still empty
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::ReadOnly`](crate::Error::ReadOnly) on a read-only handle,
+    /// [`Error::Io`](crate::Error::Io) if the fsync of the sealed segment or
+    /// the creation of the new one fails (the handle is then poisoned, as
+    /// for a failed write).
+    pub fn seal_active_segment(&self) -> Result<bool> {
+        self.core().seal_active()
     }
 
     /// Per-segment sizes and dead bytes, in id order.

@@ -62,7 +62,10 @@ pub enum Error {
     NotAnInteger,
     /// `incr` would overflow an `i64`. Nothing was changed.
     Overflow,
-    /// A time-to-live of zero was given where a live key is being written.
+    /// A time-to-live of zero was given where a live key is being written,
+    /// or one so long that its expiry (now plus the TTL) does not fit in a
+    /// signed 64-bit count of unix milliseconds, about 292 million years
+    /// (Redis refuses the same for `EX`/`PX`). Nothing was written.
     InvalidTtl,
     /// An earlier write or fsync failed, so this handle refuses every further
     /// write until the store is reopened. Reads still work.
@@ -123,7 +126,10 @@ impl fmt::Display for Error {
                 write!(f, "value is not an integer or out of range of a signed 64-bit integer")
             }
             Error::Overflow => write!(f, "increment or decrement would overflow"),
-            Error::InvalidTtl => write!(f, "a time-to-live must be greater than zero"),
+            Error::InvalidTtl => write!(
+                f,
+                "a time-to-live must be greater than zero, and small enough that its expiry fits in a signed 64-bit count of milliseconds"
+            ),
             Error::Poisoned { cause } => write!(
                 f,
                 "the store refuses writes after an earlier write or fsync failed ({cause}); reopen it"

@@ -56,6 +56,14 @@
 #![deny(missing_docs, clippy::unwrap_used, unsafe_code)]
 #![warn(missing_debug_implementations)]
 
+/// The README's code blocks, compiled and run as doc tests (`cargo test
+/// --doc`). The guide's (`docs/guide.md`) run in the
+/// `tower-sessions-cairn-store` crate, which has the dependencies of its
+/// axum section.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 mod batch;
 mod compaction;
 mod db;

@@ -38,7 +38,16 @@ impl std::fmt::Display for CasConflict {
 
 impl std::error::Error for CasConflict {}
 
+/// The latest expiry cairn accepts, in unix milliseconds: as in Redis (its
+/// `EX`/`PX` check), the expiry must fit in a signed 64-bit count of
+/// milliseconds.
+pub(crate) const MAX_EXPIRY_MS: u64 = i64::MAX as u64;
+
 /// Absolute expiry for a TTL from `now_ms`; sub-millisecond TTLs round up.
+///
+/// # Errors
+/// [`Error::InvalidTtl`] for a zero TTL, or one that ends after
+/// [`MAX_EXPIRY_MS`] (such as `Duration::MAX`).
 pub(crate) fn expiry_after(now_ms: u64, ttl: Duration) -> Result<u64> {
     if ttl.is_zero() {
         return Err(Error::InvalidTtl);
@@ -47,7 +56,10 @@ pub(crate) fn expiry_after(now_ms: u64, ttl: Duration) -> Result<u64> {
     if Duration::from_millis(ms) < ttl {
         ms = ms.saturating_add(1);
     }
-    Ok(now_ms.saturating_add(ms))
+    match now_ms.checked_add(ms) {
+        Some(at) if at <= MAX_EXPIRY_MS => Ok(at),
+        _ => Err(Error::InvalidTtl),
+    }
 }
 
 #[cfg(test)]
@@ -68,6 +80,25 @@ mod tests {
             expiry_after(1000, Duration::from_millis(5)).ok(),
             Some(1005)
         );
-        assert_eq!(expiry_after(1000, Duration::MAX).ok(), Some(u64::MAX));
+    }
+
+    #[test]
+    fn expiry_must_fit_a_signed_64_bit_millisecond_count() {
+        // As Redis: the expiry, now plus the TTL, fits in an i64 of ms.
+        let last = i64::MAX as u64;
+        assert_eq!(
+            expiry_after(1000, Duration::from_millis(last - 1000)).ok(),
+            Some(last)
+        );
+        for ttl in [
+            Duration::from_millis(last - 999),
+            Duration::from_millis(u64::MAX),
+            Duration::MAX,
+        ] {
+            assert!(
+                matches!(expiry_after(1000, ttl), Err(Error::InvalidTtl)),
+                "{ttl:?}"
+            );
+        }
     }
 }

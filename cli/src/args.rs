@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::common::parse_duration;
+use crate::common::parse_ttl;
 
 #[derive(Parser)]
 #[command(
@@ -72,7 +72,7 @@ pub enum Command {
         /// The value.
         value: String,
         /// Expire after this long: 500ms, 30s, 5m, 1h, 2d.
-        #[arg(long, value_parser = parse_duration)]
+        #[arg(long, value_parser = parse_ttl, allow_hyphen_values = true)]
         ttl: Option<Duration>,
         /// Only if the key does not exist; prints whether it was set.
         #[arg(long)]
@@ -108,7 +108,7 @@ pub enum Command {
         /// The key.
         key: String,
         /// 500ms, 30s, 5m, 1h, 2d.
-        #[arg(value_parser = parse_duration)]
+        #[arg(value_parser = parse_ttl, allow_hyphen_values = true)]
         ttl: Duration,
     },
     /// Sizes per segment, totals and what compaction would reclaim.
@@ -170,8 +170,10 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
-    /// Rewrite the sealed segments without their dead records.
-    #[command(after_help = "Example:\n  cairn compact ./data")]
+    /// Rewrite the store without its dead records.
+    #[command(
+        after_help = "The active segment is sealed first when it holds dead records, so that everything is compacted (automatic compaction leaves it until it fills up).\n\nExample:\n  cairn compact ./data"
+    )]
     Compact {
         /// The store directory.
         dir: PathBuf,

@@ -23,29 +23,49 @@ pub fn not_found(key: &str) -> u8 {
     EXIT_NOT_FOUND
 }
 
-/// Parses 500ms, 30s, 5m, 1h, 2d (a bare number is seconds).
-pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+/// Parses a time to live: 500ms, 30s, 5m, 1h, 2d (a bare number is
+/// seconds). As Redis's `EX`/`PX`, it must be positive and its expiry (now
+/// plus the TTL) must fit in a signed 64-bit count of unix milliseconds.
+pub fn parse_ttl(s: &str) -> std::result::Result<Duration, String> {
+    parse_ttl_at(s, now_ms())
+}
+
+/// [`parse_ttl`] at the unix time `now_ms`.
+fn parse_ttl_at(s: &str, now_ms: u64) -> std::result::Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("bad duration {s:?}: expected a number and a unit, like 30s"))?;
-    let ms = match unit {
-        "ms" => Some(n),
-        "" | "s" => n.checked_mul(1_000),
-        "m" => n.checked_mul(60_000),
-        "h" => n.checked_mul(3_600_000),
-        "d" => n.checked_mul(86_400_000),
-        _ => {
-            return Err(format!(
-                "bad duration {s:?}: the unit must be ms, s, m, h or d"
-            ))
+    if num.is_empty() {
+        if s.strip_prefix('-')
+            .is_some_and(|r| r.starts_with(|c: char| c.is_ascii_digit()))
+        {
+            return Err(format!("bad TTL {s:?}: a TTL must be positive"));
         }
+        return Err(format!(
+            "bad TTL {s:?}: expected a number and a unit, like 30s"
+        ));
     }
-    .ok_or_else(|| format!("duration {s:?} is too large"))?;
+    let too_large = || {
+        format!(
+            "TTL {s:?} is too large: the expiry must fit in a signed 64-bit count of milliseconds (as in Redis)"
+        )
+    };
+    // `num` is all digits, so parsing fails only when it is too large.
+    let n: u64 = num.parse().map_err(|_| too_large())?;
+    let unit_ms: u64 = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("bad TTL {s:?}: the unit must be ms, s, m, h or d")),
+    };
+    let ms = n.checked_mul(unit_ms).ok_or_else(too_large)?;
     if ms == 0 {
-        return Err(format!("duration {s:?} must be more than zero"));
+        return Err(format!("bad TTL {s:?}: a TTL must be positive"));
+    }
+    if ms > (i64::MAX as u64).saturating_sub(now_ms) {
+        return Err(too_large());
     }
     Ok(Duration::from_millis(ms))
 }
@@ -174,5 +194,64 @@ pub fn progress(what: &str) -> Option<ProgressBar> {
 pub fn finish(pb: Option<ProgressBar>) {
     if let Some(pb) = pb {
         pb.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ttl_at;
+    use std::time::Duration;
+
+    const NOW: u64 = 1_800_000_000_000;
+
+    fn err(s: &str) -> String {
+        parse_ttl_at(s, NOW).expect_err(s)
+    }
+
+    #[test]
+    fn ttls_parse_with_their_units() {
+        for (s, ms) in [
+            ("500ms", 500),
+            ("30s", 30_000),
+            ("30", 30_000),
+            ("5m", 300_000),
+            ("1h", 3_600_000),
+            ("2d", 172_800_000),
+        ] {
+            assert_eq!(parse_ttl_at(s, NOW), Ok(Duration::from_millis(ms)), "{s}");
+        }
+    }
+
+    #[test]
+    fn negative_and_zero_ttls_must_be_positive() {
+        for s in ["-5s", "-5", "-1ms", "0s", "0"] {
+            assert!(err(s).contains("a TTL must be positive"), "{s}: {}", err(s));
+        }
+    }
+
+    #[test]
+    fn ttls_past_what_redis_accepts_are_too_large() {
+        let last_ms = i64::MAX as u64 - NOW;
+        assert_eq!(
+            parse_ttl_at(&format!("{last_ms}ms"), NOW),
+            Ok(Duration::from_millis(last_ms))
+        );
+        for s in [
+            format!("{}ms", last_ms + 1),
+            "99999999999999999999s".to_string(),
+            "18446744073709551s".to_string(),
+            "18446744073709551615ms".to_string(),
+            "9223372036854775807s".to_string(),
+        ] {
+            assert!(err(&s).contains("too large"), "{s}: {}", err(&s));
+        }
+    }
+
+    #[test]
+    fn malformed_ttls_say_what_is_expected() {
+        assert!(err("abc").contains("expected a number and a unit"));
+        assert!(err("").contains("expected a number and a unit"));
+        assert!(err("5y").contains("the unit must be"));
+        assert!(err("1.5s").contains("the unit must be"));
     }
 }

@@ -26,7 +26,7 @@ fn main() -> ExitCode {
             let corruption = e
                 .chain()
                 .any(|c| matches!(c.downcast_ref::<Error>(), Some(Error::Corruption { .. })));
-            eprintln!("cairn: {e:#}");
+            eprintln!("cairn: {}", one_line(&e));
             ExitCode::from(if corruption { EXIT_CORRUPTION } else { 1 })
         }
     }
@@ -80,5 +80,47 @@ fn dispatch(command: Command, out: &mut impl Write) -> Result<u8> {
         Command::Compact { dir } => compact::compact(&dir, out),
         Command::Export { dir, prefix } => export::export(&dir, &prefix, out),
         Command::Import { dir } => import::import(&dir),
+    }
+}
+
+/// The error and its causes on one line, joined by ": ", leaving out a
+/// cause whose message the line already ends with. cairn's `Error::Io`
+/// (like many errors) both prints its source and returns it from
+/// `source()`, so anyhow's `{:#}` would print the OS message twice
+/// ("Permission denied (os error 13): Permission denied (os error 13)").
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if line.ends_with(&msg) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&msg);
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{one_line, Error};
+    use std::io;
+
+    #[test]
+    fn an_io_error_prints_its_os_message_once() {
+        let os = io::Error::from_raw_os_error(13);
+        let e = anyhow::Error::new(Error::Io(os)).context("cannot open d");
+        let line = one_line(&e);
+        let os_msg = io::Error::from_raw_os_error(13).to_string();
+        assert_eq!(line.matches(&os_msg).count(), 1, "{line}");
+        assert!(line.starts_with("cannot open d: "), "{line}");
+    }
+
+    #[test]
+    fn distinct_causes_are_all_printed() {
+        let e = anyhow::anyhow!("inner").context("middle").context("outer");
+        assert_eq!(one_line(&e), "outer: middle: inner");
     }
 }

@@ -224,7 +224,8 @@ impl<'a> Txn<'a> {
     /// ```
     ///
     /// # Errors
-    /// [`Error::InvalidTtl`] for a zero `ttl`.
+    /// [`Error::InvalidTtl`] for a zero `ttl` or one too long to count
+    /// (see [`Db::put_with_ttl`](crate::Db::put_with_ttl)).
     pub fn put_with_ttl(
         &mut self,
         key: impl AsRef<[u8]>,

@@ -253,6 +253,17 @@ impl Core {
         self.sync_result(g.wait_durable(pos), pos.0)
     }
 
+    /// Seals the active segment now, as when it fills up, if it holds any
+    /// record; returns whether it did.
+    pub(crate) fn seal_active(&self) -> Result<bool> {
+        let mut w = self.writer()?;
+        if w.active.len.load(Ordering::Acquire) <= SEGMENT_HEADER_LEN {
+            return Ok(false);
+        }
+        self.roll(&mut w)?;
+        Ok(true)
+    }
+
     /// Seals the active segment and starts a new one when `incoming` more
     /// bytes would push it past the limit.
     fn maybe_roll(&self, w: &mut Writer, incoming: u64) -> Result<()> {

@@ -14,7 +14,7 @@ use std::any::Any;
 use std::fmt;
 use std::fs::{File, TryLockError};
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::format::names;
@@ -54,6 +54,24 @@ pub(crate) fn create_dir_durably(vfs: &dyn Vfs, dir: &Path) -> io::Result<()> {
     match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
         Some(parent) => vfs.sync_dir(parent),
         None => Ok(()),
+    }
+}
+
+/// `e` with `path` in front of its message, of the same
+/// [`io::ErrorKind`], so that every I/O error names the file it is about.
+///
+/// The OS error code (`raw_os_error`) is not kept: callers match on the
+/// kind.
+pub(crate) fn named(path: &Path, e: &io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// An error of `kind` about `file`, named when the file knows its path.
+fn file_error(file: &dyn VFile, kind: io::ErrorKind) -> io::Error {
+    let e = io::Error::from(kind);
+    match file.path() {
+        Some(path) => named(path, &e),
+        None => e,
     }
 }
 
@@ -176,6 +194,12 @@ pub trait VFile: Send + Sync + fmt::Debug {
     fn as_std(&self) -> Option<&File> {
         None
     }
+    /// The file's path, if known: errors that [`read_exact_at`] and
+    /// [`write_all_at`] make up themselves (an unexpected end of file, a
+    /// write of zero bytes) name it.
+    fn path(&self) -> Option<&Path> {
+        None
+    }
 }
 
 /// Writes all of `buf` at `offset`.
@@ -185,7 +209,7 @@ pub trait VFile: Send + Sync + fmt::Debug {
 pub fn write_all_at(file: &dyn VFile, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
     while !buf.is_empty() {
         match file.write_at(buf, offset) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(0) => return Err(file_error(file, io::ErrorKind::WriteZero)),
             Ok(n) => {
                 buf = &buf[n..];
                 offset += n as u64;
@@ -204,7 +228,7 @@ pub fn write_all_at(file: &dyn VFile, mut buf: &[u8], mut offset: u64) -> io::Re
 pub fn read_exact_at(file: &dyn VFile, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
     while !buf.is_empty() {
         match file.read_at(buf, offset) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(0) => return Err(file_error(file, io::ErrorKind::UnexpectedEof)),
             Ok(n) => {
                 buf = &mut buf[n..];
                 offset += n as u64;
@@ -216,57 +240,67 @@ pub fn read_exact_at(file: &dyn VFile, mut buf: &mut [u8], mut offset: u64) -> i
     Ok(())
 }
 
-/// The real file system.
+/// The real file system. Every error it returns names the file or
+/// directory it is about, and keeps the [`io::ErrorKind`].
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RealFs;
 
-/// A real file.
+/// A real file, with its path for error messages.
 #[derive(Debug)]
-struct RealFile(File);
+struct RealFile {
+    file: File,
+    path: PathBuf,
+}
+
+impl RealFile {
+    /// `r` with the file's path in its error.
+    #[inline]
+    fn named<T>(&self, r: io::Result<T>) -> io::Result<T> {
+        r.map_err(|e| named(&self.path, &e))
+    }
+}
 
 impl VFile for RealFile {
     #[inline]
     fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
         #[cfg(unix)]
-        {
-            std::os::unix::fs::FileExt::read_at(&self.0, buf, offset)
-        }
+        let r = std::os::unix::fs::FileExt::read_at(&self.file, buf, offset);
         #[cfg(windows)]
-        {
-            std::os::windows::fs::FileExt::seek_read(&self.0, buf, offset)
-        }
+        let r = std::os::windows::fs::FileExt::seek_read(&self.file, buf, offset);
+        self.named(r)
     }
 
     #[inline]
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
         #[cfg(unix)]
-        {
-            std::os::unix::fs::FileExt::write_at(&self.0, buf, offset)
-        }
+        let r = std::os::unix::fs::FileExt::write_at(&self.file, buf, offset);
         #[cfg(windows)]
-        {
-            std::os::windows::fs::FileExt::seek_write(&self.0, buf, offset)
-        }
+        let r = std::os::windows::fs::FileExt::seek_write(&self.file, buf, offset);
+        self.named(r)
     }
 
     fn sync_data(&self) -> io::Result<()> {
-        self.0.sync_data()
+        self.named(self.file.sync_data())
     }
 
     fn sync_all(&self) -> io::Result<()> {
-        self.0.sync_all()
+        self.named(self.file.sync_all())
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
-        self.0.set_len(len)
+        self.named(self.file.set_len(len))
     }
 
     fn len(&self) -> io::Result<u64> {
-        Ok(self.0.metadata()?.len())
+        self.named(self.file.metadata()).map(|m| m.len())
     }
 
     fn as_std(&self) -> Option<&File> {
-        Some(&self.0)
+        Some(&self.file)
+    }
+
+    fn path(&self) -> Option<&Path> {
+        Some(&self.path)
     }
 }
 
@@ -283,13 +317,14 @@ impl Vfs for RealFs {
             use std::os::unix::fs::DirBuilderExt;
             b.mode(DIR_MODE);
         }
-        b.create(dir)
+        b.create(dir).map_err(|e| named(dir, &e))
     }
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         let mut names = Vec::new();
-        for ent in std::fs::read_dir(dir)? {
-            if let Ok(name) = ent?.file_name().into_string() {
+        let name_dir = |e| named(dir, &e);
+        for ent in std::fs::read_dir(dir).map_err(name_dir)? {
+            if let Ok(name) = ent.map_err(name_dir)?.file_name().into_string() {
                 names.push(name);
             }
         }
@@ -309,21 +344,32 @@ impl Vfs for RealFs {
             use std::os::unix::fs::OpenOptionsExt;
             o.mode(FILE_MODE);
         }
-        Ok(Arc::new(RealFile(o.open(path)?)))
+        let file = o.open(path).map_err(|e| named(path, &e))?;
+        Ok(Arc::new(RealFile {
+            file,
+            path: path.to_path_buf(),
+        }))
     }
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        std::fs::rename(from, to)
+        std::fs::rename(from, to).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("renaming {} to {}: {e}", from.display(), to.display()),
+            )
+        })
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
-        std::fs::remove_file(path)
+        std::fs::remove_file(path).map_err(|e| named(path, &e))
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         #[cfg(unix)]
         {
-            File::open(dir)?.sync_all()
+            File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| named(dir, &e))
         }
         #[cfg(not(unix))]
         {
@@ -333,8 +379,9 @@ impl Vfs for RealFs {
     }
 
     fn try_lock(&self, path: &Path, shared: bool) -> io::Result<Option<LockGuard>> {
+        let name_lock = |e| named(path, &e);
         let file = if shared && path.exists() {
-            File::open(path)?
+            File::open(path).map_err(name_lock)?
         } else {
             let mut o = std::fs::OpenOptions::new();
             o.read(true).write(true).create(true).truncate(false);
@@ -343,7 +390,7 @@ impl Vfs for RealFs {
                 use std::os::unix::fs::OpenOptionsExt;
                 o.mode(FILE_MODE);
             }
-            o.open(path)?
+            o.open(path).map_err(name_lock)?
         };
         let locked = if shared {
             file.try_lock_shared()
@@ -353,7 +400,7 @@ impl Vfs for RealFs {
         match locked {
             Ok(()) => Ok(Some(Box::new(file))),
             Err(TryLockError::WouldBlock) => Ok(None),
-            Err(TryLockError::Error(e)) => Err(e),
+            Err(TryLockError::Error(e)) => Err(name_lock(e)),
         }
     }
 
@@ -364,10 +411,11 @@ impl Vfs for RealFs {
         let mut tmp = tempfile::Builder::new()
             .prefix(tmp_prefix)
             .suffix(names::TMP_SUFFIX)
-            .tempfile_in(dir)?;
-        tmp.write_all(bytes)?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(path).map_err(|e| e.error)?;
+            .tempfile_in(dir)
+            .map_err(|e| named(dir, &e))?;
+        let written = tmp.write_all(bytes).and_then(|()| tmp.as_file().sync_all());
+        written.map_err(|e| named(tmp.path(), &e))?;
+        tmp.persist(path).map_err(|e| named(path, &e.error))?;
         Ok(())
     }
 }
@@ -375,6 +423,53 @@ impl Vfs for RealFs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Asserts that `r` failed with `kind` and a message naming `path`.
+    fn names<T: fmt::Debug>(r: io::Result<T>, kind: io::ErrorKind, path: &Path) {
+        let e = r.expect_err("an error");
+        assert_eq!(e.kind(), kind, "{e}");
+        let text = e.to_string();
+        assert!(text.contains(&*path.to_string_lossy()), "{text}");
+    }
+
+    #[test]
+    fn real_fs_errors_name_their_file_and_keep_their_kind() {
+        use io::ErrorKind::{IsADirectory, NotFound, UnexpectedEof};
+        let t = tempfile::tempdir().expect("tempdir");
+        let missing = t.path().join("0000000007.seg");
+        names(RealFs.open(&missing, OpenMode::Read), NotFound, &missing);
+        names(RealFs.read(&missing), NotFound, &missing);
+        names(RealFs.remove_file(&missing), NotFound, &missing);
+        names(RealFs.list(&missing), NotFound, &missing);
+        names(RealFs.sync_dir(&missing), NotFound, &missing);
+        names(
+            RealFs.rename(&missing, &t.path().join("b")),
+            NotFound,
+            &missing,
+        );
+        let in_missing = missing.join("x.hint");
+        names(
+            RealFs.write_atomic(&in_missing, ".h-", b"x"),
+            NotFound,
+            &missing,
+        );
+        names(RealFs.try_lock(&in_missing, false), NotFound, &in_missing);
+
+        // A directory where a file should be: open succeeds on Linux, the
+        // read fails.
+        let dir = t.path().join("0000000008.seg");
+        RealFs.create_dir_all(&dir).expect("mkdir");
+        match RealFs.open(&dir, OpenMode::Read) {
+            Ok(f) => names(f.read_at(&mut [0u8; 8], 0), IsADirectory, &dir),
+            Err(e) => assert!(e.to_string().contains(&*dir.to_string_lossy()), "{e}"),
+        }
+
+        // A file shorter than a read: the end of file names it too.
+        let short = t.path().join("0000000009.seg");
+        let f = RealFs.open(&short, OpenMode::CreateNew).expect("create");
+        write_all_at(&*f, b"abc", 0).expect("write");
+        names(read_exact_at(&*f, &mut [0u8; 8], 0), UnexpectedEof, &short);
+    }
 
     #[cfg(unix)]
     #[test]

@@ -69,6 +69,14 @@
 
 #![deny(missing_docs, clippy::unwrap_used)]
 
+/// The code blocks of cairn's guide (`docs/guide.md`), compiled and run as
+/// doc tests (`cargo test --doc`). They run here because this is the one
+/// crate of the workspace with every dependency they use: cairn, tempfile,
+/// and axum and tower-sessions for the guide's axum section.
+#[cfg(all(doctest, feature = "v0_15"))]
+#[doc = include_str!("../../docs/guide.md")]
+pub struct GuideDoctests;
+
 use std::collections::HashMap;
 use std::time::Duration;
 

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use cairn::Ttl;
 use serde_json::{json, Value};
 
@@ -112,7 +112,9 @@ pub fn del(dir: &Path, keys: &[String], out: &mut impl Write) -> Result<u8> {
 /// `cairn incr`: add to an integer value; prints the result.
 pub fn incr(dir: &Path, key: &str, by: i64, out: &mut impl Write) -> Result<u8> {
     let db = open_write(dir, true)?;
-    let v = db.incr(key, by)?;
+    let v = db
+        .incr(key, by)
+        .with_context(|| format!("cannot increment key {key:?}"))?;
     db.close()?;
     writeln!(out, "{v}")?;
     Ok(0)
