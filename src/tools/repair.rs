@@ -220,7 +220,7 @@ fn copy_into(fs: &dyn Vfs, path: &Path, to: &Path) -> Result<()> {
 /// names the old salt, so it is never used for the new segment.
 fn swap_in(fs: &dyn Vfs, dir: &Path, id: u32, bytes: &[u8], is_active: bool) -> Result<()> {
     let path = names::segment_path(dir, id);
-    fs.write_atomic(&path, ".repair-", bytes)?;
+    fs.write_atomic(&path, names::REPAIR_TMP_PREFIX, bytes)?;
     fs.sync_dir(dir)?;
     if is_active {
         match fs.remove_file(&names::hint_path(dir, id)) {

@@ -182,7 +182,7 @@ fn check_dir_entries(
                 "a compaction stopped before deleting the segments this manifest names",
             );
         } else if name != names::LOCK_FILE && names::parse_file_name(name).is_none() {
-            let detail = if name.ends_with(names::TMP_SUFFIX) {
+            let detail = if names::is_temp_file(name) {
                 "temporary file left by a crash"
             } else {
                 "not a cairn file"
