@@ -96,6 +96,9 @@ fn salvage_segment(
     let bytes = fs.read(&path)?;
     let header = match segment::header_info(&path, &bytes, id) {
         Ok(h) => h,
+        // A crash while the writer created its newest segment: open
+        // rewrites the header; there is nothing to repair.
+        Err(_) if is_active && torn_creation(&path, id, &bytes) => return Ok(None),
         Err(e) => {
             report.unrepairable.push((path, e.to_string()));
             return Ok(None);
@@ -120,6 +123,13 @@ fn salvage_segment(
         });
     }
     Ok(Some(out))
+}
+
+/// Whether the active segment `id`, whose header does not check out, was
+/// being created when the process stopped, as open decides.
+fn torn_creation(path: &Path, id: u32, bytes: &[u8]) -> bool {
+    recovery::scan_segment(path, id, bytes, true, RecoveryMode::Strict)
+        .is_ok_and(|l| l.needs_header)
 }
 
 /// Whether the (authentic) hint of sealed segment `id` describes a longer
