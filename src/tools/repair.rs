@@ -24,7 +24,8 @@ pub struct RepairReport {
     /// Damaged ranges dropped.
     pub dropped: Vec<SkippedRange>,
     /// Segments that cannot be repaired (a damaged header: without its salt
-    /// no record checksum can be verified), with the reason.
+    /// no record checksum can be verified), with the reason. When there
+    /// are any, [`repair`] rewrites nothing.
     pub unrepairable: Vec<(PathBuf, String)>,
     /// Where the original files were copied before being replaced.
     pub backup: Option<PathBuf>,
@@ -40,6 +41,11 @@ pub struct RepairReport {
 ///
 /// With `dry_run`, nothing is written: the report says what would be
 /// dropped.
+///
+/// When a segment cannot be repaired (its header is damaged, or the file
+/// is not a segment at all), nothing is rewritten: such a file also
+/// decides which segment counts as the newest, and so how the others are
+/// read. Move it out of the directory first, then repair again.
 ///
 /// ```
 /// let dir = tempfile::tempdir()?;
@@ -64,7 +70,7 @@ pub fn repair(dir: impl AsRef<Path>, dry_run: bool) -> Result<RepairReport> {
             rewrites.push((id, out));
         }
     }
-    if dry_run || rewrites.is_empty() {
+    if dry_run || rewrites.is_empty() || !report.unrepairable.is_empty() {
         return Ok(report);
     }
     report.backup = Some(back_up(&fs, dir, &rewrites)?);
@@ -189,23 +195,27 @@ fn back_up(fs: &dyn Vfs, dir: &Path, rewrites: &[(u32, Vec<u8>)]) -> Result<Path
         }
     }
     fs.sync_dir(&backup)?;
-    if let Some(parent) = backup.parent() {
-        fs.sync_dir(parent)?;
-    }
+    fs.sync_dir(fs::parent_dir(&backup))?;
     Ok(backup)
 }
 
-/// `<dir>.repair-backup-<unix ms>`, next to the store.
+/// `<dir>.repair-backup-<unix ms>`, next to the store (for `.` or a path
+/// ending in `..`, next to the directory they name, not inside it).
 fn backup_path(dir: &Path) -> PathBuf {
+    let named;
+    let dir = if dir.file_name().is_some() {
+        dir
+    } else {
+        named = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        &named
+    };
     let name = dir
         .file_name()
         .map_or_else(|| "store".into(), |n| n.to_string_lossy().into_owned());
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    dir.parent()
-        .unwrap_or_else(|| Path::new("."))
-        .join(format!("{name}.repair-backup-{now}"))
+    fs::parent_dir(dir).join(format!("{name}.repair-backup-{now}"))
 }
 
 /// Copies file `path`, if it exists, into directory `to`, and syncs the
