@@ -147,6 +147,10 @@ fn verify_accepts_a_torn_newest_segment() {
         let o = cairn(&["repair", p(&store), "--dry-run"]);
         assert_eq!(code(&o), 0, "{}", stdout(&o));
         assert_eq!(stdout(&o).trim(), "nothing to repair");
+        for cmd in ["stats", "dump", "scan"] {
+            let o = cairn(&[cmd, p(&store)]);
+            assert_eq!(code(&o), 0, "{cmd}: {}", stderr(&o));
+        }
     }
 }
 
