@@ -772,7 +772,10 @@ impl Options {
     /// [`Error::Locked`](crate::Error::Locked) if another handle holds the directory,
     /// [`Error::Corruption`](crate::Error::Corruption) if a data file is damaged in a way a crash
     /// cannot explain (in [`RecoveryMode::Strict`](crate::RecoveryMode::Strict)),
-    /// [`Error::InvalidOptions`](crate::Error::InvalidOptions) for out-of-range options, and
+    /// [`Error::InvalidOptions`](crate::Error::InvalidOptions) for out-of-range options,
+    /// [`Error::NotAStore`](crate::Error::NotAStore) for a directory that holds
+    /// other files and none of cairn's (see
+    /// [`Options::create_in_non_empty_dir`]), and
     /// [`Error::Io`](crate::Error::Io) for operating-system errors.
     pub fn open(self, path: impl AsRef<Path>) -> Result<Db> {
         self.validate()?;

@@ -73,6 +73,15 @@ pub enum Error {
         /// What failed first.
         cause: String,
     },
+    /// The directory exists, is not empty and holds none of cairn's files,
+    /// so it is not a store and open did not make it one. Nothing was
+    /// created or changed in it. Open an empty or new directory, or allow
+    /// creating a store beside the other files with
+    /// [`Options::create_in_non_empty_dir`](crate::Options::create_in_non_empty_dir).
+    NotAStore {
+        /// The directory.
+        path: PathBuf,
+    },
     /// The store was opened read-only.
     ReadOnly,
     /// [`Db::close`](crate::Db::close) was called on this store.
@@ -133,6 +142,13 @@ impl fmt::Display for Error {
             Error::Poisoned { cause } => write!(
                 f,
                 "the store refuses writes after an earlier write or fsync failed ({cause}); reopen it"
+            ),
+            Error::NotAStore { path } => write!(
+                f,
+                "{} is not a cairn store: it holds other files and none of cairn's; \
+                 use an empty or new directory, or allow a store beside those files \
+                 with Options::create_in_non_empty_dir(true)",
+                path.display()
             ),
             Error::ReadOnly => write!(f, "the store was opened read-only"),
             Error::Closed => write!(f, "the store has been closed"),

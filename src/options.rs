@@ -59,6 +59,7 @@ pub struct Options {
     pub(crate) read_only: bool,
     pub(crate) snapshot: bool,
     pub(crate) create_if_missing: bool,
+    pub(crate) create_in_non_empty_dir: bool,
     pub(crate) use_mmap: bool,
     pub(crate) expiry_sweep_interval_ms: u64,
     pub(crate) tail_cache_bytes: u64,
@@ -88,6 +89,7 @@ impl std::fmt::Debug for Options {
             .field("read_only", &self.read_only)
             .field("snapshot", &self.snapshot)
             .field("create_if_missing", &self.create_if_missing)
+            .field("create_in_non_empty_dir", &self.create_in_non_empty_dir)
             .field("use_mmap", &self.use_mmap)
             .field("expiry_sweep_interval_ms", &self.expiry_sweep_interval_ms)
             .field("tail_cache_bytes", &self.tail_cache_bytes)
@@ -139,6 +141,7 @@ impl Options {
             read_only: false,
             snapshot: false,
             create_if_missing: true,
+            create_in_non_empty_dir: false,
             use_mmap: true,
             expiry_sweep_interval_ms: 1000,
             tail_cache_bytes: 16 << 20,
@@ -219,6 +222,36 @@ impl Options {
     #[must_use]
     pub fn create_if_missing(mut self, create: bool) -> Options {
         self.create_if_missing = create;
+        self
+    }
+
+    /// Create a new store in a directory that already holds other files
+    /// (none of them cairn's). By default open refuses such a directory
+    /// with [`Error::NotAStore`], so that a mistyped path (a source tree, a
+    /// home directory) is never turned into a store. cairn never deletes or
+    /// changes a file it did not name, with this option or without it;
+    /// `verify` lists the other files as stray. A directory that is empty,
+    /// missing or already a store opens either way. Read-only and snapshot
+    /// opens never create a store, so this option does not apply to them.
+    /// Default: false.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// std::fs::write(dir.path().join("notes.txt"), "mine")?;
+    /// assert!(matches!(
+    ///     cairn::Db::open(dir.path()),
+    ///     Err(cairn::Error::NotAStore { .. })
+    /// ));
+    /// let db = cairn::Options::new()
+    ///     .create_in_non_empty_dir(true)
+    ///     .open(dir.path())?;
+    /// db.put("k", "v")?;
+    /// assert!(dir.path().join("notes.txt").exists());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[must_use]
+    pub fn create_in_non_empty_dir(mut self, allow: bool) -> Options {
+        self.create_in_non_empty_dir = allow;
         self
     }
 

@@ -111,7 +111,8 @@ pub enum Command {
         #[arg(value_parser = parse_ttl, allow_hyphen_values = true)]
         ttl: Duration,
     },
-    /// Sizes per segment, totals and what compaction would reclaim.
+    /// Sizes per segment, totals and what compaction would reclaim (with
+    /// keyspaces: a line per keyspace and the totals of all).
     #[command(after_help = "Example:\n  cairn stats ./data\n  cairn stats ./data --json")]
     Stats {
         /// The store directory.
@@ -120,15 +121,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Print every record of the segments: segment, offset, kind, sequence,
-    /// key, value length, expiry and checksum status.
+    /// Print every record of the segments (then those of each keyspace):
+    /// segment, offset, kind, sequence, key, value length, expiry and
+    /// checksum status.
     #[command(
         after_help = "Keys (and values, with --values) that are not printable are escaped as \\xNN; --json prints one object per line with bytes that are not UTF-8 in key_b64/value_b64.\n\nExample:\n  cairn dump ./data --segment 3 --from-offset 4096\n  cairn dump ./data --json --values"
     )]
     Dump {
         /// The store directory.
         dir: PathBuf,
-        /// Only this segment.
+        /// Only this segment (of the default keyspace; for a keyspace's,
+        /// dump <dir>/keyspaces/<name>).
         #[arg(long)]
         segment: Option<u32>,
         /// Only records at or after this byte offset.
@@ -159,7 +162,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Rewrite damaged segments with every record that passes its checksum.
+    /// Rewrite damaged segments (of the store and of each keyspace) with
+    /// every record that passes its checksum.
     #[command(
         after_help = "The originals are copied to <dir>.repair-backup-<unix ms> first; each segment is replaced atomically; valid records after a damaged range are kept (a batch only whole). It prints what it drops before dropping it; a second run changes nothing. Dropping a damaged tombstone can bring back an older value of its key from another segment.\n\nExample:\n  cairn repair ./data --dry-run\n  cairn repair ./data"
     )]

@@ -3,7 +3,7 @@
 //! byte fields, escaping for people, progress spinners.
 
 use std::io::{self, IsTerminal};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -91,6 +91,32 @@ pub fn check_store(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The store at `dir` and each of its keyspaces (`dir/keyspaces/<name>`,
+/// each a store of its own), in name order: `(None, dir)` first, then
+/// `(Some(name), path)` for every keyspace directory that holds segments.
+pub fn store_dirs(dir: &Path) -> Result<Vec<(Option<String>, PathBuf)>> {
+    let mut dirs = vec![(None, dir.to_path_buf())];
+    let keyspaces = dir.join(cairn::KEYSPACES_DIR);
+    if !keyspaces.is_dir() {
+        return Ok(dirs);
+    }
+    let mut found = Vec::new();
+    for e in std::fs::read_dir(&keyspaces)
+        .with_context(|| format!("cannot read {}", keyspaces.display()))?
+    {
+        let e = e.with_context(|| format!("cannot read {}", keyspaces.display()))?;
+        let path = e.path();
+        let holds_segments =
+            path.is_dir() && cairn::segment_ids(&path).is_ok_and(|ids| !ids.is_empty());
+        if holds_segments {
+            found.push((Some(e.file_name().to_string_lossy().into_owned()), path));
+        }
+    }
+    found.sort();
+    dirs.extend(found);
+    Ok(dirs)
+}
+
 /// Opens a store for reading, without taking any lock: a snapshot that
 /// works while an application has the store open for writing.
 pub fn open_read(dir: &Path) -> Result<Db> {
@@ -121,6 +147,11 @@ pub fn open_error(e: Error, dir: &Path) -> anyhow::Error {
     match e {
         Error::Locked { .. } => anyhow!(
             "{} is open in another process, which holds its lock; stop it or use the application's own interface",
+            dir.display()
+        ),
+        Error::NotAStore { .. } => anyhow!(
+            "{} is not a cairn store: it holds other files and none of cairn's, and cairn \
+             does not create a store among them; use an empty or new directory",
             dir.display()
         ),
         e => anyhow::Error::new(e).context(format!("cannot open {}", dir.display())),

@@ -54,7 +54,7 @@ pub(super) struct Written {
 
 impl Output {
     fn create(vfs: &dyn Vfs, dir: &Path, id: u32) -> io::Result<Output> {
-        let tmp = dir.join(format!(".compact-{id:010}{}", names::TMP_SUFFIX));
+        let tmp = names::compact_temp_path(dir, id);
         let file = vfs.open(&tmp, OpenMode::CreateNew)?;
         let salt = new_salt(id);
         let header = segment::encode_header_flags(id, salt, segment::FLAG_COMPACTED);

@@ -51,9 +51,16 @@ pub type LockGuard = Box<dyn Any + Send + Sync>;
 /// Any I/O error.
 pub(crate) fn create_dir_durably(vfs: &dyn Vfs, dir: &Path) -> io::Result<()> {
     vfs.create_dir_all(dir)?;
-    match dir.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(parent) => vfs.sync_dir(parent),
-        None => Ok(()),
+    vfs.sync_dir(parent_dir(dir))
+}
+
+/// The directory that holds `path`: its parent, or `.` for a bare relative
+/// name such as `g` (whose parent is the empty path, which cannot be
+/// opened or fsynced).
+pub(crate) fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     }
 }
 
@@ -118,14 +125,16 @@ pub trait Vfs: Send + Sync + fmt::Debug {
     fn try_lock(&self, path: &Path, shared: bool) -> io::Result<Option<LockGuard>>;
 
     /// Atomically replaces `path` with a file holding `bytes`: a temporary
-    /// file in the same directory (name starting with `tmp_prefix`, ending
-    /// in `.tmp`), written, fsynced and renamed over `path`. The caller
-    /// fsyncs the directory.
+    /// file in the same directory (named `tmp_prefix`, 8 random letters or
+    /// digits, `.tmp`), written, fsynced and renamed over `path`. The caller
+    /// fsyncs the directory. Open removes a temporary file left by a crash
+    /// only if its name is one of cairn's own, so `tmp_prefix` is one of
+    /// the prefixes in `format/names.rs`.
     ///
     /// # Errors
     /// Any I/O error; the temporary file is removed on failure when possible.
     fn write_atomic(&self, path: &Path, tmp_prefix: &str, bytes: &[u8]) -> io::Result<()> {
-        let dir = path.parent().unwrap_or_else(|| Path::new("."));
+        let dir = parent_dir(path);
         let tmp = dir.join(format!(
             "{tmp_prefix}{:08x}{}",
             crate::util::rand::new_salt(0),
@@ -407,9 +416,10 @@ impl Vfs for RealFs {
     fn write_atomic(&self, path: &Path, tmp_prefix: &str, bytes: &[u8]) -> io::Result<()> {
         // tempfile creates the file 0600 with a unique name, and removes it
         // if anything below fails.
-        let dir = path.parent().unwrap_or_else(|| Path::new("."));
+        let dir = parent_dir(path);
         let mut tmp = tempfile::Builder::new()
             .prefix(tmp_prefix)
+            .rand_bytes(names::TMP_RANDOM_LEN)
             .suffix(names::TMP_SUFFIX)
             .tempfile_in(dir)
             .map_err(|e| named(dir, &e))?;

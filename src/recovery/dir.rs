@@ -10,9 +10,18 @@ use crate::fs::{self, LockGuard, OpenMode, Vfs};
 use crate::options::Options;
 
 /// Creates the store directory if it is missing and the options allow it.
+/// An existing directory must be empty or a store (see [`is_store`]),
+/// unless the options allow creating a store beside other files.
 pub(crate) fn ensure_dir(vfs: &dyn Vfs, dir: &Path, opts: &Options) -> Result<()> {
     if vfs.exists(dir) {
-        return Ok(());
+        let entries = vfs.list(dir)?;
+        let creating_allowed = opts.create_in_non_empty_dir && !opts.read_only;
+        if entries.is_empty() || is_store(&entries) || creating_allowed {
+            return Ok(());
+        }
+        return Err(Error::NotAStore {
+            path: dir.to_path_buf(),
+        });
     }
     if opts.create_if_missing && !opts.read_only {
         crate::fs::create_dir_durably(vfs, dir)?;
@@ -23,6 +32,16 @@ pub(crate) fn ensure_dir(vfs: &dyn Vfs, dir: &Path, opts: &Options) -> Result<()
             format!("store directory {} does not exist", dir.display()),
         )))
     }
+}
+
+/// Whether a directory with these entries is a store: it holds a segment,
+/// a hint, the compaction manifest or the keyspaces directory, or nothing
+/// but cairn's files (a `LOCK` alone is a store that crashed before its
+/// first segment was created; a `LOCK` among other files is not enough,
+/// as other databases name their lock file so too).
+fn is_store(entries: &[String]) -> bool {
+    entries.iter().any(|n| names::is_store_evidence(n))
+        || entries.iter().all(|n| names::is_store_entry(n))
 }
 
 /// Takes the directory lock (shared when read-only; none for a snapshot).
@@ -48,7 +67,7 @@ pub(crate) fn list_dir(vfs: &dyn Vfs, dir: &Path) -> Result<Listing> {
     let mut segments = Vec::new();
     let mut temp_files = Vec::new();
     for name in vfs.list(dir)? {
-        if name.ends_with(names::TMP_SUFFIX) {
+        if names::is_temp_file(&name) {
             temp_files.push(dir.join(&name));
         } else if let Some((id, suffix)) = names::parse_file_name(&name) {
             if suffix == names::SEGMENT_SUFFIX {

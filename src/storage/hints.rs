@@ -20,7 +20,7 @@ pub(crate) fn write(
     entries: &[HintEntry],
 ) -> io::Result<u64> {
     let bytes = encode(id, salt, segment_len, max_seq, entries);
-    vfs.write_atomic(&names::hint_path(dir, id), ".hint-", &bytes)?;
+    vfs.write_atomic(&names::hint_path(dir, id), names::HINT_TMP_PREFIX, &bytes)?;
     vfs.sync_dir(dir)?;
     Ok(bytes.len() as u64)
 }

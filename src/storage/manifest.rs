@@ -11,7 +11,7 @@ use crate::fs::Vfs;
 /// Atomically writes the manifest naming `inputs`, and fsyncs the directory.
 pub(crate) fn write(vfs: &dyn Vfs, dir: &Path, inputs: &[u32]) -> io::Result<()> {
     let b = manifest::encode(inputs);
-    vfs.write_atomic(&dir.join(MANIFEST), ".manifest-", &b)?;
+    vfs.write_atomic(&dir.join(MANIFEST), names::MANIFEST_TMP_PREFIX, &b)?;
     vfs.sync_dir(dir)
 }
 

@@ -24,7 +24,8 @@ pub struct RepairReport {
     /// Damaged ranges dropped.
     pub dropped: Vec<SkippedRange>,
     /// Segments that cannot be repaired (a damaged header: without its salt
-    /// no record checksum can be verified), with the reason.
+    /// no record checksum can be verified), with the reason. When there
+    /// are any, [`repair`] rewrites nothing.
     pub unrepairable: Vec<(PathBuf, String)>,
     /// Where the original files were copied before being replaced.
     pub backup: Option<PathBuf>,
@@ -40,6 +41,11 @@ pub struct RepairReport {
 ///
 /// With `dry_run`, nothing is written: the report says what would be
 /// dropped.
+///
+/// When a segment cannot be repaired (its header is damaged, or the file
+/// is not a segment at all), nothing is rewritten: such a file also
+/// decides which segment counts as the newest, and so how the others are
+/// read. Move it out of the directory first, then repair again.
 ///
 /// ```
 /// let dir = tempfile::tempdir()?;
@@ -64,7 +70,7 @@ pub fn repair(dir: impl AsRef<Path>, dry_run: bool) -> Result<RepairReport> {
             rewrites.push((id, out));
         }
     }
-    if dry_run || rewrites.is_empty() {
+    if dry_run || rewrites.is_empty() || !report.unrepairable.is_empty() {
         return Ok(report);
     }
     report.backup = Some(back_up(&fs, dir, &rewrites)?);
@@ -96,6 +102,9 @@ fn salvage_segment(
     let bytes = fs.read(&path)?;
     let header = match segment::header_info(&path, &bytes, id) {
         Ok(h) => h,
+        // A crash while the writer created its newest segment: open
+        // rewrites the header; there is nothing to repair.
+        Err(_) if is_active && torn_creation(&path, id, &bytes) => return Ok(None),
         Err(e) => {
             report.unrepairable.push((path, e.to_string()));
             return Ok(None);
@@ -120,6 +129,13 @@ fn salvage_segment(
         });
     }
     Ok(Some(out))
+}
+
+/// Whether the active segment `id`, whose header does not check out, was
+/// being created when the process stopped, as open decides.
+fn torn_creation(path: &Path, id: u32, bytes: &[u8]) -> bool {
+    recovery::scan_segment(path, id, bytes, true, RecoveryMode::Strict)
+        .is_ok_and(|l| l.needs_header)
 }
 
 /// Whether the (authentic) hint of sealed segment `id` describes a longer
@@ -179,23 +195,27 @@ fn back_up(fs: &dyn Vfs, dir: &Path, rewrites: &[(u32, Vec<u8>)]) -> Result<Path
         }
     }
     fs.sync_dir(&backup)?;
-    if let Some(parent) = backup.parent() {
-        fs.sync_dir(parent)?;
-    }
+    fs.sync_dir(fs::parent_dir(&backup))?;
     Ok(backup)
 }
 
-/// `<dir>.repair-backup-<unix ms>`, next to the store.
+/// `<dir>.repair-backup-<unix ms>`, next to the store (for `.` or a path
+/// ending in `..`, next to the directory they name, not inside it).
 fn backup_path(dir: &Path) -> PathBuf {
+    let named;
+    let dir = if dir.file_name().is_some() {
+        dir
+    } else {
+        named = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+        &named
+    };
     let name = dir
         .file_name()
         .map_or_else(|| "store".into(), |n| n.to_string_lossy().into_owned());
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis());
-    dir.parent()
-        .unwrap_or_else(|| Path::new("."))
-        .join(format!("{name}.repair-backup-{now}"))
+    fs::parent_dir(dir).join(format!("{name}.repair-backup-{now}"))
 }
 
 /// Copies file `path`, if it exists, into directory `to`, and syncs the
@@ -220,7 +240,7 @@ fn copy_into(fs: &dyn Vfs, path: &Path, to: &Path) -> Result<()> {
 /// names the old salt, so it is never used for the new segment.
 fn swap_in(fs: &dyn Vfs, dir: &Path, id: u32, bytes: &[u8], is_active: bool) -> Result<()> {
     let path = names::segment_path(dir, id);
-    fs.write_atomic(&path, ".repair-", bytes)?;
+    fs.write_atomic(&path, names::REPAIR_TMP_PREFIX, bytes)?;
     fs.sync_dir(dir)?;
     if is_active {
         match fs.remove_file(&names::hint_path(dir, id)) {

@@ -21,7 +21,10 @@ pub enum ProblemKind {
     /// salvage would skip the bytes.
     Corruption,
     /// The end of the active segment is a partial write from a crash; the
-    /// next read-write open cuts it off. Not corruption.
+    /// next read-write open cuts it off. Also a torn creation: an active
+    /// segment whose header a crash cut short (or left torn, with only
+    /// zeros after it), which the next read-write open rewrites. Not
+    /// corruption.
     TornTail,
     /// A hint file that cannot be used (it is ignored and rebuilt from its
     /// segment at the next read-write open). Not corruption.
@@ -182,7 +185,7 @@ fn check_dir_entries(
                 "a compaction stopped before deleting the segments this manifest names",
             );
         } else if name != names::LOCK_FILE && names::parse_file_name(name).is_none() {
-            let detail = if name.ends_with(names::TMP_SUFFIX) {
+            let detail = if names::is_temp_file(name) {
                 "temporary file left by a crash"
             } else {
                 "not a cairn file"
@@ -258,6 +261,7 @@ fn check_segment(
     };
     let salt = match segment::header_info(&seg.path, &seg.bytes, id) {
         Ok(h) => Some(h.salt),
+        Err(_) if is_active && torn_creation(&seg, report) => return Ok(()),
         Err(e) => {
             report.problems.push(problem_of(e, &seg.path));
             None
@@ -273,6 +277,33 @@ fn check_segment(
     }
     check_records(&seg, hint.as_ref(), report);
     Ok(())
+}
+
+/// Whether the active segment, whose header does not check out, is one
+/// that was being created when the process stopped (a short header, or a
+/// torn one with only zeros after it), as open decides: then it is reported
+/// as a torn tail, since open accepts it and rewrites the header.
+fn torn_creation(seg: &SegmentFile, report: &mut VerifyReport) -> bool {
+    match seg.scan(RecoveryMode::Strict) {
+        Ok(load) if load.needs_header => {
+            let header = if seg.len() < segment::SEGMENT_HEADER_LEN {
+                format!(
+                    "{} of its {} header bytes",
+                    seg.len(),
+                    segment::SEGMENT_HEADER_LEN
+                )
+            } else {
+                "a torn header, then only zeros".to_string()
+            };
+            let detail = format!(
+                "torn creation: the segment was being created when the process stopped \
+                 ({header}, no records); the next read-write open rewrites its header"
+            );
+            report.push(ProblemKind::TornTail, &seg.path, Some(0), detail);
+            true
+        }
+        _ => false,
+    }
 }
 
 /// Reads the hint of a sealed segment and checks it against the segment's

@@ -1,5 +1,5 @@
 //! `cairn dump`: every record of the segments, one line each (or one JSON
-//! object each), damaged ranges included.
+//! object each), damaged ranges included; then those of each keyspace.
 
 use std::io::Write;
 use std::path::Path;
@@ -8,17 +8,21 @@ use anyhow::{bail, Result};
 use cairn::SegmentEntry;
 use serde_json::{json, Value};
 
-use crate::common::{bytes_field, check_store, escape};
+use crate::common::{bytes_field, check_store, escape, store_dirs};
 
 /// Which records `dump` prints, and how.
 struct Shape {
     from_offset: u64,
     values: bool,
     json: bool,
+    /// The keyspace being dumped (`None`: the default one).
+    keyspace: Option<String>,
 }
 
-/// Prints the records of `segment` (or of every segment) at or after
-/// `from_offset`.
+/// Prints the records of `segment` (or of every segment, then those of
+/// every keyspace) at or after `from_offset`. With `segment`, only the
+/// default keyspace's segment of that id (a keyspace's directory,
+/// `<dir>/keyspaces/<name>`, can be dumped as a store of its own).
 pub fn dump(
     dir: &Path,
     segment: Option<u32>,
@@ -28,29 +32,50 @@ pub fn dump(
     out: &mut impl Write,
 ) -> Result<u8> {
     check_store(dir)?;
-    let shape = Shape {
+    let mut shape = Shape {
         from_offset,
         values,
         json,
+        keyspace: None,
     };
+    let stores = if segment.is_some() {
+        vec![(None, dir.to_path_buf())]
+    } else {
+        store_dirs(dir)?
+    };
+    for (name, path) in stores {
+        if let Some(n) = &name {
+            if !json {
+                writeln!(out, "keyspace {n} ({}):", path.display())?;
+            }
+        }
+        shape.keyspace = name;
+        dump_store(&path, segment, &shape, out)?;
+    }
+    Ok(0)
+}
+
+/// Prints the records of one store directory (the default keyspace or
+/// another one).
+fn dump_store(dir: &Path, segment: Option<u32>, shape: &Shape, out: &mut impl Write) -> Result<()> {
     for id in chosen_segments(dir, segment)? {
         for e in cairn::read_segment(cairn::segment_path(dir, id))? {
             match &e {
                 SegmentEntry::Record { offset, .. } if *offset >= shape.from_offset => {
-                    write_record(id, &e, &shape, out)?;
+                    write_record(id, &e, shape, out)?;
                 }
                 SegmentEntry::Damaged {
                     offset,
                     len,
                     reason,
                 } if offset + len > shape.from_offset => {
-                    write_damaged(id, *offset, *len, reason, &shape, out)?;
+                    write_damaged(id, *offset, *len, reason, shape, out)?;
                 }
                 _ => {}
             }
         }
     }
-    Ok(0)
+    Ok(())
 }
 
 /// `segment` if the store has it, or every segment.
@@ -80,6 +105,9 @@ fn write_record(id: u32, e: &SegmentEntry, shape: &Shape, out: &mut impl Write) 
     };
     if shape.json {
         let mut o = serde_json::Map::new();
+        if let Some(k) = &shape.keyspace {
+            o.insert("keyspace".into(), json!(k));
+        }
         o.insert("segment".into(), json!(id));
         o.insert("offset".into(), json!(offset));
         o.insert("kind".into(), json!(kind.name()));
@@ -128,11 +156,11 @@ fn write_damaged(
     out: &mut impl Write,
 ) -> Result<()> {
     if shape.json {
-        writeln!(
-            out,
-            "{}",
-            json!({"segment": id, "offset": offset, "kind": "damaged", "len": len, "crc": "bad", "reason": reason})
-        )?;
+        let mut v = json!({"segment": id, "offset": offset, "kind": "damaged", "len": len, "crc": "bad", "reason": reason});
+        if let (Some(k), Some(o)) = (&shape.keyspace, v.as_object_mut()) {
+            o.insert("keyspace".into(), json!(k));
+        }
+        writeln!(out, "{v}")?;
     } else {
         writeln!(
             out,

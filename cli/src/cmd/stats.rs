@@ -1,5 +1,5 @@
 //! `cairn stats`: sizes per segment, totals and what compaction would
-//! reclaim.
+//! reclaim; with keyspaces, a line per keyspace and the totals of all.
 
 use std::io::Write;
 use std::path::Path;
@@ -8,7 +8,7 @@ use anyhow::Result;
 use cairn::{Db, RecordKind, SegmentEntry, SegmentStats, Stats, VerifyReport};
 use serde_json::{json, Value};
 
-use crate::common::{finish, now_ms, open_read, progress};
+use crate::common::{finish, now_ms, open_read, progress, store_dirs};
 
 /// Record counts of one segment, from reading its file.
 #[derive(Default)]
@@ -31,8 +31,57 @@ struct Row {
     hint: &'static str,
 }
 
+/// The totals of one keyspace (or of the default one, or of all).
+#[derive(Default)]
+struct Totals {
+    /// `None` for the store's default keyspace.
+    name: Option<String>,
+    segments: u64,
+    live_keys: u64,
+    live_bytes: u64,
+    dead_bytes: u64,
+    disk_bytes: u64,
+    reclaim: u64,
+}
+
+impl Totals {
+    fn of(name: Option<String>, st: &Stats, reclaim: u64) -> Totals {
+        Totals {
+            name,
+            segments: st.segments,
+            live_keys: st.live_keys,
+            live_bytes: st.live_bytes,
+            dead_bytes: st.dead_bytes,
+            disk_bytes: st.disk_bytes,
+            reclaim,
+        }
+    }
+
+    fn add(&mut self, o: &Totals) {
+        self.segments += o.segments;
+        self.live_keys += o.live_keys;
+        self.live_bytes += o.live_bytes;
+        self.dead_bytes += o.dead_bytes;
+        self.disk_bytes += o.disk_bytes;
+        self.reclaim += o.reclaim;
+    }
+
+    fn json(&self) -> Value {
+        json!({
+            "name": self.name,
+            "segments": self.segments,
+            "live_keys": self.live_keys,
+            "live_bytes": self.live_bytes,
+            "dead_bytes": self.dead_bytes,
+            "disk_bytes": self.disk_bytes,
+            "compaction_reclaimable_bytes": self.reclaim,
+        })
+    }
+}
+
 /// Prints the statistics of the store at `dir` as a table or one JSON
-/// object.
+/// object: its segments and totals, then, when it has keyspaces, the
+/// totals of each keyspace and of all of them.
 pub fn stats(dir: &Path, json: bool, out: &mut impl Write) -> Result<u8> {
     let db = open_read(dir)?;
     let st = db.stats();
@@ -42,12 +91,70 @@ pub fn stats(dir: &Path, json: bool, out: &mut impl Write) -> Result<u8> {
         .filter(|r| !r.active)
         .map(|r| r.seg.dead_bytes)
         .sum();
+    let mut keyspaces = Vec::new();
+    for (name, path) in store_dirs(dir)?.into_iter().skip(1) {
+        let ks = open_read(&path)?;
+        keyspaces.push(Totals::of(name, &ks.stats(), reclaimable(&ks)));
+    }
+    let mut total = Totals::of(None, &st, reclaim);
+    for k in &keyspaces {
+        total.add(k);
+    }
     if json {
-        write_json(&st, &rows, reclaim, out)?;
+        write_json(&st, &rows, reclaim, out, &keyspaces, &total)?;
     } else {
         write_table(&st, &rows, reclaim, out)?;
+        if !keyspaces.is_empty() {
+            let default = Totals::of(None, &st, reclaim);
+            write_keyspaces(&default, &keyspaces, &total, out)?;
+        }
     }
     Ok(0)
+}
+
+/// The dead bytes of the segments compaction would rewrite: all but the
+/// newest (a read-only handle has no active segment; the newest is it).
+fn reclaimable(db: &Db) -> u64 {
+    let segs = db.segment_stats();
+    let newest = segs.last().map(|s| s.id);
+    segs.iter()
+        .filter(|s| !s.active && Some(s.id) != newest)
+        .map(|s| s.dead_bytes)
+        .sum()
+}
+
+/// One line per keyspace (the default one first), then the totals.
+fn write_keyspaces(
+    default: &Totals,
+    keyspaces: &[Totals],
+    total: &Totals,
+    out: &mut impl Write,
+) -> Result<()> {
+    writeln!(out)?;
+    writeln!(
+        out,
+        "{:<20}  {:>8}  {:>9}  {:>9}  {:>9}  {:>9}  {:>11}",
+        "keyspace", "segments", "keys", "live", "dead", "files", "reclaimable"
+    )?;
+    let named = keyspaces
+        .iter()
+        .map(|k| (k.name.as_deref().unwrap_or_default(), k));
+    let lines = std::iter::once(("(default)", default))
+        .chain(named)
+        .chain(std::iter::once(("total", total)));
+    for (name, t) in lines {
+        writeln!(
+            out,
+            "{name:<20}  {:>8}  {:>9}  {:>9}  {:>9}  {:>9}  {:>11}",
+            t.segments,
+            t.live_keys,
+            human(t.live_bytes),
+            human(t.dead_bytes),
+            human(t.disk_bytes),
+            human(t.reclaim)
+        )?;
+    }
+    Ok(())
 }
 
 /// Every segment with its counts (from reading its file) and hint state.
@@ -138,8 +245,16 @@ fn live_bytes(s: &SegmentStats) -> u64 {
     s.bytes.saturating_sub(32 + s.dead_bytes)
 }
 
-/// The statistics as one JSON object.
-fn write_json(st: &Stats, rows: &[Row], reclaim: u64, out: &mut impl Write) -> Result<()> {
+/// The statistics as one JSON object: the default keyspace's at the top
+/// level, each keyspace's totals in `keyspaces`, all of them in `total`.
+fn write_json(
+    st: &Stats,
+    rows: &[Row],
+    reclaim: u64,
+    out: &mut impl Write,
+    keyspaces: &[Totals],
+    total: &Totals,
+) -> Result<()> {
     let segments: Vec<Value> = rows
         .iter()
         .map(|r| {
@@ -160,6 +275,10 @@ fn write_json(st: &Stats, rows: &[Row], reclaim: u64, out: &mut impl Write) -> R
             })
         })
         .collect();
+    let mut total_json = total.json();
+    if let Some(o) = total_json.as_object_mut() {
+        o.remove("name");
+    }
     let v = json!({
         "segments": segments,
         "live_keys": st.live_keys,
@@ -168,6 +287,8 @@ fn write_json(st: &Stats, rows: &[Row], reclaim: u64, out: &mut impl Write) -> R
         "disk_bytes": st.disk_bytes,
         "compaction_reclaimable_bytes": reclaim,
         "keydir_memory_bytes": st.keydir_memory_bytes,
+        "keyspaces": keyspaces.iter().map(Totals::json).collect::<Vec<_>>(),
+        "total": total_json,
     });
     writeln!(out, "{v}")?;
     Ok(())
