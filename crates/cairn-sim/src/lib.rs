@@ -639,7 +639,16 @@ impl Vfs for SimFs {
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         let st = self.state();
-        Ok(st.dir(dir)?.live.keys().cloned().collect())
+        let mut names: Vec<String> = st.dir(dir)?.live.keys().cloned().collect();
+        // Sub-directories are entries too, as on a real file system.
+        for d in st.dirs.keys() {
+            if d.parent() == Some(dir) {
+                if let Some(n) = d.file_name().and_then(|n| n.to_str()) {
+                    names.push(n.to_string());
+                }
+            }
+        }
+        Ok(names)
     }
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn VFile>> {
@@ -702,6 +711,26 @@ impl Vfs for SimFs {
         st.lookup(path)?;
         let (dir, name) = split(path)?;
         st.dir_op(dir, DirOp::Unlink(name.to_string()))?;
+        st.finish(&step, Ok(()))
+    }
+
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut st = self.state();
+        let step = st.step(Class::Meta, || {
+            format!("link {} -> {}", from.display(), to.display())
+        })?;
+        let ino = st.lookup(from)?;
+        let (td, tname) = split(to)?;
+        if st.dir(td)?.live.contains_key(tname) {
+            return st.finish(
+                &step,
+                Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists", to.display()),
+                )),
+            );
+        }
+        st.dir_op(td, DirOp::Link(tname.to_string(), ino))?;
         st.finish(&step, Ok(()))
     }
 
