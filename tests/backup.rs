@@ -287,6 +287,8 @@ fn an_incomplete_backup_does_not_open() {
     let e = Db::open(&dest).expect_err("incomplete");
     assert!(matches!(e, Error::IncompleteBackup { .. }), "{e}");
     assert!(e.to_string().contains("incomplete backup"), "{e}");
+    let e = cairn::verify(&dest, false).expect_err("verify says so too");
+    assert!(matches!(e, Error::IncompleteBackup { .. }), "{e}");
     let e = db.backup_to(&dest).expect_err("not over an incomplete one");
     assert!(e.to_string().contains("incomplete backup"), "{e}");
 }

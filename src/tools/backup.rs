@@ -319,18 +319,18 @@ fn read_manifest(vfs: &dyn Vfs, dir: &Path) -> io::Result<Option<Vec<u32>>> {
 /// A listing of `src` that a running compaction cannot have made
 /// inconsistent, or `None` (list again). Reading a directory while files
 /// come and go may miss some of them, so: the manifest is read before,
-/// between and after two listings and must be the same each time, and no
-/// segment of the first listing may be missing from the second. Then the
-/// second listing holds, of every compaction, all its inputs or (with the
-/// manifest naming them, which the next open deletes, so they are left
-/// out) all its outputs. docs/design.md, "Backups", has the argument.
+/// between and after two listings and must be the same each time, and both
+/// listings must name the same segments. Then the second listing holds, of
+/// every compaction, all its inputs, or (with the manifest naming them,
+/// which the next open deletes, so they are left out) all its outputs.
+/// docs/design.md, "Backups", has the argument and its one assumption.
 fn consistent_listing(vfs: &dyn Vfs, src: &Path) -> Result<Option<(Files, Vec<u32>)>> {
     let m0 = read_manifest(vfs, src)?;
     let l0 = store_files(vfs, src)?;
     let m1 = read_manifest(vfs, src)?;
     let l1 = store_files(vfs, src)?;
     let m2 = read_manifest(vfs, src)?;
-    if m0 != m1 || m1 != m2 || l0.segments.iter().any(|id| !l1.segments.contains(id)) {
+    if m0 != m1 || m1 != m2 || l0.segments != l1.segments {
         return Ok(None);
     }
     Ok(Some((l1, m2.unwrap_or_default())))
