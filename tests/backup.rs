@@ -50,7 +50,7 @@ fn writer(db: Db, acked: Acked, stop: Arc<AtomicBool>) -> Result<u64, Error> {
     while !stop.load(Ordering::Relaxed) {
         version += 1;
         let n = version % 300;
-        let (target, key) = if n % 5 == 0 {
+        let (target, key) = if n.is_multiple_of(5) {
             (&ks, format!("ks:{n}"))
         } else {
             (&db, format!("k{n}"))

@@ -121,11 +121,15 @@ fn live_backup_of_a_store_another_process_holds() {
             while !stop.load(Ordering::Relaxed) {
                 v += 1;
                 let key = format!("k{}", v % 500);
-                let target = if v % 7 == 0 { &ks } else { &db };
-                let key = if v % 7 == 0 { format!("ks:{key}") } else { key };
+                let target = if v.is_multiple_of(7) { &ks } else { &db };
+                let key = if v.is_multiple_of(7) {
+                    format!("ks:{key}")
+                } else {
+                    key
+                };
                 target.put(&key, format!("{key}={v}")).expect("put");
                 acked.lock().expect("lock").insert(key, v);
-                if v % 2000 == 0 {
+                if v.is_multiple_of(2000) {
                     db.compact().expect("compact");
                 }
             }
