@@ -645,8 +645,8 @@ impl Db {
     ///
     /// # Errors
     /// [`Error::BackupDestination`](crate::Error::BackupDestination) when
-    /// `dest` exists and is not an empty directory (nothing is written);
-    /// [`Error::Closed`](crate::Error::Closed),
+    /// `dest` exists and is not an empty directory, or lies inside the store
+    /// (nothing is written); [`Error::Closed`](crate::Error::Closed),
     /// [`Error::Poisoned`](crate::Error::Poisoned),
     /// [`Error::NestedWrite`](crate::Error::NestedWrite) inside a
     /// transaction closure; [`Error::Io`](crate::Error::Io) when a file
@@ -657,7 +657,7 @@ impl Db {
         self.core().check_open()?;
         let dest = dest.as_ref();
         let vfs = &*self.0.opts.vfs;
-        crate::tools::backup::begin(vfs, dest)?;
+        crate::tools::backup::begin(vfs, self.path(), dest)?;
         let mut report = crate::tools::backup::BackupReport::default();
         self.backup_tree(dest, &mut report)?;
         crate::tools::backup::finish(vfs, dest)?;
@@ -686,11 +686,11 @@ impl Db {
             let (from, to) = (ks_src.join(&name), ks_dest.join(&name));
             let open = lock(&self.0.keyspaces).get(&name).cloned();
             match open {
-                Some(ks) => ks.backup_tree(&to, report)?,
-                None if vfs.list(&from).is_ok() => {
+                Some(ks) if ks.core().check_open().is_ok() => ks.backup_tree(&to, report)?,
+                _ if vfs.list(&from).is_ok() => {
                     crate::tools::backup::copy_store_tree(vfs, &from, &to, report)?;
                 }
-                None => continue, // a file: not a keyspace
+                _ => continue, // a file: not a keyspace
             }
             report.keyspaces += 1;
         }

@@ -197,6 +197,12 @@ fn destination_must_be_new_or_empty() {
     let e = cairn::backup(dir.path().join("store"), &full).expect_err("lock-free too");
     assert!(matches!(e, Error::BackupDestination { .. }), "{e}");
 
+    // Not inside the store it copies.
+    let e = db
+        .backup_to(dir.path().join("store").join("b"))
+        .expect_err("inside the store");
+    assert!(e.to_string().contains("inside the store"), "{e}");
+
     // An empty directory is fine.
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).expect("mkdir");
@@ -276,6 +282,31 @@ fn backup_is_private_linked_and_without_preallocated_zeros() {
 }
 
 #[test]
+fn a_snapshot_handle_backs_up_lock_free_beside_the_writer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let db = Options::new()
+        .max_segment_bytes(4096)
+        .open(&store)
+        .expect("open");
+    for i in 0..200 {
+        db.put(format!("k{i}"), format!("v{i}")).expect("put");
+    }
+    let snap = Options::new()
+        .snapshot(true)
+        .open(&store)
+        .expect("snapshot");
+    let dest = dir.path().join("b");
+    snap.backup_to(&dest)
+        .expect("backup from a snapshot handle");
+    db.put("later", "x").expect("put");
+    drop((db, snap));
+    let copy = Db::open(&dest).expect("open");
+    assert_eq!(copy.len().expect("len"), 200);
+    assert_eq!(copy.get("k199").expect("get"), Some(b"v199".to_vec()));
+}
+
+#[test]
 fn an_incomplete_backup_does_not_open() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = Db::open(dir.path().join("store")).expect("open");
@@ -345,64 +376,74 @@ mod crash {
         m
     }
 
+    /// One case: a backup (through the writer's handle, or lock-free
+    /// through a snapshot handle beside it) with a crash at its `n`th file
+    /// operation, then a power loss under `damage`. Returns the outcome, and
+    /// whether the backup ran to its end without reaching operation `n`.
+    fn crash_case(n: u64, damage: Damage, lock_free: bool) -> (&'static str, bool) {
+        let sim = SimFs::new();
+        let (db, model) = setup(&sim);
+        let snap = lock_free.then(|| opts(&sim).snapshot(true).open(SRC).expect("snapshot"));
+        sim.crash_at(Some(sim.op_count() + n));
+        let result = snap.as_ref().unwrap_or(&db).backup_to(DEST);
+        let crashed = sim.is_down();
+        drop((db, snap));
+        sim.crash(damage, n);
+        let case = format!("lock-free={lock_free}: crash at backup op {n} ({damage:?})");
+        let db = opts(&sim)
+            .open(SRC)
+            .unwrap_or_else(|e| panic!("{case}: source: {e}"));
+        assert!(contents(&db) == model, "{case}: the source lost data");
+        drop(db);
+        let listed = sim.list(Path::new(DEST)).unwrap_or_default();
+        let outcome = if listed.is_empty() {
+            "missing or empty"
+        } else {
+            match opts(&sim).open(DEST) {
+                Err(Error::IncompleteBackup { .. }) => "refused as incomplete",
+                Err(e) => panic!("{case}: the backup neither opens nor is refused: {e}"),
+                Ok(copy) => {
+                    let got = contents(&copy);
+                    assert!(
+                        got == model,
+                        "{case}: the backup holds {} keys, not the {}: {:?}",
+                        got.len(),
+                        model.len(),
+                        got.keys().collect::<Vec<_>>()
+                    );
+                    "complete"
+                }
+            }
+        };
+        if crashed {
+            assert!(result.is_err(), "{case}: a crashed backup reported success");
+        } else {
+            result.unwrap_or_else(|e| panic!("{case}: backup failed without a crash: {e}"));
+            assert_eq!(outcome, "complete", "{case}");
+        }
+        (outcome, !crashed)
+    }
+
     #[test]
     fn a_crash_at_every_backup_operation_leaves_the_source_whole_and_the_copy_complete_or_refused()
     {
-        let mut n = 0u64;
-        let mut outcomes = BTreeMap::<&str, u32>::new();
-        loop {
-            let damage = Damage::ALL[(n % Damage::ALL.len() as u64) as usize];
-            let sim = SimFs::new();
-            let (db, model) = setup(&sim);
-            sim.crash_at(Some(sim.op_count() + n));
-            if std::env::var("BT").is_ok() {
-                sim.set_trace(true);
-            }
-            let result = db.backup_to(DEST);
-            if std::env::var("BT").is_ok() {
-                eprintln!("{n}: {:?}\n{}", result, sim.trace().join("\n"));
-            }
-            let crashed = sim.is_down();
-            drop(db);
-            sim.crash(damage, n);
-            let case = format!("crash at backup op {n} ({damage:?})");
-            let db = opts(&sim)
-                .open(SRC)
-                .unwrap_or_else(|e| panic!("{case}: source: {e}"));
-            assert!(contents(&db) == model, "{case}: the source lost data");
-            drop(db);
-            let dest = Path::new(DEST);
-            let listed = sim.list(dest).unwrap_or_default();
-            let outcome = if listed.is_empty() {
-                "missing or empty"
-            } else {
-                match opts(&sim).open(DEST) {
-                    Err(Error::IncompleteBackup { .. }) => "refused as incomplete",
-                    Err(e) => panic!("{case}: the backup neither opens nor is refused: {e}"),
-                    Ok(copy) => {
-                        let got = contents(&copy);
-                        assert!(
-                            got == model,
-                            "{case}: the backup holds {} keys, not the {}: {:?}",
-                            got.len(),
-                            model.len(),
-                            got.keys().collect::<Vec<_>>()
-                        );
-                        "complete"
+        for lock_free in [false, true] {
+            let mut outcomes = BTreeMap::<&str, u32>::new();
+            let mut n = 0u64;
+            'points: loop {
+                for damage in Damage::ALL {
+                    let (outcome, finished) = crash_case(n, damage, lock_free);
+                    *outcomes.entry(outcome).or_default() += 1;
+                    if finished {
+                        break 'points;
                     }
                 }
-            };
-            *outcomes.entry(outcome).or_default() += 1;
-            if !crashed {
-                result.unwrap_or_else(|e| panic!("{case}: backup failed without a crash: {e}"));
-                assert_eq!(outcome, "complete");
-                break;
+                n += 1;
             }
-            assert!(result.is_err(), "{case}: a crashed backup reported success");
-            n += 1;
+            eprintln!("lock-free={lock_free}: {n} crash points x 5 damage models: {outcomes:?}");
+            assert!(n > 10, "the backup did only {n} file operations");
+            assert!(outcomes.get("refused as incomplete").copied().unwrap_or(0) > 0);
+            assert!(outcomes.get("complete").copied().unwrap_or(0) > 0);
         }
-        eprintln!("{n} crash points: {outcomes:?}");
-        assert!(n > 10, "the backup did only {n} file operations");
-        assert!(outcomes.get("refused as incomplete").copied().unwrap_or(0) > 0);
     }
 }

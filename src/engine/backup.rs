@@ -1,9 +1,9 @@
 //! The engine side of [`Db::backup_to`](crate::Db::backup_to): a
 //! consistent copy of one open store, made while it keeps serving writes.
 //!
-//! * Compaction is held off for the whole copy (its lock is taken first,
-//!   as `close` does), so no segment is deleted or added behind the copy's
-//!   back; reads and writes go on.
+//! * Compaction is held off while the sealed segments are linked (its lock
+//!   is taken first, as `close` does), so no segment is deleted or added
+//!   behind the copy's back; reads and writes go on.
 //! * Under the writer lock, for an instant: the active segment and how far
 //!   it is written, and every other segment in the table (all sealed: a
 //!   segment is trimmed and fsynced before it leaves the writer).
@@ -31,7 +31,7 @@ impl Core {
             return backup::copy_store_files(vfs, &self.dir, dest, report);
         }
         backup::store_dir(vfs, dest)?;
-        let _no_compaction = lock(&self.compaction);
+        let no_compaction = lock(&self.compaction);
         let (active, len, sealed) = {
             let w = self.writer()?;
             let active = w.active.clone();
@@ -57,6 +57,10 @@ impl Core {
                 r => r.map_err(|e| named(e, &hint))?,
             }
         }
+        // The active segment is read through the writer's own handle, so
+        // compaction may go on: even if the segment is sealed, compacted
+        // and unlinked meanwhile, its bytes stay readable.
+        drop(no_compaction);
         let to = names::segment_path(dest, active.id);
         backup::copy_prefix(vfs, &*active.file, &to, len, report)
             .map_err(|e| named(e, &names::segment_path(&self.dir, active.id)))?;

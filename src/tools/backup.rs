@@ -79,7 +79,7 @@ pub struct BackupReport {
 ///
 /// # Errors
 /// [`Error::BackupDestination`] when `dest` exists and is not an empty
-/// directory (nothing is written); [`Error::Io`] when the store cannot be
+/// directory, or lies inside `store` (nothing is written); [`Error::Io`] when the store cannot be
 /// read, the copy cannot be written, or the store kept changing through
 /// every attempt (try again); the destination then keeps its marker.
 pub fn backup(store: impl AsRef<Path>, dest: impl AsRef<Path>) -> Result<BackupReport> {
@@ -91,22 +91,29 @@ pub fn backup(store: impl AsRef<Path>, dest: impl AsRef<Path>) -> Result<BackupR
             format!("cannot read the store directory {}: {e}", store.display()),
         )));
     }
-    begin(&vfs, dest)?;
+    begin(&vfs, store, dest)?;
     let mut report = BackupReport::default();
     copy_store_tree(&vfs, store, dest, &mut report)?;
     finish(&vfs, dest)?;
     Ok(report)
 }
 
-/// Checks that `dest` does not exist or is an empty directory, creates it
+/// Checks that `dest` does not exist or is an empty directory (and is not
+/// inside `store`, as far as the paths show), creates it
 /// (0700) and puts the incomplete marker in it, durably, before anything
 /// else goes in.
-pub(crate) fn begin(vfs: &dyn Vfs, dest: &Path) -> Result<()> {
+pub(crate) fn begin(vfs: &dyn Vfs, store: &Path, dest: &Path) -> Result<()> {
+    let bad = |reason: String| Error::BackupDestination {
+        path: dest.to_path_buf(),
+        reason,
+    };
+    if dest.starts_with(store) {
+        return Err(bad(format!(
+            "it is inside the store {} it would copy",
+            store.display()
+        )));
+    }
     if vfs.exists(dest) {
-        let bad = |reason: String| Error::BackupDestination {
-            path: dest.to_path_buf(),
-            reason,
-        };
         let entries = vfs
             .list(dest)
             .map_err(|e| bad(format!("it exists and is not a directory ({e})")))?;
