@@ -151,13 +151,14 @@ fn backups_under_load(policy: SyncPolicy, lock_free: bool) {
     let stats = db.stats();
     drop(db);
     let linked: u64 = taken.iter().map(|t| t.2.files_linked).sum();
+    let retries: u32 = taken.iter().map(|t| t.2.retries).sum();
     assert!(linked > 0, "no sealed segment was linked");
     for (dest, before, _) in &taken {
         assert!(before.len() >= 200, "the writer wrote too little");
         check_backup(dest, before, last);
     }
     eprintln!(
-        "{policy:?} lock-free={lock_free}: 12 backups in {:?}, {last} writes, {linked} files linked; {} segments at the end",
+        "{policy:?} lock-free={lock_free}: 12 backups in {:?}, {last} writes, {linked} files linked, {retries} retries; {} segments at the end",
         started.elapsed(),
         stats.segments
     );
@@ -304,6 +305,43 @@ fn a_snapshot_handle_backs_up_lock_free_beside_the_writer() {
     let copy = Db::open(&dest).expect("open");
     assert_eq!(copy.len().expect("len"), 200);
     assert_eq!(copy.get("k199").expect("get"), Some(b"v199".to_vec()));
+}
+
+/// Across file systems (EXDEV) nothing can be linked: everything is
+/// copied. Runs where `/dev/shm` is another file system than the temporary
+/// directory (and says so when it cannot).
+#[cfg(unix)]
+#[test]
+fn across_file_systems_every_file_is_copied() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other = match tempfile::tempdir_in("/dev/shm") {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("skipped: no /dev/shm ({e})");
+            return;
+        }
+    };
+    let dev = |p: &Path| std::fs::metadata(p).expect("stat").dev();
+    if dev(dir.path()) == dev(other.path()) {
+        eprintln!("skipped: /dev/shm is on the same file system");
+        return;
+    }
+    let db = Options::new()
+        .max_segment_bytes(4096)
+        .auto_compact(false)
+        .open(dir.path().join("store"))
+        .expect("open");
+    for i in 0..300 {
+        db.put(format!("k{i}"), format!("v{i}")).expect("put");
+    }
+    let dest = other.path().join("b");
+    let report = db.backup_to(&dest).expect("backup");
+    assert_eq!(report.files_linked, 0, "{report:?}");
+    assert!(report.files_copied > 2, "{report:?}");
+    drop(db);
+    let copy = Db::open(&dest).expect("open");
+    assert_eq!(copy.len().expect("len"), 300);
 }
 
 #[test]

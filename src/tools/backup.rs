@@ -79,9 +79,10 @@ pub struct BackupReport {
 ///
 /// # Errors
 /// [`Error::BackupDestination`] when `dest` exists and is not an empty
-/// directory, or lies inside `store` (nothing is written); [`Error::Io`] when the store cannot be
-/// read, the copy cannot be written, or the store kept changing through
-/// every attempt (try again); the destination then keeps its marker.
+/// directory, or lies inside `store` (nothing is written); [`Error::Io`]
+/// when the store cannot be read, the copy cannot be written, or the store
+/// kept changing through every attempt (try again); the destination then
+/// keeps its marker.
 pub fn backup(store: impl AsRef<Path>, dest: impl AsRef<Path>) -> Result<BackupReport> {
     let (store, dest) = (store.as_ref(), dest.as_ref());
     let vfs = RealFs;
