@@ -681,7 +681,7 @@ impl Db {
         };
         names.sort();
         let ks_dest = dest.join(KEYSPACES_DIR);
-        crate::tools::backup::store_dir(vfs, &ks_dest)?;
+        crate::tools::backup::keyspaces_dir(vfs, &ks_dest)?;
         for name in names {
             let (from, to) = (ks_src.join(&name), ks_dest.join(&name));
             let open = lock(&self.0.keyspaces).get(&name).cloned();

@@ -87,6 +87,7 @@ fn check_backup(dir: &Path, before: &BTreeMap<String, u64>, last: u64) {
         .open(dir)
         .expect("the backup opens strictly");
     assert!(copy.recovery_report().skipped.is_empty());
+    assert_eq!(copy.keyspace_names().expect("names"), ["sessions"]);
     let ks = copy.keyspace("sessions").expect("keyspace");
     for (key, &version) in before {
         let target = if key.starts_with("ks:") { &ks } else { &copy };

@@ -157,11 +157,25 @@ pub(crate) fn check_complete(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Creates a directory of the backup (`keyspaces/`), owner-only, with a
+/// durable entry, unless it exists.
+pub(crate) fn keyspaces_dir(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
+    if !vfs.exists(dir) {
+        fs::create_dir_durably(vfs, dir)?;
+    }
+    Ok(())
+}
+
 /// Creates the directory of one store inside the backup (the backup itself
-/// or `keyspaces/<name>`), owner-only, with a durable entry.
+/// or `keyspaces/<name>`), owner-only, with a durable entry, and its empty
+/// `LOCK` file, as an open would (`Db::keyspace_names` lists the keyspaces
+/// that have one). The caller fsyncs `dest` once the store's files are in.
 pub(crate) fn store_dir(vfs: &dyn Vfs, dest: &Path) -> Result<()> {
-    if !vfs.exists(dest) {
-        fs::create_dir_durably(vfs, dest)?;
+    keyspaces_dir(vfs, dest)?;
+    match vfs.open(&dest.join(names::LOCK_FILE), OpenMode::CreateNew) {
+        Ok(f) => f.sync_all()?,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::Io(e)),
     }
     Ok(())
 }
@@ -244,7 +258,7 @@ pub(crate) fn copy_store_tree(
     };
     names.sort();
     let ks_dest = dest.join(KEYSPACES_DIR);
-    store_dir(vfs, &ks_dest)?;
+    keyspaces_dir(vfs, &ks_dest)?;
     for name in names {
         let from = ks_src.join(&name);
         if vfs.list(&from).is_err() {
