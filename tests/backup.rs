@@ -363,6 +363,66 @@ fn an_incomplete_backup_does_not_open() {
     assert!(e.to_string().contains("incomplete backup"), "{e}");
 }
 
+/// A compaction cut short after its manifest, with one of its inputs (the
+/// one holding a tombstone) already gone: the lock-free copy leaves out
+/// every input the manifest names, as the next open would, instead of
+/// bringing the deleted key back from the input that is left.
+#[cfg(feature = "__test_hooks")]
+#[test]
+fn lock_free_backup_honours_an_interrupted_compactions_manifest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let opts = || {
+        Options::new()
+            .max_segment_bytes(4096)
+            .auto_compact(false)
+            .compaction_stop(Some(common::CompactionStop::AfterManifest))
+    };
+    let db = opts().open(&store).expect("open");
+    let active = |db: &Db| {
+        db.segment_stats()
+            .into_iter()
+            .find(|s| s.active)
+            .expect("active")
+            .id
+    };
+    let fill = |db: &Db, tag: &str| {
+        let first = active(db);
+        let mut i = 0;
+        while active(db) == first {
+            db.put(format!("{tag}{i}"), [b'x'; 100]).expect("put");
+            i += 1;
+        }
+    };
+    db.put("gone", "old value").expect("put");
+    let with_put = active(&db);
+    fill(&db, "a");
+    assert!(db.delete("gone").expect("delete"));
+    let with_tombstone = active(&db);
+    assert_ne!(with_put, with_tombstone);
+    fill(&db, "b");
+    db.compact()
+        .expect_err("compaction stops after its manifest");
+    drop(db);
+    assert!(store.join("COMPACTION").exists());
+    std::fs::remove_file(cairn::segment_path(&store, with_tombstone)).expect("rm");
+    let _ = std::fs::remove_file(cairn::hint_path(&store, with_tombstone));
+
+    let dest = dir.path().join("b");
+    cairn::backup(&store, &dest).expect("backup");
+    assert!(!dest.join("COMPACTION").exists());
+    assert!(!cairn::segment_path(&dest, with_put).exists());
+    let copy = Db::open(&dest).expect("open the backup");
+    assert_eq!(
+        copy.get("gone").expect("get"),
+        None,
+        "a deleted key came back"
+    );
+    assert_eq!(copy.get("a0").expect("get"), Some(vec![b'x'; 100]));
+    let source = Db::open(&store).expect("open the store");
+    assert_eq!(source.get("gone").expect("get"), None);
+}
+
 #[cfg(feature = "__test_hooks")]
 mod crash {
     use super::*;
