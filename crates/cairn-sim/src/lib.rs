@@ -809,6 +809,33 @@ mod tests {
     }
 
     #[test]
+    fn hard_links_share_the_file_and_their_entry_needs_a_directory_sync() {
+        let fs = SimFs::new();
+        fs.create_dir_all(&p("/d")).expect("mkdir");
+        fs.create_dir_all(&p("/e/sub")).expect("mkdir");
+        assert_eq!(fs.list(&p("/e")).expect("list"), ["sub"]);
+        let f = fs.open(&p("/d/a"), OpenMode::CreateNew).expect("create");
+        write_all_at(&*f, b"sealed", 0).expect("write");
+        f.sync_data().expect("sync");
+        fs.sync_dir(&p("/d")).expect("sync dir");
+        fs.hard_link(&p("/d/a"), &p("/e/a")).expect("link");
+        assert_eq!(fs.file_bytes(&p("/e/a")).as_deref(), Some(&b"sealed"[..]));
+        let e = fs.hard_link(&p("/d/a"), &p("/e/a")).expect_err("exists");
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        let e = fs
+            .hard_link(&p("/d/nope"), &p("/e/b"))
+            .expect_err("missing");
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        // Unlinking one name keeps the other.
+        fs.remove_file(&p("/d/a")).expect("unlink");
+        assert_eq!(fs.file_bytes(&p("/e/a")).as_deref(), Some(&b"sealed"[..]));
+        // The new entry was never synced: a power loss forgets it.
+        fs.crash(Damage::DropUnsynced, 1);
+        assert!(!fs.exists(&p("/e/a")));
+        assert!(fs.exists(&p("/d/a")));
+    }
+
+    #[test]
     fn process_crash_keeps_everything() {
         let fs = SimFs::new();
         fs.create_dir_all(&p("/d")).expect("mkdir");
