@@ -204,6 +204,16 @@ fn destination_must_be_new_or_empty() {
         .backup_to(dir.path().join("store").join("b"))
         .expect_err("inside the store");
     assert!(e.to_string().contains("inside the store"), "{e}");
+    let e = db
+        .backup_to(dir.path().join("store").join(".").join("b"))
+        .expect_err("inside the store, by another name");
+    assert!(e.to_string().contains("inside the store"), "{e}");
+    let sub = dir.path().join("store").join("keyspaces");
+    std::fs::create_dir_all(&sub).expect("mkdir");
+    let e = db
+        .backup_to(sub.join("..").join("..").join("store").join("x"))
+        .expect_err("inside the store, through ..");
+    assert!(e.to_string().contains("inside the store"), "{e}");
 
     // An empty directory is fine.
     let empty = dir.path().join("empty");

@@ -108,7 +108,7 @@ pub(crate) fn begin(vfs: &dyn Vfs, store: &Path, dest: &Path) -> Result<()> {
         path: dest.to_path_buf(),
         reason,
     };
-    if dest.starts_with(store) {
+    if inside(dest, store) {
         return Err(bad(format!(
             "it is inside the store {} it would copy",
             store.display()
@@ -135,6 +135,21 @@ pub(crate) fn begin(vfs: &dyn Vfs, store: &Path, dest: &Path) -> Result<()> {
     drop(marker);
     vfs.sync_dir(dest)?;
     Ok(())
+}
+
+/// Whether `dest` lies inside `store`: by the paths as given, or, where
+/// they exist on the real file system, as resolved (`./data/b` is inside
+/// `data`). A guard against a mistake, not a security check.
+fn inside(dest: &Path, store: &Path) -> bool {
+    if dest.starts_with(store) {
+        return true;
+    }
+    let parent = dest.parent().filter(|p| !p.as_os_str().is_empty());
+    let resolved_parent = std::fs::canonicalize(parent.unwrap_or_else(|| Path::new(".")));
+    match (std::fs::canonicalize(store), resolved_parent) {
+        (Ok(s), Ok(p)) => p.starts_with(s),
+        _ => false,
+    }
 }
 
 /// Makes the backup complete: every entry of `dest` durable, then the
