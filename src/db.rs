@@ -640,6 +640,95 @@ impl Db {
         self.core().seal_active()
     }
 
+    /// Makes a consistent copy of this store, its keyspaces included, in
+    /// `dest`, while the store keeps serving reads and writes (a hot
+    /// backup). Sealed segments and hints become hard links to the store's
+    /// own files (they never change; copies when `dest` is on another file
+    /// system), the active segment is copied up to its last complete
+    /// record, and everything is fsynced. Compaction waits until the copy
+    /// is done.
+    ///
+    /// The copy holds every write acknowledged before the call (under any
+    /// sync policy: the bytes are read, not only what is durable), opens
+    /// with strict recovery and passes [`verify`](crate::verify). `dest`
+    /// must not exist or be an empty directory; it is created owner-only
+    /// and holds a `BACKUP-INCOMPLETE` marker until the copy is complete
+    /// and durable, so a backup cut short by a crash or an error never
+    /// opens ([`Error::IncompleteBackup`](crate::Error::IncompleteBackup)).
+    /// Restore by opening the copy, or by moving it into the store's place
+    /// while the application is stopped. On a keyspace handle it backs up
+    /// that keyspace alone, as a store of its own.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path().join("store"))?;
+    /// db.put("k", "v")?;
+    /// db.keyspace("sessions")?.put("s", "1")?;
+    /// let report = db.backup_to(dir.path().join("backup-1"))?;
+    /// assert_eq!(report.keyspaces, 1);
+    /// db.put("k", "newer")?; // the store goes on; the backup does not change
+    ///
+    /// let copy = cairn::Db::open(dir.path().join("backup-1"))?;
+    /// assert_eq!(copy.get("k")?, Some(b"v".to_vec()));
+    /// assert_eq!(copy.keyspace("sessions")?.get("s")?, Some(b"1".to_vec()));
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::BackupDestination`](crate::Error::BackupDestination) when
+    /// `dest` exists and is not an empty directory, or lies inside the store
+    /// (nothing is written); [`Error::Closed`](crate::Error::Closed),
+    /// [`Error::Poisoned`](crate::Error::Poisoned),
+    /// [`Error::NestedWrite`](crate::Error::NestedWrite) inside a
+    /// transaction closure; [`Error::Io`](crate::Error::Io) when a file
+    /// cannot be read or written (the destination then keeps its marker:
+    /// delete it and try again).
+    pub fn backup_to(&self, dest: impl AsRef<Path>) -> Result<crate::tools::backup::BackupReport> {
+        crate::engine::txn::check_not_inside()?;
+        self.core().check_open()?;
+        let dest = dest.as_ref();
+        let vfs = &*self.0.opts.vfs;
+        crate::tools::backup::begin(vfs, self.path(), dest)?;
+        let mut report = crate::tools::backup::BackupReport::default();
+        self.backup_tree(dest, &mut report)?;
+        crate::tools::backup::finish(vfs, dest)?;
+        Ok(report)
+    }
+
+    /// [`Db::backup_to`] without the marker: this store, then each keyspace
+    /// directory (through its open handle if this handle opened it,
+    /// lock-free otherwise).
+    fn backup_tree(
+        &self,
+        dest: &Path,
+        report: &mut crate::tools::backup::BackupReport,
+    ) -> Result<()> {
+        use crate::format::names::KEYSPACES_DIR;
+        self.core().backup_into(dest, report)?;
+        let vfs = &*self.0.opts.vfs;
+        let ks_src = self.path().join(KEYSPACES_DIR);
+        let Ok(mut names) = vfs.list(&ks_src) else {
+            return Ok(());
+        };
+        names.sort();
+        let ks_dest = dest.join(KEYSPACES_DIR);
+        crate::tools::backup::keyspaces_dir(vfs, &ks_dest)?;
+        for name in names {
+            let (from, to) = (ks_src.join(&name), ks_dest.join(&name));
+            let open = lock(&self.0.keyspaces).get(&name).cloned();
+            match open {
+                Some(ks) if ks.core().check_open().is_ok() => ks.backup_tree(&to, report)?,
+                _ if vfs.list(&from).is_ok() => {
+                    crate::tools::backup::copy_store_tree(vfs, &from, &to, report)?;
+                }
+                _ => continue, // a file: not a keyspace
+            }
+            report.keyspaces += 1;
+        }
+        vfs.sync_dir(&ks_dest)?;
+        Ok(())
+    }
+
     /// Per-segment sizes and dead bytes, in id order.
     ///
     /// ```

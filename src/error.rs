@@ -96,6 +96,22 @@ pub enum Error {
     /// [`cache`](crate::cache), [`limits`](crate::modules::limits)) could not be
     /// decoded: it was written by something else under the module's keys.
     Malformed(String),
+    /// A backup could not be written to this destination: it exists and
+    /// is not an empty directory, or it is not a directory. Nothing was
+    /// written there.
+    BackupDestination {
+        /// The destination.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The directory holds a backup that was interrupted before it was
+    /// complete (its `BACKUP-INCOMPLETE` marker is still there): it is not
+    /// opened. Delete it and take the backup again.
+    IncompleteBackup {
+        /// The backup directory.
+        path: PathBuf,
+    },
     /// A typed value could not be encoded or decoded (the `serde` feature).
     #[cfg(feature = "serde")]
     Serde(postcard::Error),
@@ -158,6 +174,16 @@ impl fmt::Display for Error {
                 "a write through the Db inside its own transaction closure would deadlock; write through the Txn"
             ),
             Error::Malformed(what) => write!(f, "malformed module value: {what}"),
+            Error::BackupDestination { path, reason } => write!(
+                f,
+                "cannot back up into {}: {reason}",
+                path.display()
+            ),
+            Error::IncompleteBackup { path } => write!(
+                f,
+                "{} holds an incomplete backup (it was interrupted); delete it and take the backup again",
+                path.display()
+            ),
             #[cfg(feature = "serde")]
             Error::Serde(e) => write!(f, "could not encode or decode a typed value: {e}"),
         }

@@ -182,6 +182,17 @@ pub enum Command {
         /// The store directory.
         dir: PathBuf,
     },
+    /// Copy the store (keyspaces included) into a new directory, also while
+    /// an application has it open and keeps writing.
+    #[command(
+        after_help = "Sealed segments and hints become hard links (copies on another file system); the active segment is copied up to its last complete record. The copy holds every write acknowledged before the command started, opens as a store of its own and passes `cairn verify`. <DEST> must not exist or be empty; until the copy is complete it holds a BACKUP-INCOMPLETE marker and does not open. Restore: stop the application and move the backup into the store's place (or open it where it is).\n\nExample:\n  cairn backup ./data /backups/data-$(date +%F)"
+    )]
+    Backup {
+        /// The store directory.
+        dir: PathBuf,
+        /// Where the copy goes (a new or empty directory).
+        dest: PathBuf,
+    },
     /// Write every live key as JSON Lines to stdout.
     #[command(
         after_help = "Each line: {\"key\": ..., \"value\": ..., \"expires_at_ms\": null | unix ms}; keys or values that are not UTF-8 appear as \"key_b64\" / \"value_b64\".\n\nExample:\n  cairn export ./data > backup.jsonl"

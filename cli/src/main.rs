@@ -15,7 +15,7 @@ use cairn::Error;
 use clap::Parser;
 
 use args::{Cli, Command};
-use cmd::{compact, dump, export, import, keys, repair, scan, stats, verify};
+use cmd::{backup, compact, dump, export, import, keys, repair, scan, stats, verify};
 use common::EXIT_CORRUPTION;
 
 fn main() -> ExitCode {
@@ -78,6 +78,7 @@ fn dispatch(command: Command, out: &mut impl Write) -> Result<u8> {
         } => verify::verify(&dir, max_errors, quick, json, out),
         Command::Repair { dir, dry_run } => repair::repair(&dir, dry_run, out),
         Command::Compact { dir } => compact::compact(&dir, out),
+        Command::Backup { dir, dest } => backup::backup(&dir, &dest, out),
         Command::Export { dir, prefix } => export::export(&dir, &prefix, out),
         Command::Import { dir } => import::import(&dir),
     }

@@ -6,9 +6,11 @@
 //! * `read.rs`: the read path, from the index to a segment;
 //! * `background.rs`: the background thread (periodic fsync, hint files,
 //!   the expiry sweep), the write stall and closing;
-//! * `txn.rs`: read-modify-write transactions.
+//! * `txn.rs`: read-modify-write transactions;
+//! * `backup.rs`: the consistent copy behind `Db::backup_to`.
 
 mod background;
+mod backup;
 mod open;
 mod read;
 pub(crate) mod txn;

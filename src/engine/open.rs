@@ -20,6 +20,8 @@ use super::{BgState, Core, Writer};
 
 impl Core {
     pub(crate) fn open(dir: &Path, opts: Options) -> Result<Arc<Core>> {
+        // A backup cut short is not a store: never open (or write to) it.
+        crate::tools::backup::check_complete(&*opts.vfs, dir)?;
         let mut r = recovery::recover(dir, &opts)?;
         let (writer, group) = if opts.read_only {
             open_active_reader(dir, &opts, &mut r)?;

@@ -9,6 +9,9 @@ pub const KEYSPACES_DIR: &str = "keyspaces";
 
 /// The name of the lock file inside a store directory.
 pub(crate) const LOCK_FILE: &str = "LOCK";
+
+/// The marker a backup holds until it is complete and durable.
+pub(crate) const BACKUP_INCOMPLETE: &str = "BACKUP-INCOMPLETE";
 /// Suffix of segment files.
 pub(crate) const SEGMENT_SUFFIX: &str = ".seg";
 /// Suffix of hint files.
@@ -66,9 +69,10 @@ pub(crate) fn is_temp_file(name: &str) -> bool {
 
 /// Whether `name`, an entry of a directory, is one cairn puts in a store
 /// directory: the lock, a segment, a hint, the compaction manifest, the
-/// keyspaces directory or one of its temporary files.
+/// keyspaces directory, one of its temporary files or the marker of a
+/// backup being written.
 pub(crate) fn is_store_entry(name: &str) -> bool {
-    name == LOCK_FILE || is_store_evidence(name) || is_temp_file(name)
+    name == LOCK_FILE || name == BACKUP_INCOMPLETE || is_store_evidence(name) || is_temp_file(name)
 }
 
 /// Whether the entry `name` shows that its directory is a store: a

@@ -124,6 +124,19 @@ pub trait Vfs: Send + Sync + fmt::Debug {
     /// Any I/O error.
     fn try_lock(&self, path: &Path, shared: bool) -> io::Result<Option<LockGuard>>;
 
+    /// Makes `to` a new name (a hard link) for the existing file `from`;
+    /// `to` must not exist. The caller fsyncs `to`'s directory. Backups use
+    /// it for files that never change (sealed segments, hints) and copy
+    /// when it fails. The default says it is unsupported.
+    ///
+    /// # Errors
+    /// Any I/O error; `NotFound` when `from` is missing, `Unsupported`
+    /// when the file system has no hard links.
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let _ = (from, to);
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
     /// Atomically replaces `path` with a file holding `bytes`: a temporary
     /// file in the same directory (named `tmp_prefix`, 8 random letters or
     /// digits, `.tmp`), written, fsynced and renamed over `path`. The caller
@@ -371,6 +384,10 @@ impl Vfs for RealFs {
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
         std::fs::remove_file(path).map_err(|e| named(path, &e))
+    }
+
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        std::fs::hard_link(from, to)
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {

@@ -121,11 +121,13 @@ impl VerifyReport {
 /// ```
 ///
 /// # Errors
-/// [`Error::Io`] when the directory cannot be read; problems in the files
-/// are reported, not returned as errors.
+/// [`Error::Io`] when the directory cannot be read;
+/// [`Error::IncompleteBackup`] for a backup that was cut short. Problems in
+/// the files are reported, not returned as errors.
 pub fn verify(dir: impl AsRef<Path>, quick: bool) -> Result<VerifyReport> {
     let dir = dir.as_ref();
     let vfs = RealFs;
+    crate::tools::backup::check_complete(&vfs, dir)?;
     let mut report = VerifyReport::default();
     check_dir_entries(&vfs, dir, quick, &mut report)?;
     let listing = recovery::list_dir(&vfs, dir)?;

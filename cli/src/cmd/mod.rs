@@ -2,6 +2,7 @@
 //! entry point takes its parsed arguments and stdout and returns the exit
 //! code.
 
+pub mod backup;
 pub mod compact;
 pub mod dump;
 pub mod export;

@@ -639,7 +639,16 @@ impl Vfs for SimFs {
 
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         let st = self.state();
-        Ok(st.dir(dir)?.live.keys().cloned().collect())
+        let mut names: Vec<String> = st.dir(dir)?.live.keys().cloned().collect();
+        // Sub-directories are entries too, as on a real file system.
+        for d in st.dirs.keys() {
+            if d.parent() == Some(dir) {
+                if let Some(n) = d.file_name().and_then(|n| n.to_str()) {
+                    names.push(n.to_string());
+                }
+            }
+        }
+        Ok(names)
     }
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn VFile>> {
@@ -702,6 +711,26 @@ impl Vfs for SimFs {
         st.lookup(path)?;
         let (dir, name) = split(path)?;
         st.dir_op(dir, DirOp::Unlink(name.to_string()))?;
+        st.finish(&step, Ok(()))
+    }
+
+    fn hard_link(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut st = self.state();
+        let step = st.step(Class::Meta, || {
+            format!("link {} -> {}", from.display(), to.display())
+        })?;
+        let ino = st.lookup(from)?;
+        let (td, tname) = split(to)?;
+        if st.dir(td)?.live.contains_key(tname) {
+            return st.finish(
+                &step,
+                Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!("{} exists", to.display()),
+                )),
+            );
+        }
+        st.dir_op(td, DirOp::Link(tname.to_string(), ino))?;
         st.finish(&step, Ok(()))
     }
 
@@ -777,6 +806,33 @@ mod tests {
         assert_eq!(fs.file_bytes(&p("/d/a")).as_deref(), Some(&b"hello"[..]));
         // The old handle is dead.
         assert!(f.len().is_err());
+    }
+
+    #[test]
+    fn hard_links_share_the_file_and_their_entry_needs_a_directory_sync() {
+        let fs = SimFs::new();
+        fs.create_dir_all(&p("/d")).expect("mkdir");
+        fs.create_dir_all(&p("/e/sub")).expect("mkdir");
+        assert_eq!(fs.list(&p("/e")).expect("list"), ["sub"]);
+        let f = fs.open(&p("/d/a"), OpenMode::CreateNew).expect("create");
+        write_all_at(&*f, b"sealed", 0).expect("write");
+        f.sync_data().expect("sync");
+        fs.sync_dir(&p("/d")).expect("sync dir");
+        fs.hard_link(&p("/d/a"), &p("/e/a")).expect("link");
+        assert_eq!(fs.file_bytes(&p("/e/a")).as_deref(), Some(&b"sealed"[..]));
+        let e = fs.hard_link(&p("/d/a"), &p("/e/a")).expect_err("exists");
+        assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
+        let e = fs
+            .hard_link(&p("/d/nope"), &p("/e/b"))
+            .expect_err("missing");
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        // Unlinking one name keeps the other.
+        fs.remove_file(&p("/d/a")).expect("unlink");
+        assert_eq!(fs.file_bytes(&p("/e/a")).as_deref(), Some(&b"sealed"[..]));
+        // The new entry was never synced: a power loss forgets it.
+        fs.crash(Damage::DropUnsynced, 1);
+        assert!(!fs.exists(&p("/e/a")));
+        assert!(fs.exists(&p("/d/a")));
     }
 
     #[test]
