@@ -123,7 +123,9 @@ impl CacheOptions {
     }
 
     /// Evicts when the entries' keys and values, plus a 13-byte header
-    /// per entry, add up to more than `bytes`.
+    /// per entry, add up to more than `bytes`. An entry larger than that
+    /// on its own is never stored, and evicts nothing (see
+    /// [`Cache::insert`]).
     #[must_use]
     pub fn max_bytes(mut self, bytes: u64) -> CacheOptions {
         self.max_bytes = Some(bytes);
@@ -270,8 +272,9 @@ pub struct CacheStats {
     pub stale_serves: u64,
     /// Loads started early by XFetch.
     pub early_refreshes: u64,
-    /// Writes of new keys skipped by the admission check
-    /// ([`CacheOptions::admission`]).
+    /// Writes not stored: new keys refused by the admission check
+    /// ([`CacheOptions::admission`]), and entries larger than
+    /// [`CacheOptions::max_bytes`] on their own.
     pub rejections: u64,
     /// Entries held now.
     pub entries: u64,
@@ -591,6 +594,16 @@ impl Cache {
     /// cache is full, a new key may be refused by the admission check
     /// ([`CacheOptions::admission`]); that is not an error.
     ///
+    /// An entry larger than [`CacheOptions::max_bytes`] on its own (key,
+    /// value and the 13-byte header) is not stored either, and is not an
+    /// error: a cache may always decline to keep a value, as moka's and
+    /// quick-cache's do. Nothing is evicted for it, the key's previous
+    /// value is dropped (a later [`Cache::get`] misses rather than return
+    /// a value older than this write), and it counts in
+    /// [`CacheStats::rejections`]. The read-through calls
+    /// ([`Cache::get_or_insert_with`] and the others) behave the same way
+    /// and still return the loaded value.
+    ///
     /// ```
     /// # use std::time::Duration;
     /// let dir = tempfile::tempdir()?;
@@ -671,6 +684,19 @@ impl Cache {
             }
             let size = (key.len() + stored.len()) as u64;
             let mut t = lock(&self.0.tracker);
+            if self.0.opts.max_bytes.is_some_and(|m| size > m) {
+                // It could never stay: store nothing and evict nothing for
+                // it, but drop the value it replaces, which is no longer
+                // the key's latest.
+                bump(&self.0.stats.rejections);
+                self.mark_loads_stale(key, own);
+                let held = t.remove(key);
+                drop(t);
+                if held || tx.get_entry(&dk)?.is_some() {
+                    tx.delete(&dk);
+                }
+                return Ok(());
+            }
             if self.0.opts.admission && !t.contains(key) && self.would_overflow(&t, size) {
                 if let Some((victim, false)) = t.victim(now, key) {
                     if t.frequency(key) <= t.frequency(&victim) {
