@@ -395,3 +395,36 @@ fn an_oversized_overwrite_drops_the_old_value() {
     assert_eq!(cache.stats().bytes, 4096);
     assert_eq!(cache.stats().rejections, 1);
 }
+
+#[test]
+fn a_reopen_with_a_smaller_bound_evicts_only_what_cannot_stay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START_MS);
+    let open = |max_bytes: u64| {
+        CacheOptions::new()
+            .max_bytes(max_bytes)
+            .seed(1)
+            .open(db(dir.path(), &clock))
+            .expect("cache")
+    };
+    let cache = open(1 << 20);
+    // The large entry first: the oldest, the first an LRU order would take
+    // were it not for its size.
+    cache
+        .insert("huge", vec![1u8; 12 << 10], None)
+        .expect("insert");
+    let keys = ten_entries(&cache);
+    let store = cache.db().clone();
+    drop(cache);
+    store.close().expect("close");
+    drop(store);
+    // Under 4096 bytes, the ten small entries (1200 bytes) fit; the large
+    // one alone does not, and goes without taking any other with it.
+    let cache = open(4096);
+    let st = cache.stats();
+    assert_eq!((st.entries, st.bytes, st.evictions), (10, 1200, 1));
+    for k in &keys {
+        assert!(cache.get(k).expect("get").is_some(), "{k}");
+    }
+    assert_eq!(stored(&cache), (10, 1200));
+}

@@ -763,7 +763,19 @@ impl Cache {
         self.0.db.transaction(|tx| {
             let victims = {
                 let mut t = lock(&self.0.tracker);
-                self.pick_victims(&mut t, tx.now_ms(), &[])
+                // First the entries that could not stay whatever else went
+                // (stored under a larger `max_bytes`): evicting others for
+                // them would be in vain.
+                let mut victims = match self.0.opts.max_bytes {
+                    Some(m) => t.keys_larger_than(m),
+                    None => Vec::new(),
+                };
+                for v in &victims {
+                    t.remove(v);
+                    bump(&self.0.stats.evictions);
+                }
+                victims.extend(self.pick_victims(&mut t, tx.now_ms(), &[]));
+                victims
             };
             for v in &victims {
                 tx.delete(data_key(v));

@@ -255,6 +255,15 @@ impl Tracker {
         Some((self.slots[i].key.clone(), false))
     }
 
+    /// Keys of the entries larger than `bytes` on their own.
+    pub(crate) fn keys_larger_than(&self, bytes: u64) -> Vec<Box<[u8]>> {
+        self.slots
+            .iter()
+            .filter(|s| s.bytes > bytes)
+            .map(|s| s.key.clone())
+            .collect()
+    }
+
     /// Keys starting with `prefix`.
     pub(crate) fn keys_with_prefix(&self, prefix: &[u8]) -> Vec<Box<[u8]>> {
         self.slots
