@@ -7,7 +7,7 @@
 //! lowest estimated frequency goes, the least recently used among equals;
 //! expired entries go first. This is Redis's sampled eviction with
 //! TinyLFU's frequency estimate. The cache adds TinyLFU's admission check
-//! (`src/cache.rs`): when full, a new key is stored only if it is estimated
+//! (`src/modules/cache/inner.rs`): when full, a new key is stored only if it is estimated
 //! to be used more often than the entry it would evict, so a one-off scan
 //! does not push out the hot set.
 
