@@ -618,9 +618,16 @@ fn run_cache(ops: Vec<COp>) -> Result<(), TestCaseError> {
             }
             COp::Advance(ms) => h.advance(ms),
             COp::Restart(how) => {
+                let running = stored_entries(&c);
                 drop(c);
                 h.restart(how);
                 c = open(&h);
+                // The reopened cache holds what the running one left, and
+                // has nothing to evict.
+                prop_assert_eq!(&stored_entries(&c), &running, "step {}", step);
+                let st = c.stats();
+                prop_assert_eq!((st.entries, st.bytes), size_of(&running), "step {}", step);
+                prop_assert_eq!(st.evictions, 0, "step {}: the reopen evicted", step);
             }
         }
         let st = c.stats();
