@@ -151,6 +151,8 @@ enum SOp {
     Update(usize, u8),
     Rotate(usize),
     Revoke(usize),
+    /// `revoke_for_user` with the handle of an id, for a user.
+    RevokeHandle(usize, u8),
     RevokeAll(u8),
     List(u8),
     Advance(u64),
@@ -167,6 +169,7 @@ fn sop() -> impl Strategy<Value = SOp> {
         2 => (any::<usize>(), any::<u8>()).prop_map(|(i, d)| SOp::Update(i, d)),
         2 => any::<usize>().prop_map(SOp::Rotate),
         2 => any::<usize>().prop_map(SOp::Revoke),
+        1 => (any::<usize>(), 0u8..3).prop_map(|(i, u)| SOp::RevokeHandle(i, u)),
         1 => (0u8..3).prop_map(SOp::RevokeAll),
         2 => (0u8..3).prop_map(SOp::List),
         3 => (0u64..200).prop_map(SOp::Advance),
@@ -284,6 +287,25 @@ fn run_sessions(policy: SyncPolicy, ops: Vec<SOp>) -> Result<(), TestCaseError> 
                 let Some(id) = pick(&ids, i) else { continue };
                 let ok = s.revoke(id.as_str()).expect("revoke");
                 prop_assert_eq!(ok, model.remove(id.as_str()).is_some());
+            }
+            SOp::RevokeHandle(i, u) => {
+                let Some(id) = pick(&ids, i) else { continue };
+                let user = user_name(u);
+                let ok = s
+                    .revoke_for_user(&user, id.handle().as_str())
+                    .expect("revoke for user");
+                // Only a live session of that very user goes.
+                let theirs = model
+                    .get(id.as_str())
+                    .is_some_and(|m| m.user.as_deref() == Some(user.as_str()));
+                prop_assert_eq!(ok, theirs, "step {}", step);
+                if theirs {
+                    model.remove(id.as_str());
+                }
+                prop_assert_eq!(
+                    s.get(id.as_str()).expect("get").is_some(),
+                    model.contains_key(id.as_str())
+                );
             }
             SOp::RevokeAll(u) => {
                 let user = user_name(u);
