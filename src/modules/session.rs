@@ -50,12 +50,12 @@
 
 use std::time::Duration;
 
-use crate::db::Db;
-use crate::engine::txn::Txn;
-use crate::error::{Error, Result};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::db::Db;
+use crate::engine::txn::Txn;
+use crate::error::{Error, Result};
 use crate::util::rand::{b64url_decode, b64url_encode, secure_bytes};
 
 const SELECTOR_BYTES: usize = 12;
