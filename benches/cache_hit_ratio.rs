@@ -4,7 +4,9 @@
 //! ```text
 //! CARGO_TARGET_DIR=/tmp/hr-target cargo bench --bench cache_hit_ratio
 //! CAIRN_HITRATIO_QUICK=1 cargo bench --bench cache_hit_ratio   # quick, 10x fewer requests
-//! cargo test --bench cache_hit_ratio                          # smoke test (CI), 100x fewer
+//! cargo test --bench cache_hit_ratio                          # smoke test (CI), 100x fewer, quiet
+//! cargo test --bench cache_hit_ratio -- --nocapture            # the smoke test's tables too
+//! CAIRN_TEST_VERBOSE=1 cargo test --all-targets               # same
 //! cargo bench --bench cache_hit_ratio -- --quick                 # same
 //! ```
 //!
@@ -47,6 +49,36 @@ use std::time::{Duration, Instant};
 
 use cairn::cache::{Cache, CacheOptions};
 use cairn::{Db, Options, SyncPolicy};
+
+/// Whether to print the tables and progress: always under `cargo bench`;
+/// in the smoke test that `cargo test --all-targets` runs, only when asked
+/// (`-- --nocapture`, or `CAIRN_TEST_VERBOSE=1`), so that test output
+/// stays quiet. The smoke test checks its numbers either way.
+fn verbose() -> bool {
+    static VERBOSE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *VERBOSE.get_or_init(|| {
+        std::env::args().any(|a| a == "--bench" || a == "--nocapture")
+            || std::env::var("CAIRN_TEST_VERBOSE").is_ok_and(|v| !v.is_empty() && v != "0")
+    })
+}
+
+/// `println!` when [`verbose`].
+macro_rules! out {
+    ($($t:tt)*) => {
+        if verbose() {
+            println!($($t)*);
+        }
+    };
+}
+
+/// `eprintln!` when [`verbose`].
+macro_rules! note {
+    ($($t:tt)*) => {
+        if verbose() {
+            eprintln!($($t)*);
+        }
+    };
+}
 
 const KEYS: u64 = 100_000;
 const CAPACITIES: [u64; 3] = [1_000, 5_000, 10_000];
@@ -448,8 +480,8 @@ fn main() {
     }
     let zipf_of = |s: f64| &zipfs.iter().find(|z| z.0 == s).expect("zipf").1;
 
-    println!("# cairn::cache hit ratio vs LRU\n");
-    println!(
+    out!("# cairn::cache hit ratio vs LRU\n");
+    out!(
         "{} keys, {} zipf requests per trace, scans of {} fresh keys after every {} zipf \
          requests, trace seeds {:#x}+, cache seed {CACHE_SEED}, value {} bytes{}.\n",
         KEYS,
@@ -482,7 +514,7 @@ fn main() {
             drop(c);
             db.close().expect("close");
 
-            eprintln!(
+            note!(
                 "{:<10} cap {:>6}: LRU {} ({}), cairn {} ({})",
                 t.name,
                 cap,
@@ -505,11 +537,11 @@ fn main() {
         }
     }
 
-    println!("## Hit ratio per (trace, capacity, policy)\n");
-    println!(
+    out!("## Hit ratio per (trace, capacity, policy)\n");
+    out!(
         "| trace | requests | capacity | policy | hit ratio (all requests) | hit ratio (zipf requests only) | evictions | wall time |"
     );
-    println!("|---|---:|---:|---|---:|---:|---:|---:|");
+    out!("|---|---:|---:|---|---:|---:|---:|---:|");
     for r in &rows {
         for (policy, c, t, ev) in [
             (
@@ -520,7 +552,7 @@ fn main() {
             ),
             ("cairn", r.cairn, r.cairn_time, r.cairn_evictions),
         ] {
-            println!(
+            out!(
                 "| {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.trace,
                 r.requests,
@@ -534,15 +566,15 @@ fn main() {
         }
     }
 
-    println!("\n## cairn vs LRU (zipf requests only)\n");
-    println!(
+    out!("\n## cairn vs LRU (zipf requests only)\n");
+    out!(
         "Oracle: the probability mass of the `capacity` most popular keys (static optimum). \
          Δ in percentage points.\n"
     );
-    println!("| trace | capacity | oracle | LRU | cairn | Δ cairn − LRU |");
-    println!("|---|---:|---:|---:|---:|---:|");
+    out!("| trace | capacity | oracle | LRU | cairn | Δ cairn − LRU |");
+    out!("|---|---:|---:|---:|---:|---:|");
     for r in &rows {
-        println!(
+        out!(
             "| {} | {} | {} | {} | {} | {:+.2} |",
             r.trace,
             r.cap,
@@ -555,7 +587,7 @@ fn main() {
 
     warm_restart(&cfg, &traces[0]);
 
-    println!("\nTotal wall time: {}", secs(started.elapsed()));
+    out!("\nTotal wall time: {}", secs(started.elapsed()));
 }
 
 /// Section 3: a cache restarted halfway through zipf-0.99 at 5%.
@@ -660,7 +692,7 @@ fn warm_restart(cfg: &Config, t: &Trace) {
         );
     }
 
-    println!(
+    out!(
         "\n## Warm restart ({}, capacity {}, restart after request {}, window {}..{})\n",
         t.name,
         cap,
@@ -668,13 +700,13 @@ fn warm_restart(cfg: &Config, t: &Trace) {
         half,
         half + cfg.warm_window
     );
-    println!(
+    out!(
         "| cache | hit ratio, first {} of the window | hit ratio, whole window ({} requests) | wall time (window) | notes |",
         head, cfg.warm_window
     );
-    println!("|---|---:|---:|---:|---|");
+    out!("|---|---:|---:|---:|---|");
     for (name, first, all, time, note) in &rows {
-        println!(
+        out!(
             "| {} | {} | {} | {} | {} |",
             name,
             pct(first.ratio()),

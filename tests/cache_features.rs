@@ -286,3 +286,145 @@ fn a_reopened_cache_keeps_entries_expiry_and_capacity() {
     assert!(small.stats().entries <= 3);
     assert!(d.keyspace("c").expect("keyspace").scan_prefix("d").count() <= 3);
 }
+
+/// The ten 100-byte entries of the bound tests, and their keys.
+fn ten_entries(cache: &Cache) -> Vec<String> {
+    let keys: Vec<String> = (0..10).map(|i| format!("entry-{i}")).collect();
+    for k in &keys {
+        cache.insert(k, [7u8; 100], None).expect("insert");
+    }
+    keys
+}
+
+/// What the store holds under the cache's entries: count and bytes (key,
+/// value and the 13-byte header, as `max_bytes` counts them).
+fn stored(cache: &Cache) -> (u64, u64) {
+    cache
+        .db()
+        .scan_prefix("d")
+        .map(|kv| kv.expect("scan"))
+        .fold((0, 0), |(n, b), (k, v)| {
+            (n + 1, b + (k.len() - 1 + v.len()) as u64)
+        })
+}
+
+#[test]
+fn an_entry_larger_than_max_bytes_is_refused_and_evicts_nothing() {
+    for admission in [false, true] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new(START_MS);
+        let open = |db: Db| {
+            CacheOptions::new()
+                .max_bytes(4096)
+                .admission(admission)
+                .seed(1)
+                .open(db)
+                .expect("cache")
+        };
+        let cache = open(db(dir.path(), &clock));
+        let keys = ten_entries(&cache);
+        let before = cache.stats();
+        assert_eq!((before.entries, before.bytes), (10, 10 * (7 + 100 + 13)));
+        // Wanted often, so that admission alone would let it in.
+        for _ in 0..20 {
+            cache.get("huge").expect("get");
+        }
+        cache
+            .insert("huge", vec![1u8; 12 << 10], None)
+            .expect("insert");
+        let after = cache.stats();
+        assert_eq!(
+            (after.entries, after.bytes, after.evictions),
+            (before.entries, before.bytes, 0),
+            "admission {admission}: nothing evicted for a value that cannot stay"
+        );
+        assert_eq!(after.rejections, before.rejections + 1);
+        assert_eq!(cache.get("huge").expect("get").map(|v| v.len()), None);
+        for k in &keys {
+            assert_eq!(cache.get(k).expect("get"), Some(vec![7u8; 100]), "{k}");
+        }
+        assert_eq!(stored(&cache), (after.entries, after.bytes));
+        // A read-through call returns the value, and keeps nothing either.
+        let v = cache
+            .get_or_insert_with("loaded", ms(60_000), || {
+                Ok::<_, std::io::Error>(vec![2u8; 5000])
+            })
+            .expect("load");
+        assert_eq!(v.len(), 5000);
+        assert_eq!(cache.stats().rejections, before.rejections + 2);
+        assert_eq!(cache.stats().bytes, before.bytes);
+        // The running cache and the reopened one agree.
+        let running = (cache.stats().entries, cache.stats().bytes);
+        let store = cache.db().clone();
+        drop(cache);
+        store.close().expect("close");
+        drop(store);
+        let cache = open(db(dir.path(), &clock));
+        let reopened = cache.stats();
+        assert_eq!((reopened.entries, reopened.bytes), running);
+        assert_eq!(reopened.evictions, 0);
+    }
+}
+
+#[test]
+fn an_oversized_overwrite_drops_the_old_value() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START_MS);
+    let cache = CacheOptions::new()
+        .max_bytes(4096)
+        .open(db(dir.path(), &clock))
+        .expect("cache");
+    let keys = ten_entries(&cache);
+    cache
+        .insert(&keys[3], vec![1u8; 5000], Some(ms(60_000)))
+        .expect("insert");
+    // Never the value the insert replaced.
+    assert_eq!(cache.get(&keys[3]).expect("get").map(|v| v.len()), None);
+    let st = cache.stats();
+    assert_eq!((st.entries, st.evictions, st.rejections), (9, 0, 1));
+    assert_eq!(stored(&cache), (st.entries, st.bytes));
+    // An entry exactly at the bound fits, evicting what it must.
+    let exact = 4096 - (keys[3].len() as u64 + 13);
+    cache
+        .insert(&keys[3], vec![5u8; exact as usize], None)
+        .expect("insert");
+    assert_eq!(
+        cache.get(&keys[3]).expect("get").map(|v| v.len() as u64),
+        Some(exact)
+    );
+    assert_eq!(cache.stats().bytes, 4096);
+    assert_eq!(cache.stats().rejections, 1);
+}
+
+#[test]
+fn a_reopen_with_a_smaller_bound_evicts_only_what_cannot_stay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START_MS);
+    let open = |max_bytes: u64| {
+        CacheOptions::new()
+            .max_bytes(max_bytes)
+            .seed(1)
+            .open(db(dir.path(), &clock))
+            .expect("cache")
+    };
+    let cache = open(1 << 20);
+    // The large entry first: the oldest, the first an LRU order would take
+    // were it not for its size.
+    cache
+        .insert("huge", vec![1u8; 12 << 10], None)
+        .expect("insert");
+    let keys = ten_entries(&cache);
+    let store = cache.db().clone();
+    drop(cache);
+    store.close().expect("close");
+    drop(store);
+    // Under 4096 bytes, the ten small entries (1200 bytes) fit; the large
+    // one alone does not, and goes without taking any other with it.
+    let cache = open(4096);
+    let st = cache.stats();
+    assert_eq!((st.entries, st.bytes, st.evictions), (10, 1200, 1));
+    for k in &keys {
+        assert!(cache.get(k).expect("get").is_some(), "{k}");
+    }
+    assert_eq!(stored(&cache), (10, 1200));
+}

@@ -45,6 +45,17 @@ use proptest::strategy::Union;
 use proptest::test_runner::Config;
 use proptest_state_machine::{prop_state_machine, ReferenceStateMachine, StateMachineTest};
 
+/// Prints a `STAT` line (what compaction did in a step, to see what the
+/// random runs cover) only with `CAIRN_TEST_VERBOSE=1`: a run prints
+/// thousands of them.
+macro_rules! stat {
+    ($($t:tt)*) => {
+        if std::env::var("CAIRN_TEST_VERBOSE").is_ok_and(|v| !v.is_empty() && v != "0") {
+            eprintln!($($t)*);
+        }
+    };
+}
+
 /// The key space: six keys, including the empty key and a non-UTF-8 key.
 const KEYS: [&[u8]; 6] = [b"", b"a", b"ab", b"b", b"key", b"\xff\x00"];
 
@@ -970,7 +981,7 @@ impl StateMachineTest for CairnTest {
                     .db()
                     .compact()
                     .unwrap_or_else(|e| panic!("compact: {e}"));
-                eprintln!(
+                stat!(
                     "STAT compact in {} copied {} dropped {}/{}/{} tomb {}",
                     stats.segments_in.min(3),
                     stats.records_copied.min(3),
@@ -994,7 +1005,7 @@ impl StateMachineTest for CairnTest {
                     .open(sut.dir.path())
                     .unwrap_or_else(|e| panic!("reopening failed: {e}"));
                 let r = db.compact();
-                eprintln!(
+                stat!(
                     "STAT compactcrash {:?}",
                     r.as_ref()
                         .map(|s| s.segments_in.min(2))

@@ -151,6 +151,8 @@ enum SOp {
     Update(usize, u8),
     Rotate(usize),
     Revoke(usize),
+    /// `revoke_for_user` with the handle of an id, for a user.
+    RevokeHandle(usize, u8),
     RevokeAll(u8),
     List(u8),
     Advance(u64),
@@ -167,6 +169,7 @@ fn sop() -> impl Strategy<Value = SOp> {
         2 => (any::<usize>(), any::<u8>()).prop_map(|(i, d)| SOp::Update(i, d)),
         2 => any::<usize>().prop_map(SOp::Rotate),
         2 => any::<usize>().prop_map(SOp::Revoke),
+        1 => (any::<usize>(), 0u8..3).prop_map(|(i, u)| SOp::RevokeHandle(i, u)),
         1 => (0u8..3).prop_map(SOp::RevokeAll),
         2 => (0u8..3).prop_map(SOp::List),
         3 => (0u64..200).prop_map(SOp::Advance),
@@ -285,6 +288,25 @@ fn run_sessions(policy: SyncPolicy, ops: Vec<SOp>) -> Result<(), TestCaseError> 
                 let ok = s.revoke(id.as_str()).expect("revoke");
                 prop_assert_eq!(ok, model.remove(id.as_str()).is_some());
             }
+            SOp::RevokeHandle(i, u) => {
+                let Some(id) = pick(&ids, i) else { continue };
+                let user = user_name(u);
+                let ok = s
+                    .revoke_for_user(&user, id.handle().as_str())
+                    .expect("revoke for user");
+                // Only a live session of that very user goes.
+                let theirs = model
+                    .get(id.as_str())
+                    .is_some_and(|m| m.user.as_deref() == Some(user.as_str()));
+                prop_assert_eq!(ok, theirs, "step {}", step);
+                if theirs {
+                    model.remove(id.as_str());
+                }
+                prop_assert_eq!(
+                    s.get(id.as_str()).expect("get").is_some(),
+                    model.contains_key(id.as_str())
+                );
+            }
             SOp::RevokeAll(u) => {
                 let user = user_name(u);
                 let n = s.revoke_all_for_user(&user).expect("revoke all");
@@ -298,12 +320,13 @@ fn run_sessions(policy: SyncPolicy, ops: Vec<SOp>) -> Result<(), TestCaseError> 
                     .list_for_user(&user)
                     .expect("list")
                     .into_iter()
-                    .map(|(id, _)| id.into_string())
+                    .map(|(handle, _)| handle.as_str().to_owned())
                     .collect();
+                // A handle is the first 16 characters of its id.
                 let want: BTreeSet<String> = model
                     .iter()
                     .filter(|(_, m)| m.user.as_deref() == Some(user.as_str()))
-                    .map(|(k, _)| k.clone())
+                    .map(|(k, _)| k[..16].to_owned())
                     .collect();
                 prop_assert_eq!(listed, want, "step {}", step);
             }
@@ -617,9 +640,16 @@ fn run_cache(ops: Vec<COp>) -> Result<(), TestCaseError> {
             }
             COp::Advance(ms) => h.advance(ms),
             COp::Restart(how) => {
+                let running = stored_entries(&c);
                 drop(c);
                 h.restart(how);
                 c = open(&h);
+                // The reopened cache holds what the running one left, and
+                // has nothing to evict.
+                prop_assert_eq!(&stored_entries(&c), &running, "step {}", step);
+                let st = c.stats();
+                prop_assert_eq!((st.entries, st.bytes), size_of(&running), "step {}", step);
+                prop_assert_eq!(st.evictions, 0, "step {}: the reopen evicted", step);
             }
         }
         let st = c.stats();
@@ -648,6 +678,196 @@ proptest! {
     #[test]
     fn cache_matches_the_model(ops in proptest::collection::vec(cop(), 1..80)) {
         run_cache(ops)?;
+    }
+}
+
+// ----- the cache's byte bound -----------------------------------------------
+
+#[derive(Clone, Debug)]
+enum BOp {
+    Insert {
+        key: u8,
+        value: u8,
+        len: usize,
+        ttl: Option<u64>,
+    },
+    Load {
+        key: u8,
+        value: u8,
+        len: usize,
+    },
+    Get(u8),
+    Invalidate(u8),
+    Advance(u64),
+    Restart(Restart),
+}
+
+const CACHE_MAX_BYTES: u64 = 300;
+
+/// Value lengths: mostly small, some near the bound, some past it.
+fn value_len() -> impl Strategy<Value = usize> {
+    prop_oneof![6 => 0usize..80, 2 => 200usize..290, 2 => 290usize..400]
+}
+
+fn bop() -> impl Strategy<Value = BOp> {
+    prop_oneof![
+        5 => (0u8..12, any::<u8>(), value_len(), proptest::option::of(1u64..300))
+            .prop_map(|(key, value, len, ttl)| BOp::Insert { key, value, len, ttl }),
+        2 => (0u8..12, any::<u8>(), value_len())
+            .prop_map(|(key, value, len)| BOp::Load { key, value, len }),
+        3 => (0u8..12).prop_map(BOp::Get),
+        1 => (0u8..12).prop_map(BOp::Invalidate),
+        2 => (0u64..200).prop_map(BOp::Advance),
+        2 => restart_strategy().prop_map(BOp::Restart),
+    ]
+}
+
+/// The cache's entries as the store holds them: key to value (with its
+/// 13-byte header).
+fn stored_entries(c: &Cache) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    c.db()
+        .scan_prefix("d")
+        .map(|kv| kv.expect("scan"))
+        .map(|(k, v)| (k[1..].to_vec(), v))
+        .collect()
+}
+
+/// Entries and bytes as `max_bytes` counts them.
+fn size_of(entries: &BTreeMap<Vec<u8>, Vec<u8>>) -> (u64, u64) {
+    let bytes = entries
+        .iter()
+        .map(|(k, v)| (k.len() + v.len()) as u64)
+        .sum();
+    (entries.len() as u64, bytes)
+}
+
+/// A `max_bytes` cache without admission (so that every entry that fits is
+/// stored): the bound holds after every step, in memory and in the store;
+/// an entry that cannot fit is never stored and evicts nothing; a reopen
+/// finds exactly what the running cache left, and evicts nothing.
+fn run_cache_bytes(ops: Vec<BOp>) -> Result<(), TestCaseError> {
+    let mut h = Harness::new(SyncPolicy::Always);
+    let open = |h: &Harness| -> Cache {
+        CacheOptions::new()
+            .max_bytes(CACHE_MAX_BYTES)
+            .admission(false)
+            .seed(11)
+            .open(h.db().keyspace("cache").expect("keyspace"))
+            .expect("cache")
+    };
+    let mut c = open(&h);
+    // The latest value written under each key and its expiry (0: none).
+    let mut model: BTreeMap<Vec<u8>, (Vec<u8>, u64)> = BTreeMap::new();
+    let fits = |key: &[u8], len: usize| (key.len() + 13 + len) as u64 <= CACHE_MAX_BYTES;
+    for (step, op) in ops.into_iter().enumerate() {
+        let now = h.now();
+        let before = c.stats();
+        match op {
+            BOp::Insert {
+                key,
+                value,
+                len,
+                ttl,
+            } => {
+                let (k, v) = (ckey(key), vec![value; len]);
+                c.insert(&k, &v, ttl.map(Duration::from_millis))
+                    .expect("insert");
+                let got = c.get(&k).expect("get");
+                if fits(&k, len) {
+                    prop_assert_eq!(got, Some(v.clone()), "step {}: a value that fits", step);
+                } else {
+                    prop_assert_eq!(got, None, "step {}: a value past the bound", step);
+                    let st = c.stats();
+                    prop_assert_eq!(st.rejections, before.rejections + 1);
+                    prop_assert_eq!(st.evictions, before.evictions, "step {}", step);
+                }
+                model.insert(k, (v, ttl.map_or(0, |t| now + t)));
+            }
+            BOp::Load { key, value, len } => {
+                let k = ckey(key);
+                let mut ran = false;
+                let got = c
+                    .get_or_insert_with(&k, Duration::from_millis(100), || {
+                        ran = true;
+                        Ok::<_, std::io::Error>(vec![value; len])
+                    })
+                    .expect("load");
+                if ran {
+                    prop_assert_eq!(&got, &vec![value; len]);
+                    if !fits(&k, len) {
+                        prop_assert_eq!(c.stats().evictions, before.evictions);
+                    }
+                    model.insert(k, (got, now + 100));
+                } else {
+                    let live = model.get(&k).filter(|(_, e)| *e == 0 || *e > now);
+                    prop_assert_eq!(Some(&got), live.map(|(v, _)| v), "step {}", step);
+                }
+            }
+            BOp::Get(key) => {
+                let k = ckey(key);
+                if let Some(v) = c.get(&k).expect("get") {
+                    let live = model.get(&k).filter(|(_, e)| *e == 0 || *e > now);
+                    prop_assert_eq!(Some(&v), live.map(|(v, _)| v), "step {}", step);
+                }
+            }
+            BOp::Invalidate(key) => {
+                c.invalidate(ckey(key)).expect("invalidate");
+                model.remove(&ckey(key));
+            }
+            BOp::Advance(ms) => h.advance(ms),
+            BOp::Restart(how) => {
+                let running = stored_entries(&c);
+                drop(c);
+                h.restart(how);
+                c = open(&h);
+                let reopened = stored_entries(&c);
+                prop_assert_eq!(
+                    &reopened,
+                    &running,
+                    "step {}: the reopen changed the entries",
+                    step
+                );
+                let st = c.stats();
+                prop_assert_eq!((st.entries, st.bytes), size_of(&reopened), "step {}", step);
+                prop_assert_eq!(st.evictions, 0, "step {}: the reopen evicted", step);
+            }
+        }
+        let st = c.stats();
+        prop_assert!(
+            st.bytes <= CACHE_MAX_BYTES,
+            "step {}: {} bytes",
+            step,
+            st.bytes
+        );
+        let (n, bytes) = size_of(&stored_entries(&c));
+        prop_assert!(
+            bytes <= CACHE_MAX_BYTES,
+            "step {}: {} bytes stored",
+            step,
+            bytes
+        );
+        // The running cache counts what the store holds (and, until it
+        // notices, entries that expired since).
+        prop_assert!(
+            n <= st.entries && bytes <= st.bytes,
+            "step {}: stored {} entries, {} bytes; the cache counts {:?}",
+            step,
+            n,
+            bytes,
+            st
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(Config { cases: cases(), ..Config::default() })]
+
+    #[test]
+    fn cache_byte_bound_holds_at_every_step_and_across_reopens(
+        ops in proptest::collection::vec(bop(), 1..80)
+    ) {
+        run_cache_bytes(ops)?;
     }
 }
 

@@ -7,7 +7,7 @@
 //! lowest estimated frequency goes, the least recently used among equals;
 //! expired entries go first. This is Redis's sampled eviction with
 //! TinyLFU's frequency estimate. The cache adds TinyLFU's admission check
-//! (`src/cache.rs`): when full, a new key is stored only if it is estimated
+//! (`src/modules/cache/inner.rs`): when full, a new key is stored only if it is estimated
 //! to be used more often than the entry it would evict, so a one-off scan
 //! does not push out the hot set.
 
@@ -253,6 +253,15 @@ impl Tracker {
             None => self.slots.iter().position(|s| &*s.key != keep)?,
         };
         Some((self.slots[i].key.clone(), false))
+    }
+
+    /// Keys of the entries larger than `bytes` on their own.
+    pub(crate) fn keys_larger_than(&self, bytes: u64) -> Vec<Box<[u8]>> {
+        self.slots
+            .iter()
+            .filter(|s| s.bytes > bytes)
+            .map(|s| s.key.clone())
+            .collect()
     }
 
     /// Keys starting with `prefix`.

@@ -22,14 +22,20 @@
 //! bits), base64url-encoded without padding into 32 characters. Ids are
 //! never derived from time or counters. The first 12 bytes (the
 //! *selector*) name the record: key `s` + selector. The other 12 bytes
-//! (the *verifier*) are stored inside the record and compared in constant
-//! time. A lookup's timing can therefore reveal at most whether a selector
-//! exists, never anything about the verifier, so timing does not make
-//! guessing easier. The data files hold the verifiers, like any session
-//! store's: they are created private (0600) for this reason.
+//! (the *verifier*) are never stored: the record holds the SHA-256 hash
+//! of the id's 24 bytes, and a lookup compares the hash of the id it is
+//! given with it in constant time. A copy of the data files (a leaked
+//! backup, a stolen disk) therefore holds no id that would be accepted,
+//! and a lookup's timing reveals at most whether a selector exists. The
+//! selector alone, as a [`SessionHandle`], names a session in
+//! [`Sessions::list_for_user`] without being able to authenticate as it.
 //!
-//! A record holds a format byte, the creation time, the sliding idle TTL,
-//! the verifier, the user (if any) and the data; the record's own cairn
+//! A record holds a format byte (2), the creation time, the sliding idle
+//! TTL, the hash, the user (if any) and the data. Records written before
+//! the hash (format 1) hold the verifier itself: they are still read, and
+//! rewritten with the hash on their next write (a touch that moves the
+//! expiry, an update, a rotation); see the guide's security section for
+//! how to purge them at once. The record's own cairn
 //! TTL is the session's expiry, so expired sessions are invisible at once,
 //! after a restart too, and are dropped by cairn's own sweep and
 //! compaction without any job for the application to run. A user's index
@@ -44,16 +50,29 @@
 
 use std::time::Duration;
 
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
 use crate::db::Db;
 use crate::engine::txn::Txn;
 use crate::error::{Error, Result};
-use crate::util::rand::{b64url_decode, b64url_encode, constant_time_eq, secure_bytes};
+use crate::util::rand::{b64url_decode, b64url_encode, secure_bytes};
 
 const SELECTOR_BYTES: usize = 12;
 const VERIFIER_BYTES: usize = 12;
 const ID_BYTES: usize = SELECTOR_BYTES + VERIFIER_BYTES;
-const FORMAT: u8 = 1;
-const HEADER: usize = 1 + 1 + 8 + 8 + VERIFIER_BYTES + 2;
+const HASH_BYTES: usize = 32;
+/// Session records of the first layout: the verifier as it is.
+const FORMAT_PLAIN: u8 = 1;
+/// Session records that hold the SHA-256 hash of the id instead.
+const FORMAT_HASHED: u8 = 2;
+/// A user's index.
+const INDEX_FORMAT: u8 = 1;
+/// Format, flags, creation time, idle TTL, then the secret and the user
+/// name's length.
+const fn header_len(secret_bytes: usize) -> usize {
+    1 + 1 + 8 + 8 + secret_bytes + 2
+}
 /// The longest user name, in bytes.
 pub const MAX_USER_BYTES: usize = 1024;
 
@@ -75,11 +94,61 @@ impl SessionId {
         self.0
     }
 
+    /// The handle of this session, as [`Sessions::list_for_user`] lists
+    /// it: for instance to mark the current device in such a list.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// let sessions = cairn::session::Sessions::new(db.keyspace("sessions")?);
+    /// let id = sessions.create_for_user("ada", b"", Duration::from_secs(60))?;
+    /// let listed = sessions.list_for_user("ada")?;
+    /// assert_eq!(listed[0].0, id.handle());
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    pub fn handle(&self) -> SessionHandle {
+        // An id is 32 characters, 24 bytes; its first 16 characters encode
+        // exactly the 12 bytes of the selector.
+        SessionHandle(self.0[..16].to_owned())
+    }
+
     fn new(selector: &[u8; SELECTOR_BYTES], verifier: &[u8; VERIFIER_BYTES]) -> SessionId {
         let mut raw = [0u8; ID_BYTES];
         raw[..SELECTOR_BYTES].copy_from_slice(selector);
         raw[SELECTOR_BYTES..].copy_from_slice(verifier);
         SessionId(b64url_encode(&raw))
+    }
+}
+
+/// Names a session without being able to authenticate as it: the first
+/// 16 characters of its [`SessionId`] (the selector), as
+/// [`Sessions::list_for_user`] returns it. Show it on a "your devices"
+/// page and pass it back to [`Sessions::revoke_for_user`]; the store holds
+/// no full ids to list (see the [module documentation](self)).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionHandle(String);
+
+impl SessionHandle {
+    /// The handle as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn new(selector: &[u8; SELECTOR_BYTES]) -> SessionHandle {
+        SessionHandle(b64url_encode(selector))
+    }
+}
+
+impl std::fmt::Display for SessionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for SessionHandle {
+    fn as_ref(&self) -> &str {
+        &self.0
     }
 }
 
@@ -145,6 +214,47 @@ fn parse_id(id: &str) -> Option<Parsed> {
     Some(p)
 }
 
+/// A handle's selector, or `None` if `handle` is not a well-formed one.
+fn parse_handle(handle: &str) -> Option<[u8; SELECTOR_BYTES]> {
+    if handle.len() != 16 {
+        return None;
+    }
+    b64url_decode(handle)?.try_into().ok()
+}
+
+/// What a record keeps to check an id by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Secret {
+    /// Format 1, written before the hash: the verifier as it is.
+    Plain([u8; VERIFIER_BYTES]),
+    /// SHA-256 of the id's 24 bytes (selector, then verifier).
+    Hashed([u8; HASH_BYTES]),
+}
+
+/// SHA-256 of an id's 24 bytes. The verifier holds 96 random bits, so
+/// the hash needs no salt and no slow key derivation: there is nothing to
+/// guess from it.
+fn id_hash(selector: &[u8; SELECTOR_BYTES], verifier: &[u8; VERIFIER_BYTES]) -> [u8; HASH_BYTES] {
+    let mut h = Sha256::new();
+    h.update(selector);
+    h.update(verifier);
+    h.finalize().into()
+}
+
+impl Secret {
+    fn of(selector: &[u8; SELECTOR_BYTES], verifier: &[u8; VERIFIER_BYTES]) -> Secret {
+        Secret::Hashed(id_hash(selector, verifier))
+    }
+
+    /// Whether `id` is the session's id, in constant time.
+    fn accepts(&self, id: &Parsed) -> bool {
+        match self {
+            Secret::Plain(v) => v.ct_eq(&id.verifier).into(),
+            Secret::Hashed(h) => h.ct_eq(&id_hash(&id.selector, &id.verifier)).into(),
+        }
+    }
+}
+
 fn session_key(selector: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(1 + SELECTOR_BYTES);
     k.push(b's');
@@ -163,20 +273,26 @@ fn user_key(user: &str) -> Vec<u8> {
 struct Record {
     created: u64,
     idle_ms: u64,
-    verifier: [u8; VERIFIER_BYTES],
+    secret: Secret,
     user: Option<String>,
     data: Vec<u8>,
 }
 
 impl Record {
+    /// Encodes the record; the writes of this module only ever hold a
+    /// [`Secret::Hashed`] (see [`Sessions::read_tx`]).
     fn encode(&self) -> Vec<u8> {
+        let (format, secret): (u8, &[u8]) = match &self.secret {
+            Secret::Plain(v) => (FORMAT_PLAIN, v),
+            Secret::Hashed(h) => (FORMAT_HASHED, h),
+        };
         let user = self.user.as_deref().unwrap_or("");
-        let mut v = Vec::with_capacity(HEADER + user.len() + self.data.len());
-        v.push(FORMAT);
+        let mut v = Vec::with_capacity(header_len(secret.len()) + user.len() + self.data.len());
+        v.push(format);
         v.push(u8::from(self.user.is_some()));
         v.extend_from_slice(&self.created.to_le_bytes());
         v.extend_from_slice(&self.idle_ms.to_le_bytes());
-        v.extend_from_slice(&self.verifier);
+        v.extend_from_slice(secret);
         v.extend_from_slice(&(user.len() as u16).to_le_bytes());
         v.extend_from_slice(user.as_bytes());
         v.extend_from_slice(&self.data);
@@ -185,21 +301,33 @@ impl Record {
 
     fn decode(v: &[u8]) -> Result<Record> {
         let bad = |why: &str| Error::Malformed(format!("session record: {why}"));
-        if v.len() < HEADER {
+        let secret_bytes = match v.first() {
+            None => return Err(bad("empty")),
+            Some(&FORMAT_PLAIN) => VERIFIER_BYTES,
+            Some(&FORMAT_HASHED) => HASH_BYTES,
+            Some(f) => return Err(bad(&format!("unknown format {f}"))),
+        };
+        let header = header_len(secret_bytes);
+        if v.len() < header {
             return Err(bad("shorter than its header"));
-        }
-        if v[0] != FORMAT {
-            return Err(bad(&format!("unknown format {}", v[0])));
         }
         let u64_at = |i: usize| {
             let mut b = [0u8; 8];
             b.copy_from_slice(&v[i..i + 8]);
             u64::from_le_bytes(b)
         };
-        let mut verifier = [0u8; VERIFIER_BYTES];
-        verifier.copy_from_slice(&v[18..18 + VERIFIER_BYTES]);
-        let user_len = usize::from(u16::from_le_bytes([v[HEADER - 2], v[HEADER - 1]]));
-        let rest = &v[HEADER..];
+        let raw = &v[18..18 + secret_bytes];
+        let secret = if secret_bytes == HASH_BYTES {
+            let mut h = [0u8; HASH_BYTES];
+            h.copy_from_slice(raw);
+            Secret::Hashed(h)
+        } else {
+            let mut p = [0u8; VERIFIER_BYTES];
+            p.copy_from_slice(raw);
+            Secret::Plain(p)
+        };
+        let user_len = usize::from(u16::from_le_bytes([v[header - 2], v[header - 1]]));
+        let rest = &v[header..];
         if rest.len() < user_len {
             return Err(bad("user name runs past the end"));
         }
@@ -214,7 +342,7 @@ impl Record {
         Ok(Record {
             created: u64_at(2),
             idle_ms: u64_at(10),
-            verifier,
+            secret,
             user,
             data: rest[user_len..].to_vec(),
         })
@@ -233,7 +361,7 @@ impl Record {
 
 /// A user's index: the selectors of their sessions.
 fn decode_index(v: &[u8]) -> Result<Vec<[u8; SELECTOR_BYTES]>> {
-    if v.first() != Some(&FORMAT) || !(v.len() - 1).is_multiple_of(SELECTOR_BYTES) {
+    if v.first() != Some(&INDEX_FORMAT) || !(v.len() - 1).is_multiple_of(SELECTOR_BYTES) {
         return Err(Error::Malformed("session user index".into()));
     }
     Ok(v[1..]
@@ -248,7 +376,7 @@ fn decode_index(v: &[u8]) -> Result<Vec<[u8; SELECTOR_BYTES]>> {
 
 fn encode_index(sels: &[[u8; SELECTOR_BYTES]]) -> Vec<u8> {
     let mut v = Vec::with_capacity(1 + sels.len() * SELECTOR_BYTES);
-    v.push(FORMAT);
+    v.push(INDEX_FORMAT);
     for s in sels {
         v.extend_from_slice(s);
     }
@@ -378,7 +506,7 @@ impl Sessions {
             let rec = Record {
                 created: now,
                 idle_ms: ms(ttl),
-                verifier,
+                secret: Secret::of(&selector, &verifier),
                 user: user.map(str::to_owned),
                 data: data.to_vec(),
             };
@@ -392,13 +520,19 @@ impl Sessions {
         Ok(SessionId::new(&selector, &verifier))
     }
 
-    /// Reads a session record inside a transaction, checking the verifier.
+    /// Reads a session record inside a transaction, checking the id. The
+    /// record returned holds the hash, whatever its stored layout, so that
+    /// writing it back stores the hashed layout.
     fn read_tx(&self, tx: &Txn<'_>, id: &Parsed) -> Result<Option<(Record, u64)>> {
         let Some((v, expires)) = tx.get_entry(&session_key(&id.selector))? else {
             return Ok(None);
         };
-        let rec = Record::decode(&v)?;
-        Ok(constant_time_eq(&rec.verifier, &id.verifier).then_some((rec, expires)))
+        let mut rec = Record::decode(&v)?;
+        if !rec.secret.accepts(id) {
+            return Ok(None);
+        }
+        rec.secret = Secret::of(&id.selector, &id.verifier);
+        Ok(Some((rec, expires)))
     }
 
     /// Adds `selector` to `user`'s index, dropping dead sessions from it,
@@ -489,7 +623,7 @@ impl Sessions {
             return Ok(None);
         };
         let rec = Record::decode(&v)?;
-        if !constant_time_eq(&rec.verifier, &p.verifier) {
+        if !rec.secret.accepts(&p) {
             return Ok(None);
         }
         Ok(Some(rec.session(expires)))
@@ -618,7 +752,7 @@ impl Sessions {
                 }
             }
             tx.delete(session_key(&p.selector));
-            rec.verifier = verifier;
+            rec.secret = Secret::of(&selector, &verifier);
             tx.put_expiring_at(&session_key(&selector), rec.encode(), expires);
             if let Some(user) = &rec.user {
                 self.index_remove(tx, user, &p.selector)?;
@@ -660,8 +794,13 @@ impl Sessions {
     }
 
     /// The live sessions of `user` (created with
-    /// [`Sessions::create_for_user`]), oldest first. Never lists an expired
-    /// or revoked session.
+    /// [`Sessions::create_for_user`]), oldest first, each with its
+    /// [`SessionHandle`]. Never lists an expired or revoked session.
+    ///
+    /// A handle names a session but cannot authenticate as it: the store
+    /// keeps only hashes of the ids, so it has no ids to list. Compare a
+    /// handle with [`SessionId::handle`] to find the current session, and
+    /// revoke another with [`Sessions::revoke_for_user`].
     ///
     /// ```
     /// # use std::time::Duration;
@@ -671,34 +810,68 @@ impl Sessions {
     /// let phone = sessions.create_for_user("ada", b"", Duration::from_secs(60))?;
     /// let laptop = sessions.create_for_user("ada", b"", Duration::from_secs(60))?;
     /// sessions.revoke(phone.as_str())?;
-    /// let ids: Vec<_> = sessions.list_for_user("ada")?.into_iter().map(|(id, _)| id).collect();
-    /// assert_eq!(ids, [laptop]);
+    /// let handles: Vec<_> = sessions.list_for_user("ada")?.into_iter().map(|(h, _)| h).collect();
+    /// assert_eq!(handles, [laptop.handle()]);
     /// # Ok::<(), cairn::Error>(())
     /// ```
     ///
     /// # Errors
     /// As [`Sessions::get`].
-    pub fn list_for_user(&self, user: &str) -> Result<Vec<(SessionId, Session)>> {
+    pub fn list_for_user(&self, user: &str) -> Result<Vec<(SessionHandle, Session)>> {
         let Some(v) = self.db.get(user_key(user))? else {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for sel in decode_index(&v)? {
-            let key = session_key(&sel);
-            let Some(v) = self.db.get(&key)? else {
+            let Some((v, expires)) = self.db.read_live(&session_key(&sel))? else {
                 continue;
             };
             let rec = Record::decode(&v)?;
             if rec.user.as_deref() != Some(user) {
                 continue;
             }
-            let id = SessionId::new(&sel, &rec.verifier);
-            if let Some(s) = self.get(id.as_str())? {
-                out.push((id, s));
-            }
+            out.push((SessionHandle::new(&sel), rec.session(expires)));
         }
         out.sort_by_key(|(_, s)| s.created_unix_ms);
         Ok(out)
+    }
+
+    /// Ends the session of `user` named by `handle` (from
+    /// [`Sessions::list_for_user`]): "log out that device". Returns whether
+    /// it was live; a handle of another user's session, or one that is not
+    /// well formed, revokes nothing.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// let sessions = cairn::session::Sessions::new(db.keyspace("sessions")?);
+    /// let phone = sessions.create_for_user("ada", b"", Duration::from_secs(60))?;
+    /// let handle = phone.handle();
+    /// assert!(!sessions.revoke_for_user("bob", handle.as_str())?);
+    /// assert!(sessions.revoke_for_user("ada", handle.as_str())?);
+    /// assert!(sessions.get(phone.as_str())?.is_none());
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Sessions::touch`].
+    pub fn revoke_for_user(&self, user: &str, handle: &str) -> Result<bool> {
+        let Some(selector) = parse_handle(handle) else {
+            return Ok(false);
+        };
+        self.db.transaction(|tx| {
+            let key = session_key(&selector);
+            let Some((v, _)) = tx.get_entry(&key)? else {
+                return Ok(false);
+            };
+            if Record::decode(&v)?.user.as_deref() != Some(user) {
+                return Ok(false);
+            }
+            tx.delete(&key);
+            self.index_remove(tx, user, &selector)?;
+            Ok(true)
+        })
     }
 
     /// Revokes every session of `user` ("log out everywhere"), atomically,
@@ -735,6 +908,54 @@ impl Sessions {
             tx.delete(&key);
             Ok(n)
         })
+    }
+
+    /// Rewrites every live session record of the first layout (written
+    /// before this version, holding the verifier as it is) with the hash
+    /// instead, and returns how many it rewrote. Sessions are read in
+    /// either layout, and each is rewritten on its next write anyway; call
+    /// this once after upgrading to stop storing any verifier at once. The
+    /// old records' bytes stay in the data files until compaction rewrites
+    /// their segments (see the guide's security section).
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// let sessions = cairn::session::Sessions::new(db.keyspace("sessions")?);
+    /// assert_eq!(sessions.hash_stored_verifiers()?, 0); // none of the old layout
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] for a record this module did not write, and
+    /// the errors of a write.
+    pub fn hash_stored_verifiers(&self) -> Result<u64> {
+        let mut keys = Vec::new();
+        self.db
+            .for_each_live_key(b"s", |k, _, _| keys.push(k.to_vec()));
+        let mut n = 0;
+        // In batches, so that no transaction grows with the store.
+        for chunk in keys.chunks(256) {
+            n += self.db.transaction(|tx| {
+                let mut n = 0;
+                for key in chunk {
+                    let Some((v, expires)) = tx.get_entry(key)? else {
+                        continue;
+                    };
+                    let mut rec = Record::decode(&v)?;
+                    let (Secret::Plain(verifier), Ok(selector)) =
+                        (&rec.secret, <[u8; SELECTOR_BYTES]>::try_from(&key[1..]))
+                    else {
+                        continue;
+                    };
+                    rec.secret = Secret::of(&selector, verifier);
+                    tx.put_expiring_at(key, rec.encode(), expires);
+                    n += 1;
+                }
+                Ok(n)
+            })?;
+        }
+        Ok(n)
     }
 }
 
@@ -812,29 +1033,67 @@ mod tests {
 
     #[test]
     fn record_round_trips_and_rejects_garbage() {
-        let r = Record {
-            created: 7,
-            idle_ms: 9,
-            verifier: [3; VERIFIER_BYTES],
-            user: Some("ada".into()),
-            data: b"data".to_vec(),
-        };
-        let d = Record::decode(&r.encode()).expect("decode");
-        assert_eq!(
-            (d.created, d.idle_ms, d.verifier),
-            (7, 9, [3; VERIFIER_BYTES])
-        );
-        assert_eq!(
-            (d.user.as_deref(), d.data.as_slice()),
-            (Some("ada"), &b"data"[..])
-        );
-        let enc = r.encode();
-        for cut in 0..HEADER + 3 {
-            assert!(Record::decode(&enc[..cut]).is_err(), "cut at {cut}");
+        for (secret, format) in [
+            (Secret::Plain([3; VERIFIER_BYTES]), FORMAT_PLAIN),
+            (
+                Secret::of(&[1; SELECTOR_BYTES], &[3; VERIFIER_BYTES]),
+                FORMAT_HASHED,
+            ),
+        ] {
+            let r = Record {
+                created: 7,
+                idle_ms: 9,
+                secret: secret.clone(),
+                user: Some("ada".into()),
+                data: b"data".to_vec(),
+            };
+            let enc = r.encode();
+            assert_eq!(enc[0], format);
+            let d = Record::decode(&enc).expect("decode");
+            assert_eq!((d.created, d.idle_ms, &d.secret), (7, 9, &secret));
+            assert_eq!(
+                (d.user.as_deref(), d.data.as_slice()),
+                (Some("ada"), &b"data"[..])
+            );
+            let header = if format == FORMAT_PLAIN {
+                header_len(VERIFIER_BYTES)
+            } else {
+                header_len(HASH_BYTES)
+            };
+            for cut in 0..header + 3 {
+                assert!(Record::decode(&enc[..cut]).is_err(), "cut at {cut}");
+            }
+            let mut bad = enc.clone();
+            bad[0] = 3;
+            assert!(Record::decode(&bad).is_err());
         }
-        let mut bad = enc.clone();
-        bad[0] = 2;
-        assert!(Record::decode(&bad).is_err());
+    }
+
+    #[test]
+    fn secrets_accept_only_their_id() {
+        let id = Parsed {
+            selector: [1; SELECTOR_BYTES],
+            verifier: [2; VERIFIER_BYTES],
+        };
+        let mut wrong = Parsed {
+            selector: [1; SELECTOR_BYTES],
+            verifier: [2; VERIFIER_BYTES],
+        };
+        wrong.verifier[11] ^= 1;
+        for secret in [
+            Secret::Plain([2; VERIFIER_BYTES]),
+            Secret::of(&[1; 12], &[2; 12]),
+        ] {
+            assert!(secret.accepts(&id));
+            assert!(!secret.accepts(&wrong));
+        }
+        // The hash covers the selector too.
+        let mut other = Parsed {
+            selector: [1; SELECTOR_BYTES],
+            verifier: [2; VERIFIER_BYTES],
+        };
+        other.selector[0] = 9;
+        assert!(!Secret::of(&[1; 12], &[2; 12]).accepts(&other));
     }
 
     #[test]
@@ -849,5 +1108,12 @@ mod tests {
         assert!(parse_id(&id.as_str()[1..]).is_none());
         assert!(parse_id(&format!("{}=", &id.as_str()[1..])).is_none());
         assert!(!format!("{id:?}").contains(id.as_str()));
+        assert_eq!(id.handle(), SessionHandle::new(&[1; SELECTOR_BYTES]));
+        assert_eq!(
+            parse_handle(id.handle().as_str()),
+            Some([1; SELECTOR_BYTES])
+        );
+        assert_eq!(parse_handle(id.as_str()), None);
+        assert_eq!(parse_handle("too short"), None);
     }
 }

@@ -71,15 +71,6 @@ pub(crate) fn b64url_decode(s: &str) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(s).ok()
 }
 
-/// Compares two byte strings in time that depends only on their lengths.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let diff = a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y));
-    std::hint::black_box(diff) == 0
-}
-
 /// A fresh random salt for a new segment (or a temporary file name).
 pub(crate) fn new_salt(id: u32) -> u32 {
     use std::hash::{BuildHasher, Hasher};
@@ -137,13 +128,6 @@ mod tests {
         secure_bytes(&mut a).expect("getrandom");
         secure_bytes(&mut b).expect("getrandom");
         assert_ne!(a, b);
-    }
-
-    #[test]
-    fn constant_time_eq_is_eq() {
-        assert!(constant_time_eq(b"abc", b"abc"));
-        assert!(!constant_time_eq(b"abc", b"abd"));
-        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 
     #[test]
