@@ -87,6 +87,7 @@ pub(crate) fn scan_segment(
         pending: None,
         good_end: SEGMENT_HEADER_LEN,
         durable: 0,
+        mark_run: None,
     };
     scan.records()?;
     scan.finish()
@@ -144,6 +145,11 @@ struct Scan<'a> {
     /// How much of the segment sync marks say was durable: damage before
     /// this point is corruption, damage after it can be an unsynced tail.
     durable: u64,
+    /// The run of sync marks the scan is in (no other record since):
+    /// where it starts, and the highest durable length its marks name.
+    /// A run that ends the segment and vouches for everything before it
+    /// is what a clean close leaves.
+    mark_run: Option<(u64, u64)>,
 }
 
 impl Scan<'_> {
@@ -192,6 +198,8 @@ impl Scan<'_> {
             return Some("malformed sync mark");
         };
         self.durable = self.durable.max(d);
+        let run = self.mark_run.get_or_insert((offset, d));
+        run.1 = run.1.max(d);
         self.pos += r.len as usize;
         if self.pending.is_none() {
             self.good_end = self.pos as u64;
@@ -222,6 +230,7 @@ impl Scan<'_> {
     /// Takes a record that is in its place.
     fn accept(&mut self, r: &RecordRef) -> Result<()> {
         let offset = self.pos as u64;
+        self.mark_run = None;
         self.last_seq = r.seq;
         self.load.max_seq = self.load.max_seq.max(r.seq);
         self.load.min_seq = self.load.min_seq.min(r.seq);
@@ -399,6 +408,9 @@ impl Scan<'_> {
             self.load.cut = Some((good_end, file_len));
             self.load.zero_tail = self.bytes[good_end as usize..].iter().all(|&b| b == 0);
         }
+        self.load.closed_clean = self.active
+            && (good_end == file_len || self.load.zero_tail)
+            && self.mark_run.is_some_and(|(start, d)| d >= start);
         Ok(self.load)
     }
 }
