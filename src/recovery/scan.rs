@@ -597,6 +597,60 @@ mod tests {
         ));
     }
 
+    /// Appends the two marks of a clean close: both vouch for every byte
+    /// before the first.
+    fn close_marks(b: &mut Vec<u8>) -> u64 {
+        let at = b.len() as u64;
+        encode_into(b, RecordKind::SyncMark, 0, 0, b"", &at.to_le_bytes());
+        encode_into(b, RecordKind::SyncMark, 0, 0, b"", &at.to_le_bytes());
+        at
+    }
+
+    #[test]
+    fn close_marks_vouch_for_everything_before_them() {
+        let mut b = seg(&[
+            (RecordKind::Put, 1, b"a", b"1"),
+            (RecordKind::Put, 2, b"b", b"22"),
+        ]);
+        let last = 66; // the second record
+        let at = close_marks(&mut b);
+        let l = scan_segment(&p(), 1, &b, true, RecoveryMode::Strict).expect("scan");
+        assert!(l.closed_clean);
+        assert_eq!((l.entries.len(), l.len), (2, b.len() as u64));
+        let mut zeros = b.clone();
+        zeros.extend_from_slice(&[0u8; 512]);
+        let l = scan_segment(&p(), 1, &zeros, true, RecoveryMode::Strict).expect("scan");
+        assert!(l.closed_clean, "preallocated zeros after the marks");
+        // The last record damaged: refused, also with either mark damaged.
+        for mark in [None, Some(at), Some(at + 40)] {
+            let mut c = b.clone();
+            c[last + 33] ^= 1;
+            if let Some(m) = mark {
+                c[m as usize + 10] ^= 1;
+            }
+            match scan_segment(&p(), 1, &c, true, RecoveryMode::Strict) {
+                Err(Error::Corruption { offset, .. }) => assert_eq!(offset, last as u64),
+                other => panic!("{mark:?}: {:?}", other.map(|l| l.entries.len())),
+            }
+        }
+        // A damaged mark: cut there, no record lost, not a clean end.
+        let mut c = b.clone();
+        c[at as usize + 10] ^= 1;
+        let l = scan_segment(&p(), 1, &c, true, RecoveryMode::Strict).expect("scan");
+        assert_eq!((l.entries.len(), l.cut), (2, Some((at, b.len() as u64))));
+        assert!(!l.closed_clean);
+        // Records after the marks (a reopened writer): not a clean end.
+        encode_into(&mut b, RecordKind::Put, 3, 0, b"c", b"3");
+        let l = scan_segment(&p(), 1, &b, true, RecoveryMode::Strict).expect("scan");
+        assert!(!l.closed_clean);
+        assert_eq!(l.entries.len(), 3);
+        // An ordinary mark that vouches only for older bytes: not a clean end.
+        let mut m = seg(&[(RecordKind::Put, 1, b"a", b"1")]);
+        encode_into(&mut m, RecordKind::SyncMark, 0, 0, b"", &32u64.to_le_bytes());
+        let l = scan_segment(&p(), 1, &m, true, RecoveryMode::Strict).expect("scan");
+        assert!(!l.closed_clean);
+    }
+
     #[test]
     fn zero_tail_is_cut() {
         let mut b = seg(&[(RecordKind::Put, 1, b"a", b"1")]);
