@@ -90,7 +90,7 @@ fn records(seg: &[u8]) -> Vec<(usize, usize, Vec<u8>)> {
 /// Keys that do not read back as written (missing, or a failed read).
 fn lost(db: &Db) -> Vec<Vec<u8>> {
     (0..KEYS)
-        .filter(|&i| !matches!(db.get(&key(i)), Ok(Some(v)) if v == value(i)))
+        .filter(|&i| !matches!(db.get(key(i)), Ok(Some(v)) if v == value(i)))
         .map(key)
         .collect()
 }
@@ -101,7 +101,7 @@ fn reference() -> (Files, String) {
     let sim = SimFs::new();
     let db = options(&sim, RecoveryMode::Strict).open(DIR).expect("open");
     for i in 0..KEYS {
-        db.put(&key(i), &value(i)).expect("put");
+        db.put(key(i), value(i)).expect("put");
     }
     let active = db
         .segment_stats()
@@ -209,7 +209,7 @@ fn reopen_append_close_is_protected_again() {
     for round in 0..3u64 {
         let db = options(&sim, RecoveryMode::Strict).open(DIR).expect("open");
         for i in (round * 40)..(round * 40 + 40) {
-            db.put(&key(i), &value(i)).expect("put");
+            db.put(key(i), value(i)).expect("put");
         }
         db.close().expect("close");
     }

@@ -646,7 +646,14 @@ mod tests {
         assert_eq!(l.entries.len(), 3);
         // An ordinary mark that vouches only for older bytes: not a clean end.
         let mut m = seg(&[(RecordKind::Put, 1, b"a", b"1")]);
-        encode_into(&mut m, RecordKind::SyncMark, 0, 0, b"", &32u64.to_le_bytes());
+        encode_into(
+            &mut m,
+            RecordKind::SyncMark,
+            0,
+            0,
+            b"",
+            &32u64.to_le_bytes(),
+        );
         let l = scan_segment(&p(), 1, &m, true, RecoveryMode::Strict).expect("scan");
         assert!(!l.closed_clean);
     }
