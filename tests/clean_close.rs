@@ -251,11 +251,16 @@ fn reopen_append_close_is_protected_again() {
         if let Some(b) = files.get_mut(&seg) {
             b[r.0 + format::RECORD_HEADER_LEN] ^= 1;
         }
-        let sim = fresh_fs(&files);
-        match options(&sim, RecoveryMode::Strict).open(DIR) {
-            Err(Error::Corruption { offset, .. }) => assert_eq!(offset, r.0 as u64),
-            Ok(_) => panic!("damage at {} opened", r.0),
-            Err(e) => panic!("damage at {}: {e}", r.0),
+        for read_only in [false, true] {
+            let sim = fresh_fs(&files);
+            match options(&sim, RecoveryMode::Strict)
+                .read_only(read_only)
+                .open(DIR)
+            {
+                Err(Error::Corruption { offset, .. }) => assert_eq!(offset, r.0 as u64),
+                Ok(_) => panic!("damage at {} opened (read-only: {read_only})", r.0),
+                Err(e) => panic!("damage at {}: {e}", r.0),
+            }
         }
     }
     let h = RecordHeader::read(&before[&seg], recs[0].0).expect("header");
