@@ -293,6 +293,10 @@ impl Core {
             t.append(len, &w.buf);
         }
         w.active.len.store(end, Ordering::Release);
+        if let Some(s) = lock(&self.seg_stats).get_mut(&id) {
+            s.total = end;
+            s.dead += end - len; // marks are dead bytes, as in `append`
+        }
         let file = w.active.file.clone();
         match group.sync_exclusively((id, end), || file.sync_data()) {
             Ok(()) => w.closed_end = end,
