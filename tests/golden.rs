@@ -1,7 +1,13 @@
 //! Golden format fixtures: the bytes cairn writes for a fixed sequence of
-//! operations are pinned in `tests/fixtures/v1/`, and that directory must
-//! keep opening with the same contents. A change that breaks either is a
-//! format change: bump the version in docs/format.md and keep reading v1.
+//! operations are pinned in `tests/fixtures/v1-close-marks/`, and that
+//! directory must keep opening with the same contents. A change that breaks
+//! either is a format change: bump the version in docs/format.md and keep
+//! reading v1.
+//!
+//! `tests/fixtures/v1/` holds the same operations as written before a clean
+//! close ended the active segment with two close marks (sync marks that
+//! vouch for every byte before them): it must keep opening too, and the
+//! newer fixture must be exactly it plus those two marks.
 
 mod common;
 
@@ -14,8 +20,14 @@ use common::format::{crc32c_bitwise, kind, le_u32, le_u64};
 
 const NOW_MS: u64 = 1_700_000_000_000;
 
+/// The store as written before clean closes added close marks.
 fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1")
+}
+
+/// The store as the writer writes it now.
+fn closed_fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1-close-marks")
 }
 
 /// The fixed operations behind the fixture.
@@ -87,9 +99,9 @@ fn writer_produces_the_golden_bytes() {
     let t = tempfile::tempdir().expect("tempdir");
     write_fixture(t.path());
     let written = std::fs::read(t.path().join("0000000001.seg")).expect("read");
-    let golden_path = fixture_dir().join("0000000001.seg");
+    let golden_path = closed_fixture_dir().join("0000000001.seg");
     if std::env::var_os("CAIRN_BLESS").is_some() {
-        std::fs::create_dir_all(fixture_dir()).expect("mkdir");
+        std::fs::create_dir_all(closed_fixture_dir()).expect("mkdir");
         std::fs::write(&golden_path, &written).expect("bless");
     }
     let golden = std::fs::read(&golden_path).expect("golden fixture (CAIRN_BLESS=1 writes it)");
@@ -108,10 +120,38 @@ fn writer_produces_the_golden_bytes() {
     assert_eq!(&r[32..38], b"alpha1");
 }
 
+/// The current fixture is the older one plus the two marks of the clean
+/// close, both naming the older one's length.
+#[test]
+fn a_clean_close_adds_two_close_marks() {
+    let old = std::fs::read(fixture_dir().join("0000000001.seg")).expect("v1 fixture");
+    let new = std::fs::read(closed_fixture_dir().join("0000000001.seg")).expect("fixture");
+    assert_eq!(new.len(), old.len() + 80);
+    assert_eq!(
+        verify_and_normalize(&new)[..old.len()],
+        verify_and_normalize(&old)[..],
+        "the same records before the marks"
+    );
+    for at in [old.len(), old.len() + 40] {
+        let m = &new[at..at + 40];
+        assert_eq!(m[4], kind::SYNC_MARK, "kind sync mark at {at}");
+        assert_eq!(&m[5..8], &[0, 0, 0], "flags and reserved");
+        assert_eq!(le_u64(m, 8), 0, "sequence");
+        assert_eq!(le_u64(m, 16), 0, "expiry");
+        assert_eq!((le_u32(m, 24), le_u32(m, 28)), (0, 8), "lengths");
+        assert_eq!(le_u64(m, 32), old.len() as u64, "durable length");
+    }
+}
+
 #[test]
 fn golden_directory_opens_with_the_same_contents() {
+    check_contents(&fixture_dir());
+    check_contents(&closed_fixture_dir());
+}
+
+fn check_contents(fixture: &Path) {
     let t = tempfile::tempdir().expect("tempdir");
-    copy_dir(&fixture_dir(), t.path());
+    copy_dir(fixture, t.path());
     let clock = ManualClock::new(NOW_MS + 1_000);
     let db = Options::new()
         .clock(clock.clone())

@@ -195,3 +195,80 @@ fn every_fault_at_every_operation() {
         "the faults rarely fired: {failed_ops} of {runs}"
     );
 }
+
+/// A full disk (issue 14, bug 7): preallocating the next region of the
+/// active segment runs out of space. That must not fail the write: the
+/// zeros are given back and records go on filling the disk; a write fails
+/// (typed, naming the segment file, and poisoning the handle) only when
+/// its own record does not fit, and that record never reads back, while
+/// every acknowledged one survives a power loss.
+#[test]
+fn a_full_disk_fails_only_when_the_record_does_not_fit() {
+    const CAPACITY: u64 = 200 * 1024;
+    const VALUE: usize = 1000;
+    // One segment whose 1 MiB preallocation never fits; and 64 KiB
+    // segments, the third of whose preallocation fits only in part.
+    for max_segment in [1 << 20, 64 * 1024] {
+        let sim = SimFs::new();
+        sim.set_capacity(Some(CAPACITY));
+        let clock = ManualClock::new(START_MS);
+        let db = options(&sim, &clock, SyncPolicy::Always)
+            .max_segment_bytes(max_segment)
+            .open(DIR)
+            .expect("open");
+        let value = |i: usize| vec![b'a' + (i % 26) as u8; VALUE];
+        let mut acked = 0;
+        let err = loop {
+            match db.put(format!("k{acked}"), value(acked)) {
+                Ok(()) => acked += 1,
+                Err(e) => break e,
+            }
+            assert!(acked < 1000, "the disk never filled up");
+        };
+        let ctx = format!("{max_segment}-byte segments, {acked} writes acknowledged");
+        // The disk was used up to within a few records (the lock file,
+        // segment headers, hints and sync marks take the rest).
+        let record = (VALUE + 32 + 4) as u64;
+        assert!(
+            acked as u64 * record > CAPACITY - 8 * record,
+            "{ctx}: the write failed early, with {} bytes of records on a {CAPACITY}-byte disk",
+            acked as u64 * record
+        );
+        match &err {
+            Error::Io(e) => {
+                assert_eq!(e.kind(), std::io::ErrorKind::StorageFull, "{ctx}: {e}");
+                assert!(e.to_string().contains(".seg"), "{ctx}: '{e}' names no file");
+            }
+            other => panic!("{ctx}: not an I/O error: {other}"),
+        }
+        assert!(
+            matches!(db.put("after", "x"), Err(Error::Poisoned { .. })),
+            "{ctx}: not poisoned"
+        );
+        drop(db);
+        sim.crash(Damage::DropUnsynced, 7);
+        // Still full: a reopen works, keeps every acknowledged write and
+        // not the one that failed.
+        let db = options(&sim, &clock, SyncPolicy::Always)
+            .max_segment_bytes(max_segment)
+            .open(DIR)
+            .expect("reopen on the full disk");
+        for i in 0..acked {
+            assert_eq!(
+                db.get(format!("k{i}")).expect("get").as_deref(),
+                Some(&value(i)[..]),
+                "{ctx}: k{i}"
+            );
+        }
+        assert_eq!(db.get(format!("k{acked}")).expect("get"), None, "{ctx}");
+        // Space freed: writing goes on.
+        drop(db);
+        sim.set_capacity(None);
+        let db = options(&sim, &clock, SyncPolicy::Always)
+            .max_segment_bytes(max_segment)
+            .open(DIR)
+            .expect("reopen");
+        db.put("after", "x").expect("put after space was freed");
+        assert_eq!(db.get(format!("k{acked}")).expect("get"), None, "{ctx}");
+    }
+}

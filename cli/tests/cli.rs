@@ -346,7 +346,12 @@ fn dump_lists_records_and_damage() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let text = stdout(&o);
     let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 6, "{text}");
+    // Six records, then the two sync marks of the clean close.
+    assert_eq!(lines.len(), 8, "{text}");
+    assert!(
+        lines[6].contains("sync-mark") && lines[7].contains("sync-mark"),
+        "{text}"
+    );
     assert!(
         lines[0].contains("put") && lines[0].contains("a (1 bytes) = 1"),
         "{text}"

@@ -255,14 +255,19 @@ impl Core {
         let _no_compaction = lock(&self.compaction);
         let result = match &self.writer {
             Some(w) => {
-                let _w = lock(w);
+                let mut w = lock(w);
                 self.closed.store(true, Ordering::Release);
                 if self.is_poisoned() {
                     Err(self.poisoned_error())
                 } else {
-                    self.group
+                    let synced = self
+                        .group
                         .as_ref()
-                        .map_or(Ok(()), |g| self.sync_result(g.sync_all(), g.current().id))
+                        .map_or(Ok(()), |g| self.sync_result(g.sync_all(), g.current().id));
+                    if synced.is_ok() {
+                        self.write_close_marks(&mut w);
+                    }
+                    synced
                 }
             }
             None => {

@@ -39,6 +39,9 @@ pub(crate) struct Writer {
     /// Overwriting zeros that are already on disk lets `fdatasync` skip the
     /// file-size metadata update, which makes durable writes much cheaper.
     allocated: u64,
+    /// Preallocation ran out of space in this segment: records extend the
+    /// file themselves until the next segment (see `Core::preallocate`).
+    preallocation_off: bool,
     next_seq: u64,
     buf: Vec<u8>,
     /// Scratch space for per-segment dead-byte updates.
@@ -47,6 +50,10 @@ pub(crate) struct Writer {
     marked: u64,
     /// Bytes of the sync mark at the start of `buf`, if any.
     mark_bytes: u64,
+    /// The active segment's length when it ends with the sync marks of a
+    /// clean close (0: it does not): a close that wrote nothing since adds
+    /// no new ones.
+    closed_end: u64,
 }
 
 /// Work for the background thread.

@@ -82,14 +82,14 @@ fn open_active_reader(dir: &Path, opts: &Options, r: &mut Recovered) -> Result<(
 /// or on a new segment.
 fn start_writer(dir: &Path, opts: &Options, r: &mut Recovered) -> Result<(Writer, GroupCommit)> {
     let vfs: &dyn Vfs = &*opts.vfs;
-    let (id, len, salt, allocated) = match &r.active {
-        Some(a) => (a.id, a.len, a.salt, a.allocated),
+    let (id, len, salt, allocated, closed_clean) = match &r.active {
+        Some(a) => (a.id, a.len, a.salt, a.allocated, a.closed_clean),
         None => {
             let id = r.next_file_id;
             r.next_file_id += 1;
             let (_, salt) = storage::segment::create(vfs, dir, id)?;
             r.seg_stats.insert(id, SegmentSpace::empty());
-            (id, SEGMENT_HEADER_LEN, salt, SEGMENT_HEADER_LEN)
+            (id, SEGMENT_HEADER_LEN, salt, SEGMENT_HEADER_LEN, false)
         }
     };
     let path = names::segment_path(dir, id);
@@ -123,10 +123,12 @@ fn start_writer(dir: &Path, opts: &Options, r: &mut Recovered) -> Result<(Writer
         // Below 2^63: recovery treats larger sequence numbers as damage.
         next_seq: r.max_seq + 1,
         allocated,
+        preallocation_off: false,
         buf: Vec::with_capacity(4096),
         dead: Vec::new(),
         marked: 0,
         mark_bytes: 0,
+        closed_end: if closed_clean { len } else { 0 },
     };
     Ok((writer, GroupCommit::new(active)))
 }

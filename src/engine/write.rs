@@ -2,6 +2,7 @@
 //! segment, updating the index, rolling to a new segment, and waiting for
 //! the group-commit fsync.
 
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,6 +91,15 @@ impl Writer {
     }
 }
 
+/// Whether a write failed for want of space (ENOSPC, a quota, the file
+/// size limit), rather than an I/O error.
+fn is_out_of_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded | io::ErrorKind::FileTooLarge
+    )
+}
+
 /// Parses a value as Redis does for INCRBY: an optional '-', then digits
 /// with no leading zero, fitting an i64.
 fn parse_i64(v: &[u8]) -> Result<i64> {
@@ -140,7 +150,11 @@ impl Core {
         }
         if let Err(e) = fs::write_all_at(&*w.active.file, &w.buf, offset) {
             self.poison(format!("write to segment {} failed: {e}", w.active.id));
-            return Err(Error::Io(e));
+            let path = names::segment_path(&self.dir, w.active.id);
+            return Err(Error::Io(io::Error::new(
+                e.kind(),
+                format!("writing {} bytes to {} failed: {e}", len, path.display()),
+            )));
         }
         let end = offset + len;
         if let Some(t) = &w.active.tail {
@@ -181,14 +195,21 @@ impl Core {
     /// Extends the active segment with durable zeros so that it holds at
     /// least `needed` bytes. Only for policies that fsync: without fsyncs
     /// the zeros would buy nothing.
+    ///
+    /// Preallocation is only an optimisation. When the disk has no room
+    /// for the zeros, the space they took is given back (the file is cut
+    /// to its size before) and preallocation stops until the next segment:
+    /// records then extend the file themselves, and a write fails only
+    /// when the record itself does not fit.
     fn preallocate(&self, w: &mut Writer, needed: u64) -> Result<()> {
-        if self.opts.sync_policy == SyncPolicy::Never {
+        if self.opts.sync_policy == SyncPolicy::Never || w.preallocation_off {
             return Ok(());
         }
         let step = PREALLOCATE_BYTES.min(self.opts.max_segment_bytes);
         let target = needed.max(w.allocated + step);
         let zeros = [0u8; 64 * 1024];
-        let mut at = w.allocated.max(w.active.len.load(Ordering::Relaxed));
+        let before = w.allocated.max(w.active.len.load(Ordering::Relaxed));
+        let mut at = before;
         let written = (|| {
             while at < target {
                 let n = (target - at).min(zeros.len() as u64);
@@ -197,12 +218,19 @@ impl Core {
             }
             Ok(())
         })();
-        if let Err(e) = written {
-            self.poison(format!(
-                "extending segment {} with zeros failed: {e}",
-                w.active.id
-            ));
-            return Err(Error::Io(e));
+        match written {
+            Ok(()) => {}
+            Err(e) if is_out_of_space(&e) => {
+                self.give_back(w, before, &e);
+                return Ok(());
+            }
+            Err(e) => {
+                self.poison(format!(
+                    "extending segment {} with zeros failed: {e}",
+                    w.active.id
+                ));
+                return Err(Error::Io(e));
+            }
         }
         // The size change must be durable; the fsync runs between
         // group-commit rounds, and reports nothing new as durable.
@@ -214,6 +242,69 @@ impl Core {
         self.sync_result(synced, w.active.id)?;
         w.allocated = target;
         Ok(())
+    }
+
+    /// Preallocating ran out of space: cuts the zeros it wrote (the file
+    /// was `before` bytes long) and stops preallocating in this segment.
+    /// Only zeros lie past `before`, so if the cut fails too, they stay,
+    /// harmless: recovery keeps zeros after the last record as space.
+    fn give_back(&self, w: &mut Writer, before: u64, e: &io::Error) {
+        w.preallocation_off = true;
+        let id = w.active.id;
+        match w.active.file.set_len(before) {
+            Ok(()) => log::warn!(
+                "no room to preallocate segment {id} ({e}); records extend it as they come"
+            ),
+            Err(cut) => log::warn!(
+                "no room to preallocate segment {id} ({e}), and cutting the zeros \
+                 back to {before} bytes failed ({cut}); records extend it as they come"
+            ),
+        }
+    }
+
+    /// At a clean close, once everything written is durable: appends two
+    /// sync marks that vouch for every byte before them and fsyncs them, so
+    /// that the next open refuses (or salvages) damage anywhere in the
+    /// active segment instead of cutting it as an unsynced tail. Two, so
+    /// that damage in one of them plus damage in the records still leaves a
+    /// mark that vouches for the records. A segment that already ends with
+    /// them, or holds no record, gets none.
+    ///
+    /// The marks only add protection: nothing acknowledged depends on
+    /// them, so a failure to write or fsync them is logged, not returned
+    /// (the fsync is still never retried, and nothing is written after it).
+    pub(super) fn write_close_marks(&self, w: &mut Writer) {
+        let Some(group) = &self.group else { return };
+        let len = w.active.len.load(Ordering::Acquire);
+        if len <= SEGMENT_HEADER_LEN || w.closed_end == len || self.is_poisoned() {
+            return;
+        }
+        w.buf.clear();
+        for _ in 0..2 {
+            w.encode(RecordKind::SyncMark, 0, 0, b"", &len.to_le_bytes());
+        }
+        let id = w.active.id;
+        if let Err(e) = fs::write_all_at(&*w.active.file, &w.buf, len) {
+            log::warn!("could not write the close marks of segment {id}: {e}");
+            return;
+        }
+        let end = len + w.buf.len() as u64;
+        if let Some(t) = &w.active.tail {
+            t.append(len, &w.buf);
+        }
+        w.active.len.store(end, Ordering::Release);
+        if let Some(s) = lock(&self.seg_stats).get_mut(&id) {
+            s.total = end;
+            s.dead += end - len; // marks are dead bytes, as in `append`
+        }
+        let file = w.active.file.clone();
+        match group.sync_exclusively((id, end), || file.sync_data()) {
+            Ok(()) => w.closed_end = end,
+            Err(SyncError::Failed(e)) => {
+                log::warn!("could not fsync the close marks of segment {id}: {e}");
+            }
+            Err(SyncError::Poisoned(_)) => {}
+        }
     }
 
     /// Waits for durability according to the sync policy (and, when the
@@ -349,6 +440,7 @@ impl Core {
         group.mark_durable((id, SEGMENT_HEADER_LEN));
         w.active = active;
         w.allocated = SEGMENT_HEADER_LEN;
+        w.preallocation_off = false;
         w.marked = 0;
         // 3. The hint of the sealed segment is written in the background
         //    (inline when tests ask for a fixed order of file operations).

@@ -91,6 +91,8 @@ pub(crate) struct RecoveredActive {
     pub salt: u32,
     /// How much of its file exists and is durable (see `Writer::allocated`).
     pub allocated: u64,
+    /// It ends with the sync marks of a clean close.
+    pub closed_clean: bool,
 }
 
 impl RecoveredActive {
@@ -100,6 +102,7 @@ impl RecoveredActive {
             len: load.len.max(SEGMENT_HEADER_LEN),
             salt: load.salt,
             allocated,
+            closed_clean: load.closed_clean,
         }
     }
 }

@@ -87,6 +87,7 @@ pub(crate) fn scan_segment(
         pending: None,
         good_end: SEGMENT_HEADER_LEN,
         durable: 0,
+        mark_run: None,
     };
     scan.records()?;
     scan.finish()
@@ -144,6 +145,11 @@ struct Scan<'a> {
     /// How much of the segment sync marks say was durable: damage before
     /// this point is corruption, damage after it can be an unsynced tail.
     durable: u64,
+    /// The run of sync marks the scan is in (no other record since):
+    /// where it starts, and the highest durable length its marks name.
+    /// A run that ends the segment and vouches for everything before it
+    /// is what a clean close leaves.
+    mark_run: Option<(u64, u64)>,
 }
 
 impl Scan<'_> {
@@ -192,6 +198,8 @@ impl Scan<'_> {
             return Some("malformed sync mark");
         };
         self.durable = self.durable.max(d);
+        let run = self.mark_run.get_or_insert((offset, d));
+        run.1 = run.1.max(d);
         self.pos += r.len as usize;
         if self.pending.is_none() {
             self.good_end = self.pos as u64;
@@ -222,6 +230,7 @@ impl Scan<'_> {
     /// Takes a record that is in its place.
     fn accept(&mut self, r: &RecordRef) -> Result<()> {
         let offset = self.pos as u64;
+        self.mark_run = None;
         self.last_seq = r.seq;
         self.load.max_seq = self.load.max_seq.max(r.seq);
         self.load.min_seq = self.load.min_seq.min(r.seq);
@@ -399,6 +408,9 @@ impl Scan<'_> {
             self.load.cut = Some((good_end, file_len));
             self.load.zero_tail = self.bytes[good_end as usize..].iter().all(|&b| b == 0);
         }
+        self.load.closed_clean = self.active
+            && (good_end == file_len || self.load.zero_tail)
+            && self.mark_run.is_some_and(|(start, d)| d >= start);
         Ok(self.load)
     }
 }
@@ -583,6 +595,67 @@ mod tests {
             scan_segment(&p(), 1, cut, false, RecoveryMode::Strict),
             Err(Error::Corruption { .. })
         ));
+    }
+
+    /// Appends the two marks of a clean close: both vouch for every byte
+    /// before the first.
+    fn close_marks(b: &mut Vec<u8>) -> u64 {
+        let at = b.len() as u64;
+        encode_into(b, RecordKind::SyncMark, 0, 0, b"", &at.to_le_bytes());
+        encode_into(b, RecordKind::SyncMark, 0, 0, b"", &at.to_le_bytes());
+        at
+    }
+
+    #[test]
+    fn close_marks_vouch_for_everything_before_them() {
+        let mut b = seg(&[
+            (RecordKind::Put, 1, b"a", b"1"),
+            (RecordKind::Put, 2, b"b", b"22"),
+        ]);
+        let last = 66; // the second record
+        let at = close_marks(&mut b);
+        let l = scan_segment(&p(), 1, &b, true, RecoveryMode::Strict).expect("scan");
+        assert!(l.closed_clean);
+        assert_eq!((l.entries.len(), l.len), (2, b.len() as u64));
+        let mut zeros = b.clone();
+        zeros.extend_from_slice(&[0u8; 512]);
+        let l = scan_segment(&p(), 1, &zeros, true, RecoveryMode::Strict).expect("scan");
+        assert!(l.closed_clean, "preallocated zeros after the marks");
+        // The last record damaged: refused, also with either mark damaged.
+        for mark in [None, Some(at), Some(at + 40)] {
+            let mut c = b.clone();
+            c[last + 33] ^= 1;
+            if let Some(m) = mark {
+                c[m as usize + 10] ^= 1;
+            }
+            match scan_segment(&p(), 1, &c, true, RecoveryMode::Strict) {
+                Err(Error::Corruption { offset, .. }) => assert_eq!(offset, last as u64),
+                other => panic!("{mark:?}: {:?}", other.map(|l| l.entries.len())),
+            }
+        }
+        // A damaged mark: cut there, no record lost, not a clean end.
+        let mut c = b.clone();
+        c[at as usize + 10] ^= 1;
+        let l = scan_segment(&p(), 1, &c, true, RecoveryMode::Strict).expect("scan");
+        assert_eq!((l.entries.len(), l.cut), (2, Some((at, b.len() as u64))));
+        assert!(!l.closed_clean);
+        // Records after the marks (a reopened writer): not a clean end.
+        encode_into(&mut b, RecordKind::Put, 3, 0, b"c", b"3");
+        let l = scan_segment(&p(), 1, &b, true, RecoveryMode::Strict).expect("scan");
+        assert!(!l.closed_clean);
+        assert_eq!(l.entries.len(), 3);
+        // An ordinary mark that vouches only for older bytes: not a clean end.
+        let mut m = seg(&[(RecordKind::Put, 1, b"a", b"1")]);
+        encode_into(
+            &mut m,
+            RecordKind::SyncMark,
+            0,
+            0,
+            b"",
+            &32u64.to_le_bytes(),
+        );
+        let l = scan_segment(&p(), 1, &m, true, RecoveryMode::Strict).expect("scan");
+        assert!(!l.closed_clean);
     }
 
     #[test]

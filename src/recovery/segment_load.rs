@@ -30,6 +30,9 @@ pub(crate) struct SegmentLoad {
     pub hint_bytes: u64,
     /// Written by compaction (from its header).
     pub compacted: bool,
+    /// The active segment ends with the sync marks of a clean close, which
+    /// vouch for every byte before them.
+    pub closed_clean: bool,
 }
 
 impl SegmentLoad {
@@ -50,6 +53,7 @@ impl SegmentLoad {
             min_seq: u64::MAX,
             hint_bytes: 0,
             compacted: false,
+            closed_clean: false,
         }
     }
 }

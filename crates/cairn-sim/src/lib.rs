@@ -159,6 +159,9 @@ struct State {
     locks: HashMap<PathBuf, (bool, u32)>,
     trace: Option<Vec<String>>,
     syncs: u64,
+    /// The disk's size: files reachable from a directory may hold at most
+    /// this many bytes in all (`None`: unlimited).
+    capacity: Option<u64>,
 }
 
 /// What [`State::step`] decided for one operation.
@@ -222,6 +225,28 @@ impl State {
             return Err(down_error());
         }
         result
+    }
+
+    /// Bytes held by files that a directory links to.
+    fn used_bytes(&self) -> u64 {
+        let mut inos: Vec<u64> = self
+            .dirs
+            .values()
+            .flat_map(|d| d.live.values().copied())
+            .collect();
+        inos.sort_unstable();
+        inos.dedup();
+        inos.iter()
+            .filter_map(|i| self.nodes.get(i))
+            .map(|n| n.data.len() as u64)
+            .sum()
+    }
+
+    /// How long a file now `len` bytes long may grow on a disk of
+    /// [`State::capacity`].
+    fn room(&self, len: u64) -> u64 {
+        self.capacity
+            .map_or(u64::MAX, |c| len + c.saturating_sub(self.used_bytes()))
     }
 
     fn dir(&self, path: &Path) -> io::Result<&Dir> {
@@ -341,6 +366,15 @@ impl SimFs {
     /// Disarms every injected error ("the disk has space again").
     pub fn clear_faults(&self) {
         self.state().faults.clear();
+    }
+
+    /// Sets the disk's size: a write that would make the files hold more
+    /// than `bytes` in all stores what fits and reports a short write, or
+    /// fails with ENOSPC when nothing fits; growing a file with `set_len`
+    /// past it fails with ENOSPC. Overwriting and shrinking always work.
+    /// `None` (the default) is unlimited.
+    pub fn set_capacity(&self, bytes: Option<u64>) {
+        self.state().capacity = bytes;
     }
 
     /// Starts (or stops) recording a line per counted operation.
@@ -539,12 +573,19 @@ impl VFile for SimFile {
         let step = st.step(Class::Write { grows }, || {
             format!("write {} @{offset} +{}", self.name, buf.len())
         })?;
-        let n = match step.fault {
+        let mut n = match step.fault {
             Some(FaultKind::WriteEio) => return st.finish(&step, Err(eio("write"))),
             Some(FaultKind::Enospc) => return st.finish(&step, Err(enospc())),
             Some(FaultKind::ShortWrite) => buf.len() / 2,
             _ => buf.len(),
         };
+        if grows {
+            let fits = st.room(len).saturating_sub(offset);
+            if fits == 0 {
+                return st.finish(&step, Err(enospc()));
+            }
+            n = n.min(usize::try_from(fits).unwrap_or(usize::MAX));
+        }
         let node = st.nodes.entry(self.ino).or_default();
         let end = offset as usize + n;
         if node.data.len() < end {
@@ -581,6 +622,7 @@ impl VFile for SimFile {
         match step.fault {
             Some(FaultKind::WriteEio) => return st.finish(&step, Err(eio("truncate"))),
             Some(FaultKind::Enospc) => return st.finish(&step, Err(enospc())),
+            _ if len > cur && len > st.room(cur) => return st.finish(&step, Err(enospc())),
             _ => {}
         }
         st.nodes
