@@ -80,7 +80,8 @@ pub struct GuideDoctests;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cairn::Db;
+use cairn::{Db, Ttl};
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 /// The current value format.
@@ -179,39 +180,64 @@ fn ttl_until(expiry: OffsetDateTime) -> Option<Duration> {
     Some(Duration::from_millis(ms))
 }
 
+/// Where a session is stored: under SHA-256 of its id's 16 bytes, and,
+/// in the layout before that, under the 16 bytes themselves (still read,
+/// and moved to the hashed key). 32 bytes and 16: the two never collide.
+#[derive(Clone, Copy, Debug)]
+struct Keys {
+    hashed: [u8; 32],
+    raw: [u8; 16],
+}
+
+impl Keys {
+    /// The keys of the session whose id has these 16 bytes.
+    fn of(raw: [u8; 16]) -> Keys {
+        Keys {
+            hashed: Sha256::digest(raw).into(),
+            raw,
+        }
+    }
+}
+
 /// Creates the session under `id`, or under fresh ids from `fresh` until
-/// one is free; returns the id used.
+/// one is free in both layouts; returns the id used.
 fn create_sync<I: Copy>(
     db: &Db,
     mut id: I,
-    key: impl Fn(I) -> [u8; 16],
+    keys: impl Fn(I) -> Keys,
     fresh: impl Fn() -> I,
     value: &[u8],
     ttl: Duration,
 ) -> Result<I, StoreError> {
     loop {
-        if db.put_if_absent(key(id), value, Some(ttl))? {
+        let k = keys(id);
+        let created = db.transaction(|tx| {
+            if tx.get(k.hashed)?.is_some() || tx.get(k.raw)?.is_some() {
+                return Ok(false);
+            }
+            tx.put_with_ttl(k.hashed, value, ttl)?;
+            Ok(true)
+        })?;
+        if created {
             return Ok(id);
         }
         id = fresh();
     }
 }
 
-/// Replaces the session under `key` if it is still there.
-fn save_sync(
-    db: &Db,
-    key: [u8; 16],
-    value: Vec<u8>,
-    ttl: Option<Duration>,
-) -> Result<(), StoreError> {
+/// Replaces the session under `k` if it is still there, in either layout;
+/// a session of the old layout moves to the hashed key in the same write.
+fn save_sync(db: &Db, k: Keys, value: Vec<u8>, ttl: Option<Duration>) -> Result<(), StoreError> {
     let found = db.transaction(|tx| {
-        if tx.get(key)?.is_none() {
+        if tx.get(k.hashed)?.is_none() && tx.get(k.raw)?.is_none() {
             return Ok(false);
         }
+        // A delete of an absent key writes nothing.
+        tx.delete(k.raw);
         match ttl {
-            Some(ttl) => tx.put_with_ttl(key, value, ttl)?,
+            Some(ttl) => tx.put_with_ttl(k.hashed, value, ttl)?,
             // Saved with an expiry in the past: it is over.
-            None => tx.delete(key),
+            None => tx.delete(k.hashed),
         }
         Ok(true)
     })?;
@@ -224,17 +250,76 @@ fn save_sync(
     Ok(())
 }
 
-/// The live session under `key`, if any.
-fn load_sync(db: &Db, key: [u8; 16]) -> Result<Option<(Data, OffsetDateTime)>, StoreError> {
-    let Some(v) = db.get(key)? else {
-        return Ok(None);
-    };
-    let (data, expiry) = decode(&v)?;
+/// Deletes the session under `k`, in both layouts, in one write.
+fn delete_sync(db: &Db, k: Keys) -> Result<(), StoreError> {
+    db.transaction(|tx| {
+        tx.delete(k.hashed);
+        tx.delete(k.raw);
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Moves a session of the old layout to its hashed key with the same
+/// expiry, in one write; returns the value now under the hashed key.
+fn migrate_sync(db: &Db, k: Keys) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(db.transaction(|tx| {
+        if let Some(v) = tx.get(k.hashed)? {
+            // Moved already (by a parallel request): drop any leftover.
+            tx.delete(k.raw);
+            return Ok(Some(v));
+        }
+        let Some(v) = tx.get(k.raw)? else {
+            // Deleted or expired meanwhile.
+            return Ok(None);
+        };
+        match tx.ttl(k.raw)? {
+            Ttl::Expires(ttl) => tx.put_with_ttl(k.hashed, &v, ttl)?,
+            // The store always writes a TTL; keep any other record as it is.
+            Ttl::Persistent | Ttl::Missing => tx.put(k.hashed, &v),
+        }
+        tx.delete(k.raw);
+        Ok(Some(v))
+    })?)
+}
+
+/// The session in `v`, unless it has expired.
+fn live(v: &[u8]) -> Result<Option<(Data, OffsetDateTime)>, StoreError> {
+    let (data, expiry) = decode(v)?;
     // The TTL was rounded up to a millisecond: check the exact time too.
     if expiry <= OffsetDateTime::now_utc() {
         return Ok(None);
     }
     Ok(Some((data, expiry)))
+}
+
+impl CairnStore {
+    /// The live session under `k`, if any. A session of the old layout is
+    /// moved to its hashed key first.
+    async fn load_keys(&self, k: Keys) -> Result<Option<(Data, OffsetDateTime)>, StoreError> {
+        if let Some(v) = self.db.get(k.hashed)? {
+            return live(&v);
+        }
+        let Some(v) = self.db.get(k.raw)? else {
+            return Ok(None);
+        };
+        if live(&v)?.is_none() {
+            return Ok(None);
+        }
+        match self.write(move |db| migrate_sync(db, k)).await {
+            Ok(Some(moved)) => live(&moved),
+            Ok(None) => Ok(None),
+            // A read-only store, a full disk: serve the session anyway;
+            // its next save moves it.
+            Err(e) => {
+                log::warn!(
+                    "could not move a session of the old layout (keyed by its id) to its \
+                     hashed key: {e:?}; it moves on its next save"
+                );
+                live(&v)
+            }
+        }
+    }
 }
 
 /// Implements one tower-sessions version's traits for [`CairnStore`].
@@ -243,7 +328,9 @@ macro_rules! impl_store {
         use $core::session::{Id, Record};
         use $core::session_store::{self, ExpiredDeletion, SessionStore};
 
-        use crate::{create_sync, encode, load_sync, save_sync, ttl_until, CairnStore, StoreError};
+        use crate::{
+            create_sync, delete_sync, encode, save_sync, ttl_until, CairnStore, Keys, StoreError,
+        };
 
         fn convert(e: StoreError) -> session_store::Error {
             match e {
@@ -253,8 +340,8 @@ macro_rules! impl_store {
             }
         }
 
-        fn key(id: Id) -> [u8; 16] {
-            id.0.to_le_bytes()
+        fn keys(id: Id) -> Keys {
+            Keys::of(id.0.to_le_bytes())
         }
 
         #[async_trait::async_trait]
@@ -267,7 +354,7 @@ macro_rules! impl_store {
                 };
                 let id = record.id;
                 let id = self
-                    .write(move |db| create_sync(db, id, key, Id::default, &value, ttl))
+                    .write(move |db| create_sync(db, id, keys, Id::default, &value, ttl))
                     .await
                     .map_err(convert)?;
                 record.id = id;
@@ -277,14 +364,16 @@ macro_rules! impl_store {
             async fn save(&self, record: &Record) -> session_store::Result<()> {
                 let value = encode(&record.data, record.expiry_date).map_err(convert)?;
                 let ttl = ttl_until(record.expiry_date);
-                let k = key(record.id);
+                let k = keys(record.id);
                 self.write(move |db| save_sync(db, k, value, ttl))
                     .await
                     .map_err(convert)
             }
 
             async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
-                Ok(load_sync(&self.db, key(*id))
+                Ok(self
+                    .load_keys(keys(*id))
+                    .await
                     .map_err(convert)?
                     .map(|(data, expiry_date)| Record {
                         id: *id,
@@ -294,8 +383,8 @@ macro_rules! impl_store {
             }
 
             async fn delete(&self, id: &Id) -> session_store::Result<()> {
-                let k = key(*id);
-                self.write(move |db| db.delete(k).map(drop).map_err(StoreError::from))
+                let k = keys(*id);
+                self.write(move |db| delete_sync(db, k))
                     .await
                     .map_err(convert)
             }
