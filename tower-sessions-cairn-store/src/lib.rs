@@ -20,8 +20,9 @@
 //! works with either.
 //!
 //! # Semantics
-//! - **`create` never overwrites** a session: it writes with cairn's
-//!   set-if-absent and draws a fresh id on a collision.
+//! - **`create` never overwrites** a session: it writes only if the id is
+//!   free (in both key layouts, see below), checked and written in one
+//!   cairn transaction, and draws a fresh id on a collision.
 //! - **`save` updates only a session that exists.** A session deleted by a
 //!   parallel request (a logout, `cycle_id`, `flush`) or expired in the
 //!   meantime is not brought back by a request that loaded it earlier; that
@@ -37,12 +38,31 @@
 //!   records by itself; it only frees their memory sooner.
 //!
 //! # Encoding
-//! Key: the 16 bytes of the session id (little-endian). Value: a format
-//! byte (1), the expiry as Unix nanoseconds (i128, little-endian) and its
-//! UTC offset in seconds (i32, little-endian), then the data map in
-//! MessagePack (rmp-serde), which round-trips every `serde_json::Value`.
+//! Key: SHA-256 of the 16 bytes of the session id (little-endian), so the
+//! store's files hold no session id: a leaked backup or a stolen disk
+//! gives no id to present as a cookie (finding one from its hash would
+//! take guessing 128 random bits). Value: a format byte (1), the expiry as
+//! Unix nanoseconds (i128, little-endian) and its UTC offset in seconds
+//! (i32, little-endian), then the data map in MessagePack (rmp-serde),
+//! which round-trips every `serde_json::Value`.
 //! A value with another format byte is refused with a decode error, so
 //! the encoding can change later.
+//!
+//! # Upgrading from the layout keyed by raw ids
+//! Versions before the hash keyed each record by the id's 16 bytes
+//! themselves. Such records are still read: `load` looks up the hashed
+//! key, then the raw one, and moves a live record it finds under the raw
+//! key to the hashed key, with the same expiry, in one atomic write (if
+//! that write fails, on a read-only store or a full disk, the session is
+//! served anyway and logs a warning). `save` writes the hashed key and
+//! deletes the raw one in one write; `delete` deletes both; `create`
+//! refuses an id taken in either layout. Raw-keyed records nobody loads
+//! expire with their TTL, or move at once with
+//! [`CairnStore::hash_stored_ids`]. The old records, and the tombstones
+//! that delete them (a tombstone names its key), stay in the files until
+//! compaction rewrites their segments, and in any backup taken before:
+//! after moving them, [`Db::seal_active_segment`] then [`Db::compact`] on
+//! the store's `Db` leaves no session id in the files.
 //!
 //! # Blocking
 //! Writes run on tokio's blocking pool (`spawn_blocking`), so that they
@@ -80,7 +100,7 @@ pub struct GuideDoctests;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cairn::{Db, Ttl};
+use cairn::{Db, Ttl, Txn};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
@@ -97,7 +117,8 @@ pub struct CairnStore {
 
 impl CairnStore {
     /// A store on `db`. Give it a keyspace of its own
-    /// (`db.keyspace("sessions")?`); its keys are raw session ids.
+    /// (`db.keyspace("sessions")?`); its keys are SHA-256 hashes of
+    /// session ids (see [the encoding](crate#encoding)).
     pub fn new(db: Db) -> CairnStore {
         CairnStore { db }
     }
@@ -105,6 +126,54 @@ impl CairnStore {
     /// The store's [`Db`].
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// Moves every session of the layout keyed by raw session ids
+    /// (written by versions before the hash) to its hashed key, with the
+    /// same expiry, and returns how many it moved. Sessions of that layout
+    /// are read anyway and move when loaded or saved; call this once after
+    /// upgrading, so that no session id stays a live key, even of sessions
+    /// nobody uses. It blocks: call it before serving, or on tokio's
+    /// blocking pool. Keys of 16 bytes whose value is not a session of
+    /// this store are left alone. The old records' bytes, and the
+    /// tombstones that delete them, stay in the data files until
+    /// compaction rewrites their segments (see [the crate's
+    /// docs](crate#upgrading-from-the-layout-keyed-by-raw-ids)).
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// let store = tower_sessions_cairn_store::CairnStore::new(db.keyspace("sessions")?);
+    /// assert_eq!(store.hash_stored_ids()?, 0); // none of the old layout
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// The errors of [`Db::scan_prefix`] and [`Db::transaction`].
+    pub fn hash_stored_ids(&self) -> cairn::Result<u64> {
+        let mut raw = Vec::new();
+        for entry in self.db.scan_prefix(b"") {
+            let (key, value) = entry?;
+            if let Ok(key) = <[u8; 16]>::try_from(key.as_slice()) {
+                if decode(&value).is_ok() {
+                    raw.push(key);
+                }
+            }
+        }
+        let mut moved = 0;
+        // In batches, so that no transaction grows with the store.
+        for chunk in raw.chunks(256) {
+            moved += self.db.transaction(|tx| {
+                let mut n = 0;
+                for key in chunk {
+                    if migrate_in(tx, Keys::of(*key))?.1 {
+                        n += 1;
+                    }
+                }
+                Ok(n)
+            })?;
+        }
+        Ok(moved)
     }
 
     /// Runs a write on the blocking pool: it may wait for an fsync.
@@ -260,27 +329,33 @@ fn delete_sync(db: &Db, k: Keys) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Moves a session of the old layout to its hashed key with the same
-/// expiry, in one write; returns the value now under the hashed key.
-fn migrate_sync(db: &Db, k: Keys) -> Result<Option<Vec<u8>>, StoreError> {
-    Ok(db.transaction(|tx| {
-        if let Some(v) = tx.get(k.hashed)? {
-            // Moved already (by a parallel request): drop any leftover.
-            tx.delete(k.raw);
-            return Ok(Some(v));
-        }
-        let Some(v) = tx.get(k.raw)? else {
-            // Deleted or expired meanwhile.
-            return Ok(None);
-        };
-        match tx.ttl(k.raw)? {
-            Ttl::Expires(ttl) => tx.put_with_ttl(k.hashed, &v, ttl)?,
-            // The store always writes a TTL; keep any other record as it is.
-            Ttl::Persistent | Ttl::Missing => tx.put(k.hashed, &v),
-        }
+/// Moves the session of the old layout under `k.raw`, if any, to
+/// `k.hashed` with the same expiry; a record already under `k.hashed` (a
+/// parallel request moved it) wins and the raw one is dropped. Returns the
+/// value now under `k.hashed`, and whether a record moved.
+fn migrate_in(tx: &mut Txn<'_>, k: Keys) -> cairn::Result<(Option<Vec<u8>>, bool)> {
+    if let Some(v) = tx.get(k.hashed)? {
+        // A delete of an absent key writes nothing.
         tx.delete(k.raw);
-        Ok(Some(v))
-    })?)
+        return Ok((Some(v), false));
+    }
+    let Some(v) = tx.get(k.raw)? else {
+        // Deleted or expired meanwhile.
+        return Ok((None, false));
+    };
+    match tx.ttl(k.raw)? {
+        Ttl::Expires(ttl) => tx.put_with_ttl(k.hashed, &v, ttl)?,
+        // The store always writes a TTL; keep any other record as it is.
+        Ttl::Persistent | Ttl::Missing => tx.put(k.hashed, &v),
+    }
+    tx.delete(k.raw);
+    Ok((Some(v), true))
+}
+
+/// [`migrate_in`] as one write; returns the value now under the hashed
+/// key.
+fn migrate_sync(db: &Db, k: Keys) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(db.transaction(|tx| migrate_in(tx, k))?.0)
 }
 
 /// The session in `v`, unless it has expired.

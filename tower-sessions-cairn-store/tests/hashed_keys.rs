@@ -26,7 +26,10 @@ macro_rules! hashed_keys {
             fn store() -> (CairnStore, tempfile::TempDir) {
                 let dir = tempfile::tempdir().expect("tempdir");
                 let db = cairn::Db::open(dir.path()).expect("open");
-                (CairnStore::new(db.keyspace("sessions").expect("keyspace")), dir)
+                (
+                    CairnStore::new(db.keyspace("sessions").expect("keyspace")),
+                    dir,
+                )
             }
 
             fn data(n: i64) -> Data {
@@ -70,15 +73,26 @@ macro_rules! hashed_keys {
                 v
             }
 
-            /// Writes a session the way the store did before issue 14:
-            /// under its raw id, with a TTL up to its expiry.
-            fn put_old_layout(store: &CairnStore, r: &Record) {
-                let left = (r.expiry_date - OffsetDateTime::now_utc()).whole_milliseconds();
-                let ttl = Duration::from_millis(u64::try_from(left.max(0)).expect("ms") + 1);
+            /// Writes sessions the way the store did before issue 14:
+            /// under their raw ids, with a TTL up to their expiry.
+            fn put_old_layouts(store: &CairnStore, rs: &[Record]) {
                 store
                     .db()
-                    .put_with_ttl(raw_key(r.id), encode_by_hand(&r.data, r.expiry_date), ttl)
+                    .transaction(|tx| {
+                        for r in rs {
+                            let left =
+                                (r.expiry_date - OffsetDateTime::now_utc()).whole_milliseconds();
+                            let ms = u64::try_from(left.max(0)).expect("ms") + 1;
+                            let value = encode_by_hand(&r.data, r.expiry_date);
+                            tx.put_with_ttl(raw_key(r.id), value, Duration::from_millis(ms))?;
+                        }
+                        Ok(())
+                    })
                     .expect("put old layout");
+            }
+
+            fn put_old_layout(store: &CairnStore, r: &Record) {
+                put_old_layouts(store, std::slice::from_ref(r));
             }
 
             fn ttl_left(store: &CairnStore, key: &[u8]) -> Duration {
@@ -131,13 +145,22 @@ macro_rules! hashed_keys {
                     all.iter().any(|(_, b)| !b.is_empty()),
                     "{when}: the store wrote nothing"
                 );
+                // The needles by length, to look each window up once.
+                let mut needles: HashMap<usize, HashMap<Vec<u8>, (Id, String)>> = HashMap::new();
                 for id in ids {
                     for (form, needle) in forms(*id) {
-                        for (path, bytes) in &all {
-                            assert!(
-                                !bytes.windows(needle.len()).any(|w| w == needle),
-                                "{when}: {path} holds session id {id} as its {form}"
-                            );
+                        needles
+                            .entry(needle.len())
+                            .or_default()
+                            .insert(needle, (*id, form));
+                    }
+                }
+                for (path, bytes) in &all {
+                    for (len, of_len) in &needles {
+                        for w in bytes.windows(*len) {
+                            if let Some((id, form)) = of_len.get(w) {
+                                panic!("{when}: {path} holds session id {id} as its {form}");
+                            }
                         }
                     }
                 }
@@ -213,7 +236,10 @@ macro_rules! hashed_keys {
             #[tokio::test]
             async fn an_expired_old_layout_session_is_not_loaded() {
                 let (store, _dir) = store();
-                let r = record(data(7), OffsetDateTime::now_utc() + time::Duration::milliseconds(30));
+                let r = record(
+                    data(7),
+                    OffsetDateTime::now_utc() + time::Duration::milliseconds(30),
+                );
                 put_old_layout(&store, &r);
                 tokio::time::sleep(Duration::from_millis(80)).await;
                 assert_eq!(store.load(&r.id).await.expect("load"), None);
@@ -256,7 +282,10 @@ macro_rules! hashed_keys {
                 let (store, _dir) = store();
                 let mut r = record(data(1), in_minutes(30));
                 store.create(&mut r).await.expect("create");
-                let stale = Record { id: r.id, ..record(data(0), in_minutes(30)) };
+                let stale = Record {
+                    id: r.id,
+                    ..record(data(0), in_minutes(30))
+                };
                 put_old_layout(&store, &stale);
                 assert_eq!(store.db().len().expect("len"), 2);
                 r.data = data(2);
@@ -297,11 +326,89 @@ macro_rules! hashed_keys {
                 let (store, _dir) = store();
                 let old = record(data(1), in_minutes(30));
                 put_old_layout(&store, &old);
-                let mut r = Record { id: old.id, ..record(data(2), in_minutes(30)) };
+                let mut r = Record {
+                    id: old.id,
+                    ..record(data(2), in_minutes(30))
+                };
                 store.create(&mut r).await.expect("create");
                 assert_ne!(r.id, old.id, "a fresh id");
                 assert_eq!(store.load(&old.id).await.expect("load"), Some(old));
                 assert_eq!(store.load(&r.id).await.expect("load"), Some(r));
+            }
+
+            #[tokio::test]
+            async fn hash_stored_ids_moves_every_old_layout_session() {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let db = cairn::Db::open(dir.path()).expect("open");
+                // Compaction only when asked: see the end of the test.
+                let opts = cairn::Options::new().auto_compact(false);
+                let store = CairnStore::new(db.keyspace_with("sessions", opts).expect("keyspace"));
+                let old: Vec<Record> = (0..300).map(|n| record(data(n), in_minutes(30))).collect();
+                put_old_layouts(&store, &old);
+                let mut new = record(data(-1), in_minutes(30));
+                store.create(&mut new).await.expect("create");
+                // A leftover raw record beside a moved one, and a key of 16
+                // bytes that is not a session: only the first is touched.
+                put_old_layout(
+                    &store,
+                    &Record {
+                        id: new.id,
+                        ..record(data(-2), in_minutes(30))
+                    },
+                );
+                let foreign = [7u8; 16];
+                store.db().put(foreign, "not a session").expect("put");
+                let ttl_before = ttl_left(&store, &raw_key(old[0].id));
+
+                assert_eq!(store.hash_stored_ids().expect("hash_stored_ids"), 300);
+                let db = store.db();
+                assert_eq!(db.len().expect("len"), 302);
+                for r in &old {
+                    assert_eq!(db.get(raw_key(r.id)).expect("get"), None);
+                    assert_eq!(
+                        db.get(hashed_key(r.id)).expect("get"),
+                        Some(encode_by_hand(&r.data, r.expiry_date))
+                    );
+                }
+                assert!(ttl_left(&store, &hashed_key(old[0].id)) <= ttl_before);
+                assert!(ttl_left(&store, &hashed_key(old[0].id)) > Duration::from_secs(29 * 60));
+                assert_eq!(db.get(raw_key(new.id)).expect("get"), None);
+                assert_eq!(store.load(&new.id).await.expect("load"), Some(new.clone()));
+                assert_eq!(
+                    db.get(foreign).expect("get"),
+                    Some(b"not a session".to_vec())
+                );
+                assert_eq!(store.hash_stored_ids().expect("again"), 0);
+
+                // The old records and the tombstones that delete them still
+                // name the ids until compaction rewrites their segments.
+                let mut ids: Vec<Id> = old.iter().map(|r| r.id).collect();
+                ids.push(new.id);
+                db.seal_active_segment().expect("seal");
+                // Wait for the background hint of the sealed segment: a
+                // hint written after a compaction removed its segment
+                // stays behind, keys and all (a race in the engine, see
+                // the issue 14 report), which is not what this test is
+                // about; for the same reason, no automatic compaction.
+                let sealed: Vec<u32> = db
+                    .segment_stats()
+                    .iter()
+                    .filter(|s| !s.active)
+                    .map(|s| s.id)
+                    .collect();
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while sealed
+                    .iter()
+                    .any(|id| !cairn::hint_path(db.path(), *id).exists())
+                {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "no hint for {sealed:?}"
+                    );
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                db.compact().expect("compact");
+                assert_no_id_in_files(dir.path(), &ids, "after compaction");
             }
 
             #[tokio::test]
