@@ -20,8 +20,9 @@
 //! works with either.
 //!
 //! # Semantics
-//! - **`create` never overwrites** a session: it writes with cairn's
-//!   set-if-absent and draws a fresh id on a collision.
+//! - **`create` never overwrites** a session: it writes only if the id is
+//!   free (in both key layouts, see below), checked and written in one
+//!   cairn transaction, and draws a fresh id on a collision.
 //! - **`save` updates only a session that exists.** A session deleted by a
 //!   parallel request (a logout, `cycle_id`, `flush`) or expired in the
 //!   meantime is not brought back by a request that loaded it earlier; that
@@ -37,12 +38,31 @@
 //!   records by itself; it only frees their memory sooner.
 //!
 //! # Encoding
-//! Key: the 16 bytes of the session id (little-endian). Value: a format
-//! byte (1), the expiry as Unix nanoseconds (i128, little-endian) and its
-//! UTC offset in seconds (i32, little-endian), then the data map in
-//! MessagePack (rmp-serde), which round-trips every `serde_json::Value`.
+//! Key: SHA-256 of the 16 bytes of the session id (little-endian), so the
+//! store's files hold no session id: a leaked backup or a stolen disk
+//! gives no id to present as a cookie (finding one from its hash would
+//! take guessing 128 random bits). Value: a format byte (1), the expiry as
+//! Unix nanoseconds (i128, little-endian) and its UTC offset in seconds
+//! (i32, little-endian), then the data map in MessagePack (rmp-serde),
+//! which round-trips every `serde_json::Value`.
 //! A value with another format byte is refused with a decode error, so
 //! the encoding can change later.
+//!
+//! # Upgrading from the layout keyed by raw ids
+//! Versions before the hash keyed each record by the id's 16 bytes
+//! themselves. Such records are still read: `load` looks up the hashed
+//! key, then the raw one, and moves a live record it finds under the raw
+//! key to the hashed key, with the same expiry, in one atomic write (if
+//! that write fails, on a read-only store or a full disk, the session is
+//! served anyway and logs a warning). `save` writes the hashed key and
+//! deletes the raw one in one write; `delete` deletes both; `create`
+//! refuses an id taken in either layout. Raw-keyed records nobody loads
+//! expire with their TTL, or move at once with
+//! [`CairnStore::hash_stored_ids`]. The old records, and the tombstones
+//! that delete them (a tombstone names its key), stay in the files until
+//! compaction rewrites their segments, and in any backup taken before:
+//! after moving them, [`Db::seal_active_segment`] then [`Db::compact`] on
+//! the store's `Db` leaves no session id in the files.
 //!
 //! # Blocking
 //! Writes run on tokio's blocking pool (`spawn_blocking`), so that they
@@ -80,7 +100,8 @@ pub struct GuideDoctests;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cairn::Db;
+use cairn::{Db, Ttl, Txn};
+use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 /// The current value format.
@@ -96,7 +117,8 @@ pub struct CairnStore {
 
 impl CairnStore {
     /// A store on `db`. Give it a keyspace of its own
-    /// (`db.keyspace("sessions")?`); its keys are raw session ids.
+    /// (`db.keyspace("sessions")?`); its keys are SHA-256 hashes of
+    /// session ids (see [the encoding](crate#encoding)).
     pub fn new(db: Db) -> CairnStore {
         CairnStore { db }
     }
@@ -104,6 +126,54 @@ impl CairnStore {
     /// The store's [`Db`].
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// Moves every session of the layout keyed by raw session ids
+    /// (written by versions before the hash) to its hashed key, with the
+    /// same expiry, and returns how many it moved. Sessions of that layout
+    /// are read anyway and move when loaded or saved; call this once after
+    /// upgrading, so that no session id stays a live key, even of sessions
+    /// nobody uses. It blocks: call it before serving, or on tokio's
+    /// blocking pool. Keys of 16 bytes whose value is not a session of
+    /// this store are left alone. The old records' bytes, and the
+    /// tombstones that delete them, stay in the data files until
+    /// compaction rewrites their segments (see [the crate's
+    /// docs](crate#upgrading-from-the-layout-keyed-by-raw-ids)).
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// let store = tower_sessions_cairn_store::CairnStore::new(db.keyspace("sessions")?);
+    /// assert_eq!(store.hash_stored_ids()?, 0); // none of the old layout
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// The errors of [`Db::scan_prefix`] and [`Db::transaction`].
+    pub fn hash_stored_ids(&self) -> cairn::Result<u64> {
+        let mut raw = Vec::new();
+        for entry in self.db.scan_prefix(b"") {
+            let (key, value) = entry?;
+            if let Ok(key) = <[u8; 16]>::try_from(key.as_slice()) {
+                if decode(&value).is_ok() {
+                    raw.push(key);
+                }
+            }
+        }
+        let mut moved = 0;
+        // In batches, so that no transaction grows with the store.
+        for chunk in raw.chunks(256) {
+            moved += self.db.transaction(|tx| {
+                let mut n = 0;
+                for key in chunk {
+                    if migrate_in(tx, Keys::of(*key))?.1 {
+                        n += 1;
+                    }
+                }
+                Ok(n)
+            })?;
+        }
+        Ok(moved)
     }
 
     /// Runs a write on the blocking pool: it may wait for an fsync.
@@ -179,39 +249,64 @@ fn ttl_until(expiry: OffsetDateTime) -> Option<Duration> {
     Some(Duration::from_millis(ms))
 }
 
+/// Where a session is stored: under SHA-256 of its id's 16 bytes, and,
+/// in the layout before that, under the 16 bytes themselves (still read,
+/// and moved to the hashed key). 32 bytes and 16: the two never collide.
+#[derive(Clone, Copy, Debug)]
+struct Keys {
+    hashed: [u8; 32],
+    raw: [u8; 16],
+}
+
+impl Keys {
+    /// The keys of the session whose id has these 16 bytes.
+    fn of(raw: [u8; 16]) -> Keys {
+        Keys {
+            hashed: Sha256::digest(raw).into(),
+            raw,
+        }
+    }
+}
+
 /// Creates the session under `id`, or under fresh ids from `fresh` until
-/// one is free; returns the id used.
+/// one is free in both layouts; returns the id used.
 fn create_sync<I: Copy>(
     db: &Db,
     mut id: I,
-    key: impl Fn(I) -> [u8; 16],
+    keys: impl Fn(I) -> Keys,
     fresh: impl Fn() -> I,
     value: &[u8],
     ttl: Duration,
 ) -> Result<I, StoreError> {
     loop {
-        if db.put_if_absent(key(id), value, Some(ttl))? {
+        let k = keys(id);
+        let created = db.transaction(|tx| {
+            if tx.get(k.hashed)?.is_some() || tx.get(k.raw)?.is_some() {
+                return Ok(false);
+            }
+            tx.put_with_ttl(k.hashed, value, ttl)?;
+            Ok(true)
+        })?;
+        if created {
             return Ok(id);
         }
         id = fresh();
     }
 }
 
-/// Replaces the session under `key` if it is still there.
-fn save_sync(
-    db: &Db,
-    key: [u8; 16],
-    value: Vec<u8>,
-    ttl: Option<Duration>,
-) -> Result<(), StoreError> {
+/// Replaces the session under `k` if it is still there, in either layout;
+/// a session of the old layout moves to the hashed key in the same write.
+fn save_sync(db: &Db, k: Keys, value: Vec<u8>, ttl: Option<Duration>) -> Result<(), StoreError> {
     let found = db.transaction(|tx| {
-        if tx.get(key)?.is_none() {
+        if tx.get(k.hashed)?.is_none() && tx.get(k.raw)?.is_none() {
             return Ok(false);
         }
+        // A delete of an absent key writes nothing.
+        tx.delete(k.raw);
         match ttl {
-            Some(ttl) => tx.put_with_ttl(key, value, ttl)?,
+            Some(ttl) => tx.put_with_ttl(k.hashed, value, ttl)?,
             // Saved with an expiry in the past: it is over.
-            None => tx.delete(key),
+            None => tx.delete(k.hashed),
         }
         Ok(true)
     })?;
@@ -224,17 +319,82 @@ fn save_sync(
     Ok(())
 }
 
-/// The live session under `key`, if any.
-fn load_sync(db: &Db, key: [u8; 16]) -> Result<Option<(Data, OffsetDateTime)>, StoreError> {
-    let Some(v) = db.get(key)? else {
-        return Ok(None);
+/// Deletes the session under `k`, in both layouts, in one write.
+fn delete_sync(db: &Db, k: Keys) -> Result<(), StoreError> {
+    db.transaction(|tx| {
+        tx.delete(k.hashed);
+        tx.delete(k.raw);
+        Ok(())
+    })?;
+    Ok(())
+}
+
+/// Moves the session of the old layout under `k.raw`, if any, to
+/// `k.hashed` with the same expiry; a record already under `k.hashed` (a
+/// parallel request moved it) wins and the raw one is dropped. Returns the
+/// value now under `k.hashed`, and whether a record moved.
+fn migrate_in(tx: &mut Txn<'_>, k: Keys) -> cairn::Result<(Option<Vec<u8>>, bool)> {
+    if let Some(v) = tx.get(k.hashed)? {
+        // A delete of an absent key writes nothing.
+        tx.delete(k.raw);
+        return Ok((Some(v), false));
+    }
+    let Some(v) = tx.get(k.raw)? else {
+        // Deleted or expired meanwhile.
+        return Ok((None, false));
     };
-    let (data, expiry) = decode(&v)?;
+    match tx.ttl(k.raw)? {
+        Ttl::Expires(ttl) => tx.put_with_ttl(k.hashed, &v, ttl)?,
+        // The store always writes a TTL; keep any other record as it is.
+        Ttl::Persistent | Ttl::Missing => tx.put(k.hashed, &v),
+    }
+    tx.delete(k.raw);
+    Ok((Some(v), true))
+}
+
+/// [`migrate_in`] as one write; returns the value now under the hashed
+/// key.
+fn migrate_sync(db: &Db, k: Keys) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(db.transaction(|tx| migrate_in(tx, k))?.0)
+}
+
+/// The session in `v`, unless it has expired.
+fn live(v: &[u8]) -> Result<Option<(Data, OffsetDateTime)>, StoreError> {
+    let (data, expiry) = decode(v)?;
     // The TTL was rounded up to a millisecond: check the exact time too.
     if expiry <= OffsetDateTime::now_utc() {
         return Ok(None);
     }
     Ok(Some((data, expiry)))
+}
+
+impl CairnStore {
+    /// The live session under `k`, if any. A session of the old layout is
+    /// moved to its hashed key first.
+    async fn load_keys(&self, k: Keys) -> Result<Option<(Data, OffsetDateTime)>, StoreError> {
+        if let Some(v) = self.db.get(k.hashed)? {
+            return live(&v);
+        }
+        let Some(v) = self.db.get(k.raw)? else {
+            return Ok(None);
+        };
+        if live(&v)?.is_none() {
+            return Ok(None);
+        }
+        match self.write(move |db| migrate_sync(db, k)).await {
+            Ok(Some(moved)) => live(&moved),
+            Ok(None) => Ok(None),
+            // A read-only store, a full disk: serve the session anyway;
+            // its next save moves it.
+            Err(e) => {
+                log::warn!(
+                    "could not move a session of the old layout (keyed by its id) to its \
+                     hashed key: {e:?}; it moves on its next save"
+                );
+                live(&v)
+            }
+        }
+    }
 }
 
 /// Implements one tower-sessions version's traits for [`CairnStore`].
@@ -243,7 +403,9 @@ macro_rules! impl_store {
         use $core::session::{Id, Record};
         use $core::session_store::{self, ExpiredDeletion, SessionStore};
 
-        use crate::{create_sync, encode, load_sync, save_sync, ttl_until, CairnStore, StoreError};
+        use crate::{
+            create_sync, delete_sync, encode, save_sync, ttl_until, CairnStore, Keys, StoreError,
+        };
 
         fn convert(e: StoreError) -> session_store::Error {
             match e {
@@ -253,8 +415,8 @@ macro_rules! impl_store {
             }
         }
 
-        fn key(id: Id) -> [u8; 16] {
-            id.0.to_le_bytes()
+        fn keys(id: Id) -> Keys {
+            Keys::of(id.0.to_le_bytes())
         }
 
         #[async_trait::async_trait]
@@ -267,7 +429,7 @@ macro_rules! impl_store {
                 };
                 let id = record.id;
                 let id = self
-                    .write(move |db| create_sync(db, id, key, Id::default, &value, ttl))
+                    .write(move |db| create_sync(db, id, keys, Id::default, &value, ttl))
                     .await
                     .map_err(convert)?;
                 record.id = id;
@@ -277,14 +439,16 @@ macro_rules! impl_store {
             async fn save(&self, record: &Record) -> session_store::Result<()> {
                 let value = encode(&record.data, record.expiry_date).map_err(convert)?;
                 let ttl = ttl_until(record.expiry_date);
-                let k = key(record.id);
+                let k = keys(record.id);
                 self.write(move |db| save_sync(db, k, value, ttl))
                     .await
                     .map_err(convert)
             }
 
             async fn load(&self, id: &Id) -> session_store::Result<Option<Record>> {
-                Ok(load_sync(&self.db, key(*id))
+                Ok(self
+                    .load_keys(keys(*id))
+                    .await
                     .map_err(convert)?
                     .map(|(data, expiry_date)| Record {
                         id: *id,
@@ -294,8 +458,8 @@ macro_rules! impl_store {
             }
 
             async fn delete(&self, id: &Id) -> session_store::Result<()> {
-                let k = key(*id);
-                self.write(move |db| db.delete(k).map(drop).map_err(StoreError::from))
+                let k = keys(*id);
+                self.write(move |db| delete_sync(db, k))
                     .await
                     .map_err(convert)
             }
