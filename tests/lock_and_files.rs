@@ -430,3 +430,74 @@ fn snapshots_open_beside_a_busy_writer() {
     stop.store(true, Ordering::Relaxed);
     writer.join().expect("writer");
 }
+
+/// The hint files in `dir` whose segment file is missing.
+fn orphan_hints(dir: &Path) -> Vec<String> {
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .expect("read dir")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names
+        .iter()
+        .filter_map(|n| n.strip_suffix(".hint"))
+        .filter(|stem| !names.contains(&format!("{stem}.seg")))
+        .map(|stem| format!("{stem}.hint"))
+        .collect()
+}
+
+#[test]
+fn no_hint_outlives_its_segment() {
+    // A segment sealed and compacted away at once: its hint, written by the
+    // background thread meanwhile, must not stay behind with its keys.
+    let _serial = no_fork_now();
+    let t = tempfile::tempdir().expect("tempdir");
+    let db = Options::new()
+        .auto_compact(false)
+        .open(t.path())
+        .expect("open");
+    for round in 0..200 {
+        db.put("k", format!("v{round}")).expect("put");
+        db.put(format!("secret-{round}"), "x").expect("put");
+        db.delete(format!("secret-{round}")).expect("delete");
+        assert!(db.seal_active_segment().expect("seal"));
+        db.compact().expect("compact");
+    }
+    db.close().expect("close");
+    assert_eq!(orphan_hints(t.path()), Vec::<String>::new());
+    let report = cairn::verify(t.path(), false).expect("verify");
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
+}
+
+#[test]
+fn an_orphan_hint_is_reported_by_verify_and_removed_by_open() {
+    let _serial = no_fork_now();
+    let t = tempfile::tempdir().expect("tempdir");
+    {
+        let db = Options::new()
+            .auto_compact(false)
+            .open(t.path())
+            .expect("open");
+        db.put("k", "v").expect("put");
+        assert!(db.seal_active_segment().expect("seal"));
+        db.close().expect("close");
+    }
+    let hint = t.path().join("0000000001.hint");
+    let orphan = t.path().join("0000000042.hint");
+    std::fs::copy(&hint, &orphan).expect("copy the hint");
+    let report = cairn::verify(t.path(), false).expect("verify");
+    assert!(
+        report.problems.iter().any(|p| p.path == orphan),
+        "{:?}",
+        report.problems
+    );
+    let db = Db::open(t.path()).expect("reopen");
+    assert_eq!(db.recovery_report().removed_temp_files, 1);
+    assert!(!orphan.exists());
+    assert!(hint.exists());
+    assert_eq!(db.get("k").expect("get"), Some(b"v".to_vec()));
+    // A read-only open changes nothing: (re)create it and look.
+    drop(db);
+    std::fs::copy(&hint, &orphan).expect("copy the hint");
+    drop(read_only(t.path()).expect("read-only open"));
+    assert!(orphan.exists());
+}

@@ -227,20 +227,34 @@ impl Core {
     }
 
     /// Scans a sealed segment and writes its hint file.
+    ///
+    /// A compaction may retire the segment meanwhile. It removes the
+    /// segment from the table before it unlinks the segment and its hint,
+    /// so a hint renamed into place after that unlink is seen here, by the
+    /// second look at the table, and removed (else it would outlive its
+    /// segment, keys and all; recovery removes such a hint after a crash).
     pub(super) fn write_hint(&self, id: u32) {
-        let path = names::segment_path(&self.dir, id);
-        // A sealed segment is normally mapped already: scan the map rather
+        let vfs = &*self.opts.vfs;
+        // A sealed segment is mapped or open already: scan its bytes rather
         // than reading the whole file into memory a second time.
-        let seg = locks::read(&self.segments).get(&id).cloned();
-        let result = match &seg {
-            Some(s) => s.all_bytes(&*self.opts.vfs),
-            None => self.opts.vfs.read(&path).map(std::borrow::Cow::Owned),
-        }
-        .map_err(Error::Io)
-        .and_then(|bytes| recovery::scan_and_write_hint(&*self.opts.vfs, &self.dir, id, &bytes));
+        let Some(seg) = locks::read(&self.segments).get(&id).cloned() else {
+            return; // retired by a compaction: no hint
+        };
+        let result = seg
+            .all_bytes(vfs)
+            .map_err(Error::Io)
+            .and_then(|bytes| recovery::scan_and_write_hint(vfs, &self.dir, id, &bytes));
         match result {
             Ok(n) => self.note_hint(id, n),
             Err(e) => log::warn!("could not write the hint of segment {id}: {e}"),
+        }
+        if !locks::read(&self.segments).contains_key(&id) {
+            let hint = names::hint_path(&self.dir, id);
+            match vfs.remove_file(&hint) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => log::warn!("could not remove {}: {e}", hint.display()),
+            }
         }
     }
 

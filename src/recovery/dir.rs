@@ -59,12 +59,16 @@ pub(crate) fn lock_dir(vfs: &dyn Vfs, dir: &Path, opts: &Options) -> Result<Opti
 /// Files found in a store directory.
 pub(crate) struct Listing {
     pub segments: Vec<u32>,
+    /// cairn's temporary files, and hint files whose segment is gone (a
+    /// compaction deleted the segment while its hint was being written).
     pub temp_files: Vec<PathBuf>,
 }
 
-/// Lists segment ids (ascending) and stray temporary files.
+/// Lists segment ids (ascending) and stray files: temporary files and
+/// hints without their segment.
 pub(crate) fn list_dir(vfs: &dyn Vfs, dir: &Path) -> Result<Listing> {
     let mut segments = Vec::new();
+    let mut hints = Vec::new();
     let mut temp_files = Vec::new();
     for name in vfs.list(dir)? {
         if names::is_temp_file(&name) {
@@ -72,10 +76,17 @@ pub(crate) fn list_dir(vfs: &dyn Vfs, dir: &Path) -> Result<Listing> {
         } else if let Some((id, suffix)) = names::parse_file_name(&name) {
             if suffix == names::SEGMENT_SUFFIX {
                 segments.push(id);
+            } else if suffix == names::HINT_SUFFIX {
+                hints.push(id);
             }
         }
     }
     segments.sort_unstable();
+    for id in hints {
+        if segments.binary_search(&id).is_err() {
+            temp_files.push(names::hint_path(dir, id));
+        }
+    }
     Ok(Listing {
         segments,
         temp_files,
@@ -83,7 +94,7 @@ pub(crate) fn list_dir(vfs: &dyn Vfs, dir: &Path) -> Result<Listing> {
 }
 
 /// Lists the directory without the segments in `leave_out` and, unless
-/// read-only, removes the stray temporary files (then syncs the directory
+/// read-only, removes the stray files (temporary files, orphan hints) (then syncs the directory
 /// if any went). Returns the listing and how many files were removed.
 pub(crate) fn list_and_clean(
     vfs: &dyn Vfs,

@@ -131,6 +131,16 @@ pub fn verify(dir: impl AsRef<Path>, quick: bool) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
     check_dir_entries(&vfs, dir, quick, &mut report)?;
     let listing = recovery::list_dir(&vfs, dir)?;
+    for path in &listing.temp_files {
+        if path.extension().is_some_and(|e| e == "hint") {
+            report.push(
+                ProblemKind::StrayFile,
+                path,
+                None,
+                "the hint of a segment that no longer exists; the next open removes it",
+            );
+        }
+    }
     let active = recovery::find_active(&vfs, dir, &listing.segments);
     for &id in &listing.segments {
         check_segment(&vfs, dir, id, Some(id) == active, quick, &mut report)?;
