@@ -1,69 +1,10 @@
 //! Runs the real `cairn` binary: every command on a fresh directory, the
 //! exit codes, an export/import round trip, errors, and locking.
 
-use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-fn cairn(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(args)
-        .output()
-        .expect("run cairn")
-}
-
-fn cairn_stdin(args: &[&str], input: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn cairn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(input)
-        .expect("write stdin");
-    child.wait_with_output().expect("wait")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exit code")
-}
-
-fn p(dir: &Path) -> &str {
-    dir.to_str().expect("utf-8 path")
-}
-
-/// A closed store in `dir` with 100 records of 100 bytes ("key000".."key099",
-/// or "key0".."key99" when `padded` is false) over several 4 KiB segments.
-fn sealed_store(dir: &Path, padded: bool) {
-    let db = cairn::Options::new()
-        .max_segment_bytes(4096)
-        .auto_compact(false)
-        .open(dir)
-        .expect("open");
-    for i in 0..100 {
-        let key = if padded {
-            format!("key{i:03}")
-        } else {
-            format!("key{i}")
-        };
-        db.put(key, vec![b'x'; 100]).expect("put");
-    }
-    db.close().expect("close");
-}
+mod common;
+use common::*;
 
 #[test]
 fn every_command_on_a_fresh_directory() {
@@ -199,7 +140,7 @@ fn exit_codes_and_one_line_errors() {
 #[test]
 fn corruption_exits_3() {
     let t = tempfile::tempdir().expect("tempdir");
-    sealed_store(t.path(), false);
+    sealed_store_keyed(t.path(), |i| format!("key{i}"));
     let seg = t.path().join("0000000001.seg");
     let _ = std::fs::remove_file(t.path().join("0000000001.hint"));
     let mut b = std::fs::read(&seg).expect("read");
@@ -306,7 +247,7 @@ fn inspection_works_while_another_process_holds_the_store() {
 #[test]
 fn verify_reports_a_flipped_byte_with_file_and_offset() {
     let t = tempfile::tempdir().expect("tempdir");
-    sealed_store(t.path(), true);
+    sealed_store(t.path());
     let d = p(t.path());
     let o = cairn(&["verify", d]);
     assert_eq!(code(&o), 0, "{}", stdout(&o));
@@ -380,7 +321,7 @@ fn dump_lists_records_and_damage() {
 fn repair_keeps_every_other_record_and_is_idempotent() {
     let t = tempfile::tempdir().expect("tempdir");
     let store = t.path().join("db");
-    sealed_store(&store, true);
+    sealed_store(&store);
     let d = p(&store);
     // Damage the third record of sealed segment 1.
     let seg = store.join("0000000001.seg");

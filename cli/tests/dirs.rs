@@ -4,49 +4,9 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn cairn_in(cwd: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run cairn")
-}
-
-fn cairn(args: &[&str]) -> Output {
-    cairn_in(Path::new("."), args)
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exit code")
-}
-
-fn p(dir: &Path) -> &str {
-    dir.to_str().expect("utf-8 path")
-}
-
-/// A closed store in `dir` with 100 records of 100 bytes over several
-/// 4 KiB segments, keys `key000`..`key099`.
-fn sealed_store(dir: &Path) {
-    let db = cairn::Options::new()
-        .max_segment_bytes(4096)
-        .auto_compact(false)
-        .open(dir)
-        .expect("open");
-    for i in 0..100 {
-        db.put(format!("key{i:03}"), vec![b'x'; 100]).expect("put");
-    }
-    db.close().expect("close");
-}
+mod common;
+use common::*;
 
 /// Flips a bit inside the third record of sealed segment 1.
 fn damage_third_record(store: &Path) {

@@ -2,31 +2,8 @@
 //! and prints the OS message once, TTLs are checked as Redis checks them,
 //! `incr` names its key, and `compact` reclaims a one-segment store.
 
-use std::path::Path;
-use std::process::{Command, Output};
-
-fn cairn(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_cairn"))
-        .args(args)
-        .output()
-        .expect("run cairn")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn code(o: &Output) -> i32 {
-    o.status.code().expect("exit code")
-}
-
-fn p(dir: &Path) -> &str {
-    dir.to_str().expect("utf-8 path")
-}
+mod common;
+use common::*;
 
 #[test]
 fn an_io_error_names_its_file_and_prints_the_os_message_once() {
