@@ -96,6 +96,15 @@ impl Segment {
         }
     }
 
+    /// The whole segment's bytes, read through the file this reader holds
+    /// (never by name: the file may have been deleted since it was opened).
+    pub(crate) fn read_all(&self) -> io::Result<Vec<u8>> {
+        match &self.source {
+            Source::Mapped(m) => Ok(m.bytes().to_vec()),
+            Source::File(f) | Source::ActiveSegment(f, _) => fs::read_to_end(&**f),
+        }
+    }
+
     /// Reads the record at `offset`, checks it is a put of `key` whose value
     /// is `value_len` bytes long, verifies its checksum, and returns the value.
     pub(crate) fn read_value(&self, offset: u64, key: &[u8], value_len: u32) -> Result<Vec<u8>> {

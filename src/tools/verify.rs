@@ -103,8 +103,19 @@ impl VerifyReport {
 /// With `quick`, sealed segments that have a valid hint are not read
 /// record by record.
 ///
-/// It takes no lock and changes nothing, so it can run beside a writer
-/// (whose newest, still-growing record may then show as a torn tail).
+/// It takes no lock and changes nothing, so it can run beside a writer in
+/// another process: like a snapshot ([`Options::snapshot`]), it checks a
+/// consistent set of the store's files, held open from the moment they are
+/// listed (a segment the writer's compaction deletes meanwhile is still
+/// checked as it was), with the writer's active segment taken up to its
+/// last complete record. The writer's newest, still-growing record may
+/// then show as a torn tail, and a running compaction as an unfinished one
+/// with temporary files (neither is corruption). Damage found in the
+/// active segment is checked again (a few times, briefly) before it is
+/// reported, since a record the writer is writing can look damaged to a
+/// reader for a moment.
+///
+/// [`Options::snapshot`]: crate::Options::snapshot
 ///
 /// ```
 /// let dir = tempfile::tempdir()?;
@@ -123,15 +134,31 @@ impl VerifyReport {
 pub fn verify(dir: impl AsRef<Path>, quick: bool) -> Result<VerifyReport> {
     let dir = dir.as_ref();
     let vfs = RealFs;
-    let mut report = VerifyReport::default();
-    check_dir_entries(&vfs, dir, quick, &mut report)?;
-    let listing = recovery::list_dir(&vfs, dir)?;
-    let active = recovery::find_active(&vfs, dir, &listing.segments);
-    for &id in &listing.segments {
-        check_segment(&vfs, dir, id, Some(id) == active, quick, &mut report)?;
+    let mut attempt = 0;
+    loop {
+        let pinned = recovery::pin(&vfs, dir)?;
+        let active = pinned.find_active();
+        let mut report = VerifyReport::default();
+        check_dir_entries(&vfs, dir, &pinned.names, quick, &mut report)?;
+        for seg in pinned.segments.values() {
+            check_segment(seg, Some(seg.id) == active, quick, &mut report)?;
+        }
+        let active_path = active.map(|id| names::segment_path(dir, id));
+        let active_damaged = report
+            .problems
+            .iter()
+            .any(|p| p.kind.is_corruption() && Some(&p.path) == active_path.as_ref());
+        if !active_damaged || attempt == ACTIVE_DAMAGE_RETRIES {
+            return Ok(report);
+        }
+        attempt += 1;
+        recovery::back_off(attempt);
     }
-    Ok(report)
 }
+
+/// How many times damage in the active segment is checked again before it
+/// is reported (see [`verify`]).
+const ACTIVE_DAMAGE_RETRIES: u32 = 3;
 
 impl VerifyReport {
     /// Records a problem.
@@ -165,10 +192,11 @@ impl VerifyReport {
 fn check_dir_entries(
     vfs: &dyn Vfs,
     dir: &Path,
+    listed: &[String],
     quick: bool,
     report: &mut VerifyReport,
 ) -> Result<()> {
-    let mut entries = vfs.list(dir)?;
+    let mut entries = listed.to_vec();
     entries.sort();
     for name in &entries {
         let path = dir.join(name);
@@ -240,20 +268,18 @@ impl SegmentFile {
 /// Checks segment `id`: its header, its hint (when sealed), and, unless
 /// `quick` and the hint is usable, every record.
 fn check_segment(
-    vfs: &dyn Vfs,
-    dir: &Path,
-    id: u32,
+    held: &recovery::PinnedSegment,
     is_active: bool,
     quick: bool,
     report: &mut VerifyReport,
 ) -> Result<()> {
     report.segments += 1;
-    let path = names::segment_path(dir, id);
+    let id = held.id;
     let seg = SegmentFile {
         id,
-        bytes: vfs.read(&path)?,
-        hint_path: names::hint_path(dir, id),
-        path,
+        bytes: held.bytes()?,
+        hint_path: held.hint_path.clone(),
+        path: held.path.clone(),
         is_active,
     };
     let salt = match segment::header_info(&seg.path, &seg.bytes, id) {
@@ -266,7 +292,7 @@ fn check_segment(
     let hint = if is_active {
         None
     } else {
-        check_hint(vfs, &seg, salt, report)?
+        check_hint(held.hint_bytes(), &seg, salt, report)?
     };
     if salt.is_none() || (quick && hint.is_some()) {
         return Ok(());
@@ -279,12 +305,12 @@ fn check_segment(
 /// length and salt (when its header gave one): the hint, if open would use
 /// it.
 fn check_hint(
-    vfs: &dyn Vfs,
+    hint_bytes: std::io::Result<Vec<u8>>,
     seg: &SegmentFile,
     salt: Option<u32>,
     report: &mut VerifyReport,
 ) -> Result<Option<hint::Hint>> {
-    let bytes = match vfs.read(&seg.hint_path) {
+    let bytes = match hint_bytes {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             report.push(
@@ -295,7 +321,7 @@ fn check_hint(
             );
             return Ok(None);
         }
-        Err(e) => return Err(Error::Io(e)),
+        Err(e) => return Err(recovery::io_at(&seg.hint_path, e)),
     };
     report.hints += 1;
     let Some(salt) = salt else {
