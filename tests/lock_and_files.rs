@@ -384,8 +384,13 @@ fn a_closed_read_only_handle_returns_closed() {
     assert_every_operation_is_closed(&other);
 }
 
-/// `Options::snapshot` opens without any lock while a writer appends and
-/// compacts; every snapshot opens and reads only values the writer wrote.
+/// `Options::snapshot` opens without any lock while a writer appends,
+/// seals (cutting off preallocated space) and compacts; every snapshot
+/// opens and reads only values the writer wrote. (It used to fail now and
+/// then: the open listed the directory and opened files by name later,
+/// after compaction had deleted one or the writer had trimmed the active
+/// segment; see the live-read test of the CLI for the same against a
+/// writer process.)
 #[test]
 fn snapshots_open_beside_a_busy_writer() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -393,7 +398,8 @@ fn snapshots_open_beside_a_busy_writer() {
     let t = tempfile::tempdir().expect("tempdir");
     let db = Options::new()
         .max_segment_bytes(4096)
-        .sync_policy(cairn::SyncPolicy::Never)
+        // A policy that syncs, so the writer preallocates and trims.
+        .sync_policy(cairn::SyncPolicy::EveryMillis(1))
         .open(t.path())
         .expect("open");
     for i in 0..20 {
