@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
-
 /// Keys the writer uses: `k0000` ..
 const KEYS: u64 = 3000;
 

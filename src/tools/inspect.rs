@@ -204,10 +204,7 @@ impl SegmentFiles {
     /// read.
     pub fn read(&self, id: u32) -> Option<Result<Vec<SegmentEntry>>> {
         let held = self.pinned.segments.get(&id)?;
-        Some(
-            held.bytes()
-                .map(|bytes| entries_of(&held.path, id, &bytes)),
-        )
+        Some(held.bytes().map(|bytes| entries_of(&held.path, id, &bytes)))
     }
 }
 
