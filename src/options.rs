@@ -207,7 +207,8 @@ impl Options {
     ///   the writer is still appending is left out like a torn tail.
     /// * **It stays readable**: reads through the handle (`get`, scans)
     ///   use the files it holds, so a compaction deleting them afterwards
-    ///   changes nothing. It never memory-maps a file.
+    ///   changes nothing. The writer's active segment, which the writer
+    ///   cuts short when it seals it, is read with `pread`, never mapped.
     ///
     /// Nothing on disk is changed. Damage that is really there is still
     /// reported ([`Error::Corruption`](crate::Error::Corruption)) as on any

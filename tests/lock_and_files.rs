@@ -436,3 +436,55 @@ fn snapshots_open_beside_a_busy_writer() {
     stop.store(true, Ordering::Relaxed);
     writer.join().expect("writer");
 }
+
+/// The file descriptors of this process open on files inside `dir`.
+#[cfg(target_os = "linux")]
+fn fds_inside(dir: &Path) -> usize {
+    let dir = dir.canonicalize().expect("canonical dir");
+    std::fs::read_dir("/proc/self/fd")
+        .expect("/proc/self/fd")
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(&dir))
+        .count()
+}
+
+/// A snapshot holds the files of its view (so a compaction deleting them
+/// changes nothing for it) without holding a file descriptor per segment:
+/// the segments below the active one are mapped.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_snapshot_reads_deleted_segments_and_holds_few_descriptors() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let db = Options::new()
+        .max_segment_bytes(4096)
+        .sync_policy(SyncPolicy::Never)
+        .auto_compact(false)
+        .open(t.path())
+        .expect("open");
+    let value = |i: u32, round: u32| format!("{i}:{round}:{}", "x".repeat(60));
+    for i in 0..6000 {
+        db.put(format!("k{i}"), value(i, 0)).expect("put");
+    }
+    let segments = cairn::segment_ids(t.path()).expect("ids").len();
+    assert!(segments > 100, "{segments} segments");
+    let before = fds_inside(t.path());
+    let snap = Options::new()
+        .snapshot(true)
+        .open(t.path())
+        .expect("snapshot");
+    let held = fds_inside(t.path()) - before;
+    assert!(held <= 2, "the snapshot holds {held} descriptors for {segments} segments");
+    // Every record the snapshot indexes goes dead and compaction deletes
+    // the files.
+    for i in 0..6000 {
+        db.put(format!("k{i}"), value(i, 1)).expect("overwrite");
+    }
+    db.compact().expect("compact");
+    assert!(!cairn::segment_path(t.path(), 1).exists(), "segment 1 deleted");
+    for i in (0..6000).step_by(7) {
+        let got = snap.get(format!("k{i}")).expect("get from a deleted segment");
+        assert_eq!(got, Some(value(i, 0).into_bytes()));
+    }
+    let n = snap.scan_prefix("k").count();
+    assert_eq!(n, 6000);
+}

@@ -111,7 +111,7 @@ fn load_segment(
     }
     let bytes = match pinned {
         Some(p) => p.bytes()?,
-        None => vfs.read(&path).map_err(|e| io_at(&path, e))?,
+        None => std::borrow::Cow::Owned(vfs.read(&path).map_err(|e| io_at(&path, e))?),
     };
     check_segment_len(&path, bytes.len() as u64)?;
     let mut load = scan_segment(&path, id, &bytes, active, mode)?;
@@ -184,7 +184,7 @@ fn from_hint(
 ) -> Result<FromHint> {
     let (len, info) = sealed_header(vfs, path, id, mode, pinned)?;
     let read_hint = |salt| match pinned {
-        Some(p) => hints::checked(&p.hint_path, p.hint_bytes(), id, len, salt),
+        Some(p) => hints::checked(&p.hint_path, p.hint_bytes(vfs), id, len, salt),
         None => hints::read(vfs, dir, id, len, salt),
     };
     let hint = match info.map(|info| read_hint(info.salt)) {
@@ -233,20 +233,24 @@ fn sealed_header(
     mode: RecoveryMode,
     pinned: Option<&PinnedSegment>,
 ) -> Result<(u64, Option<HeaderInfo>)> {
-    let file = match pinned {
-        Some(p) => p.file.clone(),
-        None => vfs.open(path, OpenMode::Read).map_err(|e| io_at(path, e))?,
+    let (len, header) = match pinned {
+        Some(p) => (p.len()?, p.header()),
+        None => {
+            let file = vfs.open(path, OpenMode::Read).map_err(|e| io_at(path, e))?;
+            let len = file.len().map_err(|e| io_at(path, e))?;
+            let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+            let read = fs::read_exact_at(&*file, &mut header, 0);
+            (len, read.ok().map(|()| header))
+        }
     };
-    let len = file.len().map_err(|e| io_at(path, e))?;
     check_segment_len(path, len)?;
-    let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
-    let info = match fs::read_exact_at(&*file, &mut header, 0) {
-        Ok(()) => match segment::header_info(path, &header, id) {
+    let info = match header {
+        Some(header) => match segment::header_info(path, &header, id) {
             Ok(info) => Some(info),
             Err(e) if mode == RecoveryMode::Strict => return Err(e),
             Err(_) => None, // salvage: the scan below decides
         },
-        Err(_) => None, // too short: the scan below reports it
+        None => None, // too short: the scan below reports it
     };
     Ok((len, info))
 }

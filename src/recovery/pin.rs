@@ -2,8 +2,10 @@
 //! lock (snapshots, `verify`, the inspection tools) while a writer in
 //! another process seals segments and compaction deletes them.
 //!
-//! The directory is listed, every segment file (and hint) listed is opened
-//! at once and kept open, the compaction manifest (if any) is read, and the
+//! The directory is listed, every segment file listed is opened at once
+//! and kept open (the segments below the active one are memory-mapped
+//! instead, when maps are on: a map keeps the file as well, and takes no
+//! file descriptor), the compaction manifest (if any) is read, and the
 //! directory is listed again. The set is kept when nothing it depends on
 //! changed in between: no listed segment went missing, no compaction
 //! manifest appeared or went, and no segment appeared below the newest one
@@ -16,6 +18,7 @@
 //! complete record they read) and is cut back to its last record when the
 //! writer seals it (which only removes preallocated zeros).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -26,35 +29,97 @@ use crate::error::{Error, Result};
 use crate::format::manifest::{self, MANIFEST};
 use crate::format::names;
 use crate::format::segment::{self, SEGMENT_HEADER_LEN};
+use crate::fs::mmap::Map;
 use crate::fs::{self, OpenMode, VFile, Vfs};
+use crate::storage::segment::Segment;
 
 /// How many times [`pin`] lists the directory before it gives up.
 const ATTEMPTS: u32 = 100;
 /// The longest sleep between two attempts (they start at 1 ms and double).
 const MAX_BACKOFF: Duration = Duration::from_millis(50);
 
-/// One segment file held open, with its hint file when it had one.
+/// How a pinned segment is held.
+enum Held {
+    /// Open, read with `pread` (the active segment, which the writer may
+    /// still cut short, and any segment when maps are off).
+    File(Arc<dyn VFile>),
+    /// Mapped: a segment below the active one, which no cairn process
+    /// writes or cuts short again (see `fs/mmap.rs`).
+    Mapped(Map),
+}
+
+/// One segment file held open.
 pub(crate) struct PinnedSegment {
     pub id: u32,
     pub path: PathBuf,
-    pub file: Arc<dyn VFile>,
+    held: Held,
+    /// Its hint file's path. Hints are read by name: one that is gone (its
+    /// segment was compacted away meanwhile) only means a scan of the held
+    /// segment instead.
     pub hint_path: PathBuf,
-    /// The hint file (`None`: there was none when the segment was opened).
-    pub hint: Option<Arc<dyn VFile>>,
 }
 
 impl PinnedSegment {
-    /// The segment's bytes (see [`fs::read_to_end`]); errors name the file.
-    pub(crate) fn bytes(&self) -> Result<Vec<u8>> {
-        fs::read_to_end(&*self.file).map_err(|e| io_at(&self.path, e))
+    /// The segment's bytes: the map, or the file read up to the length it
+    /// has when the read starts (see [`fs::read_to_end`]). Errors name the
+    /// file.
+    pub(crate) fn bytes(&self) -> Result<Cow<'_, [u8]>> {
+        match &self.held {
+            Held::Mapped(m) => Ok(Cow::Borrowed(m.bytes())),
+            Held::File(f) => fs::read_to_end(&**f)
+                .map(Cow::Owned)
+                .map_err(|e| io_at(&self.path, e)),
+        }
     }
 
-    /// The hint's bytes: `NotFound` when there is no hint.
-    pub(crate) fn hint_bytes(&self) -> io::Result<Vec<u8>> {
-        match &self.hint {
-            Some(h) => fs::read_to_end(&**h),
-            None => Err(io::ErrorKind::NotFound.into()),
+    /// The segment file's length. Errors name the file.
+    pub(crate) fn len(&self) -> Result<u64> {
+        match &self.held {
+            Held::Mapped(m) => Ok(m.bytes().len() as u64),
+            Held::File(f) => f.len().map_err(|e| io_at(&self.path, e)),
         }
+    }
+
+    /// The segment's header bytes (`None`: the file is shorter).
+    pub(crate) fn header(&self) -> Option<[u8; SEGMENT_HEADER_LEN as usize]> {
+        let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+        match &self.held {
+            Held::Mapped(m) => {
+                header.copy_from_slice(m.bytes().get(..SEGMENT_HEADER_LEN as usize)?)
+            }
+            Held::File(f) => fs::read_exact_at(&**f, &mut header, 0).ok()?,
+        }
+        Some(header)
+    }
+
+    /// The hint's bytes, read by name (`NotFound`: there is none).
+    pub(crate) fn hint_bytes(&self, vfs: &dyn Vfs) -> io::Result<Vec<u8>> {
+        vfs.read(&self.hint_path)
+    }
+
+    /// The open file, unless the segment is mapped.
+    pub(crate) fn file(&self) -> Option<Arc<dyn VFile>> {
+        match &self.held {
+            Held::File(f) => Some(f.clone()),
+            Held::Mapped(_) => None,
+        }
+    }
+
+    /// A reader of the segment, through what is held (its salt from its
+    /// header).
+    pub(crate) fn into_segment(self, salt: u32) -> Segment {
+        match self.held {
+            Held::Mapped(m) => Segment::with_map(self.path, m, salt),
+            Held::File(f) => Segment::with_file(self.path, f, salt),
+        }
+    }
+
+    /// Whether the header says compaction wrote the segment (`false` when
+    /// it cannot be read: a segment being created belongs to the writer).
+    fn compacted(&self) -> bool {
+        self.header()
+            .and_then(|h| segment::header_info(&self.path, &h, self.id).ok())
+            .is_some_and(|h| h.compacted)
     }
 }
 
@@ -73,14 +138,11 @@ impl Pinned {
     /// The active segment: the newest one that compaction did not write
     /// (as `find_active`, through the open files).
     pub(crate) fn find_active(&self) -> Option<u32> {
-        self.segments.values().rev().find_map(|s| {
-            let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
-            let compacted = fs::read_exact_at(&*s.file, &mut header, 0)
-                .ok()
-                .and_then(|()| segment::header_info(&s.path, &header, s.id).ok())
-                .is_some_and(|h| h.compacted);
-            (!compacted).then_some(s.id)
-        })
+        self.segments
+            .values()
+            .rev()
+            .find(|s| !s.compacted())
+            .map(|s| s.id)
     }
 }
 
@@ -97,17 +159,17 @@ pub(crate) fn back_off(attempt: u32) {
 }
 
 /// Holds a consistent set of the files of the store in `dir` (see the
-/// module documentation).
+/// module documentation); `map` maps the segments below the active one.
 ///
 /// # Errors
 /// [`Error::Io`] naming the directory or file that could not be read, or
 /// when the directory kept changing through every attempt.
-pub(crate) fn pin(vfs: &dyn Vfs, dir: &Path) -> Result<Pinned> {
+pub(crate) fn pin(vfs: &dyn Vfs, dir: &Path, map: bool) -> Result<Pinned> {
     for attempt in 0..ATTEMPTS {
         if attempt > 0 {
             back_off(attempt);
         }
-        if let Some(p) = try_pin(vfs, dir)? {
+        if let Some(p) = try_pin(vfs, dir, map)? {
             return Ok(p);
         }
     }
@@ -137,28 +199,33 @@ fn list(vfs: &dyn Vfs, dir: &Path) -> Result<(Vec<String>, Shape)> {
 }
 
 /// One attempt: `None` when the directory changed under it.
-fn try_pin(vfs: &dyn Vfs, dir: &Path) -> Result<Option<Pinned>> {
+fn try_pin(vfs: &dyn Vfs, dir: &Path, map: bool) -> Result<Option<Pinned>> {
     let (names, before) = list(vfs, dir)?;
     let mut segments = BTreeMap::new();
-    for &id in &before.segments {
+    // Newest first: once the active segment is found, those below it are
+    // sealed and may be mapped.
+    let mut below_active = false;
+    for &id in before.segments.iter().rev() {
         let path = names::segment_path(dir, id);
         let file = match vfs.open(&path, OpenMode::Read) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(io_at(&path, e)),
         };
-        let hint_path = names::hint_path(dir, id);
-        let hint = vfs.open(&hint_path, OpenMode::Read).ok();
-        segments.insert(
+        let held = match file.as_std() {
+            Some(f) if map && below_active && f.metadata().is_ok_and(|m| m.len() > 0) => {
+                Map::sealed_segment(f).map_or_else(|_| Held::File(file.clone()), Held::Mapped)
+            }
+            _ => Held::File(file),
+        };
+        let seg = PinnedSegment {
             id,
-            PinnedSegment {
-                id,
-                path,
-                file,
-                hint_path,
-                hint,
-            },
-        );
+            hint_path: names::hint_path(dir, id),
+            path,
+            held,
+        };
+        below_active = below_active || !seg.compacted();
+        segments.insert(id, seg);
     }
     let mut manifest_inputs = Vec::new();
     if before.manifest {

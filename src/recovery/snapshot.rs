@@ -35,10 +35,10 @@ pub(super) fn recover_snapshot(dir: &Path, opts: &Options) -> Result<Recovered> 
     ensure_dir(&*opts.vfs, dir, opts)?;
     let mut attempt = 0;
     loop {
-        let pinned = pin(&*opts.vfs, dir)?;
+        let pinned = pin(&*opts.vfs, dir, opts.use_mmap)?;
         let active = pinned.find_active();
         let active_path = active.map(|id| names::segment_path(dir, id));
-        match load_pinned(dir, opts, &pinned, active) {
+        match load_pinned(dir, opts, pinned, active) {
             Err(Error::Corruption { ref path, .. })
                 if Some(path) == active_path.as_ref() && attempt < ACTIVE_DAMAGE_RETRIES =>
             {
@@ -55,7 +55,7 @@ pub(super) fn recover_snapshot(dir: &Path, opts: &Options) -> Result<Recovered> 
 fn load_pinned(
     dir: &Path,
     opts: &Options,
-    pinned: &Pinned,
+    pinned: Pinned,
     active_id: Option<u32>,
 ) -> Result<Recovered> {
     let ids: Vec<u32> = pinned
@@ -81,11 +81,11 @@ fn load_pinned(
     let report = report_of(false, 0, tail.truncated, &loads);
     let (keydir, live) = build_keydir(&loads, now);
     let seg_stats = segment_stats(&loads, &live);
-    let segments = held_sealed(&loads, active_id, pinned);
     let active = active.map(|i| RecoveredActive {
-        file: pinned.segments.get(&loads[i].id).map(|p| p.file.clone()),
+        file: pinned.segments.get(&loads[i].id).and_then(|p| p.file()),
         ..RecoveredActive::of(&loads[i], tail.allocated)
     });
+    let segments = held_sealed(&loads, active_id, pinned);
     Ok(Recovered {
         lock: None,
         report,
@@ -99,22 +99,22 @@ fn load_pinned(
     })
 }
 
-/// Every loaded segment but the active one, read with `pread` through the
-/// file held open. Never mapped: a snapshot cannot rule out that a file
-/// it holds is cut short by another process, and a map of a file cut
-/// short raises `SIGBUS`.
+/// A reader for every loaded segment but the active one, through what the
+/// pinned set holds: the map of a segment below the active one, or the
+/// open file. The active segment is never mapped: the writer may still cut
+/// it short (sealing it cuts off its preallocated zeros), and a map of a
+/// file cut short raises `SIGBUS`.
 fn held_sealed(
     loads: &[SegmentLoad],
     active_id: Option<u32>,
-    pinned: &Pinned,
+    mut pinned: Pinned,
 ) -> BTreeMap<u32, Arc<Segment>> {
     loads
         .iter()
         .filter(|l| Some(l.id) != active_id)
         .filter_map(|l| {
-            let p = pinned.segments.get(&l.id)?;
-            let seg = Segment::with_file(p.path.clone(), p.file.clone(), l.salt);
-            Some((l.id, Arc::new(seg)))
+            let p = pinned.segments.remove(&l.id)?;
+            Some((l.id, Arc::new(p.into_segment(l.salt))))
         })
         .collect()
 }

@@ -55,6 +55,15 @@ impl Segment {
         }
     }
 
+    /// A sealed segment read through `map`.
+    pub(crate) fn with_map(path: PathBuf, map: Map, salt: u32) -> Segment {
+        Segment {
+            path,
+            salt,
+            source: Source::Mapped(map),
+        }
+    }
+
     /// The active segment, read from `tail` when it holds the bytes and
     /// with `pread` otherwise.
     pub(crate) fn with_tail_cache(

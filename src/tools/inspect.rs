@@ -171,7 +171,7 @@ impl SegmentFiles {
     /// one cannot be read, or when the directory kept changing.
     pub fn open(dir: impl AsRef<Path>) -> Result<SegmentFiles> {
         Ok(SegmentFiles {
-            pinned: recovery::pin(&RealFs, dir.as_ref())?,
+            pinned: recovery::pin(&RealFs, dir.as_ref(), true)?,
         })
     }
 

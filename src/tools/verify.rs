@@ -136,12 +136,12 @@ pub fn verify(dir: impl AsRef<Path>, quick: bool) -> Result<VerifyReport> {
     let vfs = RealFs;
     let mut attempt = 0;
     loop {
-        let pinned = recovery::pin(&vfs, dir)?;
+        let pinned = recovery::pin(&vfs, dir, true)?;
         let active = pinned.find_active();
         let mut report = VerifyReport::default();
         check_dir_entries(&vfs, dir, &pinned.names, quick, &mut report)?;
         for seg in pinned.segments.values() {
-            check_segment(seg, Some(seg.id) == active, quick, &mut report)?;
+            check_segment(&vfs, seg, Some(seg.id) == active, quick, &mut report)?;
         }
         let active_path = active.map(|id| names::segment_path(dir, id));
         let active_damaged = report
@@ -268,6 +268,7 @@ impl SegmentFile {
 /// Checks segment `id`: its header, its hint (when sealed), and, unless
 /// `quick` and the hint is usable, every record.
 fn check_segment(
+    vfs: &dyn Vfs,
     held: &recovery::PinnedSegment,
     is_active: bool,
     quick: bool,
@@ -277,7 +278,7 @@ fn check_segment(
     let id = held.id;
     let seg = SegmentFile {
         id,
-        bytes: held.bytes()?,
+        bytes: held.bytes()?.into_owned(),
         hint_path: held.hint_path.clone(),
         path: held.path.clone(),
         is_active,
@@ -292,7 +293,7 @@ fn check_segment(
     let hint = if is_active {
         None
     } else {
-        check_hint(held.hint_bytes(), &seg, salt, report)?
+        check_hint(held.hint_bytes(vfs), &seg, salt, report)?
     };
     if salt.is_none() || (quick && hint.is_some()) {
         return Ok(());
@@ -312,6 +313,11 @@ fn check_hint(
 ) -> Result<Option<hint::Hint>> {
     let bytes = match hint_bytes {
         Ok(b) => b,
+        // The segment was compacted away while this ran (it is checked as it
+        // was, held open), and its hint went with it.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !seg.path.exists() => {
+            return Ok(None);
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             report.push(
                 ProblemKind::HintMissing,
