@@ -151,10 +151,10 @@ pub(crate) fn io_at(path: &Path, e: io::Error) -> Error {
     Error::Io(io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
-/// Sleeps before attempt `attempt` (1 ms, 2 ms, 4 ms, ... up to
-/// [`MAX_BACKOFF`]).
+/// Sleeps before attempt `attempt` (counted from 1: 1 ms, 2 ms, 4 ms, ...
+/// up to [`MAX_BACKOFF`]; [`ATTEMPTS`] of them take about 5 s in all).
 pub(crate) fn back_off(attempt: u32) {
-    let ms = 1u64 << attempt.min(6);
+    let ms = 1u64 << attempt.saturating_sub(1).min(6);
     std::thread::sleep(Duration::from_millis(ms).min(MAX_BACKOFF));
 }
 
