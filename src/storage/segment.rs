@@ -148,7 +148,8 @@ impl Segment {
                     if e.kind() == io::ErrorKind::UnexpectedEof {
                         self.corrupt(offset, "record runs past the end of the segment")
                     } else {
-                        Error::Io(e)
+                        let at = format!("{} at offset {offset}: {e}", self.path.display());
+                        Error::Io(io::Error::new(e.kind(), at))
                     }
                 })?;
                 self.check(&buf, offset, key, value_len)?;
