@@ -473,16 +473,24 @@ fn a_snapshot_reads_deleted_segments_and_holds_few_descriptors() {
         .open(t.path())
         .expect("snapshot");
     let held = fds_inside(t.path()) - before;
-    assert!(held <= 2, "the snapshot holds {held} descriptors for {segments} segments");
+    assert!(
+        held <= 2,
+        "the snapshot holds {held} descriptors for {segments} segments"
+    );
     // Every record the snapshot indexes goes dead and compaction deletes
     // the files.
     for i in 0..6000 {
         db.put(format!("k{i}"), value(i, 1)).expect("overwrite");
     }
     db.compact().expect("compact");
-    assert!(!cairn::segment_path(t.path(), 1).exists(), "segment 1 deleted");
+    assert!(
+        !cairn::segment_path(t.path(), 1).exists(),
+        "segment 1 deleted"
+    );
     for i in (0..6000).step_by(7) {
-        let got = snap.get(format!("k{i}")).expect("get from a deleted segment");
+        let got = snap
+            .get(format!("k{i}"))
+            .expect("get from a deleted segment");
         assert_eq!(got, Some(value(i, 0).into_bytes()));
     }
     let n = snap.scan_prefix("k").count();
