@@ -95,23 +95,9 @@ impl Db {
 
     pub(crate) fn open_with(path: &Path, opts: Options) -> Result<Db> {
         let kept = opts.clone();
-        let core = if opts.snapshot {
-            // A writer's compaction can delete a segment between the
-            // listing and the load: list again.
-            let mut attempt = 0;
-            loop {
-                match Core::open(path, opts.clone()) {
-                    Err(crate::error::Error::Io(e))
-                        if e.kind() == std::io::ErrorKind::NotFound && attempt < 10 =>
-                    {
-                        attempt += 1;
-                    }
-                    r => break r?,
-                }
-            }
-        } else {
-            Core::open(path, opts)?
-        };
+        // A snapshot's open copes with a writer in another process by
+        // itself (src/recovery/pin.rs): no retry here.
+        let core = Core::open(path, opts)?;
         let mut threads = Vec::new();
         let bg_core = core.clone();
         threads.push(
@@ -741,6 +727,34 @@ impl Db {
     /// ```
     pub fn segment_stats(&self) -> Vec<crate::stats::SegmentStats> {
         self.core().segment_stats()
+    }
+
+    /// Every record (and damaged range) of segment `id`, as
+    /// [`read_segment`](crate::read_segment) gives them, read through the
+    /// file this handle holds open; `None` when the handle holds no segment
+    /// `id` (see [`Db::segment_stats`]). On a snapshot, this reads the
+    /// segments of its view even after the writer's compaction deleted
+    /// their files.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.put("k", "v")?;
+    /// let id = db.segment_stats()[0].id;
+    /// let entries = db.read_segment(id).expect("held")?;
+    /// assert!(matches!(&entries[0], cairn::SegmentEntry::Record { key, .. } if key == b"k"));
+    /// assert!(db.read_segment(id + 1).is_none());
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io), naming the file, when it cannot be
+    /// read.
+    pub fn read_segment(
+        &self,
+        id: u32,
+    ) -> Option<Result<Vec<crate::tools::inspect::SegmentEntry>>> {
+        self.core().read_segment(id)
     }
 
     /// Removes expired keys from memory now, instead of waiting for the

@@ -114,7 +114,9 @@ pub use options::{Options, RecoveryMode, SyncPolicy, MAX_SEGMENT_BYTES, MIN_SEGM
 pub use recovery::{RecoveryReport, SkippedRange};
 pub use stats::{SegmentStats, Stats};
 pub use tools::backup::{backup, BackupReport};
-pub use tools::inspect::{hint_path, read_segment, segment_ids, segment_path, SegmentEntry};
+pub use tools::inspect::{
+    hint_path, read_segment, segment_ids, segment_path, SegmentEntry, SegmentFiles,
+};
 pub use tools::repair::{repair, RepairReport};
 pub use tools::verify::{verify, Problem, ProblemKind, VerifyReport};
 pub use types::{CasConflict, Ttl};

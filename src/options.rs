@@ -193,13 +193,29 @@ impl Options {
     }
 
     /// Open read-only **without any lock**, to inspect a store that another
-    /// process (or handle) has open for writing. The handle sees the store
-    /// as it was when it was opened: records the writer appends later are
-    /// not in its index. Nothing on disk is changed, and a record the writer
-    /// is appending while the snapshot opens is treated as a torn tail and
-    /// left out. If the writer's compaction deletes a segment while the
-    /// snapshot opens, the open is retried. Implies `read_only(true)`.
+    /// process (or handle) has open for writing. Implies `read_only(true)`.
     /// Default: false.
+    ///
+    /// What a snapshot guarantees, beside a live writer:
+    ///
+    /// * **It opens.** Sealing, the trim of a sealed segment's preallocated
+    ///   space, and compaction deleting segments do not make the open fail:
+    ///   it holds every file open from the moment it lists the directory,
+    ///   and lists again (a bounded number of times, with short sleeps)
+    ///   when a compaction or a deletion happened in between.
+    /// * **A consistent view as of one moment during the open**: every
+    ///   write acknowledged before the open started, in the order written
+    ///   (batches whole or not at all), up to the writer's last complete
+    ///   record when the snapshot read it; nothing written later. A record
+    ///   the writer is still appending is left out like a torn tail.
+    /// * **It stays readable**: reads through the handle (`get`, scans)
+    ///   use the files it holds, so a compaction deleting them afterwards
+    ///   changes nothing. The writer's active segment, which the writer
+    ///   cuts short when it seals it, is read with `pread`, never mapped.
+    ///
+    /// Nothing on disk is changed. Damage that is really there is still
+    /// reported ([`Error::Corruption`](crate::Error::Corruption)) as on any
+    /// open.
     ///
     /// ```
     /// let dir = tempfile::tempdir()?;

@@ -67,11 +67,15 @@ impl Core {
     }
 }
 
-/// Read-only: opens the active segment, if any, for reading.
+/// Read-only: opens the active segment, if any, for reading (a snapshot
+/// reads it through the file recovery held open).
 fn open_active_reader(dir: &Path, opts: &Options, r: &mut Recovered) -> Result<()> {
     if let Some(a) = &r.active {
         let path = names::segment_path(dir, a.id);
-        let f = opts.vfs.open(&path, OpenMode::Read)?;
+        let f = match &a.file {
+            Some(f) => f.clone(),
+            None => opts.vfs.open(&path, OpenMode::Read)?,
+        };
         r.segments
             .insert(a.id, Arc::new(Segment::with_file(path, f, a.salt)));
     }

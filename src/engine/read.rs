@@ -144,6 +144,20 @@ impl Core {
         st
     }
 
+    /// The entries of segment `id` as this handle holds it (`None`: it
+    /// holds no such segment).
+    pub(crate) fn read_segment(
+        &self,
+        id: u32,
+    ) -> Option<Result<Vec<crate::tools::inspect::SegmentEntry>>> {
+        let seg = locks::read(&self.segments).get(&id).cloned()?;
+        Some(
+            seg.read_all()
+                .map_err(|e| crate::recovery::io_at(&seg.path, e))
+                .map(|b| crate::tools::inspect::entries_of(&seg.path, id, &b)),
+        )
+    }
+
     pub(crate) fn segment_stats(&self) -> Vec<crate::stats::SegmentStats> {
         let active = self.active_id();
         lock(&self.seg_stats)

@@ -151,9 +151,10 @@ impl Core {
         if let Err(e) = fs::write_all_at(&*w.active.file, &w.buf, offset) {
             self.poison(format!("write to segment {} failed: {e}", w.active.id));
             let path = names::segment_path(&self.dir, w.active.id);
+            let e = fs::named(&path, &e);
             return Err(Error::Io(io::Error::new(
                 e.kind(),
-                format!("writing {} bytes to {} failed: {e}", len, path.display()),
+                format!("writing {len} bytes failed: {e}"),
             )));
         }
         let end = offset + len;

@@ -10,8 +10,15 @@
 //! never written, truncated or renamed by cairn again: compaction writes new
 //! files and deletes old ones, and an unlinked file stays valid for as long
 //! as it is mapped. Other cairn handles are kept out by the directory lock
-//! (exclusive for writers, shared for read-only opens), so the only way the
-//! bytes can change is a process outside cairn writing into its data files,
+//! (exclusive for writers, shared for read-only opens). A snapshot
+//! (`Options::snapshot`, `verify`, `SegmentFiles`) takes no lock, so a
+//! writer may run beside it: it maps only segments *below* the active one
+//! it found, which the writer sealed (and cut to their last record) before
+//! it created the next segment, and which no cairn process writes or cuts
+//! short again (`repair` renames a new file over a segment; the writer's
+//! own open cuts only its active segment, never one below it); the active
+//! segment is read with `pread` (see `recovery/pin.rs`). So the only way
+//! the bytes can change is a process outside cairn writing into its data files,
 //! which the documentation (docs/design.md) rules out, as LMDB, redb and
 //! every other store that maps its files do. Every value read through the
 //! map is also checked against its record's CRC before it is returned.
@@ -31,7 +38,7 @@ impl Map {
     /// segment (see the module's SAFETY argument).
     pub(crate) fn sealed_segment(file: &File) -> io::Result<Map> {
         // SAFETY: see the module documentation: sealed segments are never
-        // modified while cairn holds the directory lock.
+        // modified by cairn again.
         #[allow(unsafe_code)]
         let inner = unsafe { memmap2::MmapOptions::new().map(file)? };
         #[cfg(unix)]

@@ -68,9 +68,16 @@ pub(crate) fn parent_dir(path: &Path) -> &Path {
 /// [`io::ErrorKind`], so that every I/O error names the file it is about.
 ///
 /// The OS error code (`raw_os_error`) is not kept: callers match on the
-/// kind.
+/// kind. A message that names `path` already is kept as it is, so that a
+/// path is never shown twice.
 pub(crate) fn named(path: &Path, e: &io::Error) -> io::Error {
-    io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+    let msg = e.to_string();
+    let shown = path.display().to_string();
+    if msg.contains(&shown) {
+        io::Error::new(e.kind(), msg)
+    } else {
+        io::Error::new(e.kind(), format!("{shown}: {msg}"))
+    }
 }
 
 /// An error of `kind` about `file`, named when the file knows its path.
@@ -260,6 +267,29 @@ pub fn read_exact_at(file: &dyn VFile, mut buf: &mut [u8], mut offset: u64) -> i
         }
     }
     Ok(())
+}
+
+/// Reads `file` from its start up to the length it has when the read
+/// starts. A file that another process shortens meanwhile (a writer
+/// sealing its active segment cuts off the preallocated zeros) gives the
+/// bytes that are left instead of failing.
+///
+/// # Errors
+/// Any I/O error.
+pub(crate) fn read_to_end(file: &dyn VFile) -> io::Result<Vec<u8>> {
+    let len = usize::try_from(file.len()?).map_err(|_| io::ErrorKind::OutOfMemory)?;
+    let mut buf = vec![0u8; len];
+    let mut at = 0;
+    while at < len {
+        match file.read_at(&mut buf[at..], at as u64) {
+            Ok(0) => break,
+            Ok(n) => at += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(at);
+    Ok(buf)
 }
 
 /// The real file system. Every error it returns names the file or

@@ -1,6 +1,7 @@
 //! Loading segments: a sealed one from its hint when the hint checks out,
 //! otherwise (and the active one always) by scanning it; in parallel.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -14,12 +15,15 @@ use crate::options::RecoveryMode;
 use crate::storage::hints;
 use crate::util::locks;
 
+use super::pin::{io_at, PinnedSegment};
 use super::report::SkippedRange;
 use super::scan::scan_segment;
 use super::segment_load::SegmentLoad;
 
 /// Loads every segment, in parallel unless `sequential`, and returns them
-/// in id order.
+/// in id order. With `pinned` (a snapshot), each segment and hint is read
+/// through the file held there, not opened by name.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn load_all(
     vfs: &dyn Vfs,
     dir: &Path,
@@ -28,6 +32,7 @@ pub(crate) fn load_all(
     mode: RecoveryMode,
     read_only: bool,
     sequential: bool,
+    pinned: Option<&BTreeMap<u32, PinnedSegment>>,
 ) -> Result<Vec<SegmentLoad>> {
     let last = active;
     let threads = if sequential {
@@ -47,7 +52,8 @@ pub(crate) fn load_all(
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(&id) = ids.get(i) else { break };
-                let r = load_segment(vfs, dir, id, Some(id) == last, mode, read_only);
+                let held = pinned.and_then(|p| p.get(&id));
+                let r = load_segment(vfs, dir, id, Some(id) == last, mode, read_only, held);
                 let failed = r.is_err();
                 locks::lock(&results)[i] = Some(r);
                 if failed {
@@ -92,17 +98,21 @@ fn load_segment(
     active: bool,
     mode: RecoveryMode,
     read_only: bool,
+    pinned: Option<&PinnedSegment>,
 ) -> Result<SegmentLoad> {
     let path = names::segment_path(dir, id);
     // In salvage mode, a truncated sealed segment is reported, not refused.
     let mut truncated: Option<(u64, u64)> = None;
     if !active {
-        match from_hint(vfs, dir, &path, id, mode)? {
+        match from_hint(vfs, dir, &path, id, mode, pinned)? {
             FromHint::Loaded(load) => return Ok(load),
             FromHint::Scan { truncated: t } => truncated = t,
         }
     }
-    let bytes = vfs.read(&path)?;
+    let bytes = match pinned {
+        Some(p) => p.bytes()?,
+        None => std::borrow::Cow::Owned(vfs.read(&path).map_err(|e| io_at(&path, e))?),
+    };
     check_segment_len(&path, bytes.len() as u64)?;
     let mut load = scan_segment(&path, id, &bytes, active, mode)?;
     if let Some((len, described)) = truncated {
@@ -170,9 +180,14 @@ fn from_hint(
     path: &Path,
     id: u32,
     mode: RecoveryMode,
+    pinned: Option<&PinnedSegment>,
 ) -> Result<FromHint> {
-    let (len, info) = sealed_header(vfs, path, id, mode)?;
-    let hint = match info.map(|info| hints::read(vfs, dir, id, len, info.salt)) {
+    let (len, info) = sealed_header(vfs, path, id, mode, pinned)?;
+    let read_hint = |salt| match pinned {
+        Some(p) => hints::checked(&p.hint_path, p.hint_bytes(vfs), id, len, salt),
+        None => hints::read(vfs, dir, id, len, salt),
+    };
+    let hint = match info.map(|info| read_hint(info.salt)) {
         Some(Ok(h)) => h,
         Some(Err(described)) if mode == RecoveryMode::Strict => {
             return Err(Error::corruption(
@@ -216,18 +231,26 @@ fn sealed_header(
     path: &Path,
     id: u32,
     mode: RecoveryMode,
+    pinned: Option<&PinnedSegment>,
 ) -> Result<(u64, Option<HeaderInfo>)> {
-    let file = vfs.open(path, OpenMode::Read)?;
-    let len = file.len()?;
+    let (len, header) = match pinned {
+        Some(p) => (p.len()?, p.header()),
+        None => {
+            let file = vfs.open(path, OpenMode::Read).map_err(|e| io_at(path, e))?;
+            let len = file.len().map_err(|e| io_at(path, e))?;
+            let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+            let read = fs::read_exact_at(&*file, &mut header, 0);
+            (len, read.ok().map(|()| header))
+        }
+    };
     check_segment_len(path, len)?;
-    let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
-    let info = match fs::read_exact_at(&*file, &mut header, 0) {
-        Ok(()) => match segment::header_info(path, &header, id) {
+    let info = match header {
+        Some(header) => match segment::header_info(path, &header, id) {
             Ok(info) => Some(info),
             Err(e) if mode == RecoveryMode::Strict => return Err(e),
             Err(_) => None, // salvage: the scan below decides
         },
-        Err(_) => None, // too short: the scan below reports it
+        None => None, // too short: the scan below reports it
     };
     Ok((len, info))
 }

@@ -17,6 +17,8 @@
 //!   temporary files, finding the active segment;
 //! * `interrupted.rs`: finishing an interrupted compaction;
 //! * `load.rs`: loading segments (hints or scans) in parallel;
+//! * `pin.rs`, `snapshot.rs`: a snapshot's open, on a consistent set of
+//!   files held open beside a live writer;
 //! * `scan.rs`: scanning one segment: batches, sync marks, damage;
 //! * `active.rs`: the active segment's torn tail, and sealing it after
 //!   salvage skipped damage in it;
@@ -31,10 +33,12 @@ mod dir;
 mod interrupted;
 mod load;
 mod merge;
+mod pin;
 mod report;
 mod scan;
 mod segment_load;
 mod segments;
+mod snapshot;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -58,6 +62,7 @@ use segments::{open_sealed_segments, segment_stats};
 
 pub(crate) use dir::{find_active, list_dir};
 pub(crate) use load::{dedup_newest, scan_and_write_hint};
+pub(crate) use pin::{back_off, io_at, pin, Pinned, PinnedSegment};
 pub use report::{RecoveryReport, SkippedRange};
 pub(crate) use scan::{find_next_valid, scan_segment};
 pub(crate) use segment_load::SegmentLoad;
@@ -93,6 +98,9 @@ pub(crate) struct RecoveredActive {
     pub allocated: u64,
     /// It ends with the sync marks of a clean close.
     pub closed_clean: bool,
+    /// A snapshot's active segment: the file it holds open (read it
+    /// through this, never by name).
+    pub file: Option<Arc<dyn crate::fs::VFile>>,
 }
 
 impl RecoveredActive {
@@ -103,6 +111,7 @@ impl RecoveredActive {
             salt: load.salt,
             allocated,
             closed_clean: load.closed_clean,
+            file: None,
         }
     }
 }
@@ -111,6 +120,9 @@ impl RecoveredActive {
 /// below runs in this order, and the crash tests depend on the order of
 /// their file operations.
 pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
+    if opts.snapshot {
+        return snapshot::recover_snapshot(dir, opts);
+    }
     let vfs: &dyn Vfs = &*opts.vfs;
     ensure_dir(vfs, dir, opts)?;
     let lock = lock_dir(vfs, dir, opts)?;
@@ -127,6 +139,7 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
         opts.recovery_mode,
         opts.read_only,
         opts.is_deterministic(),
+        None,
     )?;
     let mut active = loads.iter().position(|l| Some(l.id) == active_id);
     let tail = fix_active_tail(vfs, dir, active.map(|i| &mut loads[i]), opts.read_only)?;

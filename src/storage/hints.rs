@@ -38,7 +38,22 @@ pub(crate) fn read(
     salt: u32,
 ) -> Result<Option<Hint>, u64> {
     let path = names::hint_path(dir, id);
-    let bytes = match vfs.read(&path) {
+    checked(&path, vfs.read(&path), id, segment_len, salt)
+}
+
+/// Checks the hint of segment `id` read from `path` (`bytes`: what reading
+/// it gave), as [`read`].
+///
+/// # Errors
+/// As [`read`].
+pub(crate) fn checked(
+    path: &Path,
+    bytes: io::Result<Vec<u8>>,
+    id: u32,
+    segment_len: u64,
+    salt: u32,
+) -> Result<Option<Hint>, u64> {
+    let bytes = match bytes {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => {

@@ -55,6 +55,15 @@ impl Segment {
         }
     }
 
+    /// A sealed segment read through `map`.
+    pub(crate) fn with_map(path: PathBuf, map: Map, salt: u32) -> Segment {
+        Segment {
+            path,
+            salt,
+            source: Source::Mapped(map),
+        }
+    }
+
     /// The active segment, read from `tail` when it holds the bytes and
     /// with `pread` otherwise.
     pub(crate) fn with_tail_cache(
@@ -96,6 +105,15 @@ impl Segment {
         }
     }
 
+    /// The whole segment's bytes, read through the file this reader holds
+    /// (never by name: the file may have been deleted since it was opened).
+    pub(crate) fn read_all(&self) -> io::Result<Vec<u8>> {
+        match &self.source {
+            Source::Mapped(m) => Ok(m.bytes().to_vec()),
+            Source::File(f) | Source::ActiveSegment(f, _) => fs::read_to_end(&**f),
+        }
+    }
+
     /// Reads the record at `offset`, checks it is a put of `key` whose value
     /// is `value_len` bytes long, verifies its checksum, and returns the value.
     pub(crate) fn read_value(&self, offset: u64, key: &[u8], value_len: u32) -> Result<Vec<u8>> {
@@ -130,7 +148,8 @@ impl Segment {
                     if e.kind() == io::ErrorKind::UnexpectedEof {
                         self.corrupt(offset, "record runs past the end of the segment")
                     } else {
-                        Error::Io(e)
+                        let at = format!("{} at offset {offset}: {e}", self.path.display());
+                        Error::Io(io::Error::new(e.kind(), at))
                     }
                 })?;
                 self.check(&buf, offset, key, value_len)?;

@@ -100,19 +100,111 @@ pub enum SegmentEntry {
 /// [`Error::Io`](crate::Error::Io) when the file cannot be read.
 pub fn read_segment(path: impl AsRef<Path>) -> Result<Vec<SegmentEntry>> {
     let path = path.as_ref();
-    let bytes = RealFs.read(path)?;
+    let bytes = RealFs.read(path).map_err(|e| recovery::io_at(path, e))?;
     let id = path
         .file_name()
         .and_then(|n| n.to_str())
         .and_then(crate::format::names::parse_file_name)
         .map_or(0, |(id, _)| id);
-    match segment::header_info(path, &bytes, id) {
-        Ok(h) => Ok(walk_records(&bytes, h.salt)),
-        Err(e) => Ok(vec![SegmentEntry::Damaged {
+    Ok(entries_of(path, id, &bytes))
+}
+
+/// The entries of segment `id`, whose file `path` holds `bytes` (see
+/// [`read_segment`]).
+pub(crate) fn entries_of(path: &Path, id: u32, bytes: &[u8]) -> Vec<SegmentEntry> {
+    match segment::header_info(path, bytes, id) {
+        Ok(h) => walk_records(bytes, h.salt),
+        Err(e) => vec![SegmentEntry::Damaged {
             offset: 0,
             len: bytes.len() as u64,
             reason: format!("segment header: {e}"),
-        }]),
+        }],
+    }
+}
+
+/// The segment files of a store directory, held open: a consistent set
+/// that stays readable while an application writes to the store in
+/// another process (its compaction may delete files meanwhile). For
+/// inspection tools that read files rather than open the store (the
+/// `cairn dump` command).
+///
+/// The set is the store's segments as they were at one moment while
+/// [`SegmentFiles::open`] ran; the writer's active segment is read as it is
+/// when [`SegmentFiles::read`] reads it.
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let db = cairn::Db::open(dir.path())?;
+/// db.put("k", "v")?;
+/// let files = cairn::SegmentFiles::open(dir.path())?;
+/// assert_eq!(files.ids(), [1]);
+/// let entries = files.read(1).expect("segment 1 is held")?;
+/// assert!(matches!(&entries[0], cairn::SegmentEntry::Record { key, .. } if key == b"k"));
+/// # Ok::<(), cairn::Error>(())
+/// ```
+pub struct SegmentFiles {
+    pinned: recovery::Pinned,
+}
+
+impl std::fmt::Debug for SegmentFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SegmentFiles")
+            .field("ids", &self.ids())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SegmentFiles {
+    /// Lists the store directory `dir` and opens every segment file in it
+    /// (listing again if a writer deleted one in between, a bounded number
+    /// of times).
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// cairn::Db::open(dir.path())?.close()?;
+    /// assert_eq!(cairn::SegmentFiles::open(dir.path())?.ids(), [1]);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io), naming the directory or file, when
+    /// one cannot be read, or when the directory kept changing.
+    pub fn open(dir: impl AsRef<Path>) -> Result<SegmentFiles> {
+        Ok(SegmentFiles {
+            pinned: recovery::pin(&RealFs, dir.as_ref(), true)?,
+        })
+    }
+
+    /// The ids of the segments held, ascending.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let files = cairn::SegmentFiles::open(dir.path())?;
+    /// assert!(files.ids().is_empty());
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    pub fn ids(&self) -> Vec<u32> {
+        self.pinned.segments.keys().copied().collect()
+    }
+
+    /// The entries of segment `id`, as [`read_segment`] gives them; `None`
+    /// when `id` is not held.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// cairn::Db::open(dir.path())?.close()?;
+    /// let files = cairn::SegmentFiles::open(dir.path())?;
+    /// assert!(files.read(7).is_none());
+    /// assert!(files.read(1).expect("held")?.is_empty());
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Io`](crate::Error::Io), naming the file, when it cannot be
+    /// read.
+    pub fn read(&self, id: u32) -> Option<Result<Vec<SegmentEntry>>> {
+        let held = self.pinned.segments.get(&id)?;
+        Some(held.bytes().map(|bytes| entries_of(&held.path, id, &bytes)))
     }
 }
 

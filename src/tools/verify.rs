@@ -106,8 +106,19 @@ impl VerifyReport {
 /// With `quick`, sealed segments that have a valid hint are not read
 /// record by record.
 ///
-/// It takes no lock and changes nothing, so it can run beside a writer
-/// (whose newest, still-growing record may then show as a torn tail).
+/// It takes no lock and changes nothing, so it can run beside a writer in
+/// another process: like a snapshot ([`Options::snapshot`]), it checks a
+/// consistent set of the store's files, held open from the moment they are
+/// listed (a segment the writer's compaction deletes meanwhile is still
+/// checked as it was), with the writer's active segment taken up to its
+/// last complete record. The writer's newest, still-growing record may
+/// then show as a torn tail, and a running compaction as an unfinished one
+/// with temporary files (neither is corruption). Damage found in the
+/// active segment is checked again (a few times, briefly) before it is
+/// reported, since a record the writer is writing can look damaged to a
+/// reader for a moment.
+///
+/// [`Options::snapshot`]: crate::Options::snapshot
 ///
 /// ```
 /// let dir = tempfile::tempdir()?;
@@ -128,24 +139,48 @@ pub fn verify(dir: impl AsRef<Path>, quick: bool) -> Result<VerifyReport> {
     let dir = dir.as_ref();
     let vfs = RealFs;
     crate::tools::backup::check_complete(&vfs, dir)?;
-    let mut report = VerifyReport::default();
-    check_dir_entries(&vfs, dir, quick, &mut report)?;
-    let listing = recovery::list_dir(&vfs, dir)?;
-    for path in &listing.temp_files {
-        if path.extension().is_some_and(|e| e == "hint") {
-            report.push(
-                ProblemKind::StrayFile,
-                path,
-                None,
-                "the hint of a segment that no longer exists; the next open removes it",
-            );
+    let mut attempt = 0;
+    loop {
+        let pinned = recovery::pin(&vfs, dir, true)?;
+        let active = pinned.find_active();
+        let mut report = VerifyReport::default();
+        check_dir_entries(&vfs, dir, &pinned.names, quick, &mut report)?;
+        report_orphan_hints(dir, &pinned, &mut report);
+        for seg in pinned.segments.values() {
+            check_segment(&vfs, seg, Some(seg.id) == active, quick, &mut report)?;
+        }
+        let active_path = active.map(|id| names::segment_path(dir, id));
+        let active_damaged = report
+            .problems
+            .iter()
+            .any(|p| p.kind.is_corruption() && Some(&p.path) == active_path.as_ref());
+        if !active_damaged || attempt == ACTIVE_DAMAGE_RETRIES {
+            return Ok(report);
+        }
+        attempt += 1;
+        recovery::back_off(attempt);
+    }
+}
+
+/// How many times damage in the active segment is checked again before it
+/// is reported (see [`verify`]).
+const ACTIVE_DAMAGE_RETRIES: u32 = 3;
+
+/// Reports each hint whose segment is not in the listing: a compaction
+/// deleted the segment while its hint was being written. Open removes it.
+fn report_orphan_hints(dir: &Path, pinned: &recovery::Pinned, report: &mut VerifyReport) {
+    for name in &pinned.names {
+        if let Some((id, names::HINT_SUFFIX)) = names::parse_file_name(name) {
+            if !pinned.segments.contains_key(&id) {
+                report.push(
+                    ProblemKind::StrayFile,
+                    &dir.join(name),
+                    None,
+                    "the hint of a segment that no longer exists; the next open removes it",
+                );
+            }
         }
     }
-    let active = recovery::find_active(&vfs, dir, &listing.segments);
-    for &id in &listing.segments {
-        check_segment(&vfs, dir, id, Some(id) == active, quick, &mut report)?;
-    }
-    Ok(report)
 }
 
 impl VerifyReport {
@@ -180,10 +215,11 @@ impl VerifyReport {
 fn check_dir_entries(
     vfs: &dyn Vfs,
     dir: &Path,
+    listed: &[String],
     quick: bool,
     report: &mut VerifyReport,
 ) -> Result<()> {
-    let mut entries = vfs.list(dir)?;
+    let mut entries = listed.to_vec();
     entries.sort();
     for name in &entries {
         let path = dir.join(name);
@@ -256,19 +292,18 @@ impl SegmentFile {
 /// `quick` and the hint is usable, every record.
 fn check_segment(
     vfs: &dyn Vfs,
-    dir: &Path,
-    id: u32,
+    held: &recovery::PinnedSegment,
     is_active: bool,
     quick: bool,
     report: &mut VerifyReport,
 ) -> Result<()> {
     report.segments += 1;
-    let path = names::segment_path(dir, id);
+    let id = held.id;
     let seg = SegmentFile {
         id,
-        bytes: vfs.read(&path)?,
-        hint_path: names::hint_path(dir, id),
-        path,
+        bytes: held.bytes()?.into_owned(),
+        hint_path: held.hint_path.clone(),
+        path: held.path.clone(),
         is_active,
     };
     let salt = match segment::header_info(&seg.path, &seg.bytes, id) {
@@ -282,7 +317,7 @@ fn check_segment(
     let hint = if is_active {
         None
     } else {
-        check_hint(vfs, &seg, salt, report)?
+        check_hint(held.hint_bytes(vfs), &seg, salt, report)?
     };
     if salt.is_none() || (quick && hint.is_some()) {
         return Ok(());
@@ -322,13 +357,18 @@ fn torn_creation(seg: &SegmentFile, report: &mut VerifyReport) -> bool {
 /// length and salt (when its header gave one): the hint, if open would use
 /// it.
 fn check_hint(
-    vfs: &dyn Vfs,
+    hint_bytes: std::io::Result<Vec<u8>>,
     seg: &SegmentFile,
     salt: Option<u32>,
     report: &mut VerifyReport,
 ) -> Result<Option<hint::Hint>> {
-    let bytes = match vfs.read(&seg.hint_path) {
+    let bytes = match hint_bytes {
         Ok(b) => b,
+        // The segment was compacted away while this ran (it is checked as it
+        // was, held open), and its hint went with it.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !seg.path.exists() => {
+            return Ok(None);
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             report.push(
                 ProblemKind::HintMissing,
@@ -338,7 +378,7 @@ fn check_hint(
             );
             return Ok(None);
         }
-        Err(e) => return Err(Error::Io(e)),
+        Err(e) => return Err(recovery::io_at(&seg.hint_path, e)),
     };
     report.hints += 1;
     let Some(salt) = salt else {

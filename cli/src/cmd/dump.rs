@@ -58,8 +58,14 @@ pub fn dump(
 /// Prints the records of one store directory (the default keyspace or
 /// another one).
 fn dump_store(dir: &Path, segment: Option<u32>, shape: &Shape, out: &mut impl Write) -> Result<()> {
-    for id in chosen_segments(dir, segment)? {
-        for e in cairn::read_segment(cairn::segment_path(dir, id))? {
+    // Every file held open first: a writer in another process may delete
+    // segments (compaction) while they are printed.
+    let files = cairn::SegmentFiles::open(dir)?;
+    for id in chosen_segments(&files, dir, segment)? {
+        let Some(entries) = files.read(id) else {
+            continue;
+        };
+        for e in entries? {
             match &e {
                 SegmentEntry::Record { offset, .. } if *offset >= shape.from_offset => {
                     write_record(id, &e, shape, out)?;
@@ -79,8 +85,12 @@ fn dump_store(dir: &Path, segment: Option<u32>, shape: &Shape, out: &mut impl Wr
 }
 
 /// `segment` if the store has it, or every segment.
-fn chosen_segments(dir: &Path, segment: Option<u32>) -> Result<Vec<u32>> {
-    let ids = cairn::segment_ids(dir)?;
+fn chosen_segments(
+    files: &cairn::SegmentFiles,
+    dir: &Path,
+    segment: Option<u32>,
+) -> Result<Vec<u32>> {
+    let ids = files.ids();
     Ok(match segment {
         Some(s) if !ids.contains(&s) => bail!("no segment {s} in {}", dir.display()),
         Some(s) => vec![s],

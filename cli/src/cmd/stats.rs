@@ -169,7 +169,13 @@ fn segment_rows(db: &Db, dir: &Path) -> Result<Vec<Row>> {
     let now = now_ms();
     let mut counts = Vec::with_capacity(segs.len());
     for s in &segs {
-        counts.push(seg_counts(&cairn::segment_path(dir, s.id), now)?);
+        // Through the snapshot's own open file: the writer's compaction
+        // may have deleted the file since the snapshot opened.
+        let entries = match db.read_segment(s.id) {
+            Some(r) => r?,
+            None => Vec::new(),
+        };
+        counts.push(seg_counts(entries, now));
     }
     finish(pb);
     Ok(segs
@@ -203,10 +209,10 @@ fn hint_state(check: &VerifyReport, dir: &Path, id: u32) -> &'static str {
     }
 }
 
-/// Counts the records of the segment file at `path` (expired as of `now`).
-fn seg_counts(path: &Path, now: u64) -> Result<SegCounts> {
+/// Counts the records among a segment's `entries` (expired as of `now`).
+fn seg_counts(entries: Vec<SegmentEntry>, now: u64) -> SegCounts {
     let mut c = SegCounts::default();
-    for e in cairn::read_segment(path)? {
+    for e in entries {
         match e {
             SegmentEntry::Record {
                 kind,
@@ -236,7 +242,7 @@ fn seg_counts(path: &Path, now: u64) -> Result<SegCounts> {
             _ => {}
         }
     }
-    Ok(c)
+    c
 }
 
 /// Bytes of live records: the segment less its 32-byte header and its dead
