@@ -230,11 +230,11 @@ fn check_dir_entries(
                 ProblemKind::UnfinishedCompaction,
                 &path,
                 None,
-                "a compaction stopped before deleting the segments this manifest names",
+                "a compaction is deleting the segments this manifest names, or stopped before it did (the next read-write open finishes it)",
             );
         } else if name != names::LOCK_FILE && names::parse_file_name(name).is_none() {
             let detail = if names::is_temp_file(name) {
-                "temporary file left by a crash"
+                "a temporary file: a running compaction's or hint writer's, or left by a crash (the next read-write open removes it)"
             } else {
                 "not a cairn file"
             };
