@@ -266,3 +266,58 @@ fn reopen_append_close_is_protected_again() {
     let h = RecordHeader::read(&before[&seg], recs[0].0).expect("header");
     assert_eq!(h.kind, format::kind::PUT);
 }
+
+/// A clean close after a roll writes close marks even when the new active
+/// segment ends exactly where the previous session's active segment ended
+/// (its marks once made the writer think it had nothing to vouch for).
+#[test]
+fn a_close_after_a_roll_protects_the_new_segment() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path();
+    let open = || {
+        Options::new()
+            .sync_policy(SyncPolicy::Never)
+            .auto_compact(false)
+            .open(dir)
+            .expect("open")
+    };
+    let seg_len = |id: u32| {
+        std::fs::metadata(dir.join(seg_name(id)))
+            .expect("segment")
+            .len()
+    };
+    let db = open();
+    for i in 0..10 {
+        db.put(format!("k{i}"), [b'a'; 100]).expect("put");
+    }
+    db.close().expect("close");
+    let first_end = seg_len(1); // ten records and two close marks
+    let db = open();
+    assert!(db.seal_active_segment().expect("seal"));
+    let start = seg_len(2);
+    for i in 0..10 {
+        db.put(format!("k{i}"), [b'b'; 100]).expect("put");
+    }
+    let record = (seg_len(2) - start) / 10; // 2-byte key, 100-byte value
+    let overhead = record - 102;
+    // One more record that makes segment 2 end exactly at `first_end`.
+    let value_len = first_end - seg_len(2) - overhead - 2;
+    db.put("zz", vec![b'c'; value_len as usize]).expect("put");
+    assert_eq!(seg_len(2), first_end);
+    db.close().expect("close");
+    assert!(seg_len(2) > first_end, "no close marks after the roll");
+    // Damage in the last record: refused, never cut silently.
+    let path = dir.join(seg_name(2));
+    let mut bytes = std::fs::read(&path).expect("read");
+    bytes[first_end as usize - 5] ^= 1;
+    std::fs::write(&path, &bytes).expect("write");
+    match Options::new().open(dir) {
+        Err(Error::Corruption { path: p, .. }) => assert_eq!(p, path),
+        Err(e) => panic!("unexpected error: {e}"),
+        Ok(db) => panic!(
+            "opened: zz = {:?}, report {:?}",
+            db.get("zz").expect("get").map(|v| v.len()),
+            db.recovery_report()
+        ),
+    }
+}

@@ -144,3 +144,20 @@ fn compact_reclaims_the_dead_records_of_a_one_segment_store() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert!(!stdout(&o).contains("sealed"), "{}", stdout(&o));
 }
+
+#[test]
+fn compact_does_not_seal_for_close_marks_alone() {
+    // Each `set` is a process that closes cleanly and leaves close marks,
+    // which count as dead bytes; no record is dead.
+    let t = tempfile::tempdir().expect("tempdir");
+    let d = t.path().join("db");
+    let d = p(&d);
+    for k in ["a", "b", "c"] {
+        assert_eq!(code(&cairn(&["set", d, k, "v"])), 0);
+    }
+    assert!(dead_bytes(d) > 0);
+    let o = cairn(&["compact", d]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("nothing to compact"), "{}", stdout(&o));
+    assert_eq!(cairn::segment_ids(t.path().join("db")).expect("ids"), [1]);
+}

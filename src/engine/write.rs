@@ -443,8 +443,9 @@ impl Core {
         w.allocated = SEGMENT_HEADER_LEN;
         w.preallocation_off = false;
         w.marked = 0;
-        // 3. The hint of the sealed segment is written in the background
-        //    (inline when tests ask for a fixed order of file operations).
+        w.closed_end = 0; // the close marks were the old segment's
+                          // 3. The hint of the sealed segment is written in the background
+                          //    (inline when tests ask for a fixed order of file operations).
         if self.opts.is_deterministic() {
             self.write_hint(old.id);
         } else {

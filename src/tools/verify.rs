@@ -112,8 +112,10 @@ impl VerifyReport {
 /// listed (a segment the writer's compaction deletes meanwhile is still
 /// checked as it was), with the writer's active segment taken up to its
 /// last complete record. The writer's newest, still-growing record may
-/// then show as a torn tail, and a running compaction as an unfinished one
-/// with temporary files (neither is corruption). Damage found in the
+/// then show as a torn tail, a segment sealed a moment ago as one without
+/// its hint, a running compaction as an unfinished one with temporary
+/// files, and the hint of a segment that compaction just deleted as a
+/// stray file (none of these is corruption). Damage found in the
 /// active segment is checked again (a few times, briefly) before it is
 /// reported, since a record the writer is writing can look damaged to a
 /// reader for a moment.
