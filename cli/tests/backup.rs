@@ -128,6 +128,7 @@ fn live_backup_of_a_store_another_process_holds() {
         let o = cairn(&["backup", p(&store), p(&dest)]);
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
         let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains("backed up"), "{out}");
         taken.push((dest, before));
     }
     stop.store(true, Ordering::Relaxed);
