@@ -373,6 +373,145 @@ fn an_incomplete_backup_does_not_open() {
     assert!(e.to_string().contains("incomplete backup"), "{e}");
 }
 
+/// A backup of a backup that was cut short is refused, naming it: the
+/// copy would have no marker and look complete with data missing. So is a
+/// backup of one of its keyspaces.
+#[test]
+fn a_backup_of_an_incomplete_backup_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let db = Options::new()
+        .max_segment_bytes(4096)
+        .open(&store)
+        .expect("open");
+    let ks = db.keyspace("ks").expect("keyspace");
+    for i in 0..200 {
+        db.put(format!("k{i}"), vec![b'x'; 100]).expect("put");
+        ks.put(format!("k{i}"), "v").expect("put");
+    }
+    let b1 = dir.path().join("b1");
+    db.backup_to(&b1).expect("backup");
+    // As a crash part-way through the backup would leave it.
+    std::fs::write(b1.join("BACKUP-INCOMPLETE"), "").expect("marker");
+    std::fs::remove_file(b1.join("0000000001.seg")).expect("remove");
+    let b2 = dir.path().join("b2");
+    let e = cairn::backup(&b1, &b2).expect_err("an incomplete source");
+    assert!(
+        matches!(&e, Error::IncompleteBackup { path } if *path == b1),
+        "{e}"
+    );
+    assert!(!b2.exists(), "nothing is written");
+    let e = cairn::backup(b1.join("keyspaces").join("ks"), &b2).expect_err("its keyspace");
+    assert!(
+        matches!(&e, Error::IncompleteBackup { path } if *path == b1),
+        "{e}"
+    );
+    assert!(!b2.exists(), "nothing is written");
+}
+
+/// Only the top directory of a backup holds its marker: a keyspace of a
+/// backup cut short does not open or verify either, by any spelling of
+/// its path.
+#[test]
+fn a_keyspace_of_an_incomplete_backup_does_not_open() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Options::new()
+        .max_segment_bytes(4096)
+        .open(dir.path().join("store"))
+        .expect("open");
+    let ks = db.keyspace("ks").expect("keyspace");
+    for i in 0..200 {
+        ks.put(format!("k{i}"), vec![b'x'; 100]).expect("put");
+    }
+    let b = dir.path().join("b");
+    db.backup_to(&b).expect("backup");
+    let ks_dir = b.join("keyspaces").join("ks");
+    assert_eq!(
+        Db::open(&ks_dir).expect("complete").len().expect("len"),
+        200
+    );
+    // A crash in the middle of the keyspace's copy: a sealed segment missing.
+    std::fs::write(b.join("BACKUP-INCOMPLETE"), "").expect("marker");
+    std::fs::remove_file(ks_dir.join("0000000001.seg")).expect("remove");
+    let _ = std::fs::remove_file(ks_dir.join("0000000001.hint"));
+    for path in [
+        ks_dir.clone(),
+        ks_dir.join("."),
+        b.join("keyspaces").join("..").join("keyspaces").join("ks"),
+    ] {
+        let e = Db::open(&path).expect_err("a keyspace of an incomplete backup");
+        assert!(
+            matches!(e, Error::IncompleteBackup { .. }),
+            "{}: {e}",
+            path.display()
+        );
+        assert!(e.to_string().contains(&*b.to_string_lossy()), "{e}");
+        let e = cairn::verify(&path, false).expect_err("verify says so too");
+        assert!(matches!(e, Error::IncompleteBackup { .. }), "{e}");
+    }
+}
+
+/// The source of a lock-free backup must be a store: a directory of other
+/// files is refused (`NotAStore`, as open refuses it), a missing or empty
+/// one with an error that names it (once). Nothing is written.
+#[test]
+fn a_backup_source_must_be_a_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let dest = dir.path().join("b");
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).expect("mkdir");
+    std::fs::write(home.join("notes.txt"), "mine").expect("write");
+    let e = cairn::backup(&home, &dest).expect_err("not a store");
+    assert!(
+        matches!(&e, Error::NotAStore { path } if *path == home),
+        "{e}"
+    );
+    assert!(!dest.exists());
+
+    let missing = dir.path().join("missing");
+    let e = cairn::backup(&missing, &dest).expect_err("missing");
+    let msg = e.to_string();
+    let shown = missing.display().to_string();
+    assert!(
+        matches!(&e, Error::Io(io) if io.kind() == std::io::ErrorKind::NotFound),
+        "{e:?}"
+    );
+    assert_eq!(msg.matches(&shown).count(), 1, "{msg}");
+    assert!(!dest.exists());
+
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    let e = cairn::backup(&empty, &dest).expect_err("empty");
+    assert!(
+        e.to_string().contains("empty") && e.to_string().contains(&*empty.to_string_lossy()),
+        "{e}"
+    );
+    assert!(!dest.exists());
+}
+
+/// A destination inside the store under a spelling that does not start
+/// with the store's path, whose parent does not exist yet, is refused too.
+#[test]
+fn a_destination_inside_the_store_is_refused_before_its_parent_exists() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("store");
+    let db = Db::open(&store).expect("open");
+    db.put("k", "v").expect("put");
+    std::fs::create_dir(dir.path().join("other")).expect("mkdir");
+    let dest = dir
+        .path()
+        .join("other")
+        .join("..")
+        .join("store")
+        .join("new")
+        .join("b");
+    let e = db.backup_to(&dest).expect_err("inside the store");
+    assert!(e.to_string().contains("inside the store"), "{e}");
+    let e = cairn::backup(&store, &dest).expect_err("inside the store, lock-free");
+    assert!(e.to_string().contains("inside the store"), "{e}");
+    assert!(!store.join("new").exists(), "nothing is written");
+}
+
 /// A compaction cut short after its manifest, with one of its inputs (the
 /// one holding a tombstone) already gone: the lock-free copy leaves out
 /// every input the manifest names, as the next open would, instead of
@@ -509,7 +648,17 @@ mod crash {
             "missing or empty"
         } else {
             match opts(&sim).open(DEST) {
-                Err(Error::IncompleteBackup { .. }) => "refused as incomplete",
+                Err(Error::IncompleteBackup { .. }) => {
+                    let ks = Path::new(DEST).join("keyspaces").join("ks");
+                    if sim.exists(&ks) {
+                        match opts(&sim).open(&ks) {
+                            Err(Error::IncompleteBackup { .. }) => {}
+                            Err(e) => panic!("{case}: its keyspace: {e}"),
+                            Ok(_) => panic!("{case}: a keyspace of an incomplete backup opens"),
+                        }
+                    }
+                    "refused as incomplete"
+                }
                 Err(e) => panic!("{case}: the backup neither opens nor is refused: {e}"),
                 Ok(copy) => {
                     let got = contents(&copy);
@@ -531,6 +680,26 @@ mod crash {
             assert_eq!(outcome, "complete", "{case}");
         }
         (outcome, !crashed)
+    }
+
+    /// A backup into directories that do not exist yet makes each new
+    /// directory's entry durable: every new directory's parent is fsynced.
+    /// (SimFs keeps directories durable as soon as they exist, so the
+    /// fsyncs are checked, not a power loss.)
+    #[test]
+    fn a_backup_into_new_nested_directories_fsyncs_each_parent() {
+        let sim = SimFs::new();
+        let (db, _) = setup(&sim);
+        sim.set_trace(true);
+        db.backup_to("/sim/x/y/z/backup").expect("backup");
+        let trace = sim.trace();
+        for parent in ["/sim", "/sim/x", "/sim/x/y", "/sim/x/y/z"] {
+            let synced = format!("fsync dir {parent}");
+            assert!(
+                trace.iter().any(|t| t.ends_with(&synced)),
+                "{parent} not fsynced: {trace:?}"
+            );
+        }
     }
 
     #[test]

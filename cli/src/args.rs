@@ -185,7 +185,7 @@ pub enum Command {
     /// Copy the store (keyspaces included) into a new directory, also while
     /// an application has it open and keeps writing.
     #[command(
-        after_help = "Sealed segments and hints become hard links (copies on another file system); the active segment is copied up to its last complete record. The copy holds every write acknowledged before the command started, opens as a store of its own and passes `cairn verify`. <DEST> must not exist or be empty; until the copy is complete it holds a BACKUP-INCOMPLETE marker and does not open. Restore: stop the application and move the backup into the store's place (or open it where it is).\n\nExample:\n  cairn backup ./data /backups/data-$(date +%F)"
+        after_help = "Sealed segments and hints become hard links (copies on another file system); the active segment is copied up to its last complete record. The store is only read, never changed (no lock is taken, no recovery runs on it). The copy holds every write acknowledged before the command started, opens as a store of its own and passes `cairn verify`. <DEST> must not exist or be empty; until the copy is complete it holds a BACKUP-INCOMPLETE marker and does not open. Restore: stop the application and move the backup into the store's place (or open it where it is).\n\nExample:\n  cairn backup ./data /backups/data-$(date +%F)"
     )]
     Backup {
         /// The store directory.

@@ -1,8 +1,8 @@
-//! `cairn backup`, run as the real binary: of a closed store, and of a
-//! store that this test process holds open (so the child sees it locked and
-//! backs it up lock-free) while a thread keeps writing and compacting. Each
-//! copy passes `cairn verify` and holds every write acknowledged before the
-//! command started.
+//! `cairn backup`, run as the real binary: of a closed store (which it
+//! leaves unchanged, byte for byte), and of a store that this test process
+//! holds open while a thread keeps writing and compacting. Each copy passes
+//! `cairn verify` and holds every write acknowledged before the command
+//! started.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -128,7 +128,7 @@ fn live_backup_of_a_store_another_process_holds() {
         let o = cairn(&["backup", p(&store), p(&dest)]);
         assert_eq!(o.status.code(), Some(0), "{}", text(&o));
         let out = String::from_utf8_lossy(&o.stdout);
-        assert!(out.contains("live"), "{out}");
+        assert!(out.contains("backed up"), "{out}");
         taken.push((dest, before));
     }
     stop.store(true, Ordering::Relaxed);
@@ -153,4 +153,46 @@ fn live_backup_of_a_store_another_process_holds() {
             );
         }
     }
+}
+
+/// Every file under `dir` (relative path) with its contents.
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir") {
+            let path = e.expect("entry").path();
+            let name = path
+                .strip_prefix(dir)
+                .expect("under dir")
+                .display()
+                .to_string();
+            if path.is_dir() {
+                todo.push(path.clone());
+                out.insert(format!("{name}/"), Vec::new());
+            } else {
+                out.insert(name, std::fs::read(&path).expect("read"));
+            }
+        }
+    }
+    out
+}
+
+/// A backup only reads the store: no recovery runs on it (a stray temp
+/// file stays), and no file changes, not even by a byte.
+#[test]
+fn backup_leaves_the_store_unchanged() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let store = t.path().join("s");
+    let o = cairn(&["set", p(&store), "k", "v"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    std::fs::write(store.join(".hint-abcdef.tmp"), "stray").expect("write");
+    let before = snapshot(&store);
+    let dest = t.path().join("d");
+    let o = cairn(&["backup", p(&store), p(&dest)]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(store.join(".hint-abcdef.tmp").exists());
+    assert!(snapshot(&store) == before, "the store changed");
+    let copy = cairn::Db::open(&dest).expect("open backup");
+    assert_eq!(copy.get("k").expect("get"), Some(b"v".to_vec()));
 }

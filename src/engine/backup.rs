@@ -69,10 +69,8 @@ impl Core {
     }
 }
 
-/// An I/O error that names the file it is about.
+/// An I/O error that names the file it is about (once: a message that
+/// names it already is kept as it is).
 fn named(e: std::io::Error, path: &Path) -> Error {
-    Error::Io(std::io::Error::new(
-        e.kind(),
-        format!("backing up {}: {e}", path.display()),
-    ))
+    Error::Io(crate::fs::named(path, &e))
 }

@@ -44,12 +44,23 @@ pub enum OpenMode {
 /// A held directory lock; dropping it releases the lock.
 pub type LockGuard = Box<dyn Any + Send + Sync>;
 
-/// Creates `dir` (and its missing parents) and fsyncs its parent, so that
-/// the new directory's entry survives a power loss too.
+/// Creates `dir` and fsyncs its parent, so that the new directory's entry
+/// survives a power loss too; missing ancestors are created one by one,
+/// outermost first, each followed by an fsync of its own parent (else a
+/// power loss could forget an ancestor, and `dir` with it).
 ///
 /// # Errors
 /// Any I/O error.
 pub(crate) fn create_dir_durably(vfs: &dyn Vfs, dir: &Path) -> io::Result<()> {
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .skip(1)
+        .take_while(|a| a.parent().is_some() && !a.as_os_str().is_empty() && !vfs.exists(a))
+        .collect();
+    for ancestor in missing.into_iter().rev() {
+        vfs.create_dir_all(ancestor)?;
+        vfs.sync_dir(parent_dir(ancestor))?;
+    }
     vfs.create_dir_all(dir)?;
     vfs.sync_dir(parent_dir(dir))
 }

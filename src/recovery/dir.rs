@@ -39,7 +39,7 @@ pub(crate) fn ensure_dir(vfs: &dyn Vfs, dir: &Path, opts: &Options) -> Result<()
 /// but cairn's files (a `LOCK` alone is a store that crashed before its
 /// first segment was created; a `LOCK` among other files is not enough,
 /// as other databases name their lock file so too).
-fn is_store(entries: &[String]) -> bool {
+pub(crate) fn is_store(entries: &[String]) -> bool {
     entries.iter().any(|n| names::is_store_evidence(n))
         || entries.iter().all(|n| names::is_store_entry(n))
 }

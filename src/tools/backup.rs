@@ -79,19 +79,17 @@ pub struct BackupReport {
 ///
 /// # Errors
 /// [`Error::BackupDestination`] when `dest` exists and is not an empty
-/// directory, or lies inside `store` (nothing is written); [`Error::Io`]
-/// when the store cannot be read, the copy cannot be written, or the store
+/// directory, or lies inside `store` (nothing is written);
+/// [`Error::NotAStore`] when `store` holds files and none of cairn's;
+/// [`Error::IncompleteBackup`] when `store` (or one of its keyspaces) is a
+/// backup that was cut short; [`Error::Io`] when `store` is missing or
+/// empty, when it cannot be read, the copy cannot be written, or the store
 /// kept changing through every attempt (try again); the destination then
 /// keeps its marker.
 pub fn backup(store: impl AsRef<Path>, dest: impl AsRef<Path>) -> Result<BackupReport> {
     let (store, dest) = (store.as_ref(), dest.as_ref());
     let vfs = RealFs;
-    if let Err(e) = vfs.list(store) {
-        return Err(Error::Io(io::Error::new(
-            e.kind(),
-            format!("cannot read the store directory {}: {e}", store.display()),
-        )));
-    }
+    check_source(&vfs, store)?;
     begin(&vfs, store, dest)?;
     let mut report = BackupReport::default();
     copy_store_tree(&vfs, store, dest, &mut report)?;
@@ -139,17 +137,50 @@ pub(crate) fn begin(vfs: &dyn Vfs, store: &Path, dest: &Path) -> Result<()> {
 
 /// Whether `dest` lies inside `store`: by the paths as given, or, where
 /// they exist on the real file system, as resolved (`./data/b` is inside
-/// `data`). A guard against a mistake, not a security check.
+/// `data`; so is `data/new/b` before `data/new` exists). A guard against a
+/// mistake, not a security check.
 fn inside(dest: &Path, store: &Path) -> bool {
     if dest.starts_with(store) {
         return true;
     }
-    let parent = dest.parent().filter(|p| !p.as_os_str().is_empty());
-    let resolved_parent = std::fs::canonicalize(parent.unwrap_or_else(|| Path::new(".")));
-    match (std::fs::canonicalize(store), resolved_parent) {
-        (Ok(s), Ok(p)) => p.starts_with(s),
-        _ => false,
+    let Ok(store) = std::fs::canonicalize(store) else {
+        return false;
+    };
+    // The nearest ancestor of `dest` that exists, resolved, with the rest
+    // of `dest` (not created yet) appended.
+    let dest = std::path::absolute(dest).unwrap_or_else(|_| dest.to_path_buf());
+    for ancestor in dest.ancestors() {
+        if let Ok(resolved) = std::fs::canonicalize(ancestor) {
+            let rest = dest.strip_prefix(ancestor).unwrap_or(Path::new(""));
+            return resolved.join(rest).starts_with(&store);
+        }
     }
+    false
+}
+
+/// Checks that `store`, the source of a lock-free backup, is a store: it
+/// exists, is not empty, holds cairn's files (the rule open uses) and is
+/// not a backup cut short.
+fn check_source(vfs: &dyn Vfs, store: &Path) -> Result<()> {
+    let entries = vfs.list(store).map_err(|e| {
+        let e = fs::named(store, &e);
+        Error::Io(io::Error::new(
+            e.kind(),
+            format!("cannot read the store directory: {e}"),
+        ))
+    })?;
+    if entries.is_empty() {
+        return Err(Error::Io(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is empty: there is no store to back up", store.display()),
+        )));
+    }
+    if !recovery::is_store(&entries) {
+        return Err(Error::NotAStore {
+            path: store.to_path_buf(),
+        });
+    }
+    check_complete(vfs, store)
 }
 
 /// Makes the backup complete: every entry of `dest` durable, then the
@@ -162,14 +193,49 @@ pub(crate) fn finish(vfs: &dyn Vfs, dest: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Refuses a directory that holds an incomplete backup.
+/// Refuses a directory that holds an incomplete backup, or a keyspace of
+/// one: only the backup's top directory holds the marker, so each
+/// `<dir>/keyspaces/<name>` above `dir` (as the path spells it, made
+/// absolute) is checked too.
 pub(crate) fn check_complete(vfs: &dyn Vfs, dir: &Path) -> Result<()> {
+    let refuse = |path: &Path| Error::IncompleteBackup {
+        path: path.to_path_buf(),
+    };
     if vfs.exists(&dir.join(INCOMPLETE_MARKER)) {
-        return Err(Error::IncompleteBackup {
-            path: dir.to_path_buf(),
-        });
+        return Err(refuse(dir));
+    }
+    let mut at = lexical_absolute(dir);
+    while let Some(parent) = at.parent() {
+        if parent.file_name().is_none_or(|n| n != KEYSPACES_DIR) {
+            break;
+        }
+        let Some(owner) = parent.parent() else { break };
+        if vfs.exists(&owner.join(INCOMPLETE_MARKER)) {
+            return Err(refuse(owner));
+        }
+        at = owner.to_path_buf();
     }
     Ok(())
+}
+
+/// `path` made absolute (against the current directory) with `.` and `..`
+/// resolved by the names alone, as far as that can be done.
+fn lexical_absolute(path: &Path) -> PathBuf {
+    use std::path::Component;
+    let full = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut out = PathBuf::new();
+    for c in full.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    out.push(c);
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// Creates a directory of the backup (`keyspaces/`), owner-only, with a
@@ -266,6 +332,9 @@ pub(crate) fn copy_store_tree(
     dest: &Path,
     report: &mut BackupReport,
 ) -> Result<()> {
+    // A backup cut short (or a keyspace of one) is not copied: the copy
+    // would look complete.
+    check_complete(vfs, src)?;
     copy_store_files(vfs, src, dest, report)?;
     let ks_src = src.join(KEYSPACES_DIR);
     let Ok(mut names) = vfs.list(&ks_src) else {

@@ -1,52 +1,28 @@
 //! `cairn backup`: a consistent copy of a store, also while an application
-//! has it open and keeps writing.
+//! has it open and keeps writing; the store itself is never changed.
 
 use std::io::Write;
 use std::path::Path;
 
 use anyhow::{anyhow, Result};
-use cairn::{Error, Options};
+use cairn::Error;
 
 use crate::common::{check_store, finish, progress};
 
-/// Backs up the store in `dir` into `dest`: through the store's own handle
-/// when no other process holds it (`Db::backup_to`), lock-free otherwise
-/// (`cairn::backup`). Prints what it did.
+/// Backs up the store in `dir` into `dest` with the lock-free copy
+/// (`cairn::backup`), whether or not another process holds the store: the
+/// store is only read, never opened for writing, so nothing in it changes
+/// (no recovery runs on it). Prints what it did.
 pub fn backup(dir: &Path, dest: &Path, out: &mut impl Write) -> Result<u8> {
     check_store(dir)?;
     let pb = progress("backing up");
-    let opened = Options::new()
-        .create_if_missing(false)
-        .auto_compact(false)
-        .open(dir);
-    let (report, live) = match opened {
-        Ok(db) => {
-            let r = db.backup_to(dest);
-            let closed = db.close();
-            let report = r.map_err(|e| backup_error(e, dir, dest))?;
-            closed
-                .map_err(|e| anyhow::Error::new(e).context(format!("closing {}", dir.display())))?;
-            (report, false)
-        }
-        Err(Error::Locked { .. }) => (
-            cairn::backup(dir, dest).map_err(|e| backup_error(e, dir, dest))?,
-            true,
-        ),
-        Err(e) => {
-            return Err(anyhow::Error::new(e).context(format!("cannot open {}", dir.display())))
-        }
-    };
+    let report = cairn::backup(dir, dest).map_err(|e| backup_error(e, dir, dest))?;
     finish(pb);
     writeln!(
         out,
-        "backed up {} into {}{}: {} files linked, {} copied ({} bytes), {} keyspaces",
+        "backed up {} into {}: {} files linked, {} copied ({} bytes), {} keyspaces",
         dir.display(),
         dest.display(),
-        if live {
-            " (live: another process holds the store)"
-        } else {
-            ""
-        },
         report.files_linked,
         report.files_copied,
         report.bytes_copied,
