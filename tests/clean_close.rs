@@ -17,19 +17,16 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use cairn::{Db, Error, Options, RecoveryMode, SyncPolicy};
 use common::format::{self, seg_name, RecordHeader, SegmentHeader};
-use common::sim::{OpenMode, SimFs, Vfs};
+use common::sim::{SimFs, Vfs};
+use common::simfs::{fresh_fs, Files, DIR};
 use common::TestOptions;
 
-const DIR: &str = "/sim/db";
 const KEYS: u64 = 400;
 const SEGMENT_BYTES: u64 = 16 * 1024;
-
-type Files = BTreeMap<String, Vec<u8>>;
 
 fn options(sim: &SimFs, mode: RecoveryMode) -> Options {
     Options::new()
@@ -57,19 +54,6 @@ fn snapshot(sim: &SimFs) -> Files {
             (n, b)
         })
         .collect()
-}
-
-fn fresh_fs(files: &Files) -> SimFs {
-    let sim = SimFs::new();
-    let dir = Path::new(DIR);
-    sim.create_dir_all(dir).expect("mkdir");
-    for (name, bytes) in files {
-        let path = dir.join(name);
-        drop(sim.open(&path, OpenMode::CreateNew).expect("create"));
-        sim.set_file_bytes(&path, bytes).expect("fill");
-    }
-    sim.sync_dir(dir).expect("sync dir");
-    sim
 }
 
 /// The records of a segment: (offset, length, key), up to the first bytes

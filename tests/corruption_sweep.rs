@@ -71,13 +71,12 @@ use std::time::{Duration, Instant};
 
 use cairn::{Batch, Db, Error, ManualClock, Options, RecoveryMode, SyncPolicy};
 use common::format::{self, hint_name, kind, seg_name};
-use common::sim::{OpenMode, Rng, SimFs, Vfs};
-use common::simfs::{self, DIR, START_MS};
+use common::sim::{Rng, SimFs, Vfs};
+use common::simfs::{self, fresh_fs, Files, DIR, START_MS};
 
 /// The segment header's length: where the first record starts.
 const HEADER: u64 = format::SEGMENT_HEADER_LEN as u64;
 
-type Files = BTreeMap<String, Vec<u8>>;
 /// Key → (value, absolute expiry in unix ms, 0 = none).
 type Model = BTreeMap<Vec<u8>, (Vec<u8>, u64)>;
 /// What every key of the universe reads as.
@@ -651,21 +650,6 @@ fn file_kind(r: &Reference, name: &str) -> FileKind {
         Some((_, "hint")) => FileKind::Hint,
         _ => FileKind::Other,
     }
-}
-
-/// A simulated file system holding exactly `files`, durably.
-fn fresh_fs(files: &Files) -> SimFs {
-    let sim = SimFs::new();
-    let dir = Path::new(DIR);
-    sim.create_dir_all(dir).expect("mkdir");
-    for (name, bytes) in files {
-        let path = dir.join(name);
-        drop(sim.open(&path, OpenMode::CreateNew).expect("create"));
-        // Durable contents in one step (faster than writes and an fsync).
-        sim.set_file_bytes(&path, bytes).expect("fill");
-    }
-    sim.sync_dir(dir).expect("sync dir");
-    sim
 }
 
 /// What the rules of docs/format.md say must happen, where they say it

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cairn::{Batch, Db, ManualClock, Options, SyncPolicy};
 
-use super::sim::{Damage, Rng, SimFs, Vfs};
+use super::sim::{Damage, OpenMode, Rng, SimFs, Vfs};
 use super::TestOptions;
 
 /// Where every test clock starts (unix ms).
@@ -394,4 +394,22 @@ impl NowMs for ManualClock {
     fn now_ms(&self) -> u64 {
         cairn::Clock::now_unix_ms(self)
     }
+}
+
+/// The files of a store directory by name, with their bytes.
+pub type Files = BTreeMap<String, Vec<u8>>;
+
+/// A simulated file system holding exactly `files` in [`DIR`], durably.
+pub fn fresh_fs(files: &Files) -> SimFs {
+    let sim = SimFs::new();
+    let dir = Path::new(DIR);
+    sim.create_dir_all(dir).expect("mkdir");
+    for (name, bytes) in files {
+        let path = dir.join(name);
+        drop(sim.open(&path, OpenMode::CreateNew).expect("create"));
+        // Durable contents in one step (faster than writes and an fsync).
+        sim.set_file_bytes(&path, bytes).expect("fill");
+    }
+    sim.sync_dir(dir).expect("sync dir");
+    sim
 }
