@@ -44,27 +44,80 @@ fn a_directory_in_place_of_a_segment_is_named() {
     );
 }
 
-#[cfg(unix)]
-#[test]
-fn an_unreadable_segment_is_named() {
-    use std::os::unix::fs::PermissionsExt;
-    let t = tempfile::tempdir().expect("tempdir");
-    sealed_store(t.path());
-    let seg = first_segment(t.path());
-    std::fs::set_permissions(&seg, std::fs::Permissions::from_mode(0o000)).expect("chmod");
-    if std::fs::File::open(&seg).is_ok() {
-        // Running as root: permissions do not deny. The test above covers
-        // naming through another error.
-        return;
-    }
+/// The store directory a child run of [`an_unreadable_segment_is_named`]
+/// checks (set when root runs the check as another user).
+const UNREADABLE_DIR: &str = "CAIRN_TEST_UNREADABLE_DIR";
+
+/// A snapshot open of `dir`, whose first segment this user cannot read,
+/// fails with `PermissionDenied` naming that segment.
+fn assert_unreadable_segment_named(dir: &Path) {
+    let seg = first_segment(dir);
+    assert!(
+        std::fs::File::open(&seg).is_err(),
+        "{} is readable",
+        seg.display()
+    );
     let e = Options::new()
-        .open(t.path())
+        .snapshot(true)
+        .open(dir)
         .expect_err("an unreadable segment");
     let text = e.to_string();
     assert!(text.contains(&*seg.to_string_lossy()), "{text}");
     assert!(
         matches!(&e, Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied),
         "{e:?}"
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn an_unreadable_segment_is_named() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    if let Some(dir) = std::env::var_os(UNREADABLE_DIR) {
+        // The child run, as an unprivileged user.
+        return assert_unreadable_segment_named(Path::new(&dir));
+    }
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path().join("store");
+    sealed_store(&dir);
+    let seg = first_segment(&dir);
+    std::fs::set_permissions(&seg, std::fs::Permissions::from_mode(0o000)).expect("chmod");
+    if std::fs::metadata(&seg).expect("stat").uid() != 0 {
+        return assert_unreadable_segment_named(&dir);
+    }
+    // Root reads any file: run the check again in a child as `nobody`
+    // (65534), from a copy of this test binary that user can reach, with
+    // every file but the first segment readable to it.
+    for d in [t.path(), &dir] {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    }
+    for e in std::fs::read_dir(&dir).expect("read dir") {
+        let p = e.expect("entry").path();
+        if p != seg {
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        }
+    }
+    let exe = t.path().join("error_messages-test");
+    std::fs::copy(std::env::current_exe().expect("test binary"), &exe).expect("copy");
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o755)).expect("chmod exe");
+    let out = std::process::Command::new(&exe)
+        .args(["an_unreadable_segment_is_named", "--exact", "--nocapture"])
+        .env(UNREADABLE_DIR, &dir)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run the check as nobody");
+    assert!(
+        out.status.success(),
+        "the check as nobody failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("1 passed"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
     );
 }
 
