@@ -17,12 +17,10 @@
 
 mod common;
 
-use std::path::Path;
-
 use cairn::{Db, Error, Options, RecoveryMode, SyncPolicy};
 use common::format::{self, seg_name, RecordHeader, SegmentHeader};
-use common::sim::{SimFs, Vfs};
-use common::simfs::{fresh_fs, Files, DIR};
+use common::sim::SimFs;
+use common::simfs::{fresh_fs, snapshot, Files, DIR};
 use common::TestOptions;
 
 const KEYS: u64 = 400;
@@ -42,18 +40,6 @@ fn key(i: u64) -> Vec<u8> {
 
 fn value(i: u64) -> Vec<u8> {
     format!("value {i} {}", "x".repeat((i % 37) as usize)).into_bytes()
-}
-
-fn snapshot(sim: &SimFs) -> Files {
-    let dir = Path::new(DIR);
-    sim.list(dir)
-        .expect("list")
-        .into_iter()
-        .map(|n| {
-            let b = sim.file_bytes(&dir.join(&n)).expect("file bytes");
-            (n, b)
-        })
-        .collect()
 }
 
 /// The records of a segment: (offset, length, key), up to the first bytes

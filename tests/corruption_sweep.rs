@@ -71,8 +71,8 @@ use std::time::{Duration, Instant};
 
 use cairn::{Batch, Db, Error, ManualClock, Options, RecoveryMode, SyncPolicy};
 use common::format::{self, hint_name, kind, seg_name};
-use common::sim::{Rng, SimFs, Vfs};
-use common::simfs::{self, fresh_fs, Files, DIR, START_MS};
+use common::sim::{Rng, SimFs};
+use common::simfs::{self, fresh_fs, snapshot, Files, DIR, START_MS};
 
 /// The segment header's length: where the first record starts.
 const HEADER: u64 = format::SEGMENT_HEADER_LEN as u64;
@@ -313,18 +313,6 @@ fn active_segment(db: &Db) -> (u32, u64) {
         .find(|s| s.active)
         .expect("an active segment");
     (s.id, s.bytes)
-}
-
-fn snapshot(sim: &SimFs) -> Files {
-    let dir = Path::new(DIR);
-    sim.list(dir)
-        .expect("list")
-        .into_iter()
-        .map(|n| {
-            let b = sim.file_bytes(&dir.join(&n)).expect("file bytes");
-            (n, b)
-        })
-        .collect()
 }
 
 /// The segment size limit after the reopen: room for 4 KiB of durable

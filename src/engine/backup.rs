@@ -15,7 +15,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 
 use super::Core;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::format::names;
 use crate::tools::backup::{self, BackupReport};
 use crate::util::locks::{self, lock};
@@ -48,13 +48,14 @@ impl Core {
                 names::segment_path(&self.dir, id),
                 names::segment_path(dest, id),
             );
-            backup::link_or_copy(vfs, &from, &to, report).map_err(|e| named(e, &from))?;
+            backup::link_or_copy(vfs, &from, &to, report)
+                .map_err(|e| crate::recovery::io_at(&from, e))?;
             let hint = names::hint_path(&self.dir, id);
             match backup::link_or_copy(vfs, &hint, &names::hint_path(dest, id), report) {
                 // Not written yet (the background thread writes it): open
                 // scans the segment instead.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                r => r.map_err(|e| named(e, &hint))?,
+                r => r.map_err(|e| crate::recovery::io_at(&hint, e))?,
             }
         }
         // The active segment is read through the writer's own handle, so
@@ -63,14 +64,8 @@ impl Core {
         drop(no_compaction);
         let to = names::segment_path(dest, active.id);
         backup::copy_prefix(vfs, &*active.file, &to, len, report)
-            .map_err(|e| named(e, &names::segment_path(&self.dir, active.id)))?;
+            .map_err(|e| crate::recovery::io_at(&names::segment_path(&self.dir, active.id), e))?;
         vfs.sync_dir(dest)?;
         Ok(())
     }
-}
-
-/// An I/O error that names the file it is about (once: a message that
-/// names it already is kept as it is).
-fn named(e: std::io::Error, path: &Path) -> Error {
-    Error::Io(crate::fs::named(path, &e))
 }

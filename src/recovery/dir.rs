@@ -58,22 +58,30 @@ pub(crate) fn lock_dir(vfs: &dyn Vfs, dir: &Path, opts: &Options) -> Result<Opti
 
 /// Files found in a store directory.
 pub(crate) struct Listing {
+    /// Every name the directory held.
+    pub names: Vec<String>,
+    /// Segment ids, ascending.
     pub segments: Vec<u32>,
+    /// Ids of the hint files, ascending.
+    pub hints: Vec<u32>,
+    /// Whether a compaction manifest is there.
+    pub manifest: bool,
     /// cairn's temporary files, and hint files whose segment is gone (a
     /// compaction deleted the segment while its hint was being written).
     pub temp_files: Vec<PathBuf>,
 }
 
-/// Lists segment ids (ascending) and stray files: temporary files and
-/// hints without their segment.
+/// Lists segment and hint ids (ascending), the manifest, and stray files:
+/// temporary files and hints without their segment.
 pub(crate) fn list_dir(vfs: &dyn Vfs, dir: &Path) -> Result<Listing> {
+    let names = vfs.list(dir)?;
     let mut segments = Vec::new();
     let mut hints = Vec::new();
     let mut temp_files = Vec::new();
-    for name in vfs.list(dir)? {
-        if names::is_temp_file(&name) {
-            temp_files.push(dir.join(&name));
-        } else if let Some((id, suffix)) = names::parse_file_name(&name) {
+    for name in &names {
+        if names::is_temp_file(name) {
+            temp_files.push(dir.join(name));
+        } else if let Some((id, suffix)) = names::parse_file_name(name) {
             if suffix == names::SEGMENT_SUFFIX {
                 segments.push(id);
             } else if suffix == names::HINT_SUFFIX {
@@ -82,20 +90,25 @@ pub(crate) fn list_dir(vfs: &dyn Vfs, dir: &Path) -> Result<Listing> {
         }
     }
     segments.sort_unstable();
-    for id in hints {
+    hints.sort_unstable();
+    for &id in &hints {
         if segments.binary_search(&id).is_err() {
             temp_files.push(names::hint_path(dir, id));
         }
     }
+    let manifest = names.iter().any(|n| n == crate::format::manifest::MANIFEST);
     Ok(Listing {
+        names,
         segments,
+        hints,
+        manifest,
         temp_files,
     })
 }
 
 /// Lists the directory without the segments in `leave_out` and, unless
-/// read-only, removes the stray files (temporary files, orphan hints) (then syncs the directory
-/// if any went). Returns the listing and how many files were removed.
+/// read-only, removes the stray files (temporary files, orphan hints;
+/// then syncs the directory if any went). Returns the listing and how many files were removed.
 pub(crate) fn list_and_clean(
     vfs: &dyn Vfs,
     dir: &Path,

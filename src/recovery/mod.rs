@@ -60,7 +60,7 @@ use load::load_all;
 use merge::{build_keydir, SORTED_MERGE_MIN_ENTRIES};
 use segments::{open_sealed_segments, segment_stats};
 
-pub(crate) use dir::{find_active, is_store, list_dir};
+pub(crate) use dir::{find_active, is_store, list_dir, Listing};
 pub(crate) use load::{dedup_newest, scan_and_write_hint};
 pub(crate) use pin::{back_off, io_at, pin, Pinned, PinnedSegment};
 pub use report::{RecoveryReport, SkippedRange};

@@ -130,8 +130,8 @@ pub(crate) struct Pinned {
     /// The segments named by the manifest of a compaction that is deleting
     /// its inputs (empty when there is none, or it cannot be read).
     pub manifest_inputs: Vec<u32>,
-    /// Every name the directory listing held.
-    pub names: Vec<String>,
+    /// The directory listing the set was taken from.
+    pub listing: super::dir::Listing,
 }
 
 impl Pinned {
@@ -179,28 +179,9 @@ pub(crate) fn pin(vfs: &dyn Vfs, dir: &Path, map: bool) -> Result<Pinned> {
     ))))
 }
 
-/// What a listing says about the files a pinned set depends on.
-struct Shape {
-    segments: Vec<u32>,
-    manifest: bool,
-}
-
-fn list(vfs: &dyn Vfs, dir: &Path) -> Result<(Vec<String>, Shape)> {
-    let names = vfs.list(dir).map_err(|e| io_at(dir, e))?;
-    let mut segments: Vec<u32> = names
-        .iter()
-        .filter_map(|n| names::parse_file_name(n))
-        .filter(|&(_, suffix)| suffix == names::SEGMENT_SUFFIX)
-        .map(|(id, _)| id)
-        .collect();
-    segments.sort_unstable();
-    let manifest = names.iter().any(|n| n == MANIFEST);
-    Ok((names, Shape { segments, manifest }))
-}
-
 /// One attempt: `None` when the directory changed under it.
 fn try_pin(vfs: &dyn Vfs, dir: &Path, map: bool) -> Result<Option<Pinned>> {
-    let (names, before) = list(vfs, dir)?;
+    let before = super::dir::list_dir(vfs, dir)?;
     let mut segments = BTreeMap::new();
     // Newest first: once the active segment is found, those below it are
     // sealed and may be mapped.
@@ -237,7 +218,7 @@ fn try_pin(vfs: &dyn Vfs, dir: &Path, map: bool) -> Result<Option<Pinned>> {
             Err(e) => return Err(io_at(&path, e)),
         }
     }
-    let (_, after) = list(vfs, dir)?;
+    let after = super::dir::list_dir(vfs, dir)?;
     let newest = before.segments.last().copied().unwrap_or(0);
     let stable = after.manifest == before.manifest
         && before
@@ -251,6 +232,6 @@ fn try_pin(vfs: &dyn Vfs, dir: &Path, map: bool) -> Result<Option<Pinned>> {
     Ok(stable.then_some(Pinned {
         segments,
         manifest_inputs,
-        names,
+        listing: before,
     }))
 }

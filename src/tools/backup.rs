@@ -16,7 +16,7 @@ use crate::format::names::{self, KEYSPACES_DIR};
 use crate::format::segment::{self, SEGMENT_HEADER_LEN};
 use crate::fs::{self, OpenMode, RealFs, VFile, Vfs};
 use crate::options::RecoveryMode;
-use crate::recovery;
+use crate::recovery::{self, Listing};
 
 /// The file inside a backup directory that says the backup is not complete
 /// yet. It is the first file a backup creates and the last it removes; a
@@ -391,28 +391,6 @@ pub(crate) fn copy_store_files(
     ))))
 }
 
-/// Segments and hints in a store directory listing.
-struct Files {
-    segments: Vec<u32>,
-    hints: Vec<u32>,
-}
-
-fn store_files(vfs: &dyn Vfs, dir: &Path) -> io::Result<Files> {
-    let mut f = Files {
-        segments: Vec::new(),
-        hints: Vec::new(),
-    };
-    for name in vfs.list(dir)? {
-        match names::parse_file_name(&name) {
-            Some((id, names::SEGMENT_SUFFIX)) => f.segments.push(id),
-            Some((id, _)) => f.hints.push(id),
-            None => {}
-        }
-    }
-    f.segments.sort_unstable();
-    Ok(f)
-}
-
 /// The `COMPACTION` manifest's inputs, if there is a readable one.
 fn read_manifest(vfs: &dyn Vfs, dir: &Path) -> io::Result<Option<Vec<u32>>> {
     match vfs.read(&dir.join(MANIFEST)) {
@@ -430,11 +408,11 @@ fn read_manifest(vfs: &dyn Vfs, dir: &Path) -> io::Result<Option<Vec<u32>>> {
 /// every compaction, all its inputs, or (with the manifest naming them,
 /// which the next open deletes, so they are left out) all its outputs.
 /// docs/design.md, "Backups", has the argument and its one assumption.
-fn consistent_listing(vfs: &dyn Vfs, src: &Path) -> Result<Option<(Files, Vec<u32>)>> {
+fn consistent_listing(vfs: &dyn Vfs, src: &Path) -> Result<Option<(Listing, Vec<u32>)>> {
     let m0 = read_manifest(vfs, src)?;
-    let l0 = store_files(vfs, src)?;
+    let l0 = recovery::list_dir(vfs, src)?;
     let m1 = read_manifest(vfs, src)?;
-    let l1 = store_files(vfs, src)?;
+    let l1 = recovery::list_dir(vfs, src)?;
     let m2 = read_manifest(vfs, src)?;
     if m0 != m1 || m1 != m2 || l0.segments != l1.segments {
         return Ok(None);

@@ -146,8 +146,8 @@ pub fn verify(dir: impl AsRef<Path>, quick: bool) -> Result<VerifyReport> {
         let pinned = recovery::pin(&vfs, dir, true)?;
         let active = pinned.find_active();
         let mut report = VerifyReport::default();
-        check_dir_entries(&vfs, dir, &pinned.names, quick, &mut report)?;
-        report_orphan_hints(dir, &pinned, &mut report);
+        check_dir_entries(&vfs, dir, &pinned.listing.names, quick, &mut report)?;
+        report_orphan_hints(&pinned, &mut report);
         for seg in pinned.segments.values() {
             check_segment(&vfs, seg, Some(seg.id) == active, quick, &mut report)?;
         }
@@ -170,18 +170,18 @@ const ACTIVE_DAMAGE_RETRIES: u32 = 3;
 
 /// Reports each hint whose segment is not in the listing: a compaction
 /// deleted the segment while its hint was being written. Open removes it.
-fn report_orphan_hints(dir: &Path, pinned: &recovery::Pinned, report: &mut VerifyReport) {
-    for name in &pinned.names {
-        if let Some((id, names::HINT_SUFFIX)) = names::parse_file_name(name) {
-            if !pinned.segments.contains_key(&id) {
-                report.push(
-                    ProblemKind::StrayFile,
-                    &dir.join(name),
-                    None,
-                    "the hint of a segment that no longer exists; the next open removes it",
-                );
-            }
-        }
+fn report_orphan_hints(pinned: &recovery::Pinned, report: &mut VerifyReport) {
+    let stray = &pinned.listing.temp_files;
+    for path in stray
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "hint"))
+    {
+        report.push(
+            ProblemKind::StrayFile,
+            path,
+            None,
+            "the hint of a segment that no longer exists; the next open removes it",
+        );
     }
 }
 

@@ -413,3 +413,16 @@ pub fn fresh_fs(files: &Files) -> SimFs {
     sim.sync_dir(dir).expect("sync dir");
     sim
 }
+
+/// The files of [`DIR`] in `sim`, with their bytes.
+pub fn snapshot(sim: &SimFs) -> Files {
+    let dir = Path::new(DIR);
+    sim.list(dir)
+        .expect("list")
+        .into_iter()
+        .map(|n| {
+            let b = sim.file_bytes(&dir.join(&n)).expect("file bytes");
+            (n, b)
+        })
+        .collect()
+}
