@@ -1,0 +1,3 @@
+//! The Redis protocol (RESP): the request parser and the reply encoder.
+
+pub mod parse;
