@@ -207,6 +207,66 @@ impl Db {
         self.core().get(key.as_ref())
     }
 
+    /// The value of `key` and its absolute expiry in Unix milliseconds
+    /// (`None`: it never expires), read together, so the two always belong
+    /// to the same write.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.put("a", "1")?;
+    /// db.put_with_ttl("b", "2", Duration::from_secs(60))?;
+    /// assert_eq!(db.get_with_expiry("a")?, Some((b"1".to_vec(), None)));
+    /// assert!(matches!(db.get_with_expiry("b")?, Some((_, Some(_)))));
+    /// assert_eq!(db.get_with_expiry("c")?, None);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Db::get`].
+    pub fn get_with_expiry(&self, key: impl AsRef<[u8]>) -> Result<Option<(Vec<u8>, Option<u64>)>> {
+        let core = self.core();
+        let now = core.now_ms();
+        Ok(core
+            .read_live(key.as_ref())?
+            .filter(|(_, e)| *e == 0 || *e > now)
+            .map(|(v, e)| (v, (e != 0).then_some(e))))
+    }
+
+    /// Calls `f` with each live key that starts with `prefix` and its
+    /// absolute expiry in Unix milliseconds (`None`: never), in no
+    /// particular order, without reading any value. Keys written while it
+    /// runs may or may not be seen. It walks the whole index, one shard at
+    /// a time, holding that shard's read lock while `f` runs: keep `f`
+    /// short, and do not write to this store from it.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.put("user:1", "a")?;
+    /// db.put("user:2", "b")?;
+    /// db.put("team:1", "c")?;
+    /// let mut keys = Vec::new();
+    /// db.for_each_key("user:", |k, _expiry| keys.push(k.to_vec()))?;
+    /// keys.sort();
+    /// assert_eq!(keys, [b"user:1".to_vec(), b"user:2".to_vec()]);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Closed`](crate::Error::Closed) after [`Db::close`].
+    pub fn for_each_key(
+        &self,
+        prefix: impl AsRef<[u8]>,
+        mut f: impl FnMut(&[u8], Option<u64>),
+    ) -> Result<()> {
+        let core = self.core();
+        core.check_open()?;
+        core.for_each_live_key(prefix.as_ref(), |k, _, e| f(k, (e != 0).then_some(e)));
+        Ok(())
+    }
+
     /// Whether `key` is present and not expired. Reads only the index.
     ///
     /// ```

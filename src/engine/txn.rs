@@ -64,6 +64,8 @@ pub struct Txn<'a> {
     writes: Vec<PendingWrite>,
     /// Where each key's write is in `writes`, once there are many.
     index: Option<HashMap<Vec<u8>, usize>>,
+    /// Set by [`Txn::defer_sync`]: the commit does not wait for its fsync.
+    deferred: bool,
 }
 
 /// Past this many writes, pending writes are found through a hash map
@@ -96,7 +98,7 @@ impl Txn<'_> {
     }
 
     /// Queues a write with an absolute expiry (Unix ms, 0 for none).
-    pub(crate) fn put_expiring_at(&mut self, key: &[u8], value: Vec<u8>, expires: u64) {
+    pub(crate) fn put_raw_expiring_at(&mut self, key: &[u8], value: Vec<u8>, expires: u64) {
         self.set(key, Some((value, expires)));
     }
 }
@@ -110,7 +112,13 @@ impl<'a> Txn<'a> {
             now,
             writes: Vec::new(),
             index: None,
+            deferred: false,
         }
+    }
+
+    /// Whether [`Txn::defer_sync`] was called.
+    pub(crate) fn is_deferred(&self) -> bool {
+        self.deferred
     }
 
     /// The queued writes, in the order of their first write.
@@ -254,5 +262,102 @@ impl<'a> Txn<'a> {
     /// ```
     pub fn delete(&mut self, key: impl AsRef<[u8]>) {
         self.set(key.as_ref(), None);
+    }
+
+    /// The clock reading taken when the transaction started, in Unix
+    /// milliseconds: the "now" against which its reads drop expired keys
+    /// and its TTLs are counted.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// let now = db.transaction(|tx| Ok(tx.now_unix_ms()))?;
+    /// assert!(now > 1_600_000_000_000);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    pub fn now_unix_ms(&self) -> u64 {
+        self.now
+    }
+
+    /// The value of `key` and its absolute expiry in Unix milliseconds
+    /// (`None`: it never expires), including this transaction's own writes.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.put("k", "v")?;
+    /// db.transaction(|tx| {
+    ///     assert_eq!(tx.get_with_expiry("k")?, Some((b"v".to_vec(), None)));
+    ///     Ok(())
+    /// })?;
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Txn::get`].
+    pub fn get_with_expiry(&self, key: impl AsRef<[u8]>) -> Result<Option<(Vec<u8>, Option<u64>)>> {
+        Ok(self
+            .get_entry(key.as_ref())?
+            .map(|(v, e)| (v, (e != 0).then_some(e))))
+    }
+
+    /// Queues a put of `value` under `key` that expires at the absolute
+    /// time `expires_at_unix_ms` (`None`: never), as Redis's `PXAT` and
+    /// `KEEPTTL` need.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.transaction(|tx| {
+    ///     let at = tx.now_unix_ms() + 60_000;
+    ///     tx.put_expiring_at("k", "v", Some(at))
+    /// })?;
+    /// assert!(matches!(db.ttl("k")?, cairn::Ttl::Expires(_)));
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidTtl`] when `expires_at_unix_ms` is not after
+    /// [`Txn::now_unix_ms`] or is later than the largest expiry cairn
+    /// counts (`i64::MAX` milliseconds, as in Redis).
+    pub fn put_expiring_at(
+        &mut self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+        expires_at_unix_ms: Option<u64>,
+    ) -> Result<()> {
+        let expires = match expires_at_unix_ms {
+            None => 0,
+            Some(at) if at > self.now && at <= crate::types::MAX_EXPIRY_MS => at,
+            Some(_) => return Err(Error::InvalidTtl),
+        };
+        self.set(key.as_ref(), Some((value.as_ref().to_vec(), expires)));
+        Ok(())
+    }
+
+    /// Lets the commit return without waiting for its fsync under
+    /// [`SyncPolicy::Always`](crate::SyncPolicy::Always) (under the other
+    /// policies a commit never waits). The writes are then durable once a
+    /// later [`Db::sync`](crate::Db::sync) returns; many callers' syncs
+    /// share one fsync. This is how a server acknowledges a whole pipeline
+    /// of writes after a single fsync: commit each, sync once, then reply.
+    /// Until that sync returns, a power loss may lose the writes, and other
+    /// readers already see them.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// for i in 0..3 {
+    ///     db.transaction(|tx| {
+    ///         tx.defer_sync();
+    ///         tx.put(format!("k{i}"), "v");
+    ///         Ok(())
+    ///     })?;
+    /// }
+    /// db.sync()?; // one fsync makes all three durable
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    pub fn defer_sync(&mut self) {
+        self.deferred = true;
     }
 }

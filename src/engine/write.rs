@@ -320,6 +320,14 @@ impl Core {
         Ok(())
     }
 
+    /// What a commit whose fsync the caller defers still waits for: a
+    /// stall while compaction catches up.
+    fn finish_deferred(&self) {
+        if self.stall.load(Ordering::Relaxed) {
+            self.stall_if_needed();
+        }
+    }
+
     /// Poisons the handle on a failed (or earlier failed) fsync.
     pub(super) fn sync_result(&self, r: std::result::Result<(), SyncError>, id: u32) -> Result<()> {
         match r {
@@ -733,12 +741,13 @@ impl Core {
             let read = |k: &[u8]| self.read_live(k);
             let mut tx = Txn::new(&read, self.now());
             let r = f(&mut tx)?;
+            let deferred = tx.is_deferred();
             let mut writes = tx.into_writes();
             // A delete of a key with no entry at all changes nothing.
             writes.retain(|(k, v)| v.is_some() || self.keydir.get(k).is_some());
             if writes.is_empty() {
                 drop(w);
-                if self.opts.sync_policy == crate::options::SyncPolicy::Always {
+                if self.opts.sync_policy == crate::options::SyncPolicy::Always && !deferred {
                     // What the closure read may be another writer's record
                     // that is not durable yet: a decision made on it must
                     // not be acknowledged before it is.
@@ -769,9 +778,13 @@ impl Core {
             } else {
                 self.write_ops_locked(&mut w, &ops)?
             };
-            (pos, r)
+            (pos, r, deferred)
         };
-        self.finish(pos.0)?;
+        if pos.2 {
+            self.finish_deferred();
+        } else {
+            self.finish(pos.0)?;
+        }
         Ok(pos.1)
     }
 

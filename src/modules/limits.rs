@@ -181,7 +181,7 @@ impl FixedWindow {
                     reset_after,
                 });
             }
-            tx.put_expiring_at(&k, after.to_le_bytes().to_vec(), expires);
+            tx.put_raw_expiring_at(&k, after.to_le_bytes().to_vec(), expires);
             Ok(Decision {
                 allowed: true,
                 limit: self.limit,
@@ -313,7 +313,7 @@ impl Gcra {
             }
             // Kept until the bucket is full again; then it can go.
             let expires_ms = new_tat.div_ceil(1000).max(now / 1000 + 1);
-            tx.put_expiring_at(&k, new_tat.to_le_bytes().to_vec(), expires_ms);
+            tx.put_raw_expiring_at(&k, new_tat.to_le_bytes().to_vec(), expires_ms);
             Ok(Decision {
                 allowed: true,
                 limit: self.burst,
@@ -486,7 +486,7 @@ impl Idempotency {
                 return Ok(false);
             }
             let v = encode(DONE, r.started, r.token, outcome.as_ref());
-            tx.put_expiring_at(&stored, v, expires);
+            tx.put_raw_expiring_at(&stored, v, expires);
             Ok(true)
         })
     }

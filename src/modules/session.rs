@@ -511,7 +511,7 @@ impl Sessions {
                 data: data.to_vec(),
             };
             let expires = self.cap(now, now.saturating_add(ms(ttl)));
-            tx.put_expiring_at(&session_key(&selector), rec.encode(), expires);
+            tx.put_raw_expiring_at(&session_key(&selector), rec.encode(), expires);
             if let Some(user) = user {
                 self.index_add(tx, user, selector, expires)?;
             }
@@ -556,7 +556,7 @@ impl Sessions {
             }
         }
         live.push(selector);
-        tx.put_expiring_at(&key, encode_index(&live), idx_exp.max(expires));
+        tx.put_raw_expiring_at(&key, encode_index(&live), idx_exp.max(expires));
         Ok(())
     }
 
@@ -580,7 +580,7 @@ impl Sessions {
         if live.is_empty() {
             tx.delete(&key);
         } else {
-            tx.put_expiring_at(&key, encode_index(&live), exp);
+            tx.put_raw_expiring_at(&key, encode_index(&live), exp);
         }
         Ok(())
     }
@@ -592,7 +592,7 @@ impl Sessions {
         if let Some((v, exp)) = tx.get_entry(&key)? {
             if exp != 0 && exp < expires {
                 let slack = expires.saturating_sub(now);
-                tx.put_expiring_at(&key, v, expires.saturating_add(slack));
+                tx.put_raw_expiring_at(&key, v, expires.saturating_add(slack));
             }
         }
         Ok(())
@@ -677,7 +677,7 @@ impl Sessions {
             if new <= expires {
                 return Ok(Some(rec.session(expires)));
             }
-            tx.put_expiring_at(&session_key(&p.selector), rec.encode(), new);
+            tx.put_raw_expiring_at(&session_key(&p.selector), rec.encode(), new);
             if let Some(user) = &rec.user {
                 self.index_cover(tx, user, new, now)?;
             }
@@ -710,7 +710,7 @@ impl Sessions {
                 return Ok(false);
             };
             rec.data = data.as_ref().to_vec();
-            tx.put_expiring_at(&session_key(&p.selector), rec.encode(), expires);
+            tx.put_raw_expiring_at(&session_key(&p.selector), rec.encode(), expires);
             Ok(true)
         })
     }
@@ -753,7 +753,7 @@ impl Sessions {
             }
             tx.delete(session_key(&p.selector));
             rec.secret = Secret::of(&selector, &verifier);
-            tx.put_expiring_at(&session_key(&selector), rec.encode(), expires);
+            tx.put_raw_expiring_at(&session_key(&selector), rec.encode(), expires);
             if let Some(user) = &rec.user {
                 self.index_remove(tx, user, &p.selector)?;
                 self.index_add(tx, user, selector, expires)?;
@@ -949,7 +949,7 @@ impl Sessions {
                         continue;
                     };
                     rec.secret = Secret::of(&selector, verifier);
-                    tx.put_expiring_at(key, rec.encode(), expires);
+                    tx.put_raw_expiring_at(key, rec.encode(), expires);
                     n += 1;
                 }
                 Ok(n)

@@ -286,7 +286,7 @@ impl Cache {
             t.upsert(key, size, expires);
             let victims = self.pick_victims(&mut t, now, key);
             drop(t);
-            tx.put_expiring_at(&dk, stored, expires);
+            tx.put_raw_expiring_at(&dk, stored, expires);
             for v in &victims {
                 tx.delete(data_key(v));
             }
