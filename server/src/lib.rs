@@ -4,6 +4,291 @@
 //! answers Redis 7's string, key, transaction, connection and server
 //! commands with Redis's replies and error texts, and keeps its data in a
 //! cairn store on disk. See the "Server" section of `docs/guide.md`.
+//!
+//! ```no_run
+//! let config = cairn_server::config::Config::new("/var/lib/cairn");
+//! cairn_server::run(config)?; // until SIGTERM, SIGINT or SHUTDOWN
+//! # Ok::<(), cairn_server::ServerError>(())
+//! ```
 #![deny(missing_docs, clippy::unwrap_used)]
 
+pub mod cmd;
+pub mod config;
+pub mod conn;
 pub mod resp;
+pub mod state;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::state::{Client, ClientInfo, ClientState, Shared};
+use crate::store::{Store, Syncer};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// A setting is invalid or unsafe (such as listening beyond loopback
+    /// without a password).
+    Config(String),
+    /// The store could not be opened or closed.
+    Store(cairn::Error),
+    /// A socket could not be bound, or another I/O error.
+    Io(String, std::io::Error),
+}
+
+impl std::fmt::Display for ServerError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerError::Config(m) => write!(f, "{m}"),
+            ServerError::Store(e) => write!(f, "{e}"),
+            ServerError::Io(what, e) => write!(f, "{what}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+/// Checks the settings before anything is opened: protected mode (a
+/// non-loopback address needs a password).
+///
+/// # Errors
+/// [`ServerError::Config`] naming the setting.
+pub fn check_config(config: &Config) -> Result<(), ServerError> {
+    if config.bind.is_empty() {
+        return Err(ServerError::Config("--bind: no address given".into()));
+    }
+    let exposed: Vec<String> = config
+        .bind
+        .iter()
+        .filter(|a| !a.is_loopback())
+        .map(ToString::to_string)
+        .collect();
+    if !exposed.is_empty() && config.requirepass.as_deref().is_none_or(str::is_empty) {
+        return Err(ServerError::Config(format!(
+            "refusing to listen on {} without a password: anyone who can reach it could read and change every key. \
+             Set --requirepass (or `requirepass` in the config file), or bind to 127.0.0.1",
+            exposed.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// A running server.
+pub struct Server {
+    shared: Arc<Shared>,
+    listeners: Vec<TcpListener>,
+}
+
+impl Server {
+    /// Opens the store and binds the listening sockets, so that the caller
+    /// knows the address before serving.
+    ///
+    /// # Errors
+    /// [`ServerError`] for unsafe settings, a store that cannot be opened,
+    /// or an address that cannot be bound.
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        check_config(&config)?;
+        let root = cairn::Options::new()
+            .sync_policy(config.sync.policy())
+            .open(&config.dir)
+            .map_err(ServerError::Store)?;
+        let store = Arc::new(Store::new(root));
+        store.open_existing().map_err(ServerError::Store)?;
+        let mut listeners = Vec::new();
+        for ip in &config.bind {
+            let addr = SocketAddr::new(*ip, config.port);
+            let l = TcpListener::bind(addr)
+                .await
+                .map_err(|e| ServerError::Io(format!("cannot listen on {addr}"), e))?;
+            listeners.push(l);
+        }
+        let local_addr = listeners[0]
+            .local_addr()
+            .map_err(|e| ServerError::Io("local address".into(), e))?;
+        let syncer = Syncer::start(store.clone())
+            .map_err(|e| ServerError::Io("starting the syncer thread".into(), e))?;
+        let shared = Arc::new(Shared {
+            store,
+            syncer,
+            config: RwLock::new(config),
+            clients: Mutex::new(Default::default()),
+            stats: Default::default(),
+            started: Instant::now(),
+            next_client_id: AtomicU64::new(1),
+            shutdown: tokio::sync::Notify::new(),
+            shutting_down: AtomicBool::new(false),
+            local_addr,
+            last_save: AtomicU64::new(store::unix_ms() / 1000),
+        });
+        Ok(Server { shared, listeners })
+    }
+
+    /// The first address the server listens on (with the port picked when
+    /// the configured port was 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// The shared state, for stopping the server from outside
+    /// ([`Shared::begin_shutdown`]).
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
+    }
+
+    /// Serves until a shutdown begins (SHUTDOWN, or
+    /// [`Shared::begin_shutdown`]), then waits for the connections to
+    /// finish their commands and closes the store cleanly.
+    ///
+    /// # Errors
+    /// [`ServerError::Store`] when the store cannot be closed cleanly.
+    pub async fn serve(self) -> Result<(), ServerError> {
+        let Server { shared, listeners } = self;
+        let mut tasks = tokio::task::JoinSet::new();
+        for l in listeners {
+            tasks.spawn(accept_loop(l, shared.clone()));
+        }
+        while tasks.join_next().await.is_some() {}
+        // Wait for the connections to finish what they run.
+        let deadline = Instant::now() + std::time::Duration::from_secs(10);
+        while !shared.client_list().is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        shared.store.close().map_err(ServerError::Store)
+    }
+}
+
+async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        if shared.shutting_down.load(Ordering::Acquire) {
+            break;
+        }
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            () = shared.shutdown.notified() => break,
+        };
+        let (stream, addr) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                log::warn!("accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let laddr = stream.local_addr().unwrap_or(shared.local_addr);
+        shared
+            .stats
+            .connections_received
+            .fetch_add(1, Ordering::Relaxed);
+        let config = shared.config();
+        let Some(client) = register(&shared, addr, laddr, &config) else {
+            shared
+                .stats
+                .rejected_connections
+                .fetch_add(1, Ordering::Relaxed);
+            conns.spawn(refuse(stream));
+            continue;
+        };
+        let shared2 = shared.clone();
+        conns.spawn(async move {
+            let id = client.info.id;
+            conn::serve(stream, shared2.clone(), client).await;
+            shared2
+                .clients
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&id);
+        });
+        while conns.try_join_next().is_some() {}
+    }
+    while conns.join_next().await.is_some() {}
+}
+
+/// Adds a client to the registry, or `None` at `maxclients`.
+fn register(
+    shared: &Arc<Shared>,
+    addr: SocketAddr,
+    laddr: SocketAddr,
+    config: &Config,
+) -> Option<Client> {
+    let mut map = shared.clients.lock().unwrap_or_else(|e| e.into_inner());
+    if map.len() >= config.maxclients {
+        return None;
+    }
+    let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
+    let info = Arc::new(ClientInfo {
+        id,
+        addr,
+        laddr,
+        connected: Instant::now(),
+        state: Mutex::new(ClientState {
+            name: Vec::new(),
+            lib_name: Vec::new(),
+            lib_ver: Vec::new(),
+            db: 0,
+            proto: 2,
+            last_cmd: "NULL".into(),
+            last_active: Instant::now(),
+            in_multi: false,
+        }),
+        kill: tokio::sync::Notify::new(),
+        killed: AtomicBool::new(false),
+    });
+    map.insert(id, info.clone());
+    let authenticated = config.requirepass.as_deref().is_none_or(str::is_empty);
+    Some(Client::new(info, authenticated))
+}
+
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let _ = stream
+        .write_all(b"-ERR max number of clients reached\r\n")
+        .await;
+    let _ = stream.shutdown().await;
+}
+
+/// Runs a server until SIGTERM, SIGINT or SHUTDOWN, on a runtime of its
+/// own; the store is closed cleanly before it returns.
+///
+/// # Errors
+/// As [`Server::bind`] and [`Server::serve`].
+pub fn run(config: Config) -> Result<(), ServerError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("cairn-serve")
+        .build()
+        .map_err(|e| ServerError::Io("starting the runtime".into(), e))?;
+    rt.block_on(async {
+        let server = Server::bind(config).await?;
+        log::info!("cairn serve: listening on {}", server.local_addr());
+        let shared = server.shared();
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            shared.begin_shutdown();
+        });
+        server.serve().await
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

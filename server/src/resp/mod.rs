@@ -1,3 +1,4 @@
 //! The Redis protocol (RESP): the request parser and the reply encoder.
 
 pub mod parse;
+pub mod reply;

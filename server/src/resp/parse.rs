@@ -40,6 +40,41 @@ pub fn parse_command(
     limits: &Limits,
     authenticated: bool,
 ) -> Result<Option<(Vec<Vec<u8>>, usize)>, ProtocolError> {
-    let _ = (buf, limits, authenticated);
-    todo!("parser")
+    // A minimal multibulk-only parser until the full one lands.
+    let _ = (limits, authenticated);
+    let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+        return Ok(None);
+    };
+    if buf[0] != b'*' {
+        let line = std::str::from_utf8(&buf[..nl])
+            .unwrap_or("")
+            .trim_end_matches('\r');
+        let args = line
+            .split_ascii_whitespace()
+            .map(|a| a.as_bytes().to_vec())
+            .collect();
+        return Ok(Some((args, nl + 1)));
+    }
+    let n: usize = std::str::from_utf8(&buf[1..nl])
+        .ok()
+        .and_then(|t| t.trim_end_matches('\r').parse().ok())
+        .ok_or_else(|| ProtocolError("invalid multibulk length".into()))?;
+    let mut pos = nl + 1;
+    let mut args = Vec::new();
+    for _ in 0..n {
+        let Some(nl) = buf[pos..].iter().position(|&b| b == b'\n') else {
+            return Ok(None);
+        };
+        let len: usize = std::str::from_utf8(&buf[pos + 1..pos + nl])
+            .ok()
+            .and_then(|t| t.trim_end_matches('\r').parse().ok())
+            .ok_or_else(|| ProtocolError("invalid bulk length".into()))?;
+        pos += nl + 1;
+        if buf.len() < pos + len + 2 {
+            return Ok(None);
+        }
+        args.push(buf[pos..pos + len].to_vec());
+        pos += len + 2;
+    }
+    Ok(Some((args, pos)))
 }

@@ -1,0 +1,366 @@
+//! The command table and the dispatcher: lookup, arity, AUTH, MULTI
+//! queueing, and the view (read or transaction) each command runs on.
+//!
+//! Each command family has its file and its `COMMANDS` table; a new family
+//! (hashes, say) is one more file and one more line in [`all_commands`].
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
+
+use crate::config::SyncMode;
+use crate::resp::reply::Reply;
+use crate::state::{Client, Shared};
+use crate::store::{DbOps, Ops, TxnOps};
+
+pub mod connection;
+pub mod keys;
+pub mod multi;
+pub mod server;
+pub mod strings;
+
+/// A command's implementation: the arguments include the command name.
+pub type Handler = fn(&mut Ctx<'_>, &[Vec<u8>]) -> Reply;
+
+/// How a command touches the data, which decides the view it runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Reads only: runs on the database directly (inside EXEC, on the
+    /// transaction).
+    Read,
+    /// Writes: runs inside a transaction with a deferred fsync, and under
+    /// `--sync always` its reply waits for the group commit.
+    Write,
+    /// Touches no data through a view (connection and server commands).
+    Other,
+}
+
+/// Allowed before AUTH (AUTH, HELLO, QUIT).
+pub const NO_AUTH: u8 = 1;
+/// Refused inside MULTI with "Command not allowed inside a transaction".
+pub const NO_MULTI: u8 = 2;
+/// Runs at once inside MULTI instead of being queued (EXEC, DISCARD, MULTI,
+/// WATCH, QUIT, RESET).
+pub const NOT_QUEUED: u8 = 4;
+
+/// One entry of the command table.
+#[derive(Clone, Copy, Debug)]
+pub struct Spec {
+    /// The lowercase name.
+    pub name: &'static str,
+    /// Redis's arity: `n` exactly n arguments (with the name), `-n` at
+    /// least n.
+    pub arity: i32,
+    /// How it touches the data.
+    pub kind: Kind,
+    /// [`NO_AUTH`], [`NO_MULTI`], [`NOT_QUEUED`].
+    pub flags: u8,
+    /// Redis's command flags, for COMMAND INFO (`write`, `readonly`,
+    /// `fast`…).
+    pub redis_flags: &'static [&'static str],
+    /// The first key argument (0: none), for COMMAND INFO.
+    pub first_key: i32,
+    /// The last key argument (-1: the last argument).
+    pub last_key: i32,
+    /// The step between keys.
+    pub step: i32,
+    /// The implementation.
+    pub handler: Handler,
+}
+
+impl std::fmt::Debug for Ctx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("db", &self.client.db)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a command runs with.
+pub struct Ctx<'a> {
+    /// The server's shared state.
+    pub shared: &'a Shared,
+    /// The connection.
+    pub client: &'a mut Client,
+    /// The data view: `Some` for [`Kind::Read`] and [`Kind::Write`]
+    /// commands, and for every command inside EXEC.
+    pub ops: Option<&'a mut dyn Ops>,
+}
+
+impl Ctx<'_> {
+    /// The data view; an error reply for a command that has none (a bug in
+    /// the command table).
+    ///
+    /// # Errors
+    /// `ERR internal error` when the command runs without a view.
+    pub fn ops(&mut self) -> Result<&mut dyn Ops, Reply> {
+        match self.ops.as_deref_mut() {
+            Some(o) => Ok(o),
+            None => Err(Reply::err("ERR internal error: command has no data view")),
+        }
+    }
+}
+
+/// Every command family's table.
+pub fn all_commands() -> impl Iterator<Item = &'static Spec> {
+    connection::COMMANDS
+        .iter()
+        .chain(multi::COMMANDS)
+        .chain(strings::COMMANDS)
+        .chain(keys::COMMANDS)
+        .chain(server::COMMANDS)
+}
+
+fn table() -> &'static HashMap<&'static str, &'static Spec> {
+    static TABLE: OnceLock<HashMap<&'static str, &'static Spec>> = OnceLock::new();
+    TABLE.get_or_init(|| all_commands().map(|s| (s.name, s)).collect())
+}
+
+/// The command named `name` (any case).
+pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
+    if name.len() > 32 {
+        return None;
+    }
+    let lower = name.to_ascii_lowercase();
+    std::str::from_utf8(&lower)
+        .ok()
+        .and_then(|n| table().get(n).copied())
+}
+
+/// Whether `args` (with the name) fits `arity`.
+pub fn arity_ok(arity: i32, argc: usize) -> bool {
+    let argc = i64::try_from(argc).unwrap_or(i64::MAX);
+    if arity >= 0 {
+        argc == i64::from(arity)
+    } else {
+        argc >= -i64::from(arity)
+    }
+}
+
+/// Redis's error for an unknown command: the name and the start of the
+/// arguments, each quoted.
+pub fn unknown_command(args: &[Vec<u8>]) -> Reply {
+    let name = String::from_utf8_lossy(args.first().map_or(&[][..], |a| &a[..]));
+    let name: String = name.chars().take(128).collect();
+    let mut rest = String::new();
+    for a in args.iter().skip(1) {
+        if rest.len() >= 128 {
+            break;
+        }
+        let room = 128 - rest.len();
+        let text = String::from_utf8_lossy(a);
+        let mut cut = text.len().min(room);
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        rest.push('\'');
+        rest.push_str(&text[..cut]);
+        rest.push_str("' ");
+    }
+    Reply::error(format!(
+        "ERR unknown command '{name}', with args beginning with: {rest}"
+    ))
+}
+
+/// Redis's error for a wrong number of arguments.
+pub fn wrong_arity(name: &str) -> Reply {
+    Reply::error(format!(
+        "ERR wrong number of arguments for '{name}' command"
+    ))
+}
+
+/// A cairn error as a reply.
+pub fn store_error(e: &cairn::Error) -> Reply {
+    match e {
+        cairn::Error::Poisoned { .. } | cairn::Error::Io(_) => {
+            Reply::error(format!("MISCONF cairn cannot write to its data files: {e}"))
+        }
+        _ => Reply::error(format!("ERR {e}")),
+    }
+}
+
+/// Runs one command and appends its encoded reply to `out`.
+pub fn execute(shared: &Shared, client: &mut Client, args: &[Vec<u8>], out: &mut Vec<u8>) {
+    let reply = dispatch(shared, client, args);
+    if reply.is_error() {
+        shared.stats.error_replies.fetch_add(1, Ordering::Relaxed);
+    }
+    shared
+        .stats
+        .commands_processed
+        .fetch_add(1, Ordering::Relaxed);
+    reply.encode(client.proto, out);
+}
+
+fn dispatch(shared: &Shared, client: &mut Client, args: &[Vec<u8>]) -> Reply {
+    let Some(name) = args.first() else {
+        return Reply::err("ERR empty command");
+    };
+    let Some(spec) = lookup(name) else {
+        if client.multi.is_some() {
+            client.multi_failed = true;
+        }
+        return unknown_command(args);
+    };
+    if !arity_ok(spec.arity, args.len()) {
+        if client.multi.is_some() {
+            client.multi_failed = true;
+        }
+        return wrong_arity(spec.name);
+    }
+    if !client.authenticated && spec.flags & NO_AUTH == 0 {
+        return Reply::err("NOAUTH Authentication required.");
+    }
+    if let Some(queue) = client.multi.as_mut() {
+        if spec.flags & NO_MULTI != 0 {
+            client.multi_failed = true;
+            return Reply::err("ERR Command not allowed inside a transaction");
+        }
+        if spec.flags & NOT_QUEUED == 0 {
+            queue.push(args.to_vec());
+            return Reply::status("QUEUED");
+        }
+    }
+    run(shared, client, spec, args)
+}
+
+/// Runs `spec` outside MULTI, on the view its kind needs.
+pub fn run(shared: &Shared, client: &mut Client, spec: &Spec, args: &[Vec<u8>]) -> Reply {
+    match spec.kind {
+        Kind::Other => (spec.handler)(
+            &mut Ctx {
+                shared,
+                client,
+                ops: None,
+            },
+            args,
+        ),
+        Kind::Read => {
+            let db = match shared.store.db(client.db) {
+                Ok(db) => db,
+                Err(e) => return store_error(&e),
+            };
+            let mut ops = DbOps { db };
+            (spec.handler)(
+                &mut Ctx {
+                    shared,
+                    client,
+                    ops: Some(&mut ops),
+                },
+                args,
+            )
+        }
+        Kind::Write => run_write(shared, client, spec, args),
+    }
+}
+
+fn run_write(shared: &Shared, client: &mut Client, spec: &Spec, args: &[Vec<u8>]) -> Reply {
+    let index = client.db;
+    let db = match shared.store.db(index) {
+        Ok(db) => db,
+        Err(e) => return store_error(&e),
+    };
+    let mut failed: Option<Reply> = None;
+    let result = db.transaction(|tx| {
+        tx.defer_sync();
+        let mut ops = TxnOps {
+            tx,
+            db,
+            index,
+            watch: &shared.store.watch,
+        };
+        let reply = (spec.handler)(
+            &mut Ctx {
+                shared,
+                client: &mut *client,
+                ops: Some(&mut ops),
+            },
+            args,
+        );
+        if reply.is_error() {
+            // A command that fails writes nothing.
+            failed = Some(reply);
+            return Err(cairn::Error::InvalidOptions(String::new()));
+        }
+        Ok(reply)
+    });
+    mark_dirty(shared, client, index);
+    match (result, failed) {
+        (_, Some(reply)) => reply,
+        (Ok(reply), None) => reply,
+        (Err(e), None) => store_error(&e),
+    }
+}
+
+/// Under `--sync always`, makes the connection's next flush wait for the
+/// group commit of database `index`.
+pub fn mark_dirty(shared: &Shared, client: &mut Client, index: usize) {
+    if shared.sync_mode() == SyncMode::Always {
+        client.dirty |= 1 << index;
+    }
+}
+
+/// Parses an argument as a Redis integer (`ERR value is not an integer or
+/// out of range` otherwise).
+///
+/// # Errors
+/// That error reply.
+pub fn parse_int(arg: &[u8]) -> Result<i64, Reply> {
+    std::str::from_utf8(arg)
+        .ok()
+        .filter(|s| {
+            !s.is_empty()
+                && !s.starts_with('+')
+                && !(s.len() > 1 && s.starts_with('0'))
+                && !s.starts_with("-0")
+        })
+        .and_then(|s| s.parse::<i64>().ok())
+        .ok_or_else(|| Reply::err("ERR value is not an integer or out of range"))
+}
+
+/// Whether `arg` equals `word`, ignoring ASCII case.
+pub fn is(arg: &[u8], word: &str) -> bool {
+    arg.eq_ignore_ascii_case(word.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_command_is_lowercase_and_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for s in all_commands() {
+            assert_eq!(s.name, s.name.to_ascii_lowercase());
+            assert!(seen.insert(s.name), "{} twice", s.name);
+        }
+    }
+
+    #[test]
+    fn integers_parse_like_redis() {
+        assert_eq!(parse_int(b"12").ok(), Some(12));
+        assert_eq!(parse_int(b"-12").ok(), Some(-12));
+        assert_eq!(parse_int(b"0").ok(), Some(0));
+        for bad in [
+            &b""[..],
+            b"+1",
+            b"01",
+            b"-0",
+            b" 1",
+            b"1 ",
+            b"1.0",
+            b"99999999999999999999",
+        ] {
+            assert!(parse_int(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_command_text() {
+        let args = vec![b"FOO".to_vec(), b"a".to_vec(), b"b".to_vec()];
+        assert_eq!(
+            unknown_command(&args),
+            Reply::error("ERR unknown command 'FOO', with args beginning with: 'a' 'b' ".into())
+        );
+    }
+}

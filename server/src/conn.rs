@@ -1,0 +1,169 @@
+//! One connection: read what the client sent, run every whole command in
+//! it, wait for the group commit when a write needs it, and write every
+//! reply with one flush.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::cmd;
+use crate::resp::parse::{parse_command, Limits};
+use crate::resp::reply::Reply;
+use crate::state::{Client, Shared};
+
+/// How much the read buffer grows by at a time.
+const READ_CHUNK: usize = 16 << 10;
+
+/// Why a connection's loop ended.
+enum End {
+    /// The client closed, QUIT, a protocol error, a kill or a shutdown.
+    Done,
+    /// A write to the client failed.
+    Io(std::io::Error),
+}
+
+/// Serves one client until it leaves, is killed, or the server stops.
+pub async fn serve<S>(mut stream: S, shared: Arc<Shared>, mut client: Client)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let end = run(&mut stream, &shared, &mut client).await;
+    if let End::Io(e) = end {
+        log::debug!("client {}: {e}", client.info.id);
+    }
+    let _ = stream.shutdown().await;
+    client.unwatch_all(&shared);
+}
+
+async fn run<S>(stream: &mut S, shared: &Shared, client: &mut Client) -> End
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    loop {
+        if shared.shutting_down.load(Ordering::Acquire) {
+            return End::Done;
+        }
+        let config = shared.config();
+        if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+            buf.reserve(READ_CHUNK);
+        }
+        let idle = match config.timeout_secs {
+            0 => Duration::from_secs(u64::MAX / 4),
+            s => Duration::from_secs(s),
+        };
+        let n = tokio::select! {
+            r = stream.read_buf(&mut buf) => match r {
+                Ok(0) | Err(_) => return End::Done,
+                Ok(n) => n,
+            },
+            () = shared.shutdown.notified() => return End::Done,
+            () = client.info.kill.notified() => return End::Done,
+            () = tokio::time::sleep(idle) => return End::Done,
+        };
+        if shared.shutting_down.load(Ordering::Acquire)
+            || client.info.killed.load(Ordering::Acquire)
+        {
+            return End::Done;
+        }
+        shared
+            .stats
+            .net_input_bytes
+            .fetch_add(n as u64, Ordering::Relaxed);
+        let limits = Limits {
+            max_bulk_len: config.proto_max_bulk_len,
+            ..Limits::default()
+        };
+        let mut pos = 0;
+        let mut close = false;
+        while pos < buf.len() {
+            match parse_command(&buf[pos..], &limits, client.authenticated) {
+                Ok(None) => break,
+                Ok(Some((args, used))) => {
+                    pos += used;
+                    if args.is_empty() {
+                        continue;
+                    }
+                    cmd::execute(shared, client, &args, &mut out);
+                    if client.closing {
+                        close = true;
+                        break;
+                    }
+                    if out.len() >= config.client_output_buffer_bytes {
+                        if let Err(e) = flush(stream, shared, client, &mut out).await {
+                            return e;
+                        }
+                    }
+                }
+                Err(e) => {
+                    Reply::error(format!("ERR Protocol error: {}", e.0))
+                        .encode(client.proto, &mut out);
+                    close = true;
+                    break;
+                }
+            }
+        }
+        buf.drain(..pos);
+        if buf.len() > config.client_query_buffer_limit {
+            log::warn!(
+                "closing client {}: its query buffer passed {} bytes",
+                client.info.id,
+                config.client_query_buffer_limit
+            );
+            close = true;
+        }
+        if let Err(e) = flush(stream, shared, client, &mut out).await {
+            return e;
+        }
+        if close {
+            return End::Done;
+        }
+        if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
+            buf = Vec::with_capacity(READ_CHUNK);
+        }
+    }
+}
+
+/// Writes the pending replies, after the group commit of every database
+/// they wrote to under `--sync always`. When that fsync fails, the replies
+/// are dropped and the connection closes: no write is acknowledged unless
+/// it is durable.
+async fn flush<S>(
+    stream: &mut S,
+    shared: &Shared,
+    client: &mut Client,
+    out: &mut Vec<u8>,
+) -> Result<(), End>
+where
+    S: AsyncWrite + Unpin,
+{
+    if client.dirty != 0 {
+        let mask = std::mem::take(&mut client.dirty);
+        shared.stats.sync_rounds.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = shared.syncer.sync(mask).await {
+            log::error!("closing client {} unanswered: {e}", client.info.id);
+            out.clear();
+            return Err(End::Done);
+        }
+    }
+    if out.is_empty() {
+        return Ok(());
+    }
+    shared
+        .stats
+        .net_output_bytes
+        .fetch_add(out.len() as u64, Ordering::Relaxed);
+    let r = async {
+        stream.write_all(out).await?;
+        stream.flush().await
+    }
+    .await;
+    out.clear();
+    if out.capacity() > 4 * READ_CHUNK {
+        *out = Vec::with_capacity(READ_CHUNK);
+    }
+    r.map_err(End::Io)
+}

@@ -1,0 +1,375 @@
+//! The data behind the server: Redis's 16 databases as the keyspaces
+//! `db0` … `db15` of one cairn store, the views commands read and write
+//! them through, WATCH's versions, and the group-commit syncer.
+//!
+//! A write command runs inside [`cairn::Db::transaction`] with its fsync
+//! deferred ([`cairn::Txn::defer_sync`]). Under `--sync always` the
+//! connection then asks the [`Syncer`] for durability before it sends its
+//! replies: one thread runs one [`cairn::Db::sync`] for every connection
+//! waiting, while the runtime goes on parsing and appending the next
+//! writes.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Mutex, OnceLock};
+
+use cairn::{Db, Txn};
+
+/// How many databases SELECT accepts (Redis's `databases`).
+pub const DATABASES: usize = 16;
+
+/// The root store and its 16 databases, each opened on first use.
+pub struct Store {
+    root: Db,
+    dbs: [OnceLock<Db>; DATABASES],
+    open_lock: Mutex<()>,
+    /// WATCH's versions of watched keys.
+    pub watch: WatchTable,
+}
+
+impl Store {
+    /// The store over `root`, whose keyspaces `db0` … `db15` are the
+    /// databases.
+    pub fn new(root: Db) -> Store {
+        Store {
+            root,
+            dbs: std::array::from_fn(|_| OnceLock::new()),
+            open_lock: Mutex::new(()),
+            watch: WatchTable::default(),
+        }
+    }
+
+    /// The root store (which holds no keys of its own).
+    pub fn root(&self) -> &Db {
+        &self.root
+    }
+
+    /// Database `index` (0–15), opened or created on first use.
+    ///
+    /// # Errors
+    /// The errors of opening the keyspace.
+    pub fn db(&self, index: usize) -> Result<&Db, cairn::Error> {
+        let cell = self
+            .dbs
+            .get(index)
+            .ok_or_else(|| cairn::Error::InvalidOptions(format!("no database {index}")))?;
+        if let Some(db) = cell.get() {
+            return Ok(db);
+        }
+        let _guard = self.open_lock.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(db) = cell.get() {
+            return Ok(db);
+        }
+        let db = self.root.keyspace(&format!("db{index}"))?;
+        Ok(cell.get_or_init(|| db))
+    }
+
+    /// Database `index` if it has been opened, without creating it.
+    pub fn opened(&self, index: usize) -> Option<&Db> {
+        self.dbs.get(index).and_then(OnceLock::get)
+    }
+
+    /// Opens every database that exists on disk, so that INFO keyspace,
+    /// FLUSHALL and the syncer see them.
+    ///
+    /// # Errors
+    /// The errors of listing or opening the keyspaces.
+    pub fn open_existing(&self) -> Result<(), cairn::Error> {
+        for name in self.root.keyspace_names()? {
+            if let Some(i) = name
+                .strip_prefix("db")
+                .and_then(|n| n.parse::<usize>().ok())
+            {
+                if i < DATABASES && name == format!("db{i}") {
+                    self.db(i)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes every open database and the root store: everything durable,
+    /// the lock released.
+    ///
+    /// # Errors
+    /// The first error of closing.
+    pub fn close(&self) -> Result<(), cairn::Error> {
+        let mut first = None;
+        for db in self.dbs.iter().filter_map(OnceLock::get) {
+            if let Err(e) = db.close() {
+                first.get_or_insert(e);
+            }
+        }
+        if let Err(e) = self.root.close() {
+            first.get_or_insert(e);
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+/// A key's value and its absolute expiry (Unix ms, `None`: never).
+pub type Entry = (Vec<u8>, Option<u64>);
+
+/// What a command reads and writes a database through: the database
+/// itself for a read outside MULTI, a transaction for a write and for
+/// every command of an EXEC.
+pub trait Ops {
+    /// The current time in Unix milliseconds (a transaction's start).
+    fn now_ms(&self) -> u64;
+    /// The live value and expiry of `key`.
+    ///
+    /// # Errors
+    /// cairn's read errors.
+    fn get(&mut self, key: &[u8]) -> Result<Option<Entry>, cairn::Error>;
+    /// Whether `key` is live.
+    ///
+    /// # Errors
+    /// cairn's read errors.
+    fn exists(&mut self, key: &[u8]) -> Result<bool, cairn::Error> {
+        Ok(self.get(key)?.is_some())
+    }
+    /// Writes `value` under `key` expiring at `expires_at_ms`; an expiry
+    /// that is not after [`Ops::now_ms`] deletes the key instead, as Redis
+    /// does for `SET … PXAT <past>`.
+    ///
+    /// # Errors
+    /// [`cairn::Error::ReadOnly`] through a read-only view.
+    fn put(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        expires_at_ms: Option<u64>,
+    ) -> Result<(), cairn::Error>;
+    /// Deletes `key`.
+    ///
+    /// # Errors
+    /// [`cairn::Error::ReadOnly`] through a read-only view.
+    fn delete(&mut self, key: &[u8]) -> Result<(), cairn::Error>;
+    /// The database underneath, for whole-index walks (KEYS, SCAN, DBSIZE,
+    /// RANDOMKEY). Inside a transaction it does not see the transaction's
+    /// own pending writes.
+    fn db(&self) -> &Db;
+    /// Marks every watcher of this database as touched (FLUSHDB).
+    fn touch_all(&mut self);
+}
+
+/// Reads straight from a database (read-only commands outside MULTI).
+pub struct DbOps<'a> {
+    /// The database.
+    pub db: &'a Db,
+}
+
+impl Ops for DbOps<'_> {
+    fn now_ms(&self) -> u64 {
+        unix_ms()
+    }
+    fn get(&mut self, key: &[u8]) -> Result<Option<Entry>, cairn::Error> {
+        self.db.get_with_expiry(key)
+    }
+    fn exists(&mut self, key: &[u8]) -> Result<bool, cairn::Error> {
+        self.db.contains_key(key)
+    }
+    fn put(&mut self, _: &[u8], _: &[u8], _: Option<u64>) -> Result<(), cairn::Error> {
+        Err(cairn::Error::ReadOnly)
+    }
+    fn delete(&mut self, _: &[u8]) -> Result<(), cairn::Error> {
+        Err(cairn::Error::ReadOnly)
+    }
+    fn db(&self) -> &Db {
+        self.db
+    }
+    fn touch_all(&mut self) {}
+}
+
+/// Reads and writes inside a transaction; every write bumps WATCH's
+/// version of its key while the transaction holds the writer lock.
+pub struct TxnOps<'a, 'b> {
+    /// The transaction.
+    pub tx: &'a mut Txn<'b>,
+    /// The database the transaction runs on.
+    pub db: &'a Db,
+    /// Its index.
+    pub index: usize,
+    /// WATCH's versions.
+    pub watch: &'a WatchTable,
+}
+
+impl Ops for TxnOps<'_, '_> {
+    fn now_ms(&self) -> u64 {
+        self.tx.now_unix_ms()
+    }
+    fn get(&mut self, key: &[u8]) -> Result<Option<Entry>, cairn::Error> {
+        self.tx.get_with_expiry(key)
+    }
+    fn put(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        expires_at_ms: Option<u64>,
+    ) -> Result<(), cairn::Error> {
+        self.watch.touch(self.index, key);
+        match expires_at_ms {
+            Some(at) if at <= self.tx.now_unix_ms() => {
+                self.tx.delete(key);
+                Ok(())
+            }
+            _ => self.tx.put_expiring_at(key, value, expires_at_ms),
+        }
+    }
+    fn delete(&mut self, key: &[u8]) -> Result<(), cairn::Error> {
+        self.watch.touch(self.index, key);
+        self.tx.delete(key);
+        Ok(())
+    }
+    fn db(&self) -> &Db {
+        self.db
+    }
+    fn touch_all(&mut self) {
+        self.watch.touch_db(self.index);
+    }
+}
+
+/// The current time in Unix milliseconds.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// WATCH's bookkeeping: a version per watched key, bumped by every write of
+/// that key (inside the writer's transaction, so that an EXEC that checks
+/// the versions inside its own transaction never misses a write).
+#[derive(Default)]
+pub struct WatchTable {
+    /// How many keys are watched; 0 lets writes skip the lock.
+    watched: AtomicUsize,
+    keys: Mutex<HashMap<(usize, Vec<u8>), Watched>>,
+}
+
+#[derive(Default)]
+struct Watched {
+    version: u64,
+    watchers: usize,
+}
+
+impl WatchTable {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<(usize, Vec<u8>), Watched>> {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts watching `key` of database `db`; returns its version now.
+    pub fn watch(&self, db: usize, key: &[u8]) -> u64 {
+        let mut map = self.map();
+        let w = map.entry((db, key.to_vec())).or_default();
+        if w.watchers == 0 {
+            self.watched.fetch_add(1, Ordering::AcqRel);
+        }
+        w.watchers += 1;
+        w.version
+    }
+
+    /// Stops one watch of `key` of database `db`.
+    pub fn unwatch(&self, db: usize, key: &[u8]) {
+        let mut map = self.map();
+        let k = (db, key.to_vec());
+        if let Some(w) = map.get_mut(&k) {
+            w.watchers = w.watchers.saturating_sub(1);
+            if w.watchers == 0 {
+                map.remove(&k);
+                self.watched.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// The version of a watched key (0 if nobody watches it).
+    pub fn version(&self, db: usize, key: &[u8]) -> u64 {
+        self.map().get(&(db, key.to_vec())).map_or(0, |w| w.version)
+    }
+
+    /// Records a write of `key` of database `db`.
+    pub fn touch(&self, db: usize, key: &[u8]) {
+        if self.watched.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        if let Some(w) = self.map().get_mut(&(db, key.to_vec())) {
+            w.version += 1;
+        }
+    }
+
+    /// Records a write of every key of database `db` (FLUSHDB, FLUSHALL).
+    pub fn touch_db(&self, db: usize) {
+        if self.watched.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        for ((d, _), w) in self.map().iter_mut() {
+            if *d == db {
+                w.version += 1;
+            }
+        }
+    }
+}
+
+/// A request to the syncer: the databases to make durable (a bit each)
+/// and where to say it is done.
+type SyncRequest = (u32, tokio::sync::oneshot::Sender<Result<(), String>>);
+
+/// Group commit for `--sync always`: one thread that fsyncs every database
+/// some connection waits on, once for all the connections waiting, and
+/// answers each on a oneshot, so that no runtime thread blocks on an fsync.
+#[derive(Clone)]
+pub struct Syncer {
+    requests: mpsc::Sender<SyncRequest>,
+}
+
+impl Syncer {
+    /// Starts the syncer thread over `store`. It stops when every
+    /// [`Syncer`] clone is dropped.
+    ///
+    /// # Errors
+    /// When the thread cannot be spawned.
+    pub fn start(store: Arc<Store>) -> std::io::Result<Syncer> {
+        let (tx, rx) = mpsc::channel::<SyncRequest>();
+        std::thread::Builder::new()
+            .name("cairn-syncer".into())
+            .spawn(move || run_syncer(&store, &rx))?;
+        Ok(Syncer { requests: tx })
+    }
+
+    /// Waits until every write made so far to the databases in `mask` (bit
+    /// `i` for database `i`) is durable.
+    ///
+    /// # Errors
+    /// The text of a failed fsync; the store is then poisoned, and the
+    /// caller must not acknowledge the writes.
+    pub async fn sync(&self, mask: u32) -> Result<(), String> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if self.requests.send((mask, tx)).is_err() {
+            return Err("the syncer has stopped".into());
+        }
+        rx.await
+            .unwrap_or_else(|_| Err("the syncer has stopped".into()))
+    }
+}
+
+fn run_syncer(store: &Store, rx: &mpsc::Receiver<SyncRequest>) {
+    while let Ok(first) = rx.recv() {
+        let mut mask = first.0;
+        let mut waiters = vec![first.1];
+        while let Ok((m, w)) = rx.try_recv() {
+            mask |= m;
+            waiters.push(w);
+        }
+        let mut result = Ok(());
+        for i in (0..DATABASES).filter(|i| mask & (1 << i) != 0) {
+            if let Some(db) = store.opened(i) {
+                if let Err(e) = db.sync() {
+                    log::error!("fsync of database {i} failed: {e}");
+                    result = Err(format!("fsync of database {i} failed: {e}"));
+                }
+            }
+        }
+        for w in waiters {
+            let _ = w.send(result.clone());
+        }
+    }
+}
