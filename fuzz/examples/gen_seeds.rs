@@ -346,6 +346,67 @@ fn ops_seeds() {
     }
 }
 
+/// Multibulk encoding of one command.
+fn multibulk(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for arg in args {
+        out.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+        out.extend_from_slice(arg);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Request streams as clients send them: pipelines as redis-benchmark's
+/// `-P 16`, inline commands with quoting, and the error cases. Each is
+/// prefixed by the target's flags byte and split point.
+fn resp_parser_seeds() {
+    let seed = |name: &str, flags: u8, split: u16, stream: &[u8]| {
+        let mut bytes = vec![flags];
+        bytes.extend_from_slice(&split.to_le_bytes());
+        bytes.extend_from_slice(stream);
+        write("resp_parser", name, &bytes);
+    };
+    let mut pipeline = Vec::new();
+    for command in [
+        &[&b"SET"[..], b"key:000001", b"xxx"][..],
+        &[b"GET", b"key:000001"],
+        &[b"INCR", b"counter"],
+        &[b"PING"],
+    ] {
+        pipeline.extend(multibulk(command).repeat(4));
+    }
+    seed("pipeline_benchmark", 1, 37, &pipeline);
+    let pairs: Vec<Vec<u8>> = (0..6usize)
+        .flat_map(|i| [format!("k{i}").into_bytes(), vec![b'v'; i]])
+        .collect();
+    let mut mset: Vec<&[u8]> = vec![b"MSET"];
+    mset.extend(pairs.iter().map(Vec::as_slice));
+    seed("pipeline_mset", 1, 100, &multibulk(&mset));
+    let empty = [
+        &b"*0\r\n*-1\r\n"[..],
+        &multibulk(&[b"SET", b"", b"a\r\n\0b"]),
+        b"\r\n",
+    ]
+    .concat();
+    seed("empty_and_binary", 1, 9, &empty);
+    seed(
+        "inline",
+        1,
+        5,
+        b"PING\r\nSET k v\r\n\r\nECHO \"a\\x41\\n\\\"\" 'b\\'c'\nGET k\r\n",
+    );
+    seed("inline_unbalanced", 1, 3, b"ECHO \"abc\r\n");
+    let auth = vec![b'p'; 17000];
+    let unauthenticated = [multibulk(&[&b"x"[..]; 11]), multibulk(&[b"AUTH", &auth])].concat();
+    seed("unauthenticated", 0, 4, &unauthenticated);
+    let too_long = [&b"*1\r\n$40\r\n"[..], &[b'x'; 40], b"\r\n*1\r\nfoo\r\n"].concat();
+    seed("errors_small_limits", 3, 6, &too_long);
+    seed("lenient", 1, 2, b"*1\rX$4\r\nPINGXY*1\r\n$4\r\nPING\r\n");
+    let set = multibulk(&[b"SET", b"k", &[b'v'; 100]]);
+    seed("partial", 1, 20, &set[..set.len() - 30]);
+}
+
 fn main() {
     let real = real_store(None);
     let stopped = real_store(Some(CompactionStop::AfterManifest));
@@ -353,5 +414,6 @@ fn main() {
     hint_parser_seeds(&real);
     open_dir_seeds(&real, &stopped);
     ops_seeds();
+    resp_parser_seeds();
     eprintln!("seeds written to {}", out_dir("").display());
 }
