@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::cmd;
-use crate::resp::parse::{parse_command, Limits};
+use crate::resp::parse::{parse_command_resume, Limits, Progress};
 use crate::resp::reply::Reply;
 use crate::state::{Client, Shared};
 
@@ -43,6 +43,8 @@ where
 {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    // Where the parser got to in a command that is not whole yet.
+    let mut progress = Progress::default();
     loop {
         if shared.shutting_down.load(Ordering::Acquire) {
             return End::Done;
@@ -80,7 +82,7 @@ where
         let mut pos = 0;
         let mut close = false;
         while pos < buf.len() {
-            match parse_command(&buf[pos..], &limits, client.authenticated) {
+            match parse_command_resume(&buf[pos..], &limits, client.authenticated, &mut progress) {
                 Ok(None) => break,
                 Ok(Some((args, used))) => {
                     pos += used;
