@@ -20,7 +20,6 @@ use crate::store::{Ops, DATABASES};
 pub mod glob;
 
 /// A key command's table entry (a shorthand for the table below).
-#[allow(clippy::too_many_arguments)]
 const fn spec(
     name: &'static str,
     arity: i32,
@@ -176,7 +175,7 @@ fn expire_flags(opts: &[Vec<u8>]) -> Result<ExpireFlags, Reply> {
 /// Whether the options let a key whose expiry is `current` (ms, `None`:
 /// never) take the new expiry `when`. No expiry counts as infinite.
 fn expire_allowed(f: ExpireFlags, current: Option<u64>, when: i64) -> bool {
-    let current = current.map(|c| i128::from(c));
+    let current = current.map(i128::from);
     let when = i128::from(when);
     if f.nx && current.is_some() {
         return false;
@@ -652,7 +651,16 @@ mod tests {
         assert_eq!(parse_cursor(b"+7").ok(), Some(7));
         assert_eq!(parse_cursor(b"-1").ok(), Some(u64::MAX));
         assert_eq!(parse_cursor(b"18446744073709551615").ok(), Some(u64::MAX));
-        for bad in [&b" 0"[..], b"0 ", b"x", b"-", b"+", b"0x1", b"18446744073709551616", b"1.5"] {
+        for bad in [
+            &b" 0"[..],
+            b"0 ",
+            b"x",
+            b"-",
+            b"+",
+            b"0x1",
+            b"18446744073709551616",
+            b"1.5",
+        ] {
             assert!(parse_cursor(bad).is_err(), "{bad:?}");
         }
     }
@@ -665,8 +673,16 @@ mod tests {
             other => format!("{other:?}"),
         };
         let nx_and = "ERR NX and XX, GT or LT options at the same time are not compatible";
-        for opts in [&["nx", "xx"][..], &["NX", "gt"], &["lt", "nx"], &["gt", "lt", "nx"]] {
-            assert_eq!(expire_flags(&v(opts)).err().map(text).as_deref(), Some(nx_and));
+        for opts in [
+            &["nx", "xx"][..],
+            &["NX", "gt"],
+            &["lt", "nx"],
+            &["gt", "lt", "nx"],
+        ] {
+            assert_eq!(
+                expire_flags(&v(opts)).err().map(text).as_deref(),
+                Some(nx_and)
+            );
         }
         assert_eq!(
             expire_flags(&v(&["gt", "LT"])).err().map(text).as_deref(),
@@ -702,8 +718,9 @@ mod tests {
         // still points at the same place after it.
         assert_eq!(scan_hash(b"key:1"), scan_hash(b"key:1"));
         assert_ne!(scan_hash(b"key:1"), scan_hash(b"key:2"));
-        let seen: std::collections::HashSet<u64> =
-            (0..10_000).map(|i| scan_hash(format!("k{i}").as_bytes())).collect();
+        let seen: std::collections::HashSet<u64> = (0..10_000)
+            .map(|i| scan_hash(format!("k{i}").as_bytes()))
+            .collect();
         assert_eq!(seen.len(), 10_000);
     }
 }

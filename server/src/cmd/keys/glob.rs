@@ -86,7 +86,12 @@ fn signed(b: u8) -> i32 {
 
 /// Matches the class that starts at `pattern[p]` (`[`) against `c`;
 /// returns whether it matched and the index of the class's last byte.
-fn class(pattern: &[u8], mut p: usize, c: u8, budget: &mut Budget) -> Result<(bool, usize), TooComplex> {
+fn class(
+    pattern: &[u8],
+    mut p: usize,
+    c: u8,
+    budget: &mut Budget,
+) -> Result<(bool, usize), TooComplex> {
     let plen = pattern.len();
     p += 1;
     let not = at(pattern, p) == b'^';
