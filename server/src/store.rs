@@ -151,6 +151,12 @@ pub trait Ops {
     fn db(&self) -> &Db;
     /// Marks every watcher of this database as touched (FLUSHDB).
     fn touch_all(&mut self);
+    /// The keys this view has written but not yet committed (a
+    /// transaction's pending writes), which [`Ops::db`]'s walks do not
+    /// see; FLUSHDB deletes them too.
+    fn pending_keys(&self) -> Vec<Vec<u8>> {
+        Vec::new()
+    }
 }
 
 /// Reads straight from a database (read-only commands outside MULTI).
@@ -226,6 +232,9 @@ impl Ops for TxnOps<'_, '_> {
     }
     fn touch_all(&mut self) {
         self.watch.touch_db(self.index);
+    }
+    fn pending_keys(&self) -> Vec<Vec<u8>> {
+        self.tx.written_keys().map(<[u8]>::to_vec).collect()
     }
 }
 

@@ -335,6 +335,28 @@ impl<'a> Txn<'a> {
         Ok(())
     }
 
+    /// The keys this transaction has written so far (puts and deletes),
+    /// in the order of their first write. A command that must act on
+    /// every key of the store, such as a server's FLUSHDB inside a
+    /// transaction, needs these as well as [`Db::for_each_key`](crate::Db::for_each_key),
+    /// which does not see pending writes.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.transaction(|tx| {
+    ///     tx.put("a", "1");
+    ///     tx.delete("b");
+    ///     let keys: Vec<&[u8]> = tx.written_keys().collect();
+    ///     assert_eq!(keys, [&b"a"[..], &b"b"[..]]);
+    ///     Ok(())
+    /// })?;
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    pub fn written_keys(&self) -> impl Iterator<Item = &[u8]> {
+        self.writes.iter().map(|(k, _)| k.as_slice())
+    }
+
     /// Lets the commit return without waiting for its fsync under
     /// [`SyncPolicy::Always`](crate::SyncPolicy::Always) (under the other
     /// policies a commit never waits). The writes are then durable once a
