@@ -13,6 +13,10 @@ use crate::resp::parse::{parse_command_resume, Limits, Progress};
 use crate::resp::reply::Reply;
 use crate::state::{Client, Shared};
 
+/// The most commands parsed before they run: bounds the memory of parsed
+/// arguments beyond the read buffer itself.
+const MAX_BATCH: usize = 1024;
+
 /// How much the read buffer grows by at a time.
 const READ_CHUNK: usize = 16 << 10;
 
@@ -45,6 +49,7 @@ where
     let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     // Where the parser got to in a command that is not whole yet.
     let mut progress = Progress::default();
+    let mut protocol_error: Option<String> = None;
     loop {
         if shared.shutting_down.load(Ordering::Acquire) {
             return End::Done;
@@ -81,32 +86,49 @@ where
         };
         let mut pos = 0;
         let mut close = false;
-        while pos < buf.len() {
-            match parse_command_resume(&buf[pos..], &limits, client.authenticated, &mut progress) {
-                Ok(None) => break,
-                Ok(Some((args, used))) => {
-                    pos += used;
-                    if args.is_empty() {
-                        continue;
+        let mut batch = Vec::new();
+        while pos < buf.len() && !close {
+            // An unauthenticated client is parsed one command at a time:
+            // the parser's bounds depend on whether AUTH has succeeded.
+            let most = if client.authenticated { MAX_BATCH } else { 1 };
+            while pos < buf.len() && batch.len() < most {
+                match parse_command_resume(
+                    &buf[pos..],
+                    &limits,
+                    client.authenticated,
+                    &mut progress,
+                ) {
+                    Ok(None) => break,
+                    Ok(Some((args, used))) => {
+                        pos += used;
+                        if !args.is_empty() {
+                            batch.push(args);
+                        }
                     }
-                    cmd::execute(shared, client, &args, &mut out);
-                    if client.closing {
+                    Err(e) => {
+                        protocol_error = Some(e.0);
                         close = true;
                         break;
                     }
-                    if out.len() >= config.client_output_buffer_bytes {
-                        if let Err(e) = flush(stream, shared, client, &mut out).await {
-                            return e;
-                        }
-                    }
-                }
-                Err(e) => {
-                    Reply::error(format!("ERR Protocol error: {}", e.0))
-                        .encode(client.proto, &mut out);
-                    close = true;
-                    break;
                 }
             }
+            if batch.is_empty() {
+                break;
+            }
+            cmd::execute_batch(shared, client, &batch, &mut out);
+            batch.clear();
+            if client.closing {
+                close = true;
+                protocol_error = None;
+            }
+            if out.len() >= config.client_output_buffer_bytes {
+                if let Err(e) = flush(stream, shared, client, &mut out).await {
+                    return e;
+                }
+            }
+        }
+        if let Some(text) = protocol_error.take() {
+            Reply::error(format!("ERR Protocol error: {text}")).encode(client.proto, &mut out);
         }
         buf.drain(..pos);
         if buf.len() > config.client_query_buffer_limit {

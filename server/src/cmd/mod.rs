@@ -182,6 +182,10 @@ pub fn store_error(e: &cairn::Error) -> Reply {
 /// Runs one command and appends its encoded reply to `out`.
 pub fn execute(shared: &Shared, client: &mut Client, args: &[Vec<u8>], out: &mut Vec<u8>) {
     let reply = dispatch(shared, client, args);
+    emit(shared, client, &reply, out);
+}
+
+fn emit(shared: &Shared, client: &Client, reply: &Reply, out: &mut Vec<u8>) {
     if reply.is_error() {
         shared.stats.error_replies.fetch_add(1, Ordering::Relaxed);
     }
@@ -190,6 +194,85 @@ pub fn execute(shared: &Shared, client: &mut Client, args: &[Vec<u8>], out: &mut
         .commands_processed
         .fetch_add(1, Ordering::Relaxed);
     reply.encode(client.proto, out);
+}
+
+/// The spec of `args` when it is a write command that can join a group:
+/// known, of the right arity, authenticated, outside MULTI.
+fn groupable(client: &Client, args: &[Vec<u8>]) -> Option<&'static Spec> {
+    if client.multi.is_some() || !client.authenticated {
+        return None;
+    }
+    let spec = lookup(args.first()?)?;
+    (spec.kind == Kind::Write && arity_ok(spec.arity, args.len())).then_some(spec)
+}
+
+/// Runs the commands of one read from a client, in order, appending each
+/// reply to `out`.
+///
+/// A run of consecutive write commands (a pipeline of SETs, say) runs in
+/// one transaction: its writes reach the file in one append, and the
+/// group commit makes them durable together. Each command still sees the
+/// writes of the ones before it, and replies as it would alone. A write
+/// command that fails writes nothing (every handler checks before it
+/// writes), so the others are unaffected, as in Redis.
+pub fn execute_batch(
+    shared: &Shared,
+    client: &mut Client,
+    batch: &[Vec<Vec<u8>>],
+    out: &mut Vec<u8>,
+) {
+    let mut i = 0;
+    while i < batch.len() && !client.closing {
+        let run = batch[i..]
+            .iter()
+            .take_while(|args| groupable(client, args).is_some())
+            .count();
+        if run < 2 {
+            execute(shared, client, &batch[i], out);
+            i += 1;
+            continue;
+        }
+        let group = &batch[i..i + run];
+        for reply in run_write_group(shared, client, group) {
+            emit(shared, client, &reply, out);
+        }
+        i += run;
+    }
+}
+
+fn run_write_group(shared: &Shared, client: &mut Client, group: &[Vec<Vec<u8>>]) -> Vec<Reply> {
+    let index = client.db;
+    let db = match shared.store.db(index) {
+        Ok(db) => db,
+        Err(e) => return vec![store_error(&e); group.len()],
+    };
+    let result = db.transaction(|tx| {
+        tx.defer_sync();
+        let mut ops = TxnOps {
+            tx,
+            db,
+            index,
+            watch: &shared.store.watch,
+        };
+        let mut replies = Vec::with_capacity(group.len());
+        for args in group {
+            let reply = match groupable(client, args) {
+                Some(spec) => (spec.handler)(
+                    &mut Ctx {
+                        shared,
+                        client: &mut *client,
+                        ops: Some(&mut ops),
+                    },
+                    args,
+                ),
+                None => Reply::err("ERR internal error: not a write command"),
+            };
+            replies.push(reply);
+        }
+        Ok(replies)
+    });
+    mark_dirty(shared, client, index);
+    result.unwrap_or_else(|e| vec![store_error(&e); group.len()])
 }
 
 fn dispatch(shared: &Shared, client: &mut Client, args: &[Vec<u8>]) -> Reply {
@@ -309,10 +392,8 @@ pub fn parse_int(arg: &[u8]) -> Result<i64, Reply> {
     std::str::from_utf8(arg)
         .ok()
         .filter(|s| {
-            !s.is_empty()
-                && !s.starts_with('+')
-                && !(s.len() > 1 && s.starts_with('0'))
-                && !s.starts_with("-0")
+            let leading_zero = s.len() > 1 && s.starts_with('0');
+            !(s.is_empty() || s.starts_with('+') || leading_zero || s.starts_with("-0"))
         })
         .and_then(|s| s.parse::<i64>().ok())
         .ok_or_else(|| Reply::err("ERR value is not an integer or out of range"))
