@@ -117,21 +117,41 @@ fn set_and_get_through_the_redis_crate() {
     let server = TestServer::start();
     let mut c = server.client();
     let big = "abcd".repeat(1_000_000);
-    let _: () = redis::cmd("SET").arg("big").arg(&big).query(&mut c).expect("set");
+    let _: () = redis::cmd("SET")
+        .arg("big")
+        .arg(&big)
+        .query(&mut c)
+        .expect("set");
     let got: String = redis::cmd("GET").arg("big").query(&mut c).expect("get");
     assert_eq!(got, big);
-    let _: () = redis::cmd("SET").arg("e").arg("").query(&mut c).expect("set");
+    let _: () = redis::cmd("SET")
+        .arg("e")
+        .arg("")
+        .query(&mut c)
+        .expect("set");
     let got: Option<Vec<u8>> = redis::cmd("GET").arg("e").query(&mut c).expect("get");
     assert_eq!(got, Some(Vec::new()));
     let binary = vec![0u8, 255, 13, 10, 0];
-    let _: () = redis::cmd("SET").arg("bin").arg(&binary).query(&mut c).expect("set");
+    let _: () = redis::cmd("SET")
+        .arg("bin")
+        .arg(&binary)
+        .query(&mut c)
+        .expect("set");
     let got: Vec<u8> = redis::cmd("GET").arg("bin").query(&mut c).expect("get");
     assert_eq!(got, binary);
     let missing: Option<String> = redis::cmd("GET").arg("nope").query(&mut c).expect("get");
     assert_eq!(missing, None);
-    let n: i64 = redis::cmd("INCRBY").arg("n").arg(5).query(&mut c).expect("incrby");
+    let n: i64 = redis::cmd("INCRBY")
+        .arg("n")
+        .arg(5)
+        .query(&mut c)
+        .expect("incrby");
     assert_eq!(n, 5);
-    let f: String = redis::cmd("INCRBYFLOAT").arg("f").arg("10.5").query(&mut c).expect("float");
+    let f: String = redis::cmd("INCRBYFLOAT")
+        .arg("f")
+        .arg("10.5")
+        .query(&mut c)
+        .expect("float");
     assert_eq!(f, "10.5");
     let all: Vec<Option<String>> = redis::cmd("MGET")
         .arg("n")
@@ -287,7 +307,10 @@ fn an_absolute_time_in_the_past_deletes_the_key() {
     assert_eq!(c.q(&["GETEX", "g", "pxat", "1"]), bulk("v"));
     assert_eq!(c.q(&["GET", "g"]), NIL);
     assert_eq!(c.q(&["SET", "g", "v"]), "OK");
-    assert_eq!(c.q(&["GETEX", "g", "exat", &(now_ms() / 1000 - 5).to_string()]), bulk("v"));
+    assert_eq!(
+        c.q(&["GETEX", "g", "exat", &(now_ms() / 1000 - 5).to_string()]),
+        bulk("v")
+    );
     assert_eq!(stored(&server, "g"), None);
     drop(c);
     server.stop();
@@ -346,7 +369,12 @@ fn setnx_setex_psetex() {
     assert!((11_000..=12_000).contains(&ttl_ms(&server, "x").expect("ttl")));
     assert_eq!(c.q(&["PSETEX", "y", "5000", "ms"]), "OK");
     assert!((4_000..=5_000).contains(&ttl_ms(&server, "y").expect("ttl")));
-    for (cmd, t) in [("SETEX", "0"), ("SETEX", "-10"), ("PSETEX", "0"), ("PSETEX", "-1")] {
+    for (cmd, t) in [
+        ("SETEX", "0"),
+        ("SETEX", "-10"),
+        ("PSETEX", "0"),
+        ("PSETEX", "-1"),
+    ] {
         let want = format!(
             "(error) ERR invalid expire time in '{}' command",
             cmd.to_ascii_lowercase()
@@ -396,7 +424,10 @@ fn mget_mset_msetnx() {
     assert_eq!(c.q(&["MSET", "x", "xxx", "x", "yyy"]), "OK");
     assert_eq!(c.q(&["GET", "x"]), bulk("yyy"));
     // MSETNX is all or nothing.
-    assert_eq!(c.q(&["MSETNX", "x1", "xxx", "y2", "yyy", "x", "20"]), int(0));
+    assert_eq!(
+        c.q(&["MSETNX", "x1", "xxx", "y2", "yyy", "x", "20"]),
+        int(0)
+    );
     assert_eq!(c.q(&["MGET", "x1", "y2", "x"]), r#"[(nil), (nil), "yyy"]"#);
     assert_eq!(c.q(&["MSETNX", "x1", "xxx", "y2", "yyy"]), int(1));
     assert_eq!(c.q(&["MGET", "x1", "y2"]), r#"["xxx", "yyy"]"#);
@@ -517,7 +548,11 @@ fn append_and_strlen() {
     assert_eq!(c.q(&["SET", "t", "a", "ex", "100"]), "OK");
     let before = stored(&server, "t").expect("t").1;
     assert_eq!(c.q(&["APPEND", "t", "b"]), int(2));
-    assert_eq!(stored(&server, "t").expect("t").1, before, "APPEND keeps the TTL");
+    assert_eq!(
+        stored(&server, "t").expect("t").1,
+        before,
+        "APPEND keeps the TTL"
+    );
     assert_eq!(c.q(&["STRLEN", "notakey"]), int(0));
     assert_eq!(c.q(&["SET", "i", "-555"]), "OK");
     assert_eq!(c.q(&["STRLEN", "i"]), int(4));
@@ -637,11 +672,16 @@ fn incr_decr_family() {
     assert_eq!(c.q(&["SET", "novar", "17179869184"]), "OK");
     assert_eq!(c.q(&["INCR", "novar"]), int(17_179_869_185));
     assert_eq!(c.q(&["SET", "novar", "17179869184"]), "OK");
-    assert_eq!(c.q(&["INCRBY", "novar", "17179869184"]), int(34_359_738_368));
+    assert_eq!(
+        c.q(&["INCRBY", "novar", "17179869184"]),
+        int(34_359_738_368)
+    );
     assert_eq!(c.q(&["SET", "novar", "17179869184"]), "OK");
     assert_eq!(c.q(&["DECRBY", "novar", "17179869185"]), int(-1));
     assert_eq!(c.q(&["DECR", "fresh"]), int(-1));
-    for bad in ["    11", "11    ", "  11  ", "", "1.5", "abc", "+1", "01", "-0", "1\0"] {
+    for bad in [
+        "    11", "11    ", "  11  ", "", "1.5", "abc", "+1", "01", "-0", "1\0",
+    ] {
         assert_eq!(c.qb(&[b"SET", b"s", bad.as_bytes()]), "OK");
         assert_eq!(c.q(&["INCR", "s"]), NOT_INT, "{bad:?}");
         assert_eq!(c.q(&["INCRBY", "s", "1"]), NOT_INT, "{bad:?}");
@@ -708,11 +748,17 @@ fn incrbyfloat_matches_redis_digits() {
         ("0.024390243902439025", "-0.024390243902439025", "0"),
     ] {
         assert_eq!(c.q(&["SET", "f", start]), "OK");
-        assert_eq!(c.q(&["INCRBYFLOAT", "f", incr]), bulk(want), "{start} + {incr}");
+        assert_eq!(
+            c.q(&["INCRBYFLOAT", "f", incr]),
+            bulk(want),
+            "{start} + {incr}"
+        );
         assert_eq!(c.q(&["GET", "f"]), bulk(want), "the stored text");
     }
     // Invalid numbers, in the key or the increment.
-    for bad in ["    11", "11    ", " 11 ", "nan", "abc", "", "1e5000", "1e-5000", "0x", "1e"] {
+    for bad in [
+        "    11", "11    ", " 11 ", "nan", "abc", "", "1e5000", "1e-5000", "0x", "1e",
+    ] {
         assert_eq!(c.q(&["SET", "s", bad]), "OK");
         assert_eq!(c.q(&["INCRBYFLOAT", "s", "1.0"]), NOT_FLOAT, "{bad:?}");
         assert_eq!(c.q(&["INCRBYFLOAT", "fresh", bad]), NOT_FLOAT, "{bad:?}");
@@ -784,7 +830,10 @@ fn the_commands_inside_multi_exec() {
             int(3),
         )
     );
-    assert_eq!(c.q(&["MGET", "a", "b", "c", "d", "e", "s"]), r#"["vZZ", (nil), "2", (nil), (nil), "text"]"#);
+    assert_eq!(
+        c.q(&["MGET", "a", "b", "c", "d", "e", "s"]),
+        r#"["vZZ", (nil), "2", (nil), (nil), "text"]"#
+    );
     let left = ttl_ms(&server, "a").expect("ttl");
     assert!((90_000..=100_000).contains(&left), "{left}");
     // A wrong arity inside MULTI aborts the transaction.
@@ -806,7 +855,10 @@ fn the_commands_inside_multi_exec() {
     assert_eq!(c.q(&["SET", "z", "1"]), "QUEUED");
     assert_eq!(
         c.q(&["EXEC"]),
-        format!("[{}, OK]", err("ERR wrong number of arguments for 'mset' command"))
+        format!(
+            "[{}, OK]",
+            err("ERR wrong number of arguments for 'mset' command")
+        )
     );
     assert_eq!(c.q(&["MGET", "x", "y", "z"]), r#"[(nil), (nil), "1"]"#);
     drop(c);

@@ -63,7 +63,13 @@ pub const COMMANDS: &[Spec] = &[
     spec!("decr", 2, Write, ["write", "denyoom", "fast"], decr),
     spec!("incrby", 3, Write, ["write", "denyoom", "fast"], incrby),
     spec!("decrby", 3, Write, ["write", "denyoom", "fast"], decrby),
-    spec!("incrbyfloat", 3, Write, ["write", "denyoom", "fast"], incrbyfloat),
+    spec!(
+        "incrbyfloat",
+        3,
+        Write,
+        ["write", "denyoom", "fast"],
+        incrbyfloat
+    ),
 ];
 
 /// Handlers that return [`Res`], wrapped into the table's signature.
@@ -341,7 +347,11 @@ fn set_generic(ctx: &mut Ctx<'_>, a: SetArgs<'_>) -> Res {
     let found = old.is_some();
     let reply_old = |old: Option<Entry>| bulk_or_nil(old);
     if (a.opts.nx && found) || (a.opts.xx && !found) {
-        return Ok(if a.opts.get { reply_old(old) } else { a.aborted });
+        return Ok(if a.opts.get {
+            reply_old(old)
+        } else {
+            a.aborted
+        });
     }
     let expires = match (expires, &old) {
         (None, Some((_, ttl))) if a.opts.keepttl => *ttl,
@@ -419,7 +429,7 @@ fn mget_cmd(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Res {
 /// Checks MSET's and MSETNX's pairs: an even count, and every key and
 /// value storable.
 fn check_pairs(args: &[Vec<u8>], name: &str) -> Result<(), Reply> {
-    if args.len() % 2 == 0 {
+    if args.len().is_multiple_of(2) {
         return Err(wrong_arity(name));
     }
     for pair in args[1..].chunks(2) {
@@ -463,9 +473,7 @@ fn getset_cmd(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Res {
 fn getdel_cmd(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Res {
     let old = lookup_read(ctx, &args[1])?;
     if old.is_some() {
-        view(ctx)?
-            .delete(&args[1])
-            .map_err(|e| store_error(&e))?;
+        view(ctx)?.delete(&args[1]).map_err(|e| store_error(&e))?;
     }
     Ok(bulk_or_nil(old))
 }
@@ -630,6 +638,18 @@ mod tests {
     }
 
     #[test]
+    fn kinds_agree_with_redis_flags() {
+        for spec in COMMANDS {
+            let readonly = spec.redis_flags.contains(&"readonly");
+            let write = spec.redis_flags.contains(&"write");
+            assert!(readonly != write, "{}", spec.name);
+            let want = if readonly { Kind::Read } else { Kind::Write };
+            assert_eq!(spec.kind, want, "{}", spec.name);
+            assert_eq!(spec.first_key, 1, "{}", spec.name);
+        }
+    }
+
+    #[test]
     fn substring_follows_redis_index_rules() {
         let hw = "Hello World";
         assert_eq!(range(hw, 0, 3), "Hell");
@@ -673,9 +693,18 @@ mod tests {
     #[test]
     fn expiry_arithmetic_never_overflows() {
         let now = 1_700_000_000_000;
-        assert_eq!(expiry_ms(b"10", Expiry::Ex, now, "set").ok(), Some(now + 10_000));
-        assert_eq!(expiry_ms(b"10", Expiry::Px, now, "set").ok(), Some(now + 10));
-        assert_eq!(expiry_ms(b"10", Expiry::ExAt, now, "set").ok(), Some(10_000));
+        assert_eq!(
+            expiry_ms(b"10", Expiry::Ex, now, "set").ok(),
+            Some(now + 10_000)
+        );
+        assert_eq!(
+            expiry_ms(b"10", Expiry::Px, now, "set").ok(),
+            Some(now + 10)
+        );
+        assert_eq!(
+            expiry_ms(b"10", Expiry::ExAt, now, "set").ok(),
+            Some(10_000)
+        );
         assert_eq!(
             expiry_ms(b"9223372036854775807", Expiry::PxAt, now, "set").ok(),
             Some(i64::MAX as u64)

@@ -235,9 +235,7 @@ fn parse_decimal(body: &[u8]) -> Option<(BigUint, BigUint, i64)> {
             return None;
         }
         for &c in edigits {
-            exp10 = exp10
-                .saturating_mul(10)
-                .saturating_add(i64::from(c - b'0'));
+            exp10 = exp10.saturating_mul(10).saturating_add(i64::from(c - b'0'));
         }
         if eneg {
             exp10 = -exp10;
@@ -258,7 +256,11 @@ fn parse_decimal(body: &[u8]) -> Option<(BigUint, BigUint, i64)> {
     let n = BigUint::parse_bytes(significant, 10)?;
     let ten = BigUint::from(10u8);
     if scale >= 0 {
-        Some((n * ten.pow(u32::try_from(scale).ok()?), BigUint::from(1u8), 0))
+        Some((
+            n * ten.pow(u32::try_from(scale).ok()?),
+            BigUint::from(1u8),
+            0,
+        ))
     } else {
         Some((n, ten.pow(u32::try_from(-scale).ok()?), 0))
     }
@@ -302,9 +304,7 @@ fn parse_hex(body: &[u8]) -> Option<(BigUint, BigUint, i64)> {
             return None;
         }
         for &c in edigits {
-            exp2 = exp2
-                .saturating_mul(10)
-                .saturating_add(i64::from(c - b'0'));
+            exp2 = exp2.saturating_mul(10).saturating_add(i64::from(c - b'0'));
         }
         if eneg {
             exp2 = -exp2;
@@ -360,7 +360,16 @@ mod tests {
             assert_eq!(LongDouble::parse(bad.as_bytes()), None, "{bad:?}");
         }
         assert_eq!(LongDouble::parse(&[b'1'; MAX_CHARS]), None);
-        for good in ["inf", "-Infinity", "+1", ".5", "5.", "1E2", "0e999999999999", "-0"] {
+        for good in [
+            "inf",
+            "-Infinity",
+            "+1",
+            ".5",
+            "5.",
+            "1E2",
+            "0e999999999999",
+            "-0",
+        ] {
             assert!(LongDouble::parse(good.as_bytes()).is_some(), "{good:?}");
         }
     }
