@@ -5,7 +5,8 @@
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::Duration;
 
@@ -20,7 +21,10 @@ struct Conn {
 
 impl Conn {
     fn new(server: &TestServer) -> Conn {
-        let w = server.raw().0;
+        Conn::over(server.raw().0)
+    }
+
+    fn over(w: TcpStream) -> Conn {
         let r = BufReader::new(w.try_clone().expect("clone"));
         Conn { w, r }
     }
@@ -881,5 +885,280 @@ fn read_commands_count_hits_and_misses() {
     assert_eq!(stats.keyspace_hits.load(Ordering::Relaxed) - h0, 2);
     assert_eq!(stats.keyspace_misses.load(Ordering::Relaxed) - m0, 2);
     drop(c);
+    server.stop();
+}
+
+/// Debian's redis-server 7.0 on a free loopback port, killed (by its pid)
+/// when dropped.
+struct RealRedis {
+    child: Child,
+    port: u16,
+}
+
+impl RealRedis {
+    /// `None` when no redis-server 7.0 is installed.
+    fn start() -> Option<RealRedis> {
+        let version = Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .ok()?;
+        if !String::from_utf8_lossy(&version.stdout).contains("v=7.0.") {
+            return None;
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .ok()?;
+        let redis = RealRedis { child, port };
+        for _ in 0..200 {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(redis);
+            }
+            sleep(Duration::from_millis(25));
+        }
+        None
+    }
+
+    fn conn(&self) -> Conn {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).expect("connect to redis-server");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        Conn::over(s)
+    }
+}
+
+impl Drop for RealRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A xorshift generator: the same commands on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+        from[(self.next() % from.len() as u64) as usize]
+    }
+}
+
+const KEYS: [&str; 3] = ["a", "b", "c"];
+const VALUES: &[&str] = &[
+    "1",
+    "-5",
+    "0",
+    "",
+    "abc",
+    "10.5",
+    "1e3",
+    "1e30",
+    "0.1",
+    "-0.0",
+    "1.5e-5",
+    "\u{0}\u{1}",
+    "17179869184",
+    "-1.1",
+    ".5",
+    "5.",
+    "9223372036854775807",
+    "-9223372036854775808",
+    " 1",
+    "0x10",
+    "inf",
+    "x y",
+    "007",
+    "-0",
+    "3.14",
+];
+const INTS: &[&str] = &[
+    "0",
+    "1",
+    "-1",
+    "2",
+    "-3",
+    "100",
+    "abc",
+    "",
+    "1.5",
+    "9223372036854775807",
+    "-9223372036854775808",
+    "4294967297",
+    "+1",
+    "01",
+];
+const OPTIONS: &[&str] = &[
+    "nx", "xx", "get", "keepttl", "ex", "px", "exat", "pxat", "persist", "EX", "Get", "bogus",
+];
+/// Expiry arguments whose outcome does not depend on timing: relative
+/// times are long or invalid, absolute ones far or in the past.
+const TIMES: &[&str] = &[
+    "100000",
+    "100000",
+    "100000",
+    "0",
+    "-1",
+    "abc",
+    "9223372036854775",
+    "9223372036854775807",
+];
+const COMMANDS: &[&str] = &[
+    "get",
+    "set",
+    "setnx",
+    "setex",
+    "psetex",
+    "mget",
+    "mset",
+    "msetnx",
+    "getset",
+    "getdel",
+    "getex",
+    "append",
+    "strlen",
+    "getrange",
+    "substr",
+    "setrange",
+    "incr",
+    "decr",
+    "incrby",
+    "decrby",
+    "incrbyfloat",
+];
+
+/// Up to `max` random options of SET or GETEX, each expiry option usually
+/// with an argument.
+fn random_options(rng: &mut Rng, max: u64, args: &mut Vec<String>) {
+    for _ in 0..rng.next() % (max + 1) {
+        let opt = rng.pick(OPTIONS);
+        args.push(opt.into());
+        let lower = opt.to_ascii_lowercase();
+        if ["ex", "px", "exat", "pxat"].contains(&lower.as_str()) && !rng.next().is_multiple_of(8) {
+            let t = rng.pick(TIMES);
+            let t = if lower.ends_with("at") && t == "100000" {
+                "1"
+            } else {
+                t
+            };
+            args.push(t.into());
+        }
+    }
+}
+
+/// A random string command over three keys.
+fn random_command(rng: &mut Rng) -> Vec<String> {
+    let name = rng.pick(COMMANDS);
+    let mut args = vec![name.to_string(), rng.pick(&KEYS).to_string()];
+    match name {
+        "set" => {
+            args.push(rng.pick(VALUES).into());
+            random_options(rng, 3, &mut args);
+        }
+        "getex" => random_options(rng, 2, &mut args),
+        "setnx" | "getset" | "append" | "incrbyfloat" => args.push(rng.pick(VALUES).into()),
+        "setex" | "psetex" => {
+            args.push(rng.pick(TIMES).into());
+            args.push(rng.pick(VALUES).into());
+        }
+        "mget" => {
+            for _ in 0..rng.next() % 4 {
+                args.push(rng.pick(&KEYS).into());
+            }
+        }
+        "mset" | "msetnx" => {
+            for j in 0..rng.next() % 5 {
+                let from = if j.is_multiple_of(2) {
+                    VALUES
+                } else {
+                    &KEYS[..]
+                };
+                args.push(rng.pick(from).into());
+            }
+        }
+        "getrange" | "substr" => {
+            args.push(rng.pick(INTS).into());
+            args.push(rng.pick(INTS).into());
+        }
+        "setrange" => {
+            args.push(rng.pick(&["0", "1", "3", "10", "-1", "abc"]).into());
+            args.push(rng.pick(VALUES).into());
+        }
+        "incrby" | "decrby" => args.push(rng.pick(INTS).into()),
+        _ => {}
+    }
+    args
+}
+
+/// The values and TTLs (in whole seconds, -1 none, -2 missing) of the
+/// three keys, on cairn and on Redis.
+fn states(server: &TestServer, ours: &mut Conn, real: &mut Conn) -> (String, String) {
+    let mut o = ours.q(&["MGET", "a", "b", "c"]);
+    let mut r = real.q(&["MGET", "a", "b", "c"]);
+    for key in KEYS {
+        let mine = match stored(server, key) {
+            None => -2,
+            Some((_, None)) => -1,
+            Some((_, Some(at))) => (at.saturating_sub(now_ms()) / 1000) as i64,
+        };
+        let pttl: i64 = real
+            .q(&["PTTL", key])
+            .trim_start_matches("(integer) ")
+            .parse()
+            .expect("PTTL");
+        let theirs = if pttl >= 0 { pttl / 1000 } else { pttl };
+        // A second boundary may fall between the two readings.
+        let theirs = if (mine - theirs).abs() <= 1 {
+            mine
+        } else {
+            theirs
+        };
+        o.push_str(&format!(" {key}:{mine}"));
+        r.push_str(&format!(" {key}:{theirs}"));
+    }
+    (o, r)
+}
+
+/// Random string commands, alone and inside MULTI/EXEC, give the same
+/// replies, values and TTLs on cairn as on redis-server 7.0. Skipped when
+/// redis-server 7.0 is not installed.
+#[test]
+fn random_commands_match_redis_server_7_0() {
+    let Some(redis) = RealRedis::start() else {
+        eprintln!("skipped: no redis-server 7.0 on this machine");
+        return;
+    };
+    let server = TestServer::start();
+    let mut ours = Conn::new(&server);
+    let mut real = redis.conn();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for i in 0..6000 {
+        let args = random_command(&mut rng);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let batch: Vec<&[&str]> = if i % 3 == 2 {
+            vec![&["MULTI"], &args, &["INCR", "c"], &args, &["EXEC"]]
+        } else {
+            vec![&args]
+        };
+        for cmd in batch {
+            assert_eq!(ours.q(cmd), real.q(cmd), "command {i}: {cmd:?}");
+        }
+        let (o, r) = states(&server, &mut ours, &mut real);
+        assert_eq!(o, r, "state after command {i}: {args:?}");
+    }
+    drop(ours);
     server.stop();
 }
