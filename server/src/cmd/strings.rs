@@ -650,6 +650,28 @@ mod tests {
     }
 
     #[test]
+    fn sizes_past_cairns_limits_are_refused_naming_the_limit() {
+        let max_key = cairn::MAX_KEY_BYTES as usize;
+        let max_value = cairn::MAX_VALUE_BYTES as usize;
+        assert!(check_key(&vec![b'k'; max_key]).is_ok());
+        assert_eq!(
+            check_key(&vec![b'k'; max_key + 1]),
+            Err(Reply::error(format!(
+                "ERR key of {} bytes is longer than cairn's limit of {max_key} bytes",
+                max_key + 1
+            )))
+        );
+        assert!(check_value(max_value).is_ok());
+        assert_eq!(
+            check_value(max_value + 1),
+            Err(Reply::error(format!(
+                "ERR value of {} bytes is longer than cairn's limit of {max_value} bytes",
+                max_value + 1
+            )))
+        );
+    }
+
+    #[test]
     fn substring_follows_redis_index_rules() {
         let hw = "Hello World";
         assert_eq!(range(hw, 0, 3), "Hell");
