@@ -13,7 +13,9 @@ use crate::resp::reply::Reply;
 use crate::state::{Client, Shared};
 use crate::store::{DbOps, Ops, TxnOps};
 
+pub mod client;
 pub mod connection;
+pub mod info;
 pub mod keys;
 pub mod multi;
 pub mod server;
@@ -109,6 +111,8 @@ pub fn all_commands() -> impl Iterator<Item = &'static Spec> {
         .chain(strings::COMMANDS)
         .chain(keys::COMMANDS)
         .chain(server::COMMANDS)
+        .chain(client::COMMANDS)
+        .chain(info::COMMANDS)
 }
 
 fn table() -> &'static HashMap<&'static str, &'static Spec> {
@@ -181,7 +185,9 @@ pub fn store_error(e: &cairn::Error) -> Reply {
 
 /// Runs one command and appends its encoded reply to `out`.
 pub fn execute(shared: &Shared, client: &mut Client, args: &[Vec<u8>], out: &mut Vec<u8>) {
-    let reply = dispatch(shared, client, args);
+    let spec = args.first().and_then(|n| lookup(n));
+    let reply = dispatch(shared, client, spec, args);
+    note_command(client, spec, args);
     if reply.is_error() {
         shared.stats.error_replies.fetch_add(1, Ordering::Relaxed);
     }
@@ -189,14 +195,51 @@ pub fn execute(shared: &Shared, client: &mut Client, args: &[Vec<u8>], out: &mut
         .stats
         .commands_processed
         .fetch_add(1, Ordering::Relaxed);
+    if std::mem::take(&mut client.no_reply) {
+        return;
+    }
     reply.encode(client.proto, out);
 }
 
-fn dispatch(shared: &Shared, client: &mut Client, args: &[Vec<u8>]) -> Reply {
-    let Some(name) = args.first() else {
+/// Commands whose first argument is a subcommand, shown as `name|sub` in
+/// CLIENT LIST's `cmd=` field, as Redis does.
+const WITH_SUBCOMMANDS: &[&str] = &["client", "command", "config", "function"];
+
+/// Records what CLIENT LIST shows of the command just run: one uncontended
+/// lock per command, no allocation once the name buffer has grown.
+fn note_command(client: &Client, spec: Option<&Spec>, args: &[Vec<u8>]) {
+    let mut st = client.info.state.lock().unwrap_or_else(|e| e.into_inner());
+    st.db = client.db;
+    st.proto = client.proto;
+    st.in_multi = client.multi.is_some();
+    st.queued = client.multi.as_ref().map_or(0, Vec::len);
+    st.last_active = std::time::Instant::now();
+    st.last_cmd.clear();
+    match spec {
+        None => st.last_cmd.push_str("NULL"),
+        Some(s) => {
+            st.last_cmd.push_str(s.name);
+            if let Some(sub) = args.get(1).filter(|_| WITH_SUBCOMMANDS.contains(&s.name)) {
+                if sub.len() <= 32 && sub.iter().all(u8::is_ascii_graphic) {
+                    st.last_cmd.push('|');
+                    st.last_cmd
+                        .extend(sub.iter().map(|b| char::from(b.to_ascii_lowercase())));
+                }
+            }
+        }
+    }
+}
+
+fn dispatch(
+    shared: &Shared,
+    client: &mut Client,
+    spec: Option<&'static Spec>,
+    args: &[Vec<u8>],
+) -> Reply {
+    if args.is_empty() {
         return Reply::err("ERR empty command");
-    };
-    let Some(spec) = lookup(name) else {
+    }
+    let Some(spec) = spec else {
         if client.multi.is_some() {
             client.multi_failed = true;
         }
@@ -288,7 +331,12 @@ fn run_write(shared: &Shared, client: &mut Client, spec: &Spec, args: &[Vec<u8>]
     match (result, failed) {
         (_, Some(reply)) => reply,
         (Ok(reply), None) => reply,
-        (Err(e), None) => store_error(&e),
+        (Err(e), None) => {
+            if matches!(e, cairn::Error::Poisoned { .. } | cairn::Error::Io(_)) {
+                shared.store.write_failed.store(true, Ordering::Release);
+            }
+            store_error(&e)
+        }
     }
 }
 
