@@ -181,9 +181,11 @@ fn list(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Reply {
         } else if is(&args[i], "id") && i + 1 < args.len() {
             let mut wanted = ids.take().unwrap_or_default();
             for a in &args[i + 1..] {
-                match parse_int(a).ok().and_then(|n| u64::try_from(n).ok()) {
-                    Some(id) if id > 0 => wanted.push(id),
-                    _ => return Reply::err("ERR Invalid client ID"),
+                // Any integer is an id to look for (Redis lists none for 0
+                // or -1); anything else is an error.
+                match parse_int(a) {
+                    Ok(id) => wanted.extend(u64::try_from(id).ok()),
+                    Err(_) => return Reply::err("ERR Invalid client ID"),
                 }
             }
             ids = Some(wanted);
@@ -223,9 +225,9 @@ fn describe(ctx: &Ctx<'_>, info: &ClientInfo, args: &[Vec<u8>]) -> String {
         qbuf = request_len(args);
     }
     let mut line = String::with_capacity(256);
-    let _ = write!(
+    let _ = writeln!(
         line,
-        "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi={} qbuf={qbuf} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}\n",
+        "id={} addr={} laddr={} fd=-1 name={} age={} idle={} flags={} db={} sub=0 psub=0 ssub=0 multi={} qbuf={qbuf} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
         info.id,
         info.addr,
         info.laddr,
@@ -332,7 +334,9 @@ fn kill(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Reply {
     let mut killed = 0;
     for info in ctx.shared.client_list() {
         let me = info.id == ctx.client.info.id;
+        // A connection already killed is on its way out.
         let hit = !filter.none
+            && !info.killed.load(Ordering::Acquire)
             && filter.id.is_none_or(|id| id == info.id)
             && filter
                 .addr

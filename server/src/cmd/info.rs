@@ -26,8 +26,11 @@ pub const COMMANDS: &[Spec] = &[Spec {
     handler: info,
 }];
 
+/// Appends one section's fields.
+type Section = fn(&Shared, &mut String);
+
 /// The sections, in Redis's order; all of them are in `default`.
-const SECTIONS: &[(&str, fn(&Shared, &mut String))] = &[
+const SECTIONS: &[(&str, Section)] = &[
     ("server", server),
     ("clients", clients),
     ("memory", memory),
@@ -94,7 +97,10 @@ fn server(shared: &Shared, out: &mut String) {
     field(out, "process_supervised", "no");
     field(out, "run_id", run_id(shared));
     field(out, "tcp_port", shared.local_addr.port());
-    field(out, "server_time_usec", unix_ms().saturating_mul(1000));
+    let now_us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros());
+    field(out, "server_time_usec", now_us);
     field(out, "uptime_in_seconds", uptime);
     field(out, "uptime_in_days", uptime / 86_400);
     field(out, "hz", 10);
@@ -113,9 +119,13 @@ fn server(shared: &Shared, out: &mut String) {
 fn run_id(shared: &Shared) -> String {
     let started_ms = unix_ms()
         .saturating_sub(u64::try_from(shared.started.elapsed().as_millis()).unwrap_or(u64::MAX));
-    let a = u64::from(std::process::id()).rotate_left(32) ^ started_ms;
-    let b = a.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let c = b.rotate_left(17).wrapping_mul(0xC2B2_AE3D_27D4_EB4F);
+    let seed = (u64::from(std::process::id()) << 32) ^ started_ms;
+    let mix = |x: u64| {
+        let x = (x ^ (x >> 33)).wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+        let x = (x ^ (x >> 33)).wrapping_mul(0xC4CE_B9FE_1A85_EC53);
+        x ^ (x >> 33)
+    };
+    let (a, b, c) = (mix(seed), mix(seed ^ 1), mix(seed ^ 2));
     format!("{a:016x}{b:016x}{:08x}", c >> 32)
 }
 

@@ -83,13 +83,16 @@ pub const COMMANDS: &[Spec] = &[
 
 // ---------------------------------------------------------------- CONFIG
 
+/// Checks a new value and applies it to a copy of the settings.
+type Setter = fn(&mut Config, &str) -> Result<(), String>;
+
 /// What CONFIG knows of one setting.
 struct Param {
     name: &'static str,
     get: fn(&Config, &Shared) -> String,
     /// Checks and applies a new value to a copy of the settings; `None`
     /// for a setting that cannot change while the server runs.
-    set: Option<fn(&mut Config, &str) -> Result<(), String>>,
+    set: Option<Setter>,
 }
 
 const PARAMS: &[Param] = &[
@@ -323,7 +326,7 @@ fn config_get(shared: &Shared, patterns: &[Vec<u8>]) -> Reply {
 }
 
 fn config_set(shared: &Shared, pairs: &[Vec<u8>]) -> Reply {
-    if pairs.len() % 2 != 0 {
+    if !pairs.len().is_multiple_of(2) {
         return Reply::err("ERR syntax error");
     }
     let failed = |name: &str, why: &str| {
@@ -545,6 +548,7 @@ const COMMAND_SUBCOMMANDS: &[(&str, i32)] = &[
     ("info", -2),
     ("docs", -2),
     ("list", -2),
+    ("getkeys", -4),
     ("help", 2),
 ];
 
@@ -583,6 +587,7 @@ fn command(_: &mut Ctx<'_>, args: &[Vec<u8>]) -> Reply {
                 .collect(),
         ),
         "list" => command_list(&args[2..]),
+        "getkeys" => getkeys(&args[2..]),
         _ => help_reply(&[
             "COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
             "(no subcommand)",
@@ -593,12 +598,46 @@ fn command(_: &mut Ctx<'_>, args: &[Vec<u8>]) -> Reply {
             "    Return a list of all commands in this server.",
             "INFO [<command-name> ...]",
             "    Return details about the given commands, or all of them.",
+            "GETKEYS <full-command>",
+            "    Return the keys from a full Redis command.",
             "DOCS [<command-name> ...]",
             "    Return documentation details about the given commands, or all of them.",
             "HELP",
             "    Prints this help.",
         ]),
     }
+}
+
+/// COMMAND GETKEYS: the key arguments of a full command, from its first
+/// key, last key and step.
+fn getkeys(full: &[Vec<u8>]) -> Reply {
+    let Some(spec) = super::lookup(&full[0]) else {
+        return Reply::err("ERR Invalid command specified");
+    };
+    if spec.first_key <= 0 {
+        return Reply::err("ERR The command has no key arguments");
+    }
+    if !super::arity_ok(spec.arity, full.len()) {
+        return Reply::err("ERR Invalid number of arguments specified for command");
+    }
+    let argc = i64::try_from(full.len()).unwrap_or(i64::MAX);
+    let first = i64::from(spec.first_key);
+    let last = match i64::from(spec.last_key) {
+        l if l < 0 => argc + l,
+        l => l.min(argc - 1),
+    };
+    let step = usize::try_from(spec.step.max(1)).unwrap_or(1);
+    let (Ok(first), Ok(last)) = (usize::try_from(first), usize::try_from(last)) else {
+        return Reply::Array(Vec::new());
+    };
+    Reply::Array(
+        full.iter()
+            .take(last + 1)
+            .skip(first)
+            .step_by(step)
+            .map(|k| Reply::bulk(k.clone()))
+            .collect(),
+    )
 }
 
 fn command_list(opts: &[Vec<u8>]) -> Reply {
@@ -612,7 +651,7 @@ fn command_list(opts: &[Vec<u8>]) -> Reply {
                 Box::new(move |s| {
                     categories(s)
                         .iter()
-                        .any(|c| c[1..].as_bytes().eq_ignore_ascii_case(&value))
+                        .any(|c| c.as_bytes()[1..].eq_ignore_ascii_case(&value))
                 })
             } else if is(kind, "module") {
                 Box::new(|_| false)
@@ -810,7 +849,10 @@ fn function(_: &mut Ctx<'_>, args: &[Vec<u8>]) -> Reply {
         2 => Reply::OK,
         3 if is(&args[2], "async") || is(&args[2], "sync") => Reply::OK,
         3 => Reply::err("ERR FUNCTION FLUSH only supports SYNC|ASYNC option"),
-        _ => super::wrong_arity("function|flush"),
+        _ => Reply::error(format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try FUNCTION HELP.",
+            String::from_utf8_lossy(&args[1])
+        )),
     }
 }
 
