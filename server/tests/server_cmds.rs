@@ -567,6 +567,9 @@ const INFO_FIELDS: &[&str] = &[
     "keyspace_hits",
     "keyspace_misses",
     "role",
+    "used_cpu_sys",
+    "used_cpu_user",
+    "cluster_enabled",
     "db0",
     "db2",
 ];
@@ -590,6 +593,8 @@ fn info_sections_and_field_names() {
             "# Persistence",
             "# Stats",
             "# Replication",
+            "# CPU",
+            "# Cluster",
             "# Keyspace"
         ]
     );
@@ -648,7 +653,7 @@ fn info_sections_and_field_names() {
         let text: String = q(&mut c, &["INFO", everything]).expect("info");
         assert_eq!(
             text.lines().filter(|l| l.starts_with('#')).count(),
-            7,
+            9,
             "{everything}"
         );
     }

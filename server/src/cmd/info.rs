@@ -1,5 +1,6 @@
 //! INFO: Redis's sections and field names (server, clients, memory,
-//! persistence, stats, replication, keyspace), from cairn's own figures.
+//! persistence, stats, replication, cpu, cluster, keyspace), from cairn's
+//! own figures.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -30,14 +31,16 @@ pub const COMMANDS: &[Spec] = &[Spec {
 type Section = fn(&Shared, &mut String);
 
 /// The sections, in Redis's order; all of them are in `default`.
-const SECTIONS: &[(&str, Section)] = &[
-    ("server", server),
-    ("clients", clients),
-    ("memory", memory),
-    ("persistence", persistence),
-    ("stats", stats),
-    ("replication", replication),
-    ("keyspace", keyspace),
+const SECTIONS: &[(&str, &str, Section)] = &[
+    ("server", "Server", server),
+    ("clients", "Clients", clients),
+    ("memory", "Memory", memory),
+    ("persistence", "Persistence", persistence),
+    ("stats", "Stats", stats),
+    ("replication", "Replication", replication),
+    ("cpu", "CPU", cpu),
+    ("cluster", "Cluster", cluster),
+    ("keyspace", "Keyspace", keyspace),
 ];
 
 fn info(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Reply {
@@ -58,12 +61,10 @@ fn info(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Reply {
 /// lines as Redis does.
 pub fn render(shared: &Shared, wanted: impl Fn(&str) -> bool) -> String {
     let mut text = String::new();
-    for (name, section) in SECTIONS.iter().filter(|(n, _)| wanted(n)) {
+    for (_, title, section) in SECTIONS.iter().filter(|(n, _, _)| wanted(n)) {
         if !text.is_empty() {
             text.push_str("\r\n");
         }
-        let mut title = name.to_string();
-        title[..1].make_ascii_uppercase();
         let _ = write!(text, "# {title}\r\n");
         section(shared, &mut text);
     }
@@ -247,6 +248,36 @@ fn replication(_: &Shared, out: &mut String) {
     field(out, "connected_slaves", 0);
     field(out, "master_failover_state", "no-failover");
     field(out, "master_repl_offset", 0);
+}
+
+/// This process's CPU time (user, system) in seconds, from
+/// `/proc/self/stat` (Linux counts it in 1/100 s).
+fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // The fields after the command name, which may hold spaces: state is
+    // the first, utime the 12th, stime the 13th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: Vec<u64> = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|t| t.parse().unwrap_or(0))
+        .collect();
+    #[allow(clippy::cast_precision_loss)]
+    let secs = |i: usize| ticks.get(i).copied().unwrap_or(0) as f64 / 100.0;
+    (secs(0), secs(1))
+}
+
+fn cpu(_: &Shared, out: &mut String) {
+    let (user, sys) = cpu_seconds();
+    field(out, "used_cpu_sys", format!("{sys:.6}"));
+    field(out, "used_cpu_user", format!("{user:.6}"));
+    field(out, "used_cpu_sys_children", "0.000000");
+    field(out, "used_cpu_user_children", "0.000000");
+}
+
+fn cluster(_: &Shared, out: &mut String) {
+    field(out, "cluster_enabled", 0);
 }
 
 /// The databases opened so far (every one that exists on disk is opened
