@@ -28,7 +28,7 @@ pub const COMMANDS: &[Spec] = &[Spec {
 }];
 
 /// Appends one section's fields.
-type Section = fn(&Shared, &mut String);
+type Section = fn(&Source<'_>, &mut String);
 
 /// The sections, in Redis's order; all of them are in `default`.
 const SECTIONS: &[(&str, &str, Section)] = &[
@@ -57,16 +57,34 @@ fn info(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Reply {
     }))
 }
 
+/// What the sections read: the shared state, and the databases' counters,
+/// taken once per INFO (each take walks the index of keys with a TTL).
+struct Source<'a> {
+    shared: &'a Shared,
+    db_stats: std::cell::OnceCell<Vec<cairn::Stats>>,
+}
+
+impl Source<'_> {
+    fn db_stats(&self) -> &[cairn::Stats] {
+        self.db_stats
+            .get_or_init(|| open_dbs(self.shared).map(|(_, db)| db.stats()).collect())
+    }
+}
+
 /// The INFO text of the sections `wanted` selects, separated by blank
 /// lines as Redis does.
 pub fn render(shared: &Shared, wanted: impl Fn(&str) -> bool) -> String {
+    let src = Source {
+        shared,
+        db_stats: std::cell::OnceCell::new(),
+    };
     let mut text = String::new();
     for (_, title, section) in SECTIONS.iter().filter(|(n, _, _)| wanted(n)) {
         if !text.is_empty() {
             text.push_str("\r\n");
         }
         let _ = write!(text, "# {title}\r\n");
-        section(shared, &mut text);
+        section(&src, &mut text);
     }
     text
 }
@@ -83,7 +101,8 @@ fn os_name() -> String {
     format!("{os} {} {}", release.trim(), std::env::consts::ARCH)
 }
 
-fn server(shared: &Shared, out: &mut String) {
+fn server(src: &Source<'_>, out: &mut String) {
+    let shared = src.shared;
     let config = shared.config();
     let uptime = shared.started.elapsed().as_secs();
     field(out, "redis_version", REDIS_VERSION);
@@ -130,7 +149,8 @@ fn run_id(shared: &Shared) -> String {
     format!("{a:016x}{b:016x}{:08x}", c >> 32)
 }
 
-fn clients(shared: &Shared, out: &mut String) {
+fn clients(src: &Source<'_>, out: &mut String) {
+    let shared = src.shared;
     let config = shared.config();
     field(out, "connected_clients", shared.client_list().len());
     field(out, "cluster_connections", 0);
@@ -170,11 +190,9 @@ pub fn human_bytes(n: u64) -> String {
     format!("{x:.2}{}", UNITS[unit])
 }
 
-fn memory(shared: &Shared, out: &mut String) {
+fn memory(src: &Source<'_>, out: &mut String) {
     let rss = rss_bytes();
-    let index: u64 = open_dbs(shared)
-        .map(|(_, db)| db.stats().keydir_memory_bytes)
-        .sum();
+    let index: u64 = src.db_stats().iter().map(|s| s.keydir_memory_bytes).sum();
     // cairn has no allocator statistics: the process's resident size is
     // the honest figure for what it uses.
     field(out, "used_memory", rss);
@@ -189,7 +207,8 @@ fn memory(shared: &Shared, out: &mut String) {
     field(out, "mem_allocator", "libc");
 }
 
-fn persistence(shared: &Shared, out: &mut String) {
+fn persistence(src: &Source<'_>, out: &mut String) {
+    let shared = src.shared;
     let bg = shared.store.bgsave.running.load(Ordering::Acquire);
     let bg_status = if shared.store.bgsave.failed.load(Ordering::Acquire) {
         "err"
@@ -215,12 +234,11 @@ fn persistence(shared: &Shared, out: &mut String) {
     field(out, "cairn_sync", shared.sync_mode().name());
 }
 
-fn stats(shared: &Shared, out: &mut String) {
+fn stats(src: &Source<'_>, out: &mut String) {
+    let shared = src.shared;
     let s = &shared.stats;
     let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let expired: u64 = open_dbs(shared)
-        .map(|(_, db)| db.stats().expired_keys_removed)
-        .sum();
+    let expired: u64 = src.db_stats().iter().map(|s| s.expired_keys_removed).sum();
     field(
         out,
         "total_connections_received",
@@ -243,7 +261,7 @@ fn stats(shared: &Shared, out: &mut String) {
     field(out, "cairn_sync_rounds", get(&s.sync_rounds));
 }
 
-fn replication(_: &Shared, out: &mut String) {
+fn replication(_: &Source<'_>, out: &mut String) {
     field(out, "role", "master");
     field(out, "connected_slaves", 0);
     field(out, "master_failover_state", "no-failover");
@@ -268,7 +286,7 @@ fn cpu_seconds() -> (f64, f64) {
     (secs(0), secs(1))
 }
 
-fn cpu(_: &Shared, out: &mut String) {
+fn cpu(_: &Source<'_>, out: &mut String) {
     let (user, sys) = cpu_seconds();
     field(out, "used_cpu_sys", format!("{sys:.6}"));
     field(out, "used_cpu_user", format!("{user:.6}"));
@@ -276,7 +294,7 @@ fn cpu(_: &Shared, out: &mut String) {
     field(out, "used_cpu_user_children", "0.000000");
 }
 
-fn cluster(_: &Shared, out: &mut String) {
+fn cluster(_: &Source<'_>, out: &mut String) {
     field(out, "cluster_enabled", 0);
 }
 
@@ -286,7 +304,8 @@ fn open_dbs(shared: &Shared) -> impl Iterator<Item = (usize, &cairn::Db)> {
     (0..DATABASES).filter_map(|i| shared.store.opened(i).map(|db| (i, db)))
 }
 
-fn keyspace(shared: &Shared, out: &mut String) {
+fn keyspace(src: &Source<'_>, out: &mut String) {
+    let shared = src.shared;
     for (i, db) in open_dbs(shared) {
         let now = unix_ms();
         let (mut keys, mut expires, mut ttl_sum) = (0u64, 0u64, 0u128);
