@@ -662,6 +662,30 @@ fn info_sections_and_field_names() {
 }
 
 #[test]
+fn info_counts_keyspace_hits_and_misses() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    let _: () = q(&mut c, &["SET", "a", "1"]).expect("set");
+    let counts = |c: &mut redis::Connection| -> (String, String) {
+        let text: String = q(c, &["INFO", "stats"]).expect("info");
+        let get = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name}:")))
+                .unwrap_or_default()
+                .to_string()
+        };
+        (get("keyspace_hits"), get("keyspace_misses"))
+    };
+    assert_eq!(counts(&mut c), ("0".into(), "0".into()));
+    let _: Option<String> = q(&mut c, &["GET", "a"]).expect("hit");
+    let _: Option<String> = q(&mut c, &["GET", "a"]).expect("hit");
+    let _: Option<String> = q(&mut c, &["GET", "b"]).expect("miss");
+    assert_eq!(counts(&mut c), ("2".into(), "1".into()));
+    let _: () = q(&mut c, &["CONFIG", "RESETSTAT"]).expect("resetstat");
+    assert_eq!(counts(&mut c), ("0".into(), "0".into()));
+}
+
+#[test]
 fn config_get_and_set() {
     let server = TestServer::start();
     let mut c = server.client();

@@ -10,8 +10,8 @@ use std::sync::OnceLock;
 
 use crate::config::SyncMode;
 use crate::resp::reply::Reply;
-use crate::state::{Client, Shared};
-use crate::store::{DbOps, Ops, TxnOps};
+use crate::state::{Client, Shared, Stats};
+use crate::store::{DbOps, Entry, Ops, TxnOps};
 
 pub mod client;
 pub mod connection;
@@ -283,7 +283,10 @@ pub fn run(shared: &Shared, client: &mut Client, spec: &Spec, args: &[Vec<u8>]) 
                 Ok(db) => db,
                 Err(e) => return store_error(&e),
             };
-            let mut ops = DbOps { db };
+            let mut ops = CountingOps {
+                inner: DbOps { db },
+                stats: &shared.stats,
+            };
             (spec.handler)(
                 &mut Ctx {
                     shared,
@@ -294,6 +297,56 @@ pub fn run(shared: &Shared, client: &mut Client, spec: &Spec, args: &[Vec<u8>]) 
             )
         }
         Kind::Write => run_write(shared, client, spec, args),
+    }
+}
+
+/// The view of a read command outside MULTI: the database, counting INFO's
+/// `keyspace_hits` and `keyspace_misses` as Redis does for its reads.
+struct CountingOps<'a> {
+    inner: DbOps<'a>,
+    stats: &'a Stats,
+}
+
+impl CountingOps<'_> {
+    fn count(&self, hit: bool) {
+        let counter = if hit {
+            &self.stats.keyspace_hits
+        } else {
+            &self.stats.keyspace_misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Ops for CountingOps<'_> {
+    fn now_ms(&self) -> u64 {
+        self.inner.now_ms()
+    }
+    fn get(&mut self, key: &[u8]) -> Result<Option<Entry>, cairn::Error> {
+        let r = self.inner.get(key);
+        if let Ok(found) = &r {
+            self.count(found.is_some());
+        }
+        r
+    }
+    fn exists(&mut self, key: &[u8]) -> Result<bool, cairn::Error> {
+        let r = self.inner.exists(key);
+        if let Ok(found) = &r {
+            self.count(*found);
+        }
+        r
+    }
+    fn put(&mut self, key: &[u8], value: &[u8], at: Option<u64>) -> Result<(), cairn::Error> {
+        self.inner.put(key, value, at)
+    }
+    fn delete(&mut self, key: &[u8]) -> Result<(), cairn::Error> {
+        self.inner.delete(key)
+    }
+    fn db(&self) -> &cairn::Db {
+        self.inner.db()
+    }
+    fn touch_all(&mut self) {
+        self.inner.touch_all();
     }
 }
 
