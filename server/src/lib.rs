@@ -238,6 +238,7 @@ fn register(
             last_cmd: "NULL".into(),
             last_active: Instant::now(),
             in_multi: false,
+            queued: 0,
         }),
         kill: tokio::sync::Notify::new(),
         killed: AtomicBool::new(false),

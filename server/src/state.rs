@@ -125,6 +125,8 @@ pub struct ClientState {
     pub last_active: Instant,
     /// Whether it is inside MULTI.
     pub in_multi: bool,
+    /// How many commands it has queued since MULTI.
+    pub queued: usize,
 }
 
 impl ClientInfo {
@@ -158,6 +160,9 @@ pub struct Client {
     pub dirty: u32,
     /// Set by QUIT: close after the replies are written.
     pub closing: bool,
+    /// Set by a command that must not be answered (SHUTDOWN): its reply
+    /// is dropped.
+    pub no_reply: bool,
     /// When the connection was made (wall clock).
     pub since: SystemTime,
 }
@@ -175,6 +180,7 @@ impl Client {
             watched: Vec::new(),
             dirty: 0,
             closing: false,
+            no_reply: false,
             since: SystemTime::now(),
         }
     }

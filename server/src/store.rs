@@ -10,7 +10,7 @@
 //! writes.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, OnceLock};
 
 use cairn::{Db, Txn};
@@ -25,6 +25,23 @@ pub struct Store {
     open_lock: Mutex<()>,
     /// WATCH's versions of watched keys.
     pub watch: WatchTable,
+    /// Set when a write or an fsync failed (INFO's
+    /// `aof_last_write_status:err`): the store is poisoned from then on.
+    pub write_failed: AtomicBool,
+    /// BGSAVE and BGREWRITEAOF's background compaction.
+    pub bgsave: BgSave,
+}
+
+/// The state of the background compaction BGSAVE and BGREWRITEAOF start
+/// (INFO persistence, LASTSAVE).
+#[derive(Debug, Default)]
+pub struct BgSave {
+    /// Whether it runs now.
+    pub running: AtomicBool,
+    /// Whether the last one failed.
+    pub failed: AtomicBool,
+    /// Unix seconds when the last successful one finished (0: none yet).
+    pub finished_unix_secs: AtomicU64,
 }
 
 impl Store {
@@ -36,6 +53,8 @@ impl Store {
             dbs: std::array::from_fn(|_| OnceLock::new()),
             open_lock: Mutex::new(()),
             watch: WatchTable::default(),
+            write_failed: AtomicBool::new(false),
+            bgsave: BgSave::default(),
         }
     }
 
@@ -373,6 +392,7 @@ fn run_syncer(store: &Store, rx: &mpsc::Receiver<SyncRequest>) {
             if let Some(db) = store.opened(i) {
                 if let Err(e) = db.sync() {
                     log::error!("fsync of database {i} failed: {e}");
+                    store.write_failed.store(true, Ordering::Release);
                     result = Err(format!("fsync of database {i} failed: {e}"));
                 }
             }

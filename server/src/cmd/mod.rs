@@ -10,10 +10,12 @@ use std::sync::OnceLock;
 
 use crate::config::SyncMode;
 use crate::resp::reply::Reply;
-use crate::state::{Client, Shared};
-use crate::store::{DbOps, Ops, TxnOps};
+use crate::state::{Client, Shared, Stats};
+use crate::store::{DbOps, Entry, Ops, TxnOps};
 
+pub mod client;
 pub mod connection;
+pub mod info;
 pub mod keys;
 pub mod multi;
 pub mod server;
@@ -109,6 +111,8 @@ pub fn all_commands() -> impl Iterator<Item = &'static Spec> {
         .chain(strings::COMMANDS)
         .chain(keys::COMMANDS)
         .chain(server::COMMANDS)
+        .chain(client::COMMANDS)
+        .chain(info::COMMANDS)
 }
 
 fn table() -> &'static HashMap<&'static str, &'static Spec> {
@@ -181,11 +185,13 @@ pub fn store_error(e: &cairn::Error) -> Reply {
 
 /// Runs one command and appends its encoded reply to `out`.
 pub fn execute(shared: &Shared, client: &mut Client, args: &[Vec<u8>], out: &mut Vec<u8>) {
-    let reply = dispatch(shared, client, args);
+    let spec = args.first().and_then(|n| lookup(n));
+    let reply = dispatch(shared, client, spec, args);
+    note_command(client, spec, args);
     emit(shared, client, &reply, out);
 }
 
-fn emit(shared: &Shared, client: &Client, reply: &Reply, out: &mut Vec<u8>) {
+fn emit(shared: &Shared, client: &mut Client, reply: &Reply, out: &mut Vec<u8>) {
     if reply.is_error() {
         shared.stats.error_replies.fetch_add(1, Ordering::Relaxed);
     }
@@ -193,6 +199,9 @@ fn emit(shared: &Shared, client: &Client, reply: &Reply, out: &mut Vec<u8>) {
         .stats
         .commands_processed
         .fetch_add(1, Ordering::Relaxed);
+    if std::mem::take(&mut client.no_reply) {
+        return;
+    }
     reply.encode(client.proto, out);
 }
 
@@ -233,8 +242,10 @@ pub fn execute_batch(
             continue;
         }
         let group = &batch[i..i + run];
-        for reply in run_write_group(shared, client, group) {
-            emit(shared, client, &reply, out);
+        let replies = run_write_group(shared, client, group);
+        for (reply, args) in replies.iter().zip(group) {
+            note_command(client, args.first().and_then(|n| lookup(n)), args);
+            emit(shared, client, reply, out);
         }
         i += run;
     }
@@ -275,11 +286,45 @@ fn run_write_group(shared: &Shared, client: &mut Client, group: &[Vec<Vec<u8>>])
     result.unwrap_or_else(|e| vec![store_error(&e); group.len()])
 }
 
-fn dispatch(shared: &Shared, client: &mut Client, args: &[Vec<u8>]) -> Reply {
-    let Some(name) = args.first() else {
+/// Commands whose first argument is a subcommand, shown as `name|sub` in
+/// CLIENT LIST's `cmd=` field, as Redis does.
+const WITH_SUBCOMMANDS: &[&str] = &["client", "command", "config", "function"];
+
+/// Records what CLIENT LIST shows of the command just run: one uncontended
+/// lock per command, no allocation once the name buffer has grown.
+fn note_command(client: &Client, spec: Option<&Spec>, args: &[Vec<u8>]) {
+    let mut st = client.info.state.lock().unwrap_or_else(|e| e.into_inner());
+    st.db = client.db;
+    st.proto = client.proto;
+    st.in_multi = client.multi.is_some();
+    st.queued = client.multi.as_ref().map_or(0, Vec::len);
+    st.last_active = std::time::Instant::now();
+    st.last_cmd.clear();
+    match spec {
+        None => st.last_cmd.push_str("NULL"),
+        Some(s) => {
+            st.last_cmd.push_str(s.name);
+            if let Some(sub) = args.get(1).filter(|_| WITH_SUBCOMMANDS.contains(&s.name)) {
+                if sub.len() <= 32 && sub.iter().all(u8::is_ascii_graphic) {
+                    st.last_cmd.push('|');
+                    st.last_cmd
+                        .extend(sub.iter().map(|b| char::from(b.to_ascii_lowercase())));
+                }
+            }
+        }
+    }
+}
+
+fn dispatch(
+    shared: &Shared,
+    client: &mut Client,
+    spec: Option<&'static Spec>,
+    args: &[Vec<u8>],
+) -> Reply {
+    if args.is_empty() {
         return Reply::err("ERR empty command");
-    };
-    let Some(spec) = lookup(name) else {
+    }
+    let Some(spec) = spec else {
         if client.multi.is_some() {
             client.multi_failed = true;
         }
@@ -323,7 +368,10 @@ pub fn run(shared: &Shared, client: &mut Client, spec: &Spec, args: &[Vec<u8>]) 
                 Ok(db) => db,
                 Err(e) => return store_error(&e),
             };
-            let mut ops = DbOps { db };
+            let mut ops = CountingOps {
+                inner: DbOps { db },
+                stats: &shared.stats,
+            };
             (spec.handler)(
                 &mut Ctx {
                     shared,
@@ -334,6 +382,56 @@ pub fn run(shared: &Shared, client: &mut Client, spec: &Spec, args: &[Vec<u8>]) 
             )
         }
         Kind::Write => run_write(shared, client, spec, args),
+    }
+}
+
+/// The view of a read command outside MULTI: the database, counting INFO's
+/// `keyspace_hits` and `keyspace_misses` as Redis does for its reads.
+struct CountingOps<'a> {
+    inner: DbOps<'a>,
+    stats: &'a Stats,
+}
+
+impl CountingOps<'_> {
+    fn count(&self, hit: bool) {
+        let counter = if hit {
+            &self.stats.keyspace_hits
+        } else {
+            &self.stats.keyspace_misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Ops for CountingOps<'_> {
+    fn now_ms(&self) -> u64 {
+        self.inner.now_ms()
+    }
+    fn get(&mut self, key: &[u8]) -> Result<Option<Entry>, cairn::Error> {
+        let r = self.inner.get(key);
+        if let Ok(found) = &r {
+            self.count(found.is_some());
+        }
+        r
+    }
+    fn exists(&mut self, key: &[u8]) -> Result<bool, cairn::Error> {
+        let r = self.inner.exists(key);
+        if let Ok(found) = &r {
+            self.count(*found);
+        }
+        r
+    }
+    fn put(&mut self, key: &[u8], value: &[u8], at: Option<u64>) -> Result<(), cairn::Error> {
+        self.inner.put(key, value, at)
+    }
+    fn delete(&mut self, key: &[u8]) -> Result<(), cairn::Error> {
+        self.inner.delete(key)
+    }
+    fn db(&self) -> &cairn::Db {
+        self.inner.db()
+    }
+    fn touch_all(&mut self) {
+        self.inner.touch_all();
     }
 }
 
@@ -371,7 +469,12 @@ fn run_write(shared: &Shared, client: &mut Client, spec: &Spec, args: &[Vec<u8>]
     match (result, failed) {
         (_, Some(reply)) => reply,
         (Ok(reply), None) => reply,
-        (Err(e), None) => store_error(&e),
+        (Err(e), None) => {
+            if matches!(e, cairn::Error::Poisoned { .. } | cairn::Error::Io(_)) {
+                shared.store.write_failed.store(true, Ordering::Release);
+            }
+            store_error(&e)
+        }
     }
 }
 

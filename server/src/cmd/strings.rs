@@ -122,19 +122,11 @@ fn lookup(ops: &mut dyn Ops, key: &[u8]) -> Result<Option<Entry>, Reply> {
     ops.get(key).map_err(|e| store_error(&e))
 }
 
-/// [`lookup`], counted in INFO's `keyspace_hits` / `keyspace_misses` as
-/// Redis counts its read lookups.
+/// [`lookup`] for a read command. INFO's `keyspace_hits` and
+/// `keyspace_misses` are counted by the read view the dispatcher gives
+/// read commands (`cmd::run`), for every read command alike.
 fn lookup_read(ctx: &mut Ctx<'_>, key: &[u8]) -> Result<Option<Entry>, Reply> {
-    let shared = ctx.shared;
-    let stats = &shared.stats;
-    let found = lookup(view(ctx)?, key)?;
-    let counter = if found.is_some() {
-        &stats.keyspace_hits
-    } else {
-        &stats.keyspace_misses
-    };
-    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Ok(found)
+    lookup(view(ctx)?, key)
 }
 
 /// Refuses a key cairn cannot store, naming the limit.
