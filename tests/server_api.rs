@@ -55,7 +55,7 @@ fn key(i: usize) -> String {
 
 /// The second key of commit `i`, for every third commit (a batch).
 fn batch_key(i: usize) -> Option<String> {
-    (i % 3 == 0).then(|| format!("b{i:03}"))
+    i.is_multiple_of(3).then(|| format!("b{i:03}"))
 }
 
 fn value(i: usize) -> Vec<u8> {
@@ -538,7 +538,7 @@ fn for_each_key_reports_each_live_key_with_the_prefix_once() {
         .expect("open");
     let far = START_MS + 3_600_000;
     let mut expected: BTreeMap<Vec<u8>, Option<u64>> = BTreeMap::new();
-    for i in 0..600 {
+    for i in 0..600u32 {
         let (k, v) = (format!("user:{i}"), format!("value {i}"));
         let expiry = match i % 5 {
             0 => Some(START_MS + 100), // expires below
@@ -547,7 +547,7 @@ fn for_each_key_reports_each_live_key_with_the_prefix_once() {
         };
         db.transaction(|tx| tx.put_expiring_at(&k, &v, expiry))
             .expect("put");
-        if i % 5 != 0 {
+        if !i.is_multiple_of(5) {
             expected.insert(k.into_bytes(), expiry);
         }
     }
