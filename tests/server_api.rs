@@ -239,6 +239,73 @@ fn a_deferred_transaction_that_writes_nothing_does_not_fsync() {
     assert_eq!(db.get(key(0)).expect("get"), Some(value(0)));
 }
 
+#[test]
+fn a_compaction_never_drops_an_old_version_whose_deferred_successor_is_lost() {
+    let key = |j: usize| format!("c{j}");
+    let old = |j: usize| format!("old {j} {}", "o".repeat(600)).into_bytes();
+    let new = |j: usize| format!("new {j}").into_bytes();
+    for damage in POWER_LOSSES {
+        for seed in 0..4 {
+            let case = format!("{damage:?}, seed {seed}");
+            let sim = SimFs::new();
+            let clock = ManualClock::new(START_MS);
+            let db = options(&sim, &clock)
+                .max_segment_bytes(4096)
+                .open(DIR)
+                .expect("open");
+            for j in 0..10 {
+                db.put(key(j), old(j)).expect("put");
+            }
+            assert!(db.segment_stats().len() >= 2, "{case}: old versions sealed");
+            // Deferred: deletes of the first five keys, new values for the
+            // rest, all in the active segment and none durable.
+            let syncs = sim.sync_count();
+            for j in 0..10 {
+                db.transaction(|tx| {
+                    tx.defer_sync();
+                    if j < 5 {
+                        tx.delete(key(j));
+                    } else {
+                        tx.put(key(j), new(j));
+                    }
+                    Ok(())
+                })
+                .expect("deferred commit");
+            }
+            assert_eq!(sim.sync_count(), syncs, "{case}: a deferred commit fsynced");
+            // Compaction drops the old versions from the sealed segments.
+            let stats = db.compact().expect("compact");
+            assert!(stats.dropped_overwritten > 0, "{case}: nothing dropped");
+            power_loss(&sim, db, damage, seed);
+
+            let db = options(&sim, &clock).open(DIR).expect("reopen");
+            let state: Vec<Option<Vec<u8>>> =
+                (0..10).map(|j| db.get(key(j)).expect("get")).collect();
+            // The state after the first `n` deferred commits, for some `n`.
+            let after = |n: usize| -> Vec<Option<Vec<u8>>> {
+                (0..10)
+                    .map(|j| match (j < n, j < 5) {
+                        (false, _) => Some(old(j)),
+                        (true, true) => None,
+                        (true, false) => Some(new(j)),
+                    })
+                    .collect()
+            };
+            assert!(
+                (0..=10).any(|n| after(n) == state),
+                "{case}: the state after the compaction and a power loss is no prefix \
+                 of the commits: {:?}",
+                state
+                    .iter()
+                    .map(|v| v
+                        .as_ref()
+                        .map(|v| String::from_utf8_lossy(&v[..5]).into_owned()))
+                    .collect::<Vec<_>>()
+            );
+        }
+    }
+}
+
 /// The key and value of writer `t`'s `i`th commit (300 bytes, so that a
 /// few dozen commits fill a segment).
 fn writer_key(t: usize, i: usize) -> String {
