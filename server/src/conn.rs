@@ -43,8 +43,18 @@ where
 {
     let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut out: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let info = client.info.clone();
     loop {
-        if shared.shutting_down.load(Ordering::Acquire) {
+        // Registered before the flags are read, so that a shutdown or a
+        // kill that comes in between still wakes the read below.
+        let shutdown = shared.shutdown.notified();
+        let kill = info.kill.notified();
+        tokio::pin!(shutdown, kill);
+        shutdown.as_mut().enable();
+        kill.as_mut().enable();
+        if shared.shutting_down.load(Ordering::Acquire)
+            || client.info.killed.load(Ordering::Acquire)
+        {
             return End::Done;
         }
         let config = shared.config();
@@ -60,8 +70,8 @@ where
                 Ok(0) | Err(_) => return End::Done,
                 Ok(n) => n,
             },
-            () = shared.shutdown.notified() => return End::Done,
-            () = client.info.kill.notified() => return End::Done,
+            () = &mut shutdown => return End::Done,
+            () = &mut kill => return End::Done,
             () = tokio::time::sleep(idle) => return End::Done,
         };
         if shared.shutting_down.load(Ordering::Acquire)
