@@ -552,3 +552,148 @@ impl Served {
             .map_err(|e| e.to_string())
     }
 }
+
+/// TTLs through restarts of the server process: SET with EX and PX, a
+/// clean stop and a kill -9; remaining times go on counting down, expired
+/// keys are gone, keys without a TTL keep none.
+#[test]
+#[ignore = "needs SET EX/PX, TTL and PTTL from the strings and keys branches: un-ignore after their merge"]
+fn ttls_go_on_through_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = Served::start(dir.path(), &[]);
+    let mut c = server.client();
+    let set = |c: &mut redis::Connection, k: &str, opt: &[&str]| {
+        let r: String = redis::cmd("SET")
+            .arg(k)
+            .arg("v")
+            .arg(opt)
+            .query(c)
+            .expect("set");
+        assert_eq!(r, "OK");
+    };
+    set(&mut c, "ex", &["EX", "100"]);
+    set(&mut c, "px", &["PX", "4000"]);
+    set(&mut c, "short", &["PX", "800"]);
+    set(&mut c, "plain", &[]);
+    let written = Instant::now();
+    drop(c);
+    assert_eq!(server.term().0.code(), Some(0));
+    std::thread::sleep(Duration::from_millis(1200));
+
+    let server = Served::start(dir.path(), &[]);
+    let mut c = server.client();
+    let pttl = |c: &mut redis::Connection, k: &str| -> i64 {
+        redis::cmd("PTTL").arg(k).query(c).expect("pttl")
+    };
+    let ttl_ex: i64 = redis::cmd("TTL").arg("ex").query(&mut c).expect("ttl");
+    assert!((95..=99).contains(&ttl_ex), "TTL ex = {ttl_ex}");
+    let left = pttl(&mut c, "px");
+    let most = 4000 - i64::try_from(written.elapsed().as_millis()).expect("ms");
+    assert!(left > 0 && left <= most, "PTTL px = {left}, at most {most}");
+    assert_eq!(pttl(&mut c, "short"), -2, "an expired key came back");
+    let got: Option<String> = redis::cmd("GET").arg("short").query(&mut c).expect("get");
+    assert_eq!(got, None);
+    assert_eq!(pttl(&mut c, "plain"), -1);
+    drop(c);
+    server.kill9();
+
+    let server = Served::start(dir.path(), &[]);
+    let mut c = server.client();
+    let again = pttl(&mut c, "px");
+    assert!(
+        again <= left && again > 0,
+        "PTTL px went from {left} to {again}"
+    );
+    assert!(pttl(&mut c, "ex") > 90_000);
+    assert_eq!(pttl(&mut c, "plain"), -1);
+    drop(c);
+    assert_eq!(server.term().0.code(), Some(0));
+}
+
+/// kill -9 under `always` while clients INCR their own counters: each
+/// counter is at least the last value a client was acknowledged, and at
+/// most the number of INCRs it sent.
+#[test]
+#[ignore = "needs INCR from the strings branch: un-ignore after its merge"]
+fn kill_9_loses_no_acknowledged_incr() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for round in 0..3 {
+        let server = Served::start(dir.path(), &["--sync", "always"]);
+        let mut threads = Vec::new();
+        for t in 0..4 {
+            let mut c = server.client();
+            threads.push(std::thread::spawn(move || {
+                let key = format!("r{round}:n{t}");
+                let (mut last, mut sent) = (0i64, 0i64);
+                loop {
+                    sent += 1;
+                    match redis::cmd("INCR").arg(&key).query::<i64>(&mut c) {
+                        Ok(v) => {
+                            assert_eq!(v, last + 1, "{key}");
+                            last = v;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                (key, last, sent)
+            }));
+        }
+        std::thread::sleep(Duration::from_millis(400 + 150 * round as u64));
+        server.kill9();
+        let results: Vec<_> = threads
+            .into_iter()
+            .map(|t| t.join().expect("client"))
+            .collect();
+        let server = Served::start(dir.path(), &[]);
+        let mut c = server.client();
+        for (key, last, sent) in results {
+            assert!(last > 10, "{key}: only {last} INCRs acknowledged");
+            let got: Option<i64> = redis::cmd("GET").arg(&key).query(&mut c).expect("get");
+            let got = got.unwrap_or(0);
+            assert!(
+                got >= last && got <= sent,
+                "{key} = {got}: acknowledged {last}, sent {sent}"
+            );
+        }
+        drop(c);
+        assert_eq!(server.term().0.code(), Some(0));
+    }
+}
+
+/// SHUTDOWN from a client: exit 0, the data durable.
+#[test]
+#[ignore = "needs SHUTDOWN from the server-commands branch: un-ignore after its merge"]
+fn shutdown_from_a_client_exits_0_with_the_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = Served::start(dir.path(), &["--sync", "no"]);
+    let mut c = server.client();
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut c)
+        .expect("set");
+    let _ = redis::cmd("SHUTDOWN").query::<()>(&mut c);
+    let status = wait_for(&mut server.child, Duration::from_secs(30));
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}",
+        server.log.lock().expect("log")
+    );
+    drop(server);
+    let (_root, db0) = open_db0(dir.path());
+    assert_eq!(db0.get(b"k").expect("get").as_deref(), Some(&b"v"[..]));
+}
+
+/// Regression: the signal handlers were installed after the listening
+/// line was printed, so a SIGTERM sent as soon as the server said it was
+/// listening killed it with the default action (no clean close).
+#[test]
+fn sigterm_right_after_the_listening_line_is_a_clean_stop() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for _ in 0..10 {
+        let server = Served::start(dir.path(), &[]);
+        let (status, log) = server.term();
+        assert_eq!(status.code(), Some(0), "{status:?}: {log}");
+    }
+}

@@ -364,11 +364,16 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         .build()
         .map_err(|e| ServerError::Io("starting the runtime".into(), e))?;
     rt.block_on(async {
+        // The handlers first: a SIGTERM that comes while the store opens,
+        // or right after the listening line, must stop the server cleanly
+        // rather than kill it with the default action.
+        let signals = Signals::install()
+            .map_err(|e| ServerError::Io("installing the signal handlers".into(), e))?;
         let server = Server::bind(config).await?;
         eprintln!("{}", listening_line(&server));
         let shared = server.shared();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            signals.wait().await;
             shared.begin_shutdown();
         });
         server.serve().await
@@ -398,17 +403,25 @@ fn listening_line(server: &Server) -> String {
     )
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {},
+            _ = self.int.recv() => {},
+        }
     }
 }
