@@ -200,6 +200,21 @@ pub const IGNORED_SETTINGS: &[&str] = &[
 /// skipped. Relative paths (`dir`, the TLS files) are taken from the
 /// file's own directory. Only the settings the file names change.
 ///
+/// ```
+/// use cairn_server::config::{read_config_file, Config, SyncMode};
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("cairn.conf");
+/// std::fs::write(&path, "# cairn\nport 6380\nappendfsync everysec\nsave \"\"\n")?;
+/// let mut config = Config::new("/var/lib/cairn");
+/// read_config_file(&path, &mut config)?;
+/// assert_eq!((config.port, config.sync), (6380, SyncMode::Everysec));
+///
+/// std::fs::write(&path, "port 6380\nmaxmemory 1gb\n")?;
+/// let e = read_config_file(&path, &mut config).unwrap_err();
+/// assert!(e.ends_with("line 2: unknown setting 'maxmemory'"), "{e}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
 /// # Errors
 /// A message naming the file and line: a file that cannot be read, an
 /// unknown setting, a bad value, unbalanced quotes.
@@ -292,7 +307,14 @@ fn parse_bind(s: &str) -> Result<IpAddr, String> {
 }
 
 /// A size with Redis's units: `k`/`m`/`g` are powers of 1000, `kb`/`mb`/`gb`
-/// of 1024 (any case).
+/// of 1024 (any case); `None` for anything else.
+///
+/// ```
+/// use cairn_server::config::parse_memory;
+/// assert_eq!(parse_memory("1gb"), Some(1 << 30));
+/// assert_eq!(parse_memory("64k"), Some(64_000));
+/// assert_eq!(parse_memory("lots"), None);
+/// ```
 pub fn parse_memory(s: &str) -> Option<usize> {
     let lower = s.to_ascii_lowercase();
     let (digits, unit) = lower.split_at(
@@ -316,6 +338,15 @@ pub fn parse_memory(s: &str) -> Option<usize> {
 /// Splits a config line into words as Redis does: spaces separate words;
 /// `"…"` allows `\n \r \t \b \a \\ \" \xHH` escapes, `'…'` only `\'`; a
 /// closing quote must end the word. `None` for unbalanced quotes.
+///
+/// ```
+/// use cairn_server::config::split_args;
+/// assert_eq!(
+///     split_args(r#"requirepass "two words""#),
+///     Some(vec!["requirepass".to_string(), "two words".to_string()])
+/// );
+/// assert_eq!(split_args(r#"requirepass "open"#), None);
+/// ```
 pub fn split_args(line: &str) -> Option<Vec<String>> {
     let b = line.as_bytes();
     let mut out = Vec::new();

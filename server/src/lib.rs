@@ -57,7 +57,8 @@ impl std::fmt::Display for ServerError {
 impl std::error::Error for ServerError {}
 
 /// Checks the settings before anything is opened: protected mode (a
-/// non-loopback address needs a password).
+/// non-loopback address needs a password), at least one address and one
+/// client, and TLS's certificate and key given together.
 ///
 /// # Errors
 /// [`ServerError::Config`] naming the setting.
@@ -165,7 +166,20 @@ impl Server {
         })
     }
 
-    /// Every address the server listens on, one per `bind` address.
+    /// Every address the server listens on, one per `bind` address (with
+    /// `port 0`, each has a port of its own).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// let dir = tempfile::tempdir()?;
+    /// let mut config = cairn_server::config::Config::new(dir.path());
+    /// config.port = 0;
+    /// let server = cairn_server::Server::bind(config).await?;
+    /// assert_eq!(server.local_addrs(), vec![server.local_addr()]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()

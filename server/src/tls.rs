@@ -1,4 +1,4 @@
-//! TLS for `--tls-cert`/`--tls-key`: a rustls acceptor (the `ring`
+//! TLS for `--tls-cert`/`--tls-key`: a rustls acceptor (the `aws-lc-rs`
 //! provider) over PEM files.
 
 use std::path::Path;
@@ -10,6 +10,16 @@ use tokio_rustls::TlsAcceptor;
 
 /// Builds the acceptor from a PEM certificate chain and a PEM private key
 /// (PKCS#8, PKCS#1 or SEC1).
+///
+/// ```no_run
+/// use std::path::Path;
+/// let acceptor = cairn_server::tls::acceptor(
+///     Path::new("/etc/cairn/cert.pem"),
+///     Path::new("/etc/cairn/key.pem"),
+/// )?;
+/// # let _ = acceptor;
+/// # Ok::<(), String>(())
+/// ```
 ///
 /// # Errors
 /// A message naming the file that cannot be read or holds no usable
@@ -31,13 +41,7 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
             key.display()
         )
     })?;
-    // rustls 0.23.48 deprecates ring's provider to steer users to
-    // aws-lc-rs for post-quantum key exchange; aws-lc-rs needs cmake or a
-    // long C build here, ring only the C compiler. Classical X25519/ECDHE
-    // and TLS 1.2/1.3 suites are what redis-cli and every Redis client
-    // negotiate.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS: {e}"))?
