@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -139,13 +140,32 @@ fn open_db0(dir: &Path) -> (cairn::Db, cairn::Db) {
     (root, db0)
 }
 
+/// Kills the server with SIGKILL once the clients have had `at_least`
+/// replies (counted in `acks`) and `then` more time has passed, so that
+/// the kill lands mid-run however slow the machine is.
+fn kill_after(server: Served, acks: &AtomicUsize, at_least: usize, then: Duration) {
+    let start = Instant::now();
+    while acks.load(Ordering::Relaxed) < at_least {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "only {} replies in 60 s",
+            acks.load(Ordering::Relaxed)
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(then);
+    server.kill9();
+}
+
 /// Several clients write in a loop, recording every write acknowledged,
 /// until the server dies; returns (key, value) of each acknowledged SET
 /// and, per client, the last acknowledged counter value.
-fn write_until_killed(server: Served, round: usize, run_for: Duration) -> Vec<(String, String)> {
+fn write_until_killed(server: Served, round: usize, then: Duration) -> Vec<(String, String)> {
+    let acks = Arc::new(AtomicUsize::new(0));
     let mut threads = Vec::new();
     for t in 0..4 {
         let mut c = server.client();
+        let acks = acks.clone();
         threads.push(std::thread::spawn(move || {
             let mut acked = Vec::new();
             for i in 0.. {
@@ -165,12 +185,12 @@ fn write_until_killed(server: Served, round: usize, run_for: Duration) -> Vec<(S
                     Ok(_) => acked.push((counter, i.to_string())),
                     Err(_) => break,
                 }
+                acks.fetch_add(2, Ordering::Relaxed);
             }
             acked
         }));
     }
-    std::thread::sleep(run_for);
-    server.kill9();
+    kill_after(server, &acks, 200, then);
     threads
         .into_iter()
         .flat_map(|t| t.join().expect("writer"))
@@ -188,7 +208,7 @@ fn kill_9_under_always_loses_no_acknowledged_write() {
         let acked = write_until_killed(
             server,
             round,
-            Duration::from_millis(400 + 150 * round as u64),
+            Duration::from_millis(50 + 100 * round as u64),
         );
         assert!(
             acked.len() > 20,
@@ -238,9 +258,11 @@ fn multi_exec_is_all_or_nothing_across_kill_9() {
     let dir = tempfile::tempdir().expect("tempdir");
     for round in 0..3 {
         let server = Served::start(dir.path(), &["--sync", "always"]);
+        let acks = Arc::new(AtomicUsize::new(0));
         let mut threads = Vec::new();
         for t in 0..3 {
             let mut c = server.client();
+            let acks = acks.clone();
             threads.push(std::thread::spawn(move || {
                 let mut acked = 0usize;
                 let mut tried = 0usize;
@@ -263,12 +285,17 @@ fn multi_exec_is_all_or_nothing_across_kill_9() {
                         break;
                     }
                     acked = j + 1;
+                    acks.fetch_add(1, Ordering::Relaxed);
                 }
                 (t, acked, tried)
             }));
         }
-        std::thread::sleep(Duration::from_millis(300 + 200 * round as u64));
-        server.kill9();
+        kill_after(
+            server,
+            &acks,
+            60,
+            Duration::from_millis(50 + 100 * round as u64),
+        );
         let results: Vec<_> = threads
             .into_iter()
             .map(|t| t.join().expect("client"))
@@ -277,28 +304,17 @@ fn multi_exec_is_all_or_nothing_across_kill_9() {
         let mut c = server.client();
         let (mut whole, mut absent) = (0, 0);
         for (t, acked, tried) in results {
-            assert!(
-                acked > 5,
-                "round {round}: client {t} got only {acked} EXECs through"
-            );
             for j in 0..tried + 1 {
                 let s = format!("r{round}:t{t}:{j}");
-                let got: Vec<Option<String>> = redis::cmd("MGET")
-                    .arg(format!("a:{s}"))
-                    .arg(format!("b:{s}"))
-                    .arg(format!("c:{s}"))
-                    .query(&mut c)
-                    .unwrap_or_else(|_| {
-                        ["a", "b", "c"]
-                            .iter()
-                            .map(|p| {
-                                redis::cmd("GET")
-                                    .arg(format!("{p}:{s}"))
-                                    .query(&mut c)
-                                    .expect("get")
-                            })
-                            .collect()
-                    });
+                let got: Vec<Option<String>> = ["a", "b", "c"]
+                    .iter()
+                    .map(|p| {
+                        redis::cmd("GET")
+                            .arg(format!("{p}:{s}"))
+                            .query(&mut c)
+                            .expect("get")
+                    })
+                    .collect();
                 let n = got
                     .iter()
                     .filter(|v| v.as_deref() == Some(s.as_str()))
@@ -557,7 +573,7 @@ impl Served {
 /// clean stop and a kill -9; remaining times go on counting down, expired
 /// keys are gone, keys without a TTL keep none.
 #[test]
-#[ignore = "needs SET EX/PX, TTL and PTTL from the strings and keys branches: un-ignore after their merge"]
+#[ignore = "needs SET EX/PX, TTL and PTTL (strings, keys branches); passes on main + ops: un-ignore at the merge"]
 fn ttls_go_on_through_restarts() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = Served::start(dir.path(), &[]);
@@ -614,14 +630,16 @@ fn ttls_go_on_through_restarts() {
 /// counter is at least the last value a client was acknowledged, and at
 /// most the number of INCRs it sent.
 #[test]
-#[ignore = "needs INCR from the strings branch: un-ignore after its merge"]
+#[ignore = "needs INCR (strings branch); passes on main + ops: un-ignore at the merge"]
 fn kill_9_loses_no_acknowledged_incr() {
     let dir = tempfile::tempdir().expect("tempdir");
     for round in 0..3 {
         let server = Served::start(dir.path(), &["--sync", "always"]);
         let mut threads = Vec::new();
+        let acks = Arc::new(AtomicUsize::new(0));
         for t in 0..4 {
             let mut c = server.client();
+            let acks = acks.clone();
             threads.push(std::thread::spawn(move || {
                 let key = format!("r{round}:n{t}");
                 let (mut last, mut sent) = (0i64, 0i64);
@@ -631,6 +649,7 @@ fn kill_9_loses_no_acknowledged_incr() {
                         Ok(v) => {
                             assert_eq!(v, last + 1, "{key}");
                             last = v;
+                            acks.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(_) => break,
                     }
@@ -638,8 +657,12 @@ fn kill_9_loses_no_acknowledged_incr() {
                 (key, last, sent)
             }));
         }
-        std::thread::sleep(Duration::from_millis(400 + 150 * round as u64));
-        server.kill9();
+        kill_after(
+            server,
+            &acks,
+            200,
+            Duration::from_millis(50 + 100 * round as u64),
+        );
         let results: Vec<_> = threads
             .into_iter()
             .map(|t| t.join().expect("client"))
@@ -647,7 +670,6 @@ fn kill_9_loses_no_acknowledged_incr() {
         let server = Served::start(dir.path(), &[]);
         let mut c = server.client();
         for (key, last, sent) in results {
-            assert!(last > 10, "{key}: only {last} INCRs acknowledged");
             let got: Option<i64> = redis::cmd("GET").arg(&key).query(&mut c).expect("get");
             let got = got.unwrap_or(0);
             assert!(
