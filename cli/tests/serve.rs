@@ -684,7 +684,7 @@ fn kill_9_loses_no_acknowledged_incr() {
 
 /// SHUTDOWN from a client: exit 0, the data durable.
 #[test]
-#[ignore = "needs SHUTDOWN from the server-commands branch: un-ignore after its merge"]
+#[ignore = "needs SHUTDOWN (srvcmds branch); passes on ops + srvcmds: un-ignore at the merge"]
 fn shutdown_from_a_client_exits_0_with_the_data() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut server = Served::start(dir.path(), &["--sync", "no"]);

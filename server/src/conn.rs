@@ -166,14 +166,69 @@ where
         .stats
         .net_output_bytes
         .fetch_add(out.len() as u64, Ordering::Relaxed);
-    let r = async {
-        stream.write_all(out).await?;
-        stream.flush().await
-    }
-    .await;
+    let idle = match shared
+        .config
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .timeout_secs
+    {
+        0 => None,
+        s => Some(Duration::from_secs(s)),
+    };
+    let r = write_out(stream, out, idle, &client.info).await;
     out.clear();
     if out.capacity() > 4 * READ_CHUNK {
         *out = Vec::with_capacity(READ_CHUNK);
     }
     r.map_err(End::Io)
+}
+
+/// Writes `out`, as `write_all` does, but gives up when no byte could be
+/// written for `idle` (the `timeout` setting: Redis counts a write as
+/// interaction, so a client that stops reading is idle) or when CLIENT
+/// KILL closes the client: a client that never reads cannot hold its
+/// connection and its pending replies forever.
+async fn write_out<S>(
+    stream: &mut S,
+    out: &[u8],
+    idle: Option<Duration>,
+    info: &crate::state::ClientInfo,
+) -> std::io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
+    let kill = info.kill.notified();
+    tokio::pin!(kill);
+    kill.as_mut().enable();
+    let mut pos = 0;
+    while pos < out.len() {
+        if info.killed.load(Ordering::Acquire) {
+            return Err(std::io::Error::other(
+                "killed while its replies were pending",
+            ));
+        }
+        let stalled = async {
+            match idle {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let n = tokio::select! {
+            r = stream.write(&out[pos..]) => r?,
+            () = stalled => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client read none of its replies within the timeout",
+                ))
+            }
+            () = &mut kill => {
+                return Err(std::io::Error::other("killed while its replies were pending"))
+            }
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        pos += n;
+    }
+    stream.flush().await
 }

@@ -264,3 +264,34 @@ fn a_shutdown_finishes_the_pipeline_in_flight_and_closes_idle_clients() {
     assert!(acked > 0, "no SET ran before the shutdown");
     eprintln!("{acked} of {n} SETs ran before the shutdown");
 }
+
+/// With `timeout`, a client that stops reading its replies is closed once
+/// no byte could be written to it for that long, as Redis counts writes as
+/// interaction: it must not hold its place (and its pending replies)
+/// forever by never reading.
+#[test]
+fn a_client_that_stops_reading_is_closed_after_the_timeout() {
+    let server = server_with(|c| {
+        c.timeout_secs = 1;
+        c.client_output_buffer_bytes = 1 << 20;
+    });
+    let mut raw = server.raw();
+    let value = vec![b'v'; 256 << 10];
+    let set = cmd(&[b"SET", b"big", &value]);
+    assert_eq!(raw.roundtrip(&set, "+OK\r\n"), "+OK\r\n");
+    raw.send(&cmd(&[b"GET", b"big"]).repeat(2000));
+    let start = Instant::now();
+    while !server.shared.client_list().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(8),
+            "a client that reads nothing is still connected after {:?} with a timeout of 1 s",
+            start.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        start.elapsed()
+    );
+}
