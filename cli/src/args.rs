@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::common::parse_ttl;
 
@@ -204,6 +204,10 @@ pub enum Command {
         #[arg(long, default_value = "")]
         prefix: String,
     },
+    /// Serve the store over the Redis protocol (RESP2/RESP3) until SIGTERM,
+    /// SIGINT or SHUTDOWN.
+    #[command(after_help = SERVE_HELP)]
+    Serve(ServeArgs),
     /// Read JSON Lines (as written by export) from stdin into the store.
     #[command(
         after_help = "Lines are written in atomic batches of 1,000. On the first malformed line the import stops, says which line, and keeps everything before it. Records whose expiry has passed are skipped.\n\nExample:\n  cairn import ./data < backup.jsonl"
@@ -212,4 +216,53 @@ pub enum Command {
         /// The store directory (created if missing).
         dir: PathBuf,
     },
+}
+
+const SERVE_HELP: &str = "Flags override the config file, which takes redis.conf's `name value` lines: bind, port, appendfsync, requirepass, maxclients, timeout, tls-cert-file, tls-key-file, dir, client-query-buffer-limit, proto-max-bulk-len (settings of Redis that mean nothing here, such as save or appendonly, are ignored; any other name is an error). Relative paths in the file are taken from the file's directory.
+
+The password: --requirepass is visible to every user in `ps`; prefer `requirepass` in a config file of mode 0600, or the CAIRN_REQUIREPASS environment variable (a flag still overrides it).
+
+Listening beyond loopback needs a password (protected mode). Exit codes: 0 after a clean shutdown (SIGTERM, SIGINT or SHUTDOWN: commands in flight finish, everything is made durable, the store is closed); 1 for bad settings, a port in use, or a store that cannot be opened.
+
+Example:
+  cairn serve ./data
+  cairn serve ./data --port 6380 --sync everysec
+  CAIRN_REQUIREPASS=secret cairn serve ./data --bind 0.0.0.0 --tls-cert cert.pem --tls-key key.pem
+  cairn serve --config /etc/cairn/cairn.conf";
+
+/// The flags of `cairn serve`; each one left out keeps the config file's
+/// value, or the default.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// The store directory (created if missing; or `dir` in the config file).
+    pub dir: Option<PathBuf>,
+    /// An address to listen on; repeat for several [default: 127.0.0.1].
+    #[arg(long = "bind", value_name = "ADDR")]
+    pub bind: Vec<std::net::IpAddr>,
+    /// The TCP port; 0 picks a free one [default: 6379].
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// When writes are durable: always (before the reply), everysec, no
+    /// [default: always].
+    #[arg(long, value_parser = ["always", "everysec", "no"])]
+    pub sync: Option<String>,
+    /// The password clients must AUTH with (visible in `ps`: prefer the
+    /// config file or CAIRN_REQUIREPASS).
+    #[arg(long, value_name = "PASS")]
+    pub requirepass: Option<String>,
+    /// The most clients connected at once [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub maxclients: Option<usize>,
+    /// Close a client idle this many seconds; 0: never [default: 0].
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// A PEM certificate chain: with --tls-key, the port speaks TLS.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// A redis.conf-style file of settings.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
 }

@@ -15,7 +15,7 @@ use cairn::Error;
 use clap::Parser;
 
 use args::{Cli, Command};
-use cmd::{backup, compact, dump, export, import, keys, repair, scan, stats, verify};
+use cmd::{backup, compact, dump, export, import, keys, repair, scan, serve, stats, verify};
 use common::EXIT_CORRUPTION;
 
 fn main() -> ExitCode {
@@ -81,6 +81,7 @@ fn dispatch(command: Command, out: &mut impl Write) -> Result<u8> {
         Command::Backup { dir, dest } => backup::backup(&dir, &dest, out),
         Command::Export { dir, prefix } => export::export(&dir, &prefix, out),
         Command::Import { dir } => import::import(&dir),
+        Command::Serve(args) => serve::serve(args),
     }
 }
 

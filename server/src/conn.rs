@@ -50,8 +50,18 @@ where
     // Where the parser got to in a command that is not whole yet.
     let mut progress = Progress::default();
     let mut protocol_error: Option<String> = None;
+    let info = client.info.clone();
     loop {
-        if shared.shutting_down.load(Ordering::Acquire) {
+        // Registered before the flags are read, so that a shutdown or a
+        // kill that comes in between still wakes the read below.
+        let shutdown = shared.shutdown.notified();
+        let kill = info.kill.notified();
+        tokio::pin!(shutdown, kill);
+        shutdown.as_mut().enable();
+        kill.as_mut().enable();
+        if shared.shutting_down.load(Ordering::Acquire)
+            || client.info.killed.load(Ordering::Acquire)
+        {
             return End::Done;
         }
         let config = shared.config();
@@ -67,8 +77,8 @@ where
                 Ok(0) | Err(_) => return End::Done,
                 Ok(n) => n,
             },
-            () = shared.shutdown.notified() => return End::Done,
-            () = client.info.kill.notified() => return End::Done,
+            () = &mut shutdown => return End::Done,
+            () = &mut kill => return End::Done,
             () = tokio::time::sleep(idle) => return End::Done,
         };
         if shared.shutting_down.load(Ordering::Acquire)
@@ -115,16 +125,21 @@ where
             if batch.is_empty() {
                 break;
             }
-            cmd::execute_batch(shared, client, &batch, &mut out);
+            let mut done = 0;
+            while done < batch.len() && !client.closing {
+                let bound = config.client_output_buffer_bytes;
+                done += cmd::execute_batch(shared, client, &batch[done..], &mut out, bound);
+                // Past the bound, the client must read before more run.
+                if out.len() >= bound {
+                    if let Err(e) = flush(stream, shared, client, &mut out).await {
+                        return e;
+                    }
+                }
+            }
             batch.clear();
             if client.closing {
                 close = true;
                 protocol_error = None;
-            }
-            if out.len() >= config.client_output_buffer_bytes {
-                if let Err(e) = flush(stream, shared, client, &mut out).await {
-                    return e;
-                }
             }
         }
         if let Some(text) = protocol_error.take() {
@@ -180,14 +195,68 @@ where
         .stats
         .net_output_bytes
         .fetch_add(out.len() as u64, Ordering::Relaxed);
-    let r = async {
-        stream.write_all(out).await?;
-        stream.flush().await
-    }
-    .await;
+    let idle = match shared
+        .config
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .timeout_secs
+    {
+        0 => None,
+        s => Some(Duration::from_secs(s)),
+    };
+    let r = write_out(stream, out, idle, &client.info).await;
     out.clear();
     if out.capacity() > 4 * READ_CHUNK {
         *out = Vec::with_capacity(READ_CHUNK);
     }
     r.map_err(End::Io)
+}
+
+/// Writes `out`, as `write_all` does, but gives up when no byte could be
+/// written for `idle` (the `timeout` setting: Redis counts a write as
+/// interaction, so a client that stops reading is idle) or when CLIENT
+/// KILL closes the client: a client that never reads cannot hold its
+/// connection and its pending replies forever.
+async fn write_out<S>(
+    stream: &mut S,
+    out: &[u8],
+    idle: Option<Duration>,
+    info: &crate::state::ClientInfo,
+) -> std::io::Result<()>
+where
+    S: AsyncWrite + Unpin,
+{
+    let kill = info.kill.notified();
+    tokio::pin!(kill);
+    kill.as_mut().enable();
+    let mut pos = 0;
+    while pos < out.len() {
+        let stalled = async {
+            match idle {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        // Biased: a client killed (by itself, say) while its socket takes
+        // the bytes still gets its replies, as in Redis; only a write that
+        // cannot go on gives way to the kill.
+        let n = tokio::select! {
+            biased;
+            r = stream.write(&out[pos..]) => r?,
+            () = stalled => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "the client read none of its replies within the timeout",
+                ))
+            }
+            () = &mut kill => {
+                return Err(std::io::Error::other("killed while its replies were pending"))
+            }
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        pos += n;
+    }
+    stream.flush().await
 }

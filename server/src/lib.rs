@@ -18,11 +18,12 @@ pub mod conn;
 pub mod resp;
 pub mod state;
 pub mod store;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 
@@ -56,7 +57,8 @@ impl std::fmt::Display for ServerError {
 impl std::error::Error for ServerError {}
 
 /// Checks the settings before anything is opened: protected mode (a
-/// non-loopback address needs a password).
+/// non-loopback address needs a password), at least one address and one
+/// client, and TLS's certificate and key given together.
 ///
 /// # Errors
 /// [`ServerError::Config`] naming the setting.
@@ -77,13 +79,35 @@ pub fn check_config(config: &Config) -> Result<(), ServerError> {
             exposed.join(", ")
         )));
     }
-    Ok(())
+    if config.maxclients == 0 {
+        return Err(ServerError::Config(
+            "--maxclients: must be at least 1".into(),
+        ));
+    }
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(_), None) => Err(ServerError::Config(
+            "--tls-cert is set but --tls-key (tls-key-file) is not: TLS needs both".into(),
+        )),
+        (None, Some(_)) => Err(ServerError::Config(
+            "--tls-key is set but --tls-cert (tls-cert-file) is not: TLS needs both".into(),
+        )),
+        _ => Ok(()),
+    }
 }
+
+/// How long a shutdown waits for connections to finish their commands and
+/// write their replies (a client that does not read its replies would
+/// otherwise hold the shutdown forever); the rest are then dropped.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a client has to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running server.
 pub struct Server {
     shared: Arc<Shared>,
     listeners: Vec<TcpListener>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Server {
@@ -95,12 +119,11 @@ impl Server {
     /// or an address that cannot be bound.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         check_config(&config)?;
-        let root = cairn::Options::new()
-            .sync_policy(config.sync.policy())
-            .open(&config.dir)
-            .map_err(ServerError::Store)?;
-        let store = Arc::new(Store::new(root));
-        store.open_existing().map_err(ServerError::Store)?;
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key).map_err(ServerError::Config)?),
+            _ => None,
+        };
+        // The sockets first: a port in use must not cost a store recovery.
         let mut listeners = Vec::new();
         for ip in &config.bind {
             let addr = SocketAddr::new(*ip, config.port);
@@ -112,6 +135,15 @@ impl Server {
         let local_addr = listeners[0]
             .local_addr()
             .map_err(|e| ServerError::Io("local address".into(), e))?;
+        let root = cairn::Options::new()
+            .sync_policy(config.sync.policy())
+            .open(&config.dir)
+            .map_err(ServerError::Store)?;
+        let store = Arc::new(Store::new(root));
+        if let Err(e) = store.open_existing() {
+            let _ = store.close();
+            return Err(ServerError::Store(e));
+        }
         let syncer = Syncer::start(store.clone())
             .map_err(|e| ServerError::Io("starting the syncer thread".into(), e))?;
         let shared = Arc::new(Shared {
@@ -127,7 +159,32 @@ impl Server {
             local_addr,
             last_save: AtomicU64::new(store::unix_ms() / 1000),
         });
-        Ok(Server { shared, listeners })
+        Ok(Server {
+            shared,
+            listeners,
+            tls,
+        })
+    }
+
+    /// Every address the server listens on, one per `bind` address (with
+    /// `port 0`, each has a port of its own).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new()?.block_on(async {
+    /// let dir = tempfile::tempdir()?;
+    /// let mut config = cairn_server::config::Config::new(dir.path());
+    /// config.port = 0;
+    /// let server = cairn_server::Server::bind(config).await?;
+    /// assert_eq!(server.local_addrs(), vec![server.local_addr()]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # })?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
     }
 
     /// The first address the server listens on (with the port picked when
@@ -149,36 +206,49 @@ impl Server {
     /// # Errors
     /// [`ServerError::Store`] when the store cannot be closed cleanly.
     pub async fn serve(self) -> Result<(), ServerError> {
-        let Server { shared, listeners } = self;
+        let Server {
+            shared,
+            listeners,
+            tls,
+        } = self;
         let mut tasks = tokio::task::JoinSet::new();
         for l in listeners {
-            tasks.spawn(accept_loop(l, shared.clone()));
+            tasks.spawn(accept_loop(l, shared.clone(), tls.clone()));
         }
+        // Each accept loop stops accepting at the shutdown (dropping its
+        // socket), then waits for its connections: idle ones close at
+        // once, busy ones finish the commands they have read, wait for
+        // their group commit and write their replies.
         while tasks.join_next().await.is_some() {}
-        // Wait for the connections to finish what they run.
-        let deadline = Instant::now() + std::time::Duration::from_secs(10);
-        while !shared.client_list().is_empty() && Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-        }
+        // Everything durable, hint files written, the lock released.
         shared.store.close().map_err(ServerError::Store)
     }
 }
 
-async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let mut conns = tokio::task::JoinSet::new();
     loop {
+        // Registered before the flag is read, so that a shutdown that
+        // begins in between still wakes this loop.
+        let shutdown = shared.shutdown.notified();
+        tokio::pin!(shutdown);
+        shutdown.as_mut().enable();
         if shared.shutting_down.load(Ordering::Acquire) {
             break;
         }
         let accepted = tokio::select! {
             r = listener.accept() => r,
-            () = shared.shutdown.notified() => break,
+            () = &mut shutdown => break,
         };
         let (stream, addr) = match accepted {
             Ok(a) => a,
             Err(e) => {
                 log::warn!("accept failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
         };
@@ -189,27 +259,68 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             .connections_received
             .fetch_add(1, Ordering::Relaxed);
         let config = shared.config();
-        let Some(client) = register(&shared, addr, laddr, &config) else {
+        let client = register(&shared, addr, laddr, &config);
+        if client.is_none() {
             shared
                 .stats
                 .rejected_connections
                 .fetch_add(1, Ordering::Relaxed);
-            conns.spawn(refuse(stream));
-            continue;
-        };
-        let shared2 = shared.clone();
-        conns.spawn(async move {
-            let id = client.info.id;
-            conn::serve(stream, shared2.clone(), client).await;
-            shared2
-                .clients
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&id);
-        });
+        }
+        conns.spawn(connection(stream, shared.clone(), client, tls.clone()));
         while conns.try_join_next().is_some() {}
     }
-    while conns.join_next().await.is_some() {}
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        log::warn!(
+            "shutdown: {} connection(s) still busy after {:?} (a client not reading its replies?); closing them",
+            conns.len(),
+            SHUTDOWN_GRACE
+        );
+        conns.shutdown().await;
+        shared
+            .clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
+/// One accepted connection: the TLS handshake if TLS is on, then the
+/// client's commands, or the `maxclients` refusal when `client` is `None`.
+async fn connection(
+    stream: tokio::net::TcpStream,
+    shared: Arc<Shared>,
+    client: Option<Client>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    let id = client.as_ref().map(|c| c.info.id);
+    match tls {
+        None => match client {
+            Some(client) => conn::serve(stream, shared.clone(), client).await,
+            None => refuse(stream).await,
+        },
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream));
+            match (handshake.await, client) {
+                (Ok(Ok(s)), Some(client)) => conn::serve(s, shared.clone(), client).await,
+                (Ok(Ok(s)), None) => refuse(s).await,
+                (Ok(Err(e)), _) => log::debug!("TLS handshake failed: {e}"),
+                (Err(_), _) => log::debug!("TLS handshake timed out"),
+            }
+        }
+    }
+    if let Some(id) = id {
+        shared
+            .clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
 }
 
 /// Adds a client to the registry, or `None` at `maxclients`.
@@ -248,7 +359,7 @@ fn register(
     Some(Client::new(info, authenticated))
 }
 
-async fn refuse(mut stream: tokio::net::TcpStream) {
+async fn refuse<S: tokio::io::AsyncWrite + Unpin>(mut stream: S) {
     use tokio::io::AsyncWriteExt;
     let _ = stream
         .write_all(b"-ERR max number of clients reached\r\n")
@@ -268,28 +379,64 @@ pub fn run(config: Config) -> Result<(), ServerError> {
         .build()
         .map_err(|e| ServerError::Io("starting the runtime".into(), e))?;
     rt.block_on(async {
+        // The handlers first: a SIGTERM that comes while the store opens,
+        // or right after the listening line, must stop the server cleanly
+        // rather than kill it with the default action.
+        let signals = Signals::install()
+            .map_err(|e| ServerError::Io("installing the signal handlers".into(), e))?;
         let server = Server::bind(config).await?;
-        log::info!("cairn serve: listening on {}", server.local_addr());
+        eprintln!("{}", listening_line(&server));
         let shared = server.shared();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            signals.wait().await;
             shared.begin_shutdown();
         });
         server.serve().await
     })
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        std::future::pending::<()>().await;
-        return;
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+/// The line `run` prints once it listens: the addresses, TLS, the data
+/// directory and the sync mode.
+fn listening_line(server: &Server) -> String {
+    let addrs: Vec<String> = server
+        .local_addrs()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let config = server.shared.config();
+    format!(
+        "cairn serve: listening on {}{} (dir {}, sync {}, pid {})",
+        addrs.join(", "),
+        if server.tls.is_some() {
+            " with TLS"
+        } else {
+            ""
+        },
+        config.dir.display(),
+        config.sync.name(),
+        std::process::id()
+    )
+}
+
+/// SIGTERM and SIGINT, caught from the moment they are installed.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {},
+            _ = self.int.recv() => {},
+        }
     }
 }

@@ -10,5 +10,6 @@ pub mod import;
 pub mod keys;
 pub mod repair;
 pub mod scan;
+pub mod serve;
 pub mod stats;
 pub mod verify;

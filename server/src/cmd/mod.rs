@@ -224,14 +224,20 @@ fn groupable(client: &Client, args: &[Vec<u8>]) -> Option<&'static Spec> {
 /// writes of the ones before it, and replies as it would alone. A write
 /// command that fails writes nothing (every handler checks before it
 /// writes), so the others are unaffected, as in Redis.
+///
+/// It stops early, once `out` holds `out_limit` bytes or more (the bound on
+/// a client's pending replies; at least one command runs), and returns how
+/// many commands it ran: the caller writes the replies, waiting for the
+/// client to read them, before it runs the rest.
 pub fn execute_batch(
     shared: &Shared,
     client: &mut Client,
     batch: &[Vec<Vec<u8>>],
     out: &mut Vec<u8>,
-) {
+    out_limit: usize,
+) -> usize {
     let mut i = 0;
-    while i < batch.len() && !client.closing {
+    while i < batch.len() && !client.closing && (i == 0 || out.len() < out_limit) {
         let run = batch[i..]
             .iter()
             .take_while(|args| groupable(client, args).is_some())
@@ -249,6 +255,7 @@ pub fn execute_batch(
         }
         i += run;
     }
+    i
 }
 
 fn run_write_group(shared: &Shared, client: &mut Client, group: &[Vec<Vec<u8>>]) -> Vec<Reply> {
