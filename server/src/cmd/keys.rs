@@ -1,6 +1,6 @@
 //! Key commands: DEL, UNLINK, EXISTS, TYPE, the EXPIRE family, TTL and
-//! its kin, PERSIST, KEYS, SCAN, RANDOMKEY, RENAME, RENAMENX, DBSIZE,
-//! FLUSHDB and FLUSHALL, with Redis 7.0's replies and error texts.
+//! its kin, PERSIST, KEYS, SCAN, RANDOMKEY, RENAME, RENAMENX, COPY, MOVE,
+//! DBSIZE, FLUSHDB and FLUSHALL, with Redis 7.0's replies and error texts.
 //!
 //! Every value cairn holds is a string, so TYPE answers `string` or
 //! `none`, and SCAN's TYPE filter keeps everything or nothing.
@@ -17,6 +17,7 @@ use super::{is, mark_dirty, parse_int, store_error, Ctx, Kind, Spec, NO_MULTI};
 use crate::resp::reply::Reply;
 use crate::store::{Ops, DATABASES};
 
+mod copy;
 pub mod glob;
 
 /// A key command's table entry (a shorthand for the table below).
@@ -69,6 +70,15 @@ pub const COMMANDS: &[Spec] = &[
     spec("randomkey", 1, Kind::Read, R, NONE, randomkey),
     spec("rename", 3, Kind::Write, W, (1, 2, 1), rename),
     spec("renamenx", 3, Kind::Write, WF, (1, 2, 1), renamenx),
+    spec(
+        "copy",
+        -3,
+        Kind::Other,
+        &["write", "denyoom"],
+        (1, 2, 1),
+        copy::copy,
+    ),
+    spec("move", 3, Kind::Other, WF, ONE, copy::move_key),
     spec("dbsize", 1, Kind::Read, RF, NONE, dbsize),
     spec("flushdb", -1, Kind::Write, W, NONE, flushdb),
     Spec {
