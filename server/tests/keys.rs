@@ -912,6 +912,30 @@ fn flushdb_and_expire_touch_watched_keys() {
     assert_eq!(int(&mut c, &["EXISTS", "x"]), 0);
 }
 
+/// As in Redis (unit/multi "FLUSHALL/FLUSHDB does not touch non affected
+/// keys"), a flush touches the WATCH of a key it deletes but not of a key
+/// that did not exist.
+#[test]
+fn flushes_touch_only_the_watched_keys_they_delete() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    let mut raw = server.raw();
+    for flush in ["FLUSHDB", "FLUSHALL"] {
+        set(&mut c, "other", "v");
+        raw_is(&mut raw, &["WATCH", "absent"], "+OK\r\n");
+        let _: () = q(&mut c, &[flush]);
+        raw_is(&mut raw, &["MULTI"], "+OK\r\n");
+        raw_is(&mut raw, &["PING"], "+QUEUED\r\n");
+        raw_is(&mut raw, &["EXEC"], "*1\r\n+PONG\r\n");
+        set(&mut c, "present", "v");
+        raw_is(&mut raw, &["WATCH", "present"], "+OK\r\n");
+        let _: () = q(&mut c, &[flush]);
+        raw_is(&mut raw, &["MULTI"], "+OK\r\n");
+        raw_is(&mut raw, &["PING"], "+QUEUED\r\n");
+        raw_is(&mut raw, &["EXEC"], "*-1\r\n");
+    }
+}
+
 #[test]
 fn swapdb_is_unknown() {
     let server = TestServer::start();

@@ -604,8 +604,9 @@ fn flush_args(args: &[Vec<u8>]) -> Result<(), Reply> {
 }
 
 /// FLUSHDB: deletes every key of the current database, inside the
-/// command's transaction (so inside EXEC too, pending writes included),
-/// and touches every WATCH of it.
+/// command's transaction (so inside EXEC too, pending writes included).
+/// As in Redis, it touches the WATCHes of the keys it deletes, not those
+/// of keys that did not exist.
 fn flushdb(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Reply {
     if let Err(r) = flush_args(args) {
         return r;
@@ -616,13 +617,12 @@ fn flushdb(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Reply {
     for key in &keys {
         tri!(ops.delete(key));
     }
-    ops.touch_all();
     Reply::OK
 }
 
 /// FLUSHALL: opens every database that exists and empties each in its own
 /// transaction (so a crash midway may leave some databases flushed and
-/// others not), touching their WATCHes.
+/// others not), touching the WATCHes of the keys it deletes.
 fn flushall(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Reply {
     if let Err(r) = flush_args(args) {
         return r;
@@ -640,8 +640,8 @@ fn flushall(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Reply {
             db.for_each_key(b"", |key, _| keys.push(key.to_vec()))?;
             for key in &keys {
                 tx.delete(key);
+                store.watch.touch(index, key);
             }
-            store.watch.touch_db(index);
             Ok(())
         });
         mark_dirty(shared, ctx.client, index);
