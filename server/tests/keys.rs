@@ -912,8 +912,32 @@ fn flushdb_and_expire_touch_watched_keys() {
     assert_eq!(int(&mut c, &["EXISTS", "x"]), 0);
 }
 
+/// As in Redis (unit/multi "FLUSHALL/FLUSHDB does not touch non affected
+/// keys"), a flush touches the WATCH of a key it deletes but not of a key
+/// that did not exist.
 #[test]
-fn swapdb_move_and_copy_are_unknown() {
+fn flushes_touch_only_the_watched_keys_they_delete() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    let mut raw = server.raw();
+    for flush in ["FLUSHDB", "FLUSHALL"] {
+        set(&mut c, "other", "v");
+        raw_is(&mut raw, &["WATCH", "absent"], "+OK\r\n");
+        let _: () = q(&mut c, &[flush]);
+        raw_is(&mut raw, &["MULTI"], "+OK\r\n");
+        raw_is(&mut raw, &["PING"], "+QUEUED\r\n");
+        raw_is(&mut raw, &["EXEC"], "*1\r\n+PONG\r\n");
+        set(&mut c, "present", "v");
+        raw_is(&mut raw, &["WATCH", "present"], "+OK\r\n");
+        let _: () = q(&mut c, &[flush]);
+        raw_is(&mut raw, &["MULTI"], "+OK\r\n");
+        raw_is(&mut raw, &["PING"], "+QUEUED\r\n");
+        raw_is(&mut raw, &["EXEC"], "*-1\r\n");
+    }
+}
+
+#[test]
+fn swapdb_is_unknown() {
     let server = TestServer::start();
     let mut raw = server.raw();
     raw_is(
@@ -921,14 +945,168 @@ fn swapdb_move_and_copy_are_unknown() {
         &["SWAPDB", "0", "1"],
         "-ERR unknown command 'SWAPDB', with args beginning with: '0' '1' \r\n",
     );
+}
+
+/// The absolute expiry of `key` in database `index`, from the store.
+fn expiry_in(server: &TestServer, index: usize, key: &str) -> Option<u64> {
+    server
+        .shared
+        .store
+        .db(index)
+        .expect("db")
+        .get_with_expiry(key)
+        .expect("read")
+        .expect("key exists")
+        .1
+}
+
+/// COPY as Redis 7.0's unit/keyspace tests it, with the replies and error
+/// texts of redis-server 7.0.15.
+#[test]
+fn copy_within_and_across_databases() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    let mut raw = server.raw();
+    set(&mut c, "a", "va");
+    assert_eq!(int(&mut c, &["COPY", "a", "b"]), 1);
+    assert_eq!(q::<String>(&mut c, &["GET", "b"]), "va");
+    assert_eq!(int(&mut c, &["COPY", "a", "b"]), 0, "b exists");
+    set(&mut c, "a", "va2");
+    assert_eq!(int(&mut c, &["COPY", "a", "b", "REPLACE"]), 1);
+    assert_eq!(q::<String>(&mut c, &["GET", "b"]), "va2");
+    assert_eq!(int(&mut c, &["COPY", "missing", "b", "REPLACE"]), 0);
+    assert_eq!(q::<String>(&mut c, &["GET", "b"]), "va2");
+    // To another database, with the TTL; none when the source has none.
+    let _: () = q(&mut c, &["PEXPIRE", "a", "100000"]);
+    let at = expiry_in(&server, 0, "a");
+    assert!(at.is_some());
+    assert_eq!(int(&mut c, &["COPY", "a", "a", "DB", "3"]), 1);
+    assert_eq!(expiry_in(&server, 3, "a"), at);
+    assert_eq!(int(&mut c, &["COPY", "b", "c", "db", "3"]), 1);
+    assert_eq!(expiry_in(&server, 3, "c"), None);
+    assert_eq!(int(&mut c, &["COPY", "a", "c", "DB", "3"]), 0);
+    assert_eq!(int(&mut c, &["COPY", "a", "c", "DB", "3", "REPLACE"]), 1);
+    let _: () = q(&mut c, &["SELECT", "3"]);
+    assert_eq!(q::<String>(&mut c, &["GET", "c"]), "va2");
+    assert_eq!(
+        int(&mut c, &["COPY", "c", "b", "DB", "0"]),
+        0,
+        "b exists in 0"
+    );
+    assert_eq!(int(&mut c, &["COPY", "c", "d", "DB", "0"]), 1);
+    let _: () = q(&mut c, &["SELECT", "0"]);
+    // Errors.
+    let same = "-ERR source and destination objects are the same\r\n";
+    raw_is(&mut raw, &["COPY", "a", "a"], same);
+    raw_is(&mut raw, &["COPY", "a", "a", "DB", "0"], same);
     raw_is(
         &mut raw,
-        &["MOVE", "k", "1"],
-        "-ERR unknown command 'MOVE', with args beginning with: 'k' '1' \r\n",
+        &["COPY", "a", "b", "DB", "16"],
+        "-ERR DB index is out of range\r\n",
     );
     raw_is(
         &mut raw,
-        &["COPY", "a", "b"],
-        "-ERR unknown command 'COPY', with args beginning with: 'a' 'b' \r\n",
+        &["COPY", "a", "b", "DB", "-1"],
+        "-ERR DB index is out of range\r\n",
     );
+    raw_is(
+        &mut raw,
+        &["COPY", "a", "b", "DB", "x"],
+        "-ERR value is not an integer or out of range\r\n",
+    );
+    raw_is(
+        &mut raw,
+        &["COPY", "a", "b", "DB", "4294967296"],
+        "-ERR value is out of range, value must between -2147483648 and 2147483647\r\n",
+    );
+    raw_is(&mut raw, &["COPY", "a", "b", "DB"], "-ERR syntax error\r\n");
+    raw_is(
+        &mut raw,
+        &["COPY", "a", "b", "foo"],
+        "-ERR syntax error\r\n",
+    );
+    raw_is(
+        &mut raw,
+        &["COPY", "a"],
+        "-ERR wrong number of arguments for 'copy' command\r\n",
+    );
+}
+
+#[test]
+fn move_between_databases() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    let mut raw = server.raw();
+    set(&mut c, "k", "v");
+    let _: () = q(&mut c, &["PEXPIRE", "k", "100000"]);
+    let at = expiry_in(&server, 0, "k");
+    assert_eq!(int(&mut c, &["MOVE", "k", "10"]), 1);
+    assert_eq!(int(&mut c, &["EXISTS", "k"]), 0);
+    assert_eq!(int(&mut c, &["DBSIZE"]), 0);
+    assert_eq!(expiry_in(&server, 10, "k"), at, "the TTL moves too");
+    assert_eq!(int(&mut c, &["MOVE", "k", "10"]), 0, "missing here");
+    // A key that exists in the target stays where it is.
+    set(&mut c, "k", "here");
+    assert_eq!(int(&mut c, &["MOVE", "k", "10"]), 0);
+    assert_eq!(q::<String>(&mut c, &["GET", "k"]), "here");
+    let _: () = q(&mut c, &["SELECT", "10"]);
+    assert_eq!(q::<String>(&mut c, &["GET", "k"]), "v");
+    let _: () = q(&mut c, &["SELECT", "0"]);
+    raw_is(
+        &mut raw,
+        &["MOVE", "k", "0"],
+        "-ERR source and destination objects are the same\r\n",
+    );
+    raw_is(
+        &mut raw,
+        &["MOVE", "k", "16"],
+        "-ERR DB index is out of range\r\n",
+    );
+    raw_is(
+        &mut raw,
+        &["MOVE", "k", "notanumber"],
+        "-ERR value is not an integer or out of range\r\n",
+    );
+    // Moving touches the watchers of the source key.
+    let mut watcher = server.raw();
+    raw_is(&mut watcher, &["WATCH", "k"], "+OK\r\n");
+    let _: () = q(&mut c, &["DEL", "k"]);
+    set(&mut c, "k2", "x");
+    raw_is(&mut watcher, &["MULTI"], "+OK\r\n");
+    raw_is(&mut watcher, &["SET", "y", "1"], "+QUEUED\r\n");
+    raw_is(&mut watcher, &["EXEC"], "*-1\r\n");
+    raw_is(&mut watcher, &["WATCH", "k2"], "+OK\r\n");
+    assert_eq!(int(&mut c, &["MOVE", "k2", "4"]), 1);
+    raw_is(&mut watcher, &["MULTI"], "+OK\r\n");
+    raw_is(&mut watcher, &["SET", "y", "1"], "+QUEUED\r\n");
+    raw_is(&mut watcher, &["EXEC"], "*-1\r\n");
+}
+
+/// Inside EXEC every command runs in the current database's transaction:
+/// COPY within it works, a write to another database is refused (and the
+/// other commands still run).
+#[test]
+fn copy_and_move_inside_exec() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    set(&mut c, "a", "v");
+    let mut raw = server.raw();
+    raw_is(&mut raw, &["MULTI"], "+OK\r\n");
+    for words in [
+        &["COPY", "a", "b"][..],
+        &["COPY", "a", "b", "DB", "2"],
+        &["MOVE", "a", "2"],
+        &["GET", "b"],
+    ] {
+        raw_is(&mut raw, words, "+QUEUED\r\n");
+    }
+    let refused =
+        "-ERR cairn serve cannot write to another database inside MULTI (COPY with DB, MOVE)\r\n";
+    raw_is(
+        &mut raw,
+        &["EXEC"],
+        &format!("*4\r\n:1\r\n{refused}{refused}$1\r\nv\r\n"),
+    );
+    assert_eq!(q::<String>(&mut c, &["GET", "b"]), "v");
+    assert_eq!(int(&mut c, &["EXISTS", "a"]), 1);
 }

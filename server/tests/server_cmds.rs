@@ -120,6 +120,11 @@ fn ping_echo_select_quit() {
         ask(&mut raw, &["SELECT", "a"]),
         "-ERR value is not an integer or out of range\r\n"
     );
+    // Past a C int, Redis's own text (redis-server 7.0.15).
+    assert_eq!(
+        ask(&mut raw, &["SELECT", "4294967296"]),
+        "-ERR value is out of range, value must between -2147483648 and 2147483647\r\n"
+    );
     raw.send(&cmd(&[b"QUIT", b"x"]));
     assert_eq!(raw.read_to_close(), "+OK\r\n");
 }

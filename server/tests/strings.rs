@@ -1162,3 +1162,109 @@ fn random_commands_match_redis_server_7_0() {
     drop(ours);
     server.stop();
 }
+
+/// SETBIT and GETBIT, as Redis 7.0's unit/type/string tests them and with
+/// the error texts of redis-server 7.0.15.
+#[test]
+fn setbit_and_getbit() {
+    let server = TestServer::start();
+    let mut c = Conn::new(&server);
+    assert_eq!(c.q(&["SETBIT", "k", "1", "1"]), int(0));
+    assert_eq!(c.q(&["GET", "k"]), bulk("@"));
+    assert_eq!(c.q(&["SETBIT", "k", "1", "1"]), int(1));
+    assert_eq!(c.q(&["SETBIT", "k", "1", "0"]), int(1));
+    assert_eq!(c.q(&["GET", "k"]), bulk("\0"));
+    // Clearing a bit of a missing key still creates it, zero-filled.
+    assert_eq!(c.q(&["SETBIT", "z", "100", "0"]), int(0));
+    assert_eq!(c.q(&["STRLEN", "z"]), int(13));
+    assert_eq!(c.q(&["SET", "s", "`"]), "OK");
+    for (bit, want) in [(0, 0), (1, 1), (2, 1), (3, 0), (8, 0), (100, 0), (10000, 0)] {
+        assert_eq!(
+            c.q(&["GETBIT", "s", &bit.to_string()]),
+            int(want),
+            "bit {bit}"
+        );
+    }
+    assert_eq!(c.q(&["SETBIT", "s", "2", "0"]), int(1));
+    assert_eq!(c.q(&["SETBIT", "s", "7", "1"]), int(0));
+    assert_eq!(c.q(&["GET", "s"]), bulk("A"));
+    assert_eq!(c.q(&["GETBIT", "missing", "5"]), int(0));
+    // Keeps the TTL.
+    assert_eq!(c.q(&["SET", "t", "a", "px", "100000"]), "OK");
+    let before = stored(&server, "t").expect("t").1;
+    assert_eq!(c.q(&["SETBIT", "t", "6", "1"]), int(0));
+    assert_eq!(stored(&server, "t").expect("t"), (b"c".to_vec(), before));
+    // Errors.
+    let offset = err("ERR bit offset is not an integer or out of range");
+    for bad in ["-1", "x", "+1", "01", "4294967296"] {
+        assert_eq!(c.q(&["SETBIT", "k", bad, "1"]), offset, "{bad}");
+        assert_eq!(c.q(&["GETBIT", "k", bad]), offset, "{bad}");
+    }
+    let bit = err("ERR bit is not an integer or out of range");
+    for bad in ["-1", "2", "10", "x", "+1", "01"] {
+        assert_eq!(c.q(&["SETBIT", "k", "0", bad]), bit, "{bad}");
+    }
+    assert_eq!(
+        c.q(&["SETBIT", "k"]),
+        err("ERR wrong number of arguments for 'setbit' command")
+    );
+    // proto-max-bulk-len bounds the offset's byte, as in Redis.
+    assert_eq!(c.q(&["CONFIG", "SET", "proto-max-bulk-len", "1mb"]), "OK");
+    assert_eq!(c.q(&["SETBIT", "k", "8388608", "1"]), offset);
+    assert_eq!(c.q(&["GETBIT", "k", "8388608"]), offset);
+    assert_eq!(c.q(&["SETBIT", "k", "8388607", "1"]), int(0));
+    assert_eq!(c.q(&["STRLEN", "k"]), int(1 << 20));
+    drop(c);
+    server.stop();
+}
+
+/// LCS with each option, as Redis 7.0's documentation and unit tests run
+/// it; the replies were taken from redis-server 7.0.15.
+#[test]
+fn lcs() {
+    let server = TestServer::start();
+    let mut c = Conn::new(&server);
+    assert_eq!(c.q(&["MSET", "a", "ohmytext", "b", "mynewtext"]), "OK");
+    assert_eq!(c.q(&["LCS", "a", "b"]), bulk("mytext"));
+    assert_eq!(c.q(&["LCS", "a", "b", "LEN"]), int(6));
+    assert_eq!(c.q(&["LCS", "a", "b", "LEN", "WITHMATCHLEN"]), int(6));
+    assert_eq!(
+        c.q(&["LCS", "a", "b", "IDX"]),
+        "[\"matches\", [[[(integer) 4, (integer) 7], [(integer) 5, (integer) 8]], \
+         [[(integer) 2, (integer) 3], [(integer) 0, (integer) 1]]], \"len\", (integer) 6]"
+    );
+    assert_eq!(
+        c.q(&["LCS", "a", "b", "IDX", "MINMATCHLEN", "4", "WITHMATCHLEN"]),
+        "[\"matches\", [[[(integer) 4, (integer) 7], [(integer) 5, (integer) 8], \
+         (integer) 4]], \"len\", (integer) 6]"
+    );
+    assert_eq!(
+        c.q(&["LCS", "a", "b", "idx", "minmatchlen", "-5", "withmatchlen"]),
+        "[\"matches\", [[[(integer) 4, (integer) 7], [(integer) 5, (integer) 8], \
+         (integer) 4], [[(integer) 2, (integer) 3], [(integer) 0, (integer) 1], \
+         (integer) 2]], \"len\", (integer) 6]"
+    );
+    assert_eq!(c.q(&["LCS", "a", "missing"]), bulk(""));
+    assert_eq!(c.q(&["LCS", "x", "y", "LEN"]), int(0));
+    assert_eq!(
+        c.q(&["LCS", "a", "b", "LEN", "IDX"]),
+        err("ERR If you want both the length and indexes, please just use IDX.")
+    );
+    assert_eq!(c.q(&["LCS", "a", "b", "foo"]), SYNTAX);
+    assert_eq!(c.q(&["LCS", "a", "b", "MINMATCHLEN"]), SYNTAX);
+    assert_eq!(c.q(&["LCS", "a", "b", "MINMATCHLEN", "x"]), NOT_INT);
+    assert_eq!(
+        c.q(&["LCS", "a"]),
+        err("ERR wrong number of arguments for 'lcs' command")
+    );
+    // The table it needs is bounded by proto-max-bulk-len, as in Redis.
+    assert_eq!(c.q(&["CONFIG", "SET", "proto-max-bulk-len", "1mb"]), "OK");
+    let long = "a".repeat(600);
+    assert_eq!(c.q(&["SET", "long", &long]), "OK");
+    assert_eq!(
+        c.q(&["LCS", "long", "long", "LEN"]),
+        err("ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len")
+    );
+    drop(c);
+    server.stop();
+}

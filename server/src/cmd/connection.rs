@@ -140,6 +140,12 @@ fn select(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Reply {
         Ok(i) => i,
         Err(r) => return r,
     };
+    if i32::try_from(index).is_err() {
+        // Redis reads the index as a C int first.
+        return Reply::err(
+            "ERR value is out of range, value must between -2147483648 and 2147483647",
+        );
+    }
     match usize::try_from(index) {
         Ok(i) if i < DATABASES => {
             ctx.client.db = i;

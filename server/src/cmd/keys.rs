@@ -1,6 +1,6 @@
 //! Key commands: DEL, UNLINK, EXISTS, TYPE, the EXPIRE family, TTL and
-//! its kin, PERSIST, KEYS, SCAN, RANDOMKEY, RENAME, RENAMENX, DBSIZE,
-//! FLUSHDB and FLUSHALL, with Redis 7.0's replies and error texts.
+//! its kin, PERSIST, KEYS, SCAN, RANDOMKEY, RENAME, RENAMENX, COPY, MOVE,
+//! DBSIZE, FLUSHDB and FLUSHALL, with Redis 7.0's replies and error texts.
 //!
 //! Every value cairn holds is a string, so TYPE answers `string` or
 //! `none`, and SCAN's TYPE filter keeps everything or nothing.
@@ -17,6 +17,7 @@ use super::{is, mark_dirty, parse_int, store_error, Ctx, Kind, Spec, NO_MULTI};
 use crate::resp::reply::Reply;
 use crate::store::{Ops, DATABASES};
 
+mod copy;
 pub mod glob;
 
 /// A key command's table entry (a shorthand for the table below).
@@ -69,6 +70,15 @@ pub const COMMANDS: &[Spec] = &[
     spec("randomkey", 1, Kind::Read, R, NONE, randomkey),
     spec("rename", 3, Kind::Write, W, (1, 2, 1), rename),
     spec("renamenx", 3, Kind::Write, WF, (1, 2, 1), renamenx),
+    spec(
+        "copy",
+        -3,
+        Kind::Other,
+        &["write", "denyoom"],
+        (1, 2, 1),
+        copy::copy,
+    ),
+    spec("move", 3, Kind::Other, WF, ONE, copy::move_key),
     spec("dbsize", 1, Kind::Read, RF, NONE, dbsize),
     spec("flushdb", -1, Kind::Write, W, NONE, flushdb),
     Spec {
@@ -594,8 +604,9 @@ fn flush_args(args: &[Vec<u8>]) -> Result<(), Reply> {
 }
 
 /// FLUSHDB: deletes every key of the current database, inside the
-/// command's transaction (so inside EXEC too, pending writes included),
-/// and touches every WATCH of it.
+/// command's transaction (so inside EXEC too, pending writes included).
+/// As in Redis, it touches the WATCHes of the keys it deletes, not those
+/// of keys that did not exist.
 fn flushdb(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Reply {
     if let Err(r) = flush_args(args) {
         return r;
@@ -606,13 +617,12 @@ fn flushdb(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Reply {
     for key in &keys {
         tri!(ops.delete(key));
     }
-    ops.touch_all();
     Reply::OK
 }
 
 /// FLUSHALL: opens every database that exists and empties each in its own
 /// transaction (so a crash midway may leave some databases flushed and
-/// others not), touching their WATCHes.
+/// others not), touching the WATCHes of the keys it deletes.
 fn flushall(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Reply {
     if let Err(r) = flush_args(args) {
         return r;
@@ -630,8 +640,8 @@ fn flushall(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Reply {
             db.for_each_key(b"", |key, _| keys.push(key.to_vec()))?;
             for key in &keys {
                 tx.delete(key);
+                store.watch.touch(index, key);
             }
-            store.watch.touch_db(index);
             Ok(())
         });
         mark_dirty(shared, ctx.client, index);

@@ -8,7 +8,9 @@
 //! ([`cairn::MAX_KEY_BYTES`], [`cairn::MAX_VALUE_BYTES`]) are refused with
 //! an error naming the limit; a key too long to be stored reads as missing.
 
+mod bits;
 mod float;
+mod lcs;
 
 use super::{is, parse_int, store_error, wrong_arity, Ctx, Kind, Spec};
 use crate::resp::reply::Reply;
@@ -63,6 +65,9 @@ pub const COMMANDS: &[Spec] = &[
     spec!("decr", 2, Write, ["write", "denyoom", "fast"], decr),
     spec!("incrby", 3, Write, ["write", "denyoom", "fast"], incrby),
     spec!("decrby", 3, Write, ["write", "denyoom", "fast"], decrby),
+    spec!("setbit", 4, Write, ["write", "denyoom"], setbit),
+    spec!("getbit", 3, Read, ["readonly", "fast"], getbit),
+    spec!("lcs", -3, Read, ["readonly"], lcs, 1, 2, 1),
     spec!(
         "incrbyfloat",
         3,
@@ -74,7 +79,7 @@ pub const COMMANDS: &[Spec] = &[
 
 /// Handlers that return [`Res`], wrapped into the table's signature.
 macro_rules! handlers {
-    ($($name:ident => $imp:ident),* $(,)?) => {
+    ($($name:ident => $imp:path),* $(,)?) => {
         $(
             fn $name(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Reply {
                 $imp(ctx, args).unwrap_or_else(|e| e)
@@ -104,6 +109,9 @@ handlers! {
     incrby => incrby_cmd,
     decrby => decrby_cmd,
     incrbyfloat => incrbyfloat_cmd,
+    setbit => bits::setbit_cmd,
+    getbit => bits::getbit_cmd,
+    lcs => lcs::lcs_cmd,
 }
 
 // ---------------------------------------------------------------------------
