@@ -20,6 +20,28 @@ const MAX_BATCH: usize = 1024;
 /// How much the read buffer grows by at a time.
 const READ_CHUNK: usize = 16 << 10;
 
+/// The settings a connection reads on each pass, copied out of the
+/// shared settings without cloning them whole.
+#[derive(Clone, Copy)]
+struct ConnLimits {
+    timeout_secs: u64,
+    proto_max_bulk_len: usize,
+    client_output_buffer_bytes: usize,
+    client_query_buffer_limit: usize,
+}
+
+impl ConnLimits {
+    fn read(shared: &Shared) -> ConnLimits {
+        let c = shared.config.read().unwrap_or_else(|e| e.into_inner());
+        ConnLimits {
+            timeout_secs: c.timeout_secs,
+            proto_max_bulk_len: c.proto_max_bulk_len,
+            client_output_buffer_bytes: c.client_output_buffer_bytes,
+            client_query_buffer_limit: c.client_query_buffer_limit,
+        }
+    }
+}
+
 /// Why a connection's loop ended.
 enum End {
     /// The client closed, QUIT, a protocol error, a kill or a shutdown.
@@ -64,7 +86,7 @@ where
         {
             return End::Done;
         }
-        let config = shared.config();
+        let config = ConnLimits::read(shared);
         if buf.capacity() - buf.len() < READ_CHUNK / 2 {
             buf.reserve(READ_CHUNK);
         }
