@@ -455,10 +455,12 @@ fn redis_benchmark_ping_set_get_no_error_reply() {
     benchmark("ping,set,get", false);
 }
 
+/// With the test above, the issue's `-t ping,set,get,incr,mset`; and
+/// redis-benchmark's CONFIG GET at start must answer.
 #[test]
 #[ignore = "needs the merge: INCR, MSET, CONFIG GET"]
 fn redis_benchmark_incr_mset_no_error_reply() {
-    benchmark("ping,set,get,incr,mset", true);
+    benchmark("incr,mset", true);
 }
 
 /// The Python with redis-py: `$CAIRN_REDIS_PY_VENV/bin/python`; else a
