@@ -4,8 +4,12 @@
 #
 #   benches/sessions-e2e/run.sh [SECONDS] [CONNECTIONS] [REPS]
 #   ONLY=<store> benches/sessions-e2e/run.sh ...   # one store (see src/main.rs), e.g. memory
+#   ONLY=cairn-serve benches/sessions-e2e/run.sh ... # the Redis store on cairn serve
 #
-# Needs wrk and redis-server (installed if missing, with apt-get).
+# Needs wrk and redis-server (installed if missing, with apt-get). The
+# `cairn serve` rows run the same Redis-store app (tower-sessions-redis-store,
+# fred) against `cairn serve` (the release CLI when it has `serve`, else
+# cairn-server's `serve` example), built from the workspace.
 set -euo pipefail
 cd "$(dirname "$0")"
 SECS=${1:-10}
@@ -13,16 +17,29 @@ CONNS=${2:-8}
 REPS=${3:-1}
 PORT=3917
 REDIS_PORT=6390
+CAIRN_SERVE_PORT=6391
 for tool in wrk redis-server; do
   if ! command -v "$tool" >/dev/null 2>&1; then
     apt-get install -y "$tool" >/dev/null 2>&1 || (apt-get update >/dev/null && apt-get install -y "$tool" >/dev/null)
   fi
 done
 cargo build --release --quiet
-BIN=target/release/sessions-e2e
+TARGET=${CARGO_TARGET_DIR:-target}
+BIN=$TARGET/release/sessions-e2e
+# cairn serve, from the workspace (its own target directory).
+WS_TARGET=${CARGO_TARGET_DIR:-$(cd ../.. && pwd)/target}
+(cd ../.. && cargo build --release --quiet -p cairn-server --example serve && cargo build --release --quiet -p cairn-cli)
+if "$WS_TARGET/release/cairn" serve --help >/dev/null 2>&1; then
+  CAIRN_SERVE=("$WS_TARGET/release/cairn" serve)
+  cairn_serve_args() { echo "$1 --port $2 --sync $3"; }
+else
+  CAIRN_SERVE=("$WS_TARGET/release/examples/serve")
+  cairn_serve_args() { echo "$1 $2 $3"; }
+fi
 WORK=$(mktemp -d)
 SERVER_PID=
-trap '[ -n "$SERVER_PID" ] && kill $SERVER_PID 2>/dev/null; redis-cli -p $REDIS_PORT shutdown nosave >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
+CAIRN_SERVE_PID=
+trap '[ -n "$SERVER_PID" ] && kill $SERVER_PID 2>/dev/null; [ -n "$CAIRN_SERVE_PID" ] && kill $CAIRN_SERVE_PID 2>/dev/null; redis-cli -p $REDIS_PORT shutdown nosave >/dev/null 2>&1 || true; rm -rf "$WORK"' EXIT
 
 start_redis() { # $1: appendfsync
   redis-cli -p $REDIS_PORT shutdown nosave >/dev/null 2>&1 || true
@@ -34,10 +51,29 @@ start_redis() { # $1: appendfsync
   echo "redis did not start" >&2; exit 1
 }
 
-run_one() { # $1 label, $2 store arg
+start_cairn_serve() { # $1: always|everysec
+  stop_cairn_serve
+  rm -rf "$WORK/cairn-serve" && mkdir -p "$WORK/cairn-serve"
+  # shellcheck disable=SC2046
+  "${CAIRN_SERVE[@]}" $(cairn_serve_args "$WORK/cairn-serve/data" $CAIRN_SERVE_PORT "$1") \
+    2>"$WORK/cairn-serve.log" &
+  CAIRN_SERVE_PID=$!
+  for _ in $(seq 100); do redis-cli -p $CAIRN_SERVE_PORT ping >/dev/null 2>&1 && return; sleep 0.1; done
+  echo "cairn serve did not start:" >&2; cat "$WORK/cairn-serve.log" >&2; exit 1
+}
+
+stop_cairn_serve() {
+  if [ -n "$CAIRN_SERVE_PID" ]; then
+    kill "$CAIRN_SERVE_PID" 2>/dev/null || true
+    wait "$CAIRN_SERVE_PID" 2>/dev/null || true
+    CAIRN_SERVE_PID=
+  fi
+}
+
+run_one() { # $1 label, $2 store arg, $3 the Redis port for the `redis` store
   local dir="$WORK/data-$1"
   rm -rf "$dir" && mkdir -p "$dir"
-  REDIS_PORT=$REDIS_PORT $BIN "$2" $PORT "$dir" > "$WORK/server.log" 2>&1 &
+  REDIS_PORT=${3:-$REDIS_PORT} $BIN "$2" $PORT "$dir" > "$WORK/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 200); do grep -q listening "$WORK/server.log" 2>/dev/null && break; sleep 0.05; done
   if ! grep -q listening "$WORK/server.log"; then
@@ -62,14 +98,28 @@ echo "| store (durability) | requests/s | p50 | p99 | non-2xx | socket errors |"
 echo "|---|---:|---:|---:|---:|---|"
 ONLY=${ONLY:-}
 for rep in $(seq "$REPS"); do
+  if [ "$ONLY" = cairn-serve ]; then
+    start_cairn_serve always
+    run_one "cairn serve --sync always (Redis store, fred)" redis $CAIRN_SERVE_PORT
+    start_cairn_serve everysec
+    run_one "cairn serve --sync everysec (Redis store, fred)" redis $CAIRN_SERVE_PORT
+    stop_cairn_serve
+    continue
+  fi
   if [ -n "$ONLY" ]; then run_one "$ONLY" "$ONLY"; continue; fi
   run_one "in memory (MemoryStore, not durable)" memory
   run_one "cairn, SyncPolicy::Always" cairn-always
   start_redis always
   run_one "Redis, appendfsync always" redis
+  start_cairn_serve always
+  run_one "cairn serve --sync always (Redis store, fred)" redis $CAIRN_SERVE_PORT
+  stop_cairn_serve
   run_one "SQLite WAL, synchronous=FULL" sqlite-full
   run_one "cairn, SyncPolicy::EveryMillis(1000)" cairn-everysec
   start_redis everysec
   run_one "Redis, appendfsync everysec" redis
+  start_cairn_serve everysec
+  run_one "cairn serve --sync everysec (Redis store, fred)" redis $CAIRN_SERVE_PORT
+  stop_cairn_serve
   run_one "SQLite WAL, synchronous=NORMAL" sqlite-normal
 done
