@@ -25,6 +25,12 @@ pub struct Store {
     open_lock: Mutex<()>,
     /// WATCH's versions of watched keys.
     pub watch: WatchTable,
+    /// Per database: write transactions begun, counted before they append.
+    begun: [AtomicU64; DATABASES],
+    /// Per database: write transactions finished (committed or not).
+    finished: [AtomicU64; DATABASES],
+    /// Per database: the `finished` count a completed sync covered.
+    synced: [AtomicU64; DATABASES],
     /// Set when a write or an fsync failed (INFO's
     /// `aof_last_write_status:err`): the store is poisoned from then on.
     pub write_failed: AtomicBool,
@@ -53,6 +59,9 @@ impl Store {
             dbs: std::array::from_fn(|_| OnceLock::new()),
             open_lock: Mutex::new(()),
             watch: WatchTable::default(),
+            begun: std::array::from_fn(|_| AtomicU64::new(0)),
+            finished: std::array::from_fn(|_| AtomicU64::new(0)),
+            synced: std::array::from_fn(|_| AtomicU64::new(0)),
             write_failed: AtomicBool::new(false),
             bgsave: BgSave::default(),
         }
@@ -81,6 +90,41 @@ impl Store {
         }
         let db = self.root.keyspace(&format!("db{index}"))?;
         Ok(cell.get_or_init(|| db))
+    }
+
+    /// Runs `f` as a write transaction of database `index` with its fsync
+    /// deferred (the connection waits for the [`Syncer`] instead), counted
+    /// so that readers can tell whether what they read may not be durable
+    /// yet ([`Store::may_be_unsynced`]).
+    ///
+    /// # Errors
+    /// Those of opening the database and of [`cairn::Db::transaction`].
+    pub fn write_txn<R>(
+        &self,
+        index: usize,
+        f: impl FnOnce(&mut Txn<'_>, &Db) -> Result<R, cairn::Error>,
+    ) -> Result<R, cairn::Error> {
+        let db = self.db(index)?;
+        let i = index % DATABASES;
+        // Counted before anything is appended: a reader that sees this
+        // transaction's writes sees this count too.
+        self.begun[i].fetch_add(1, Ordering::SeqCst);
+        let r = db.transaction(|tx| {
+            tx.defer_sync();
+            f(tx, db)
+        });
+        self.finished[i].fetch_add(1, Ordering::SeqCst);
+        r
+    }
+
+    /// Whether database `index` may hold writes that are not durable yet:
+    /// a write transaction began that no completed sync covers. A reader
+    /// under `--sync always` that finds this waits for the group commit
+    /// before it replies, so that, as in Redis, no client is shown a write
+    /// before it is durable.
+    pub fn may_be_unsynced(&self, index: usize) -> bool {
+        let i = index % DATABASES;
+        self.begun[i].load(Ordering::SeqCst) > self.synced[i].load(Ordering::SeqCst)
     }
 
     /// Database `index` if it has been opened, without creating it.
@@ -178,6 +222,20 @@ pub trait Ops {
     }
 }
 
+/// A key longer than cairn stores cannot exist: a read of one finds
+/// nothing, as a read of any missing key does in Redis (which has no such
+/// limit), instead of failing the command (and, in a pipeline group or
+/// EXEC, leaving the writes before it).
+fn missing_if_too_long<T>(
+    key: &[u8],
+    read: impl FnOnce(&[u8]) -> Result<Option<T>, cairn::Error>,
+) -> Result<Option<T>, cairn::Error> {
+    if key.len() > cairn::MAX_KEY_BYTES as usize {
+        return Ok(None);
+    }
+    read(key)
+}
+
 /// Reads straight from a database (read-only commands outside MULTI).
 pub struct DbOps<'a> {
     /// The database.
@@ -189,10 +247,13 @@ impl Ops for DbOps<'_> {
         unix_ms()
     }
     fn get(&mut self, key: &[u8]) -> Result<Option<Entry>, cairn::Error> {
-        self.db.get_with_expiry(key)
+        missing_if_too_long(key, |k| self.db.get_with_expiry(k))
     }
     fn exists(&mut self, key: &[u8]) -> Result<bool, cairn::Error> {
-        self.db.contains_key(key)
+        Ok(
+            missing_if_too_long(key, |k| self.db.contains_key(k).map(|b| b.then_some(())))?
+                .is_some(),
+        )
     }
     fn put(&mut self, _: &[u8], _: &[u8], _: Option<u64>) -> Result<(), cairn::Error> {
         Err(cairn::Error::ReadOnly)
@@ -224,7 +285,7 @@ impl Ops for TxnOps<'_, '_> {
         self.tx.now_unix_ms()
     }
     fn get(&mut self, key: &[u8]) -> Result<Option<Entry>, cairn::Error> {
-        self.tx.get_with_expiry(key)
+        missing_if_too_long(key, |k| self.tx.get_with_expiry(k))
     }
     fn put(
         &mut self,
@@ -390,10 +451,15 @@ fn run_syncer(store: &Store, rx: &mpsc::Receiver<SyncRequest>) {
         let mut result = Ok(());
         for i in (0..DATABASES).filter(|i| mask & (1 << i) != 0) {
             if let Some(db) = store.opened(i) {
+                // Every transaction finished by now has appended; the
+                // sync below covers it.
+                let finished = store.finished[i].load(Ordering::SeqCst);
                 if let Err(e) = db.sync() {
                     log::error!("fsync of database {i} failed: {e}");
                     store.write_failed.store(true, Ordering::Release);
                     result = Err(format!("fsync of database {i} failed: {e}"));
+                } else {
+                    store.synced[i].fetch_max(finished, Ordering::SeqCst);
                 }
             }
         }

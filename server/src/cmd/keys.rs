@@ -631,11 +631,10 @@ fn flushall(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Reply {
     let store = &shared.store;
     tri!(store.open_existing());
     for index in 0..DATABASES {
-        let Some(db) = store.opened(index) else {
+        if store.opened(index).is_none() {
             continue;
-        };
-        let result = db.transaction(|tx| {
-            tx.defer_sync();
+        }
+        let result = store.write_txn(index, |tx, db| {
             let mut keys = Vec::new();
             db.for_each_key(b"", |key, _| keys.push(key.to_vec()))?;
             for key in &keys {

@@ -258,14 +258,17 @@ pub fn execute_batch(
     i
 }
 
+/// Runs a run of write commands in one transaction. When one of them
+/// fails, or the commit does (a key or value cairn refuses), the group's
+/// writes are dropped and each command runs again on its own, so that one
+/// bad command fails alone, as in Redis.
 fn run_write_group(shared: &Shared, client: &mut Client, group: &[Vec<Vec<u8>>]) -> Vec<Reply> {
     let index = client.db;
-    let db = match shared.store.db(index) {
-        Ok(db) => db,
-        Err(e) => return vec![store_error(&e); group.len()],
-    };
-    let result = db.transaction(|tx| {
-        tx.defer_sync();
+    if let Err(e) = shared.store.db(index) {
+        return vec![store_error(&e); group.len()];
+    }
+    let mut one_failed = false;
+    let result = shared.store.write_txn(index, |tx, db| {
         let mut ops = TxnOps {
             tx,
             db,
@@ -285,12 +288,45 @@ fn run_write_group(shared: &Shared, client: &mut Client, group: &[Vec<Vec<u8>>])
                 ),
                 None => Reply::err("ERR internal error: not a write command"),
             };
+            if reply.is_error() {
+                one_failed = true;
+                return Err(cairn::Error::InvalidOptions(String::new()));
+            }
             replies.push(reply);
         }
         Ok(replies)
     });
     mark_dirty(shared, client, index);
-    result.unwrap_or_else(|e| vec![store_error(&e); group.len()])
+    match result {
+        Ok(replies) => replies,
+        Err(e) if !one_failed && is_store_failure(&e) => {
+            note_write_failure(shared, &e);
+            vec![store_error(&e); group.len()]
+        }
+        Err(_) => group
+            .iter()
+            .map(|args| match groupable(client, args) {
+                Some(spec) => run_write(shared, client, spec, args),
+                None => Reply::err("ERR internal error: not a write command"),
+            })
+            .collect(),
+    }
+}
+
+/// Whether `e` means the store cannot write (I/O, poisoned), as opposed
+/// to a write it refuses.
+fn is_store_failure(e: &cairn::Error) -> bool {
+    matches!(e, cairn::Error::Poisoned { .. } | cairn::Error::Io(_))
+}
+
+/// Records a failed write for INFO's `aof_last_write_status`.
+fn note_write_failure(shared: &Shared, e: &cairn::Error) {
+    if is_store_failure(e) {
+        shared
+            .store
+            .write_failed
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
 }
 
 /// Commands whose first argument is a subcommand, shown as `name|sub` in
@@ -379,14 +415,21 @@ pub fn run(shared: &Shared, client: &mut Client, spec: &Spec, args: &[Vec<u8>]) 
                 inner: DbOps { db },
                 stats: &shared.stats,
             };
-            (spec.handler)(
+            let reply = (spec.handler)(
                 &mut Ctx {
                     shared,
-                    client,
+                    client: &mut *client,
                     ops: Some(&mut ops),
                 },
                 args,
-            )
+            );
+            // What it read may be a write whose fsync has not finished:
+            // the reply waits for the group commit, as it would in Redis.
+            let index = client.db;
+            if shared.sync_mode() == SyncMode::Always && shared.store.may_be_unsynced(index) {
+                client.dirty |= 1 << index;
+            }
+            reply
         }
         Kind::Write => run_write(shared, client, spec, args),
     }
@@ -444,13 +487,11 @@ impl Ops for CountingOps<'_> {
 
 fn run_write(shared: &Shared, client: &mut Client, spec: &Spec, args: &[Vec<u8>]) -> Reply {
     let index = client.db;
-    let db = match shared.store.db(index) {
-        Ok(db) => db,
-        Err(e) => return store_error(&e),
-    };
+    if let Err(e) = shared.store.db(index) {
+        return store_error(&e);
+    }
     let mut failed: Option<Reply> = None;
-    let result = db.transaction(|tx| {
-        tx.defer_sync();
+    let result = shared.store.write_txn(index, |tx, db| {
         let mut ops = TxnOps {
             tx,
             db,

@@ -92,27 +92,31 @@ fn watch(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Reply {
         return Reply::err("ERR WATCH inside MULTI is not allowed");
     }
     let index = ctx.client.db;
-    let db = match ctx.shared.store.db(index) {
-        Ok(db) => db,
-        Err(e) => return store_error(&e),
-    };
-    for key in &args[1..] {
-        if ctx
-            .client
-            .watched
-            .iter()
-            .any(|(d, k, _, _)| *d == index && k == key)
-        {
-            continue;
+    let shared = ctx.shared;
+    let client = &mut *ctx.client;
+    // Registered under the writer lock (a transaction that writes
+    // nothing): a writer that has already written one of the keys but not
+    // yet committed holds that lock, so the watch waits for it and then
+    // reads its write; every writer after it bumps the version.
+    let result = shared.store.write_txn(index, |tx, _| {
+        for key in &args[1..] {
+            if client
+                .watched
+                .iter()
+                .any(|(d, k, _, _)| *d == index && k == key)
+            {
+                continue;
+            }
+            let version = shared.store.watch.watch(index, key);
+            let live = key.len() <= cairn::MAX_KEY_BYTES as usize && tx.get(key)?.is_some();
+            client.watched.push((index, key.clone(), version, live));
         }
-        let version = ctx.shared.store.watch.watch(index, key);
-        let live = match db.contains_key(key) {
-            Ok(l) => l,
-            Err(e) => return store_error(&e),
-        };
-        ctx.client.watched.push((index, key.clone(), version, live));
+        Ok(())
+    });
+    match result {
+        Ok(()) => Reply::OK,
+        Err(e) => store_error(&e),
     }
-    Reply::OK
 }
 
 fn unwatch(ctx: &mut Ctx<'_>, _: &[Vec<u8>]) -> Reply {
@@ -130,17 +134,13 @@ fn exec(ctx: &mut Ctx<'_>, _: &[Vec<u8>]) -> Reply {
     }
     let index = ctx.client.db;
     let shared = ctx.shared;
-    let db = match shared.store.db(index) {
-        Ok(db) => db,
-        Err(e) => {
-            ctx.client.unwatch_all(shared);
-            return store_error(&e);
-        }
-    };
+    if let Err(e) = shared.store.db(index) {
+        ctx.client.unwatch_all(shared);
+        return store_error(&e);
+    }
     let client = &mut *ctx.client;
     let watched = client.watched.clone();
-    let result = db.transaction(|tx| {
-        tx.defer_sync();
+    let result = shared.store.write_txn(index, |tx, db| {
         let mut ops = TxnOps {
             tx,
             db,
@@ -149,7 +149,14 @@ fn exec(ctx: &mut Ctx<'_>, _: &[Vec<u8>]) -> Reply {
         };
         for (d, key, version, live) in &watched {
             let touched = shared.store.watch.version(*d, key) != *version;
-            let gone = *live && *d == index && !ops.exists(key)?;
+            let gone = *live
+                && if *d == index {
+                    !ops.exists(key)?
+                } else {
+                    // Another database: its own writer lock is not held, but
+                    // a key that expired there is still seen as gone.
+                    !shared.store.db(*d)?.contains_key(key)?
+                };
             if touched || gone {
                 return Ok(Reply::NilArray);
             }

@@ -139,6 +139,14 @@ const PARAMS: &[Param] = &[
         name: "requirepass",
         get: |c, _| c.requirepass.clone().unwrap_or_default(),
         set: Some(|c, v| {
+            // Protected mode holds at run time too: a server listening
+            // beyond loopback keeps a password.
+            if v.is_empty() && c.bind.iter().any(|a| !a.is_loopback()) {
+                return Err(
+                    "cairn listens on a non-loopback address; it cannot run without a password"
+                        .into(),
+                );
+            }
             c.requirepass = (!v.is_empty()).then(|| v.to_string());
             Ok(())
         }),

@@ -51,10 +51,9 @@ fn in_db<R>(
     f: impl FnOnce(&mut dyn Ops) -> Result<R, Reply>,
 ) -> Result<R, Reply> {
     let shared = ctx.shared;
-    let db = shared.store.db(index).map_err(|e| store_error(&e))?;
+    shared.store.db(index).map_err(|e| store_error(&e))?;
     let mut failed = None;
-    let result = db.transaction(|tx| {
-        tx.defer_sync();
+    let result = shared.store.write_txn(index, |tx, db| {
         let mut ops = TxnOps {
             tx,
             db,
