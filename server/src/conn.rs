@@ -116,6 +116,9 @@ where
             max_bulk_len: config.proto_max_bulk_len,
             ..Limits::default()
         };
+        // Busy until its replies are ready: a group commit round starting
+        // meanwhile waits a little for this connection's writes.
+        let busy = shared.syncer.busy();
         let mut pos = 0;
         let mut close = false;
         let mut batch = Vec::new();
@@ -153,6 +156,7 @@ where
                 done += cmd::execute_batch(shared, client, &batch[done..], &mut out, bound);
                 // Past the bound, the client must read before more run.
                 if out.len() >= bound {
+                    let _idle = shared.syncer.idle_while(&busy);
                     if let Err(e) = flush(stream, shared, client, &mut out).await {
                         return e;
                     }
@@ -176,6 +180,7 @@ where
             );
             close = true;
         }
+        drop(busy);
         if let Err(e) = flush(stream, shared, client, &mut out).await {
             return e;
         }

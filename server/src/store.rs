@@ -408,7 +408,11 @@ type SyncRequest = (u32, tokio::sync::oneshot::Sender<Result<(), String>>);
 #[derive(Clone)]
 pub struct Syncer {
     requests: mpsc::Sender<SyncRequest>,
+    busy: Arc<AtomicUsize>,
 }
+
+/// The longest a round waits for busy connections to join it.
+const MAX_GATHER: std::time::Duration = std::time::Duration::from_micros(500);
 
 impl Syncer {
     /// Starts the syncer thread over `store`. It stops when every
@@ -418,10 +422,20 @@ impl Syncer {
     /// When the thread cannot be spawned.
     pub fn start(store: Arc<Store>) -> std::io::Result<Syncer> {
         let (tx, rx) = mpsc::channel::<SyncRequest>();
+        let busy = Arc::new(AtomicUsize::new(0));
+        let busy2 = busy.clone();
         std::thread::Builder::new()
             .name("cairn-syncer".into())
-            .spawn(move || run_syncer(&store, &rx))?;
-        Ok(Syncer { requests: tx })
+            .spawn(move || run_syncer(&store, &rx, &busy2))?;
+        Ok(Syncer { requests: tx, busy })
+    }
+
+    /// Marks a connection as running commands it read (until the guard
+    /// drops): a round of the group commit that starts meanwhile waits a
+    /// little for it, so that one fsync covers more connections.
+    pub fn busy(&self) -> BusyGuard {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        BusyGuard(self.busy.clone())
     }
 
     /// Waits until every write made so far to the databases in `mask` (bit
@@ -440,14 +454,62 @@ impl Syncer {
     }
 }
 
-fn run_syncer(store: &Store, rx: &mpsc::Receiver<SyncRequest>) {
+/// See [`Syncer::busy`].
+pub struct BusyGuard(Arc<AtomicUsize>);
+
+/// See [`Syncer::idle_while`].
+pub struct IdleGuard(Arc<AtomicUsize>);
+
+impl Drop for IdleGuard {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+impl Syncer {
+    /// Counts a busy connection as idle until the guard drops: while it
+    /// waits for a mid-batch flush (its own group commit among them).
+    pub fn idle_while(&self, busy: &BusyGuard) -> IdleGuard {
+        busy.0.fetch_sub(1, Ordering::AcqRel);
+        IdleGuard(busy.0.clone())
+    }
+}
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+fn run_syncer(store: &Store, rx: &mpsc::Receiver<SyncRequest>, busy: &AtomicUsize) {
+    // How long the last fsync took: a round waits at most that long (and
+    // at most MAX_GATHER) for busy connections, as PostgreSQL's
+    // commit_delay does, so that waiting never costs more than the fsync
+    // it saves.
+    let mut last_fsync = std::time::Duration::ZERO;
     while let Ok(first) = rx.recv() {
         let mut mask = first.0;
         let mut waiters = vec![first.1];
-        while let Ok((m, w)) = rx.try_recv() {
-            mask |= m;
-            waiters.push(w);
+        let started = std::time::Instant::now();
+        let gather = last_fsync.min(MAX_GATHER);
+        loop {
+            while let Ok((m, w)) = rx.try_recv() {
+                mask |= m;
+                waiters.push(w);
+            }
+            let waited = started.elapsed();
+            if busy.load(Ordering::Acquire) == 0 || waited >= gather {
+                break;
+            }
+            match rx.recv_timeout(gather - waited) {
+                Ok((m, w)) => {
+                    mask |= m;
+                    waiters.push(w);
+                }
+                Err(_) => break,
+            }
         }
+        let fsync_started = std::time::Instant::now();
         let mut result = Ok(());
         for i in (0..DATABASES).filter(|i| mask & (1 << i) != 0) {
             if let Some(db) = store.opened(i) {
@@ -463,6 +525,7 @@ fn run_syncer(store: &Store, rx: &mpsc::Receiver<SyncRequest>) {
                 }
             }
         }
+        last_fsync = fsync_started.elapsed();
         for w in waiters {
             let _ = w.send(result.clone());
         }
