@@ -244,6 +244,9 @@ impl Core {
             .all_bytes(vfs)
             .map_err(Error::Io)
             .and_then(|bytes| recovery::scan_and_write_hint(vfs, &self.dir, id, &bytes));
+        // The scan read every page of the segment through its map: let them
+        // go from this process's resident memory (they stay cached).
+        seg.release_resident();
         match result {
             Ok(n) => self.note_hint(id, n),
             Err(e) => log::warn!("could not write the hint of segment {id}: {e}"),

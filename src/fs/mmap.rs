@@ -52,6 +52,33 @@ impl Map {
     pub(crate) fn bytes(&self) -> &[u8] {
         &self.inner
     }
+
+    /// Drops this process's page-table entries for the whole map
+    /// (`MADV_DONTNEED`), so that pages read once for a scan (the hint
+    /// writer reads every byte of a newly sealed segment) stop counting in
+    /// the process's resident memory. The pages stay in the page cache; the
+    /// next read through the map faults them in again, with the same bytes.
+    pub(crate) fn release_resident(&self) {
+        #[cfg(unix)]
+        {
+            // SAFETY: this is a read-only, shared (MAP_SHARED) map of a
+            // sealed segment, which cairn never modifies (see the module's
+            // SAFETY argument). For such a map, MADV_DONTNEED only removes
+            // the page-table entries: a later access, from any thread and
+            // through any borrow of `bytes()`, faults in the page again
+            // from the page cache or the file, with exactly the bytes it had.
+            // (The zero-fill MADV_DONTNEED is known for applies to private
+            // and anonymous maps only.) No byte a reader can see changes.
+            #[allow(unsafe_code)]
+            let r = unsafe {
+                self.inner
+                    .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+            };
+            if let Err(e) = r {
+                log::debug!("madvise(DONTNEED) of a sealed segment failed: {e}");
+            }
+        }
+    }
 }
 
 /// Asks the C allocator to return free heap pages to the OS.

@@ -105,6 +105,14 @@ impl Segment {
         }
     }
 
+    /// Lets the pages of a mapped segment that a full scan made resident go
+    /// (see `Map::release_resident`); nothing for a segment read with pread.
+    pub(crate) fn release_resident(&self) {
+        if let Source::Mapped(m) = &self.source {
+            m.release_resident();
+        }
+    }
+
     /// The whole segment's bytes, read through the file this reader holds
     /// (never by name: the file may have been deleted since it was opened).
     pub(crate) fn read_all(&self) -> io::Result<Vec<u8>> {
