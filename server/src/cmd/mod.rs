@@ -44,6 +44,25 @@ pub const NO_MULTI: u8 = 2;
 /// Runs at once inside MULTI instead of being queued (EXEC, DISCARD, MULTI,
 /// WATCH, QUIT, RESET).
 pub const NOT_QUEUED: u8 = 4;
+/// May run long (it walks every key, or copies a large value): the
+/// connection runs a batch holding it off the runtime's worker threads, so
+/// that other clients are still served meanwhile.
+pub const HEAVY: u8 = 8;
+
+/// The reply to a failed commit, noting an I/O failure for INFO's
+/// `aof_last_write_status` (as a single write does).
+pub fn commit_error(shared: &Shared, e: &cairn::Error) -> Reply {
+    if matches!(e, cairn::Error::Poisoned { .. } | cairn::Error::Io(_)) {
+        shared.store.write_failed.store(true, Ordering::Release);
+    }
+    store_error(e)
+}
+
+/// `spec` with the [`HEAVY`] flag added.
+pub const fn heavy(mut spec: Spec) -> Spec {
+    spec.flags |= HEAVY;
+    spec
+}
 
 /// One entry of the command table.
 #[derive(Clone, Copy, Debug)]
@@ -55,7 +74,7 @@ pub struct Spec {
     pub arity: i32,
     /// How it touches the data.
     pub kind: Kind,
-    /// [`NO_AUTH`], [`NO_MULTI`], [`NOT_QUEUED`].
+    /// [`NO_AUTH`], [`NO_MULTI`], [`NOT_QUEUED`], [`HEAVY`].
     pub flags: u8,
     /// Redis's command flags, for COMMAND INFO (`write`, `readonly`,
     /// `fast`…).
@@ -290,7 +309,7 @@ fn run_write_group(shared: &Shared, client: &mut Client, group: &[Vec<Vec<u8>>])
         Ok(replies)
     });
     mark_dirty(shared, client, index);
-    result.unwrap_or_else(|e| vec![store_error(&e); group.len()])
+    result.unwrap_or_else(|e| vec![commit_error(shared, &e); group.len()])
 }
 
 /// Commands whose first argument is a subcommand, shown as `name|sub` in
