@@ -1057,3 +1057,26 @@ fn shutdown_stops_the_server_and_the_data_survives() {
     drop(c);
     server.stop();
 }
+
+/// The reply to a failed commit (a write group, EXEC, FLUSHALL) notes an
+/// I/O failure for INFO's `aof_last_write_status`, and only an I/O one.
+#[test]
+fn a_failed_commit_sets_aof_last_write_status() {
+    let server = TestServer::start();
+    let mut c = server.client();
+    let status = |c: &mut redis::Connection| -> String {
+        let text: String = q(c, &["INFO", "persistence"]).expect("info");
+        text.lines()
+            .find_map(|l| l.strip_prefix("aof_last_write_status:"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let refused = cairn::Error::InvalidOptions("not an I/O failure".into());
+    let reply = cairn_server::cmd::commit_error(&server.shared, &refused);
+    assert!(reply.is_error());
+    assert_eq!(status(&mut c), "ok");
+    let io = cairn::Error::Io(std::io::Error::other("disk gone"));
+    let reply = cairn_server::cmd::commit_error(&server.shared, &io);
+    assert!(reply.is_error());
+    assert_eq!(status(&mut c), "err");
+}
