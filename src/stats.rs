@@ -22,6 +22,10 @@ pub struct SegmentStats {
 pub struct Stats {
     /// Keys that are present and not expired.
     pub live_keys: u64,
+    /// Keys in the index that carry an expiry (a TTL), expired ones the
+    /// sweep has not removed yet included: a counter kept as keys are
+    /// written, so reading it walks no key.
+    pub keys_with_expiry: u64,
     /// Bytes of the records that hold the live keys' current values
     /// (headers, keys and values). Expired records that the sweep has not
     /// yet removed are still counted here.

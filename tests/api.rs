@@ -350,6 +350,27 @@ fn stats_track_writes() {
 }
 
 #[test]
+fn stats_count_keys_with_expiry() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(1_000_000);
+    let db = open_with_clock(t.path(), &clock);
+    db.put("plain", "v").expect("put");
+    db.put_with_ttl("a", "v", Duration::from_secs(10))
+        .expect("put");
+    db.put_with_ttl("b", "v", Duration::from_secs(100))
+        .expect("put");
+    assert_eq!(db.stats().keys_with_expiry, 2);
+    db.put("a", "w").expect("put clears a's expiry");
+    assert_eq!(db.stats().keys_with_expiry, 1);
+    db.put_with_ttl("plain", "v", Duration::from_secs(5))
+        .expect("put");
+    db.delete("b").expect("delete");
+    let s = db.stats();
+    assert_eq!(s.keys_with_expiry, 1);
+    assert_eq!(s.live_keys, 2);
+}
+
+#[test]
 fn invalid_options_are_rejected() {
     let t = tempfile::tempdir().expect("tempdir");
     assert!(matches!(

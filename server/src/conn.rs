@@ -17,6 +17,10 @@ use crate::state::{Client, Shared};
 /// arguments beyond the read buffer itself.
 const MAX_BATCH: usize = 1024;
 
+/// Arguments past this many bytes in one batch make it [heavy](is_heavy):
+/// copying and storing them takes long enough to stall other clients.
+const HEAVY_BATCH_BYTES: usize = 1 << 20;
+
 /// How much the read buffer grows by at a time.
 const READ_CHUNK: usize = 16 << 10;
 
@@ -153,7 +157,13 @@ where
             let mut done = 0;
             while done < batch.len() && !client.closing {
                 let bound = config.client_output_buffer_bytes;
-                done += cmd::execute_batch(shared, client, &batch[done..], &mut out, bound);
+                let rest = &batch[done..];
+                let mut step = || cmd::execute_batch(shared, client, rest, &mut out, bound);
+                done += if is_heavy(rest) {
+                    off_worker(step)
+                } else {
+                    step()
+                };
                 // Past the bound, the client must read before more run.
                 if out.len() >= bound {
                     let _idle = shared.syncer.idle_while(&busy);
@@ -190,6 +200,34 @@ where
         if buf.is_empty() && buf.capacity() > 4 * READ_CHUNK {
             buf = Vec::with_capacity(READ_CHUNK);
         }
+    }
+}
+
+/// Whether running `batch` may take long: it holds a [`cmd::HEAVY`]
+/// command (one that walks every key or copies a whole value, or EXEC,
+/// whose queue may hold one), or its arguments total more than
+/// [`HEAVY_BATCH_BYTES`].
+fn is_heavy(batch: &[Vec<Vec<u8>>]) -> bool {
+    let mut bytes = 0usize;
+    for args in batch {
+        let Some(name) = args.first() else { continue };
+        if cmd::lookup(name).is_some_and(|s| s.flags & cmd::HEAVY != 0) {
+            return true;
+        }
+        bytes = args.iter().fold(bytes, |n, a| n.saturating_add(a.len()));
+    }
+    bytes > HEAVY_BATCH_BYTES
+}
+
+/// Runs `f`, which may take long, without holding up the other tasks of
+/// this worker thread: on a multi-threaded runtime the thread hands its
+/// queue to another before `f` runs ([`tokio::task::block_in_place`]). On
+/// a current-thread runtime, where that is not possible, `f` just runs.
+fn off_worker<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
@@ -286,4 +324,76 @@ where
         pos += n;
     }
     stream.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(words: &[&[u8]]) -> Vec<Vec<u8>> {
+        words.iter().map(|w| w.to_vec()).collect()
+    }
+
+    #[test]
+    fn heavy_batches() {
+        let small = args(&[b"SET", b"k", b"v"]);
+        assert!(!is_heavy(&[small.clone(), args(&[b"get", b"k"])]));
+        assert!(is_heavy(&[small.clone(), args(&[b"keys", b"*"])]));
+        assert!(is_heavy(&[args(&[b"FlushAll"])]));
+        assert!(is_heavy(&[args(&[b"exec"])]));
+        assert!(!is_heavy(&[args(&[b"nosuchcommand"])]));
+        // Size alone: one big argument, or many that add up.
+        let big = vec![b'x'; HEAVY_BATCH_BYTES + 1];
+        assert!(is_heavy(&[args(&[b"SET", b"k", &big])]));
+        let part = vec![b'x'; HEAVY_BATCH_BYTES / 4];
+        let four = vec![args(&[b"SET", b"k", &part]); 4];
+        assert!(is_heavy(&four));
+        assert!(!is_heavy(&four[..3]));
+    }
+
+    #[test]
+    fn long_commands_are_flagged_heavy() {
+        let flagged =
+            |name: &str| cmd::lookup(name.as_bytes()).is_some_and(|s| s.flags & cmd::HEAVY != 0);
+        for name in [
+            "keys",
+            "scan",
+            "randomkey",
+            "dbsize",
+            "flushdb",
+            "flushall",
+            "info",
+            "lcs",
+            "setrange",
+            "append",
+            "getrange",
+            "setbit",
+            "copy",
+            "move",
+            "rename",
+            "save",
+            "shutdown",
+            "exec",
+        ] {
+            assert!(flagged(name), "{name}");
+        }
+        for name in ["get", "set", "mget", "mset", "incr", "del", "ping", "multi"] {
+            assert!(!flagged(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn off_worker_runs_on_any_runtime() {
+        assert_eq!(off_worker(|| 1), 1);
+        let current = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        assert_eq!(current.block_on(async { off_worker(|| 2) }), 2);
+        let multi = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .expect("runtime");
+        let r = multi.block_on(async { tokio::spawn(async { off_worker(|| 3) }).await });
+        assert_eq!(r.ok(), Some(3));
+    }
 }

@@ -124,6 +124,7 @@ impl Core {
         let seg = lock(&self.seg_stats).clone();
         let mut st = Stats {
             live_keys: self.keydir.live_len(now),
+            keys_with_expiry: self.keydir.ttl_len(),
             segments: seg.len() as u64,
             expired_keys_removed: self.expired_removed.load(Ordering::Relaxed),
             bytes_written: self.bytes_written.load(Ordering::Relaxed),

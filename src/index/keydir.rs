@@ -498,6 +498,14 @@ impl KeyDir {
         n
     }
 
+    /// Entries that carry an expiry, expired or not: the shards' counters,
+    /// no walk.
+    pub(crate) fn ttl_len(&self) -> u64 {
+        (0..SHARDS)
+            .map(|i| self.read_shard(i).ttl_keys as u64)
+            .sum()
+    }
+
     /// Total entries, expired or not.
     pub(crate) fn raw_len(&self) -> u64 {
         (0..SHARDS).map(|i| self.read_shard(i).len() as u64).sum()
@@ -566,10 +574,13 @@ mod tests {
         assert_eq!(kd.live_len(10), 3);
         assert_eq!(kd.live_len(60), 2);
         assert_eq!(kd.live_len(100), 1);
+        assert_eq!(kd.ttl_len(), 2);
         kd.insert(b"a", e(4, 0));
         assert_eq!(kd.live_len(100), 2);
+        assert_eq!(kd.ttl_len(), 1);
         assert!(kd.remove_if_eq(b"c", &e(3, 50)));
         assert!(!kd.remove_if_eq(b"b", &e(9, 0)));
+        assert_eq!(kd.ttl_len(), 0);
         let ttl: usize = (0..kd.shard_count())
             .map(|i| kd.read_shard(i).ttl_keys())
             .sum();

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-use super::{Ctx, Kind, Spec};
+use super::{Ctx, Kind, Spec, HEAVY};
 use crate::resp::reply::Reply;
 use crate::state::Shared;
 use crate::store::{unix_ms, DATABASES};
@@ -19,7 +19,8 @@ pub const COMMANDS: &[Spec] = &[Spec {
     name: "info",
     arity: -1,
     kind: Kind::Other,
-    flags: 0,
+    // Takes every database's counters (a walk of the keys with a TTL).
+    flags: HEAVY,
     redis_flags: &["loading", "stale", "sentinel"],
     first_key: 0,
     last_key: 0,
@@ -61,13 +62,16 @@ fn info(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Reply {
 /// taken once per INFO (each take walks the index of keys with a TTL).
 struct Source<'a> {
     shared: &'a Shared,
-    db_stats: std::cell::OnceCell<Vec<cairn::Stats>>,
+    db_stats: std::cell::OnceCell<Vec<(usize, cairn::Stats)>>,
 }
 
 impl Source<'_> {
-    fn db_stats(&self) -> &[cairn::Stats] {
-        self.db_stats
-            .get_or_init(|| open_dbs(self.shared).map(|(_, db)| db.stats()).collect())
+    fn db_stats(&self) -> &[(usize, cairn::Stats)] {
+        self.db_stats.get_or_init(|| {
+            open_dbs(self.shared)
+                .map(|(i, db)| (i, db.stats()))
+                .collect()
+        })
     }
 }
 
@@ -192,7 +196,11 @@ pub fn human_bytes(n: u64) -> String {
 
 fn memory(src: &Source<'_>, out: &mut String) {
     let rss = rss_bytes();
-    let index: u64 = src.db_stats().iter().map(|s| s.keydir_memory_bytes).sum();
+    let index: u64 = src
+        .db_stats()
+        .iter()
+        .map(|(_, s)| s.keydir_memory_bytes)
+        .sum();
     // cairn has no allocator statistics: the process's resident size is
     // the honest figure for what it uses.
     field(out, "used_memory", rss);
@@ -238,7 +246,11 @@ fn stats(src: &Source<'_>, out: &mut String) {
     let shared = src.shared;
     let s = &shared.stats;
     let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let expired: u64 = src.db_stats().iter().map(|s| s.expired_keys_removed).sum();
+    let expired: u64 = src
+        .db_stats()
+        .iter()
+        .map(|(_, s)| s.expired_keys_removed)
+        .sum();
     field(
         out,
         "total_connections_received",
@@ -304,27 +316,26 @@ fn open_dbs(shared: &Shared) -> impl Iterator<Item = (usize, &cairn::Db)> {
     (0..DATABASES).filter_map(|i| shared.store.opened(i).map(|db| (i, db)))
 }
 
+/// The keyspace section, from the databases' counters: no key is walked,
+/// so INFO costs the same on a million keys as on ten. `avg_ttl` is 0
+/// (Redis's own is an estimate from sampled keys; 0 is what it reports
+/// before it has sampled any).
 fn keyspace(src: &Source<'_>, out: &mut String) {
-    let shared = src.shared;
-    for (i, db) in open_dbs(shared) {
-        let now = unix_ms();
-        let (mut keys, mut expires, mut ttl_sum) = (0u64, 0u64, 0u128);
-        let walked = db.for_each_key("", |_, expiry| {
-            keys += 1;
-            if let Some(at) = expiry {
-                expires += 1;
-                ttl_sum += u128::from(at.saturating_sub(now));
-            }
-        });
-        if walked.is_err() || keys == 0 {
-            continue;
-        }
-        let avg_ttl = ttl_sum.checked_div(u128::from(expires)).unwrap_or(0);
-        let _ = write!(
-            out,
-            "db{i}:keys={keys},expires={expires},avg_ttl={avg_ttl}\r\n"
-        );
+    for (i, st) in src.db_stats() {
+        let _ = write!(out, "{}", keyspace_line(*i, st));
     }
+}
+
+/// One database's keyspace line, or nothing for an empty database. The
+/// keys with an expiry are counted expired ones included until the sweep
+/// removes them, so they are capped at the live keys.
+fn keyspace_line(index: usize, st: &cairn::Stats) -> String {
+    let keys = st.live_keys;
+    if keys == 0 {
+        return String::new();
+    }
+    let expires = st.keys_with_expiry.min(keys);
+    format!("db{index}:keys={keys},expires={expires},avg_ttl=0\r\n")
 }
 
 #[cfg(test)]
@@ -338,5 +349,17 @@ mod tests {
         assert_eq!(human_bytes(1536), "1.50K");
         assert_eq!(human_bytes(3 << 20), "3.00M");
         assert_eq!(human_bytes(5 << 30), "5.00G");
+    }
+
+    #[test]
+    fn keyspace_line_from_counters() {
+        let mut st = cairn::Stats::default();
+        assert_eq!(keyspace_line(0, &st), "");
+        st.live_keys = 5;
+        st.keys_with_expiry = 2;
+        assert_eq!(keyspace_line(3, &st), "db3:keys=5,expires=2,avg_ttl=0\r\n");
+        // Expired keys not yet swept are not counted past the live keys.
+        st.keys_with_expiry = 9;
+        assert_eq!(keyspace_line(1, &st), "db1:keys=5,expires=5,avg_ttl=0\r\n");
     }
 }

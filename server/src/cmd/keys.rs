@@ -13,7 +13,9 @@
 
 use std::hash::{BuildHasher, Hasher};
 
-use super::{is, mark_dirty, parse_int, store_error, Ctx, Kind, Spec, NO_MULTI};
+use super::{
+    commit_error, heavy, is, mark_dirty, parse_int, store_error, Ctx, Kind, Spec, HEAVY, NO_MULTI,
+};
 use crate::resp::reply::Reply;
 use crate::store::{Ops, DATABASES};
 
@@ -65,24 +67,24 @@ pub const COMMANDS: &[Spec] = &[
     spec("expiretime", 2, Kind::Read, RF, ONE, expiretime),
     spec("pexpiretime", 2, Kind::Read, RF, ONE, pexpiretime),
     spec("persist", 2, Kind::Write, WF, ONE, persist),
-    spec("keys", 2, Kind::Read, R, NONE, keys),
-    spec("scan", -2, Kind::Read, R, NONE, scan),
-    spec("randomkey", 1, Kind::Read, R, NONE, randomkey),
-    spec("rename", 3, Kind::Write, W, (1, 2, 1), rename),
-    spec("renamenx", 3, Kind::Write, WF, (1, 2, 1), renamenx),
-    spec(
+    heavy(spec("keys", 2, Kind::Read, R, NONE, keys)),
+    heavy(spec("scan", -2, Kind::Read, R, NONE, scan)),
+    heavy(spec("randomkey", 1, Kind::Read, R, NONE, randomkey)),
+    heavy(spec("rename", 3, Kind::Write, W, (1, 2, 1), rename)),
+    heavy(spec("renamenx", 3, Kind::Write, WF, (1, 2, 1), renamenx)),
+    heavy(spec(
         "copy",
         -3,
         Kind::Other,
         &["write", "denyoom"],
         (1, 2, 1),
         copy::copy,
-    ),
-    spec("move", 3, Kind::Other, WF, ONE, copy::move_key),
-    spec("dbsize", 1, Kind::Read, RF, NONE, dbsize),
-    spec("flushdb", -1, Kind::Write, W, NONE, flushdb),
+    )),
+    heavy(spec("move", 3, Kind::Other, WF, ONE, copy::move_key)),
+    heavy(spec("dbsize", 1, Kind::Read, RF, NONE, dbsize)),
+    heavy(spec("flushdb", -1, Kind::Write, W, NONE, flushdb)),
     Spec {
-        flags: NO_MULTI,
+        flags: NO_MULTI | HEAVY,
         ..spec("flushall", -1, Kind::Other, W, NONE, flushall)
     },
 ];
@@ -644,7 +646,9 @@ fn flushall(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Reply {
             Ok(())
         });
         mark_dirty(shared, ctx.client, index);
-        tri!(result);
+        if let Err(e) = result {
+            return commit_error(shared, &e);
+        }
     }
     Reply::OK
 }

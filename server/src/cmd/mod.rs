@@ -44,6 +44,25 @@ pub const NO_MULTI: u8 = 2;
 /// Runs at once inside MULTI instead of being queued (EXEC, DISCARD, MULTI,
 /// WATCH, QUIT, RESET).
 pub const NOT_QUEUED: u8 = 4;
+/// May run long (it walks every key, or copies a large value): the
+/// connection runs a batch holding it off the runtime's worker threads, so
+/// that other clients are still served meanwhile.
+pub const HEAVY: u8 = 8;
+
+/// The reply to a failed commit, noting an I/O failure for INFO's
+/// `aof_last_write_status` (as a single write does).
+pub fn commit_error(shared: &Shared, e: &cairn::Error) -> Reply {
+    if is_store_failure(e) {
+        shared.store.write_failed.store(true, Ordering::Release);
+    }
+    store_error(e)
+}
+
+/// `spec` with the [`HEAVY`] flag added.
+pub const fn heavy(mut spec: Spec) -> Spec {
+    spec.flags |= HEAVY;
+    spec
+}
 
 /// One entry of the command table.
 #[derive(Clone, Copy, Debug)]
@@ -55,7 +74,7 @@ pub struct Spec {
     pub arity: i32,
     /// How it touches the data.
     pub kind: Kind,
-    /// [`NO_AUTH`], [`NO_MULTI`], [`NOT_QUEUED`].
+    /// [`NO_AUTH`], [`NO_MULTI`], [`NOT_QUEUED`], [`HEAVY`].
     pub flags: u8,
     /// Redis's command flags, for COMMAND INFO (`write`, `readonly`,
     /// `fast`…).
@@ -300,8 +319,7 @@ fn run_write_group(shared: &Shared, client: &mut Client, group: &[Vec<Vec<u8>>])
     match result {
         Ok(replies) => replies,
         Err(e) if !one_failed && is_store_failure(&e) => {
-            note_write_failure(shared, &e);
-            vec![store_error(&e); group.len()]
+            vec![commit_error(shared, &e); group.len()]
         }
         Err(_) => group
             .iter()
@@ -317,16 +335,6 @@ fn run_write_group(shared: &Shared, client: &mut Client, group: &[Vec<Vec<u8>>])
 /// to a write it refuses.
 fn is_store_failure(e: &cairn::Error) -> bool {
     matches!(e, cairn::Error::Poisoned { .. } | cairn::Error::Io(_))
-}
-
-/// Records a failed write for INFO's `aof_last_write_status`.
-fn note_write_failure(shared: &Shared, e: &cairn::Error) {
-    if is_store_failure(e) {
-        shared
-            .store
-            .write_failed
-            .store(true, std::sync::atomic::Ordering::Release);
-    }
 }
 
 /// Commands whose first argument is a subcommand, shown as `name|sub` in

@@ -6,7 +6,9 @@
 //! others. WATCH's versions are checked inside that transaction, under the
 //! writer lock, so no write can slip between the check and the commands.
 
-use super::{lookup, mark_dirty, store_error, Ctx, Kind, Spec, NOT_QUEUED, NO_MULTI};
+use super::{
+    commit_error, lookup, mark_dirty, store_error, Ctx, Kind, Spec, HEAVY, NOT_QUEUED, NO_MULTI,
+};
 use crate::resp::reply::Reply;
 use crate::store::{Ops, TxnOps};
 
@@ -27,7 +29,8 @@ pub const COMMANDS: &[Spec] = &[
         name: "exec",
         arity: 1,
         kind: Kind::Other,
-        flags: NOT_QUEUED,
+        // Its queue may hold any heavy command.
+        flags: NOT_QUEUED | HEAVY,
         redis_flags: &["noscript", "loading", "stale", "skip_slowlog"],
         first_key: 0,
         last_key: 0,
@@ -182,6 +185,6 @@ fn exec(ctx: &mut Ctx<'_>, _: &[Vec<u8>]) -> Reply {
     mark_dirty(shared, ctx.client, index);
     match result {
         Ok(r) => r,
-        Err(e) => store_error(&e),
+        Err(e) => commit_error(shared, &e),
     }
 }

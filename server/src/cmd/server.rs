@@ -10,7 +10,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::client::{help_reply, sub_arity, unknown_subcommand};
-use super::{is, Ctx, Kind, Spec, NO_MULTI};
+use super::keys::glob;
+use super::{is, Ctx, Kind, Spec, HEAVY, NO_MULTI};
 use crate::config::{Config, SyncMode};
 use crate::resp::reply::Reply;
 use crate::state::Shared;
@@ -45,28 +46,28 @@ pub const COMMANDS: &[Spec] = &[
     other(
         "save",
         1,
-        NO_MULTI,
+        NO_MULTI | HEAVY,
         &["admin", "noscript", "no_async_loading", "no_multi"],
         save,
     ),
     other(
         "bgsave",
         -1,
-        0,
+        HEAVY,
         &["admin", "noscript", "no_async_loading"],
         bgsave,
     ),
     other(
         "bgrewriteaof",
         1,
-        0,
+        HEAVY,
         &["admin", "noscript", "no_async_loading"],
         bgrewriteaof,
     ),
     other(
         "shutdown",
         -1,
-        NO_MULTI,
+        NO_MULTI | HEAVY,
         &[
             "admin",
             "noscript",
@@ -321,12 +322,13 @@ fn config(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Reply {
 
 fn config_get(shared: &Shared, patterns: &[Vec<u8>]) -> Reply {
     let config = shared.config();
+    let patterns: Vec<Vec<u8>> = patterns.iter().map(|p| p.to_ascii_lowercase()).collect();
     let pairs = PARAMS
         .iter()
         .filter(|p| {
             patterns
                 .iter()
-                .any(|pat| glob_match(pat, p.name.as_bytes()))
+                .any(|pat| glob_match_lower(pat, p.name.as_bytes()))
         })
         .map(|p| (Reply::bulk(p.name), Reply::bulk((p.get)(&config, shared))))
         .collect();
@@ -394,88 +396,18 @@ fn reset_stats(shared: &Shared) {
 }
 
 /// Redis's glob (`*`, `?`, `[abc]`, `[^a-z]`, `\x`), ignoring ASCII case as
-/// CONFIG GET does.
+/// CONFIG GET and COMMAND LIST FILTERBY PATTERN do: KEYS's bounded matcher
+/// ([`glob::matches`]) over both sides lowercased, so that no pattern can
+/// make it run long (a pattern too costly to match matches nothing).
 pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    glob_from(pattern, text, 0)
+    glob_match_lower(&pattern.to_ascii_lowercase(), text)
 }
 
-fn glob_from(p: &[u8], t: &[u8], depth: usize) -> bool {
-    if depth > 64 {
-        return false;
-    }
-    let (mut pi, mut ti) = (0, 0);
-    while pi < p.len() {
-        match p[pi] {
-            b'*' => {
-                while pi + 1 < p.len() && p[pi + 1] == b'*' {
-                    pi += 1;
-                }
-                if pi + 1 == p.len() {
-                    return true;
-                }
-                return (ti..=t.len()).any(|start| glob_from(&p[pi + 1..], &t[start..], depth + 1));
-            }
-            b'?' => {
-                if ti >= t.len() {
-                    return false;
-                }
-                ti += 1;
-            }
-            b'[' => {
-                let Some(&c) = t.get(ti) else { return false };
-                let (matched, next) = class_match(p, pi + 1, c);
-                if !matched {
-                    return false;
-                }
-                pi = next;
-                ti += 1;
-                continue;
-            }
-            b'\\' if pi + 1 < p.len() => {
-                pi += 1;
-                if t.get(ti).is_none_or(|c| !c.eq_ignore_ascii_case(&p[pi])) {
-                    return false;
-                }
-                ti += 1;
-            }
-            c => {
-                if t.get(ti).is_none_or(|x| !x.eq_ignore_ascii_case(&c)) {
-                    return false;
-                }
-                ti += 1;
-            }
-        }
-        pi += 1;
-    }
-    ti == t.len()
-}
-
-/// Matches `c` against the class starting at `p[i]` (after `[`); returns
-/// whether it matched and the index after the closing `]`.
-fn class_match(p: &[u8], mut i: usize, c: u8) -> (bool, usize) {
-    let c = c.to_ascii_lowercase();
-    let negate = p.get(i) == Some(&b'^');
-    if negate {
-        i += 1;
-    }
-    let mut matched = false;
-    while i < p.len() && p[i] != b']' {
-        if p[i] == b'\\' && i + 1 < p.len() {
-            i += 1;
-            matched |= p[i].to_ascii_lowercase() == c;
-        } else if i + 2 < p.len() && p[i + 1] == b'-' && p[i + 2] != b']' {
-            let (mut lo, mut hi) = (p[i].to_ascii_lowercase(), p[i + 2].to_ascii_lowercase());
-            if lo > hi {
-                std::mem::swap(&mut lo, &mut hi);
-            }
-            matched |= (lo..=hi).contains(&c);
-            i += 2;
-        } else {
-            matched |= p[i].to_ascii_lowercase() == c;
-        }
-        i += 1;
-    }
-    (matched != negate, i + 1)
+/// [`glob_match`] with the pattern already lowercased.
+fn glob_match_lower(pattern: &[u8], text: &[u8]) -> bool {
+    let text = text.to_ascii_lowercase();
+    let mut budget = glob::Budget::default();
+    glob::matches(pattern, &text, &mut budget).unwrap_or(false)
 }
 
 // --------------------------------------------------------------- COMMAND
@@ -883,6 +815,20 @@ mod tests {
             b"a*b*c*d*e*f*g*h*",
             b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
         ));
+        assert!(glob_match(b"\\MAX*", b"maxclients"));
+        assert!(glob_match(b"[K-N]ax*", b"maxclients"));
+    }
+
+    /// A pattern whose naive matching is exponential answers at once.
+    #[test]
+    fn hostile_glob_is_bounded() {
+        let mut pattern = b"*?".repeat(1000);
+        pattern.push(b'Q');
+        let started = std::time::Instant::now();
+        for name in ["proto-max-bulk-len", "client-query-buffer-limit"] {
+            assert!(!glob_match(&pattern, name.as_bytes()));
+        }
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
     }
 
     #[test]

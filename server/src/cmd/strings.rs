@@ -12,7 +12,7 @@ mod bits;
 mod float;
 mod lcs;
 
-use super::{is, parse_int, store_error, wrong_arity, Ctx, Kind, Spec};
+use super::{heavy, is, parse_int, store_error, wrong_arity, Ctx, Kind, Spec};
 use crate::resp::reply::Reply;
 use crate::store::{Entry, Ops};
 use float::LongDouble;
@@ -43,7 +43,8 @@ macro_rules! spec {
 }
 
 /// The string commands, with the arity, flags and key positions Redis
-/// 7.0's `COMMAND INFO` reports.
+/// 7.0's `COMMAND INFO` reports. Those that may copy or scan a value of up
+/// to 512 MiB are [`heavy`](super::HEAVY).
 pub const COMMANDS: &[Spec] = &[
     spec!("get", 2, Read, ["readonly", "fast"], get),
     spec!("set", -3, Write, ["write", "denyoom"], set),
@@ -56,18 +57,24 @@ pub const COMMANDS: &[Spec] = &[
     spec!("getset", 3, Write, ["write", "denyoom", "fast"], getset),
     spec!("getdel", 2, Write, ["write", "fast"], getdel),
     spec!("getex", -2, Write, ["write", "fast"], getex),
-    spec!("append", 3, Write, ["write", "denyoom", "fast"], append),
+    heavy(spec!(
+        "append",
+        3,
+        Write,
+        ["write", "denyoom", "fast"],
+        append
+    )),
     spec!("strlen", 2, Read, ["readonly", "fast"], strlen),
-    spec!("getrange", 4, Read, ["readonly"], getrange),
-    spec!("substr", 4, Read, ["readonly"], getrange),
-    spec!("setrange", 4, Write, ["write", "denyoom"], setrange),
+    heavy(spec!("getrange", 4, Read, ["readonly"], getrange)),
+    heavy(spec!("substr", 4, Read, ["readonly"], getrange)),
+    heavy(spec!("setrange", 4, Write, ["write", "denyoom"], setrange)),
     spec!("incr", 2, Write, ["write", "denyoom", "fast"], incr),
     spec!("decr", 2, Write, ["write", "denyoom", "fast"], decr),
     spec!("incrby", 3, Write, ["write", "denyoom", "fast"], incrby),
     spec!("decrby", 3, Write, ["write", "denyoom", "fast"], decrby),
-    spec!("setbit", 4, Write, ["write", "denyoom"], setbit),
+    heavy(spec!("setbit", 4, Write, ["write", "denyoom"], setbit)),
     spec!("getbit", 3, Read, ["readonly", "fast"], getbit),
-    spec!("lcs", -3, Read, ["readonly"], lcs, 1, 2, 1),
+    heavy(spec!("lcs", -3, Read, ["readonly"], lcs, 1, 2, 1)),
     spec!(
         "incrbyfloat",
         3,
