@@ -125,31 +125,13 @@ where
         let busy = shared.syncer.busy();
         let mut pos = 0;
         let mut close = false;
-        let mut batch = Vec::new();
+        let mut batch: Vec<Vec<Vec<u8>>>;
         while pos < buf.len() && !close {
-            // An unauthenticated client is parsed one command at a time:
-            // the parser's bounds depend on whether AUTH has succeeded.
-            let most = if client.authenticated { MAX_BATCH } else { 1 };
-            while pos < buf.len() && batch.len() < most {
-                match parse_command_resume(
-                    &buf[pos..],
-                    &limits,
-                    client.authenticated,
-                    &mut progress,
-                ) {
-                    Ok(None) => break,
-                    Ok(Some((args, used))) => {
-                        pos += used;
-                        if !args.is_empty() {
-                            batch.push(args);
-                        }
-                    }
-                    Err(e) => {
-                        protocol_error = Some(e.0);
-                        close = true;
-                        break;
-                    }
-                }
+            let parsed = parse_batch(&buf, &mut pos, &limits, client.authenticated, &mut progress);
+            batch = parsed.0;
+            if let Some(e) = parsed.1 {
+                protocol_error = Some(e);
+                close = true;
             }
             if batch.is_empty() {
                 break;
@@ -172,7 +154,6 @@ where
                     }
                 }
             }
-            batch.clear();
             if client.closing {
                 close = true;
                 protocol_error = None;
@@ -201,6 +182,35 @@ where
             buf = Vec::with_capacity(READ_CHUNK);
         }
     }
+}
+
+/// Parses the whole commands in `buf` from `*pos` on (at most
+/// [`MAX_BATCH`]), moving `*pos` past them; returns them and the text of a
+/// protocol error that ended the parse, if one did.
+fn parse_batch(
+    buf: &[u8],
+    pos: &mut usize,
+    limits: &Limits,
+    authenticated: bool,
+    progress: &mut Progress,
+) -> (Vec<Vec<Vec<u8>>>, Option<String>) {
+    // An unauthenticated client is parsed one command at a time: the
+    // parser's bounds depend on whether AUTH has succeeded.
+    let most = if authenticated { MAX_BATCH } else { 1 };
+    let mut batch = Vec::new();
+    while *pos < buf.len() && batch.len() < most {
+        match parse_command_resume(&buf[*pos..], limits, authenticated, progress) {
+            Ok(None) => break,
+            Ok(Some((args, used))) => {
+                *pos += used;
+                if !args.is_empty() {
+                    batch.push(args);
+                }
+            }
+            Err(e) => return (batch, Some(e.0)),
+        }
+    }
+    (batch, None)
 }
 
 /// Whether running `batch` may take long: it holds a [`cmd::HEAVY`]
