@@ -780,12 +780,13 @@ impl Core {
             };
             (pos, r, deferred)
         };
-        if pos.2 {
+        let (pos, r, deferred) = pos;
+        if deferred {
             self.finish_deferred();
         } else {
-            self.finish(pos.0)?;
+            self.finish(pos)?;
         }
-        Ok(pos.1)
+        Ok(r)
     }
 
     pub(crate) fn sync(&self) -> Result<()> {
