@@ -109,12 +109,13 @@ impl Store {
         // Counted before anything is appended: a reader that sees this
         // transaction's writes sees this count too.
         self.begun[i].fetch_add(1, Ordering::SeqCst);
-        let r = db.transaction(|tx| {
+        // Counted as finished however the transaction ends, a panic
+        // included: otherwise the database would look unsynced for good.
+        let _finished = Finished(&self.finished[i]);
+        db.transaction(|tx| {
             tx.defer_sync();
             f(tx, db)
-        });
-        self.finished[i].fetch_add(1, Ordering::SeqCst);
-        r
+        })
     }
 
     /// Whether database `index` may hold writes that are not durable yet:
@@ -167,6 +168,15 @@ impl Store {
             first.get_or_insert(e);
         }
         first.map_or(Ok(()), Err)
+    }
+}
+
+/// Counts a write transaction as finished when dropped.
+struct Finished<'a>(&'a AtomicU64);
+
+impl Drop for Finished<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -529,5 +539,54 @@ fn run_syncer(store: &Store, rx: &mpsc::Receiver<SyncRequest>, busy: &AtomicUsiz
         for w in waiters {
             let _ = w.send(result.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = cairn::Db::open(dir.path()).expect("open");
+        (dir, Store::new(root))
+    }
+
+    /// A write transaction that panics still counts as finished, so a sync
+    /// round can bring the database back to "synced" (before, `finished`
+    /// was skipped by the unwind and every later read waited for a sync).
+    #[test]
+    fn a_panicking_write_still_counts_as_finished() {
+        let (_dir, store) = store();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = store.write_txn(0, |_, _| -> Result<(), cairn::Error> { panic!("handler") });
+        }));
+        assert!(r.is_err());
+        assert_eq!(
+            store.begun[0].load(Ordering::SeqCst),
+            store.finished[0].load(Ordering::SeqCst)
+        );
+        // What the syncer does after a successful sync.
+        let finished = store.finished[0].load(Ordering::SeqCst);
+        store.synced[0].fetch_max(finished, Ordering::SeqCst);
+        assert!(!store.may_be_unsynced(0));
+    }
+
+    #[test]
+    fn a_write_is_unsynced_until_a_sync_covers_it() {
+        let (_dir, store) = store();
+        assert!(!store.may_be_unsynced(0));
+        store
+            .write_txn(0, |tx, _| {
+                tx.put("k", "v");
+                Ok(())
+            })
+            .expect("write");
+        assert!(store.may_be_unsynced(0));
+        assert!(!store.may_be_unsynced(1));
+        let finished = store.finished[0].load(Ordering::SeqCst);
+        store.db(0).expect("db").sync().expect("sync");
+        store.synced[0].fetch_max(finished, Ordering::SeqCst);
+        assert!(!store.may_be_unsynced(0));
     }
 }

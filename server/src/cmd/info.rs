@@ -53,9 +53,17 @@ fn info(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Reply {
         || wanted
             .iter()
             .any(|w| matches!(w.as_str(), "all" | "default" | "everything"));
-    Reply::Verbatim(render(ctx.shared, |name| {
-        all || wanted.iter().any(|w| w == name)
-    }))
+    let text = render(ctx.shared, |name| all || wanted.iter().any(|w| w == name));
+    // The key counts may include writes whose fsync has not finished: the
+    // reply waits for the group commit, as a read's does.
+    if ctx.shared.sync_mode() == crate::config::SyncMode::Always {
+        for (i, _) in open_dbs(ctx.shared) {
+            if ctx.shared.store.may_be_unsynced(i) {
+                ctx.client.dirty |= 1 << i;
+            }
+        }
+    }
+    Reply::Verbatim(text)
 }
 
 /// What the sections read: the shared state, and the databases' counters,

@@ -97,11 +97,17 @@ fn watch(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Reply {
     let index = ctx.client.db;
     let shared = ctx.shared;
     let client = &mut *ctx.client;
-    // Registered under the writer lock (a transaction that writes
-    // nothing): a writer that has already written one of the keys but not
-    // yet committed holds that lock, so the watch waits for it and then
-    // reads its write; every writer after it bumps the version.
-    let result = shared.store.write_txn(index, |tx, _| {
+    let db = match shared.store.db(index) {
+        Ok(db) => db,
+        Err(e) => return store_error(&e),
+    };
+    // Registered under the writer lock (a transaction that writes nothing,
+    // so it neither fsyncs nor counts as a write): a writer that has
+    // already written one of the keys but not yet committed holds that
+    // lock, so the watch waits for it and then reads its write; every
+    // writer after it bumps the version.
+    let result = db.transaction(|tx| {
+        tx.defer_sync();
         for key in &args[1..] {
             if client
                 .watched
@@ -110,8 +116,9 @@ fn watch(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Reply {
             {
                 continue;
             }
-            let version = shared.store.watch.watch(index, key);
+            // Read before registering: a failed read leaves no watch behind.
             let live = key.len() <= cairn::MAX_KEY_BYTES as usize && tx.get(key)?.is_some();
+            let version = shared.store.watch.watch(index, key);
             client.watched.push((index, key.clone(), version, live));
         }
         Ok(())
