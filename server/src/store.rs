@@ -222,8 +222,6 @@ pub trait Ops {
     /// RANDOMKEY). Inside a transaction it does not see the transaction's
     /// own pending writes.
     fn db(&self) -> &Db;
-    /// Marks every watcher of this database as touched (FLUSHDB).
-    fn touch_all(&mut self);
     /// The keys this view has written but not yet committed (a
     /// transaction's pending writes), which [`Ops::db`]'s walks do not
     /// see; FLUSHDB deletes them too.
@@ -274,7 +272,6 @@ impl Ops for DbOps<'_> {
     fn db(&self) -> &Db {
         self.db
     }
-    fn touch_all(&mut self) {}
 }
 
 /// Reads and writes inside a transaction; every write bumps WATCH's
@@ -319,9 +316,6 @@ impl Ops for TxnOps<'_, '_> {
     }
     fn db(&self) -> &Db {
         self.db
-    }
-    fn touch_all(&mut self) {
-        self.watch.touch_db(self.index);
     }
     fn pending_keys(&self) -> Vec<Vec<u8>> {
         self.tx.written_keys().map(<[u8]>::to_vec).collect()
@@ -392,18 +386,6 @@ impl WatchTable {
         }
         if let Some(w) = self.map().get_mut(&(db, key.to_vec())) {
             w.version += 1;
-        }
-    }
-
-    /// Records a write of every key of database `db` (FLUSHDB, FLUSHALL).
-    pub fn touch_db(&self, db: usize) {
-        if self.watched.load(Ordering::Acquire) == 0 {
-            return;
-        }
-        for ((d, _), w) in self.map().iter_mut() {
-            if *d == db {
-                w.version += 1;
-            }
         }
     }
 }

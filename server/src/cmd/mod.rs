@@ -488,9 +488,6 @@ impl Ops for CountingOps<'_> {
     fn db(&self) -> &cairn::Db {
         self.inner.db()
     }
-    fn touch_all(&mut self) {
-        self.inner.touch_all();
-    }
 }
 
 fn run_write(shared: &Shared, client: &mut Client, spec: &Spec, args: &[Vec<u8>]) -> Reply {
