@@ -92,7 +92,8 @@ impl Store {
         Ok(cell.get_or_init(|| db))
     }
 
-    /// Runs `f` as a write transaction of database `index` with its fsync
+    /// Runs `f` on a [`TxnOps`] view of a write transaction of database
+    /// `index` with its fsync
     /// deferred (the connection waits for the [`Syncer`] instead), counted
     /// so that readers can tell whether what they read may not be durable
     /// yet ([`Store::may_be_unsynced`]).
@@ -102,7 +103,7 @@ impl Store {
     pub fn write_txn<R>(
         &self,
         index: usize,
-        f: impl FnOnce(&mut Txn<'_>, &Db) -> Result<R, cairn::Error>,
+        f: impl FnOnce(&mut TxnOps<'_, '_>) -> Result<R, cairn::Error>,
     ) -> Result<R, cairn::Error> {
         let db = self.db(index)?;
         let i = index % DATABASES;
@@ -114,7 +115,12 @@ impl Store {
         let _finished = Finished(&self.finished[i]);
         db.transaction(|tx| {
             tx.defer_sync();
-            f(tx, db)
+            f(&mut TxnOps {
+                tx,
+                db,
+                index,
+                watch: &self.watch,
+            })
         })
     }
 
@@ -541,7 +547,7 @@ mod tests {
     fn a_panicking_write_still_counts_as_finished() {
         let (_dir, store) = store();
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let _ = store.write_txn(0, |_, _| -> Result<(), cairn::Error> { panic!("handler") });
+            let _ = store.write_txn(0, |_| -> Result<(), cairn::Error> { panic!("handler") });
         }));
         assert!(r.is_err());
         assert_eq!(
@@ -559,10 +565,7 @@ mod tests {
         let (_dir, store) = store();
         assert!(!store.may_be_unsynced(0));
         store
-            .write_txn(0, |tx, _| {
-                tx.put("k", "v");
-                Ok(())
-            })
+            .write_txn(0, |ops| ops.put(b"k", b"v", None))
             .expect("write");
         assert!(store.may_be_unsynced(0));
         assert!(!store.may_be_unsynced(1));

@@ -636,12 +636,12 @@ fn flushall(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Reply {
         if store.opened(index).is_none() {
             continue;
         }
-        let result = store.write_txn(index, |tx, db| {
+        let result = store.write_txn(index, |ops| {
             let mut keys = Vec::new();
-            db.for_each_key(b"", |key, _| keys.push(key.to_vec()))?;
+            ops.db()
+                .for_each_key(b"", |key, _| keys.push(key.to_vec()))?;
             for key in &keys {
-                tx.delete(key);
-                store.watch.touch(index, key);
+                ops.delete(key)?;
             }
             Ok(())
         });

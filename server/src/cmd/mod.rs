@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use crate::config::SyncMode;
 use crate::resp::reply::Reply;
 use crate::state::{Client, Shared, Stats};
-use crate::store::{DbOps, Entry, Ops, TxnOps};
+use crate::store::{DbOps, Entry, Ops};
 
 pub mod client;
 pub mod connection;
@@ -287,13 +287,7 @@ fn run_write_group(shared: &Shared, client: &mut Client, group: &[Vec<Vec<u8>>])
         return vec![store_error(&e); group.len()];
     }
     let mut one_failed = false;
-    let result = shared.store.write_txn(index, |tx, db| {
-        let mut ops = TxnOps {
-            tx,
-            db,
-            index,
-            watch: &shared.store.watch,
-        };
+    let result = shared.store.write_txn(index, |ops| {
         let mut replies = Vec::with_capacity(group.len());
         for args in group {
             let reply = match groupable(client, args) {
@@ -301,7 +295,7 @@ fn run_write_group(shared: &Shared, client: &mut Client, group: &[Vec<Vec<u8>>])
                     &mut Ctx {
                         shared,
                         client: &mut *client,
-                        ops: Some(&mut ops),
+                        ops: Some(&mut *ops),
                     },
                     args,
                 ),
@@ -496,18 +490,12 @@ fn run_write(shared: &Shared, client: &mut Client, spec: &Spec, args: &[Vec<u8>]
         return store_error(&e);
     }
     let mut failed: Option<Reply> = None;
-    let result = shared.store.write_txn(index, |tx, db| {
-        let mut ops = TxnOps {
-            tx,
-            db,
-            index,
-            watch: &shared.store.watch,
-        };
+    let result = shared.store.write_txn(index, |ops| {
         let reply = (spec.handler)(
             &mut Ctx {
                 shared,
                 client: &mut *client,
-                ops: Some(&mut ops),
+                ops: Some(&mut *ops),
             },
             args,
         );

@@ -10,7 +10,7 @@ use super::{
     commit_error, lookup, mark_dirty, store_error, Ctx, Kind, Spec, HEAVY, NOT_QUEUED, NO_MULTI,
 };
 use crate::resp::reply::Reply;
-use crate::store::{Ops, TxnOps};
+use crate::store::Ops;
 
 /// The transaction commands.
 pub const COMMANDS: &[Spec] = &[
@@ -150,13 +150,7 @@ fn exec(ctx: &mut Ctx<'_>, _: &[Vec<u8>]) -> Reply {
     }
     let client = &mut *ctx.client;
     let watched = client.watched.clone();
-    let result = shared.store.write_txn(index, |tx, db| {
-        let mut ops = TxnOps {
-            tx,
-            db,
-            index,
-            watch: &shared.store.watch,
-        };
+    let result = shared.store.write_txn(index, |ops| {
         for (d, key, version, live) in &watched {
             let touched = shared.store.watch.version(*d, key) != *version;
             let gone = *live
@@ -178,7 +172,7 @@ fn exec(ctx: &mut Ctx<'_>, _: &[Vec<u8>]) -> Reply {
                     &mut Ctx {
                         shared,
                         client: &mut *client,
-                        ops: Some(&mut ops),
+                        ops: Some(&mut *ops),
                     },
                     args,
                 ),

@@ -14,7 +14,7 @@
 
 use crate::cmd::{is, mark_dirty, parse_int, store_error, Ctx};
 use crate::resp::reply::Reply;
-use crate::store::{Entry, Ops, TxnOps, DATABASES};
+use crate::store::{Entry, Ops, DATABASES};
 
 /// The reply of a write to another database inside EXEC.
 const NOT_IN_MULTI: &str =
@@ -53,14 +53,8 @@ fn in_db<R>(
     let shared = ctx.shared;
     shared.store.db(index).map_err(|e| store_error(&e))?;
     let mut failed = None;
-    let result = shared.store.write_txn(index, |tx, db| {
-        let mut ops = TxnOps {
-            tx,
-            db,
-            index,
-            watch: &shared.store.watch,
-        };
-        f(&mut ops).map_err(|reply| {
+    let result = shared.store.write_txn(index, |ops| {
+        f(ops).map_err(|reply| {
             failed = Some(reply);
             cairn::Error::InvalidOptions(String::new())
         })
