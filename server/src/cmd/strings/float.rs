@@ -223,24 +223,7 @@ fn parse_decimal(body: &[u8]) -> Option<(BigUint, BigUint, i64)> {
     if digits.is_empty() {
         return None;
     }
-    let mut exp10: i64 = 0;
-    if !exp_part.is_empty() {
-        let e = &exp_part[1..];
-        let (eneg, edigits) = match e.first() {
-            Some(b'-') => (true, &e[1..]),
-            Some(b'+') => (false, &e[1..]),
-            _ => (false, e),
-        };
-        if edigits.is_empty() || !edigits.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        for &c in edigits {
-            exp10 = exp10.saturating_mul(10).saturating_add(i64::from(c - b'0'));
-        }
-        if eneg {
-            exp10 = -exp10;
-        }
-    }
+    let exp10 = exponent(exp_part)?;
     let first = digits.iter().position(|&c| c != b'0');
     let Some(first) = first else {
         return Some((BigUint::from(0u8), BigUint::from(1u8), 0));
@@ -292,24 +275,7 @@ fn parse_hex(body: &[u8]) -> Option<(BigUint, BigUint, i64)> {
     if digits.is_empty() {
         return None;
     }
-    let mut exp2: i64 = 0;
-    if !exp_part.is_empty() {
-        let e = &exp_part[1..];
-        let (eneg, edigits) = match e.first() {
-            Some(b'-') => (true, &e[1..]),
-            Some(b'+') => (false, &e[1..]),
-            _ => (false, e),
-        };
-        if edigits.is_empty() || !edigits.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        for &c in edigits {
-            exp2 = exp2.saturating_mul(10).saturating_add(i64::from(c - b'0'));
-        }
-        if eneg {
-            exp2 = -exp2;
-        }
-    }
+    let exp2 = exponent(exp_part)?;
     let n = BigUint::parse_bytes(&digits, 16)?;
     if n.bits() == 0 {
         return Some((n, BigUint::from(1u8), 0));
@@ -320,6 +286,28 @@ fn parse_hex(body: &[u8]) -> Option<(BigUint, BigUint, i64)> {
         return None;
     }
     Some((n, BigUint::from(1u8), shift))
+}
+
+/// The exponent part of a number (`e`/`E`/`p`/`P` then an optional sign and
+/// decimal digits; empty: 0), saturating as Redis's `strtold` does for a
+/// huge exponent; `None` when it has no digits or a stray byte.
+fn exponent(exp_part: &[u8]) -> Option<i64> {
+    let Some(e) = exp_part.get(1..) else {
+        return Some(0);
+    };
+    let (neg, digits) = match e.first() {
+        Some(b'-') => (true, &e[1..]),
+        Some(b'+') => (false, &e[1..]),
+        _ => (false, e),
+    };
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &c in digits {
+        n = n.saturating_mul(10).saturating_add(i64::from(c - b'0'));
+    }
+    Some(if neg { -n } else { n })
 }
 
 #[cfg(test)]
