@@ -141,11 +141,13 @@ fn table() -> &'static HashMap<&'static str, &'static Spec> {
 
 /// The command named `name` (any case).
 pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
-    if name.len() > 32 {
-        return None;
-    }
-    let lower = name.to_ascii_lowercase();
-    std::str::from_utf8(&lower)
+    // Lowercased on the stack: every command is looked up (more than once
+    // on the pipeline path), so no allocation here.
+    let mut lower = [0u8; 32];
+    let lower = lower.get_mut(..name.len())?;
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    std::str::from_utf8(lower)
         .ok()
         .and_then(|n| table().get(n).copied())
 }
