@@ -115,6 +115,23 @@ pub enum Error {
     /// A typed value could not be encoded or decoded (the `serde` feature).
     #[cfg(feature = "serde")]
     Serde(postcard::Error),
+    /// An argument a module or backend was given is not one it can use
+    /// (the message names it). Nothing was written.
+    InvalidArgument(String),
+    /// A remote store (a Redis-protocol server or cluster behind a module's
+    /// [`Store`](crate::backend::Store)) could not be reached or refused a
+    /// command. Whether a write that failed this way was applied is
+    /// unknown unless `applied` says it was not.
+    Remote {
+        /// The server or cluster, as configured (no password).
+        address: String,
+        /// What went wrong: the server's error text or the network error.
+        message: String,
+        /// `false` when the command certainly did not run (a refused
+        /// connection, a script that aborted before writing); `true` when
+        /// it may have (a connection lost while waiting for the reply).
+        maybe_applied: bool,
+    },
 }
 
 impl fmt::Display for Error {
@@ -186,6 +203,18 @@ impl fmt::Display for Error {
             ),
             #[cfg(feature = "serde")]
             Error::Serde(e) => write!(f, "could not encode or decode a typed value: {e}"),
+            Error::InvalidArgument(msg) => write!(f, "invalid argument: {msg}"),
+            Error::Remote {
+                address,
+                message,
+                maybe_applied,
+            } => {
+                write!(f, "remote store {address}: {message}")?;
+                if *maybe_applied {
+                    write!(f, " (the last write may or may not have been applied)")?;
+                }
+                Ok(())
+            }
         }
     }
 }

@@ -64,6 +64,7 @@
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+pub mod backend;
 mod batch;
 mod compaction;
 mod db;

@@ -17,8 +17,8 @@
 //! | 9 | `compaction` | rewriting sealed segments |
 //! | 10 | `iter` | prefix scans |
 //! | 11 | `db` | the `Db` handle |
-//! | 12 | `keyspace` | keyspaces of a `Db` |
-//! | 13 | `modules` | cache, session, limits: on the `Db` API only |
+//! | 12 | `keyspace`, `backend` | keyspaces of a `Db`; the modules' seam and its backends |
+//! | 13 | `modules` | cache, session, limits: on the `backend` seam only |
 //! | 14 | `fuzzing` | entry points for the fuzz targets |
 //!
 //! The test reads every `crate::…` path in the code of every file under
@@ -50,6 +50,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("iter", 10),
     ("db", 11),
     ("keyspace", 12),
+    ("backend", 12),
     ("modules", 13),
     ("fuzzing", 14),
 ];

@@ -1,0 +1,114 @@
+//! The embedded backend: a module's keys in a [`Db`] (usually a keyspace
+//! of one). Tags are not stored: one process holds every key, so an
+//! update is atomic as one [`Db::transaction`], whatever its keys.
+
+use crate::backend::{Backend, Change, Entry, Key, Snapshot, Update};
+use crate::db::Db;
+use crate::error::Result;
+
+/// A [`Db`] as a module's [`Backend`]. `Store::from(db)` builds one.
+#[derive(Clone, Debug)]
+pub struct Embedded(Db);
+
+/// An expiry as the engine keeps it (0 for none) as the seam's.
+fn expiry(e: u64) -> Option<u64> {
+    (e != 0).then_some(e)
+}
+
+impl Embedded {
+    /// The backend over `db`.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// let b = cairn::backend::embedded::Embedded::new(db);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    pub fn new(db: Db) -> Embedded {
+        Embedded(db)
+    }
+}
+
+impl Backend for Embedded {
+    fn read(&self, keys: &[Key]) -> Result<Snapshot> {
+        if let [key] = keys {
+            // One key needs no transaction: a read of the index is
+            // consistent by itself, and takes no write lock.
+            let now_ms = self.0.now_ms();
+            let entry = self
+                .0
+                .get_with_expiry(key.name())?
+                .filter(|(_, e)| e.is_none_or(|e| e > now_ms))
+                .map(|(value, expires_at_ms)| Entry {
+                    value,
+                    expires_at_ms,
+                });
+            return Ok(Snapshot {
+                now_ms,
+                entries: vec![entry],
+            });
+        }
+        self.0.transaction(|tx| {
+            let entries = keys
+                .iter()
+                .map(|k| {
+                    Ok(tx.get_entry(k.name())?.map(|(value, e)| Entry {
+                        value,
+                        expires_at_ms: expiry(e),
+                    }))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Snapshot {
+                now_ms: tx.now_ms(),
+                entries,
+            })
+        })
+    }
+
+    fn update(&self, keys: &[Key], f: &mut dyn FnMut(&mut Update) -> Result<()>) -> Result<()> {
+        self.0.transaction(|tx| {
+            let mut entries = Vec::with_capacity(keys.len());
+            for k in keys {
+                entries.push(tx.get_entry(k.name())?.map(|(value, e)| Entry {
+                    value,
+                    expires_at_ms: expiry(e),
+                }));
+            }
+            let mut u = Update::new(Snapshot {
+                now_ms: tx.now_ms(),
+                entries,
+            });
+            f(&mut u)?;
+            for (k, c) in keys.iter().zip(u.into_changes()?) {
+                match c {
+                    Some(Change::Put {
+                        value,
+                        expires_at_ms,
+                    }) => tx.put_raw_expiring_at(k.name(), value, expires_at_ms.unwrap_or(0)),
+                    Some(Change::Delete) => tx.delete(k.name()),
+                    None => {}
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn scan(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], u64, Option<u64>)) -> Result<()> {
+        self.0.check_open()?;
+        self.0
+            .for_each_live_key(prefix, |k, len, e| f(k, u64::from(len), expiry(e)));
+        Ok(())
+    }
+
+    fn is_remote(&self) -> bool {
+        false
+    }
+
+    fn as_db(&self) -> Option<&Db> {
+        Some(&self.0)
+    }
+
+    fn is_read_only(&self) -> bool {
+        self.0.is_read_only()
+    }
+}

@@ -1,0 +1,2 @@
+//! The RESP backend (feature `redis`): a module's keys on a
+//! Redis-protocol server or cluster. Being written.
