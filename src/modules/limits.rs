@@ -8,9 +8,13 @@
 //! - [`Idempotency`]: claim an operation exactly once, store its outcome,
 //!   and hand that outcome to retries.
 //!
-//! Each decision is one [`Db::transaction`]: atomic under any concurrency,
-//! and as durable as the store's [`SyncPolicy`](crate::SyncPolicy). A
-//! refused request writes nothing. Several limiters and idempotency keys
+//! Each decision is one atomic update of one key through the limiter's
+//! [`Store`]: a [`Db::transaction`](crate::Db::transaction) on the
+//! embedded store, as durable as its [`SyncPolicy`](crate::SyncPolicy); a
+//! compare-and-apply script on a Redis-protocol server (see
+//! [`backend`](crate::backend)), judged by the server's clock so that
+//! every process and host shares one limit. A refused request writes
+//! nothing. Several limiters and idempotency keys
 //! can share a keyspace: each one's keys start with its kind and name.
 //!
 //! ```
@@ -29,7 +33,7 @@
 
 use std::time::Duration;
 
-use crate::db::Db;
+use crate::backend::{Key, Store};
 use crate::error::{Error, Result};
 
 /// What a limiter decided.
@@ -50,13 +54,13 @@ pub struct Decision {
 
 /// The key of limiter `name` of kind `tag` for the caller's `key`: kinds
 /// and names never collide, with each other or with idempotency keys.
-fn named_key(tag: u8, name: &str, key: &[u8]) -> Vec<u8> {
+fn named_key(tag: u8, name: &str, key: &[u8]) -> Key {
     let mut k = Vec::with_capacity(3 + name.len() + key.len());
     k.push(tag);
     k.extend_from_slice(&(name.len() as u16).to_le_bytes());
     k.extend_from_slice(name.as_bytes());
     k.extend_from_slice(key);
-    k
+    Key::new(k)
 }
 
 const TAG_FIXED: u8 = b'f';
@@ -87,7 +91,7 @@ fn ms(d: Duration) -> u64 {
 /// each key's window starting at its first request.
 #[derive(Clone, Debug)]
 pub struct FixedWindow {
-    db: Db,
+    store: Store,
     name: String,
     limit: u64,
     window_ms: u64,
@@ -107,7 +111,12 @@ impl FixedWindow {
     /// # Errors
     /// [`Error::InvalidOptions`] for a zero `limit`, a window under a
     /// millisecond or a name over 255 bytes.
-    pub fn new(db: Db, name: &str, limit: u64, window: Duration) -> Result<FixedWindow> {
+    pub fn new(
+        store: impl Into<Store>,
+        name: &str,
+        limit: u64,
+        window: Duration,
+    ) -> Result<FixedWindow> {
         check_name(name)?;
         if limit == 0 || ms(window) == 0 {
             return Err(Error::InvalidOptions(
@@ -115,7 +124,7 @@ impl FixedWindow {
             ));
         }
         Ok(FixedWindow {
-            db,
+            store: store.into(),
             name: name.to_string(),
             limit,
             window_ms: ms(window),
@@ -160,10 +169,16 @@ impl FixedWindow {
     /// As [`FixedWindow::check`].
     pub fn check_n(&self, key: impl AsRef<[u8]>, cost: u64) -> Result<Decision> {
         let k = named_key(TAG_FIXED, &self.name, key.as_ref());
-        self.db.transaction(|tx| {
+        self.store.update(std::slice::from_ref(&k), |tx| {
             let now = tx.now_ms();
-            let (count, expires) = match tx.get_entry(&k)? {
-                Some((v, e)) => (u64_value(&v, "fixed-window counter")?, e),
+            let (count, expires) = match tx.get(0) {
+                Some(e) => (
+                    u64_value(&e.value, "fixed-window counter")?,
+                    // A counter without an expiry was not written here:
+                    // give it a window rather than keep it forever.
+                    e.expires_at_ms
+                        .unwrap_or_else(|| now.saturating_add(self.window_ms)),
+                ),
                 None => (0, now.saturating_add(self.window_ms)),
             };
             let reset_after = Duration::from_millis(expires.saturating_sub(now));
@@ -181,7 +196,7 @@ impl FixedWindow {
                     reset_after,
                 });
             }
-            tx.put_raw_expiring_at(&k, after.to_le_bytes().to_vec(), expires);
+            tx.put(0, after.to_le_bytes().to_vec(), Some(expires));
             Ok(Decision {
                 allowed: true,
                 limit: self.limit,
@@ -198,7 +213,7 @@ impl FixedWindow {
 /// units (by default `limit`). It keeps one timestamp per key.
 #[derive(Clone, Debug)]
 pub struct Gcra {
-    db: Db,
+    store: Store,
     name: String,
     limit: u64,
     /// The emission interval, in microseconds.
@@ -227,7 +242,7 @@ impl Gcra {
     /// [`Error::InvalidOptions`] for a zero `limit`, or a `period` shorter
     /// than `limit` milliseconds (the clock counts milliseconds, so one key
     /// can be allowed at most 1000 units a second).
-    pub fn new(db: Db, name: &str, limit: u64, period: Duration) -> Result<Gcra> {
+    pub fn new(store: impl Into<Store>, name: &str, limit: u64, period: Duration) -> Result<Gcra> {
         check_name(name)?;
         let period_us = u64::try_from(period.as_micros()).unwrap_or(u64::MAX);
         // The store's clock counts milliseconds: a finer interval would be
@@ -238,7 +253,7 @@ impl Gcra {
             ));
         }
         Ok(Gcra {
-            db,
+            store: store.into(),
             name: name.to_string(),
             limit,
             interval_us: period_us / limit,
@@ -288,10 +303,10 @@ impl Gcra {
         let k = named_key(TAG_GCRA, &self.name, key.as_ref());
         let t = self.interval_us;
         let capacity = t.saturating_mul(self.burst);
-        self.db.transaction(|tx| {
+        self.store.update(std::slice::from_ref(&k), |tx| {
             let now = tx.now_ms().saturating_mul(1000);
-            let tat = match tx.get_entry(&k)? {
-                Some((v, _)) => u64_value(&v, "GCRA timestamp")?.max(now),
+            let tat = match tx.get(0) {
+                Some(e) => u64_value(&e.value, "GCRA timestamp")?.max(now),
                 None => now,
             };
             let new_tat = tat.saturating_add(t.saturating_mul(cost));
@@ -313,7 +328,7 @@ impl Gcra {
             }
             // Kept until the bucket is full again; then it can go.
             let expires_ms = new_tat.div_ceil(1000).max(now / 1000 + 1);
-            tx.put_raw_expiring_at(&k, new_tat.to_le_bytes().to_vec(), expires_ms);
+            tx.put(0, new_tat.to_le_bytes().to_vec(), Some(expires_ms));
             Ok(Decision {
                 allowed: true,
                 limit: self.burst,
@@ -373,7 +388,7 @@ impl std::fmt::Debug for Claim {
 /// stored outcome.
 #[derive(Clone, Debug)]
 pub struct Idempotency {
-    db: Db,
+    store: Store,
     lease_ms: Option<u64>,
 }
 
@@ -390,8 +405,11 @@ impl Idempotency {
     /// let idem = cairn::limits::Idempotency::new(db.keyspace("idempotency")?);
     /// # Ok::<(), cairn::Error>(())
     /// ```
-    pub fn new(db: Db) -> Idempotency {
-        Idempotency { db, lease_ms: None }
+    pub fn new(store: impl Into<Store>) -> Idempotency {
+        Idempotency {
+            store: store.into(),
+            lease_ms: None,
+        }
     }
 
     /// A claim that has not completed within `lease` may be taken over by
@@ -432,10 +450,10 @@ impl Idempotency {
         let mut t = [0u8; 8];
         crate::util::rand::secure_bytes(&mut t)?;
         let token = u64::from_le_bytes(t);
-        self.db.transaction(|tx| {
+        self.store.update(std::slice::from_ref(&stored), |tx| {
             let now = tx.now_ms();
-            if let Some((v, _)) = tx.get_entry(&stored)? {
-                let r = decode(&v)?;
+            if let Some(e) = tx.get(0) {
+                let r = decode(&e.value)?;
                 if r.state == DONE {
                     return Ok(Begin::Completed(r.outcome.to_vec()));
                 }
@@ -448,7 +466,8 @@ impl Idempotency {
                     });
                 }
             }
-            tx.put_with_ttl(&stored, encode(CLAIMED, now, token, b""), ttl)?;
+            let expires = crate::types::expiry_after(now, ttl)?;
+            tx.put(0, encode(CLAIMED, now, token, b""), Some(expires));
             Ok(Begin::Started(Claim {
                 key: key.to_vec(),
                 token,
@@ -477,16 +496,18 @@ impl Idempotency {
     /// As [`Idempotency::begin`].
     pub fn complete(&self, claim: &Claim, outcome: impl AsRef<[u8]>) -> Result<bool> {
         let stored = idem_key(&claim.key);
-        self.db.transaction(|tx| {
-            let Some((v, expires)) = tx.get_entry(&stored)? else {
+        let outcome = outcome.as_ref();
+        self.store.update(std::slice::from_ref(&stored), |tx| {
+            let Some(e) = tx.get(0) else {
                 return Ok(false);
             };
-            let r = decode(&v)?;
+            let r = decode(&e.value)?;
             if r.state != CLAIMED || r.token != claim.token {
                 return Ok(false);
             }
-            let v = encode(DONE, r.started, r.token, outcome.as_ref());
-            tx.put_raw_expiring_at(&stored, v, expires);
+            let v = encode(DONE, r.started, r.token, outcome);
+            let expires = e.expires_at_ms;
+            tx.put(0, v, expires);
             Ok(true)
         })
     }
@@ -511,26 +532,27 @@ impl Idempotency {
     /// As [`Idempotency::begin`].
     pub fn abort(&self, claim: &Claim) -> Result<bool> {
         let stored = idem_key(&claim.key);
-        self.db.transaction(|tx| match tx.get_entry(&stored)? {
-            Some((v, _)) => {
-                let r = decode(&v)?;
-                if r.state == CLAIMED && r.token == claim.token {
-                    tx.delete(&stored);
-                    Ok(true)
-                } else {
-                    Ok(false)
+        self.store
+            .update(std::slice::from_ref(&stored), |tx| match tx.get(0) {
+                Some(e) => {
+                    let r = decode(&e.value)?;
+                    if r.state == CLAIMED && r.token == claim.token {
+                        tx.delete(0);
+                        Ok(true)
+                    } else {
+                        Ok(false)
+                    }
                 }
-            }
-            None => Ok(false),
-        })
+                None => Ok(false),
+            })
     }
 }
 
-fn idem_key(key: &[u8]) -> Vec<u8> {
+fn idem_key(key: &[u8]) -> Key {
     let mut k = Vec::with_capacity(1 + key.len());
     k.push(TAG_IDEMPOTENCY);
     k.extend_from_slice(key);
-    k
+    Key::new(k)
 }
 
 struct IdemRecord<'a> {
