@@ -962,7 +962,6 @@ impl Db {
 
     /// Calls `f` with each live key starting with `prefix`, its value
     /// length and its expiry (Unix ms, 0 for none), without reading values.
-
     pub(crate) fn for_each_live_key(&self, prefix: &[u8], f: impl FnMut(&[u8], u32, u64)) {
         self.core().for_each_live_key(prefix, f);
     }

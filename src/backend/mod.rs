@@ -303,6 +303,7 @@ pub trait Backend: Send + Sync + fmt::Debug {
     ///
     /// # Errors
     /// The backend's own.
+    #[allow(clippy::type_complexity)] // one callback, spelled out for implementers
     fn scan(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], u64, Option<u64>)) -> Result<()>;
 
     /// Whether a call can wait on a network (async callers then run it off
