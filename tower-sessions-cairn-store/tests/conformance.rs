@@ -5,41 +5,19 @@
 //!
 //! The suite is one function per tower-sessions version,
 //! `vX::run(name, factory)`, that runs every case against stores made by
-//! `factory`: a [`Fixture`] holds a `cairn::backend::Store` with no keys
-//! in it, and whatever keeps it alive (a temporary directory, a server).
-//! Any backend runs it: the embedded store below, and a Redis-protocol
-//! server by adding a factory and two `#[tokio::test]`s like
-//! `on_the_embedded_store`.
+//! `factory`: a `Fixture` (tests/common) holds a `cairn::backend::Store`
+//! with no keys in it, and whatever keeps it alive (a temporary directory,
+//! a server). Any backend runs it: the embedded store, an embedded store
+//! dressed as a remote one (`common::RemoteLike`), and a Redis-protocol
+//! server by adding a factory and a `#[tokio::test]` like
+//! `on_the_embedded_store` to the macro.
 //!
 //! `cargo test -p tower-sessions-cairn-store --all-features` runs both
 //! versions.
 
-use cairn::backend::Store;
+mod common;
 
-/// A store for one case of the suite, and what keeps it alive.
-pub struct Fixture {
-    /// The store, with no keys in it.
-    pub store: Store,
-    /// Dropped when the case is over.
-    pub _keep: Box<dyn std::any::Any>,
-}
-
-/// An embedded store in a keyspace of a new temporary directory.
-fn embedded() -> Fixture {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = cairn::Db::open(dir.path()).expect("open");
-    Fixture {
-        store: Store::from(db.keyspace("sessions").expect("keyspace")),
-        _keep: Box::new(dir),
-    }
-}
-
-/// How many keys `store` holds: the sessions stored.
-fn stored(store: &Store) -> usize {
-    let mut n = 0;
-    store.scan(b"", |_, _, _| n += 1).expect("scan");
-    n
-}
+use common::{stored, Fixture};
 
 macro_rules! conformance {
     ($module:ident, $ts:ident) => {
@@ -56,7 +34,7 @@ macro_rules! conformance {
 
             use tower_sessions_cairn_store::CairnStore;
 
-            use super::{stored, Fixture};
+            use super::{common, stored, Fixture};
 
             /// What makes a case's store.
             type Factory<'a> = &'a dyn Fn() -> Fixture;
@@ -122,7 +100,14 @@ macro_rules! conformance {
 
             #[tokio::test]
             async fn on_the_embedded_store() {
-                run("embedded", &super::embedded).await;
+                run("embedded", &common::embedded).await;
+            }
+
+            /// The store as it runs on a remote backend: one key per
+            /// operation, functions run twice, calls off the runtime.
+            #[tokio::test]
+            async fn on_a_remote_like_store() {
+                run("remote-like", &common::remote_like).await;
             }
 
             struct App {
