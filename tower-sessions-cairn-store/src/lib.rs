@@ -1,6 +1,8 @@
 //! A [tower-sessions](https://docs.rs/tower-sessions) store on
 //! [cairn](https://docs.rs/cairn): sessions survive restarts and crashes,
-//! with nothing extra to run beside the app.
+//! with nothing extra to run beside the app; and when the app outgrows one
+//! machine, the same store runs on Redis, Valkey (Cluster) or `cairn
+//! serve` (see [Backends](#backends)).
 //!
 //! ```no_run
 //! # #[cfg(feature = "v0_15")]
@@ -13,6 +15,41 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Backends
+//! The store works on any [`cairn::backend::Store`], chosen by
+//! configuration, with the same semantics on each:
+//!
+//! - **Embedded** ([`CairnStore::new`]`(db)`, the same as
+//!   [`CairnStore::on`]`(Store::from(db))`): a cairn [`Db`] in the
+//!   process, usually a keyspace of its own. Nothing else to run.
+//! - **A Redis-protocol server**: Redis, Valkey, a Redis or Valkey
+//!   Cluster, or `cairn serve`, through cairn's RESP backend
+//!   (`cairn::backend::resp::RespBackend`), which this crate's `redis`
+//!   feature turns on (it enables `cairn/redis`):
+//!   `tower-sessions-cairn-store = { version = "0.1", features = ["redis"] }`,
+//!   then `CairnStore::on(Store::new(backend))`. Each session is one key
+//!   (no hash tag: every operation touches that key alone, so any cluster
+//!   slot will do), expiring through the server's own expiry (`PXAT`), so
+//!   the server drops expired sessions without the app running.
+//!
+//! ```
+//! use cairn::backend::Store;
+//! use tower_sessions_cairn_store::CairnStore;
+//!
+//! /// The app's sessions, on whichever store the configuration names.
+//! fn sessions(store: Store) -> CairnStore {
+//!     CairnStore::on(store)
+//! }
+//! # let dir = tempfile::tempdir()?;
+//! let db = cairn::Db::open(dir.path())?;
+//! let store = sessions(Store::from(db.keyspace("sessions")?));
+//! assert!(store.db().is_some());
+//! # Ok::<(), cairn::Error>(())
+//! ```
+//!
+//! What a backend keeps after a crash or a failover is its own: see
+//! cairn's `docs/durability.md`.
+//!
 //! # Versions
 //! The `v0_15` feature (the default) implements the traits of
 //! tower-sessions 0.15; `v0_14` those of tower-sessions 0.14, which
@@ -21,8 +58,9 @@
 //!
 //! # Semantics
 //! - **`create` never overwrites** a session: it writes only if the id is
-//!   free (in both key layouts, see below), checked and written in one
-//!   cairn transaction, and draws a fresh id on a collision.
+//!   free (in both key layouts on an embedded store, see below), checked
+//!   and written in one atomic update of the backend, and draws a fresh id
+//!   on a collision.
 //! - **`save` updates only a session that exists.** A session deleted by a
 //!   parallel request (a logout, `cycle_id`, `flush`) or expired in the
 //!   meantime is not brought back by a request that loaded it earlier; that
@@ -30,27 +68,34 @@
 //!   its next request. (Redis's store behaves the same way with `SET XX`;
 //!   the SQL stores upsert and would resurrect it.)
 //! - **`load` never returns an expired record**: the record's expiry is its
-//!   cairn TTL, and `load` checks the exact expiry time too, so not even a
-//!   record expiring within the current millisecond, or one found right
-//!   after a restart, is returned.
+//!   expiry in the backend (a cairn TTL, a Redis `PXAT`), and `load` checks
+//!   the exact expiry time too, so not even a record expiring within the
+//!   current millisecond, or one found right after a restart, is returned.
 //! - **`delete`** removes the session.
-//! - **`delete_expired`** costs next to nothing: cairn drops expired
-//!   records by itself; it only frees their memory sooner.
+//! - **`delete_expired`** costs next to nothing on an embedded store:
+//!   cairn drops expired records by itself; it only frees their memory
+//!   sooner. On a remote store it does nothing: the server expires the
+//!   keys itself.
+//!
+//! Each operation is one call to the backend: `load` one read of one key,
+//! `create`, `save` and `delete` one atomic update (on an embedded store
+//! of the session's two keys, see below; on a remote one of its one key).
 //!
 //! # Encoding
-//! Key: SHA-256 of the 16 bytes of the session id (little-endian), so the
-//! store's files hold no session id: a leaked backup or a stolen disk
-//! gives no id to present as a cookie (finding one from its hash would
-//! take guessing 128 random bits). Value: a format byte (1), the expiry as
-//! Unix nanoseconds (i128, little-endian) and its UTC offset in seconds
-//! (i32, little-endian), then the data map in MessagePack (rmp-serde),
-//! which round-trips every `serde_json::Value`.
+//! Key: SHA-256 of the 16 bytes of the session id (little-endian), on
+//! every backend, so the store holds no session id: a leaked backup or a
+//! stolen disk gives no id to present as a cookie (finding one from its
+//! hash would take guessing 128 random bits). Value: a format byte (1),
+//! the expiry as Unix nanoseconds (i128, little-endian) and its UTC offset
+//! in seconds (i32, little-endian), then the data map in MessagePack
+//! (rmp-serde), which round-trips every `serde_json::Value`.
 //! A value with another format byte is refused with a decode error, so
 //! the encoding can change later.
 //!
 //! # Upgrading from the layout keyed by raw ids
-//! Versions before the hash keyed each record by the id's 16 bytes
-//! themselves. Such records are still read: `load` looks up the hashed
+//! Versions before the hash, which ran on embedded stores only, keyed each
+//! record by the id's 16 bytes themselves. On an embedded store such
+//! records are still read: `load` looks up the hashed
 //! key, then the raw one, and moves a live record it finds under the raw
 //! key to the hashed key, with the same expiry, in one atomic write (if
 //! that write fails, on a read-only store or a full disk, the session is
@@ -62,17 +107,21 @@
 //! that delete them (a tombstone names its key), stay in the files until
 //! compaction rewrites their segments, and in any backup taken before:
 //! after moving them, [`Db::seal_active_segment`] then [`Db::compact`] on
-//! the store's `Db` leaves no session id in the files.
+//! the store's `Db` leaves no session id in the files. A remote store was
+//! never written in that layout: there the store looks up the hashed key
+//! alone.
 //!
 //! # Blocking
-//! Writes run on tokio's blocking pool (`spawn_blocking`), so that they
-//! never stall the runtime's worker threads: under
+//! No call blocks the async runtime's worker threads. Writes run on
+//! tokio's blocking pool (`spawn_blocking`): on an embedded store under
 //! [`cairn::SyncPolicy::Always`] a write waits for an fsync (concurrent
 //! requests share fsyncs through cairn's group commit), and under any
 //! policy a write that fills a segment waits for the segment roll's fsyncs,
-//! or for compaction when disk use is far past its target. Reads are an
-//! index lookup and a copy from memory or the page cache, and run inline
-//! (a read right after a restart may wait for the disk).
+//! or for compaction when disk use is far past its target. On a remote
+//! store every call, reads too, runs there, as it waits on the network.
+//! Reads of an embedded store are an index lookup and a copy from memory
+//! or the page cache, and run inline (a read right after a restart may
+//! wait for the disk).
 //!
 //! # When a save finds nothing
 //! tower-sessions can save a record whose session is gone from the store:
@@ -84,8 +133,8 @@
 //! session on its next request. Call `cycle_id()` at login, as the example
 //! does: a login then always creates a new session. Behind tower-sessions'
 //! `CachingSessionStore`, whose cache upserts, a logged-out session can
-//! come back from the cache; use the store directly (its reads are
-//! in-memory lookups already).
+//! come back from the cache; use the store directly (on an embedded store
+//! its reads are in-memory lookups already).
 
 #![deny(missing_docs, clippy::unwrap_used)]
 
