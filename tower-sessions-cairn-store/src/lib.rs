@@ -1,6 +1,8 @@
 //! A [tower-sessions](https://docs.rs/tower-sessions) store on
 //! [cairn](https://docs.rs/cairn): sessions survive restarts and crashes,
-//! with nothing extra to run beside the app.
+//! with nothing extra to run beside the app; and when the app outgrows one
+//! machine, the same store runs on Redis, Valkey (Cluster) or `cairn
+//! serve` (see [Backends](#backends)).
 //!
 //! ```no_run
 //! # #[cfg(feature = "v0_15")]
@@ -13,6 +15,41 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Backends
+//! The store works on any [`cairn::backend::Store`], chosen by
+//! configuration, with the same semantics on each:
+//!
+//! - **Embedded** ([`CairnStore::new`]`(db)`, the same as
+//!   [`CairnStore::on`]`(Store::from(db))`): a cairn [`Db`] in the
+//!   process, usually a keyspace of its own. Nothing else to run.
+//! - **A Redis-protocol server**: Redis, Valkey, a Redis or Valkey
+//!   Cluster, or `cairn serve`, through cairn's RESP backend
+//!   (`cairn::backend::resp::RespBackend`), which this crate's `redis`
+//!   feature turns on (it enables `cairn/redis`):
+//!   `tower-sessions-cairn-store = { version = "0.1", features = ["redis"] }`,
+//!   then `CairnStore::on(Store::new(backend))`. Each session is one key
+//!   (no hash tag: every operation touches that key alone, so any cluster
+//!   slot will do), expiring through the server's own expiry (`PXAT`), so
+//!   the server drops expired sessions without the app running.
+//!
+//! ```
+//! use cairn::backend::Store;
+//! use tower_sessions_cairn_store::CairnStore;
+//!
+//! /// The app's sessions, on whichever store the configuration names.
+//! fn sessions(store: Store) -> CairnStore {
+//!     CairnStore::on(store)
+//! }
+//! # let dir = tempfile::tempdir()?;
+//! let db = cairn::Db::open(dir.path())?;
+//! let store = sessions(Store::from(db.keyspace("sessions")?));
+//! assert!(store.db().is_some());
+//! # Ok::<(), cairn::Error>(())
+//! ```
+//!
+//! What a backend keeps after a crash or a failover is its own: see
+//! cairn's `docs/durability.md`.
+//!
 //! # Versions
 //! The `v0_15` feature (the default) implements the traits of
 //! tower-sessions 0.15; `v0_14` those of tower-sessions 0.14, which
@@ -21,8 +58,9 @@
 //!
 //! # Semantics
 //! - **`create` never overwrites** a session: it writes only if the id is
-//!   free (in both key layouts, see below), checked and written in one
-//!   cairn transaction, and draws a fresh id on a collision.
+//!   free (in both key layouts on an embedded store, see below), checked
+//!   and written in one atomic update of the backend, and draws a fresh id
+//!   on a collision.
 //! - **`save` updates only a session that exists.** A session deleted by a
 //!   parallel request (a logout, `cycle_id`, `flush`) or expired in the
 //!   meantime is not brought back by a request that loaded it earlier; that
@@ -30,27 +68,34 @@
 //!   its next request. (Redis's store behaves the same way with `SET XX`;
 //!   the SQL stores upsert and would resurrect it.)
 //! - **`load` never returns an expired record**: the record's expiry is its
-//!   cairn TTL, and `load` checks the exact expiry time too, so not even a
-//!   record expiring within the current millisecond, or one found right
-//!   after a restart, is returned.
+//!   expiry in the backend (a cairn TTL, a Redis `PXAT`), and `load` checks
+//!   the exact expiry time too, so not even a record expiring within the
+//!   current millisecond, or one found right after a restart, is returned.
 //! - **`delete`** removes the session.
-//! - **`delete_expired`** costs next to nothing: cairn drops expired
-//!   records by itself; it only frees their memory sooner.
+//! - **`delete_expired`** costs next to nothing on an embedded store:
+//!   cairn drops expired records by itself; it only frees their memory
+//!   sooner. On a remote store it does nothing: the server expires the
+//!   keys itself.
+//!
+//! Each operation is one call to the backend: `load` one read of one key,
+//! `create`, `save` and `delete` one atomic update (on an embedded store
+//! of the session's two keys, see below; on a remote one of its one key).
 //!
 //! # Encoding
-//! Key: SHA-256 of the 16 bytes of the session id (little-endian), so the
-//! store's files hold no session id: a leaked backup or a stolen disk
-//! gives no id to present as a cookie (finding one from its hash would
-//! take guessing 128 random bits). Value: a format byte (1), the expiry as
-//! Unix nanoseconds (i128, little-endian) and its UTC offset in seconds
-//! (i32, little-endian), then the data map in MessagePack (rmp-serde),
-//! which round-trips every `serde_json::Value`.
+//! Key: SHA-256 of the 16 bytes of the session id (little-endian), on
+//! every backend, so the store holds no session id: a leaked backup or a
+//! stolen disk gives no id to present as a cookie (finding one from its
+//! hash would take guessing 128 random bits). Value: a format byte (1),
+//! the expiry as Unix nanoseconds (i128, little-endian) and its UTC offset
+//! in seconds (i32, little-endian), then the data map in MessagePack
+//! (rmp-serde), which round-trips every `serde_json::Value`.
 //! A value with another format byte is refused with a decode error, so
 //! the encoding can change later.
 //!
 //! # Upgrading from the layout keyed by raw ids
-//! Versions before the hash keyed each record by the id's 16 bytes
-//! themselves. Such records are still read: `load` looks up the hashed
+//! Versions before the hash, which ran on embedded stores only, keyed each
+//! record by the id's 16 bytes themselves. On an embedded store such
+//! records are still read: `load` looks up the hashed
 //! key, then the raw one, and moves a live record it finds under the raw
 //! key to the hashed key, with the same expiry, in one atomic write (if
 //! that write fails, on a read-only store or a full disk, the session is
@@ -62,17 +107,21 @@
 //! that delete them (a tombstone names its key), stay in the files until
 //! compaction rewrites their segments, and in any backup taken before:
 //! after moving them, [`Db::seal_active_segment`] then [`Db::compact`] on
-//! the store's `Db` leaves no session id in the files.
+//! the store's `Db` leaves no session id in the files. A remote store was
+//! never written in that layout: there the store looks up the hashed key
+//! alone.
 //!
 //! # Blocking
-//! Writes run on tokio's blocking pool (`spawn_blocking`), so that they
-//! never stall the runtime's worker threads: under
+//! No call blocks the async runtime's worker threads. Writes run on
+//! tokio's blocking pool (`spawn_blocking`): on an embedded store under
 //! [`cairn::SyncPolicy::Always`] a write waits for an fsync (concurrent
 //! requests share fsyncs through cairn's group commit), and under any
 //! policy a write that fills a segment waits for the segment roll's fsyncs,
-//! or for compaction when disk use is far past its target. Reads are an
-//! index lookup and a copy from memory or the page cache, and run inline
-//! (a read right after a restart may wait for the disk).
+//! or for compaction when disk use is far past its target. On a remote
+//! store every call, reads too, runs there, as it waits on the network.
+//! Reads of an embedded store are an index lookup and a copy from memory
+//! or the page cache, and run inline (a read right after a restart may
+//! wait for the disk).
 //!
 //! # When a save finds nothing
 //! tower-sessions can save a record whose session is gone from the store:
@@ -84,8 +133,8 @@
 //! session on its next request. Call `cycle_id()` at login, as the example
 //! does: a login then always creates a new session. Behind tower-sessions'
 //! `CachingSessionStore`, whose cache upserts, a logged-out session can
-//! come back from the cache; use the store directly (its reads are
-//! in-memory lookups already).
+//! come back from the cache; use the store directly (on an embedded store
+//! its reads are in-memory lookups already).
 
 #![deny(missing_docs, clippy::unwrap_used)]
 
@@ -98,9 +147,9 @@
 pub struct GuideDoctests;
 
 use std::collections::HashMap;
-use std::time::Duration;
 
-use cairn::{Db, Ttl, Txn};
+use cairn::backend::{Entry, Key, Store, Update};
+use cairn::Db;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
@@ -108,24 +157,67 @@ use time::OffsetDateTime;
 const FORMAT: u8 = 1;
 const HEADER: usize = 1 + 16 + 4;
 
-/// A tower-sessions store on a cairn [`Db`] (usually a keyspace of its
-/// own). Cheap to clone.
+/// A tower-sessions store on a cairn [`Store`]: an embedded [`Db`]
+/// (usually a keyspace of its own), or a Redis-protocol server through the
+/// `redis` feature (see [the crate's docs](crate#backends)). Cheap to
+/// clone.
 #[derive(Clone, Debug)]
 pub struct CairnStore {
-    db: Db,
+    store: Store,
+    /// Whether records of the layout keyed by raw ids can exist: only on
+    /// an embedded store (no version wrote that layout anywhere else).
+    legacy: bool,
+    /// Whether a call can wait on a network.
+    remote: bool,
 }
 
 impl CairnStore {
-    /// A store on `db`. Give it a keyspace of its own
+    /// A store on the embedded `db`. Give it a keyspace of its own
     /// (`db.keyspace("sessions")?`); its keys are SHA-256 hashes of
-    /// session ids (see [the encoding](crate#encoding)).
+    /// session ids (see [the encoding](crate#encoding)). The same as
+    /// [`CairnStore::on`]`(Store::from(db))`.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// let store = tower_sessions_cairn_store::CairnStore::new(db.keyspace("sessions")?);
+    /// assert!(store.db().is_some());
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
     pub fn new(db: Db) -> CairnStore {
-        CairnStore { db }
+        CairnStore::on(Store::from(db))
     }
 
-    /// The store's [`Db`].
-    pub fn db(&self) -> &Db {
-        &self.db
+    /// A store on `store`, whichever backend it is: the embedded one
+    /// (`Store::from(db)`) or a Redis-protocol server (see [the crate's
+    /// docs](crate#backends)). The backend is a matter of configuration:
+    /// the sessions behave the same on each.
+    ///
+    /// ```
+    /// use cairn::backend::Store;
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// let store = tower_sessions_cairn_store::CairnStore::on(Store::from(db.keyspace("sessions")?));
+    /// assert!(!store.store().is_remote());
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    pub fn on(store: Store) -> CairnStore {
+        CairnStore {
+            legacy: store.as_db().is_some(),
+            remote: store.is_remote(),
+            store,
+        }
+    }
+
+    /// The [`Store`] the sessions live in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The embedded [`Db`] the sessions live in, or `None` on a remote
+    /// store.
+    pub fn db(&self) -> Option<&Db> {
+        self.store.as_db()
     }
 
     /// Moves every session of the layout keyed by raw session ids
@@ -140,6 +232,10 @@ impl CairnStore {
     /// compaction rewrites their segments (see [the crate's
     /// docs](crate#upgrading-from-the-layout-keyed-by-raw-ids)).
     ///
+    /// On a remote store it returns `Ok(0)` at once, without scanning:
+    /// only embedded stores were ever written in that layout, so there is
+    /// nothing to move.
+    ///
     /// ```
     /// let dir = tempfile::tempdir()?;
     /// let db = cairn::Db::open(dir.path())?;
@@ -149,24 +245,32 @@ impl CairnStore {
     /// ```
     ///
     /// # Errors
-    /// The errors of [`Db::scan_prefix`] and [`Db::transaction`].
+    /// The errors of [`Store::scan`] and [`Store::update`].
     pub fn hash_stored_ids(&self) -> cairn::Result<u64> {
-        let mut raw = Vec::new();
-        for entry in self.db.scan_prefix(b"") {
-            let (key, value) = entry?;
-            if let Ok(key) = <[u8; 16]>::try_from(key.as_slice()) {
-                if decode(&value).is_ok() {
-                    raw.push(key);
-                }
-            }
+        if !self.legacy {
+            return Ok(0);
         }
+        let mut raw = Vec::new();
+        self.store.scan(b"", |key, _, _| {
+            if let Ok(key) = <[u8; 16]>::try_from(key) {
+                raw.push(key);
+            }
+        })?;
         let mut moved = 0;
-        // In batches, so that no transaction grows with the store.
-        for chunk in raw.chunks(256) {
-            moved += self.db.transaction(|tx| {
+        // In batches, so that no update grows with the store.
+        for chunk in raw.chunks(128) {
+            let keys: Vec<Key> = chunk
+                .iter()
+                .flat_map(|raw| Keys::of(*raw).legacy())
+                .collect();
+            moved += self.store.update(&keys, |u| {
                 let mut n = 0;
-                for key in chunk {
-                    if migrate_in(tx, Keys::of(*key))?.1 {
+                for i in 0..chunk.len() {
+                    // Only records of this store: a foreign key of 16
+                    // bytes is left alone.
+                    if u.get(2 * i + 1).is_some_and(|e| decode(&e.value).is_ok())
+                        && migrate(u, 2 * i).1
+                    {
                         n += 1;
                     }
                 }
@@ -176,15 +280,39 @@ impl CairnStore {
         Ok(moved)
     }
 
-    /// Runs a write on the blocking pool: it may wait for an fsync.
-    async fn write<T: Send + 'static>(
+    /// Runs `f` on the blocking pool: a write may wait for an fsync, and
+    /// any call to a remote store waits on the network.
+    async fn blocking<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Db) -> Result<T, StoreError> + Send + 'static,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let db = self.db.clone();
-        tokio::task::spawn_blocking(move || f(&db))
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || f(&store))
             .await
             .map_err(|e| StoreError::Backend(format!("blocking task failed: {e}")))?
+    }
+}
+
+/// The keys one operation on the session `k` touches: its hashed key, and
+/// where the old layout can exist (`legacy`) its raw key too (positions 0
+/// and 1).
+fn op_keys(legacy: bool, k: Keys) -> Vec<Key> {
+    if legacy {
+        k.legacy().to_vec()
+    } else {
+        vec![Key::new(k.hashed.to_vec())]
+    }
+}
+
+impl From<Store> for CairnStore {
+    fn from(store: Store) -> CairnStore {
+        CairnStore::on(store)
+    }
+}
+
+impl From<Db> for CairnStore {
+    fn from(db: Db) -> CairnStore {
+        CairnStore::new(db)
     }
 }
 
@@ -237,21 +365,20 @@ fn decode(v: &[u8]) -> Result<(Data, OffsetDateTime), StoreError> {
     Ok((data, expiry))
 }
 
-/// How long until `expiry`, rounded up to whole milliseconds; `None` if it
-/// has passed.
-fn ttl_until(expiry: OffsetDateTime) -> Option<Duration> {
-    let left = expiry - OffsetDateTime::now_utc();
-    if !left.is_positive() {
+/// The record's expiry as the backend's: Unix milliseconds, rounded up;
+/// `None` if it has passed.
+fn expires_at_ms(expiry: OffsetDateTime) -> Option<u64> {
+    if expiry <= OffsetDateTime::now_utc() {
         return None;
     }
-    let nanos = u128::try_from(left.whole_nanoseconds()).unwrap_or(u128::MAX);
-    let ms = u64::try_from(nanos.div_ceil(1_000_000)).unwrap_or(u64::MAX);
-    Some(Duration::from_millis(ms))
+    let nanos = u128::try_from(expiry.unix_timestamp_nanos()).ok()?;
+    Some(u64::try_from(nanos.div_ceil(1_000_000)).unwrap_or(u64::MAX))
 }
 
 /// Where a session is stored: under SHA-256 of its id's 16 bytes, and,
 /// in the layout before that, under the 16 bytes themselves (still read,
-/// and moved to the hashed key). 32 bytes and 16: the two never collide.
+/// and moved to the hashed key, on an embedded store). 32 bytes and 16:
+/// the two never collide.
 #[derive(Clone, Copy, Debug)]
 struct Keys {
     hashed: [u8; 32],
@@ -266,25 +393,32 @@ impl Keys {
             raw,
         }
     }
+
+    /// Both keys, hashed first. Untagged: only an embedded store, which
+    /// has no slots, is given both in one operation.
+    fn legacy(&self) -> [Key; 2] {
+        [Key::new(self.hashed.to_vec()), Key::new(self.raw.to_vec())]
+    }
 }
 
 /// Creates the session under `id`, or under fresh ids from `fresh` until
-/// one is free in both layouts; returns the id used.
+/// one is free (in both layouts on an embedded store); returns the id
+/// used. One update per id tried.
 fn create_sync<I: Copy>(
-    db: &Db,
+    store: &Store,
     mut id: I,
-    keys: impl Fn(I) -> Keys,
+    keys: impl Fn(I) -> Vec<Key>,
     fresh: impl Fn() -> I,
-    value: &[u8],
-    ttl: Duration,
+    value: Vec<u8>,
+    expires_at_ms: u64,
 ) -> Result<I, StoreError> {
     loop {
-        let k = keys(id);
-        let created = db.transaction(|tx| {
-            if tx.get(k.hashed)?.is_some() || tx.get(k.raw)?.is_some() {
+        let created = store.update(&keys(id), |u| {
+            if u.read_entries().iter().any(Option::is_some) {
                 return Ok(false);
             }
-            tx.put_with_ttl(k.hashed, value, ttl)?;
+            // The function may run again: it keeps its copy.
+            u.put(0, value.clone(), Some(expires_at_ms));
             Ok(true)
         })?;
         if created {
@@ -294,19 +428,27 @@ fn create_sync<I: Copy>(
     }
 }
 
-/// Replaces the session under `k` if it is still there, in either layout;
-/// a session of the old layout moves to the hashed key in the same write.
-fn save_sync(db: &Db, k: Keys, value: Vec<u8>, ttl: Option<Duration>) -> Result<(), StoreError> {
-    let found = db.transaction(|tx| {
-        if tx.get(k.hashed)?.is_none() && tx.get(k.raw)?.is_none() {
+/// Replaces the session under `keys` if it is still there, in either
+/// layout; a session of the old layout moves to the hashed key in the
+/// same write. An expiry that has passed (`None`) deletes it.
+fn save_sync(
+    store: &Store,
+    keys: &[Key],
+    value: Vec<u8>,
+    expires_at_ms: Option<u64>,
+) -> Result<(), StoreError> {
+    let found = store.update(keys, |u| {
+        if u.read_entries().iter().all(Option::is_none) {
             return Ok(false);
         }
-        // A delete of an absent key writes nothing.
-        tx.delete(k.raw);
-        match ttl {
-            Some(ttl) => tx.put_with_ttl(k.hashed, value, ttl)?,
+        if u.get(1).is_some() {
+            u.delete(1);
+        }
+        match expires_at_ms {
+            // An expiry at or before the backend's clock deletes.
+            Some(at) => u.put(0, value.clone(), Some(at)),
             // Saved with an expiry in the past: it is over.
-            None => tx.delete(k.hashed),
+            None => u.delete(0),
         }
         Ok(true)
     })?;
@@ -319,49 +461,50 @@ fn save_sync(db: &Db, k: Keys, value: Vec<u8>, ttl: Option<Duration>) -> Result<
     Ok(())
 }
 
-/// Deletes the session under `k`, in both layouts, in one write.
-fn delete_sync(db: &Db, k: Keys) -> Result<(), StoreError> {
-    db.transaction(|tx| {
-        tx.delete(k.hashed);
-        tx.delete(k.raw);
+/// Deletes the session under `keys`, in both layouts, in one write.
+fn delete_sync(store: &Store, keys: &[Key]) -> Result<(), StoreError> {
+    store.update(keys, |u| {
+        for i in 0..u.read_entries().len() {
+            if u.get(i).is_some() {
+                u.delete(i);
+            }
+        }
         Ok(())
     })?;
     Ok(())
 }
 
-/// Moves the session of the old layout under `k.raw`, if any, to
-/// `k.hashed` with the same expiry; a record already under `k.hashed` (a
-/// parallel request moved it) wins and the raw one is dropped. Returns the
-/// value now under `k.hashed`, and whether a record moved.
-fn migrate_in(tx: &mut Txn<'_>, k: Keys) -> cairn::Result<(Option<Vec<u8>>, bool)> {
-    if let Some(v) = tx.get(k.hashed)? {
-        // A delete of an absent key writes nothing.
-        tx.delete(k.raw);
-        return Ok((Some(v), false));
+/// Moves the session of the old layout at position `i + 1` of `u`, if
+/// any, to the hashed key at `i`, with the same expiry; a record already
+/// under the hashed key (a parallel request moved it) wins and the raw one
+/// is dropped. Returns the value now under the hashed key, and whether a
+/// record moved.
+fn migrate(u: &mut Update, i: usize) -> (Option<Vec<u8>>, bool) {
+    if let Some(e) = u.get(i) {
+        let v = e.value.clone();
+        if u.get(i + 1).is_some() {
+            u.delete(i + 1);
+        }
+        return (Some(v), false);
     }
-    let Some(v) = tx.get(k.raw)? else {
-        // Deleted or expired meanwhile.
-        return Ok((None, false));
+    // Deleted or expired meanwhile.
+    let Some(Entry {
+        value,
+        expires_at_ms,
+    }) = u.get(i + 1).cloned()
+    else {
+        return (None, false);
     };
-    match tx.ttl(k.raw)? {
-        Ttl::Expires(ttl) => tx.put_with_ttl(k.hashed, &v, ttl)?,
-        // The store always writes a TTL; keep any other record as it is.
-        Ttl::Persistent | Ttl::Missing => tx.put(k.hashed, &v),
-    }
-    tx.delete(k.raw);
-    Ok((Some(v), true))
-}
-
-/// [`migrate_in`] as one write; returns the value now under the hashed
-/// key.
-fn migrate_sync(db: &Db, k: Keys) -> Result<Option<Vec<u8>>, StoreError> {
-    Ok(db.transaction(|tx| migrate_in(tx, k))?.0)
+    u.put(i, value.clone(), expires_at_ms);
+    u.delete(i + 1);
+    (Some(value), true)
 }
 
 /// The session in `v`, unless it has expired.
 fn live(v: &[u8]) -> Result<Option<(Data, OffsetDateTime)>, StoreError> {
     let (data, expiry) = decode(v)?;
-    // The TTL was rounded up to a millisecond: check the exact time too.
+    // The backend's expiry was rounded up to a millisecond, and its clock
+    // may differ from ours: check the exact time too.
     if expiry <= OffsetDateTime::now_utc() {
         return Ok(None);
     }
@@ -369,19 +512,34 @@ fn live(v: &[u8]) -> Result<Option<(Data, OffsetDateTime)>, StoreError> {
 }
 
 impl CairnStore {
-    /// The live session under `k`, if any. A session of the old layout is
-    /// moved to its hashed key first.
+    /// The live session under `k`, if any: one read. On an embedded store
+    /// a session of the old layout is moved to its hashed key first.
     async fn load_keys(&self, k: Keys) -> Result<Option<(Data, OffsetDateTime)>, StoreError> {
-        if let Some(v) = self.db.get(k.hashed)? {
-            return live(&v);
+        let hashed = Key::new(k.hashed.to_vec());
+        if self.remote {
+            let entry = self.blocking(move |s| Ok(s.read_one(&hashed)?.1)).await?;
+            return match entry {
+                Some(e) => live(&e.value),
+                None => Ok(None),
+            };
         }
-        let Some(v) = self.db.get(k.raw)? else {
+        // An index lookup and a copy from memory or the page cache.
+        if let Some(e) = self.store.read_one(&hashed)?.1 {
+            return live(&e.value);
+        }
+        if !self.legacy {
+            return Ok(None);
+        }
+        let Some(old) = self.store.read_one(&Key::new(k.raw.to_vec()))?.1 else {
             return Ok(None);
         };
-        if live(&v)?.is_none() {
+        if live(&old.value)?.is_none() {
             return Ok(None);
         }
-        match self.write(move |db| migrate_sync(db, k)).await {
+        let moved = self
+            .blocking(move |s| Ok(s.update(&k.legacy(), |u| Ok(migrate(u, 0).0))?))
+            .await;
+        match moved {
             Ok(Some(moved)) => live(&moved),
             Ok(None) => Ok(None),
             // A read-only store, a full disk: serve the session anyway;
@@ -391,7 +549,7 @@ impl CairnStore {
                     "could not move a session of the old layout (keyed by its id) to its \
                      hashed key: {e:?}; it moves on its next save"
                 );
-                live(&v)
+                live(&old.value)
             }
         }
     }
@@ -404,7 +562,8 @@ macro_rules! impl_store {
         use $core::session_store::{self, ExpiredDeletion, SessionStore};
 
         use crate::{
-            create_sync, delete_sync, encode, save_sync, ttl_until, CairnStore, Keys, StoreError,
+            create_sync, delete_sync, encode, expires_at_ms, op_keys, save_sync, CairnStore, Keys,
+            StoreError,
         };
 
         fn convert(e: StoreError) -> session_store::Error {
@@ -422,14 +581,17 @@ macro_rules! impl_store {
         #[async_trait::async_trait]
         impl SessionStore for CairnStore {
             async fn create(&self, record: &mut Record) -> session_store::Result<()> {
-                let value = encode(&record.data, record.expiry_date).map_err(convert)?;
                 // Already expired: nothing to keep (and nothing to load).
-                let Some(ttl) = ttl_until(record.expiry_date) else {
+                let Some(at) = expires_at_ms(record.expiry_date) else {
                     return Ok(());
                 };
-                let id = record.id;
+                let value = encode(&record.data, record.expiry_date).map_err(convert)?;
+                let (id, legacy) = (record.id, self.legacy);
                 let id = self
-                    .write(move |db| create_sync(db, id, keys, Id::default, &value, ttl))
+                    .blocking(move |s| {
+                        let ks = move |id| op_keys(legacy, keys(id));
+                        create_sync(s, id, ks, Id::default, value, at)
+                    })
                     .await
                     .map_err(convert)?;
                 record.id = id;
@@ -438,9 +600,9 @@ macro_rules! impl_store {
 
             async fn save(&self, record: &Record) -> session_store::Result<()> {
                 let value = encode(&record.data, record.expiry_date).map_err(convert)?;
-                let ttl = ttl_until(record.expiry_date);
-                let k = keys(record.id);
-                self.write(move |db| save_sync(db, k, value, ttl))
+                let at = expires_at_ms(record.expiry_date);
+                let ks = op_keys(self.legacy, keys(record.id));
+                self.blocking(move |s| save_sync(s, &ks, value, at))
                     .await
                     .map_err(convert)
             }
@@ -458,8 +620,8 @@ macro_rules! impl_store {
             }
 
             async fn delete(&self, id: &Id) -> session_store::Result<()> {
-                let k = keys(*id);
-                self.write(move |db| delete_sync(db, k))
+                let ks = op_keys(self.legacy, keys(*id));
+                self.blocking(move |s| delete_sync(s, &ks))
                     .await
                     .map_err(convert)
             }
@@ -467,14 +629,22 @@ macro_rules! impl_store {
 
         #[async_trait::async_trait]
         impl ExpiredDeletion for CairnStore {
-            /// Expired sessions are already invisible and are dropped by
-            /// cairn's own sweep and compaction; this frees their memory now.
+            /// Expired sessions are already invisible. On an embedded
+            /// store cairn's own sweep and compaction drop them, and this
+            /// frees their memory now; on a remote store the server
+            /// expires them itself, and this does nothing.
             async fn delete_expired(&self) -> session_store::Result<()> {
-                let db = self.db.clone();
-                tokio::task::spawn_blocking(move || db.sweep_expired())
-                    .await
-                    .map(drop)
-                    .map_err(|e| session_store::Error::Backend(e.to_string()))
+                if self.db().is_none() {
+                    return Ok(());
+                }
+                self.blocking(|s| {
+                    if let Some(db) = s.as_db() {
+                        db.sweep_expired();
+                    }
+                    Ok(())
+                })
+                .await
+                .map_err(convert)
             }
         }
     };
@@ -525,12 +695,21 @@ mod tests {
     }
 
     #[test]
-    fn ttls_round_up_and_the_past_has_none() {
+    fn expiries_round_up_and_the_past_has_none() {
         let now = OffsetDateTime::now_utc();
-        assert_eq!(ttl_until(now - time::Duration::seconds(1)), None);
-        let t = ttl_until(now + time::Duration::microseconds(10)).map(|d| d.as_millis());
-        assert!(matches!(t, None | Some(1)));
-        let t = ttl_until(now + time::Duration::minutes(30)).expect("future");
-        assert!(t <= Duration::from_secs(1800) && t > Duration::from_secs(1799));
+        assert_eq!(expires_at_ms(now - time::Duration::seconds(1)), None);
+        assert_eq!(expires_at_ms(OffsetDateTime::UNIX_EPOCH), None);
+        let at =
+            OffsetDateTime::from_unix_timestamp_nanos(4_000_000_000_000_000_001).expect("2096");
+        assert_eq!(expires_at_ms(at), Some(4_000_000_000_001));
+        let at =
+            OffsetDateTime::from_unix_timestamp_nanos(4_000_000_000_000_000_000).expect("2096");
+        assert_eq!(expires_at_ms(at), Some(4_000_000_000_000));
+        let later = now + time::Duration::minutes(30);
+        let ms = expires_at_ms(later).expect("future");
+        let exact = later.unix_timestamp_nanos();
+        assert!(
+            i128::from(ms) * 1_000_000 >= exact && i128::from(ms) * 1_000_000 < exact + 1_000_000
+        );
     }
 }

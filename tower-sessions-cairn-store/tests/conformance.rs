@@ -3,8 +3,21 @@
 //! tower-sessions 0.15 and 0.14, through a real axum `Router` and
 //! `SessionManagerLayer`.
 //!
+//! The suite is one function per tower-sessions version,
+//! `vX::run(name, factory)`, that runs every case against stores made by
+//! `factory`: a `Fixture` (tests/common) holds a `cairn::backend::Store`
+//! with no keys in it, and whatever keeps it alive (a temporary directory,
+//! a server). Any backend runs it: the embedded store, an embedded store
+//! dressed as a remote one (`common::RemoteLike`), and a Redis-protocol
+//! server by adding a factory and a `#[tokio::test]` like
+//! `on_the_embedded_store` to the macro.
+//!
 //! `cargo test -p tower-sessions-cairn-store --all-features` runs both
 //! versions.
+
+mod common;
+
+use common::{stored, Fixture};
 
 macro_rules! conformance {
     ($module:ident, $ts:ident) => {
@@ -21,16 +34,95 @@ macro_rules! conformance {
 
             use tower_sessions_cairn_store::CairnStore;
 
+            use super::{common, stored, Fixture};
+
+            /// What makes a case's store.
+            type Factory<'a> = &'a dyn Fn() -> Fixture;
+
+            /// A running case.
+            type Case<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
+
+            /// Runs every case of the suite on stores made by `factory`;
+            /// `name` (the backend's) prefixes the failing case's name.
+            pub async fn run(name: &str, factory: Factory<'_>) {
+                let cases: [(&str, fn(Factory<'_>) -> Case<'_>); 15] = [
+                    ("no_data_no_session", |f| Box::pin(no_data_no_session(f))),
+                    (
+                        "inserting_creates_a_session_with_the_cookie_attributes",
+                        |f| Box::pin(inserting_creates_a_session_with_the_cookie_attributes(f)),
+                    ),
+                    ("without_max_age_the_cookie_has_none", |f| {
+                        Box::pin(without_max_age_the_cookie_has_none(f))
+                    }),
+                    ("data_persists_across_requests", |f| {
+                        Box::pin(data_persists_across_requests(f))
+                    }),
+                    ("a_fresh_session_has_no_value", |f| {
+                        Box::pin(a_fresh_session_has_no_value(f))
+                    }),
+                    ("an_unknown_id_gets_a_new_session", |f| {
+                        Box::pin(an_unknown_id_gets_a_new_session(f))
+                    }),
+                    ("a_malformed_cookie_is_replaced", |f| {
+                        Box::pin(a_malformed_cookie_is_replaced(f))
+                    }),
+                    ("modify_and_remove", |f| Box::pin(modify_and_remove(f))),
+                    ("cycle_id_keeps_the_data_and_kills_the_old_id", |f| {
+                        Box::pin(cycle_id_keeps_the_data_and_kills_the_old_id(f))
+                    }),
+                    ("flush_ends_the_session", |f| {
+                        Box::pin(flush_ends_the_session(f))
+                    }),
+                    ("flush_keeps_the_domain", |f| {
+                        Box::pin(flush_keeps_the_domain(f))
+                    }),
+                    ("set_expiry_moves_max_age", |f| {
+                        Box::pin(set_expiry_moves_max_age(f))
+                    }),
+                    ("change_expiry_type", |f| Box::pin(change_expiry_type(f))),
+                    ("a_session_expires_after_its_max_age", |f| {
+                        Box::pin(a_session_expires_after_its_max_age(f))
+                    }),
+                    (
+                        "always_save_moves_the_sliding_expiry_and_keeps_a_fixed_one",
+                        |f| {
+                            Box::pin(always_save_moves_the_sliding_expiry_and_keeps_a_fixed_one(
+                                f,
+                            ))
+                        },
+                    ),
+                ];
+                for (case, f) in cases {
+                    eprintln!("{name}: {case}");
+                    f(factory).await;
+                }
+            }
+
+            #[tokio::test]
+            async fn on_the_embedded_store() {
+                run("embedded", &common::embedded).await;
+            }
+
+            /// The store as it runs on a remote backend: one key per
+            /// operation, functions run twice, calls off the runtime.
+            #[tokio::test]
+            async fn on_a_remote_like_store() {
+                run("remote-like", &common::remote_like).await;
+            }
+
             struct App {
                 router: Router,
                 store: CairnStore,
-                _dir: tempfile::TempDir,
+                _keep: Box<dyn std::any::Any>,
             }
 
-            fn app(max_age: Option<time::Duration>, domain: Option<&str>) -> App {
-                let dir = tempfile::tempdir().expect("tempdir");
-                let db = cairn::Db::open(dir.path()).expect("open");
-                let store = CairnStore::new(db.keyspace("sessions").expect("keyspace"));
+            fn app(
+                factory: Factory<'_>,
+                max_age: Option<time::Duration>,
+                domain: Option<&str>,
+            ) -> App {
+                let Fixture { store, _keep } = factory();
+                let store = CairnStore::on(store);
                 let mut layer = SessionManagerLayer::new(store.clone()).with_secure(true);
                 if let Some(m) = max_age {
                     layer = layer.with_expiry(Expiry::OnInactivity(m));
@@ -90,7 +182,7 @@ macro_rules! conformance {
                 App {
                     router,
                     store,
-                    _dir: dir,
+                    _keep,
                 }
             }
 
@@ -122,21 +214,19 @@ macro_rules! conformance {
 
             const HOUR: time::Duration = time::Duration::hours(1);
 
-            #[tokio::test]
-            async fn no_data_no_session() {
-                let app = app(Some(HOUR), None);
+            async fn no_data_no_session(factory: Factory<'_>) {
+                let app = app(factory, Some(HOUR), None);
                 let res = call(&app, "/", None).await;
                 assert_eq!(res.status(), StatusCode::OK);
                 assert!(
                     res.headers().get(SET_COOKIE).is_none(),
                     "no data, no cookie"
                 );
-                assert_eq!(app.store.db().len().expect("len"), 0, "nothing stored");
+                assert_eq!(stored(app.store.store()), 0, "nothing stored");
             }
 
-            #[tokio::test]
-            async fn inserting_creates_a_session_with_the_cookie_attributes() {
-                let app = app(Some(HOUR), None);
+            async fn inserting_creates_a_session_with_the_cookie_attributes(factory: Factory<'_>) {
+                let app = app(factory, Some(HOUR), None);
                 let res = call(&app, "/insert", None).await;
                 assert_eq!(res.status(), StatusCode::OK);
                 let c = set_cookie(&res).expect("a session cookie");
@@ -147,21 +237,19 @@ macro_rules! conformance {
                 assert_eq!(c.path(), Some("/"));
                 let max_age = c.max_age().expect("max-age");
                 assert!(max_age <= HOUR && max_age > HOUR - time::Duration::seconds(5));
-                assert_eq!(app.store.db().len().expect("len"), 1, "one session stored");
+                assert_eq!(stored(app.store.store()), 1, "one session stored");
             }
 
-            #[tokio::test]
-            async fn without_max_age_the_cookie_has_none() {
-                let app = app(None, None);
+            async fn without_max_age_the_cookie_has_none(factory: Factory<'_>) {
+                let app = app(factory, None, None);
                 let res = call(&app, "/insert", None).await;
                 let c = set_cookie(&res).expect("a session cookie");
                 assert_eq!(c.max_age(), None);
                 assert_eq!(c.http_only(), Some(true));
             }
 
-            #[tokio::test]
-            async fn data_persists_across_requests() {
-                let app = app(Some(HOUR), None);
+            async fn data_persists_across_requests(factory: Factory<'_>) {
+                let app = app(factory, Some(HOUR), None);
                 let c = set_cookie(&call(&app, "/insert", None).await).expect("cookie");
                 let res = call(&app, "/get", Some(&c)).await;
                 assert_eq!(res.status(), StatusCode::OK);
@@ -172,15 +260,13 @@ macro_rules! conformance {
                 assert_eq!(body(res).await, "42");
             }
 
-            #[tokio::test]
-            async fn a_fresh_session_has_no_value() {
-                let app = app(Some(HOUR), None);
+            async fn a_fresh_session_has_no_value(factory: Factory<'_>) {
+                let app = app(factory, Some(HOUR), None);
                 assert_eq!(body(call(&app, "/get_value", None).await).await, "None");
             }
 
-            #[tokio::test]
-            async fn an_unknown_id_gets_a_new_session() {
-                let app = app(Some(HOUR), None);
+            async fn an_unknown_id_gets_a_new_session(factory: Factory<'_>) {
+                let app = app(factory, Some(HOUR), None);
                 let bogus = Cookie::new("id", "AAAAAAAAAAAAAAAAAAAAAA");
                 let res = call(&app, "/insert", Some(&bogus)).await;
                 assert_eq!(res.status(), StatusCode::OK);
@@ -188,9 +274,8 @@ macro_rules! conformance {
                 assert_ne!(c.value(), bogus.value(), "never adopts a client-chosen id");
             }
 
-            #[tokio::test]
-            async fn a_malformed_cookie_is_replaced() {
-                let app = app(Some(HOUR), None);
+            async fn a_malformed_cookie_is_replaced(factory: Factory<'_>) {
+                let app = app(factory, Some(HOUR), None);
                 let bad = Cookie::new("id", "not base64 at all!");
                 let res = call(&app, "/", Some(&bad)).await;
                 assert_eq!(res.status(), StatusCode::OK);
@@ -198,17 +283,15 @@ macro_rules! conformance {
                 assert_ne!(c.value(), bad.value());
             }
 
-            #[tokio::test]
-            async fn modify_and_remove() {
-                let app = app(Some(HOUR), None);
+            async fn modify_and_remove(factory: Factory<'_>) {
+                let app = app(factory, Some(HOUR), None);
                 let c = set_cookie(&call(&app, "/insert", None).await).expect("cookie");
                 call(&app, "/remove_value", Some(&c)).await;
                 assert_eq!(body(call(&app, "/get_value", Some(&c)).await).await, "None");
             }
 
-            #[tokio::test]
-            async fn cycle_id_keeps_the_data_and_kills_the_old_id() {
-                let app = app(Some(HOUR), None);
+            async fn cycle_id_keeps_the_data_and_kills_the_old_id(factory: Factory<'_>) {
+                let app = app(factory, Some(HOUR), None);
                 let old = set_cookie(&call(&app, "/insert", None).await).expect("cookie");
                 let res = call(&app, "/cycle_id", Some(&old)).await;
                 let new = set_cookie(&res).expect("a new cookie");
@@ -219,12 +302,11 @@ macro_rules! conformance {
                     "None",
                     "the old id is dead"
                 );
-                assert_eq!(app.store.db().len().expect("len"), 1, "one session stored");
+                assert_eq!(stored(app.store.store()), 1, "one session stored");
             }
 
-            #[tokio::test]
-            async fn flush_ends_the_session() {
-                let app = app(Some(HOUR), None);
+            async fn flush_ends_the_session(factory: Factory<'_>) {
+                let app = app(factory, Some(HOUR), None);
                 let c = set_cookie(&call(&app, "/insert", None).await).expect("cookie");
                 let res = call(&app, "/flush", Some(&c)).await;
                 let gone = set_cookie(&res).expect("a removal cookie");
@@ -232,25 +314,19 @@ macro_rules! conformance {
                 assert_eq!(gone.max_age(), Some(time::Duration::ZERO));
                 assert_eq!(gone.path(), Some("/"));
                 assert_eq!(body(call(&app, "/get_value", Some(&c)).await).await, "None");
-                assert_eq!(
-                    app.store.db().len().expect("len"),
-                    0,
-                    "deleted from the store"
-                );
+                assert_eq!(stored(app.store.store()), 0, "deleted from the store");
             }
 
-            #[tokio::test]
-            async fn flush_keeps_the_domain() {
-                let app = app(Some(HOUR), Some("localhost"));
+            async fn flush_keeps_the_domain(factory: Factory<'_>) {
+                let app = app(factory, Some(HOUR), Some("localhost"));
                 let c = set_cookie(&call(&app, "/insert", None).await).expect("cookie");
                 let gone = set_cookie(&call(&app, "/flush", Some(&c)).await).expect("cookie");
                 assert_eq!(gone.value(), "");
                 assert_eq!(gone.domain(), Some("localhost"));
             }
 
-            #[tokio::test]
-            async fn set_expiry_moves_max_age() {
-                let app = app(Some(HOUR), None);
+            async fn set_expiry_moves_max_age(factory: Factory<'_>) {
+                let app = app(factory, Some(HOUR), None);
                 let c = set_cookie(&call(&app, "/insert", None).await).expect("cookie");
                 let first = c.max_age().expect("max-age");
                 assert!((first - HOUR).abs() <= time::Duration::seconds(1));
@@ -259,26 +335,24 @@ macro_rules! conformance {
                 assert!((c2.max_age().expect("max-age") - day).abs() <= time::Duration::seconds(1));
             }
 
-            #[tokio::test]
-            async fn change_expiry_type() {
-                let app_ = app(None, None);
+            async fn change_expiry_type(factory: Factory<'_>) {
+                let app_ = app(factory, None, None);
                 let c = set_cookie(&call(&app_, "/insert", None).await).expect("cookie");
                 assert_eq!(c.max_age(), None);
                 let c = set_cookie(&call(&app_, "/set_expiry", Some(&c)).await).expect("cookie");
                 let day = time::Duration::days(1);
                 assert!((c.max_age().expect("max-age") - day).abs() <= time::Duration::seconds(1));
 
-                let app_ = app(Some(HOUR), None);
+                let app_ = app(factory, Some(HOUR), None);
                 let c = set_cookie(&call(&app_, "/insert", None).await).expect("cookie");
                 assert!(c.max_age().is_some());
                 let c = set_cookie(&call(&app_, "/remove_expiry", Some(&c)).await).expect("cookie");
                 assert_eq!(c.max_age(), None);
             }
 
-            #[tokio::test]
-            async fn a_session_expires_after_its_max_age() {
+            async fn a_session_expires_after_its_max_age(factory: Factory<'_>) {
                 let max_age = std::time::Duration::from_secs(2);
-                let app = app(Some(time::Duration::seconds(2)), None);
+                let app = app(factory, Some(time::Duration::seconds(2)), None);
                 let start = std::time::Instant::now();
                 let c = set_cookie(&call(&app, "/insert", None).await).expect("cookie");
                 let live = body(call(&app, "/get_value", Some(&c)).await).await;
@@ -298,8 +372,9 @@ macro_rules! conformance {
             /// tower-sessions' `always_save` saves every request: the store
             /// must keep the expiry to the nanosecond for a sliding expiry
             /// to move, and keep it exactly for a fixed one.
-            #[tokio::test]
-            async fn always_save_moves_the_sliding_expiry_and_keeps_a_fixed_one() {
+            async fn always_save_moves_the_sliding_expiry_and_keeps_a_fixed_one(
+                factory: Factory<'_>,
+            ) {
                 use $ts::session::Id;
                 use $ts::SessionStore;
                 for (expiry, moves) in [
@@ -310,9 +385,8 @@ macro_rules! conformance {
                         false,
                     ),
                 ] {
-                    let dir = tempfile::tempdir().expect("tempdir");
-                    let db = cairn::Db::open(dir.path()).expect("open");
-                    let store = CairnStore::new(db);
+                    let Fixture { store, _keep } = factory();
+                    let store = CairnStore::on(store);
                     let layer = SessionManagerLayer::new(store.clone())
                         .with_always_save(true)
                         .with_expiry(expiry);
@@ -327,7 +401,7 @@ macro_rules! conformance {
                     let app = App {
                         router,
                         store: store.clone(),
-                        _dir: dir,
+                        _keep,
                     };
                     let c = set_cookie(&call(&app, "/", None).await).expect("cookie");
                     let id: Id = c.value().parse().expect("id");

@@ -78,6 +78,7 @@ macro_rules! hashed_keys {
             fn put_old_layouts(store: &CairnStore, rs: &[Record]) {
                 store
                     .db()
+                    .expect("embedded")
                     .transaction(|tx| {
                         for r in rs {
                             let left =
@@ -96,7 +97,7 @@ macro_rules! hashed_keys {
             }
 
             fn ttl_left(store: &CairnStore, key: &[u8]) -> Duration {
-                match store.db().ttl(key).expect("ttl") {
+                match store.db().expect("embedded").ttl(key).expect("ttl") {
                     cairn::Ttl::Expires(d) => d,
                     other => panic!("expected an expiring record, found {other:?}"),
                 }
@@ -182,11 +183,11 @@ macro_rules! hashed_keys {
                     }
                     ids.push(r.id);
                 }
-                assert_eq!(store.db().len().expect("len"), 6);
+                assert_eq!(store.db().expect("embedded").len().expect("len"), 6);
                 // SyncPolicy::Always: every write is in the files already.
                 assert_no_id_in_files(dir.path(), &ids, "while open");
                 // Closing writes the rest (hints) too.
-                store.db().close().expect("close");
+                store.db().expect("embedded").close().expect("close");
                 assert_no_id_in_files(dir.path(), &ids, "after close");
             }
 
@@ -195,7 +196,7 @@ macro_rules! hashed_keys {
                 let (store, _dir) = store();
                 let mut r = record(data(1), in_minutes(30));
                 store.create(&mut r).await.expect("create");
-                let db = store.db();
+                let db = store.db().expect("embedded");
                 assert_eq!(db.get(raw_key(r.id)).expect("get"), None);
                 // The hand-written old-layout records below are faithful.
                 assert_eq!(
@@ -215,7 +216,7 @@ macro_rules! hashed_keys {
                 let loaded = store.load(&r.id).await.expect("load").expect("found");
                 assert_eq!(loaded, r);
 
-                let db = store.db();
+                let db = store.db().expect("embedded");
                 assert_eq!(db.get(raw_key(r.id)).expect("get"), None, "raw key gone");
                 assert_eq!(
                     db.get(hashed_key(r.id)).expect("get"),
@@ -243,7 +244,14 @@ macro_rules! hashed_keys {
                 put_old_layout(&store, &r);
                 tokio::time::sleep(Duration::from_millis(80)).await;
                 assert_eq!(store.load(&r.id).await.expect("load"), None);
-                assert_eq!(store.db().get(hashed_key(r.id)).expect("get"), None);
+                assert_eq!(
+                    store
+                        .db()
+                        .expect("embedded")
+                        .get(hashed_key(r.id))
+                        .expect("get"),
+                    None
+                );
             }
 
             #[tokio::test]
@@ -255,7 +263,7 @@ macro_rules! hashed_keys {
                 r.expiry_date = in_minutes(90);
                 store.save(&r).await.expect("save");
 
-                let db = store.db();
+                let db = store.db().expect("embedded");
                 assert_eq!(db.get(raw_key(r.id)).expect("get"), None, "raw key gone");
                 assert_eq!(
                     db.get(hashed_key(r.id)).expect("get"),
@@ -273,7 +281,7 @@ macro_rules! hashed_keys {
                 put_old_layout(&store, &r);
                 r.expiry_date = OffsetDateTime::now_utc() - time::Duration::minutes(1);
                 store.save(&r).await.expect("save");
-                assert_eq!(store.db().len().expect("len"), 0);
+                assert_eq!(store.db().expect("embedded").len().expect("len"), 0);
                 assert_eq!(store.load(&r.id).await.expect("load"), None);
             }
 
@@ -287,11 +295,18 @@ macro_rules! hashed_keys {
                     ..record(data(0), in_minutes(30))
                 };
                 put_old_layout(&store, &stale);
-                assert_eq!(store.db().len().expect("len"), 2);
+                assert_eq!(store.db().expect("embedded").len().expect("len"), 2);
                 r.data = data(2);
                 store.save(&r).await.expect("save");
-                assert_eq!(store.db().get(raw_key(r.id)).expect("get"), None);
-                assert_eq!(store.db().len().expect("len"), 1);
+                assert_eq!(
+                    store
+                        .db()
+                        .expect("embedded")
+                        .get(raw_key(r.id))
+                        .expect("get"),
+                    None
+                );
+                assert_eq!(store.db().expect("embedded").len().expect("len"), 1);
                 assert_eq!(store.load(&r.id).await.expect("load"), Some(r));
             }
 
@@ -303,7 +318,14 @@ macro_rules! hashed_keys {
                 let other = record(data(2), in_minutes(30));
                 put_old_layout(&store, &other);
                 store.delete(&r.id).await.expect("delete");
-                assert_eq!(store.db().get(raw_key(r.id)).expect("get"), None);
+                assert_eq!(
+                    store
+                        .db()
+                        .expect("embedded")
+                        .get(raw_key(r.id))
+                        .expect("get"),
+                    None
+                );
                 assert_eq!(store.load(&r.id).await.expect("load"), None);
                 // The other session is untouched.
                 assert_eq!(store.load(&other.id).await.expect("load"), Some(other));
@@ -315,9 +337,9 @@ macro_rules! hashed_keys {
                 let mut r = record(data(1), in_minutes(30));
                 store.create(&mut r).await.expect("create");
                 put_old_layout(&store, &r);
-                assert_eq!(store.db().len().expect("len"), 2);
+                assert_eq!(store.db().expect("embedded").len().expect("len"), 2);
                 store.delete(&r.id).await.expect("delete");
-                assert_eq!(store.db().len().expect("len"), 0);
+                assert_eq!(store.db().expect("embedded").len().expect("len"), 0);
                 assert_eq!(store.load(&r.id).await.expect("load"), None);
             }
 
@@ -357,11 +379,15 @@ macro_rules! hashed_keys {
                     },
                 );
                 let foreign = [7u8; 16];
-                store.db().put(foreign, "not a session").expect("put");
+                store
+                    .db()
+                    .expect("embedded")
+                    .put(foreign, "not a session")
+                    .expect("put");
                 let ttl_before = ttl_left(&store, &raw_key(old[0].id));
 
                 assert_eq!(store.hash_stored_ids().expect("hash_stored_ids"), 300);
-                let db = store.db();
+                let db = store.db().expect("embedded");
                 assert_eq!(db.len().expect("len"), 302);
                 for r in &old {
                     assert_eq!(db.get(raw_key(r.id)).expect("get"), None);
@@ -425,7 +451,7 @@ macro_rules! hashed_keys {
                 store.delete_expired().await.expect("delete_expired");
                 assert_eq!(store.load(&old.id).await.expect("load"), None);
                 assert_eq!(store.load(&new.id).await.expect("load"), None);
-                assert_eq!(store.db().len().expect("len"), 1);
+                assert_eq!(store.db().expect("embedded").len().expect("len"), 1);
                 assert_eq!(store.load(&live.id).await.expect("load"), Some(live));
             }
         }
