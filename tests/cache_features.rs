@@ -300,7 +300,9 @@ fn ten_entries(cache: &Cache) -> Vec<String> {
 /// value and the 13-byte header, as `max_bytes` counts them).
 fn stored(cache: &Cache) -> (u64, u64) {
     cache
-        .db()
+        .store()
+        .as_db()
+        .expect("the embedded store")
         .scan_prefix("d")
         .map(|kv| kv.expect("scan"))
         .fold((0, 0), |(n, b), (k, v)| {
@@ -355,7 +357,7 @@ fn an_entry_larger_than_max_bytes_is_refused_and_evicts_nothing() {
         assert_eq!(cache.stats().bytes, before.bytes);
         // The running cache and the reopened one agree.
         let running = (cache.stats().entries, cache.stats().bytes);
-        let store = cache.db().clone();
+        let store = cache.store().as_db().expect("the embedded store").clone();
         drop(cache);
         store.close().expect("close");
         drop(store);
@@ -414,7 +416,7 @@ fn a_reopen_with_a_smaller_bound_evicts_only_what_cannot_stay() {
         .insert("huge", vec![1u8; 12 << 10], None)
         .expect("insert");
     let keys = ten_entries(&cache);
-    let store = cache.db().clone();
+    let store = cache.store().as_db().expect("the embedded store").clone();
     drop(cache);
     store.close().expect("close");
     drop(store);
