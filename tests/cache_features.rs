@@ -430,3 +430,137 @@ fn a_reopen_with_a_smaller_bound_evicts_only_what_cannot_stay() {
     }
     assert_eq!(stored(&cache), (10, 1200));
 }
+
+// ----- the async path on a remote store ---------------------------------
+
+/// A remote store's stand-in: the embedded store behind the public
+/// `Backend` trait, reporting `is_remote()` and taking `delay` per call, as
+/// a network round trip would. It records the threads its calls ran on.
+#[derive(Debug)]
+struct SlowRemote {
+    inner: cairn::backend::embedded::Embedded,
+    delay: Duration,
+    threads: std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>,
+}
+
+impl SlowRemote {
+    fn called(&self) {
+        let name = std::thread::current().name().map(str::to_owned);
+        self.threads.lock().expect("threads").push(name);
+        std::thread::sleep(self.delay);
+    }
+}
+
+impl cairn::backend::Backend for SlowRemote {
+    fn read(&self, keys: &[cairn::backend::Key]) -> cairn::Result<cairn::backend::Snapshot> {
+        self.called();
+        self.inner.read(keys)
+    }
+
+    fn update(
+        &self,
+        keys: &[cairn::backend::Key],
+        f: &mut dyn FnMut(&mut cairn::backend::Update) -> cairn::Result<()>,
+    ) -> cairn::Result<()> {
+        self.called();
+        self.inner.update(keys, f)
+    }
+
+    fn scan(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], u64, Option<u64>)) -> cairn::Result<()> {
+        self.called();
+        self.inner.scan(prefix, f)
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+}
+
+/// Wakes the polling thread, and counts the wake-ups.
+struct Unpark(std::thread::Thread, AtomicUsize);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.1.fetch_add(1, Ordering::SeqCst);
+        self.0.unpark();
+    }
+}
+
+/// A one-thread executor for `futures`, polled in turn until all are
+/// done; returns their outputs and the longest single poll.
+fn run_all<F: std::future::Future>(futures: Vec<F>) -> (Vec<F::Output>, Duration) {
+    use std::task::{Context, Poll};
+    let unpark = std::sync::Arc::new(Unpark(std::thread::current(), AtomicUsize::new(0)));
+    let waker = std::task::Waker::from(unpark);
+    let mut cx = Context::from_waker(&waker);
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    let mut longest = Duration::ZERO;
+    while out.iter().any(Option::is_none) {
+        for (f, o) in futures.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                let start = std::time::Instant::now();
+                if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                    *o = Some(v);
+                }
+                longest = longest.max(start.elapsed());
+            }
+        }
+        if out.iter().any(Option::is_none) {
+            std::thread::park_timeout(Duration::from_millis(50));
+        }
+    }
+    (out.into_iter().flatten().collect(), longest)
+}
+
+#[test]
+fn the_async_path_awaits_a_remote_store_off_the_executor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START_MS);
+    let delay = Duration::from_millis(150);
+    let threads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let store = cairn::backend::Store::new(SlowRemote {
+        inner: cairn::backend::embedded::Embedded::new(db(dir.path(), &clock)),
+        delay,
+        threads: threads.clone(),
+    });
+    assert!(store.is_remote());
+    let cache = Cache::open(store).expect("cache");
+    threads.lock().expect("threads").clear();
+    let loads = AtomicUsize::new(0);
+    let call = || {
+        cache.get_or_insert_with_async("page", Duration::from_secs(60), || async {
+            loads.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(b"fetched".to_vec())
+        })
+    };
+    // Two callers of one key on one executor thread: the store's calls
+    // take `delay` each, and no poll waits for them.
+    let (got, longest) = run_all(vec![call(), call()]);
+    for v in got {
+        assert_eq!(v.expect("load"), b"fetched");
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 1, "one load for both callers");
+    assert!(
+        longest < delay / 2,
+        "a poll blocked for {longest:?} (the store takes {delay:?})"
+    );
+    // Every call reached the store from the library's own threads.
+    let seen = std::mem::take(&mut *threads.lock().expect("threads"));
+    assert!(seen.len() >= 3, "a read each, and the write: {seen:?}");
+    assert!(
+        seen.iter().all(|n| n
+            .as_deref()
+            .is_some_and(|n| n.starts_with("cairn-offload-"))),
+        "{seen:?}"
+    );
+    // A hit is awaited the same way, and the sync API sees the entry.
+    let (got, longest) = run_all(vec![call()]);
+    assert_eq!(
+        got.into_iter().next().map(|r| r.expect("hit")),
+        Some(b"fetched".to_vec())
+    );
+    assert!(longest < delay / 2, "a poll blocked for {longest:?}");
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    assert_eq!(cache.get("page").expect("get"), Some(b"fetched".to_vec()));
+}
