@@ -234,7 +234,8 @@ impl Cache {
     }
 
     /// Stores `value` under `key` for `ttl` (`None`: until evicted or
-    /// invalidated), evicting as needed in the same atomic write. When the
+    /// invalidated), evicting as needed (on the embedded store, in the same
+    /// atomic write; see [Stores](super#stores)). When the
     /// cache is full, a new key may be refused by the admission check
     /// ([`CacheOptions::admission`]); that is not an error.
     ///
@@ -278,7 +279,7 @@ impl Cache {
 
     /// Writes an entry and the evictions it causes: on the embedded store
     /// as one atomic update, on a remote one as the entry's update then
-    /// one delete per victim (see the [module docs](super#storage)).
+    /// one delete per victim (see the [module docs](super#stores)).
     /// With `own` (the flight of a read-through load), nothing is written
     /// if an invalidation or another write of `key` happened since the
     /// load began.
