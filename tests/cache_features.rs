@@ -441,9 +441,20 @@ struct SlowRemote {
     inner: cairn::backend::embedded::Embedded,
     delay: Duration,
     threads: std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>,
+    /// While set, every update fails, having written nothing.
+    fail_updates: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl SlowRemote {
+    fn new(db: Db, delay: Duration) -> SlowRemote {
+        SlowRemote {
+            inner: cairn::backend::embedded::Embedded::new(db),
+            delay,
+            threads: Default::default(),
+            fail_updates: Default::default(),
+        }
+    }
+
     fn called(&self) {
         let name = std::thread::current().name().map(str::to_owned);
         self.threads.lock().expect("threads").push(name);
@@ -463,6 +474,13 @@ impl cairn::backend::Backend for SlowRemote {
         f: &mut dyn FnMut(&mut cairn::backend::Update) -> cairn::Result<()>,
     ) -> cairn::Result<()> {
         self.called();
+        if self.fail_updates.load(Ordering::SeqCst) {
+            return Err(cairn::Error::Remote {
+                address: "test".into(),
+                message: "refused".into(),
+                maybe_applied: false,
+            });
+        }
         self.inner.update(keys, f)
     }
 
@@ -518,12 +536,9 @@ fn the_async_path_awaits_a_remote_store_off_the_executor() {
     let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(START_MS);
     let delay = Duration::from_millis(150);
-    let threads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-    let store = cairn::backend::Store::new(SlowRemote {
-        inner: cairn::backend::embedded::Embedded::new(db(dir.path(), &clock)),
-        delay,
-        threads: threads.clone(),
-    });
+    let remote = SlowRemote::new(db(dir.path(), &clock), delay);
+    let threads = remote.threads.clone();
+    let store = cairn::backend::Store::new(remote);
     assert!(store.is_remote());
     let cache = Cache::open(store).expect("cache");
     threads.lock().expect("threads").clear();
@@ -563,4 +578,95 @@ fn the_async_path_awaits_a_remote_store_off_the_executor() {
     assert!(longest < delay / 2, "a poll blocked for {longest:?}");
     assert_eq!(loads.load(Ordering::SeqCst), 1);
     assert_eq!(cache.get("page").expect("get"), Some(b"fetched".to_vec()));
+}
+
+/// Entries the embedded store under a test double holds, by cache key.
+fn held(db: &Db) -> Vec<Vec<u8>> {
+    db.scan_prefix("d")
+        .map(|kv| kv.expect("scan").0[1..].to_vec())
+        .collect()
+}
+
+#[test]
+fn on_a_remote_store_the_bound_invalidation_and_generations_hold() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START_MS);
+    let d = db(dir.path(), &clock);
+    let open = |d: &Db| {
+        CacheOptions::new()
+            .max_entries(4)
+            .admission(false)
+            .seed(3)
+            .open(cairn::backend::Store::new(SlowRemote::new(
+                d.clone(),
+                Duration::ZERO,
+            )))
+            .expect("cache")
+    };
+    let cache = open(&d);
+    for i in 0..10 {
+        cache
+            .insert(format!("k{i}"), "v", Some(ms(60_000)))
+            .expect("insert");
+        // Evictions are separate deletes here, written before the insert
+        // returns: the store is within the bound after each call.
+        assert!(held(&d).len() <= 4, "after k{i}: {:?}", held(&d));
+    }
+    let st = cache.stats();
+    assert_eq!((st.entries, st.evictions), (4, 6));
+    assert_eq!(held(&d).len(), 4);
+    // A reopen loads the tracker with a scan, and agrees.
+    drop(cache);
+    let cache = open(&d);
+    assert_eq!(cache.stats().entries, 4);
+    assert_eq!(cache.stats().evictions, 0);
+    let n = cache.invalidate_prefix("k").expect("invalidate prefix");
+    assert_eq!(n, 4);
+    assert_eq!(cache.stats().entries, 0);
+    assert!(held(&d).is_empty());
+    // Generations move with updates.
+    let k = cache.group_key("g", "1").expect("group key");
+    cache.insert(&k, "a", None).expect("insert");
+    assert_eq!(cache.invalidate_group("g").expect("invalidate group"), 1);
+    assert_eq!(cache.invalidate_group("g").expect("invalidate group"), 2);
+    assert_eq!(cache.generation("g").expect("generation"), 2);
+    assert_eq!(
+        cache
+            .get(cache.group_key("g", "1").expect("group key"))
+            .expect("get"),
+        None
+    );
+}
+
+#[test]
+fn a_failed_write_leaves_the_tracker_as_the_store_is() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START_MS);
+    let d = db(dir.path(), &clock);
+    let remote = SlowRemote::new(d.clone(), Duration::ZERO);
+    let fail = remote.fail_updates.clone();
+    let cache = CacheOptions::new()
+        .max_entries(2)
+        .admission(false)
+        .open(cairn::backend::Store::new(remote))
+        .expect("cache");
+    cache.insert("a", "1", None).expect("insert");
+    cache.insert("b", "2", None).expect("insert");
+    let before = cache.stats();
+    fail.store(true, Ordering::SeqCst);
+    // An insert that would evict, an invalidation and a prefix
+    // invalidation: each fails, and the tracker does not move.
+    assert!(cache.insert("c", "3", None).is_err());
+    assert!(cache.invalidate("a").is_err());
+    assert!(cache.invalidate_prefix("").is_err());
+    let after = cache.stats();
+    assert_eq!((after.entries, after.bytes), (before.entries, before.bytes));
+    assert_eq!(after.evictions, before.evictions);
+    fail.store(false, Ordering::SeqCst);
+    assert_eq!(held(&d), [b"a".to_vec(), b"b".to_vec()]);
+    // The next insert evicts one of the two the store really holds.
+    cache.insert("c", "3", None).expect("insert");
+    assert_eq!(cache.stats().entries, 2);
+    assert_eq!(held(&d).len(), 2);
+    assert_eq!(cache.stats().evictions, 1);
 }
