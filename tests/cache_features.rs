@@ -551,7 +551,11 @@ fn the_async_path_awaits_a_remote_store_off_the_executor() {
     };
     // Two callers of one key on one executor thread: the store's calls
     // take `delay` each, and no poll waits for them.
-    let (got, longest) = run_all(vec![call(), call()]);
+    // The future can move between a multi-threaded executor's workers.
+    fn send<T: Send>(t: T) -> T {
+        t
+    }
+    let (got, longest) = run_all(vec![send(call()), call()]);
     for v in got {
         assert_eq!(v.expect("load"), b"fetched");
     }
