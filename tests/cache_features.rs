@@ -441,8 +441,9 @@ struct SlowRemote {
     inner: cairn::backend::embedded::Embedded,
     delay: Duration,
     threads: std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>,
-    /// While set, every update fails, having written nothing.
-    fail_updates: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// How many more updates succeed (`u64::MAX`: all); the others fail,
+    /// having written nothing.
+    updates_left: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SlowRemote {
@@ -451,7 +452,7 @@ impl SlowRemote {
             inner: cairn::backend::embedded::Embedded::new(db),
             delay,
             threads: Default::default(),
-            fail_updates: Default::default(),
+            updates_left: std::sync::Arc::new(u64::MAX.into()),
         }
     }
 
@@ -474,7 +475,12 @@ impl cairn::backend::Backend for SlowRemote {
         f: &mut dyn FnMut(&mut cairn::backend::Update) -> cairn::Result<()>,
     ) -> cairn::Result<()> {
         self.called();
-        if self.fail_updates.load(Ordering::SeqCst) {
+        let left = self.updates_left.load(Ordering::SeqCst);
+        if left != u64::MAX {
+            self.updates_left
+                .store(left.saturating_sub(1), Ordering::SeqCst);
+        }
+        if left == 0 {
             return Err(cairn::Error::Remote {
                 address: "test".into(),
                 message: "refused".into(),
@@ -648,7 +654,7 @@ fn a_failed_write_leaves_the_tracker_as_the_store_is() {
     let clock = ManualClock::new(START_MS);
     let d = db(dir.path(), &clock);
     let remote = SlowRemote::new(d.clone(), Duration::ZERO);
-    let fail = remote.fail_updates.clone();
+    let left = remote.updates_left.clone();
     let cache = CacheOptions::new()
         .max_entries(2)
         .admission(false)
@@ -657,7 +663,7 @@ fn a_failed_write_leaves_the_tracker_as_the_store_is() {
     cache.insert("a", "1", None).expect("insert");
     cache.insert("b", "2", None).expect("insert");
     let before = cache.stats();
-    fail.store(true, Ordering::SeqCst);
+    left.store(0, Ordering::SeqCst);
     // An insert that would evict, an invalidation and a prefix
     // invalidation: each fails, and the tracker does not move.
     assert!(cache.insert("c", "3", None).is_err());
@@ -666,11 +672,40 @@ fn a_failed_write_leaves_the_tracker_as_the_store_is() {
     let after = cache.stats();
     assert_eq!((after.entries, after.bytes), (before.entries, before.bytes));
     assert_eq!(after.evictions, before.evictions);
-    fail.store(false, Ordering::SeqCst);
+    left.store(u64::MAX, Ordering::SeqCst);
     assert_eq!(held(&d), [b"a".to_vec(), b"b".to_vec()]);
     // The next insert evicts one of the two the store really holds.
     cache.insert("c", "3", None).expect("insert");
     assert_eq!(cache.stats().entries, 2);
     assert_eq!(held(&d).len(), 2);
     assert_eq!(cache.stats().evictions, 1);
+}
+
+#[test]
+fn a_remote_eviction_that_fails_halfway_leaves_the_tracker_as_the_store_is() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START_MS);
+    let d = db(dir.path(), &clock);
+    let remote = SlowRemote::new(d.clone(), Duration::ZERO);
+    let left = remote.updates_left.clone();
+    // Three entries of 1 + 13 + 10 bytes fill it.
+    let cache = CacheOptions::new()
+        .max_bytes(72)
+        .admission(false)
+        .open(cairn::backend::Store::new(remote))
+        .expect("cache");
+    for k in ["a", "b", "c"] {
+        cache.insert(k, [0u8; 10], None).expect("insert");
+    }
+    // 44 bytes more: two of them go. The insert is written, the first
+    // eviction too, the second fails.
+    left.store(2, Ordering::SeqCst);
+    assert!(cache.insert("d", [0u8; 30], None).is_err());
+    left.store(u64::MAX, Ordering::SeqCst);
+    let held = held(&d);
+    assert_eq!(held.len(), 3, "{held:?}");
+    assert!(held.contains(&b"d".to_vec()));
+    let st = cache.stats();
+    assert_eq!((st.entries, st.bytes), (3, 44 + 24 + 24));
+    assert_eq!(st.evictions, 1);
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::backend::embedded::check_not_in_transaction;
-use crate::backend::{Key, Store};
+use crate::backend::{Key, Store, Update};
 use crate::error::{Error, Result};
 use crate::modules::cache::entry::{data_key, ms_of, Stored, DATA, GENERATION, HEADER, KIND_VALUE};
 use crate::modules::cache::flight::Flight;
@@ -352,17 +352,20 @@ impl Cache {
                 self.count_evicted(&victims);
                 Ok(())
             }
-            Err(e) => {
-                if !maybe_applied(&e) {
-                    let mut t = lock(&self.0.tracker);
+            Err((e, done, written)) => {
+                // Put back what the store still holds as it was.
+                let (evicted, kept) = victims.split_at(done.min(victims.len()));
+                self.count_evicted(evicted);
+                let mut t = lock(&self.0.tracker);
+                if written == Some(false) {
                     match before {
                         Some((bytes, exp)) => t.upsert(key, bytes, exp),
                         None => {
                             t.remove(key);
                         }
                     }
-                    Self::restore(&mut t, &victims);
                 }
+                Self::restore(&mut t, kept);
                 Err(e)
             }
         }
@@ -397,61 +400,85 @@ impl Cache {
         r
     }
 
-    /// Writes `key`'s entry and deletes the victims' entries.
+    /// Writes `key`'s entry and deletes the victims' entries: one atomic
+    /// update on the embedded store; on a remote one, the entry's update
+    /// then [`Cache::delete_names`]. On an error, returns how many victims
+    /// were surely deleted and whether the entry was written (`None`:
+    /// perhaps).
     fn write_with_evictions(
         &self,
         key: &[u8],
         stored: Vec<u8>,
         expires: u64,
         victims: &[Victim],
-    ) -> Result<()> {
+    ) -> std::result::Result<(), (Error, usize, Option<bool>)> {
         let store = &self.0.store;
         let mut keys = vec![Key::new(data_key(key))];
+        let written = |e: &Error| (!maybe_applied(e)).then_some(false);
         if store.is_remote() {
             // Each key is its own operation: a cluster spreads a cache's
             // entries over its slots, so one update cannot span them.
-            store.update(&keys, |u| {
-                u.put(0, stored.clone(), expiry(expires));
-                Ok(())
-            })?;
+            store
+                .update(&keys, |u| {
+                    u.put(0, stored.clone(), expiry(expires));
+                    Ok(())
+                })
+                .map_err(|e| {
+                    let w = written(&e);
+                    (e, 0, w)
+                })?;
             let names: Vec<Vec<u8>> = victims.iter().map(|v| data_key(&v.key)).collect();
-            return self.delete_names(names);
+            return self
+                .delete_names(&names)
+                .map_err(|(e, done)| (e, done, Some(true)));
         }
         // One process holds every key: the entry and its evictions are one
         // atomic update, so a crash never leaves the store over capacity.
         keys.extend(victims.iter().map(|v| Key::new(data_key(&v.key))));
-        store.update(&keys, |u| {
-            u.put(0, stored.clone(), expiry(expires));
-            for i in 1..keys.len() {
-                u.delete(i);
-            }
-            Ok(())
-        })
+        store
+            .update(&keys, |u| {
+                u.put(0, stored.clone(), expiry(expires));
+                for i in 1..keys.len() {
+                    u.delete(i);
+                }
+                Ok(())
+            })
+            .map_err(|e| {
+                let w = written(&e);
+                (e, 0, w)
+            })
     }
 
     /// Deletes the entries named (store names, `d` + key): one atomic
     /// update on the embedded store, one update per key on a remote one.
-    fn delete_names(&self, names: Vec<Vec<u8>>) -> Result<()> {
+    /// On an error, returns how many of them were surely deleted (the
+    /// first ones; none on the embedded store). A delete that may have
+    /// been applied counts as done.
+    fn delete_names(&self, names: &[Vec<u8>]) -> std::result::Result<(), (Error, usize)> {
         if names.is_empty() {
             return Ok(());
         }
         let store = &self.0.store;
-        let keys: Vec<Key> = names.into_iter().map(Key::new).collect();
-        if store.is_remote() {
-            for k in &keys {
-                store.update(std::slice::from_ref(k), |u| {
-                    u.delete(0);
-                    Ok(())
-                })?;
-            }
-            return Ok(());
-        }
-        store.update(&keys, |u| {
-            for i in 0..keys.len() {
+        let keys: Vec<Key> = names.iter().cloned().map(Key::new).collect();
+        let delete_all = |u: &mut Update| {
+            for i in 0..u.read_entries().len() {
                 u.delete(i);
             }
             Ok(())
-        })
+        };
+        if !store.is_remote() {
+            return store.update(&keys, delete_all).map_err(|e| {
+                let done = if maybe_applied(&e) { keys.len() } else { 0 };
+                (e, done)
+            });
+        }
+        for (i, k) in keys.iter().enumerate() {
+            if let Err(e) = store.update(std::slice::from_ref(k), delete_all) {
+                let done = if maybe_applied(&e) { i + 1 } else { i };
+                return Err((e, done));
+            }
+        }
+        Ok(())
     }
 
     /// Puts evicted entries back in the tracker after a failed write.
@@ -555,16 +582,16 @@ impl Cache {
             victims.extend(self.pick_victims(&mut t, now, &[]));
             victims
         };
-        let names = victims.iter().map(|v| data_key(&v.key)).collect();
-        match self.delete_names(names) {
+        let names: Vec<Vec<u8>> = victims.iter().map(|v| data_key(&v.key)).collect();
+        match self.delete_names(&names) {
             Ok(()) => {
                 self.count_evicted(&victims);
                 Ok(())
             }
-            Err(e) => {
-                if !maybe_applied(&e) {
-                    Self::restore(&mut lock(&self.0.tracker), &victims);
-                }
+            Err((e, done)) => {
+                let (evicted, kept) = victims.split_at(done.min(victims.len()));
+                self.count_evicted(evicted);
+                Self::restore(&mut lock(&self.0.tracker), kept);
                 Err(e)
             }
         }
@@ -655,12 +682,17 @@ impl Cache {
                 .map(|k| Self::take(&mut t, k, false))
                 .collect()
         };
-        match self.delete_names(names) {
+        match self.delete_names(&names) {
             Ok(()) => Ok(n),
-            Err(e) => {
-                if !maybe_applied(&e) {
-                    Self::restore(&mut lock(&self.0.tracker), &removed);
-                }
+            Err((e, done)) => {
+                // Put back the entries the store still holds.
+                let still: std::collections::HashSet<&[u8]> =
+                    names.iter().skip(done).map(|k| &k[1..]).collect();
+                let back: Vec<Victim> = removed
+                    .into_iter()
+                    .filter(|v| still.contains(&*v.key))
+                    .collect();
+                Self::restore(&mut lock(&self.0.tracker), &back);
                 Err(e)
             }
         }
