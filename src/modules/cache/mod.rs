@@ -73,6 +73,11 @@
 //! - **Invalidation across processes.** A load that an
 //!   [`Cache::invalidate`] overtakes is not cached, within one process;
 //!   another process's invalidation does not reach loads running here.
+//! - **One write at a time per cache and process.** A cache's writes
+//!   (inserts, invalidations) hold a lock of its own across the store's
+//!   call, which keeps the tracker in step with the store; reads do not.
+//!   On a remote store that is one write in flight per process: open more
+//!   than one cache, or use more processes, for more write throughput.
 //! - **Async.** [`Cache::get_or_insert_with_async`] runs a remote store's
 //!   calls on the library's own threads and awaits them.
 //!
