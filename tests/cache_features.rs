@@ -300,7 +300,9 @@ fn ten_entries(cache: &Cache) -> Vec<String> {
 /// value and the 13-byte header, as `max_bytes` counts them).
 fn stored(cache: &Cache) -> (u64, u64) {
     cache
-        .db()
+        .store()
+        .as_db()
+        .expect("the embedded store")
         .scan_prefix("d")
         .map(|kv| kv.expect("scan"))
         .fold((0, 0), |(n, b), (k, v)| {
@@ -355,7 +357,7 @@ fn an_entry_larger_than_max_bytes_is_refused_and_evicts_nothing() {
         assert_eq!(cache.stats().bytes, before.bytes);
         // The running cache and the reopened one agree.
         let running = (cache.stats().entries, cache.stats().bytes);
-        let store = cache.db().clone();
+        let store = cache.store().as_db().expect("the embedded store").clone();
         drop(cache);
         store.close().expect("close");
         drop(store);
@@ -414,7 +416,7 @@ fn a_reopen_with_a_smaller_bound_evicts_only_what_cannot_stay() {
         .insert("huge", vec![1u8; 12 << 10], None)
         .expect("insert");
     let keys = ten_entries(&cache);
-    let store = cache.db().clone();
+    let store = cache.store().as_db().expect("the embedded store").clone();
     drop(cache);
     store.close().expect("close");
     drop(store);
@@ -427,4 +429,283 @@ fn a_reopen_with_a_smaller_bound_evicts_only_what_cannot_stay() {
         assert!(cache.get(k).expect("get").is_some(), "{k}");
     }
     assert_eq!(stored(&cache), (10, 1200));
+}
+
+// ----- the async path on a remote store ---------------------------------
+
+/// A remote store's stand-in: the embedded store behind the public
+/// `Backend` trait, reporting `is_remote()` and taking `delay` per call, as
+/// a network round trip would. It records the threads its calls ran on.
+#[derive(Debug)]
+struct SlowRemote {
+    inner: cairn::backend::embedded::Embedded,
+    delay: Duration,
+    threads: std::sync::Arc<std::sync::Mutex<Vec<Option<String>>>>,
+    /// How many more updates succeed (`u64::MAX`: all); the others fail,
+    /// having written nothing.
+    updates_left: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SlowRemote {
+    fn new(db: Db, delay: Duration) -> SlowRemote {
+        SlowRemote {
+            inner: cairn::backend::embedded::Embedded::new(db),
+            delay,
+            threads: Default::default(),
+            updates_left: std::sync::Arc::new(u64::MAX.into()),
+        }
+    }
+
+    fn called(&self) {
+        let name = std::thread::current().name().map(str::to_owned);
+        self.threads.lock().expect("threads").push(name);
+        std::thread::sleep(self.delay);
+    }
+}
+
+impl cairn::backend::Backend for SlowRemote {
+    fn read(&self, keys: &[cairn::backend::Key]) -> cairn::Result<cairn::backend::Snapshot> {
+        self.called();
+        self.inner.read(keys)
+    }
+
+    fn update(
+        &self,
+        keys: &[cairn::backend::Key],
+        f: &mut dyn FnMut(&mut cairn::backend::Update) -> cairn::Result<()>,
+    ) -> cairn::Result<()> {
+        self.called();
+        let left = self.updates_left.load(Ordering::SeqCst);
+        if left != u64::MAX {
+            self.updates_left
+                .store(left.saturating_sub(1), Ordering::SeqCst);
+        }
+        if left == 0 {
+            return Err(cairn::Error::Remote {
+                address: "test".into(),
+                message: "refused".into(),
+                maybe_applied: false,
+            });
+        }
+        self.inner.update(keys, f)
+    }
+
+    fn scan(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], u64, Option<u64>)) -> cairn::Result<()> {
+        self.called();
+        self.inner.scan(prefix, f)
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+}
+
+/// Wakes the polling thread, and counts the wake-ups.
+struct Unpark(std::thread::Thread, AtomicUsize);
+
+impl std::task::Wake for Unpark {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.1.fetch_add(1, Ordering::SeqCst);
+        self.0.unpark();
+    }
+}
+
+/// A one-thread executor for `futures`, polled in turn until all are
+/// done; returns their outputs and the longest single poll.
+fn run_all<F: std::future::Future>(futures: Vec<F>) -> (Vec<F::Output>, Duration) {
+    use std::task::{Context, Poll};
+    let unpark = std::sync::Arc::new(Unpark(std::thread::current(), AtomicUsize::new(0)));
+    let waker = std::task::Waker::from(unpark);
+    let mut cx = Context::from_waker(&waker);
+    let mut futures: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    let mut longest = Duration::ZERO;
+    while out.iter().any(Option::is_none) {
+        for (f, o) in futures.iter_mut().zip(out.iter_mut()) {
+            if o.is_none() {
+                let start = std::time::Instant::now();
+                if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+                    *o = Some(v);
+                }
+                longest = longest.max(start.elapsed());
+            }
+        }
+        if out.iter().any(Option::is_none) {
+            std::thread::park_timeout(Duration::from_millis(50));
+        }
+    }
+    (out.into_iter().flatten().collect(), longest)
+}
+
+#[test]
+fn the_async_path_awaits_a_remote_store_off_the_executor() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START_MS);
+    let delay = Duration::from_millis(150);
+    let remote = SlowRemote::new(db(dir.path(), &clock), delay);
+    let threads = remote.threads.clone();
+    let store = cairn::backend::Store::new(remote);
+    assert!(store.is_remote());
+    let cache = Cache::open(store).expect("cache");
+    threads.lock().expect("threads").clear();
+    let loads = AtomicUsize::new(0);
+    let call = || {
+        cache.get_or_insert_with_async("page", Duration::from_secs(60), || async {
+            loads.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(b"fetched".to_vec())
+        })
+    };
+    // Two callers of one key on one executor thread: the store's calls
+    // take `delay` each, and no poll waits for them.
+    // The future can move between a multi-threaded executor's workers.
+    fn send<T: Send>(t: T) -> T {
+        t
+    }
+    let (got, longest) = run_all(vec![send(call()), call()]);
+    for v in got {
+        assert_eq!(v.expect("load"), b"fetched");
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 1, "one load for both callers");
+    assert!(
+        longest < delay / 2,
+        "a poll blocked for {longest:?} (the store takes {delay:?})"
+    );
+    // Every call reached the store from the library's own threads.
+    let seen = std::mem::take(&mut *threads.lock().expect("threads"));
+    assert!(seen.len() >= 3, "a read each, and the write: {seen:?}");
+    assert!(
+        seen.iter().all(|n| n
+            .as_deref()
+            .is_some_and(|n| n.starts_with("cairn-offload-"))),
+        "{seen:?}"
+    );
+    // A hit is awaited the same way, and the sync API sees the entry.
+    let (got, longest) = run_all(vec![call()]);
+    assert_eq!(
+        got.into_iter().next().map(|r| r.expect("hit")),
+        Some(b"fetched".to_vec())
+    );
+    assert!(longest < delay / 2, "a poll blocked for {longest:?}");
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    assert_eq!(cache.get("page").expect("get"), Some(b"fetched".to_vec()));
+}
+
+/// Entries the embedded store under a test double holds, by cache key.
+fn held(db: &Db) -> Vec<Vec<u8>> {
+    db.scan_prefix("d")
+        .map(|kv| kv.expect("scan").0[1..].to_vec())
+        .collect()
+}
+
+#[test]
+fn on_a_remote_store_the_bound_invalidation_and_generations_hold() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START_MS);
+    let d = db(dir.path(), &clock);
+    let open = |d: &Db| {
+        CacheOptions::new()
+            .max_entries(4)
+            .admission(false)
+            .seed(3)
+            .open(cairn::backend::Store::new(SlowRemote::new(
+                d.clone(),
+                Duration::ZERO,
+            )))
+            .expect("cache")
+    };
+    let cache = open(&d);
+    for i in 0..10 {
+        cache
+            .insert(format!("k{i}"), "v", Some(ms(60_000)))
+            .expect("insert");
+        // Evictions are separate deletes here, written before the insert
+        // returns: the store is within the bound after each call.
+        assert!(held(&d).len() <= 4, "after k{i}: {:?}", held(&d));
+    }
+    let st = cache.stats();
+    assert_eq!((st.entries, st.evictions), (4, 6));
+    assert_eq!(held(&d).len(), 4);
+    // A reopen loads the tracker with a scan, and agrees.
+    drop(cache);
+    let cache = open(&d);
+    assert_eq!(cache.stats().entries, 4);
+    assert_eq!(cache.stats().evictions, 0);
+    let n = cache.invalidate_prefix("k").expect("invalidate prefix");
+    assert_eq!(n, 4);
+    assert_eq!(cache.stats().entries, 0);
+    assert!(held(&d).is_empty());
+    // Generations move with updates.
+    let k = cache.group_key("g", "1").expect("group key");
+    cache.insert(&k, "a", None).expect("insert");
+    assert_eq!(cache.invalidate_group("g").expect("invalidate group"), 1);
+    assert_eq!(cache.invalidate_group("g").expect("invalidate group"), 2);
+    assert_eq!(cache.generation("g").expect("generation"), 2);
+    assert_eq!(
+        cache
+            .get(cache.group_key("g", "1").expect("group key"))
+            .expect("get"),
+        None
+    );
+}
+
+#[test]
+fn a_failed_write_leaves_the_tracker_as_the_store_is() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START_MS);
+    let d = db(dir.path(), &clock);
+    let remote = SlowRemote::new(d.clone(), Duration::ZERO);
+    let left = remote.updates_left.clone();
+    let cache = CacheOptions::new()
+        .max_entries(2)
+        .admission(false)
+        .open(cairn::backend::Store::new(remote))
+        .expect("cache");
+    cache.insert("a", "1", None).expect("insert");
+    cache.insert("b", "2", None).expect("insert");
+    let before = cache.stats();
+    left.store(0, Ordering::SeqCst);
+    // An insert that would evict, an invalidation and a prefix
+    // invalidation: each fails, and the tracker does not move.
+    assert!(cache.insert("c", "3", None).is_err());
+    assert!(cache.invalidate("a").is_err());
+    assert!(cache.invalidate_prefix("").is_err());
+    let after = cache.stats();
+    assert_eq!((after.entries, after.bytes), (before.entries, before.bytes));
+    assert_eq!(after.evictions, before.evictions);
+    left.store(u64::MAX, Ordering::SeqCst);
+    assert_eq!(held(&d), [b"a".to_vec(), b"b".to_vec()]);
+    // The next insert evicts one of the two the store really holds.
+    cache.insert("c", "3", None).expect("insert");
+    assert_eq!(cache.stats().entries, 2);
+    assert_eq!(held(&d).len(), 2);
+    assert_eq!(cache.stats().evictions, 1);
+}
+
+#[test]
+fn a_remote_eviction_that_fails_halfway_leaves_the_tracker_as_the_store_is() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START_MS);
+    let d = db(dir.path(), &clock);
+    let remote = SlowRemote::new(d.clone(), Duration::ZERO);
+    let left = remote.updates_left.clone();
+    // Three entries of 1 + 13 + 10 bytes fill it.
+    let cache = CacheOptions::new()
+        .max_bytes(72)
+        .admission(false)
+        .open(cairn::backend::Store::new(remote))
+        .expect("cache");
+    for k in ["a", "b", "c"] {
+        cache.insert(k, [0u8; 10], None).expect("insert");
+    }
+    // 44 bytes more: two of them go. The insert is written, the first
+    // eviction too, the second fails.
+    left.store(2, Ordering::SeqCst);
+    assert!(cache.insert("d", [0u8; 30], None).is_err());
+    left.store(u64::MAX, Ordering::SeqCst);
+    let held = held(&d);
+    assert_eq!(held.len(), 3, "{held:?}");
+    assert!(held.contains(&b"d".to_vec()));
+    let st = cache.stats();
+    assert_eq!((st.entries, st.bytes), (3, 44 + 24 + 24));
+    assert_eq!(st.evictions, 1);
 }

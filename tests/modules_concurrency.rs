@@ -983,7 +983,9 @@ fn cache_opts(max_entries: u64, admission: bool) -> CacheOptions {
 /// Entries the cache's store actually holds.
 fn stored_entries(cache: &Cache) -> usize {
     cache
-        .db()
+        .store()
+        .as_db()
+        .expect("the embedded store")
         .scan_prefix("d")
         .collect::<Result<Vec<_>, _>>()
         .expect("scan")

@@ -661,7 +661,12 @@ fn run_cache(ops: Vec<COp>) -> Result<(), TestCaseError> {
         );
         // Evictions are written: the store never holds more than the
         // capacity either (entries are stored under `d` + key).
-        let stored = c.db().scan_prefix("d").count() as u64;
+        let stored = c
+            .store()
+            .as_db()
+            .expect("the embedded store")
+            .scan_prefix("d")
+            .count() as u64;
         prop_assert!(
             stored <= CACHE_MAX_ENTRIES,
             "step {}: {} entries stored",
@@ -725,7 +730,9 @@ fn bop() -> impl Strategy<Value = BOp> {
 /// The cache's entries as the store holds them: key to value (with its
 /// 13-byte header).
 fn stored_entries(c: &Cache) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    c.db()
+    c.store()
+        .as_db()
+        .expect("the embedded store")
         .scan_prefix("d")
         .map(|kv| kv.expect("scan"))
         .map(|(k, v)| (k[1..].to_vec(), v))

@@ -29,6 +29,18 @@ impl Embedded {
     }
 }
 
+/// Refuses a module call that may wait for the store's writer from
+/// inside a [`Db::transaction`] closure on this thread (it would wait for
+/// itself): a module checks before it takes a lock of its own and then
+/// writes.
+///
+/// # Errors
+/// [`Error::NestedWrite`](crate::error::Error::NestedWrite) inside a
+/// transaction.
+pub(crate) fn check_not_in_transaction() -> Result<()> {
+    Db::check_not_in_transaction()
+}
+
 impl Backend for Embedded {
     fn read(&self, keys: &[Key]) -> Result<Snapshot> {
         if let [key] = keys {

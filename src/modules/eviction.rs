@@ -217,6 +217,14 @@ impl Tracker {
         true
     }
 
+    /// `key`'s recorded size and expiry, if it is resident: what
+    /// [`Tracker::upsert`] takes to put it back after a failed write.
+    pub(crate) fn slot_of(&self, key: &[u8]) -> Option<(u64, u64)> {
+        self.index
+            .get(key)
+            .map(|&i| (self.slots[i].bytes, self.slots[i].expires))
+    }
+
     /// Whether `key` is resident, and its recorded expiry.
     pub(crate) fn expiry_of(&self, key: &[u8]) -> Option<u64> {
         self.index.get(key).map(|&i| self.slots[i].expires)

@@ -1,10 +1,11 @@
-//! Helpers every layer may use: lock helpers, randomness, the clock, and
-//! the test hooks.
+//! Helpers every layer may use: lock helpers, randomness, the clock, a
+//! pool for blocking calls made from async code, and the test hooks.
 
 pub mod clock;
 #[cfg(feature = "__test_hooks")]
 pub(crate) mod hooks;
 pub(crate) mod locks;
+pub(crate) mod offload;
 pub(crate) mod rand;
 
 /// A crash point: with the `__test_hooks` feature, returns an I/O error

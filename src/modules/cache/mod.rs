@@ -19,10 +19,10 @@
 //! # What it does
 //! - **Capacity.** `max_entries` and/or `max_bytes` (key plus value bytes,
 //!   plus a 13-byte header per entry).
-//!   Past either, entries are evicted by sampled LFU (see below) and the
-//!   eviction is written to the store in the same atomic batch as the
-//!   insert that caused it, so a restart does not bring evicted entries
-//!   back.
+//!   Past either, entries are evicted by sampled LFU (see below). On the
+//!   embedded store the eviction is written in the same atomic update as
+//!   the insert that caused it, so a restart does not bring evicted
+//!   entries back (on a remote store, see [Stores](#stores)).
 //! - **Read-through with singleflight.** [`Cache::get_or_insert_with`] and
 //!   [`Cache::get_or_insert_with_async`]: concurrent misses on one key run
 //!   the loader once; the others wait for its result or its error. Errors
@@ -34,7 +34,7 @@
 //! - **Invalidation.** [`Cache::invalidate`], [`Cache::invalidate_prefix`],
 //!   and generation keys ([`Cache::group_key`], [`Cache::invalidate_group`])
 //!   that drop a whole group in O(1).
-//! - **Warm restarts.** Entries live in a cairn store: reopening keeps
+//! - **Warm restarts.** Entries live in the store: reopening keeps
 //!   them, with their expiry. Access frequencies are not stored, so the
 //!   eviction order starts afresh.
 //!
@@ -51,11 +51,44 @@
 //! compares the hit ratio with LRU's on zipfian and scan-polluted traces,
 //! and across a restart.
 //!
+//! # Stores
+//! A cache opens on a [`Store`](crate::backend::Store): a `Db` or a
+//! keyspace of one (`open(db)`, `open(db.keyspace("cache")?)`), or a
+//! remote store (see [`backend`](crate::backend)). The same calls work
+//! on both; what differs:
+//!
+//! - **The bound is per process.** The capacity is kept by a tracker in
+//!   the process (keys, sizes, access frequencies), loaded with one
+//!   [`scan`](crate::backend::Store::scan) at open (on a remote store, a
+//!   `SCAN` of the server's whole keyspace). On a store shared by several
+//!   processes, each one bounds the entries it has seen: its own writes
+//!   and what was there when it opened. On Redis or Valkey, the real bound
+//!   across processes is the server's own `maxmemory` with a
+//!   `maxmemory-policy` such as `allkeys-lfu`; set `max_entries` or
+//!   `max_bytes` there only to keep one process's share smaller.
+//! - **Evictions on a remote store** are one delete per victim after the
+//!   insert (a cluster spreads a cache's entries over its slots, so one
+//!   atomic update cannot span them): a crash in between leaves the store
+//!   over the capacity until the next open evicts.
+//! - **Invalidation across processes.** A load that an
+//!   [`Cache::invalidate`] overtakes is not cached, within one process;
+//!   another process's invalidation does not reach loads running here.
+//! - **One write at a time per cache and process.** A cache's writes
+//!   (inserts, invalidations) hold a lock of its own across the store's
+//!   call, which keeps the tracker in step with the store; reads do not.
+//!   On a remote store that is one write in flight per process: open more
+//!   than one cache, or use more processes, for more write throughput.
+//! - **Async.** [`Cache::get_or_insert_with_async`] runs a remote store's
+//!   calls on the library's own threads and awaits them.
+//!
 //! # Storage
 //! Entry `key` is stored under `d` + key, with a 13-byte header (kind,
 //! fresh-until time, load time) before the value; the record's own TTL is
 //! the end of the stale grace window. Generation counters are stored under
-//! `g` + group. Give the cache a keyspace of its own.
+//! `g` + group. Each operation touches one key (an insert and its
+//! evictions excepted, on the embedded store), so the keys carry no hash
+//! tag: a cluster spreads them over its slots. Give the cache a keyspace
+//! (or, on a server, a database) of its own.
 
 mod entry;
 mod flight;

@@ -5,24 +5,24 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::db::Db;
 use crate::error::Result;
 use crate::modules::cache::entry::{Stored, KIND_NOT_FOUND, KIND_VALUE};
 use crate::modules::cache::flight::{Flight, FlightWait, LoadError, Outcome};
 use crate::modules::cache::inner::{Cache, Inner};
 use crate::modules::cache::stats::bump;
 use crate::util::locks::lock;
+use crate::util::offload::offload;
 
 /// The leader's claim on a key's flight: finishing it, or dropping it
 /// (panic, cancelled future), releases the waiters.
-struct Leader<'a> {
-    cache: &'a Inner,
+struct Leader {
+    cache: Arc<Inner>,
     key: Vec<u8>,
     flight: Arc<Flight>,
     done: bool,
 }
 
-impl Leader<'_> {
+impl Leader {
     fn finish(mut self, o: Outcome) {
         self.release(o);
         self.done = true;
@@ -41,7 +41,7 @@ impl Leader<'_> {
     }
 }
 
-impl Drop for Leader<'_> {
+impl Drop for Leader {
     fn drop(&mut self) {
         if !self.done {
             self.release(Outcome::Abandoned);
@@ -50,21 +50,21 @@ impl Drop for Leader<'_> {
 }
 
 /// Whether this caller loads, or waits for another.
-enum Role<'a> {
-    Lead(Leader<'a>),
+enum Role {
+    Lead(Leader),
     Wait(Arc<Flight>),
 }
 
 /// See [`Cache::plan`].
-enum Plan<'a> {
+enum Plan {
     Done(Option<Vec<u8>>),
-    Load(Leader<'a>),
+    Load(Leader),
     Wait(Arc<Flight>),
 }
 
 impl Cache {
     /// Becomes the loader of `key`, or finds the caller already loading it.
-    fn role(&self, key: &[u8]) -> Role<'_> {
+    fn role(&self, key: &[u8]) -> Role {
         let mut flights = lock(&self.0.flights);
         if let Some(f) = flights.get(key) {
             return Role::Wait(f.clone());
@@ -72,7 +72,7 @@ impl Cache {
         let flight = Arc::new(Flight::default());
         flights.insert(key.to_vec(), flight.clone());
         Role::Lead(Leader {
-            cache: &self.0,
+            cache: self.0.clone(),
             key: key.to_vec(),
             flight,
             done: false,
@@ -93,13 +93,12 @@ impl Cache {
     /// What a read-through call does first: an answer, or a load to run
     /// (as leader, or waiting), with the stale answer to give if another
     /// caller is already loading.
-    fn plan<E>(&self, key: &[u8]) -> Result<Plan<'_>, LoadError<E>> {
+    fn plan<E>(&self, key: &[u8]) -> Result<Plan, LoadError<E>> {
         // A read-through call may wait for a loader that needs the writer
         // lock: refuse inside a transaction instead of deadlocking.
-        Db::check_not_in_transaction()?;
-        let now = self.now();
+        self.check_can_wait()?;
         lock(&self.0.tracker).record_access(key);
-        let found = self.read(key, now)?;
+        let (now, found) = self.read(key)?;
         match found {
             Some(s) if s.is_fresh(now) => {
                 if self.early(&s, now) {
@@ -136,7 +135,7 @@ impl Cache {
 
     /// [`Cache::plan`] for a caller that needs a value: a cached "not
     /// found" (from `get_or_find_with`) is loaded like a miss.
-    fn plan_value<E>(&self, key: &[u8]) -> Result<Plan<'_>, LoadError<E>> {
+    fn plan_value<E>(&self, key: &[u8]) -> Result<Plan, LoadError<E>> {
         Ok(match self.plan::<E>(key)? {
             Plan::Done(None) => match self.role(key) {
                 Role::Lead(l) => Plan::Load(l),
@@ -149,7 +148,7 @@ impl Cache {
     /// Stores a loader's result and shares it with the waiters.
     fn settle<E: Send + Sync + 'static>(
         &self,
-        leader: Leader<'_>,
+        leader: Leader,
         loaded: std::result::Result<Option<Vec<u8>>, E>,
         ttl: Duration,
         took: Duration,
@@ -166,7 +165,7 @@ impl Cache {
                 let load_ms = u32::try_from(took.as_millis()).unwrap_or(u32::MAX).max(1);
                 let key = leader.key.clone();
                 let stored = match &v {
-                    Some(v) => self.store(
+                    Some(v) => self.put_entry(
                         &key,
                         KIND_VALUE,
                         v,
@@ -175,7 +174,7 @@ impl Cache {
                         Some(&leader.flight),
                     ),
                     None => match self.0.opts.negative_ttl {
-                        Some(nt) => self.store(
+                        Some(nt) => self.put_entry(
                             &key,
                             KIND_NOT_FOUND,
                             b"",
@@ -308,8 +307,14 @@ impl Cache {
 
     /// [`Cache::get_or_insert_with`] for async code: the loader is a
     /// future, and waiting for another caller's load does not block a
-    /// thread. It works on any executor. Writing the loaded value to the
-    /// store does block for as long as a write takes under the store's
+    /// thread. It works on any executor.
+    ///
+    /// On a remote store ([`Store::is_remote`](crate::backend::Store::is_remote)),
+    /// the store's calls (the first read, the final write) run on a small
+    /// pool of threads of the library's own and are awaited, so the
+    /// network never blocks the executor. On the embedded store they run
+    /// inline: the read is a memory lookup, and the write blocks for as
+    /// long as a write takes under the store's
     /// [`SyncPolicy`](crate::SyncPolicy): open caches with
     /// `SyncPolicy::EveryMillis` or `Never`, where it is a memory copy.
     /// If the loading future is dropped, a waiter takes over the load.
@@ -348,12 +353,25 @@ impl Cache {
         Fut: Future<Output = std::result::Result<Vec<u8>, E>>,
     {
         let key = key.as_ref();
+        let remote = self.0.store.is_remote();
         loop {
-            match self.plan_value::<E>(key)? {
+            let plan = if remote {
+                let (cache, key) = (self.clone(), key.to_vec());
+                offload(move || Ok(cache.plan_value::<E>(&key))).await??
+            } else {
+                self.plan_value::<E>(key)?
+            };
+            match plan {
                 Plan::Load(leader) => {
                     let start = Instant::now();
                     let loaded = loader().await.map(Some);
-                    let v = self.settle(leader, loaded, ttl, start.elapsed())?;
+                    let took = start.elapsed();
+                    let v = if remote {
+                        let cache = self.clone();
+                        offload(move || Ok(cache.settle(leader, loaded, ttl, took))).await??
+                    } else {
+                        self.settle(leader, loaded, ttl, took)?
+                    };
                     return Ok(v.unwrap_or_default());
                 }
                 Plan::Wait(f) => {
