@@ -624,7 +624,9 @@ fn rotate_racing_get_never_revives_an_old_id_or_leaks_another_session() {
     }
     // One live session record per chain, no leftovers.
     let records = sessions
-        .db()
+        .store()
+        .as_db()
+        .expect("embedded")
         .scan_prefix("s")
         .collect::<Result<Vec<_>, _>>()
         .expect("scan");
@@ -671,7 +673,15 @@ fn two_threads_rotating_one_id_exactly_one_wins() {
             .len();
     }
     assert_eq!(listed, ROUNDS);
-    assert_eq!(sessions.db().len().expect("len"), ROUNDS + 5);
+    assert_eq!(
+        sessions
+            .store()
+            .as_db()
+            .expect("embedded")
+            .len()
+            .expect("len"),
+        ROUNDS + 5
+    );
 }
 
 // ----- 4. limiters ---------------------------------------------------------------
@@ -918,7 +928,15 @@ fn concurrent_creates_give_distinct_gettable_sessions() {
             .expect("created session is live");
         assert_eq!(&s.data, data);
     }
-    assert_eq!(sessions.db().len().expect("len"), THREADS * PER_THREAD);
+    assert_eq!(
+        sessions
+            .store()
+            .as_db()
+            .expect("embedded")
+            .len()
+            .expect("len"),
+        THREADS * PER_THREAD
+    );
 }
 
 #[test]
@@ -968,7 +986,15 @@ fn concurrent_creates_for_one_user_lose_no_index_update() {
         sessions.revoke_all_for_user("ada").expect("revoke all"),
         (THREADS * PER_THREAD) as u64
     );
-    assert_eq!(sessions.db().len().expect("len"), 0);
+    assert_eq!(
+        sessions
+            .store()
+            .as_db()
+            .expect("embedded")
+            .len()
+            .expect("len"),
+        0
+    );
 }
 
 // ----- 7. cache capacity under concurrent inserts -----------------------------------
