@@ -18,8 +18,9 @@
 //! ```
 //!
 //! # How sessions are stored
-//! A session id is 24 bytes from the operating system's CSPRNG (192
-//! bits), base64url-encoded without padding into 32 characters. Ids are
+//! A session id is 24 bytes, base64url-encoded without padding into 32
+//! characters: 176 bits from the operating system's CSPRNG and, for a
+//! user's session, 16 bits derived from the user name (see below). Ids are
 //! never derived from time or counters. The first 12 bytes (the
 //! *selector*) name the record: key `s` + selector. The other 12 bytes
 //! (the *verifier*) are never stored: the record holds the SHA-256 hash
@@ -43,10 +44,37 @@
 //! pruned of dead sessions whenever it is written and never lists them,
 //! and its own TTL covers its longest-lived session.
 //!
-//! Every change is one atomic write (a [`Db::transaction`]), as durable as
-//! the keyspace's [`SyncPolicy`](crate::SyncPolicy): use `Always` when a
-//! session must survive a power loss, `EveryMillis` when losing the last
-//! moments of session changes on a power loss is acceptable.
+//! # Where the records live
+//! [`Sessions::new`] takes any [`Store`]: a [`Db`](crate::Db) or a
+//! keyspace of one (embedded), or a remote store. Every change is one
+//! atomic [`Store::update`] of the keys it touches. On the embedded store
+//! that is one transaction, as durable as the keyspace's
+//! [`SyncPolicy`](crate::SyncPolicy): use `Always` when a session must
+//! survive a power loss, `EveryMillis` when losing the last moments of
+//! session changes on a power loss is acceptable.
+//!
+//! Each key carries a tag (see [`Key::tagged`]) so that a Redis Cluster
+//! keeps the keys of one operation in one hash slot:
+//!
+//! - the tag of a session record `s` + selector is `s:` and the first 2
+//!   bytes of the selector in lowercase hex (`s:9f04`);
+//! - the tag of a user's index `u` + user is `s:` and the first 2 bytes
+//!   of SHA-256 of the user name in hex; a session created for a user (or
+//!   rotated as one) gets a selector that starts with those 2 bytes, so
+//!   its record shares its user's tag, and the other 10 bytes (80 bits)
+//!   are random;
+//! - a session without a user has a selector of 12 random bytes, so such
+//!   sessions spread over the 65,536 tags; rotating one keeps its first 2
+//!   bytes (and so its tag).
+//!
+//! An operation on a user (creating, rotating or revoking one of their
+//! sessions, listing or revoking them all) therefore reads and writes only
+//! keys of the user's tag: the index, then the sessions it lists. Creation
+//! checks inside its update that the new selector is free and draws
+//! another if not. The names are the embedded store's keys, unchanged
+//! from earlier versions; the embedded store ignores tags, so records
+//! written before tags (whose selectors are wholly random) keep working
+//! there.
 
 use std::time::Duration;
 
@@ -75,7 +103,8 @@ const fn header_len(secret_bytes: usize) -> usize {
 /// The longest user name, in bytes.
 pub const MAX_USER_BYTES: usize = 1024;
 
-/// A session id: 32 URL-safe characters carrying 192 random bits.
+/// A session id: 32 URL-safe characters carrying 192 bits, all random but
+/// the 16 that tag a user's session (see the [module docs](self)).
 ///
 /// `Debug` shows only its first characters, so that ids do not end up in
 /// logs whole; `Display` and [`SessionId::as_str`] give the full id.
@@ -638,7 +667,8 @@ impl Sessions {
     ///
     /// # Errors
     /// [`Error::InvalidTtl`] for a zero `ttl`, [`Error::ValueTooLarge`],
-    /// [`Error::Io`] when the CSPRNG or the write fails.
+    /// [`Error::Io`] when the CSPRNG or the write fails, [`Error::Remote`]
+    /// when a remote store fails.
     pub fn create(&self, data: impl AsRef<[u8]>, ttl: Duration) -> Result<SessionId> {
         self.create_inner(None, data.as_ref(), ttl)
     }
@@ -815,7 +845,8 @@ impl Sessions {
     ///
     /// # Errors
     /// [`Error::Io`] / [`Error::Corruption`] when the record cannot be
-    /// read, [`Error::Malformed`] when it was not written by this module.
+    /// read, [`Error::Malformed`] when it was not written by this module,
+    /// [`Error::Remote`] when a remote store fails.
     pub fn get(&self, id: &str) -> Result<Option<Session>> {
         let Some(p) = parse_id(id) else {
             return Ok(None);
@@ -1121,6 +1152,10 @@ impl Sessions {
     /// this once after upgrading to stop storing any verifier at once. The
     /// old records' bytes stay in the data files until compaction rewrites
     /// their segments (see the guide's security section).
+    ///
+    /// On a remote store it reads nothing and returns 0: the first layout
+    /// predates the remote stores, so sessions there were never written
+    /// in it.
     ///
     /// ```
     /// let dir = tempfile::tempdir()?;
