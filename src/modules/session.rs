@@ -1277,20 +1277,43 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::embedded::Embedded;
-    use crate::backend::{Backend, Snapshot};
-    use std::collections::BTreeSet;
+    use crate::backend::{Backend, Change, Snapshot};
+    use std::collections::{BTreeMap, BTreeSet};
     use std::sync::{Arc, Mutex};
+    use std::time::{SystemTime, UNIX_EPOCH};
 
-    /// The embedded backend, recording the tags of every operation's keys
-    /// (which the embedded store itself ignores).
+    /// The tags of each operation's keys, in order.
+    type Seen = Arc<Mutex<Vec<BTreeSet<Option<Vec<u8>>>>>>;
+
+    /// A backend in memory (one lock makes each update atomic) that
+    /// records the tags of every operation's keys, and can claim to be
+    /// remote.
     #[derive(Debug)]
     struct Tags {
-        inner: Embedded,
-        seen: Arc<Mutex<Vec<BTreeSet<Option<Vec<u8>>>>>>,
+        map: Mutex<BTreeMap<Vec<u8>, Entry>>,
+        seen: Seen,
+        remote: bool,
     }
 
     impl Tags {
+        fn now_ms() -> u64 {
+            let d = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock");
+            u64::try_from(d.as_millis()).expect("ms")
+        }
+
+        fn snapshot(map: &BTreeMap<Vec<u8>, Entry>, keys: &[Key]) -> Snapshot {
+            let now_ms = Self::now_ms();
+            let entries = keys
+                .iter()
+                .map(|k| {
+                    map.get(k.name())
+                        .filter(|e| e.expires_at_ms.is_none_or(|x| x > now_ms))
+                        .cloned()
+                })
+                .collect();
+            Snapshot { now_ms, entries }
+        }
+
         fn record(&self, keys: &[Key]) {
             let tags = keys.iter().map(|k| k.tag().map(<[u8]>::to_vec)).collect();
             self.seen.lock().expect("lock").push(tags);
@@ -1300,33 +1323,59 @@ mod tests {
     impl Backend for Tags {
         fn read(&self, keys: &[Key]) -> Result<Snapshot> {
             self.record(keys);
-            self.inner.read(keys)
+            Ok(Self::snapshot(&self.map.lock().expect("lock"), keys))
         }
+
         fn update(&self, keys: &[Key], f: &mut dyn FnMut(&mut Update) -> Result<()>) -> Result<()> {
             self.record(keys);
-            self.inner.update(keys, f)
+            let mut map = self.map.lock().expect("lock");
+            let mut u = Update::new(Self::snapshot(&map, keys));
+            f(&mut u)?;
+            for (k, c) in keys.iter().zip(u.into_changes()?) {
+                match c {
+                    Some(Change::Put {
+                        value,
+                        expires_at_ms,
+                    }) => {
+                        map.insert(
+                            k.name().to_vec(),
+                            Entry {
+                                value,
+                                expires_at_ms,
+                            },
+                        );
+                    }
+                    Some(Change::Delete) => {
+                        map.remove(k.name());
+                    }
+                    None => {}
+                }
+            }
+            Ok(())
         }
+
         fn scan(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], u64, Option<u64>)) -> Result<()> {
-            self.inner.scan(prefix, f)
+            for (k, e) in self.map.lock().expect("lock").iter() {
+                if k.starts_with(prefix) {
+                    f(k, e.value.len() as u64, e.expires_at_ms);
+                }
+            }
+            Ok(())
         }
+
         fn is_remote(&self) -> bool {
-            false
+            self.remote
         }
     }
 
-    fn tagged_sessions() -> (
-        tempfile::TempDir,
-        Sessions,
-        Arc<Mutex<Vec<BTreeSet<Option<Vec<u8>>>>>>,
-    ) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let db = crate::db::Db::open(dir.path()).expect("open");
-        let seen = Arc::new(Mutex::new(Vec::new()));
+    fn tagged_sessions(remote: bool) -> (Sessions, Seen) {
+        let seen = Seen::default();
         let store = Store::new(Tags {
-            inner: Embedded::new(db),
+            map: Mutex::default(),
             seen: Arc::clone(&seen),
+            remote,
         });
-        (dir, Sessions::new(store), seen)
+        (Sessions::new(store), seen)
     }
 
     fn selector_of(id: &SessionId) -> [u8; SELECTOR_BYTES] {
@@ -1335,57 +1384,68 @@ mod tests {
 
     #[test]
     fn a_users_sessions_and_index_share_one_tag() {
-        let (_dir, sessions, seen) = tagged_sessions();
-        let hour = Duration::from_secs(3600);
-        let mut ids = Vec::new();
-        for user in ["ada", "bob", "carol"] {
-            for _ in 0..4 {
-                ids.push((
-                    user,
-                    sessions.create_for_user(user, b"d", hour).expect("create"),
-                ));
+        for remote in [false, true] {
+            let (sessions, seen) = tagged_sessions(remote);
+            let hour = Duration::from_secs(3600);
+            let mut ids = Vec::new();
+            for user in ["ada", "bob", "carol"] {
+                for _ in 0..4 {
+                    let id = sessions.create_for_user(user, b"d", hour).expect("create");
+                    ids.push((user, id));
+                }
             }
-        }
-        let (user, first) = ids[0].clone();
-        let rotated = sessions
-            .rotate(first.as_str())
-            .expect("rotate")
-            .expect("live");
-        ids[0] = (user, rotated);
-        for (user, id) in &ids {
-            assert_eq!(prefix_of(&selector_of(id)), user_prefix(user), "{user}");
-            let key = session_key(&selector_of(id));
-            assert_eq!(key.tag(), user_key(user).tag(), "{user}");
-            key.check_tag().expect("a valid tag");
+            let (user, first) = ids[0].clone();
+            let rotated = sessions.rotate(first.as_str()).expect("rotate");
+            ids[0] = (user, rotated.expect("live"));
+            for (user, id) in &ids {
+                assert_eq!(prefix_of(&selector_of(id)), user_prefix(user), "{user}");
+                let key = session_key(&selector_of(id));
+                assert_eq!(key.tag(), user_key(user).tag(), "{user}");
+                key.check_tag().expect("a valid tag");
+                let touched = sessions.get_and_touch(id.as_str()).expect("touch");
+                assert_eq!(touched.and_then(|s| s.user).as_deref(), Some(*user));
+                assert!(sessions.update(id.as_str(), b"e").expect("update"));
+            }
+            assert_eq!(sessions.list_for_user("ada").expect("list").len(), 4);
+            assert!(sessions.revoke(ids[1].1.as_str()).expect("revoke"));
+            let handle = ids[2].1.handle();
+            if remote {
+                // Another user's handle is refused without a read that
+                // would span two tags.
+                let other = sessions.revoke_for_user("bob", handle.as_str());
+                assert!(!other.expect("revoke"));
+            }
             assert!(sessions
-                .get_and_touch(id.as_str())
-                .expect("touch")
-                .is_some());
-            assert!(sessions.update(id.as_str(), b"e").expect("update"));
+                .revoke_for_user("ada", handle.as_str())
+                .expect("revoke"));
+            assert_eq!(sessions.list_for_user("ada").expect("list").len(), 2);
+            assert_eq!(sessions.revoke_all_for_user("bob").expect("revoke all"), 4);
+            if remote {
+                // Reads nothing (an embedded store's migration mixes tags,
+                // which only the embedded store allows).
+                assert_eq!(sessions.hash_stored_verifiers().expect("hash"), 0);
+            }
+            let seen = seen.lock().expect("lock");
+            assert!(seen.len() > 30, "{} operations", seen.len());
+            for tags in seen.iter() {
+                assert_eq!(
+                    tags.len(),
+                    1,
+                    "remote {remote}: one operation spans tags {tags:?}"
+                );
+                assert!(tags.iter().all(Option::is_some), "an untagged key");
+            }
+            let users: BTreeSet<_> = ["ada", "bob", "carol"]
+                .iter()
+                .map(|u| user_key(u).tag().map(<[u8]>::to_vec))
+                .collect();
+            assert_eq!(users.len(), 3, "three users, three tags (for these names)");
         }
-        assert_eq!(sessions.list_for_user("ada").expect("list").len(), 4);
-        assert!(sessions.revoke(ids[1].1.as_str()).expect("revoke"));
-        let handle = ids[2].1.handle();
-        assert!(sessions
-            .revoke_for_user("ada", handle.as_str())
-            .expect("revoke"));
-        assert_eq!(sessions.revoke_all_for_user("bob").expect("revoke all"), 4);
-        let seen = seen.lock().expect("lock");
-        assert!(seen.len() > 30, "{} operations", seen.len());
-        for tags in seen.iter() {
-            assert_eq!(tags.len(), 1, "one operation spans tags {tags:?}");
-            assert!(tags.iter().all(Option::is_some), "an untagged key");
-        }
-        let users: BTreeSet<_> = ["ada", "bob", "carol"]
-            .iter()
-            .map(|u| user_key(u).tag().map(<[u8]>::to_vec))
-            .collect();
-        assert_eq!(users.len(), 3, "three users, three tags (for these names)");
     }
 
     #[test]
     fn sessions_without_a_user_spread_over_tags() {
-        let (_dir, sessions, seen) = tagged_sessions();
+        let (sessions, seen) = tagged_sessions(false);
         let hour = Duration::from_secs(3600);
         let mut tags = BTreeSet::new();
         for _ in 0..64 {
