@@ -18,10 +18,12 @@
 //! ```
 //!
 //! # How sessions are stored
-//! A session id is 24 bytes, base64url-encoded without padding into 32
-//! characters: 176 bits from the operating system's CSPRNG and, for a
-//! user's session, 16 bits derived from the user name (see below). Ids are
-//! never derived from time or counters. The first 12 bytes (the
+//! A session id is 24 bytes (192 bits), base64url-encoded without padding
+//! into 32 characters, all from the operating system's CSPRNG except its
+//! first 16 bits in two cases (see below): a user's session takes them
+//! from its user name, and a rotated session keeps those of the id it
+//! replaces; the other 176 bits are random in every case. Ids are never
+//! derived from time or counters. The first 12 bytes (the
 //! *selector*) name the record: key `s` + selector. The other 12 bytes
 //! (the *verifier*) are never stored: the record holds the SHA-256 hash
 //! of the id's 24 bytes, and a lookup compares the hash of the id it is
@@ -76,6 +78,7 @@
 //! written before tags (whose selectors are wholly random) keep working
 //! there.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -103,8 +106,8 @@ const fn header_len(secret_bytes: usize) -> usize {
 /// The longest user name, in bytes.
 pub const MAX_USER_BYTES: usize = 1024;
 
-/// A session id: 32 URL-safe characters carrying 192 bits, all random but
-/// the 16 that tag a user's session (see the [module docs](self)).
+/// A session id: 32 URL-safe characters carrying 192 bits, at least 176
+/// of them random (see the [module docs](self)).
 ///
 /// `Debug` shows only its first characters, so that ids do not end up in
 /// logs whole; `Display` and [`SessionId::as_str`] give the full id.
@@ -370,6 +373,8 @@ fn open(entry: Option<&Entry>, id: &Parsed) -> Result<Option<(Record, u64)>> {
 struct Index<'a> {
     user: &'a str,
     sels: &'a [[u8; SELECTOR_BYTES]],
+    /// Each selector of `sels` and its key's position.
+    positions: &'a HashMap<[u8; SELECTOR_BYTES], usize>,
     /// The selectors the index lists, `None` without an index.
     listed: Option<Vec<[u8; SELECTOR_BYTES]>>,
     /// The index's expiry.
@@ -380,10 +385,7 @@ impl Index<'_> {
     /// The position of `sel`'s key (out of range, so refused by the
     /// update, if the operation did not name it).
     fn pos(&self, sel: &[u8; SELECTOR_BYTES]) -> usize {
-        self.sels
-            .iter()
-            .position(|s| s == sel)
-            .map_or(usize::MAX, |i| i + 1)
+        self.positions.get(sel).copied().unwrap_or(usize::MAX)
     }
 
     /// Rewrites the index: the sessions it lists that are live, less
@@ -617,23 +619,28 @@ impl Sessions {
         loop {
             let mut sels = extra.to_vec();
             if let (_, Some(e)) = self.store.read_one(&ukey)? {
-                for s in decode_index(&e.value)? {
-                    if !sels.contains(&s) {
-                        sels.push(s);
-                    }
-                }
+                sels.extend(decode_index(&e.value)?);
             }
+            let mut positions = HashMap::with_capacity(sels.len());
+            sels.retain(|s| {
+                let fresh = !positions.contains_key(s);
+                if fresh {
+                    positions.insert(*s, positions.len() + 1);
+                }
+                fresh
+            });
             let keys: Vec<Key> = std::iter::once(ukey.clone())
                 .chain(sels.iter().map(session_key))
                 .collect();
             let step = self.store.update(&keys, |u| {
                 let listed = u.get(0).map(|e| decode_index(&e.value)).transpose()?;
-                if listed.iter().flatten().any(|s| !sels.contains(s)) {
+                if listed.iter().flatten().any(|s| !positions.contains_key(s)) {
                     return Ok(None);
                 }
                 let ix = Index {
                     user,
                     sels: &sels,
+                    positions: &positions,
                     expires: u.get(0).and_then(|e| e.expires_at_ms),
                     listed,
                 };
