@@ -1289,16 +1289,23 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::time::{SystemTime, UNIX_EPOCH};
 
-    /// The tags of each operation's keys, in order.
-    type Seen = Arc<Mutex<Vec<BTreeSet<Option<Vec<u8>>>>>>;
+    /// What a [`Tags`] backend holds, shared with its test.
+    #[derive(Debug, Default)]
+    struct State {
+        map: Mutex<BTreeMap<Vec<u8>, Entry>>,
+        /// The tags of each operation's keys, in order.
+        seen: Mutex<Vec<BTreeSet<Option<Vec<u8>>>>>,
+        /// Entries the next update stores just before it reads, as
+        /// another writer would between an operation's read and update.
+        meddle: Mutex<Vec<(Vec<u8>, Entry)>>,
+    }
 
     /// A backend in memory (one lock makes each update atomic) that
     /// records the tags of every operation's keys, and can claim to be
     /// remote.
     #[derive(Debug)]
     struct Tags {
-        map: Mutex<BTreeMap<Vec<u8>, Entry>>,
-        seen: Seen,
+        state: Arc<State>,
         remote: bool,
     }
 
@@ -1323,19 +1330,20 @@ mod tests {
 
         fn record(&self, keys: &[Key]) {
             let tags = keys.iter().map(|k| k.tag().map(<[u8]>::to_vec)).collect();
-            self.seen.lock().expect("lock").push(tags);
+            self.state.seen.lock().expect("lock").push(tags);
         }
     }
 
     impl Backend for Tags {
         fn read(&self, keys: &[Key]) -> Result<Snapshot> {
             self.record(keys);
-            Ok(Self::snapshot(&self.map.lock().expect("lock"), keys))
+            Ok(Self::snapshot(&self.state.map.lock().expect("lock"), keys))
         }
 
         fn update(&self, keys: &[Key], f: &mut dyn FnMut(&mut Update) -> Result<()>) -> Result<()> {
             self.record(keys);
-            let mut map = self.map.lock().expect("lock");
+            let mut map = self.state.map.lock().expect("lock");
+            map.extend(self.state.meddle.lock().expect("lock").drain(..));
             let mut u = Update::new(Self::snapshot(&map, keys));
             f(&mut u)?;
             for (k, c) in keys.iter().zip(u.into_changes()?) {
@@ -1362,7 +1370,7 @@ mod tests {
         }
 
         fn scan(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], u64, Option<u64>)) -> Result<()> {
-            for (k, e) in self.map.lock().expect("lock").iter() {
+            for (k, e) in self.state.map.lock().expect("lock").iter() {
                 if k.starts_with(prefix) {
                     f(k, e.value.len() as u64, e.expires_at_ms);
                 }
@@ -1375,14 +1383,13 @@ mod tests {
         }
     }
 
-    fn tagged_sessions(remote: bool) -> (Sessions, Seen) {
-        let seen = Seen::default();
+    fn tagged_sessions(remote: bool) -> (Sessions, Arc<State>) {
+        let state = Arc::new(State::default());
         let store = Store::new(Tags {
-            map: Mutex::default(),
-            seen: Arc::clone(&seen),
+            state: Arc::clone(&state),
             remote,
         });
-        (Sessions::new(store), seen)
+        (Sessions::new(store), state)
     }
 
     fn selector_of(id: &SessionId) -> [u8; SELECTOR_BYTES] {
@@ -1392,7 +1399,7 @@ mod tests {
     #[test]
     fn a_users_sessions_and_index_share_one_tag() {
         for remote in [false, true] {
-            let (sessions, seen) = tagged_sessions(remote);
+            let (sessions, state) = tagged_sessions(remote);
             let hour = Duration::from_secs(3600);
             let mut ids = Vec::new();
             for user in ["ada", "bob", "carol"] {
@@ -1432,7 +1439,7 @@ mod tests {
                 // which only the embedded store allows).
                 assert_eq!(sessions.hash_stored_verifiers().expect("hash"), 0);
             }
-            let seen = seen.lock().expect("lock");
+            let seen = state.seen.lock().expect("lock");
             assert!(seen.len() > 30, "{} operations", seen.len());
             for tags in seen.iter() {
                 assert_eq!(
@@ -1452,7 +1459,7 @@ mod tests {
 
     #[test]
     fn sessions_without_a_user_spread_over_tags() {
-        let (sessions, seen) = tagged_sessions(false);
+        let (sessions, state) = tagged_sessions(false);
         let hour = Duration::from_secs(3600);
         let mut tags = BTreeSet::new();
         for _ in 0..64 {
@@ -1466,9 +1473,39 @@ mod tests {
         // 64 draws from 65536 tags: all distinct but for a 3% chance of one
         // collision; far fewer would mean the tags are not random.
         assert!(tags.len() >= 60, "{} tags", tags.len());
-        for op in seen.lock().expect("lock").iter() {
+        for op in state.seen.lock().expect("lock").iter() {
             assert_eq!(op.len(), 1, "one operation spans tags {op:?}");
         }
+    }
+
+    #[test]
+    fn a_session_listed_between_the_read_and_the_update_is_not_missed() {
+        let (sessions, state) = tagged_sessions(false);
+        let hour = Duration::from_secs(3600);
+        let a = sessions.create_for_user("ada", b"a", hour).expect("create");
+        let b = sessions.create_for_user("ada", b"b", hour).expect("create");
+        let c = sessions.create_for_user("ada", b"c", hour).expect("create");
+        let entry = |key: &Key| {
+            let map = state.map.lock().expect("lock");
+            (
+                key.name().to_vec(),
+                map.get(key.name()).cloned().expect("stored"),
+            )
+        };
+        // The index listing all three, and c's record, as they are now.
+        let later = vec![
+            entry(&user_key("ada")),
+            entry(&session_key(&selector_of(&c))),
+        ];
+        assert!(sessions.revoke(c.as_str()).expect("revoke"));
+        // Another writer brings c back after revoke_all_for_user read an
+        // index without it: its update must notice, and read again.
+        *state.meddle.lock().expect("lock") = later;
+        assert_eq!(sessions.revoke_all_for_user("ada").expect("revoke all"), 3);
+        for id in [&a, &b, &c] {
+            assert!(sessions.get(id.as_str()).expect("get").is_none());
+        }
+        assert!(state.map.lock().expect("lock").is_empty());
     }
 
     #[test]
