@@ -966,11 +966,6 @@ impl Db {
         self.core().for_each_live_key(prefix, f);
     }
 
-    /// The live value of `key` and its expiry (Unix ms, 0 for none).
-    pub(crate) fn read_live(&self, key: &[u8]) -> Result<Option<(Vec<u8>, u64)>> {
-        self.core().read_live(key)
-    }
-
     /// Whether this handle was opened read-only (or as a snapshot).
     pub(crate) fn is_read_only(&self) -> bool {
         self.0.opts.read_only

@@ -484,6 +484,11 @@ fn async_waiters_take_over_when_the_leading_future_is_dropped() {
 
 // ----- 3. session rotation racing reads ----------------------------------------
 
+/// The embedded store the sessions live in.
+fn session_db(sessions: &Sessions) -> &Db {
+    sessions.store().as_db().expect("an embedded store")
+}
+
 #[test]
 fn rotate_racing_get_never_revives_an_old_id_or_leaks_another_session() {
     const CHAINS: usize = 3;
@@ -623,8 +628,7 @@ fn rotate_racing_get_never_revives_an_old_id_or_leaks_another_session() {
         assert_eq!(listed, [last[..16].to_owned()], "chain {c}: the user index");
     }
     // One live session record per chain, no leftovers.
-    let records = sessions
-        .db()
+    let records = session_db(&sessions)
         .scan_prefix("s")
         .collect::<Result<Vec<_>, _>>()
         .expect("scan");
@@ -671,7 +675,7 @@ fn two_threads_rotating_one_id_exactly_one_wins() {
             .len();
     }
     assert_eq!(listed, ROUNDS);
-    assert_eq!(sessions.db().len().expect("len"), ROUNDS + 5);
+    assert_eq!(session_db(&sessions).len().expect("len"), ROUNDS + 5);
 }
 
 // ----- 4. limiters ---------------------------------------------------------------
@@ -918,7 +922,10 @@ fn concurrent_creates_give_distinct_gettable_sessions() {
             .expect("created session is live");
         assert_eq!(&s.data, data);
     }
-    assert_eq!(sessions.db().len().expect("len"), THREADS * PER_THREAD);
+    assert_eq!(
+        session_db(&sessions).len().expect("len"),
+        THREADS * PER_THREAD
+    );
 }
 
 #[test]
@@ -968,7 +975,7 @@ fn concurrent_creates_for_one_user_lose_no_index_update() {
         sessions.revoke_all_for_user("ada").expect("revoke all"),
         (THREADS * PER_THREAD) as u64
     );
-    assert_eq!(sessions.db().len().expect("len"), 0);
+    assert_eq!(session_db(&sessions).len().expect("len"), 0);
 }
 
 // ----- 7. cache capacity under concurrent inserts -----------------------------------

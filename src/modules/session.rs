@@ -18,9 +18,12 @@
 //! ```
 //!
 //! # How sessions are stored
-//! A session id is 24 bytes from the operating system's CSPRNG (192
-//! bits), base64url-encoded without padding into 32 characters. Ids are
-//! never derived from time or counters. The first 12 bytes (the
+//! A session id is 24 bytes (192 bits), base64url-encoded without padding
+//! into 32 characters, all from the operating system's CSPRNG except its
+//! first 16 bits in two cases (see below): a user's session takes them
+//! from its user name, and a rotated session keeps those of the id it
+//! replaces; the other 176 bits are random in every case. Ids are never
+//! derived from time or counters. The first 12 bytes (the
 //! *selector*) name the record: key `s` + selector. The other 12 bytes
 //! (the *verifier*) are never stored: the record holds the SHA-256 hash
 //! of the id's 24 bytes, and a lookup compares the hash of the id it is
@@ -43,18 +46,45 @@
 //! pruned of dead sessions whenever it is written and never lists them,
 //! and its own TTL covers its longest-lived session.
 //!
-//! Every change is one atomic write (a [`Db::transaction`]), as durable as
-//! the keyspace's [`SyncPolicy`](crate::SyncPolicy): use `Always` when a
-//! session must survive a power loss, `EveryMillis` when losing the last
-//! moments of session changes on a power loss is acceptable.
+//! # Where the records live
+//! [`Sessions::new`] takes any [`Store`]: a [`Db`](crate::Db) or a
+//! keyspace of one (embedded), or a remote store. Every change is one
+//! atomic [`Store::update`] of the keys it touches. On the embedded store
+//! that is one transaction, as durable as the keyspace's
+//! [`SyncPolicy`](crate::SyncPolicy): use `Always` when a session must
+//! survive a power loss, `EveryMillis` when losing the last moments of
+//! session changes on a power loss is acceptable.
+//!
+//! Each key carries a tag (see [`Key::tagged`]) so that a Redis Cluster
+//! keeps the keys of one operation in one hash slot:
+//!
+//! - the tag of a session record `s` + selector is `s:` and the first 2
+//!   bytes of the selector in lowercase hex (`s:9f04`);
+//! - the tag of a user's index `u` + user is `s:` and the first 2 bytes
+//!   of SHA-256 of the user name in hex; a session created for a user (or
+//!   rotated as one) gets a selector that starts with those 2 bytes, so
+//!   its record shares its user's tag, and the other 10 bytes (80 bits)
+//!   are random;
+//! - a session without a user has a selector of 12 random bytes, so such
+//!   sessions spread over the 65,536 tags; rotating one keeps its first 2
+//!   bytes (and so its tag).
+//!
+//! An operation on a user (creating, rotating or revoking one of their
+//! sessions, listing or revoking them all) therefore reads and writes only
+//! keys of the user's tag: the index, then the sessions it lists. Creation
+//! checks inside its update that the new selector is free and draws
+//! another if not. The names are the embedded store's keys, unchanged
+//! from earlier versions; the embedded store ignores tags, so records
+//! written before tags (whose selectors are wholly random) keep working
+//! there.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::db::Db;
-use crate::engine::txn::Txn;
+use crate::backend::{Entry, Key, Store, Update};
 use crate::error::{Error, Result};
 use crate::util::rand::{b64url_decode, b64url_encode, secure_bytes};
 
@@ -76,7 +106,8 @@ const fn header_len(secret_bytes: usize) -> usize {
 /// The longest user name, in bytes.
 pub const MAX_USER_BYTES: usize = 1024;
 
-/// A session id: 32 URL-safe characters carrying 192 random bits.
+/// A session id: 32 URL-safe characters carrying 192 bits, at least 176
+/// of them random (see the [module docs](self)).
 ///
 /// `Debug` shows only its first characters, so that ids do not end up in
 /// logs whole; `Display` and [`SessionId::as_str`] give the full id.
@@ -186,11 +217,11 @@ pub struct Session {
     pub idle_ttl: Duration,
 }
 
-/// Durable sessions in one keyspace. Cheap to clone; share it between
+/// Durable sessions in one [`Store`]. Cheap to clone; share it between
 /// threads.
 #[derive(Clone, Debug)]
 pub struct Sessions {
-    db: Db,
+    store: Store,
     max_lifetime_ms: Option<u64>,
 }
 
@@ -255,18 +286,140 @@ impl Secret {
     }
 }
 
-fn session_key(selector: &[u8]) -> Vec<u8> {
+/// How many leading bytes of a selector pick its key's tag.
+const TAG_BYTES: usize = 2;
+
+/// The tag of the keys whose selector starts with `prefix` (and of the
+/// index of the user whose [`user_prefix`] it is): `s:` and 4 hex digits.
+fn tag_of(prefix: &[u8; TAG_BYTES]) -> Vec<u8> {
+    format!("s:{:02x}{:02x}", prefix[0], prefix[1]).into_bytes()
+}
+
+/// The first [`TAG_BYTES`] of a selector.
+fn prefix_of(selector: &[u8; SELECTOR_BYTES]) -> [u8; TAG_BYTES] {
+    [selector[0], selector[1]]
+}
+
+/// The leading bytes of `user`'s selectors: the first [`TAG_BYTES`] of
+/// SHA-256 of the user name, so that a user's sessions and index share a
+/// tag while users spread over tags.
+fn user_prefix(user: &str) -> [u8; TAG_BYTES] {
+    let h = Sha256::digest(user.as_bytes());
+    [h[0], h[1]]
+}
+
+/// A fresh selector: `prefix`, then random bytes (80 bits); all random
+/// (96 bits) without a prefix.
+fn new_selector(prefix: Option<[u8; TAG_BYTES]>) -> Result<[u8; SELECTOR_BYTES]> {
+    let mut s = [0u8; SELECTOR_BYTES];
+    secure_bytes(&mut s)?;
+    if let Some(p) = prefix {
+        s[..TAG_BYTES].copy_from_slice(&p);
+    }
+    Ok(s)
+}
+
+/// The key of a session record: name `s` + selector, tag [`tag_of`] its
+/// selector's first bytes.
+fn session_key(selector: &[u8; SELECTOR_BYTES]) -> Key {
     let mut k = Vec::with_capacity(1 + SELECTOR_BYTES);
     k.push(b's');
     k.extend_from_slice(selector);
-    k
+    Key::tagged(tag_of(&prefix_of(selector)), k)
 }
 
-fn user_key(user: &str) -> Vec<u8> {
+/// The key of a user's index: name `u` + user, tag [`tag_of`] the
+/// [`user_prefix`].
+fn user_key(user: &str) -> Key {
     let mut k = Vec::with_capacity(1 + user.len());
     k.push(b'u');
     k.extend_from_slice(user.as_bytes());
-    k
+    Key::tagged(tag_of(&user_prefix(user)), k)
+}
+
+/// An engine-style expiry (0 for none) as the seam's.
+fn expiry(e: u64) -> Option<u64> {
+    (e != 0).then_some(e)
+}
+
+/// What one run of an update's function decided.
+enum Step<R> {
+    /// Done: the changes it made stand.
+    Done(R),
+    /// Nothing changed; run the operation again (with a fresh selector),
+    /// with this user's index among the keys (the record belongs to this
+    /// user, or to none).
+    Retry(Option<String>),
+}
+
+/// The record at `entry` if `id` opens it, with its expiry (0 for none).
+/// The record returned holds the hash, whatever its stored layout, so that
+/// writing it back stores the hashed layout.
+fn open(entry: Option<&Entry>, id: &Parsed) -> Result<Option<(Record, u64)>> {
+    let Some(e) = entry else {
+        return Ok(None);
+    };
+    let mut rec = Record::decode(&e.value)?;
+    if !rec.secret.accepts(id) {
+        return Ok(None);
+    }
+    rec.secret = Secret::of(&id.selector, &id.verifier);
+    Ok(Some((rec, e.expires_at_ms.unwrap_or(0))))
+}
+
+/// The keys of an update on a user's sessions, as its function sees
+/// them: the index is key 0, and `sels[i]` (each session the index lists
+/// or the operation names, once) is key `i + 1`.
+struct Index<'a> {
+    user: &'a str,
+    sels: &'a [[u8; SELECTOR_BYTES]],
+    /// Each selector of `sels` and its key's position.
+    positions: &'a HashMap<[u8; SELECTOR_BYTES], usize>,
+    /// The selectors the index lists, `None` without an index.
+    listed: Option<Vec<[u8; SELECTOR_BYTES]>>,
+    /// The index's expiry.
+    expires: Option<u64>,
+}
+
+impl Index<'_> {
+    /// The position of `sel`'s key (out of range, so refused by the
+    /// update, if the operation did not name it).
+    fn pos(&self, sel: &[u8; SELECTOR_BYTES]) -> usize {
+        self.positions.get(sel).copied().unwrap_or(usize::MAX)
+    }
+
+    /// Rewrites the index: the sessions it lists that are live, less
+    /// `gone`, plus `added` (a selector and its expiry, which the index
+    /// then covers). Deletes the index when it would list none.
+    fn write(
+        &self,
+        u: &mut Update,
+        gone: Option<&[u8; SELECTOR_BYTES]>,
+        added: Option<([u8; SELECTOR_BYTES], u64)>,
+    ) {
+        let listed = self.listed.as_deref().unwrap_or(&[]);
+        let mut live: Vec<[u8; SELECTOR_BYTES]> = listed
+            .iter()
+            .filter(|s| Some(*s) != gone && u.get(self.pos(s)).is_some())
+            .copied()
+            .collect();
+        match added {
+            Some((sel, expires)) => {
+                // A removal that empties the index deletes it, and an
+                // index written afresh expires with its session.
+                let kept = if gone.is_some() && live.is_empty() {
+                    0
+                } else {
+                    self.expires.unwrap_or(0)
+                };
+                live.push(sel);
+                u.put(0, encode_index(&live), Some(kept.max(expires)));
+            }
+            None if self.listed.is_none() => {}
+            None if live.is_empty() => u.delete(0),
+            None => u.put(0, encode_index(&live), self.expires),
+        }
+    }
 }
 
 /// A decoded session record.
@@ -280,7 +433,7 @@ struct Record {
 
 impl Record {
     /// Encodes the record; the writes of this module only ever hold a
-    /// [`Secret::Hashed`] (see [`Sessions::read_tx`]).
+    /// [`Secret::Hashed`] (see [`open`]).
     fn encode(&self) -> Vec<u8> {
         let (format, secret): (u8, &[u8]) = match &self.secret {
             Secret::Plain(v) => (FORMAT_PLAIN, v),
@@ -390,8 +543,9 @@ fn ms(d: Duration) -> u64 {
 }
 
 impl Sessions {
-    /// Sessions stored in `db`, usually a keyspace of their own
-    /// (`db.keyspace("sessions")?`), with no maximum lifetime.
+    /// Sessions stored in `store`: a [`Db`](crate::Db), usually a keyspace
+    /// of its own (`db.keyspace("sessions")?`), or any other [`Store`].
+    /// No maximum lifetime.
     ///
     /// ```
     /// let dir = tempfile::tempdir()?;
@@ -399,9 +553,9 @@ impl Sessions {
     /// let sessions = cairn::session::Sessions::new(db.keyspace("sessions")?);
     /// # Ok::<(), cairn::Error>(())
     /// ```
-    pub fn new(db: Db) -> Sessions {
+    pub fn new(store: impl Into<Store>) -> Sessions {
         Sessions {
-            db,
+            store: store.into(),
             max_lifetime_ms: None,
         }
     }
@@ -425,8 +579,77 @@ impl Sessions {
     }
 
     /// The store the sessions live in.
-    pub fn db(&self) -> &Db {
-        &self.db
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// let sessions = cairn::session::Sessions::new(db.keyspace("sessions")?);
+    /// assert!(!sessions.store().is_remote());
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Runs `attempt` until it is done. It is first given no user, then
+    /// the user each retry names; every retry means that a selector
+    /// collided or that another writer changed the keys in between.
+    fn run<R>(&self, mut attempt: impl FnMut(Option<&str>) -> Result<Step<R>>) -> Result<R> {
+        let mut user = None;
+        loop {
+            match attempt(user.as_deref())? {
+                Step::Done(r) => return Ok(r),
+                Step::Retry(u) => user = u,
+            }
+        }
+    }
+
+    /// One update on `user`'s index and the sessions it lists, plus the
+    /// sessions `extra` names (all under the user's tag, as long as they
+    /// were created for that user). Reads the index first to know the
+    /// keys, and reads again if the index names a session the update did
+    /// not read.
+    fn with_user<R>(
+        &self,
+        user: &str,
+        extra: &[[u8; SELECTOR_BYTES]],
+        mut f: impl FnMut(&mut Update, &Index<'_>) -> Result<Step<R>>,
+    ) -> Result<Step<R>> {
+        let ukey = user_key(user);
+        loop {
+            let mut sels = extra.to_vec();
+            if let (_, Some(e)) = self.store.read_one(&ukey)? {
+                sels.extend(decode_index(&e.value)?);
+            }
+            let mut positions = HashMap::with_capacity(sels.len());
+            sels.retain(|s| {
+                let fresh = !positions.contains_key(s);
+                if fresh {
+                    positions.insert(*s, positions.len() + 1);
+                }
+                fresh
+            });
+            let keys: Vec<Key> = std::iter::once(ukey.clone())
+                .chain(sels.iter().map(session_key))
+                .collect();
+            let step = self.store.update(&keys, |u| {
+                let listed = u.get(0).map(|e| decode_index(&e.value)).transpose()?;
+                if listed.iter().flatten().any(|s| !positions.contains_key(s)) {
+                    return Ok(None);
+                }
+                let ix = Index {
+                    user,
+                    sels: &sels,
+                    positions: &positions,
+                    expires: u.get(0).and_then(|e| e.expires_at_ms),
+                    listed,
+                };
+                f(u, &ix).map(Some)
+            })?;
+            if let Some(step) = step {
+                return Ok(step);
+            }
+        }
     }
 
     fn cap(&self, created: u64, expires: u64) -> u64 {
@@ -451,7 +674,8 @@ impl Sessions {
     ///
     /// # Errors
     /// [`Error::InvalidTtl`] for a zero `ttl`, [`Error::ValueTooLarge`],
-    /// [`Error::Io`] when the CSPRNG or the write fails.
+    /// [`Error::Io`] when the CSPRNG or the write fails, [`Error::Remote`]
+    /// when a remote store fails.
     pub fn create(&self, data: impl AsRef<[u8]>, ttl: Duration) -> Result<SessionId> {
         self.create_inner(None, data.as_ref(), ttl)
     }
@@ -490,112 +714,126 @@ impl Sessions {
         if ttl.is_zero() {
             return Err(Error::InvalidTtl);
         }
-        let mut selector = [0u8; SELECTOR_BYTES];
         let mut verifier = [0u8; VERIFIER_BYTES];
         secure_bytes(&mut verifier)?;
-        self.db.transaction(|tx| {
-            // A collision of 96 random bits does not happen in practice;
-            // never overwrite a session if it does.
-            loop {
-                secure_bytes(&mut selector)?;
-                if tx.get_entry(&session_key(&selector))?.is_none() {
-                    break;
+        let idle_ms = ms(ttl);
+        self.run(|_| {
+            let selector = new_selector(user.map(user_prefix))?;
+            // The new key is read in the update: a collision of 80 random
+            // bits does not happen in practice, but never overwrite a
+            // session if it does.
+            let step = |u: &mut Update, ix: Option<&Index<'_>>| {
+                let i = ix.map_or(0, |ix| ix.pos(&selector));
+                if u.get(i).is_some() {
+                    return Ok(Step::Retry(None));
                 }
-            }
-            let now = tx.now_ms();
-            let rec = Record {
-                created: now,
-                idle_ms: ms(ttl),
-                secret: Secret::of(&selector, &verifier),
-                user: user.map(str::to_owned),
-                data: data.to_vec(),
+                let now = u.now_ms();
+                let rec = Record {
+                    created: now,
+                    idle_ms,
+                    secret: Secret::of(&selector, &verifier),
+                    user: user.map(str::to_owned),
+                    data: data.to_vec(),
+                };
+                let expires = self.cap(now, now.saturating_add(idle_ms));
+                u.put(i, rec.encode(), Some(expires));
+                if let Some(ix) = ix {
+                    ix.write(u, None, Some((selector, expires)));
+                }
+                Ok(Step::Done(SessionId::new(&selector, &verifier)))
             };
-            let expires = self.cap(now, now.saturating_add(ms(ttl)));
-            tx.put_raw_expiring_at(&session_key(&selector), rec.encode(), expires);
-            if let Some(user) = user {
-                self.index_add(tx, user, selector, expires)?;
+            match user {
+                None => self
+                    .store
+                    .update(&[session_key(&selector)], |u| step(u, None)),
+                Some(name) => self.with_user(name, &[selector], |u, ix| step(u, Some(ix))),
             }
-            Ok(())
-        })?;
-        Ok(SessionId::new(&selector, &verifier))
+        })
     }
 
-    /// Reads a session record inside a transaction, checking the id. The
-    /// record returned holds the hash, whatever its stored layout, so that
-    /// writing it back stores the hashed layout.
-    fn read_tx(&self, tx: &Txn<'_>, id: &Parsed) -> Result<Option<(Record, u64)>> {
-        let Some((v, expires)) = tx.get_entry(&session_key(&id.selector))? else {
-            return Ok(None);
+    /// Keeps the index (key 1 of `u`) alive at least until `expires`. To
+    /// spare a write on most touches, it is extended by twice what is
+    /// needed.
+    fn index_cover(u: &mut Update, expires: u64) {
+        let now = u.now_ms();
+        let Some(e) = u.get(1) else {
+            return;
         };
-        let mut rec = Record::decode(&v)?;
-        if !rec.secret.accepts(id) {
-            return Ok(None);
-        }
-        rec.secret = Secret::of(&id.selector, &id.verifier);
-        Ok(Some((rec, expires)))
-    }
-
-    /// Adds `selector` to `user`'s index, dropping dead sessions from it,
-    /// and keeps the index alive at least until `expires`.
-    fn index_add(
-        &self,
-        tx: &mut Txn<'_>,
-        user: &str,
-        selector: [u8; SELECTOR_BYTES],
-        expires: u64,
-    ) -> Result<()> {
-        let key = user_key(user);
-        let (mut sels, idx_exp) = match tx.get_entry(&key)? {
-            Some((v, e)) => (decode_index(&v)?, e),
-            None => (Vec::new(), 0),
-        };
-        let mut live = Vec::with_capacity(sels.len() + 1);
-        for s in sels.drain(..) {
-            if tx.get_entry(&session_key(&s))?.is_some() {
-                live.push(s);
-            }
-        }
-        live.push(selector);
-        tx.put_raw_expiring_at(&key, encode_index(&live), idx_exp.max(expires));
-        Ok(())
-    }
-
-    /// Removes `selectors` (and dead sessions) from `user`'s index.
-    fn index_remove(
-        &self,
-        tx: &mut Txn<'_>,
-        user: &str,
-        gone: &[u8; SELECTOR_BYTES],
-    ) -> Result<()> {
-        let key = user_key(user);
-        let Some((v, exp)) = tx.get_entry(&key)? else {
-            return Ok(());
-        };
-        let mut live = Vec::new();
-        for s in decode_index(&v)? {
-            if &s != gone && tx.get_entry(&session_key(&s))?.is_some() {
-                live.push(s);
-            }
-        }
-        if live.is_empty() {
-            tx.delete(&key);
-        } else {
-            tx.put_raw_expiring_at(&key, encode_index(&live), exp);
-        }
-        Ok(())
-    }
-
-    /// Keeps `user`'s index alive at least until `expires`. To spare a
-    /// write on most touches, it is extended by twice what is needed.
-    fn index_cover(&self, tx: &mut Txn<'_>, user: &str, expires: u64, now: u64) -> Result<()> {
-        let key = user_key(user);
-        if let Some((v, exp)) = tx.get_entry(&key)? {
-            if exp != 0 && exp < expires {
+        if let Some(exp) = e.expires_at_ms {
+            if exp < expires {
                 let slack = expires.saturating_sub(now);
-                tx.put_raw_expiring_at(&key, v, expires.saturating_add(slack));
+                let value = e.value.clone();
+                u.put(1, value, Some(expires.saturating_add(slack)));
             }
         }
-        Ok(())
+    }
+
+    /// One run of [`Sessions::get_and_touch`] on `[session]`, or on
+    /// `[session, index]` with `user`.
+    fn touch_step(
+        &self,
+        u: &mut Update,
+        id: &Parsed,
+        user: Option<&str>,
+    ) -> Result<Step<Option<Session>>> {
+        let Some((rec, expires)) = open(u.get(0), id)? else {
+            return Ok(Step::Done(None));
+        };
+        let new = self.cap(rec.created, u.now_ms().saturating_add(rec.idle_ms));
+        if new <= expires {
+            return Ok(Step::Done(Some(rec.session(expires))));
+        }
+        if rec.user.as_deref() != user {
+            return Ok(Step::Retry(rec.user));
+        }
+        u.put(0, rec.encode(), Some(new));
+        if user.is_some() {
+            Self::index_cover(u, new);
+        }
+        Ok(Step::Done(Some(rec.session(new))))
+    }
+
+    /// One run of [`Sessions::rotate`] to `new` (with `verifier`), on
+    /// `[old, new]`, or on a user's keys with `ix`.
+    fn rotate_step(
+        u: &mut Update,
+        old: &Parsed,
+        new: &[u8; SELECTOR_BYTES],
+        verifier: &[u8; VERIFIER_BYTES],
+        ix: Option<&Index<'_>>,
+    ) -> Result<Step<Option<SessionId>>> {
+        let (i, j) = ix.map_or((0, 1), |ix| (ix.pos(&old.selector), ix.pos(new)));
+        let Some((mut rec, expires)) = open(u.get(i), old)? else {
+            return Ok(Step::Done(None));
+        };
+        if rec.user.as_deref() != ix.map(|ix| ix.user) || *new == old.selector || u.get(j).is_some()
+        {
+            return Ok(Step::Retry(rec.user));
+        }
+        u.delete(i);
+        rec.secret = Secret::of(new, verifier);
+        u.put(j, rec.encode(), expiry(expires));
+        if let Some(ix) = ix {
+            ix.write(u, Some(&old.selector), Some((*new, expires)));
+        }
+        Ok(Step::Done(Some(SessionId::new(new, verifier))))
+    }
+
+    /// One run of [`Sessions::revoke`] on `[session]`, or on a user's keys
+    /// with `ix`.
+    fn revoke_step(u: &mut Update, id: &Parsed, ix: Option<&Index<'_>>) -> Result<Step<bool>> {
+        let i = ix.map_or(0, |ix| ix.pos(&id.selector));
+        let Some((rec, _)) = open(u.get(i), id)? else {
+            return Ok(Step::Done(false));
+        };
+        if rec.user.as_deref() != ix.map(|ix| ix.user) {
+            return Ok(Step::Retry(rec.user));
+        }
+        u.delete(i);
+        if let Some(ix) = ix {
+            ix.write(u, Some(&id.selector), None);
+        }
+        Ok(Step::Done(true))
     }
 
     /// The session `id`, or `None` if it is unknown, expired or revoked
@@ -614,19 +852,14 @@ impl Sessions {
     ///
     /// # Errors
     /// [`Error::Io`] / [`Error::Corruption`] when the record cannot be
-    /// read, [`Error::Malformed`] when it was not written by this module.
+    /// read, [`Error::Malformed`] when it was not written by this module,
+    /// [`Error::Remote`] when a remote store fails.
     pub fn get(&self, id: &str) -> Result<Option<Session>> {
         let Some(p) = parse_id(id) else {
             return Ok(None);
         };
-        let Some((v, expires)) = self.db.read_live(&session_key(&p.selector))? else {
-            return Ok(None);
-        };
-        let rec = Record::decode(&v)?;
-        if !rec.secret.accepts(&p) {
-            return Ok(None);
-        }
-        Ok(Some(rec.session(expires)))
+        let (_, entry) = self.store.read_one(&session_key(&p.selector))?;
+        Ok(open(entry.as_ref(), &p)?.map(|(rec, expires)| rec.session(expires)))
     }
 
     /// Extends the session's sliding expiry to its idle TTL from now
@@ -668,20 +901,16 @@ impl Sessions {
         let Some(p) = parse_id(id) else {
             return Ok(None);
         };
-        self.db.transaction(|tx| {
-            let Some((rec, expires)) = self.read_tx(tx, &p)? else {
-                return Ok(None);
-            };
-            let now = tx.now_ms();
-            let new = self.cap(rec.created, now.saturating_add(rec.idle_ms));
-            if new <= expires {
-                return Ok(Some(rec.session(expires)));
-            }
-            tx.put_raw_expiring_at(&session_key(&p.selector), rec.encode(), new);
-            if let Some(user) = &rec.user {
-                self.index_cover(tx, user, new, now)?;
-            }
-            Ok(Some(rec.session(new)))
+        // A session without a user is one key; a user's needs their index
+        // too, which a first run finds out.
+        let key = session_key(&p.selector);
+        self.run(|user| match user {
+            None => self
+                .store
+                .update(std::slice::from_ref(&key), |u| self.touch_step(u, &p, None)),
+            Some(name) => self.store.update(&[key.clone(), user_key(name)], |u| {
+                self.touch_step(u, &p, Some(name))
+            }),
         })
     }
 
@@ -705,12 +934,12 @@ impl Sessions {
         let Some(p) = parse_id(id) else {
             return Ok(false);
         };
-        self.db.transaction(|tx| {
-            let Some((mut rec, expires)) = self.read_tx(tx, &p)? else {
+        self.store.update(&[session_key(&p.selector)], |u| {
+            let Some((mut rec, expires)) = open(u.get(0), &p)? else {
                 return Ok(false);
             };
             rec.data = data.as_ref().to_vec();
-            tx.put_raw_expiring_at(&session_key(&p.selector), rec.encode(), expires);
+            u.put(0, rec.encode(), expiry(expires));
             Ok(true)
         })
     }
@@ -740,25 +969,20 @@ impl Sessions {
         };
         let mut verifier = [0u8; VERIFIER_BYTES];
         secure_bytes(&mut verifier)?;
-        self.db.transaction(|tx| {
-            let Some((mut rec, expires)) = self.read_tx(tx, &p)? else {
-                return Ok(None);
-            };
-            let mut selector = [0u8; SELECTOR_BYTES];
-            loop {
-                secure_bytes(&mut selector)?;
-                if selector != p.selector && tx.get_entry(&session_key(&selector))?.is_none() {
-                    break;
-                }
+        // The new selector keeps the tag: the user's for a user's session
+        // (found out by a first run), the old selector's otherwise.
+        self.run(|user| {
+            let selector = new_selector(Some(user.map_or(prefix_of(&p.selector), user_prefix)))?;
+            match user {
+                None => self
+                    .store
+                    .update(&[session_key(&p.selector), session_key(&selector)], |u| {
+                        Self::rotate_step(u, &p, &selector, &verifier, None)
+                    }),
+                Some(name) => self.with_user(name, &[p.selector, selector], |u, ix| {
+                    Self::rotate_step(u, &p, &selector, &verifier, Some(ix))
+                }),
             }
-            tx.delete(session_key(&p.selector));
-            rec.secret = Secret::of(&selector, &verifier);
-            tx.put_raw_expiring_at(&session_key(&selector), rec.encode(), expires);
-            if let Some(user) = &rec.user {
-                self.index_remove(tx, user, &p.selector)?;
-                self.index_add(tx, user, selector, expires)?;
-            }
-            Ok(Some(SessionId::new(&selector, &verifier)))
         })
     }
 
@@ -781,15 +1005,13 @@ impl Sessions {
         let Some(p) = parse_id(id) else {
             return Ok(false);
         };
-        self.db.transaction(|tx| {
-            let Some((rec, _)) = self.read_tx(tx, &p)? else {
-                return Ok(false);
-            };
-            tx.delete(session_key(&p.selector));
-            if let Some(user) = &rec.user {
-                self.index_remove(tx, user, &p.selector)?;
-            }
-            Ok(true)
+        self.run(|user| match user {
+            None => self.store.update(&[session_key(&p.selector)], |u| {
+                Self::revoke_step(u, &p, None)
+            }),
+            Some(name) => self.with_user(name, &[p.selector], |u, ix| {
+                Self::revoke_step(u, &p, Some(ix))
+            }),
         })
     }
 
@@ -818,19 +1040,29 @@ impl Sessions {
     /// # Errors
     /// As [`Sessions::get`].
     pub fn list_for_user(&self, user: &str) -> Result<Vec<(SessionHandle, Session)>> {
-        let Some(v) = self.db.get(user_key(user))? else {
+        let (_, Some(index)) = self.store.read_one(&user_key(user))? else {
             return Ok(Vec::new());
         };
+        let sels = decode_index(&index.value)?;
+        if sels.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One read of the sessions, all under the user's tag.
+        let keys: Vec<Key> = sels.iter().map(session_key).collect();
+        let snapshot = self.store.backend().read(&keys)?;
         let mut out = Vec::new();
-        for sel in decode_index(&v)? {
-            let Some((v, expires)) = self.db.read_live(&session_key(&sel))? else {
+        for (sel, entry) in sels.iter().zip(snapshot.entries) {
+            let Some(e) = entry else {
                 continue;
             };
-            let rec = Record::decode(&v)?;
+            let rec = Record::decode(&e.value)?;
             if rec.user.as_deref() != Some(user) {
                 continue;
             }
-            out.push((SessionHandle::new(&sel), rec.session(expires)));
+            out.push((
+                SessionHandle::new(sel),
+                rec.session(e.expires_at_ms.unwrap_or(0)),
+            ));
         }
         out.sort_by_key(|(_, s)| s.created_unix_ms);
         Ok(out)
@@ -860,17 +1092,25 @@ impl Sessions {
         let Some(selector) = parse_handle(handle) else {
             return Ok(false);
         };
-        self.db.transaction(|tx| {
-            let key = session_key(&selector);
-            let Some((v, _)) = tx.get_entry(&key)? else {
-                return Ok(false);
-            };
-            if Record::decode(&v)?.user.as_deref() != Some(user) {
-                return Ok(false);
-            }
-            tx.delete(&key);
-            self.index_remove(tx, user, &selector)?;
-            Ok(true)
+        // On a remote store every session of `user` carries the user's
+        // tag: a handle without it is another user's, and reading it in
+        // the same update would span two tags.
+        if self.store.is_remote() && prefix_of(&selector) != user_prefix(user) {
+            return Ok(false);
+        }
+        self.run(|_| {
+            self.with_user(user, &[selector], |u, ix| {
+                let i = ix.pos(&selector);
+                let Some(e) = u.get(i) else {
+                    return Ok(Step::Done(false));
+                };
+                if Record::decode(&e.value)?.user.as_deref() != Some(user) {
+                    return Ok(Step::Done(false));
+                }
+                u.delete(i);
+                ix.write(u, Some(&selector), None);
+                Ok(Step::Done(true))
+            })
         })
     }
 
@@ -892,21 +1132,23 @@ impl Sessions {
     /// # Errors
     /// As [`Sessions::touch`].
     pub fn revoke_all_for_user(&self, user: &str) -> Result<u64> {
-        self.db.transaction(|tx| {
-            let key = user_key(user);
-            let Some((v, _)) = tx.get_entry(&key)? else {
-                return Ok(0);
-            };
-            let mut n = 0;
-            for sel in decode_index(&v)? {
-                let skey = session_key(&sel);
-                if tx.get_entry(&skey)?.is_some() {
-                    tx.delete(&skey);
-                    n += 1;
+        self.run(|_| {
+            self.with_user(user, &[], |u, ix| {
+                if ix.listed.is_none() {
+                    return Ok(Step::Done(0));
                 }
-            }
-            tx.delete(&key);
-            Ok(n)
+                // With no session named by the operation, the keys after
+                // the index are exactly the sessions it lists.
+                let mut n = 0;
+                for i in 1..=ix.sels.len() {
+                    if u.get(i).is_some() {
+                        u.delete(i);
+                        n += 1;
+                    }
+                }
+                u.delete(0);
+                Ok(Step::Done(n))
+            })
         })
     }
 
@@ -917,6 +1159,10 @@ impl Sessions {
     /// this once after upgrading to stop storing any verifier at once. The
     /// old records' bytes stay in the data files until compaction rewrites
     /// their segments (see the guide's security section).
+    ///
+    /// On a remote store it reads nothing and returns 0: the first layout
+    /// predates the remote stores, so sessions there were never written
+    /// in it.
     ///
     /// ```
     /// let dir = tempfile::tempdir()?;
@@ -930,26 +1176,34 @@ impl Sessions {
     /// [`Error::Malformed`] for a record this module did not write, and
     /// the errors of a write.
     pub fn hash_stored_verifiers(&self) -> Result<u64> {
-        let mut keys = Vec::new();
-        self.db
-            .for_each_live_key(b"s", |k, _, _| keys.push(k.to_vec()));
+        if self.store.is_remote() {
+            return Ok(0);
+        }
+        let mut sels = Vec::new();
+        self.store.scan(b"s", |name, _, _| {
+            if let Ok(sel) = <[u8; SELECTOR_BYTES]>::try_from(&name[1..]) {
+                sels.push(sel);
+            }
+        })?;
         let mut n = 0;
-        // In batches, so that no transaction grows with the store.
-        for chunk in keys.chunks(256) {
-            n += self.db.transaction(|tx| {
+        // In batches, so that no update grows with the store. The batches
+        // mix tags, which only the embedded store (that ignores them)
+        // allows.
+        for chunk in sels.chunks(256) {
+            let keys: Vec<Key> = chunk.iter().map(session_key).collect();
+            n += self.store.update(&keys, |u| {
                 let mut n = 0;
-                for key in chunk {
-                    let Some((v, expires)) = tx.get_entry(key)? else {
+                for (i, selector) in chunk.iter().enumerate() {
+                    let Some(e) = u.get(i) else {
                         continue;
                     };
-                    let mut rec = Record::decode(&v)?;
-                    let (Secret::Plain(verifier), Ok(selector)) =
-                        (&rec.secret, <[u8; SELECTOR_BYTES]>::try_from(&key[1..]))
-                    else {
+                    let mut rec = Record::decode(&e.value)?;
+                    let Secret::Plain(verifier) = &rec.secret else {
                         continue;
                     };
-                    rec.secret = Secret::of(&selector, verifier);
-                    tx.put_raw_expiring_at(key, rec.encode(), expires);
+                    rec.secret = Secret::of(selector, verifier);
+                    let expires = e.expires_at_ms;
+                    u.put(i, rec.encode(), expires);
                     n += 1;
                 }
                 Ok(n)
@@ -1030,6 +1284,229 @@ impl Sessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::{Backend, Change, Snapshot};
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::{Arc, Mutex};
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    /// What a [`Tags`] backend holds, shared with its test.
+    #[derive(Debug, Default)]
+    struct State {
+        map: Mutex<BTreeMap<Vec<u8>, Entry>>,
+        /// The tags of each operation's keys, in order.
+        seen: Mutex<Vec<BTreeSet<Option<Vec<u8>>>>>,
+        /// Entries the next update stores just before it reads, as
+        /// another writer would between an operation's read and update.
+        meddle: Mutex<Vec<(Vec<u8>, Entry)>>,
+    }
+
+    /// A backend in memory (one lock makes each update atomic) that
+    /// records the tags of every operation's keys, and can claim to be
+    /// remote.
+    #[derive(Debug)]
+    struct Tags {
+        state: Arc<State>,
+        remote: bool,
+    }
+
+    impl Tags {
+        fn now_ms() -> u64 {
+            let d = SystemTime::now().duration_since(UNIX_EPOCH).expect("clock");
+            u64::try_from(d.as_millis()).expect("ms")
+        }
+
+        fn snapshot(map: &BTreeMap<Vec<u8>, Entry>, keys: &[Key]) -> Snapshot {
+            let now_ms = Self::now_ms();
+            let entries = keys
+                .iter()
+                .map(|k| {
+                    map.get(k.name())
+                        .filter(|e| e.expires_at_ms.is_none_or(|x| x > now_ms))
+                        .cloned()
+                })
+                .collect();
+            Snapshot { now_ms, entries }
+        }
+
+        fn record(&self, keys: &[Key]) {
+            let tags = keys.iter().map(|k| k.tag().map(<[u8]>::to_vec)).collect();
+            self.state.seen.lock().expect("lock").push(tags);
+        }
+    }
+
+    impl Backend for Tags {
+        fn read(&self, keys: &[Key]) -> Result<Snapshot> {
+            self.record(keys);
+            Ok(Self::snapshot(&self.state.map.lock().expect("lock"), keys))
+        }
+
+        fn update(&self, keys: &[Key], f: &mut dyn FnMut(&mut Update) -> Result<()>) -> Result<()> {
+            self.record(keys);
+            let mut map = self.state.map.lock().expect("lock");
+            map.extend(self.state.meddle.lock().expect("lock").drain(..));
+            let mut u = Update::new(Self::snapshot(&map, keys));
+            f(&mut u)?;
+            for (k, c) in keys.iter().zip(u.into_changes()?) {
+                match c {
+                    Some(Change::Put {
+                        value,
+                        expires_at_ms,
+                    }) => {
+                        map.insert(
+                            k.name().to_vec(),
+                            Entry {
+                                value,
+                                expires_at_ms,
+                            },
+                        );
+                    }
+                    Some(Change::Delete) => {
+                        map.remove(k.name());
+                    }
+                    None => {}
+                }
+            }
+            Ok(())
+        }
+
+        fn scan(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], u64, Option<u64>)) -> Result<()> {
+            for (k, e) in self.state.map.lock().expect("lock").iter() {
+                if k.starts_with(prefix) {
+                    f(k, e.value.len() as u64, e.expires_at_ms);
+                }
+            }
+            Ok(())
+        }
+
+        fn is_remote(&self) -> bool {
+            self.remote
+        }
+    }
+
+    fn tagged_sessions(remote: bool) -> (Sessions, Arc<State>) {
+        let state = Arc::new(State::default());
+        let store = Store::new(Tags {
+            state: Arc::clone(&state),
+            remote,
+        });
+        (Sessions::new(store), state)
+    }
+
+    fn selector_of(id: &SessionId) -> [u8; SELECTOR_BYTES] {
+        parse_id(id.as_str()).expect("id").selector
+    }
+
+    #[test]
+    fn a_users_sessions_and_index_share_one_tag() {
+        for remote in [false, true] {
+            let (sessions, state) = tagged_sessions(remote);
+            let hour = Duration::from_secs(3600);
+            let mut ids = Vec::new();
+            for user in ["ada", "bob", "carol"] {
+                for _ in 0..4 {
+                    let id = sessions.create_for_user(user, b"d", hour).expect("create");
+                    ids.push((user, id));
+                }
+            }
+            let (user, first) = ids[0].clone();
+            let rotated = sessions.rotate(first.as_str()).expect("rotate");
+            ids[0] = (user, rotated.expect("live"));
+            for (user, id) in &ids {
+                assert_eq!(prefix_of(&selector_of(id)), user_prefix(user), "{user}");
+                let key = session_key(&selector_of(id));
+                assert_eq!(key.tag(), user_key(user).tag(), "{user}");
+                key.check_tag().expect("a valid tag");
+                let touched = sessions.get_and_touch(id.as_str()).expect("touch");
+                assert_eq!(touched.and_then(|s| s.user).as_deref(), Some(*user));
+                assert!(sessions.update(id.as_str(), b"e").expect("update"));
+            }
+            assert_eq!(sessions.list_for_user("ada").expect("list").len(), 4);
+            assert!(sessions.revoke(ids[1].1.as_str()).expect("revoke"));
+            let handle = ids[2].1.handle();
+            if remote {
+                // Another user's handle is refused without a read that
+                // would span two tags.
+                let other = sessions.revoke_for_user("bob", handle.as_str());
+                assert!(!other.expect("revoke"));
+            }
+            assert!(sessions
+                .revoke_for_user("ada", handle.as_str())
+                .expect("revoke"));
+            assert_eq!(sessions.list_for_user("ada").expect("list").len(), 2);
+            assert_eq!(sessions.revoke_all_for_user("bob").expect("revoke all"), 4);
+            if remote {
+                // Reads nothing (an embedded store's migration mixes tags,
+                // which only the embedded store allows).
+                assert_eq!(sessions.hash_stored_verifiers().expect("hash"), 0);
+            }
+            let seen = state.seen.lock().expect("lock");
+            assert!(seen.len() > 30, "{} operations", seen.len());
+            for tags in seen.iter() {
+                assert_eq!(
+                    tags.len(),
+                    1,
+                    "remote {remote}: one operation spans tags {tags:?}"
+                );
+                assert!(tags.iter().all(Option::is_some), "an untagged key");
+            }
+            let users: BTreeSet<_> = ["ada", "bob", "carol"]
+                .iter()
+                .map(|u| user_key(u).tag().map(<[u8]>::to_vec))
+                .collect();
+            assert_eq!(users.len(), 3, "three users, three tags (for these names)");
+        }
+    }
+
+    #[test]
+    fn sessions_without_a_user_spread_over_tags() {
+        let (sessions, state) = tagged_sessions(false);
+        let hour = Duration::from_secs(3600);
+        let mut tags = BTreeSet::new();
+        for _ in 0..64 {
+            let id = sessions.create(b"", hour).expect("create");
+            tags.insert(session_key(&selector_of(&id)).tag().map(<[u8]>::to_vec));
+            // Rotation keeps the tag, so that it is one operation.
+            let new = sessions.rotate(id.as_str()).expect("rotate").expect("live");
+            assert_eq!(prefix_of(&selector_of(&new)), prefix_of(&selector_of(&id)));
+            assert_ne!(selector_of(&new), selector_of(&id));
+        }
+        // 64 draws from 65536 tags: all distinct but for a 3% chance of one
+        // collision; far fewer would mean the tags are not random.
+        assert!(tags.len() >= 60, "{} tags", tags.len());
+        for op in state.seen.lock().expect("lock").iter() {
+            assert_eq!(op.len(), 1, "one operation spans tags {op:?}");
+        }
+    }
+
+    #[test]
+    fn a_session_listed_between_the_read_and_the_update_is_not_missed() {
+        let (sessions, state) = tagged_sessions(false);
+        let hour = Duration::from_secs(3600);
+        let a = sessions.create_for_user("ada", b"a", hour).expect("create");
+        let b = sessions.create_for_user("ada", b"b", hour).expect("create");
+        let c = sessions.create_for_user("ada", b"c", hour).expect("create");
+        let entry = |key: &Key| {
+            let map = state.map.lock().expect("lock");
+            (
+                key.name().to_vec(),
+                map.get(key.name()).cloned().expect("stored"),
+            )
+        };
+        // The index listing all three, and c's record, as they are now.
+        let later = vec![
+            entry(&user_key("ada")),
+            entry(&session_key(&selector_of(&c))),
+        ];
+        assert!(sessions.revoke(c.as_str()).expect("revoke"));
+        // Another writer brings c back after revoke_all_for_user read an
+        // index without it: its update must notice, and read again.
+        *state.meddle.lock().expect("lock") = later;
+        assert_eq!(sessions.revoke_all_for_user("ada").expect("revoke all"), 3);
+        for id in [&a, &b, &c] {
+            assert!(sessions.get(id.as_str()).expect("get").is_none());
+        }
+        assert!(state.map.lock().expect("lock").is_empty());
+    }
 
     #[test]
     fn record_round_trips_and_rejects_garbage() {
