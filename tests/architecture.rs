@@ -334,6 +334,35 @@ fn no_layer_imports_a_layer_above_it() {
     );
 }
 
+/// The layers the modules may use: the seam, and what sits below every
+/// layer. A module that reached the engine or the `Db` directly would run
+/// on the embedded store only.
+const MODULES_MAY_USE: &[&str] = &["backend", "error", "util", "types", "modules"];
+
+#[test]
+fn modules_use_only_the_backend_seam() {
+    let tree = Tree::read();
+    let mut wrong = Vec::new();
+    for (file, line, written, resolved, _) in imports(&tree) {
+        let from = module_of(&tree.src, &file);
+        if from.first().map(String::as_str) != Some("modules") {
+            continue;
+        }
+        let Some(to) = resolved.first() else { continue };
+        if !MODULES_MAY_USE.contains(&to.as_str()) {
+            wrong.push(format!(
+                "{}:{line}: `{written}`: the modules may use only {MODULES_MAY_USE:?}, not `{to}`",
+                tree.rel(&file)
+            ));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "modules reaching past the backend seam:\n{}",
+        wrong.join("\n")
+    );
+}
+
 #[test]
 fn no_import_cycles_between_files() {
     let tree = Tree::read();
