@@ -299,10 +299,7 @@ fn a_test_clock_hides_logically_expired_entries() {
         s.entries[0].as_ref().and_then(|e| e.expires_at_ms),
         Some(exp)
     );
-    assert_eq!(
-        scan_all(&store, b"").get(&b"a"[..].to_vec()),
-        Some(&(1, Some(exp)))
-    );
+    assert_eq!(scan_all(&store, b"").get(&b"a"[..]), Some(&(1, Some(exp))));
 
     clock.advance(Duration::from_secs(2 * 3600));
     let s = b.read(&keys).expect("read");

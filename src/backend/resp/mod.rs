@@ -20,6 +20,7 @@ mod conn;
 mod keys;
 mod ops;
 mod scripts;
+mod shared;
 
 use std::fmt;
 use std::sync::Arc;
@@ -27,14 +28,11 @@ use std::time::Duration;
 
 use crate::backend::{Backend, Key, Snapshot, Store, Update};
 use crate::error::{Error, Result};
-use crate::util::clock::{Clock, SystemClock};
+use crate::util::clock::Clock;
 
 use conn::Pool;
 use scripts::Scripts;
-
-/// Ten years in milliseconds: how far into the real future a test clock's
-/// expiries are moved (see [`RespOptions::clock`]).
-const TEN_YEARS_MS: i128 = 10 * 365 * 24 * 3600 * 1000;
+use shared::{Shared, TestClock};
 
 /// How to reach a Redis-protocol server or cluster; [`RespOptions::open`]
 /// connects.
@@ -195,11 +193,7 @@ impl RespOptions {
                 maybe_applied: false,
             });
         }
-        let clock = self.clock.map(|c| {
-            let real = i128::from(SystemClock.now_unix_ms());
-            let shift = real + TEN_YEARS_MS - i128::from(c.now_unix_ms());
-            TestClock { clock: c, shift }
-        });
+        let clock = self.clock.map(TestClock::new);
         Ok(RespBackend(Arc::new(Inner {
             shared: Arc::new(Shared {
                 pool,
@@ -210,20 +204,6 @@ impl RespOptions {
             prefix: self.prefix.into_bytes(),
         })))
     }
-}
-
-/// A logical clock and the shift between its expiries and the stored ones.
-pub(crate) struct TestClock {
-    clock: Arc<dyn Clock>,
-    shift: i128,
-}
-
-/// What a backend and its namespaces share.
-pub(crate) struct Shared {
-    pool: Pool,
-    scripts: Scripts,
-    has_eval: bool,
-    clock: Option<TestClock>,
 }
 
 struct Inner {

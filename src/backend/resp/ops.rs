@@ -11,20 +11,17 @@ use redis::{
 use super::conn::{Conn, Lease, Pool, Target};
 use super::keys;
 use super::scripts::Scripts;
-use super::Shared;
-use crate::backend::{Change, Entry, Snapshot, Update};
+use super::shared::{Raw, Shared};
+use crate::backend::{Change, Snapshot, Update};
 use crate::error::{Error, Result};
 
-/// A key as read: its value and raw `PEXPIRETIME` (-1 none), or absent.
-type Raw = Option<(Vec<u8>, i64)>;
+/// What a scan calls with each key: its name, value length and expiry.
+type ScanFn<'a> = dyn FnMut(&[u8], u64, Option<u64>) + 'a;
 
 /// An update gives up after this many conflicting attempts…
 const MAX_TRIES: u32 = 1000;
 /// …or after this long.
 const MAX_CONTENTION: Duration = Duration::from_secs(5);
-/// The largest stored expiry: Lua compares expiries as doubles, exact up
-/// to 2^53 ms (285,000 years).
-const MAX_PXAT: i128 = (1 << 53) - 1;
 
 /// Loads the scripts; `false` if the server has no scripting at all.
 ///
@@ -46,54 +43,6 @@ pub(crate) fn load_scripts(pool: &Pool, scripts: &Scripts) -> Result<bool> {
 fn is_unknown_command(e: &RedisError) -> bool {
     let text = e.to_string().to_ascii_lowercase();
     text.contains("unknown command") || text.contains("unknown subcommand")
-}
-
-impl Shared {
-    /// The clock reading of an operation whose server said `server_ms`.
-    fn now(&self, server_ms: u64) -> u64 {
-        self.clock
-            .as_ref()
-            .map_or(server_ms, |t| t.clock.now_unix_ms())
-    }
-
-    fn shift(&self) -> i128 {
-        self.clock.as_ref().map_or(0, |t| t.shift)
-    }
-
-    /// The stored `PXAT` of an expiry.
-    fn to_pxat(&self, expires_at_ms: u64) -> i64 {
-        let raw = (i128::from(expires_at_ms) + self.shift()).clamp(1, MAX_PXAT);
-        i64::try_from(raw).unwrap_or(i64::MAX)
-    }
-
-    /// The expiry of a stored `PEXPIRETIME` (negative: none).
-    fn from_raw(&self, raw: i64) -> Option<u64> {
-        (raw >= 0).then(|| u64::try_from(i128::from(raw) - self.shift()).unwrap_or(0))
-    }
-
-    /// The live entry of a raw read at `now`.
-    fn entry(&self, now: u64, raw: &Raw) -> Option<Entry> {
-        let (value, exp) = raw.as_ref()?;
-        if *exp == -2 {
-            return None;
-        }
-        let expires_at_ms = self.from_raw(*exp);
-        if expires_at_ms.is_some_and(|e| e <= now) {
-            return None;
-        }
-        Some(Entry {
-            value: value.clone(),
-            expires_at_ms,
-        })
-    }
-
-    fn snapshot(&self, server_now: u64, raws: &[Raw]) -> Snapshot {
-        let now_ms = self.now(server_now);
-        Snapshot {
-            now_ms,
-            entries: raws.iter().map(|r| self.entry(now_ms, r)).collect(),
-        }
-    }
 }
 
 fn bad_reply(what: &str, v: &Value) -> RedisError {
@@ -373,7 +322,7 @@ pub(crate) fn scan(
     sh: &Shared,
     prefix: &[u8],
     name_prefix: &[u8],
-    f: &mut dyn FnMut(&[u8], u64, Option<u64>),
+    f: &mut ScanFn<'_>,
 ) -> Result<()> {
     let patterns = keys::scan_patterns(prefix, name_prefix);
     let mut seen = HashSet::new();
@@ -415,7 +364,7 @@ struct NodeScan<'a> {
     name_prefix: &'a [u8],
     /// The stored keys already reported (`SCAN` may repeat one).
     seen: &'a mut HashSet<Vec<u8>>,
-    f: &'a mut dyn FnMut(&[u8], u64, Option<u64>),
+    f: &'a mut ScanFn<'a>,
 }
 
 impl NodeScan<'_> {
@@ -447,7 +396,7 @@ impl NodeScan<'_> {
                 let now = self.sh.now(0);
                 for (k, m) in batch.into_iter().zip(meta.chunks(2)) {
                     let (len, exp) = (m[0], m.get(1).copied().unwrap_or(-2));
-                    let expiry = self.sh.from_raw(exp);
+                    let expiry = self.sh.expiry_of_raw(exp);
                     let live =
                         exp != -2 && (self.sh.clock.is_none() || expiry.is_none_or(|e| e > now));
                     if live {
