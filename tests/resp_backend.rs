@@ -399,3 +399,76 @@ fn no_password_is_shown_and_bad_options_are_refused() {
     let r = RespOptions::new("not a url").open();
     assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
 }
+
+#[test]
+fn a_cluster_failover_is_a_remote_error_at_worst_then_serves_again() {
+    let mut cluster = RedisCluster::start(3, 1);
+    let urls = cluster.urls();
+    let seeds: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let b = RespOptions::cluster(&seeds)
+        .prefix("t:")
+        .timeout_ms(1_000)
+        .open()
+        .expect("open");
+    let store = Store::from(b);
+    let keys: Vec<Key> = (0..30).map(|i| kt(&format!("f{i}"), b"v")).collect();
+    for (i, key) in keys.iter().enumerate() {
+        put(
+            &store,
+            std::slice::from_ref(key),
+            &[(0, i.to_string().as_bytes(), None)],
+        );
+    }
+    // Replication is asynchronous: let the replicas catch up first.
+    std::thread::sleep(Duration::from_millis(500));
+    cluster.kill_master(0);
+
+    let start = Instant::now();
+    let mut errors = 0;
+    'retry: loop {
+        for (i, key) in keys.iter().enumerate() {
+            let call = Instant::now();
+            let r = store.update(std::slice::from_ref(key), |u| {
+                let v = u.get(0).map(|e| e.value.clone());
+                u.put(0, i.to_string().into_bytes(), None);
+                Ok(v)
+            });
+            assert!(
+                call.elapsed() < Duration::from_secs(30),
+                "one call took {:?}",
+                call.elapsed()
+            );
+            match r {
+                Ok(v) => assert_eq!(
+                    v,
+                    Some(i.to_string().into_bytes()),
+                    "key {i} after failover"
+                ),
+                Err(e @ Error::Remote { .. }) => {
+                    if errors % 20 == 0 {
+                        eprintln!("{:?} key {i}: {e}", start.elapsed());
+                    }
+                    errors += 1;
+                    assert!(
+                        start.elapsed() < Duration::from_secs(60),
+                        "no failover in 60 s"
+                    );
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue 'retry;
+                }
+                Err(e) => panic!("during failover: {e:?}"),
+            }
+        }
+        break;
+    }
+    cluster.wait_ok();
+    eprintln!(
+        "failover: {errors} remote errors, served again after {:?}",
+        start.elapsed()
+    );
+    let mut n = 0;
+    store
+        .scan(b"", |_, _, _| n += 1)
+        .expect("scan after failover");
+    assert_eq!(n, 30);
+}

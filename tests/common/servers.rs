@@ -313,7 +313,9 @@ impl RedisCluster {
         }
     }
 
-    /// Waits (up to 60 s) until every live node says `cluster_state:ok`.
+    /// Waits (up to 60 s) until every live node says `cluster_state:ok`
+    /// and every live replica's link to its master is up (so a master's
+    /// writes reach its replica, which can then take over).
     pub fn wait_ok(&self) {
         wait_until(Duration::from_secs(60), "cluster_state:ok", || {
             for n in self.nodes.iter().filter(|n| n.child.is_some()) {
@@ -325,6 +327,10 @@ impl RedisCluster {
                         info.lines().next().unwrap_or(""),
                         log_tail(&n.dir.join("redis.log"))
                     ));
+                }
+                let repl = command(n.port, &["INFO", "replication"])?;
+                if repl.contains("role:slave") && !repl.contains("master_link_status:up") {
+                    return Err(format!("replica {} is not in sync with its master", n.port));
                 }
             }
             Ok(())

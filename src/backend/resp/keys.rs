@@ -10,9 +10,15 @@ use crate::error::{Error, Result};
 /// The stored key of `key` under `prefix`.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for a bad tag ([`Key::check_tag`]).
+/// [`Error::InvalidArgument`] for a bad tag ([`Key::check_tag`]), or an
+/// untagged name that starts with `{` (it would read back as a tag).
 pub(crate) fn encode(prefix: &[u8], key: &Key) -> Result<Vec<u8>> {
     key.check_tag()?;
+    if key.tag().is_none() && key.name().first() == Some(&b'{') {
+        return Err(Error::InvalidArgument(format!(
+            "key {key:?}: an untagged name may not start with '{{' on a Redis-protocol server"
+        )));
+    }
     let mut out = Vec::with_capacity(prefix.len() + key.name().len() + 34);
     out.extend_from_slice(prefix);
     if let Some(t) = key.tag() {
@@ -24,17 +30,26 @@ pub(crate) fn encode(prefix: &[u8], key: &Key) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// The stored keys of `keys`, which must share one tag (or be a single
-/// key): a cluster could not apply them atomically otherwise.
+/// The stored keys of `keys`, which must share one tag (or, on a
+/// cluster, be a single untagged key): a cluster could not apply them
+/// atomically otherwise.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] for a bad tag or keys of different tags.
-pub(crate) fn encode_all(prefix: &[u8], keys: &[Key]) -> Result<Vec<Vec<u8>>> {
+/// [`Error::InvalidArgument`] for a bad tag, keys of different tags, or
+/// (if `cluster`) several untagged keys.
+pub(crate) fn encode_all(prefix: &[u8], keys: &[Key], cluster: bool) -> Result<Vec<Vec<u8>>> {
     if let Some(first) = keys.first() {
         if let Some(k) = keys.iter().find(|k| k.tag() != first.tag()) {
             return Err(Error::InvalidArgument(format!(
                 "one operation on keys of different tags ({first:?} and {k:?}): \
                  a Redis Cluster could not apply it atomically"
+            )));
+        }
+        if cluster && first.tag().is_none() && keys.len() > 1 {
+            return Err(Error::InvalidArgument(format!(
+                "one operation on {} untagged keys ({first:?}, …): a Redis Cluster keeps \
+                 them in different slots; give them a tag",
+                keys.len()
             )));
         }
     }
@@ -101,6 +116,7 @@ mod tests {
         for key in [
             Key::new(b"plain".to_vec()),
             Key::new(vec![0, 255, b'}', b'{']),
+            Key::new(b"a{b}c".to_vec()),
             tagged("u42", b"sess\0ion"),
             tagged("a:b-c_d", b""),
             tagged("t", b"{not a tag}"),
@@ -111,11 +127,7 @@ mod tests {
                 assert_eq!(s[6], b'{');
                 assert_eq!(&s[7..7 + t.len()], t);
             }
-            // An untagged name starting with `{` is not a module's name
-            // (the layout's one restriction), so skip its round trip.
-            if key.tag().is_some() || key.name().first() != Some(&b'{') {
-                assert_eq!(decode(b"cairn:", &s), Some(key.name()), "{key:?}");
-            }
+            assert_eq!(decode(b"cairn:", &s), Some(key.name()), "{key:?}");
         }
         assert_eq!(
             encode(b"p:", &tagged("T", b"n")).expect("encode"),
@@ -140,12 +152,18 @@ mod tests {
             encode(b"p", &tagged("a}", b"n")),
             Err(Error::InvalidArgument(_))
         ));
-        let err = encode_all(b"p", &[tagged("a", b"1"), tagged("b", b"2")]);
+        let err = encode(b"p", &Key::new(b"{t}n".to_vec()));
+        assert!(matches!(err, Err(Error::InvalidArgument(m)) if m.contains("may not start")));
+        let two = [Key::new(b"1".to_vec()), Key::new(b"2".to_vec())];
+        assert_eq!(encode_all(b"p", &two, false).expect("one server").len(), 2);
+        let err = encode_all(b"p", &two, true);
+        assert!(matches!(err, Err(Error::InvalidArgument(m)) if m.contains("untagged")));
+        let err = encode_all(b"p", &[tagged("a", b"1"), tagged("b", b"2")], false);
         assert!(matches!(err, Err(Error::InvalidArgument(m)) if m.contains("different tags")));
-        let err = encode_all(b"p", &[tagged("a", b"1"), Key::new(b"2".to_vec())]);
+        let err = encode_all(b"p", &[tagged("a", b"1"), Key::new(b"2".to_vec())], false);
         assert!(matches!(err, Err(Error::InvalidArgument(_))));
         assert_eq!(
-            encode_all(b"p", &[tagged("a", b"1"), tagged("a", b"2")])
+            encode_all(b"p", &[tagged("a", b"1"), tagged("a", b"2")], true)
                 .expect("same tag")
                 .len(),
             2

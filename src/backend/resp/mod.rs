@@ -289,12 +289,12 @@ impl RespBackend {
 
 impl Backend for RespBackend {
     fn read(&self, keys: &[Key]) -> Result<Snapshot> {
-        let stored = keys::encode_all(&self.0.prefix, keys)?;
+        let stored = keys::encode_all(&self.0.prefix, keys, self.0.shared.is_cluster())?;
         ops::read(&self.0.shared, &stored)
     }
 
     fn update(&self, keys: &[Key], f: &mut dyn FnMut(&mut Update) -> Result<()>) -> Result<()> {
-        let stored = keys::encode_all(&self.0.prefix, keys)?;
+        let stored = keys::encode_all(&self.0.prefix, keys, self.0.shared.is_cluster())?;
         ops::update(&self.0.shared, &stored, f)
     }
 

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::conn::Pool;
+use super::conn::{Pool, Target};
 use super::scripts::Scripts;
 use crate::backend::{Entry, Snapshot};
 use crate::util::clock::{Clock, SystemClock};
@@ -44,6 +44,11 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// Whether the backend is on a cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.pool.target, Target::Cluster(..))
+    }
+
     /// The clock reading of an operation whose server said `server_ms`.
     pub(crate) fn now(&self, server_ms: u64) -> u64 {
         self.clock
