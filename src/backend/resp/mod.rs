@@ -82,16 +82,19 @@ impl RespOptions {
     }
 
     /// A Redis or Valkey Cluster, through some of its nodes (the client
-    /// finds the others).
+    /// finds the others): any list of URLs (`&[&str]`, `Vec<String>`…).
     ///
     /// ```
-    /// let o = cairn::backend::resp::RespOptions::cluster(&[
+    /// let o = cairn::backend::resp::RespOptions::cluster([
     ///     "redis://127.0.0.1:7000",
     ///     "redis://127.0.0.1:7001",
     /// ]);
     /// ```
-    pub fn cluster(urls: &[&str]) -> RespOptions {
-        RespOptions::with(urls.iter().map(|u| (*u).to_owned()).collect(), true)
+    pub fn cluster<S: AsRef<str>>(urls: impl IntoIterator<Item = S>) -> RespOptions {
+        RespOptions::with(
+            urls.into_iter().map(|u| u.as_ref().to_owned()).collect(),
+            true,
+        )
     }
 
     fn with(urls: Vec<String>, cluster: bool) -> RespOptions {
@@ -239,29 +242,41 @@ impl fmt::Debug for RespBackend {
 
 impl RespBackend {
     /// The same connections, with keys under `prefix + name + ":"`
-    /// (as [`Db::keyspace`](crate::Db::keyspace) does for a `Db`).
+    /// (as [`Db::keyspace`](crate::Db::keyspace) does for a `Db`). A `{`,
+    /// `}` or `%` in `name` is stored as `%7B`, `%7D` or `%25`, so the
+    /// prefix never holds a hash tag and two names never share one.
     ///
     /// ```no_run
     /// let b = cairn::backend::resp::RespOptions::new("redis://127.0.0.1:6379").open()?;
-    /// let sessions = b.namespace("sessions")?;
+    /// let sessions = b.namespace("sessions");
     /// # Ok::<(), cairn::Error>(())
     /// ```
-    ///
-    /// # Errors
-    /// [`Error::InvalidArgument`] if `name` contains `{` or `}`.
-    pub fn namespace(&self, name: &str) -> Result<RespBackend> {
-        if name.contains(['{', '}']) {
-            return Err(Error::InvalidArgument(format!(
-                "redis namespace {name:?}: it may not contain '{{' or '}}'"
-            )));
-        }
+    pub fn namespace(&self, name: &str) -> RespBackend {
         let mut prefix = self.0.prefix.clone();
-        prefix.extend_from_slice(name.as_bytes());
+        for b in name.bytes() {
+            match b {
+                b'{' => prefix.extend_from_slice(b"%7B"),
+                b'}' => prefix.extend_from_slice(b"%7D"),
+                b'%' => prefix.extend_from_slice(b"%25"),
+                _ => prefix.push(b),
+            }
+        }
         prefix.push(b':');
-        Ok(RespBackend(Arc::new(Inner {
+        RespBackend(Arc::new(Inner {
             shared: self.0.shared.clone(),
             prefix,
-        })))
+        }))
+    }
+
+    /// The prefix of this backend's keys on the server.
+    ///
+    /// ```no_run
+    /// let b = cairn::backend::resp::RespOptions::new("redis://127.0.0.1:6379").open()?;
+    /// assert_eq!(b.namespace("a{b}").prefix(), b"cairn:a%7Bb%7D:");
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    pub fn prefix(&self) -> &[u8] {
+        &self.0.prefix
     }
 
     /// The server or cluster, as configured (no password).
