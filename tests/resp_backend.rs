@@ -195,6 +195,15 @@ fn single_server_contract_and_contention() {
     assert!(b.has_eval());
     assert_eq!(b.address(), format!("127.0.0.1:{}", server.port()));
     contract(&b);
+    // After SCRIPT FLUSH, EVALSHA gets NOSCRIPT and the backend falls back
+    // to EVAL.
+    assert_eq!(
+        command(server.port(), &["SCRIPT", "FLUSH"]).as_deref(),
+        Ok("OK")
+    );
+    let store = Store::from(b.namespace("flushed"));
+    put(&store, &[k("a")], &[(0, b"1", None)]);
+    assert_eq!(value(&store, &k("a")).as_deref(), Some(&b"1"[..]));
     contention(&b);
 }
 
@@ -468,4 +477,105 @@ fn a_cluster_failover_is_a_remote_error_at_worst_then_serves_again() {
         .scan(b"", |_, _, _| n += 1)
         .expect("scan after failover");
     assert_eq!(n, 30);
+}
+
+/// A fake server that answers the handshake, `SCRIPT LOAD` and the read
+/// script (one absent key), and never answers the compare-and-apply
+/// script (or, if `hang_reads`, the read script either).
+fn silent_server(hang_reads: bool) -> u16 {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            std::thread::spawn(move || {
+                let mut w = conn.try_clone().expect("clone");
+                let mut r = BufReader::new(conn);
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let n: usize = line.trim_start_matches('*').trim().parse().unwrap_or(0);
+                    let mut args = Vec::new();
+                    for _ in 0..n {
+                        let mut len = String::new();
+                        let _ = r.read_line(&mut len);
+                        let len: usize = len.trim_start_matches('$').trim().parse().unwrap_or(0);
+                        let mut buf = vec![0; len + 2];
+                        let _ = r.read_exact(&mut buf);
+                        buf.truncate(len);
+                        args.push(String::from_utf8_lossy(&buf).to_uppercase());
+                    }
+                    let reply: &[u8] = match args.first().map(String::as_str) {
+                        Some("SCRIPT") => b"$40\r\n0000000000000000000000000000000000000000\r\n",
+                        Some("EVALSHA") if args.len() == 4 && !hang_reads => {
+                            b"*3\r\n:1700000000000\r\n$-1\r\n:-2\r\n"
+                        }
+                        Some("EVALSHA") => {
+                            std::thread::sleep(Duration::from_secs(30));
+                            return;
+                        }
+                        _ => b"+OK\r\n",
+                    };
+                    if w.write_all(reply).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_server_that_stops_answering_is_a_timeout_and_says_whether_a_write_may_have_landed() {
+    let port = silent_server(false);
+    let b = RespOptions::new(&format!("redis://127.0.0.1:{port}/"))
+        .timeout_ms(300)
+        .open()
+        .expect("open");
+    let store = Store::from(b);
+    let start = Instant::now();
+    // The read answers; the write is sent and never acknowledged.
+    let err = store.update(&[k("n")], |u| {
+        u.put(0, b"1".to_vec(), None);
+        Ok(())
+    });
+    assert!(
+        matches!(
+            err,
+            Err(Error::Remote {
+                maybe_applied: true,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    // A read that times out sent no write: nothing may have landed.
+    let port = silent_server(true);
+    let b = RespOptions::new(&format!("redis://127.0.0.1:{port}/"))
+        .timeout_ms(300)
+        .open()
+        .expect("open");
+    let err = Store::from(b).update(&[k("n")], |u| {
+        u.put(0, b"1".to_vec(), None);
+        Ok(())
+    });
+    assert!(
+        matches!(
+            err,
+            Err(Error::Remote {
+                maybe_applied: false,
+                ..
+            })
+        ),
+        "{err:?}"
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
 }

@@ -30,8 +30,8 @@ const MAX_CONTENTION: Duration = Duration::from_secs(5);
 pub(crate) fn load_scripts(pool: &Pool, scripts: &Scripts) -> Result<bool> {
     let mut lease = pool.checkout()?;
     let r = lease.run(|c| {
-        scripts.read.prepare_invoke().load(c.like())?;
-        scripts.apply.prepare_invoke().load(c.like())
+        scripts.read.load(c.like())?;
+        scripts.apply.load(c.like())
     });
     match r {
         Ok(_) => Ok(true),
@@ -93,11 +93,7 @@ fn parse_read(v: Value, n: usize) -> RedisResult<(u64, Vec<Raw>)> {
 }
 
 fn read_eval(sh: &Shared, c: &mut Conn, stored: &[Vec<u8>]) -> RedisResult<(u64, Vec<Raw>)> {
-    let mut inv = sh.scripts.read.prepare_invoke();
-    for k in stored {
-        inv.key(k.as_slice());
-    }
-    let v: Value = inv.invoke(c.like())?;
+    let v = sh.scripts.read.run(c.like(), stored, &[])?;
     parse_read(v, stored.len())
 }
 
@@ -212,30 +208,32 @@ fn try_eval(
     let Some(changes) = decide(sh, server_now, &raws, f)? else {
         return Ok(true);
     };
-    let mut inv = sh.scripts.apply.prepare_invoke();
-    for k in stored {
-        inv.key(k.as_slice());
-    }
+    let mut args: Vec<Vec<u8>> = Vec::with_capacity(6 * stored.len());
     for (raw, change) in raws.iter().zip(&changes) {
-        match raw {
-            None => inv.arg("0").arg("").arg(-2),
-            Some((v, e)) => inv.arg("1").arg(v.as_slice()).arg(*e),
+        let (flag, value, exp) = match raw {
+            None => ("0", &[][..], -2),
+            Some((v, e)) => ("1", &v[..], *e),
         };
-        match change {
-            None => inv.arg("n").arg("").arg(""),
-            Some(Change::Delete) => inv.arg("d").arg("").arg(""),
+        args.extend([flag.into(), value.to_vec(), exp.to_string().into_bytes()]);
+        let (kind, value, pxat) = match change {
+            None => ("n", &[][..], String::new()),
+            Some(Change::Delete) => ("d", &[][..], String::new()),
             Some(Change::Put {
                 value,
                 expires_at_ms,
-            }) => inv.arg("p").arg(value.as_slice()).arg(
+            }) => (
+                "p",
+                &value[..],
                 expires_at_ms
                     .map(|e| sh.to_pxat(e).to_string())
                     .unwrap_or_default(),
             ),
         };
+        args.extend([kind.into(), value.to_vec(), pxat.into_bytes()]);
     }
-    let applied: i64 = lease
-        .run(|c| inv.invoke(c.like()))
+    let applied = lease
+        .run(|c| sh.scripts.apply.run(c.like(), stored, &args))
+        .and_then(|v| int(&v))
         .map_err(|e| sh.pool.remote(&e, true))?;
     Ok(applied == 1)
 }

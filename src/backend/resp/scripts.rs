@@ -2,7 +2,7 @@
 //! Both touch only their `KEYS`, which share a hash tag, so a cluster
 //! runs each on the one node that owns the slot.
 
-use redis::Script;
+use redis::{ConnectionLike, ErrorKind, RedisResult, Script, Value};
 
 /// `KEYS`: the stored keys. Returns `{now_ms, v1, e1, v2, e2, …}`: the
 /// server's `TIME` in milliseconds and, per key, its value (nil if
@@ -56,19 +56,64 @@ end
 return 1
 ";
 
+/// A script and its SHA-1, run by `EVALSHA` (by `EVAL` after a
+/// `NOSCRIPT`: a failover to a fresh replica, a `SCRIPT FLUSH`).
+pub(crate) struct Lua {
+    code: &'static str,
+    hash: String,
+}
+
+impl Lua {
+    fn new(code: &'static str) -> Lua {
+        Lua {
+            code,
+            hash: Script::new(code).get_hash().to_owned(),
+        }
+    }
+
+    /// `SCRIPT LOAD` (on every master of a cluster).
+    pub(crate) fn load(&self, c: &mut dyn ConnectionLike) -> RedisResult<()> {
+        // The reply is the hash; a server that answers another one gets
+        // EVAL after its NOSCRIPT, so it is not checked here.
+        let _: Value = redis::cmd("SCRIPT").arg("LOAD").arg(self.code).query(c)?;
+        Ok(())
+    }
+
+    /// Runs the script on `keys` and `args`.
+    pub(crate) fn run(
+        &self,
+        c: &mut dyn ConnectionLike,
+        keys: &[Vec<u8>],
+        args: &[Vec<u8>],
+    ) -> RedisResult<Value> {
+        let call = |name: &str, body: &str, c: &mut dyn ConnectionLike| {
+            redis::cmd(name)
+                .arg(body)
+                .arg(keys.len())
+                .arg(keys)
+                .arg(args)
+                .query::<Value>(c)
+        };
+        match call("EVALSHA", &self.hash, c) {
+            Err(e) if e.kind() == ErrorKind::NoScriptError => call("EVAL", self.code, c),
+            r => r,
+        }
+    }
+}
+
 /// The scripts, hashed once.
 pub(crate) struct Scripts {
     /// See [`READ`].
-    pub(crate) read: Script,
+    pub(crate) read: Lua,
     /// See [`COMPARE_AND_APPLY`].
-    pub(crate) apply: Script,
+    pub(crate) apply: Lua,
 }
 
 impl Scripts {
     pub(crate) fn new() -> Scripts {
         Scripts {
-            read: Script::new(READ),
-            apply: Script::new(COMPARE_AND_APPLY),
+            read: Lua::new(READ),
+            apply: Lua::new(COMPARE_AND_APPLY),
         }
     }
 }
