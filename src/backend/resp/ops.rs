@@ -67,10 +67,15 @@ fn int(v: &Value) -> RedisResult<i64> {
 /// The milliseconds of a script's clock or of a `TIME` reply.
 fn time_ms(v: &Value) -> RedisResult<u64> {
     let ms = match v {
-        Value::Array(parts) if parts.len() == 2 => int(&parts[0])? * 1000 + int(&parts[1])? / 1000,
-        other => int(other)?,
+        Value::Array(parts) if parts.len() == 2 => {
+            let (secs, micros) = (int(&parts[0])?, int(&parts[1])?);
+            secs.checked_mul(1000)
+                .and_then(|ms| ms.checked_add(micros / 1000))
+        }
+        other => Some(int(other)?),
     };
-    u64::try_from(ms).map_err(|_| bad_reply("time", v))
+    ms.and_then(|ms| u64::try_from(ms).ok())
+        .ok_or_else(|| bad_reply("time", v))
 }
 
 /// `{now, v1, e1, …}` as the clock and one [`Raw`] per key.
@@ -512,6 +517,12 @@ e5 127.0.0.1:7004@17004 master - 0 0 0 connected
             Value::BulkString(b"345678".to_vec()),
         ]);
         assert_eq!(time_ms(&time).expect("time"), 12_345);
+        let huge = Value::Array(vec![Value::Int(i64::MAX), Value::Int(0)]);
+        assert!(
+            time_ms(&huge).is_err(),
+            "an absurd TIME is an error, not an overflow"
+        );
+        assert!(time_ms(&Value::Int(-1)).is_err());
         assert!(parse_read(Value::Array(vec![Value::Int(1)]), 1).is_err());
     }
 }
