@@ -12,6 +12,11 @@
 //!   update is `WATCH`, a pipelined read, the function, then
 //!   `MULTI … EXEC` (a nil `EXEC` is a conflict).
 //!
+//! It needs `PEXPIRETIME`: Redis 7.0 or later, Valkey, or `cairn serve`.
+//! Every failure is an [`Error::Remote`] naming the server (never its
+//! password), with `maybe_applied` set only when a write was sent and its
+//! answer lost.
+//!
 //! The key layout is in `docs/format.md` ("Module keys on a
 //! Redis-protocol server"): `prefix + "{" + tag + "}" + name`, so a tag's
 //! keys share a cluster hash slot.
@@ -131,7 +136,10 @@ impl RespOptions {
     }
 
     /// The connect, read and write timeout (default 5000 ms, at least 1).
-    /// A call never waits much longer on an unresponsive server.
+    /// A call on one server never waits much longer on an unresponsive
+    /// one; on a cluster, the client first retries a refused or redirected
+    /// command a few times (up to 8, with short pauses), e.g. while a
+    /// replica takes over from a failed master.
     ///
     /// ```
     /// let o = cairn::backend::resp::RespOptions::new("redis://127.0.0.1").timeout_ms(500);
