@@ -2,6 +2,8 @@
 //!
 //! * [`format`]: the one independent oracle of the on-disk format
 //!   (docs/format.md), shared with the fuzz crate.
+//! * [`servers`]: real Redis-protocol servers as child processes
+//!   (`redis-server`, a Redis Cluster, `cairn serve`).
 //! * [`simfs`]: the simulated-file-system harness of the crash tests.
 //! * [`sim`] and [`TestOptions`]: the only places that name cairn's
 //!   test machinery (the `cairn-sim` crate, `cairn::vfs` behind the
@@ -12,6 +14,7 @@
 #![allow(dead_code)]
 
 pub mod format;
+pub mod servers;
 #[cfg(feature = "__test_hooks")]
 pub mod simfs;
 

@@ -1,0 +1,220 @@
+//! Connections of the RESP backend: one server or a cluster, a small pool
+//! of them so threads do not queue on one socket, and the mapping of the
+//! client's errors to [`Error::Remote`].
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use redis::cluster::{ClusterClient, ClusterConnection};
+use redis::{ConnectionAddr, ConnectionInfo, ConnectionLike, IntoConnectionInfo, RedisError};
+
+use crate::error::{Error, Result};
+
+/// Where the backend connects.
+pub(crate) enum Target {
+    /// One server.
+    Single(redis::Client),
+    /// A cluster, and its seeds' connection settings (for the per-master
+    /// connections of a scan).
+    Cluster(ClusterClient, ConnectionInfo),
+}
+
+/// One pooled connection.
+pub(crate) enum Conn {
+    /// To one server.
+    Single(redis::Connection),
+    /// To a cluster (itself a set of per-node connections).
+    Cluster(ClusterConnection),
+}
+
+impl Conn {
+    /// The connection as the client's commands take it.
+    pub(crate) fn like(&mut self) -> &mut dyn ConnectionLike {
+        match self {
+            Conn::Single(c) => c,
+            Conn::Cluster(c) => c,
+        }
+    }
+}
+
+/// The connections shared by a backend and its namespaces.
+pub(crate) struct Pool {
+    pub(crate) target: Target,
+    /// `host:port` or `cluster host:port,…`: no password.
+    pub(crate) address: String,
+    pub(crate) timeout: Duration,
+    idle: Mutex<Vec<Conn>>,
+    size: usize,
+}
+
+/// `host:port` of a connection's address (never its credentials).
+pub(crate) fn addr_text(info: &ConnectionInfo) -> String {
+    match &info.addr {
+        ConnectionAddr::Tcp(h, p) => format!("{h}:{p}"),
+        ConnectionAddr::TcpTls { host, port, .. } => format!("{host}:{port}"),
+        ConnectionAddr::Unix(p) => p.display().to_string(),
+    }
+}
+
+/// Whether `e` left the connection unusable (it is then dropped).
+pub(crate) fn is_broken(e: &RedisError) -> bool {
+    e.is_io_error()
+        || e.is_timeout()
+        || e.is_connection_dropped()
+        || e.is_connection_refusal()
+        || e.is_unrecoverable_error()
+}
+
+/// Whether a command that failed with `e` may still have run: the request
+/// may have left before the connection was lost.
+pub(crate) fn may_have_run(e: &RedisError) -> bool {
+    !e.is_connection_refusal() && (e.is_io_error() || e.is_timeout() || e.is_connection_dropped())
+}
+
+impl Pool {
+    /// The pool for `urls` (one server if `cluster` is false).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a URL the client cannot parse.
+    pub(crate) fn new(
+        urls: &[String],
+        cluster: bool,
+        size: usize,
+        timeout: Duration,
+    ) -> Result<Pool> {
+        // The URL may hold a password: the message never quotes it.
+        let bad = |e: RedisError| {
+            Error::InvalidArgument(format!(
+                "redis URL: {}",
+                e.detail().unwrap_or("cannot parse it")
+            ))
+        };
+        let infos = urls
+            .iter()
+            .map(|u| u.as_str().into_connection_info().map_err(bad))
+            .collect::<Result<Vec<_>>>()?;
+        let Some(first) = infos.first().cloned() else {
+            return Err(Error::InvalidArgument("redis: no server URL given".into()));
+        };
+        let (target, address) = if cluster {
+            let address = format!(
+                "cluster {}",
+                infos.iter().map(addr_text).collect::<Vec<_>>().join(",")
+            );
+            let client = ClusterClient::builder(infos)
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                .retries(8)
+                .build()
+                .map_err(bad)?;
+            (Target::Cluster(client, first), address)
+        } else {
+            let address = addr_text(&first);
+            let client = redis::Client::open(first).map_err(bad)?;
+            (Target::Single(client), address)
+        };
+        Ok(Pool {
+            target,
+            address,
+            timeout,
+            idle: Mutex::new(Vec::new()),
+            size: size.max(1),
+        })
+    }
+
+    /// An [`Error::Remote`] for `e`; `wrote` says whether the failed
+    /// command could write.
+    pub(crate) fn remote(&self, e: &RedisError, wrote: bool) -> Error {
+        Error::Remote {
+            address: self.address.clone(),
+            message: e.to_string(),
+            maybe_applied: wrote && may_have_run(e),
+        }
+    }
+
+    /// A new connection to one server, with the pool's timeouts.
+    pub(crate) fn connect_one(
+        &self,
+        client: &redis::Client,
+    ) -> redis::RedisResult<redis::Connection> {
+        let c = client.get_connection_with_timeout(self.timeout)?;
+        c.set_read_timeout(Some(self.timeout))?;
+        c.set_write_timeout(Some(self.timeout))?;
+        Ok(c)
+    }
+
+    fn connect(&self) -> redis::RedisResult<Conn> {
+        match &self.target {
+            Target::Single(client) => Ok(Conn::Single(self.connect_one(client)?)),
+            Target::Cluster(client, _) => {
+                let c = client.get_connection()?;
+                c.set_read_timeout(Some(self.timeout))?;
+                c.set_write_timeout(Some(self.timeout))?;
+                Ok(Conn::Cluster(c))
+            }
+        }
+    }
+
+    /// An idle connection, or a new one.
+    ///
+    /// # Errors
+    /// [`Error::Remote`] if no connection could be made.
+    pub(crate) fn checkout(&self) -> Result<Lease<'_>> {
+        let idle = self.idle.lock().map(|mut v| v.pop()).unwrap_or(None);
+        let conn = match idle {
+            Some(c) => c,
+            None => self.connect().map_err(|e| self.remote(&e, false))?,
+        };
+        Ok(Lease {
+            pool: self,
+            conn: Some(conn),
+        })
+    }
+}
+
+/// A connection on loan from a [`Pool`]: back to the pool when dropped,
+/// unless a command broke it.
+pub(crate) struct Lease<'a> {
+    pool: &'a Pool,
+    conn: Option<Conn>,
+}
+
+impl Lease<'_> {
+    /// Runs `f` on the connection; an error that broke the connection
+    /// drops it (the next checkout reconnects).
+    pub(crate) fn run<T>(
+        &mut self,
+        f: impl FnOnce(&mut Conn) -> redis::RedisResult<T>,
+    ) -> redis::RedisResult<T> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Err(RedisError::from((
+                redis::ErrorKind::IoError,
+                "connection already dropped",
+            )));
+        };
+        let r = f(conn);
+        if let Err(e) = &r {
+            if is_broken(e) {
+                self.conn = None;
+            }
+        }
+        r
+    }
+
+    /// Drops the connection instead of returning it to the pool.
+    pub(crate) fn discard(&mut self) {
+        self.conn = None;
+    }
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(c) = self.conn.take() {
+            if let Ok(mut idle) = self.pool.idle.lock() {
+                if idle.len() < self.pool.size {
+                    idle.push(c);
+                }
+            }
+        }
+    }
+}

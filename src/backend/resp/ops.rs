@@ -1,0 +1,528 @@
+//! The RESP backend's operations: read, update (scripts or `WATCH`) and
+//! scan (one server or every master of a cluster).
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use redis::{
+    ConnectionAddr, ConnectionInfo, ConnectionLike, ErrorKind, RedisError, RedisResult, Value,
+};
+
+use super::conn::{Conn, Lease, Pool, Target};
+use super::keys;
+use super::scripts::Scripts;
+use super::shared::{Raw, Shared};
+use crate::backend::{Change, Snapshot, Update};
+use crate::error::{Error, Result};
+
+/// What a scan calls with each key: its name, value length and expiry.
+type ScanFn<'a> = dyn FnMut(&[u8], u64, Option<u64>) + 'a;
+
+/// An update gives up after this many conflicting attempts…
+const MAX_TRIES: u32 = 1000;
+/// …or after this long.
+const MAX_CONTENTION: Duration = Duration::from_secs(5);
+
+/// Loads the scripts; `false` if the server has no scripting at all.
+///
+/// # Errors
+/// [`Error::Remote`] if the server cannot be reached or fails otherwise.
+pub(crate) fn load_scripts(pool: &Pool, scripts: &Scripts) -> Result<bool> {
+    let mut lease = pool.checkout()?;
+    let r = lease.run(|c| {
+        scripts.read.load(c.like())?;
+        scripts.apply.load(c.like())
+    });
+    match r {
+        Ok(_) => Ok(true),
+        Err(e) if is_unknown_command(&e) => Ok(false),
+        Err(e) => Err(pool.remote(&e, false)),
+    }
+}
+
+fn is_unknown_command(e: &RedisError) -> bool {
+    let text = e.to_string().to_ascii_lowercase();
+    text.contains("unknown command") || text.contains("unknown subcommand")
+}
+
+fn bad_reply(what: &str, v: &Value) -> RedisError {
+    RedisError::from((
+        ErrorKind::TypeError,
+        "unexpected reply",
+        format!("{what}: {v:?}"),
+    ))
+}
+
+fn int(v: &Value) -> RedisResult<i64> {
+    match v {
+        Value::Int(i) => Ok(*i),
+        Value::BulkString(b) => std::str::from_utf8(b)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad_reply("integer", v)),
+        other => Err(bad_reply("integer", other)),
+    }
+}
+
+/// The milliseconds of a script's clock or of a `TIME` reply.
+fn time_ms(v: &Value) -> RedisResult<u64> {
+    let ms = match v {
+        Value::Array(parts) if parts.len() == 2 => {
+            let (secs, micros) = (int(&parts[0])?, int(&parts[1])?);
+            secs.checked_mul(1000)
+                .and_then(|ms| ms.checked_add(micros / 1000))
+        }
+        other => Some(int(other)?),
+    };
+    ms.and_then(|ms| u64::try_from(ms).ok())
+        .ok_or_else(|| bad_reply("time", v))
+}
+
+/// `{now, v1, e1, …}` as the clock and one [`Raw`] per key.
+fn parse_read(v: Value, n: usize) -> RedisResult<(u64, Vec<Raw>)> {
+    let items = match v {
+        Value::Array(items) if items.len() == 1 + 2 * n => items,
+        other => return Err(bad_reply("read", &other)),
+    };
+    let now = time_ms(&items[0])?;
+    let mut raws = Vec::with_capacity(n);
+    let mut it = items.into_iter().skip(1);
+    while let (Some(value), Some(exp)) = (it.next(), it.next()) {
+        raws.push(match value {
+            Value::Nil => None,
+            Value::BulkString(b) => Some((b, int(&exp)?)),
+            other => return Err(bad_reply("value", &other)),
+        });
+    }
+    Ok((now, raws))
+}
+
+fn read_eval(sh: &Shared, c: &mut Conn, stored: &[Vec<u8>]) -> RedisResult<(u64, Vec<Raw>)> {
+    let v = sh.scripts.read.run(c.like(), stored, &[])?;
+    parse_read(v, stored.len())
+}
+
+/// `TIME` and each key's `GET` and `PEXPIRETIME`, in one pipeline
+/// (`MULTI … EXEC` if `atomic`).
+fn read_pipelined(
+    c: &mut dyn ConnectionLike,
+    stored: &[Vec<u8>],
+    atomic: bool,
+) -> RedisResult<(u64, Vec<Raw>)> {
+    let mut p = redis::pipe();
+    if atomic {
+        p.atomic();
+    }
+    p.cmd("TIME");
+    for k in stored {
+        p.cmd("GET").arg(k).cmd("PEXPIRETIME").arg(k);
+    }
+    let v: Value = p.query(c)?;
+    parse_read(v, stored.len())
+}
+
+/// [`Backend::read`](crate::backend::Backend::read) of stored keys.
+///
+/// # Errors
+/// [`Error::Remote`].
+pub(crate) fn read(sh: &Shared, stored: &[Vec<u8>]) -> Result<Snapshot> {
+    let mut lease = sh.pool.checkout()?;
+    let (server_now, raws) = if sh.has_eval {
+        lease.run(|c| read_eval(sh, c, stored))
+    } else {
+        lease.run(|c| read_pipelined(c.like(), stored, true))
+    }
+    .map_err(|e| sh.pool.remote(&e, false))?;
+    Ok(sh.snapshot(server_now, &raws))
+}
+
+/// Runs `f` on what was read: its changes, or `None` if it made none.
+fn decide(
+    sh: &Shared,
+    server_now: u64,
+    raws: &[Raw],
+    f: &mut dyn FnMut(&mut Update) -> Result<()>,
+) -> Result<Option<Vec<Option<Change>>>> {
+    let mut u = Update::new(sh.snapshot(server_now, raws));
+    f(&mut u)?;
+    let read_only = u.is_read_only();
+    let changes = u.into_changes()?;
+    Ok((!read_only).then_some(changes))
+}
+
+/// [`Backend::update`](crate::backend::Backend::update) of stored keys.
+///
+/// # Errors
+/// `f`'s error, or [`Error::Remote`] (also when it gives up under
+/// contention).
+pub(crate) fn update(
+    sh: &Shared,
+    stored: &[Vec<u8>],
+    f: &mut dyn FnMut(&mut Update) -> Result<()>,
+) -> Result<()> {
+    let start = Instant::now();
+    let mut tries = 0u32;
+    loop {
+        tries += 1;
+        let done = if sh.has_eval {
+            try_eval(sh, stored, f)?
+        } else {
+            try_watch(sh, stored, f)?
+        };
+        if done {
+            return Ok(());
+        }
+        if tries >= MAX_TRIES || start.elapsed() >= MAX_CONTENTION {
+            return Err(Error::Remote {
+                address: sh.pool.address.clone(),
+                message: format!(
+                    "gave up an update after {tries} conflicting attempts in {} ms: \
+                     its keys are under heavy contention",
+                    start.elapsed().as_millis()
+                ),
+                maybe_applied: false,
+            });
+        }
+        std::thread::sleep(backoff(tries));
+    }
+}
+
+/// A random pause before attempt `tries + 1`: up to 0.1 ms, doubling
+/// with each conflict up to 12.8 ms.
+fn backoff(tries: u32) -> Duration {
+    let cap_us = 100u64 << tries.min(7);
+    let mut seed = [0u8; 8];
+    let r = match getrandom::fill(&mut seed) {
+        Ok(()) => u64::from_le_bytes(seed),
+        Err(_) => u64::from(std::process::id()) ^ u64::from(tries),
+    };
+    Duration::from_micros(r % (cap_us + 1))
+}
+
+/// One attempt with the scripts: read, decide, compare-and-apply.
+/// `Ok(false)` on a conflict.
+fn try_eval(
+    sh: &Shared,
+    stored: &[Vec<u8>],
+    f: &mut dyn FnMut(&mut Update) -> Result<()>,
+) -> Result<bool> {
+    let mut lease = sh.pool.checkout()?;
+    let (server_now, raws) = lease
+        .run(|c| read_eval(sh, c, stored))
+        .map_err(|e| sh.pool.remote(&e, false))?;
+    let Some(changes) = decide(sh, server_now, &raws, f)? else {
+        return Ok(true);
+    };
+    let mut args: Vec<Vec<u8>> = Vec::with_capacity(6 * stored.len());
+    for (raw, change) in raws.iter().zip(&changes) {
+        let (flag, value, exp) = match raw {
+            None => ("0", &[][..], -2),
+            Some((v, e)) => ("1", &v[..], *e),
+        };
+        args.extend([flag.into(), value.to_vec(), exp.to_string().into_bytes()]);
+        let (kind, value, pxat) = match change {
+            None => ("n", &[][..], String::new()),
+            Some(Change::Delete) => ("d", &[][..], String::new()),
+            Some(Change::Put {
+                value,
+                expires_at_ms,
+            }) => (
+                "p",
+                &value[..],
+                expires_at_ms
+                    .map(|e| sh.to_pxat(e).to_string())
+                    .unwrap_or_default(),
+            ),
+        };
+        args.extend([kind.into(), value.to_vec(), pxat.into_bytes()]);
+    }
+    let applied = lease
+        .run(|c| sh.scripts.apply.run(c.like(), stored, &args))
+        .and_then(|v| int(&v))
+        .map_err(|e| sh.pool.remote(&e, true))?;
+    Ok(applied == 1)
+}
+
+/// Ends a `WATCH` on an error path, so the pooled connection is clean.
+fn unwatch(lease: &mut Lease<'_>) {
+    if lease
+        .run(|c| redis::cmd("UNWATCH").query::<()>(c.like()))
+        .is_err()
+    {
+        lease.discard();
+    }
+}
+
+/// One attempt with `WATCH`: watch, read, decide, `MULTI` the changes
+/// (none if read-only: the empty `EXEC` still checks the read was
+/// consistent). `Ok(false)` on a conflict (a nil `EXEC`).
+fn try_watch(
+    sh: &Shared,
+    stored: &[Vec<u8>],
+    f: &mut dyn FnMut(&mut Update) -> Result<()>,
+) -> Result<bool> {
+    let mut lease = sh.pool.checkout()?;
+    let read = lease.run(|c| {
+        if !stored.is_empty() {
+            redis::cmd("WATCH").arg(stored).query::<()>(c.like())?;
+        }
+        read_pipelined(c.like(), stored, false)
+    });
+    let (server_now, raws) = match read {
+        Ok(r) => r,
+        Err(e) => {
+            unwatch(&mut lease);
+            return Err(sh.pool.remote(&e, false));
+        }
+    };
+    let changes = match decide(sh, server_now, &raws, f) {
+        Ok(c) => c.unwrap_or_default(),
+        Err(e) => {
+            unwatch(&mut lease);
+            return Err(e);
+        }
+    };
+    let mut p = redis::pipe();
+    p.atomic();
+    for (k, change) in stored.iter().zip(&changes) {
+        match change {
+            None => {}
+            Some(Change::Delete) => {
+                p.cmd("DEL").arg(k).ignore();
+            }
+            Some(Change::Put {
+                value,
+                expires_at_ms: None,
+            }) => {
+                p.cmd("SET").arg(k).arg(value).ignore();
+            }
+            Some(Change::Put {
+                value,
+                expires_at_ms: Some(e),
+            }) => {
+                p.cmd("SET")
+                    .arg(k)
+                    .arg(value)
+                    .arg("PXAT")
+                    .arg(sh.to_pxat(*e))
+                    .ignore();
+            }
+        }
+    }
+    let wrote = !changes.is_empty();
+    let r: Value = lease
+        .run(|c| p.query(c.like()))
+        .map_err(|e| sh.pool.remote(&e, wrote))?;
+    Ok(!matches!(r, Value::Nil))
+}
+
+/// [`Backend::scan`](crate::backend::Backend::scan) of the names under
+/// `name_prefix` of the keys under `prefix`.
+///
+/// # Errors
+/// [`Error::Remote`].
+pub(crate) fn scan(
+    sh: &Shared,
+    prefix: &[u8],
+    name_prefix: &[u8],
+    f: &mut ScanFn<'_>,
+) -> Result<()> {
+    let patterns = keys::scan_patterns(prefix, name_prefix);
+    let mut seen = HashSet::new();
+    let mut node = NodeScan {
+        sh,
+        prefix,
+        name_prefix,
+        seen: &mut seen,
+        f,
+    };
+    match &sh.pool.target {
+        Target::Single(_) => {
+            let mut lease = sh.pool.checkout()?;
+            for p in &patterns {
+                lease
+                    .run(|c| node.scan(c.like(), p))
+                    .map_err(|e| sh.pool.remote(&e, false))?;
+            }
+        }
+        Target::Cluster(_, seed) => {
+            for info in cluster_masters(sh, seed)? {
+                let mut conn = redis::Client::open(info)
+                    .and_then(|client| sh.pool.connect_one(&client))
+                    .map_err(|e| sh.pool.remote(&e, false))?;
+                for p in &patterns {
+                    node.scan(&mut conn, p)
+                        .map_err(|e| sh.pool.remote(&e, false))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A scan's state across nodes and patterns.
+struct NodeScan<'a> {
+    sh: &'a Shared,
+    prefix: &'a [u8],
+    name_prefix: &'a [u8],
+    /// The stored keys already reported (`SCAN` may repeat one).
+    seen: &'a mut HashSet<Vec<u8>>,
+    f: &'a mut ScanFn<'a>,
+}
+
+impl NodeScan<'_> {
+    /// `SCAN … MATCH pattern` on one node, with each batch's lengths and
+    /// expiries in one pipeline.
+    fn scan(&mut self, c: &mut dyn ConnectionLike, pattern: &[u8]) -> RedisResult<()> {
+        let mut cursor = 0u64;
+        loop {
+            let (next, batch): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query(c)?;
+            let batch: Vec<Vec<u8>> = batch
+                .into_iter()
+                .filter(|k| {
+                    keys::decode(self.prefix, k).is_some_and(|n| n.starts_with(self.name_prefix))
+                        && !self.seen.contains(k)
+                })
+                .collect();
+            if !batch.is_empty() {
+                let mut p = redis::pipe();
+                for k in &batch {
+                    p.cmd("STRLEN").arg(k).cmd("PEXPIRETIME").arg(k);
+                }
+                let meta: Vec<i64> = p.query(c)?;
+                let now = self.sh.now(0);
+                for (k, m) in batch.into_iter().zip(meta.chunks(2)) {
+                    let (len, exp) = (m[0], m.get(1).copied().unwrap_or(-2));
+                    let expiry = self.sh.expiry_of_raw(exp);
+                    let live =
+                        exp != -2 && (self.sh.clock.is_none() || expiry.is_none_or(|e| e > now));
+                    if live {
+                        if let Some(name) = keys::decode(self.prefix, &k) {
+                            (self.f)(name, u64::try_from(len).unwrap_or(0), expiry);
+                        }
+                        self.seen.insert(k);
+                    }
+                }
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
+    }
+}
+
+/// The connection settings of every master of the cluster.
+fn cluster_masters(sh: &Shared, seed: &ConnectionInfo) -> Result<Vec<ConnectionInfo>> {
+    let mut lease = sh.pool.checkout()?;
+    let text: String = lease
+        .run(|c| redis::cmd("CLUSTER").arg("NODES").query(c.like()))
+        .map_err(|e| sh.pool.remote(&e, false))?;
+    let masters = parse_masters(&text);
+    if masters.is_empty() {
+        return Err(Error::Remote {
+            address: sh.pool.address.clone(),
+            message: "CLUSTER NODES lists no live master".into(),
+            maybe_applied: false,
+        });
+    }
+    Ok(masters
+        .into_iter()
+        .map(|(host, port)| {
+            let mut info = seed.clone();
+            info.addr = match &seed.addr {
+                ConnectionAddr::TcpTls {
+                    insecure,
+                    tls_params,
+                    ..
+                } => ConnectionAddr::TcpTls {
+                    host: host.clone(),
+                    port,
+                    insecure: *insecure,
+                    tls_params: tls_params.clone(),
+                },
+                _ => ConnectionAddr::Tcp(host.clone(), port),
+            };
+            if host.is_empty() {
+                info.addr = seed.addr.clone();
+            }
+            info
+        })
+        .collect())
+}
+
+/// The `host:port` of each master serving slots in a `CLUSTER NODES`
+/// reply, skipping those marked failed.
+fn parse_masters(text: &str) -> Vec<(String, u16)> {
+    text.lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let flags: Vec<&str> = fields.get(2)?.split(',').collect();
+            if !flags.contains(&"master")
+                || flags.contains(&"fail")
+                || flags.contains(&"noaddr")
+                || fields.len() < 9
+            {
+                return None;
+            }
+            let addr = fields.get(1)?.split(['@', ',']).next()?;
+            let (host, port) = addr.rsplit_once(':')?;
+            Some((host.to_owned(), port.parse().ok()?))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_masters_keeps_live_masters_with_slots() {
+        let text = "\
+a1 127.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460
+b2 127.0.0.1:7001@17001,host1 master - 0 0 2 connected 5461-10922
+c3 127.0.0.1:7002@17002 master,fail - 0 0 3 connected 10923-16383
+d4 127.0.0.1:7003@17003 slave a1 0 0 1 connected
+e5 127.0.0.1:7004@17004 master - 0 0 0 connected
+";
+        assert_eq!(
+            parse_masters(text),
+            vec![
+                ("127.0.0.1".to_owned(), 7000),
+                ("127.0.0.1".to_owned(), 7001)
+            ]
+        );
+    }
+
+    #[test]
+    fn parse_read_maps_values_and_expiries() {
+        let v = Value::Array(vec![
+            Value::Int(1_000),
+            Value::BulkString(b"v".to_vec()),
+            Value::Int(-1),
+            Value::Nil,
+            Value::Int(-2),
+        ]);
+        let (now, raws) = parse_read(v, 2).expect("parse");
+        assert_eq!(now, 1_000);
+        assert_eq!(raws, vec![Some((b"v".to_vec(), -1)), None]);
+        let time = Value::Array(vec![
+            Value::BulkString(b"12".to_vec()),
+            Value::BulkString(b"345678".to_vec()),
+        ]);
+        assert_eq!(time_ms(&time).expect("time"), 12_345);
+        let huge = Value::Array(vec![Value::Int(i64::MAX), Value::Int(0)]);
+        assert!(
+            time_ms(&huge).is_err(),
+            "an absurd TIME is an error, not an overflow"
+        );
+        assert!(time_ms(&Value::Int(-1)).is_err());
+        assert!(parse_read(Value::Array(vec![Value::Int(1)]), 1).is_err());
+    }
+}
