@@ -40,7 +40,7 @@ impl Step {
     fn store(&self, name: &str) -> cairn::Result<Store> {
         Ok(match self {
             Step::Embedded(db) => db.keyspace(name)?.into(),
-            Step::Remote(b) => b.namespace(name)?.into(),
+            Step::Remote(b) => b.namespace(name).into(),
         })
     }
 
