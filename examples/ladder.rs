@@ -57,16 +57,31 @@ fn app(sessions: &Sessions, login: &FixedWindow, payments: &Idempotency) -> cair
     // Five login attempts a minute per address.
     for attempt in 1..=6 {
         let d = login.check("203.0.113.7")?;
-        println!("login attempt {attempt}: allowed={} remaining={}", d.allowed, d.remaining);
+        println!(
+            "login attempt {attempt}: allowed={} remaining={}",
+            d.allowed, d.remaining
+        );
     }
     // A session for ada, touched on each request, then "log out everywhere".
     let id = sessions.create_for_user("ada", br#"{"cart":[]}"#, Duration::from_secs(1800))?;
     let s = sessions.get_and_touch(id.as_str())?;
-    println!("session of {:?}, expires at {:?}", s.as_ref().and_then(|s| s.user.clone()), s.map(|s| s.expires_unix_ms));
-    let id = sessions.rotate(id.as_str())?.ok_or(cairn::Error::InvalidArgument("session vanished".into()))?;
-    println!("ada has {} session(s)", sessions.list_for_user("ada")?.len());
+    println!(
+        "session of {:?}, expires at {:?}",
+        s.as_ref().and_then(|s| s.user.clone()),
+        s.map(|s| s.expires_unix_ms)
+    );
+    let id = sessions
+        .rotate(id.as_str())?
+        .ok_or(cairn::Error::InvalidArgument("session vanished".into()))?;
+    println!(
+        "ada has {} session(s)",
+        sessions.list_for_user("ada")?.len()
+    );
     println!("logged out of {}", sessions.revoke_all_for_user("ada")?);
-    println!("old id still valid: {}", sessions.get(id.as_str())?.is_some());
+    println!(
+        "old id still valid: {}",
+        sessions.get(id.as_str())?.is_some()
+    );
     // A payment that runs once, however often the client retries.
     let key = format!("order-{}", std::process::id());
     for _ in 0..2 {
@@ -89,7 +104,8 @@ fn main() -> cairn::Result<()> {
     let step = Step::from_env(&dir)?;
     println!("running on the {}", step.describe());
     let limits_store = step.store("limits")?;
-    let sessions = Sessions::new(step.store("sessions")?).max_lifetime(Duration::from_secs(7 * 24 * 3600));
+    let sessions =
+        Sessions::new(step.store("sessions")?).max_lifetime(Duration::from_secs(7 * 24 * 3600));
     let login = FixedWindow::new(limits_store.clone(), "login", 5, Duration::from_secs(60))?;
     let payments = Idempotency::new(limits_store);
     app(&sessions, &login, &payments)
