@@ -598,7 +598,11 @@ fn a_test_clock_reads_the_same_expiries_after_reconnecting() {
     };
     let key = kt("c", b"a");
     let exp = START_MS + 100;
-    put(&Store::from(open()), &[key.clone()], &[(0, b"1", Some(exp))]);
+    put(
+        &Store::from(open()),
+        &[key.clone()],
+        &[(0, b"1", Some(exp))],
+    );
     // Real time passes between the two connections; logical time does not.
     std::thread::sleep(Duration::from_millis(30));
     let again = Store::from(open());
