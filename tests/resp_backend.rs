@@ -600,7 +600,7 @@ fn a_test_clock_reads_the_same_expiries_after_reconnecting() {
     let exp = START_MS + 100;
     put(
         &Store::from(open()),
-        &[key.clone()],
+        std::slice::from_ref(&key),
         &[(0, b"1", Some(exp))],
     );
     // Real time passes between the two connections; logical time does not.
