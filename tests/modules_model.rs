@@ -1,31 +1,75 @@
 //! Model-based tests of the session, limits (rate limits and idempotency
-//! keys) and cache modules: random
-//! operation sequences, with clock advances, clean reopens and simulated
-//! process crashes (opening a copy of the files taken while the store is
-//! open), checked step by step against plain in-memory models.
+//! keys) and cache modules: random operation sequences, with clock
+//! advances and restarts, checked step by step against plain in-memory
+//! models.
 //!
-//! `CAIRN_MODEL_CASES=2000 cargo test --release --test modules_model` runs
-//! a longer soak (the default is 64 cases per module).
+//! One suite, several backends: every model runs, with the same
+//! operations and the same assertions, on the embedded store (clean
+//! reopens and simulated process crashes: opening a copy of the files
+//! taken while the store is open), and through the RESP backend on a real
+//! `redis-server`, a 3-master Redis Cluster and `cairn serve` (each
+//! started once per test function; each case gets its own empty key
+//! namespace). The few steps whose meaning differs on a remote store say
+//! so where they are skipped.
+//!
+//! `CAIRN_MODEL_CASES=2000 cargo test --release --all-features --test
+//! modules_model` runs a longer soak (the default is 64 cases per module
+//! on the embedded store); `CAIRN_MODEL_REMOTE_CASES` sets the cases per
+//! module on each server (default 16).
 
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use cairn::backend::resp::{RespBackend, RespOptions};
+use cairn::backend::{Key, Store};
 use cairn::cache::{Cache, CacheOptions};
 use cairn::limits::{Begin, Claim, FixedWindow, Gcra, Idempotency};
 use cairn::session::{SessionId, Sessions};
 use cairn::{Db, ManualClock, Options, SyncPolicy};
+use common::servers::{CairnServe, RedisCluster, RedisServer};
 use common::START_MS;
 use proptest::prelude::*;
-use proptest::test_runner::Config;
+use proptest::test_runner::{Config, TestRunner};
 
-fn cases() -> u32 {
-    std::env::var("CAIRN_MODEL_CASES")
+/// Where the modules' keys live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// A `Db` in a temporary directory.
+    Embedded,
+    /// One `redis-server`.
+    Redis,
+    /// A Redis Cluster of 3 masters (no replicas).
+    Cluster,
+    /// `cairn serve` (the RESP backend's `WATCH` path).
+    CairnServe,
+}
+
+impl Kind {
+    fn is_remote(self) -> bool {
+        self != Kind::Embedded
+    }
+}
+
+fn env_cases(var: &str, default: u32) -> u32 {
+    std::env::var(var)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(64)
+        .unwrap_or(default)
+}
+
+/// Cases per test function: a remote case costs round trips, so servers
+/// get fewer by default.
+fn cases(kind: Kind) -> u32 {
+    if kind.is_remote() {
+        env_cases("CAIRN_MODEL_REMOTE_CASES", 16)
+    } else {
+        env_cases("CAIRN_MODEL_CASES", 64)
+    }
 }
 
 /// How a step restarts the store.
@@ -51,62 +95,189 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// A store in a temporary directory that can be restarted.
-struct Harness {
-    root: tempfile::TempDir,
-    dir: PathBuf,
-    gen: u32,
-    clock: ManualClock,
-    policy: SyncPolicy,
-    db: Option<Db>,
+/// The server processes of one test function (none for the embedded
+/// store), killed when it ends.
+#[allow(dead_code)]
+enum Process {
+    None,
+    Redis(RedisServer),
+    Cluster(RedisCluster),
+    Serve(CairnServe),
 }
 
-impl Harness {
-    fn new(policy: SyncPolicy) -> Harness {
-        let root = tempfile::tempdir().expect("tempdir");
-        let dir = root.path().join("0");
+/// One test function's backend: its server, if any, and a counter that
+/// gives each case a fresh key namespace (an empty keyspace without
+/// restarting the server).
+struct Server {
+    kind: Kind,
+    urls: Vec<String>,
+    next_case: AtomicU64,
+    _process: Process,
+}
+
+impl Server {
+    fn start(kind: Kind) -> Server {
+        let (urls, process) = match kind {
+            Kind::Embedded => (Vec::new(), Process::None),
+            Kind::Redis => {
+                let s = RedisServer::start();
+                (vec![s.url()], Process::Redis(s))
+            }
+            Kind::Cluster => {
+                let c = RedisCluster::start(3, 0);
+                (c.urls(), Process::Cluster(c))
+            }
+            Kind::CairnServe => {
+                let s = CairnServe::start();
+                (vec![s.url()], Process::Serve(s))
+            }
+        };
+        Server {
+            kind,
+            urls,
+            next_case: AtomicU64::new(0),
+            _process: process,
+        }
+    }
+
+    /// A new case's store, empty, at `START_MS` on its own clock.
+    /// `policy` matters only on the embedded store.
+    fn harness(&self, policy: SyncPolicy) -> Harness<'_> {
         let clock = ManualClock::new(START_MS);
+        let conn = if self.kind.is_remote() {
+            let case = self.next_case.fetch_add(1, Ordering::Relaxed);
+            Conn::Remote {
+                prefix: format!("model{case}:"),
+                backend: None,
+            }
+        } else {
+            let root = tempfile::tempdir().expect("tempdir");
+            let dir = root.path().join("0");
+            Conn::Embedded {
+                root,
+                dir,
+                gen: 0,
+                policy,
+                db: None,
+            }
+        };
         let mut h = Harness {
-            root,
-            dir,
-            gen: 0,
+            server: self,
             clock,
-            policy,
-            db: None,
+            conn,
         };
         h.open();
         h
     }
+}
 
+enum Conn {
+    Embedded {
+        root: tempfile::TempDir,
+        dir: PathBuf,
+        gen: u32,
+        policy: SyncPolicy,
+        db: Option<Db>,
+    },
+    Remote {
+        prefix: String,
+        backend: Option<RespBackend>,
+    },
+}
+
+/// One case's store, which can be restarted, and its clock.
+struct Harness<'a> {
+    server: &'a Server,
+    clock: ManualClock,
+    conn: Conn,
+}
+
+impl Harness<'_> {
     fn open(&mut self) {
-        self.db = Some(
-            Options::new()
-                .sync_policy(self.policy)
-                .clock(self.clock.clone())
-                .max_segment_bytes(8192)
-                .open(&self.dir)
-                .expect("open"),
-        );
+        match &mut self.conn {
+            Conn::Embedded {
+                dir, policy, db, ..
+            } => {
+                let options = || {
+                    Options::new()
+                        .sync_policy(*policy)
+                        .clock(self.clock.clone())
+                        .max_segment_bytes(8192)
+                };
+                // The other tests of this binary start servers: a child
+                // process, between its fork and its exec, holds a copy of
+                // every descriptor, and so the lock of a store just closed
+                // (a flock is released when its last descriptor closes).
+                // Wait for that exec rather than fail the reopen.
+                let mut tries = 0;
+                let opened = loop {
+                    match options().open(&*dir) {
+                        Err(cairn::Error::Locked { .. }) if tries < 100 => {
+                            tries += 1;
+                            std::thread::sleep(Duration::from_millis(10));
+                        }
+                        r => break r.expect("open"),
+                    }
+                };
+                *db = Some(opened);
+            }
+            Conn::Remote { prefix, backend } => {
+                let options = match self.server.kind {
+                    Kind::Cluster => RespOptions::cluster(&self.server.urls),
+                    _ => RespOptions::new(&self.server.urls[0]),
+                };
+                *backend = Some(
+                    options
+                        .prefix(prefix)
+                        .pool_size(2)
+                        .clock(self.clock.clone())
+                        .open()
+                        .expect("connect"),
+                );
+            }
+        }
     }
 
-    fn db(&self) -> &Db {
-        self.db.as_ref().expect("open")
+    /// The store of the module named `name` (a keyspace, or a namespace
+    /// on the server).
+    fn store(&self, name: &str) -> Store {
+        match &self.conn {
+            Conn::Embedded { db, .. } => {
+                Store::from(db.as_ref().expect("open").keyspace(name).expect("keyspace"))
+            }
+            Conn::Remote { backend, .. } => {
+                Store::from(backend.as_ref().expect("connected").namespace(name))
+            }
+        }
     }
 
+    /// Restarts the store; the caller has dropped every module object.
+    ///
+    /// On the embedded store, `how` is a clean close or a process crash.
+    /// On a remote store, a restart is what it is for an application
+    /// (both kinds alike): the backend is dropped, a new one connects,
+    /// and the modules open again (the cache reloads its tracker with
+    /// `SCAN`). A crash of the *server* is not part of this test: what
+    /// survives one is the server's durability (docs/durability.md).
     fn restart(&mut self, how: Restart) {
-        match how {
-            Restart::Clean => {
-                let db = self.db.take().expect("open");
-                db.close().expect("close");
-                drop(db);
-            }
-            Restart::Crash => {
-                self.gen += 1;
-                let copy = self.root.path().join(self.gen.to_string());
-                copy_dir(&self.dir, &copy);
-                drop(self.db.take());
-                self.dir = copy;
-            }
+        match &mut self.conn {
+            Conn::Embedded {
+                root, dir, gen, db, ..
+            } => match how {
+                Restart::Clean => {
+                    let db = db.take().expect("open");
+                    db.close().expect("close");
+                    drop(db);
+                }
+                Restart::Crash => {
+                    *gen += 1;
+                    let copy = root.path().join(gen.to_string());
+                    copy_dir(dir, &copy);
+                    drop(db.take());
+                    *dir = copy;
+                }
+            },
+            Conn::Remote { backend, .. } => drop(backend.take()),
         }
         self.open();
     }
@@ -116,19 +287,66 @@ impl Harness {
     }
 
     fn now(&self) -> u64 {
-        START_MS + self.clock_offset()
-    }
-
-    fn clock_offset(&self) -> u64 {
         use cairn::Clock;
-        self.clock.now_unix_ms() - START_MS
+        self.clock.now_unix_ms()
     }
+}
+
+/// Runs `test` on `cases(kind)` generated values, on one server started
+/// for the whole run; a failure panics with the shrunk input.
+fn check<S>(kind: Kind, strategy: S, test: impl Fn(&Server, S::Value) -> Result<(), TestCaseError>)
+where
+    S: Strategy,
+    S::Value: Debug,
+{
+    let server = Server::start(kind);
+    let mut runner = TestRunner::new(Config {
+        cases: cases(kind),
+        source_file: Some(file!()),
+        ..Config::default()
+    });
+    if let Err(e) = runner.run(&strategy, |v| test(&server, v)) {
+        panic!("on {kind:?}: {e}");
+    }
+}
+
+/// One test function per backend, in a module named `$name`: the same
+/// strategy and the same `run_*` function on each.
+macro_rules! on_every_backend {
+    ($name:ident, $strategy:expr, $run:expr) => {
+        mod $name {
+            use super::*;
+
+            #[test]
+            fn embedded() {
+                check(Kind::Embedded, $strategy, $run);
+            }
+
+            #[test]
+            fn on_redis() {
+                check(Kind::Redis, $strategy, $run);
+            }
+
+            #[test]
+            fn on_cluster() {
+                check(Kind::Cluster, $strategy, $run);
+            }
+
+            #[test]
+            fn on_cairn_serve() {
+                check(Kind::CairnServe, $strategy, $run);
+            }
+        }
+    };
 }
 
 fn restart_strategy() -> impl Strategy<Value = Restart> {
     prop_oneof![Just(Restart::Clean), Just(Restart::Crash)]
 }
 
+/// The embedded store's sync policy. It has no meaning on a remote store
+/// (the server decides what reaches its disk): there it is generated
+/// and ignored.
 fn policy_strategy() -> impl Strategy<Value = SyncPolicy> {
     prop_oneof![
         3 => Just(SyncPolicy::Always),
@@ -192,11 +410,13 @@ fn user_name(u: u8) -> String {
     format!("user-{u}")
 }
 
-fn run_sessions(policy: SyncPolicy, ops: Vec<SOp>) -> Result<(), TestCaseError> {
-    let mut h = Harness::new(policy);
+fn run_sessions(
+    server: &Server,
+    (policy, ops): (SyncPolicy, Vec<SOp>),
+) -> Result<(), TestCaseError> {
+    let mut h = server.harness(policy);
     let open = |h: &Harness| {
-        Sessions::new(h.db().keyspace("sessions").expect("keyspace"))
-            .max_lifetime(Duration::from_millis(MAX_LIFETIME_MS))
+        Sessions::new(h.store("sessions")).max_lifetime(Duration::from_millis(MAX_LIFETIME_MS))
     };
     let mut s = open(&h);
     // Every id handed out, live or not, and the model of the live ones.
@@ -341,14 +561,11 @@ fn run_sessions(policy: SyncPolicy, ops: Vec<SOp>) -> Result<(), TestCaseError> 
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(Config { cases: cases(), ..Config::default() })]
-
-    #[test]
-    fn sessions_match_the_model(policy in policy_strategy(), ops in proptest::collection::vec(sop(), 1..60)) {
-        run_sessions(policy, ops)?;
-    }
-}
+on_every_backend!(
+    sessions_match_the_model,
+    (policy_strategy(), proptest::collection::vec(sop(), 1..60)),
+    run_sessions
+);
 
 // ----- limits ---------------------------------------------------------------
 
@@ -375,10 +592,10 @@ const GCRA_LIMIT: u64 = 4;
 const GCRA_PERIOD_MS: u64 = 1000;
 const GCRA_BURST: u64 = 2;
 
-fn run_limits(ops: Vec<LOp>) -> Result<(), TestCaseError> {
-    let mut h = Harness::new(SyncPolicy::Always);
+fn run_limits(server: &Server, ops: Vec<LOp>) -> Result<(), TestCaseError> {
+    let mut h = server.harness(SyncPolicy::Always);
     let open = |h: &Harness| {
-        let ks = h.db().keyspace("limits").expect("keyspace");
+        let ks = h.store("limits");
         let fw = FixedWindow::new(
             ks.clone(),
             "fw",
@@ -476,14 +693,11 @@ fn run_limits(ops: Vec<LOp>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(Config { cases: cases(), ..Config::default() })]
-
-    #[test]
-    fn limits_match_the_model(ops in proptest::collection::vec(lop(), 1..80)) {
-        run_limits(ops)?;
-    }
-}
+on_every_backend!(
+    limits_match_the_model,
+    proptest::collection::vec(lop(), 1..80),
+    run_limits
+);
 
 // ----- cache ----------------------------------------------------------------
 
@@ -540,13 +754,13 @@ fn ckey(k: u8) -> Vec<u8> {
 
 const CACHE_MAX_ENTRIES: u64 = 6;
 
-fn run_cache(ops: Vec<COp>) -> Result<(), TestCaseError> {
-    let mut h = Harness::new(SyncPolicy::Always);
+fn run_cache(server: &Server, ops: Vec<COp>) -> Result<(), TestCaseError> {
+    let mut h = server.harness(SyncPolicy::Always);
     let open = |h: &Harness| -> Cache {
         CacheOptions::new()
             .max_entries(CACHE_MAX_ENTRIES)
             .seed(7)
-            .open(h.db().keyspace("cache").expect("keyspace"))
+            .open(h.store("cache"))
             .expect("cache")
     };
     let mut c = open(&h);
@@ -661,12 +875,7 @@ fn run_cache(ops: Vec<COp>) -> Result<(), TestCaseError> {
         );
         // Evictions are written: the store never holds more than the
         // capacity either (entries are stored under `d` + key).
-        let stored = c
-            .store()
-            .as_db()
-            .expect("the embedded store")
-            .scan_prefix("d")
-            .count() as u64;
+        let stored = stored_entries(&c).len() as u64;
         prop_assert!(
             stored <= CACHE_MAX_ENTRIES,
             "step {}: {} entries stored",
@@ -677,14 +886,11 @@ fn run_cache(ops: Vec<COp>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(Config { cases: cases(), ..Config::default() })]
-
-    #[test]
-    fn cache_matches_the_model(ops in proptest::collection::vec(cop(), 1..80)) {
-        run_cache(ops)?;
-    }
-}
+on_every_backend!(
+    cache_matches_the_model,
+    proptest::collection::vec(cop(), 1..80),
+    run_cache
+);
 
 // ----- the cache's byte bound -----------------------------------------------
 
@@ -730,13 +936,19 @@ fn bop() -> impl Strategy<Value = BOp> {
 /// The cache's entries as the store holds them: key to value (with its
 /// 13-byte header).
 fn stored_entries(c: &Cache) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    c.store()
-        .as_db()
-        .expect("the embedded store")
-        .scan_prefix("d")
-        .map(|kv| kv.expect("scan"))
-        .map(|(k, v)| (k[1..].to_vec(), v))
-        .collect()
+    let store = c.store();
+    let mut names = Vec::new();
+    store
+        .scan(b"d", |name, _, _| names.push(name.to_vec()))
+        .expect("scan");
+    let mut out = BTreeMap::new();
+    for name in names {
+        // A scan may list an entry that has expired since: a read does not.
+        if let (_, Some(e)) = store.read_one(&Key::new(name.clone())).expect("read") {
+            out.insert(name[1..].to_vec(), e.value);
+        }
+    }
+    out
 }
 
 /// Entries and bytes as `max_bytes` counts them.
@@ -749,17 +961,20 @@ fn size_of(entries: &BTreeMap<Vec<u8>, Vec<u8>>) -> (u64, u64) {
 }
 
 /// A `max_bytes` cache without admission (so that every entry that fits is
-/// stored): the bound holds after every step, in memory and in the store;
+/// stored): the bound holds after every step, in memory and in the store
+/// (on a remote store the bound is per process: this test has one, so the
+/// store holds no more; caches of several processes sharing a namespace
+/// could);
 /// an entry that cannot fit is never stored and evicts nothing; a reopen
 /// finds exactly what the running cache left, and evicts nothing.
-fn run_cache_bytes(ops: Vec<BOp>) -> Result<(), TestCaseError> {
-    let mut h = Harness::new(SyncPolicy::Always);
+fn run_cache_bytes(server: &Server, ops: Vec<BOp>) -> Result<(), TestCaseError> {
+    let mut h = server.harness(SyncPolicy::Always);
     let open = |h: &Harness| -> Cache {
         CacheOptions::new()
             .max_bytes(CACHE_MAX_BYTES)
             .admission(false)
             .seed(11)
-            .open(h.db().keyspace("cache").expect("keyspace"))
+            .open(h.store("cache"))
             .expect("cache")
     };
     let mut c = open(&h);
@@ -867,16 +1082,11 @@ fn run_cache_bytes(ops: Vec<BOp>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(Config { cases: cases(), ..Config::default() })]
-
-    #[test]
-    fn cache_byte_bound_holds_at_every_step_and_across_reopens(
-        ops in proptest::collection::vec(bop(), 1..80)
-    ) {
-        run_cache_bytes(ops)?;
-    }
-}
+on_every_backend!(
+    cache_byte_bound_holds_at_every_step_and_across_reopens,
+    proptest::collection::vec(bop(), 1..80),
+    run_cache_bytes
+);
 
 // ----- idempotency keys -----------------------------------------------------
 
@@ -911,11 +1121,10 @@ enum IState {
     Done(u8),
 }
 
-fn run_idempotency(ops: Vec<IOp>) -> Result<(), TestCaseError> {
-    let mut h = Harness::new(SyncPolicy::Always);
+fn run_idempotency(server: &Server, ops: Vec<IOp>) -> Result<(), TestCaseError> {
+    let mut h = server.harness(SyncPolicy::Always);
     let open = |h: &Harness| {
-        Idempotency::new(h.db().keyspace("idempotency").expect("keyspace"))
-            .lease(Duration::from_millis(LEASE_MS))
+        Idempotency::new(h.store("idempotency")).lease(Duration::from_millis(LEASE_MS))
     };
     let mut idem = open(&h);
     // key -> (state, expiry); every claim handed out, with its key.
@@ -1005,11 +1214,8 @@ fn run_idempotency(ops: Vec<IOp>) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(Config { cases: cases(), ..Config::default() })]
-
-    #[test]
-    fn idempotency_matches_the_model(ops in proptest::collection::vec(iop(), 1..60)) {
-        run_idempotency(ops)?;
-    }
-}
+on_every_backend!(
+    idempotency_matches_the_model,
+    proptest::collection::vec(iop(), 1..60),
+    run_idempotency
+);

@@ -579,3 +579,37 @@ fn a_server_that_stops_answering_is_a_timeout_and_says_whether_a_write_may_have_
         start.elapsed()
     );
 }
+
+/// Regression: a test clock's stored expiries were shifted by the real
+/// time at open, so a backend opened again (an application's restart)
+/// read every expiry moved by the real time between the two opens: a
+/// session's expiry changed, and an entry written before it expired
+/// logically came back after it.
+#[test]
+fn a_test_clock_reads_the_same_expiries_after_reconnecting() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new(START_MS);
+    let open = || {
+        RespOptions::new(&server.url())
+            .prefix("r:")
+            .clock(clock.clone())
+            .open()
+            .expect("open")
+    };
+    let key = kt("c", b"a");
+    let exp = START_MS + 100;
+    put(
+        &Store::from(open()),
+        std::slice::from_ref(&key),
+        &[(0, b"1", Some(exp))],
+    );
+    // Real time passes between the two connections; logical time does not.
+    std::thread::sleep(Duration::from_millis(30));
+    let again = Store::from(open());
+    let (now, e) = again.read_one(&key).expect("read");
+    assert_eq!(now, START_MS);
+    assert_eq!(e.and_then(|e| e.expires_at_ms), Some(exp));
+    assert_eq!(scan_all(&again, b"").get(&b"a"[..]), Some(&(1, Some(exp))));
+    clock.advance(Duration::from_millis(100));
+    assert_eq!(value(&again, &key), None, "logically expired");
+}

@@ -158,11 +158,12 @@ impl RespOptions {
     ///
     /// **With a clock**, `now` comes from it, and the server, which
     /// expires keys by its own real clock, is kept out of the way: stored
-    /// expiries are moved far into the real future (by the real time at
-    /// open plus ten years, minus the logical time at open) and moved
-    /// back on read, and an entry whose logical expiry is at or before the
-    /// logical now is treated as absent. Such a store's expiries mean
-    /// nothing to another client.
+    /// expiries are moved far into the real future (by a constant 2^52 ms,
+    /// about 142,000 years, so a backend opened later reads them as
+    /// written) and moved back on read, and an entry whose logical expiry
+    /// is at or before the logical now is treated as absent. Logical
+    /// expiries past 2^52 ms are stored as that limit. Such a store's
+    /// expiries mean nothing to another client.
     ///
     /// ```
     /// let clock = cairn::ManualClock::new(1_000);

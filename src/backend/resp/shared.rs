@@ -7,11 +7,14 @@ use std::sync::Arc;
 use super::conn::{Pool, Target};
 use super::scripts::Scripts;
 use crate::backend::{Entry, Snapshot};
-use crate::util::clock::{Clock, SystemClock};
+use crate::util::clock::Clock;
 
-/// Ten years in milliseconds: how far into the real future a test clock's
-/// expiries are moved (see `RespOptions::clock`).
-const TEN_YEARS_MS: i128 = 10 * 365 * 24 * 3600 * 1000;
+/// How far a test clock's expiries are moved (see `RespOptions::clock`):
+/// 2^52 ms, about 142,000 years, so they lie far in the real future for
+/// any logical time. A constant, not a function of the real time at open,
+/// so that a backend opened later (an application's restart) reads the
+/// expiries an earlier one wrote as they were written.
+const SHIFT_MS: i128 = 1 << 52;
 
 /// The largest stored expiry: Lua compares expiries as doubles, exact up
 /// to 2^53 ms (285,000 years).
@@ -27,11 +30,12 @@ pub(crate) struct TestClock {
 }
 
 impl TestClock {
-    /// `clock`, with stored expiries moved ten years past the real now.
+    /// `clock`, with stored expiries moved by [`SHIFT_MS`].
     pub(crate) fn new(clock: Arc<dyn Clock>) -> TestClock {
-        let real = i128::from(SystemClock.now_unix_ms());
-        let shift = real + TEN_YEARS_MS - i128::from(clock.now_unix_ms());
-        TestClock { clock, shift }
+        TestClock {
+            clock,
+            shift: SHIFT_MS,
+        }
     }
 }
 
