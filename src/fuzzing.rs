@@ -44,3 +44,12 @@ pub fn scan_segment(bytes: &[u8], active: bool, salvage: bool) -> crate::error::
     crate::recovery::scan_segment(Path::new("0000000001.seg"), 1, bytes, active, mode)
         .map(|l| l.entries.len())
 }
+
+/// Decodes `data` as the RESP backend's server replies (a read script's
+/// reply, `CLUSTER NODES`) and round-trips a key made of it through the
+/// key layout; returns how many entries it decoded. Panics only on a
+/// round trip that loses the name (a bug).
+#[cfg(feature = "redis")]
+pub fn resp_backend_replies(data: &[u8]) -> usize {
+    crate::backend::resp::fuzz_decoders(data)
+}

@@ -39,6 +39,29 @@ use conn::Pool;
 use scripts::Scripts;
 use shared::{Shared, TestClock};
 
+/// The fuzz target's entry into the reply decoders and the key layout:
+/// decodes `data` as replies (see `ops::fuzz_replies`), then encodes a key
+/// made of its halves (tag, name) and decodes the result, which must give
+/// the name back whenever encoding accepted the key.
+#[cfg(feature = "__test_hooks")]
+pub(crate) fn fuzz_decoders(data: &[u8]) -> usize {
+    let found = ops::fuzz_replies(data);
+    let (tag, name) = data.split_at(data.len() / 2);
+    let key = if tag.first() == Some(&0) {
+        Key::new(name.to_vec())
+    } else {
+        Key::tagged(tag.to_vec(), name.to_vec())
+    };
+    if let Ok(stored) = keys::encode(b"cairn:", &key) {
+        assert_eq!(
+            keys::decode(b"cairn:", &stored),
+            Some(key.name()),
+            "a stored key must decode to its name"
+        );
+    }
+    found
+}
+
 /// How to reach a Redis-protocol server or cluster; [`RespOptions::open`]
 /// connects.
 ///

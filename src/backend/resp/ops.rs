@@ -478,6 +478,24 @@ fn parse_masters(text: &str) -> Vec<(String, u16)> {
         .collect()
 }
 
+/// The fuzz target's entry (`cairn::fuzzing::resp_backend_replies`): the
+/// first byte is a key count, the rest a server's reply to the read
+/// script; then the same bytes as a `CLUSTER NODES` reply. Neither may
+/// panic, whatever the bytes.
+#[cfg(feature = "__test_hooks")]
+pub(crate) fn fuzz_replies(data: &[u8]) -> usize {
+    let Some((&n, reply)) = data.split_first() else {
+        return 0;
+    };
+    let mut found = 0;
+    if let Ok(v) = redis::parse_redis_value(reply) {
+        if let Ok((_, raws)) = parse_read(v, usize::from(n)) {
+            found += raws.len();
+        }
+    }
+    found + parse_masters(&String::from_utf8_lossy(reply)).len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
