@@ -569,49 +569,53 @@ fn async_singleflight_shares_one_load_across_executors(fx: &Fixture) {
 
 fn async_singleflight_shares_one_error(fx: &Fixture) {
     let store = fx.open(None);
-    with_deadline("async singleflight error", Duration::from_secs(20), move || {
-        let cache = Cache::open(store).expect("cache");
-        let calls = Arc::new(AtomicUsize::new(0));
-        let leader = Arc::new(AtomicUsize::new(usize::MAX));
-        let gate = Arc::new(Gate::default());
-        let barrier = Arc::new(Barrier::new(ASYNC_THREADS));
-        let handles: Vec<_> = (0..ASYNC_THREADS)
-            .map(|i| {
-                let (cache, calls, gate, barrier) =
-                    (cache.clone(), calls.clone(), gate.clone(), barrier.clone());
-                let leader = leader.clone();
-                thread::spawn(move || {
-                    barrier.wait();
-                    block_on(cache.get_or_insert_with_async("page", HOUR, || async move {
-                        calls.fetch_add(1, Ordering::SeqCst);
-                        leader.store(i, Ordering::SeqCst);
-                        gate.wait().await;
-                        Err::<Vec<u8>, _>(Boom(i))
-                    }))
+    with_deadline(
+        "async singleflight error",
+        Duration::from_secs(20),
+        move || {
+            let cache = Cache::open(store).expect("cache");
+            let calls = Arc::new(AtomicUsize::new(0));
+            let leader = Arc::new(AtomicUsize::new(usize::MAX));
+            let gate = Arc::new(Gate::default());
+            let barrier = Arc::new(Barrier::new(ASYNC_THREADS));
+            let handles: Vec<_> = (0..ASYNC_THREADS)
+                .map(|i| {
+                    let (cache, calls, gate, barrier) =
+                        (cache.clone(), calls.clone(), gate.clone(), barrier.clone());
+                    let leader = leader.clone();
+                    thread::spawn(move || {
+                        barrier.wait();
+                        block_on(cache.get_or_insert_with_async("page", HOUR, || async move {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            leader.store(i, Ordering::SeqCst);
+                            gate.wait().await;
+                            Err::<Vec<u8>, _>(Boom(i))
+                        }))
+                    })
                 })
-            })
-            .collect();
-        wait_for_misses(&cache, ASYNC_THREADS);
-        wait_until("the loader started", || calls.load(Ordering::SeqCst) >= 1);
-        thread::sleep(Duration::from_millis(30));
-        gate.open();
-        let errors: Vec<Arc<Boom>> = handles
-            .into_iter()
-            .map(|h| match h.join().expect("thread") {
-                Err(LoadError::Loader(e)) => e,
-                other => panic!("expected the loader's error, got {other:?}"),
-            })
-            .collect();
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert_eq!(
-            errors[0].0,
-            leader.load(Ordering::SeqCst),
-            "the leader's error"
-        );
-        assert!(errors.iter().all(|e| Arc::ptr_eq(e, &errors[0])));
-        assert_eq!(cache.stats().entries, 0);
-        assert_eq!(cache.get("page").expect("get"), None);
-    });
+                .collect();
+            wait_for_misses(&cache, ASYNC_THREADS);
+            wait_until("the loader started", || calls.load(Ordering::SeqCst) >= 1);
+            thread::sleep(Duration::from_millis(30));
+            gate.open();
+            let errors: Vec<Arc<Boom>> = handles
+                .into_iter()
+                .map(|h| match h.join().expect("thread") {
+                    Err(LoadError::Loader(e)) => e,
+                    other => panic!("expected the loader's error, got {other:?}"),
+                })
+                .collect();
+            assert_eq!(calls.load(Ordering::SeqCst), 1);
+            assert_eq!(
+                errors[0].0,
+                leader.load(Ordering::SeqCst),
+                "the leader's error"
+            );
+            assert!(errors.iter().all(|e| Arc::ptr_eq(e, &errors[0])));
+            assert_eq!(cache.stats().entries, 0);
+            assert_eq!(cache.get("page").expect("get"), None);
+        },
+    );
 }
 
 fn async_waiters_take_over_when_the_leading_future_is_dropped(fx: &Fixture) {
@@ -1093,10 +1097,7 @@ fn concurrent_creates_give_distinct_gettable_sessions(fx: &Fixture) {
             .expect("created session is live");
         assert_eq!(&s.data, data);
     }
-    assert_eq!(
-        count(sessions.store(), b""),
-        THREADS * per_thread
-    );
+    assert_eq!(count(sessions.store(), b""), THREADS * per_thread);
 }
 
 fn concurrent_creates_for_one_user_lose_no_index_update(fx: &Fixture) {
@@ -1166,7 +1167,13 @@ fn stored_entries(cache: &Cache) -> usize {
 /// store's content and a reopened cache agree. With the admission check,
 /// most inserts of never-read keys are refused; without it, every insert
 /// evicts.
-fn check_capacity(fx: &Fixture, max_entries: u64, threads: usize, per_thread: usize, admission: bool) {
+fn check_capacity(
+    fx: &Fixture,
+    max_entries: u64,
+    threads: usize,
+    per_thread: usize,
+    admission: bool,
+) {
     let per_thread = fx.scaled(per_thread);
     let cache = cache_opts(max_entries, admission)
         .open(fx.open(None))
