@@ -27,6 +27,7 @@ mod common;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -91,6 +92,8 @@ struct Tally {
     lost: u64,
     /// Sessions or claims no longer followed after an uncertain write.
     uncertain: u64,
+    /// Some errors of calls made after the cluster was whole again.
+    late: Vec<String>,
 }
 
 impl Tally {
@@ -101,6 +104,7 @@ impl Tally {
         self.last_error = self.last_error.max(o.last_error);
         self.lost += o.lost;
         self.uncertain += o.uncertain;
+        self.late.extend(o.late.iter().cloned());
     }
 }
 
@@ -140,6 +144,13 @@ fn call<T>(
                 started - tl.ok().expect("ok")
             );
             tally.errors += 1;
+            if let Some(ok) = tl.ok() {
+                if started > ok && tally.late.len() < 3 {
+                    tally
+                        .late
+                        .push(format!("{what} {:?} after ok: {message}", started - ok));
+                }
+            }
             tally.maybe_applied += u64::from(maybe_applied);
             tally.last_error = Some(Instant::now());
             Err(maybe_applied)
@@ -347,43 +358,62 @@ fn the_modules_survive_a_master_failover_without_wrong_data() {
     let sessions = Sessions::new(store.clone());
     let fw = FixedWindow::new(store.clone(), "api", LIMIT, HOUR).expect("limiter");
     let idem = Idempotency::new(store.clone());
-    let tl = Timeline {
+    let tl = Arc::new(Timeline {
         start: Instant::now(),
         stop: AtomicBool::new(false),
         killed: Mutex::new(None),
         ok: Mutex::new(None),
-    };
-    let windows: Windows = Mutex::new(HashMap::new());
-    let (tally, recovered) = thread::scope(|s| {
-        let mut hs = Vec::new();
-        for t in 0..3 {
-            let (sessions, tl) = (&sessions, &tl);
-            hs.push(s.spawn(move || session_worker(sessions, tl, t)));
-        }
-        for _ in 0..2 {
-            let (fw, tl, windows) = (&fw, &tl, &windows);
-            hs.push(s.spawn(move || limiter_worker(fw, tl, windows)));
-        }
-        {
-            let (idem, tl) = (&idem, &tl);
-            hs.push(s.spawn(move || idempotency_worker(idem, tl)));
-        }
-        thread::sleep(Duration::from_secs(2));
-        cluster.kill_master(0);
-        let killed = Instant::now();
-        *tl.killed.lock().expect("killed") = Some(killed);
-        cluster.wait_ok();
-        let recovered = killed.elapsed();
-        *tl.ok.lock().expect("ok") = Some(Instant::now());
-        // Long enough after the cluster is whole to see every call succeed.
-        thread::sleep(SETTLE + Duration::from_secs(3));
-        tl.stop.store(true, Ordering::SeqCst);
-        let mut tally = Tally::default();
-        for h in hs {
-            tally.add(&h.join().expect("worker"));
-        }
-        (tally, recovered)
     });
+    let windows: Arc<Windows> = Arc::new(Mutex::new(HashMap::new()));
+    let (tx, rx) = mpsc::channel::<Tally>();
+    let mut handles = Vec::new();
+    for t in 0..3 {
+        let (sessions, tl, tx) = (sessions.clone(), tl.clone(), tx.clone());
+        handles.push(thread::spawn(move || {
+            let _ = tx.send(session_worker(&sessions, &tl, t));
+        }));
+    }
+    for _ in 0..2 {
+        let (fw, tl, windows, tx) = (fw.clone(), tl.clone(), windows.clone(), tx.clone());
+        handles.push(thread::spawn(move || {
+            let _ = tx.send(limiter_worker(&fw, &tl, &windows));
+        }));
+    }
+    {
+        let (idem, tl, tx) = (idem.clone(), tl.clone(), tx.clone());
+        handles.push(thread::spawn(move || {
+            let _ = tx.send(idempotency_worker(&idem, &tl));
+        }));
+    }
+    drop(tx);
+    thread::sleep(Duration::from_secs(2));
+    cluster.kill_master(0);
+    let killed = Instant::now();
+    *tl.killed.lock().expect("killed") = Some(killed);
+    cluster.wait_ok();
+    let recovered = killed.elapsed();
+    *tl.ok.lock().expect("ok") = Some(Instant::now());
+    // Long enough after the cluster is whole to see every call succeed.
+    thread::sleep(SETTLE + Duration::from_secs(3));
+    tl.stop.store(true, Ordering::SeqCst);
+    // A worker stuck in a call fails the test here (its thread is left
+    // behind) instead of hanging it.
+    let deadline = Instant::now() + CALL_LIMIT + Duration::from_secs(5);
+    let mut tally = Tally::default();
+    for _ in 0..handles.len() {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(t) => tally.add(&t),
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("a worker is still in a call {CALL_LIMIT:?} after the stop: a hang")
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    for h in handles {
+        if let Err(p) = h.join() {
+            std::panic::resume_unwind(p);
+        }
+    }
     let killed = tl.killed().expect("killed");
     let ok = tl.ok().expect("ok");
 
@@ -437,5 +467,8 @@ fn the_modules_survive_a_master_failover_without_wrong_data() {
         kill_round.saturating_sub(1),
         ok_round + 1
     );
+    for l in &tally.late {
+        eprintln!("late: {l}");
+    }
     assert!(tally.calls > 100, "the workers hardly ran: {tally:?}");
 }
