@@ -1,8 +1,18 @@
-//! Concurrency tests for the modules built on the engine: the cache's
-//! singleflight (blocking and async, with errors, panics and cancelled
-//! leaders), session rotation racing reads, sessions created from many
-//! threads, rate limiters and idempotency keys under racing callers, and
-//! the cache's capacity under concurrent inserts.
+//! Concurrency tests for the modules: the cache's singleflight (blocking
+//! and async, with errors, panics and cancelled leaders), session rotation
+//! racing reads, sessions created from many threads, rate limiters and
+//! idempotency keys under racing callers, and the cache's capacity under
+//! concurrent inserts.
+//!
+//! Every test body takes a [`Fixture`] (a fresh, empty store of one
+//! backend) and runs unchanged on each backend: the embedded store and,
+//! with the `redis` feature, a real `redis-server`, a 3-master Redis
+//! Cluster and `cairn serve` (the `WATCH` path). `on_every_backend!`
+//! generates one `#[test]` per body and backend (`embedded::…`,
+//! `redis_server::…`, `redis_cluster::…`, `cairn_serve::…`). The servers
+//! are shared by the tests that overlap in time (each holds an `Arc`; the
+//! last one out kills the processes) and every test has a namespace of its
+//! own.
 //!
 //! Threads are lined up with a `Barrier`. Tests that could hang when the
 //! property breaks (a waiter never woken) run their body under a deadline.
@@ -24,30 +34,220 @@ use std::task::{Context, Poll, Wake, Waker};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use cairn::backend::Store;
 use cairn::cache::{Cache, CacheOptions, LoadError};
 use cairn::limits::{Begin, FixedWindow, Gcra, Idempotency};
 use cairn::session::Sessions;
 use cairn::{Db, ManualClock, Options, SyncPolicy};
 use common::XorShift as Rng;
 
-// ----- helpers -----------------------------------------------------------------
+// ----- backends ----------------------------------------------------------------
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-fn fast_db(dir: &std::path::Path) -> Db {
-    Options::new()
-        .sync_policy(SyncPolicy::Never)
-        .open(dir)
-        .expect("open store")
+/// How many times fewer operations the bulk tests run on a server.
+const REMOTE_DIVISOR: usize = 5;
+
+/// Where a test's store lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Embedded,
+    #[cfg(feature = "redis")]
+    RedisServer,
+    #[cfg(feature = "redis")]
+    RedisCluster,
+    #[cfg(feature = "redis")]
+    CairnServe,
 }
 
-fn clocked_db(dir: &std::path::Path, clock: &ManualClock) -> Db {
-    Options::new()
-        .sync_policy(SyncPolicy::Never)
-        .clock(clock.clone())
-        .open(dir)
-        .expect("open store")
+/// One test's store, on one backend: a `Db` in a temporary directory, or
+/// a namespace of its own on a shared server.
+struct Fixture {
+    kind: Kind,
+    dir: tempfile::TempDir,
+    db: Mutex<Option<Db>>,
+    clock: Mutex<Option<ManualClock>>,
+    #[cfg(feature = "redis")]
+    remote: Option<remote::Remote>,
 }
+
+impl Fixture {
+    fn new(kind: Kind, test: &str) -> Fixture {
+        let _ = test;
+        Fixture {
+            kind,
+            dir: tempfile::tempdir().expect("tempdir"),
+            db: Mutex::new(None),
+            clock: Mutex::new(None),
+            #[cfg(feature = "redis")]
+            remote: (kind != Kind::Embedded).then(|| remote::Remote::new(kind, test)),
+        }
+    }
+
+    /// The store, empty at the first call, with `clock` as its clock (the
+    /// backend's own without one).
+    fn open(&self, clock: Option<&ManualClock>) -> Store {
+        *self.clock.lock().expect("clock") = clock.cloned();
+        self.connect()
+    }
+
+    /// The same store again, as after a restart: the embedded `Db` is
+    /// closed and reopened; a remote one gets new connections.
+    fn reopen(&self) -> Store {
+        if let Some(db) = self.db.lock().expect("db").take() {
+            db.close().expect("close");
+        }
+        self.connect()
+    }
+
+    fn connect(&self) -> Store {
+        let clock = self.clock.lock().expect("clock").clone();
+        #[cfg(feature = "redis")]
+        if let Some(r) = &self.remote {
+            return r.open(clock.as_ref());
+        }
+        let mut o = Options::new().sync_policy(SyncPolicy::Never);
+        if let Some(c) = clock {
+            o = o.clock(c);
+        }
+        let db = o.open(self.dir.path()).expect("open store");
+        *self.db.lock().expect("db") = Some(db.clone());
+        Store::from(db)
+    }
+
+    /// `n` operations on the embedded store, fewer on a server, where
+    /// each is a network round trip or two (the races are the same; the
+    /// run is shorter).
+    fn scaled(&self, n: usize) -> usize {
+        if self.kind == Kind::Embedded {
+            n
+        } else {
+            n.div_ceil(REMOTE_DIVISOR)
+        }
+    }
+}
+
+/// How many records under `prefix` the store holds.
+fn count(store: &Store, prefix: &[u8]) -> usize {
+    let mut n = 0;
+    store.scan(prefix, |_, _, _| n += 1).expect("scan");
+    n
+}
+
+#[cfg(feature = "redis")]
+mod remote {
+    use std::sync::{Arc, Mutex, Weak};
+
+    use cairn::backend::resp::RespOptions;
+    use cairn::backend::Store;
+    use cairn::ManualClock;
+
+    use super::common::servers::{CairnServe, RedisCluster, RedisServer};
+    use super::Kind;
+
+    enum Server {
+        Redis(RedisServer),
+        Cluster(RedisCluster),
+        Serve(CairnServe),
+    }
+
+    /// The server of each kind, while some test holds it.
+    static SERVERS: [Mutex<Weak<Server>>; 3] = [
+        Mutex::new(Weak::new()),
+        Mutex::new(Weak::new()),
+        Mutex::new(Weak::new()),
+    ];
+
+    /// A namespace of its own on a shared server.
+    pub struct Remote {
+        server: Arc<Server>,
+        namespace: String,
+    }
+
+    impl Remote {
+        pub fn new(kind: Kind, test: &str) -> Remote {
+            let (slot, start): (usize, fn() -> Server) = match kind {
+                Kind::RedisServer => (0, || Server::Redis(RedisServer::start())),
+                Kind::RedisCluster => (1, || Server::Cluster(RedisCluster::start(3, 0))),
+                Kind::CairnServe => (2, || Server::Serve(CairnServe::start())),
+                Kind::Embedded => unreachable!("not a server"),
+            };
+            let mut held = SERVERS[slot].lock().unwrap_or_else(|e| e.into_inner());
+            let server = held.upgrade().unwrap_or_else(|| {
+                let s = Arc::new(start());
+                *held = Arc::downgrade(&s);
+                s
+            });
+            Remote {
+                server,
+                namespace: test.to_owned(),
+            }
+        }
+
+        pub fn open(&self, clock: Option<&ManualClock>) -> Store {
+            let mut o = match &*self.server {
+                Server::Redis(s) => RespOptions::new(&s.url()),
+                Server::Cluster(c) => RespOptions::cluster(c.urls()),
+                Server::Serve(s) => RespOptions::new(&s.url()),
+            };
+            if let Some(c) = clock {
+                o = o.clock(c.clone());
+            }
+            Store::from(o.open().expect("connect").namespace(&self.namespace))
+        }
+    }
+}
+
+/// One `#[test]` per body in a module named after the backend.
+macro_rules! tests_on {
+    ($module:ident, $kind:ident, $($test:ident),*) => {
+        mod $module {
+            $(
+                #[test]
+                fn $test() {
+                    super::$test(&super::Fixture::new(super::Kind::$kind, stringify!($test)));
+                }
+            )*
+        }
+    };
+}
+
+/// Runs each body on every backend.
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        tests_on!(embedded, Embedded, $($test),*);
+        #[cfg(feature = "redis")]
+        tests_on!(redis_server, RedisServer, $($test),*);
+        #[cfg(feature = "redis")]
+        tests_on!(redis_cluster, RedisCluster, $($test),*);
+        #[cfg(feature = "redis")]
+        tests_on!(cairn_serve, CairnServe, $($test),*);
+    };
+}
+
+on_every_backend!(
+    singleflight_runs_the_loader_once_and_shares_its_value,
+    singleflight_shares_one_error_and_caches_nothing,
+    singleflight_waiters_take_over_when_the_leader_panics,
+    async_singleflight_shares_one_load_across_executors,
+    async_singleflight_shares_one_error,
+    async_waiters_take_over_when_the_leading_future_is_dropped,
+    rotate_racing_get_never_revives_an_old_id_or_leaks_another_session,
+    two_threads_rotating_one_id_exactly_one_wins,
+    fixed_window_admits_exactly_its_limit_from_many_threads,
+    gcra_admits_exactly_its_burst_from_many_threads,
+    idempotency_racing_begins_have_one_winner_then_all_see_the_outcome,
+    idempotency_racing_completes_and_aborts_have_one_winner,
+    a_claim_taken_over_after_its_lease_cannot_complete_or_abort,
+    concurrent_creates_give_distinct_gettable_sessions,
+    concurrent_creates_for_one_user_lose_no_index_update,
+    cache_capacity_holds_under_concurrent_inserts,
+    cache_capacity_with_admission_holds_under_concurrent_inserts,
+    cache_tiny_capacity_holds_under_concurrent_inserts,
+    cache_tiny_capacity_with_admission_holds_under_concurrent_inserts,
+);
+
+// ----- helpers -----------------------------------------------------------------
 
 /// Runs `f` on its own thread and fails the test if it has not finished
 /// within `limit` (a waiter that is never woken hangs instead of failing).
@@ -171,10 +371,8 @@ impl Future for GateWait {
 
 const FLIGHT_THREADS: usize = 16;
 
-#[test]
-fn singleflight_runs_the_loader_once_and_shares_its_value() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cache = Cache::open(fast_db(dir.path())).expect("cache");
+fn singleflight_runs_the_loader_once_and_shares_its_value(fx: &Fixture) {
+    let cache = Cache::open(fx.open(None)).expect("cache");
     let calls = Arc::new(AtomicUsize::new(0));
     let barrier = Arc::new(Barrier::new(FLIGHT_THREADS));
     let handles: Vec<_> = (0..FLIGHT_THREADS)
@@ -215,10 +413,8 @@ fn singleflight_runs_the_loader_once_and_shares_its_value() {
     assert_eq!(cache.get("page").expect("get"), Some(results[0].clone()));
 }
 
-#[test]
-fn singleflight_shares_one_error_and_caches_nothing() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cache = Cache::open(fast_db(dir.path())).expect("cache");
+fn singleflight_shares_one_error_and_caches_nothing(fx: &Fixture) {
+    let cache = Cache::open(fx.open(None)).expect("cache");
     let calls = Arc::new(AtomicUsize::new(0));
     let leader = Arc::new(AtomicUsize::new(usize::MAX));
     let barrier = Arc::new(Barrier::new(FLIGHT_THREADS));
@@ -277,11 +473,10 @@ fn singleflight_shares_one_error_and_caches_nothing() {
     assert_eq!(calls.load(Ordering::SeqCst), 2);
 }
 
-#[test]
-fn singleflight_waiters_take_over_when_the_leader_panics() {
-    with_deadline("panicking leader", Duration::from_secs(20), || {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cache = Cache::open(fast_db(dir.path())).expect("cache");
+fn singleflight_waiters_take_over_when_the_leader_panics(fx: &Fixture) {
+    let store = fx.open(None);
+    with_deadline("panicking leader", Duration::from_secs(20), move || {
+        let cache = Cache::open(store).expect("cache");
         let calls = Arc::new(AtomicUsize::new(0));
         let barrier = Arc::new(Barrier::new(FLIGHT_THREADS));
         let handles: Vec<_> = (0..FLIGHT_THREADS)
@@ -331,11 +526,10 @@ fn singleflight_waiters_take_over_when_the_leader_panics() {
 
 const ASYNC_THREADS: usize = 8;
 
-#[test]
-fn async_singleflight_shares_one_load_across_executors() {
-    with_deadline("async singleflight", Duration::from_secs(20), || {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cache = Cache::open(fast_db(dir.path())).expect("cache");
+fn async_singleflight_shares_one_load_across_executors(fx: &Fixture) {
+    let store = fx.open(None);
+    with_deadline("async singleflight", Duration::from_secs(20), move || {
+        let cache = Cache::open(store).expect("cache");
         let calls = Arc::new(AtomicUsize::new(0));
         let gate = Arc::new(Gate::default());
         let barrier = Arc::new(Barrier::new(ASYNC_THREADS));
@@ -373,59 +567,61 @@ fn async_singleflight_shares_one_load_across_executors() {
     });
 }
 
-#[test]
-fn async_singleflight_shares_one_error() {
-    with_deadline("async singleflight error", Duration::from_secs(20), || {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cache = Cache::open(fast_db(dir.path())).expect("cache");
-        let calls = Arc::new(AtomicUsize::new(0));
-        let leader = Arc::new(AtomicUsize::new(usize::MAX));
-        let gate = Arc::new(Gate::default());
-        let barrier = Arc::new(Barrier::new(ASYNC_THREADS));
-        let handles: Vec<_> = (0..ASYNC_THREADS)
-            .map(|i| {
-                let (cache, calls, gate, barrier) =
-                    (cache.clone(), calls.clone(), gate.clone(), barrier.clone());
-                let leader = leader.clone();
-                thread::spawn(move || {
-                    barrier.wait();
-                    block_on(cache.get_or_insert_with_async("page", HOUR, || async move {
-                        calls.fetch_add(1, Ordering::SeqCst);
-                        leader.store(i, Ordering::SeqCst);
-                        gate.wait().await;
-                        Err::<Vec<u8>, _>(Boom(i))
-                    }))
+fn async_singleflight_shares_one_error(fx: &Fixture) {
+    let store = fx.open(None);
+    with_deadline(
+        "async singleflight error",
+        Duration::from_secs(20),
+        move || {
+            let cache = Cache::open(store).expect("cache");
+            let calls = Arc::new(AtomicUsize::new(0));
+            let leader = Arc::new(AtomicUsize::new(usize::MAX));
+            let gate = Arc::new(Gate::default());
+            let barrier = Arc::new(Barrier::new(ASYNC_THREADS));
+            let handles: Vec<_> = (0..ASYNC_THREADS)
+                .map(|i| {
+                    let (cache, calls, gate, barrier) =
+                        (cache.clone(), calls.clone(), gate.clone(), barrier.clone());
+                    let leader = leader.clone();
+                    thread::spawn(move || {
+                        barrier.wait();
+                        block_on(cache.get_or_insert_with_async("page", HOUR, || async move {
+                            calls.fetch_add(1, Ordering::SeqCst);
+                            leader.store(i, Ordering::SeqCst);
+                            gate.wait().await;
+                            Err::<Vec<u8>, _>(Boom(i))
+                        }))
+                    })
                 })
-            })
-            .collect();
-        wait_for_misses(&cache, ASYNC_THREADS);
-        wait_until("the loader started", || calls.load(Ordering::SeqCst) >= 1);
-        thread::sleep(Duration::from_millis(30));
-        gate.open();
-        let errors: Vec<Arc<Boom>> = handles
-            .into_iter()
-            .map(|h| match h.join().expect("thread") {
-                Err(LoadError::Loader(e)) => e,
-                other => panic!("expected the loader's error, got {other:?}"),
-            })
-            .collect();
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert_eq!(
-            errors[0].0,
-            leader.load(Ordering::SeqCst),
-            "the leader's error"
-        );
-        assert!(errors.iter().all(|e| Arc::ptr_eq(e, &errors[0])));
-        assert_eq!(cache.stats().entries, 0);
-        assert_eq!(cache.get("page").expect("get"), None);
-    });
+                .collect();
+            wait_for_misses(&cache, ASYNC_THREADS);
+            wait_until("the loader started", || calls.load(Ordering::SeqCst) >= 1);
+            thread::sleep(Duration::from_millis(30));
+            gate.open();
+            let errors: Vec<Arc<Boom>> = handles
+                .into_iter()
+                .map(|h| match h.join().expect("thread") {
+                    Err(LoadError::Loader(e)) => e,
+                    other => panic!("expected the loader's error, got {other:?}"),
+                })
+                .collect();
+            assert_eq!(calls.load(Ordering::SeqCst), 1);
+            assert_eq!(
+                errors[0].0,
+                leader.load(Ordering::SeqCst),
+                "the leader's error"
+            );
+            assert!(errors.iter().all(|e| Arc::ptr_eq(e, &errors[0])));
+            assert_eq!(cache.stats().entries, 0);
+            assert_eq!(cache.get("page").expect("get"), None);
+        },
+    );
 }
 
-#[test]
-fn async_waiters_take_over_when_the_leading_future_is_dropped() {
-    with_deadline("dropped async leader", Duration::from_secs(20), || {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cache = Cache::open(fast_db(dir.path())).expect("cache");
+fn async_waiters_take_over_when_the_leading_future_is_dropped(fx: &Fixture) {
+    let store = fx.open(None);
+    with_deadline("dropped async leader", Duration::from_secs(20), move || {
+        let cache = Cache::open(store).expect("cache");
         let calls = Arc::new(AtomicUsize::new(0));
         let waiters = ASYNC_THREADS - 1;
         let start = Arc::new(Barrier::new(ASYNC_THREADS));
@@ -443,7 +639,14 @@ fn async_waiters_take_over_when_the_leading_future_is_dropped() {
                     }
                 }));
                 let mut cx = Context::from_waker(Waker::noop());
-                assert!(fut.as_mut().poll(&mut cx).is_pending());
+                // On a remote store the first polls await the offloaded
+                // read; poll until the loader runs.
+                let polled = Instant::now();
+                while calls.load(Ordering::SeqCst) == 0 {
+                    assert!(fut.as_mut().poll(&mut cx).is_pending());
+                    assert!(polled.elapsed() < Duration::from_secs(10), "no load");
+                    thread::sleep(Duration::from_millis(1));
+                }
                 assert_eq!(calls.load(Ordering::SeqCst), 1, "this future leads");
                 start.wait();
                 wait_for_misses(&cache, 1 + waiters);
@@ -484,18 +687,11 @@ fn async_waiters_take_over_when_the_leading_future_is_dropped() {
 
 // ----- 3. session rotation racing reads ----------------------------------------
 
-/// The embedded store the sessions live in.
-fn session_db(sessions: &Sessions) -> &Db {
-    sessions.store().as_db().expect("an embedded store")
-}
-
-#[test]
-fn rotate_racing_get_never_revives_an_old_id_or_leaks_another_session() {
+fn rotate_racing_get_never_revives_an_old_id_or_leaks_another_session(fx: &Fixture) {
     const CHAINS: usize = 3;
     const ROTATIONS: usize = 300;
     const READERS: usize = 4;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sessions = Sessions::new(fast_db(dir.path()));
+    let sessions = Sessions::new(fx.open(None));
     let data = |c: usize| format!("data of chain {c}").into_bytes();
     let user = |c: usize| format!("user-{c}");
     // history[c][j + 1] is what rotate(history[c][j]) returned; an id is
@@ -628,18 +824,12 @@ fn rotate_racing_get_never_revives_an_old_id_or_leaks_another_session() {
         assert_eq!(listed, [last[..16].to_owned()], "chain {c}: the user index");
     }
     // One live session record per chain, no leftovers.
-    let records = session_db(&sessions)
-        .scan_prefix("s")
-        .collect::<Result<Vec<_>, _>>()
-        .expect("scan");
-    assert_eq!(records.len(), CHAINS);
+    assert_eq!(count(sessions.store(), b"s"), CHAINS);
 }
 
-#[test]
-fn two_threads_rotating_one_id_exactly_one_wins() {
+fn two_threads_rotating_one_id_exactly_one_wins(fx: &Fixture) {
     const ROUNDS: usize = 200;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sessions = Sessions::new(fast_db(dir.path()));
+    let sessions = Sessions::new(fx.open(None));
     for round in 0..ROUNDS {
         let user = format!("user-{}", round % 5);
         let id = sessions
@@ -675,7 +865,7 @@ fn two_threads_rotating_one_id_exactly_one_wins() {
             .len();
     }
     assert_eq!(listed, ROUNDS);
-    assert_eq!(session_db(&sessions).len().expect("len"), ROUNDS + 5);
+    assert_eq!(count(sessions.store(), b""), ROUNDS + 5);
 }
 
 // ----- 4. limiters ---------------------------------------------------------------
@@ -714,13 +904,9 @@ fn hammer(check: impl Fn() -> cairn::limits::Decision + Send + Sync) -> (Vec<u64
     (allowed, refused)
 }
 
-#[test]
-fn fixed_window_admits_exactly_its_limit_from_many_threads() {
-    let dir = tempfile::tempdir().expect("tempdir");
+fn fixed_window_admits_exactly_its_limit_from_many_threads(fx: &Fixture) {
     let clock = ManualClock::new(1_700_000_000_000);
-    let db = clocked_db(dir.path(), &clock);
-    let fw =
-        FixedWindow::new(db.keyspace("limits").expect("ks"), "api", 100, HOUR).expect("limiter");
+    let fw = FixedWindow::new(fx.open(Some(&clock)), "api", 100, HOUR).expect("limiter");
     let (allowed, refused) = hammer(|| fw.check("client").expect("check"));
     assert_eq!(allowed.len(), 100, "allowed");
     assert_eq!(refused, LIMIT_THREADS * CHECKS_PER_THREAD - 100);
@@ -730,12 +916,9 @@ fn fixed_window_admits_exactly_its_limit_from_many_threads() {
     assert!(fw.check("other").expect("check").allowed);
 }
 
-#[test]
-fn gcra_admits_exactly_its_burst_from_many_threads() {
-    let dir = tempfile::tempdir().expect("tempdir");
+fn gcra_admits_exactly_its_burst_from_many_threads(fx: &Fixture) {
     let clock = ManualClock::new(1_700_000_000_000);
-    let db = clocked_db(dir.path(), &clock);
-    let gcra = Gcra::new(db.keyspace("limits").expect("ks"), "api", 50, HOUR).expect("limiter");
+    let gcra = Gcra::new(fx.open(Some(&clock)), "api", 50, HOUR).expect("limiter");
     let (allowed, refused) = hammer(|| gcra.check("client").expect("check"));
     assert_eq!(allowed.len(), 50, "allowed");
     assert_eq!(refused, LIMIT_THREADS * CHECKS_PER_THREAD - 50);
@@ -749,13 +932,11 @@ fn gcra_admits_exactly_its_burst_from_many_threads() {
 
 // ----- 5. idempotency keys ---------------------------------------------------------
 
-#[test]
-fn idempotency_racing_begins_have_one_winner_then_all_see_the_outcome() {
+fn idempotency_racing_begins_have_one_winner_then_all_see_the_outcome(fx: &Fixture) {
     const THREADS: usize = 8;
     const ROUNDS: usize = 50;
-    let dir = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(1_700_000_000_000);
-    let idem = Idempotency::new(clocked_db(dir.path(), &clock));
+    let idem = Idempotency::new(fx.open(Some(&clock)));
     let barrier = Barrier::new(THREADS);
     // Per thread, per round: (first begin, whether it completed, begin after).
     type Round = (Begin, bool, Begin);
@@ -813,11 +994,9 @@ fn idempotency_racing_begins_have_one_winner_then_all_see_the_outcome() {
     }
 }
 
-#[test]
-fn idempotency_racing_completes_and_aborts_have_one_winner() {
+fn idempotency_racing_completes_and_aborts_have_one_winner(fx: &Fixture) {
     const ROUNDS: usize = 200;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let idem = Idempotency::new(fast_db(dir.path()));
+    let idem = Idempotency::new(fx.open(None));
     for round in 0..ROUNDS {
         let key = format!("k{round}");
         let Begin::Started(claim) = idem.begin(&key, HOUR).expect("begin") else {
@@ -857,11 +1036,9 @@ fn idempotency_racing_completes_and_aborts_have_one_winner() {
     }
 }
 
-#[test]
-fn a_claim_taken_over_after_its_lease_cannot_complete_or_abort() {
-    let dir = tempfile::tempdir().expect("tempdir");
+fn a_claim_taken_over_after_its_lease_cannot_complete_or_abort(fx: &Fixture) {
     let clock = ManualClock::new(1_700_000_000_000);
-    let idem = Idempotency::new(clocked_db(dir.path(), &clock)).lease(Duration::from_secs(10));
+    let idem = Idempotency::new(fx.open(Some(&clock))).lease(Duration::from_secs(10));
     let Begin::Started(first) = idem.begin("pay", HOUR).expect("begin") else {
         panic!("fresh key");
     };
@@ -886,12 +1063,10 @@ fn a_claim_taken_over_after_its_lease_cannot_complete_or_abort() {
 
 // ----- 6. creating sessions from many threads --------------------------------------
 
-#[test]
-fn concurrent_creates_give_distinct_gettable_sessions() {
+fn concurrent_creates_give_distinct_gettable_sessions(fx: &Fixture) {
     const THREADS: usize = 8;
-    const PER_THREAD: usize = 500;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sessions = Sessions::new(fast_db(dir.path()));
+    let per_thread = fx.scaled(500);
+    let sessions = Sessions::new(fx.open(None));
     let barrier = Barrier::new(THREADS);
     let created: Vec<(String, Vec<u8>)> = thread::scope(|s| {
         let hs: Vec<_> = (0..THREADS)
@@ -899,7 +1074,7 @@ fn concurrent_creates_give_distinct_gettable_sessions() {
                 let (sessions, barrier) = (&sessions, &barrier);
                 s.spawn(move || {
                     barrier.wait();
-                    (0..PER_THREAD)
+                    (0..per_thread)
                         .map(|i| {
                             let data = format!("thread {t} session {i}").into_bytes();
                             let id = sessions.create(&data, HOUR).expect("create");
@@ -914,7 +1089,7 @@ fn concurrent_creates_give_distinct_gettable_sessions() {
             .collect()
     });
     let ids: HashSet<&str> = created.iter().map(|(id, _)| id.as_str()).collect();
-    assert_eq!(ids.len(), THREADS * PER_THREAD, "duplicate ids");
+    assert_eq!(ids.len(), THREADS * per_thread, "duplicate ids");
     for (id, data) in &created {
         let s = sessions
             .get(id)
@@ -922,18 +1097,13 @@ fn concurrent_creates_give_distinct_gettable_sessions() {
             .expect("created session is live");
         assert_eq!(&s.data, data);
     }
-    assert_eq!(
-        session_db(&sessions).len().expect("len"),
-        THREADS * PER_THREAD
-    );
+    assert_eq!(count(sessions.store(), b""), THREADS * per_thread);
 }
 
-#[test]
-fn concurrent_creates_for_one_user_lose_no_index_update() {
+fn concurrent_creates_for_one_user_lose_no_index_update(fx: &Fixture) {
     const THREADS: usize = 8;
     const PER_THREAD: usize = 40;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sessions = Sessions::new(fast_db(dir.path()));
+    let sessions = Sessions::new(fx.open(None));
     let barrier = Barrier::new(THREADS);
     let created: HashSet<String> = thread::scope(|s| {
         let hs: Vec<_> = (0..THREADS)
@@ -975,7 +1145,7 @@ fn concurrent_creates_for_one_user_lose_no_index_update() {
         sessions.revoke_all_for_user("ada").expect("revoke all"),
         (THREADS * PER_THREAD) as u64
     );
-    assert_eq!(session_db(&sessions).len().expect("len"), 0);
+    assert_eq!(count(sessions.store(), b""), 0);
 }
 
 // ----- 7. cache capacity under concurrent inserts -----------------------------------
@@ -989,32 +1159,24 @@ fn cache_opts(max_entries: u64, admission: bool) -> CacheOptions {
 
 /// Entries the cache's store actually holds.
 fn stored_entries(cache: &Cache) -> usize {
-    cache
-        .store()
-        .as_db()
-        .expect("the embedded store")
-        .scan_prefix("d")
-        .collect::<Result<Vec<_>, _>>()
-        .expect("scan")
-        .len()
+    count(cache.store(), b"d")
 }
 
 /// Inserts `threads × per_thread` distinct keys from `threads` threads into
 /// a cache of `max_entries`, then checks that the cache's count, the
-/// store's content and a reopened cache agree.
-/// Both with the admission check (most inserts of never-read keys are
-/// refused) and without it (every insert evicts).
-fn check_capacity_under_concurrent_inserts(max_entries: u64, threads: usize, per_thread: usize) {
-    for admission in [false, true] {
-        check_capacity(max_entries, threads, per_thread, admission);
-    }
-}
-
-fn check_capacity(max_entries: u64, threads: usize, per_thread: usize, admission: bool) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = fast_db(dir.path());
+/// store's content and a reopened cache agree. With the admission check,
+/// most inserts of never-read keys are refused; without it, every insert
+/// evicts.
+fn check_capacity(
+    fx: &Fixture,
+    max_entries: u64,
+    threads: usize,
+    per_thread: usize,
+    admission: bool,
+) {
+    let per_thread = fx.scaled(per_thread);
     let cache = cache_opts(max_entries, admission)
-        .open(db.clone())
+        .open(fx.open(None))
         .expect("cache");
     let barrier = Barrier::new(threads);
     thread::scope(|s| {
@@ -1048,12 +1210,9 @@ fn check_capacity(max_entries: u64, threads: usize, per_thread: usize, admission
         "every insert is held, evicted or refused admission"
     );
     drop(cache);
-    db.close().expect("close");
-    drop(db);
 
-    let db = fast_db(dir.path());
     let cache = cache_opts(max_entries, admission)
-        .open(db.clone())
+        .open(fx.reopen())
         .expect("reopen cache");
     let reopened = cache.stats();
     assert_eq!(
@@ -1062,19 +1221,24 @@ fn check_capacity(max_entries: u64, threads: usize, per_thread: usize, admission
         "after a restart: evictions were not durable"
     );
     assert_eq!(stored_entries(&cache) as u64, stats.entries);
-    db.close().expect("close");
 }
 
-#[test]
-fn cache_capacity_holds_under_concurrent_inserts() {
-    check_capacity_under_concurrent_inserts(100, 8, 500);
+fn cache_capacity_holds_under_concurrent_inserts(fx: &Fixture) {
+    check_capacity(fx, 100, 8, 500, false);
+}
+
+fn cache_capacity_with_admission_holds_under_concurrent_inserts(fx: &Fixture) {
+    check_capacity(fx, 100, 8, 500, true);
 }
 
 /// The same with a capacity smaller than the number of writers, so that an
 /// insert's victim is often another thread's insert still in flight.
-#[test]
-fn cache_tiny_capacity_holds_under_concurrent_inserts() {
-    check_capacity_under_concurrent_inserts(4, 8, 500);
+fn cache_tiny_capacity_holds_under_concurrent_inserts(fx: &Fixture) {
+    check_capacity(fx, 4, 8, 500, false);
+}
+
+fn cache_tiny_capacity_with_admission_holds_under_concurrent_inserts(fx: &Fixture) {
+    check_capacity(fx, 4, 8, 500, true);
 }
 
 #[test]

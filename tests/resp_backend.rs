@@ -612,4 +612,27 @@ fn a_test_clock_reads_the_same_expiries_after_reconnecting() {
     assert_eq!(scan_all(&again, b"").get(&b"a"[..]), Some(&(1, Some(exp))));
     clock.advance(Duration::from_millis(100));
     assert_eq!(value(&again, &key), None, "logically expired");
+
+/// A read-only update on the `WATCH` path (`cairn serve`) must end its
+/// `WATCH`: left on the pooled connection, it made the next read there
+/// (`MULTI … EXEC`) fail with a nil `EXEC` once another client had
+/// changed the key.
+#[test]
+fn a_read_only_update_through_watch_leaves_no_watch_behind() {
+    let server = CairnServe::start();
+    let b = RespOptions::new(&server.url())
+        .pool_size(1)
+        .open()
+        .expect("open");
+    assert!(!b.has_eval());
+    let store = Store::from(b);
+    let other = Store::from(RespOptions::new(&server.url()).open().expect("open"));
+    let key = [k("watched")];
+    put(&store, &key, &[(0, b"before", None)]);
+    let had = store
+        .update(&key, |u| Ok(u.get(0).is_some()))
+        .expect("read-only update");
+    assert!(had);
+    put(&other, &key, &[(0, b"after", None)]);
+    assert_eq!(value(&store, &key[0]), Some(b"after".to_vec()));
 }

@@ -85,7 +85,11 @@
 //! Key: SHA-256 of the 16 bytes of the session id (little-endian), on
 //! every backend, so the store holds no session id: a leaked backup or a
 //! stolen disk gives no id to present as a cookie (finding one from its
-//! hash would take guessing 128 random bits). Value: a format byte (1),
+//! hash would take guessing 128 random bits). On a Redis-protocol server
+//! the key has a hash tag, the hash's first 2 bytes in hex
+//! (`prefix{9f04}` + hash), which spreads sessions over a cluster's
+//! slots and keeps a hash that starts with `{` from reading as a tag.
+//! Value: a format byte (1),
 //! the expiry as Unix nanoseconds (i128, little-endian) and its UTC offset
 //! in seconds (i32, little-endian), then the data map in MessagePack
 //! (rmp-serde), which round-trips every `serde_json::Value`.
@@ -300,7 +304,7 @@ fn op_keys(legacy: bool, k: Keys) -> Vec<Key> {
     if legacy {
         k.legacy().to_vec()
     } else {
-        vec![Key::new(k.hashed.to_vec())]
+        vec![k.hashed_key()]
     }
 }
 
@@ -394,10 +398,20 @@ impl Keys {
         }
     }
 
-    /// Both keys, hashed first. Untagged: only an embedded store, which
-    /// has no slots, is given both in one operation.
+    /// The hashed key, tagged with its first 2 bytes in hex: on a
+    /// Redis-protocol server an untagged name may not start with `{`
+    /// (it would read as a hash tag), which one hash in 256 does, and the
+    /// tags spread sessions over a cluster's slots. An embedded store
+    /// ignores tags: there the key is the hash alone.
+    fn hashed_key(&self) -> Key {
+        let tag = format!("{:02x}{:02x}", self.hashed[0], self.hashed[1]);
+        Key::tagged(tag.into_bytes(), self.hashed.to_vec())
+    }
+
+    /// Both keys, hashed first. Only an embedded store, which has no
+    /// slots, is given both in one operation.
     fn legacy(&self) -> [Key; 2] {
-        [Key::new(self.hashed.to_vec()), Key::new(self.raw.to_vec())]
+        [self.hashed_key(), Key::new(self.raw.to_vec())]
     }
 }
 
@@ -515,7 +529,7 @@ impl CairnStore {
     /// The live session under `k`, if any: one read. On an embedded store
     /// a session of the old layout is moved to its hashed key first.
     async fn load_keys(&self, k: Keys) -> Result<Option<(Data, OffsetDateTime)>, StoreError> {
-        let hashed = Key::new(k.hashed.to_vec());
+        let hashed = k.hashed_key();
         if self.remote {
             let entry = self.blocking(move |s| Ok(s.read_one(&hashed)?.1)).await?;
             return match entry {

@@ -310,6 +310,12 @@ fn try_watch(
         }
     }
     let wrote = !changes.is_empty();
+    if !wrote {
+        // The client sends nothing for an empty pipeline, which would
+        // leave the WATCH on the pooled connection (its next MULTI would
+        // fail) and skip the consistency check: queue a PING.
+        p.cmd("PING").ignore();
+    }
     let r: Value = lease
         .run(|c| p.query(c.like()))
         .map_err(|e| sh.pool.remote(&e, wrote))?;
