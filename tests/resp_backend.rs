@@ -612,6 +612,7 @@ fn a_test_clock_reads_the_same_expiries_after_reconnecting() {
     assert_eq!(scan_all(&again, b"").get(&b"a"[..]), Some(&(1, Some(exp))));
     clock.advance(Duration::from_millis(100));
     assert_eq!(value(&again, &key), None, "logically expired");
+}
 
 /// A read-only update on the `WATCH` path (`cairn serve`) must end its
 /// `WATCH`: left on the pooled connection, it made the next read there
