@@ -94,8 +94,44 @@ fn log_tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
+/// Makes sure Debian's `redis-server` and `redis-cli` are on PATH: when
+/// one is missing, installs them once with `apt-get` (as `.ci/run` does),
+/// so that the README's test command passes on a fresh Debian machine.
+/// If that is impossible (not Debian, not root), the start fails with the
+/// command to run.
+fn ensure_redis_installed() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    let found = |tool: &str| {
+        Command::new(tool)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    };
+    ONCE.call_once(|| {
+        if found("redis-server") && found("redis-cli") {
+            return;
+        }
+        eprintln!("redis-server is missing: installing Debian's (apt-get install -y redis-server)");
+        let apt = |args: &[&str]| {
+            Command::new("apt-get")
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if !apt(&["install", "-y", "redis-server"]) {
+            let _ = apt(&["update"]);
+            let _ = apt(&["install", "-y", "redis-server"]);
+        }
+    });
+}
+
 /// Starts `redis-server` on `port` in `dir` with `extra` arguments.
 fn spawn_redis(dir: &Path, port: u16, extra: &[&str]) -> Child {
+    ensure_redis_installed();
     let log = std::fs::File::create(dir.join("redis.log")).expect("create redis.log");
     let port_s = port.to_string();
     let mut args = vec![
