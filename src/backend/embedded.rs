@@ -116,6 +116,11 @@ impl Backend for Embedded {
         false
     }
 
+    fn now_ms(&self) -> Result<u64> {
+        self.0.check_open()?;
+        Ok(self.0.now_ms())
+    }
+
     fn as_db(&self) -> Option<&Db> {
         Some(&self.0)
     }

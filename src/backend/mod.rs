@@ -310,6 +310,19 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// their executor's threads).
     fn is_remote(&self) -> bool;
 
+    /// A clock reading (Unix milliseconds) without reading any key, for
+    /// decisions that tolerate a few milliseconds of skew (a cache entry's
+    /// freshness). The embedded store's clock; on a remote store, the
+    /// test clock if one is set, else this host's clock (an update's own
+    /// [`Update::now_ms`] is the server's). The default reads no key
+    /// through [`Backend::read`].
+    ///
+    /// # Errors
+    /// The backend's own.
+    fn now_ms(&self) -> Result<u64> {
+        Ok(self.read(&[])?.now_ms)
+    }
+
     /// The embedded store, when this backend is one.
     fn as_db(&self) -> Option<&Db> {
         None
@@ -365,6 +378,21 @@ impl Store {
     /// Whether the store refuses writes.
     pub fn is_read_only(&self) -> bool {
         self.0.is_read_only()
+    }
+
+    /// [`Backend::now_ms`]: a clock reading that reads no key.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let store = cairn::backend::Store::from(cairn::Db::open(dir.path())?);
+    /// assert!(store.now_ms()? > 1_600_000_000_000);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Backend::now_ms`].
+    pub fn now_ms(&self) -> Result<u64> {
+        self.0.now_ms()
     }
 
     /// [`Backend::read`] of one key: the clock and its entry.

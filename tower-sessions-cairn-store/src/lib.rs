@@ -28,9 +28,10 @@
 //!   feature turns on (it enables `cairn/redis`):
 //!   `tower-sessions-cairn-store = { version = "0.1", features = ["redis"] }`,
 //!   then `CairnStore::on(Store::new(backend))`. Each session is one key
-//!   (no hash tag: every operation touches that key alone, so any cluster
-//!   slot will do), expiring through the server's own expiry (`PXAT`), so
-//!   the server drops expired sessions without the app running.
+//!   (every operation touches that key alone; its hash tag is the first 2
+//!   bytes of the key's hash in hex, so no key name starts with `{`),
+//!   expiring through the server's own expiry (`PXAT`), so the server
+//!   drops expired sessions without the app running.
 //!
 //! ```
 //! use cairn::backend::Store;

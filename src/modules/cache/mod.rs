@@ -63,9 +63,11 @@
 //!   `SCAN` of the server's whole keyspace). On a store shared by several
 //!   processes, each one bounds the entries it has seen: its own writes
 //!   and what was there when it opened. On Redis or Valkey, the real bound
-//!   across processes is the server's own `maxmemory` with a
-//!   `maxmemory-policy` such as `allkeys-lfu`; set `max_entries` or
-//!   `max_bytes` there only to keep one process's share smaller.
+//!   across processes is the server's own `maxmemory` with
+//!   `maxmemory-policy allkeys-lfu`, on a server of the cache's own (an
+//!   evicting policy on the server of sessions, idempotency keys or
+//!   limits would evict those); set `max_entries` or `max_bytes` there
+//!   only to keep one process's share smaller.
 //! - **Evictions on a remote store** are one delete per victim after the
 //!   insert (a cluster spreads a cache's entries over its slots, so one
 //!   atomic update cannot span them): a crash in between leaves the store
