@@ -29,7 +29,8 @@
 //!   `tower-sessions-cairn-store = { version = "0.1", features = ["redis"] }`,
 //!   then `CairnStore::on(Store::new(backend))`. Each session is one key
 //!   (no hash tag: every operation touches that key alone, so any cluster
-//!   slot will do), expiring through the server's own expiry (`PXAT`), so
+//!   slot will do; its name is the SHA-256 of the id in lowercase hex),
+//!   expiring through the server's own expiry (`PXAT`), so
 //!   the server drops expired sessions without the app running.
 //!
 //! ```
@@ -293,12 +294,14 @@ impl CairnStore {
     }
 }
 
-/// The keys one operation on the session `k` touches: its hashed key, and
-/// where the old layout can exist (`legacy`) its raw key too (positions 0
-/// and 1).
-fn op_keys(legacy: bool, k: Keys) -> Vec<Key> {
+/// The keys one operation on the session `k` touches: its hashed key
+/// ([`Keys::remote`] on a `remote` store), and where the old layout can
+/// exist (`legacy`) its raw key too (positions 0 and 1).
+fn op_keys(legacy: bool, remote: bool, k: Keys) -> Vec<Key> {
     if legacy {
         k.legacy().to_vec()
+    } else if remote {
+        vec![k.remote()]
     } else {
         vec![Key::new(k.hashed.to_vec())]
     }
@@ -392,6 +395,21 @@ impl Keys {
             hashed: Sha256::digest(raw).into(),
             raw,
         }
+    }
+
+    /// The key on a remote store: the hash in lowercase hex (64 bytes).
+    /// Raw hash bytes would start with `{` for 1 id in 256, which a
+    /// Redis-protocol server reads as the start of a hash tag (the RESP
+    /// backend refuses such an untagged name); hex never does, and reads
+    /// well in `redis-cli`.
+    fn remote(&self) -> Key {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let hex = self
+            .hashed
+            .iter()
+            .flat_map(|b| [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]])
+            .collect();
+        Key::new(hex)
     }
 
     /// Both keys, hashed first. Untagged: only an embedded store, which
@@ -515,15 +533,16 @@ impl CairnStore {
     /// The live session under `k`, if any: one read. On an embedded store
     /// a session of the old layout is moved to its hashed key first.
     async fn load_keys(&self, k: Keys) -> Result<Option<(Data, OffsetDateTime)>, StoreError> {
-        let hashed = Key::new(k.hashed.to_vec());
         if self.remote {
-            let entry = self.blocking(move |s| Ok(s.read_one(&hashed)?.1)).await?;
+            let key = k.remote();
+            let entry = self.blocking(move |s| Ok(s.read_one(&key)?.1)).await?;
             return match entry {
                 Some(e) => live(&e.value),
                 None => Ok(None),
             };
         }
         // An index lookup and a copy from memory or the page cache.
+        let hashed = Key::new(k.hashed.to_vec());
         if let Some(e) = self.store.read_one(&hashed)?.1 {
             return live(&e.value);
         }
@@ -586,10 +605,10 @@ macro_rules! impl_store {
                     return Ok(());
                 };
                 let value = encode(&record.data, record.expiry_date).map_err(convert)?;
-                let (id, legacy) = (record.id, self.legacy);
+                let (id, legacy, remote) = (record.id, self.legacy, self.remote);
                 let id = self
                     .blocking(move |s| {
-                        let ks = move |id| op_keys(legacy, keys(id));
+                        let ks = move |id| op_keys(legacy, remote, keys(id));
                         create_sync(s, id, ks, Id::default, value, at)
                     })
                     .await
@@ -601,7 +620,7 @@ macro_rules! impl_store {
             async fn save(&self, record: &Record) -> session_store::Result<()> {
                 let value = encode(&record.data, record.expiry_date).map_err(convert)?;
                 let at = expires_at_ms(record.expiry_date);
-                let ks = op_keys(self.legacy, keys(record.id));
+                let ks = op_keys(self.legacy, self.remote, keys(record.id));
                 self.blocking(move |s| save_sync(s, &ks, value, at))
                     .await
                     .map_err(convert)
@@ -620,7 +639,7 @@ macro_rules! impl_store {
             }
 
             async fn delete(&self, id: &Id) -> session_store::Result<()> {
-                let ks = op_keys(self.legacy, keys(*id));
+                let ks = op_keys(self.legacy, self.remote, keys(*id));
                 self.blocking(move |s| delete_sync(s, &ks))
                     .await
                     .map_err(convert)
