@@ -83,7 +83,10 @@ run_one() { # $1 label, $2 store arg, $3 the Redis port for the `redis` store
   fi
   local out
   out=$(wrk -t"$CONNS" -c"$CONNS" -d"${SECS}s" --latency -s mix.lua "http://127.0.0.1:$PORT" 2>&1)
-  kill $SERVER_PID; wait $SERVER_PID 2>/dev/null || true
+  if ! kill $SERVER_PID 2>/dev/null; then
+    echo "the $2 server exited during the run:" >&2; cat "$WORK/server.log" >&2
+  fi
+  wait $SERVER_PID 2>/dev/null || true
   SERVER_PID=
   local rps p50 p99 errs sock
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
