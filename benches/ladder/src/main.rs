@@ -166,9 +166,12 @@ fn run_target(t: &Target, threads: usize, secs: f64, run: u64) -> Vec<Cell> {
         Ok(())
     }));
     let ids = ids.into_inner().unwrap();
-    let pick = |th: usize, i: u64| &ids[(splitmix((th as u64) << 40 ^ i) % ids.len() as u64) as usize];
+    let pick =
+        |th: usize, i: u64| &ids[(splitmix((th as u64) << 40 ^ i) % ids.len() as u64) as usize];
     cells.push(measure(threads, secs, &|th, i| {
-        t.sessions.get(pick(th, i).as_str())?.ok_or(cairn::Error::InvalidArgument("no session".into()))?;
+        t.sessions
+            .get(pick(th, i).as_str())?
+            .ok_or(cairn::Error::InvalidArgument("no session".into()))?;
         Ok(())
     }));
     cells.push(measure(threads, secs, &|th, i| {
@@ -180,15 +183,22 @@ fn run_target(t: &Target, threads: usize, secs: f64, run: u64) -> Vec<Cell> {
     // Cache: every key is present before the hits are measured.
     let ckey = |th: usize, i: u64| format!("item:{}", splitmix((th as u64) << 40 ^ i) % KEYS);
     for k in 0..KEYS {
-        if t.cache.insert(format!("item:{k}"), &value, Some(HOUR)).is_err() {
+        if t.cache
+            .insert(format!("item:{k}"), &value, Some(HOUR))
+            .is_err()
+        {
             break;
         }
     }
     cells.push(measure(threads, secs, &|th, i| {
-        t.cache.get(ckey(th, i))?.ok_or(cairn::Error::InvalidArgument("cache miss".into()))?;
+        t.cache
+            .get(ckey(th, i))?
+            .ok_or(cairn::Error::InvalidArgument("cache miss".into()))?;
         Ok(())
     }));
-    cells.push(measure(threads, secs, &|th, i| t.cache.insert(ckey(th, i), &value, Some(HOUR))));
+    cells.push(measure(threads, secs, &|th, i| {
+        t.cache.insert(ckey(th, i), &value, Some(HOUR))
+    }));
     let lkey = |th: usize, i: u64| format!("10.0.{}", splitmix((th as u64) << 40 ^ i) % KEYS);
     cells.push(measure(threads, secs, &|th, i| {
         let d = t.window.check(lkey(th, i))?;
@@ -200,14 +210,15 @@ fn run_target(t: &Target, threads: usize, secs: f64, run: u64) -> Vec<Cell> {
         assert!(d.allowed);
         Ok(())
     }));
-    cells.push(measure(threads, secs, &|th, i| {
-        match t.idem.begin(format!("order-{run}-{threads}-{th}-{i}"), HOUR)? {
-            Begin::Started(claim) => {
-                t.idem.complete(&claim, b"201 Created")?;
-                Ok(())
-            }
-            _ => Err(cairn::Error::InvalidArgument("key already claimed".into())),
+    cells.push(measure(threads, secs, &|th, i| match t
+        .idem
+        .begin(format!("order-{run}-{threads}-{th}-{i}"), HOUR)?
+    {
+        Begin::Started(claim) => {
+            t.idem.complete(&claim, b"201 Created")?;
+            Ok(())
         }
+        _ => Err(cairn::Error::InvalidArgument("key already claimed".into())),
     }));
     cells
 }
@@ -219,16 +230,23 @@ fn loadavg() -> String {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let secs: f64 = std::env::var("LADDER_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(1.5);
+    let secs: f64 = std::env::var("LADDER_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.5);
     let thread_counts: Vec<usize> = std::env::var("LADDER_THREADS")
         .unwrap_or_else(|_| "1,16".into())
         .split(',')
         .map(|s| s.trim().parse())
         .collect::<Result<_, _>>()?;
-    let run = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
     let mut targets = Vec::new();
     for arg in std::env::args().skip(1) {
-        let (label, spec) = arg.split_once('=').ok_or("usage: ladder-bench LABEL=SPEC...")?;
+        let (label, spec) = arg
+            .split_once('=')
+            .ok_or("usage: ladder-bench LABEL=SPEC...")?;
         targets.push(open(label, spec)?);
     }
     let load_before = loadavg();
@@ -260,8 +278,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let mut row = format!("| {op} |");
             for r in &results {
                 let c: Cell = r[ti][oi];
-                let err = if c.errors > 0 { format!(" ({} errors)", c.errors) } else { String::new() };
-                row.push_str(&format!(" {} / {}{err} |", fmt_ops(c.ops_per_s), fmt_us(c.p99_us)));
+                let err = if c.errors > 0 {
+                    format!(" ({} errors)", c.errors)
+                } else {
+                    String::new()
+                };
+                row.push_str(&format!(
+                    " {} / {}{err} |",
+                    fmt_ops(c.ops_per_s),
+                    fmt_us(c.p99_us)
+                ));
             }
             println!("{row}");
         }
