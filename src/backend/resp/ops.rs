@@ -309,10 +309,19 @@ fn try_watch(
             }
         }
     }
-    let wrote = !changes.is_empty();
-    let r: Value = lease
-        .run(|c| p.query(c.like()))
-        .map_err(|e| sh.pool.remote(&e, wrote))?;
+    let wrote = !p.is_empty();
+    // The `redis` crate sends nothing for an empty atomic pipeline, which
+    // would leave the WATCH on the pooled connection (its next read, a
+    // `MULTI … EXEC`, then came back nil) and skip the check: a read-only
+    // attempt sends its `MULTI` and `EXEC` itself, in one round trip.
+    let r: RedisResult<Value> = if wrote {
+        lease.run(|c| p.query(c.like()))
+    } else {
+        let mut q = redis::pipe();
+        q.cmd("MULTI").ignore().cmd("EXEC");
+        lease.run(|c| q.query::<(Value,)>(c.like()).map(|(v,)| v))
+    };
+    let r = r.map_err(|e| sh.pool.remote(&e, wrote))?;
     Ok(!matches!(r, Value::Nil))
 }
 
