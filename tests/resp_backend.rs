@@ -250,6 +250,31 @@ fn cluster_contract_spreads_tags_over_masters() {
     contention(&b);
 }
 
+/// Regression: on `cairn serve` (the `WATCH` path) an update that wrote
+/// nothing left its `WATCH` on the pooled connection (the `redis` crate
+/// sends nothing for an empty `MULTI` pipeline), so once the watched key
+/// changed, that connection's next read (a `MULTI … EXEC`) came back nil:
+/// `unexpected reply - TypeError: read: nil` (seen by benches/ladder).
+#[test]
+fn cairn_serve_a_read_only_update_leaves_no_watch_behind() {
+    let server = CairnServe::start();
+    // One connection, so the read reuses the update's.
+    let store = Store::from(
+        RespOptions::new(&server.url())
+            .prefix("t:")
+            .pool_size(1)
+            .open()
+            .expect("open"),
+    );
+    let other = Store::from(open(&server.url()));
+    put(&other, &[k("a")], &[(0, b"1", None)]);
+    store
+        .update(&[k("a")], |u| Ok(u.get(0).is_some()))
+        .expect("read-only update");
+    put(&other, &[k("a")], &[(0, b"2", None)]);
+    assert_eq!(value(&store, &k("a")).as_deref(), Some(&b"2"[..]));
+}
+
 #[test]
 fn cairn_serve_contract_and_contention_through_watch() {
     let server = CairnServe::start();

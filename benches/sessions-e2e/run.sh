@@ -5,6 +5,8 @@
 #   benches/sessions-e2e/run.sh [SECONDS] [CONNECTIONS] [REPS]
 #   ONLY=<store> benches/sessions-e2e/run.sh ...   # one store (see src/main.rs), e.g. memory
 #   ONLY=cairn-serve benches/sessions-e2e/run.sh ... # the Redis store on cairn serve
+#   ONLY=redis-pair benches/sessions-e2e/run.sh ...  # the Redis store and the cairn
+#       store (RESP backend) on the same redis-server, always then everysec
 #
 # Needs wrk and redis-server (installed if missing, with apt-get). The
 # `cairn serve` rows run the same Redis-store app (tower-sessions-redis-store,
@@ -81,7 +83,10 @@ run_one() { # $1 label, $2 store arg, $3 the Redis port for the `redis` store
   fi
   local out
   out=$(wrk -t"$CONNS" -c"$CONNS" -d"${SECS}s" --latency -s mix.lua "http://127.0.0.1:$PORT" 2>&1)
-  kill $SERVER_PID; wait $SERVER_PID 2>/dev/null || true
+  if ! kill $SERVER_PID 2>/dev/null; then
+    echo "the $2 server exited during the run:" >&2; cat "$WORK/server.log" >&2
+  fi
+  wait $SERVER_PID 2>/dev/null || true
   SERVER_PID=
   local rps p50 p99 errs sock
   rps=$(echo "$out" | awk '/Requests\/sec/ {print $2}')
@@ -106,11 +111,20 @@ for rep in $(seq "$REPS"); do
     stop_cairn_serve
     continue
   fi
+  if [ "$ONLY" = redis-pair ]; then
+    for fsync in always everysec; do
+      start_redis $fsync
+      run_one "Redis, appendfsync $fsync (tower-sessions-redis-store, fred)" redis
+      run_one "Redis, appendfsync $fsync (cairn store, RESP backend)" cairn-redis
+    done
+    continue
+  fi
   if [ -n "$ONLY" ]; then run_one "$ONLY" "$ONLY"; continue; fi
   run_one "in memory (MemoryStore, not durable)" memory
   run_one "cairn, SyncPolicy::Always" cairn-always
   start_redis always
   run_one "Redis, appendfsync always" redis
+  run_one "cairn store on that Redis (RESP backend)" cairn-redis
   start_cairn_serve always
   run_one "cairn serve --sync always (Redis store, fred)" redis $CAIRN_SERVE_PORT
   stop_cairn_serve
@@ -118,6 +132,7 @@ for rep in $(seq "$REPS"); do
   run_one "cairn, SyncPolicy::EveryMillis(1000)" cairn-everysec
   start_redis everysec
   run_one "Redis, appendfsync everysec" redis
+  run_one "cairn store on that Redis (RESP backend)" cairn-redis
   start_cairn_serve everysec
   run_one "cairn serve --sync everysec (Redis store, fred)" redis $CAIRN_SERVE_PORT
   stop_cairn_serve

@@ -3,7 +3,8 @@
 //! STORE is one of `cairn-always`, `cairn-everysec` (SyncPolicy::
 //! EveryMillis(1000)), `redis` (a Redis server already listening on
 //! `REDIS_PORT`, default 6390; its `appendfsync` is the run script's
-//! business), `sqlite-full` and `sqlite-normal` (WAL, with that
+//! business), `cairn-redis` (the cairn store on cairn's RESP backend,
+//! against that same Redis server), `sqlite-full` and `sqlite-normal` (WAL, with that
 //! `synchronous`), and `memory` (tower-sessions' `MemoryStore`: the
 //! ceiling, with no durability at all). The routes are a realistic session mix: `POST /login`
 //! creates a session with a profile of about 1 KB, `GET /read` reads it,
@@ -99,7 +100,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 cairn::SyncPolicy::EveryMillis(1000)
             };
             let db = cairn::Options::new().sync_policy(policy).open(&dir)?;
-            app(tower_sessions_cairn_store::CairnStore::new(db.keyspace("sessions")?))
+            app(tower_sessions_cairn_store::CairnStore::new(
+                db.keyspace("sessions")?,
+            ))
         }
         "redis" => {
             use tower_sessions_redis_store::fred::prelude::*;
@@ -109,6 +112,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             pool.connect();
             pool.wait_for_connect().await?;
             app(tower_sessions_redis_store::RedisStore::new(pool))
+        }
+        // The cairn store on the same Redis server as `redis`.
+        "cairn-redis" => {
+            let redis_port = std::env::var("REDIS_PORT").unwrap_or_else(|_| "6390".into());
+            let backend =
+                cairn::backend::resp::RespOptions::new(&format!("redis://127.0.0.1:{redis_port}"))
+                    .pool_size(16)
+                    .open()?;
+            app(tower_sessions_cairn_store::CairnStore::on(
+                backend.namespace("sessions").into(),
+            ))
         }
         "sqlite-full" | "sqlite-normal" => {
             use tower_sessions_sqlx_store::sqlx::sqlite::{

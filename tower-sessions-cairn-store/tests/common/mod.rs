@@ -89,6 +89,16 @@ impl RemoteLike {
                 "keys {keys:?} do not share a tag"
             )));
         }
+        // As cairn's RESP backend: an untagged name starting with `{`
+        // would read back as a hash tag, and is refused.
+        if let Some(k) = keys
+            .iter()
+            .find(|k| k.tag().is_none() && k.name().first() == Some(&b'{'))
+        {
+            return Err(cairn::Error::InvalidArgument(format!(
+                "key {k:?}: an untagged name may not start with '{{' on a Redis-protocol server"
+            )));
+        }
         keys.iter().try_for_each(Key::check_tag)
     }
 }
