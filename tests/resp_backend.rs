@@ -731,12 +731,18 @@ fn calls_after_the_server_closed_idle_connections_succeed() {
         command(server.port(), &["CLIENT", "KILL", "TYPE", "normal"]).expect("kill");
         std::thread::sleep(Duration::from_millis(100));
         let r = store.read_one(&key[0]);
-        assert!(r.is_ok(), "round {round}: read on a stale connection: {r:?}");
+        assert!(
+            r.is_ok(),
+            "round {round}: read on a stale connection: {r:?}"
+        );
         let r = store.update(&key, |u| {
             u.put(0, b"2".to_vec(), None);
             Ok(())
         });
-        assert!(r.is_ok(), "round {round}: update on a stale connection: {r:?}");
+        assert!(
+            r.is_ok(),
+            "round {round}: update on a stale connection: {r:?}"
+        );
         assert!(store.scan(b"", |_, _, _| {}).is_ok(), "round {round}: scan");
     }
 }
@@ -760,7 +766,10 @@ fn calls_through_watch_after_a_restart_succeed() {
         u.put(0, b"2".to_vec(), None);
         Ok(())
     });
-    assert!(r.is_ok(), "update through WATCH on a stale connection: {r:?}");
+    assert!(
+        r.is_ok(),
+        "update through WATCH on a stale connection: {r:?}"
+    );
     drop(_again);
     let _third = CairnServe::start_on(port);
     let r = store.read_one(&key[0]);
@@ -783,7 +792,9 @@ fn a_panic_in_an_update_through_watch_leaves_no_watch_behind() {
     let key = [k("watched")];
     put(&store, &key, &[(0, b"before", None)]);
     let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        store.update(&key, |_| -> cairn::Result<()> { panic!("the function panics") })
+        store.update(&key, |_| -> cairn::Result<()> {
+            panic!("the function panics")
+        })
     }));
     assert!(panicked.is_err());
     put(&other, &key, &[(0, b"after", None)]);

@@ -194,9 +194,7 @@ impl Retry {
                 self.fresh = true;
                 Ok(())
             }
-            Failure::NotRun
-                if self.tries < MAX_TRIES && self.start.elapsed() < MAX_CONTENTION =>
-            {
+            Failure::NotRun if self.tries < MAX_TRIES && self.start.elapsed() < MAX_CONTENTION => {
                 std::thread::sleep(refused_backoff(self.tries));
                 Ok(())
             }
@@ -345,9 +343,10 @@ fn try_eval(
     {
         Ok(1) => Ok(Attempt::Done),
         Ok(_) => Ok(Attempt::Conflict),
-        Err(error) if failure(&error) == Failure::NotRun => {
-            Ok(Attempt::Failed { error, reused: false })
-        }
+        Err(error) if failure(&error) == Failure::NotRun => Ok(Attempt::Failed {
+            error,
+            reused: false,
+        }),
         Err(e) => Err(sh.pool.remote(&e, true)),
     }
 }
