@@ -299,3 +299,38 @@ impl Drop for Lease<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_sorted_by_whether_the_command_ran() {
+        use redis::ErrorKind as K;
+        for kind in [
+            K::Moved,
+            K::Ask,
+            K::TryAgain,
+            K::ClusterDown,
+            K::BusyLoadingError,
+        ] {
+            let e = RedisError::from((kind, "refused"));
+            assert_eq!(failure(&e), Failure::NotRun, "{e}");
+            assert!(!may_have_run(&e), "{e}");
+        }
+        for kind in [
+            std::io::ErrorKind::UnexpectedEof,
+            std::io::ErrorKind::ConnectionReset,
+            std::io::ErrorKind::BrokenPipe,
+        ] {
+            let e = RedisError::from(std::io::Error::from(kind));
+            assert_eq!(failure(&e), Failure::Closed, "{e}");
+            assert!(may_have_run(&e), "{e}");
+        }
+        let timeout = RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert_eq!(failure(&timeout), Failure::Other);
+        assert!(may_have_run(&timeout));
+        let script = RedisError::from((K::ResponseError, "ERR", "script error".to_owned()));
+        assert_eq!(failure(&script), Failure::Other);
+    }
+}
