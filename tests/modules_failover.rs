@@ -40,8 +40,8 @@ use cairn::Error;
 use common::servers::RedisCluster;
 use common::XorShift as Rng;
 
-/// No call may take longer (the client's timeout is 2 s, with up to 8
-/// retries on a cluster).
+/// No call may take longer (the client's timeout is 2 s; a command the
+/// cluster refuses for now is tried again for up to 5 s).
 const CALL_LIMIT: Duration = Duration::from_secs(15);
 
 const HOUR: Duration = Duration::from_secs(3600);

@@ -662,3 +662,166 @@ fn a_read_only_update_through_watch_leaves_no_watch_behind() {
     put(&other, &key, &[(0, b"after", None)]);
     assert_eq!(value(&store, &key[0]), Some(b"after".to_vec()));
 }
+
+/// The ports of a cluster's nodes.
+fn ports(cluster: &RedisCluster) -> Vec<u16> {
+    cluster
+        .urls()
+        .iter()
+        .map(|u| {
+            u.trim_end_matches('/')
+                .rsplit(':')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("port")
+        })
+        .collect()
+}
+
+/// Regression: the cluster client resent a compare-and-apply script by
+/// itself after a response timeout. The resend found the key already
+/// changed (by the first send), answered "conflict", and the update ran
+/// its function again on top of its own write: one increment applied
+/// twice, reported as a success.
+#[test]
+fn a_timed_out_apply_on_a_cluster_is_never_resent() {
+    let cluster = RedisCluster::start(3, 0);
+    let ports = ports(&cluster);
+    let b = RespOptions::cluster(cluster.urls())
+        .timeout_ms(300)
+        .open()
+        .expect("open");
+    let store = Store::from(b);
+    let key = [k("counter")];
+    let runs = std::sync::atomic::AtomicUsize::new(0);
+    let r = store.update(&key, |u| {
+        if runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            // Between the read and the compare-and-apply, the server
+            // stalls for longer than the response timeout.
+            for p in &ports {
+                let _ = command(*p, &["CLIENT", "PAUSE", "1000", "ALL"]);
+            }
+        }
+        let n: u64 = u
+            .get(0)
+            .map(|e| String::from_utf8_lossy(&e.value).parse().expect("int"))
+            .unwrap_or(0);
+        u.put(0, (n + 1).to_string().into_bytes(), None);
+        Ok(n + 1)
+    });
+    // Let the pause end before reading.
+    std::thread::sleep(Duration::from_millis(1_200));
+    let stored = value(&store, &key[0]);
+    let runs = runs.load(std::sync::atomic::Ordering::SeqCst);
+    // The paused server may run the script once or drop it with the
+    // closed connection; it must never be applied twice.
+    assert!(
+        matches!(stored.as_deref(), None | Some(b"1")),
+        "stored {stored:?}: update returned {r:?}, its function ran {runs} times"
+    );
+    assert!(
+        matches!(
+            r,
+            Err(Error::Remote {
+                maybe_applied: true,
+                ..
+            })
+        ),
+        "{r:?}"
+    );
+    assert_eq!(runs, 1);
+}
+
+/// Regression: after the server closed its idle connections (its
+/// `timeout`, a restart, `CLIENT KILL`), each pooled connection failed
+/// one later call with "unexpected end of file".
+#[test]
+fn calls_after_the_server_closed_idle_connections_succeed() {
+    let server = RedisServer::start();
+    let store = Store::from(
+        RespOptions::new(&server.url())
+            .pool_size(2)
+            .open()
+            .expect("open"),
+    );
+    let key = [k("k")];
+    put(&store, &key, &[(0, b"1", None)]);
+    // Two idle connections in the pool.
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| value(&store, &key[0]));
+        }
+    });
+    for round in 0..2 {
+        command(server.port(), &["CLIENT", "KILL", "TYPE", "normal"]).expect("kill");
+        std::thread::sleep(Duration::from_millis(100));
+        let r = store.read_one(&key[0]);
+        assert!(
+            r.is_ok(),
+            "round {round}: read on a stale connection: {r:?}"
+        );
+        let r = store.update(&key, |u| {
+            u.put(0, b"2".to_vec(), None);
+            Ok(())
+        });
+        assert!(
+            r.is_ok(),
+            "round {round}: update on a stale connection: {r:?}"
+        );
+        assert!(store.scan(b"", |_, _, _| {}).is_ok(), "round {round}: scan");
+    }
+}
+
+/// The same through `WATCH` (`cairn serve`), after a restart.
+#[test]
+fn calls_through_watch_after_a_restart_succeed() {
+    let server = CairnServe::start();
+    let port = server.port();
+    let store = Store::from(
+        RespOptions::new(&server.url())
+            .pool_size(1)
+            .open()
+            .expect("open"),
+    );
+    let key = [k("k")];
+    put(&store, &key, &[(0, b"1", None)]);
+    drop(server);
+    let _again = CairnServe::start_on(port);
+    let r = store.update(&key, |u| {
+        u.put(0, b"2".to_vec(), None);
+        Ok(())
+    });
+    assert!(
+        r.is_ok(),
+        "update through WATCH on a stale connection: {r:?}"
+    );
+    drop(_again);
+    let _third = CairnServe::start_on(port);
+    let r = store.read_one(&key[0]);
+    assert!(r.is_ok(), "read on a stale connection: {r:?}");
+}
+
+/// Regression: a panic in an update's function on the `WATCH` path put
+/// the connection back in the pool with its `WATCH` still on, and the
+/// next read there failed once another client had changed the key.
+#[test]
+fn a_panic_in_an_update_through_watch_leaves_no_watch_behind() {
+    let server = CairnServe::start();
+    let b = RespOptions::new(&server.url())
+        .pool_size(1)
+        .open()
+        .expect("open");
+    assert!(!b.has_eval());
+    let store = Store::from(b);
+    let other = Store::from(RespOptions::new(&server.url()).open().expect("open"));
+    let key = [k("watched")];
+    put(&store, &key, &[(0, b"before", None)]);
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        store.update(&key, |_| -> cairn::Result<()> {
+            panic!("the function panics")
+        })
+    }));
+    assert!(panicked.is_err());
+    put(&other, &key, &[(0, b"after", None)]);
+    assert_eq!(value(&store, &key[0]), Some(b"after".to_vec()));
+}

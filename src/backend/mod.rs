@@ -33,8 +33,9 @@
 //! none, for an operation on one key): a cluster backend keeps a tag's keys
 //! in one hash slot, which is what makes a multi-key operation atomic
 //! there. A third backend (another server, another engine) implements
-//! these methods and nothing else; `tests/backends.rs` runs the modules'
-//! suites against each backend it knows.
+//! these methods and nothing else; `tests/modules_model.rs`,
+//! `tests/modules_concurrency.rs` and `tests/resp_backend.rs` run the
+//! modules' suites and the contract against each backend they know.
 
 pub mod embedded;
 #[cfg(feature = "redis")]

@@ -441,9 +441,14 @@ impl CairnServe {
     /// Starts `cairn serve <tmpdir> --port <free>` and waits until it
     /// answers PING.
     pub fn start() -> CairnServe {
+        CairnServe::start_on(free_port())
+    }
+
+    /// Starts one on `port` (e.g. the port of one that was stopped), on
+    /// a new, empty directory.
+    pub fn start_on(port: u16) -> CairnServe {
         let bin = cairn_binary();
         let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
         let log_path = dir.path().join("serve.log");
         let log = std::fs::File::create(&log_path).expect("create serve.log");
         let mut child = Command::new(&bin)

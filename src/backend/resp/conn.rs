@@ -65,6 +65,38 @@ pub(crate) fn is_broken(e: &RedisError) -> bool {
         || e.is_unrecoverable_error()
 }
 
+/// What a failed command says about trying again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// The server answered with an error that says it did not run the
+    /// command, and that may pass soon: a redirect (`MOVED`, `ASK`),
+    /// `TRYAGAIN`, `CLUSTERDOWN`, `LOADING`, `READONLY`, `MASTERDOWN`, or
+    /// no connection to the slot's node (nothing was sent).
+    NotRun,
+    /// The connection was found closed (end of file, reset, broken pipe):
+    /// on a pooled connection, the server had closed it while idle.
+    Closed,
+    /// Anything else (a timeout, a refusal, another error reply).
+    Other,
+}
+
+/// Sorts out `e` (see [`Failure`]).
+pub(crate) fn failure(e: &RedisError) -> Failure {
+    use redis::ErrorKind as K;
+    match e.kind() {
+        K::Moved
+        | K::Ask
+        | K::TryAgain
+        | K::ClusterDown
+        | K::BusyLoadingError
+        | K::ReadOnly
+        | K::MasterDown
+        | K::ClusterConnectionNotFound => Failure::NotRun,
+        _ if e.is_connection_dropped() => Failure::Closed,
+        _ => Failure::Other,
+    }
+}
+
 /// Whether a command that failed with `e` may still have run: the request
 /// may have left before the connection was lost.
 pub(crate) fn may_have_run(e: &RedisError) -> bool {
@@ -104,7 +136,11 @@ impl Pool {
             let client = ClusterClient::builder(infos)
                 .connection_timeout(timeout)
                 .response_timeout(timeout)
-                .retries(8)
+                // Never let the client resend a command by itself: a
+                // compare-and-apply resent after a timeout would find its
+                // own write and report a conflict. The backend retries
+                // only what cannot have run (see `Failure`).
+                .retries(0)
                 .build()
                 .map_err(bad)?;
             (Target::Cluster(client, first), address)
@@ -155,12 +191,17 @@ impl Pool {
         }
     }
 
-    /// An idle connection, or a new one.
+    /// An idle connection, or a new one if there is none or `fresh`.
     ///
     /// # Errors
     /// [`Error::Remote`] if no connection could be made.
-    pub(crate) fn checkout(&self) -> Result<Lease<'_>> {
-        let idle = self.idle.lock().map(|mut v| v.pop()).unwrap_or(None);
+    pub(crate) fn checkout(&self, fresh: bool) -> Result<Lease<'_>> {
+        let idle = if fresh {
+            None
+        } else {
+            self.idle.lock().map(|mut v| v.pop()).unwrap_or(None)
+        };
+        let reused = idle.is_some();
         let conn = match idle {
             Some(c) => c,
             None => self.connect().map_err(|e| self.remote(&e, false))?,
@@ -168,20 +209,52 @@ impl Pool {
         Ok(Lease {
             pool: self,
             conn: Some(conn),
+            reused,
+            dirty: false,
         })
+    }
+
+    /// Drops every idle connection (after one was found closed, the
+    /// others likely are too).
+    fn clear_idle(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
     }
 }
 
 /// A connection on loan from a [`Pool`]: back to the pool when dropped,
-/// unless a command broke it.
+/// unless a command broke it or it was left dirty (a drop guard: a panic
+/// or an early return between [`Lease::set_dirty`] and its undoing
+/// drops the connection).
 pub(crate) struct Lease<'a> {
     pool: &'a Pool,
     conn: Option<Conn>,
+    /// Whether the connection came from the pool (the server may have
+    /// closed it while it was idle).
+    reused: bool,
+    /// Whether the connection holds state (a `WATCH`) that the next user
+    /// must not inherit.
+    dirty: bool,
 }
 
 impl Lease<'_> {
+    /// Whether the connection came from the pool rather than being new.
+    pub(crate) fn reused(&self) -> bool {
+        self.reused
+    }
+
+    /// Marks the connection as holding state (`true`, e.g. after `WATCH`)
+    /// or clean again (`false`, after `EXEC` or `UNWATCH`): a dirty one
+    /// is never returned to the pool.
+    pub(crate) fn set_dirty(&mut self, dirty: bool) {
+        self.dirty = dirty;
+    }
+
     /// Runs `f` on the connection; an error that broke the connection
-    /// drops it (the next checkout reconnects).
+    /// drops it (the next checkout reconnects), as does any error on a
+    /// cluster (a new cluster connection loads the slot map afresh, which
+    /// is how a redirect after a failover is learnt).
     pub(crate) fn run<T>(
         &mut self,
         f: impl FnOnce(&mut Conn) -> redis::RedisResult<T>,
@@ -196,6 +269,11 @@ impl Lease<'_> {
         if let Err(e) = &r {
             if is_broken(e) {
                 self.conn = None;
+                if failure(e) == Failure::Closed {
+                    self.pool.clear_idle();
+                }
+            } else if matches!(conn, Conn::Cluster(_)) {
+                self.conn = None;
             }
         }
         r
@@ -209,6 +287,9 @@ impl Lease<'_> {
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
+        if self.dirty {
+            return;
+        }
         if let Some(c) = self.conn.take() {
             if let Ok(mut idle) = self.pool.idle.lock() {
                 if idle.len() < self.pool.size {
@@ -216,5 +297,40 @@ impl Drop for Lease<'_> {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_are_sorted_by_whether_the_command_ran() {
+        use redis::ErrorKind as K;
+        for kind in [
+            K::Moved,
+            K::Ask,
+            K::TryAgain,
+            K::ClusterDown,
+            K::BusyLoadingError,
+        ] {
+            let e = RedisError::from((kind, "refused"));
+            assert_eq!(failure(&e), Failure::NotRun, "{e}");
+            assert!(!may_have_run(&e), "{e}");
+        }
+        for kind in [
+            std::io::ErrorKind::UnexpectedEof,
+            std::io::ErrorKind::ConnectionReset,
+            std::io::ErrorKind::BrokenPipe,
+        ] {
+            let e = RedisError::from(std::io::Error::from(kind));
+            assert_eq!(failure(&e), Failure::Closed, "{e}");
+            assert!(may_have_run(&e), "{e}");
+        }
+        let timeout = RedisError::from(std::io::Error::from(std::io::ErrorKind::TimedOut));
+        assert_eq!(failure(&timeout), Failure::Other);
+        assert!(may_have_run(&timeout));
+        let script = RedisError::from((K::ResponseError, "ERR", "script error".to_owned()));
+        assert_eq!(failure(&script), Failure::Other);
     }
 }

@@ -15,7 +15,13 @@
 //! It needs `PEXPIRETIME`: Redis 7.0 or later, Valkey, or `cairn serve`.
 //! Every failure is an [`Error::Remote`] naming the server (never its
 //! password), with `maybe_applied` set only when a write was sent and its
-//! answer lost.
+//! answer lost. The client never resends a command by itself (a resent
+//! compare-and-apply would find its own write and look like a conflict);
+//! the backend tries again only what cannot have written: a read (once,
+//! on a new connection, if a pooled one was found closed by the server)
+//! and a command the server refused with an error reply (a redirect, a
+//! cluster or node not ready), after which a cluster connection is
+//! replaced so that it learns the new slot map.
 //!
 //! The key layout is in `docs/format.md` ("Module keys on a
 //! Redis-protocol server"): `prefix + "{" + tag + "}" + name`, so a tag's
@@ -160,9 +166,12 @@ impl RespOptions {
 
     /// The connect, read and write timeout (default 5000 ms, at least 1).
     /// A call on one server never waits much longer on an unresponsive
-    /// one; on a cluster, the client first retries a refused or redirected
-    /// command a few times (up to 8, with short pauses), e.g. while a
-    /// replica takes over from a failed master.
+    /// one. A step that cannot have written anything (a read, or a
+    /// command the server refused with `MOVED`, `TRYAGAIN`, `CLUSTERDOWN`,
+    /// `LOADING`…, e.g. while a replica takes over from a failed master)
+    /// is tried again after a short pause, for up to 5 s in all; a
+    /// write whose answer was lost is never sent again (the error says
+    /// `maybe_applied`).
     ///
     /// ```
     /// let o = cairn::backend::resp::RespOptions::new("redis://127.0.0.1").timeout_ms(500);

@@ -8,7 +8,7 @@ use redis::{
     ConnectionAddr, ConnectionInfo, ConnectionLike, ErrorKind, RedisError, RedisResult, Value,
 };
 
-use super::conn::{Conn, Lease, Pool, Target};
+use super::conn::{failure, Conn, Failure, Lease, Pool, Target};
 use super::keys;
 use super::scripts::Scripts;
 use super::shared::{Raw, Shared};
@@ -28,7 +28,7 @@ const MAX_CONTENTION: Duration = Duration::from_secs(5);
 /// # Errors
 /// [`Error::Remote`] if the server cannot be reached or fails otherwise.
 pub(crate) fn load_scripts(pool: &Pool, scripts: &Scripts) -> Result<bool> {
-    let mut lease = pool.checkout()?;
+    let mut lease = pool.checkout(false)?;
     let r = lease.run(|c| {
         scripts.read.load(c.like())?;
         scripts.apply.load(c.like())
@@ -45,11 +45,28 @@ fn is_unknown_command(e: &RedisError) -> bool {
     text.contains("unknown command") || text.contains("unknown subcommand")
 }
 
+/// An error for a reply of the wrong shape, naming only its type and
+/// length: a reply may hold a module's data (a session), which an error
+/// message must not carry into logs.
 fn bad_reply(what: &str, v: &Value) -> RedisError {
+    let shape = match v {
+        Value::Nil => "nil".to_owned(),
+        Value::Int(_) => "an integer".to_owned(),
+        Value::BulkString(b) => format!("a string of {} bytes", b.len()),
+        Value::SimpleString(t) => format!("a status of {} bytes", t.len()),
+        Value::Okay => "OK".to_owned(),
+        Value::Array(a) => format!("an array of {}", a.len()),
+        Value::Set(a) => format!("a set of {}", a.len()),
+        Value::Map(m) => format!("a map of {}", m.len()),
+        Value::Double(_) => "a double".to_owned(),
+        Value::Boolean(_) => "a boolean".to_owned(),
+        Value::ServerError(_) => "an error".to_owned(),
+        _ => "another type".to_owned(),
+    };
     RedisError::from((
         ErrorKind::TypeError,
         "unexpected reply",
-        format!("{what}: {v:?}"),
+        format!("{what}: {shape}"),
     ))
 }
 
@@ -126,14 +143,80 @@ fn read_pipelined(
 /// # Errors
 /// [`Error::Remote`].
 pub(crate) fn read(sh: &Shared, stored: &[Vec<u8>]) -> Result<Snapshot> {
-    let mut lease = sh.pool.checkout()?;
-    let (server_now, raws) = if sh.has_eval {
-        lease.run(|c| read_eval(sh, c, stored))
-    } else {
-        lease.run(|c| read_pipelined(c.like(), stored, true))
+    let mut retry = Retry::new();
+    loop {
+        let mut lease = sh.pool.checkout(retry.fresh)?;
+        let r = if sh.has_eval {
+            lease.run(|c| read_eval(sh, c, stored))
+        } else {
+            lease.run(|c| read_pipelined(c.like(), stored, true))
+        };
+        match r {
+            Ok((server_now, raws)) => return Ok(sh.snapshot(server_now, &raws)),
+            Err(e) => retry.after(sh, e, lease.reused())?,
+        }
     }
-    .map_err(|e| sh.pool.remote(&e, false))?;
-    Ok(sh.snapshot(server_now, &raws))
+}
+
+/// When a call that failed before it could apply anything tries again:
+/// at once on a new connection if the pooled one it had was found
+/// closed (once per call), and after a pause if the server said it did
+/// not run the command and may soon (a redirect after a failover, a
+/// cluster still electing), within [`MAX_CONTENTION`]. Never after a
+/// failure of a step that may have applied a write.
+struct Retry {
+    start: Instant,
+    tries: u32,
+    /// Whether the next attempt takes a new connection.
+    fresh: bool,
+    stale_retried: bool,
+}
+
+impl Retry {
+    fn new() -> Retry {
+        Retry {
+            start: Instant::now(),
+            tries: 0,
+            fresh: false,
+            stale_retried: false,
+        }
+    }
+
+    /// After a step that applies nothing failed with `e` on a connection
+    /// that came from the pool if `reused`: `Ok` (after any pause) to try
+    /// again, else the error to return.
+    fn after(&mut self, sh: &Shared, e: RedisError, reused: bool) -> Result<()> {
+        self.tries += 1;
+        self.fresh = false;
+        match failure(&e) {
+            Failure::Closed if reused && !self.stale_retried => {
+                self.stale_retried = true;
+                self.fresh = true;
+                Ok(())
+            }
+            Failure::NotRun if self.tries < MAX_TRIES && self.start.elapsed() < MAX_CONTENTION => {
+                std::thread::sleep(refused_backoff(self.tries));
+                Ok(())
+            }
+            _ => Err(sh.pool.remote(&e, false)),
+        }
+    }
+}
+
+/// A random pause after the server refused a command for now: up to
+/// 10 ms, doubling with each refusal up to 320 ms.
+fn refused_backoff(tries: u32) -> Duration {
+    Duration::from_micros(random(10_000u64 << tries.min(5)))
+}
+
+/// A random number in `0..=max`.
+fn random(max: u64) -> u64 {
+    let mut seed = [0u8; 8];
+    let r = match getrandom::fill(&mut seed) {
+        Ok(()) => u64::from_le_bytes(seed),
+        Err(_) => u64::from(std::process::id()) ^ max,
+    };
+    r % (max + 1)
 }
 
 /// Runs `f` on what was read: its changes, or `None` if it made none.
@@ -162,15 +245,22 @@ pub(crate) fn update(
 ) -> Result<()> {
     let start = Instant::now();
     let mut tries = 0u32;
+    let mut retry = Retry::new();
     loop {
         tries += 1;
-        let done = if sh.has_eval {
-            try_eval(sh, stored, f)?
+        let attempt = if sh.has_eval {
+            try_eval(sh, stored, f, retry.fresh)?
         } else {
-            try_watch(sh, stored, f)?
+            try_watch(sh, stored, f, retry.fresh)?
         };
-        if done {
-            return Ok(());
+        retry.fresh = false;
+        match attempt {
+            Attempt::Done => return Ok(()),
+            Attempt::Conflict => {}
+            Attempt::Failed { error, reused } => {
+                retry.after(sh, error, reused)?;
+                continue;
+            }
         }
         if tries >= MAX_TRIES || start.elapsed() >= MAX_CONTENTION {
             return Err(Error::Remote {
@@ -190,28 +280,37 @@ pub(crate) fn update(
 /// A random pause before attempt `tries + 1`: up to 0.1 ms, doubling
 /// with each conflict up to 12.8 ms.
 fn backoff(tries: u32) -> Duration {
-    let cap_us = 100u64 << tries.min(7);
-    let mut seed = [0u8; 8];
-    let r = match getrandom::fill(&mut seed) {
-        Ok(()) => u64::from_le_bytes(seed),
-        Err(_) => u64::from(std::process::id()) ^ u64::from(tries),
-    };
-    Duration::from_micros(r % (cap_us + 1))
+    Duration::from_micros(random(100u64 << tries.min(7)))
 }
 
-/// One attempt with the scripts: read, decide, compare-and-apply.
-/// `Ok(false)` on a conflict.
+/// What one attempt of an update came to (its final errors are `Err`).
+enum Attempt {
+    /// Applied, or nothing to apply.
+    Done,
+    /// A key changed since it was read: nothing was written.
+    Conflict,
+    /// A step failed that cannot have applied anything (a read, or an
+    /// apply the server refused with an error reply); `reused` if its
+    /// connection came from the pool. See [`Retry::after`].
+    Failed { error: RedisError, reused: bool },
+}
+
+/// One attempt with the scripts: read, decide, compare-and-apply (on a
+/// new connection if `fresh`).
 fn try_eval(
     sh: &Shared,
     stored: &[Vec<u8>],
     f: &mut dyn FnMut(&mut Update) -> Result<()>,
-) -> Result<bool> {
-    let mut lease = sh.pool.checkout()?;
-    let (server_now, raws) = lease
-        .run(|c| read_eval(sh, c, stored))
-        .map_err(|e| sh.pool.remote(&e, false))?;
+    fresh: bool,
+) -> Result<Attempt> {
+    let mut lease = sh.pool.checkout(fresh)?;
+    let reused = lease.reused();
+    let (server_now, raws) = match lease.run(|c| read_eval(sh, c, stored)) {
+        Ok(r) => r,
+        Err(error) => return Ok(Attempt::Failed { error, reused }),
+    };
     let Some(changes) = decide(sh, server_now, &raws, f)? else {
-        return Ok(true);
+        return Ok(Attempt::Done);
     };
     let mut args: Vec<Vec<u8>> = Vec::with_capacity(6 * stored.len());
     for (raw, change) in raws.iter().zip(&changes) {
@@ -236,11 +335,20 @@ fn try_eval(
         };
         args.extend([kind.into(), value.to_vec(), pxat.into_bytes()]);
     }
-    let applied = lease
+    // An error reply that says the script did not run may be tried
+    // again; any other failure may have applied it: never resend it.
+    match lease
         .run(|c| sh.scripts.apply.run(c.like(), stored, &args))
         .and_then(|v| int(&v))
-        .map_err(|e| sh.pool.remote(&e, true))?;
-    Ok(applied == 1)
+    {
+        Ok(1) => Ok(Attempt::Done),
+        Ok(_) => Ok(Attempt::Conflict),
+        Err(error) if failure(&error) == Failure::NotRun => Ok(Attempt::Failed {
+            error,
+            reused: false,
+        }),
+        Err(e) => Err(sh.pool.remote(&e, true)),
+    }
 }
 
 /// Ends a `WATCH` on an error path, so the pooled connection is clean.
@@ -251,17 +359,23 @@ fn unwatch(lease: &mut Lease<'_>) {
     {
         lease.discard();
     }
+    lease.set_dirty(false);
 }
 
-/// One attempt with `WATCH`: watch, read, decide, `MULTI` the changes
-/// (none if read-only: the empty `EXEC` still checks the read was
-/// consistent). `Ok(false)` on a conflict (a nil `EXEC`).
+/// One attempt with `WATCH` (on a new connection if `fresh`): watch,
+/// read, decide, `MULTI` the changes (none if read-only: the empty
+/// `EXEC` still checks the read was consistent). A nil `EXEC` is a
+/// conflict. The lease is dirty from `WATCH` to `EXEC` or `UNWATCH`, so a
+/// panic in `f` drops the connection rather than pool it still watching.
 fn try_watch(
     sh: &Shared,
     stored: &[Vec<u8>],
     f: &mut dyn FnMut(&mut Update) -> Result<()>,
-) -> Result<bool> {
-    let mut lease = sh.pool.checkout()?;
+    fresh: bool,
+) -> Result<Attempt> {
+    let mut lease = sh.pool.checkout(fresh)?;
+    let reused = lease.reused();
+    lease.set_dirty(true);
     let read = lease.run(|c| {
         if !stored.is_empty() {
             redis::cmd("WATCH").arg(stored).query::<()>(c.like())?;
@@ -270,9 +384,9 @@ fn try_watch(
     });
     let (server_now, raws) = match read {
         Ok(r) => r,
-        Err(e) => {
+        Err(error) => {
             unwatch(&mut lease);
-            return Err(sh.pool.remote(&e, false));
+            return Ok(Attempt::Failed { error, reused });
         }
     };
     let changes = match decide(sh, server_now, &raws, f) {
@@ -319,7 +433,13 @@ fn try_watch(
     let r: Value = lease
         .run(|c| p.query(c.like()))
         .map_err(|e| sh.pool.remote(&e, wrote))?;
-    Ok(!matches!(r, Value::Nil))
+    // EXEC ended the WATCH.
+    lease.set_dirty(false);
+    Ok(if matches!(r, Value::Nil) {
+        Attempt::Conflict
+    } else {
+        Attempt::Done
+    })
 }
 
 /// [`Backend::scan`](crate::backend::Backend::scan) of the names under
@@ -344,11 +464,17 @@ pub(crate) fn scan(
     };
     match &sh.pool.target {
         Target::Single(_) => {
-            let mut lease = sh.pool.checkout()?;
-            for p in &patterns {
-                lease
-                    .run(|c| node.scan(c.like(), p))
-                    .map_err(|e| sh.pool.remote(&e, false))?;
+            // A scan that starts over reports no key twice (`seen`).
+            let mut retry = Retry::new();
+            'again: loop {
+                let mut lease = sh.pool.checkout(retry.fresh)?;
+                for p in &patterns {
+                    if let Err(e) = lease.run(|c| node.scan(c.like(), p)) {
+                        retry.after(sh, e, lease.reused())?;
+                        continue 'again;
+                    }
+                }
+                break;
             }
         }
         Target::Cluster(_, seed) => {
@@ -426,10 +552,14 @@ impl NodeScan<'_> {
 
 /// The connection settings of every master of the cluster.
 fn cluster_masters(sh: &Shared, seed: &ConnectionInfo) -> Result<Vec<ConnectionInfo>> {
-    let mut lease = sh.pool.checkout()?;
-    let text: String = lease
-        .run(|c| redis::cmd("CLUSTER").arg("NODES").query(c.like()))
-        .map_err(|e| sh.pool.remote(&e, false))?;
+    let mut retry = Retry::new();
+    let text: String = loop {
+        let mut lease = sh.pool.checkout(retry.fresh)?;
+        match lease.run(|c| redis::cmd("CLUSTER").arg("NODES").query(c.like())) {
+            Ok(text) => break text,
+            Err(e) => retry.after(sh, e, lease.reused())?,
+        }
+    };
     let masters = parse_masters(&text);
     if masters.is_empty() {
         return Err(Error::Remote {
@@ -505,6 +635,19 @@ pub(crate) fn fuzz_replies(data: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Regression: the message quoted the whole reply, which may hold a
+    /// module's data (a session).
+    #[test]
+    fn a_bad_reply_names_its_type_and_length_only() {
+        let v = Value::Array(vec![Value::BulkString(b"secret-session-data".to_vec())]);
+        let text = bad_reply("read", &v).to_string();
+        assert!(!text.contains("secret"), "{text}");
+        assert!(text.contains("an array of 1"), "{text}");
+        let text = bad_reply("integer", &Value::BulkString(b"secret".to_vec())).to_string();
+        assert!(!text.contains("secret"), "{text}");
+        assert!(text.contains("a string of 6 bytes"), "{text}");
+    }
 
     #[test]
     fn parse_masters_keeps_live_masters_with_slots() {
