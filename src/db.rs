@@ -966,6 +966,11 @@ impl Db {
         self.core().for_each_live_key(prefix, f);
     }
 
+    /// Whether every write waits for an fsync (`SyncPolicy::Always`).
+    pub(crate) fn syncs_every_write(&self) -> bool {
+        matches!(self.0.opts.sync_policy, crate::options::SyncPolicy::Always)
+    }
+
     /// Whether this handle was opened read-only (or as a snapshot).
     pub(crate) fn is_read_only(&self) -> bool {
         self.0.opts.read_only

@@ -41,6 +41,47 @@ pub(crate) fn check_not_in_transaction() -> Result<()> {
     Db::check_not_in_transaction()
 }
 
+impl Embedded {
+    /// One [`Db::transaction`]: reads `keys`, runs `f`, applies its
+    /// changes; with `defer`, the commit does not wait for its fsync (see
+    /// [`Backend::update_deferred`]).
+    fn apply(
+        &self,
+        keys: &[Key],
+        f: &mut dyn FnMut(&mut Update) -> Result<()>,
+        defer: bool,
+    ) -> Result<()> {
+        self.0.transaction(|tx| {
+            let mut entries = Vec::with_capacity(keys.len());
+            for k in keys {
+                entries.push(tx.get_entry(k.name())?.map(|(value, e)| Entry {
+                    value,
+                    expires_at_ms: expiry(e),
+                }));
+            }
+            let mut u = Update::new(Snapshot {
+                now_ms: tx.now_ms(),
+                entries,
+            });
+            f(&mut u)?;
+            if defer {
+                tx.defer_sync();
+            }
+            for (k, c) in keys.iter().zip(u.into_changes()?) {
+                match c {
+                    Some(Change::Put {
+                        value,
+                        expires_at_ms,
+                    }) => tx.put_raw_expiring_at(k.name(), value, expires_at_ms.unwrap_or(0)),
+                    Some(Change::Delete) => tx.delete(k.name()),
+                    None => {}
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
 impl Backend for Embedded {
     fn read(&self, keys: &[Key]) -> Result<Snapshot> {
         if let [key] = keys {
@@ -78,31 +119,24 @@ impl Backend for Embedded {
     }
 
     fn update(&self, keys: &[Key], f: &mut dyn FnMut(&mut Update) -> Result<()>) -> Result<()> {
-        self.0.transaction(|tx| {
-            let mut entries = Vec::with_capacity(keys.len());
-            for k in keys {
-                entries.push(tx.get_entry(k.name())?.map(|(value, e)| Entry {
-                    value,
-                    expires_at_ms: expiry(e),
-                }));
-            }
-            let mut u = Update::new(Snapshot {
-                now_ms: tx.now_ms(),
-                entries,
-            });
-            f(&mut u)?;
-            for (k, c) in keys.iter().zip(u.into_changes()?) {
-                match c {
-                    Some(Change::Put {
-                        value,
-                        expires_at_ms,
-                    }) => tx.put_raw_expiring_at(k.name(), value, expires_at_ms.unwrap_or(0)),
-                    Some(Change::Delete) => tx.delete(k.name()),
-                    None => {}
-                }
-            }
-            Ok(())
-        })
+        self.apply(keys, f, false)
+    }
+
+    fn update_deferred(
+        &self,
+        keys: &[Key],
+        f: &mut dyn FnMut(&mut Update) -> Result<()>,
+    ) -> Result<()> {
+        self.apply(keys, f, true)
+    }
+
+    fn sync_pending(&self) -> Result<()> {
+        // Only `Always` promises durability at return; the other policies
+        // never wait for an fsync, deferred or not.
+        if self.0.syncs_every_write() {
+            self.0.sync()?;
+        }
+        Ok(())
     }
 
     fn scan(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], u64, Option<u64>)) -> Result<()> {

@@ -299,6 +299,32 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// `f`'s error, or the backend's own.
     fn update(&self, keys: &[Key], f: &mut dyn FnMut(&mut Update) -> Result<()>) -> Result<()>;
 
+    /// [`Backend::update`], except that the caller completes its
+    /// durability with [`Backend::sync_pending`], outside its own locks,
+    /// so that concurrent callers share one fsync. Until then a power loss
+    /// may lose the update (a crash of the process does not). The default
+    /// is [`Backend::update`], durable when it returns.
+    ///
+    /// # Errors
+    /// As [`Backend::update`].
+    fn update_deferred(
+        &self,
+        keys: &[Key],
+        f: &mut dyn FnMut(&mut Update) -> Result<()>,
+    ) -> Result<()> {
+        self.update(keys, f)
+    }
+
+    /// Makes the updates this thread applied with
+    /// [`Backend::update_deferred`] as durable as a plain update would
+    /// have been. The default does nothing.
+    ///
+    /// # Errors
+    /// The backend's own (a failed fsync poisons an embedded store).
+    fn sync_pending(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Calls `f` with the name, value length and expiry of every live key
     /// whose name starts with `prefix` (tags are not part of names).
     ///
@@ -446,6 +472,46 @@ impl Store {
         out.ok_or_else(|| {
             Error::InvalidArgument("update: the backend never ran the update's function".into())
         })
+    }
+
+    /// [`Backend::update_deferred`] with a function that returns a
+    /// result; call [`Store::sync_pending`] afterwards.
+    ///
+    /// ```
+    /// use cairn::backend::{Key, Store};
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Store::from(cairn::Db::open(dir.path())?);
+    /// store.update_deferred(&[Key::new(b"n".to_vec())], |u| {
+    ///     u.put(0, b"1".to_vec(), None);
+    ///     Ok(())
+    /// })?;
+    /// store.sync_pending()?; // durable from here on
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Backend::update`].
+    pub fn update_deferred<R>(
+        &self,
+        keys: &[Key],
+        mut f: impl FnMut(&mut Update) -> Result<R>,
+    ) -> Result<R> {
+        let mut out = None;
+        self.0.update_deferred(keys, &mut |u| {
+            out = Some(f(u)?);
+            Ok(())
+        })?;
+        out.ok_or_else(|| {
+            Error::InvalidArgument("update: the backend never ran the update's function".into())
+        })
+    }
+
+    /// [`Backend::sync_pending`].
+    ///
+    /// # Errors
+    /// As [`Backend::sync_pending`].
+    pub fn sync_pending(&self) -> Result<()> {
+        self.0.sync_pending()
     }
 
     /// [`Backend::scan`].

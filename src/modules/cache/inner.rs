@@ -297,7 +297,7 @@ impl Cache {
             return Err(Error::InvalidTtl);
         }
         self.check_can_wait()?;
-        let _writing = lock(&self.0.writes);
+        let writing = lock(&self.0.writes);
         if own.is_some_and(|f| f.stale.load(Ordering::Acquire)) {
             // Invalidated or overwritten while loading: the loaded value
             // may be older than that; do not cache it.
@@ -351,7 +351,12 @@ impl Cache {
         match self.write_with_evictions(key, stored, expires, &victims) {
             Ok(()) => {
                 self.count_evicted(&victims);
-                Ok(())
+                // The write is applied and the tracker agrees with it: wait
+                // for its fsync outside the cache's lock, so that concurrent
+                // inserts share one (group commit), as they did before the
+                // cache had its own lock.
+                drop(writing);
+                self.0.store.sync_pending()
             }
             Err((e, done, written)) => {
                 // Put back what the store still holds as it was.
@@ -435,9 +440,10 @@ impl Cache {
         }
         // One process holds every key: the entry and its evictions are one
         // atomic update, so a crash never leaves the store over capacity.
+        // Its durability is waited for by the caller, after the lock.
         keys.extend(victims.iter().map(|v| Key::new(data_key(&v.key))));
         store
-            .update(&keys, |u| {
+            .update_deferred(&keys, |u| {
                 u.put(0, stored.clone(), expiry(expires));
                 for i in 1..keys.len() {
                     u.delete(i);
