@@ -955,6 +955,13 @@ impl Db {
         self.core().now_ms()
     }
 
+    /// The live value of `key` and its expiry (Unix ms, 0 for none), as a
+    /// transaction reads it; a caller with an earlier clock reading of its
+    /// own also compares the expiry with it. Takes no lock a writer holds.
+    pub(crate) fn read_entry(&self, key: &[u8]) -> Result<Option<(Vec<u8>, u64)>> {
+        self.core().read_live(key)
+    }
+
     /// [`Error::Closed`](crate::error::Error::Closed) after [`Db::close`].
     pub(crate) fn check_open(&self) -> Result<()> {
         self.core().check_open()

@@ -5,10 +5,13 @@
 //! rewritten with the hash.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use cairn::backend::{Backend, Key, Snapshot, Store, Update};
 use cairn::session::Sessions;
-use cairn::{Db, ManualClock, Options, SyncPolicy};
+use cairn::{Db, ManualClock, Options, Result, SyncPolicy};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -337,4 +340,115 @@ fn hashing_the_stored_verifiers_migrates_every_old_session() {
         let s = sessions.get(i).expect("get").expect("still live");
         assert_eq!(s.expires_unix_ms, *exp, "the expiry stays");
     }
+}
+
+/// An embedded store that counts the calls made to it.
+#[derive(Debug)]
+struct Counting {
+    inner: Store,
+    reads: Arc<AtomicUsize>,
+    updates: Arc<AtomicUsize>,
+}
+
+impl Backend for Counting {
+    fn read(&self, keys: &[Key]) -> Result<Snapshot> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        self.inner.backend().read(keys)
+    }
+
+    fn update(&self, keys: &[Key], f: &mut dyn FnMut(&mut Update) -> Result<()>) -> Result<()> {
+        self.updates.fetch_add(1, Ordering::Relaxed);
+        self.inner.backend().update(keys, f)
+    }
+
+    fn scan(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], u64, Option<u64>)) -> Result<()> {
+        self.inner.backend().scan(prefix, f)
+    }
+
+    fn is_remote(&self) -> bool {
+        false
+    }
+
+    fn as_db(&self) -> Option<&Db> {
+        self.inner.as_db()
+    }
+}
+
+#[test]
+fn a_users_session_takes_one_transaction_on_the_embedded_store() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = Db::open(dir.path()).expect("open");
+    let reads = Arc::new(AtomicUsize::new(0));
+    let updates = Arc::new(AtomicUsize::new(0));
+    let sessions = Sessions::new(Store::new(Counting {
+        inner: Store::from(db),
+        reads: Arc::clone(&reads),
+        updates: Arc::clone(&updates),
+    }));
+    let calls = || {
+        (
+            reads.swap(0, Ordering::Relaxed),
+            updates.swap(0, Ordering::Relaxed),
+        )
+    };
+    let hour = Duration::from_secs(3600);
+    let a = sessions.create_for_user("ada", b"a", hour).expect("create");
+    assert_eq!(calls(), (0, 1), "create_for_user");
+    let b = sessions.create_for_user("ada", b"b", hour).expect("create");
+    let c = sessions.create_for_user("ada", b"c", hour).expect("create");
+    calls();
+    std::thread::sleep(Duration::from_millis(5));
+    let touched = sessions.get_and_touch(a.as_str()).expect("touch");
+    assert!(touched.expect("live").expires_unix_ms > 0);
+    assert_eq!(calls(), (0, 1), "get_and_touch that extends the expiry");
+    let a2 = sessions.rotate(a.as_str()).expect("rotate").expect("live");
+    assert_eq!(calls(), (0, 1), "rotate");
+    assert!(sessions.revoke(b.as_str()).expect("revoke"));
+    assert_eq!(calls(), (0, 1), "revoke");
+    let handle = c.handle();
+    assert!(sessions
+        .revoke_for_user("ada", handle.as_str())
+        .expect("revoke one"));
+    assert_eq!(calls(), (0, 1), "revoke_for_user");
+    let listed = sessions.list_for_user("ada").expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].0, a2.handle());
+    assert_eq!(sessions.revoke_all_for_user("ada").expect("revoke all"), 1);
+    assert_eq!(calls().1, 1, "revoke_all_for_user");
+    assert!(sessions.list_for_user("ada").expect("list").is_empty());
+}
+
+#[test]
+fn list_for_user_works_inside_a_transaction() {
+    let dir = tempfile::tempdir().expect("dir");
+    let db = Db::open(dir.path()).expect("open");
+    let sessions = Sessions::new(db.clone());
+    let hour = Duration::from_secs(3600);
+    sessions.create_for_user("ada", b"", hour).expect("create");
+    sessions.create_for_user("ada", b"", hour).expect("create");
+    // A read takes no writer lock, so it runs inside a transaction
+    // (it returned Error::NestedWrite when it read in one).
+    let n = db
+        .transaction(|_| Ok(sessions.list_for_user("ada").map(|l| l.len())))
+        .expect("transaction");
+    assert_eq!(n.expect("list inside a transaction"), 2);
+}
+
+#[test]
+fn embedded_selectors_carry_no_user_prefix() {
+    let dir = tempfile::tempdir().expect("dir");
+    let sessions = Sessions::new(Db::open(dir.path()).expect("open"));
+    let hour = Duration::from_secs(3600);
+    let mut prefixes = std::collections::BTreeSet::new();
+    let first_bytes = |id: &cairn::session::SessionId| b64url_decode(id.as_str())[..2].to_vec();
+    for _ in 0..32 {
+        let id = sessions.create_for_user("ada", b"", hour).expect("create");
+        prefixes.insert(first_bytes(&id));
+        let new = sessions.rotate(id.as_str()).expect("rotate").expect("live");
+        prefixes.insert(first_bytes(&new));
+    }
+    // 64 random draws from 65536: all distinct but for a 3% chance of
+    // one collision. A prefix taken from the user name gives one.
+    assert!(prefixes.len() >= 60, "{} prefixes", prefixes.len());
+    assert_eq!(sessions.list_for_user("ada").expect("list").len(), 32);
 }

@@ -42,8 +42,21 @@ pub(crate) fn check_not_in_transaction() -> Result<()> {
 }
 
 impl Embedded {
-    /// One [`Db::transaction`]: reads `keys`, runs `f`, applies its
-    /// changes; with `defer`, the commit does not wait for its fsync (see
+    /// `key`'s entry if it is live at `now_ms`.
+    fn entry_at(&self, key: &Key, now_ms: u64) -> Result<Option<Entry>> {
+        Ok(self
+            .0
+            .read_entry(key.name())?
+            .filter(|(_, e)| *e == 0 || *e > now_ms)
+            .map(|(value, e)| Entry {
+                value,
+                expires_at_ms: expiry(e),
+            }))
+    }
+
+    /// One [`Db::transaction`], whose function may read more keys
+    /// ([`Update::read_more`]) under the same writer lock; with `defer`,
+    /// the commit does not wait for its fsync (see
     /// [`Backend::update_deferred`]).
     fn apply(
         &self,
@@ -59,15 +72,18 @@ impl Embedded {
                     expires_at_ms: expiry(e),
                 }));
             }
-            let mut u = Update::new(Snapshot {
-                now_ms: tx.now_ms(),
-                entries,
-            });
+            let now_ms = tx.now_ms();
+            // The transaction writes nothing before `f` returns, so the
+            // store's own read of a key is the transaction's.
+            let this = self.clone();
+            let reader = Box::new(move |k: &Key| this.entry_at(k, now_ms));
+            let mut u = Update::new(Snapshot { now_ms, entries }).with_read_more(keys, reader);
             f(&mut u)?;
             if defer {
                 tx.defer_sync();
             }
-            for (k, c) in keys.iter().zip(u.into_changes()?) {
+            let more = u.more_keys().to_vec();
+            for (k, c) in keys.iter().chain(&more).zip(u.into_changes()?) {
                 match c {
                     Some(Change::Put {
                         value,
@@ -83,41 +99,22 @@ impl Embedded {
 }
 
 impl Backend for Embedded {
+    /// Reads each key from the index, at one clock reading, without the
+    /// writer lock: so it never waits for a writer, and works inside a
+    /// [`Db::transaction`] closure. Each entry is one write's value and
+    /// expiry, but a write of several keys that lands during the read may
+    /// be seen in part (see [`Backend::read`]).
     fn read(&self, keys: &[Key]) -> Result<Snapshot> {
-        if let [key] = keys {
-            // One key needs no transaction: a read of the index is
-            // consistent by itself, and takes no write lock.
-            let now_ms = self.0.now_ms();
-            let entry = self
-                .0
-                .get_with_expiry(key.name())?
-                .filter(|(_, e)| e.is_none_or(|e| e > now_ms))
-                .map(|(value, expires_at_ms)| Entry {
-                    value,
-                    expires_at_ms,
-                });
-            return Ok(Snapshot {
-                now_ms,
-                entries: vec![entry],
-            });
-        }
-        self.0.transaction(|tx| {
-            let entries = keys
-                .iter()
-                .map(|k| {
-                    Ok(tx.get_entry(k.name())?.map(|(value, e)| Entry {
-                        value,
-                        expires_at_ms: expiry(e),
-                    }))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Ok(Snapshot {
-                now_ms: tx.now_ms(),
-                entries,
-            })
-        })
+        let now_ms = self.0.now_ms();
+        let entries = keys
+            .iter()
+            .map(|k| self.entry_at(k, now_ms))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Snapshot { now_ms, entries })
     }
 
+    /// One [`Db::transaction`], whose function may read more keys
+    /// ([`Update::read_more`]) under the same writer lock.
     fn update(&self, keys: &[Key], f: &mut dyn FnMut(&mut Update) -> Result<()>) -> Result<()> {
         self.apply(keys, f, false)
     }

@@ -17,8 +17,10 @@
 //! A backend stores [`Entry`]s (a value and an optional absolute expiry in
 //! Unix milliseconds) under [`Key`]s, and offers three operations:
 //!
-//! - [`Backend::read`]: a consistent snapshot of a few keys, with the
-//!   backend's clock reading. An expired entry is never returned.
+//! - [`Backend::read`]: a few keys, with the backend's clock reading; an
+//!   expired entry is never returned. Atomic on a remote backend; on the
+//!   embedded store each key is read on its own, without waiting for
+//!   writers (see [`Backend::read`]).
 //! - [`Backend::update`]: read a few keys, let a pure function decide the
 //!   changes, and apply them **atomically**: no other writer's change to
 //!   those keys lands between the read and the write. A backend may call
@@ -32,15 +34,21 @@
 //! Every key one operation touches must share its [`Key::tag`] (or have
 //! none, for an operation on one key): a cluster backend keeps a tag's keys
 //! in one hash slot, which is what makes a multi-key operation atomic
-//! there. A third backend (another server, another engine) implements
-//! these methods and nothing else; `tests/modules_model.rs`,
-//! `tests/modules_concurrency.rs` and `tests/resp_backend.rs` run the
-//! modules' suites and the contract against each backend they know.
+//! there. A backend that is not remote ([`Backend::is_remote`]) holds all
+//! its keys in one process and ignores tags; the embedded store's updates
+//! can also read keys their function discovers as it runs
+//! ([`Update::read_more`]), so that an operation whose keys depend on what
+//! it reads is still one update there. A third backend (another server,
+//! another engine) implements these methods and nothing else;
+//! `tests/modules_model.rs`, `tests/modules_concurrency.rs` and
+//! `tests/resp_backend.rs` run the modules' suites and the contract
+//! against each backend they know.
 
 pub mod embedded;
 #[cfg(feature = "redis")]
 pub mod resp;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -160,15 +168,38 @@ pub enum Change {
     Delete,
 }
 
+/// How a backend that supports [`Update::read_more`] reads a key the
+/// update's function names as it runs: the key's live entry at the
+/// update's clock, read under the same exclusion as the update's own keys.
+pub type ReadMore = Box<dyn FnMut(&Key) -> Result<Option<Entry>> + Send + Sync>;
+
 /// The view an update's function works on: the entries of its keys as
 /// read, and the changes it decides, addressed by the key's position in
-/// the slice given to [`Backend::update`].
-#[derive(Debug)]
+/// the slice given to [`Backend::update`] (then, on a backend that
+/// supports it, the keys [`Update::read_more`] added).
 pub struct Update {
     now_ms: u64,
     entries: Vec<Option<Entry>>,
     changes: Vec<Option<Change>>,
     bad_index: Option<usize>,
+    /// The reader of [`Update::read_more`], with the position of each key
+    /// name the update has (to find a key named again).
+    more: Option<(ReadMore, HashMap<Vec<u8>, usize>)>,
+    /// The keys [`Update::read_more`] added, in their positions' order.
+    more_keys: Vec<Key>,
+}
+
+impl fmt::Debug for Update {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Update")
+            .field("now_ms", &self.now_ms)
+            .field("entries", &self.entries)
+            .field("changes", &self.changes)
+            .field("bad_index", &self.bad_index)
+            .field("reads_more", &self.more.is_some())
+            .field("more_keys", &self.more_keys)
+            .finish()
+    }
 }
 
 impl Update {
@@ -186,7 +217,88 @@ impl Update {
             entries: snapshot.entries,
             changes: vec![None; n],
             bad_index: None,
+            more: None,
+            more_keys: Vec::new(),
         }
+    }
+
+    /// Lets the function read keys it discovers as it runs
+    /// ([`Update::read_more`]) through `reader`. Only a backend that holds
+    /// its writers off for the whole update, so that a key read late is
+    /// read as atomically as `keys` (the update's keys, in order), may
+    /// offer it: the embedded store does, a remote store does not.
+    ///
+    /// ```
+    /// use cairn::backend::{Key, Snapshot, Update};
+    /// let mut u = Update::new(Snapshot { now_ms: 0, entries: vec![None] })
+    ///     .with_read_more(&[Key::new(b"a".to_vec())], Box::new(|_| Ok(None)));
+    /// assert!(u.can_read_more());
+    /// assert_eq!(u.read_more(&Key::new(b"b".to_vec()))?, 1);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    #[must_use]
+    pub fn with_read_more(mut self, keys: &[Key], reader: ReadMore) -> Update {
+        let mut names = HashMap::with_capacity(keys.len());
+        for (i, k) in keys.iter().enumerate() {
+            names.entry(k.name().to_vec()).or_insert(i);
+        }
+        self.more = Some((reader, names));
+        self
+    }
+
+    /// Whether [`Update::read_more`] works in this update: on the
+    /// embedded store; never on a remote one, whose keys must all be
+    /// known before the update starts.
+    pub fn can_read_more(&self) -> bool {
+        self.more.is_some()
+    }
+
+    /// Reads `key` too, as part of this update (as atomically as its own
+    /// keys), and returns its position for [`Update::get`],
+    /// [`Update::put`] and [`Update::delete`]. A key the update already
+    /// has (by name) keeps its position. Tags are not checked: only a
+    /// backend that ignores them offers this.
+    ///
+    /// ```
+    /// use cairn::backend::{Entry, Key, Snapshot, Update};
+    /// let e = Entry { value: b"v".to_vec(), expires_at_ms: None };
+    /// let seen = e.clone();
+    /// let a = Key::new(b"a".to_vec());
+    /// let mut u = Update::new(Snapshot { now_ms: 0, entries: vec![None] })
+    ///     .with_read_more(std::slice::from_ref(&a), Box::new(move |_| Ok(Some(seen.clone()))));
+    /// assert_eq!(u.read_more(&a)?, 0);
+    /// let i = u.read_more(&Key::new(b"b".to_vec()))?;
+    /// assert_eq!((i, u.get(i)), (1, Some(&e)));
+    /// u.delete(i);
+    /// assert_eq!(u.more_keys(), [Key::new(b"b".to_vec())]);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the backend does not offer it
+    /// (see [`Update::can_read_more`]); the backend's read errors.
+    pub fn read_more(&mut self, key: &Key) -> Result<usize> {
+        let Some((reader, names)) = &mut self.more else {
+            return Err(Error::InvalidArgument(format!(
+                "update: this backend reads only the keys given to the update, not {key:?}"
+            )));
+        };
+        if let Some(&i) = names.get(key.name()) {
+            return Ok(i);
+        }
+        let entry = reader(key)?.filter(|e| e.expires_at_ms.is_none_or(|x| x > self.now_ms));
+        let i = self.entries.len();
+        names.insert(key.name().to_vec(), i);
+        self.entries.push(entry);
+        self.changes.push(None);
+        self.more_keys.push(key.clone());
+        Ok(i)
+    }
+
+    /// The keys [`Update::read_more`] added, in order: their positions
+    /// follow the update's own keys.
+    pub fn more_keys(&self) -> &[Key] {
+        &self.more_keys
     }
 
     /// The backend's clock (Unix milliseconds) as the update started.
@@ -260,8 +372,9 @@ impl Update {
         self.changes.iter().all(Option::is_none)
     }
 
-    /// The entries as read, for an optimistic backend's check that they
-    /// are unchanged before it writes.
+    /// The entries as read (with those of [`Update::more_keys`] after the
+    /// update's own), for an optimistic backend's check that they are
+    /// unchanged before it writes.
     pub fn read_entries(&self) -> &[Option<Entry>] {
         &self.entries
     }
@@ -284,8 +397,21 @@ impl Update {
 
 /// What a module's store implements (see the [module docs](self)).
 pub trait Backend: Send + Sync + fmt::Debug {
-    /// A consistent snapshot of `keys` (which must share a tag) and the
-    /// backend's clock.
+    /// The entries of `keys` (which must share a tag), each judged live
+    /// against one reading of the backend's clock, returned with it.
+    ///
+    /// Every entry is one write's value with that write's expiry. Whether
+    /// the entries are also of one instant depends on the backend:
+    ///
+    /// - a remote backend reads the keys atomically (one script, or
+    ///   `MULTI`/`EXEC`, on the server): no write lands between them;
+    /// - the embedded store reads them one by one from its index, without
+    ///   the writer lock, so that a read never queues behind writers and
+    ///   works inside a [`Db::transaction`] closure: a write of several of
+    ///   the keys that lands during the read may be seen in part.
+    ///
+    /// A caller that needs several keys as of one instant on every backend
+    /// reads them with [`Backend::update`] (and changes nothing).
     ///
     /// # Errors
     /// The backend's own: I/O, network, a closed store.

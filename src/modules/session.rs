@@ -19,11 +19,12 @@
 //!
 //! # How sessions are stored
 //! A session id is 24 bytes (192 bits), base64url-encoded without padding
-//! into 32 characters, all from the operating system's CSPRNG except its
-//! first 16 bits in two cases (see below): a user's session takes them
-//! from its user name, and a rotated session keeps those of the id it
-//! replaces; the other 176 bits are random in every case. Ids are never
-//! derived from time or counters. The first 12 bytes (the
+//! into 32 characters, all from the operating system's CSPRNG. On a
+//! remote store only, its first 16 bits are not drawn afresh in two cases
+//! (see below): a user's session takes them from a keyed hash of its user
+//! name, and a rotated session keeps those of the id it replaces; the
+//! other 176 bits are random in every case. Ids are never derived from
+//! time or counters. The first 12 bytes (the
 //! *selector*) name the record: key `s` + selector. The other 12 bytes
 //! (the *verifier*) are never stored: the record holds the SHA-256 hash
 //! of the id's 24 bytes, and a lookup compares the hash of the id it is
@@ -50,18 +51,27 @@
 //! [`Sessions::new`] takes any [`Store`]: a [`Db`](crate::Db) or a
 //! keyspace of one (embedded), or a remote store. Every change is one
 //! atomic [`Store::update`] of the keys it touches. On the embedded store
-//! that is one transaction, as durable as the keyspace's
-//! [`SyncPolicy`](crate::SyncPolicy): use `Always` when a session must
-//! survive a power loss, `EveryMillis` when losing the last moments of
-//! session changes on a power loss is acceptable.
+//! that is one transaction (an operation on a user's session reads the
+//! user's index and sessions inside it, see [`Update::read_more`]), as
+//! durable as the keyspace's [`SyncPolicy`](crate::SyncPolicy): use
+//! `Always` when a session must survive a power loss, `EveryMillis` when
+//! losing the last moments of session changes on a power loss is
+//! acceptable. Reads ([`Sessions::get`], [`Sessions::list_for_user`])
+//! take no writer lock there, so they also work inside a
+//! [`Db::transaction`](crate::Db::transaction) closure; a list read while
+//! another thread changes the user's sessions may show that change in
+//! part (each session as it was or as it is, never a mix of two).
 //!
-//! Each key carries a tag (see [`Key::tagged`]) so that a Redis Cluster
-//! keeps the keys of one operation in one hash slot:
+//! On the embedded store every selector is 12 random bytes: tags do not
+//! matter there. On a remote store each key carries a tag (see
+//! [`Key::tagged`]) so that a Redis Cluster keeps the keys of one
+//! operation in one hash slot:
 //!
 //! - the tag of a session record `s` + selector is `s:` and the first 2
 //!   bytes of the selector in lowercase hex (`s:9f04`);
 //! - the tag of a user's index `u` + user is `s:` and the first 2 bytes
-//!   of SHA-256 of the user name in hex; a session created for a user (or
+//!   of SHA-256(salt || user name) in hex, where the salt is 32 random
+//!   bytes of the deployment (below); a session created for a user (or
 //!   rotated as one) gets a selector that starts with those 2 bytes, so
 //!   its record shares its user's tag, and the other 10 bytes (80 bits)
 //!   are random;
@@ -69,14 +79,27 @@
 //!   sessions spread over the 65,536 tags; rotating one keeps its first 2
 //!   bytes (and so its tag).
 //!
+//! The salt is drawn from the CSPRNG by the first `Sessions` that needs
+//! it and stored, without a tag or an expiry, under the key `tag-salt`
+//! (created only if absent, so concurrent processes agree on one); every
+//! `Sessions` on that store reads it once and keeps it. Without the salt
+//! an id's first 16 bits say nothing about its user's name, so a cookie
+//! cannot be used to test guessed names. What remains: the sessions of
+//! one user share those 16 bits, so whoever holds two cookies can tell
+//! whether they may be the same user's (a false match once in 65,536).
+//! Keep the server from evicting the salt (a `maxmemory-policy` of
+//! `noeviction` or a `volatile-*` one, which never evicts a key without
+//! an expiry): a new salt moves every user's index to another tag, so
+//! earlier sessions are no longer listed, and on a cluster an operation
+//! on a user's earlier session fails with a cross-slot error.
+//!
 //! An operation on a user (creating, rotating or revoking one of their
 //! sessions, listing or revoking them all) therefore reads and writes only
 //! keys of the user's tag: the index, then the sessions it lists. Creation
 //! checks inside its update that the new selector is free and draws
 //! another if not. The names are the embedded store's keys, unchanged
 //! from earlier versions; the embedded store ignores tags, so records
-//! written before tags (whose selectors are wholly random) keep working
-//! there.
+//! written before tags keep working there.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -223,6 +246,8 @@ pub struct Session {
 pub struct Sessions {
     store: Store,
     max_lifetime_ms: Option<u64>,
+    /// The remote store's tag salt, once read.
+    salt: std::sync::Arc<SaltCell>,
 }
 
 struct Parsed {
@@ -289,8 +314,9 @@ impl Secret {
 /// How many leading bytes of a selector pick its key's tag.
 const TAG_BYTES: usize = 2;
 
-/// The tag of the keys whose selector starts with `prefix` (and of the
-/// index of the user whose [`user_prefix`] it is): `s:` and 4 hex digits.
+/// The tag of the keys whose selector starts with `prefix` (and, on a
+/// remote store, of the index of the user whose prefix it is; see
+/// [`Sessions::user_prefix`]): `s:` and 4 hex digits.
 fn tag_of(prefix: &[u8; TAG_BYTES]) -> Vec<u8> {
     format!("s:{:02x}{:02x}", prefix[0], prefix[1]).into_bytes()
 }
@@ -300,12 +326,59 @@ fn prefix_of(selector: &[u8; SELECTOR_BYTES]) -> [u8; TAG_BYTES] {
     [selector[0], selector[1]]
 }
 
-/// The leading bytes of `user`'s selectors: the first [`TAG_BYTES`] of
-/// SHA-256 of the user name, so that a user's sessions and index share a
-/// tag while users spread over tags.
-fn user_prefix(user: &str) -> [u8; TAG_BYTES] {
-    let h = Sha256::digest(user.as_bytes());
+/// The bytes of a store's tag salt.
+const SALT_BYTES: usize = 32;
+/// The format byte of the stored salt.
+const SALT_FORMAT: u8 = 1;
+
+/// The key of a remote store's tag salt: no tag, and a name that no
+/// session (`s` + selector) or index (`u` + user) takes.
+fn salt_key() -> Key {
+    Key::new(b"tag-salt".to_vec())
+}
+
+fn decode_salt(v: &[u8]) -> Result<[u8; SALT_BYTES]> {
+    match v.split_first() {
+        Some((&SALT_FORMAT, salt)) => salt
+            .try_into()
+            .map_err(|_| Error::Malformed("session tag salt: wrong length".into())),
+        _ => Err(Error::Malformed("session tag salt: unknown format".into())),
+    }
+}
+
+fn encode_salt(salt: &[u8; SALT_BYTES]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + SALT_BYTES);
+    v.push(SALT_FORMAT);
+    v.extend_from_slice(salt);
+    v
+}
+
+/// The leading bytes of `user`'s selectors on a remote store: the first
+/// [`TAG_BYTES`] of SHA-256(salt || user), so that a user's sessions and
+/// index share a tag, users spread over tags, and an id tells nothing
+/// about its user's name to whoever does not hold the salt.
+fn salted_prefix(salt: &[u8; SALT_BYTES], user: &str) -> [u8; TAG_BYTES] {
+    let mut h = Sha256::new();
+    h.update(salt);
+    h.update(user.as_bytes());
+    let h = h.finalize();
     [h[0], h[1]]
+}
+
+/// A remote store's tag salt once read, shared by the clones of one
+/// [`Sessions`]. Its `Debug` does not show it.
+#[derive(Default)]
+struct SaltCell(std::sync::OnceLock<[u8; SALT_BYTES]>);
+
+impl std::fmt::Debug for SaltCell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = if self.0.get().is_some() {
+            "read"
+        } else {
+            "not read"
+        };
+        write!(f, "SaltCell({state})")
+    }
 }
 
 /// A fresh selector: `prefix`, then random bytes (80 bits); all random
@@ -328,13 +401,16 @@ fn session_key(selector: &[u8; SELECTOR_BYTES]) -> Key {
     Key::tagged(tag_of(&prefix_of(selector)), k)
 }
 
-/// The key of a user's index: name `u` + user, tag [`tag_of`] the
-/// [`user_prefix`].
-fn user_key(user: &str) -> Key {
+/// The key of a user's index: name `u` + user, tag [`tag_of`] `prefix`
+/// (the user's on a remote store), no tag without one.
+fn user_key(user: &str, prefix: Option<[u8; TAG_BYTES]>) -> Key {
     let mut k = Vec::with_capacity(1 + user.len());
     k.push(b'u');
     k.extend_from_slice(user.as_bytes());
-    Key::tagged(tag_of(&user_prefix(user)), k)
+    match prefix {
+        Some(p) => Key::tagged(tag_of(&p), k),
+        None => Key::new(k),
+    }
 }
 
 /// An engine-style expiry (0 for none) as the seam's.
@@ -367,21 +443,52 @@ fn open(entry: Option<&Entry>, id: &Parsed) -> Result<Option<(Record, u64)>> {
     Ok(Some((rec, e.expires_at_ms.unwrap_or(0))))
 }
 
-/// The keys of an update on a user's sessions, as its function sees
-/// them: the index is key 0, and `sels[i]` (each session the index lists
-/// or the operation names, once) is key `i + 1`.
+/// A user's index as an update on the user's sessions sees it, and where
+/// its keys are: the index is key `at`, and each session the index lists
+/// or the operation names is key `positions[selector]`.
 struct Index<'a> {
     user: &'a str,
-    sels: &'a [[u8; SELECTOR_BYTES]],
-    /// Each selector of `sels` and its key's position.
-    positions: &'a HashMap<[u8; SELECTOR_BYTES], usize>,
+    /// The position of the index's key.
+    at: usize,
+    /// Each selector the index lists or the operation names, and its
+    /// key's position.
+    positions: HashMap<[u8; SELECTOR_BYTES], usize>,
     /// The selectors the index lists, `None` without an index.
     listed: Option<Vec<[u8; SELECTOR_BYTES]>>,
     /// The index's expiry.
     expires: Option<u64>,
 }
 
-impl Index<'_> {
+impl<'a> Index<'a> {
+    /// On a store whose updates read keys as they go
+    /// ([`Update::read_more`], the embedded store): reads `user`'s index
+    /// (key `ukey`) and every session it lists into `u`, beside the
+    /// sessions `known` the update already has (with their positions).
+    fn read_in(
+        u: &mut Update,
+        user: &'a str,
+        ukey: &Key,
+        known: &[([u8; SELECTOR_BYTES], usize)],
+    ) -> Result<Index<'a>> {
+        let at = u.read_more(ukey)?;
+        let listed = u.get(at).map(|e| decode_index(&e.value)).transpose()?;
+        let expires = u.get(at).and_then(|e| e.expires_at_ms);
+        let mut positions: HashMap<_, _> = known.iter().copied().collect();
+        for sel in listed.iter().flatten() {
+            if !positions.contains_key(sel) {
+                let i = u.read_more(&session_key(sel))?;
+                positions.insert(*sel, i);
+            }
+        }
+        Ok(Index {
+            user,
+            at,
+            positions,
+            listed,
+            expires,
+        })
+    }
+
     /// The position of `sel`'s key (out of range, so refused by the
     /// update, if the operation did not name it).
     fn pos(&self, sel: &[u8; SELECTOR_BYTES]) -> usize {
@@ -413,11 +520,11 @@ impl Index<'_> {
                     self.expires.unwrap_or(0)
                 };
                 live.push(sel);
-                u.put(0, encode_index(&live), Some(kept.max(expires)));
+                u.put(self.at, encode_index(&live), Some(kept.max(expires)));
             }
             None if self.listed.is_none() => {}
-            None if live.is_empty() => u.delete(0),
-            None => u.put(0, encode_index(&live), self.expires),
+            None if live.is_empty() => u.delete(self.at),
+            None => u.put(self.at, encode_index(&live), self.expires),
         }
     }
 }
@@ -557,6 +664,7 @@ impl Sessions {
         Sessions {
             store: store.into(),
             max_lifetime_ms: None,
+            salt: std::sync::Arc::default(),
         }
     }
 
@@ -604,18 +712,90 @@ impl Sessions {
         }
     }
 
+    /// The store's tag salt (see the [module docs](self)): read once per
+    /// `Sessions` (its clones share it), and created if the store has
+    /// none, by an update that writes it only if it is still absent, so
+    /// that every `Sessions` on the store uses the same salt.
+    fn salt(&self) -> Result<[u8; SALT_BYTES]> {
+        if let Some(salt) = self.salt.0.get() {
+            return Ok(*salt);
+        }
+        let key = salt_key();
+        let salt = match self.store.read_one(&key)? {
+            (_, Some(e)) => decode_salt(&e.value)?,
+            (_, None) => {
+                let mut fresh = [0u8; SALT_BYTES];
+                secure_bytes(&mut fresh)?;
+                self.store
+                    .update(std::slice::from_ref(&key), |u| match u.get(0) {
+                        Some(e) => decode_salt(&e.value),
+                        None => {
+                            u.put(0, encode_salt(&fresh), None);
+                            Ok(fresh)
+                        }
+                    })?
+            }
+        };
+        Ok(*self.salt.0.get_or_init(|| salt))
+    }
+
+    /// The leading bytes of `user`'s selectors and the tag of their index
+    /// on a remote store ([`salted_prefix`]); `None` on a store that is
+    /// not remote, which ignores tags: there selectors are wholly random.
+    fn user_prefix(&self, user: &str) -> Result<Option<[u8; TAG_BYTES]>> {
+        if !self.store.is_remote() {
+            return Ok(None);
+        }
+        Ok(Some(salted_prefix(&self.salt()?, user)))
+    }
+
+    /// The key of `user`'s index.
+    fn user_key(&self, user: &str) -> Result<Key> {
+        Ok(user_key(user, self.user_prefix(user)?))
+    }
+
+    /// The key of `user`'s index inside an update whose function reads
+    /// more keys: only a store that is not remote offers that, so the key
+    /// has no tag and needs no salt (no call to the store).
+    fn local_user_key(user: &str) -> Key {
+        user_key(user, None)
+    }
+
     /// One update on `user`'s index and the sessions it lists, plus the
     /// sessions `extra` names (all under the user's tag, as long as they
-    /// were created for that user). Reads the index first to know the
-    /// keys, and reads again if the index names a session the update did
-    /// not read.
+    /// were created for that user).
+    ///
+    /// Where updates read keys as they go (the embedded store), that is
+    /// one update that reads the sessions the index lists from inside.
+    /// Elsewhere it reads the index first to know the keys, and reads
+    /// again if the index names a session the update did not read.
     fn with_user<R>(
         &self,
         user: &str,
         extra: &[[u8; SELECTOR_BYTES]],
         mut f: impl FnMut(&mut Update, &Index<'_>) -> Result<Step<R>>,
     ) -> Result<Step<R>> {
-        let ukey = user_key(user);
+        let mut named = Vec::with_capacity(extra.len());
+        for s in extra {
+            if !named.iter().any(|(n, _)| n == s) {
+                named.push((*s, named.len()));
+            }
+        }
+        if !self.store.is_remote() {
+            let keys: Vec<Key> = named.iter().map(|(s, _)| session_key(s)).collect();
+            let ukey = Self::local_user_key(user);
+            let step = self.store.update(&keys, |u| {
+                if !u.can_read_more() {
+                    return Ok(None);
+                }
+                let ix = Index::read_in(u, user, &ukey, &named)?;
+                f(u, &ix).map(Some)
+            })?;
+            if let Some(step) = step {
+                return Ok(step);
+            }
+        }
+        let ukey = self.user_key(user)?;
         loop {
             let mut sels = extra.to_vec();
             if let (_, Some(e)) = self.store.read_one(&ukey)? {
@@ -639,8 +819,8 @@ impl Sessions {
                 }
                 let ix = Index {
                     user,
-                    sels: &sels,
-                    positions: &positions,
+                    at: 0,
+                    positions: positions.clone(),
                     expires: u.get(0).and_then(|e| e.expires_at_ms),
                     listed,
                 };
@@ -717,11 +897,15 @@ impl Sessions {
         let mut verifier = [0u8; VERIFIER_BYTES];
         secure_bytes(&mut verifier)?;
         let idle_ms = ms(ttl);
+        let prefix = match user {
+            Some(name) => self.user_prefix(name)?,
+            None => None,
+        };
         self.run(|_| {
-            let selector = new_selector(user.map(user_prefix))?;
-            // The new key is read in the update: a collision of 80 random
-            // bits does not happen in practice, but never overwrite a
-            // session if it does.
+            let selector = new_selector(prefix)?;
+            // The new key is read in the update: a collision of 80 (or 96)
+            // random bits does not happen in practice, but never overwrite
+            // a session if it does.
             let step = |u: &mut Update, ix: Option<&Index<'_>>| {
                 let i = ix.map_or(0, |ix| ix.pos(&selector));
                 if u.get(i).is_some() {
@@ -751,25 +935,27 @@ impl Sessions {
         })
     }
 
-    /// Keeps the index (key 1 of `u`) alive at least until `expires`. To
-    /// spare a write on most touches, it is extended by twice what is
+    /// Keeps the index (key `at` of `u`) alive at least until `expires`.
+    /// To spare a write on most touches, it is extended by twice what is
     /// needed.
-    fn index_cover(u: &mut Update, expires: u64) {
+    fn index_cover(u: &mut Update, at: usize, expires: u64) {
         let now = u.now_ms();
-        let Some(e) = u.get(1) else {
+        let Some(e) = u.get(at) else {
             return;
         };
         if let Some(exp) = e.expires_at_ms {
             if exp < expires {
                 let slack = expires.saturating_sub(now);
                 let value = e.value.clone();
-                u.put(1, value, Some(expires.saturating_add(slack)));
+                u.put(at, value, Some(expires.saturating_add(slack)));
             }
         }
     }
 
     /// One run of [`Sessions::get_and_touch`] on `[session]`, or on
-    /// `[session, index]` with `user`.
+    /// `[session, index]` with `user`. Where the update reads keys as it
+    /// goes, a first run that finds a user's session reads the index from
+    /// inside instead of asking for another run.
     fn touch_step(
         &self,
         u: &mut Update,
@@ -783,18 +969,24 @@ impl Sessions {
         if new <= expires {
             return Ok(Step::Done(Some(rec.session(expires))));
         }
-        if rec.user.as_deref() != user {
+        let index = if rec.user.as_deref() == user {
+            user.map(|_| 1)
+        } else if let (None, Some(name), true) = (user, rec.user.as_deref(), u.can_read_more()) {
+            Some(u.read_more(&Self::local_user_key(name))?)
+        } else {
             return Ok(Step::Retry(rec.user));
-        }
+        };
         u.put(0, rec.encode(), Some(new));
-        if user.is_some() {
-            Self::index_cover(u, new);
+        if let Some(at) = index {
+            Self::index_cover(u, at, new);
         }
         Ok(Step::Done(Some(rec.session(new))))
     }
 
     /// One run of [`Sessions::rotate`] to `new` (with `verifier`), on
-    /// `[old, new]`, or on a user's keys with `ix`.
+    /// `[old, new]`, or on a user's keys with `ix`. Where the update reads
+    /// keys as it goes, a first run that finds a user's session reads the
+    /// user's index and sessions from inside.
     fn rotate_step(
         u: &mut Update,
         old: &Parsed,
@@ -805,6 +997,18 @@ impl Sessions {
         let (i, j) = ix.map_or((0, 1), |ix| (ix.pos(&old.selector), ix.pos(new)));
         let Some((mut rec, expires)) = open(u.get(i), old)? else {
             return Ok(Step::Done(None));
+        };
+        let name = rec.user.clone();
+        let read_in;
+        let ix = match (ix, name.as_deref()) {
+            (None, Some(user))
+                if u.can_read_more() && *new != old.selector && u.get(j).is_none() =>
+            {
+                let known = [(old.selector, i), (*new, j)];
+                read_in = Index::read_in(u, user, &Self::local_user_key(user), &known)?;
+                Some(&read_in)
+            }
+            _ => ix,
         };
         if rec.user.as_deref() != ix.map(|ix| ix.user) || *new == old.selector || u.get(j).is_some()
         {
@@ -820,11 +1024,22 @@ impl Sessions {
     }
 
     /// One run of [`Sessions::revoke`] on `[session]`, or on a user's keys
-    /// with `ix`.
+    /// with `ix`; reads the user's keys from inside where it can, as
+    /// [`Sessions::rotate_step`].
     fn revoke_step(u: &mut Update, id: &Parsed, ix: Option<&Index<'_>>) -> Result<Step<bool>> {
         let i = ix.map_or(0, |ix| ix.pos(&id.selector));
         let Some((rec, _)) = open(u.get(i), id)? else {
             return Ok(Step::Done(false));
+        };
+        let name = rec.user.clone();
+        let read_in;
+        let ix = match (ix, name.as_deref()) {
+            (None, Some(user)) if u.can_read_more() => {
+                let known = [(id.selector, i)];
+                read_in = Index::read_in(u, user, &Self::local_user_key(user), &known)?;
+                Some(&read_in)
+            }
+            _ => ix,
         };
         if rec.user.as_deref() != ix.map(|ix| ix.user) {
             return Ok(Step::Retry(rec.user));
@@ -908,9 +1123,11 @@ impl Sessions {
             None => self
                 .store
                 .update(std::slice::from_ref(&key), |u| self.touch_step(u, &p, None)),
-            Some(name) => self.store.update(&[key.clone(), user_key(name)], |u| {
-                self.touch_step(u, &p, Some(name))
-            }),
+            Some(name) => self
+                .store
+                .update(&[key.clone(), self.user_key(name)?], |u| {
+                    self.touch_step(u, &p, Some(name))
+                }),
         })
     }
 
@@ -969,10 +1186,16 @@ impl Sessions {
         };
         let mut verifier = [0u8; VERIFIER_BYTES];
         secure_bytes(&mut verifier)?;
-        // The new selector keeps the tag: the user's for a user's session
-        // (found out by a first run), the old selector's otherwise.
+        // On a remote store the new selector keeps the tag: the user's for
+        // a user's session (found out by a first run), the old selector's
+        // otherwise. Elsewhere tags do not matter: it is wholly random.
+        let remote = self.store.is_remote();
         self.run(|user| {
-            let selector = new_selector(Some(user.map_or(prefix_of(&p.selector), user_prefix)))?;
+            let prefix = match user {
+                Some(name) => self.user_prefix(name)?,
+                None => remote.then(|| prefix_of(&p.selector)),
+            };
+            let selector = new_selector(prefix)?;
             match user {
                 None => self
                     .store
@@ -1040,7 +1263,7 @@ impl Sessions {
     /// # Errors
     /// As [`Sessions::get`].
     pub fn list_for_user(&self, user: &str) -> Result<Vec<(SessionHandle, Session)>> {
-        let (_, Some(index)) = self.store.read_one(&user_key(user))? else {
+        let (_, Some(index)) = self.store.read_one(&self.user_key(user)?)? else {
             return Ok(Vec::new());
         };
         let sels = decode_index(&index.value)?;
@@ -1095,7 +1318,10 @@ impl Sessions {
         // On a remote store every session of `user` carries the user's
         // tag: a handle without it is another user's, and reading it in
         // the same update would span two tags.
-        if self.store.is_remote() && prefix_of(&selector) != user_prefix(user) {
+        if self
+            .user_prefix(user)?
+            .is_some_and(|prefix| prefix != prefix_of(&selector))
+        {
             return Ok(false);
         }
         self.run(|_| {
@@ -1137,16 +1363,16 @@ impl Sessions {
                 if ix.listed.is_none() {
                     return Ok(Step::Done(0));
                 }
-                // With no session named by the operation, the keys after
-                // the index are exactly the sessions it lists.
+                // With no session named by the operation, the sessions
+                // read are exactly those the index lists.
                 let mut n = 0;
-                for i in 1..=ix.sels.len() {
+                for &i in ix.positions.values() {
                     if u.get(i).is_some() {
                         u.delete(i);
                         n += 1;
                     }
                 }
-                u.delete(0);
+                u.delete(ix.at);
                 Ok(Step::Done(n))
             })
         })
@@ -1397,6 +1623,38 @@ mod tests {
     }
 
     #[test]
+    fn user_tags_on_a_remote_store_depend_on_its_salt() {
+        let hour = Duration::from_secs(3600);
+        let users = ["ada", "bob"];
+        let prefixes = |s: &Sessions| {
+            users.map(|u| {
+                let id = s.create_for_user(u, b"", hour).expect("create");
+                prefix_of(&selector_of(&id))
+            })
+        };
+        let (a, state_a) = tagged_sessions(true);
+        let (b, _) = tagged_sessions(true);
+        let pa = prefixes(&a);
+        // Two stores, two salts: the same users get other tags (both
+        // alike by chance once in 2^32).
+        assert_ne!(pa, prefixes(&b));
+        let salt = state_a
+            .map
+            .lock()
+            .expect("lock")
+            .get(&b"tag-salt"[..])
+            .map(|e| (e.value.clone(), e.expires_at_ms))
+            .expect("the salt is stored");
+        assert_eq!(salt.0.len(), 1 + SALT_BYTES);
+        assert_eq!(salt.1, None, "the salt never expires");
+        // A new Sessions on the same store reads the same salt.
+        let again = Sessions::new(a.store().clone());
+        assert_eq!(prefixes(&again), pa);
+        assert_eq!(again.list_for_user("ada").expect("list").len(), 2);
+        assert_eq!(prefixes(&a), pa);
+    }
+
+    #[test]
     fn a_users_sessions_and_index_share_one_tag() {
         for remote in [false, true] {
             let (sessions, state) = tagged_sessions(remote);
@@ -1412,10 +1670,14 @@ mod tests {
             let rotated = sessions.rotate(first.as_str()).expect("rotate");
             ids[0] = (user, rotated.expect("live"));
             for (user, id) in &ids {
-                assert_eq!(prefix_of(&selector_of(id)), user_prefix(user), "{user}");
                 let key = session_key(&selector_of(id));
-                assert_eq!(key.tag(), user_key(user).tag(), "{user}");
                 key.check_tag().expect("a valid tag");
+                if remote {
+                    let prefix = sessions.user_prefix(user).expect("prefix");
+                    assert_eq!(Some(prefix_of(&selector_of(id))), prefix, "{user}");
+                    let ukey = sessions.user_key(user).expect("key");
+                    assert_eq!(key.tag(), ukey.tag(), "{user}");
+                }
                 let touched = sessions.get_and_touch(id.as_str()).expect("touch");
                 assert_eq!(touched.and_then(|s| s.user).as_deref(), Some(*user));
                 assert!(sessions.update(id.as_str(), b"e").expect("update"));
@@ -1441,17 +1703,20 @@ mod tests {
             }
             let seen = state.seen.lock().expect("lock");
             assert!(seen.len() > 30, "{} operations", seen.len());
-            for tags in seen.iter() {
-                assert_eq!(
-                    tags.len(),
-                    1,
-                    "remote {remote}: one operation spans tags {tags:?}"
-                );
+            if !remote {
+                // Tags do not matter on a store that is not remote.
+                continue;
+            }
+            let untagged = BTreeSet::from([None]);
+            for tags in seen.iter().filter(|t| **t != untagged) {
+                assert_eq!(tags.len(), 1, "one operation spans tags {tags:?}");
                 assert!(tags.iter().all(Option::is_some), "an untagged key");
             }
+            // Only the salt's key has no tag: read, then created.
+            assert_eq!(seen.iter().filter(|t| **t == untagged).count(), 2);
             let users: BTreeSet<_> = ["ada", "bob", "carol"]
                 .iter()
-                .map(|u| user_key(u).tag().map(<[u8]>::to_vec))
+                .map(|u| sessions.user_key(u).expect("key").tag().map(<[u8]>::to_vec))
                 .collect();
             assert_eq!(users.len(), 3, "three users, three tags (for these names)");
         }
@@ -1459,7 +1724,7 @@ mod tests {
 
     #[test]
     fn sessions_without_a_user_spread_over_tags() {
-        let (sessions, state) = tagged_sessions(false);
+        let (sessions, state) = tagged_sessions(true);
         let hour = Duration::from_secs(3600);
         let mut tags = BTreeSet::new();
         for _ in 0..64 {
@@ -1494,7 +1759,7 @@ mod tests {
         };
         // The index listing all three, and c's record, as they are now.
         let later = vec![
-            entry(&user_key("ada")),
+            entry(&sessions.user_key("ada").expect("key")),
             entry(&session_key(&selector_of(&c))),
         ];
         assert!(sessions.revoke(c.as_str()).expect("revoke"));
