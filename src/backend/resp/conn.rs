@@ -214,9 +214,32 @@ impl Pool {
         })
     }
 
+    /// A new connection to one node of the cluster (`host:port`, as a
+    /// redirect names it), with the seeds' settings (password, TLS) and
+    /// the pool's timeouts.
+    ///
+    /// # Errors
+    /// The client's, or a client error outside a cluster.
+    pub(crate) fn connect_node(&self, node: &str) -> redis::RedisResult<redis::Connection> {
+        let bad = || {
+            RedisError::from((
+                redis::ErrorKind::ClientError,
+                "bad redirect",
+                node.to_owned(),
+            ))
+        };
+        let Target::Cluster(_, seed) = &self.target else {
+            return Err(bad());
+        };
+        let (host, port) = node.rsplit_once(':').ok_or_else(bad)?;
+        let port = port.parse().map_err(|_| bad())?;
+        let client = redis::Client::open(with_addr(seed, host, port))?;
+        self.connect_one(&client)
+    }
+
     /// Drops every idle connection (after one was found closed, the
-    /// others likely are too).
-    fn clear_idle(&self) {
+    /// others likely are too; after a `MOVED`, their slot maps are old).
+    pub(crate) fn clear_idle(&self) {
         if let Ok(mut idle) = self.idle.lock() {
             idle.clear();
         }
@@ -300,6 +323,28 @@ impl Drop for Lease<'_> {
     }
 }
 
+/// `seed`'s settings (password, database, TLS) for the node `host:port`.
+pub(crate) fn with_addr(seed: &ConnectionInfo, host: &str, port: u16) -> ConnectionInfo {
+    let mut info = seed.clone();
+    info.addr = match &seed.addr {
+        ConnectionAddr::TcpTls {
+            insecure,
+            tls_params,
+            ..
+        } => ConnectionAddr::TcpTls {
+            host: host.to_owned(),
+            port,
+            insecure: *insecure,
+            tls_params: tls_params.clone(),
+        },
+        _ => ConnectionAddr::Tcp(host.to_owned(), port),
+    };
+    if host.is_empty() {
+        info.addr = seed.addr.clone();
+    }
+    info
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,3 +379,4 @@ mod tests {
         assert_eq!(failure(&script), Failure::Other);
     }
 }
+

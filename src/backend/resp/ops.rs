@@ -4,9 +4,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use redis::{
-    ConnectionAddr, ConnectionInfo, ConnectionLike, ErrorKind, RedisError, RedisResult, Value,
-};
+use redis::{ConnectionInfo, ConnectionLike, ErrorKind, RedisError, RedisResult, Value};
 
 use super::conn::{failure, Conn, Failure, Lease, Pool, Target};
 use super::keys;
@@ -115,8 +113,31 @@ fn parse_read(v: Value, n: usize) -> RedisResult<(u64, Vec<Raw>)> {
 }
 
 fn read_eval(sh: &Shared, c: &mut Conn, stored: &[Vec<u8>]) -> RedisResult<(u64, Vec<Raw>)> {
-    let v = sh.scripts.read.run(c.like(), stored, &[])?;
+    let v = run_script(sh, c, &sh.scripts.read, stored, &[])?;
     parse_read(v, stored.len())
+}
+
+/// Runs `lua` on `keys` and `args`; when the keys' slot is migrating and
+/// the node answers `ASK` (it did not run the script), runs it once on the
+/// node the redirect names, after `ASKING`. The cluster client follows no
+/// redirect itself (it would also resend after a timeout; see `Pool`).
+fn run_script(
+    sh: &Shared,
+    c: &mut Conn,
+    lua: &super::scripts::Lua,
+    keys: &[Vec<u8>],
+    args: &[Vec<u8>],
+) -> RedisResult<Value> {
+    match lua.run(c.like(), keys, args) {
+        Err(e) if e.kind() == redis::ErrorKind::Ask => {
+            let Some((node, _slot)) = e.redirect_node() else {
+                return Err(e);
+            };
+            let mut target = sh.pool.connect_node(node)?;
+            lua.run_asking(&mut target, keys, args)
+        }
+        r => r,
+    }
 }
 
 /// `TIME` and each key's `GET` and `PEXPIRETIME`, in one pipeline
@@ -188,6 +209,12 @@ impl Retry {
     fn after(&mut self, sh: &Shared, e: RedisError, reused: bool) -> Result<()> {
         self.tries += 1;
         self.fresh = false;
+        if e.kind() == redis::ErrorKind::Moved {
+            // The slot map changed: every pooled connection has the old
+            // one. Start again from the seeds.
+            sh.pool.clear_idle();
+            self.fresh = true;
+        }
         match failure(&e) {
             Failure::Closed if reused && !self.stale_retried => {
                 self.stale_retried = true;
@@ -338,7 +365,7 @@ fn try_eval(
     // An error reply that says the script did not run may be tried
     // again; any other failure may have applied it: never resend it.
     match lease
-        .run(|c| sh.scripts.apply.run(c.like(), stored, &args))
+        .run(|c| run_script(sh, c, &sh.scripts.apply, stored, &args))
         .and_then(|v| int(&v))
     {
         Ok(1) => Ok(Attempt::Done),
@@ -570,26 +597,7 @@ fn cluster_masters(sh: &Shared, seed: &ConnectionInfo) -> Result<Vec<ConnectionI
     }
     Ok(masters
         .into_iter()
-        .map(|(host, port)| {
-            let mut info = seed.clone();
-            info.addr = match &seed.addr {
-                ConnectionAddr::TcpTls {
-                    insecure,
-                    tls_params,
-                    ..
-                } => ConnectionAddr::TcpTls {
-                    host: host.clone(),
-                    port,
-                    insecure: *insecure,
-                    tls_params: tls_params.clone(),
-                },
-                _ => ConnectionAddr::Tcp(host.clone(), port),
-            };
-            if host.is_empty() {
-                info.addr = seed.addr.clone();
-            }
-            info
-        })
+        .map(|(host, port)| super::conn::with_addr(seed, &host, port))
         .collect())
 }
 

@@ -101,6 +101,29 @@ impl Lua {
     }
 }
 
+impl Lua {
+    /// Runs the script with `EVAL` right after `ASKING`, in one pipeline,
+    /// on the node an `ASK` redirect named (the flag covers only the next
+    /// command, so no `EVALSHA` first).
+    pub(crate) fn run_asking(
+        &self,
+        c: &mut dyn ConnectionLike,
+        keys: &[Vec<u8>],
+        args: &[Vec<u8>],
+    ) -> RedisResult<Value> {
+        let (v,): (Value,) = redis::pipe()
+            .cmd("ASKING")
+            .ignore()
+            .cmd("EVAL")
+            .arg(self.code)
+            .arg(keys.len())
+            .arg(keys)
+            .arg(args)
+            .query(c)?;
+        Ok(v)
+    }
+}
+
 /// The scripts, hashed once.
 pub(crate) struct Scripts {
     /// See [`READ`].
