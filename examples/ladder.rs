@@ -106,6 +106,10 @@ fn main() -> cairn::Result<()> {
     let limits_store = step.store("limits")?;
     let sessions =
         Sessions::new(step.store("sessions")?).max_lifetime(Duration::from_secs(7 * 24 * 3600));
+    // The salt of a user's hash tag on a server: from the configuration,
+    // the same in every process (see `Sessions::tag_secret`).
+    let tag_secret = std::env::var("SESSION_TAG_SECRET").unwrap_or_else(|_| "ladder-demo".into());
+    let sessions = sessions.tag_secret(tag_secret);
     let login = FixedWindow::new(limits_store.clone(), "login", 5, Duration::from_secs(60))?;
     let payments = Idempotency::new(limits_store);
     app(&sessions, &login, &payments)

@@ -865,7 +865,17 @@ fn a_key_in_a_migrating_slot_is_read_and_updated_through_ask() {
     let dst_id = cli(dst, &["CLUSTER", "MYID"]);
     cli(dst, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &src_id]);
     cli(src, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &dst_id]);
-    let moved = cli(src, &["MIGRATE", "127.0.0.1", &dst.to_string(), stored, "0", "5000"]);
+    let moved = cli(
+        src,
+        &[
+            "MIGRATE",
+            "127.0.0.1",
+            &dst.to_string(),
+            stored,
+            "0",
+            "5000",
+        ],
+    );
     assert_eq!(moved, "OK", "MIGRATE");
     let t = Instant::now();
     assert_eq!(value(&store, &key), Some(b"v".to_vec()));
@@ -876,4 +886,34 @@ fn a_key_in_a_migrating_slot_is_read_and_updated_through_ask() {
         "ASK followed at once, not after retries: {:?}",
         t.elapsed()
     );
+}
+
+/// Sessions on a remote store with an application-supplied tag secret
+/// store no salt on the server (so none can be lost and split the
+/// processes onto two salts), and a second `Sessions` (another process)
+/// finds and revokes the first one's sessions.
+#[test]
+fn sessions_with_a_tag_secret_keep_no_salt_on_the_server() {
+    use cairn::session::Sessions;
+    let server = RedisServer::start();
+    let open = || {
+        let b = RespOptions::new(&server.url())
+            .prefix("ts:")
+            .open()
+            .expect("open");
+        Sessions::new(Store::from(b)).tag_secret([9u8; 32])
+    };
+    let a = open();
+    let id = a
+        .create_for_user("ada", b"x", Duration::from_secs(60))
+        .expect("create");
+    assert_eq!(
+        command(server.port(), &["EXISTS", "ts:tag-salt"]).as_deref(),
+        Ok("0"),
+        "no salt stored"
+    );
+    let b = open();
+    assert_eq!(b.list_for_user("ada").expect("list").len(), 1);
+    assert_eq!(b.revoke_all_for_user("ada").expect("revoke all"), 1);
+    assert!(a.get(id.as_str()).expect("get").is_none());
 }

@@ -79,19 +79,25 @@
 //!   sessions spread over the 65,536 tags; rotating one keeps its first 2
 //!   bytes (and so its tag).
 //!
-//! The salt is drawn from the CSPRNG by the first `Sessions` that needs
-//! it and stored, without a tag or an expiry, under the key `tag-salt`
-//! (created only if absent, so concurrent processes agree on one); every
-//! `Sessions` on that store reads it once and keeps it. Without the salt
+//! The salt comes from [`Sessions::tag_secret`] (the application's
+//! configuration; recommended) or, without one, is drawn from the CSPRNG
+//! by the first `Sessions` that needs it and stored, without a tag or an
+//! expiry, under the key `tag-salt` (created only if absent, so
+//! concurrent processes agree on one); every `Sessions` on that store
+//! reads it once and keeps it. Without the salt
 //! an id's first 16 bits say nothing about its user's name, so a cookie
 //! cannot be used to test guessed names. What remains: the sessions of
 //! one user share those 16 bits, so whoever holds two cookies can tell
 //! whether they may be the same user's (a false match once in 65,536).
-//! Keep the server from evicting the salt (a `maxmemory-policy` of
-//! `noeviction` or a `volatile-*` one, which never evicts a key without
-//! an expiry): a new salt moves every user's index to another tag, so
-//! earlier sessions are no longer listed, and on a cluster an operation
-//! on a user's earlier session fails with a cross-slot error.
+//! A stored salt must not be lost: run the sessions' server with
+//! `maxmemory-policy noeviction` (a `volatile-*` policy would evict the
+//! sessions and indexes themselves, which all have a TTL). If it is lost
+//! anyway (a `FLUSHDB`, a failover right after it was written), the
+//! processes already running keep the old salt and new ones write a new
+//! one: each side's per-user operations then miss the other side's
+//! sessions, and on a cluster an operation on a user's earlier session
+//! fails with a cross-slot error, until every process restarts. A
+//! [`Sessions::tag_secret`] has no such failure.
 //!
 //! An operation on a user (creating, rotating or revoking one of their
 //! sessions, listing or revoking them all) therefore reads and writes only
@@ -666,6 +672,38 @@ impl Sessions {
             max_lifetime_ms: None,
             salt: std::sync::Arc::default(),
         }
+    }
+
+    /// Derives the salt of a remote store's user tags from `secret` (32 or
+    /// more random bytes from the application's configuration, the same
+    /// in every process) instead of a salt stored on the server. Set it
+    /// on every remote deployment: a stored salt that is lost (a
+    /// `FLUSHDB`, an eviction, a failover right after it was created)
+    /// leaves the processes already running on the old salt and new ones
+    /// on a new one, and per-user operations (`list_for_user`,
+    /// `revoke_all_for_user`) then miss the other salt's sessions until
+    /// every process restarts. The embedded store does not use tags and
+    /// ignores it. Changing the secret has the same effect as losing the
+    /// stored salt: sessions created for a user before the change are no
+    /// longer found through that user's index.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// # let secret_from_config = [7u8; 32];
+    /// let sessions = cairn::session::Sessions::new(db.keyspace("sessions")?)
+    ///     .tag_secret(secret_from_config);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    #[must_use]
+    pub fn tag_secret(mut self, secret: impl AsRef<[u8]>) -> Sessions {
+        let mut h = Sha256::new();
+        h.update(b"cairn session tag salt\0");
+        h.update(secret.as_ref());
+        let cell = SaltCell::default();
+        let _ = cell.0.set(h.finalize().into());
+        self.salt = std::sync::Arc::new(cell);
+        self
     }
 
     /// Sets an absolute maximum lifetime: no session outlives its creation
