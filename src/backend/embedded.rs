@@ -103,7 +103,10 @@ impl Backend for Embedded {
     /// writer lock: so it never waits for a writer, and works inside a
     /// [`Db::transaction`] closure. Each entry is one write's value and
     /// expiry, but a write of several keys that lands during the read may
-    /// be seen in part (see [`Backend::read`]).
+    /// be seen in part (see [`Backend::read`]). Like [`Db::get`], it may
+    /// also see a write under `SyncPolicy::Always` whose fsync has not
+    /// completed yet (its writer has not been answered), which a power
+    /// loss would then undo.
     fn read(&self, keys: &[Key]) -> Result<Snapshot> {
         let now_ms = self.0.now_ms();
         let entries = keys

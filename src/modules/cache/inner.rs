@@ -177,8 +177,10 @@ impl Cache {
     }
 
     /// The backend's clock, without a read: on a remote store this host's
-    /// clock (a cache entry's freshness tolerates its skew), which saves a
-    /// round trip per write.
+    /// clock, which saves a round trip per write. An entry's freshness
+    /// then moves by the host's skew from the server's clock: keep hosts
+    /// synchronised (NTP) well within the TTLs you use; a host behind the
+    /// server by more than an entry's TTL writes it already expired.
     fn clock(&self) -> Result<u64> {
         self.0.store.now_ms()
     }
