@@ -42,6 +42,16 @@ impl Shared {
         self.config.read().unwrap_or_else(|e| e.into_inner()).sync
     }
 
+    /// The current `proto-max-bulk-len`, in bytes.
+    pub fn proto_max_bulk_len(&self) -> u64 {
+        let limit = self
+            .config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .proto_max_bulk_len;
+        u64::try_from(limit).unwrap_or(u64::MAX)
+    }
+
     /// A copy of the settings.
     pub fn config(&self) -> Config {
         self.config

@@ -171,15 +171,10 @@ fn check_value(len: usize) -> Result<(), Reply> {
 /// past Redis's `proto-max-bulk-len` (with Redis's text) or past cairn's
 /// value limit.
 fn check_growth(ctx: &Ctx<'_>, size: u64, append: u64) -> Result<(), Reply> {
-    let limit = ctx
-        .shared
-        .config
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .proto_max_bulk_len;
+    let limit = ctx.shared.proto_max_bulk_len();
     let total = size.checked_add(append);
     match total {
-        Some(t) if t <= u64::try_from(limit).unwrap_or(u64::MAX) => {}
+        Some(t) if t <= limit => {}
         _ => {
             return Err(Reply::err(
                 "ERR string exceeds maximum allowed size (proto-max-bulk-len)",

@@ -14,13 +14,7 @@ const BAD_OFFSET: &str = "ERR bit offset is not an integer or out of range";
 fn bit_offset(ctx: &Ctx<'_>, arg: &[u8]) -> Result<u64, Reply> {
     let offset = parse_int(arg).map_err(|_| Reply::err(BAD_OFFSET))?;
     let offset = u64::try_from(offset).map_err(|_| Reply::err(BAD_OFFSET))?;
-    let limit = ctx
-        .shared
-        .config
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .proto_max_bulk_len;
-    if offset >> 3 >= u64::try_from(limit).unwrap_or(u64::MAX) {
+    if offset >> 3 >= ctx.shared.proto_max_bulk_len() {
         return Err(Reply::err(BAD_OFFSET));
     }
     Ok(offset)

@@ -116,15 +116,10 @@ pub(super) fn lcs_cmd(ctx: &mut Ctx<'_>, args: &[Vec<u8>]) -> Res {
     let a = lookup_read(ctx, &args[1])?.unwrap_or_default().0;
     let b = lookup_read(ctx, &args[2])?.unwrap_or_default().0;
     let opts = parse_args(&args[3..])?;
-    let limit = ctx
-        .shared
-        .config
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .proto_max_bulk_len;
+    let limit = ctx.shared.proto_max_bulk_len();
     let cells = (a.len() as u128 + 1) * (b.len() as u128 + 1);
     // Values are at most cairn's 256 MiB, so every length fits in a u32.
-    if cells * 4 > limit as u128 {
+    if cells * 4 > u128::from(limit) {
         return Err(Reply::err(
             "ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len",
         ));
