@@ -379,18 +379,22 @@ impl Cache {
         }
     }
 
+    /// Removes `key` from the tracker and returns its size and expiry as
+    /// they were, to put back if the write that follows fails.
+    fn untrack(&self, key: &[u8]) -> Option<(u64, u64)> {
+        let mut t = lock(&self.0.tracker);
+        let before = t.slot_of(key);
+        t.remove(key);
+        before
+    }
+
     /// An entry larger than `max_bytes` on its own: it could never stay.
     /// Store nothing and evict nothing for it, but drop the value it
     /// replaces, which is no longer the key's latest. Called under
     /// [`Inner::writes`].
     fn reject_too_large(&self, key: &[u8], own: Option<&Flight>) -> Result<()> {
         self.mark_loads_stale(key, own);
-        let before = {
-            let mut t = lock(&self.0.tracker);
-            let before = t.slot_of(key);
-            t.remove(key);
-            before
-        };
+        let before = self.untrack(key);
         let held = before.is_some();
         let r = self.0.store.update(&[Key::new(data_key(key))], |u| {
             if held || u.get(0).is_some() {
@@ -625,12 +629,7 @@ impl Cache {
         self.check_can_wait()?;
         let _writing = lock(&self.0.writes);
         self.mark_loads_stale(key, None);
-        let before = {
-            let mut t = lock(&self.0.tracker);
-            let before = t.slot_of(key);
-            t.remove(key);
-            before
-        };
+        let before = self.untrack(key);
         let r = self.0.store.update(&[Key::new(data_key(key))], |u| {
             let existed = u.get(0).is_some();
             u.delete(0);
