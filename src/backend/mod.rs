@@ -585,19 +585,8 @@ impl Store {
     ///
     /// # Errors
     /// As [`Backend::update`].
-    pub fn update<R>(
-        &self,
-        keys: &[Key],
-        mut f: impl FnMut(&mut Update) -> Result<R>,
-    ) -> Result<R> {
-        let mut out = None;
-        self.0.update(keys, &mut |u| {
-            out = Some(f(u)?);
-            Ok(())
-        })?;
-        out.ok_or_else(|| {
-            Error::InvalidArgument("update: the backend never ran the update's function".into())
-        })
+    pub fn update<R>(&self, keys: &[Key], f: impl FnMut(&mut Update) -> Result<R>) -> Result<R> {
+        with_result(f, |g| self.0.update(keys, g))
     }
 
     /// [`Backend::update_deferred`] with a function that returns a
@@ -620,16 +609,9 @@ impl Store {
     pub fn update_deferred<R>(
         &self,
         keys: &[Key],
-        mut f: impl FnMut(&mut Update) -> Result<R>,
+        f: impl FnMut(&mut Update) -> Result<R>,
     ) -> Result<R> {
-        let mut out = None;
-        self.0.update_deferred(keys, &mut |u| {
-            out = Some(f(u)?);
-            Ok(())
-        })?;
-        out.ok_or_else(|| {
-            Error::InvalidArgument("update: the backend never ran the update's function".into())
-        })
+        with_result(f, |g| self.0.update_deferred(keys, g))
     }
 
     /// [`Backend::sync_pending`].
@@ -657,6 +639,22 @@ impl Store {
     pub fn scan(&self, prefix: &[u8], mut f: impl FnMut(&[u8], u64, Option<u64>)) -> Result<()> {
         self.0.scan(prefix, &mut f)
     }
+}
+
+/// Runs `call` (an update through the object-safe trait) with a function
+/// that keeps `f`'s result, and returns the result of its last run.
+fn with_result<R>(
+    mut f: impl FnMut(&mut Update) -> Result<R>,
+    call: impl FnOnce(&mut dyn FnMut(&mut Update) -> Result<()>) -> Result<()>,
+) -> Result<R> {
+    let mut out = None;
+    call(&mut |u| {
+        out = Some(f(u)?);
+        Ok(())
+    })?;
+    out.ok_or_else(|| {
+        Error::InvalidArgument("update: the backend never ran the update's function".into())
+    })
 }
 
 impl From<Db> for Store {
