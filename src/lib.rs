@@ -70,8 +70,8 @@ mod compaction;
 mod db;
 mod engine;
 mod error;
-mod format;
 pub mod feed;
+mod format;
 mod fs;
 #[cfg(feature = "__test_hooks")]
 #[doc(hidden)]

@@ -341,7 +341,7 @@ impl Changes {
     /// The position after the last change returned; while a batch is being
     /// returned, the position before it (a batch resumes whole).
     #[must_use]
-    pub fn position(&self) -> Position {
+    pub fn resume_position(&self) -> Position {
         self.position
     }
 
@@ -612,8 +612,8 @@ impl Watch {
     /// The position after the last change looked at (under the prefix or
     /// not).
     #[must_use]
-    pub fn position(&self) -> Position {
-        self.changes.position()
+    pub fn resume_position(&self) -> Position {
+        self.changes.resume_position()
     }
 }
 

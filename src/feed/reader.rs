@@ -143,6 +143,11 @@ impl LogReader {
         self.last_seq
     }
 
+    /// Says the next record read must follow `seq` (nothing read yet).
+    pub(crate) fn set_last_seq(&mut self, seq: u64) {
+        self.last_seq = Some(seq);
+    }
+
     /// The segment and offset the next record is read from.
     pub(crate) fn at(&self) -> Option<(u32, u64)> {
         self.cur.as_ref().map(|c| (c.id, c.offset))
@@ -286,7 +291,9 @@ impl LogReader {
     pub(crate) fn lost(&self, reason: String) -> Error {
         Error::ChangesLost {
             dir: self.dir.clone(),
-            position: self.last_seq.map_or("the start".into(), |s| format!("change {s}")),
+            position: self
+                .last_seq
+                .map_or("the start".into(), |s| format!("change {s}")),
             reason,
         }
     }
@@ -305,7 +312,7 @@ impl LogReader {
                 return self.accept(r).map(Next::Record);
             }
             let Some(next) = self.next_segment(limit)? else {
-                return Ok(Next::Wait);
+                return self.caught_up(limit);
             };
             if matches!(limit, Limit::Files) {
                 // The writer sealed this segment (fsynced, cut to its last
@@ -316,6 +323,27 @@ impl LogReader {
             }
             let last = self.last_seq;
             self.seek_segment_start(next, last)?;
+        }
+    }
+
+    /// At the published end, every change up to the published one has been
+    /// read, unless the log lost some: compaction removed writer segments
+    /// between this reader and the end.
+    fn caught_up(&mut self, limit: Limit) -> Result<Next> {
+        match (limit, self.last_seq) {
+            (Limit::Published(e), Some(last)) if last < e.seq => Err(self.lost(format!(
+                "changes {} to {} are no longer in the log (compaction removed them)",
+                last + 1,
+                e.seq
+            ))),
+            (Limit::Files, _) => {
+                // Bytes read ahead of the writer are not kept while waiting.
+                if let Some(c) = &mut self.cur {
+                    c.buf.clear();
+                }
+                Ok(Next::Wait)
+            }
+            _ => Ok(Next::Wait),
         }
     }
 
@@ -378,7 +406,27 @@ impl LogReader {
     }
 
     /// The record at the current offset, if one is complete there.
+    ///
+    /// Without a published end, bytes read ahead earlier may predate the
+    /// writer's append (zeros, half a record): anything but a record from
+    /// them is checked again against fresh bytes.
     fn read_here(&mut self, limit: Limit) -> Result<Option<Rec>> {
+        let buffered = self.cur.as_ref().is_some_and(|c| !c.buf.is_empty());
+        match self.read_here_once(limit) {
+            Ok(Some(r)) => Ok(Some(r)),
+            first if buffered && matches!(limit, Limit::Files) => {
+                if let Some(c) = &mut self.cur {
+                    c.buf.clear();
+                }
+                drop(first);
+                self.read_here_once(limit)
+            }
+            first => first,
+        }
+    }
+
+    /// [`LogReader::read_here`] with the bytes buffered so far.
+    fn read_here_once(&mut self, limit: Limit) -> Result<Option<Rec>> {
         let Some(c) = self.cur.as_ref() else {
             return Ok(None);
         };
@@ -480,7 +528,6 @@ impl LogReader {
     fn has_newer_writer_segment(&self, id: u32) -> Result<bool> {
         Ok(self.next_writer_after(id)?.is_some())
     }
-
 }
 
 /// Makes `c.buf` hold `len` bytes from segment offset `at` (reading up
