@@ -100,7 +100,7 @@ impl FeedSignal {
             let seq = self.seq.load(Ordering::Relaxed);
             std::sync::atomic::fence(Ordering::Acquire);
             let v2 = self.version.load(Ordering::Relaxed);
-            if v1 == v2 && v1 % 2 == 0 {
+            if v1 == v2 && v1.is_multiple_of(2) {
                 let (segment, offset) = unpack(end);
                 return LogEnd {
                     segment,
