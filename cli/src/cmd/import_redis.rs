@@ -61,17 +61,28 @@ struct Tally {
 pub fn import(dir: &Path, url: &str, cluster: bool) -> Result<u8> {
     let seed_info = parse_url(url)?;
     let seed_addr = addr_text(&seed_info);
-    let mut seed = connect(&seed_info)?;
+    let number = seed_info.redis.db;
+    // Connect to database 0 first: a cluster node refuses SELECT.
+    let mut first = seed_info.clone();
+    first.redis.db = 0;
+    let mut seed = connect(&first)?;
     let is_cluster = cluster || cluster_enabled(&mut seed.conn);
     let mut nodes = if is_cluster {
-        if seed_info.redis.db != 0 {
+        if number != 0 {
             bail!(
-                "{seed_addr}: a Redis Cluster has only database 0; leave /{} out of the URL",
-                seed_info.redis.db
+                "{seed_addr}: a Redis Cluster has only database 0; leave /{number} out of the URL"
             );
         }
-        cluster_nodes(&mut seed, &seed_info)?
+        cluster_nodes(&mut seed, &first)?
     } else {
+        if number != 0 {
+            redis::cmd("SELECT")
+                .arg(number)
+                .query::<()>(&mut seed.conn)
+                .map_err(|e| {
+                    anyhow!("Redis at {seed_addr}: cannot select database {number}: {e}")
+                })?;
+        }
         vec![seed]
     };
     let db = open_write(dir, true)?;
@@ -85,7 +96,7 @@ pub fn import(dir: &Path, url: &str, cluster: bool) -> Result<u8> {
     let from = if is_cluster {
         format!("the cluster at {seed_addr} ({} masters)", nodes.len())
     } else {
-        format!("{seed_addr} database {}", seed_info.redis.db)
+        format!("{seed_addr} database {number}")
     };
     eprintln!(
         "imported {} string keys from {from} ({} already expired and {} deleted or changed \
@@ -100,7 +111,7 @@ pub fn import(dir: &Path, url: &str, cluster: bool) -> Result<u8> {
             .map(|(k, n)| format!("{k} {n}"))
             .collect();
         eprintln!(
-            "skipped {skipped} keys that are not strings (cairn stores strings only): {}",
+            "skipped {skipped} keys that are not strings: {} (cairn holds strings only)",
             kinds.join(", ")
         );
     }
