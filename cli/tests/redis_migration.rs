@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use common::{code, p, stderr, text};
 use redis::Commands;
-use servers::{free_port, RedisCluster, RedisServer};
+use servers::{free_port, CairnServe, RedisCluster, RedisServer};
 
 /// Keys, values and absolute expiries (unix ms).
 type Data = BTreeMap<Vec<u8>, (Vec<u8>, Option<u64>)>;
@@ -704,4 +704,27 @@ fn import_from_a_three_master_cluster_copies_every_master() {
     ]);
     assert_eq!(code(&out), 1, "{}", text(&out));
     assert!(stderr(&out).contains("only database 0"), "{}", text(&out));
+}
+
+#[test]
+fn a_store_goes_through_cairn_serve_and_back_unchanged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let db = cairn::Db::open(&data).expect("open");
+    fill_binary(&db, "x");
+    let want = cairn_data(&db);
+    db.close().expect("close");
+
+    let serve = CairnServe::start();
+    let (export, pipe) = export_pipe(&["export", p(&data), "--format", "resp"], serve.port());
+    assert_eq!(code(&export), 0, "{}", text(&export));
+    assert!(
+        String::from_utf8_lossy(&pipe.stdout).contains("errors: 0"),
+        "{}",
+        text(&pipe)
+    );
+    let back = dir.path().join("back");
+    let out = cairn(&["import", p(&back), "--from", &serve.url()]);
+    assert_eq!(code(&out), 0, "{}", text(&out));
+    assert_same("store after cairn serve", &cairn_store(&back), &want);
 }
