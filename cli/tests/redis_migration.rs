@@ -191,6 +191,9 @@ fn fill_binary(db: &cairn::Db, tag: &str) {
         }
     }
     db.put(format!("{tag}:empty"), b"").expect("put");
+    if tag == "root" {
+        db.put(b"", b"the empty key").expect("put");
+    }
     db.put(format!("{tag}:crlf\r\n*1\r\n"), b"$-1\r\n")
         .expect("put");
     db.put(format!("{tag}:large"), noise(7, 1 << 20))
@@ -266,11 +269,12 @@ fn export_resp_loads_into_redis_with_every_byte_and_ttl_in_the_right_database() 
     let db0 = redis_strings(server.port(), 0);
     assert_eq!(
         db0.len(),
-        256 + 3,
+        256 + 4,
         "{:?}",
         db0.keys().take(3).collect::<Vec<_>>()
     );
     assert_eq!(db0[b"root:large".as_slice()].0.len(), 1 << 20);
+    assert_eq!(db0[b"".as_slice()].0, b"the empty key");
     assert!(db0[b"root\x00".as_slice()].1.is_some());
     assert!(!db0.contains_key(b"root:soon".as_slice()));
     app.close().expect("close");
@@ -433,6 +437,9 @@ fn fill_redis(port: u16, db: u32) {
     }
     pipe.cmd("SET").arg(b"empty".as_slice()).arg(b"".as_slice());
     pipe.cmd("SET")
+        .arg(b"".as_slice())
+        .arg(b"the empty key".as_slice());
+    pipe.cmd("SET")
         .arg(b"large".as_slice())
         .arg(noise(3, 1 << 20));
     pipe.cmd("SET").arg("gone-soon").arg("x").arg("PX").arg(1);
@@ -497,6 +504,7 @@ fn import_copies_a_benchmark_and_binary_keys_with_ttls_and_skips_other_types() {
     assert_same("store after import", &got, &want);
     assert!(got.contains_key(b"bin:\x00\r\n\x00".as_slice()));
     assert!(!got.contains_key(b"gone-soon".as_slice()));
+    assert_eq!(got[b"".as_slice()].0, b"the empty key");
     assert_eq!(got[b"large".as_slice()].0.len(), 1 << 20);
 
     // Database 2 alone, into another store.

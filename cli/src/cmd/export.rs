@@ -103,7 +103,7 @@ fn export_resp(
                 }
             }
             n += 1;
-            if let Some(pb) = pb.as_ref().filter(|_| n % 1000 == 0) {
+            if let Some(pb) = pb.as_ref().filter(|_| n.is_multiple_of(1000)) {
                 pb.set_message(format!("exported {} keys", total + n));
             }
         }
