@@ -7,6 +7,7 @@ pub mod compact;
 pub mod dump;
 pub mod export;
 pub mod import;
+pub mod import_redis;
 pub mod keys;
 pub mod repair;
 pub mod scan;
