@@ -10,7 +10,8 @@
 //! 2. one writer's put rate, durable (`SyncPolicy::Always`) and relaxed
 //!    (`SyncPolicy::Never`), with 0, 1 and 8 consumers following it.
 //!
-//! `FEED_BENCH_KEYS` and `FEED_BENCH_SECS` change the sizes.
+//! `FEED_BENCH_KEYS` and `FEED_BENCH_SECS` change the sizes;
+//! `FEED_BENCH_ONLY=feed` or `=writers` runs one part.
 
 use std::io::Read;
 use std::path::Path;
@@ -220,6 +221,11 @@ fn main() {
     // `cargo bench` passes `--bench`; there is nothing to filter.
     let n = env_u64("FEED_BENCH_KEYS", 1_000_000);
     let secs = env_u64("FEED_BENCH_SECS", 5) as f64;
-    feed_throughput(n);
-    writers(secs);
+    let only = std::env::var("FEED_BENCH_ONLY").unwrap_or_default();
+    if only.is_empty() || only == "feed" {
+        feed_throughput(n);
+    }
+    if only.is_empty() || only == "writers" {
+        writers(secs);
+    }
 }

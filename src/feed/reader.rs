@@ -80,6 +80,8 @@ struct Current {
     /// Bytes of the segment from `buf_at`.
     buf: Vec<u8>,
     buf_at: u64,
+    /// The file's length when last asked (it only grows while read).
+    known_len: u64,
     /// No record has been read from this segment yet.
     fresh: bool,
 }
@@ -263,6 +265,7 @@ impl LogReader {
             offset,
             buf: Vec::new(),
             buf_at: 0,
+            known_len: 0,
             fresh: offset <= SEGMENT_HEADER_LEN,
         });
         Ok(())
@@ -393,15 +396,21 @@ impl LogReader {
         Ok(r)
     }
 
-    /// How far the current segment may be read.
-    fn readable_end(&self, c: &Current, limit: Limit) -> Result<u64> {
+    /// How far the current segment may be read, to read up to `need`:
+    /// the file's length is asked again only when `need` is past it.
+    fn readable_end(c: &mut Current, limit: Limit, need: u64) -> Result<u64> {
         match limit {
             Limit::Published(e) if e.segment == c.id => Ok(e.offset),
             Limit::Published(e) if e.segment < c.id => Ok(c.offset),
-            _ => c
-                .file
-                .len()
-                .map_err(|e| Error::Io(crate::fs::named(&c.path, &e))),
+            _ => {
+                if c.known_len < need {
+                    c.known_len = c
+                        .file
+                        .len()
+                        .map_err(|e| Error::Io(crate::fs::named(&c.path, &e)))?;
+                }
+                Ok(c.known_len)
+            }
         }
     }
 
@@ -427,11 +436,11 @@ impl LogReader {
 
     /// [`LogReader::read_here`] with the bytes buffered so far.
     fn read_here_once(&mut self, limit: Limit) -> Result<Option<Rec>> {
-        let Some(c) = self.cur.as_ref() else {
+        let Some(c) = self.cur.as_mut() else {
             return Ok(None);
         };
-        let end = self.readable_end(c, limit)?;
         let at = c.offset;
+        let end = Self::readable_end(c, limit, at + u64::from(RECORD_HEADER_LEN))?;
         if at + u64::from(RECORD_HEADER_LEN) > end {
             return Ok(None);
         }
@@ -455,6 +464,7 @@ impl LogReader {
             Ok(h) => h.len(),
             Err(why) => return self.not_a_record(limit, why),
         };
+        let end = Self::readable_end(c, limit, at + len)?;
         if at + len > end {
             return Ok(None);
         }
