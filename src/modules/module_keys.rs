@@ -8,7 +8,7 @@
 //! Redis-protocol server"), where the tag depends on the module and, for
 //! a user's session index, on the deployment's salt. [`ModuleKeys`] gives
 //! each stored name its tag ([`ModuleKeys::key`]) and, with the `redis`
-//! feature, the server key ([`ModuleKeys::server_key`]); values and
+//! feature, the server key (`ModuleKeys::server_key`); values and
 //! expiries are copied as they are.
 //!
 //! ```
@@ -224,17 +224,42 @@ impl ModuleKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::db::Db;
+    use crate::backend::{Backend, Snapshot, Update};
 
-    fn keys(layout: ModuleLayout) -> (tempfile::TempDir, ModuleKeys) {
-        let dir = tempfile::tempdir().expect("dir");
-        let db = Db::open(dir.path()).expect("open");
-        (dir, ModuleKeys::new(layout, &db))
+    /// A target that holds nothing and takes no writes: these layouts
+    /// never touch it (the sessions' salt sources are tested in
+    /// `modules::session`, beside the fake remote store there).
+    #[derive(Debug)]
+    struct Empty;
+
+    impl Backend for Empty {
+        fn read(&self, keys: &[Key]) -> Result<Snapshot> {
+            Ok(Snapshot {
+                now_ms: 0,
+                entries: vec![None; keys.len()],
+            })
+        }
+
+        fn update(&self, _: &[Key], _: &mut dyn FnMut(&mut Update) -> Result<()>) -> Result<()> {
+            Err(Error::ReadOnly)
+        }
+
+        fn scan(&self, _: &[u8], _: &mut dyn FnMut(&[u8], u64, Option<u64>)) -> Result<()> {
+            Ok(())
+        }
+
+        fn is_remote(&self) -> bool {
+            true
+        }
+    }
+
+    fn keys(layout: ModuleLayout) -> ModuleKeys {
+        ModuleKeys::new(layout, Store::new(Empty))
     }
 
     #[test]
     fn plain_keys_keep_their_name_and_take_no_tag() {
-        let (_dir, k) = keys(ModuleLayout::parse("cache").expect("kind"));
+        let k = keys(ModuleLayout::parse("cache").expect("kind"));
         for name in [
             &b"dkey"[..],
             b"gusers",
@@ -262,7 +287,7 @@ mod tests {
 
     #[test]
     fn tower_sessions_keys_go_to_their_hash_tagged() {
-        let (_dir, k) = keys(ModuleLayout::TowerSessions);
+        let k = keys(ModuleLayout::TowerSessions);
         let mut hashed = [0u8; 32];
         hashed[0] = b'{';
         hashed[1] = 0x05;
@@ -288,7 +313,7 @@ mod tests {
             tag_secret: Some(b"hunter2".to_vec()),
         };
         assert!(!format!("{layout:?}").contains("hunter2"));
-        let (_dir, k) = keys(layout);
+        let k = keys(layout);
         assert!(!format!("{k:?}").contains("hunter2"));
     }
 }

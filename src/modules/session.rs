@@ -20,10 +20,11 @@
 //! # How sessions are stored
 //! A session id is 24 bytes (192 bits), base64url-encoded without padding
 //! into 32 characters, all from the operating system's CSPRNG. On a
-//! remote store only, its first 16 bits are not drawn afresh in two cases
-//! (see below): a user's session takes them from a keyed hash of its user
-//! name, and a rotated session keeps those of the id it replaces; the
-//! other 176 bits are random in every case. Ids are never derived from
+//! remote store (and on the embedded store for a user's session once a
+//! [`Sessions::tag_secret`] is set), its first 16 bits are not drawn
+//! afresh in two cases (see below): a user's session takes them from a
+//! keyed hash of its user name, and a rotated session keeps those of the
+//! id it replaces; the other 176 bits are random in every case. Ids are never derived from
 //! time or counters. The first 12 bytes (the
 //! *selector*) name the record: key `s` + selector. The other 12 bytes
 //! (the *verifier*) are never stored: the record holds the SHA-256 hash
@@ -62,8 +63,9 @@
 //! another thread changes the user's sessions may show that change in
 //! part (each session as it was or as it is, never a mix of two).
 //!
-//! On the embedded store every selector is 12 random bytes: tags do not
-//! matter there. On a remote store each key carries a tag (see
+//! On the embedded store tags do not matter, and without a
+//! [`Sessions::tag_secret`] every selector is 12 random bytes. On a
+//! remote store each key carries a tag (see
 //! [`Key::tagged`]) so that a Redis Cluster keeps the keys of one
 //! operation in one hash slot:
 //!
@@ -101,11 +103,43 @@
 //!
 //! An operation on a user (creating, rotating or revoking one of their
 //! sessions, listing or revoking them all) therefore reads and writes only
-//! keys of the user's tag: the index, then the sessions it lists. Creation
+//! keys of the user's tag: the index, then the sessions it lists (but for
+//! sessions copied from an embedded store outside their user's tag,
+//! below). Creation
 //! checks inside its update that the new selector is free and draws
 //! another if not. The names are the embedded store's keys, unchanged
 //! from earlier versions; the embedded store ignores tags, so records
 //! written before tags keep working there.
+//!
+//! # Moving from the embedded store to a remote one
+//! A cut-over (`cairn follow`, then reopening the module on the RESP
+//! backend) copies each key to where the remote module looks for it
+//! (`cairn::module_keys::ModuleKeys`): a session under
+//! its selector's tag, a user's index under the user's tag. On a Redis
+//! Cluster the two are in one slot only if the session's selector starts
+//! with the user's 2 tag bytes, so **an application that may move to a
+//! cluster sets [`Sessions::tag_secret`] from day one**, on the embedded
+//! store too: with it, the embedded store gives a user's new and rotated
+//! sessions selectors that start with the user's tag bytes, exactly as a
+//! remote store does, and the copied sessions behave there as if they had
+//! been created there.
+//!
+//! A user's session created without them (before the secret was set, or
+//! under another secret or salt) is *outside its user's tag* on the
+//! remote store. It is never lost and never mixed up with another user's:
+//! [`Sessions::get`], [`Sessions::update`], [`Sessions::get_and_touch`],
+//! [`Sessions::revoke`], [`Sessions::revoke_for_user`],
+//! [`Sessions::list_for_user`] and [`Sessions::revoke_all_for_user`] work
+//! on it, on one server and on a cluster, by splitting what would be one
+//! update into updates of one slot each, in an order whose interruption
+//! leaves nothing worse than an index that lives longer than it needs or
+//! lists a revoked session (lists skip it). Those steps are not atomic
+//! with each other: a list or a "log out everywhere" that runs beside
+//! them may see a touch or a revocation of such a session in part. Only
+//! [`Sessions::rotate`] of such a session fails, with
+//! [`Error::InvalidArgument`] naming it: revoke it and create a new
+//! session instead. Such sessions go away as they expire; new sessions
+//! are never created outside their user's tag.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -718,8 +752,13 @@ impl Sessions {
     /// leaves the processes already running on the old salt and new ones
     /// on a new one, and per-user operations (`list_for_user`,
     /// `revoke_all_for_user`) then miss the other salt's sessions until
-    /// every process restarts. The embedded store does not use tags and
-    /// ignores it. Changing the secret has the same effect as losing the
+    /// every process restarts. On the embedded store, which does not use
+    /// tags, it gives a user's new and rotated sessions selectors that
+    /// start with the user's tag bytes, so that a later cut-over to a
+    /// cluster keeps each user's sessions in their index's slot (see the
+    /// [module docs](self#moving-from-the-embedded-store-to-a-remote-one)):
+    /// set it from day one on a store that may move to a cluster. Changing
+    /// the secret on a remote store has the same effect as losing the
     /// stored salt: sessions created for a user before the change are no
     /// longer found through that user's index.
     ///
@@ -838,7 +877,7 @@ impl Sessions {
     /// user's tag for an index taken from this `Sessions`' salt (its
     /// [`Sessions::tag_secret`], or the salt stored in its store, read or
     /// created as the module would). For a cut-over
-    /// ([`ModuleKeys`](crate::modules::module_keys::ModuleKeys)).
+    /// (`cairn::module_keys::ModuleKeys`).
     ///
     /// # Errors
     /// [`Error::Malformed`] for a name this module does not write, and
@@ -1381,7 +1420,10 @@ impl Sessions {
     /// ```
     ///
     /// # Errors
-    /// As [`Sessions::create`].
+    /// As [`Sessions::create`]; on a remote store,
+    /// [`Error::InvalidArgument`] for a user's session that a cut-over
+    /// copied from an embedded store outside its user's tag (see the
+    /// [module docs](self#moving-from-the-embedded-store-to-a-remote-one)).
     pub fn rotate(&self, id: &str) -> Result<Option<SessionId>> {
         let Some(p) = parse_id(id) else {
             return Ok(None);
@@ -1975,15 +2017,11 @@ mod tests {
     /// Copies every entry of `from` into `to` under the name of its key
     /// on `to` as `keys` maps it (the fake stores by name; tags are
     /// checked by the callers), and returns the keys it mapped to.
-    fn copy_through(
-        keys: &crate::modules::module_keys::ModuleKeys,
-        from: &State,
-        to: &State,
-    ) -> BTreeMap<Vec<u8>, Key> {
+    fn copy_through(keys: &Sessions, from: &State, to: &State) -> BTreeMap<Vec<u8>, Key> {
         let entries: Vec<_> = from.map.lock().expect("lock").clone().into_iter().collect();
         let mut mapped = BTreeMap::new();
         for (name, e) in entries {
-            let key = keys.key(&name).expect("a session module key");
+            let key = keys.module_key(&name).expect("a session module key");
             assert_eq!(key.name(), &name[..], "names are kept");
             to.map.lock().expect("lock").insert(name.clone(), e);
             mapped.insert(name, key);
@@ -2035,7 +2073,6 @@ mod tests {
 
     #[test]
     fn module_keys_map_every_session_key_as_the_remote_module_looks_it_up() {
-        use crate::modules::module_keys::{ModuleKeys, ModuleLayout};
         let secret = b"the application's configured secret".to_vec();
         let hour = Duration::from_secs(3600);
         // Both salt sources: the application's secret, and (no secret)
@@ -2059,10 +2096,11 @@ mod tests {
                 // A process on the target made the salt before the copy.
                 remote.user_key("someone").expect("salt");
             }
-            let layout = ModuleLayout::Sessions {
-                tag_secret: secret.clone(),
+            // What `ModuleKeys` maps a sessions keyspace with.
+            let keys = match &secret {
+                Some(x) => Sessions::new(target.clone()).tag_secret(x),
+                None => Sessions::new(target.clone()),
             };
-            let keys = ModuleKeys::new(layout, target.clone());
             let mapped = copy_through(&keys, &embedded, &state);
             // Exactly the keys the remote module uses.
             for (user, id) in &ids {
@@ -2084,9 +2122,12 @@ mod tests {
                     remote.user_key("ada").expect("key")
                 );
             }
-            assert_eq!(keys.key(b"tag-salt").expect("salt key"), salt_key());
+            assert_eq!(keys.module_key(b"tag-salt").expect("salt key"), salt_key());
             for bad in [&b"x"[..], b"s123", b"u\xff", b""] {
-                assert!(matches!(keys.key(bad), Err(Error::Malformed(_))), "{bad:?}");
+                assert!(
+                    matches!(keys.module_key(bad), Err(Error::Malformed(_))),
+                    "{bad:?}"
+                );
             }
             // The module on the target finds everything.
             for (user, id) in &ids {
