@@ -101,7 +101,7 @@ mod util;
 pub mod vfs {
     pub use crate::fs::{read_exact_at, write_all_at, LockGuard, OpenMode, RealFs, VFile, Vfs};
 }
-pub use modules::{cache, limits, session};
+pub use modules::{cache, limits, module_keys, session};
 
 pub use batch::Batch;
 pub use compaction::CompactionStats;
