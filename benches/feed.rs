@@ -84,9 +84,7 @@ fn raw_read(path: &Path) -> u64 {
 
 fn consume_all(db: &Db, n: u64) -> Duration {
     let t = Instant::now();
-    let mut feed = db
-        .changes(FeedStart::After(Position::START))
-        .expect("feed");
+    let mut feed = db.changes(FeedStart::After(Position::START)).expect("feed");
     let mut seen = 0;
     while seen < n {
         match feed.next_timeout(Duration::from_secs(5)).expect("feed") {
@@ -194,7 +192,9 @@ fn writer_with_consumers(policy: SyncPolicy, consumers: usize, secs: f64) -> (f6
 
 fn writers(secs: f64) {
     println!("## One writer with consumers attached ({secs} s per row)");
-    println!("| sync policy | consumers | puts/s | slowest consumer, changes/s | its lag at the end |");
+    println!(
+        "| sync policy | consumers | puts/s | slowest consumer, changes/s | its lag at the end |"
+    );
     println!("|---|---|---|---|---|");
     for (name, policy) in [("Always", SyncPolicy::Always), ("Never", SyncPolicy::Never)] {
         for consumers in [0, 1, 8] {

@@ -3,12 +3,10 @@
 //!
 //! Only segments the writer wrote are read (compaction outputs hold old
 //! records again, out of order). Sequence numbers are global and grow in
-//! log order; between two writer segments they follow on with no hole
-//! unless records were removed (compaction deleted the segment between,
-//! or a salvage open skipped damage), which the reader reports as
-//! [`Error::ChangesLost`] instead of skipping silently. Inside a segment
-//! numbers only grow; a jump there is a batch that never committed and
-//! was cut by recovery, which loses nothing that was acknowledged.
+//! log order and follow on with no hole, within a segment and from one
+//! writer segment to the next, unless records were removed (compaction
+//! deleted a segment, or a salvage open skipped damage): the reader
+//! reports a hole as [`Error::ChangesLost`] instead of skipping it.
 //!
 //! Two ways to know how far the log is complete:
 //! * [`Limit::Published`]: the writer is in this process and published its
@@ -382,10 +380,15 @@ impl LogReader {
                     r.seq
                 )));
             }
-            if fresh && r.seq != last + 1 {
+            if r.seq != last + 1 {
+                let why = if fresh {
+                    "compaction removed them, or a salvage open skipped damage"
+                } else {
+                    "a salvage open skipped damage in this segment, or a crash cut a batch that \
+                     never committed before cairn stopped counting such batches"
+                };
                 return Err(self.lost(format!(
-                    "changes {} to {} are no longer in the log (compaction removed them, or a \
-                     salvage open skipped damage); the next one there is {}",
+                    "changes {} to {} are not in the log ({why}); the next one there is {}",
                     last + 1,
                     r.seq - 1,
                     r.seq
