@@ -564,3 +564,28 @@ fn a_batch_cut_by_a_crash_leaves_no_hole() {
     }
     assert_eq!(seqs, vec![1, 2, 3]);
 }
+
+/// Found by the `open_dir` fuzz target: a put with sequence number 0
+/// (which no writer makes) was handed out as a change numbered 0. It is
+/// damage: the feed says so instead.
+#[test]
+fn a_change_numbered_zero_is_corruption() {
+    use common::format::{push_record, salt_for, segment_header, Record};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let salt = salt_for(1);
+    let mut seg = segment_header(1, salt, 0).to_vec();
+    push_record(&mut seg, salt, &Record::put(0, b"a", b"1"));
+    std::fs::write(common::format::seg_path(dir.path(), 1), &seg).expect("write");
+    let db = Options::new()
+        .read_only(true)
+        .open(dir.path())
+        .expect("open");
+    let mut feed = db.changes(FeedStart::Oldest).expect("feed");
+    match feed.try_next() {
+        Err(Error::Corruption { offset, reason, .. }) => {
+            assert_eq!(offset, 32);
+            assert!(reason.contains("sequence number 0"), "{reason}");
+        }
+        other => panic!("expected Corruption, got {other:?}"),
+    }
+}

@@ -14,7 +14,7 @@ fn first_seq(r: &mut LogReader, id: u32, limit: Limit) -> Result<Option<u64>> {
     loop {
         match r.next(limit)? {
             Next::Record(_) if r.at().map(|(s, _)| s) != Some(id) => return Ok(None),
-            Next::Record(rec) if rec.seq == 0 => continue,
+            Next::Record(rec) if rec.kind == RecordKind::SyncMark => continue,
             Next::Record(rec) => return Ok(Some(rec.seq)),
             Next::Wait => return Ok(None),
         }
@@ -110,7 +110,7 @@ fn skip_through(r: &mut LogReader, pos: Position, limit: Limit) -> Result<()> {
                 return Err(ahead(r, pos, newest));
             }
         };
-        if rec.seq == 0 {
+        if rec.kind == RecordKind::SyncMark {
             continue;
         }
         if rec.seq < pos.seq {
