@@ -357,6 +357,12 @@ fn a_position_of_another_history_is_changes_lost() {
         Err(Error::ChangesLost { reason, .. }) => assert!(reason.contains("newest"), "{reason}"),
         other => panic!("{other:?}"),
     }
+    // The largest position there is (found by the fuzzer: it overflowed).
+    let last: Position = "18446744073709551615:00000000".parse().expect("parse");
+    assert!(matches!(
+        db.changes(FeedStart::After(last)),
+        Err(Error::ChangesLost { .. })
+    ));
     // The real one resumes.
     db.put("c", "3").expect("put");
     let c = db
