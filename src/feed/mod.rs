@@ -57,6 +57,14 @@ use reader::{Limit, LogReader, Mark, Next, Rec, FLAG_EXPIRED, FLAG_EXPIRY_ONLY};
 /// How often a feed without a writer in its process looks at the files.
 const POLL: Duration = Duration::from_millis(5);
 
+/// A feed that has caught up with the writer of its process naps this
+/// long, this many times, before it waits to be woken: while writes keep
+/// coming, it finds them after a nap and the writer never pays for waking
+/// it (a futex call per append, which halved one writer's relaxed put
+/// rate with one consumer attached; docs/benchmarks.md).
+const NAP: Duration = Duration::from_micros(100);
+const NAPS_BEFORE_WAITING: u32 = 5;
+
 /// A place in a store's change feed: right after one change.
 ///
 /// It names the change by its sequence number and by a check (the
@@ -369,6 +377,7 @@ impl Changes {
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Change>> {
         // The clock is read only once there is nothing to return at once.
         let mut deadline = None;
+        let mut idle = 0;
         loop {
             if let Some(c) = self.pop() {
                 return Ok(Some(c));
@@ -390,7 +399,14 @@ impl Changes {
                     if s.is_closed() && s.end() == seen {
                         return Ok(None);
                     }
-                    s.wait_past(seen, deadline - now);
+                    if idle < NAPS_BEFORE_WAITING {
+                        // A short nap costs the writer nothing; a waiting
+                        // reader costs each append a wake-up.
+                        idle += 1;
+                        std::thread::sleep(NAP.min(deadline - now));
+                    } else {
+                        s.wait_past(seen, deadline - now);
+                    }
                 }
                 _ => std::thread::sleep(POLL.min(deadline - now)),
             }
