@@ -595,3 +595,39 @@ fn a_change_numbered_zero_is_corruption() {
         other => panic!("expected Corruption, got {other:?}"),
     }
 }
+
+/// Seen by `cairn follow` once: a feed on a snapshot handle, caught up at
+/// the end of a sealed segment, moved on into the next one and found a
+/// batch not yet whole there; going back to wait for it reopened the
+/// sealed segment by name, which compaction had deleted meanwhile, and
+/// the feed failed with a spurious `ChangesLost`. It now goes back to
+/// the batch's begin record in the segment it reads.
+#[test]
+fn waiting_for_a_batch_does_not_reopen_a_segment_compaction_deleted() {
+    use common::format::{push_record, salt_for, seg_path, segment_header, Record};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (s1, s2) = (salt_for(1), salt_for(2));
+    let mut seg1 = segment_header(1, s1, 0).to_vec();
+    push_record(&mut seg1, s1, &Record::put(1, b"a", b"1"));
+    std::fs::write(seg_path(dir.path(), 1), &seg1).expect("write");
+    let mut seg2 = segment_header(2, s2, 0).to_vec();
+    push_record(&mut seg2, s2, &Record::batch_begin(2, 1));
+    push_record(&mut seg2, s2, &Record::put(3, b"b", b"2").in_batch());
+    std::fs::write(seg_path(dir.path(), 2), &seg2).expect("write");
+
+    let db = Options::new()
+        .snapshot(true)
+        .open(dir.path())
+        .expect("open");
+    let mut feed = db.changes(FeedStart::After(Position::START)).expect("feed");
+    assert_eq!(feed.try_next().expect("put").map(|c| c.seq), Some(1));
+    assert_eq!(feed.try_next().expect("the batch is not whole"), None);
+    std::fs::remove_file(seg_path(dir.path(), 1)).expect("compaction deletes it");
+    assert_eq!(feed.try_next().expect("still waiting, no error"), None);
+    push_record(&mut seg2, s2, &Record::batch_commit(4, 2, 1));
+    std::fs::write(seg_path(dir.path(), 2), &seg2).expect("write");
+    let seqs: Vec<u64> = (0..3)
+        .map(|_| feed.try_next().expect("read").expect("change").seq)
+        .collect();
+    assert_eq!(seqs, vec![2, 3, 4]);
+}

@@ -469,9 +469,7 @@ impl Changes {
     /// Reads ahead (without returning anything) to the end of the files.
     fn skim_to_end(&mut self) -> Result<u64> {
         if self.skim.is_none() {
-            let mut s = LogReader::new(self.reader.dir(), self.reader.vfs());
-            s.reset(self.reader.mark())?;
-            self.skim = Some(s);
+            self.skim = Some(self.reader.fork());
         }
         let Some(s) = self.skim.as_mut() else {
             return Ok(0);
@@ -507,14 +505,19 @@ impl Changes {
     fn fill(&mut self, seen: Option<crate::storage::feed_signal::LogEnd>) -> Result<bool> {
         let limit = seen.map_or(Limit::Files, Limit::Published);
         loop {
-            let start = self.reader.mark();
             let rec = match self.reader.next(limit)? {
                 Next::Record(r) => r,
                 Next::Wait => return Ok(false),
             };
             match rec.kind {
                 RecordKind::SyncMark => continue,
-                RecordKind::BatchBegin => return self.fill_batch(rec, start, limit),
+                RecordKind::BatchBegin => {
+                    // Where to come back to if the batch is not whole yet:
+                    // its begin record, in the segment just read (the
+                    // reader may have left a segment compaction deleted).
+                    let start = self.reader.before_last();
+                    return self.fill_batch(rec, start, limit);
+                }
                 RecordKind::BatchCommit => {
                     return Err(self.damage("a batch end without its begin"));
                 }

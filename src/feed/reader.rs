@@ -103,6 +103,8 @@ pub(crate) struct LogReader {
     cur: Option<Current>,
     /// The sequence number of the last record consumed, when known.
     last_seq: Option<u64>,
+    /// Where the last record returned started (to read it again).
+    before_last: Mark,
 }
 
 impl std::fmt::Debug for LogReader {
@@ -129,15 +131,46 @@ impl LogReader {
             vfs,
             cur: None,
             last_seq: None,
+            before_last: Mark {
+                segment: None,
+                offset: 0,
+                last_seq: None,
+                fresh: false,
+            },
         }
+    }
+
+    /// A second reader at the same place, on the same open file (which
+    /// compaction may have deleted by name meanwhile).
+    pub(crate) fn fork(&self) -> LogReader {
+        LogReader {
+            dir: self.dir.clone(),
+            vfs: self.vfs.clone(),
+            cur: self.cur.as_ref().map(|c| Current {
+                id: c.id,
+                path: c.path.clone(),
+                file: c.file.clone(),
+                salt: c.salt,
+                offset: c.offset,
+                buf: Vec::new(),
+                buf_at: 0,
+                known_len: 0,
+                fresh: c.fresh,
+            }),
+            last_seq: self.last_seq,
+            before_last: self.before_last,
+        }
+    }
+
+    /// Where the last record returned started: [`LogReader::reset`] to it
+    /// reads it again. It is in the segment being read, so going back
+    /// never reopens a file.
+    pub(crate) fn before_last(&self) -> Mark {
+        self.before_last
     }
 
     pub(crate) fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    pub(crate) fn vfs(&self) -> Arc<dyn Vfs> {
-        self.vfs.clone()
     }
 
     /// The sequence number of the last record consumed, when known.
@@ -153,15 +186,6 @@ impl LogReader {
     /// The segment and offset the next record is read from.
     pub(crate) fn at(&self) -> Option<(u32, u64)> {
         self.cur.as_ref().map(|c| (c.id, c.offset))
-    }
-
-    pub(crate) fn mark(&self) -> Mark {
-        Mark {
-            segment: self.cur.as_ref().map(|c| c.id),
-            offset: self.cur.as_ref().map_or(0, |c| c.offset),
-            last_seq: self.last_seq,
-            fresh: self.cur.as_ref().is_some_and(|c| c.fresh),
-        }
     }
 
     /// Goes back to `m` (taken in the same segment or an earlier one that
@@ -367,6 +391,12 @@ impl LogReader {
 
     /// Checks a record's sequence number against the last one and takes it.
     fn accept(&mut self, r: Rec) -> Result<Rec> {
+        self.before_last = Mark {
+            segment: self.cur.as_ref().map(|c| c.id),
+            offset: r.at,
+            last_seq: self.last_seq,
+            fresh: self.cur.as_ref().is_some_and(|c| c.fresh),
+        };
         if r.kind == RecordKind::SyncMark {
             return Ok(r); // not a change: no sequence number
         }
