@@ -15,7 +15,9 @@ use cairn::Error;
 use clap::Parser;
 
 use args::{Cli, Command};
-use cmd::{backup, compact, dump, export, import, keys, repair, scan, serve, stats, verify};
+use cmd::{
+    backup, compact, dump, export, follow, import, keys, repair, scan, serve, stats, verify,
+};
 use common::EXIT_CORRUPTION;
 
 fn main() -> ExitCode {
@@ -82,6 +84,18 @@ fn dispatch(command: Command, out: &mut impl Write) -> Result<u8> {
         Command::Export { dir, prefix } => export::export(&dir, &prefix, out),
         Command::Import { dir } => import::import(&dir),
         Command::Serve(args) => serve::serve(args),
+        Command::Follow(a) => follow::follow(follow::FollowArgs {
+            dir: a.dir,
+            to: a.to,
+            cluster: a.cluster,
+            name: a.name,
+            position_key: a.position_key,
+            position_file: a.position_file,
+            prefix: a.prefix,
+            once: a.once,
+            lag_every: a.lag_every,
+            keyspace_db: a.keyspace_db,
+        }),
     }
 }
 
