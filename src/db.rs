@@ -831,6 +831,130 @@ impl Db {
         self.core().sweep_expired()
     }
 
+    /// The store's committed changes in order, from `from` on: see
+    /// [`cairn::feed`](crate::feed).
+    ///
+    /// On a handle that writes, the feed follows this process's writes as
+    /// they are committed. On a snapshot handle
+    /// ([`Options::snapshot`](crate::Options::snapshot)) it follows the
+    /// files of a store another process has open. A feed never makes a
+    /// writer wait.
+    ///
+    /// ```
+    /// use cairn::feed::{ChangeKind, FeedStart};
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.put("a", "1")?;
+    /// let mut feed = db.changes(FeedStart::Now)?;
+    /// db.write_batch(cairn::Batch::new().put("b", "2").delete("a"))?;
+    /// let kinds: Vec<ChangeKind> = (0..4)
+    ///     .map(|_| feed.try_next().map(|c| c.expect("a change").kind))
+    ///     .collect::<cairn::Result<_>>()?;
+    /// assert_eq!(kinds[0], ChangeKind::BatchBegin { ops: 2 });
+    /// assert_eq!(kinds[2], ChangeKind::Delete { key: b"a".to_vec() });
+    /// assert_eq!(kinds[3], ChangeKind::BatchEnd { ops: 2 });
+    ///
+    /// // Resume later from a saved position.
+    /// let saved = feed.position();
+    /// db.put("c", "3")?;
+    /// let mut again = db.changes(FeedStart::After(saved))?;
+    /// assert_eq!(again.try_next()?.and_then(|c| c.key().map(<[u8]>::to_vec)), Some(b"c".to_vec()));
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`Error::ChangesLost`](crate::Error::ChangesLost) when the log no
+    /// longer holds the changes right after the position (compaction
+    /// removed them) or the position is not in this store's history;
+    /// [`Error::InvalidArgument`](crate::Error::InvalidArgument) for a
+    /// position inside a batch; [`Error::Closed`](crate::Error::Closed);
+    /// I/O errors and [`Error::Corruption`](crate::Error::Corruption) from
+    /// reading the log.
+    pub fn changes(&self, from: crate::feed::FeedStart) -> Result<crate::feed::Changes> {
+        let core = self.core();
+        core.check_open()?;
+        let signal = (!core.opts.read_only).then(|| core.feed.clone());
+        crate::feed::Changes::open(&core.dir, core.opts.vfs.clone(), signal, from)
+    }
+
+    /// A consistent snapshot of the store and every change after it: the
+    /// way to build a copy, or to start again after
+    /// [`Error::ChangesLost`](crate::Error::ChangesLost).
+    ///
+    /// The snapshot is a read-only handle on the store as of one moment
+    /// (see [`Options::snapshot`](crate::Options::snapshot)); the feed
+    /// starts right after the last change it holds, so applying the
+    /// snapshot and then the feed's changes gives exactly the store.
+    ///
+    /// ```
+    /// use std::collections::BTreeMap;
+    /// use std::time::Duration;
+    /// use cairn::feed::ChangeKind;
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// db.put("a", "1")?;
+    /// let (snapshot, mut feed) = db.snapshot_then_changes()?;
+    /// db.put("b", "2")?;
+    /// let mut copy = BTreeMap::new();
+    /// for kv in snapshot.scan_prefix("") {
+    ///     let (k, v) = kv?;
+    ///     copy.insert(k, v);
+    /// }
+    /// while let Some(c) = feed.next_timeout(Duration::from_millis(10))? {
+    ///     if let ChangeKind::Put { key, value, .. } = c.kind {
+    ///         copy.insert(key, value);
+    ///     }
+    /// }
+    /// assert_eq!(copy.len(), 2);
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The errors of opening a snapshot ([`Options::open`](crate::Options::open))
+    /// and of [`Db::changes`].
+    pub fn snapshot_then_changes(&self) -> Result<(Db, crate::feed::Changes)> {
+        let core = self.core();
+        core.check_open()?;
+        let snapshot = if core.opts.snapshot {
+            self.clone()
+        } else {
+            core.opts.clone().snapshot(true).open(&core.dir)?
+        };
+        let seq = snapshot.core().feed.end().seq;
+        let feed = self.changes(crate::feed::FeedStart::After(
+            crate::feed::Position::unchecked(seq),
+        ))?;
+        Ok((snapshot, feed))
+    }
+
+    /// The changes to keys under `prefix`, from now on: for consumers in
+    /// this process, such as a cache in front of the store or a hook on
+    /// session revocations. See [`Db::changes`] for the whole feed.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use cairn::feed::ChangeKind;
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// let mut revoked = db.watch("session/")?;
+    /// db.put("session/1", "ada")?;
+    /// db.delete("session/1")?;
+    /// revoked.next_timeout(Duration::from_secs(5))?; // the put
+    /// let c = revoked.next_timeout(Duration::from_secs(5))?.expect("a change");
+    /// assert_eq!(c.kind, ChangeKind::Delete { key: b"session/1".to_vec() });
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Db::changes`].
+    pub fn watch(&self, prefix: impl AsRef<[u8]>) -> Result<crate::feed::Watch> {
+        let changes = self.changes(crate::feed::FeedStart::Now)?;
+        Ok(crate::feed::Watch::new(changes, prefix.as_ref().to_vec()))
+    }
+
     /// Runs `f` as one atomic read-modify-write: while it runs no other
     /// write reaches the store, its reads see the store plus its own
     /// writes, and its writes are applied together as one batch when it

@@ -132,6 +132,20 @@ pub enum Error {
         /// it may have (a connection lost while waiting for the reply).
         maybe_applied: bool,
     },
+    /// A change feed cannot go on from a position: the log no longer holds
+    /// the changes after it (compaction removed them), or the position is
+    /// not in this store's history (the store lost changes the consumer
+    /// had seen, in a crash before they were durable). As a Redis replica
+    /// then needs a full resynchronisation, start again from
+    /// [`Db::snapshot_then_changes`](crate::Db::snapshot_then_changes).
+    ChangesLost {
+        /// The store.
+        dir: PathBuf,
+        /// The position (or the change) the feed was at.
+        position: String,
+        /// What the log holds instead.
+        reason: String,
+    },
 }
 
 impl fmt::Display for Error {
@@ -215,6 +229,16 @@ impl fmt::Display for Error {
                 }
                 Ok(())
             }
+            Error::ChangesLost {
+                dir,
+                position,
+                reason,
+            } => write!(
+                f,
+                "the change feed of {} cannot go on after {position}: {reason}; start again \
+                 from a snapshot (Db::snapshot_then_changes)",
+                dir.display()
+            ),
         }
     }
 }

@@ -71,6 +71,7 @@ mod db;
 mod engine;
 mod error;
 mod format;
+pub mod feed;
 mod fs;
 #[cfg(feature = "__test_hooks")]
 #[doc(hidden)]

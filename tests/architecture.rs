@@ -15,7 +15,7 @@
 //! | 7 | `tools` | offline inspect, verify, repair |
 //! | 8 | `engine` | `Core`: open, write, read, transactions, background work |
 //! | 9 | `compaction` | rewriting sealed segments |
-//! | 10 | `iter` | prefix scans |
+//! | 10 | `iter`, `feed` | prefix scans; the change feed |
 //! | 11 | `db` | the `Db` handle |
 //! | 12 | `keyspace`, `backend` | keyspaces of a `Db`; the modules' seam and its backends |
 //! | 13 | `modules` | cache, session, limits: on the `backend` seam only |
@@ -48,6 +48,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("engine", 8),
     ("compaction", 9),
     ("iter", 10),
+    ("feed", 10),
     ("db", 11),
     ("keyspace", 12),
     ("backend", 12),

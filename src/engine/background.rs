@@ -293,6 +293,7 @@ impl Core {
             }
         };
         self.stop_background();
+        self.feed.close();
         lock(&self.lock_file).take();
         result
     }

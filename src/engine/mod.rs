@@ -26,6 +26,7 @@ use crate::fs::LockGuard;
 use crate::index::keydir::KeyDir;
 use crate::options::Options;
 use crate::recovery::RecoveryReport;
+use crate::storage::feed_signal::FeedSignal;
 use crate::storage::group_commit::{ActiveSegment, GroupCommit};
 use crate::storage::segment::Segment;
 use crate::storage::space::SegmentSpace;
@@ -99,6 +100,8 @@ pub(crate) struct Core {
     /// Group commit: the fsyncs of the active segment, shared by every
     /// writer waiting for one (`None`: read-only).
     group: Option<GroupCommit>,
+    /// Where the log ends, for change-feed readers in this process.
+    pub(crate) feed: Arc<FeedSignal>,
 
     // Health.
     /// Set after a failed write or fsync: every later write fails.

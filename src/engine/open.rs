@@ -11,6 +11,7 @@ use crate::fs::{OpenMode, Vfs};
 use crate::options::Options;
 use crate::recovery::{self, Recovered};
 use crate::storage;
+use crate::storage::feed_signal::{FeedSignal, LogEnd};
 use crate::storage::group_commit::{ActiveSegment, GroupCommit};
 use crate::storage::segment::Segment;
 use crate::storage::space::SegmentSpace;
@@ -23,12 +24,29 @@ impl Core {
         // A backup cut short is not a store: never open (or write to) it.
         crate::tools::backup::check_complete(&*opts.vfs, dir)?;
         let mut r = recovery::recover(dir, &opts)?;
+        let end = LogEnd {
+            segment: r.active.as_ref().map_or(0, |a| a.id),
+            offset: r.active.as_ref().map_or(SEGMENT_HEADER_LEN, |a| a.len),
+            seq: r.max_seq,
+        };
         let (writer, group) = if opts.read_only {
             open_active_reader(dir, &opts, &mut r)?;
             (None, None)
         } else {
             let (writer, group) = start_writer(dir, &opts, &mut r)?;
             (Some(Mutex::new(writer)), Some(group))
+        };
+        // The writer may have started a new segment.
+        let end = match &writer {
+            Some(w) => {
+                let w = crate::util::locks::lock(w);
+                LogEnd {
+                    segment: w.active.id,
+                    offset: w.active.len.load(std::sync::atomic::Ordering::Acquire),
+                    seq: end.seq,
+                }
+            }
+            None => end,
         };
         log::info!(
             "opened {} with {} keys in {:?} ({} segments from hints, {} scanned)",
@@ -47,6 +65,7 @@ impl Core {
             seg_stats: Mutex::new(r.seg_stats),
             writer,
             group,
+            feed: Arc::new(FeedSignal::new(end)),
             poisoned: AtomicBool::new(false),
             poison_cause: Mutex::new(None),
             closed: AtomicBool::new(false),

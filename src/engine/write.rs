@@ -16,6 +16,7 @@ use crate::fs;
 use crate::index::keydir::IndexEntry;
 use crate::options::SyncPolicy;
 use crate::storage;
+use crate::storage::feed_signal::LogEnd;
 use crate::storage::group_commit::{ActiveSegment, Pos, SyncError};
 use crate::storage::segment::Segment;
 use crate::storage::space::SegmentSpace;
@@ -163,6 +164,11 @@ impl Core {
         }
         w.active.len.store(end, Ordering::Release);
         w.next_seq += seqs;
+        self.feed.publish(LogEnd {
+            segment: w.active.id,
+            offset: end,
+            seq: w.next_seq - 1,
+        });
         self.bytes_written.fetch_add(len, Ordering::Relaxed);
 
         // Bytes that stopped mattering, per segment (reusing a buffer).
@@ -294,6 +300,11 @@ impl Core {
             t.append(len, &w.buf);
         }
         w.active.len.store(end, Ordering::Release);
+        self.feed.publish(LogEnd {
+            segment: id,
+            offset: end,
+            seq: w.next_seq - 1,
+        });
         if let Some(s) = lock(&self.seg_stats).get_mut(&id) {
             s.total = end;
             s.dead += end - len; // marks are dead bytes, as in `append`
@@ -447,6 +458,11 @@ impl Core {
         });
         group.set_current(active.clone());
         group.mark_durable((id, SEGMENT_HEADER_LEN));
+        self.feed.publish(LogEnd {
+            segment: id,
+            offset: SEGMENT_HEADER_LEN,
+            seq: w.next_seq - 1,
+        });
         w.active = active;
         w.allocated = SEGMENT_HEADER_LEN;
         w.preallocation_off = false;

@@ -232,7 +232,13 @@ impl Scan<'_> {
         let offset = self.pos as u64;
         self.mark_run = None;
         self.last_seq = r.seq;
-        self.load.max_seq = self.load.max_seq.max(r.seq);
+        // A batch counts once its commit (whose sequence number is above
+        // its operations') is accepted: one that never commits leaves no
+        // hole in the numbers the writer goes on with, so the change feed
+        // sees them gapless.
+        if !r.in_batch && r.kind != RecordKind::BatchBegin {
+            self.load.max_seq = self.load.max_seq.max(r.seq);
+        }
         self.load.min_seq = self.load.min_seq.min(r.seq);
         self.pos += r.len as usize;
         match r.kind {

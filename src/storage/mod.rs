@@ -2,6 +2,7 @@
 //! segment's tail cache, group commit, hint and manifest files, and the
 //! space accounting of every segment.
 
+pub(crate) mod feed_signal;
 pub(crate) mod group_commit;
 pub(crate) mod hints;
 pub(crate) mod manifest;

@@ -1,0 +1,162 @@
+//! Where a feed starts: placing a [`LogReader`] right after a position,
+//! at the end of the log, or at its oldest change.
+
+use crate::error::{Error, Result};
+use crate::format::record::{RecordKind, FLAG_BATCH};
+
+use super::reader::{Limit, LogReader, Next};
+use super::Position;
+
+/// The first sequence number in writer segment `id`, if it holds a record
+/// (sync marks do not count). Reads from the segment's start.
+fn first_seq(r: &mut LogReader, id: u32, limit: Limit) -> Result<Option<u64>> {
+    r.seek_segment_start(id, None)?;
+    loop {
+        match r.next(limit)? {
+            Next::Record(_) if r.at().map(|(s, _)| s) != Some(id) => return Ok(None),
+            Next::Record(rec) if rec.seq == 0 => continue,
+            Next::Record(rec) => return Ok(Some(rec.seq)),
+            Next::Wait => return Ok(None),
+        }
+    }
+}
+
+/// Places `r` at the oldest change still in the log.
+pub(crate) fn oldest(r: &mut LogReader) -> Result<()> {
+    if let Some(&id) = r.writer_segments()?.first() {
+        r.seek_segment_start(id, None)?;
+    }
+    Ok(())
+}
+
+/// Places `r` right after `pos`, checking that the log still holds every
+/// change after it and that `pos` is in this log's history.
+pub(crate) fn after(r: &mut LogReader, pos: Position, limit: Limit) -> Result<()> {
+    let segments = r.writer_segments()?;
+    // The last writer segment that starts at or before the change after
+    // `pos`; the segments after it start later.
+    let mut chosen = None;
+    let mut oldest = None;
+    for &id in &segments {
+        let Some(first) = first_seq(r, id, limit)? else {
+            continue;
+        };
+        oldest.get_or_insert(first);
+        if first <= pos.seq + 1 {
+            chosen = Some((id, first));
+        } else {
+            break;
+        }
+    }
+    let Some((id, first)) = chosen else {
+        return match oldest {
+            // Nothing in the log yet, or it starts right after `pos`.
+            None if pos.seq == 0 => start_of_first(r, &segments, pos),
+            Some(o) if o == pos.seq + 1 => start_of_first(r, &segments, pos),
+            None => Err(lost(r, pos, "the log holds no change at all".into())),
+            Some(o) => Err(lost(
+                r,
+                pos,
+                format!(
+                    "the oldest change still in the log is {o}; the ones before it were \
+                     removed by compaction"
+                ),
+            )),
+        };
+    };
+    r.seek_segment_start(id, Some(first - 1))?;
+    if first == pos.seq + 1 {
+        return Ok(()); // `pos` ends the segment before (it may be gone)
+    }
+    skip_through(r, pos, limit)
+}
+
+/// Places `r` at the start of the first writer segment, after `pos`.
+fn start_of_first(r: &mut LogReader, segments: &[u32], pos: Position) -> Result<()> {
+    if let Some(&id) = segments.first() {
+        r.seek_segment_start(id, Some(pos.seq))?;
+    }
+    Ok(())
+}
+
+/// Reads up to and including the record numbered `pos.seq`, which must be
+/// there, be the same record (its checksum) and not lie inside a batch.
+fn skip_through(r: &mut LogReader, pos: Position, limit: Limit) -> Result<()> {
+    loop {
+        let rec = match r.next(limit)? {
+            Next::Record(rec) => rec,
+            Next::Wait => {
+                let newest = r.last_seq().unwrap_or(0);
+                return Err(lost(
+                    r,
+                    pos,
+                    format!(
+                        "the newest change in the log is {newest}: the store lost changes \
+                         this position had seen (a crash before they were durable)"
+                    ),
+                ));
+            }
+        };
+        if rec.seq == 0 {
+            continue;
+        }
+        if rec.seq < pos.seq {
+            continue;
+        }
+        if rec.seq > pos.seq {
+            return Err(lost(
+                r,
+                pos,
+                format!(
+                    "the log has no change {}: it goes on from an earlier change to {}",
+                    pos.seq, rec.seq
+                ),
+            ));
+        }
+        if pos.check != 0 && rec.crc != pos.check {
+            return Err(lost(
+                r,
+                pos,
+                format!(
+                    "change {} in the log is not the one this position names (its check \
+                     differs): the store lost changes in a crash and wrote others",
+                    pos.seq
+                ),
+            ));
+        }
+        if rec.kind == RecordKind::BatchBegin || rec.flags & FLAG_BATCH != 0 {
+            return Err(Error::InvalidArgument(format!(
+                "position {pos} in {} is inside a batch; resume from the position of a \
+                 batch's end (or of any change outside a batch)",
+                r.dir().display()
+            )));
+        }
+        return Ok(());
+    }
+}
+
+fn lost(r: &LogReader, pos: Position, reason: String) -> Error {
+    Error::ChangesLost {
+        dir: r.dir().to_path_buf(),
+        position: pos.to_string(),
+        reason,
+    }
+}
+
+/// Places `r` at the end of the log as the files hold it: after the last
+/// complete record of the newest writer segment that has one.
+pub(crate) fn end_of_files(r: &mut LogReader) -> Result<()> {
+    let segments = r.writer_segments()?;
+    let mut start = segments.first().copied();
+    for &id in segments.iter().rev() {
+        if first_seq(r, id, Limit::Files)?.is_some() {
+            start = Some(id);
+            break;
+        }
+    }
+    if let Some(id) = start {
+        r.seek_segment_start(id, None)?;
+        while let Next::Record(_) = r.next(Limit::Files)? {}
+    }
+    Ok(())
+}
