@@ -36,8 +36,6 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Result};
 use cairn::Db;
 
-#[allow(unused_imports)]
-use feed::DbFeed as _;
 use feed::{is_changes_lost, Change, ChangeKind, Changes, FeedStart, Position};
 use state::{PositionFile, State};
 use target::{check_cluster_db, glob_escape, Op, Target, Url};
@@ -229,6 +227,7 @@ pub fn follow(args: FollowArgs) -> Result<u8> {
             at: at.clone(),
             once: args.once,
             lag_every: args.lag_every,
+            applied: None,
         });
     }
     let errors: Vec<anyhow::Error> = std::thread::scope(|s| {
@@ -374,6 +373,18 @@ struct Follower {
     at: Where,
     once: bool,
     lag_every: Duration,
+    /// The last position recorded as applied ("at").
+    applied: Option<Position>,
+}
+
+/// Whether `e` is damage the feed found in the log.
+fn feed_damage(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<cairn::Error>(),
+            Some(cairn::Error::Corruption { .. })
+        )
+    })
 }
 
 /// Whether `e` is the feed's "the changes after this position are gone".
@@ -385,6 +396,8 @@ fn lost(e: &anyhow::Error) -> bool {
 impl Follower {
     fn run(&mut self) -> Result<()> {
         let mut changes = self.start()?;
+        // (position, how many times in a row the feed failed there)
+        let mut rereads: (Option<Position>, u32) = (None, 0);
         loop {
             let Some(c) = changes else {
                 eprintln!(
@@ -400,6 +413,24 @@ impl Follower {
                         self.label
                     );
                     changes = self.full_sync(true)?;
+                }
+                Err(e) if feed_damage(&e) && self.applied.is_some() => {
+                    // A feed on another process's files can misread a
+                    // record the writer is still writing; a new feed from
+                    // the last applied position reads it again. Damage
+                    // that is really there fails the same way again.
+                    let at = self.applied;
+                    rereads = (at, if rereads.0 == at { rereads.1 + 1 } else { 1 });
+                    if rereads.1 > 3 {
+                        return Err(e);
+                    }
+                    let at = at.unwrap_or(Position::START);
+                    eprintln!(
+                        "cairn follow: {}: {e:#}; reading the log again after {at}",
+                        self.label
+                    );
+                    std::thread::sleep(Duration::from_millis(100));
+                    changes = Some(self.db.changes(FeedStart::After(at))?);
                 }
                 r => return r,
             }
@@ -422,6 +453,7 @@ impl Follower {
             }
             Some(State::At(p)) => match self.db.changes(FeedStart::After(p)) {
                 Ok(c) => {
+                    self.applied = Some(p);
                     eprintln!("cairn follow: {}: continuing after {p}", self.label);
                     Ok(Some(c))
                 }
@@ -641,6 +673,15 @@ impl Follower {
     /// Applies `ops` and records `state`: in the same transaction (a key
     /// on a single server), or after them (a cluster, a file).
     fn record(&mut self, state: State, ops: &[Op]) -> Result<()> {
+        self.applied = None;
+        self.write_state(state, ops)?;
+        if let State::At(p) = state {
+            self.applied = Some(p);
+        }
+        Ok(())
+    }
+
+    fn write_state(&mut self, state: State, ops: &[Op]) -> Result<()> {
         match self.at.clone() {
             Where::Key(_) => {
                 let key = self.own_key().unwrap_or_default();
@@ -713,20 +754,21 @@ impl Follower {
     fn stream(&mut self, mut changes: Changes) -> Result<()> {
         let mut clock = LagClock::default();
         let mut last_print = Instant::now();
+        let mut last_observed = Instant::now();
         let mut applied = 0u64;
         loop {
             if stopping() {
                 break;
             }
             let Some(first) = changes.next_timeout(Duration::from_millis(200))? else {
-                let lag = changes.lag();
-                clock.observe(changes.position().seq(), lag.seqs);
-                if self.once && lag.seqs == 0 {
+                let behind = changes.lag()?.seqs;
+                clock.observe(changes.position().seq(), behind);
+                if self.once && behind == 0 {
                     break;
                 }
                 if last_print.elapsed() >= self.lag_every {
                     last_print = Instant::now();
-                    self.print_lag(&changes, &clock);
+                    self.print_lag(&mut changes, &clock)?;
                 }
                 continue;
             };
@@ -744,10 +786,15 @@ impl Follower {
             }
             self.record(State::At(changes.position()), &ops)?;
             applied += n;
-            clock.observe(changes.position().seq(), changes.lag().seqs);
+            // The lag reads the log ahead on a snapshot handle: not after
+            // every transaction.
+            if last_observed.elapsed() >= Duration::from_millis(100) {
+                last_observed = Instant::now();
+                clock.observe(changes.position().seq(), changes.lag()?.seqs);
+            }
             if last_print.elapsed() >= self.lag_every {
                 last_print = Instant::now();
-                self.print_lag(&changes, &clock);
+                self.print_lag(&mut changes, &clock)?;
             }
         }
         let how = if stopping() { "stopped" } else { "caught up" };
@@ -759,16 +806,16 @@ impl Follower {
         Ok(())
     }
 
-    fn print_lag(&self, changes: &Changes, clock: &LagClock) {
-        let lag = changes.lag();
+    fn print_lag(&self, changes: &mut Changes, clock: &LagClock) -> Result<()> {
+        let lag = changes.lag()?;
         eprintln!(
-            "cairn follow: {}: at {}; behind: {} changes ({} bytes), {:.1} s",
+            "cairn follow: {}: at {}; behind: {} changes, {:.1} s",
             self.label,
-            changes.position(),
+            Changes::position(changes),
             lag.seqs,
-            lag.bytes,
             clock.behind().as_secs_f64()
         );
+        Ok(())
     }
 }
 
