@@ -212,7 +212,13 @@ impl Follower {
     fn wait_for(&mut self, what: &str) {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(60) {
-            if self.log.lock().expect("log").iter().any(|l| l.contains(what)) {
+            if self
+                .log
+                .lock()
+                .expect("log")
+                .iter()
+                .any(|l| l.contains(what))
+            {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -278,7 +284,8 @@ fn server_contents(con: &mut redis::Connection, margin_ms: u64, into: &mut Conte
     let keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(con).expect("KEYS");
     let soon = now_ms() + margin_ms;
     for k in keys {
-        if k.starts_with(b"cairn-follow:") {
+        let own = [&b"cairn-follow:"[..], b"1:cairn-follow:"];
+        if own.iter().any(|p| k.starts_with(p)) {
             continue;
         }
         let (v, exp): (Option<Vec<u8>>, i64) = redis::pipe()
@@ -298,11 +305,15 @@ fn server_contents(con: &mut redis::Connection, margin_ms: u64, into: &mut Conte
 
 /// Compares two contents, expiries within a second; panics with the
 /// first differences.
-fn assert_same(what: &str, store: &Contents, server: &Contents) {
+fn assert_same(what: &str, db: &Db, store: &Contents, server: &Contents) {
     let mut diffs = Vec::new();
+    let mut keys = Vec::new();
     for (k, (v, e)) in store {
         match server.get(k) {
-            None => diffs.push(format!("{k:?}: missing on the server")),
+            None => {
+                keys.push(k.clone());
+                diffs.push(format!("{k:?}: missing on the server"));
+            }
             Some((sv, se)) => {
                 if sv != v {
                     diffs.push(format!("{k:?}: value differs"));
@@ -312,16 +323,25 @@ fn assert_same(what: &str, store: &Contents, server: &Contents) {
                     (Some(a), Some(b)) => a.abs_diff(*b) <= 1000,
                     _ => false,
                 };
+                if !close || sv != v {
+                    keys.push(k.clone());
+                }
                 if !close {
-                    diffs.push(format!("{k:?}: expiry {e:?} in the store, {se:?} on the server"));
+                    diffs.push(format!(
+                        "{k:?}: expiry {e:?} in the store, {se:?} on the server"
+                    ));
                 }
             }
         }
     }
     for k in server.keys() {
         if !store.contains_key(k) {
+            keys.push(k.clone());
             diffs.push(format!("{k:?}: on the server, not in the store"));
         }
+    }
+    if !keys.is_empty() {
+        print_history(db, &keys[..keys.len().min(5)]);
     }
     assert!(
         diffs.is_empty(),
@@ -331,6 +351,18 @@ fn assert_same(what: &str, store: &Contents, server: &Contents) {
         server.len(),
         &diffs[..diffs.len().min(10)]
     );
+}
+
+/// Prints what the log still holds about `keys` (for a failure message).
+fn print_history(db: &Db, keys: &[Vec<u8>]) {
+    let Ok(mut feed) = db.changes(cairn::feed::FeedStart::Oldest) else {
+        return;
+    };
+    while let Ok(Some(c)) = feed.try_next() {
+        if c.key().is_some_and(|k| keys.iter().any(|x| x == k)) {
+            eprintln!("history: {} {:?}", c.seq, c.kind);
+        }
+    }
 }
 
 /// The whole scenario against `url`; `read` gives the server's contents
@@ -354,7 +386,10 @@ fn scenario(url: &str, read: &dyn Fn() -> (Contents, Contents)) {
         .iter()
         .any(|l| l.contains("root store: snapshot copied"));
     f.kill9();
-    eprintln!("killed the follower; during its snapshot copy: {during_snapshot}");
+    assert!(
+        during_snapshot,
+        "the first follower finished its snapshot copy before the kill"
+    );
 
     let stop = AtomicBool::new(false);
     let secs = write_secs();
@@ -382,12 +417,19 @@ fn scenario(url: &str, read: &dyn Fn() -> (Contents, Contents)) {
         .snapshot(true)
         .open(&store)
         .expect("open the store");
-    let (server_root, server_ks) = read();
-    let root = store_contents(&reader, 2000);
-    let ks = store_contents(&reader.keyspace(KEYSPACE).expect("keyspace"), 2000);
+    let (mut server_root, mut server_ks) = read();
+    let mut root = store_contents(&reader, 0);
+    let mut ks = store_contents(&reader.keyspace(KEYSPACE).expect("keyspace"), 0);
+    // Keys that expire while the two sides are read may be gone on one
+    // side only: leave out those expiring before the reads ended, plus 2 s.
+    let cutoff = now_ms() + 2000;
+    for c in [&mut server_root, &mut server_ks, &mut root, &mut ks] {
+        c.retain(|_, (_, e)| e.is_none_or(|e| e > cutoff));
+    }
     assert!(root.len() as u64 > PREFILL / 2, "{} keys", root.len());
-    assert_same("root store", &root, &server_root);
-    assert_same("keyspace", &ks, &server_ks);
+    assert_same("root store", &reader, &root, &server_root);
+    let ks_db = reader.keyspace(KEYSPACE).expect("keyspace");
+    assert_same("keyspace", &ks_db, &ks, &server_ks);
 }
 
 #[test]
@@ -398,10 +440,13 @@ fn follow_copies_a_live_store_to_a_server_across_kills() {
     scenario(&url, &|| {
         let mut con = client.get_connection().expect("connect");
         let mut root = Contents::new();
-        server_contents(&mut con, 2000, &mut root);
-        redis::cmd("SELECT").arg(1).exec(&mut con).expect("SELECT 1");
+        server_contents(&mut con, 0, &mut root);
+        redis::cmd("SELECT")
+            .arg(1)
+            .exec(&mut con)
+            .expect("SELECT 1");
         let mut ks = Contents::new();
-        server_contents(&mut con, 2000, &mut ks);
+        server_contents(&mut con, 0, &mut ks);
         (root, ks)
     });
 }
@@ -416,7 +461,7 @@ fn follow_copies_a_live_store_to_a_cluster_across_kills() {
             let mut con = redis::Client::open(u.as_str())
                 .and_then(|c| c.get_connection())
                 .expect("connect to a node");
-            server_contents(&mut con, 2000, &mut all);
+            server_contents(&mut con, 0, &mut all);
         }
         let prefix = format!("{KEYSPACE}:").into_bytes();
         let (ks, root): (Contents, Contents) =
@@ -427,4 +472,126 @@ fn follow_copies_a_live_store_to_a_cluster_across_kills() {
             .collect();
         (root, ks)
     });
+}
+
+/// The server's keys of database `db` (no TTL check), the follower's own
+/// keys left out.
+fn server_db(url: &str, db: i64) -> Contents {
+    let mut con = redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .expect("connect");
+    redis::cmd("SELECT").arg(db).exec(&mut con).expect("SELECT");
+    let mut out = Contents::new();
+    server_contents(&mut con, 0, &mut out);
+    out
+}
+
+#[test]
+fn follow_resyncs_and_removes_stale_keys_when_compaction_removed_its_position() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("data");
+    let db = Options::new()
+        .max_segment_bytes(64 * 1024)
+        .auto_compact(false)
+        .open(&store)
+        .expect("open");
+    for i in 0..100 {
+        db.put(format!("a{i:03}"), format!("v{i}")).expect("put");
+    }
+    follow_once(&store, &url, &[]);
+    assert_eq!(server_db(&url, 0).len(), 100);
+
+    // Deletes, then enough writes to seal their segment, then a
+    // compaction: the log no longer holds the changes after the position.
+    for i in 0..50 {
+        db.delete(format!("a{i:03}")).expect("delete");
+    }
+    for i in 0..2000 {
+        db.put(format!("f{i:04}"), [b'x'; 100]).expect("put");
+    }
+    db.compact().expect("compact");
+    let log = follow_once(&store, &url, &[]);
+    assert!(log.contains("full resync"), "{log}");
+    assert!(log.contains("removed 50 keys"), "{log}");
+    let reader = Options::new().snapshot(true).open(&store).expect("open");
+    assert_same(
+        "after the resync",
+        &reader,
+        &store_contents(&reader, 0),
+        &server_db(&url, 0),
+    );
+}
+
+#[test]
+fn the_position_file_is_private_and_a_new_run_continues_from_it() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("data");
+    let pos = dir.path().join("follow.pos");
+    let pos_arg = pos.to_str().expect("utf-8");
+    let db = Options::new().open(&store).expect("open");
+    db.put("a", "1").expect("put");
+    db.put("b", "2").expect("put");
+    follow_once(&store, &url, &["--position-file", pos_arg]);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&pos)
+        .expect("position file")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let text = std::fs::read_to_string(&pos).expect("read");
+    assert!(text.contains("root at "), "{text}");
+
+    db.delete("a").expect("delete");
+    db.put_with_ttl("c", "3", Duration::from_secs(600))
+        .expect("put");
+    let log = follow_once(&store, &url, &["--position-file", pos_arg]);
+    assert!(log.contains("continuing after"), "{log}");
+    let got = server_db(&url, 0);
+    assert_eq!(
+        got.keys().cloned().collect::<Vec<_>>(),
+        [b"b".to_vec(), b"c".to_vec()]
+    );
+    let exp = got[&b"c".to_vec()].1.expect("c expires");
+    assert!(exp.abs_diff(now_ms() + 600_000) < 5_000, "{exp}");
+    // Nothing of the follower's own in the target.
+    let mut con = redis::Client::open(url.as_str())
+        .and_then(|c| c.get_connection())
+        .expect("connect");
+    let own: Vec<String> = redis::cmd("KEYS")
+        .arg("cairn-follow:*")
+        .query(&mut con)
+        .expect("KEYS");
+    assert!(own.is_empty(), "{own:?}");
+}
+
+#[test]
+fn a_keyspace_without_a_database_is_named_in_the_error() {
+    let server = RedisServer::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("data");
+    let db = Options::new().open(&store).expect("open");
+    db.keyspace("sessions")
+        .expect("keyspace")
+        .put("k", "v")
+        .expect("put");
+    drop(db);
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("follow")
+        .arg(&store)
+        .args(["--to", &server.url(), "--once"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("\"sessions\"") && err.contains("--keyspace-db"),
+        "{err}"
+    );
+    let ok = follow_once(&store, &server.url(), &["--keyspace-db", "sessions=4"]);
+    assert!(ok.contains("caught up"), "{ok}");
+    assert_eq!(server_db(&server.url(), 4).len(), 1);
 }

@@ -389,8 +389,10 @@ fn feed_damage(e: &anyhow::Error) -> bool {
 
 /// Whether `e` is the feed's "the changes after this position are gone".
 fn lost(e: &anyhow::Error) -> bool {
-    e.chain()
-        .any(|c| c.downcast_ref::<cairn::Error>().is_some_and(is_changes_lost))
+    e.chain().any(|c| {
+        c.downcast_ref::<cairn::Error>()
+            .is_some_and(is_changes_lost)
+    })
 }
 
 impl Follower {
@@ -470,10 +472,16 @@ impl Follower {
         }
     }
 
+    /// A new snapshot handle on the store: the handle of the start shows
+    /// the store as it was then, and the changes after that may be gone.
+    fn fresh(&self) -> Result<Db> {
+        open_read(self.db.path())
+    }
+
     /// Copies a new snapshot (then, with `clean`, deletes the target keys
     /// the store does not have); returns the changes after it.
     fn full_sync(&mut self, clean: bool) -> Result<Option<Changes>> {
-        let (snap, changes) = self.db.snapshot_then_changes()?;
+        let (snap, changes) = self.fresh()?.snapshot_then_changes()?;
         self.copy(&snap, changes, clean)
     }
 
@@ -492,29 +500,37 @@ impl Follower {
             }
             Err(e) => return Err(e.into()),
         };
-        let (snap, changes) = self.db.snapshot_then_changes()?;
+        let (snap, changes) = self.fresh()?.snapshot_then_changes()?;
         if let Some(old) = old {
             match self.catch_up_to(old, changes.position()) {
-                Err(e) if lost(&e) => clean = true,
-                r => r?,
+                Ok(true) => {}
+                // The changes in between cannot be read: delete what the
+                // store does not have once the new snapshot is copied.
+                Ok(false) => clean = true,
+                Err(e) if lost(&e) || feed_damage(&e) => clean = true,
+                Err(e) => return Err(e),
             }
         }
         self.copy(&snap, changes, clean)
     }
 
     /// Applies the changes of `old` up to `end` (no position recorded: the
-    /// state stays "snapshot").
-    fn catch_up_to(&mut self, mut old: Changes, end: Position) -> Result<()> {
+    /// state stays "snapshot"); false when they did not come within 10 s
+    /// (they are all in the log already).
+    fn catch_up_to(&mut self, mut old: Changes, end: Position) -> Result<bool> {
         let mut ops = Vec::new();
         while old.position().seq() < end.seq() {
-            let Some(c) = old.next() else { break };
-            self.take(c?, &mut old, &mut ops)?;
+            let Some(c) = old.next_timeout(Duration::from_secs(10))? else {
+                return Ok(false);
+            };
+            self.take(c, &mut old, &mut ops)?;
             if ops.len() >= MAX_OPS {
                 self.target.apply(&ops, None)?;
                 ops.clear();
             }
         }
-        self.target.apply(&ops, None)
+        self.target.apply(&ops, None)?;
+        Ok(true)
     }
 
     /// Records "snapshot", copies `snap`'s keys, cleans if asked, records
@@ -584,10 +600,12 @@ impl Follower {
     fn namespace_empty(&mut self) -> Result<bool> {
         let pattern = self.pattern();
         let (foreign, own) = (self.foreign.clone(), self.own_key());
+        let (map, ks) = (self.keys, self.keyspace.clone());
         let mut empty = true;
         self.target.for_each_key(&pattern, &mut |keys| {
             empty = !keys.iter().any(|k| {
-                !k.starts_with(OWN_KEYS)
+                let name = map.store_key(ks.as_deref(), k).unwrap_or(k);
+                !name.starts_with(OWN_KEYS)
                     && Some(k) != own.as_ref()
                     && !foreign.iter().any(|f| k.starts_with(f))
             });
@@ -616,6 +634,9 @@ impl Follower {
                 let Some(name) = keys.store_key(ks.as_deref(), k) else {
                     continue;
                 };
+                if name.starts_with(OWN_KEYS) {
+                    continue;
+                }
                 match snap.get_with_expiry(name) {
                     Ok(None) => stale.push(k.clone()),
                     Ok(Some(_)) => {}

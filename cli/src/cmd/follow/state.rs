@@ -170,7 +170,13 @@ mod tests {
         ] {
             assert_eq!(State::parse(&s.text(), "x").expect("parse"), s);
         }
-        for bad in ["", "at", "at x", "later 1:00000000", "snapshot 1:00000000 dirty"] {
+        for bad in [
+            "",
+            "at",
+            "at x",
+            "later 1:00000000",
+            "snapshot 1:00000000 dirty",
+        ] {
             let e = State::parse(bad, "key k").expect_err(bad).to_string();
             assert!(e.contains("key k"), "{e}");
         }
@@ -183,7 +189,8 @@ mod tests {
         let f = PositionFile::open(&path).expect("open");
         assert_eq!(f.get("root"), None);
         f.set("root", State::At(pos("5:00000001"))).expect("set");
-        f.set("keyspace:1", State::At(pos("9:00000002"))).expect("set");
+        f.set("keyspace:1", State::At(pos("9:00000002")))
+            .expect("set");
         let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         let again = PositionFile::open(&path).expect("reopen");

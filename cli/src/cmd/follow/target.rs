@@ -347,7 +347,10 @@ mod tests {
                     d4 127.0.0.1:7003@17003 master,fail - 0 0 3 connected\n";
         assert_eq!(
             masters(text),
-            [("127.0.0.1".to_string(), 7000), ("127.0.0.1".to_string(), 7001)]
+            [
+                ("127.0.0.1".to_string(), 7000),
+                ("127.0.0.1".to_string(), 7001)
+            ]
         );
     }
 
