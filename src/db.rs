@@ -855,7 +855,7 @@ impl Db {
     /// assert_eq!(kinds[3], ChangeKind::BatchEnd { ops: 2 });
     ///
     /// // Resume later from a saved position.
-    /// let saved = feed.position();
+    /// let saved = feed.resume_position();
     /// db.put("c", "3")?;
     /// let mut again = db.changes(FeedStart::After(saved))?;
     /// assert_eq!(again.try_next()?.and_then(|c| c.key().map(<[u8]>::to_vec)), Some(b"c".to_vec()));

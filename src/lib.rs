@@ -70,8 +70,8 @@ mod compaction;
 mod db;
 mod engine;
 mod error;
-mod format;
 pub mod feed;
+mod format;
 mod fs;
 #[cfg(feature = "__test_hooks")]
 #[doc(hidden)]
@@ -101,7 +101,7 @@ mod util;
 pub mod vfs {
     pub use crate::fs::{read_exact_at, write_all_at, LockGuard, OpenMode, RealFs, VFile, Vfs};
 }
-pub use modules::{cache, limits, session};
+pub use modules::{cache, limits, module_keys, session};
 
 pub use batch::Batch;
 pub use compaction::CompactionStats;

@@ -193,16 +193,24 @@ pub enum Command {
         /// Where the copy goes (a new or empty directory).
         dest: PathBuf,
     },
-    /// Write every live key as JSON Lines to stdout.
-    #[command(
-        after_help = "Each line: {\"key\": ..., \"value\": ..., \"expires_at_ms\": null | unix ms}; keys or values that are not UTF-8 appear as \"key_b64\" / \"value_b64\".\n\nExample:\n  cairn export ./data > backup.jsonl"
-    )]
+    /// Write every live key to stdout: as JSON Lines, or as Redis commands
+    /// for `redis-cli --pipe` (--format resp).
+    #[command(after_help = EXPORT_HELP)]
     Export {
         /// The store directory.
         dir: PathBuf,
         /// Only keys starting with this.
         #[arg(long, default_value = "")]
         prefix: String,
+        /// jsonl: one JSON object per key (the root store only); resp:
+        /// Redis commands (SELECT, SET … PXAT) of the root store and its
+        /// keyspaces, for `redis-cli --pipe`.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+        format: ExportFormat,
+        /// With --format resp: the Redis database of keyspace NAME (N, or
+        /// `skip` to leave it out); repeat for several.
+        #[arg(long = "keyspace-db", value_name = "NAME=N", value_parser = parse_keyspace_db)]
+        keyspace_db: Vec<(String, Option<u32>)>,
     },
     /// Serve the store over the Redis protocol (RESP2/RESP3) until SIGTERM,
     /// SIGINT or SHUTDOWN.
@@ -213,15 +221,70 @@ pub enum Command {
     /// with --once).
     #[command(after_help = FOLLOW_HELP)]
     Follow(FollowCli),
-    /// Read JSON Lines (as written by export) from stdin into the store.
-    #[command(
-        after_help = "Lines are written in atomic batches of 1,000. On the first malformed line the import stops, says which line, and keeps everything before it. Records whose expiry has passed are skipped.\n\nExample:\n  cairn import ./data < backup.jsonl"
-    )]
+    /// Read JSON Lines (as written by export) from stdin into the store, or
+    /// copy the strings of a Redis or Valkey database (--from).
+    #[command(after_help = IMPORT_HELP)]
     Import {
         /// The store directory (created if missing).
         dir: PathBuf,
+        /// Copy every string key and its expiry from this Redis or Valkey
+        /// database instead of reading stdin:
+        /// redis://[[user]:password@]host:port[/db].
+        #[arg(long, value_name = "URL")]
+        from: Option<String>,
+        /// The server of --from is a node of a Redis Cluster: copy the keys
+        /// of every master (detected when left out).
+        #[arg(long, requires = "from")]
+        cluster: bool,
     },
 }
+
+/// The formats of `cairn export`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// JSON Lines.
+    Jsonl,
+    /// Redis commands in RESP, for `redis-cli --pipe`.
+    Resp,
+}
+
+/// `NAME=N` or `NAME=skip` of `--keyspace-db`.
+fn parse_keyspace_db(s: &str) -> Result<(String, Option<u32>), String> {
+    let (name, db) = s.split_once('=').ok_or_else(|| {
+        format!("{s:?}: expected NAME=N (a keyspace and a database number) or NAME=skip")
+    })?;
+    if name.is_empty() {
+        return Err(format!("{s:?}: the keyspace name is missing"));
+    }
+    if db == "skip" {
+        return Ok((name.to_string(), None));
+    }
+    match db.parse::<u32>() {
+        Ok(n) if n <= i32::MAX as u32 => Ok((name.to_string(), Some(n))),
+        _ => Err(format!(
+            "{s:?}: the database must be a whole number from 0 (as Redis's SELECT takes) or `skip`"
+        )),
+    }
+}
+
+const EXPORT_HELP: &str = "JSON Lines (the default): one line per key of the root store, {\"key\": ..., \"value\": ..., \"expires_at_ms\": null | unix ms}; keys or values that are not UTF-8 appear as \"key_b64\" / \"value_b64\".
+
+RESP (--format resp): the root store and its keyspaces as Redis commands that `redis-cli --pipe` loads, binary safe: `SELECT n` before each store's keys, then `SET key value` per key, with `PXAT <unix ms>` for a key that expires (keys already expired are left out). Databases: the root store goes to database 0; a keyspace whose name is a number (\"3\") to that database; any other keyspace needs --keyspace-db NAME=N (or NAME=skip), else the export fails and names it. Two stores that both hold keys may not share a database. A Redis server has databases 0-15 unless its `databases` setting says more; a Redis Cluster has only 0.
+
+The store is read from a snapshot (no lock): it may be open in an application that keeps writing. Counts go to stderr, never into the output.
+
+Example:
+  cairn export ./data > backup.jsonl
+  cairn export ./data --format resp --keyspace-db sessions=1 | redis-cli -p 6379 --pipe";
+
+const IMPORT_HELP: &str = "From stdin: lines are written in atomic batches of 1,000. On the first malformed line the import stops, says which line, and keeps everything before it. Records whose expiry has passed are skipped.
+
+From Redis or Valkey (--from redis://[[user]:password@]host:port[/db]): SCAN walks the database (every master of a cluster), each key's value and expiry are read together (MULTI: GET, PEXPIRETIME; PTTL on a server without PEXPIRETIME) and written in atomic batches of the keys of one SCAN step. Keys that are not strings (hashes, lists, sets, ...) are skipped and counted by type; keys that expire or are deleted meanwhile are not written. Keys already in the store are overwritten; others stay. The password can come from the REDISCLI_AUTH environment variable instead of the URL (which `ps` shows); it is never printed.
+
+Example:
+  cairn import ./data < backup.jsonl
+  REDISCLI_AUTH=secret cairn import ./data --from redis://10.0.0.5:6379/2
+  cairn import ./data --from redis://127.0.0.1:7000 --cluster";
 
 const SERVE_HELP: &str = "Flags override the config file, which takes redis.conf's `name value` lines: bind, port, appendfsync, requirepass, maxclients, timeout, tls-cert-file, tls-key-file, dir, client-query-buffer-limit, proto-max-bulk-len (settings of Redis that mean nothing here, such as save or appendonly, are ignored; any other name is an error). Relative paths in the file are taken from the file's directory.
 
@@ -281,7 +344,7 @@ pub struct FollowCli {
     pub lag_every: Duration,
     /// The Redis database of keyspace NAME (N, or `skip` to leave it out);
     /// repeat for several.
-    #[arg(long = "keyspace-db", value_name = "NAME=N", value_parser = crate::cmd::follow::parse_keyspace_db)]
+    #[arg(long = "keyspace-db", value_name = "NAME=N", value_parser = parse_keyspace_db)]
     pub keyspace_db: Vec<(String, Option<u32>)>,
 }
 

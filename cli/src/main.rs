@@ -16,7 +16,8 @@ use clap::Parser;
 
 use args::{Cli, Command};
 use cmd::{
-    backup, compact, dump, export, follow, import, keys, repair, scan, serve, stats, verify,
+    backup, compact, dump, export, follow, import, import_redis, keys, repair, scan, serve, stats,
+    verify,
 };
 use common::EXIT_CORRUPTION;
 
@@ -81,8 +82,16 @@ fn dispatch(command: Command, out: &mut impl Write) -> Result<u8> {
         Command::Repair { dir, dry_run } => repair::repair(&dir, dry_run, out),
         Command::Compact { dir } => compact::compact(&dir, out),
         Command::Backup { dir, dest } => backup::backup(&dir, &dest, out),
-        Command::Export { dir, prefix } => export::export(&dir, &prefix, out),
-        Command::Import { dir } => import::import(&dir),
+        Command::Export {
+            dir,
+            prefix,
+            format,
+            keyspace_db,
+        } => export::export(&dir, &prefix, format, &keyspace_db, out),
+        Command::Import { dir, from, cluster } => match from {
+            Some(url) => import_redis::import(&dir, &url, cluster),
+            None => import::import(&dir),
+        },
         Command::Serve(args) => serve::serve(args),
         Command::Follow(a) => follow::follow(follow::FollowArgs {
             dir: a.dir,

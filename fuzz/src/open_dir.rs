@@ -91,6 +91,7 @@ fn open_and_exercise(input: &DirInput, mode: RecoveryMode, read_only: bool) -> O
     if trace() {
         eprintln!("opened {mode:?} read_only={read_only}: {before:?}");
     }
+    read_feed(&db);
     if read_only {
         assert!(matches!(db.put(AFTER_KEY, "x"), Err(Error::ReadOnly)));
         return Some(before);
@@ -136,6 +137,38 @@ fn open_and_exercise(input: &DirInput, mode: RecoveryMode, read_only: bool) -> O
         );
     }
     Some(before)
+}
+
+/// Reads the change feed of what opened, from its oldest change and from
+/// the start of history, to its end: it may fail with a typed error, never
+/// panic or loop, and what it returns is in order.
+fn read_feed(db: &cairn::Db) {
+    use cairn::feed::{FeedStart, Position};
+    for from in [FeedStart::Oldest, FeedStart::After(Position::START)] {
+        let Ok(mut feed) = db.changes(from) else {
+            continue;
+        };
+        let mut last = 0;
+        for _ in 0..100_000 {
+            match feed.try_next() {
+                Ok(Some(c)) => {
+                    assert!(c.seq > last, "feed out of order: {} after {last}", c.seq);
+                    last = c.seq;
+                }
+                Ok(None) => break,
+                Err(Error::ChangesLost { .. } | Error::Corruption { .. } | Error::Io(_)) => break,
+                Err(e) => panic!("the feed failed with an unexpected error: {e}"),
+            }
+        }
+        // A position read back resumes (or is refused with a typed error).
+        let pos = feed.resume_position();
+        let text = pos.to_string();
+        assert_eq!(text.parse::<Position>().ok(), Some(pos));
+        match db.changes(FeedStart::After(pos)) {
+            Ok(_) | Err(Error::ChangesLost { .. } | Error::Corruption { .. } | Error::Io(_)) => {}
+            Err(e) => panic!("resuming the feed failed with an unexpected error: {e}"),
+        }
+    }
 }
 
 /// `CAIRN_FUZZ_TRACE` is set: print the directory and what each open saw.

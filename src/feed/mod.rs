@@ -341,7 +341,7 @@ impl Changes {
     /// The position after the last change returned; while a batch is being
     /// returned, the position before it (a batch resumes whole).
     #[must_use]
-    pub fn position(&self) -> Position {
+    pub fn resume_position(&self) -> Position {
         self.position
     }
 
@@ -367,7 +367,8 @@ impl Changes {
     /// (compaction removed it: start again from a snapshot);
     /// [`Error::Corruption`] for damage in the log; I/O errors.
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Change>> {
-        let deadline = Instant::now() + timeout;
+        // The clock is read only once there is nothing to return at once.
+        let mut deadline = None;
         loop {
             if let Some(c) = self.pop() {
                 return Ok(Some(c));
@@ -376,7 +377,11 @@ impl Changes {
             if self.fill(seen)? {
                 continue;
             }
+            if timeout.is_zero() {
+                return Ok(None);
+            }
             let now = Instant::now();
+            let deadline = *deadline.get_or_insert(now + timeout);
             if now >= deadline {
                 return Ok(None);
             }
@@ -612,8 +617,8 @@ impl Watch {
     /// The position after the last change looked at (under the prefix or
     /// not).
     #[must_use]
-    pub fn position(&self) -> Position {
-        self.changes.position()
+    pub fn resume_position(&self) -> Position {
+        self.changes.resume_position()
     }
 }
 

@@ -3,12 +3,10 @@
 //!
 //! Only segments the writer wrote are read (compaction outputs hold old
 //! records again, out of order). Sequence numbers are global and grow in
-//! log order; between two writer segments they follow on with no hole
-//! unless records were removed (compaction deleted the segment between,
-//! or a salvage open skipped damage), which the reader reports as
-//! [`Error::ChangesLost`] instead of skipping silently. Inside a segment
-//! numbers only grow; a jump there is a batch that never committed and
-//! was cut by recovery, which loses nothing that was acknowledged.
+//! log order and follow on with no hole, within a segment and from one
+//! writer segment to the next, unless records were removed (compaction
+//! deleted a segment, or a salvage open skipped damage): the reader
+//! reports a hole as [`Error::ChangesLost`] instead of skipping it.
 //!
 //! Two ways to know how far the log is complete:
 //! * [`Limit::Published`]: the writer is in this process and published its
@@ -80,6 +78,8 @@ struct Current {
     /// Bytes of the segment from `buf_at`.
     buf: Vec<u8>,
     buf_at: u64,
+    /// The file's length when last asked (it only grows while read).
+    known_len: u64,
     /// No record has been read from this segment yet.
     fresh: bool,
 }
@@ -141,6 +141,11 @@ impl LogReader {
     /// The sequence number of the last record consumed, when known.
     pub(crate) fn last_seq(&self) -> Option<u64> {
         self.last_seq
+    }
+
+    /// Says the next record read must follow `seq` (nothing read yet).
+    pub(crate) fn set_last_seq(&mut self, seq: u64) {
+        self.last_seq = Some(seq);
     }
 
     /// The segment and offset the next record is read from.
@@ -258,6 +263,7 @@ impl LogReader {
             offset,
             buf: Vec::new(),
             buf_at: 0,
+            known_len: 0,
             fresh: offset <= SEGMENT_HEADER_LEN,
         });
         Ok(())
@@ -286,7 +292,9 @@ impl LogReader {
     pub(crate) fn lost(&self, reason: String) -> Error {
         Error::ChangesLost {
             dir: self.dir.clone(),
-            position: self.last_seq.map_or("the start".into(), |s| format!("change {s}")),
+            position: self
+                .last_seq
+                .map_or("the start".into(), |s| format!("change {s}")),
             reason,
         }
     }
@@ -305,7 +313,7 @@ impl LogReader {
                 return self.accept(r).map(Next::Record);
             }
             let Some(next) = self.next_segment(limit)? else {
-                return Ok(Next::Wait);
+                return self.caught_up(limit);
             };
             if matches!(limit, Limit::Files) {
                 // The writer sealed this segment (fsynced, cut to its last
@@ -316,6 +324,27 @@ impl LogReader {
             }
             let last = self.last_seq;
             self.seek_segment_start(next, last)?;
+        }
+    }
+
+    /// At the published end, every change up to the published one has been
+    /// read, unless the log lost some: compaction removed writer segments
+    /// between this reader and the end.
+    fn caught_up(&mut self, limit: Limit) -> Result<Next> {
+        match (limit, self.last_seq) {
+            (Limit::Published(e), Some(last)) if last < e.seq => Err(self.lost(format!(
+                "changes {} to {} are no longer in the log (compaction removed them)",
+                last + 1,
+                e.seq
+            ))),
+            (Limit::Files, _) => {
+                // Bytes read ahead of the writer are not kept while waiting.
+                if let Some(c) = &mut self.cur {
+                    c.buf.clear();
+                }
+                Ok(Next::Wait)
+            }
+            _ => Ok(Next::Wait),
         }
     }
 
@@ -351,10 +380,15 @@ impl LogReader {
                     r.seq
                 )));
             }
-            if fresh && r.seq != last + 1 {
+            if r.seq != last + 1 {
+                let why = if fresh {
+                    "compaction removed them, or a salvage open skipped damage"
+                } else {
+                    "a salvage open skipped damage in this segment, or a crash cut a batch that \
+                     never committed before cairn stopped counting such batches"
+                };
                 return Err(self.lost(format!(
-                    "changes {} to {} are no longer in the log (compaction removed them, or a \
-                     salvage open skipped damage); the next one there is {}",
+                    "changes {} to {} are not in the log ({why}); the next one there is {}",
                     last + 1,
                     r.seq - 1,
                     r.seq
@@ -365,25 +399,51 @@ impl LogReader {
         Ok(r)
     }
 
-    /// How far the current segment may be read.
-    fn readable_end(&self, c: &Current, limit: Limit) -> Result<u64> {
+    /// How far the current segment may be read, to read up to `need`:
+    /// the file's length is asked again only when `need` is past it.
+    fn readable_end(c: &mut Current, limit: Limit, need: u64) -> Result<u64> {
         match limit {
             Limit::Published(e) if e.segment == c.id => Ok(e.offset),
             Limit::Published(e) if e.segment < c.id => Ok(c.offset),
-            _ => c
-                .file
-                .len()
-                .map_err(|e| Error::Io(crate::fs::named(&c.path, &e))),
+            _ => {
+                if c.known_len < need {
+                    c.known_len = c
+                        .file
+                        .len()
+                        .map_err(|e| Error::Io(crate::fs::named(&c.path, &e)))?;
+                }
+                Ok(c.known_len)
+            }
         }
     }
 
     /// The record at the current offset, if one is complete there.
+    ///
+    /// Without a published end, bytes read ahead earlier may predate the
+    /// writer's append (zeros, half a record): anything but a record from
+    /// them is checked again against fresh bytes.
     fn read_here(&mut self, limit: Limit) -> Result<Option<Rec>> {
-        let Some(c) = self.cur.as_ref() else {
+        let buffered = self.cur.as_ref().is_some_and(|c| !c.buf.is_empty());
+        match self.read_here_once(limit) {
+            Ok(Some(r)) => Ok(Some(r)),
+            first if buffered && matches!(limit, Limit::Files) => {
+                if let Some(c) = &mut self.cur {
+                    c.buf.clear();
+                }
+                drop(first);
+                self.read_here_once(limit)
+            }
+            first => first,
+        }
+    }
+
+    /// [`LogReader::read_here`] with the bytes buffered so far.
+    fn read_here_once(&mut self, limit: Limit) -> Result<Option<Rec>> {
+        let Some(c) = self.cur.as_mut() else {
             return Ok(None);
         };
-        let end = self.readable_end(c, limit)?;
         let at = c.offset;
+        let end = Self::readable_end(c, limit, at + u64::from(RECORD_HEADER_LEN))?;
         if at + u64::from(RECORD_HEADER_LEN) > end {
             return Ok(None);
         }
@@ -407,6 +467,7 @@ impl LogReader {
             Ok(h) => h.len(),
             Err(why) => return self.not_a_record(limit, why),
         };
+        let end = Self::readable_end(c, limit, at + len)?;
         if at + len > end {
             return Ok(None);
         }
@@ -480,7 +541,6 @@ impl LogReader {
     fn has_newer_writer_segment(&self, id: u32) -> Result<bool> {
         Ok(self.next_writer_after(id)?.is_some())
     }
-
 }
 
 /// Makes `c.buf` hold `len` bytes from segment offset `at` (reading up

@@ -32,6 +32,10 @@ pub(crate) fn oldest(r: &mut LogReader) -> Result<()> {
 /// Places `r` right after `pos`, checking that the log still holds every
 /// change after it and that `pos` is in this log's history.
 pub(crate) fn after(r: &mut LogReader, pos: Position, limit: Limit) -> Result<()> {
+    let newest = match limit {
+        Limit::Published(e) => Some(e.seq),
+        Limit::Files => None,
+    };
     let segments = r.writer_segments()?;
     // The last writer segment that starts at or before the change after
     // `pos`; the segments after it start later.
@@ -50,10 +54,23 @@ pub(crate) fn after(r: &mut LogReader, pos: Position, limit: Limit) -> Result<()
     }
     let Some((id, first)) = chosen else {
         return match oldest {
-            // Nothing in the log yet, or it starts right after `pos`.
-            None if pos.seq == 0 => start_of_first(r, &segments, pos),
+            // The log starts right after `pos`.
             Some(o) if o == pos.seq + 1 => start_of_first(r, &segments, pos),
-            None => Err(lost(r, pos, "the log holds no change at all".into())),
+            // No writer segment holds a change: the next one written must
+            // be the one after `pos` (the reader checks it), and with the
+            // writer in this process that is known now.
+            None => match newest {
+                Some(n) if n > pos.seq => Err(lost(
+                    r,
+                    pos,
+                    format!(
+                        "changes {} to {n} are no longer in the log (compaction removed them)",
+                        pos.seq + 1
+                    ),
+                )),
+                Some(n) if n < pos.seq => Err(ahead(r, pos, n)),
+                _ => start_of_first(r, &segments, pos),
+            },
             Some(o) => Err(lost(
                 r,
                 pos,
@@ -73,10 +90,13 @@ pub(crate) fn after(r: &mut LogReader, pos: Position, limit: Limit) -> Result<()
 
 /// Places `r` at the start of the first writer segment, after `pos`.
 fn start_of_first(r: &mut LogReader, segments: &[u32], pos: Position) -> Result<()> {
-    if let Some(&id) = segments.first() {
-        r.seek_segment_start(id, Some(pos.seq))?;
+    match segments.first() {
+        Some(&id) => r.seek_segment_start(id, Some(pos.seq)),
+        None => {
+            r.set_last_seq(pos.seq);
+            Ok(())
+        }
     }
-    Ok(())
 }
 
 /// Reads up to and including the record numbered `pos.seq`, which must be
@@ -87,14 +107,7 @@ fn skip_through(r: &mut LogReader, pos: Position, limit: Limit) -> Result<()> {
             Next::Record(rec) => rec,
             Next::Wait => {
                 let newest = r.last_seq().unwrap_or(0);
-                return Err(lost(
-                    r,
-                    pos,
-                    format!(
-                        "the newest change in the log is {newest}: the store lost changes \
-                         this position had seen (a crash before they were durable)"
-                    ),
-                ));
+                return Err(ahead(r, pos, newest));
             }
         };
         if rec.seq == 0 {
@@ -133,6 +146,17 @@ fn skip_through(r: &mut LogReader, pos: Position, limit: Limit) -> Result<()> {
         }
         return Ok(());
     }
+}
+
+fn ahead(r: &LogReader, pos: Position, newest: u64) -> Error {
+    lost(
+        r,
+        pos,
+        format!(
+            "the newest change in the log is {newest}: the store lost changes this position \
+             had seen (a crash before they were durable)"
+        ),
+    )
 }
 
 fn lost(r: &LogReader, pos: Position, reason: String) -> Error {

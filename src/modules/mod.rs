@@ -4,4 +4,5 @@
 pub mod cache;
 mod eviction;
 pub mod limits;
+pub mod module_keys;
 pub mod session;

@@ -20,10 +20,11 @@
 //! # How sessions are stored
 //! A session id is 24 bytes (192 bits), base64url-encoded without padding
 //! into 32 characters, all from the operating system's CSPRNG. On a
-//! remote store only, its first 16 bits are not drawn afresh in two cases
-//! (see below): a user's session takes them from a keyed hash of its user
-//! name, and a rotated session keeps those of the id it replaces; the
-//! other 176 bits are random in every case. Ids are never derived from
+//! remote store (and on the embedded store for a user's session once a
+//! [`Sessions::tag_secret`] is set), its first 16 bits are not drawn
+//! afresh in two cases (see below): a user's session takes them from a
+//! keyed hash of its user name, and a rotated session keeps those of the
+//! id it replaces; the other 176 bits are random in every case. Ids are never derived from
 //! time or counters. The first 12 bytes (the
 //! *selector*) name the record: key `s` + selector. The other 12 bytes
 //! (the *verifier*) are never stored: the record holds the SHA-256 hash
@@ -62,8 +63,9 @@
 //! another thread changes the user's sessions may show that change in
 //! part (each session as it was or as it is, never a mix of two).
 //!
-//! On the embedded store every selector is 12 random bytes: tags do not
-//! matter there. On a remote store each key carries a tag (see
+//! On the embedded store tags do not matter, and without a
+//! [`Sessions::tag_secret`] every selector is 12 random bytes. On a
+//! remote store each key carries a tag (see
 //! [`Key::tagged`]) so that a Redis Cluster keeps the keys of one
 //! operation in one hash slot:
 //!
@@ -101,11 +103,43 @@
 //!
 //! An operation on a user (creating, rotating or revoking one of their
 //! sessions, listing or revoking them all) therefore reads and writes only
-//! keys of the user's tag: the index, then the sessions it lists. Creation
+//! keys of the user's tag: the index, then the sessions it lists (but for
+//! sessions copied from an embedded store outside their user's tag,
+//! below). Creation
 //! checks inside its update that the new selector is free and draws
 //! another if not. The names are the embedded store's keys, unchanged
 //! from earlier versions; the embedded store ignores tags, so records
 //! written before tags keep working there.
+//!
+//! # Moving from the embedded store to a remote one
+//! A cut-over (`cairn follow`, then reopening the module on the RESP
+//! backend) copies each key to where the remote module looks for it
+//! (`cairn::module_keys::ModuleKeys`): a session under
+//! its selector's tag, a user's index under the user's tag. On a Redis
+//! Cluster the two are in one slot only if the session's selector starts
+//! with the user's 2 tag bytes, so **an application that may move to a
+//! cluster sets [`Sessions::tag_secret`] from day one**, on the embedded
+//! store too: with it, the embedded store gives a user's new and rotated
+//! sessions selectors that start with the user's tag bytes, exactly as a
+//! remote store does, and the copied sessions behave there as if they had
+//! been created there.
+//!
+//! A user's session created without them (before the secret was set, or
+//! under another secret or salt) is *outside its user's tag* on the
+//! remote store. It is never lost and never mixed up with another user's:
+//! [`Sessions::get`], [`Sessions::update`], [`Sessions::get_and_touch`],
+//! [`Sessions::revoke`], [`Sessions::revoke_for_user`],
+//! [`Sessions::list_for_user`] and [`Sessions::revoke_all_for_user`] work
+//! on it, on one server and on a cluster, by splitting what would be one
+//! update into updates of one slot each, in an order whose interruption
+//! leaves nothing worse than an index that lives longer than it needs or
+//! lists a revoked session (lists skip it). Those steps are not atomic
+//! with each other: a list or a "log out everywhere" that runs beside
+//! them may see a touch or a revocation of such a session in part. Only
+//! [`Sessions::rotate`] of such a session fails, with
+//! [`Error::InvalidArgument`] naming it: revoke it and create a new
+//! session instead. Such sessions go away as they expire; new sessions
+//! are never created outside their user's tag.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -254,6 +288,9 @@ pub struct Sessions {
     max_lifetime_ms: Option<u64>,
     /// The remote store's tag salt, once read.
     salt: std::sync::Arc<SaltCell>,
+    /// Whether the salt comes from [`Sessions::tag_secret`] (then user
+    /// selectors carry the user's tag bytes on the embedded store too).
+    tag_secret: bool,
 }
 
 struct Parsed {
@@ -317,6 +354,10 @@ impl Secret {
     }
 }
 
+/// How far past a touch's new expiry the index of a session outside its
+/// user's tag is covered first (see [`Sessions::get_and_touch`]).
+const OUTSIDE_COVER_MARGIN_MS: u64 = 1_000;
+
 /// How many leading bytes of a selector pick its key's tag.
 const TAG_BYTES: usize = 2;
 
@@ -369,6 +410,28 @@ fn salted_prefix(salt: &[u8; SALT_BYTES], user: &str) -> [u8; TAG_BYTES] {
     h.update(user.as_bytes());
     let h = h.finalize();
     [h[0], h[1]]
+}
+
+/// The tag salt derived from an application's [`Sessions::tag_secret`]:
+/// SHA-256 of a fixed label and the secret.
+fn secret_salt(secret: &[u8]) -> [u8; SALT_BYTES] {
+    let mut h = Sha256::new();
+    h.update(b"cairn session tag salt\0");
+    h.update(secret);
+    h.finalize().into()
+}
+
+/// The error of an operation that would hold a session outside its
+/// user's tag and the user's index in one update (see
+/// `Sessions::outside`): only a rotation of such a session.
+fn outside_tag_error(user: &str, sel: &[u8; SELECTOR_BYTES]) -> Error {
+    Error::InvalidArgument(format!(
+        "session {} of user {user:?} is outside the user's tag on this remote store (it was \
+         created on an embedded store without Sessions::tag_secret, or under another secret \
+         or salt): rotating it would span two Redis Cluster slots; revoke it and create a new \
+         session instead",
+        SessionHandle::new(sel)
+    ))
 }
 
 /// A remote store's tag salt once read, shared by the clones of one
@@ -511,9 +574,15 @@ impl<'a> Index<'a> {
         added: Option<([u8; SELECTOR_BYTES], u64)>,
     ) {
         let listed = self.listed.as_deref().unwrap_or(&[]);
+        // A listed session the update did not read (on a remote store,
+        // one outside the user's tag, see `Sessions::outside_user_tag`)
+        // is kept: nothing here says it is dead.
         let mut live: Vec<[u8; SELECTOR_BYTES]> = listed
             .iter()
-            .filter(|s| Some(*s) != gone && u.get(self.pos(s)).is_some())
+            .filter(|s| {
+                Some(*s) != gone
+                    && (!self.positions.contains_key(*s) || u.get(self.pos(s)).is_some())
+            })
             .copied()
             .collect();
         match added {
@@ -671,6 +740,7 @@ impl Sessions {
             store: store.into(),
             max_lifetime_ms: None,
             salt: std::sync::Arc::default(),
+            tag_secret: false,
         }
     }
 
@@ -682,8 +752,13 @@ impl Sessions {
     /// leaves the processes already running on the old salt and new ones
     /// on a new one, and per-user operations (`list_for_user`,
     /// `revoke_all_for_user`) then miss the other salt's sessions until
-    /// every process restarts. The embedded store does not use tags and
-    /// ignores it. Changing the secret has the same effect as losing the
+    /// every process restarts. On the embedded store, which does not use
+    /// tags, it gives a user's new and rotated sessions selectors that
+    /// start with the user's tag bytes, so that a later cut-over to a
+    /// cluster keeps each user's sessions in their index's slot (see the
+    /// [module docs](self#moving-from-the-embedded-store-to-a-remote-one)):
+    /// set it from day one on a store that may move to a cluster. Changing
+    /// the secret on a remote store has the same effect as losing the
     /// stored salt: sessions created for a user before the change are no
     /// longer found through that user's index.
     ///
@@ -697,12 +772,10 @@ impl Sessions {
     /// ```
     #[must_use]
     pub fn tag_secret(mut self, secret: impl AsRef<[u8]>) -> Sessions {
-        let mut h = Sha256::new();
-        h.update(b"cairn session tag salt\0");
-        h.update(secret.as_ref());
         let cell = SaltCell::default();
-        let _ = cell.0.set(h.finalize().into());
+        let _ = cell.0.set(secret_salt(secret.as_ref()));
         self.salt = std::sync::Arc::new(cell);
+        self.tag_secret = true;
         self
     }
 
@@ -787,9 +860,107 @@ impl Sessions {
         Ok(Some(salted_prefix(&self.salt()?, user)))
     }
 
+    /// The leading bytes of a new selector of `user`'s: the user's tag
+    /// bytes on a remote store, and on the embedded store too when the
+    /// application set a [`Sessions::tag_secret`], so that a cut-over to
+    /// a cluster finds the user's sessions in their index's slot; `None`
+    /// (wholly random) otherwise.
+    fn selector_prefix(&self, user: &str) -> Result<Option<[u8; TAG_BYTES]>> {
+        if self.store.is_remote() || self.tag_secret {
+            return Ok(Some(salted_prefix(&self.salt()?, user)));
+        }
+        Ok(None)
+    }
+
+    /// The key of one of this module's stored keys (`name` as the
+    /// embedded store holds it) on a remote store: its tag, with the
+    /// user's tag for an index taken from this `Sessions`' salt (its
+    /// [`Sessions::tag_secret`], or the salt stored in its store, read or
+    /// created as the module would). For a cut-over
+    /// (`cairn::module_keys::ModuleKeys`).
+    ///
+    /// # Errors
+    /// [`Error::Malformed`] for a name this module does not write, and
+    /// the errors of reading or creating the stored salt.
+    pub(crate) fn module_key(&self, name: &[u8]) -> Result<Key> {
+        match name.split_first() {
+            Some((b's', sel)) if sel.len() == SELECTOR_BYTES => {
+                let mut s = [0u8; SELECTOR_BYTES];
+                s.copy_from_slice(sel);
+                Ok(session_key(&s))
+            }
+            Some((b'u', user)) => {
+                let user = std::str::from_utf8(user).map_err(|_| {
+                    Error::Malformed(format!(
+                        "session index key {:?}: the user name is not UTF-8",
+                        String::from_utf8_lossy(name)
+                    ))
+                })?;
+                Ok(user_key(user, Some(salted_prefix(&self.salt()?, user))))
+            }
+            _ if name == salt_key().name() => Ok(salt_key()),
+            _ => Err(Error::Malformed(format!(
+                "key {:?} is not one the session module writes (s + 12-byte selector, \
+                 u + user, tag-salt)",
+                String::from_utf8_lossy(name)
+            ))),
+        }
+    }
+
     /// The key of `user`'s index.
     fn user_key(&self, user: &str) -> Result<Key> {
         Ok(user_key(user, self.user_prefix(user)?))
+    }
+
+    /// Whether, on a remote store, `sel` is outside `user`'s tag: a
+    /// session of the user's created where selectors did not carry the
+    /// user's tag bytes (on the embedded store without a
+    /// [`Sessions::tag_secret`], or under another secret or salt) and
+    /// copied here by a cut-over. One update cannot hold it and the
+    /// user's index (on a cluster they are in different slots), so the
+    /// operations on it are split (see the module docs). Only asked once
+    /// the salt is known (after [`Sessions::user_key`]); `false` on the
+    /// embedded store.
+    fn outside(&self, user: &str, sel: &[u8; SELECTOR_BYTES]) -> bool {
+        match (self.store.is_remote(), self.salt.0.get()) {
+            (true, Some(salt)) => salted_prefix(salt, user) != prefix_of(sel),
+            _ => false,
+        }
+    }
+
+    /// Whether `sel` is outside `user`'s tag ([`Sessions::outside`]),
+    /// reading the salt first if needed.
+    fn outside_user_tag(&self, user: &str, sel: &[u8; SELECTOR_BYTES]) -> Result<bool> {
+        if !self.store.is_remote() {
+            return Ok(false);
+        }
+        self.salt()?;
+        Ok(self.outside(user, sel))
+    }
+
+    /// Takes `sel` out of `user`'s index (a session outside the user's
+    /// tag, deleted first by its own update).
+    fn unlist(&self, user: &str, sel: &[u8; SELECTOR_BYTES]) -> Result<()> {
+        self.run(|_| {
+            self.with_user(user, &[], |u, ix| {
+                ix.write(u, Some(sel), None);
+                Ok(Step::Done(()))
+            })
+        })
+    }
+
+    /// Deletes the session `sel` if `user`'s; an update of its key alone.
+    fn delete_users(&self, user: &str, sel: &[u8; SELECTOR_BYTES]) -> Result<bool> {
+        self.store.update(&[session_key(sel)], |u| {
+            let Some(e) = u.get(0) else {
+                return Ok(false);
+            };
+            if Record::decode(&e.value)?.user.as_deref() != Some(user) {
+                return Ok(false);
+            }
+            u.delete(0);
+            Ok(true)
+        })
     }
 
     /// The key of `user`'s index inside an update whose function reads
@@ -834,10 +1005,14 @@ impl Sessions {
             }
         }
         let ukey = self.user_key(user)?;
+        if let Some(s) = extra.iter().find(|s| self.outside(user, s)) {
+            return Err(outside_tag_error(user, s));
+        }
         loop {
             let mut sels = extra.to_vec();
             if let (_, Some(e)) = self.store.read_one(&ukey)? {
-                sels.extend(decode_index(&e.value)?);
+                let listed = decode_index(&e.value)?;
+                sels.extend(listed.into_iter().filter(|s| !self.outside(user, s)));
             }
             let mut positions = HashMap::with_capacity(sels.len());
             sels.retain(|s| {
@@ -852,7 +1027,11 @@ impl Sessions {
                 .collect();
             let step = self.store.update(&keys, |u| {
                 let listed = u.get(0).map(|e| decode_index(&e.value)).transpose()?;
-                if listed.iter().flatten().any(|s| !positions.contains_key(s)) {
+                if listed
+                    .iter()
+                    .flatten()
+                    .any(|s| !positions.contains_key(s) && !self.outside(user, s))
+                {
                     return Ok(None);
                 }
                 let ix = Index {
@@ -936,7 +1115,7 @@ impl Sessions {
         secure_bytes(&mut verifier)?;
         let idle_ms = ms(ttl);
         let prefix = match user {
-            Some(name) => self.user_prefix(name)?,
+            Some(name) => self.selector_prefix(name)?,
             None => None,
         };
         self.run(|_| {
@@ -994,11 +1173,15 @@ impl Sessions {
     /// `[session, index]` with `user`. Where the update reads keys as it
     /// goes, a first run that finds a user's session reads the index from
     /// inside instead of asking for another run.
+    ///
+    /// With `alone`, the session is touched without its index (which the
+    /// caller covered already).
     fn touch_step(
         &self,
         u: &mut Update,
         id: &Parsed,
         user: Option<&str>,
+        alone: bool,
     ) -> Result<Step<Option<Session>>> {
         let Some((rec, expires)) = open(u.get(0), id)? else {
             return Ok(Step::Done(None));
@@ -1007,7 +1190,9 @@ impl Sessions {
         if new <= expires {
             return Ok(Step::Done(Some(rec.session(expires))));
         }
-        let index = if rec.user.as_deref() == user {
+        let index = if alone {
+            None
+        } else if rec.user.as_deref() == user {
             user.map(|_| 1)
         } else if let (None, Some(name), true) = (user, rec.user.as_deref(), u.can_read_more()) {
             Some(u.read_more(&Self::local_user_key(name))?)
@@ -1158,13 +1343,31 @@ impl Sessions {
         // too, which a first run finds out.
         let key = session_key(&p.selector);
         self.run(|user| match user {
-            None => self
-                .store
-                .update(std::slice::from_ref(&key), |u| self.touch_step(u, &p, None)),
+            None => self.store.update(std::slice::from_ref(&key), |u| {
+                self.touch_step(u, &p, None, false)
+            }),
+            Some(name) if self.outside_user_tag(name, &p.selector)? => {
+                // Outside the user's tag: cover the session in the index
+                // first, then touch it alone. A crash in between leaves
+                // an index that lives longer than it needs, nothing worse.
+                let (_, e) = self.store.read_one(&key)?;
+                let Some((rec, _)) = open(e.as_ref(), &p)? else {
+                    return Ok(Step::Done(None));
+                };
+                self.store.update(&[self.user_key(name)?], |u| {
+                    let new = self.cap(rec.created, u.now_ms().saturating_add(rec.idle_ms));
+                    // A margin for the touch's own, later, clock reading.
+                    Self::index_cover(u, 0, new.saturating_add(OUTSIDE_COVER_MARGIN_MS));
+                    Ok(())
+                })?;
+                self.store.update(std::slice::from_ref(&key), |u| {
+                    self.touch_step(u, &p, None, true)
+                })
+            }
             Some(name) => self
                 .store
                 .update(&[key.clone(), self.user_key(name)?], |u| {
-                    self.touch_step(u, &p, Some(name))
+                    self.touch_step(u, &p, Some(name), false)
                 }),
         })
     }
@@ -1217,7 +1420,10 @@ impl Sessions {
     /// ```
     ///
     /// # Errors
-    /// As [`Sessions::create`].
+    /// As [`Sessions::create`]; on a remote store,
+    /// [`Error::InvalidArgument`] for a user's session that a cut-over
+    /// copied from an embedded store outside its user's tag (see the
+    /// [module docs](self#moving-from-the-embedded-store-to-a-remote-one)).
     pub fn rotate(&self, id: &str) -> Result<Option<SessionId>> {
         let Some(p) = parse_id(id) else {
             return Ok(None);
@@ -1228,9 +1434,20 @@ impl Sessions {
         // a user's session (found out by a first run), the old selector's
         // otherwise. Elsewhere tags do not matter: it is wholly random.
         let remote = self.store.is_remote();
+        // With a tag secret on the embedded store, a user's session also
+        // moves to a selector with the user's tag bytes; the first run
+        // does it all there, so find the user first (a record's user
+        // never changes).
+        let known_user = match (remote, self.tag_secret) {
+            (false, true) => match self.get(id)? {
+                Some(s) => s.user,
+                None => return Ok(None),
+            },
+            _ => None,
+        };
         self.run(|user| {
-            let prefix = match user {
-                Some(name) => self.user_prefix(name)?,
+            let prefix = match user.or(known_user.as_deref()) {
+                Some(name) => self.selector_prefix(name)?,
                 None => remote.then(|| prefix_of(&p.selector)),
             };
             let selector = new_selector(prefix)?;
@@ -1270,6 +1487,22 @@ impl Sessions {
             None => self.store.update(&[session_key(&p.selector)], |u| {
                 Self::revoke_step(u, &p, None)
             }),
+            Some(name) if self.outside_user_tag(name, &p.selector)? => {
+                // Outside the user's tag: delete the session, then take
+                // it out of the index (a crash in between leaves the
+                // index listing a dead session, which lists skip).
+                let gone = self.store.update(&[session_key(&p.selector)], |u| {
+                    if open(u.get(0), &p)?.is_none() {
+                        return Ok(false);
+                    }
+                    u.delete(0);
+                    Ok(true)
+                })?;
+                if gone {
+                    self.unlist(name, &p.selector)?;
+                }
+                Ok(Step::Done(gone))
+            }
             Some(name) => self.with_user(name, &[p.selector], |u, ix| {
                 Self::revoke_step(u, &p, Some(ix))
             }),
@@ -1308,11 +1541,17 @@ impl Sessions {
         if sels.is_empty() {
             return Ok(Vec::new());
         }
-        // One read of the sessions, all under the user's tag.
+        // One read of the sessions under the user's tag, and on a remote
+        // store one of each session outside it (copied by a cut-over).
+        let (sels, outside): (Vec<_>, Vec<_>) =
+            sels.into_iter().partition(|s| !self.outside(user, s));
         let keys: Vec<Key> = sels.iter().map(session_key).collect();
-        let snapshot = self.store.backend().read(&keys)?;
+        let mut entries = self.store.backend().read(&keys)?.entries;
+        for sel in &outside {
+            entries.push(self.store.read_one(&session_key(sel))?.1);
+        }
         let mut out = Vec::new();
-        for (sel, entry) in sels.iter().zip(snapshot.entries) {
+        for (sel, entry) in sels.iter().chain(&outside).zip(entries) {
             let Some(e) = entry else {
                 continue;
             };
@@ -1353,14 +1592,15 @@ impl Sessions {
         let Some(selector) = parse_handle(handle) else {
             return Ok(false);
         };
-        // On a remote store every session of `user` carries the user's
-        // tag: a handle without it is another user's, and reading it in
-        // the same update would span two tags.
-        if self
-            .user_prefix(user)?
-            .is_some_and(|prefix| prefix != prefix_of(&selector))
-        {
-            return Ok(false);
+        // On a remote store a session of `user` outside the user's tag
+        // (copied by a cut-over) cannot share an update with the index:
+        // delete it alone, then take it out of the index.
+        if self.outside_user_tag(user, &selector)? {
+            if !self.delete_users(user, &selector)? {
+                return Ok(false);
+            }
+            self.unlist(user, &selector)?;
+            return Ok(true);
         }
         self.run(|_| {
             self.with_user(user, &[selector], |u, ix| {
@@ -1396,7 +1636,20 @@ impl Sessions {
     /// # Errors
     /// As [`Sessions::touch`].
     pub fn revoke_all_for_user(&self, user: &str) -> Result<u64> {
-        self.run(|_| {
+        // On a remote store, the sessions outside the user's tag (copied
+        // by a cut-over; no new ones are made) go first, each alone; then
+        // the index and the others, atomically.
+        let mut outside = 0;
+        if self.store.is_remote() {
+            if let (_, Some(e)) = self.store.read_one(&self.user_key(user)?)? {
+                for sel in decode_index(&e.value)? {
+                    if self.outside(user, &sel) && self.delete_users(user, &sel)? {
+                        outside += 1;
+                    }
+                }
+            }
+        }
+        let inside = self.run(|_| {
             self.with_user(user, &[], |u, ix| {
                 if ix.listed.is_none() {
                     return Ok(Step::Done(0));
@@ -1413,7 +1666,8 @@ impl Sessions {
                 u.delete(ix.at);
                 Ok(Step::Done(n))
             })
-        })
+        })?;
+        Ok(outside + inside)
     }
 
     /// Rewrites every live session record of the first layout (written
@@ -1757,6 +2011,166 @@ mod tests {
                 .map(|u| sessions.user_key(u).expect("key").tag().map(<[u8]>::to_vec))
                 .collect();
             assert_eq!(users.len(), 3, "three users, three tags (for these names)");
+        }
+    }
+
+    /// Copies every entry of `from` into `to` under the name of its key
+    /// on `to` as `keys` maps it (the fake stores by name; tags are
+    /// checked by the callers), and returns the keys it mapped to.
+    fn copy_through(keys: &Sessions, from: &State, to: &State) -> BTreeMap<Vec<u8>, Key> {
+        let entries: Vec<_> = from.map.lock().expect("lock").clone().into_iter().collect();
+        let mut mapped = BTreeMap::new();
+        for (name, e) in entries {
+            let key = keys.module_key(&name).expect("a session module key");
+            assert_eq!(key.name(), &name[..], "names are kept");
+            to.map.lock().expect("lock").insert(name.clone(), e);
+            mapped.insert(name, key);
+        }
+        mapped
+    }
+
+    /// A remote fake store, and `Sessions` on it (with `secret`).
+    fn remote_sessions(secret: Option<&[u8]>) -> (Store, Sessions, Arc<State>) {
+        let state = Arc::new(State::default());
+        let store = Store::new(Tags {
+            state: Arc::clone(&state),
+            remote: true,
+        });
+        let s = Sessions::new(store.clone());
+        let s = match secret {
+            Some(x) => s.tag_secret(x),
+            None => s,
+        };
+        (store, s, state)
+    }
+
+    #[test]
+    fn embedded_selectors_carry_the_users_tag_bytes_with_a_tag_secret() {
+        let secret = [7u8; 32];
+        let salt = secret_salt(&secret);
+        let hour = Duration::from_secs(3600);
+        let (plain, _) = tagged_sessions(false);
+        let (with, _) = tagged_sessions(false);
+        let with = with.tag_secret(secret);
+        let mut random_hits = 0;
+        for i in 0..32 {
+            let user = format!("user{i}");
+            let want = salted_prefix(&salt, &user);
+            let id = with.create_for_user(&user, b"", hour).expect("create");
+            assert_eq!(prefix_of(&selector_of(&id)), want, "{user}");
+            let id = with.rotate(id.as_str()).expect("rotate").expect("live");
+            assert_eq!(prefix_of(&selector_of(&id)), want, "{user}: rotated");
+            assert_eq!(with.list_for_user(&user).expect("list").len(), 1);
+            let id = plain.create_for_user(&user, b"", hour).expect("create");
+            random_hits += usize::from(prefix_of(&selector_of(&id)) == want);
+        }
+        // Without the secret, selectors stay wholly random.
+        assert!(random_hits < 2, "{random_hits}");
+        // A session without a user is rotated as before.
+        let id = with.create(b"", hour).expect("create");
+        assert!(with.rotate(id.as_str()).expect("rotate").is_some());
+    }
+
+    #[test]
+    fn module_keys_map_every_session_key_as_the_remote_module_looks_it_up() {
+        let secret = b"the application's configured secret".to_vec();
+        let hour = Duration::from_secs(3600);
+        // Both salt sources: the application's secret, and (no secret)
+        // the salt stored on the target, created by the mapping or found
+        // there.
+        for (secret, salt_first) in [(Some(secret), false), (None, false), (None, true)] {
+            let (app, embedded) = tagged_sessions(false);
+            let app = match &secret {
+                Some(x) => app.tag_secret(x),
+                None => app,
+            };
+            let mut ids = Vec::new();
+            for user in ["ada", "bob", "ünïcode"] {
+                for _ in 0..3 {
+                    ids.push((user, app.create_for_user(user, b"d", hour).expect("create")));
+                }
+            }
+            let anon = app.create(b"anon", hour).expect("create");
+            let (target, remote, state) = remote_sessions(secret.as_deref());
+            if salt_first {
+                // A process on the target made the salt before the copy.
+                remote.user_key("someone").expect("salt");
+            }
+            // What `ModuleKeys` maps a sessions keyspace with.
+            let keys = match &secret {
+                Some(x) => Sessions::new(target.clone()).tag_secret(x),
+                None => Sessions::new(target.clone()),
+            };
+            let mapped = copy_through(&keys, &embedded, &state);
+            // Exactly the keys the remote module uses.
+            for (user, id) in &ids {
+                let sel = selector_of(id);
+                let mut name = vec![b's'];
+                name.extend_from_slice(&sel);
+                assert_eq!(mapped[&name], session_key(&sel));
+                let ukey = remote.user_key(user).expect("key");
+                assert_eq!(mapped[ukey.name()], ukey, "{user}");
+                if secret.is_some() {
+                    assert_eq!(mapped[&name].tag(), ukey.tag(), "{user}: one slot");
+                }
+            }
+            // The stored salt the mapping read or made is the module's.
+            if secret.is_none() {
+                let fresh = Sessions::new(target.clone());
+                assert_eq!(
+                    fresh.user_key("ada").expect("key"),
+                    remote.user_key("ada").expect("key")
+                );
+            }
+            assert_eq!(keys.module_key(b"tag-salt").expect("salt key"), salt_key());
+            for bad in [&b"x"[..], b"s123", b"u\xff", b""] {
+                assert!(
+                    matches!(keys.module_key(bad), Err(Error::Malformed(_))),
+                    "{bad:?}"
+                );
+            }
+            // The module on the target finds everything.
+            for (user, id) in &ids {
+                let s = remote
+                    .get_and_touch(id.as_str())
+                    .expect("get")
+                    .expect("live");
+                assert_eq!(s.user.as_deref(), Some(*user));
+            }
+            assert!(remote.get(anon.as_str()).expect("get").is_some());
+            assert_eq!(remote.list_for_user("ada").expect("list").len(), 3);
+            let handle = ids[3].1.handle();
+            assert!(remote
+                .revoke_for_user("bob", handle.as_str())
+                .expect("revoke"));
+            assert!(remote.revoke(ids[4].1.as_str()).expect("revoke"));
+            assert_eq!(remote.list_for_user("bob").expect("list").len(), 1);
+            let new = remote.create_for_user("ada", b"new", hour).expect("create");
+            assert_eq!(remote.list_for_user("ada").expect("list").len(), 4);
+            if secret.is_none() {
+                // Created without the user's tag bytes: rotating one would
+                // span two slots, a clear error.
+                let err = remote.rotate(ids[0].1.as_str()).expect_err("outside");
+                assert!(
+                    matches!(&err, Error::InvalidArgument(m) if m.contains("tag_secret")),
+                    "{err}"
+                );
+                assert!(remote.get(ids[0].1.as_str()).expect("get").is_some());
+            } else {
+                assert!(remote.rotate(ids[0].1.as_str()).expect("rotate").is_some());
+            }
+            assert!(remote.rotate(new.as_str()).expect("rotate").is_some());
+            assert_eq!(remote.revoke_all_for_user("ada").expect("revoke all"), 4);
+            assert!(remote.list_for_user("ada").expect("list").is_empty());
+            for (user, id) in &ids {
+                if *user == "ada" {
+                    assert!(remote.get(id.as_str()).expect("get").is_none());
+                }
+            }
+            // No operation on the target spanned two tags.
+            for tags in state.seen.lock().expect("lock").iter() {
+                assert!(tags.len() <= 1, "one operation spans tags {tags:?}");
+            }
         }
     }
 

@@ -61,7 +61,8 @@ impl FeedSignal {
         let v = self.version.load(Ordering::Relaxed);
         self.version.store(v + 1, Ordering::Relaxed);
         std::sync::atomic::fence(Ordering::Release);
-        self.end.store(pack(end.segment, end.offset), Ordering::Relaxed);
+        self.end
+            .store(pack(end.segment, end.offset), Ordering::Relaxed);
         self.seq.store(end.seq, Ordering::Relaxed);
         self.version.store(v + 2, Ordering::Release);
         self.wake();
@@ -99,7 +100,7 @@ impl FeedSignal {
             let seq = self.seq.load(Ordering::Relaxed);
             std::sync::atomic::fence(Ordering::Acquire);
             let v2 = self.version.load(Ordering::Relaxed);
-            if v1 == v2 && v1 % 2 == 0 {
+            if v1 == v2 && v1.is_multiple_of(2) {
                 let (segment, offset) = unpack(end);
                 return LogEnd {
                     segment,
@@ -195,7 +196,10 @@ mod tests {
     fn a_wait_times_out_with_the_same_end() {
         let s = FeedSignal::new(at(1, 32, 0));
         let t = std::time::Instant::now();
-        assert_eq!(s.wait_past(at(1, 32, 0), Duration::from_millis(20)), at(1, 32, 0));
+        assert_eq!(
+            s.wait_past(at(1, 32, 0), Duration::from_millis(20)),
+            at(1, 32, 0)
+        );
         assert!(t.elapsed() >= Duration::from_millis(20));
     }
 }

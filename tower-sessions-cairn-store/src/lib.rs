@@ -405,8 +405,7 @@ impl Keys {
     /// tags spread sessions over a cluster's slots. An embedded store
     /// ignores tags: there the key is the hash alone.
     fn hashed_key(&self) -> Key {
-        let tag = format!("{:02x}{:02x}", self.hashed[0], self.hashed[1]);
-        Key::tagged(tag.into_bytes(), self.hashed.to_vec())
+        cairn::module_keys::tower_sessions_key(&self.hashed)
     }
 
     /// Both keys, hashed first. Only an embedded store, which has no

@@ -101,24 +101,6 @@ pub struct FollowArgs {
     pub keyspace_db: Vec<(String, Option<u32>)>,
 }
 
-/// `NAME=N` or `NAME=skip` of `--keyspace-db` (the rule of `cairn export
-/// --format resp`).
-pub fn parse_keyspace_db(s: &str) -> Result<(String, Option<u32>), String> {
-    let (name, db) = s.split_once('=').ok_or_else(|| {
-        format!("{s:?}: expected NAME=N (a keyspace and a database number) or NAME=skip")
-    })?;
-    if name.is_empty() {
-        return Err(format!("{s:?}: the keyspace name is missing"));
-    }
-    if db == "skip" {
-        return Ok((name.to_string(), None));
-    }
-    match db.parse::<u32>() {
-        Ok(n) if n <= i32::MAX as u32 => Ok((name.to_string(), Some(n))),
-        _ => Err(format!("{s:?}: {db:?} is not a database number (or skip)")),
-    }
-}
-
 /// How a store's key names become target keys.
 #[derive(Clone, Copy)]
 pub struct KeyMap {
@@ -502,7 +484,7 @@ impl Follower {
         };
         let (snap, changes) = self.fresh()?.snapshot_then_changes()?;
         if let Some(old) = old {
-            match self.catch_up_to(old, changes.position()) {
+            match self.catch_up_to(old, changes.resume_position()) {
                 Ok(true) => {}
                 // The changes in between cannot be read: delete what the
                 // store does not have once the new snapshot is copied.
@@ -519,7 +501,7 @@ impl Follower {
     /// (they are all in the log already).
     fn catch_up_to(&mut self, mut old: Changes, end: Position) -> Result<bool> {
         let mut ops = Vec::new();
-        while old.position().seq() < end.seq() {
+        while old.resume_position().seq() < end.seq() {
             let Some(c) = old.next_timeout(Duration::from_secs(10))? else {
                 return Ok(false);
             };
@@ -536,7 +518,7 @@ impl Follower {
     /// Records "snapshot", copies `snap`'s keys, cleans if asked, records
     /// "at"; `None` when stopped during the copy.
     fn copy(&mut self, snap: &Db, changes: Changes, clean: bool) -> Result<Option<Changes>> {
-        let at = changes.position();
+        let at = changes.resume_position();
         self.record(State::Snapshot { at, clean }, &[])?;
         eprintln!(
             "cairn follow: {}: copying the snapshot at {at} to {}",
@@ -783,7 +765,7 @@ impl Follower {
             }
             let Some(first) = changes.next_timeout(Duration::from_millis(200))? else {
                 let behind = changes.lag()?.seqs;
-                clock.observe(changes.position().seq(), behind);
+                clock.observe(changes.resume_position().seq(), behind);
                 if self.once && behind == 0 {
                     break;
                 }
@@ -805,13 +787,13 @@ impl Follower {
                     None => break,
                 }
             }
-            self.record(State::At(changes.position()), &ops)?;
+            self.record(State::At(changes.resume_position()), &ops)?;
             applied += n;
             // The lag reads the log ahead on a snapshot handle: not after
             // every transaction.
             if last_observed.elapsed() >= Duration::from_millis(100) {
                 last_observed = Instant::now();
-                clock.observe(changes.position().seq(), changes.lag()?.seqs);
+                clock.observe(changes.resume_position().seq(), changes.lag()?.seqs);
             }
             if last_print.elapsed() >= self.lag_every {
                 last_print = Instant::now();
@@ -822,7 +804,7 @@ impl Follower {
         eprintln!(
             "cairn follow: {}: {how} at {} ({applied} changes applied by this run)",
             self.label,
-            changes.position()
+            changes.resume_position()
         );
         Ok(())
     }
@@ -832,7 +814,7 @@ impl Follower {
         eprintln!(
             "cairn follow: {}: at {}; behind: {} changes, {:.1} s",
             self.label,
-            Changes::position(changes),
+            changes.resume_position(),
             lag.seqs,
             clock.behind().as_secs_f64()
         );
@@ -871,7 +853,7 @@ impl LagClock {
 
 #[cfg(test)]
 mod tests {
-    use super::{parse_keyspace_db, KeyMap, LagClock};
+    use super::{KeyMap, LagClock};
     use std::time::Duration;
 
     #[test]
@@ -884,15 +866,6 @@ mod tests {
         assert_eq!(cluster.target_key(None, b"k"), b"k");
         assert_eq!(cluster.store_key(Some("s"), b"s:k"), Some(&b"k"[..]));
         assert_eq!(cluster.store_key(Some("s"), b"t:k"), None);
-    }
-
-    #[test]
-    fn keyspace_db_takes_a_number_or_skip() {
-        assert_eq!(parse_keyspace_db("a=3"), Ok(("a".into(), Some(3))));
-        assert_eq!(parse_keyspace_db("a=skip"), Ok(("a".into(), None)));
-        assert!(parse_keyspace_db("a").is_err());
-        assert!(parse_keyspace_db("=1").is_err());
-        assert!(parse_keyspace_db("a=x").is_err());
     }
 
     #[test]

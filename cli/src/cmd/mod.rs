@@ -8,6 +8,7 @@ pub mod dump;
 pub mod export;
 pub mod follow;
 pub mod import;
+pub mod import_redis;
 pub mod keys;
 pub mod repair;
 pub mod scan;

@@ -320,6 +320,25 @@ impl RespBackend {
         &self.0.prefix
     }
 
+    /// The key under which this backend stores `key` on the server:
+    /// `prefix + "{" + tag + "}" + name`, or `prefix + name` without a
+    /// tag (docs/format.md, "Module keys on a Redis-protocol server").
+    ///
+    /// ```no_run
+    /// use cairn::backend::{resp::RespOptions, Key};
+    /// let b = RespOptions::new("redis://127.0.0.1:6379").open()?.namespace("cache");
+    /// let k = b.server_key(&Key::tagged(b"t1".to_vec(), b"n".to_vec()))?;
+    /// assert_eq!(k, b"cairn:cache:{t1}n");
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a bad tag, or an untagged name that
+    /// starts with `{`.
+    pub fn server_key(&self, key: &Key) -> Result<Vec<u8>> {
+        keys::encode(&self.0.prefix, key)
+    }
+
     /// The server or cluster, as configured (no password).
     ///
     /// ```no_run
