@@ -75,7 +75,7 @@ fn write_secs() -> u64 {
 /// A key of the writer: binary bytes in some, to check they travel.
 fn key(i: u64) -> Vec<u8> {
     let mut k = format!("k{i:05}").into_bytes();
-    if i % 7 == 0 {
+    if i.is_multiple_of(7) {
         k.extend_from_slice(&[0, 0xff, b'\n']);
     }
     k
@@ -154,7 +154,7 @@ fn run_writer(db: &Db, secs: u64, seed: u64, stop: &AtomicBool) -> u64 {
             compacted = true;
             eprintln!("writer: compacted after {ops} operations");
         }
-        if ops % 20 == 0 {
+        if ops.is_multiple_of(20) {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
