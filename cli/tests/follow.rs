@@ -595,3 +595,46 @@ fn a_keyspace_without_a_database_is_named_in_the_error() {
     assert!(ok.contains("caught up"), "{ok}");
     assert_eq!(server_db(&server.url(), 4).len(), 1);
 }
+
+#[test]
+fn a_copy_killed_mid_snapshot_leaves_no_key_the_store_deleted_since() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("data");
+    let db = open_writer(&store);
+    let mut rng = Rng(seed());
+    let mut b = Batch::new();
+    for i in 0..PREFILL {
+        b = b.put(format!("p{i:06}"), value(&mut rng));
+        if b.len() == 1000 {
+            db.write_batch(std::mem::take(&mut b)).expect("prefill");
+        }
+    }
+    let mut f = Follower::start(&store, &url, &[]);
+    f.wait_for("copying the snapshot at");
+    std::thread::sleep(Duration::from_millis(150));
+    f.kill9();
+    let copied = server_db(&url, 0);
+    assert!(
+        !copied.is_empty() && (copied.len() as u64) < PREFILL,
+        "the kill came outside the copy: {} keys copied",
+        copied.len()
+    );
+    // Delete every key the interrupted copy wrote: the next snapshot does
+    // not hold them, so only the changes in between can remove them.
+    let mut b = Batch::new();
+    for k in copied.keys() {
+        b = b.delete(k);
+    }
+    db.write_batch(b).expect("delete");
+    let log = follow_once(&store, &url, &[]);
+    assert!(log.contains("was interrupted"), "{log}");
+    let reader = Options::new().snapshot(true).open(&store).expect("open");
+    assert_same(
+        "after the resumed copy",
+        &reader,
+        &store_contents(&reader, 0),
+        &server_db(&url, 0),
+    );
+}
