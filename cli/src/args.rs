@@ -304,6 +304,8 @@ Position: by default in the target, under the key cairn-follow:<name>:position (
 
 Keyspaces: each keyspace is followed too, with its own position: the root store goes to the URL's database (0 if none), a keyspace named by a number to that database, any other needs --keyspace-db NAME=N (or NAME=skip), as for `cairn export --format resp`. A Redis Cluster has only database 0: there a keyspace's keys get the prefix NAME:.
 
+Modules (--modules NAME=KIND): the keys of keyspace NAME, written by one of cairn's modules on the embedded store, go to the URL's database under the keys the RESP backend's namespace(NAME) reads (`cairn:NAME:` + the module's hash tag + the name; docs/format.md). The sessions' tag secret, if the application sets one (Sessions::tag_secret), comes from the environment variable CAIRN_SESSIONS_TAG_SECRET; without it, the salt stored on the server (created there if absent). --prefix does not apply to module keyspaces.
+
 Lag: every --lag-every, a line on stderr per store: the changes written and not yet applied, and the seconds since the oldest of them was first seen. Exit codes: 0 after SIGINT/SIGTERM (the current step finishes and its position is recorded) or, with --once, when caught up; 1 on an error.
 
 Example:
@@ -346,6 +348,26 @@ pub struct FollowCli {
     /// repeat for several.
     #[arg(long = "keyspace-db", value_name = "NAME=N", value_parser = parse_keyspace_db)]
     pub keyspace_db: Vec<(String, Option<u32>)>,
+    /// Keyspace NAME holds a module's keys (KIND: sessions, cache,
+    /// limits, idempotency, tower-sessions, plain): copy them to the
+    /// server keys the RESP backend's `namespace(NAME)` reads; repeat for
+    /// several.
+    #[arg(long = "modules", value_name = "NAME=KIND", value_parser = parse_module)]
+    pub modules: Vec<(String, String)>,
+}
+
+/// `NAME=KIND` of `--modules`.
+fn parse_module(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, kind)) if !name.is_empty() && !kind.is_empty() => {
+            cairn::module_keys::ModuleLayout::parse(kind).map_err(|e| e.to_string())?;
+            Ok((name.to_string(), kind.to_string()))
+        }
+        _ => Err(format!(
+            "{s:?}: expected NAME=KIND (a keyspace and sessions, cache, limits, idempotency, \
+             tower-sessions or plain)"
+        )),
+    }
 }
 
 /// The flags of `cairn serve`; each one left out keeps the config file's

@@ -104,6 +104,7 @@ fn dispatch(command: Command, out: &mut impl Write) -> Result<u8> {
             once: a.once,
             lag_every: a.lag_every,
             keyspace_db: a.keyspace_db,
+            modules: a.modules,
         }),
     }
 }

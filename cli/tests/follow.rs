@@ -638,3 +638,78 @@ fn a_copy_killed_mid_snapshot_leaves_no_key_the_store_deleted_since() {
         &server_db(&url, 0),
     );
 }
+
+/// Sessions written on the embedded store, followed with `--modules`, are
+/// found by `Sessions` on the RESP backend, on a server and on a cluster;
+/// a revocation on the embedded store reaches the server through the feed.
+fn sessions_cut_over(url: &str, cluster: bool) {
+    use cairn::backend::resp::RespOptions;
+    use cairn::backend::Store;
+    use cairn::session::Sessions;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("data");
+    let db = Options::new().open(&store).expect("open");
+    db.put("plain", "raw").expect("put");
+    let embedded = Sessions::new(Store::from(db.keyspace("sessions").expect("keyspace")));
+    let hour = Duration::from_secs(3600);
+    let ids: Vec<_> = (0..3)
+        .map(|i| {
+            embedded
+                .create_for_user("ada", format!("ada-{i}"), hour)
+                .expect("create")
+        })
+        .collect();
+    let anon = embedded.create(b"anon", hour).expect("create");
+    assert!(embedded.revoke(ids[0].as_str()).expect("revoke"));
+    let modules = ["--modules", "sessions=sessions"];
+    follow_once(&store, url, &modules);
+
+    let backend = if cluster {
+        RespOptions::cluster([url])
+    } else {
+        RespOptions::new(url)
+    }
+    .open()
+    .expect("RESP backend");
+    let remote = Sessions::new(Store::from(backend.namespace("sessions")));
+    assert!(remote.get(ids[0].as_str()).expect("get").is_none());
+    for (i, id) in ids.iter().enumerate().skip(1) {
+        let s = remote
+            .get(id.as_str())
+            .expect("get")
+            .expect("session copied");
+        assert_eq!(s.user.as_deref(), Some("ada"));
+        assert_eq!(s.data, format!("ada-{i}").into_bytes());
+    }
+    assert_eq!(remote.list_for_user("ada").expect("list").len(), 2);
+    assert!(remote.get(anon.as_str()).expect("get").is_some());
+
+    // After the first copy: a logout and a login on the embedded store.
+    assert!(embedded.revoke(ids[1].as_str()).expect("revoke"));
+    let new = embedded
+        .create_for_user("ada", b"new", hour)
+        .expect("create");
+    let log = follow_once(&store, url, &modules);
+    assert!(log.contains("continuing after"), "{log}");
+    assert!(remote.get(ids[1].as_str()).expect("get").is_none());
+    assert_eq!(
+        remote.get(new.as_str()).expect("get").expect("new").data,
+        b"new"
+    );
+    assert_eq!(remote.list_for_user("ada").expect("list").len(), 2);
+    let mut con = redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .expect("connect");
+    if !cluster {
+        let plain: Option<String> = redis::cmd("GET").arg("plain").query(&mut con).expect("GET");
+        assert_eq!(plain.as_deref(), Some("raw"));
+    }
+}
+
+#[test]
+fn sessions_followed_with_modules_are_found_by_the_resp_backend() {
+    let server = RedisServer::start();
+    sessions_cut_over(&server.url(), false);
+    let cluster = RedisCluster::start(3, 0);
+    sessions_cut_over(&cluster.urls()[0], true);
+}

@@ -34,6 +34,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
+use cairn::backend::resp::{RespBackend, RespOptions};
+use cairn::module_keys::{ModuleKeys, ModuleLayout};
 use cairn::Db;
 
 use feed::{is_changes_lost, Change, ChangeKind, Changes, FeedStart, Position};
@@ -99,42 +101,59 @@ pub struct FollowArgs {
     pub lag_every: Duration,
     /// `--keyspace-db NAME=N|skip`.
     pub keyspace_db: Vec<(String, Option<u32>)>,
+    /// `--modules NAME=KIND`.
+    pub modules: Vec<(String, String)>,
 }
 
+/// The environment variable with the sessions' tag secret, for
+/// `--modules NAME=sessions` (never a flag: `ps` shows flags).
+const TAG_SECRET_ENV: &str = "CAIRN_SESSIONS_TAG_SECRET";
+
 /// How a store's key names become target keys.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct KeyMap {
     /// On a cluster (database 0 only) a keyspace's keys get the prefix
     /// `NAME:`; on a server each store has its own database.
     cluster: bool,
+    /// For a module keyspace (`--modules`): the module's key map and the
+    /// backend namespace whose layout it writes.
+    module: Option<Arc<ModuleMap>>,
+}
+
+/// The server keys of a module's keyspace.
+struct ModuleMap {
+    keys: ModuleKeys,
+    backend: RespBackend,
 }
 
 impl KeyMap {
     /// The target key of the key `name` of the root store (`None`) or of a
-    /// keyspace. Every key `follow` writes goes through here (a mode that
-    /// maps the modules' keys to where the RESP backend reads them would
-    /// plug in here).
-    pub fn target_key(&self, keyspace: Option<&str>, name: &[u8]) -> Vec<u8> {
-        match keyspace {
-            Some(ks) if self.cluster => {
-                let mut k = Vec::with_capacity(ks.len() + 1 + name.len());
-                k.extend_from_slice(ks.as_bytes());
-                k.push(b':');
-                k.extend_from_slice(name);
-                k
-            }
-            _ => name.to_vec(),
+    /// keyspace. Every key `follow` writes goes through here: raw (the
+    /// name, under `NAME:` for a keyspace on a cluster), or for a module
+    /// keyspace the key the RESP backend reads
+    /// (`cairn::module_keys::ModuleKeys::server_key`).
+    pub fn target_key(&self, keyspace: Option<&str>, name: &[u8]) -> Result<Vec<u8>> {
+        if let Some(m) = &self.module {
+            return m.keys.server_key(&m.backend, name).map_err(|e| {
+                anyhow::Error::new(e).context(format!(
+                    "key {:?} of keyspace {:?} has no place on the server",
+                    crate::common::escape(name),
+                    keyspace.unwrap_or("")
+                ))
+            });
         }
+        let mut k = self.namespace(keyspace);
+        k.extend_from_slice(name);
+        Ok(k)
     }
 
-    /// The store key of the target key `key`, if `key` is in the
-    /// namespace of `keyspace` (the inverse of [`KeyMap::target_key`]).
-    fn store_key<'k>(&self, keyspace: Option<&str>, key: &'k [u8]) -> Option<&'k [u8]> {
-        match keyspace {
-            Some(ks) if self.cluster => key
-                .strip_prefix(ks.as_bytes())
-                .and_then(|k| k.strip_prefix(b":")),
-            _ => Some(key),
+    /// The prefix every target key of `keyspace` starts with (empty for
+    /// the root store, and for a keyspace in a database of its own).
+    fn namespace(&self, keyspace: Option<&str>) -> Vec<u8> {
+        match (&self.module, keyspace) {
+            (Some(m), _) => m.backend.prefix().to_vec(),
+            (None, Some(ks)) if self.cluster => format!("{ks}:").into_bytes(),
+            _ => Vec::new(),
         }
     }
 }
@@ -144,6 +163,8 @@ struct Plan {
     keyspace: Option<String>,
     db: Db,
     redis_db: i64,
+    /// `--modules`: the module that wrote the keyspace.
+    module: Option<ModuleLayout>,
 }
 
 /// Where positions are recorded.
@@ -164,7 +185,20 @@ pub fn follow(args: FollowArgs) -> Result<u8> {
         check_cluster_db(&url)?;
     }
     let root = open_read(&args.dir)?;
-    let plans = plan(&root, &url, cluster, &args.keyspace_db)?;
+    let plans = plan(&root, &url, cluster, &args.keyspace_db, &args.modules)?;
+    let backend =
+        if plans.iter().any(|p| p.module.is_some()) {
+            let opts = if cluster {
+                RespOptions::cluster([args.to.as_str()])
+            } else {
+                RespOptions::new(&args.to)
+            };
+            Some(opts.open().map_err(|e| {
+                anyhow!(e).context(format!("cannot open {} for --modules", url.addr))
+            })?)
+        } else {
+            None
+        };
     let at = match &args.position_file {
         Some(path) => Where::File(Arc::new(PositionFile::open(path)?)),
         None => Where::Key(
@@ -173,14 +207,35 @@ pub fn follow(args: FollowArgs) -> Result<u8> {
                 .unwrap_or_else(|| format!("cairn-follow:{}:position", args.name)),
         ),
     };
-    let keys = KeyMap { cluster };
-    let others: Vec<Vec<u8>> = plans
+    let mut maps = Vec::new();
+    for p in &plans {
+        let module = match (&p.module, &backend, &p.keyspace) {
+            (Some(layout), Some(b), Some(ks)) => {
+                let ns = b.namespace(ks);
+                Some(Arc::new(ModuleMap {
+                    keys: ModuleKeys::new(layout.clone(), ns.clone()),
+                    backend: ns,
+                }))
+            }
+            _ => None,
+        };
+        maps.push(KeyMap { cluster, module });
+    }
+    // What each store's namespace starts with, and its database: the
+    // clean-up of one store leaves the namespaces of the others alone.
+    let namespaces: Vec<(i64, Vec<u8>)> = plans
         .iter()
-        .filter_map(|p| p.keyspace.as_deref())
-        .map(|ks| keys.target_key(Some(ks), b""))
+        .zip(&maps)
+        .map(|(p, m)| (p.redis_db, m.namespace(p.keyspace.as_deref())))
         .collect();
     let mut followers = Vec::new();
-    for p in plans {
+    for (i, (p, keys)) in plans.into_iter().zip(maps).enumerate() {
+        let foreign = namespaces
+            .iter()
+            .enumerate()
+            .filter(|&(j, (db, ns))| j != i && *db == p.redis_db && !ns.is_empty())
+            .map(|(_, (_, ns))| ns.clone())
+            .collect();
         let target = if cluster {
             Target::cluster(&url)?
         } else {
@@ -196,16 +251,16 @@ pub fn follow(args: FollowArgs) -> Result<u8> {
                 .as_ref()
                 .map_or("root store".to_string(), |k| format!("keyspace {k:?}")),
             store,
-            foreign: if p.keyspace.is_none() && cluster {
-                others.clone()
-            } else {
+            foreign,
+            prefix: if p.module.is_some() {
                 Vec::new()
+            } else {
+                args.prefix.as_bytes().to_vec()
             },
             keyspace: p.keyspace,
             db: p.db,
             target,
             keys,
-            prefix: args.prefix.as_bytes().to_vec(),
             at: at.clone(),
             once: args.once,
             lag_every: args.lag_every,
@@ -249,20 +304,15 @@ fn plan(
     url: &Url,
     cluster: bool,
     keyspace_db: &[(String, Option<u32>)],
+    modules: &[(String, String)],
 ) -> Result<Vec<Plan>> {
     let names = root.keyspace_names()?;
+    let modules = module_layouts(root, &names, modules)?;
     let mut map = BTreeMap::new();
     for (name, db) in keyspace_db {
-        if !names.contains(name) {
-            bail!(
-                "--keyspace-db {name}=…: {} has no keyspace {name:?} (its keyspaces: {})",
-                root.path().display(),
-                if names.is_empty() {
-                    "none".to_string()
-                } else {
-                    names.join(", ")
-                }
-            );
+        check_keyspace(root, &names, name, "--keyspace-db")?;
+        if modules.contains_key(name) {
+            bail!("keyspace {name:?} is in --modules and in --keyspace-db: give it one of them");
         }
         if cluster && db.is_some() {
             bail!(
@@ -278,10 +328,13 @@ fn plan(
         keyspace: None,
         db: root.clone(),
         redis_db: url.db(),
+        module: None,
     }];
     let mut unmapped = Vec::new();
     for name in &names {
+        let module = modules.get(name).cloned();
         let number = match map.get(name) {
+            _ if module.is_some() => url.db(),
             Some(None) => continue,
             Some(Some(n)) => i64::from(*n),
             None if cluster => 0,
@@ -309,6 +362,7 @@ fn plan(
             keyspace: Some(name.clone()),
             db,
             redis_db: number,
+            module,
         });
     }
     if !unmapped.is_empty() {
@@ -321,7 +375,7 @@ fn plan(
     }
     if !cluster {
         let mut by_db: BTreeMap<i64, String> = BTreeMap::new();
-        for p in &plans {
+        for p in plans.iter().filter(|p| p.module.is_none()) {
             let label = p
                 .keyspace
                 .as_ref()
@@ -336,6 +390,45 @@ fn plan(
         }
     }
     Ok(plans)
+}
+
+/// Fails unless the store has keyspace `name` (named by `flag`).
+fn check_keyspace(root: &Db, names: &[String], name: &str, flag: &str) -> Result<()> {
+    if !names.iter().any(|n| n == name) {
+        bail!(
+            "{flag} {name}=…: {} has no keyspace {name:?} (its keyspaces: {})",
+            root.path().display(),
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        );
+    }
+    Ok(())
+}
+
+/// The layouts of `--modules NAME=KIND`; a sessions keyspace takes its
+/// tag secret from [`TAG_SECRET_ENV`] when it is set.
+fn module_layouts(
+    root: &Db,
+    names: &[String],
+    modules: &[(String, String)],
+) -> Result<BTreeMap<String, ModuleLayout>> {
+    let mut out = BTreeMap::new();
+    for (name, kind) in modules {
+        check_keyspace(root, names, name, "--modules")?;
+        let mut layout = ModuleLayout::parse(kind).map_err(|e| anyhow!(e))?;
+        if let ModuleLayout::Sessions { tag_secret } = &mut layout {
+            *tag_secret = std::env::var_os(TAG_SECRET_ENV)
+                .filter(|v| !v.is_empty())
+                .map(|v| v.into_encoded_bytes());
+        }
+        if out.insert(name.clone(), layout).is_some() {
+            bail!("--modules names keyspace {name:?} twice");
+        }
+    }
+    Ok(out)
 }
 
 /// Follows one store (the root or a keyspace) into its target.
@@ -538,7 +631,7 @@ impl Follower {
             for k in chunk {
                 if let Some((value, exp)) = snap.get_with_expiry(k)? {
                     if exp.is_none_or(|ms| ms > now) {
-                        let key = self.keys.target_key(self.keyspace.as_deref(), k);
+                        let key = self.keys.target_key(self.keyspace.as_deref(), k)?;
                         ops.push(Op::Set {
                             key,
                             value,
@@ -573,24 +666,32 @@ impl Follower {
     /// The glob of the target keys where this store's keys (under the
     /// prefix) go.
     fn pattern(&self) -> Vec<u8> {
-        let mut p = glob_escape(&self.keys.target_key(self.keyspace.as_deref(), &self.prefix));
+        let mut ns = self.keys.namespace(self.keyspace.as_deref());
+        ns.extend_from_slice(&self.prefix);
+        let mut p = glob_escape(&ns);
         p.push(b'*');
         p
+    }
+
+    /// Whether a target key found in this store's namespace is someone
+    /// else's: the follower's own keys, or another store's namespace.
+    fn not_ours(&self) -> impl Fn(&[u8]) -> bool {
+        let (foreign, own) = (self.foreign.clone(), self.own_key());
+        let ns = self.keys.namespace(self.keyspace.as_deref());
+        move |k: &[u8]| {
+            k.strip_prefix(&ns[..]).unwrap_or(k).starts_with(OWN_KEYS)
+                || own.as_deref() == Some(k)
+                || foreign.iter().any(|f| k.starts_with(f))
+        }
     }
 
     /// Whether the target holds no key where this store's keys go.
     fn namespace_empty(&mut self) -> Result<bool> {
         let pattern = self.pattern();
-        let (foreign, own) = (self.foreign.clone(), self.own_key());
-        let (map, ks) = (self.keys, self.keyspace.clone());
+        let not_ours = self.not_ours();
         let mut empty = true;
         self.target.for_each_key(&pattern, &mut |keys| {
-            empty = !keys.iter().any(|k| {
-                let name = map.store_key(ks.as_deref(), k).unwrap_or(k);
-                !name.starts_with(OWN_KEYS)
-                    && Some(k) != own.as_ref()
-                    && !foreign.iter().any(|f| k.starts_with(f))
-            });
+            empty = keys.iter().all(|k| not_ours(k));
             Ok(empty)
         })?;
         Ok(empty)
@@ -598,41 +699,26 @@ impl Follower {
 
     /// Deletes the target keys of this store's namespace that `snap` does
     /// not have (after a full resync: the changes that deleted them are
-    /// gone).
+    /// gone). It compares target keys, so it works for any key mapping.
     fn remove_stale(&mut self, snap: &Db) -> Result<()> {
+        let mut names = Vec::new();
+        snap.for_each_key(&self.prefix, |k, _| names.push(k.to_vec()))?;
+        let mut expected = std::collections::HashSet::with_capacity(names.len());
+        for name in names {
+            expected.insert(self.keys.target_key(self.keyspace.as_deref(), &name)?);
+        }
         let pattern = self.pattern();
-        let (foreign, own) = (self.foreign.clone(), self.own_key());
-        let (keys, ks) = (self.keys, self.keyspace.clone());
+        let not_ours = self.not_ours();
         let mut stale = Vec::new();
-        let mut failed = None;
         self.target.for_each_key(&pattern, &mut |found| {
-            for k in found {
-                if k.starts_with(OWN_KEYS)
-                    || Some(k) == own.as_ref()
-                    || foreign.iter().any(|f| k.starts_with(f))
-                {
-                    continue;
-                }
-                let Some(name) = keys.store_key(ks.as_deref(), k) else {
-                    continue;
-                };
-                if name.starts_with(OWN_KEYS) {
-                    continue;
-                }
-                match snap.get_with_expiry(name) {
-                    Ok(None) => stale.push(k.clone()),
-                    Ok(Some(_)) => {}
-                    Err(e) => {
-                        failed = Some(e);
-                        return Ok(false);
-                    }
-                }
-            }
+            stale.extend(
+                found
+                    .iter()
+                    .filter(|k| !not_ours(k) && !expected.contains(*k))
+                    .cloned(),
+            );
             Ok(true)
         })?;
-        if let Some(e) = failed {
-            return Err(e.into());
-        }
         for chunk in stale.chunks(MAX_OPS) {
             self.target.delete(chunk)?;
         }
@@ -644,12 +730,21 @@ impl Follower {
         Ok(())
     }
 
-    /// The position key in the target, in position-key mode.
+    /// The position key in the target, in position-key mode: under the
+    /// store's raw namespace (a module keyspace's gets `:<keyspace>`
+    /// appended instead, outside the module's layout).
     fn own_key(&self) -> Option<Vec<u8>> {
-        match &self.at {
-            Where::Key(k) => Some(self.keys.target_key(self.keyspace.as_deref(), k.as_bytes())),
-            Where::File(_) => None,
-        }
+        let Where::Key(k) = &self.at else {
+            return None;
+        };
+        Some(match (&self.keys.module, &self.keyspace) {
+            (Some(_), Some(ks)) => format!("{k}:{ks}").into_bytes(),
+            _ => {
+                let mut key = self.keys.namespace(self.keyspace.as_deref());
+                key.extend_from_slice(k.as_bytes());
+                key
+            }
+        })
     }
 
     /// The recorded state, if any.
@@ -742,7 +837,7 @@ impl Follower {
         if !key.starts_with(&self.prefix) {
             return Ok(());
         }
-        let key = self.keys.target_key(self.keyspace.as_deref(), &key);
+        let key = self.keys.target_key(self.keyspace.as_deref(), &key)?;
         ops.push(match state {
             Some((value, pxat)) if pxat.is_none_or(|ms| ms > now_ms()) => {
                 Op::Set { key, value, pxat }
@@ -858,14 +953,21 @@ mod tests {
 
     #[test]
     fn keyspaces_get_a_prefix_on_a_cluster_only() {
-        let server = KeyMap { cluster: false };
-        let cluster = KeyMap { cluster: true };
-        assert_eq!(server.target_key(Some("s"), b"k"), b"k");
-        assert_eq!(server.target_key(None, b"k"), b"k");
-        assert_eq!(cluster.target_key(Some("s"), b"k"), b"s:k");
-        assert_eq!(cluster.target_key(None, b"k"), b"k");
-        assert_eq!(cluster.store_key(Some("s"), b"s:k"), Some(&b"k"[..]));
-        assert_eq!(cluster.store_key(Some("s"), b"t:k"), None);
+        let server = KeyMap {
+            cluster: false,
+            module: None,
+        };
+        let cluster = KeyMap {
+            cluster: true,
+            module: None,
+        };
+        let key = |m: &KeyMap, ks, k| m.target_key(ks, k).expect("key");
+        assert_eq!(key(&server, Some("s"), b"k"), b"k");
+        assert_eq!(key(&server, None, b"k"), b"k");
+        assert_eq!(key(&cluster, Some("s"), b"k"), b"s:k");
+        assert_eq!(key(&cluster, None, b"k"), b"k");
+        assert_eq!(cluster.namespace(Some("s")), b"s:");
+        assert_eq!(server.namespace(Some("s")), b"");
     }
 
     #[test]
