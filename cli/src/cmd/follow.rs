@@ -854,8 +854,15 @@ impl Follower {
         let mut last_print = Instant::now();
         let mut last_observed = Instant::now();
         let mut applied = 0u64;
+        // --once: the end of the log now; later changes are for later runs
+        // (under a steady writer the feed is never empty).
+        let end = if self.once {
+            changes.lag()?.newest_seq
+        } else {
+            u64::MAX
+        };
         loop {
-            if stopping() {
+            if stopping() || changes.resume_position().seq() >= end {
                 break;
             }
             let Some(first) = changes.next_timeout(Duration::from_millis(200))? else {
@@ -873,14 +880,14 @@ impl Follower {
             let mut ops = Vec::new();
             let mut n = 1u64;
             self.take(first, &mut changes, &mut ops)?;
-            while ops.len() < MAX_OPS && ops.iter().map(Op::size).sum::<usize>() < MAX_BYTES {
-                match changes.try_next()? {
-                    Some(c) => {
-                        n += 1;
-                        self.take(c, &mut changes, &mut ops)?;
-                    }
-                    None => break,
-                }
+            let mut bytes: usize = ops.iter().map(Op::size).sum();
+            while ops.len() < MAX_OPS && bytes < MAX_BYTES && changes.resume_position().seq() < end
+            {
+                let Some(c) = changes.try_next()? else { break };
+                let before = ops.len();
+                n += 1;
+                self.take(c, &mut changes, &mut ops)?;
+                bytes += ops[before..].iter().map(Op::size).sum::<usize>();
             }
             self.record(State::At(changes.resume_position()), &ops)?;
             applied += n;
