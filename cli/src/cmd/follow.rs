@@ -267,6 +267,11 @@ pub fn follow(args: FollowArgs) -> Result<u8> {
             applied: None,
         });
     }
+    run_all(followers)
+}
+
+/// Runs each follower on a thread of its own; the first error, if any.
+fn run_all(followers: Vec<Follower>) -> Result<u8> {
     let errors: Vec<anyhow::Error> = std::thread::scope(|s| {
         let handles: Vec<_> = followers
             .into_iter()
