@@ -357,6 +357,12 @@ fn a_position_of_another_history_is_changes_lost() {
         Err(Error::ChangesLost { reason, .. }) => assert!(reason.contains("newest"), "{reason}"),
         other => panic!("{other:?}"),
     }
+    // The largest position there is (found by the fuzzer: it overflowed).
+    let last: Position = "18446744073709551615:00000000".parse().expect("parse");
+    assert!(matches!(
+        db.changes(FeedStart::After(last)),
+        Err(Error::ChangesLost { .. })
+    ));
     // The real one resumes.
     db.put("c", "3").expect("put");
     let c = db
@@ -563,4 +569,29 @@ fn a_batch_cut_by_a_crash_leaves_no_hole() {
         seqs.push(c.seq);
     }
     assert_eq!(seqs, vec![1, 2, 3]);
+}
+
+/// Found by the `open_dir` fuzz target: a put with sequence number 0
+/// (which no writer makes) was handed out as a change numbered 0. It is
+/// damage: the feed says so instead.
+#[test]
+fn a_change_numbered_zero_is_corruption() {
+    use common::format::{push_record, salt_for, segment_header, Record};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let salt = salt_for(1);
+    let mut seg = segment_header(1, salt, 0).to_vec();
+    push_record(&mut seg, salt, &Record::put(0, b"a", b"1"));
+    std::fs::write(common::format::seg_path(dir.path(), 1), &seg).expect("write");
+    let db = Options::new()
+        .read_only(true)
+        .open(dir.path())
+        .expect("open");
+    let mut feed = db.changes(FeedStart::Oldest).expect("feed");
+    match feed.try_next() {
+        Err(Error::Corruption { offset, reason, .. }) => {
+            assert_eq!(offset, 32);
+            assert!(reason.contains("sequence number 0"), "{reason}");
+        }
+        other => panic!("expected Corruption, got {other:?}"),
+    }
 }

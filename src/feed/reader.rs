@@ -56,6 +56,8 @@ pub(crate) struct Rec {
     pub expires_at_ms: u64,
     pub key: Vec<u8>,
     pub value: Vec<u8>,
+    /// Its offset in its segment.
+    pub at: u64,
 }
 
 /// What a read found.
@@ -365,8 +367,19 @@ impl LogReader {
 
     /// Checks a record's sequence number against the last one and takes it.
     fn accept(&mut self, r: Rec) -> Result<Rec> {
+        if r.kind == RecordKind::SyncMark {
+            return Ok(r); // not a change: no sequence number
+        }
         if r.seq == 0 {
-            return Ok(r); // a sync mark
+            let path = self
+                .cur
+                .as_ref()
+                .map_or(self.dir.clone(), |c| c.path.clone());
+            return Err(Error::corruption(
+                path,
+                r.at,
+                "change feed: a change with sequence number 0",
+            ));
         }
         let fresh = self.cur.as_ref().is_some_and(|c| c.fresh);
         if let Some(c) = &mut self.cur {
@@ -486,6 +499,7 @@ impl LogReader {
                     expires_at_ms: r.expires_at_ms,
                     key: r.key.to_vec(),
                     value: r.value.to_vec(),
+                    at,
                 };
                 c.offset = at + len;
                 Ok(Some(rec))

@@ -14,7 +14,7 @@ fn first_seq(r: &mut LogReader, id: u32, limit: Limit) -> Result<Option<u64>> {
     loop {
         match r.next(limit)? {
             Next::Record(_) if r.at().map(|(s, _)| s) != Some(id) => return Ok(None),
-            Next::Record(rec) if rec.seq == 0 => continue,
+            Next::Record(rec) if rec.kind == RecordKind::SyncMark => continue,
             Next::Record(rec) => return Ok(Some(rec.seq)),
             Next::Wait => return Ok(None),
         }
@@ -37,6 +37,8 @@ pub(crate) fn after(r: &mut LogReader, pos: Position, limit: Limit) -> Result<()
         Limit::Files => None,
     };
     let segments = r.writer_segments()?;
+    // The change right after `pos` (no change comes after u64::MAX).
+    let next = pos.seq.saturating_add(1);
     // The last writer segment that starts at or before the change after
     // `pos`; the segments after it start later.
     let mut chosen = None;
@@ -46,7 +48,7 @@ pub(crate) fn after(r: &mut LogReader, pos: Position, limit: Limit) -> Result<()
             continue;
         };
         oldest.get_or_insert(first);
-        if first <= pos.seq + 1 {
+        if first <= next {
             chosen = Some((id, first));
         } else {
             break;
@@ -55,7 +57,7 @@ pub(crate) fn after(r: &mut LogReader, pos: Position, limit: Limit) -> Result<()
     let Some((id, first)) = chosen else {
         return match oldest {
             // The log starts right after `pos`.
-            Some(o) if o == pos.seq + 1 => start_of_first(r, &segments, pos),
+            Some(o) if o == next => start_of_first(r, &segments, pos),
             // No writer segment holds a change: the next one written must
             // be the one after `pos` (the reader checks it), and with the
             // writer in this process that is known now.
@@ -64,8 +66,8 @@ pub(crate) fn after(r: &mut LogReader, pos: Position, limit: Limit) -> Result<()
                     r,
                     pos,
                     format!(
-                        "changes {} to {n} are no longer in the log (compaction removed them)",
-                        pos.seq + 1
+                        "changes {next} to {n} are no longer in the log (compaction removed \
+                         them)"
                     ),
                 )),
                 Some(n) if n < pos.seq => Err(ahead(r, pos, n)),
@@ -82,7 +84,7 @@ pub(crate) fn after(r: &mut LogReader, pos: Position, limit: Limit) -> Result<()
         };
     };
     r.seek_segment_start(id, Some(first - 1))?;
-    if first == pos.seq + 1 {
+    if first == next {
         return Ok(()); // `pos` ends the segment before (it may be gone)
     }
     skip_through(r, pos, limit)
@@ -110,7 +112,7 @@ fn skip_through(r: &mut LogReader, pos: Position, limit: Limit) -> Result<()> {
                 return Err(ahead(r, pos, newest));
             }
         };
-        if rec.seq == 0 {
+        if rec.kind == RecordKind::SyncMark {
             continue;
         }
         if rec.seq < pos.seq {
