@@ -407,6 +407,14 @@ fn scenario(url: &str, read: &dyn Fn() -> (Contents, Contents)) {
         let ops = writer.join().expect("writer");
         eprintln!("writer: {ops} operations in {secs} s");
         std::thread::sleep(Duration::from_millis(300));
+        let lag_lines = f
+            .log
+            .lock()
+            .expect("log")
+            .iter()
+            .filter(|l| l.contains("; behind: ") && l.ends_with(" s"))
+            .count();
+        assert!(lag_lines > 0, "the follower printed no lag line");
         f.terminate();
     });
     drop(db);
