@@ -721,3 +721,29 @@ fn sessions_followed_with_modules_are_found_by_the_resp_backend() {
     let cluster = RedisCluster::start(3, 0);
     sessions_cut_over(&cluster.urls()[0], true);
 }
+
+#[test]
+fn a_second_follower_of_the_same_store_and_target_is_refused() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("data");
+    let db = Options::new().open(&store).expect("open");
+    db.put("a", "1").expect("put");
+    let mut f = Follower::start(&store, &url, &[]);
+    f.wait_for("snapshot copied");
+    let out = Command::new(env!("CARGO_BIN_EXE_cairn"))
+        .arg("follow")
+        .arg(&store)
+        .args(["--to", &url, "--once"])
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("another cairn follow"), "{err}");
+    // Another name is another position: allowed.
+    follow_once(&store, &url, &["--name", "second"]);
+    f.kill9();
+    // The lock goes with the process, also after SIGKILL.
+    follow_once(&store, &url, &[]);
+}

@@ -199,6 +199,7 @@ pub fn follow(args: FollowArgs) -> Result<u8> {
         } else {
             None
         };
+    let _lock = lock_follower(&args, &url)?;
     let at = match &args.position_file {
         Some(path) => Where::File(Arc::new(PositionFile::open(path)?)),
         None => Where::Key(
@@ -268,6 +269,42 @@ pub fn follow(args: FollowArgs) -> Result<u8> {
         });
     }
     run_all(followers)
+}
+
+/// Takes an exclusive lock (`flock`, released when the process ends, also
+/// by kill -9) for this store, target and position, so that a second
+/// follower of the same ones on this machine fails instead of writing an
+/// older state over the first one's newer one.
+fn lock_follower(args: &FollowArgs, url: &Url) -> Result<std::fs::File> {
+    use std::hash::{Hash, Hasher};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::fs::canonicalize(&args.dir).unwrap_or_else(|_| args.dir.clone());
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&dir, &url.addr, url.db(), &args.name, &args.position_key).hash(&mut h);
+    args.position_file
+        .as_ref()
+        .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+        .hash(&mut h);
+    let path = std::env::temp_dir().join(format!("cairn-follow-{:016x}.lock", h.finish()));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| anyhow!(e).context(format!("cannot open the lock file {}", path.display())))?;
+    // SAFETY: flock on a descriptor this function owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        bail!(
+            "another cairn follow of {} to {} with the same position is running (lock {}); \
+             two would write over each other",
+            args.dir.display(),
+            url.addr,
+            path.display()
+        );
+    }
+    Ok(file)
 }
 
 /// Runs each follower on a thread of its own; the first error, if any.
