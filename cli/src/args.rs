@@ -216,6 +216,11 @@ pub enum Command {
     /// SIGINT or SHUTDOWN.
     #[command(after_help = SERVE_HELP)]
     Serve(ServeArgs),
+    /// Copy a live store to a Redis or Valkey server (or Cluster): a
+    /// snapshot, then every change, until SIGINT/SIGTERM (or caught up,
+    /// with --once).
+    #[command(after_help = FOLLOW_HELP)]
+    Follow(FollowCli),
     /// Read JSON Lines (as written by export) from stdin into the store, or
     /// copy the strings of a Redis or Valkey database (--from).
     #[command(after_help = IMPORT_HELP)]
@@ -292,6 +297,78 @@ Example:
   cairn serve ./data --port 6380 --sync everysec
   CAIRN_REQUIREPASS=secret cairn serve ./data --bind 0.0.0.0 --tls-cert cert.pem --tls-key key.pem
   cairn serve --config /etc/cairn/cairn.conf";
+
+const FOLLOW_HELP: &str = "The store is read from a snapshot (no lock): an application may have it open and keep writing. follow copies the store's keys first, then applies every change of its change feed in order: a put is SET (with PXAT for an expiry; an expiry already past is DEL), a delete or an expired key is DEL, an expiry change is SET of the value with its new expiry, and a batch is one MULTI/EXEC (on a cluster: applied key by key, in order).
+
+Position: by default in the target, under the key cairn-follow:<name>:position (--position-key), written in the same MULTI/EXEC as the changes it covers; or in a file (--position-file, replaced atomically, mode 0600). A new run continues where the last one stopped, also after kill -9 (a replayed change sets the same state again). If the store no longer has the changes after the position (compaction removed them), follow copies a new snapshot and deletes the keys of its namespace that the store no longer has.
+
+Keyspaces: each keyspace is followed too, with its own position: the root store goes to the URL's database (0 if none), a keyspace named by a number to that database, any other needs --keyspace-db NAME=N (or NAME=skip), as for `cairn export --format resp`. A Redis Cluster has only database 0: there a keyspace's keys get the prefix NAME:.
+
+Modules (--modules NAME=KIND): the keys of keyspace NAME, written by one of cairn's modules on the embedded store, go to the URL's database under the keys the RESP backend's namespace(NAME) reads (`cairn:NAME:` + the module's hash tag + the name; docs/format.md). The sessions' tag secret, if the application sets one (Sessions::tag_secret), comes from the environment variable CAIRN_SESSIONS_TAG_SECRET; without it, the salt stored on the server (created there if absent). --prefix does not apply to module keyspaces.
+
+Lag: every --lag-every, a line on stderr per store: the changes written and not yet applied, and the seconds since the oldest of them was first seen. Exit codes: 0 after SIGINT/SIGTERM (the current step finishes and its position is recorded) or, with --once, when caught up; 1 on an error.
+
+Example:
+  cairn follow ./data --to redis://127.0.0.1:6379
+  cairn follow ./data --to redis://10.0.0.5:7000 --cluster --position-file follow.pos
+  cairn follow ./data --to redis://127.0.0.1:6379/2 --keyspace-db sessions=3 --once";
+
+/// The flags of `cairn follow`.
+#[derive(Args)]
+pub struct FollowCli {
+    /// The store directory.
+    pub dir: PathBuf,
+    /// The server: redis://[[user]:password@]host:port[/db] (any node of a
+    /// cluster).
+    #[arg(long, value_name = "URL")]
+    pub to: String,
+    /// The target is a Redis Cluster (else asked with CLUSTER INFO).
+    #[arg(long)]
+    pub cluster: bool,
+    /// The follower's name, in its default position key.
+    #[arg(long, default_value = "default")]
+    pub name: String,
+    /// The key of the position in the target [default:
+    /// cairn-follow:<name>:position].
+    #[arg(long, value_name = "KEY", conflicts_with = "position_file")]
+    pub position_key: Option<String>,
+    /// Record the position in this file instead of the target.
+    #[arg(long, value_name = "FILE")]
+    pub position_file: Option<PathBuf>,
+    /// Only keys starting with this.
+    #[arg(long, default_value = "")]
+    pub prefix: String,
+    /// Apply everything up to the current end, then exit 0.
+    #[arg(long, alias = "until-caught-up")]
+    pub once: bool,
+    /// How often to print the lag: 500ms, 10s, 1m.
+    #[arg(long, value_parser = parse_ttl, default_value = "10s", value_name = "DURATION")]
+    pub lag_every: Duration,
+    /// The Redis database of keyspace NAME (N, or `skip` to leave it out);
+    /// repeat for several.
+    #[arg(long = "keyspace-db", value_name = "NAME=N", value_parser = parse_keyspace_db)]
+    pub keyspace_db: Vec<(String, Option<u32>)>,
+    /// Keyspace NAME holds a module's keys (KIND: sessions, cache,
+    /// limits, idempotency, tower-sessions, plain): copy them to the
+    /// server keys the RESP backend's `namespace(NAME)` reads; repeat for
+    /// several.
+    #[arg(long = "modules", value_name = "NAME=KIND", value_parser = parse_module)]
+    pub modules: Vec<(String, String)>,
+}
+
+/// `NAME=KIND` of `--modules`.
+fn parse_module(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, kind)) if !name.is_empty() && !kind.is_empty() => {
+            cairn::module_keys::ModuleLayout::parse(kind).map_err(|e| e.to_string())?;
+            Ok((name.to_string(), kind.to_string()))
+        }
+        _ => Err(format!(
+            "{s:?}: expected NAME=KIND (a keyspace and sessions, cache, limits, idempotency, \
+             tower-sessions or plain)"
+        )),
+    }
+}
 
 /// The flags of `cairn serve`; each one left out keeps the config file's
 /// value, or the default.

@@ -16,7 +16,8 @@ use clap::Parser;
 
 use args::{Cli, Command};
 use cmd::{
-    backup, compact, dump, export, import, import_redis, keys, repair, scan, serve, stats, verify,
+    backup, compact, dump, export, follow, import, import_redis, keys, repair, scan, serve, stats,
+    verify,
 };
 use common::EXIT_CORRUPTION;
 
@@ -92,6 +93,19 @@ fn dispatch(command: Command, out: &mut impl Write) -> Result<u8> {
             None => import::import(&dir),
         },
         Command::Serve(args) => serve::serve(args),
+        Command::Follow(a) => follow::follow(follow::FollowArgs {
+            dir: a.dir,
+            to: a.to,
+            cluster: a.cluster,
+            name: a.name,
+            position_key: a.position_key,
+            position_file: a.position_file,
+            prefix: a.prefix,
+            once: a.once,
+            lag_every: a.lag_every,
+            keyspace_db: a.keyspace_db,
+            modules: a.modules,
+        }),
     }
 }
 

@@ -127,7 +127,7 @@ fn exit_codes_and_one_line_errors() {
     assert_eq!(code(&cairn(&["--version"])), 0);
     for cmd in [
         "get", "scan", "ttl", "set", "del", "incr", "expire", "stats", "compact", "export",
-        "import",
+        "import", "follow",
     ] {
         let o = cairn(&[cmd, "--help"]);
         assert!(

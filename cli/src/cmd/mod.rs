@@ -6,6 +6,7 @@ pub mod backup;
 pub mod compact;
 pub mod dump;
 pub mod export;
+pub mod follow;
 pub mod import;
 pub mod import_redis;
 pub mod keys;
