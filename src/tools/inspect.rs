@@ -63,6 +63,14 @@ pub enum SegmentEntry {
         expires_at_ms: u64,
         /// Part of an atomic batch.
         in_batch: bool,
+        /// A put that only changes the key's expiry (`Db::expire`,
+        /// `Db::persist`): its value is the one the key already had.
+        /// Always `false` in a format-version-1 segment.
+        expiry_only: bool,
+        /// A tombstone written because the key's expiry passed (the
+        /// expiry sweep), not by a delete. Always `false` in a
+        /// format-version-1 segment.
+        expired: bool,
         /// The key.
         key: Vec<u8>,
         /// The value.
@@ -246,6 +254,8 @@ fn record_entry(offset: u64, r: &RecordRef<'_>) -> SegmentEntry {
         seq: r.seq,
         expires_at_ms: r.expires_at_ms,
         in_batch: r.in_batch,
+        expiry_only: r.expiry_only,
+        expired: r.expired,
         key: r.key.to_vec(),
         value: r.value.to_vec(),
         len: r.len,
