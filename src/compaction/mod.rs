@@ -95,8 +95,12 @@ impl Core {
             });
         }
 
-        // 2. Classify.
+        // 2. Classify. Keys expired by now are swept first, which logs their
+        //    expirations (expired tombstones in the active segment) and so
+        //    leaves none for compaction to drop without a trace; a key
+        //    that expires after `now` is classified as live.
         let now = self.opts.clock.now_unix_ms();
+        self.sweep_expired_at(now);
         let segs = self.input_segments(&plan)?;
         let sources = self.read_inputs(&segs)?;
         let classified = self.classify(&plan, &sources, now)?;

@@ -31,12 +31,14 @@ impl Core {
             (Some(Mutex::new(writer)), Some(group))
         };
         log::info!(
-            "opened {} with {} keys in {:?} ({} segments from hints, {} scanned)",
+            "opened {} with {} keys in {:?} ({} segments from hints, {} scanned; \
+             {} expired while closed, for the first sweep to log)",
             dir.display(),
             r.keydir.raw_len(),
             r.started.elapsed(),
             r.report.segments_from_hints,
-            r.report.segments_scanned
+            r.report.segments_scanned,
+            r.expired_kept
         );
 
         Ok(Arc::new(Core {
@@ -56,7 +58,10 @@ impl Core {
             report: r.report,
             bytes_written: AtomicU64::new(0),
             expired_removed: AtomicU64::new(0),
-            bg: Mutex::new(BgState::default()),
+            bg: Mutex::new(BgState {
+                sweep_at_start: r.expired_kept > 0,
+                ..BgState::default()
+            }),
             bg_cv: Condvar::new(),
             stall: AtomicBool::new(false),
             stall_lock: Mutex::new(()),

@@ -42,6 +42,10 @@ pub(crate) const FLAG_EXPIRY_ONLY: u8 = 0x02;
 /// tombstone, alone.
 pub(crate) const FLAG_EXPIRED: u8 = 0x04;
 
+/// The record flags that format version 2 added: a version-1 segment never
+/// holds them.
+pub(crate) const FLAGS_SINCE_V2: u8 = FLAG_EXPIRY_ONLY | FLAG_EXPIRED;
+
 /// Whether a record of `kind` may carry `flags`: exactly the combinations
 /// cairn writes (see `docs/format.md`).
 pub(crate) fn flags_allowed(kind: RecordKind, flags: u8) -> bool {
@@ -131,6 +135,14 @@ pub(crate) struct RecordRef<'a> {
     pub expired: bool,
     /// Total encoded length (header + key + value).
     pub len: u64,
+}
+
+impl RecordRef<'_> {
+    /// Whether the record carries a flag of format version 2
+    /// ([`FLAGS_SINCE_V2`]), which a version-1 segment never holds.
+    pub(crate) fn has_flags_since_v2(&self) -> bool {
+        self.expiry_only || self.expired
+    }
 }
 
 /// The outcome of decoding the bytes at some offset.

@@ -1,5 +1,6 @@
 //! The active segment after loading: cutting its torn tail, and sealing it
-//! when a salvage open skipped damage in it.
+//! when a salvage open skipped damage in it or it is of an older format
+//! version.
 
 use std::path::{Path, PathBuf};
 
@@ -78,17 +79,37 @@ fn cut_torn_tail(
     Ok(())
 }
 
-/// A read-write open that skipped damage inside the active segment seals
-/// it as it is, cut to its last record, so that new writes go to a fresh
-/// segment (appending after damage is unsafe: see
-/// docs/design.md, "Opening (recovery)"). Returns whether it did.
-pub(crate) fn seal_damaged_active(
+/// Why a read-write open does not go on writing in the active segment it
+/// recovered, if it does not.
+fn reason_to_seal(last: &SegmentLoad) -> Option<&'static str> {
+    if !last.skipped.is_empty() {
+        // Appending after damage is unsafe: see docs/design.md, "Opening
+        // (recovery)".
+        Some("salvage: sealed it with its damaged ranges")
+    } else if last.version < segment::FORMAT_VERSION {
+        // The writer's records may carry flags an older version does not
+        // have; the segment's header says which flags it may hold, and
+        // rewriting a header in place could tear it.
+        Some("sealed it, as it is of an older format version")
+    } else {
+        None
+    }
+}
+
+/// A read-write open seals the active segment as it is, cut to its last
+/// record, when new writes must go to a fresh segment: salvage skipped
+/// damage inside it, or it is of an older format version (see
+/// [`reason_to_seal`]). Returns whether it did.
+pub(crate) fn seal_active_if_needed(
     vfs: &dyn Vfs,
     dir: &Path,
     active: Option<&SegmentLoad>,
     read_only: bool,
 ) -> Result<bool> {
-    let Some(last) = active.filter(|l| !read_only && !l.skipped.is_empty()) else {
+    let Some((last, why)) = active
+        .filter(|_| !read_only)
+        .and_then(|l| reason_to_seal(l).map(|why| (l, why)))
+    else {
         return Ok(false);
     };
     let path = names::segment_path(dir, last.id);
@@ -98,9 +119,10 @@ pub(crate) fn seal_damaged_active(
         f.set_len(end)?;
     }
     f.sync_all()?;
-    log::warn!(
-        "salvage: sealed {} with its damaged ranges; new writes go to a new segment",
-        path.display()
-    );
+    if last.skipped.is_empty() {
+        log::info!("{}: {why}; new writes go to a new segment", path.display());
+    } else {
+        log::warn!("{}: {why}; new writes go to a new segment", path.display());
+    }
     Ok(true)
 }

@@ -45,8 +45,12 @@ pub const HINT_END_MAGIC: [u8; 4] = *b"HEND";
 /// Magic of a compaction manifest.
 pub const MANIFEST_MAGIC: [u8; 8] = *b"CAIRNCMP";
 
-/// The segment format version.
-pub const FORMAT_VERSION: u16 = 1;
+/// The segment format version cairn writes (2: the record flags
+/// [`RECORD_FLAG_EXPIRY_ONLY`] and [`RECORD_FLAG_EXPIRED`]).
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest segment format version cairn reads (1: no record flag but
+/// [`RECORD_FLAG_BATCH`]).
+pub const OLDEST_READ_VERSION: u16 = 1;
 /// The hint format version.
 pub const HINT_VERSION: u16 = 2;
 /// Checksum algorithm id of CRC-32C.
@@ -199,7 +203,8 @@ pub struct SegmentHeader {
 }
 
 impl SegmentHeader {
-    /// A valid header (version 1, CRC-32C, reserved 0) for segment `id`.
+    /// A valid header (version [`FORMAT_VERSION`], CRC-32C, reserved 0)
+    /// for segment `id`.
     pub fn new(id: u32, salt: u32, flags: u8) -> SegmentHeader {
         let mut h = SegmentHeader {
             magic: SEGMENT_MAGIC,
@@ -252,7 +257,7 @@ impl SegmentHeader {
     }
 }
 
-/// A valid segment header (version 1).
+/// A valid segment header (version [`FORMAT_VERSION`]).
 pub fn segment_header(id: u32, salt: u32, flags: u8) -> [u8; SEGMENT_HEADER_LEN] {
     SegmentHeader::new(id, salt, flags).encode()
 }
