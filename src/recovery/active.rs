@@ -37,6 +37,10 @@ pub(crate) fn fix_active_tail(
         return Ok(tail);
     };
     let path = names::segment_path(dir, last.id);
+    if !read_only && holds_no_record_of_older_version(last) {
+        upgrade_empty_header(vfs, &path, last)?;
+        return Ok(tail);
+    }
     tail.allocated = last.len.max(SEGMENT_HEADER_LEN);
     if let Some((cut_at, file_len)) = last.cut {
         if last.zero_tail && !last.needs_header {
@@ -50,6 +54,42 @@ pub(crate) fn fix_active_tail(
         }
     }
     Ok(tail)
+}
+
+/// Whether the active segment is of an older format version and holds no
+/// record (only its header, perhaps zeros after it): its header can be
+/// rewritten at the current version instead of sealing an empty segment.
+fn holds_no_record_of_older_version(last: &SegmentLoad) -> bool {
+    last.version != 0
+        && last.version < segment::FORMAT_VERSION
+        && !last.needs_header
+        && last.skipped.is_empty()
+        && last.len <= SEGMENT_HEADER_LEN
+        && last.max_seq == 0
+}
+
+/// Rewrites the header of an active segment of an older version that holds
+/// no record at the current version (with a new salt), dropping any zeros
+/// after it. Nothing in it was ever acknowledged, so a crash here is
+/// harmless: an empty file or a torn header followed by zeros is a segment
+/// being created, which the next open rewrites the same way.
+fn upgrade_empty_header(vfs: &dyn Vfs, path: &Path, last: &mut SegmentLoad) -> Result<()> {
+    let f = vfs.open(path, OpenMode::ReadWrite)?;
+    f.set_len(0)?;
+    last.salt = new_salt(last.id);
+    fs::write_all_at(&*f, &segment::encode_header(last.id, last.salt), 0)?;
+    f.sync_all()?;
+    last.len = SEGMENT_HEADER_LEN;
+    last.cut = None;
+    last.zero_tail = false;
+    last.closed_clean = false;
+    log::info!(
+        "{}: rewrote the header of this empty segment at format version {}",
+        path.display(),
+        segment::FORMAT_VERSION
+    );
+    last.version = segment::FORMAT_VERSION;
+    Ok(())
 }
 
 /// Cuts the active segment's file at `cut_at`, or rewrites its header
