@@ -3,7 +3,8 @@
 //!
 //! 1. **Choose** sealed segments (never the active one) and note the lowest
 //!    sequence number of every segment that is *not* chosen.
-//! 2. **Classify** every record of the chosen segments. A put that the
+//! 2. **Classify** every record of the chosen segments, after a sweep of the
+//!    keys expired by then (which logs their expirations). A put that the
 //!    keydir still points at, and that has not expired, is live and is
 //!    copied. Everything else is dropped, except a tombstone or an expired
 //!    put that may still hide an older version of its key in a segment that
