@@ -419,3 +419,34 @@ fn version_2_flags_in_a_version_1_segment_are_damage() {
         .expect("open");
     assert_eq!(db.get("a").expect("get").as_deref(), Some(&b"1"[..]));
 }
+
+/// Pitfall 6 with an expired tombstone: put in one segment, its expired
+/// tombstone in a later one, compact the later one only. The tombstone is
+/// kept (an older version lives in a segment that stays), so a reopen with
+/// the clock set back before the expiry still finds the key absent.
+#[test]
+fn compaction_keeps_an_expired_tombstone_that_shadows_a_kept_segment() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START_MS);
+    let db = open(t.path(), &clock);
+    db.put_with_ttl("k", "v", Duration::from_secs(10))
+        .expect("put");
+    assert!(db.seal_active_segment().expect("seal"));
+    clock.advance(Duration::from_secs(20));
+    assert_eq!(db.sweep_expired(), 1);
+    db.put("other", "x").expect("put");
+    assert!(db.seal_active_segment().expect("seal"));
+    let ids: Vec<u32> = db.segment_stats().iter().map(|s| s.id).collect();
+    assert_eq!(ids, vec![1, 2, 3]);
+    let s = db.compact_segments(&[2]).expect("compact segment 2");
+    assert_eq!(s.tombstones_kept, 1, "{s:?}");
+    db.close().expect("close");
+    clock.set(START_MS);
+    let db = open(t.path(), &clock);
+    assert_eq!(
+        db.get("k").expect("get"),
+        None,
+        "the put in segment 1 stays hidden"
+    );
+    assert_eq!(db.get("other").expect("get").as_deref(), Some(&b"x"[..]));
+}

@@ -169,7 +169,12 @@ impl Core {
                 match self.log_expired(chunk) {
                     Ok(n) => removed += n,
                     Err(e) => {
-                        log::warn!("the expiry sweep could not log expirations: {e}");
+                        // Closed meanwhile, or called inside a transaction
+                        // (which holds the writer lock): the keys stay for
+                        // a later sweep. Anything else poisoned the handle.
+                        if !matches!(e, Error::Closed | Error::NestedWrite) {
+                            log::warn!("the expiry sweep could not log expirations: {e}");
+                        }
                         self.count_expired_removed(removed);
                         return removed;
                     }
