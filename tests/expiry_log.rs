@@ -450,3 +450,69 @@ fn compaction_keeps_an_expired_tombstone_that_shadows_a_kept_segment() {
     );
     assert_eq!(db.get("other").expect("get").as_deref(), Some(&b"x"[..]));
 }
+
+/// `cairn repair` rewrites a damaged segment with its valid records: an
+/// expiry change and an expiration stay flagged as such.
+#[test]
+fn repair_keeps_the_expiry_flags() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path().join("store");
+    let clock = ManualClock::new(START_MS);
+    let db = open(&dir, &clock);
+    db.put("victim", "some bytes to damage").expect("put");
+    db.put_with_ttl("k", "v", Duration::from_secs(10))
+        .expect("put");
+    assert!(db.expire("k", Duration::from_secs(60)).expect("expire"));
+    db.put_with_ttl("gone", "v", Duration::from_secs(10))
+        .expect("put");
+    clock.advance(Duration::from_secs(30));
+    assert_eq!(db.sweep_expired(), 1);
+    db.put("after", "z").expect("put");
+    assert!(db.seal_active_segment().expect("seal"));
+    db.close().expect("close");
+
+    let seg = format::seg_path(&dir, 1);
+    let victim = cairn::read_segment(&seg)
+        .expect("read")
+        .into_iter()
+        .find_map(|e| match e {
+            SegmentEntry::Record { offset, key, .. } if key == b"victim" => Some(offset),
+            _ => None,
+        })
+        .expect("the victim record");
+    let mut bytes = std::fs::read(&seg).expect("read");
+    bytes[victim as usize + 32 + 6 + 3] ^= 0x40; // a byte of its value
+    std::fs::write(&seg, &bytes).expect("write");
+
+    let report = cairn::repair(&dir, false).expect("repair");
+    assert_eq!(report.segments, vec![1], "{report:?}");
+    let flags: Vec<(Vec<u8>, RecordKind, bool, bool)> = cairn::read_segment(&seg)
+        .expect("read")
+        .into_iter()
+        .filter_map(|e| match e {
+            SegmentEntry::Record {
+                kind: kind @ (RecordKind::Put | RecordKind::Tombstone),
+                key,
+                expiry_only,
+                expired,
+                ..
+            } => Some((key, kind, expiry_only, expired)),
+            _ => None,
+        })
+        .collect();
+    let k = |s: &str| s.as_bytes().to_vec();
+    assert_eq!(
+        flags,
+        vec![
+            (k("k"), RecordKind::Put, false, false),
+            (k("k"), RecordKind::Put, true, false),
+            (k("gone"), RecordKind::Put, false, false),
+            (k("gone"), RecordKind::Tombstone, false, true),
+            (k("after"), RecordKind::Put, false, false),
+        ]
+    );
+    let db = open(&dir, &clock);
+    assert_eq!(db.get("k").expect("get").as_deref(), Some(&b"v"[..]));
+    assert_eq!(db.get("gone").expect("get"), None);
+    assert_eq!(db.get("victim").expect("get"), None, "dropped by repair");
+}
