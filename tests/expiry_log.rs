@@ -516,3 +516,47 @@ fn repair_keeps_the_expiry_flags() {
     assert_eq!(db.get("gone").expect("get"), None);
     assert_eq!(db.get("victim").expect("get"), None, "dropped by repair");
 }
+
+/// Found by the `open_dir` fuzz target. A version-1 active segment that has
+/// a hint (the segment after it was lost in a crash) and a torn tail: the
+/// open cuts the tail and seals the segment, so its stale hint, which
+/// describes the uncut length, must go, or the next open refuses the
+/// segment as truncated.
+#[test]
+fn sealing_a_version_1_active_segment_drops_its_stale_hint() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START_MS);
+    {
+        let db = open(t.path(), &clock);
+        for i in 0..5 {
+            db.put(format!("k{i}"), format!("value {i}")).expect("put");
+        }
+        assert!(db.seal_active_segment().expect("seal"));
+        db.close().expect("close");
+    }
+    let (seg1, hint1) = (
+        format::seg_path(t.path(), 1),
+        format::hint_path(t.path(), 1),
+    );
+    assert!(hint1.exists(), "the sealed segment has its hint");
+    // Segment 2 lost (its directory entry never became durable).
+    std::fs::remove_file(format::seg_path(t.path(), 2)).expect("rm");
+    let _ = std::fs::remove_file(format::hint_path(t.path(), 2));
+    // Segment 1 as version 1 wrote it, with a torn last record.
+    let mut b = std::fs::read(&seg1).expect("read");
+    let mut h = format::SegmentHeader::read(&b).expect("header");
+    h.version = 1;
+    b[..32].copy_from_slice(&h.encode());
+    let last = b.len() - 3;
+    b[last] ^= 0x55;
+    std::fs::write(&seg1, &b).expect("write");
+
+    let db = open(t.path(), &clock);
+    assert_eq!(db.get("k4").expect("get"), None, "the torn record is cut");
+    assert_eq!(db.get("k3").expect("get").as_deref(), Some(&b"value 3"[..]));
+    db.put("after", "x").expect("put");
+    db.close().expect("close");
+    let db = open(t.path(), &clock);
+    assert_eq!(db.get("k3").expect("get").as_deref(), Some(&b"value 3"[..]));
+    assert_eq!(db.get("after").expect("get").as_deref(), Some(&b"x"[..]));
+}

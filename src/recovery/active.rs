@@ -159,10 +159,29 @@ pub(crate) fn seal_active_if_needed(
         f.set_len(end)?;
     }
     f.sync_all()?;
+    remove_stale_hint(vfs, dir, last.id)?;
     if last.skipped.is_empty() {
         log::info!("{}: {why}; new writes go to a new segment", path.display());
     } else {
         log::warn!("{}: {why}; new writes go to a new segment", path.display());
     }
     Ok(true)
+}
+
+/// Removes the hint file of the active segment `id` being sealed, if it has
+/// one, and makes the removal durable. An active segment only has a hint
+/// when the segment after it was lost in a crash; that hint may describe
+/// more of the segment than recovery kept (a cut torn tail), and a sealed
+/// segment whose hint describes more is refused as truncated. The next
+/// open scans the segment instead (or a crash before this leaves it the
+/// active segment, whose hint is never read).
+fn remove_stale_hint(vfs: &dyn Vfs, dir: &Path, id: u32) -> Result<()> {
+    match vfs.remove_file(&names::hint_path(dir, id)) {
+        Ok(()) => {
+            vfs.sync_dir(dir)?;
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
