@@ -350,6 +350,10 @@ fn a_writable_open_never_appends_to_a_version_1_segment() {
         original,
         "the version-1 segment is untouched"
     );
+    assert!(
+        format::hint_path(t.path(), 1).exists(),
+        "the sealed segment gets its hint"
+    );
     let seg2 = std::fs::read(format::seg_path(t.path(), 2)).expect("read");
     assert_eq!(format::le_u16(&seg2, 8), 2, "new segments are version 2");
     let db = open(t.path(), &clock);
@@ -559,4 +563,9 @@ fn sealing_a_version_1_active_segment_drops_its_stale_hint() {
     let db = open(t.path(), &clock);
     assert_eq!(db.get("k3").expect("get").as_deref(), Some(&b"value 3"[..]));
     assert_eq!(db.get("after").expect("get").as_deref(), Some(&b"x"[..]));
+    let r = db.recovery_report();
+    assert_eq!(
+        r.segments_from_hints, 1,
+        "a fresh hint for segment 1: {r:?}"
+    );
 }

@@ -15,6 +15,7 @@ use crate::storage::group_commit::{ActiveSegment, GroupCommit};
 use crate::storage::segment::Segment;
 use crate::storage::space::SegmentSpace;
 use crate::storage::tail_cache::{self};
+use crate::util::locks::lock;
 
 use super::{BgState, Core, Writer};
 
@@ -41,7 +42,8 @@ impl Core {
             r.expired_kept
         );
 
-        Ok(Arc::new(Core {
+        let needs_hint = r.needs_hint;
+        let core = Arc::new(Core {
             dir: dir.to_path_buf(),
             opts,
             keydir: r.keydir,
@@ -68,7 +70,17 @@ impl Core {
             stall_cv: Condvar::new(),
             stalls: AtomicU64::new(0),
             stall_ns: AtomicU64::new(0),
-        }))
+        });
+        // The hint of a segment the open sealed (as at a roll: inline when
+        // tests ask for a fixed order of file operations).
+        if let Some(id) = needs_hint {
+            if core.opts.is_deterministic() {
+                core.write_hint(id);
+            } else {
+                lock(&core.bg).hint_jobs.push(id);
+            }
+        }
+        Ok(core)
     }
 }
 

@@ -87,6 +87,9 @@ pub(crate) struct Recovered {
     /// Keys that expired while the store was closed, kept in the keydir
     /// (invisible to reads) for the first expiry sweep to log.
     pub expired_kept: u64,
+    /// A segment the open sealed that has no hint yet, for the background
+    /// thread to write one.
+    pub needs_hint: Option<u32>,
     /// When loading the segments started (for the log line of open).
     pub started: Instant,
 }
@@ -146,7 +149,14 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
     )?;
     let mut active = loads.iter().position(|l| Some(l.id) == active_id);
     let tail = fix_active_tail(vfs, dir, active.map(|i| &mut loads[i]), opts.read_only)?;
+    let mut needs_hint = None;
     if seal_active_if_needed(vfs, dir, active.map(|i| &loads[i]), opts.read_only)? {
+        // Sealed for its format version, not for damage: it gets a hint
+        // like any sealed segment (a damaged one is scanned at each open).
+        needs_hint = active
+            .map(|i| &loads[i])
+            .filter(|l| l.skipped.is_empty())
+            .map(|l| l.id);
         active = None;
     }
     let report = report_of(
@@ -177,6 +187,7 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
         next_file_id: listing.segments.last().map_or(1, |&m| m + 1),
         max_seq: loads.iter().map(|l| l.max_seq).max().unwrap_or(0),
         expired_kept: built.expired_kept,
+        needs_hint,
         started,
     };
     release_memory(loads);

@@ -97,6 +97,7 @@ fn load_pinned(
         next_file_id: ids.last().map_or(1, |&m| m + 1),
         max_seq: loads.iter().map(|l| l.max_seq).max().unwrap_or(0),
         expired_kept: 0,
+        needs_hint: None,
         started,
     })
 }
