@@ -324,6 +324,10 @@ impl Db {
     /// Sets a time-to-live on an existing key. Returns false if the key is
     /// absent. A zero `ttl` deletes the key, as in Redis.
     ///
+    /// The log records an expiry change: a put of the key's current value
+    /// flagged expiry-only (`SegmentEntry::Record::expiry_only`), not a
+    /// plain put.
+    ///
     /// ```
     /// use std::time::Duration;
     /// let dir = tempfile::tempdir()?;
@@ -341,7 +345,7 @@ impl Db {
     }
 
     /// Removes the expiry of `key`. Returns true if the key existed and had
-    /// an expiry.
+    /// an expiry. Logged as an expiry change, as [`Db::expire`] is.
     ///
     /// ```
     /// use std::time::Duration;
@@ -817,9 +821,18 @@ impl Db {
         self.core().read_segment(id)
     }
 
-    /// Removes expired keys from memory now, instead of waiting for the
-    /// background sweep. Returns how many were removed. Expired keys are
-    /// invisible either way; this only frees their memory sooner.
+    /// Removes expired keys now, instead of waiting for the background
+    /// sweep. Returns how many were removed. Expired keys are invisible
+    /// either way; this frees their memory sooner and, on a writable handle,
+    /// logs their expirations: one tombstone flagged expired
+    /// (`SegmentEntry::Record::expired`) per key, several per write, without
+    /// waiting for an fsync. A key written again since it expired is left
+    /// alone. A read-only handle only frees the memory. Keys that expired
+    /// while the store was closed are removed (and logged) by the first
+    /// sweep after a writable open.
+    ///
+    /// A failure to write the tombstones poisons the handle, as any failed
+    /// write does; this returns what was removed before it.
     ///
     /// ```
     /// let dir = tempfile::tempdir()?;

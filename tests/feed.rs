@@ -631,3 +631,42 @@ fn waiting_for_a_batch_does_not_reopen_a_segment_compaction_deleted() {
         .collect();
     assert_eq!(seqs, vec![2, 3, 4]);
 }
+
+/// `expire`/`persist` come as expiry changes, and a key whose TTL passed
+/// comes as an expiration once the sweep removes it.
+#[test]
+fn expiry_changes_and_expirations_are_their_own_kinds() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START_MS);
+    let db = options(&clock).open(dir.path()).expect("open");
+    let mut feed = db.changes(FeedStart::Now).expect("feed");
+    db.put("k", "v").expect("put");
+    db.expire("k", Duration::from_secs(10)).expect("expire");
+    db.persist("k").expect("persist");
+    db.put_with_ttl("t", "x", Duration::from_secs(5))
+        .expect("put");
+    clock.advance(Duration::from_secs(6));
+    assert_eq!(db.get("t").expect("get"), None, "invisible at once");
+    assert_eq!(db.sweep_expired(), 1);
+    let kinds: Vec<ChangeKind> = (0..5)
+        .map(|_| feed.try_next().expect("read").expect("change").kind)
+        .collect();
+    assert_eq!(
+        kinds[1],
+        ChangeKind::ExpiryChanged {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            expires_at_ms: Some(START_MS + 10_000)
+        }
+    );
+    assert_eq!(
+        kinds[2],
+        ChangeKind::ExpiryChanged {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            expires_at_ms: None
+        }
+    );
+    assert_eq!(kinds[4], ChangeKind::Expired { key: b"t".to_vec() });
+    assert_eq!(feed.try_next().expect("read"), None);
+}

@@ -1,13 +1,20 @@
 //! Golden format fixtures: the bytes cairn writes for a fixed sequence of
-//! operations are pinned in `tests/fixtures/v1-close-marks/`, and that
-//! directory must keep opening with the same contents. A change that breaks
-//! either is a format change: bump the version in docs/format.md and keep
-//! reading v1.
+//! operations are pinned in `tests/fixtures/v2/`, and that directory must
+//! keep opening with the same contents. A change that breaks either is a
+//! format change: bump the version in docs/format.md and keep reading the
+//! older versions.
 //!
-//! `tests/fixtures/v1/` holds the same operations as written before a clean
-//! close ended the active segment with two close marks (sync marks that
-//! vouch for every byte before them): it must keep opening too, and the
-//! newer fixture must be exactly it plus those two marks.
+//! `tests/fixtures/v1-close-marks/` holds the same operations as format
+//! version 1 wrote them: the version-2 fixture must be exactly it with the
+//! version field changed (version 2 only added record flags, which these
+//! operations do not use). `tests/fixtures/v1/` holds them as written
+//! before a clean close ended the active segment with two close marks
+//! (sync marks that vouch for every byte before them). Both must keep
+//! opening.
+//!
+//! `tests/fixtures/v2-expiry/` pins the records version 2 added: puts
+//! flagged expiry-only (`expire`, `persist`) and a tombstone flagged
+//! expired (the expiry sweep).
 
 mod common;
 
@@ -25,9 +32,19 @@ fn fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1")
 }
 
-/// The store as the writer writes it now.
+/// The store as format version 1 wrote it, closed with close marks.
 fn closed_fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1-close-marks")
+}
+
+/// The store as the writer writes it now (format version 2).
+fn v2_fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2")
+}
+
+/// The expiry records of format version 2, as the writer writes them now.
+fn v2_expiry_fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2-expiry")
 }
 
 /// The fixed operations behind the fixture.
@@ -57,12 +74,39 @@ fn write_fixture(dir: &Path) {
     db.close().expect("close");
 }
 
+/// The expiry operations behind the version-2 expiry fixture.
+fn write_expiry_fixture(dir: &Path) {
+    let clock = ManualClock::new(NOW_MS);
+    let db = Options::new()
+        .sync_policy(SyncPolicy::Never)
+        .clock(clock.clone())
+        .expiry_sweep_interval_ms(0)
+        .open(dir)
+        .expect("open");
+    db.put_with_ttl("session", "s", Duration::from_secs(10))
+        .expect("put");
+    assert!(db
+        .expire("session", Duration::from_secs(60))
+        .expect("expire"));
+    db.put_with_ttl("kept", "k", Duration::from_secs(10))
+        .expect("put");
+    assert!(db.persist("kept").expect("persist"));
+    clock.advance(Duration::from_secs(61));
+    assert_eq!(db.sweep_expired(), 1);
+    db.close().expect("close");
+}
+
 /// Checks every checksum the way docs/format.md specifies it, then zeroes
 /// the salt and the checksums, which differ from run to run.
 fn verify_and_normalize(seg: &[u8]) -> Vec<u8> {
+    verify_and_normalize_version(seg, 1)
+}
+
+/// [`verify_and_normalize`] of a segment of format `version`.
+fn verify_and_normalize_version(seg: &[u8], version: u16) -> Vec<u8> {
     let mut out = seg.to_vec();
     assert_eq!(&seg[0..8], b"CAIRNSEG");
-    assert_eq!(u16::from_le_bytes([seg[8], seg[9]]), 1, "version");
+    assert_eq!(u16::from_le_bytes([seg[8], seg[9]]), version, "version");
     assert_eq!(seg[10], 1, "checksum algorithm id 1 = CRC-32C");
     assert_eq!(seg[11], 0, "flags");
     assert_eq!(
@@ -94,20 +138,28 @@ fn verify_and_normalize(seg: &[u8]) -> Vec<u8> {
     out
 }
 
-#[test]
-fn writer_produces_the_golden_bytes() {
+/// Reads segment 1 of `dir` after `write` made it there, blessing the
+/// fixture in `fixture` first when `CAIRN_BLESS` is set; returns what was
+/// written and the fixture.
+fn written_and_golden(write: fn(&Path), fixture: &Path) -> (Vec<u8>, Vec<u8>) {
     let t = tempfile::tempdir().expect("tempdir");
-    write_fixture(t.path());
+    write(t.path());
     let written = std::fs::read(t.path().join("0000000001.seg")).expect("read");
-    let golden_path = closed_fixture_dir().join("0000000001.seg");
+    let golden_path = fixture.join("0000000001.seg");
     if std::env::var_os("CAIRN_BLESS").is_some() {
-        std::fs::create_dir_all(closed_fixture_dir()).expect("mkdir");
+        std::fs::create_dir_all(fixture).expect("mkdir");
         std::fs::write(&golden_path, &written).expect("bless");
     }
     let golden = std::fs::read(&golden_path).expect("golden fixture (CAIRN_BLESS=1 writes it)");
+    (written, golden)
+}
+
+#[test]
+fn writer_produces_the_golden_bytes() {
+    let (written, golden) = written_and_golden(write_fixture, &v2_fixture_dir());
     assert_eq!(
-        verify_and_normalize(&written),
-        verify_and_normalize(&golden),
+        verify_and_normalize_version(&written, 2),
+        verify_and_normalize_version(&golden, 2),
         "the segment bytes changed: that is a format change"
     );
     // The first record: put("alpha", "1") with sequence 1, no expiry.
@@ -118,6 +170,75 @@ fn writer_produces_the_golden_bytes() {
     assert_eq!(le_u32(r, 24), 5, "key length");
     assert_eq!(le_u32(r, 28), 1, "value length");
     assert_eq!(&r[32..38], b"alpha1");
+}
+
+/// The header of a new segment, byte for byte (salt and checksum aside):
+/// version 2, CRC-32C, no flags.
+#[test]
+fn version_2_header_bytes() {
+    let seg = std::fs::read(v2_fixture_dir().join("0000000001.seg")).expect("fixture");
+    assert_eq!(&seg[0..8], b"CAIRNSEG", "magic");
+    assert_eq!(&seg[8..12], &[2, 0, 1, 0], "version 2 (LE), CRC-32C, flags");
+    assert_eq!(le_u64(&seg, 16), 1, "segment id");
+    assert_eq!(le_u32(&seg, 24), 0, "reserved");
+    assert_eq!(
+        le_u32(&seg, 28),
+        crc32c_bitwise(&seg[0..28]),
+        "header checksum"
+    );
+}
+
+/// Version 2 changed nothing the version-1 operations write but the
+/// version field: the same operations give the version-1 bytes with 2 in
+/// bytes 8..10.
+#[test]
+fn version_2_is_version_1_plus_flags() {
+    let v1 = std::fs::read(closed_fixture_dir().join("0000000001.seg")).expect("v1 fixture");
+    let v2 = std::fs::read(v2_fixture_dir().join("0000000001.seg")).expect("v2 fixture");
+    let mut v2_as_v1 = verify_and_normalize_version(&v2, 2);
+    v2_as_v1[8..10].copy_from_slice(&1u16.to_le_bytes());
+    assert_eq!(v2_as_v1, verify_and_normalize(&v1));
+}
+
+/// The records version 2 added, pinned: the flags byte (5) of each.
+#[test]
+fn writer_produces_the_golden_expiry_bytes() {
+    let (written, golden) = written_and_golden(write_expiry_fixture, &v2_expiry_fixture_dir());
+    assert_eq!(
+        verify_and_normalize_version(&written, 2),
+        verify_and_normalize_version(&golden, 2),
+        "the segment bytes changed: that is a format change"
+    );
+    // kind, flags, key of each record after the header, in order.
+    let mut got = Vec::new();
+    let mut at = 32usize;
+    while at < golden.len() {
+        let (k, v) = (
+            le_u32(&golden, at + 24) as usize,
+            le_u32(&golden, at + 28) as usize,
+        );
+        let key = golden[at + 32..at + 32 + k].to_vec();
+        got.push((
+            golden[at + 4],
+            golden[at + 5],
+            key,
+            le_u64(&golden, at + 16),
+        ));
+        at += 32 + k + v;
+    }
+    let s = |x: &str| x.as_bytes().to_vec();
+    assert_eq!(
+        got,
+        vec![
+            (kind::PUT, 0, s("session"), NOW_MS + 10_000),
+            (kind::PUT, 0x02, s("session"), NOW_MS + 60_000),
+            (kind::PUT, 0, s("kept"), NOW_MS + 10_000),
+            (kind::PUT, 0x02, s("kept"), 0),
+            (kind::TOMBSTONE, 0x04, s("session"), 0),
+            (kind::SYNC_MARK, 0, Vec::new(), 0),
+            (kind::SYNC_MARK, 0, Vec::new(), 0),
+        ]
+    );
 }
 
 /// The current fixture is the older one plus the two marks of the clean
@@ -147,6 +268,24 @@ fn a_clean_close_adds_two_close_marks() {
 fn golden_directory_opens_with_the_same_contents() {
     check_contents(&fixture_dir());
     check_contents(&closed_fixture_dir());
+    check_contents(&v2_fixture_dir());
+}
+
+#[test]
+fn golden_expiry_directory_opens_with_the_same_contents() {
+    let t = tempfile::tempdir().expect("tempdir");
+    copy_dir(&v2_expiry_fixture_dir(), t.path());
+    // The clock as it was before anything expired: the tombstone, not the
+    // clock, keeps "session" gone; "kept" lost its expiry.
+    let db = Options::new()
+        .clock(ManualClock::new(NOW_MS))
+        .read_only(true)
+        .open(t.path())
+        .expect("open golden");
+    assert_eq!(db.get("session").expect("get"), None, "expired, logged");
+    assert_eq!(db.get("kept").expect("get").as_deref(), Some(&b"k"[..]));
+    assert_eq!(db.ttl("kept").expect("ttl"), Ttl::Persistent);
+    assert_eq!(db.len().expect("len"), 1);
 }
 
 fn check_contents(fixture: &Path) {

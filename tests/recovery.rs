@@ -19,7 +19,7 @@ use cairn::{
 use common::copy_dir;
 use common::format::{
     crc32c, hint_path, kind, le_u32, le_u64, record_checksum_ok, seg_path, Record, RecordHeader,
-    SegmentHeader, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
+    SegmentHeader, FORMAT_VERSION, RECORD_HEADER_LEN, SEGMENT_HEADER_LEN,
 };
 
 type State = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -1235,6 +1235,9 @@ fn crash_while_creating_a_segment() {
         assert_eq!(&b[..8], b"CAIRNSEG", "{what}");
         assert_eq!(le_u64(&b, 16), u64::from(next), "{what}: segment id");
         assert_eq!(crc32c(&b[..28]), le_u32(&b, 28), "{what}: header checksum");
+        // Rewritten at the current version (the header was version 1, or
+        // torn): a segment with no record is never sealed for its version.
+        assert_eq!(b[8..10], FORMAT_VERSION.to_le_bytes(), "{what}: version");
         assert_eq!(data_records(&b).len(), 1, "{what}");
     }
 }
@@ -1422,10 +1425,16 @@ fn unknown_segment_version_is_refused() {
             if drop_hint {
                 fs::remove_file(hint_path(t.path(), id)).expect("rm hint");
             }
-            set_version(&seg, 2);
+            // The version after the newest this build reads.
+            let unknown = FORMAT_VERSION + 1;
+            set_version(&seg, unknown);
             match small_opts().recovery_mode(mode).open(t.path()) {
                 Err(Error::UnsupportedVersion { path, version }) => {
-                    assert_eq!((path, version), (seg.clone(), 2), "segment {id} {mode:?}");
+                    assert_eq!(
+                        (path, version),
+                        (seg.clone(), unknown),
+                        "segment {id} {mode:?}"
+                    );
                 }
                 other => panic!(
                     "segment {id} {mode:?}: {:?}",

@@ -3,7 +3,8 @@
 //!
 //! 1. **Choose** sealed segments (never the active one) and note the lowest
 //!    sequence number of every segment that is *not* chosen.
-//! 2. **Classify** every record of the chosen segments. A put that the
+//! 2. **Classify** every record of the chosen segments, after a sweep of the
+//!    keys expired by then (which logs their expirations). A put that the
 //!    keydir still points at, and that has not expired, is live and is
 //!    copied. Everything else is dropped, except a tombstone or an expired
 //!    put that may still hide an older version of its key in a segment that
@@ -95,8 +96,12 @@ impl Core {
             });
         }
 
-        // 2. Classify.
+        // 2. Classify. Keys expired by now are swept first, which logs their
+        //    expirations (expired tombstones in the active segment) and so
+        //    leaves none for compaction to drop without a trace; a key
+        //    that expires after `now` is classified as live.
         let now = self.opts.clock.now_unix_ms();
+        self.sweep_expired_at(now);
         let segs = self.input_segments(&plan)?;
         let sources = self.read_inputs(&segs)?;
         let classified = self.classify(&plan, &sources, now)?;

@@ -16,6 +16,39 @@ use crate::util::locks::{self, lock};
 
 use super::Core;
 
+/// The most expired tombstones the sweep appends at once (one write).
+const EXPIRED_PER_APPEND: usize = 512;
+/// The most key bytes of expired tombstones the sweep appends at once.
+const EXPIRED_KEY_BYTES_PER_APPEND: usize = 256 * 1024;
+
+/// Splits the sweep's expired entries into the chunks it appends at once:
+/// at most [`EXPIRED_PER_APPEND`] keys and about
+/// [`EXPIRED_KEY_BYTES_PER_APPEND`] key bytes each (one key always fits),
+/// so that the writer lock is held briefly and one write stays small.
+fn chunks_of_expired(
+    expired: &[(Vec<u8>, IndexEntry)],
+) -> impl Iterator<Item = &[(Vec<u8>, IndexEntry)]> {
+    let mut rest = expired;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0usize;
+        let n = rest
+            .iter()
+            .take(EXPIRED_PER_APPEND)
+            .take_while(|(k, _)| {
+                let fits = bytes == 0 || bytes + k.len() <= EXPIRED_KEY_BYTES_PER_APPEND;
+                bytes += k.len().max(1);
+                fits
+            })
+            .count();
+        let (chunk, tail) = rest.split_at(n);
+        rest = tail;
+        Some(chunk)
+    })
+}
+
 /// The longest a writer waits for compaction at a time (see
 /// [`Core::stall_if_needed`]).
 const MAX_STALL: Duration = Duration::from_secs(1);
@@ -102,18 +135,73 @@ impl Core {
         self.expired_removed.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub(super) fn forget_expired(&self, key: &[u8], e: &IndexEntry) {
-        if self.keydir.remove_if_eq(key, e) {
-            self.expired_removed.fetch_add(1, Ordering::Relaxed);
-            if let Some(s) = lock(&self.seg_stats).get_mut(&e.file_id) {
-                s.dead += e.record_len(key.len());
-            }
-        }
+    /// Removes expired entries, one shard at a time, and returns how many.
+    ///
+    /// On a writable handle each removal is logged: an expired tombstone
+    /// ([`FLAG_EXPIRED`](crate::format::record::FLAG_EXPIRED)) per key,
+    /// appended through the write path (see [`Core::log_expired`]), so that
+    /// the change feed reports the expiration. A read-only handle (or a
+    /// poisoned one, which can write nothing) only removes them from memory.
+    pub(crate) fn sweep_expired(&self) -> u64 {
+        self.sweep_expired_at(self.now())
     }
 
-    /// Removes expired entries from memory, one shard at a time.
-    pub(crate) fn sweep_expired(&self) -> u64 {
-        let now = self.now();
+    /// [`Core::sweep_expired`] of the entries expired at `now` (unix ms).
+    pub(crate) fn sweep_expired_at(&self, now: u64) -> u64 {
+        if self.writer.is_none() || self.is_poisoned() {
+            return self.sweep_expired_in_memory(now);
+        }
+        let mut removed = 0u64;
+        for i in 0..self.keydir.shard_count() {
+            if self.keydir.read_shard(i).ttl_keys() == 0 {
+                continue;
+            }
+            // Collected under the shard's read lock, logged under the writer
+            // lock (taken after the shard lock is let go: the write path
+            // takes shard locks under the writer lock).
+            let mut expired = Vec::new();
+            self.keydir.read_shard(i).for_each(|k, e| {
+                if e.is_expired(now) {
+                    expired.push((k.to_vec(), *e));
+                }
+            });
+            for chunk in chunks_of_expired(&expired) {
+                match self.log_expired(chunk) {
+                    Ok(n) => removed += n,
+                    Err(e) => {
+                        // Closed meanwhile, or called inside a transaction
+                        // (which holds the writer lock): the keys stay for
+                        // a later sweep. Anything else poisoned the handle.
+                        if !matches!(e, Error::Closed | Error::NestedWrite) {
+                            log::warn!("the expiry sweep could not log expirations: {e}");
+                        }
+                        self.count_expired_removed(removed);
+                        return removed;
+                    }
+                }
+            }
+        }
+        self.count_expired_removed(removed);
+        removed
+    }
+
+    /// Appends an expired tombstone for each `(key, entry)` whose index
+    /// entry is still that expired record (the same sequence number: a
+    /// write that replaced it since is never deleted), in one append, and
+    /// removes them from the index. Returns how many it wrote. Does not
+    /// wait for an fsync: losing the tombstones loses nothing, as the
+    /// put's own expiry still hides the key.
+    ///
+    /// # Errors
+    /// As any write: the handle is closed, read-only or poisoned, or the
+    /// append failed (which poisons it).
+    pub(crate) fn log_expired(&self, expired: &[(Vec<u8>, IndexEntry)]) -> Result<u64> {
+        let mut w = self.writer()?;
+        self.log_expired_locked(&mut w, expired)
+    }
+
+    /// Removes expired entries from memory only, one shard at a time.
+    fn sweep_expired_in_memory(&self, now: u64) -> u64 {
         let mut removed = 0u64;
         for i in 0..self.keydir.shard_count() {
             if self.keydir.read_shard(i).ttl_keys() == 0 {
@@ -134,7 +222,7 @@ impl Core {
                 }
             }
         }
-        self.expired_removed.fetch_add(removed, Ordering::Relaxed);
+        self.count_expired_removed(removed);
         removed
     }
 
@@ -168,7 +256,14 @@ impl Core {
             ms => Some(Duration::from_millis(ms)),
         };
         let mut next_sync = sync_every.map(|d| Instant::now() + d);
-        let mut next_sweep = sweep_every.map(|d| Instant::now() + d);
+        let sweep_at_start = std::mem::take(&mut lock(&self.bg).sweep_at_start);
+        let mut next_sweep = sweep_every.map(|d| {
+            if sweep_at_start {
+                Instant::now()
+            } else {
+                Instant::now() + d
+            }
+        });
         loop {
             let jobs = {
                 let mut bg = lock(&self.bg);
@@ -296,5 +391,68 @@ impl Core {
         self.feed.close();
         lock(&self.lock_file).take();
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::chunks_of_expired;
+    use crate::index::keydir::IndexEntry;
+    use crate::options::Options;
+    use crate::util::clock::ManualClock;
+
+    /// The sweep collects an expired entry, then a put replaces it before
+    /// the sweep takes the writer lock: the put must survive, and nothing
+    /// is logged for the key.
+    #[test]
+    fn a_put_after_the_collection_is_not_deleted() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let clock = ManualClock::new(1_000_000);
+        let db = Options::new()
+            .clock(clock.clone())
+            .expiry_sweep_interval_ms(0)
+            .open(t.path())
+            .expect("open");
+        db.put_with_ttl("k", "old", Duration::from_millis(10))
+            .expect("put");
+        clock.advance(Duration::from_millis(20));
+        let core = db.core();
+        let stale = core.keydir.get(b"k").expect("entry");
+        assert!(stale.is_expired(core.now()));
+        db.put("k", "new").expect("put");
+        assert_eq!(core.log_expired(&[(b"k".to_vec(), stale)]).expect("log"), 0);
+        assert_eq!(db.get("k").expect("get").as_deref(), Some(&b"new"[..]));
+        // The entry it collected, still there: logged.
+        db.put_with_ttl("j", "old", Duration::from_millis(10))
+            .expect("put");
+        clock.advance(Duration::from_millis(20));
+        let current = core.keydir.get(b"j").expect("entry");
+        assert_eq!(
+            core.log_expired(&[(b"j".to_vec(), current)]).expect("log"),
+            1
+        );
+        assert!(core.keydir.get(b"j").is_none());
+    }
+
+    #[test]
+    fn expired_entries_are_appended_in_bounded_chunks() {
+        let e = IndexEntry {
+            seq: 1,
+            expires_at_ms: 1,
+            offset: 32,
+            file_id: 1,
+            value_len: 0,
+        };
+        let small: Vec<(Vec<u8>, IndexEntry)> = (0..1200u32)
+            .map(|i| (i.to_le_bytes().to_vec(), e))
+            .collect();
+        let sizes: Vec<usize> = chunks_of_expired(&small).map(<[_]>::len).collect();
+        assert_eq!(sizes, vec![512, 512, 176]);
+        let big: Vec<(Vec<u8>, IndexEntry)> = (0..10u8).map(|i| (vec![i; 60_000], e)).collect();
+        let sizes: Vec<usize> = chunks_of_expired(&big).map(<[_]>::len).collect();
+        assert_eq!(sizes, vec![4, 4, 2]);
+        assert_eq!(chunks_of_expired(&[]).count(), 0);
     }
 }

@@ -64,6 +64,9 @@ struct BgState {
     hint_jobs: Vec<u32>,
     /// A segment was sealed since automatic compaction last looked.
     sealed: bool,
+    /// Recovery kept keys that expired while the store was closed: the
+    /// first expiry sweep runs at once, to log their expirations.
+    sweep_at_start: bool,
 }
 
 /// The engine behind every clone of a [`Db`](crate::Db): the index, the

@@ -16,6 +16,7 @@ use crate::storage::group_commit::{ActiveSegment, GroupCommit};
 use crate::storage::segment::Segment;
 use crate::storage::space::SegmentSpace;
 use crate::storage::tail_cache::{self};
+use crate::util::locks::lock;
 
 use super::{BgState, Core, Writer};
 
@@ -49,15 +50,18 @@ impl Core {
             None => end,
         };
         log::info!(
-            "opened {} with {} keys in {:?} ({} segments from hints, {} scanned)",
+            "opened {} with {} keys in {:?} ({} segments from hints, {} scanned; \
+             {} expired while closed, for the first sweep to log)",
             dir.display(),
             r.keydir.raw_len(),
             r.started.elapsed(),
             r.report.segments_from_hints,
-            r.report.segments_scanned
+            r.report.segments_scanned,
+            r.expired_kept
         );
 
-        Ok(Arc::new(Core {
+        let needs_hint = r.needs_hint;
+        let core = Arc::new(Core {
             dir: dir.to_path_buf(),
             opts,
             keydir: r.keydir,
@@ -75,14 +79,27 @@ impl Core {
             report: r.report,
             bytes_written: AtomicU64::new(0),
             expired_removed: AtomicU64::new(0),
-            bg: Mutex::new(BgState::default()),
+            bg: Mutex::new(BgState {
+                sweep_at_start: r.expired_kept > 0,
+                ..BgState::default()
+            }),
             bg_cv: Condvar::new(),
             stall: AtomicBool::new(false),
             stall_lock: Mutex::new(()),
             stall_cv: Condvar::new(),
             stalls: AtomicU64::new(0),
             stall_ns: AtomicU64::new(0),
-        }))
+        });
+        // The hint of a segment the open sealed (as at a roll: inline when
+        // tests ask for a fixed order of file operations).
+        if let Some(id) = needs_hint {
+            if core.opts.is_deterministic() {
+                core.write_hint(id);
+            } else {
+                lock(&core.bg).hint_jobs.push(id);
+            }
+        }
+        Ok(core)
     }
 }
 

@@ -10,7 +10,9 @@ use std::time::Duration;
 use crate::batch::{Batch, BatchOp};
 use crate::error::{Error, Result};
 use crate::format::names;
-use crate::format::record::{self, check_key, check_value, RecordKind, FLAG_BATCH};
+use crate::format::record::{
+    self, check_key, check_value, RecordKind, FLAG_BATCH, FLAG_EXPIRED, FLAG_EXPIRY_ONLY,
+};
 use crate::format::segment::SEGMENT_HEADER_LEN;
 use crate::fs;
 use crate::index::keydir::IndexEntry;
@@ -500,11 +502,65 @@ impl Core {
 
     /// Writes one put under the writer lock; returns the position to wait for.
     fn put_locked(&self, w: &mut Writer, key: &[u8], value: &[u8], expires: u64) -> Result<Pos> {
+        self.put_flagged_locked(w, 0, key, value, expires)
+    }
+
+    /// [`Core::put_locked`] with record flags.
+    fn put_flagged_locked(
+        &self,
+        w: &mut Writer,
+        flags: u8,
+        key: &[u8],
+        value: &[u8],
+        expires: u64,
+    ) -> Result<Pos> {
         self.maybe_roll(w, record::encoded_len(key.len() as u32, value.len() as u32))?;
         w.start();
         let seq = w.next_seq;
-        let entry = Self::encode_put(w, 0, seq, expires, key, value);
+        let entry = Self::encode_put(w, flags, seq, expires, key, value);
         self.append(w, 1, &[Applied::Put { key, entry }], 0)
+    }
+
+    /// Under the writer lock: appends an expired tombstone
+    /// ([`FLAG_EXPIRED`]) for each `(key, entry)` whose index entry still
+    /// has that entry's sequence number, all in one write, and removes
+    /// them from the index. Returns how many it wrote (none: no write).
+    ///
+    /// The tombstones take sequence numbers and count as dead bytes like
+    /// any tombstone, and the records they replace become dead; nothing
+    /// waits for their fsync (see [`Core::log_expired`]).
+    pub(super) fn log_expired_locked(
+        &self,
+        w: &mut Writer,
+        expired: &[(Vec<u8>, IndexEntry)],
+    ) -> Result<u64> {
+        // Still the same record: a put or delete since then (under the
+        // writer lock, which this holds) changed the sequence number; a
+        // compaction moving the record keeps it.
+        let still: Vec<&[u8]> = expired
+            .iter()
+            .filter(|(k, e)| self.keydir.get(k).is_some_and(|c| c.seq == e.seq))
+            .map(|(k, _)| k.as_slice())
+            .collect();
+        if still.is_empty() {
+            return Ok(0);
+        }
+        let total: u64 = still
+            .iter()
+            .map(|k| record::encoded_len(k.len() as u32, 0))
+            .sum();
+        self.maybe_roll(w, total)?;
+        w.start();
+        let first = w.next_seq;
+        let mut applied = Vec::with_capacity(still.len());
+        for (i, key) in still.iter().enumerate() {
+            let seq = first + i as u64;
+            w.encode_flagged(RecordKind::Tombstone, FLAG_EXPIRED, seq, 0, key, b"");
+            applied.push(Applied::Delete { key });
+        }
+        let n = still.len() as u64;
+        self.append(w, n, &applied, total)?;
+        Ok(n)
     }
 
     /// Writes one tombstone under the writer lock.
@@ -538,9 +594,11 @@ impl Core {
             match self.keydir.get(key) {
                 None => return Ok(false),
                 Some(e) if e.is_expired(self.now()) => {
-                    // Already invisible, and its record stays expired on
-                    // disk: forget it without writing anything.
-                    self.forget_expired(key, &e);
+                    // Already invisible: nothing to delete, but its
+                    // expiration is logged as the sweep would (without
+                    // waiting for an fsync).
+                    let n = self.log_expired_locked(&mut w, &[(key.to_vec(), e)])?;
+                    self.count_expired_removed(n);
                     return Ok(false);
                 }
                 Some(_) => self.delete_locked(&mut w, key)?,
@@ -590,7 +648,9 @@ impl Core {
         self.finish(pos).map(|()| n)
     }
 
-    /// Rewrites the live value of `key` with a new expiry.
+    /// Rewrites the live value of `key` with a new expiry: a put flagged
+    /// [`FLAG_EXPIRY_ONLY`] (or, for `None`, a plain tombstone: an expiry
+    /// in the past deletes the key, as Redis does).
     fn set_expiry(&self, key: &[u8], expires: Option<u64>, only_if_ttl: bool) -> Result<bool> {
         check_key(key)?;
         let pos = {
@@ -602,7 +662,7 @@ impl Core {
                 return Ok(false);
             }
             match expires {
-                Some(x) => self.put_locked(&mut w, key, &v, x)?,
+                Some(x) => self.put_flagged_locked(&mut w, FLAG_EXPIRY_ONLY, key, &v, x)?,
                 None => self.delete_locked(&mut w, key)?,
             }
         };
@@ -643,10 +703,11 @@ impl Core {
                 (None, true) => self.delete_locked(&mut w, key)?,
                 (None, false) => {
                     // As `delete`: an expired entry is already invisible;
-                    // forget it without writing anything.
+                    // its expiration is logged as the sweep would.
                     if let Some(e) = self.keydir.get(key) {
                         if e.is_expired(self.now()) {
-                            self.forget_expired(key, &e);
+                            let n = self.log_expired_locked(&mut w, &[(key.to_vec(), e)])?;
+                            self.count_expired_removed(n);
                         }
                     }
                     return Ok(Ok(()));

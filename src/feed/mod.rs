@@ -48,11 +48,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
-use crate::format::record::{RecordKind, FLAG_BATCH};
+use crate::format::record::{RecordKind, FLAG_BATCH, FLAG_EXPIRED, FLAG_EXPIRY_ONLY};
 use crate::fs::Vfs;
 use crate::storage::feed_signal::FeedSignal;
 
-use reader::{Limit, LogReader, Mark, Next, Rec, FLAG_EXPIRED, FLAG_EXPIRY_ONLY};
+use reader::{Limit, LogReader, Mark, Next, Rec};
 
 /// How often a feed without a writer in its process looks at the files.
 const POLL: Duration = Duration::from_millis(5);

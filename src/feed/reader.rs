@@ -25,17 +25,12 @@ use std::sync::Arc;
 use crate::error::{Error, Result};
 use crate::format::names;
 use crate::format::record::{self, Decoded, RecordKind, RECORD_HEADER_LEN};
-use crate::format::segment::{self, SEGMENT_HEADER_LEN};
+use crate::format::segment::{self, FORMAT_VERSION, SEGMENT_HEADER_LEN};
 use crate::fs::{OpenMode, VFile, Vfs};
 use crate::storage::feed_signal::LogEnd;
 
 /// How much of a segment one read brings in.
 const CHUNK_BYTES: usize = 1 << 20;
-
-/// Record flag: a put written by `expire`/`persist` (value unchanged).
-pub(crate) const FLAG_EXPIRY_ONLY: u8 = 0x02;
-/// Record flag: a tombstone written because the key's TTL passed.
-pub(crate) const FLAG_EXPIRED: u8 = 0x04;
 
 /// How far the log is known to be complete.
 #[derive(Clone, Copy, Debug)]
@@ -75,6 +70,8 @@ struct Current {
     file: Arc<dyn VFile>,
     /// `None` while the header was still being written when it was read.
     salt: Option<u32>,
+    /// The segment's format version.
+    version: u16,
     /// Where the next record starts.
     offset: u64,
     /// Bytes of the segment from `buf_at`.
@@ -121,6 +118,8 @@ impl std::fmt::Debug for LogReader {
 struct Opened {
     file: Arc<dyn VFile>,
     salt: Option<u32>,
+    /// The segment's format version (which record flags it may hold).
+    version: u16,
 }
 
 impl LogReader {
@@ -151,6 +150,7 @@ impl LogReader {
                 path: c.path.clone(),
                 file: c.file.clone(),
                 salt: c.salt,
+                version: c.version,
                 offset: c.offset,
                 buf: Vec::new(),
                 buf_at: 0,
@@ -258,18 +258,25 @@ impl LogReader {
         let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
         let n = read_some(&*file, &mut h, 0).map_err(|e| Error::Io(crate::fs::named(&path, &e)))?;
         if n < h.len() {
-            return Ok(Some(Some(Opened { file, salt: None })));
+            return Ok(Some(Some(Opened {
+                file,
+                salt: None,
+                version: FORMAT_VERSION,
+            })));
         }
         match segment::header_info(&path, &h, id) {
             Ok(info) if info.compacted => Ok(Some(None)),
             Ok(info) => Ok(Some(Some(Opened {
                 file,
                 salt: Some(info.salt),
+                version: info.version,
             }))),
             // A torn header with only zeros after it: a create in progress.
-            Err(Error::Corruption { .. }) if h.iter().all(|&b| b == 0) => {
-                Ok(Some(Some(Opened { file, salt: None })))
-            }
+            Err(Error::Corruption { .. }) if h.iter().all(|&b| b == 0) => Ok(Some(Some(Opened {
+                file,
+                salt: None,
+                version: FORMAT_VERSION,
+            }))),
             Err(e) => Err(e),
         }
     }
@@ -286,6 +293,7 @@ impl LogReader {
             path: names::segment_path(&self.dir, id),
             file: o.file,
             salt: o.salt,
+            version: o.version,
             offset,
             buf: Vec::new(),
             buf_at: 0,
@@ -520,6 +528,13 @@ impl LogReader {
         let rel = (at - c.buf_at) as usize;
         let bytes = &c.buf[rel..rel + len as usize];
         match record::decode(bytes, salt, at) {
+            Decoded::Record(_) if c.version < 2 && bytes[5] & record::FLAGS_SINCE_V2 != 0 => {
+                Err(Error::corruption(
+                    c.path.clone(),
+                    at,
+                    "change feed: a record flag of format version 2 in a version-1 segment",
+                ))
+            }
             Decoded::Record(r) => {
                 let rec = Rec {
                     kind: r.kind,

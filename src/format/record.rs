@@ -11,7 +11,9 @@
 //!             in the segment (u64 LE), then bytes 4 .. 32 + key_len + value_len
 //!  4     1    kind (1 put, 2 tombstone, 3 batch begin, 4 batch commit,
 //!             5 sync mark)
-//!  5     1    flags (bit 0: the put or tombstone belongs to a batch)
+//!  5     1    flags (bit 0: the put or tombstone belongs to a batch;
+//!             bit 1: a put that only changes the key's expiry; bit 2: a
+//!             tombstone written because the key's expiry passed)
 //!  6     2    reserved (0)
 //!  8     8    sequence number
 //! 16     8    expiry, absolute unix milliseconds (0 = none)
@@ -28,7 +30,31 @@ use crate::error::{Error, Result};
 pub(crate) const MAX_SEQ: u64 = 1 << 63;
 
 /// Flag bit: this put or tombstone is an operation of an atomic batch.
-pub(crate) const FLAG_BATCH: u8 = 1;
+pub(crate) const FLAG_BATCH: u8 = 0x01;
+
+/// Flag bit (format version 2): this put only changes the key's expiry
+/// (`Db::expire`, `Db::persist`); its value is the value the key already
+/// had. Only on a put, alone or with [`FLAG_BATCH`].
+pub(crate) const FLAG_EXPIRY_ONLY: u8 = 0x02;
+
+/// Flag bit (format version 2): this tombstone was written because the
+/// key's expiry passed (the expiry sweep), not by a delete. Only on a
+/// tombstone, alone.
+pub(crate) const FLAG_EXPIRED: u8 = 0x04;
+
+/// The record flags that format version 2 added: a version-1 segment never
+/// holds them.
+pub(crate) const FLAGS_SINCE_V2: u8 = FLAG_EXPIRY_ONLY | FLAG_EXPIRED;
+
+/// Whether a record of `kind` may carry `flags`: exactly the combinations
+/// cairn writes (see `docs/format.md`).
+pub(crate) fn flags_allowed(kind: RecordKind, flags: u8) -> bool {
+    match kind {
+        RecordKind::Put => flags & !(FLAG_BATCH | FLAG_EXPIRY_ONLY) == 0,
+        RecordKind::Tombstone => matches!(flags, 0 | FLAG_BATCH | FLAG_EXPIRED),
+        RecordKind::BatchBegin | RecordKind::BatchCommit | RecordKind::SyncMark => flags == 0,
+    }
+}
 
 /// Length of the fixed record header.
 pub(crate) const RECORD_HEADER_LEN: u32 = 32;
@@ -103,8 +129,20 @@ pub(crate) struct RecordRef<'a> {
     pub value: &'a [u8],
     /// The record is an operation of an atomic batch.
     pub in_batch: bool,
+    /// A put that only changes the key's expiry ([`FLAG_EXPIRY_ONLY`]).
+    pub expiry_only: bool,
+    /// A tombstone written because the key expired ([`FLAG_EXPIRED`]).
+    pub expired: bool,
     /// Total encoded length (header + key + value).
     pub len: u64,
+}
+
+impl RecordRef<'_> {
+    /// Whether the record carries a flag of format version 2
+    /// ([`FLAGS_SINCE_V2`]), which a version-1 segment never holds.
+    pub(crate) fn has_flags_since_v2(&self) -> bool {
+        self.expiry_only || self.expired
+    }
 }
 
 /// The outcome of decoding the bytes at some offset.
@@ -222,9 +260,7 @@ pub(crate) fn parse_header(b: &[u8]) -> Result<Header, &'static str> {
     }
     let kind = RecordKind::from_u8(b[4]).ok_or("unknown record kind")?;
     let flags = b[5];
-    let flags_ok = flags == 0
-        || (flags == FLAG_BATCH && matches!(kind, RecordKind::Put | RecordKind::Tombstone));
-    if !flags_ok || le_u16(b, 6) != 0 {
+    if !flags_allowed(kind, flags) || le_u16(b, 6) != 0 {
         return Err("reserved header bits set");
     }
     let key_len = le_u32(b, 24);
@@ -278,6 +314,8 @@ pub(crate) fn decode(b: &[u8], salt: u32, offset: u64) -> Decoded<'_> {
         key: &b[RECORD_HEADER_LEN as usize..key_end],
         value: &b[key_end..end],
         in_batch: h.flags & FLAG_BATCH != 0,
+        expiry_only: h.flags & FLAG_EXPIRY_ONLY != 0,
+        expired: h.flags & FLAG_EXPIRED != 0,
         len: total,
     })
 }
@@ -397,6 +435,87 @@ mod tests {
         let mut b = one(RecordKind::Put, 1, 0, b"k", b"v");
         b[28..32].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(matches!(decode(&b), Decoded::Invalid(_)));
+    }
+
+    fn flagged(kind: RecordKind, flags: u8) -> Vec<u8> {
+        let mut b = Vec::new();
+        encode_into(&mut b, SALT, AT, kind, flags, 3, 0, b"k", b"");
+        b
+    }
+
+    #[test]
+    fn expiry_flags_round_trip() {
+        let cases = [
+            (RecordKind::Put, FLAG_EXPIRY_ONLY, false, true, false),
+            (
+                RecordKind::Put,
+                FLAG_EXPIRY_ONLY | FLAG_BATCH,
+                true,
+                true,
+                false,
+            ),
+            (RecordKind::Tombstone, FLAG_EXPIRED, false, false, true),
+            (RecordKind::Put, FLAG_BATCH, true, false, false),
+            (RecordKind::Tombstone, 0, false, false, false),
+        ];
+        for (kind, flags, in_batch, expiry_only, expired) in cases {
+            match decode(&flagged(kind, flags)) {
+                Decoded::Record(r) => {
+                    assert_eq!(r.kind, kind);
+                    assert_eq!(
+                        (r.in_batch, r.expiry_only, r.expired),
+                        (in_batch, expiry_only, expired),
+                        "{kind:?} {flags:#04x}"
+                    );
+                }
+                other => panic!("{kind:?} {flags:#04x}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_written_flag_combinations_decode() {
+        let kinds = [
+            RecordKind::Put,
+            RecordKind::Tombstone,
+            RecordKind::BatchBegin,
+            RecordKind::BatchCommit,
+            RecordKind::SyncMark,
+        ];
+        let mut accepted = Vec::new();
+        for kind in kinds {
+            for flags in 0..=u8::MAX {
+                if matches!(decode(&flagged(kind, flags)), Decoded::Record(_)) {
+                    accepted.push((kind, flags));
+                }
+            }
+        }
+        let expected = vec![
+            (RecordKind::Put, 0),
+            (RecordKind::Put, FLAG_BATCH),
+            (RecordKind::Put, FLAG_EXPIRY_ONLY),
+            (RecordKind::Put, FLAG_EXPIRY_ONLY | FLAG_BATCH),
+            (RecordKind::Tombstone, 0),
+            (RecordKind::Tombstone, FLAG_BATCH),
+            (RecordKind::Tombstone, FLAG_EXPIRED),
+            (RecordKind::BatchBegin, 0),
+            (RecordKind::BatchCommit, 0),
+            (RecordKind::SyncMark, 0),
+        ];
+        assert_eq!(accepted, expected);
+        // Refused: an expired tombstone in a batch, expiry-only on a
+        // tombstone, expired on a put, both at once.
+        for (kind, flags) in [
+            (RecordKind::Tombstone, FLAG_EXPIRED | FLAG_BATCH),
+            (RecordKind::Tombstone, FLAG_EXPIRY_ONLY),
+            (RecordKind::Put, FLAG_EXPIRED),
+            (RecordKind::Put, FLAG_EXPIRED | FLAG_EXPIRY_ONLY),
+        ] {
+            assert!(
+                matches!(decode(&flagged(kind, flags)), Decoded::Invalid(_)),
+                "{kind:?} {flags:#04x}"
+            );
+        }
     }
 
     #[test]

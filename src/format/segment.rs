@@ -8,7 +8,7 @@
 //! ```text
 //! offset size field
 //!  0     8    magic "CAIRNSEG"
-//!  8     2    format version (1)
+//!  8     2    format version (2; 1 is still read)
 //! 10     1    checksum algorithm (1 = CRC-32C, Castagnoli)
 //! 11     1    flags (bit 0: written by compaction)
 //! 12     4    salt: random, bound into every record's checksum
@@ -26,8 +26,14 @@ use crate::format::record;
 pub(crate) const SEGMENT_HEADER_LEN: u64 = 32;
 /// Magic bytes at the start of every segment.
 pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"CAIRNSEG";
-/// The format version this build writes and reads.
-pub(crate) const FORMAT_VERSION: u16 = 1;
+/// The format version this build writes. Version 2 added the record flags
+/// `FLAG_EXPIRY_ONLY` and `FLAG_EXPIRED` (see `record.rs`); a version-1
+/// segment never holds them, and a build that reads only version 1 refuses
+/// a version-2 segment with `UnsupportedVersion` instead of calling its
+/// flags corruption.
+pub(crate) const FORMAT_VERSION: u16 = 2;
+/// The oldest format version this build reads.
+pub(crate) const OLDEST_READ_VERSION: u16 = 1;
 /// Checksum algorithm id for CRC-32C.
 pub(crate) const CHECKSUM_CRC32C: u8 = 1;
 
@@ -40,6 +46,8 @@ pub(crate) const FLAG_COMPACTED: u8 = 1;
 pub(crate) struct HeaderInfo {
     pub salt: u32,
     pub compacted: bool,
+    /// The format version (1 or 2): which record flags the segment may hold.
+    pub version: u16,
 }
 
 /// Encodes the header of segment `id` with `salt` and `flags`.
@@ -95,7 +103,7 @@ pub(crate) fn header_info(path: &Path, bytes: &[u8], id: u32) -> Result<HeaderIn
         ));
     }
     let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-    if version != FORMAT_VERSION {
+    if !(OLDEST_READ_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(Error::UnsupportedVersion {
             path: path.to_path_buf(),
             version,
@@ -126,6 +134,7 @@ pub(crate) fn header_info(path: &Path, bytes: &[u8], id: u32) -> Result<HeaderIn
     Ok(HeaderInfo {
         salt: record::le_u32(bytes, 12),
         compacted: bytes[11] & FLAG_COMPACTED != 0,
+        version,
     })
 }
 
@@ -148,14 +157,44 @@ mod tests {
             check_header(p, &bad, 3),
             Err(Error::Corruption { offset: 0, .. })
         ));
-        let mut v2 = h;
-        v2[8] = 2;
-        let crc = crc32c::crc32c(&v2[0..28]);
-        v2[28..32].copy_from_slice(&crc.to_le_bytes());
-        assert!(matches!(
-            check_header(p, &v2, 3),
-            Err(Error::UnsupportedVersion { version: 2, .. })
-        ));
+        let with_version = |v: u16| {
+            let mut b = h;
+            b[8..10].copy_from_slice(&v.to_le_bytes());
+            let crc = crc32c::crc32c(&b[0..28]);
+            b[28..32].copy_from_slice(&crc.to_le_bytes());
+            b
+        };
+        for v in [0u16, 3, 0x0100] {
+            assert!(
+                matches!(
+                    check_header(p, &with_version(v), 3),
+                    Err(Error::UnsupportedVersion { version, .. }) if version == v
+                ),
+                "version {v}"
+            );
+        }
+        let v1 = header_info(p, &with_version(1), 3).expect("version 1 is read");
+        assert_eq!((v1.version, v1.salt), (1, 0xabcd_0123));
+        let v2 = header_info(p, &h, 3).expect("version 2");
+        assert_eq!(v2.version, 2);
         assert!(check_header(p, &h[..10], 3).is_err());
+    }
+
+    #[test]
+    fn new_headers_are_version_2() {
+        let h = encode_header(7, 0x0102_0304);
+        let expected: [u8; 28] = [
+            b'C', b'A', b'I', b'R', b'N', b'S', b'E', b'G', // magic
+            2, 0, // format version 2
+            1, // CRC-32C
+            0, // flags
+            0x04, 0x03, 0x02, 0x01, // salt
+            7, 0, 0, 0, 0, 0, 0, 0, // segment id
+            0, 0, 0, 0, // reserved
+        ];
+        assert_eq!(&h[..28], &expected);
+        assert_eq!(&h[28..], &crc32c::crc32c(&expected).to_le_bytes());
+        let c = encode_header_flags(7, 0x0102_0304, FLAG_COMPACTED);
+        assert_eq!(&c[8..12], &[2, 0, 1, FLAG_COMPACTED]);
     }
 }

@@ -219,6 +219,7 @@ fn from_hint(
         min_seq,
         hint_bytes: h.file_len,
         compacted: info.is_some_and(|h| h.compacted),
+        version: info.map_or(0, |h| h.version),
         ..SegmentLoad::empty(id)
     }))
 }

@@ -83,16 +83,44 @@ impl Incoming {
     }
 }
 
+/// What to do with puts whose expiry has passed when the keydir is built.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ExpiredAtOpen {
+    /// Drop them, as tombstones (a read-only open: it writes nothing).
+    Drop,
+    /// Keep them in the keydir, where reads ignore them, for the first
+    /// expiry sweep to log their expirations (a writable open).
+    Keep,
+}
+
+/// The keydir recovery built.
+pub(crate) struct BuiltKeyDir {
+    pub keydir: KeyDir,
+    /// Live record bytes per segment, in the order of the loads.
+    pub live: Vec<u64>,
+    /// Expired puts kept in the keydir ([`ExpiredAtOpen::Keep`]).
+    pub expired_kept: u64,
+}
+
 /// Merges loaded segments into `keydir`: the highest sequence number wins;
-/// tombstones and expired records shadow older versions and are then dropped.
-/// Returns the live record bytes per segment, in the order of `loads`.
-pub(crate) fn build_keydir(loads: &[SegmentLoad], now_ms: u64) -> (KeyDir, Vec<u64>) {
+/// tombstones and expired records shadow older versions, then tombstones
+/// are dropped, and expired records too unless `expired` says to keep them.
+pub(crate) fn build_keydir(
+    loads: &[SegmentLoad],
+    now_ms: u64,
+    expired: ExpiredAtOpen,
+) -> BuiltKeyDir {
     let total: usize = loads.iter().map(|l| l.entries.len()).sum();
-    merge_into_keydir(loads, now_ms, total >= SORTED_MERGE_MIN_ENTRIES)
+    merge_into_keydir(loads, now_ms, expired, total >= SORTED_MERGE_MIN_ENTRIES)
 }
 
 /// [`build_keydir`], with the sorted merge on or off.
-fn merge_into_keydir(loads: &[SegmentLoad], now_ms: u64, sort: bool) -> (KeyDir, Vec<u64>) {
+fn merge_into_keydir(
+    loads: &[SegmentLoad],
+    now_ms: u64,
+    expired: ExpiredAtOpen,
+    sort: bool,
+) -> BuiltKeyDir {
     let total: usize = loads.iter().map(|l| l.entries.len()).sum();
     let keydir = KeyDir::with_capacity(total);
     let threads = std::thread::available_parallelism()
@@ -121,9 +149,14 @@ fn merge_into_keydir(loads: &[SegmentLoad], now_ms: u64, sort: bool) -> (KeyDir,
         }
     });
     drop(hashes);
-    // 3. Tombstones and expired records out; live bytes per segment.
-    let live = drop_dead(&keydir, loads, now_ms);
-    (keydir, live)
+    // 3. Tombstones and (unless kept) expired records out; live bytes per
+    //    segment (a kept expired record is live until the sweep logs it).
+    let (live, expired_kept) = drop_dead(&keydir, loads, now_ms, expired);
+    BuiltKeyDir {
+        keydir,
+        live,
+        expired_kept,
+    }
 }
 
 /// The threads of a merge step, and whether to spawn them (small merges
@@ -229,16 +262,27 @@ fn insert_sorted(
     }
 }
 
-/// Removes tombstones and expired entries from the index; returns the
-/// live record bytes per segment, in the order of `loads`.
-fn drop_dead(keydir: &KeyDir, loads: &[SegmentLoad], now_ms: u64) -> Vec<u64> {
+/// Removes tombstones and (unless kept) expired entries from the index;
+/// returns the live record bytes per segment, in the order of `loads`, and
+/// how many expired entries were kept.
+fn drop_dead(
+    keydir: &KeyDir,
+    loads: &[SegmentLoad],
+    now_ms: u64,
+    expired: ExpiredAtOpen,
+) -> (Vec<u64>, u64) {
     // `loads` is sorted by id, so a binary search finds a segment's slot.
     let ids: Vec<u32> = loads.iter().map(|l| l.id).collect();
     let mut live = vec![0u64; loads.len()];
+    let mut kept = 0u64;
     for i in 0..keydir.shard_count() {
         keydir.write_shard(i).retain(
             |k, e| {
-                let dead = e.is_tombstone() || e.is_expired(now_ms);
+                let is_expired = e.is_expired(now_ms) && !e.is_tombstone();
+                if is_expired && expired == ExpiredAtOpen::Keep {
+                    kept += 1;
+                }
+                let dead = e.is_tombstone() || (is_expired && expired == ExpiredAtOpen::Drop);
                 if !dead {
                     if let Ok(j) = ids.binary_search(&e.file_id) {
                         live[j] += e.record_len(k.len());
@@ -249,7 +293,7 @@ fn drop_dead(keydir: &KeyDir, loads: &[SegmentLoad], now_ms: u64) -> Vec<u64> {
             |_, _| {},
         );
     }
-    live
+    (live, kept)
 }
 
 #[cfg(test)]
@@ -306,8 +350,17 @@ mod tests {
                 }
             })
             .collect();
-        let (sorted, live_sorted) = merge_into_keydir(&loads, 100, true);
-        let (plain, live_plain) = merge_into_keydir(&loads, 100, false);
+        let drop = ExpiredAtOpen::Drop;
+        let BuiltKeyDir {
+            keydir: sorted,
+            live: live_sorted,
+            ..
+        } = merge_into_keydir(&loads, 100, drop, true);
+        let BuiltKeyDir {
+            keydir: plain,
+            live: live_plain,
+            ..
+        } = merge_into_keydir(&loads, 100, drop, false);
         assert_eq!(live_sorted, live_plain);
         assert_eq!(sorted.raw_len(), plain.raw_len());
         assert!(plain.raw_len() > 500);

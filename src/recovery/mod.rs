@@ -21,7 +21,7 @@
 //!   files held open beside a live writer;
 //! * `scan.rs`: scanning one segment: batches, sync marks, damage;
 //! * `active.rs`: the active segment's torn tail, and sealing it after
-//!   salvage skipped damage in it;
+//!   salvage skipped damage in it or when it is of an older format version;
 //! * `merge.rs`: building the keydir;
 //! * `segments.rs`: per-segment accounting, readers for sealed segments;
 //! * `report.rs`, `segment_load.rs`: the types the steps share.
@@ -53,11 +53,11 @@ use crate::options::Options;
 use crate::storage::segment::Segment;
 use crate::storage::space::SegmentSpace;
 
-use active::{fix_active_tail, seal_damaged_active};
+use active::{fix_active_tail, seal_active_if_needed};
 use dir::{ensure_dir, list_and_clean, lock_dir};
 use interrupted::finish_interrupted;
 use load::load_all;
-use merge::{build_keydir, SORTED_MERGE_MIN_ENTRIES};
+use merge::{build_keydir, ExpiredAtOpen, SORTED_MERGE_MIN_ENTRIES};
 use segments::{open_sealed_segments, segment_stats};
 
 pub(crate) use dir::{find_active, is_store, list_dir, Listing};
@@ -84,6 +84,12 @@ pub(crate) struct Recovered {
     pub next_file_id: u32,
     /// The highest sequence number loaded (0: none).
     pub max_seq: u64,
+    /// Keys that expired while the store was closed, kept in the keydir
+    /// (invisible to reads) for the first expiry sweep to log.
+    pub expired_kept: u64,
+    /// A segment the open sealed that has no hint yet, for the background
+    /// thread to write one.
+    pub needs_hint: Option<u32>,
     /// When loading the segments started (for the log line of open).
     pub started: Instant,
 }
@@ -143,7 +149,14 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
     )?;
     let mut active = loads.iter().position(|l| Some(l.id) == active_id);
     let tail = fix_active_tail(vfs, dir, active.map(|i| &mut loads[i]), opts.read_only)?;
-    if seal_damaged_active(vfs, dir, active.map(|i| &loads[i]), opts.read_only)? {
+    let mut needs_hint = None;
+    if seal_active_if_needed(vfs, dir, active.map(|i| &loads[i]), opts.read_only)? {
+        // Sealed for its format version, not for damage: it gets a hint
+        // like any sealed segment (a damaged one is scanned at each open).
+        needs_hint = active
+            .map(|i| &loads[i])
+            .filter(|l| l.skipped.is_empty())
+            .map(|l| l.id);
         active = None;
     }
     let report = report_of(
@@ -152,7 +165,15 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
         tail.truncated,
         &loads,
     );
-    let (keydir, live) = build_keydir(&loads, now);
+    // A writable open keeps the keys that expired while the store was
+    // closed, so that the first expiry sweep logs their expirations.
+    let expired = if opts.read_only {
+        ExpiredAtOpen::Drop
+    } else {
+        ExpiredAtOpen::Keep
+    };
+    let built = build_keydir(&loads, now, expired);
+    let (keydir, live) = (built.keydir, built.live);
     let seg_stats = segment_stats(&loads, &live);
     let active_id = active.map(|i| loads[i].id);
     let segments = open_sealed_segments(vfs, dir, &loads, active_id, opts.use_mmap)?;
@@ -165,6 +186,8 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
         active: active.map(|i| RecoveredActive::of(&loads[i], tail.allocated)),
         next_file_id: listing.segments.last().map_or(1, |&m| m + 1),
         max_seq: loads.iter().map(|l| l.max_seq).max().unwrap_or(0),
+        expired_kept: built.expired_kept,
+        needs_hint,
         started,
     };
     release_memory(loads);

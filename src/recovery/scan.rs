@@ -79,6 +79,7 @@ pub(crate) fn scan_segment(
         path,
         bytes,
         salt,
+        version: load.version,
         active,
         salvage: mode == RecoveryMode::Salvage,
         load,
@@ -108,6 +109,7 @@ fn read_header(
         Ok(info) => {
             load.compacted = info.compacted;
             load.salt = info.salt;
+            load.version = info.version;
             Ok(Some(info.salt))
         }
         Err(e) => {
@@ -119,6 +121,7 @@ fn read_header(
                 bytes.len() < header_len || bytes[header_len..].iter().all(|&b| b == 0);
             if active && torn_create && !matches!(e, Error::UnsupportedVersion { .. }) {
                 load.needs_header = true;
+                load.version = segment::FORMAT_VERSION; // the header to write
                 load.cut = Some((0, bytes.len() as u64));
                 load.len = 0;
                 return Ok(None);
@@ -133,6 +136,9 @@ struct Scan<'a> {
     path: &'a Path,
     bytes: &'a [u8],
     salt: u32,
+    /// The segment's format version: a version-1 segment holds no record
+    /// flag of version 2.
+    version: u16,
     active: bool,
     salvage: bool,
     load: SegmentLoad,
@@ -178,6 +184,11 @@ impl Scan<'_> {
             Decoded::Truncated => return Ok(Some("record is truncated")),
             Decoded::Invalid(why) => return Ok(Some(why)),
         };
+        if self.version < 2 && r.has_flags_since_v2() {
+            return Ok(Some(
+                "record flags of format version 2 in a version-1 segment",
+            ));
+        }
         if r.kind == RecordKind::SyncMark {
             return Ok(self.sync_mark(&r));
         }

@@ -30,6 +30,9 @@ pub(crate) struct SegmentLoad {
     pub hint_bytes: u64,
     /// Written by compaction (from its header).
     pub compacted: bool,
+    /// The segment's format version (from its header; 0 when it could not
+    /// be read, which salvage allows for a sealed segment).
+    pub version: u16,
     /// The active segment ends with the sync marks of a clean close, which
     /// vouch for every byte before them.
     pub closed_clean: bool,
@@ -53,6 +56,7 @@ impl SegmentLoad {
             min_seq: u64::MAX,
             hint_bytes: 0,
             compacted: false,
+            version: 0,
             closed_clean: false,
         }
     }

@@ -15,7 +15,7 @@ use crate::storage::segment::Segment;
 use super::active::fix_active_tail;
 use super::dir::ensure_dir;
 use super::load::load_all;
-use super::merge::build_keydir;
+use super::merge::{build_keydir, ExpiredAtOpen};
 use super::pin::{back_off, pin, Pinned};
 use super::segment_load::SegmentLoad;
 use super::segments::segment_stats;
@@ -79,7 +79,8 @@ fn load_pinned(
     let active = loads.iter().position(|l| Some(l.id) == active_id);
     let tail = fix_active_tail(&*opts.vfs, dir, active.map(|i| &mut loads[i]), true)?;
     let report = report_of(false, 0, tail.truncated, &loads);
-    let (keydir, live) = build_keydir(&loads, now);
+    let built = build_keydir(&loads, now, ExpiredAtOpen::Drop);
+    let (keydir, live) = (built.keydir, built.live);
     let seg_stats = segment_stats(&loads, &live);
     let active = active.map(|i| RecoveredActive {
         file: pinned.segments.get(&loads[i].id).and_then(|p| p.file()),
@@ -95,6 +96,8 @@ fn load_pinned(
         active,
         next_file_id: ids.last().map_or(1, |&m| m + 1),
         max_seq: loads.iter().map(|l| l.max_seq).max().unwrap_or(0),
+        expired_kept: 0,
+        needs_hint: None,
         started,
     })
 }

@@ -63,6 +63,14 @@ pub enum SegmentEntry {
         expires_at_ms: u64,
         /// Part of an atomic batch.
         in_batch: bool,
+        /// A put that only changes the key's expiry (`Db::expire`,
+        /// `Db::persist`): its value is the one the key already had.
+        /// Always `false` in a format-version-1 segment.
+        expiry_only: bool,
+        /// A tombstone written because the key's expiry passed (the
+        /// expiry sweep), not by a delete. Always `false` in a
+        /// format-version-1 segment.
+        expired: bool,
         /// The key.
         key: Vec<u8>,
         /// The value.
@@ -113,7 +121,7 @@ pub fn read_segment(path: impl AsRef<Path>) -> Result<Vec<SegmentEntry>> {
 /// [`read_segment`]).
 pub(crate) fn entries_of(path: &Path, id: u32, bytes: &[u8]) -> Vec<SegmentEntry> {
     match segment::header_info(path, bytes, id) {
-        Ok(h) => walk_records(bytes, h.salt),
+        Ok(h) => walk_records(bytes, h.salt, h.version),
         Err(e) => vec![SegmentEntry::Damaged {
             offset: 0,
             len: bytes.len() as u64,
@@ -209,8 +217,9 @@ impl SegmentFiles {
 }
 
 /// The records and damaged ranges of a segment's `bytes` after its header,
-/// up to its end or to the zeros that end it.
-fn walk_records(bytes: &[u8], salt: u32) -> Vec<SegmentEntry> {
+/// up to its end or to the zeros that end it. A record with a flag of format
+/// version 2 in a segment of `version` 1 is damage, as recovery says.
+fn walk_records(bytes: &[u8], salt: u32, version: u16) -> Vec<SegmentEntry> {
     let mut out = Vec::new();
     let mut pos = SEGMENT_HEADER_LEN as usize;
     while pos < bytes.len() {
@@ -218,6 +227,9 @@ fn walk_records(bytes: &[u8], salt: u32) -> Vec<SegmentEntry> {
             break;
         }
         let reason = match record::decode(&bytes[pos..], salt, pos as u64) {
+            Decoded::Record(r) if version < 2 && r.has_flags_since_v2() => {
+                "record flags of format version 2 in a version-1 segment".to_string()
+            }
             Decoded::Record(r) => {
                 out.push(record_entry(pos as u64, &r));
                 pos += r.len as usize;
@@ -246,6 +258,8 @@ fn record_entry(offset: u64, r: &RecordRef<'_>) -> SegmentEntry {
         seq: r.seq,
         expires_at_ms: r.expires_at_ms,
         in_batch: r.in_batch,
+        expiry_only: r.expiry_only,
+        expired: r.expired,
         key: r.key.to_vec(),
         value: r.value.to_vec(),
         len: r.len,

@@ -168,12 +168,15 @@ fn rebuild_segment(id: u32, compacted: bool, bytes: &[u8], load: &SegmentLoad) -
             (RecordKind::Put, value)
         };
         let at = out.len() as u64;
+        // The flags that say what the record meant (an expiry change, an
+        // expiration) stay; the batch flag goes, as the batch records do.
+        let flags = bytes[e.offset as usize + 5] & record::FLAGS_SINCE_V2;
         record::encode_into(
             &mut out,
             salt,
             at,
             kind,
-            0,
+            flags,
             e.seq,
             e.expires_at_ms,
             &e.key,

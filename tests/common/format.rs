@@ -45,8 +45,12 @@ pub const HINT_END_MAGIC: [u8; 4] = *b"HEND";
 /// Magic of a compaction manifest.
 pub const MANIFEST_MAGIC: [u8; 8] = *b"CAIRNCMP";
 
-/// The segment format version.
-pub const FORMAT_VERSION: u16 = 1;
+/// The segment format version cairn writes (2: the record flags
+/// [`RECORD_FLAG_EXPIRY_ONLY`] and [`RECORD_FLAG_EXPIRED`]).
+pub const FORMAT_VERSION: u16 = 2;
+/// The oldest segment format version cairn reads (1: no record flag but
+/// [`RECORD_FLAG_BATCH`]).
+pub const OLDEST_READ_VERSION: u16 = 1;
 /// The hint format version.
 pub const HINT_VERSION: u16 = 2;
 /// Checksum algorithm id of CRC-32C.
@@ -56,6 +60,12 @@ pub const CHECKSUM_CRC32C: u8 = 1;
 pub const SEGMENT_FLAG_COMPACTED: u8 = 0x01;
 /// Record flag: a put or tombstone that is an operation of a batch.
 pub const RECORD_FLAG_BATCH: u8 = 0x01;
+/// Record flag (format version 2): a put that only changes the key's
+/// expiry; alone or with [`RECORD_FLAG_BATCH`], on a put only.
+pub const RECORD_FLAG_EXPIRY_ONLY: u8 = 0x02;
+/// Record flag (format version 2): a tombstone written because the key's
+/// expiry passed; alone, on a tombstone only.
+pub const RECORD_FLAG_EXPIRED: u8 = 0x04;
 
 /// Longest key.
 pub const MAX_KEY_LEN: u32 = 65_536;
@@ -193,7 +203,8 @@ pub struct SegmentHeader {
 }
 
 impl SegmentHeader {
-    /// A valid header (version 1, CRC-32C, reserved 0) for segment `id`.
+    /// A valid header (version [`FORMAT_VERSION`], CRC-32C, reserved 0)
+    /// for segment `id`.
     pub fn new(id: u32, salt: u32, flags: u8) -> SegmentHeader {
         let mut h = SegmentHeader {
             magic: SEGMENT_MAGIC,
@@ -246,7 +257,7 @@ impl SegmentHeader {
     }
 }
 
-/// A valid segment header (version 1).
+/// A valid segment header (version [`FORMAT_VERSION`]).
 pub fn segment_header(id: u32, salt: u32, flags: u8) -> [u8; SEGMENT_HEADER_LEN] {
     SegmentHeader::new(id, salt, flags).encode()
 }
@@ -258,7 +269,8 @@ pub fn segment_header(id: u32, salt: u32, flags: u8) -> [u8; SEGMENT_HEADER_LEN]
 pub struct Record {
     /// Its kind ([`kind`]).
     pub kind: u8,
-    /// Flags ([`RECORD_FLAG_BATCH`]).
+    /// Flags ([`RECORD_FLAG_BATCH`], [`RECORD_FLAG_EXPIRY_ONLY`],
+    /// [`RECORD_FLAG_EXPIRED`]).
     pub flags: u8,
     /// Sequence number.
     pub seq: u64,
@@ -429,13 +441,22 @@ pub fn record_checksum_ok(seg: &[u8], at: usize, len: usize, salt: u32) -> bool 
 
 /// The header of the record at the start of `b`, which sits at `offset`
 /// of a segment with `salt`, when the record is valid by docs/format.md:
-/// a known kind, flags 0 (or the batch flag on a put or tombstone),
-/// reserved bytes 0, lengths within the limits and within `b`, and a
+/// a known kind, flags 0 (or, on a put: batch, expiry-only, or both; on a
+/// tombstone: batch, or expired alone), reserved bytes 0, lengths within the limits and within `b`, and a
 /// matching checksum.
 pub fn decode_record(b: &[u8], salt: u32, offset: u64) -> Option<RecordHeader> {
     let h = RecordHeader::read(b, 0)?;
-    let flags_ok = h.flags == 0
-        || (h.flags == RECORD_FLAG_BATCH && (h.kind == kind::PUT || h.kind == kind::TOMBSTONE));
+    let flags_ok = match h.kind {
+        kind::PUT => [
+            0,
+            RECORD_FLAG_BATCH,
+            RECORD_FLAG_EXPIRY_ONLY,
+            RECORD_FLAG_EXPIRY_ONLY | RECORD_FLAG_BATCH,
+        ]
+        .contains(&h.flags),
+        kind::TOMBSTONE => [0, RECORD_FLAG_BATCH, RECORD_FLAG_EXPIRED].contains(&h.flags),
+        _ => h.flags == 0,
+    };
     let lens_ok = h.key_len <= MAX_KEY_LEN && h.value_len <= MAX_VALUE_LEN;
     let len = h.record_len();
     if !(kind::is_known(h.kind) && flags_ok && h.reserved == 0 && lens_ok && len <= b.len() as u64)

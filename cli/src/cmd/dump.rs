@@ -106,6 +106,8 @@ fn write_record(id: u32, e: &SegmentEntry, shape: &Shape, out: &mut impl Write) 
         seq,
         expires_at_ms,
         in_batch,
+        expiry_only,
+        expired,
         key,
         value,
         ..
@@ -129,6 +131,8 @@ fn write_record(id: u32, e: &SegmentEntry, shape: &Shape, out: &mut impl Write) 
             json!((*expires_at_ms != 0).then_some(expires_at_ms)),
         );
         o.insert("in_batch".into(), json!(in_batch));
+        o.insert("expiry_only".into(), json!(expiry_only));
+        o.insert("expired".into(), json!(expired));
         o.insert("crc".into(), json!("ok"));
         if shape.values {
             bytes_field(&mut o, "value", value);
@@ -143,10 +147,12 @@ fn write_record(id: u32, e: &SegmentEntry, shape: &Shape, out: &mut impl Write) 
     };
     write!(
         out,
-        "{id:>6} {offset:>10}  {:<12} seq {seq:<8} exp {exp:<13} crc ok  {}{} ({} bytes)",
+        "{id:>6} {offset:>10}  {:<12} seq {seq:<8} exp {exp:<13} crc ok  {}{}{}{} ({} bytes)",
         kind.name(),
         escape(key),
         if *in_batch { " [batch]" } else { "" },
+        if *expiry_only { " [expiry-only]" } else { "" },
+        if *expired { " [expired]" } else { "" },
         value.len()
     )?;
     if shape.values {
