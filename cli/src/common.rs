@@ -228,6 +228,59 @@ pub fn finish(pb: Option<ProgressBar>) {
     }
 }
 
+/// The Redis database a keyspace named by a number goes to by itself
+/// (`cairn export --format resp`, `cairn follow`): all ASCII digits, at
+/// most `i32::MAX`.
+pub fn numbered_database(name: &str) -> Option<u32> {
+    match name.parse::<u32>() {
+        Ok(n) if name.bytes().all(|b| b.is_ascii_digit()) && n <= i32::MAX as u32 => Some(n),
+        _ => None,
+    }
+}
+
+/// Fails unless the store has keyspace `name` (given with `flag`).
+pub fn check_keyspace(root: &Db, names: &[String], name: &str, flag: &str) -> Result<()> {
+    if !names.iter().any(|n| n == name) {
+        bail!(
+            "{flag} {name}=…: {} has no keyspace {name:?} (its keyspaces: {})",
+            root.path().display(),
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        );
+    }
+    Ok(())
+}
+
+/// Keyspace `name` of `root`, refused when it has keyspaces of its own
+/// (`command` names the command to run on it instead).
+pub fn flat_keyspace(root: &Db, name: &str, command: &str) -> Result<Db> {
+    let db = root.keyspace(name)?;
+    let nested = db.keyspace_names()?;
+    if !nested.is_empty() {
+        bail!(
+            "keyspace {name:?} has keyspaces of its own ({}); {command} one level at a time: \
+             cairn {command} {} …",
+            nested.join(", "),
+            db.path().display()
+        );
+    }
+    Ok(db)
+}
+
+/// The error for keyspaces (already quoted) that no rule gives a Redis
+/// database.
+pub fn unmapped_keyspaces(quoted: &[String]) -> anyhow::Error {
+    anyhow!(
+        "no Redis database for keyspace {}: only a keyspace named by a number goes to that \
+         database by itself; give each a database with --keyspace-db NAME=N, or leave it out \
+         with --keyspace-db NAME=skip",
+        quoted.join(", ")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_ttl_at;

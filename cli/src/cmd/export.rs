@@ -10,7 +10,10 @@ use cairn::Db;
 use serde_json::{json, Value};
 
 use crate::args::ExportFormat;
-use crate::common::{bytes_field, expires_at, finish, open_read, progress};
+use crate::common::{
+    bytes_field, check_keyspace, expires_at, finish, flat_keyspace, numbered_database, open_read,
+    progress, unmapped_keyspaces,
+};
 
 /// Writes the store at `dir` to `out` in `format`: the keys under
 /// `prefix`; `keyspace_db` maps keyspaces to Redis databases (`None`:
@@ -130,17 +133,7 @@ fn plan(root: &Db, keyspace_db: &[(String, Option<u32>)]) -> Result<Vec<Source>>
     let names = root.keyspace_names()?;
     let mut map = BTreeMap::new();
     for (name, db) in keyspace_db {
-        if !names.contains(name) {
-            let have = if names.is_empty() {
-                "it has no keyspaces".to_string()
-            } else {
-                format!("its keyspaces: {}", names.join(", "))
-            };
-            bail!(
-                "--keyspace-db {name}=…: {} has no keyspace {name:?} ({have})",
-                root.path().display()
-            );
-        }
+        check_keyspace(root, &names, name, "--keyspace-db")?;
         if map.insert(name.clone(), *db).is_some() {
             bail!("--keyspace-db names keyspace {name:?} twice");
         }
@@ -156,24 +149,15 @@ fn plan(root: &Db, keyspace_db: &[(String, Option<u32>)]) -> Result<Vec<Source>>
         let number = match map.get(name) {
             Some(None) => continue,
             Some(Some(n)) => *n,
-            None => match name.parse::<u32>() {
-                Ok(n) if name.bytes().all(|b| b.is_ascii_digit()) && n <= i32::MAX as u32 => n,
-                _ => {
-                    unmapped.push(name.as_str());
+            None => match numbered_database(name) {
+                Some(n) => n,
+                None => {
+                    unmapped.push(format!("{name:?}"));
                     continue;
                 }
             },
         };
-        let db = root.keyspace(name)?;
-        let nested = db.keyspace_names()?;
-        if !nested.is_empty() {
-            bail!(
-                "keyspace {name:?} has keyspaces of its own ({}); export one level at a time: \
-                 cairn export --format resp {}",
-                nested.join(", "),
-                db.path().display()
-            );
-        }
+        let db = flat_keyspace(root, name, "export")?;
         sources.push(Source {
             label: format!("keyspace {name:?}"),
             db,
@@ -181,14 +165,8 @@ fn plan(root: &Db, keyspace_db: &[(String, Option<u32>)]) -> Result<Vec<Source>>
             keys: Vec::new(),
         });
     }
-    if let [first, ..] = unmapped[..] {
-        let list: Vec<String> = unmapped.iter().map(|n| format!("{n:?}")).collect();
-        bail!(
-            "no Redis database for keyspace {}: only a keyspace named by a number goes to that \
-             database by itself; give each a database with --keyspace-db NAME=N, or leave it out \
-             with --keyspace-db NAME=skip (e.g. --keyspace-db {first}=1)",
-            list.join(", ")
-        );
+    if !unmapped.is_empty() {
+        return Err(unmapped_keyspaces(&unmapped));
     }
     for s in &sources {
         if s.number > 15 {

@@ -42,7 +42,9 @@ use feed::{is_changes_lost, Change, ChangeKind, Changes, FeedStart, Position};
 use state::{PositionFile, State};
 use target::{check_cluster_db, glob_escape, Op, Target, Url};
 
-use crate::common::{now_ms, open_read};
+use crate::common::{
+    check_keyspace, flat_keyspace, now_ms, numbered_database, open_read, unmapped_keyspaces,
+};
 
 /// Most operations in one transaction (a store batch may exceed it: a
 /// batch is never split).
@@ -380,26 +382,15 @@ fn plan(
             Some(None) => continue,
             Some(Some(n)) => i64::from(*n),
             None if cluster => 0,
-            None => match name.parse::<u32>() {
-                Ok(n) if name.bytes().all(|b| b.is_ascii_digit()) && n <= i32::MAX as u32 => {
-                    i64::from(n)
-                }
-                _ => {
+            None => match numbered_database(name) {
+                Some(n) => i64::from(n),
+                None => {
                     unmapped.push(format!("{name:?}"));
                     continue;
                 }
             },
         };
-        let db = root.keyspace(name)?;
-        let nested = db.keyspace_names()?;
-        if !nested.is_empty() {
-            bail!(
-                "keyspace {name:?} has keyspaces of its own ({}); follow one level at a time: \
-                 cairn follow {} --to …",
-                nested.join(", "),
-                db.path().display()
-            );
-        }
+        let db = flat_keyspace(root, name, "follow")?;
         plans.push(Plan {
             keyspace: Some(name.clone()),
             db,
@@ -408,12 +399,7 @@ fn plan(
         });
     }
     if !unmapped.is_empty() {
-        bail!(
-            "no Redis database for keyspace {}: only a keyspace named by a number goes to that \
-             database by itself; give each a database with --keyspace-db NAME=N, or leave it out \
-             with --keyspace-db NAME=skip",
-            unmapped.join(", ")
-        );
+        return Err(unmapped_keyspaces(&unmapped));
     }
     if !cluster {
         let mut by_db: BTreeMap<i64, String> = BTreeMap::new();
@@ -432,22 +418,6 @@ fn plan(
         }
     }
     Ok(plans)
-}
-
-/// Fails unless the store has keyspace `name` (named by `flag`).
-fn check_keyspace(root: &Db, names: &[String], name: &str, flag: &str) -> Result<()> {
-    if !names.iter().any(|n| n == name) {
-        bail!(
-            "{flag} {name}=…: {} has no keyspace {name:?} (its keyspaces: {})",
-            root.path().display(),
-            if names.is_empty() {
-                "none".to_string()
-            } else {
-                names.join(", ")
-            }
-        );
-    }
-    Ok(())
 }
 
 /// The layouts of `--modules NAME=KIND`; a sessions keyspace takes its
