@@ -17,7 +17,7 @@
 //! * **Never a silent gap.** Compaction removes old segments of the log.
 //!   A feed whose next change is no longer there (it fell behind, or it
 //!   resumes from a position compaction removed) fails with
-//!   [`Error::ChangesLost`](crate::Error::ChangesLost), as a Redis
+//!   [`Error::ChangesLost`], as a Redis
 //!   replica needs a full resynchronisation: start again from
 //!   [`Db::snapshot_then_changes`](crate::Db::snapshot_then_changes).
 //!   The same error comes when a position is not in the store's history
