@@ -670,3 +670,156 @@ fn expiry_changes_and_expirations_are_their_own_kinds() {
     assert_eq!(kinds[4], ChangeKind::Expired { key: b"t".to_vec() });
     assert_eq!(feed.try_next().expect("read"), None);
 }
+
+/// Found by review: compaction dropped the store's newest records (a
+/// delete and the put it deleted, with an empty active segment), the
+/// reopened writer numbered new changes from there again, and a feed
+/// resuming before the delete read the new put as the change after its
+/// position: the delete was skipped silently. Compaction now keeps the
+/// newest record of its inputs (as a tombstone), so numbers keep growing
+/// and the resume fails with `ChangesLost`; `snapshot_then_changes` works
+/// at once (it failed until the next write).
+#[test]
+fn compaction_never_lets_sequence_numbers_be_handed_out_twice() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(dir.path()).expect("open");
+    db.put("k", "1").expect("put");
+    db.put("a", "2").expect("put");
+    let mut feed = db.changes(FeedStart::After(Position::START)).expect("feed");
+    while feed.try_next().expect("read").is_some() {}
+    let saved = feed.resume_position();
+    assert_eq!(saved.seq(), 2);
+    db.delete("k").expect("delete");
+    db.seal_active_segment().expect("seal");
+    db.compact().expect("compact");
+    let (snapshot, _) = db.snapshot_then_changes().expect("snapshot then changes");
+    assert_eq!(snapshot.get("k").expect("get"), None);
+    drop((snapshot, feed));
+    db.close().expect("close");
+    let db = Db::open(dir.path()).expect("reopen");
+    db.put("b", "3").expect("put");
+    match db.changes(FeedStart::After(saved)) {
+        Err(Error::ChangesLost { .. }) => {}
+        Ok(mut f) => panic!(
+            "resumed without the delete; next change: {:?}",
+            f.try_next()
+        ),
+        Err(e) => panic!("{e}"),
+    }
+    let newest = db.changes(FeedStart::Now).expect("feed").resume_position();
+    assert_eq!(
+        newest.seq(),
+        4,
+        "the put after the reopen is change 4, not 3"
+    );
+}
+
+/// Found by review: `FeedStart::Now` (and `lag`) on a feed following the
+/// files of another process counted a batch still being written: the
+/// feed started inside it and then failed on its end, and `lag` never
+/// came back to 0 (so `cairn follow --once` never ended).
+#[test]
+fn now_and_lag_stop_before_a_batch_not_yet_whole() {
+    use common::format::{push_record, salt_for, seg_path, segment_header, Record};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let salt = salt_for(1);
+    let mut seg = segment_header(1, salt, 0).to_vec();
+    push_record(&mut seg, salt, &Record::put(1, b"a", b"1"));
+    push_record(&mut seg, salt, &Record::batch_begin(2, 1));
+    push_record(&mut seg, salt, &Record::put(3, b"b", b"2").in_batch());
+    std::fs::write(seg_path(dir.path(), 1), &seg).expect("write");
+    let db = Options::new()
+        .snapshot(true)
+        .open(dir.path())
+        .expect("open");
+
+    let mut from_start = db.changes(FeedStart::After(Position::START)).expect("feed");
+    assert_eq!(from_start.try_next().expect("put").map(|c| c.seq), Some(1));
+    assert_eq!(from_start.try_next().expect("waits"), None);
+    assert_eq!(
+        from_start.lag().expect("lag").seqs,
+        0,
+        "the batch is not whole"
+    );
+
+    let mut now = db.changes(FeedStart::Now).expect("feed");
+    assert_eq!(now.resume_position().seq(), 1, "before the batch");
+    push_record(&mut seg, salt, &Record::batch_commit(4, 2, 1));
+    std::fs::write(seg_path(dir.path(), 1), &seg).expect("write");
+    let kinds: Vec<ChangeKind> = (0..3)
+        .map(|_| now.try_next().expect("read").expect("change").kind)
+        .collect();
+    assert_eq!(kinds[0], ChangeKind::BatchBegin { ops: 1 });
+    assert_eq!(kinds[2], ChangeKind::BatchEnd { ops: 1 });
+}
+
+/// Found by review: a change was published to feeds before the index
+/// held it, so a consumer reading the key back could see the value before.
+#[test]
+fn a_consumer_reading_a_changed_key_back_sees_the_change() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Options::new()
+        .sync_policy(cairn::SyncPolicy::Never)
+        .open(dir.path())
+        .expect("open");
+    db.put("k", 0u64.to_be_bytes()).expect("put");
+    let mut feed = db.changes(FeedStart::Now).expect("feed");
+    let writer = {
+        let db = db.clone();
+        std::thread::spawn(move || {
+            for i in 1..=20_000u64 {
+                db.put("k", i.to_be_bytes()).expect("put");
+            }
+        })
+    };
+    let mut seen = 0;
+    while seen < 20_000 {
+        let Some(c) = feed.next_timeout(Duration::from_secs(10)).expect("feed") else {
+            panic!("stuck at {seen}");
+        };
+        if let ChangeKind::Put { value, .. } = c.kind {
+            let announced = u64::from_be_bytes(value.try_into().expect("8 bytes"));
+            let read = db.get("k").expect("get").expect("present");
+            let read = u64::from_be_bytes(read.try_into().expect("8 bytes"));
+            assert!(
+                read >= announced,
+                "read {read} after the feed announced {announced}"
+            );
+            seen = announced;
+        }
+    }
+    writer.join().expect("writer");
+}
+
+/// Found by review: `Watch::next_timeout` kept looking while changes
+/// outside its prefix kept coming, far past its timeout.
+#[test]
+fn watch_keeps_its_timeout_under_other_traffic() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Options::new()
+        .sync_policy(cairn::SyncPolicy::Never)
+        .open(dir.path())
+        .expect("open");
+    let mut w = db.watch("session/").expect("watch");
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (db, stop) = (db.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                db.put(format!("other/{}", i % 1000), "x").expect("put");
+                i += 1;
+            }
+        })
+    };
+    std::thread::sleep(Duration::from_millis(50));
+    let t = std::time::Instant::now();
+    assert_eq!(
+        w.next_timeout(Duration::from_millis(20)).expect("watch"),
+        None
+    );
+    let took = t.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    writer.join().expect("writer");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}

@@ -106,10 +106,15 @@ impl Core {
         now: u64,
     ) -> Result<Classified> {
         let mut out = Classified::default();
+        // The newest record of the inputs that is dropped, and the newest
+        // kept: see `keep_newest`.
+        let mut newest_dropped: Option<(Kept, Dropped)> = None;
+        let mut inputs_newest = 0;
         for (input, (&id, bytes)) in plan.inputs.iter().zip(sources).enumerate() {
             out.tally.bytes_in += bytes.len() as u64;
             let path = names::segment_path(&self.dir, id);
             let load = recovery::scan_segment(&path, id, bytes, false, RecoveryMode::Strict)?;
+            inputs_newest = inputs_newest.max(load.max_seq);
             for e in load.entries {
                 let current = self.keydir.get(&e.key);
                 let expired = e.expires_at_ms != 0 && e.expires_at_ms <= now;
@@ -131,16 +136,26 @@ impl Core {
                         out.tally.tombstones_kept += 1;
                         None
                     }
-                    Fate::Overwritten => {
-                        out.tally.dropped_overwritten += 1;
-                        continue;
-                    }
-                    Fate::Deleted => {
-                        out.tally.dropped_deleted += 1;
-                        continue;
-                    }
-                    Fate::Expired => {
-                        out.tally.dropped_expired += 1;
+                    dropped => {
+                        let why = match dropped {
+                            Fate::Overwritten => Dropped::Overwritten,
+                            Fate::Deleted => Dropped::Deleted,
+                            _ => Dropped::Expired,
+                        };
+                        why.count(&mut out.tally, 1);
+                        if newest_dropped.as_ref().is_none_or(|(n, _)| e.seq > n.seq) {
+                            let kept = Kept {
+                                seq: e.seq,
+                                input,
+                                offset: e.offset,
+                                key_len: e.key.len() as u32,
+                                value_len: 0,
+                                expires_at_ms: 0,
+                                live: None,
+                                key: e.key,
+                            };
+                            newest_dropped = Some((kept, why));
+                        }
                         continue;
                     }
                 };
@@ -155,6 +170,11 @@ impl Core {
                     key: e.key,
                 });
             }
+        }
+        // Only when the inputs hold the store's newest change: else a newer
+        // record elsewhere keeps the numbers growing.
+        if inputs_newest >= self.feed.end().seq {
+            keep_newest(&mut out, newest_dropped);
         }
         out.order = self.write_order(plan, &out.kept)?;
         Ok(out)
@@ -274,4 +294,47 @@ fn fate(
     // newer, or was refused above), so a newer tombstone or expired put
     // hides it.
     Fate::Deleted
+}
+
+/// Keeps the inputs' newest record, as a tombstone, when it would be
+/// dropped and nothing newer is kept (the caller checks that the inputs
+/// hold the store's newest change).
+///
+/// Recovery starts the writer's sequence numbers right after the newest
+/// record it finds. Were compaction to drop the store's newest records
+/// (say a delete and the put it deleted, in a sealed segment, with an
+/// empty active segment), a reopened writer would number new changes with
+/// numbers already handed out, and a change feed resuming right before
+/// them would read the new changes as the old ones, missing the delete.
+/// One tombstone per compaction keeps the numbers growing. It hides
+/// nothing: its key has a newer record, or none that is live.
+fn keep_newest(out: &mut Classified, newest_dropped: Option<(Kept, Dropped)>) {
+    let Some((newest, why)) = newest_dropped else {
+        return;
+    };
+    if out.kept.iter().any(|k| k.seq > newest.seq) {
+        return;
+    }
+    why.count(&mut out.tally, -1);
+    out.tally.tombstones_kept += 1;
+    out.kept.push(newest);
+}
+
+/// Why a record was dropped: which count of the [`Tally`] it is in.
+#[derive(Clone, Copy)]
+enum Dropped {
+    Overwritten,
+    Deleted,
+    Expired,
+}
+
+impl Dropped {
+    fn count(self, t: &mut Tally, by: i64) {
+        let n = match self {
+            Dropped::Overwritten => &mut t.dropped_overwritten,
+            Dropped::Deleted => &mut t.dropped_deleted,
+            Dropped::Expired => &mut t.dropped_expired,
+        };
+        *n = n.saturating_add_signed(by);
+    }
 }

@@ -166,11 +166,6 @@ impl Core {
         }
         w.active.len.store(end, Ordering::Release);
         w.next_seq += seqs;
-        self.feed.publish(LogEnd {
-            segment: w.active.id,
-            offset: end,
-            seq: w.next_seq - 1,
-        });
         self.bytes_written.fetch_add(len, Ordering::Relaxed);
 
         // Bytes that stopped mattering, per segment (reusing a buffer).
@@ -198,6 +193,13 @@ impl Core {
             }
         }
         w.dead = dead;
+        // Only now that reads see them: a consumer told of a change and
+        // reading the key back must find it (or something newer).
+        self.feed.publish(LogEnd {
+            segment: w.active.id,
+            offset: end,
+            seq: w.next_seq - 1,
+        });
         Ok((w.active.id, end))
     }
 

@@ -466,7 +466,9 @@ impl Changes {
         })
     }
 
-    /// Reads ahead (without returning anything) to the end of the files.
+    /// Reads ahead (without returning anything) to the end of the files:
+    /// the newest change of a whole unit (a batch still being written, or
+    /// one that never committed, does not count).
     fn skim_to_end(&mut self) -> Result<u64> {
         if self.skim.is_none() {
             self.skim = Some(self.reader.fork());
@@ -474,17 +476,13 @@ impl Changes {
         let Some(s) = self.skim.as_mut() else {
             return Ok(0);
         };
-        loop {
-            match s.next(Limit::Files) {
-                Ok(Next::Record(_)) => {}
-                Ok(Next::Wait) => break,
-                Err(e) => {
-                    self.skim = None;
-                    return Err(e);
-                }
+        match s.read_whole_units(Limit::Files) {
+            Ok(newest) => Ok(newest.unwrap_or(0)),
+            Err(e) => {
+                self.skim = None;
+                Err(e)
             }
         }
-        Ok(s.last_seq().unwrap_or(0))
     }
 
     fn pop(&mut self) -> Option<Change> {
@@ -621,12 +619,21 @@ impl Watch {
     /// As [`Changes::next_timeout`].
     pub fn next_timeout(&mut self, timeout: Duration) -> Result<Option<Change>> {
         let deadline = Instant::now() + timeout;
+        let mut past_deadline = 0;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.changes.next_timeout(left)? {
                 None => return Ok(None),
                 Some(c) if c.key().is_some_and(|k| k.starts_with(&self.prefix)) => {
                     return Ok(Some(c))
+                }
+                // Changes outside the prefix may keep coming: past the
+                // deadline, only a bounded number more is looked at.
+                Some(_) if left.is_zero() => {
+                    past_deadline += 1;
+                    if past_deadline > 1024 {
+                        return Ok(None);
+                    }
                 }
                 Some(_) => {}
             }

@@ -311,6 +311,24 @@ impl LogReader {
         Ok(())
     }
 
+    /// [`LogReader::seek_segment_start`], or `false` when the segment is
+    /// gone (compaction deleted it since the directory was listed) or was
+    /// not written by the writer.
+    pub(crate) fn try_seek_segment_start(
+        &mut self,
+        id: u32,
+        last_seq: Option<u64>,
+    ) -> Result<bool> {
+        if !matches!(self.open_segment(id)?, Some(Some(_))) {
+            return Ok(false);
+        }
+        match self.seek_segment_start(id, last_seq) {
+            Ok(()) => Ok(true),
+            Err(Error::ChangesLost { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Starts at `offset` of writer segment `id` (a published end), right
     /// after the record numbered `last_seq`.
     pub(crate) fn seek_end(&mut self, id: u32, offset: u64, last_seq: u64) -> Result<()> {
@@ -390,6 +408,34 @@ impl LogReader {
             Limit::Published(e) if e.segment <= c.id => Ok(None),
             _ => self.next_writer_after(c.id),
         }
+    }
+
+    /// Reads every record there is now, then goes back to the begin
+    /// record of a batch still open at the end (one being written, or one
+    /// a crash left without its commit): the reader stops after the last
+    /// whole unit. Returns the sequence number of that unit's last record.
+    pub(crate) fn read_whole_units(&mut self, limit: Limit) -> Result<Option<u64>> {
+        let mut open: Option<Mark> = None;
+        let mut last_whole = self.last_seq;
+        loop {
+            match self.next(limit)? {
+                Next::Record(r) => match r.kind {
+                    RecordKind::SyncMark => {}
+                    RecordKind::BatchBegin => open = Some(self.before_last),
+                    RecordKind::BatchCommit => {
+                        open = None;
+                        last_whole = Some(r.seq);
+                    }
+                    _ if open.is_some() => {}
+                    _ => last_whole = Some(r.seq),
+                },
+                Next::Wait => break,
+            }
+        }
+        if let Some(m) = open {
+            self.reset(m)?;
+        }
+        Ok(last_whole)
     }
 
     /// The oldest writer segment, if any.

@@ -8,9 +8,11 @@ use super::reader::{Limit, LogReader, Next};
 use super::Position;
 
 /// The first sequence number in writer segment `id`, if it holds a record
-/// (sync marks do not count). Reads from the segment's start.
+/// (sync marks do not count) and is still there. Reads from its start.
 fn first_seq(r: &mut LogReader, id: u32, limit: Limit) -> Result<Option<u64>> {
-    r.seek_segment_start(id, None)?;
+    if !r.try_seek_segment_start(id, None)? {
+        return Ok(None);
+    }
     loop {
         match r.next(limit)? {
             Next::Record(_) if r.at().map(|(s, _)| s) != Some(id) => return Ok(None),
@@ -39,25 +41,35 @@ pub(crate) fn after(r: &mut LogReader, pos: Position, limit: Limit) -> Result<()
     let segments = r.writer_segments()?;
     // The change right after `pos` (no change comes after u64::MAX).
     let next = pos.seq.saturating_add(1);
-    // The last writer segment that starts at or before the change after
-    // `pos`; the segments after it start later.
-    let mut chosen = None;
+    // The writer segment that holds `pos` (the last one starting at or
+    // before it), else one that starts right after it.
+    let mut holder = None;
+    let mut starts_next = None;
     let mut oldest = None;
     for &id in &segments {
         let Some(first) = first_seq(r, id, limit)? else {
-            continue;
+            continue; // empty, or deleted by compaction meanwhile
         };
         oldest.get_or_insert(first);
-        if first <= next {
-            chosen = Some((id, first));
+        if first <= pos.seq {
+            holder = Some((id, first));
         } else {
+            if first == next {
+                starts_next = Some(id);
+            }
             break;
         }
     }
-    let Some((id, first)) = chosen else {
-        return match oldest {
-            // The log starts right after `pos`.
-            Some(o) if o == next => start_of_first(r, &segments, pos),
+    match (holder, starts_next) {
+        // Read to `pos` and check it is the same change.
+        (Some((id, first)), _) => {
+            r.seek_segment_start(id, Some(first - 1))?;
+            skip_through(r, pos, limit)
+        }
+        // `pos` itself is gone (compaction removed its segment), but the
+        // log goes on right after it: nothing is missing.
+        (None, Some(id)) => r.seek_segment_start(id, Some(pos.seq)),
+        (None, None) => match oldest {
             // No writer segment holds a change: the next one written must
             // be the one after `pos` (the reader checks it), and with the
             // writer in this process that is known now.
@@ -81,13 +93,8 @@ pub(crate) fn after(r: &mut LogReader, pos: Position, limit: Limit) -> Result<()
                      removed by compaction"
                 ),
             )),
-        };
-    };
-    r.seek_segment_start(id, Some(first - 1))?;
-    if first == next {
-        return Ok(()); // `pos` ends the segment before (it may be gone)
+        },
     }
-    skip_through(r, pos, limit)
 }
 
 /// Places `r` at the start of the first writer segment, after `pos`.
@@ -182,7 +189,7 @@ pub(crate) fn end_of_files(r: &mut LogReader) -> Result<()> {
     }
     if let Some(id) = start {
         r.seek_segment_start(id, None)?;
-        while let Next::Record(_) = r.next(Limit::Files)? {}
+        r.read_whole_units(Limit::Files)?;
     }
     Ok(())
 }

@@ -121,6 +121,9 @@ impl FeedSignal {
         let deadline = std::time::Instant::now() + timeout;
         let mut g = lock(&self.lock);
         self.waiters.fetch_add(1, Ordering::SeqCst);
+        // Pairs with the fence in `wake`: either this reader's read of the
+        // end below sees the writer's new end, or the writer sees it waiting.
+        std::sync::atomic::fence(Ordering::SeqCst);
         let end = loop {
             let end = self.end();
             let now = std::time::Instant::now();
