@@ -417,19 +417,16 @@ impl LogReader {
     pub(crate) fn read_whole_units(&mut self, limit: Limit) -> Result<Option<u64>> {
         let mut open: Option<Mark> = None;
         let mut last_whole = self.last_seq;
-        loop {
-            match self.next(limit)? {
-                Next::Record(r) => match r.kind {
-                    RecordKind::SyncMark => {}
-                    RecordKind::BatchBegin => open = Some(self.before_last),
-                    RecordKind::BatchCommit => {
-                        open = None;
-                        last_whole = Some(r.seq);
-                    }
-                    _ if open.is_some() => {}
-                    _ => last_whole = Some(r.seq),
-                },
-                Next::Wait => break,
+        while let Next::Record(r) = self.next(limit)? {
+            match r.kind {
+                RecordKind::SyncMark => {}
+                RecordKind::BatchBegin => open = Some(self.before_last),
+                RecordKind::BatchCommit => {
+                    open = None;
+                    last_whole = Some(r.seq);
+                }
+                _ if open.is_some() => {}
+                _ => last_whole = Some(r.seq),
             }
         }
         if let Some(m) = open {
