@@ -747,3 +747,70 @@ fn a_second_follower_of_the_same_store_and_target_is_refused() {
     // The lock goes with the process, also after SIGKILL.
     follow_once(&store, &url, &[]);
 }
+
+fn connect(url: &str) -> redis::Connection {
+    redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .expect("connect")
+}
+
+/// Makes the next run copy a new snapshot and clean up, as after a
+/// compaction that removed its position: the recorded `at <pos>` becomes
+/// `snapshot <pos> clean` (an interrupted resync).
+fn force_resync(con: &mut redis::Connection, position_key: &str) {
+    let at: String = redis::cmd("GET")
+        .arg(position_key)
+        .query(con)
+        .expect("GET position");
+    let pos = at.strip_prefix("at ").expect("an \"at\" position");
+    redis::cmd("SET")
+        .arg(position_key)
+        .arg(format!("snapshot {pos} clean"))
+        .exec(con)
+        .expect("SET position");
+}
+
+#[test]
+fn a_resync_keeps_the_sessions_tag_salt_on_the_target() {
+    use cairn::backend::resp::RespOptions;
+    use cairn::backend::Store;
+    use cairn::session::Sessions;
+    let server = RedisServer::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("data");
+    let db = Options::new().open(&store).expect("open");
+    let embedded = Sessions::new(Store::from(db.keyspace("sessions").expect("keyspace")));
+    let hour = Duration::from_secs(3600);
+    let ids: Vec<_> = (0..2)
+        .map(|i| {
+            embedded
+                .create_for_user("ada", format!("ada-{i}"), hour)
+                .expect("create")
+        })
+        .collect();
+    let modules = ["--modules", "sessions=sessions"];
+    follow_once(&store, &url, &modules);
+    let mut con = connect(&url);
+    let salt: Option<Vec<u8>> = redis::cmd("GET")
+        .arg("cairn:sessions:tag-salt")
+        .query(&mut con)
+        .expect("GET");
+    assert!(salt.is_some(), "follow made the salt on the target");
+
+    force_resync(&mut con, "cairn-follow:default:position:sessions");
+    let log = follow_once(&store, &url, &modules);
+    assert!(log.contains("copying the snapshot"), "{log}");
+    let after: Option<Vec<u8>> = redis::cmd("GET")
+        .arg("cairn:sessions:tag-salt")
+        .query(&mut con)
+        .expect("GET");
+    assert_eq!(after, salt, "the resync must keep the salt");
+    let backend = RespOptions::new(url.as_str()).open().expect("RESP backend");
+    let remote = Sessions::new(Store::from(backend.namespace("sessions")));
+    assert_eq!(remote.list_for_user("ada").expect("list").len(), 2);
+    for id in &ids {
+        assert!(remote.get(id.as_str()).expect("get").is_some());
+    }
+}
+

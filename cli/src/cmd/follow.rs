@@ -686,21 +686,31 @@ impl Follower {
     }
 
     /// Whether a target key found in this store's namespace is someone
-    /// else's: the follower's own keys, or another store's namespace.
-    fn not_ours(&self) -> impl Fn(&[u8]) -> bool {
+    /// else's: the follower's own keys, another store's namespace, or a
+    /// key the module's layout keeps for itself on the target (the
+    /// sessions' `tag-salt`: the store never holds it, and without it the
+    /// module there makes a new salt and misses every user's index).
+    fn not_ours(&self) -> Result<impl Fn(&[u8]) -> bool> {
         let (foreign, own) = (self.foreign.clone(), self.own_key());
         let ns = self.keys.namespace(self.keyspace.as_deref());
-        move |k: &[u8]| {
+        let mut reserved = Vec::new();
+        if let Some(m) = &self.keys.module {
+            for name in m.keys.reserved_names() {
+                reserved.push(self.keys.target_key(self.keyspace.as_deref(), &name)?);
+            }
+        }
+        Ok(move |k: &[u8]| {
             k.strip_prefix(&ns[..]).unwrap_or(k).starts_with(OWN_KEYS)
                 || own.as_deref() == Some(k)
                 || foreign.iter().any(|f| k.starts_with(f))
-        }
+                || reserved.iter().any(|r| r == k)
+        })
     }
 
     /// Whether the target holds no key where this store's keys go.
     fn namespace_empty(&mut self) -> Result<bool> {
         let pattern = self.pattern();
-        let not_ours = self.not_ours();
+        let not_ours = self.not_ours()?;
         let mut empty = true;
         self.target.for_each_key(&pattern, &mut |keys| {
             empty = keys.iter().all(|k| not_ours(k));
@@ -720,7 +730,7 @@ impl Follower {
             expected.insert(self.keys.target_key(self.keyspace.as_deref(), &name)?);
         }
         let pattern = self.pattern();
-        let not_ours = self.not_ours();
+        let not_ours = self.not_ours()?;
         let mut stale = Vec::new();
         self.target.for_each_key(&pattern, &mut |found| {
             stale.extend(
