@@ -300,7 +300,7 @@ Example:
 
 const FOLLOW_HELP: &str = "The store is read from a snapshot (no lock): an application may have it open and keep writing. follow copies the store's keys first, then applies every change of its change feed in order: a put is SET (with PXAT for an expiry; an expiry already past is DEL), a delete or an expired key is DEL, an expiry change is SET of the value with its new expiry, and a batch is one MULTI/EXEC (on a cluster: applied key by key, in order).
 
-Position: by default in the target, under the key cairn-follow:<name>:position (--position-key), written in the same MULTI/EXEC as the changes it covers; or in a file (--position-file, replaced atomically, mode 0600). A new run continues where the last one stopped, also after kill -9 (a replayed change sets the same state again). If the store no longer has the changes after the position (compaction removed them), follow copies a new snapshot and deletes the keys of its namespace that the store no longer has.
+Position: by default in the target, under the key cairn-follow:<name>:position (--position-key), written in the same MULTI/EXEC as the changes it covers; or in a file (--position-file, replaced atomically, mode 0600). A new run continues where the last one stopped, also after kill -9 (a replayed change sets the same state again). If the store no longer has the changes after the position (compaction removed them), follow copies a new snapshot and then deletes the target keys the store no longer has, but only where it owns the keys: under --prefix, a keyspace's NAME: on a cluster, a module keyspace's cairn:NAME:. A store without such a prefix (the root store, a keyspace in a database of its own) shares its database with whatever else is there: follow counts the keys the store does not have and leaves them, unless --owns-database says the databases are follow's alone. Its own cairn-follow: keys and the sessions' tag-salt are always kept.
 
 Keyspaces: each keyspace is followed too, with its own position: the root store goes to the URL's database (0 if none), a keyspace named by a number to that database, any other needs --keyspace-db NAME=N (or NAME=skip), as for `cairn export --format resp`. A Redis Cluster has only database 0: there a keyspace's keys get the prefix NAME:.
 
@@ -354,6 +354,12 @@ pub struct FollowCli {
     /// several.
     #[arg(long = "modules", value_name = "NAME=KIND", value_parser = parse_module)]
     pub modules: Vec<(String, String)>,
+    /// The target databases hold nothing but what follow writes: a full
+    /// resync of a store without a key prefix there (the root store, a
+    /// keyspace in a database of its own) deletes every key the store
+    /// does not have. Without it such keys are counted and left.
+    #[arg(long)]
+    pub owns_database: bool,
 }
 
 /// `NAME=KIND` of `--modules`.

@@ -33,6 +33,11 @@ const KEYS: u64 = 3000;
 /// snapshot copy takes long enough to be killed in the middle.
 const PREFILL: u64 = 40_000;
 
+/// The tests that compare the whole database with the store after a
+/// full resync give follow the database: only then does its clean-up
+/// delete keys of the (unprefixed) root store the store does not have.
+const OWNS: &[&str] = &["--owns-database"];
+
 /// A small deterministic generator (xorshift64*).
 struct Rng(u64);
 
@@ -376,7 +381,7 @@ fn scenario(url: &str, read: &dyn Fn() -> (Contents, Contents)) {
     prefill(&db, &mut rng);
 
     // The first follower is killed during its snapshot copy.
-    let mut f = Follower::start(&store, url, &[]);
+    let mut f = Follower::start(&store, url, OWNS);
     f.wait_for("copying the snapshot at");
     std::thread::sleep(Duration::from_millis(rng.below(50)));
     let during_snapshot = !f
@@ -397,13 +402,13 @@ fn scenario(url: &str, read: &dyn Fn() -> (Contents, Contents)) {
     std::thread::scope(|s| {
         let writer = s.spawn(|| run_writer(&db, secs, writer_seed, &stop));
         // The second one is killed at a random moment while the writer runs.
-        let mut f = Follower::start(&store, url, &[]);
+        let mut f = Follower::start(&store, url, OWNS);
         f.wait_for("copied");
         std::thread::sleep(Duration::from_millis(500 + rng.below(secs * 400)));
         f.kill9();
         eprintln!("killed the follower while the writer runs");
         // The third runs until the writer stops, then gets SIGTERM.
-        let f = Follower::start(&store, url, &[]);
+        let f = Follower::start(&store, url, OWNS);
         let ops = writer.join().expect("writer");
         eprintln!("writer: {ops} operations in {secs} s");
         std::thread::sleep(Duration::from_millis(300));
@@ -419,7 +424,7 @@ fn scenario(url: &str, read: &dyn Fn() -> (Contents, Contents)) {
     });
     drop(db);
 
-    let log = follow_once(&store, url, &[]);
+    let log = follow_once(&store, url, OWNS);
     assert!(log.contains("caught up"), "{log}");
     let reader = Options::new()
         .snapshot(true)
@@ -508,7 +513,7 @@ fn follow_resyncs_and_removes_stale_keys_when_compaction_removed_its_position() 
     for i in 0..100 {
         db.put(format!("a{i:03}"), format!("v{i}")).expect("put");
     }
-    follow_once(&store, &url, &[]);
+    follow_once(&store, &url, OWNS);
     assert_eq!(server_db(&url, 0).len(), 100);
 
     // Deletes, then enough writes to seal their segment, then a
@@ -520,7 +525,7 @@ fn follow_resyncs_and_removes_stale_keys_when_compaction_removed_its_position() 
         db.put(format!("f{i:04}"), [b'x'; 100]).expect("put");
     }
     db.compact().expect("compact");
-    let log = follow_once(&store, &url, &[]);
+    let log = follow_once(&store, &url, OWNS);
     assert!(log.contains("full resync"), "{log}");
     assert!(log.contains("removed 50 keys"), "{log}");
     let reader = Options::new().snapshot(true).open(&store).expect("open");
@@ -619,7 +624,7 @@ fn a_copy_killed_mid_snapshot_leaves_no_key_the_store_deleted_since() {
             db.write_batch(std::mem::take(&mut b)).expect("prefill");
         }
     }
-    let mut f = Follower::start(&store, &url, &[]);
+    let mut f = Follower::start(&store, &url, OWNS);
     f.wait_for("copying the snapshot at");
     std::thread::sleep(Duration::from_millis(150));
     f.kill9();
@@ -636,7 +641,7 @@ fn a_copy_killed_mid_snapshot_leaves_no_key_the_store_deleted_since() {
         b = b.delete(k);
     }
     db.write_batch(b).expect("delete");
-    let log = follow_once(&store, &url, &[]);
+    let log = follow_once(&store, &url, OWNS);
     assert!(log.contains("was interrupted"), "{log}");
     let reader = Options::new().snapshot(true).open(&store).expect("open");
     assert_same(
@@ -812,5 +817,65 @@ fn a_resync_keeps_the_sessions_tag_salt_on_the_target() {
     for id in &ids {
         assert!(remote.get(id.as_str()).expect("get").is_some());
     }
+}
+
+#[test]
+fn a_resync_leaves_keys_follow_never_wrote() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("data");
+    let db = Options::new().open(&store).expect("open");
+    db.put("a", "1").expect("put");
+    db.put("b", "2").expect("put");
+    let mut con = connect(&url);
+    redis::cmd("SET")
+        .arg("other-app:x")
+        .arg("theirs")
+        .exec(&mut con)
+        .expect("SET");
+    let log = follow_once(&store, &url, &[]);
+    assert!(log.contains("leaves the others"), "{log}");
+    db.delete("a").expect("delete");
+
+    // A resync of the unprefixed root store: the other app's key is
+    // counted and left.
+    force_resync(&mut con, "cairn-follow:default:position");
+    let log = follow_once(&store, &url, &[]);
+    assert!(log.contains("left 1 keys"), "{log}");
+    assert!(log.contains("--owns-database"), "{log}");
+    let got = server_db(&url, 0);
+    assert_eq!(got[&b"other-app:x".to_vec()].0, b"theirs");
+    assert!(got.contains_key(&b"b".to_vec()));
+
+    // Within --prefix the clean-up removes what the store lacks, and only
+    // there.
+    db.put("app:1", "x").expect("put");
+    db.put("app:2", "y").expect("put");
+    let prefix = ["--prefix", "app:", "--name", "p"];
+    follow_once(&store, &url, &prefix);
+    db.delete("app:1").expect("delete");
+    redis::cmd("SET")
+        .arg("app:zzz")
+        .arg("stale")
+        .exec(&mut con)
+        .expect("SET");
+    force_resync(&mut con, "cairn-follow:p:position");
+    let log = follow_once(&store, &url, &prefix);
+    assert!(log.contains("removed 1 keys"), "{log}");
+    let got = server_db(&url, 0);
+    assert!(!got.contains_key(&b"app:1".to_vec()));
+    assert!(!got.contains_key(&b"app:zzz".to_vec()));
+    assert!(got.contains_key(&b"app:2".to_vec()));
+    assert!(got.contains_key(&b"other-app:x".to_vec()));
+
+    // --owns-database: the whole database is the store's.
+    force_resync(&mut con, "cairn-follow:default:position");
+    let log = follow_once(&store, &url, OWNS);
+    assert!(log.contains("removed 1 keys"), "{log}");
+    let got = server_db(&url, 0);
+    assert!(!got.contains_key(&b"other-app:x".to_vec()));
+    assert!(!got.contains_key(&b"a".to_vec()));
+    assert!(got.contains_key(&b"b".to_vec()));
 }
 

@@ -21,7 +21,12 @@
 //! - When the store no longer has the changes after the recorded position
 //!   (compaction removed them, or the store lost changes in a crash),
 //!   the follower copies a new snapshot and then deletes the keys of its
-//!   namespace in the target that the store does not have (SCAN).
+//!   namespace in the target that the store does not have (SCAN), only
+//!   where follow owns the keys: under a non-empty namespace or prefix
+//!   (`--prefix`, a keyspace's `NAME:` on a cluster, `cairn:NAME:` of a
+//!   module keyspace), or anywhere with `--owns-database`. Elsewhere (the
+//!   root store, a keyspace in a database of its own) the database may
+//!   hold another application's keys: it counts them and leaves them.
 
 mod feed;
 mod state;
@@ -105,6 +110,9 @@ pub struct FollowArgs {
     pub keyspace_db: Vec<(String, Option<u32>)>,
     /// `--modules NAME=KIND`.
     pub modules: Vec<(String, String)>,
+    /// `--owns-database`: the clean-up after a full resync may delete
+    /// keys of a store without a key prefix on the target.
+    pub owns_database: bool,
 }
 
 /// The environment variable with the sessions' tag secret, for
@@ -267,6 +275,7 @@ pub fn follow(args: FollowArgs) -> Result<u8> {
             at: at.clone(),
             once: args.once,
             lag_every: args.lag_every,
+            owns_database: args.owns_database,
             applied: None,
         });
     }
@@ -460,6 +469,8 @@ struct Follower {
     at: Where,
     once: bool,
     lag_every: Duration,
+    /// `--owns-database`: the clean-up may delete outside a namespace.
+    owns_database: bool,
     /// The last position recorded as applied ("at").
     applied: Option<Position>,
 }
@@ -532,9 +543,14 @@ impl Follower {
         match self.load()? {
             None => {
                 if !self.namespace_empty()? {
+                    let resync = if self.owns_cleanup() {
+                        "a full resync deletes those the store does not have"
+                    } else {
+                        "also after a full resync (--owns-database lets one delete them)"
+                    };
                     eprintln!(
                         "cairn follow: {}: warning: {} already holds keys where the store's keys \
-                         go; follow overwrites the store's keys and leaves the others",
+                         go; follow overwrites the store's keys and leaves the others, {resync}",
                         self.label, self.target.label
                     );
                 }
@@ -719,9 +735,21 @@ impl Follower {
         Ok(empty)
     }
 
+    /// Whether the clean-up after a full resync may delete the target keys
+    /// the store lacks: only within a namespace or prefix of the store's
+    /// own, or anywhere with `--owns-database`. A store without either
+    /// shares its database with whatever else is there.
+    fn owns_cleanup(&self) -> bool {
+        self.owns_database
+            || !self.prefix.is_empty()
+            || !self.keys.namespace(self.keyspace.as_deref()).is_empty()
+    }
+
     /// Deletes the target keys of this store's namespace that `snap` does
     /// not have (after a full resync: the changes that deleted them are
     /// gone). It compares target keys, so it works for any key mapping.
+    /// Where follow does not own the keys ([`Follower::owns_cleanup`]) it
+    /// only counts them.
     fn remove_stale(&mut self, snap: &Db) -> Result<()> {
         let mut names = Vec::new();
         snap.for_each_key(&self.prefix, |k, _| names.push(k.to_vec()))?;
@@ -741,6 +769,17 @@ impl Follower {
             );
             Ok(true)
         })?;
+        if !self.owns_cleanup() {
+            eprintln!(
+                "cairn follow: {}: left {} keys in {} that the store does not have: they may be \
+                 another application's (--owns-database says the database is follow's alone, \
+                 and a full resync then deletes them)",
+                self.label,
+                stale.len(),
+                self.target.label
+            );
+            return Ok(());
+        }
         for chunk in stale.chunks(MAX_OPS) {
             self.target.delete(chunk)?;
         }
