@@ -306,12 +306,15 @@ Keyspaces: each keyspace is followed too, with its own position: the root store 
 
 Modules (--modules NAME=KIND): the keys of keyspace NAME, written by one of cairn's modules on the embedded store, go to the URL's database under the keys the RESP backend's namespace(NAME) reads (`cairn:NAME:` + the module's hash tag + the name; docs/format.md). The sessions' tag secret, if the application sets one (Sessions::tag_secret), comes from the environment variable CAIRN_SESSIONS_TAG_SECRET; without it, the salt stored on the server (created there if absent). --prefix does not apply to module keyspaces.
 
+The password: from the REDISCLI_AUTH environment variable when the URL has none (a URL on the command line is visible to every user in `ps`); it is never printed.
+
 Lag: every --lag-every, a line on stderr per store: the changes written and not yet applied, and the seconds since the oldest of them was first seen. Exit codes: 0 after SIGINT/SIGTERM (the current step finishes and its position is recorded) or, with --once, when caught up; 1 on an error.
 
 Example:
   cairn follow ./data --to redis://127.0.0.1:6379
   cairn follow ./data --to redis://10.0.0.5:7000 --cluster --position-file follow.pos
-  cairn follow ./data --to redis://127.0.0.1:6379/2 --keyspace-db sessions=3 --once";
+  cairn follow ./data --to redis://127.0.0.1:6379/2 --keyspace-db sessions=3 --once
+  REDISCLI_AUTH=secret cairn follow ./data --to redis://10.0.0.5:6379";
 
 /// The flags of `cairn follow`.
 #[derive(Args)]
@@ -319,7 +322,7 @@ pub struct FollowCli {
     /// The store directory.
     pub dir: PathBuf,
     /// The server: redis://[[user]:password@]host:port[/db] (any node of a
-    /// cluster).
+    /// cluster); the password from REDISCLI_AUTH when the URL has none.
     #[arg(long, value_name = "URL")]
     pub to: String,
     /// The target is a Redis Cluster (else asked with CLUSTER INFO).

@@ -879,3 +879,55 @@ fn a_resync_leaves_keys_follow_never_wrote() {
     assert!(got.contains_key(&b"b".to_vec()));
 }
 
+#[test]
+fn the_password_comes_from_rediscli_auth() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("data");
+    let db = Options::new().open(&store).expect("open");
+    db.put("k", "v").expect("put");
+    let hour = Duration::from_secs(3600);
+    let id = cairn::session::Sessions::new(cairn::backend::Store::from(
+        db.keyspace("sessions").expect("keyspace"),
+    ))
+    .create_for_user("ada", b"x", hour)
+    .expect("create");
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("s3cret")
+        .exec(&mut connect(&url))
+        .expect("CONFIG SET requirepass");
+    let run = |auth: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        c.arg("follow").arg(&store).args(["--to", &url, "--once"]);
+        // The RESP backend of --modules takes the password too.
+        c.args(["--modules", "sessions=sessions"]);
+        c.env_remove("REDISCLI_AUTH");
+        if let Some(pw) = auth {
+            c.env("REDISCLI_AUTH", pw);
+        }
+        c.output().expect("run")
+    };
+    let out = run(None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let out = run(Some("wrong"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("wrong"), "the password is never printed: {err}");
+    let out = run(Some("s3cret"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("s3cret"), "the password is never printed: {err}");
+    let authed = format!("redis://:s3cret@127.0.0.1:{}/", server.port());
+    assert_eq!(server_db(&authed, 0)[&b"k".to_vec()].0, b"v");
+    let backend = cairn::backend::resp::RespOptions::new(&authed)
+        .open()
+        .expect("RESP backend");
+    let remote =
+        cairn::session::Sessions::new(cairn::backend::Store::from(backend.namespace("sessions")));
+    assert!(remote.get(id.as_str()).expect("get").is_some());
+}
+

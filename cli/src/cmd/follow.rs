@@ -198,10 +198,11 @@ pub fn follow(args: FollowArgs) -> Result<u8> {
     let plans = plan(&root, &url, cluster, &args.keyspace_db, &args.modules)?;
     let backend =
         if plans.iter().any(|p| p.module.is_some()) {
+            let to = url.with_password(&args.to)?;
             let opts = if cluster {
-                RespOptions::cluster([args.to.as_str()])
+                RespOptions::cluster([to.as_str()])
             } else {
-                RespOptions::new(&args.to)
+                RespOptions::new(&to)
             };
             Some(opts.open().map_err(|e| {
                 anyhow!(e).context(format!("cannot open {} for --modules", url.addr))
