@@ -846,7 +846,7 @@ fn a_resync_leaves_keys_follow_never_wrote() {
     assert!(log.contains("--owns-database"), "{log}");
     let got = server_db(&url, 0);
     assert_eq!(got[&b"other-app:x".to_vec()].0, b"theirs");
-    assert!(got.contains_key(&b"b".to_vec()));
+    assert!(got.contains_key(b"b".as_slice()));
 
     // Within --prefix the clean-up removes what the store lacks, and only
     // there.
@@ -864,19 +864,19 @@ fn a_resync_leaves_keys_follow_never_wrote() {
     let log = follow_once(&store, &url, &prefix);
     assert!(log.contains("removed 1 keys"), "{log}");
     let got = server_db(&url, 0);
-    assert!(!got.contains_key(&b"app:1".to_vec()));
-    assert!(!got.contains_key(&b"app:zzz".to_vec()));
-    assert!(got.contains_key(&b"app:2".to_vec()));
-    assert!(got.contains_key(&b"other-app:x".to_vec()));
+    assert!(!got.contains_key(b"app:1".as_slice()));
+    assert!(!got.contains_key(b"app:zzz".as_slice()));
+    assert!(got.contains_key(b"app:2".as_slice()));
+    assert!(got.contains_key(b"other-app:x".as_slice()));
 
     // --owns-database: the whole database is the store's.
     force_resync(&mut con, "cairn-follow:default:position");
     let log = follow_once(&store, &url, OWNS);
     assert!(log.contains("removed 1 keys"), "{log}");
     let got = server_db(&url, 0);
-    assert!(!got.contains_key(&b"other-app:x".to_vec()));
-    assert!(!got.contains_key(&b"a".to_vec()));
-    assert!(got.contains_key(&b"b".to_vec()));
+    assert!(!got.contains_key(b"other-app:x".as_slice()));
+    assert!(!got.contains_key(b"a".as_slice()));
+    assert!(got.contains_key(b"b".as_slice()));
 }
 
 #[test]
@@ -916,11 +916,17 @@ fn the_password_comes_from_rediscli_auth() {
     let out = run(Some("wrong"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(!err.contains("wrong"), "the password is never printed: {err}");
+    assert!(
+        !err.contains("wrong"),
+        "the password is never printed: {err}"
+    );
     let out = run(Some("s3cret"));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
-    assert!(!err.contains("s3cret"), "the password is never printed: {err}");
+    assert!(
+        !err.contains("s3cret"),
+        "the password is never printed: {err}"
+    );
     let authed = format!("redis://:s3cret@127.0.0.1:{}/", server.port());
     assert_eq!(server_db(&authed, 0)[&b"k".to_vec()].0, b"v");
     let backend = cairn::backend::resp::RespOptions::new(&authed)
@@ -931,3 +937,65 @@ fn the_password_comes_from_rediscli_auth() {
     assert!(remote.get(id.as_str()).expect("get").is_some());
 }
 
+#[test]
+fn a_planted_lock_file_is_refused() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let server = RedisServer::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("data");
+    let locks = dir.path().join("run");
+    std::fs::create_dir(&locks).expect("mkdir");
+    let db = Options::new().open(&store).expect("open");
+    db.put("k", "v").expect("put");
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .arg("follow")
+            .arg(&store)
+            .args(["--to", &url, "--once"])
+            .env("XDG_RUNTIME_DIR", &locks)
+            .env("TMPDIR", &locks)
+            .output()
+            .expect("run")
+    };
+    let out = run();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let found: Vec<_> = std::fs::read_dir(&locks)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.to_string_lossy().ends_with(".lock"))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let lock = &found[0];
+    let meta = std::fs::metadata(lock).expect("meta");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+
+    // A symlink planted where the lock goes is never followed.
+    let victim = dir.path().join("victim");
+    std::fs::remove_file(lock).expect("rm");
+    std::os::unix::fs::symlink(&victim, lock).expect("symlink");
+    let out = run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("lock file"), "{err}");
+    assert!(!victim.exists(), "the symlink was followed");
+
+    // A lock file another user made is refused.
+    std::fs::remove_file(lock).expect("rm");
+    std::fs::write(lock, b"").expect("write");
+    let path = std::ffi::CString::new(lock.to_str().expect("utf-8")).expect("cstring");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        // SAFETY: chown(2) of a file of this test, with a valid C string.
+        assert_eq!(unsafe { libc::chown(path.as_ptr(), 65534, 65534) }, 0);
+        assert_eq!(std::fs::metadata(lock).expect("meta").uid(), 65534);
+        let out = run();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("not owned"), "{err}");
+    }
+}

@@ -287,10 +287,16 @@ pub fn follow(args: FollowArgs) -> Result<u8> {
 /// by kill -9) for this store, target and position, so that a second
 /// follower of the same ones on this machine fails instead of writing an
 /// older state over the first one's newer one.
+///
+/// The lock file is `cairn-follow-<hash>.lock` in `$XDG_RUNTIME_DIR` (a
+/// directory only the user can write) when it is set, else in the
+/// temporary directory, where another user could plant a file or a
+/// symlink under the predictable name: it is opened without following a
+/// symlink (`O_NOFOLLOW`), mode 0600, and refused unless it is a regular
+/// file of one link owned by this user.
 fn lock_follower(args: &FollowArgs, url: &Url) -> Result<std::fs::File> {
     use std::hash::{Hash, Hasher};
     use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
     let dir = std::fs::canonicalize(&args.dir).unwrap_or_else(|_| args.dir.clone());
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (&dir, &url.addr, url.db(), &args.name, &args.position_key).hash(&mut h);
@@ -298,14 +304,8 @@ fn lock_follower(args: &FollowArgs, url: &Url) -> Result<std::fs::File> {
         .as_ref()
         .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
         .hash(&mut h);
-    let path = std::env::temp_dir().join(format!("cairn-follow-{:016x}.lock", h.finish()));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| anyhow!(e).context(format!("cannot open the lock file {}", path.display())))?;
+    let path = lock_dir().join(format!("cairn-follow-{:016x}.lock", h.finish()));
+    let file = open_lock_file(&path)?;
     // SAFETY: flock on a descriptor this function owns.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         bail!(
@@ -314,6 +314,61 @@ fn lock_follower(args: &FollowArgs, url: &Url) -> Result<std::fs::File> {
             args.dir.display(),
             url.addr,
             path.display()
+        );
+    }
+    Ok(file)
+}
+
+/// Where lock files go: `$XDG_RUNTIME_DIR` (the user's own, mode 0700)
+/// when it is an absolute path, else the temporary directory.
+fn lock_dir() -> PathBuf {
+    std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .filter(|d| d.is_absolute() && d.is_dir())
+        .unwrap_or_else(std::env::temp_dir)
+}
+
+/// Opens (creating, 0600) the lock file `path`: never through a symlink,
+/// and only a regular file of one link that this user owns.
+fn open_lock_file(path: &std::path::Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let what = || format!("the lock file {}", path.display());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| {
+            let why = if e.raw_os_error() == Some(libc::ELOOP) {
+                "it is a symbolic link (follow never writes one: someone else may have \
+                 planted it; remove it)"
+                    .to_string()
+            } else {
+                e.to_string()
+            };
+            anyhow!("cannot open {}: {why}", what())
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| anyhow!(e).context(format!("cannot read {}", what())))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        bail!(
+            "{} is not owned by this user (uid {}, owner {}): someone else may have made it; \
+             remove it, or set XDG_RUNTIME_DIR to a directory of your own",
+            what(),
+            me,
+            meta.uid()
+        );
+    }
+    if !meta.is_file() || meta.nlink() != 1 {
+        bail!(
+            "{} is not a plain file of its own (a directory, a device or a hard link): \
+             remove it",
+            what()
         );
     }
     Ok(file)

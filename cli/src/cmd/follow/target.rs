@@ -105,15 +105,26 @@ impl Url {
             ),
         };
         let r = &self.info.redis;
-        let user = r.username.as_deref().map(userinfo_escape).unwrap_or_default();
-        let pw = r.password.as_deref().map(userinfo_escape).unwrap_or_default();
+        let user = r
+            .username
+            .as_deref()
+            .map(userinfo_escape)
+            .unwrap_or_default();
+        let pw = r
+            .password
+            .as_deref()
+            .map(userinfo_escape)
+            .unwrap_or_default();
         let host = if host.contains(':') {
             format!("[{host}]")
         } else {
             host.clone()
         };
         let frag = if insecure { "#insecure" } else { "" };
-        Ok(format!("{scheme}://{user}:{pw}@{host}:{port}/{}{frag}", r.db))
+        Ok(format!(
+            "{scheme}://{user}:{pw}@{host}:{port}/{}{frag}",
+            r.db
+        ))
     }
 
     fn parse_only(url: &str) -> Result<Url> {
