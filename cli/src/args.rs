@@ -306,7 +306,7 @@ Keyspaces: each keyspace is followed too, with its own position: the root store 
 
 Modules (--modules NAME=KIND): the keys of keyspace NAME, written by one of cairn's modules on the embedded store, go to the URL's database under the keys the RESP backend's namespace(NAME) reads (`cairn:NAME:` + the module's hash tag + the name; docs/format.md). The sessions' tag secret, if the application sets one (Sessions::tag_secret), comes from the environment variable CAIRN_SESSIONS_TAG_SECRET; without it, the salt stored on the server (created there if absent). --prefix does not apply to module keyspaces.
 
-A second follower of the same store, target and position on this machine is refused: a lock file cairn-follow-<hash>.lock in $XDG_RUNTIME_DIR, else in the temporary directory (never opened through a symlink; refused unless it is the user's own).
+A second follower of the same store, target and position on this machine is refused: a lock file cairn-follow-<hash>.lock in the temporary directory ($TMPDIR, else /tmp), never opened through a symlink and refused unless it is the user's own.
 
 The password: from the REDISCLI_AUTH environment variable when the URL has none (a URL on the command line is visible to every user in `ps`); it is never printed.
 

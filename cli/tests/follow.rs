@@ -953,7 +953,6 @@ fn a_planted_lock_file_is_refused() {
             .arg("follow")
             .arg(&store)
             .args(["--to", &url, "--once"])
-            .env("XDG_RUNTIME_DIR", &locks)
             .env("TMPDIR", &locks)
             .output()
             .expect("run")

@@ -288,12 +288,15 @@ pub fn follow(args: FollowArgs) -> Result<u8> {
 /// follower of the same ones on this machine fails instead of writing an
 /// older state over the first one's newer one.
 ///
-/// The lock file is `cairn-follow-<hash>.lock` in `$XDG_RUNTIME_DIR` (a
-/// directory only the user can write) when it is set, else in the
-/// temporary directory, where another user could plant a file or a
-/// symlink under the predictable name: it is opened without following a
-/// symlink (`O_NOFOLLOW`), mode 0600, and refused unless it is a regular
-/// file of one link owned by this user.
+/// The lock file is `cairn-follow-<hash>.lock` in the temporary directory
+/// (`$TMPDIR`, else `/tmp`): the same for every run of the user whatever
+/// its environment (a shell, cron, a service), since `$XDG_RUNTIME_DIR`
+/// is set in some and not others and two runs must find the same lock.
+/// There another user could plant a file or a symlink under the
+/// predictable name: it is opened without following a symlink
+/// (`O_NOFOLLOW`), mode 0600, and refused unless it is a regular file of
+/// one link owned by this user (a planted one stops follow with a message
+/// naming it; it never writes through it).
 fn lock_follower(args: &FollowArgs, url: &Url) -> Result<std::fs::File> {
     use std::hash::{Hash, Hasher};
     use std::os::fd::AsRawFd;
@@ -304,7 +307,7 @@ fn lock_follower(args: &FollowArgs, url: &Url) -> Result<std::fs::File> {
         .as_ref()
         .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
         .hash(&mut h);
-    let path = lock_dir().join(format!("cairn-follow-{:016x}.lock", h.finish()));
+    let path = std::env::temp_dir().join(format!("cairn-follow-{:016x}.lock", h.finish()));
     let file = open_lock_file(&path)?;
     // SAFETY: flock on a descriptor this function owns.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
@@ -317,15 +320,6 @@ fn lock_follower(args: &FollowArgs, url: &Url) -> Result<std::fs::File> {
         );
     }
     Ok(file)
-}
-
-/// Where lock files go: `$XDG_RUNTIME_DIR` (the user's own, mode 0700)
-/// when it is an absolute path, else the temporary directory.
-fn lock_dir() -> PathBuf {
-    std::env::var_os("XDG_RUNTIME_DIR")
-        .map(PathBuf::from)
-        .filter(|d| d.is_absolute() && d.is_dir())
-        .unwrap_or_else(std::env::temp_dir)
 }
 
 /// Opens (creating, 0600) the lock file `path`: never through a symlink,
@@ -358,7 +352,7 @@ fn open_lock_file(path: &std::path::Path) -> Result<std::fs::File> {
     if meta.uid() != me {
         bail!(
             "{} is not owned by this user (uid {}, owner {}): someone else may have made it; \
-             remove it, or set XDG_RUNTIME_DIR to a directory of your own",
+             remove it, or set TMPDIR to a directory of your own",
             what(),
             me,
             meta.uid()
