@@ -300,18 +300,23 @@ Example:
 
 const FOLLOW_HELP: &str = "The store is read from a snapshot (no lock): an application may have it open and keep writing. follow copies the store's keys first, then applies every change of its change feed in order: a put is SET (with PXAT for an expiry; an expiry already past is DEL), a delete or an expired key is DEL, an expiry change is SET of the value with its new expiry, and a batch is one MULTI/EXEC (on a cluster: applied key by key, in order).
 
-Position: by default in the target, under the key cairn-follow:<name>:position (--position-key), written in the same MULTI/EXEC as the changes it covers; or in a file (--position-file, replaced atomically, mode 0600). A new run continues where the last one stopped, also after kill -9 (a replayed change sets the same state again). If the store no longer has the changes after the position (compaction removed them), follow copies a new snapshot and deletes the keys of its namespace that the store no longer has.
+Position: by default in the target, under the key cairn-follow:<name>:position (--position-key), written in the same MULTI/EXEC as the changes it covers; or in a file (--position-file, replaced atomically, mode 0600). A new run continues where the last one stopped, also after kill -9 (a replayed change sets the same state again). If the store no longer has the changes after the position (compaction removed them), follow copies a new snapshot and then deletes the target keys the store no longer has, but only where it owns the keys: under --prefix, a keyspace's NAME: on a cluster, a module keyspace's cairn:NAME:. A store without such a prefix (the root store, a keyspace in a database of its own) shares its database with whatever else is there: follow counts the keys the store does not have and leaves them, unless --owns-database says the databases are follow's alone. Its own cairn-follow: keys and the sessions' tag-salt are always kept.
 
 Keyspaces: each keyspace is followed too, with its own position: the root store goes to the URL's database (0 if none), a keyspace named by a number to that database, any other needs --keyspace-db NAME=N (or NAME=skip), as for `cairn export --format resp`. A Redis Cluster has only database 0: there a keyspace's keys get the prefix NAME:.
 
 Modules (--modules NAME=KIND): the keys of keyspace NAME, written by one of cairn's modules on the embedded store, go to the URL's database under the keys the RESP backend's namespace(NAME) reads (`cairn:NAME:` + the module's hash tag + the name; docs/format.md). The sessions' tag secret, if the application sets one (Sessions::tag_secret), comes from the environment variable CAIRN_SESSIONS_TAG_SECRET; without it, the salt stored on the server (created there if absent). --prefix does not apply to module keyspaces.
+
+A second follower of the same store, target and position on this machine is refused: a lock file cairn-follow-<hash>.lock in the temporary directory ($TMPDIR, else /tmp), never opened through a symlink and refused unless it is the user's own.
+
+The password: from the REDISCLI_AUTH environment variable when the URL has none (a URL on the command line is visible to every user in `ps`); it is never printed.
 
 Lag: every --lag-every, a line on stderr per store: the changes written and not yet applied, and the seconds since the oldest of them was first seen. Exit codes: 0 after SIGINT/SIGTERM (the current step finishes and its position is recorded) or, with --once, when caught up; 1 on an error.
 
 Example:
   cairn follow ./data --to redis://127.0.0.1:6379
   cairn follow ./data --to redis://10.0.0.5:7000 --cluster --position-file follow.pos
-  cairn follow ./data --to redis://127.0.0.1:6379/2 --keyspace-db sessions=3 --once";
+  cairn follow ./data --to redis://127.0.0.1:6379/2 --keyspace-db sessions=3 --once
+  REDISCLI_AUTH=secret cairn follow ./data --to redis://10.0.0.5:6379";
 
 /// The flags of `cairn follow`.
 #[derive(Args)]
@@ -319,7 +324,7 @@ pub struct FollowCli {
     /// The store directory.
     pub dir: PathBuf,
     /// The server: redis://[[user]:password@]host:port[/db] (any node of a
-    /// cluster).
+    /// cluster); the password from REDISCLI_AUTH when the URL has none.
     #[arg(long, value_name = "URL")]
     pub to: String,
     /// The target is a Redis Cluster (else asked with CLUSTER INFO).
@@ -354,6 +359,12 @@ pub struct FollowCli {
     /// several.
     #[arg(long = "modules", value_name = "NAME=KIND", value_parser = parse_module)]
     pub modules: Vec<(String, String)>,
+    /// The target databases hold nothing but what follow writes: a full
+    /// resync of a store without a key prefix there (the root store, a
+    /// keyspace in a database of its own) deletes every key the store
+    /// does not have. Without it such keys are counted and left.
+    #[arg(long)]
+    pub owns_database: bool,
 }
 
 /// `NAME=KIND` of `--modules`.

@@ -105,6 +105,7 @@ fn dispatch(command: Command, out: &mut impl Write) -> Result<u8> {
             lag_every: a.lag_every,
             keyspace_db: a.keyspace_db,
             modules: a.modules,
+            owns_database: a.owns_database,
         }),
     }
 }

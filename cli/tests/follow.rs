@@ -33,6 +33,11 @@ const KEYS: u64 = 3000;
 /// snapshot copy takes long enough to be killed in the middle.
 const PREFILL: u64 = 40_000;
 
+/// The tests that compare the whole database with the store after a
+/// full resync give follow the database: only then does its clean-up
+/// delete keys of the (unprefixed) root store the store does not have.
+const OWNS: &[&str] = &["--owns-database"];
+
 /// A small deterministic generator (xorshift64*).
 struct Rng(u64);
 
@@ -376,7 +381,7 @@ fn scenario(url: &str, read: &dyn Fn() -> (Contents, Contents)) {
     prefill(&db, &mut rng);
 
     // The first follower is killed during its snapshot copy.
-    let mut f = Follower::start(&store, url, &[]);
+    let mut f = Follower::start(&store, url, OWNS);
     f.wait_for("copying the snapshot at");
     std::thread::sleep(Duration::from_millis(rng.below(50)));
     let during_snapshot = !f
@@ -397,13 +402,13 @@ fn scenario(url: &str, read: &dyn Fn() -> (Contents, Contents)) {
     std::thread::scope(|s| {
         let writer = s.spawn(|| run_writer(&db, secs, writer_seed, &stop));
         // The second one is killed at a random moment while the writer runs.
-        let mut f = Follower::start(&store, url, &[]);
+        let mut f = Follower::start(&store, url, OWNS);
         f.wait_for("copied");
         std::thread::sleep(Duration::from_millis(500 + rng.below(secs * 400)));
         f.kill9();
         eprintln!("killed the follower while the writer runs");
         // The third runs until the writer stops, then gets SIGTERM.
-        let f = Follower::start(&store, url, &[]);
+        let f = Follower::start(&store, url, OWNS);
         let ops = writer.join().expect("writer");
         eprintln!("writer: {ops} operations in {secs} s");
         std::thread::sleep(Duration::from_millis(300));
@@ -419,7 +424,7 @@ fn scenario(url: &str, read: &dyn Fn() -> (Contents, Contents)) {
     });
     drop(db);
 
-    let log = follow_once(&store, url, &[]);
+    let log = follow_once(&store, url, OWNS);
     assert!(log.contains("caught up"), "{log}");
     let reader = Options::new()
         .snapshot(true)
@@ -508,7 +513,7 @@ fn follow_resyncs_and_removes_stale_keys_when_compaction_removed_its_position() 
     for i in 0..100 {
         db.put(format!("a{i:03}"), format!("v{i}")).expect("put");
     }
-    follow_once(&store, &url, &[]);
+    follow_once(&store, &url, OWNS);
     assert_eq!(server_db(&url, 0).len(), 100);
 
     // Deletes, then enough writes to seal their segment, then a
@@ -520,7 +525,7 @@ fn follow_resyncs_and_removes_stale_keys_when_compaction_removed_its_position() 
         db.put(format!("f{i:04}"), [b'x'; 100]).expect("put");
     }
     db.compact().expect("compact");
-    let log = follow_once(&store, &url, &[]);
+    let log = follow_once(&store, &url, OWNS);
     assert!(log.contains("full resync"), "{log}");
     assert!(log.contains("removed 50 keys"), "{log}");
     let reader = Options::new().snapshot(true).open(&store).expect("open");
@@ -619,7 +624,7 @@ fn a_copy_killed_mid_snapshot_leaves_no_key_the_store_deleted_since() {
             db.write_batch(std::mem::take(&mut b)).expect("prefill");
         }
     }
-    let mut f = Follower::start(&store, &url, &[]);
+    let mut f = Follower::start(&store, &url, OWNS);
     f.wait_for("copying the snapshot at");
     std::thread::sleep(Duration::from_millis(150));
     f.kill9();
@@ -636,7 +641,7 @@ fn a_copy_killed_mid_snapshot_leaves_no_key_the_store_deleted_since() {
         b = b.delete(k);
     }
     db.write_batch(b).expect("delete");
-    let log = follow_once(&store, &url, &[]);
+    let log = follow_once(&store, &url, OWNS);
     assert!(log.contains("was interrupted"), "{log}");
     let reader = Options::new().snapshot(true).open(&store).expect("open");
     assert_same(
@@ -746,4 +751,250 @@ fn a_second_follower_of_the_same_store_and_target_is_refused() {
     f.kill9();
     // The lock goes with the process, also after SIGKILL.
     follow_once(&store, &url, &[]);
+}
+
+fn connect(url: &str) -> redis::Connection {
+    redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .expect("connect")
+}
+
+/// Makes the next run copy a new snapshot and clean up, as after a
+/// compaction that removed its position: the recorded `at <pos>` becomes
+/// `snapshot <pos> clean` (an interrupted resync).
+fn force_resync(con: &mut redis::Connection, position_key: &str) {
+    let at: String = redis::cmd("GET")
+        .arg(position_key)
+        .query(con)
+        .expect("GET position");
+    let pos = at.strip_prefix("at ").expect("an \"at\" position");
+    redis::cmd("SET")
+        .arg(position_key)
+        .arg(format!("snapshot {pos} clean"))
+        .exec(con)
+        .expect("SET position");
+}
+
+#[test]
+fn a_resync_keeps_the_sessions_tag_salt_on_the_target() {
+    use cairn::backend::resp::RespOptions;
+    use cairn::backend::Store;
+    use cairn::session::Sessions;
+    let server = RedisServer::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("data");
+    let db = Options::new().open(&store).expect("open");
+    let embedded = Sessions::new(Store::from(db.keyspace("sessions").expect("keyspace")));
+    let hour = Duration::from_secs(3600);
+    let ids: Vec<_> = (0..2)
+        .map(|i| {
+            embedded
+                .create_for_user("ada", format!("ada-{i}"), hour)
+                .expect("create")
+        })
+        .collect();
+    let modules = ["--modules", "sessions=sessions"];
+    follow_once(&store, &url, &modules);
+    let mut con = connect(&url);
+    let salt: Option<Vec<u8>> = redis::cmd("GET")
+        .arg("cairn:sessions:tag-salt")
+        .query(&mut con)
+        .expect("GET");
+    assert!(salt.is_some(), "follow made the salt on the target");
+
+    force_resync(&mut con, "cairn-follow:default:position:sessions");
+    let log = follow_once(&store, &url, &modules);
+    assert!(log.contains("copying the snapshot"), "{log}");
+    let after: Option<Vec<u8>> = redis::cmd("GET")
+        .arg("cairn:sessions:tag-salt")
+        .query(&mut con)
+        .expect("GET");
+    assert_eq!(after, salt, "the resync must keep the salt");
+    let backend = RespOptions::new(url.as_str()).open().expect("RESP backend");
+    let remote = Sessions::new(Store::from(backend.namespace("sessions")));
+    assert_eq!(remote.list_for_user("ada").expect("list").len(), 2);
+    for id in &ids {
+        assert!(remote.get(id.as_str()).expect("get").is_some());
+    }
+}
+
+#[test]
+fn a_resync_leaves_keys_follow_never_wrote() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("data");
+    let db = Options::new().open(&store).expect("open");
+    db.put("a", "1").expect("put");
+    db.put("b", "2").expect("put");
+    let mut con = connect(&url);
+    redis::cmd("SET")
+        .arg("other-app:x")
+        .arg("theirs")
+        .exec(&mut con)
+        .expect("SET");
+    let log = follow_once(&store, &url, &[]);
+    assert!(log.contains("leaves the others"), "{log}");
+    db.delete("a").expect("delete");
+
+    // A resync of the unprefixed root store: the other app's key is
+    // counted and left.
+    force_resync(&mut con, "cairn-follow:default:position");
+    let log = follow_once(&store, &url, &[]);
+    assert!(log.contains("left 1 keys"), "{log}");
+    assert!(log.contains("--owns-database"), "{log}");
+    let got = server_db(&url, 0);
+    assert_eq!(got[&b"other-app:x".to_vec()].0, b"theirs");
+    assert!(got.contains_key(b"b".as_slice()));
+
+    // Within --prefix the clean-up removes what the store lacks, and only
+    // there.
+    db.put("app:1", "x").expect("put");
+    db.put("app:2", "y").expect("put");
+    let prefix = ["--prefix", "app:", "--name", "p"];
+    follow_once(&store, &url, &prefix);
+    db.delete("app:1").expect("delete");
+    redis::cmd("SET")
+        .arg("app:zzz")
+        .arg("stale")
+        .exec(&mut con)
+        .expect("SET");
+    force_resync(&mut con, "cairn-follow:p:position");
+    let log = follow_once(&store, &url, &prefix);
+    assert!(log.contains("removed 1 keys"), "{log}");
+    let got = server_db(&url, 0);
+    assert!(!got.contains_key(b"app:1".as_slice()));
+    assert!(!got.contains_key(b"app:zzz".as_slice()));
+    assert!(got.contains_key(b"app:2".as_slice()));
+    assert!(got.contains_key(b"other-app:x".as_slice()));
+
+    // --owns-database: the whole database is the store's.
+    force_resync(&mut con, "cairn-follow:default:position");
+    let log = follow_once(&store, &url, OWNS);
+    assert!(log.contains("removed 1 keys"), "{log}");
+    let got = server_db(&url, 0);
+    assert!(!got.contains_key(b"other-app:x".as_slice()));
+    assert!(!got.contains_key(b"a".as_slice()));
+    assert!(got.contains_key(b"b".as_slice()));
+}
+
+#[test]
+fn the_password_comes_from_rediscli_auth() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("data");
+    let db = Options::new().open(&store).expect("open");
+    db.put("k", "v").expect("put");
+    let hour = Duration::from_secs(3600);
+    let id = cairn::session::Sessions::new(cairn::backend::Store::from(
+        db.keyspace("sessions").expect("keyspace"),
+    ))
+    .create_for_user("ada", b"x", hour)
+    .expect("create");
+    redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("s3cret")
+        .exec(&mut connect(&url))
+        .expect("CONFIG SET requirepass");
+    let run = |auth: Option<&str>| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cairn"));
+        c.arg("follow").arg(&store).args(["--to", &url, "--once"]);
+        // The RESP backend of --modules takes the password too.
+        c.args(["--modules", "sessions=sessions"]);
+        c.env_remove("REDISCLI_AUTH");
+        if let Some(pw) = auth {
+            c.env("REDISCLI_AUTH", pw);
+        }
+        c.output().expect("run")
+    };
+    let out = run(None);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let out = run(Some("wrong"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        !err.contains("wrong"),
+        "the password is never printed: {err}"
+    );
+    let out = run(Some("s3cret"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        !err.contains("s3cret"),
+        "the password is never printed: {err}"
+    );
+    let authed = format!("redis://:s3cret@127.0.0.1:{}/", server.port());
+    assert_eq!(server_db(&authed, 0)[&b"k".to_vec()].0, b"v");
+    let backend = cairn::backend::resp::RespOptions::new(&authed)
+        .open()
+        .expect("RESP backend");
+    let remote =
+        cairn::session::Sessions::new(cairn::backend::Store::from(backend.namespace("sessions")));
+    assert!(remote.get(id.as_str()).expect("get").is_some());
+}
+
+#[test]
+fn a_planted_lock_file_is_refused() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let server = RedisServer::start();
+    let url = server.url();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = dir.path().join("data");
+    let locks = dir.path().join("run");
+    std::fs::create_dir(&locks).expect("mkdir");
+    let db = Options::new().open(&store).expect("open");
+    db.put("k", "v").expect("put");
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_cairn"))
+            .arg("follow")
+            .arg(&store)
+            .args(["--to", &url, "--once"])
+            .env("TMPDIR", &locks)
+            .output()
+            .expect("run")
+    };
+    let out = run();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let found: Vec<_> = std::fs::read_dir(&locks)
+        .expect("read_dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.to_string_lossy().ends_with(".lock"))
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    let lock = &found[0];
+    let meta = std::fs::metadata(lock).expect("meta");
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+
+    // A symlink planted where the lock goes is never followed.
+    let victim = dir.path().join("victim");
+    std::fs::remove_file(lock).expect("rm");
+    std::os::unix::fs::symlink(&victim, lock).expect("symlink");
+    let out = run();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("lock file"), "{err}");
+    assert!(!victim.exists(), "the symlink was followed");
+
+    // A lock file another user made is refused.
+    std::fs::remove_file(lock).expect("rm");
+    std::fs::write(lock, b"").expect("write");
+    let path = std::ffi::CString::new(lock.to_str().expect("utf-8")).expect("cstring");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        // SAFETY: chown(2) of a file of this test, with a valid C string.
+        assert_eq!(unsafe { libc::chown(path.as_ptr(), 65534, 65534) }, 0);
+        assert_eq!(std::fs::metadata(lock).expect("meta").uid(), 65534);
+        let out = run();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("not owned"), "{err}");
+    }
 }

@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 
 use crate::backend::{Key, Store};
 use crate::error::{Error, Result};
-use crate::modules::session::Sessions;
+use crate::modules::session::{salt_key, Sessions};
 
 /// Which module wrote a keyspace, and so how its keys are tagged on a
 /// Redis-protocol server.
@@ -152,6 +152,29 @@ impl ModuleKeys {
     /// The layout.
     pub fn layout(&self) -> &ModuleLayout {
         &self.layout
+    }
+
+    /// The names the module keeps for itself on the target, which the
+    /// embedded store need not hold: the sessions' `tag-salt` (created on
+    /// the target when there is no tag secret). A cut-over that removes
+    /// the target keys the store lacks must keep these, or the module on
+    /// the target makes a new salt and misses every user's index.
+    ///
+    /// ```
+    /// use cairn::module_keys::{ModuleKeys, ModuleLayout};
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Db::open(dir.path())?;
+    /// let sessions = ModuleKeys::new(ModuleLayout::parse("sessions")?, &db);
+    /// assert_eq!(sessions.reserved_names(), [b"tag-salt".to_vec()]);
+    /// let cache = ModuleKeys::new(ModuleLayout::parse("cache")?, &db);
+    /// assert!(cache.reserved_names().is_empty());
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    pub fn reserved_names(&self) -> Vec<Vec<u8>> {
+        match self.layout {
+            ModuleLayout::Sessions { .. } => vec![salt_key().name().to_vec()],
+            ModuleLayout::Plain | ModuleLayout::TowerSessions => Vec::new(),
+        }
     }
 
     /// The key (tag and name) under which the module, opened on the

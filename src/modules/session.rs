@@ -380,7 +380,7 @@ const SALT_FORMAT: u8 = 1;
 
 /// The key of a remote store's tag salt: no tag, and a name that no
 /// session (`s` + selector) or index (`u` + user) takes.
-fn salt_key() -> Key {
+pub(crate) fn salt_key() -> Key {
     Key::new(b"tag-salt".to_vec())
 }
 

@@ -21,7 +21,12 @@
 //! - When the store no longer has the changes after the recorded position
 //!   (compaction removed them, or the store lost changes in a crash),
 //!   the follower copies a new snapshot and then deletes the keys of its
-//!   namespace in the target that the store does not have (SCAN).
+//!   namespace in the target that the store does not have (SCAN), only
+//!   where follow owns the keys: under a non-empty namespace or prefix
+//!   (`--prefix`, a keyspace's `NAME:` on a cluster, `cairn:NAME:` of a
+//!   module keyspace), or anywhere with `--owns-database`. Elsewhere (the
+//!   root store, a keyspace in a database of its own) the database may
+//!   hold another application's keys: it counts them and leaves them.
 
 mod feed;
 mod state;
@@ -105,6 +110,9 @@ pub struct FollowArgs {
     pub keyspace_db: Vec<(String, Option<u32>)>,
     /// `--modules NAME=KIND`.
     pub modules: Vec<(String, String)>,
+    /// `--owns-database`: the clean-up after a full resync may delete
+    /// keys of a store without a key prefix on the target.
+    pub owns_database: bool,
 }
 
 /// The environment variable with the sessions' tag secret, for
@@ -190,10 +198,11 @@ pub fn follow(args: FollowArgs) -> Result<u8> {
     let plans = plan(&root, &url, cluster, &args.keyspace_db, &args.modules)?;
     let backend =
         if plans.iter().any(|p| p.module.is_some()) {
+            let to = url.with_password(&args.to)?;
             let opts = if cluster {
-                RespOptions::cluster([args.to.as_str()])
+                RespOptions::cluster([to.as_str()])
             } else {
-                RespOptions::new(&args.to)
+                RespOptions::new(&to)
             };
             Some(opts.open().map_err(|e| {
                 anyhow!(e).context(format!("cannot open {} for --modules", url.addr))
@@ -267,6 +276,7 @@ pub fn follow(args: FollowArgs) -> Result<u8> {
             at: at.clone(),
             once: args.once,
             lag_every: args.lag_every,
+            owns_database: args.owns_database,
             applied: None,
         });
     }
@@ -277,10 +287,19 @@ pub fn follow(args: FollowArgs) -> Result<u8> {
 /// by kill -9) for this store, target and position, so that a second
 /// follower of the same ones on this machine fails instead of writing an
 /// older state over the first one's newer one.
+///
+/// The lock file is `cairn-follow-<hash>.lock` in the temporary directory
+/// (`$TMPDIR`, else `/tmp`): the same for every run of the user whatever
+/// its environment (a shell, cron, a service), since `$XDG_RUNTIME_DIR`
+/// is set in some and not others and two runs must find the same lock.
+/// There another user could plant a file or a symlink under the
+/// predictable name: it is opened without following a symlink
+/// (`O_NOFOLLOW`), mode 0600, and refused unless it is a regular file of
+/// one link owned by this user (a planted one stops follow with a message
+/// naming it; it never writes through it).
 fn lock_follower(args: &FollowArgs, url: &Url) -> Result<std::fs::File> {
     use std::hash::{Hash, Hasher};
     use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
     let dir = std::fs::canonicalize(&args.dir).unwrap_or_else(|_| args.dir.clone());
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (&dir, &url.addr, url.db(), &args.name, &args.position_key).hash(&mut h);
@@ -289,13 +308,7 @@ fn lock_follower(args: &FollowArgs, url: &Url) -> Result<std::fs::File> {
         .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
         .hash(&mut h);
     let path = std::env::temp_dir().join(format!("cairn-follow-{:016x}.lock", h.finish()));
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| anyhow!(e).context(format!("cannot open the lock file {}", path.display())))?;
+    let file = open_lock_file(&path)?;
     // SAFETY: flock on a descriptor this function owns.
     if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
         bail!(
@@ -304,6 +317,52 @@ fn lock_follower(args: &FollowArgs, url: &Url) -> Result<std::fs::File> {
             args.dir.display(),
             url.addr,
             path.display()
+        );
+    }
+    Ok(file)
+}
+
+/// Opens (creating, 0600) the lock file `path`: never through a symlink,
+/// and only a regular file of one link that this user owns.
+fn open_lock_file(path: &std::path::Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let what = || format!("the lock file {}", path.display());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| {
+            let why = if e.raw_os_error() == Some(libc::ELOOP) {
+                "it is a symbolic link (follow never writes one: someone else may have \
+                 planted it; remove it)"
+                    .to_string()
+            } else {
+                e.to_string()
+            };
+            anyhow!("cannot open {}: {why}", what())
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|e| anyhow!(e).context(format!("cannot read {}", what())))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        bail!(
+            "{} is not owned by this user (uid {}, owner {}): someone else may have made it; \
+             remove it, or set TMPDIR to a directory of your own",
+            what(),
+            me,
+            meta.uid()
+        );
+    }
+    if !meta.is_file() || meta.nlink() != 1 {
+        bail!(
+            "{} is not a plain file of its own (a directory, a device or a hard link): \
+             remove it",
+            what()
         );
     }
     Ok(file)
@@ -460,6 +519,8 @@ struct Follower {
     at: Where,
     once: bool,
     lag_every: Duration,
+    /// `--owns-database`: the clean-up may delete outside a namespace.
+    owns_database: bool,
     /// The last position recorded as applied ("at").
     applied: Option<Position>,
 }
@@ -532,9 +593,14 @@ impl Follower {
         match self.load()? {
             None => {
                 if !self.namespace_empty()? {
+                    let resync = if self.owns_cleanup() {
+                        "a full resync deletes those the store does not have"
+                    } else {
+                        "also after a full resync (--owns-database lets one delete them)"
+                    };
                     eprintln!(
                         "cairn follow: {}: warning: {} already holds keys where the store's keys \
-                         go; follow overwrites the store's keys and leaves the others",
+                         go; follow overwrites the store's keys and leaves the others, {resync}",
                         self.label, self.target.label
                     );
                 }
@@ -686,21 +752,31 @@ impl Follower {
     }
 
     /// Whether a target key found in this store's namespace is someone
-    /// else's: the follower's own keys, or another store's namespace.
-    fn not_ours(&self) -> impl Fn(&[u8]) -> bool {
+    /// else's: the follower's own keys, another store's namespace, or a
+    /// key the module's layout keeps for itself on the target (the
+    /// sessions' `tag-salt`: the store never holds it, and without it the
+    /// module there makes a new salt and misses every user's index).
+    fn not_ours(&self) -> Result<impl Fn(&[u8]) -> bool> {
         let (foreign, own) = (self.foreign.clone(), self.own_key());
         let ns = self.keys.namespace(self.keyspace.as_deref());
-        move |k: &[u8]| {
+        let mut reserved = Vec::new();
+        if let Some(m) = &self.keys.module {
+            for name in m.keys.reserved_names() {
+                reserved.push(self.keys.target_key(self.keyspace.as_deref(), &name)?);
+            }
+        }
+        Ok(move |k: &[u8]| {
             k.strip_prefix(&ns[..]).unwrap_or(k).starts_with(OWN_KEYS)
                 || own.as_deref() == Some(k)
                 || foreign.iter().any(|f| k.starts_with(f))
-        }
+                || reserved.iter().any(|r| r == k)
+        })
     }
 
     /// Whether the target holds no key where this store's keys go.
     fn namespace_empty(&mut self) -> Result<bool> {
         let pattern = self.pattern();
-        let not_ours = self.not_ours();
+        let not_ours = self.not_ours()?;
         let mut empty = true;
         self.target.for_each_key(&pattern, &mut |keys| {
             empty = keys.iter().all(|k| not_ours(k));
@@ -709,9 +785,21 @@ impl Follower {
         Ok(empty)
     }
 
+    /// Whether the clean-up after a full resync may delete the target keys
+    /// the store lacks: only within a namespace or prefix of the store's
+    /// own, or anywhere with `--owns-database`. A store without either
+    /// shares its database with whatever else is there.
+    fn owns_cleanup(&self) -> bool {
+        self.owns_database
+            || !self.prefix.is_empty()
+            || !self.keys.namespace(self.keyspace.as_deref()).is_empty()
+    }
+
     /// Deletes the target keys of this store's namespace that `snap` does
     /// not have (after a full resync: the changes that deleted them are
     /// gone). It compares target keys, so it works for any key mapping.
+    /// Where follow does not own the keys ([`Follower::owns_cleanup`]) it
+    /// only counts them.
     fn remove_stale(&mut self, snap: &Db) -> Result<()> {
         let mut names = Vec::new();
         snap.for_each_key(&self.prefix, |k, _| names.push(k.to_vec()))?;
@@ -720,7 +808,7 @@ impl Follower {
             expected.insert(self.keys.target_key(self.keyspace.as_deref(), &name)?);
         }
         let pattern = self.pattern();
-        let not_ours = self.not_ours();
+        let not_ours = self.not_ours()?;
         let mut stale = Vec::new();
         self.target.for_each_key(&pattern, &mut |found| {
             stale.extend(
@@ -731,6 +819,17 @@ impl Follower {
             );
             Ok(true)
         })?;
+        if !self.owns_cleanup() {
+            eprintln!(
+                "cairn follow: {}: left {} keys in {} that the store does not have: they may be \
+                 another application's (--owns-database says the database is follow's alone, \
+                 and a full resync then deletes them)",
+                self.label,
+                stale.len(),
+                self.target.label
+            );
+            return Ok(());
+        }
         for chunk in stale.chunks(MAX_OPS) {
             self.target.delete(chunk)?;
         }

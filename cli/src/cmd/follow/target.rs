@@ -53,6 +53,10 @@ impl Op {
     }
 }
 
+/// The environment variable with the password when the URL has none
+/// (as `redis-cli` and `cairn import --from`): `ps` shows a command line.
+pub const PASSWORD_ENV: &str = "REDISCLI_AUTH";
+
 /// Where `--to` points: its connection settings (password included, never
 /// printed) and `host:port` for messages.
 #[derive(Clone)]
@@ -61,11 +65,69 @@ pub struct Url {
     pub info: ConnectionInfo,
     /// `host:port`, for messages (no password).
     pub addr: String,
+    /// Whether the password came from [`PASSWORD_ENV`].
+    password_from_env: bool,
 }
 
 impl Url {
-    /// Parses `redis://[[user]:password@]host:port[/db]`.
+    /// Parses `redis://[[user]:password@]host:port[/db]`; the password
+    /// comes from [`PASSWORD_ENV`] when the URL has none.
     pub fn parse(url: &str) -> Result<Url> {
+        let mut parsed = Url::parse_only(url)?;
+        if parsed.info.redis.password.is_none() {
+            if let Some(pw) = std::env::var(PASSWORD_ENV).ok().filter(|p| !p.is_empty()) {
+                parsed.info.redis.password = Some(pw);
+                parsed.password_from_env = true;
+            }
+        }
+        Ok(parsed)
+    }
+
+    /// The URL to give a client that takes a URL (the RESP backend of
+    /// `--modules`): `url` itself, or, with the password from the
+    /// environment, the same server with the password in it (in memory
+    /// only; never printed).
+    pub fn with_password(&self, url: &str) -> Result<String> {
+        if !self.password_from_env {
+            return Ok(url.to_string());
+        }
+        let (scheme, host, port, insecure) = match &self.info.addr {
+            ConnectionAddr::Tcp(h, p) => ("redis", h, *p, false),
+            ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure,
+                ..
+            } => ("rediss", host, *port, *insecure),
+            ConnectionAddr::Unix(_) => bail!(
+                "--to: a unix socket URL with the password in {PASSWORD_ENV}: put the password \
+                 in the URL (redis+unix:///path?pass=…) for --modules"
+            ),
+        };
+        let r = &self.info.redis;
+        let user = r
+            .username
+            .as_deref()
+            .map(userinfo_escape)
+            .unwrap_or_default();
+        let pw = r
+            .password
+            .as_deref()
+            .map(userinfo_escape)
+            .unwrap_or_default();
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.clone()
+        };
+        let frag = if insecure { "#insecure" } else { "" };
+        Ok(format!(
+            "{scheme}://{user}:{pw}@{host}:{port}/{}{frag}",
+            r.db
+        ))
+    }
+
+    fn parse_only(url: &str) -> Result<Url> {
         let info = url.into_connection_info().map_err(|e| {
             // The crate's message may quote the URL; say what is wrong
             // without it (it can hold a password).
@@ -75,7 +137,11 @@ impl Url {
             )
         })?;
         let addr = info.addr.to_string();
-        Ok(Url { info, addr })
+        Ok(Url {
+            info,
+            addr,
+            password_from_env: false,
+        })
     }
 
     /// The database the URL names (0 when it names none).
@@ -101,6 +167,20 @@ impl Url {
             .get_connection_with_timeout(std::time::Duration::from_secs(10))
             .with_context(|| format!("cannot connect to {} (database {db})", self.addr))
     }
+}
+
+/// Percent-encodes `s` for the user-info part of a URL (every byte but
+/// the unreserved ones).
+fn userinfo_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 enum Conn {
@@ -337,7 +417,22 @@ pub fn check_cluster_db(url: &Url) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::{glob_escape, masters};
+    use super::{glob_escape, masters, Url};
+    use redis::IntoConnectionInfo;
+
+    #[test]
+    fn a_password_from_the_environment_goes_into_the_backend_url() {
+        let mut url = Url::parse_only("redis://u@127.0.0.1:6380/3").expect("url");
+        assert_eq!(url.with_password("x").expect("url"), "x");
+        url.info.redis.password = Some("p@ss:w/rd%".to_string());
+        url.password_from_env = true;
+        let built = url.with_password("unused").expect("url");
+        let info = built.as_str().into_connection_info().expect("parse");
+        assert_eq!(info.redis.password.as_deref(), Some("p@ss:w/rd%"));
+        assert_eq!(info.redis.username.as_deref(), Some("u"));
+        assert_eq!(info.redis.db, 3);
+        assert_eq!(info.addr.to_string(), "127.0.0.1:6380");
+    }
 
     #[test]
     fn masters_come_from_cluster_nodes_text() {
