@@ -823,3 +823,25 @@ fn watch_keeps_its_timeout_under_other_traffic() {
     writer.join().expect("writer");
     assert!(took < Duration::from_secs(1), "took {took:?}");
 }
+
+/// The same when the store's newest change was a batch: the commit
+/// record's number is not handed out again either.
+#[test]
+fn compaction_keeps_a_compacted_batch_commit_number() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = Db::open(dir.path()).expect("open");
+    db.put("k", "1").expect("put");
+    db.write_batch(Batch::new().delete("k")).expect("batch"); // 2, 3, 4
+    let end = db.changes(FeedStart::Now).expect("feed").resume_position();
+    assert_eq!(end.seq(), 4);
+    db.seal_active_segment().expect("seal");
+    db.compact().expect("compact");
+    db.close().expect("close");
+    let db = Db::open(dir.path()).expect("reopen");
+    db.put("b", "2").expect("put");
+    let newest = db.changes(FeedStart::Now).expect("feed").resume_position();
+    assert_eq!(newest.seq(), 5, "the commit's number 4 is not reused");
+    // A consumer at the batch's end resumes with nothing missing.
+    let mut feed = db.changes(FeedStart::After(end)).expect("resume");
+    assert_eq!(feed.try_next().expect("read").map(|c| c.seq), Some(5));
+}

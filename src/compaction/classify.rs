@@ -174,7 +174,7 @@ impl Core {
         // Only when the inputs hold the store's newest change: else a newer
         // record elsewhere keeps the numbers growing.
         if inputs_newest >= self.feed.end().seq {
-            keep_newest(&mut out, newest_dropped);
+            keep_newest(&mut out, newest_dropped, inputs_newest);
         }
         out.order = self.write_order(plan, &out.kept)?;
         Ok(out)
@@ -307,9 +307,14 @@ fn fate(
 /// numbers already handed out, and a change feed resuming right before
 /// them would read the new changes as the old ones, missing the delete.
 /// One tombstone per compaction keeps the numbers growing. It hides
-/// nothing: its key has a newer record, or none that is live.
-fn keep_newest(out: &mut Classified, newest_dropped: Option<(Kept, Dropped)>) {
-    let Some((newest, why)) = newest_dropped else {
+/// nothing: its key has no live record (the dropped one was its newest).
+///
+/// The tombstone takes the inputs' newest sequence number, which is a
+/// batch's commit record when the newest change was a batch (commit
+/// records are not copied). That hides nothing either: every other record
+/// of its key is older than the dropped one, and dead.
+fn keep_newest(out: &mut Classified, newest_dropped: Option<(Kept, Dropped)>, inputs_newest: u64) {
+    let Some((mut newest, why)) = newest_dropped else {
         return;
     };
     if out.kept.iter().any(|k| k.seq > newest.seq) {
@@ -317,6 +322,7 @@ fn keep_newest(out: &mut Classified, newest_dropped: Option<(Kept, Dropped)>) {
     }
     why.count(&mut out.tally, -1);
     out.tally.tombstones_kept += 1;
+    newest.seq = newest.seq.max(inputs_newest);
     out.kept.push(newest);
 }
 
