@@ -845,3 +845,28 @@ fn compaction_keeps_a_compacted_batch_commit_number() {
     let mut feed = db.changes(FeedStart::After(end)).expect("resume");
     assert_eq!(feed.try_next().expect("read").map(|c| c.seq), Some(5));
 }
+
+/// Found by the second review: `FeedStart::Now` on files, when the newest
+/// writer segment starts with a batch not yet whole, gave position 0.
+#[test]
+fn now_before_a_batch_at_a_segment_start() {
+    use common::format::{push_record, salt_for, seg_path, segment_header, Record};
+    let t = tempfile::tempdir().expect("tempdir");
+    let dir = t.path();
+    let s1 = salt_for(1);
+    let mut seg = segment_header(1, s1, 0).to_vec();
+    push_record(&mut seg, s1, &Record::put(1, b"a", b"1"));
+    std::fs::write(seg_path(dir, 1), &seg).expect("write");
+    let s2 = salt_for(2);
+    let mut seg2 = segment_header(2, s2, 0).to_vec();
+    push_record(&mut seg2, s2, &Record::batch_begin(2, 1));
+    push_record(&mut seg2, s2, &Record::put(3, b"b", b"2").in_batch());
+    std::fs::write(seg_path(dir, 2), &seg2).expect("write");
+    let db = Options::new().snapshot(true).open(dir).expect("open");
+    let now = db.changes(FeedStart::Now).expect("feed");
+    assert_eq!(
+        now.resume_position().seq(),
+        1,
+        "Now lands before the open batch"
+    );
+}

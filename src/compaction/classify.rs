@@ -110,6 +110,9 @@ impl Core {
         // kept: see `keep_newest`.
         let mut newest_dropped: Option<(Kept, Dropped)> = None;
         let mut inputs_newest = 0;
+        // The newest put or tombstone of the inputs, and whether its key
+        // has a live record.
+        let mut newest_entry: Option<(u64, bool)> = None;
         for (input, (&id, bytes)) in plan.inputs.iter().zip(sources).enumerate() {
             out.tally.bytes_in += bytes.len() as u64;
             let path = names::segment_path(&self.dir, id);
@@ -117,6 +120,9 @@ impl Core {
             inputs_newest = inputs_newest.max(load.max_seq);
             for e in load.entries {
                 let current = self.keydir.get(&e.key);
+                if newest_entry.is_none_or(|(seq, _)| e.seq > seq) {
+                    newest_entry = Some((e.seq, current.is_some()));
+                }
                 let expired = e.expires_at_ms != 0 && e.expires_at_ms <= now;
                 let points_here = current.is_some_and(|c| c.file_id == id && c.offset == e.offset);
                 self.check_against_index(&path, id, &e, current, points_here)?;
@@ -143,7 +149,11 @@ impl Core {
                             _ => Dropped::Expired,
                         };
                         why.count(&mut out.tally, 1);
-                        if newest_dropped.as_ref().is_none_or(|(n, _)| e.seq > n.seq) {
+                        // Only a key with no live record may carry the
+                        // kept number (see `keep_newest`).
+                        if current.is_none()
+                            && newest_dropped.as_ref().is_none_or(|(n, _)| e.seq > n.seq)
+                        {
                             let kept = Kept {
                                 seq: e.seq,
                                 input,
@@ -173,7 +183,11 @@ impl Core {
         }
         // Only when the inputs hold the store's newest change: else a newer
         // record elsewhere keeps the numbers growing.
-        if inputs_newest >= self.feed.end().seq {
+        // A live record holding the newest number keeps it wherever it is
+        // (a copy left by an interrupted compaction may be outside the
+        // inputs).
+        let newest_is_live = newest_entry.is_some_and(|(seq, live)| seq == inputs_newest && live);
+        if inputs_newest >= self.feed.end().seq && !newest_is_live {
             keep_newest(&mut out, newest_dropped, inputs_newest);
         }
         out.order = self.write_order(plan, &out.kept)?;
@@ -296,9 +310,9 @@ fn fate(
     Fate::Deleted
 }
 
-/// Keeps the inputs' newest record, as a tombstone, when it would be
-/// dropped and nothing newer is kept (the caller checks that the inputs
-/// hold the store's newest change).
+/// Keeps the inputs' newest sequence number when no kept record carries
+/// it (the caller checks that the inputs hold the store's newest change,
+/// and that no live record holds that number).
 ///
 /// Recovery starts the writer's sequence numbers right after the newest
 /// record it finds. Were compaction to drop the store's newest records
@@ -306,23 +320,25 @@ fn fate(
 /// empty active segment), a reopened writer would number new changes with
 /// numbers already handed out, and a change feed resuming right before
 /// them would read the new changes as the old ones, missing the delete.
-/// One tombstone per compaction keeps the numbers growing. It hides
-/// nothing: its key has no live record (the dropped one was its newest).
 ///
-/// The tombstone takes the inputs' newest sequence number, which is a
-/// batch's commit record when the newest change was a batch (commit
-/// records are not copied). That hides nothing either: every other record
-/// of its key is older than the dropped one, and dead.
-fn keep_newest(out: &mut Classified, newest_dropped: Option<(Kept, Dropped)>, inputs_newest: u64) {
-    let Some((mut newest, why)) = newest_dropped else {
+/// So one dropped record is kept as a tombstone that carries the inputs'
+/// newest number (a batch's commit number, when the newest change was a
+/// batch: commit records are not copied). It is the newest dropped record
+/// *whose key has no live record* (no index entry), so the tombstone hides
+/// nothing, whatever number it carries; a key with a live record is never
+/// chosen, since its tombstone could outrank the live record (or an
+/// identical copy of it left by an interrupted compaction) at the next
+/// open.
+fn keep_newest(out: &mut Classified, candidate: Option<(Kept, Dropped)>, inputs_newest: u64) {
+    let Some((mut newest, why)) = candidate else {
         return;
     };
-    if out.kept.iter().any(|k| k.seq > newest.seq) {
+    if out.kept.iter().any(|k| k.seq >= inputs_newest) {
         return;
     }
     why.count(&mut out.tally, -1);
     out.tally.tombstones_kept += 1;
-    newest.seq = newest.seq.max(inputs_newest);
+    newest.seq = inputs_newest;
     out.kept.push(newest);
 }
 

@@ -180,15 +180,17 @@ fn lost(r: &LogReader, pos: Position, reason: String) -> Error {
 /// complete record of the newest writer segment that has one.
 pub(crate) fn end_of_files(r: &mut LogReader) -> Result<()> {
     let segments = r.writer_segments()?;
-    let mut start = segments.first().copied();
+    let mut start = segments.first().map(|&id| (id, None));
     for &id in segments.iter().rev() {
-        if first_seq(r, id, Limit::Files)?.is_some() {
-            start = Some(id);
+        if let Some(first) = first_seq(r, id, Limit::Files)? {
+            // The change before the segment's first is known: a batch not
+            // yet whole at its start still leaves the position right.
+            start = Some((id, Some(first - 1)));
             break;
         }
     }
-    if let Some(id) = start {
-        r.seek_segment_start(id, None)?;
+    if let Some((id, before)) = start {
+        r.seek_segment_start(id, before)?;
         r.read_whole_units(Limit::Files)?;
     }
     Ok(())

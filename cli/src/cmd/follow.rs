@@ -332,7 +332,8 @@ fn open_lock_file(path: &std::path::Path) -> Result<std::fs::File> {
         .truncate(false)
         .write(true)
         .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
+        // O_NONBLOCK: a FIFO planted at the name must not block the open.
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open(path)
         .map_err(|e| {
             let why = if e.raw_os_error() == Some(libc::ELOOP) {
