@@ -188,7 +188,8 @@ impl Core {
         // inputs).
         let newest_is_live = newest_entry.is_some_and(|(seq, live)| seq == inputs_newest && live);
         if inputs_newest >= self.feed.end().seq && !newest_is_live {
-            keep_newest(&mut out, newest_dropped, inputs_newest);
+            let empty_key_live = self.keydir.get(b"").is_some();
+            keep_newest(&mut out, newest_dropped, inputs_newest, empty_key_live);
         }
         out.order = self.write_order(plan, &out.kept)?;
         Ok(out)
@@ -329,7 +330,16 @@ fn fate(
 /// chosen, since its tombstone could outrank the live record (or an
 /// identical copy of it left by an interrupted compaction) at the next
 /// open.
-fn keep_newest(out: &mut Classified, candidate: Option<(Kept, Dropped)>, inputs_newest: u64) {
+///
+/// The tombstone is of the empty key when that key has no live record
+/// either, so that no deleted key's bytes stay on disk for it (a deleted
+/// secret, such as an old session id, must not survive compaction).
+fn keep_newest(
+    out: &mut Classified,
+    candidate: Option<(Kept, Dropped)>,
+    inputs_newest: u64,
+    empty_key_live: bool,
+) {
     let Some((mut newest, why)) = candidate else {
         return;
     };
@@ -339,6 +349,10 @@ fn keep_newest(out: &mut Classified, candidate: Option<(Kept, Dropped)>, inputs_
     why.count(&mut out.tally, -1);
     out.tally.tombstones_kept += 1;
     newest.seq = inputs_newest;
+    if !empty_key_live {
+        newest.key = Vec::new();
+        newest.key_len = 0;
+    }
     out.kept.push(newest);
 }
 
