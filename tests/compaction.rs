@@ -1650,6 +1650,41 @@ fn crash_compact_after_rename(dir: &std::path::Path) {
     drop(db);
 }
 
+/// A store whose newest change (`k` = `v`, alone or in a batch) sits in a
+/// sealed segment, left by a compaction stopped after its rename: the
+/// record is both in the old input (segment 1) and in the output.
+fn live_copy_left_by_a_crash(dir: &std::path::Path, batch: bool) -> Db {
+    let db = tie_opts().open(dir).expect("open");
+    db.put("a", "1").expect("put");
+    if batch {
+        db.write_batch(Batch::new().put("k", "v")).expect("batch");
+    } else {
+        db.put("k", "v").expect("put");
+    }
+    db.seal_active_segment().expect("seal");
+    drop(db);
+    crash_compact_after_rename(dir);
+    let db = tie_opts().open(dir).expect("reopen");
+    assert_eq!(db.get("k").expect("get").as_deref(), Some(&b"v"[..]));
+    db
+}
+
+/// `k` reads `v` in process, and after a reopen.
+fn assert_k_survives(db: Db, dir: &std::path::Path) {
+    assert_eq!(
+        db.get("k").expect("get").as_deref(),
+        Some(&b"v"[..]),
+        "in process"
+    );
+    drop(db);
+    let db = tie_opts().open(dir).expect("reopen 2");
+    assert_eq!(
+        db.get("k").expect("get").as_deref(),
+        Some(&b"v"[..]),
+        "after reopen: live key lost"
+    );
+}
+
 /// Found by the second review: a compaction interrupted after its rename
 /// leaves the same live record in its input and its output; when that
 /// record was the newest change, a later compaction of the old input
@@ -1658,29 +1693,9 @@ fn crash_compact_after_rename(dir: &std::path::Path) {
 #[test]
 fn the_kept_newest_number_never_outranks_a_live_copy_left_by_a_crash() {
     let t = tempfile::tempdir().expect("tempdir");
-    let dir = t.path();
-    let db = tie_opts().open(dir).expect("open");
-    db.put("a", "1").expect("put");
-    db.put("k", "v").expect("put");
-    db.seal_active_segment().expect("seal");
-    drop(db);
-    crash_compact_after_rename(dir);
-    let db = tie_opts().open(dir).expect("reopen");
-    assert_eq!(db.get("k").expect("get").as_deref(), Some(&b"v"[..]));
-    let s = db.compact_segments(&[1]).expect("compact the old input");
-    let _ = s;
-    assert_eq!(
-        db.get("k").expect("get").as_deref(),
-        Some(&b"v"[..]),
-        "in process"
-    );
-    drop(db);
-    let db = tie_opts().open(dir).expect("reopen 2");
-    assert_eq!(
-        db.get("k").expect("get").as_deref(),
-        Some(&b"v"[..]),
-        "after reopen: live key lost"
-    );
+    let db = live_copy_left_by_a_crash(t.path(), false);
+    db.compact_segments(&[1]).expect("compact the old input");
+    assert_k_survives(db, t.path());
 }
 
 /// The same with a batch: the tombstone's number, raised to the commit's,
@@ -1688,29 +1703,9 @@ fn the_kept_newest_number_never_outranks_a_live_copy_left_by_a_crash() {
 #[test]
 fn the_kept_newest_number_never_outranks_a_live_batch_copy() {
     let t = tempfile::tempdir().expect("tempdir");
-    let dir = t.path();
-    let db = tie_opts().open(dir).expect("open");
-    db.put("a", "1").expect("put");
-    db.write_batch(Batch::new().put("k", "v")).expect("batch");
-    db.seal_active_segment().expect("seal");
-    drop(db);
-    crash_compact_after_rename(dir);
-    let db = tie_opts().open(dir).expect("reopen");
-    assert_eq!(db.get("k").expect("get").as_deref(), Some(&b"v"[..]));
-    let s = db.compact().expect("compact all");
-    let _ = s;
-    assert_eq!(
-        db.get("k").expect("get").as_deref(),
-        Some(&b"v"[..]),
-        "in process"
-    );
-    drop(db);
-    let db = tie_opts().open(dir).expect("reopen 2");
-    assert_eq!(
-        db.get("k").expect("get").as_deref(),
-        Some(&b"v"[..]),
-        "after reopen: live key lost"
-    );
+    let db = live_copy_left_by_a_crash(t.path(), true);
+    db.compact().expect("compact all");
+    assert_k_survives(db, t.path());
 }
 
 /// ... and every later compaction refused (the index and the output
@@ -1718,14 +1713,7 @@ fn the_kept_newest_number_never_outranks_a_live_batch_copy() {
 #[test]
 fn compaction_goes_on_after_keeping_the_newest_number() {
     let t = tempfile::tempdir().expect("tempdir");
-    let dir = t.path();
-    let db = tie_opts().open(dir).expect("open");
-    db.put("a", "1").expect("put");
-    db.write_batch(Batch::new().put("k", "v")).expect("batch");
-    db.seal_active_segment().expect("seal");
-    drop(db);
-    crash_compact_after_rename(dir);
-    let db = tie_opts().open(dir).expect("reopen");
+    let db = live_copy_left_by_a_crash(t.path(), true);
     db.compact().expect("compact all");
     let second = db.compact();
     assert!(second.is_ok(), "second compaction: {second:?}");
