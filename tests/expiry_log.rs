@@ -311,6 +311,27 @@ fn a_delete_or_compaction_that_meets_an_expired_key_logs_it() {
     assert_eq!(db.len().expect("len"), 1);
 }
 
+/// Found by the model test: a compare-and-swap that deletes a key already
+/// expired logs its expiration, as `delete` does, so the sweep has nothing
+/// left to count.
+#[test]
+fn a_compare_and_swap_delete_of_an_expired_key_logs_it_once() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START_MS);
+    let db = open(t.path(), &clock);
+    db.put("", "").expect("put");
+    let batch = cairn::Batch::new().put_with_ttl("b", "", Duration::from_millis(1));
+    db.write_batch(batch).expect("batch");
+    clock.advance(Duration::from_millis(1));
+    db.compare_and_swap("b", None, None)
+        .expect("cas")
+        .expect("absent matches absent");
+    assert_eq!(expired_tombstones(&db), vec![b"b".to_vec()]);
+    assert_eq!(db.sweep_expired(), 0, "already logged");
+    assert_eq!(expired_tombstones(&db).len(), 1, "logged once");
+    db.close().expect("close");
+}
+
 #[test]
 fn a_closed_handle_sweeps_nothing() {
     let t = tempfile::tempdir().expect("tempdir");

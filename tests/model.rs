@@ -335,10 +335,10 @@ fn model_step(m: &mut Model, op: &Op) -> Outcome {
                 Some(v) => {
                     m.map.insert(key.0.clone(), (v.0.clone(), None));
                 }
+                // As `delete`: an expired entry is removed too (cairn logs
+                // its expiration then, so a later sweep does not count it).
                 None => {
-                    if current.is_some() {
-                        m.map.remove(&key.0);
-                    }
+                    m.map.remove(&key.0);
                 }
             }
             Outcome::Cas(Ok(()))
