@@ -167,6 +167,124 @@ impl Segment {
         }
     }
 
+    /// Whether the record at `offset` is a put of `key`: its header and
+    /// key bytes only, without the value or its checksum (a read checks
+    /// those). The index uses it to tell keys apart, since it keeps only
+    /// part of their hash.
+    ///
+    /// # Errors
+    /// The bytes cannot be read, or run past the end of the segment.
+    pub(crate) fn holds_key(&self, offset: u64, key: &[u8]) -> Result<bool> {
+        let len = u64::from(RECORD_HEADER_LEN) + key.len() as u64;
+        self.with_bytes(offset, len, |b| {
+            record::parse_header(b).is_ok_and(|h| {
+                h.kind == record::RecordKind::Put && h.key_len as usize == key.len()
+            }) && b[RECORD_HEADER_LEN as usize..] == *key
+        })
+    }
+
+    /// Calls `f` with the key of the put at `offset` (its header and key
+    /// bytes, not checked against the record's checksum).
+    ///
+    /// # Errors
+    /// The bytes cannot be read, run past the end of the segment, or are
+    /// not a put's header.
+    pub(crate) fn with_key<R>(&self, offset: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        let head = self.with_bytes(offset, u64::from(RECORD_HEADER_LEN), |b| {
+            record::parse_header(b).map(|h| (h.kind, h.key_len))
+        })?;
+        match head {
+            Ok((record::RecordKind::Put, key_len)) => {
+                let len = u64::from(RECORD_HEADER_LEN) + u64::from(key_len);
+                self.with_bytes(offset, len, |b| f(&b[RECORD_HEADER_LEN as usize..]))
+            }
+            Ok(_) => Err(self.corrupt(offset, "the index points at a record that is not a put")),
+            Err(why) => Err(self.corrupt(offset, why)),
+        }
+    }
+
+    /// Calls `f` with the `len` bytes at `offset`: from the map, the tail
+    /// cache, or read with `pread`.
+    fn with_bytes<R>(&self, offset: u64, len: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        match &self.source {
+            Source::Mapped(map) => {
+                let bytes = map.bytes();
+                let end = offset
+                    .checked_add(len)
+                    .filter(|&e| e <= bytes.len() as u64)
+                    .ok_or_else(|| {
+                        self.corrupt(offset, "record runs past the end of the segment")
+                    })?;
+                Ok(f(&bytes[offset as usize..end as usize]))
+            }
+            Source::File(file) | Source::ActiveSegment(file, _) => {
+                let mut f = Some(f);
+                if let Source::ActiveSegment(_, tail) = &self.source {
+                    if let Some(Some(r)) = tail.with_bytes(offset, len, |b| f.take().map(|f| f(b)))
+                    {
+                        return Ok(r);
+                    }
+                }
+                let mut buf = vec![0u8; len as usize];
+                crate::fs::read_exact_at(&**file, &mut buf, offset).map_err(|e| {
+                    if e.kind() == io::ErrorKind::UnexpectedEof {
+                        self.corrupt(offset, "record runs past the end of the segment")
+                    } else {
+                        let at = format!("{} at offset {offset}: {e}", self.path.display());
+                        Error::Io(io::Error::new(e.kind(), at))
+                    }
+                })?;
+                match f.take() {
+                    Some(f) => Ok(f(&buf)),
+                    None => Err(self.corrupt(offset, "record read twice")),
+                }
+            }
+        }
+    }
+
+    /// The value of the put at `offset` if it is `key`'s (checked as
+    /// [`Segment::read_value`] does); `None` when the record is another
+    /// key's (the index found it by part of the key's hash).
+    ///
+    /// # Errors
+    /// The record is `key`'s but damaged or of another length, or cannot
+    /// be read.
+    pub(crate) fn read_value_if_key(
+        &self,
+        offset: u64,
+        key: &[u8],
+        value_len: u32,
+    ) -> Result<Option<Vec<u8>>> {
+        if let Source::Mapped(map) = &self.source {
+            // The usual case, in one pass: the value is copied while the key
+            // is compared, so that the record's cache misses are not behind
+            // the comparison (docs/design.md).
+            let bytes = map.bytes();
+            let key_len = key.len() as u64;
+            let total = record::encoded_len(key.len() as u32, value_len);
+            if let Some(rec) = offset
+                .checked_add(total)
+                .filter(|&e| e <= bytes.len() as u64)
+                .map(|end| &bytes[offset as usize..end as usize])
+            {
+                let start = (u64::from(RECORD_HEADER_LEN) + key_len) as usize;
+                let value = rec[start..].to_vec();
+                if rec[RECORD_HEADER_LEN as usize..start] == *key
+                    && record::parse_header(rec).is_ok_and(|h| {
+                        h.kind == record::RecordKind::Put && u64::from(h.key_len) == key_len
+                    })
+                {
+                    self.check(rec, offset, key, value_len)?;
+                    return Ok(Some(value));
+                }
+            }
+        }
+        if !self.holds_key(offset, key)? {
+            return Ok(None);
+        }
+        self.read_value(offset, key, value_len).map(Some)
+    }
+
     fn check(&self, rec: &[u8], offset: u64, key: &[u8], value_len: u32) -> Result<()> {
         match record::decode(rec, self.salt, offset) {
             record::Decoded::Record(r) => {
