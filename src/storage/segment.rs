@@ -167,40 +167,58 @@ impl Segment {
         }
     }
 
-    /// Whether the record at `offset` is a put of `key`: its header and
-    /// key bytes only, without the value or its checksum (a read checks
-    /// those). The index uses it to tell keys apart, since it keeps only
-    /// part of their hash.
+    /// Whether the record at `offset` is a put of `key`. The index uses it
+    /// to tell keys apart, since it keeps only part of their hash. A
+    /// matching header and key are enough to say yes (a read checks the
+    /// whole record); a no is only given for a record whose checksum holds,
+    /// so that damage is reported as damage, never as another key.
     ///
     /// # Errors
-    /// The bytes cannot be read, or run past the end of the segment.
+    /// The record is damaged, cannot be read, or runs past the end of the
+    /// segment.
     pub(crate) fn holds_key(&self, offset: u64, key: &[u8]) -> Result<bool> {
-        let len = u64::from(RECORD_HEADER_LEN) + key.len() as u64;
-        self.with_bytes(offset, len, |b| {
+        let head_len = u64::from(RECORD_HEADER_LEN);
+        let same_len = self.with_bytes(offset, head_len, |b| {
             record::parse_header(b).is_ok_and(|h| {
                 h.kind == record::RecordKind::Put && h.key_len as usize == key.len()
-            }) && b[RECORD_HEADER_LEN as usize..] == *key
-        })
+            })
+        })?;
+        if same_len
+            && self.with_bytes(offset, head_len + key.len() as u64, |b| {
+                b[RECORD_HEADER_LEN as usize..] == *key
+            })?
+        {
+            return Ok(true);
+        }
+        self.with_record(offset, |_| false)
     }
 
-    /// Calls `f` with the key of the put at `offset` (its header and key
-    /// bytes, not checked against the record's checksum).
+    /// Calls `f` with the key of the put at `offset`, after checking the
+    /// whole record against its checksum.
     ///
     /// # Errors
-    /// The bytes cannot be read, run past the end of the segment, or are
-    /// not a put's header.
+    /// The record is damaged, is not a put, or cannot be read.
     pub(crate) fn with_key<R>(&self, offset: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-        let head = self.with_bytes(offset, u64::from(RECORD_HEADER_LEN), |b| {
-            record::parse_header(b).map(|h| (h.kind, h.key_len))
+        let r = self.with_record(offset, |r| (r.kind == record::RecordKind::Put).then(|| f(r.key)))?;
+        r.ok_or_else(|| self.corrupt(offset, "the index points at a record that is not a put"))
+    }
+
+    /// Calls `f` with the record at `offset`, checked against its checksum.
+    ///
+    /// # Errors
+    /// The record is damaged, cannot be read, or runs past the end of the
+    /// segment.
+    fn with_record<R>(&self, offset: u64, f: impl FnOnce(&record::RecordRef<'_>) -> R) -> Result<R> {
+        let head_len = u64::from(RECORD_HEADER_LEN);
+        let total = self
+            .with_bytes(offset, head_len, |b| record::parse_header(b).map(|h| h.len()))?
+            .map_err(|why| self.corrupt(offset, why))?;
+        let decoded = self.with_bytes(offset, total, |b| match record::decode(b, self.salt, offset) {
+            record::Decoded::Record(r) => Ok(f(&r)),
+            record::Decoded::Truncated => Err("record is truncated"),
+            record::Decoded::Invalid(why) => Err(why),
         })?;
-        match head {
-            Ok((record::RecordKind::Put, key_len)) => {
-                let len = u64::from(RECORD_HEADER_LEN) + u64::from(key_len);
-                self.with_bytes(offset, len, |b| f(&b[RECORD_HEADER_LEN as usize..]))
-            }
-            Ok(_) => Err(self.corrupt(offset, "the index points at a record that is not a put")),
-            Err(why) => Err(self.corrupt(offset, why)),
-        }
+        decoded.map_err(|why| self.corrupt(offset, why))
     }
 
     /// Calls `f` with the `len` bytes at `offset`: from the map, the tail
