@@ -113,6 +113,14 @@ impl Db {
                     .spawn(move || c.auto_compaction())?,
             );
         }
+        if core.warms_up() {
+            let c = core.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("cairn-warm-up".into())
+                    .spawn(move || c.warm_up())?,
+            );
+        }
         Ok(Db(Arc::new(Inner {
             core,
             background: Mutex::new(threads),
