@@ -2,8 +2,11 @@
 //! open (`Options::warm_up_after_open`):
 //!
 //! ```sh
-//! sudo cargo run --release --example cold_gets -- [N] [REPS] [DIR]
+//! sudo cargo run --release --example cold_gets -- [N] [REPS] [DIR] [WHAT]
 //! ```
+//!
+//! WHAT is `all` (the default), `cold`, `warm` or `puts`: which of the
+//! three parts below to run.
 //!
 //! Loads N keys (16-byte keys, 100-byte values; default 1,000,000) into a
 //! new store under DIR (default /var/tmp), closes it, then REPS times
@@ -145,8 +148,8 @@ fn warm_rounds(dir: &Path, n: u64) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Durable puts right after a cold open, while the warm-up runs.
-fn put_rounds(dir: &Path, n: u64) -> Result<(), Box<dyn std::error::Error>> {
-    for warm_up in [true, false, true, false] {
+fn put_rounds(dir: &Path, n: u64, reps: usize) -> Result<(), Box<dyn std::error::Error>> {
+    for warm_up in (0..reps).flat_map(|_| [true, false]) {
         drop_caches();
         let db = opts(warm_up).sync_policy(SyncPolicy::Always).open(dir)?;
         let mut ns = Vec::with_capacity(PUTS);
@@ -207,9 +210,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         t.elapsed().as_secs_f64(),
         log as f64 / 1e6
     );
-    cold_rounds(dir.path(), n, reps)?;
-    warm_rounds(dir.path(), n)?;
-    // The puts change the store: last.
-    put_rounds(dir.path(), n)?;
+    let what: String = common::arg(4, "all".to_string());
+    if what == "all" || what == "cold" {
+        cold_rounds(dir.path(), n, reps)?;
+    }
+    if what == "all" || what == "warm" {
+        warm_rounds(dir.path(), n)?;
+    }
+    if what == "all" || what == "puts" {
+        // The puts change the store: last.
+        put_rounds(dir.path(), n, reps)?;
+    }
     Ok(())
 }
