@@ -113,6 +113,14 @@ impl Db {
                     .spawn(move || c.auto_compaction())?,
             );
         }
+        if core.warms_up() {
+            let c = core.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("cairn-warm-up".into())
+                    .spawn(move || c.warm_up())?,
+            );
+        }
         Ok(Db(Arc::new(Inner {
             core,
             background: Mutex::new(threads),
@@ -933,7 +941,13 @@ impl Db {
         let snapshot = if core.opts.snapshot {
             self.clone()
         } else {
-            core.opts.clone().snapshot(true).open(&core.dir)?
+            core.opts
+                .clone()
+                .snapshot(true)
+                // Beside this handle, whose reads keep the pages warm: a
+                // second read of the whole log would only compete with it.
+                .warm_up_after_open(false)
+                .open(&core.dir)?
         };
         let seq = snapshot.core().feed.end().seq;
         let feed = self.changes(crate::feed::FeedStart::After(

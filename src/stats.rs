@@ -52,4 +52,13 @@ pub struct Stats {
     pub write_stalls: u64,
     /// Total time writes spent in those waits.
     pub write_stall_time: std::time::Duration,
+    /// Bytes of segment files the warm-up after open has read so far (see
+    /// [`Options::warm_up_after_open`](crate::Options::warm_up_after_open));
+    /// 0 when it is off. Once it has finished, the size of the log at open
+    /// minus any segment compaction deleted before the warm-up reached it.
+    pub warm_up_bytes_read: u64,
+    /// How long the warm-up after open took, from its start (as the open
+    /// returns) to its last read;
+    /// zero while it runs, when it is off, and when a close stopped it.
+    pub warm_up_time: std::time::Duration,
 }

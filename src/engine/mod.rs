@@ -6,6 +6,8 @@
 //! * `read.rs`: the read path, from the index to a segment;
 //! * `background.rs`: the background thread (periodic fsync, hint files,
 //!   the expiry sweep), the write stall and closing;
+//! * `warm_up.rs`: the warm-up after open (reading the log once, so that
+//!   the first reads after a cold restart are served from the page cache);
 //! * `txn.rs`: read-modify-write transactions;
 //! * `backup.rs`: the consistent copy behind `Db::backup_to`.
 
@@ -14,6 +16,7 @@ mod backup;
 mod open;
 mod read;
 pub(crate) mod txn;
+mod warm_up;
 mod write;
 
 use std::collections::BTreeMap;
@@ -138,6 +141,8 @@ pub(crate) struct Core {
     stalls: AtomicU64,
     /// Time writes spent waiting in stalls.
     stall_ns: AtomicU64,
+    /// What the warm-up after open has read.
+    warm_up: warm_up::WarmUp,
 }
 
 impl Core {

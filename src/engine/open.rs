@@ -89,6 +89,7 @@ impl Core {
             stall_cv: Condvar::new(),
             stalls: AtomicU64::new(0),
             stall_ns: AtomicU64::new(0),
+            warm_up: super::warm_up::WarmUp::default(),
         });
         // The hint of a segment the open sealed (as at a roll: inline when
         // tests ask for a fixed order of file operations).

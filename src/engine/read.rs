@@ -177,6 +177,7 @@ impl Core {
 
     pub(crate) fn stats(&self) -> Stats {
         let now = self.now();
+        let (warm_up_bytes_read, warm_up_time) = self.warm_up_progress();
         let seg = lock(&self.seg_stats).clone();
         let mut st = Stats {
             live_keys: self.keydir.live_len(now),
@@ -191,6 +192,8 @@ impl Core {
             keydir_memory_bytes: self.keydir.memory_bytes(),
             write_stalls: self.stalls.load(Ordering::Relaxed),
             write_stall_time: Duration::from_nanos(self.stall_ns.load(Ordering::Relaxed)),
+            warm_up_bytes_read,
+            warm_up_time,
             ..Stats::default()
         };
         for s in seg.values() {
