@@ -207,7 +207,10 @@ impl Core {
             if !e.is_expired(now) {
                 return;
             }
-            match segs.get(&e.file_id).map(|s| s.with_key(e.offset, <[u8]>::to_vec)) {
+            match segs
+                .get(&e.file_id)
+                .map(|s| s.with_key(e.offset, <[u8]>::to_vec))
+            {
                 Some(Ok(key)) => expired.push((key, *e)),
                 Some(Err(err)) => log::warn!("the expiry sweep could not read a key: {err}"),
                 None => log::warn!(

@@ -61,7 +61,6 @@ impl IndexEntry {
         };
         record::encoded_len(key_len as u32, v)
     }
-
 }
 
 /// Where the keydir finds the keys it does not keep: the records its
@@ -143,7 +142,8 @@ impl Slot {
 
     #[inline]
     fn is_at(&self, e: &IndexEntry) -> bool {
-        self.file_id == e.file_id.to_le_bytes() && u64::from(u32::from_le_bytes(self.offset)) == e.offset
+        self.file_id == e.file_id.to_le_bytes()
+            && u64::from(u32::from_le_bytes(self.offset)) == e.offset
     }
 }
 
@@ -458,9 +458,7 @@ impl KeyDir {
             (None, Some(e)) => {
                 shard
                     .table
-                    .insert_unique(table_hash(h40), Slot::new(h40, &e), |s| {
-                        table_hash(s.h40())
-                    });
+                    .insert_unique(table_hash(h40), Slot::new(h40, &e), |s| table_hash(s.h40()));
                 if e.expires_at_ms != 0 {
                     shard.ttl_keys += 1;
                 }
@@ -505,10 +503,9 @@ impl KeyDir {
     pub(crate) fn replace_if_eq(&self, key: &[u8], expected: &IndexEntry, new: IndexEntry) -> bool {
         let h40 = h40_of(self.hash(key));
         let mut shard = locks::write(self.shard_of_h40(h40));
-        let Some(s) = shard
-            .table
-            .find_mut(table_hash(h40), |s| s.h40() == h40 && s.entry() == *expected)
-        else {
+        let Some(s) = shard.table.find_mut(table_hash(h40), |s| {
+            s.h40() == h40 && s.entry() == *expected
+        }) else {
             return false;
         };
         s.set(&new);
@@ -522,7 +519,9 @@ impl KeyDir {
         let mut shard = locks::write(self.shard_of_h40(h40));
         let found = shard
             .table
-            .find(table_hash(h40), |s| s.h40() == h40 && s.entry() == *expected)
+            .find(table_hash(h40), |s| {
+                s.h40() == h40 && s.entry() == *expected
+            })
             .is_some();
         found && remove_at(&mut shard, h40, expected).is_some()
     }
@@ -659,7 +658,12 @@ mod tests {
 
     impl RecordSource for FakeLog {
         fn holds_key(&self, e: &IndexEntry, key: &[u8]) -> Result<bool> {
-            Ok(self.keys.borrow().get(&(e.file_id, e.offset)).map(|k| &k[..]) == Some(key))
+            Ok(self
+                .keys
+                .borrow()
+                .get(&(e.file_id, e.offset))
+                .map(|k| &k[..])
+                == Some(key))
         }
     }
 
@@ -684,7 +688,11 @@ mod tests {
         let log = FakeLog::default();
         let kd = KeyDir::new();
         let long = vec![7u8; 100];
-        let (a1, l2, e3) = (log.record(b"a", 1, 0), log.record(&long, 2, 0), log.record(b"", 3, 0));
+        let (a1, l2, e3) = (
+            log.record(b"a", 1, 0),
+            log.record(&long, 2, 0),
+            log.record(b"", 3, 0),
+        );
         assert_eq!(kd.insert(b"a", a1, &log).ok(), Some(None));
         assert_eq!(kd.insert(&long, l2, &log).ok(), Some(None));
         assert_eq!(kd.insert(b"", e3, &log).ok(), Some(None));
@@ -751,7 +759,10 @@ mod tests {
                 _ => {
                     let exp = if x.is_multiple_of(3) { step + 10 } else { 0 };
                     let e = log.record(&k, step, exp);
-                    assert_eq!(kd.insert(&k, e, &log).ok(), Some(model.insert(k.clone(), e)));
+                    assert_eq!(
+                        kd.insert(&k, e, &log).ok(),
+                        Some(model.insert(k.clone(), e))
+                    );
                 }
             }
             if step % 5000 == 4999 {
@@ -785,7 +796,12 @@ mod tests {
         kd.insert_unique_hashed(h, b);
         let h40 = h40_of(h);
         let shard = kd.read_shard(KeyDir::shard_of_hash(h));
-        let found = |k: &[u8]| find(&shard.table, h40, k, &log).ok().flatten().map(|s| s.entry());
+        let found = |k: &[u8]| {
+            find(&shard.table, h40, k, &log)
+                .ok()
+                .flatten()
+                .map(|s| s.entry())
+        };
         assert_eq!(found(b"a"), Some(a));
         assert_eq!(found(b"b"), Some(b));
         assert_eq!(found(b"c"), None);

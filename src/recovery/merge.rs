@@ -435,7 +435,8 @@ mod tests {
         let entries = |kd: &KeyDir| {
             let mut all = Vec::new();
             for i in 0..kd.shard_count() {
-                kd.read_shard(i).for_each(|e| all.push((e.file_id, e.offset, e.seq)));
+                kd.read_shard(i)
+                    .for_each(|e| all.push((e.file_id, e.offset, e.seq)));
             }
             all.sort_unstable();
             all
@@ -454,7 +455,7 @@ mod tests {
         }
         let mut want: Vec<(u32, u64, u64)> = newest
             .values()
-            .filter(|e| !e.tombstone && !(e.expires_at_ms != 0 && e.expires_at_ms <= 100))
+            .filter(|e| !e.tombstone && (e.expires_at_ms == 0 || e.expires_at_ms > 100))
             .map(|e| (place[&e.seq], e.offset, e.seq))
             .collect();
         want.sort_unstable();

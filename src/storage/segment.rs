@@ -179,9 +179,8 @@ impl Segment {
     pub(crate) fn holds_key(&self, offset: u64, key: &[u8]) -> Result<bool> {
         let head_len = u64::from(RECORD_HEADER_LEN);
         let same_len = self.with_bytes(offset, head_len, |b| {
-            record::parse_header(b).is_ok_and(|h| {
-                h.kind == record::RecordKind::Put && h.key_len as usize == key.len()
-            })
+            record::parse_header(b)
+                .is_ok_and(|h| h.kind == record::RecordKind::Put && h.key_len as usize == key.len())
         })?;
         if same_len
             && self.with_bytes(offset, head_len + key.len() as u64, |b| {
@@ -199,7 +198,9 @@ impl Segment {
     /// # Errors
     /// The record is damaged, is not a put, or cannot be read.
     pub(crate) fn with_key<R>(&self, offset: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
-        let r = self.with_record(offset, |r| (r.kind == record::RecordKind::Put).then(|| f(r.key)))?;
+        let r = self.with_record(offset, |r| {
+            (r.kind == record::RecordKind::Put).then(|| f(r.key))
+        })?;
         r.ok_or_else(|| self.corrupt(offset, "the index points at a record that is not a put"))
     }
 
@@ -208,15 +209,23 @@ impl Segment {
     /// # Errors
     /// The record is damaged, cannot be read, or runs past the end of the
     /// segment.
-    fn with_record<R>(&self, offset: u64, f: impl FnOnce(&record::RecordRef<'_>) -> R) -> Result<R> {
+    fn with_record<R>(
+        &self,
+        offset: u64,
+        f: impl FnOnce(&record::RecordRef<'_>) -> R,
+    ) -> Result<R> {
         let head_len = u64::from(RECORD_HEADER_LEN);
         let total = self
-            .with_bytes(offset, head_len, |b| record::parse_header(b).map(|h| h.len()))?
+            .with_bytes(offset, head_len, |b| {
+                record::parse_header(b).map(|h| h.len())
+            })?
             .map_err(|why| self.corrupt(offset, why))?;
-        let decoded = self.with_bytes(offset, total, |b| match record::decode(b, self.salt, offset) {
-            record::Decoded::Record(r) => Ok(f(&r)),
-            record::Decoded::Truncated => Err("record is truncated"),
-            record::Decoded::Invalid(why) => Err(why),
+        let decoded = self.with_bytes(offset, total, |b| {
+            match record::decode(b, self.salt, offset) {
+                record::Decoded::Record(r) => Ok(f(&r)),
+                record::Decoded::Truncated => Err("record is truncated"),
+                record::Decoded::Invalid(why) => Err(why),
+            }
         })?;
         decoded.map_err(|why| self.corrupt(offset, why))
     }
