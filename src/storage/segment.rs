@@ -28,6 +28,14 @@ pub(crate) fn create(vfs: &dyn Vfs, dir: &Path, id: u32) -> Result<(Arc<dyn VFil
     Ok((file, salt))
 }
 
+/// `len` bytes at `offset` of `file`, or `None` when they cannot be read
+/// (the caller then reads the record the careful way, which reports why).
+fn read_at(file: &dyn VFile, offset: u64, len: u64) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; usize::try_from(len).ok()?];
+    crate::fs::read_exact_at(file, &mut buf, offset).ok()?;
+    Some(buf)
+}
+
 /// How a segment's bytes are read.
 enum Source {
     /// A sealed segment, mapped.
@@ -282,29 +290,35 @@ impl Segment {
         key: &[u8],
         value_len: u32,
     ) -> Result<Option<Vec<u8>>> {
-        if let Source::Mapped(map) = &self.source {
-            // The usual case, in one pass: the value is copied while the key
-            // is compared, so that the record's cache misses are not behind
-            // the comparison (docs/design.md).
-            let bytes = map.bytes();
-            let key_len = key.len() as u64;
-            let total = record::encoded_len(key.len() as u32, value_len);
-            if let Some(rec) = offset
-                .checked_add(total)
-                .filter(|&e| e <= bytes.len() as u64)
-                .map(|end| &bytes[offset as usize..end as usize])
-            {
-                let start = (u64::from(RECORD_HEADER_LEN) + key_len) as usize;
-                let value = rec[start..].to_vec();
-                if rec[RECORD_HEADER_LEN as usize..start] == *key
-                    && record::parse_header(rec).is_ok_and(|h| {
-                        h.kind == record::RecordKind::Put && u64::from(h.key_len) == key_len
-                    })
-                {
-                    self.check(rec, offset, key, value_len)?;
-                    return Ok(Some(value));
-                }
+        // The usual case, in one look at the record: the value is copied
+        // while the key is compared, so that the record's cache misses are
+        // not behind the comparison (docs/design.md, "The keydir").
+        let total = record::encoded_len(key.len() as u32, value_len);
+        let start = RECORD_HEADER_LEN as usize + key.len();
+        let quick = |rec: &[u8]| -> Option<Result<Vec<u8>>> {
+            let value = rec[start..].to_vec();
+            let is_key = rec[RECORD_HEADER_LEN as usize..start] == *key
+                && record::parse_header(rec).is_ok_and(|h| {
+                    h.kind == record::RecordKind::Put && h.key_len as usize == key.len()
+                });
+            is_key.then(|| self.check(rec, offset, key, value_len).map(|()| value))
+        };
+        let looked = match &self.source {
+            Source::Mapped(map) => {
+                let bytes = map.bytes();
+                offset
+                    .checked_add(total)
+                    .filter(|&e| e <= bytes.len() as u64)
+                    .and_then(|end| quick(&bytes[offset as usize..end as usize]))
             }
+            Source::ActiveSegment(file, tail) => tail
+                .with_bytes(offset, total, quick)
+                .flatten()
+                .or_else(|| read_at(&**file, offset, total).and_then(|b| quick(&b))),
+            Source::File(file) => read_at(&**file, offset, total).and_then(|b| quick(&b)),
+        };
+        if let Some(found) = looked {
+            return found.map(Some);
         }
         if !self.holds_key(offset, key)? {
             return Ok(None);
