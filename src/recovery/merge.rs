@@ -368,7 +368,7 @@ mod tests {
     /// The sorted merge (large stores) and the plain one (small stores)
     /// build the same index from the same loads: newest sequence number wins
     /// in any order, tombstones and expired records shadow and then vanish,
-    /// long keys (arena) and short ones (inline) alike.
+    /// long keys (read from their loads) and short ones (copied along) alike.
     #[test]
     fn sorted_and_plain_merges_agree() {
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -386,7 +386,7 @@ mod tests {
                         let k = next() % 2000;
                         let mut key = k.to_le_bytes().to_vec();
                         if k % 3 == 0 {
-                            key.extend_from_slice(&[7u8; 20]); // an arena key
+                            key.extend_from_slice(&[7u8; 20]); // longer than what travels inline
                         }
                         seq += 1;
                         let r = next();
