@@ -271,11 +271,11 @@ impl Db {
     ) -> Result<()> {
         let core = self.core();
         core.check_open()?;
-        core.for_each_live_key(prefix.as_ref(), |k, _, e| f(k, (e != 0).then_some(e)));
-        Ok(())
+        core.for_each_live_key(prefix.as_ref(), |k, _, e| f(k, (e != 0).then_some(e)))
     }
 
-    /// Whether `key` is present and not expired. Reads only the index.
+    /// Whether `key` is present and not expired. Reads the index and the
+    /// key in its record, not the value.
     ///
     /// ```
     /// let dir = tempfile::tempdir()?;
@@ -1070,7 +1070,7 @@ impl Db {
         let prefix = prefix.as_ref();
         self.transaction(|tx| {
             let mut keys = Vec::new();
-            self.for_each_live_key(prefix, |k, _, _| keys.push(k.to_vec()));
+            self.for_each_live_key(prefix, |k, _, _| keys.push(k.to_vec()))?;
             for k in &keys {
                 tx.delete(k);
             }
@@ -1120,8 +1120,12 @@ impl Db {
 
     /// Calls `f` with each live key starting with `prefix`, its value
     /// length and its expiry (Unix ms, 0 for none), without reading values.
-    pub(crate) fn for_each_live_key(&self, prefix: &[u8], f: impl FnMut(&[u8], u32, u64)) {
-        self.core().for_each_live_key(prefix, f);
+    pub(crate) fn for_each_live_key(
+        &self,
+        prefix: &[u8],
+        f: impl FnMut(&[u8], u32, u64),
+    ) -> Result<()> {
+        self.core().for_each_live_key(prefix, f)
     }
 
     /// Whether every write waits for an fsync (`SyncPolicy::Always`).

@@ -142,8 +142,7 @@ impl Backend for Embedded {
     fn scan(&self, prefix: &[u8], f: &mut dyn FnMut(&[u8], u64, Option<u64>)) -> Result<()> {
         self.0.check_open()?;
         self.0
-            .for_each_live_key(prefix, |k, len, e| f(k, u64::from(len), expiry(e)));
-        Ok(())
+            .for_each_live_key(prefix, |k, len, e| f(k, u64::from(len), expiry(e)))
     }
 
     fn is_remote(&self) -> bool {

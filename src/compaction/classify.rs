@@ -119,7 +119,7 @@ impl Core {
             let load = recovery::scan_segment(&path, id, bytes, false, RecoveryMode::Strict)?;
             inputs_newest = inputs_newest.max(load.max_seq);
             for e in load.entries {
-                let current = self.keydir.get(&e.key);
+                let current = self.keydir.get_near(&e.key, id, e.offset, self)?;
                 if newest_entry.is_none_or(|(seq, _)| e.seq > seq) {
                     newest_entry = Some((e.seq, current.is_some()));
                 }
@@ -188,7 +188,7 @@ impl Core {
         // inputs).
         let newest_is_live = newest_entry.is_some_and(|(seq, live)| seq == inputs_newest && live);
         if inputs_newest >= self.feed.end().seq && !newest_is_live {
-            let empty_key_live = self.keydir.get(b"").is_some();
+            let empty_key_live = self.keydir.get(b"", self)?.is_some();
             keep_newest(&mut out, newest_dropped, inputs_newest, empty_key_live);
         }
         out.order = self.write_order(plan, &out.kept)?;

@@ -159,12 +159,7 @@ impl Core {
             // Collected under the shard's read lock, logged under the writer
             // lock (taken after the shard lock is let go: the write path
             // takes shard locks under the writer lock).
-            let mut expired = Vec::new();
-            self.keydir.read_shard(i).for_each(|k, e| {
-                if e.is_expired(now) {
-                    expired.push((k.to_vec(), *e));
-                }
-            });
+            let expired = self.expired_in_shard(i, now);
             for chunk in chunks_of_expired(&expired) {
                 match self.log_expired(chunk) {
                     Ok(n) => removed += n,
@@ -200,6 +195,33 @@ impl Core {
         self.log_expired_locked(&mut w, expired)
     }
 
+    /// The expired entries of shard `i`, with their keys read from their
+    /// records (under the shard's read lock, then the segment table's: the
+    /// lock order everywhere). A key that cannot be read is left for a
+    /// later sweep.
+    fn expired_in_shard(&self, i: usize, now: u64) -> Vec<(Vec<u8>, IndexEntry)> {
+        let mut expired = Vec::new();
+        let shard = self.keydir.read_shard(i);
+        let segs = locks::read(&self.segments);
+        shard.for_each(|e| {
+            if !e.is_expired(now) {
+                return;
+            }
+            match segs
+                .get(&e.file_id)
+                .map(|s| s.with_key(e.offset, <[u8]>::to_vec))
+            {
+                Some(Ok(key)) => expired.push((key, *e)),
+                Some(Err(err)) => log::warn!("the expiry sweep could not read a key: {err}"),
+                None => log::warn!(
+                    "the expiry sweep found an entry in segment {} that is not open",
+                    e.file_id
+                ),
+            }
+        });
+        expired
+    }
+
     /// Removes expired entries from memory only, one shard at a time.
     fn sweep_expired_in_memory(&self, now: u64) -> u64 {
         let mut removed = 0u64;
@@ -208,13 +230,22 @@ impl Core {
                 continue;
             }
             let mut dead = BTreeMap::<u32, u64>::new();
-            self.keydir.write_shard(i).retain(
-                |_, e| e.is_expired(now),
-                |k, e| {
+            let mut shard = self.keydir.write_shard(i);
+            // Lock order: a shard, then the segment table.
+            let segs = locks::read(&self.segments);
+            shard.retain(
+                |e| e.is_expired(now),
+                |e| {
                     removed += 1;
-                    *dead.entry(e.file_id).or_default() += e.record_len(k.len());
+                    let key_len = segs
+                        .get(&e.file_id)
+                        .and_then(|s| s.with_key(e.offset, <[u8]>::len).ok())
+                        .unwrap_or(0);
+                    *dead.entry(e.file_id).or_default() += e.record_len(key_len);
                 },
             );
+            drop(segs);
+            drop(shard);
             let mut stats = lock(&self.seg_stats);
             for (id, d) in dead {
                 if let Some(s) = stats.get_mut(&id) {
@@ -419,7 +450,7 @@ mod tests {
             .expect("put");
         clock.advance(Duration::from_millis(20));
         let core = db.core();
-        let stale = core.keydir.get(b"k").expect("entry");
+        let stale = core.keydir.get(b"k", core).expect("read").expect("entry");
         assert!(stale.is_expired(core.now()));
         db.put("k", "new").expect("put");
         assert_eq!(core.log_expired(&[(b"k".to_vec(), stale)]).expect("log"), 0);
@@ -428,12 +459,12 @@ mod tests {
         db.put_with_ttl("j", "old", Duration::from_millis(10))
             .expect("put");
         clock.advance(Duration::from_millis(20));
-        let current = core.keydir.get(b"j").expect("entry");
+        let current = core.keydir.get(b"j", core).expect("read").expect("entry");
         assert_eq!(
             core.log_expired(&[(b"j".to_vec(), current)]).expect("log"),
             1
         );
-        assert!(core.keydir.get(b"j").is_none());
+        assert!(core.keydir.get(b"j", core).expect("read").is_none());
     }
 
     #[test]

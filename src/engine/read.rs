@@ -7,12 +7,31 @@ use crate::error::{Error, Result};
 use crate::format::names;
 use crate::format::record::check_key;
 
-use crate::index::keydir::IndexEntry;
+use crate::index::keydir::{IndexEntry, RecordSource};
 use crate::stats::Stats;
 use crate::types::Ttl;
 use crate::util::locks::{self, lock};
 
 use super::Core;
+
+impl RecordSource for Core {
+    fn holds_key(&self, entry: &IndexEntry, key: &[u8]) -> Result<bool> {
+        let segs = locks::read(&self.segments);
+        match segs.get(&entry.file_id) {
+            Some(seg) => seg.holds_key(entry.offset, key),
+            None => Err(missing_segment(&self.dir, entry)),
+        }
+    }
+}
+
+/// The error of an index entry that points into a segment not open.
+fn missing_segment(dir: &std::path::Path, e: &IndexEntry) -> Error {
+    Error::corruption(
+        names::segment_path(dir, e.file_id),
+        e.offset,
+        "the index points into a segment that does not exist",
+    )
+}
 
 impl Core {
     /// Reads the value an entry points at.
@@ -26,26 +45,35 @@ impl Core {
                     return seg.read_value(entry.offset, key, entry.value_len).map(Some);
                 }
             }
-            match self.keydir.get(key) {
+            match self.keydir.get(key, self)? {
                 Some(e) if !e.is_expired(self.now()) => entry = e,
                 _ => return Ok(None),
             }
         }
-        Err(Error::corruption(
-            names::segment_path(&self.dir, entry.file_id),
-            entry.offset,
-            "the index points into a segment that does not exist",
-        ))
+        Err(missing_segment(&self.dir, &entry))
     }
 
     /// The live entry of `key`, if any.
-    pub(super) fn live_entry(&self, key: &[u8]) -> Option<IndexEntry> {
-        self.keydir.get(key).filter(|e| !e.is_expired(self.now()))
+    pub(super) fn live_entry(&self, key: &[u8]) -> Result<Option<IndexEntry>> {
+        let now = self.now();
+        Ok(self.keydir.get(key, self)?.filter(|e| !e.is_expired(now)))
     }
 
     pub(crate) fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.check_open()?;
-        match self.live_entry(key) {
+        // The first slot with the key's hash bits is nearly always the
+        // key's own: read it and check the key in one go.
+        if let Some(e) = self.keydir.candidate(key) {
+            if !e.is_expired(self.now()) {
+                let segs = locks::read(&self.segments);
+                if let Some(seg) = segs.get(&e.file_id) {
+                    if let Some(v) = seg.read_value_if_key(e.offset, key, e.value_len)? {
+                        return Ok(Some(v));
+                    }
+                }
+            }
+        }
+        match self.live_entry(key)? {
             Some(e) => self.read_entry(key, e),
             None => Ok(None),
         }
@@ -53,13 +81,13 @@ impl Core {
 
     pub(crate) fn contains_key(&self, key: &[u8]) -> Result<bool> {
         self.check_open()?;
-        Ok(self.live_entry(key).is_some())
+        Ok(self.live_entry(key)?.is_some())
     }
 
     pub(crate) fn ttl(&self, key: &[u8]) -> Result<Ttl> {
         self.check_open()?;
         let now = self.now();
-        Ok(match self.keydir.get(key) {
+        Ok(match self.keydir.get(key, self)? {
             Some(e) if !e.is_expired(now) => {
                 if e.expires_at_ms == 0 {
                     Ttl::Persistent
@@ -80,14 +108,14 @@ impl Core {
     pub(crate) fn keys_with_prefix(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>> {
         self.check_open()?;
         let mut keys = Vec::new();
-        self.for_each_live_key(prefix, |k, _, _| keys.push(k.to_vec()));
+        self.for_each_live_key(prefix, |k, _, _| keys.push(k.to_vec()))?;
         keys.sort_unstable();
         Ok(keys)
     }
 
     /// Reads the live value of `key` for a read-modify-write.
     pub(super) fn current(&self, key: &[u8]) -> Result<Option<(IndexEntry, Vec<u8>)>> {
-        match self.live_entry(key) {
+        match self.live_entry(key)? {
             Some(e) => Ok(self.read_entry(key, e)?.map(|v| (e, v))),
             None => Ok(None),
         }
@@ -102,17 +130,45 @@ impl Core {
     }
 
     /// Calls `f` with each live key starting with `prefix`, its value length
-    /// and its expiry (Unix ms, 0 for none), without reading values.
-    pub(crate) fn for_each_live_key(&self, prefix: &[u8], mut f: impl FnMut(&[u8], u32, u64)) {
+    /// and its expiry (Unix ms, 0 for none), without reading values. The
+    /// keys are read from the records (the index keeps none): a shard's
+    /// entries are taken in file order, so the log is read nearly
+    /// sequentially.
+    ///
+    /// # Errors
+    /// A key cannot be read from its record.
+    pub(crate) fn for_each_live_key(
+        &self,
+        prefix: &[u8],
+        mut f: impl FnMut(&[u8], u32, u64),
+    ) -> Result<()> {
         let now = self.now();
+        let mut entries = Vec::new();
         for i in 0..self.keydir.shard_count() {
+            // The shard's read lock keeps its entries current, and the
+            // segment table's keeps their segments open, while the keys
+            // are read.
             let shard = self.keydir.read_shard(i);
-            shard.for_each(|key, e| {
-                if key.starts_with(prefix) && !e.is_expired(now) {
-                    f(key, e.value_len, e.expires_at_ms);
+            entries.clear();
+            shard.for_each(|e| {
+                if !e.is_expired(now) {
+                    entries.push(*e);
                 }
             });
+            entries.sort_unstable_by_key(|e| (e.file_id, e.offset));
+            let segs = locks::read(&self.segments);
+            for e in &entries {
+                let seg = segs
+                    .get(&e.file_id)
+                    .ok_or_else(|| missing_segment(&self.dir, e))?;
+                seg.with_key(e.offset, |key| {
+                    if key.starts_with(prefix) {
+                        f(key, e.value_len, e.expires_at_ms);
+                    }
+                })?;
+            }
         }
+        Ok(())
     }
 
     pub(crate) fn now_ms(&self) -> u64 {

@@ -135,7 +135,43 @@ enum Applied<'a> {
     Delete { key: &'a [u8] },
 }
 
+impl Applied<'_> {
+    fn key(&self) -> &[u8] {
+        match self {
+            Applied::Put { key, .. } | Applied::Delete { key } => key,
+        }
+    }
+
+    /// The key's entry once this is applied.
+    fn new_entry(&self) -> Option<IndexEntry> {
+        match self {
+            Applied::Put { entry, .. } => Some(*entry),
+            Applied::Delete { .. } => None,
+        }
+    }
+}
+
 impl Core {
+    /// The entry each of `applied`'s keys has before they are applied, in
+    /// order: a key that an earlier one of them changes has that one's.
+    fn entries_before(&self, applied: &[Applied<'_>]) -> Result<Vec<Option<IndexEntry>>> {
+        let mut was = Vec::with_capacity(applied.len());
+        let mut seen: hashbrown::HashMap<&[u8], usize, foldhash::fast::RandomState> =
+            hashbrown::HashMap::default();
+        for (i, a) in applied.iter().enumerate() {
+            let earlier = if applied.len() > 1 {
+                seen.insert(a.key(), i)
+            } else {
+                None
+            };
+            was.push(match earlier {
+                Some(j) => applied[j].new_entry(),
+                None => self.keydir.get(a.key(), self)?,
+            });
+        }
+        Ok(was)
+    }
+
     /// Appends the encoded records in `w.buf` (which take `seqs` sequence
     /// numbers), then applies `applied` to the keydir. Returns the position
     /// to wait for.
@@ -146,6 +182,9 @@ impl Core {
         applied: &[Applied<'_>],
         dead_now: u64,
     ) -> Result<Pos> {
+        // Each key's entry before this write, looked up before anything is
+        // written: a record that cannot be read fails the write cleanly.
+        let was = self.entries_before(applied)?;
         let len = w.buf.len() as u64;
         let offset = w.active.len.load(Ordering::Relaxed);
         if offset + len > w.allocated {
@@ -172,10 +211,15 @@ impl Core {
         let mut dead = std::mem::take(&mut w.dead);
         dead.clear();
         dead.push((w.active.id, dead_now + w.mark_bytes));
-        for a in applied {
-            let (key, old) = match a {
-                Applied::Put { key, entry } => (key, self.keydir.insert(key, *entry)),
-                Applied::Delete { key } => (key, self.keydir.remove(key)),
+        for (a, was) in applied.iter().zip(was) {
+            let key = a.key();
+            let old = match self.keydir.apply_at(key, was, a.new_entry(), self) {
+                Ok(old) => old,
+                Err(e) => {
+                    // The record is written but the index could not take it.
+                    self.poison(format!("updating the index after a write failed: {e}"));
+                    return Err(e);
+                }
             };
             if let Some(old) = old {
                 dead.push((old.file_id, old.record_len(key.len())));
@@ -539,11 +583,12 @@ impl Core {
         // Still the same record: a put or delete since then (under the
         // writer lock, which this holds) changed the sequence number; a
         // compaction moving the record keeps it.
-        let still: Vec<&[u8]> = expired
-            .iter()
-            .filter(|(k, e)| self.keydir.get(k).is_some_and(|c| c.seq == e.seq))
-            .map(|(k, _)| k.as_slice())
-            .collect();
+        let mut still: Vec<&[u8]> = Vec::with_capacity(expired.len());
+        for (k, e) in expired {
+            if self.keydir.get(k, self)?.is_some_and(|c| c.seq == e.seq) {
+                still.push(k);
+            }
+        }
         if still.is_empty() {
             return Ok(0);
         }
@@ -593,7 +638,7 @@ impl Core {
         check_key(key)?;
         let pos = {
             let mut w = self.writer()?;
-            match self.keydir.get(key) {
+            match self.keydir.get(key, self)? {
                 None => return Ok(false),
                 Some(e) if e.is_expired(self.now()) => {
                     // Already invisible: nothing to delete, but its
@@ -623,7 +668,7 @@ impl Core {
         }
         let pos = {
             let mut w = self.writer()?;
-            if self.live_entry(key).is_some() {
+            if self.live_entry(key)?.is_some() {
                 return Ok(false);
             }
             let expires = match ttl {
@@ -706,7 +751,7 @@ impl Core {
                 (None, false) => {
                     // As `delete`: an expired entry is already invisible;
                     // its expiration is logged as the sweep would.
-                    if let Some(e) = self.keydir.get(key) {
+                    if let Some(e) = self.keydir.get(key, self)? {
                         if e.is_expired(self.now()) {
                             let n = self.log_expired_locked(&mut w, &[(key.to_vec(), e)])?;
                             self.count_expired_removed(n);
@@ -821,9 +866,15 @@ impl Core {
             let mut tx = Txn::new(&read, self.now());
             let r = f(&mut tx)?;
             let deferred = tx.is_deferred();
-            let mut writes = tx.into_writes();
+            let writes = tx.into_writes();
             // A delete of a key with no entry at all changes nothing.
-            writes.retain(|(k, v)| v.is_some() || self.keydir.get(k).is_some());
+            let mut kept = Vec::with_capacity(writes.len());
+            for (k, v) in writes {
+                if v.is_some() || self.keydir.get(&k, self)?.is_some() {
+                    kept.push((k, v));
+                }
+            }
+            let writes = kept;
             if writes.is_empty() {
                 drop(w);
                 if self.opts.sync_policy == crate::options::SyncPolicy::Always && !deferred {

@@ -2,16 +2,24 @@
 //!
 //! It is split into shards, each behind its own `RwLock`, so that readers
 //! on different keys never contend and a writer blocks only one shard. Keys
-//! are hashed once with foldhash (a fast, randomly seeded hasher) and the
-//! same hash picks the shard and the bucket in a `hashbrown::HashTable`.
-//! Each slot packs a key of up to 16 bytes and its entry into 45 bytes;
-//! longer keys live in a per-shard arena.
+//! are hashed once with foldhash (a fast, randomly seeded hasher); 40 bits
+//! of that hash pick the shard, the bucket and a tag, and are all a slot
+//! keeps of the key. The key itself is only in the log: a lookup takes the
+//! slots whose 40 bits match and checks the key in the record each points
+//! at (through a [`RecordSource`]), as FASTER does. So the index's size per
+//! key does not depend on the key's length.
+//!
+//! The shards are of staggered size: shard `i` gets a share of the hash
+//! space proportional to 2^(i/64), so that the 64 power-of-two tables do not
+//! all double at once and the index's load stays near its average at every
+//! size (docs/design.md, "Opening without reading every key").
 
 use std::hash::BuildHasher;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use hashbrown::HashTable;
 
+use crate::error::Result;
 use crate::format::record;
 use crate::util::locks;
 
@@ -55,43 +63,54 @@ impl IndexEntry {
     }
 }
 
-/// Keys up to this many bytes live inside their slot.
-const INLINE: usize = 16;
-/// `Slot::key_len` of a key kept in the shard's arena.
-const IN_ARENA: u8 = u8::MAX;
+/// Where the keydir finds the keys it does not keep: the records its
+/// entries point at.
+pub(crate) trait RecordSource {
+    /// Whether the record `entry` points at holds `key`.
+    ///
+    /// # Errors
+    /// The record cannot be read or is damaged.
+    fn holds_key(&self, entry: &IndexEntry, key: &[u8]) -> Result<bool>;
+}
 
-/// One slot of a shard's table: a key and its entry, packed into 45 bytes
-/// with no padding (every field is a byte array, so the slot's alignment is
-/// 1 and a bucket costs 45 bytes plus hashbrown's 1 control byte).
-///
-/// A key of up to [`INLINE`] bytes is stored in `key`; a longer one lives in
-/// the shard's arena and `key[..4]` holds its index there. `offset` is 32
-/// bits: a segment never reaches 4 GiB (see `Options::max_segment_bytes`,
-/// and recovery refuses longer segment files).
+/// The bits of a key's hash a slot keeps.
+const HASH_BITS: u32 = 40;
+
+/// One slot of a shard's table: 40 bits of the key's hash and the entry,
+/// packed with no padding (every field is a byte array, so the slot's
+/// alignment is 1). `offset` is 32 bits: a segment never reaches 4 GiB (see
+/// `Options::max_segment_bytes`, and recovery refuses longer segment files).
 #[derive(Clone, Copy)]
 struct Slot {
-    key_len: u8,
-    key: [u8; INLINE],
-    seq: [u8; 8],
-    expires_at_ms: [u8; 8],
-    offset: [u8; 4],
+    hash: [u8; 5],
     file_id: [u8; 4],
+    offset: [u8; 4],
+    expires_at_ms: [u8; 8],
     value_len: [u8; 4],
+    seq: [u8; 8],
 }
 
 impl Slot {
-    fn new(key_len: u8, key: [u8; INLINE], e: &IndexEntry) -> Slot {
+    fn new(h40: u64, e: &IndexEntry) -> Slot {
+        let mut hash = [0u8; 5];
+        hash.copy_from_slice(&h40.to_le_bytes()[..5]);
         let mut s = Slot {
-            key_len,
-            key,
-            seq: [0; 8],
-            expires_at_ms: [0; 8],
-            offset: [0; 4],
+            hash,
             file_id: [0; 4],
+            offset: [0; 4],
+            expires_at_ms: [0; 8],
             value_len: [0; 4],
+            seq: [0; 8],
         };
         s.set(e);
         s
+    }
+
+    #[inline]
+    fn h40(&self) -> u64 {
+        let mut b = [0u8; 8];
+        b[..5].copy_from_slice(&self.hash);
+        u64::from_le_bytes(b)
     }
 
     #[inline]
@@ -122,21 +141,61 @@ impl Slot {
     }
 
     #[inline]
-    fn arena_index(&self) -> Option<usize> {
-        (self.key_len == IN_ARENA).then(|| {
-            let mut b = [0u8; 4];
-            b.copy_from_slice(&self.key[..4]);
-            u32::from_le_bytes(b) as usize
-        })
+    fn is_at(&self, e: &IndexEntry) -> bool {
+        self.file_id == e.file_id.to_le_bytes()
+            && u64::from(u32::from_le_bytes(self.offset)) == e.offset
     }
+}
 
-    #[inline]
-    fn key<'a>(&'a self, arena: &'a [Box<[u8]>]) -> &'a [u8] {
-        match self.arena_index() {
-            Some(i) => arena.get(i).map_or(&[][..], |k| &k[..]),
-            None => &self.key[..usize::from(self.key_len)],
-        }
+/// The 40 bits of a 64-bit key hash a slot keeps.
+#[inline]
+fn h40_of(hash: u64) -> u64 {
+    hash >> (64 - HASH_BITS)
+}
+
+/// The hash hashbrown sees for a slot, made from its 40 bits alone (so a
+/// table grows without reading any key): bits 12..40 pick the bucket (the
+/// low 12 picked the shard), and the top 7 are hashbrown's tag.
+#[inline]
+fn table_hash(h40: u64) -> u64 {
+    (h40 >> 12) | ((h40 >> 33) << 57)
+}
+
+/// Shard `i`'s share of the hash space, in 4096ths: proportional to
+/// 2^(i/64), so that the shards fill (and double) at staggered times.
+const STAGGER: [u8; 4096] = stagger();
+
+const fn stagger() -> [u8; 4096] {
+    // 2^(1/64), and the weights 2^(i/64) for i in 0..64.
+    let step = 1.010_889_286_051_700_5_f64;
+    let mut w = [0f64; SHARDS];
+    let mut total = 0f64;
+    let mut x = 1f64;
+    let mut i = 0;
+    while i < SHARDS {
+        w[i] = x;
+        total += x;
+        x *= step;
+        i += 1;
     }
+    let mut table = [0u8; 4096];
+    let mut shard = 0usize;
+    let mut upto = w[0] / total * 4096.0;
+    let mut j = 0;
+    while j < 4096 {
+        while (j as f64) >= upto && shard + 1 < SHARDS {
+            shard += 1;
+            upto += w[shard] / total * 4096.0;
+        }
+        table[j] = shard as u8;
+        j += 1;
+    }
+    table
+}
+
+/// The share of the keys shard `i` gets, as a fraction.
+fn share_of(i: usize) -> f64 {
+    STAGGER.iter().filter(|&&s| usize::from(s) == i).count() as f64 / 4096.0
 }
 
 /// The largest segment offset the index can hold.
@@ -144,9 +203,6 @@ pub(crate) const MAX_OFFSET: u64 = u32::MAX as u64;
 
 pub(crate) struct Shard {
     table: HashTable<Slot>,
-    /// Keys longer than [`INLINE`], indexed from their slots. Kept dense: a
-    /// removal moves the last key into the hole and repoints its slot.
-    arena: Vec<Box<[u8]>>,
     /// Entries in this shard that carry an expiry.
     ttl_keys: usize,
 }
@@ -163,9 +219,9 @@ impl Shard {
     }
 
     /// Calls `f` for every entry.
-    pub(crate) fn for_each(&self, mut f: impl FnMut(&[u8], &IndexEntry)) {
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&IndexEntry)) {
         for s in self.table.iter() {
-            f(s.key(&self.arena), &s.entry());
+            f(&s.entry());
         }
     }
 
@@ -177,57 +233,36 @@ impl Shard {
         self.ttl_keys
     }
 
-    /// Removes every entry for which `drop` returns true, handing each to `on_removed`.
+    /// Removes every entry for which `drop` returns true, handing each to
+    /// `on_removed`.
     pub(crate) fn retain(
         &mut self,
-        mut drop: impl FnMut(&[u8], &IndexEntry) -> bool,
-        mut on_removed: impl FnMut(&[u8], &IndexEntry),
+        mut drop: impl FnMut(&IndexEntry) -> bool,
+        mut on_removed: impl FnMut(&IndexEntry),
     ) {
         let mut removed_ttl = 0usize;
-        let mut removed_from_arena = false;
-        let Shard { table, arena, .. } = self;
-        table.retain(|s| {
+        self.table.retain(|s| {
             let e = s.entry();
-            let k = s.key(arena);
-            if drop(k, &e) {
+            if drop(&e) {
                 if e.expires_at_ms != 0 {
                     removed_ttl += 1;
                 }
-                on_removed(k, &e);
-                removed_from_arena |= s.key_len == IN_ARENA;
+                on_removed(&e);
                 false
             } else {
                 true
             }
         });
         self.ttl_keys -= removed_ttl;
-        if removed_from_arena {
-            // Renumber the keys still referenced; the rest are dropped.
-            let mut old = std::mem::take(&mut self.arena);
-            let mut kept = Vec::with_capacity(old.len());
-            for s in self.table.iter_mut() {
-                if let Some(i) = s.arena_index() {
-                    let idx = kept.len() as u32;
-                    kept.push(old.get_mut(i).map(std::mem::take).unwrap_or_default());
-                    s.key[..4].copy_from_slice(&idx.to_le_bytes());
-                }
-            }
-            self.arena = kept;
-        }
-    }
-}
-
-#[inline]
-fn key_eq(s: &Slot, key: &[u8], arena: &[Box<[u8]>]) -> bool {
-    match s.arena_index() {
-        Some(i) => arena.get(i).is_some_and(|k| **k == *key),
-        None => usize::from(s.key_len) == key.len() && s.key[..key.len()] == *key,
     }
 }
 
 /// The sharded index.
 pub(crate) struct KeyDir {
     shards: Box<[RwLock<Shard>]>,
+    /// Each shard's bucket count when it was presized (for the memory
+    /// order of a bulk load).
+    presized_buckets: [u64; SHARDS],
     hasher: foldhash::fast::RandomState,
 }
 
@@ -239,223 +274,238 @@ impl KeyDir {
 
     /// An index with room for about `keys` keys without growing.
     pub(crate) fn with_capacity(keys: usize) -> KeyDir {
-        let per_shard = keys.div_ceil(SHARDS);
+        let mut presized_buckets = [1u64; SHARDS];
         let shards = (0..SHARDS)
-            .map(|_| {
-                RwLock::new(Shard {
-                    table: HashTable::with_capacity(per_shard),
-                    arena: Vec::new(),
-                    ttl_keys: 0,
-                })
+            .map(|i| {
+                let want = (keys as f64 * share_of(i)).ceil() as usize;
+                let table = HashTable::with_capacity(want);
+                presized_buckets[i] = buckets_of(&table);
+                RwLock::new(Shard { table, ttl_keys: 0 })
             })
             .collect();
         KeyDir {
             shards,
+            presized_buckets,
             hasher: foldhash::fast::RandomState::default(),
         }
     }
 
+    /// The 64-bit hash of `key` (what [`KeyDir::insert_unique_hashed`] and
+    /// [`KeyDir::memory_order`] take).
     #[inline]
-    fn hash(&self, key: &[u8]) -> u64 {
+    pub(crate) fn hash(&self, key: &[u8]) -> u64 {
         self.hasher.hash_one(key)
     }
 
-    /// A coarse position of `hash` in the index's memory when each shard
-    /// has `buckets` buckets (see [`KeyDir::buckets_per_shard`]): its shard,
-    /// then the top 10 bits of its home bucket, as a number below 2^16.
-    /// Inserting many keys in this order touches the tables nearly
-    /// sequentially instead of at random, which is what bounds a large merge.
-    pub(crate) fn memory_order_in(hash: u64, buckets: u64) -> u16 {
-        let bits = buckets.trailing_zeros(); // buckets is a power of two
-        let home = hash & (buckets - 1);
+    /// The shard a 64-bit key hash belongs to.
+    #[inline]
+    pub(crate) fn shard_of_hash(hash: u64) -> usize {
+        usize::from(STAGGER[(h40_of(hash) & 0xfff) as usize])
+    }
+
+    /// A coarse position of `hash` in the index's memory as presized: its
+    /// shard, then the top 10 bits of its home bucket, as a number below
+    /// 2^16. Inserting many keys in this order touches the tables nearly
+    /// sequentially instead of at random, which is what bounds a large load.
+    pub(crate) fn memory_order(&self, hash: u64) -> u16 {
+        let shard = Self::shard_of_hash(hash);
+        let buckets = self.presized_buckets[shard];
+        let bits = buckets.trailing_zeros(); // a power of two
+        let home = table_hash(h40_of(hash)) & (buckets - 1);
         let top = if bits > 10 {
             home >> (bits - 10)
         } else {
             home << (10 - bits)
         };
-        ((Self::shard_index(hash) as u64) << 10 | top) as u16
+        ((shard as u64) << 10 | top) as u16
     }
 
-    /// Buckets per shard (every shard was presized alike); hashbrown's home
-    /// bucket of a hash is `hash & (buckets - 1)`.
-    pub(crate) fn buckets_per_shard(&self) -> u64 {
-        locks::read(&self.shards[0])
-            .table
-            .capacity()
-            .saturating_mul(8)
-            .div_ceil(7)
-            .next_power_of_two()
-            .max(1) as u64
-    }
-
+    /// The entry of the first slot whose hash bits match `key`'s: nearly
+    /// always `key`'s own, but the caller must check the key in the record
+    /// (and call [`KeyDir::get`] when it differs).
     #[inline]
-    fn shard_of(&self, hash: u64) -> &RwLock<Shard> {
-        // hashbrown uses the low bits for the bucket and the top 7 for tags;
-        // take the shard from bits in between.
-        &self.shards[Self::shard_index(hash)]
-    }
-
-    /// The entry of `key`, if any (expired or not: the caller decides).
-    #[inline]
-    pub(crate) fn get(&self, key: &[u8]) -> Option<IndexEntry> {
-        let h = self.hash(key);
-        let shard = locks::read(self.shard_of(h));
-        let arena = &shard.arena;
+    pub(crate) fn candidate(&self, key: &[u8]) -> Option<IndexEntry> {
+        let h40 = h40_of(self.hash(key));
+        let shard = locks::read(self.shard_of_h40(h40));
         shard
             .table
-            .find(h, |s| key_eq(s, key, arena))
+            .find(table_hash(h40), |s| s.h40() == h40)
             .map(Slot::entry)
     }
 
-    /// Sets the entry of `key`, returning the one it replaced.
-    pub(crate) fn insert(&self, key: &[u8], entry: IndexEntry) -> Option<IndexEntry> {
-        let h = self.hash(key);
-        let mut shard = locks::write(self.shard_of(h));
-        let old = self.upsert(&mut shard, h, key, |cur| {
-            if let Some(c) = cur {
-                let old = c.entry();
-                c.set(&entry);
-                (Some(old), None)
-            } else {
-                (None, Some(entry))
-            }
-        });
-        shard.count_ttl_change(old.is_some_and(|o| o.expires_at_ms != 0), &entry);
-        old
+    #[inline]
+    fn shard_of_h40(&self, h40: u64) -> &RwLock<Shard> {
+        &self.shards[usize::from(STAGGER[(h40 & 0xfff) as usize])]
     }
 
-    /// Finds `key`'s slot and lets `f` update it (`Some(slot)`) or decide
-    /// what to insert (`None`: return the entry to insert as the second
-    /// value). Returns `f`'s first value.
-    fn upsert<R>(
+    /// The entry of `key`, if any (expired or not: the caller decides).
+    ///
+    /// # Errors
+    /// A record a candidate slot points at cannot be read.
+    pub(crate) fn get(&self, key: &[u8], src: &dyn RecordSource) -> Result<Option<IndexEntry>> {
+        let h40 = h40_of(self.hash(key));
+        let shard = locks::read(self.shard_of_h40(h40));
+        find(&shard.table, h40, key, src).map(|s| s.map(|s| s.entry()))
+    }
+
+    /// [`KeyDir::get`] for a key whose record at `file_id`/`offset` the
+    /// caller is reading (compaction): a slot pointing right there is the
+    /// key's, found without reading any record.
+    ///
+    /// # Errors
+    /// As [`KeyDir::get`].
+    pub(crate) fn get_near(
         &self,
-        shard: &mut Shard,
-        h: u64,
         key: &[u8],
-        f: impl FnOnce(Option<&mut Slot>) -> (R, Option<IndexEntry>),
-    ) -> R {
-        let hasher = &self.hasher;
-        let Shard { table, arena, .. } = shard;
-        let arena_ro: &Vec<Box<[u8]>> = arena;
-        match table.entry(
-            h,
-            |s| key_eq(s, key, arena_ro),
-            |s| hasher.hash_one(s.key(arena_ro)),
-        ) {
-            hashbrown::hash_table::Entry::Occupied(mut o) => f(Some(o.get_mut())).0,
-            hashbrown::hash_table::Entry::Vacant(v) => {
-                let (r, new) = f(None);
-                if let Some(e) = new {
-                    let mut inline = [0u8; INLINE];
-                    let len = if key.len() <= INLINE {
-                        inline[..key.len()].copy_from_slice(key);
-                        key.len() as u8
-                    } else {
-                        let idx = u32::try_from(arena.len()).unwrap_or(u32::MAX);
-                        inline[..4].copy_from_slice(&idx.to_le_bytes());
-                        arena.push(key.into());
-                        IN_ARENA
-                    };
-                    v.insert(Slot::new(len, inline, &e));
-                }
-                r
-            }
-        }
-    }
-
-    /// Sets the entry of `key` unless the present one has a higher sequence
-    /// number. Used while recovery merges segments in any order.
-    #[cfg(test)]
-    pub(crate) fn insert_if_newer(&self, key: &[u8], entry: IndexEntry) {
-        let (h, _) = self.locate(key);
-        self.insert_if_newer_hashed(h, key, entry);
-    }
-
-    /// The hash of `key` and the index of its shard.
-    #[inline]
-    pub(crate) fn locate(&self, key: &[u8]) -> (u64, usize) {
-        let h = self.hash(key);
-        (h, Self::shard_index(h))
-    }
-
-    /// The shard a hash belongs to.
-    #[inline]
-    pub(crate) fn shard_of_hash(hash: u64) -> usize {
-        Self::shard_index(hash)
-    }
-
-    #[inline]
-    fn shard_index(hash: u64) -> usize {
-        ((hash >> 40) as usize) & (SHARDS - 1)
-    }
-
-    /// [`KeyDir::insert_if_newer`] with the hash from [`KeyDir::locate`].
-    pub(crate) fn insert_if_newer_hashed(&self, h: u64, key: &[u8], entry: IndexEntry) {
-        let mut shard = locks::write(self.shard_of(h));
-        let changed = self.upsert(&mut shard, h, key, |cur| match cur {
-            Some(c) => {
-                if u64::from_le_bytes(c.seq) > entry.seq {
-                    return (None, None);
-                }
-                let had = c.has_ttl();
-                c.set(&entry);
-                (Some(had), None)
-            }
-            None => (Some(false), Some(entry)),
+        file_id: u32,
+        offset: u64,
+        src: &dyn RecordSource,
+    ) -> Result<Option<IndexEntry>> {
+        let h40 = h40_of(self.hash(key));
+        let shard = locks::read(self.shard_of_h40(h40));
+        let here = shard.table.find(table_hash(h40), |s| {
+            s.h40() == h40 && s.entry().file_id == file_id && s.entry().offset == offset
         });
-        if let Some(had_ttl) = changed {
-            shard.count_ttl_change(had_ttl, &entry);
+        match here {
+            Some(s) => Ok(Some(s.entry())),
+            None => find(&shard.table, h40, key, src).map(|s| s.map(|s| s.entry())),
         }
     }
 
-    /// Removes the slot of `key` for which `also` holds; returns its entry.
-    fn remove_where(&self, key: &[u8], also: impl Fn(&IndexEntry) -> bool) -> Option<IndexEntry> {
-        let h = self.hash(key);
-        let mut shard = locks::write(self.shard_of(h));
-        let Shard {
-            table,
-            arena,
-            ttl_keys,
-        } = &mut *shard;
-        let slot = {
-            let arena_ro: &Vec<Box<[u8]>> = arena;
-            match table.find_entry(h, |s| key_eq(s, key, arena_ro) && also(&s.entry())) {
-                Ok(o) => o.remove().0,
-                Err(_) => return None,
+    /// Sets the entry of `key`, returning the one it replaced (the write
+    /// path uses [`KeyDir::apply_at`]).
+    ///
+    /// # Errors
+    /// A record a candidate slot points at cannot be read; nothing changed.
+    #[cfg(test)]
+    pub(crate) fn insert(
+        &self,
+        key: &[u8],
+        entry: IndexEntry,
+        src: &dyn RecordSource,
+    ) -> Result<Option<IndexEntry>> {
+        let h40 = h40_of(self.hash(key));
+        let mut shard = locks::write(self.shard_of_h40(h40));
+        let old = match find(&shard.table, h40, key, src)? {
+            Some(at) => {
+                let at = at.entry();
+                let slot = shard
+                    .table
+                    .find_mut(table_hash(h40), |s| s.h40() == h40 && s.is_at(&at));
+                if let Some(s) = slot {
+                    s.set(&entry);
+                }
+                Some(at)
+            }
+            None => {
+                shard
+                    .table
+                    .insert_unique(table_hash(h40), Slot::new(h40, &entry), |s| {
+                        table_hash(s.h40())
+                    });
+                None
             }
         };
-        if slot.has_ttl() {
-            *ttl_keys -= 1;
-        }
-        if let Some(i) = slot.arena_index() {
-            // Keep the arena dense: the last key moves into the hole.
-            arena.swap_remove(i);
-            if let Some(moved) = arena.get(i) {
-                let from = arena.len() as u32;
-                let mh = self.hasher.hash_one(&moved[..]);
-                if let Some(s) = table.find_mut(mh, |s| s.arena_index() == Some(from as usize)) {
-                    s.key[..4].copy_from_slice(&(i as u32).to_le_bytes());
+        shard.count_ttl_change(old.is_some_and(|o| o.expires_at_ms != 0), &entry);
+        Ok(old)
+    }
+
+    /// Sets (`Some`) or removes (`None`) the entry of `key`, whose entry
+    /// was `was` when the caller looked it up with [`KeyDir::get`] (under
+    /// the writer lock, which it still holds: no other slot for the key can
+    /// have appeared since). Finds the slot by its place, reading no key,
+    /// unless a compaction moved it meanwhile. Returns the replaced entry.
+    ///
+    /// # Errors
+    /// The slot moved and a record a candidate slot points at cannot be
+    /// read; nothing changed.
+    pub(crate) fn apply_at(
+        &self,
+        key: &[u8],
+        was: Option<IndexEntry>,
+        new: Option<IndexEntry>,
+        src: &dyn RecordSource,
+    ) -> Result<Option<IndexEntry>> {
+        let h40 = h40_of(self.hash(key));
+        let mut shard = locks::write(self.shard_of_h40(h40));
+        let at = match was {
+            None => None,
+            Some(w) => {
+                let moved = shard
+                    .table
+                    .find(table_hash(h40), |s| s.h40() == h40 && s.is_at(&w))
+                    .is_none();
+                if moved {
+                    find(&shard.table, h40, key, src)?.map(|s| s.entry())
+                } else {
+                    Some(w)
                 }
             }
+        };
+        match (at, new) {
+            (Some(old), Some(e)) => {
+                if let Some(s) = shard
+                    .table
+                    .find_mut(table_hash(h40), |s| s.h40() == h40 && s.is_at(&old))
+                {
+                    let had = s.has_ttl();
+                    s.set(&e);
+                    shard.count_ttl_change(had, &e);
+                }
+                Ok(Some(old))
+            }
+            (Some(old), None) => Ok(remove_at(&mut shard, h40, &old)),
+            (None, Some(e)) => {
+                shard
+                    .table
+                    .insert_unique(table_hash(h40), Slot::new(h40, &e), |s| table_hash(s.h40()));
+                if e.expires_at_ms != 0 {
+                    shard.ttl_keys += 1;
+                }
+                Ok(None)
+            }
+            (None, None) => Ok(None),
         }
-        Some(slot.entry())
+    }
+
+    /// Adds an entry for a key known to have none (recovery, after it kept
+    /// only the newest record of each key), by the key's 64-bit hash.
+    pub(crate) fn insert_unique_hashed(&self, hash: u64, entry: IndexEntry) {
+        let h40 = h40_of(hash);
+        let mut shard = locks::write(self.shard_of_h40(h40));
+        shard
+            .table
+            .insert_unique(table_hash(h40), Slot::new(h40, &entry), |s| {
+                table_hash(s.h40())
+            });
+        if entry.expires_at_ms != 0 {
+            shard.ttl_keys += 1;
+        }
     }
 
     /// Removes `key`, returning its entry.
-    pub(crate) fn remove(&self, key: &[u8]) -> Option<IndexEntry> {
-        self.remove_where(key, |_| true)
+    ///
+    /// # Errors
+    /// A record a candidate slot points at cannot be read; nothing changed.
+    #[cfg(test)]
+    pub(crate) fn remove(&self, key: &[u8], src: &dyn RecordSource) -> Result<Option<IndexEntry>> {
+        let h40 = h40_of(self.hash(key));
+        let mut shard = locks::write(self.shard_of_h40(h40));
+        let Some(at) = find(&shard.table, h40, key, src)?.map(|s| s.entry()) else {
+            return Ok(None);
+        };
+        Ok(remove_at(&mut shard, h40, &at))
     }
 
     /// Replaces the entry of `key` with `new` only if it is still exactly
     /// `expected` (a compare-and-swap on the record's location). Returns
-    /// whether it did.
+    /// whether it did. No key is read: two live entries never share a place.
     pub(crate) fn replace_if_eq(&self, key: &[u8], expected: &IndexEntry, new: IndexEntry) -> bool {
-        let h = self.hash(key);
-        let mut shard = locks::write(self.shard_of(h));
-        let Shard { table, arena, .. } = &mut *shard;
-        let arena_ro: &Vec<Box<[u8]>> = arena;
-        let Some(s) = table.find_mut(h, |s| key_eq(s, key, arena_ro) && s.entry() == *expected)
-        else {
+        let h40 = h40_of(self.hash(key));
+        let mut shard = locks::write(self.shard_of_h40(h40));
+        let Some(s) = shard.table.find_mut(table_hash(h40), |s| {
+            s.h40() == h40 && s.entry() == *expected
+        }) else {
             return false;
         };
         s.set(&new);
@@ -465,7 +515,15 @@ impl KeyDir {
 
     /// Removes `key` only if its entry is still exactly `expected`.
     pub(crate) fn remove_if_eq(&self, key: &[u8], expected: &IndexEntry) -> bool {
-        self.remove_where(key, |e| e == expected).is_some()
+        let h40 = h40_of(self.hash(key));
+        let mut shard = locks::write(self.shard_of_h40(h40));
+        let found = shard
+            .table
+            .find(table_hash(h40), |s| {
+                s.h40() == h40 && s.entry() == *expected
+            })
+            .is_some();
+        found && remove_at(&mut shard, h40, expected).is_some()
     }
 
     pub(crate) fn shard_count(&self) -> usize {
@@ -488,7 +546,7 @@ impl KeyDir {
             if s.ttl_keys == 0 {
                 n += s.len() as u64;
             } else {
-                s.for_each(|_, e| {
+                s.for_each(|e| {
                     if !e.is_expired(now_ms) {
                         n += 1;
                     }
@@ -511,100 +569,174 @@ impl KeyDir {
         (0..SHARDS).map(|i| self.read_shard(i).len() as u64).sum()
     }
 
-    /// Estimated heap bytes held by the index.
+    /// Heap bytes held by the index: the tables' allocations.
     pub(crate) fn memory_bytes(&self) -> u64 {
-        let mut total = 0u64;
-        for i in 0..SHARDS {
-            let s = self.read_shard(i);
-            total += s.table.allocation_size() as u64;
-            total += (s.arena.capacity() * std::mem::size_of::<Box<[u8]>>()) as u64;
-            // Each long key's own allocation, rounded as malloc does.
-            total += s
-                .arena
-                .iter()
-                .map(|k| (k.len() as u64 + 8).next_multiple_of(16).max(32))
-                .sum::<u64>();
-        }
-        total
+        (0..SHARDS)
+            .map(|i| self.read_shard(i).table.allocation_size() as u64)
+            .sum()
     }
+}
+
+/// A table's bucket count (hashbrown keeps at most 7/8 of them full).
+fn buckets_of(table: &HashTable<Slot>) -> u64 {
+    (table.capacity().saturating_mul(8).div_ceil(7))
+        .next_power_of_two()
+        .max(1) as u64
+}
+
+/// The slot of `key` in `table`: a slot with its hash bits whose record
+/// holds the key.
+fn find<'t>(
+    table: &'t HashTable<Slot>,
+    h40: u64,
+    key: &[u8],
+    src: &dyn RecordSource,
+) -> Result<Option<&'t Slot>> {
+    let mut failed = None;
+    let found = table.find(table_hash(h40), |s| {
+        if s.h40() != h40 || failed.is_some() {
+            return false;
+        }
+        match src.holds_key(&s.entry(), key) {
+            Ok(yes) => yes,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        }
+    });
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(found),
+    }
+}
+
+/// Removes the slot at `at`'s place; returns its entry.
+fn remove_at(shard: &mut Shard, h40: u64, at: &IndexEntry) -> Option<IndexEntry> {
+    let slot = match shard
+        .table
+        .find_entry(table_hash(h40), |s| s.h40() == h40 && s.is_at(at))
+    {
+        Ok(o) => o.remove().0,
+        Err(_) => return None,
+    };
+    if slot.has_ttl() {
+        shard.ttl_keys -= 1;
+    }
+    Some(slot.entry())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
     use super::*;
 
-    fn e(seq: u64, exp: u64) -> IndexEntry {
-        IndexEntry {
-            seq,
-            expires_at_ms: exp,
-            offset: 32,
-            file_id: 1,
-            value_len: 3,
+    /// A log in memory: the key at each place, and the next free offset.
+    #[derive(Default)]
+    struct FakeLog {
+        keys: RefCell<HashMap<(u32, u64), Vec<u8>>>,
+        next: RefCell<u64>,
+    }
+
+    impl FakeLog {
+        /// An entry for a new record of `key`, at a fresh place.
+        fn record(&self, key: &[u8], seq: u64, exp: u64) -> IndexEntry {
+            let mut next = self.next.borrow_mut();
+            *next += 64;
+            self.keys.borrow_mut().insert((1, *next), key.to_vec());
+            IndexEntry {
+                seq,
+                expires_at_ms: exp,
+                offset: *next,
+                file_id: 1,
+                value_len: 3,
+            }
+        }
+    }
+
+    impl RecordSource for FakeLog {
+        fn holds_key(&self, e: &IndexEntry, key: &[u8]) -> Result<bool> {
+            Ok(self
+                .keys
+                .borrow()
+                .get(&(e.file_id, e.offset))
+                .map(|k| &k[..])
+                == Some(key))
         }
     }
 
     #[test]
     fn slot_is_compact() {
-        assert_eq!(std::mem::size_of::<Slot>(), 45);
+        assert_eq!(std::mem::size_of::<Slot>(), 33);
         assert_eq!(std::mem::align_of::<Slot>(), 1);
     }
 
     #[test]
+    fn every_shard_gets_a_share_and_they_grow_apart() {
+        let shares: Vec<f64> = (0..SHARDS).map(share_of).collect();
+        assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-9);
+        assert!(shares.iter().all(|&s| s > 0.0));
+        // The largest share is about twice the smallest.
+        let ratio = shares[SHARDS - 1] / shares[0];
+        assert!((1.8..2.2).contains(&ratio), "ratio {ratio}");
+    }
+
+    #[test]
     fn insert_get_remove() {
+        let log = FakeLog::default();
         let kd = KeyDir::new();
         let long = vec![7u8; 100];
-        assert_eq!(kd.insert(b"a", e(1, 0)), None);
-        assert_eq!(kd.insert(&long, e(2, 0)), None);
-        assert_eq!(kd.insert(b"", e(3, 0)), None);
-        assert_eq!(kd.get(b"a"), Some(e(1, 0)));
-        assert_eq!(kd.get(&long), Some(e(2, 0)));
-        assert_eq!(kd.get(b""), Some(e(3, 0)));
-        assert_eq!(kd.insert(b"a", e(4, 0)), Some(e(1, 0)));
-        assert_eq!(kd.remove(b"a"), Some(e(4, 0)));
-        assert_eq!(kd.get(b"a"), None);
+        let (a1, l2, e3) = (
+            log.record(b"a", 1, 0),
+            log.record(&long, 2, 0),
+            log.record(b"", 3, 0),
+        );
+        assert_eq!(kd.insert(b"a", a1, &log).ok(), Some(None));
+        assert_eq!(kd.insert(&long, l2, &log).ok(), Some(None));
+        assert_eq!(kd.insert(b"", e3, &log).ok(), Some(None));
+        assert_eq!(kd.get(b"a", &log).ok(), Some(Some(a1)));
+        assert_eq!(kd.get(&long, &log).ok(), Some(Some(l2)));
+        assert_eq!(kd.get(b"", &log).ok(), Some(Some(e3)));
+        assert_eq!(kd.candidate(b"a"), Some(a1));
+        let a4 = log.record(b"a", 4, 0);
+        assert_eq!(kd.insert(b"a", a4, &log).ok(), Some(Some(a1)));
+        assert_eq!(kd.remove(b"a", &log).ok(), Some(Some(a4)));
+        assert_eq!(kd.get(b"a", &log).ok(), Some(None));
         assert_eq!(kd.raw_len(), 2);
     }
 
     #[test]
     fn ttl_counting_and_live_len() {
+        let log = FakeLog::default();
         let kd = KeyDir::new();
-        kd.insert(b"a", e(1, 100));
-        kd.insert(b"b", e(2, 0));
-        kd.insert(b"c", e(3, 50));
+        let ins = |k: &[u8], e| kd.insert(k, e, &log).ok();
+        ins(b"a", log.record(b"a", 1, 100));
+        ins(b"b", log.record(b"b", 2, 0));
+        let c = log.record(b"c", 3, 50);
+        ins(b"c", c);
         assert_eq!(kd.live_len(10), 3);
         assert_eq!(kd.live_len(60), 2);
         assert_eq!(kd.live_len(100), 1);
         assert_eq!(kd.ttl_len(), 2);
-        kd.insert(b"a", e(4, 0));
+        ins(b"a", log.record(b"a", 4, 0));
         assert_eq!(kd.live_len(100), 2);
         assert_eq!(kd.ttl_len(), 1);
-        assert!(kd.remove_if_eq(b"c", &e(3, 50)));
-        assert!(!kd.remove_if_eq(b"b", &e(9, 0)));
+        assert!(kd.remove_if_eq(b"c", &c));
+        assert!(!kd.remove_if_eq(b"b", &log.record(b"b", 9, 0)));
         assert_eq!(kd.ttl_len(), 0);
-        let ttl: usize = (0..kd.shard_count())
-            .map(|i| kd.read_shard(i).ttl_keys())
-            .sum();
-        assert_eq!(ttl, 0);
     }
 
+    /// Keys whose 40 hash bits collide are told apart by the log: forced
+    /// here by a source that sees every key as distinct while the index is
+    /// fed entries for many keys.
     #[test]
-    fn insert_if_newer_keeps_highest_seq() {
+    fn a_model_of_inserts_removals_and_retain() {
+        let log = FakeLog::default();
         let kd = KeyDir::new();
-        kd.insert_if_newer(b"k", e(5, 0));
-        kd.insert_if_newer(b"k", e(3, 0));
-        assert_eq!(kd.get(b"k").map(|x| x.seq), Some(5));
-        kd.insert_if_newer(b"k", e(6, 0));
-        assert_eq!(kd.get(b"k").map(|x| x.seq), Some(6));
-    }
-
-    /// Long keys live in the arena, which removals and `retain` keep dense:
-    /// every key must still be found, with its own entry, after any mix.
-    #[test]
-    fn arena_keys_survive_removals_and_retain() {
-        let kd = KeyDir::new();
-        let mut model = std::collections::HashMap::new();
+        let mut model: HashMap<Vec<u8>, IndexEntry> = HashMap::new();
         let key = |i: u64| {
-            // Lengths 0..=40 so that inline and arena keys mix.
             let len = (i * 7 % 41) as usize;
             let mut k = i.to_le_bytes().repeat(6);
             k.truncate(len.max(8));
@@ -615,47 +747,81 @@ mod tests {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            let i = x % 500;
-            let k = key(i);
+            let k = key(x % 500);
             match x % 4 {
-                0 => {
-                    assert_eq!(kd.remove(&k), model.remove(&k));
-                }
+                0 => assert_eq!(kd.remove(&k, &log).ok(), Some(model.remove(&k))),
                 1 => {
-                    let cur = model.get(&k).copied();
-                    if let Some(c) = cur {
+                    if let Some(c) = model.get(&k).copied() {
                         assert!(kd.remove_if_eq(&k, &c));
                         model.remove(&k);
                     }
                 }
                 _ => {
-                    let e = e(step, if x.is_multiple_of(3) { step + 10 } else { 0 });
-                    assert_eq!(kd.insert(&k, e), model.insert(k.clone(), e));
+                    let exp = if x.is_multiple_of(3) { step + 10 } else { 0 };
+                    let e = log.record(&k, step, exp);
+                    assert_eq!(
+                        kd.insert(&k, e, &log).ok(),
+                        Some(model.insert(k.clone(), e))
+                    );
                 }
             }
             if step % 5000 == 4999 {
                 let cut = step - 2000;
                 for i in 0..kd.shard_count() {
-                    kd.write_shard(i).retain(|_, e| e.seq < cut, |_, _| {});
+                    kd.write_shard(i).retain(|e| e.seq < cut, |_| {});
                 }
                 model.retain(|_, e| e.seq >= cut);
             }
         }
         assert_eq!(kd.raw_len(), model.len() as u64);
         for (k, e) in &model {
-            assert_eq!(kd.get(k), Some(*e));
+            assert_eq!(kd.get(k, &log).ok(), Some(Some(*e)));
         }
-        let mut seen = 0;
-        for i in 0..kd.shard_count() {
-            kd.read_shard(i).for_each(|k, e| {
-                assert_eq!(model.get(k), Some(e));
-                seen += 1;
-            });
-        }
-        assert_eq!(seen, model.len());
         let ttl: usize = (0..kd.shard_count())
             .map(|i| kd.read_shard(i).ttl_keys())
             .sum();
         assert_eq!(ttl, model.values().filter(|e| e.expires_at_ms != 0).count());
+    }
+
+    /// Two keys with the same 40 hash bits: each is found by its record.
+    #[test]
+    fn colliding_hash_bits_are_told_apart_by_the_record() {
+        let log = FakeLog::default();
+        let kd = KeyDir::new();
+        let a = log.record(b"a", 1, 0);
+        let b = log.record(b"b", 2, 0);
+        // Both slots under a's hash bits, as if "b" hashed like "a".
+        let h = kd.hash(b"a");
+        kd.insert_unique_hashed(h, a);
+        kd.insert_unique_hashed(h, b);
+        let h40 = h40_of(h);
+        let shard = kd.read_shard(KeyDir::shard_of_hash(h));
+        let found = |k: &[u8]| {
+            find(&shard.table, h40, k, &log)
+                .ok()
+                .flatten()
+                .map(|s| s.entry())
+        };
+        assert_eq!(found(b"a"), Some(a));
+        assert_eq!(found(b"b"), Some(b));
+        assert_eq!(found(b"c"), None);
+    }
+
+    #[test]
+    fn a_failing_source_is_an_error_and_changes_nothing() {
+        struct Broken;
+        impl RecordSource for Broken {
+            fn holds_key(&self, _: &IndexEntry, _: &[u8]) -> Result<bool> {
+                Err(crate::error::Error::Io(std::io::Error::other("gone")))
+            }
+        }
+        let log = FakeLog::default();
+        let kd = KeyDir::new();
+        let a = log.record(b"a", 1, 0);
+        assert_eq!(kd.insert(b"a", a, &log).ok(), Some(None));
+        assert!(kd.get(b"a", &Broken).is_err());
+        assert!(kd.insert(b"a", log.record(b"a", 2, 0), &Broken).is_err());
+        assert!(kd.remove(b"a", &Broken).is_err());
+        assert_eq!(kd.get(b"a", &log).ok(), Some(Some(a)));
     }
 }

@@ -133,29 +133,67 @@ fn merge_into_keydir(
     };
     // 1. Every entry's hash, once (threads take segments in turn).
     let hashes = hash_entries(&keydir, loads, workers);
-    // 2. The index is merged a group of shards at a time. Threads own
-    //    disjoint groups, so no two contend for a shard; the newest record
-    //    wins whatever the order (`insert_if_newer`).
+    // 2. The index is filled a group of shards at a time. Threads own
+    //    disjoint groups, so no two contend for a shard. Each group's
+    //    entries are ordered by hash, newest first, so that the versions of
+    //    a key are side by side and the newest is kept (the index keeps no
+    //    keys to compare later); tombstones and (unless kept) expired
+    //    records shadow older versions and are then left out.
     let groups = if sort { threads * 4 } else { threads }.min(keydir.shard_count());
+    let tallies: Vec<Mutex<Tally>> = (0..threads)
+        .map(|_| Mutex::new(Tally::new(loads.len())))
+        .collect();
+    let ids: Vec<u32> = loads.iter().map(|l| l.id).collect();
     workers.run(&|t| {
         let mut count = vec![0usize; if sort { 1 << 16 } else { 0 }];
+        let mut tally = Tally::new(loads.len());
         for g in (t..groups).step_by(threads) {
             let in_group = |h: u64| KeyDir::shard_of_hash(h) % groups == g;
-            if sort {
-                insert_sorted(&keydir, loads, &hashes, &in_group, &mut count);
+            let sorted = if sort {
+                sorted_by_memory_order(&keydir, loads, &hashes, &in_group, &mut count)
             } else {
-                insert_plain(&keydir, loads, &hashes, &in_group);
-            }
+                sorted_plain(loads, &hashes, &in_group)
+            };
+            let merge = Merge {
+                keydir: &keydir,
+                loads,
+                ids: &ids,
+                now_ms,
+                expired,
+            };
+            merge.insert_newest(&sorted, &mut tally);
         }
+        *locks::lock(&tallies[t]) = tally;
     });
     drop(hashes);
-    // 3. Tombstones and (unless kept) expired records out; live bytes per
-    //    segment (a kept expired record is live until the sweep logs it).
-    let (live, expired_kept) = drop_dead(&keydir, loads, now_ms, expired);
+    let mut live = vec![0u64; loads.len()];
+    let mut expired_kept = 0;
+    for t in tallies.into_iter().map(locks::into_inner) {
+        for (l, n) in live.iter_mut().zip(t.live) {
+            *l += n;
+        }
+        expired_kept += t.expired_kept;
+    }
     BuiltKeyDir {
         keydir,
         live,
         expired_kept,
+    }
+}
+
+/// What one merge thread counted: live record bytes per load, and the
+/// expired entries it kept.
+struct Tally {
+    live: Vec<u64>,
+    expired_kept: u64,
+}
+
+impl Tally {
+    fn new(loads: usize) -> Tally {
+        Tally {
+            live: vec![0; loads],
+            expired_kept: 0,
+        }
     }
 }
 
@@ -187,113 +225,140 @@ fn hash_entries(keydir: &KeyDir, loads: &[SegmentLoad], workers: Workers) -> Vec
     let hashes: Vec<Mutex<Vec<u64>>> = loads.iter().map(|_| Mutex::new(Vec::new())).collect();
     workers.run(&|t| {
         for (li, load) in loads.iter().enumerate().skip(t).step_by(workers.threads) {
-            let h: Vec<u64> = load
-                .entries
-                .iter()
-                .map(|e| keydir.locate(&e.key).0)
-                .collect();
+            let h: Vec<u64> = load.entries.iter().map(|e| keydir.hash(&e.key)).collect();
             *locks::lock(&hashes[li]) = h;
         }
     });
     hashes.into_iter().map(locks::into_inner).collect()
 }
 
-/// Inserts one group's entries in segment order (small stores, which fit
-/// in the caches).
-fn insert_plain(
-    keydir: &KeyDir,
+/// Newest first among equal hashes.
+fn by_hash_newest_first(a: &Incoming, b: &Incoming) -> std::cmp::Ordering {
+    a.hash.cmp(&b.hash).then(b.seq.cmp(&a.seq))
+}
+
+/// One group's entries ordered by hash, newest first (small stores, which
+/// fit in the caches).
+fn sorted_plain(
     loads: &[SegmentLoad],
     hashes: &[Vec<u64>],
     in_group: &dyn Fn(u64) -> bool,
-) {
-    for (load, hs) in loads.iter().zip(hashes) {
-        for (e, &h) in load.entries.iter().zip(hs) {
+) -> Vec<Incoming> {
+    let mut sorted = Vec::new();
+    for (li, (load, hs)) in loads.iter().zip(hashes).enumerate() {
+        for (ei, (e, &h)) in load.entries.iter().zip(hs).enumerate() {
             if in_group(h) {
-                let p = Incoming::new(h, load.id, 0, 0, e);
-                keydir.insert_if_newer_hashed(h, &e.key, p.entry());
+                sorted.push(Incoming::new(h, load.id, li, ei, e));
             }
         }
     }
+    sorted.sort_unstable_by(by_hash_newest_first);
+    sorted
 }
 
-/// Inserts one group's entries in the order in which they land in the
-/// tables: a counting sort (`count` is its table) puts them in that order,
-/// with what the insert needs copied alongside, so that the inserts touch
-/// the tables nearly sequentially and read their input sequentially.
-fn insert_sorted(
+/// One group's entries in the order in which they land in the tables: a
+/// counting sort (`count` is its table) by coarse memory position, then by
+/// hash and newest first within each position, with what the insert needs
+/// copied alongside, so that the inserts touch the tables nearly
+/// sequentially and read their input sequentially.
+fn sorted_by_memory_order(
     keydir: &KeyDir,
     loads: &[SegmentLoad],
     hashes: &[Vec<u64>],
     in_group: &dyn Fn(u64) -> bool,
     count: &mut [usize],
-) {
-    let buckets = keydir.buckets_per_shard();
+) -> Vec<Incoming> {
     count.iter_mut().for_each(|c| *c = 0);
     for hs in hashes {
         for &h in hs.iter().filter(|&&h| in_group(h)) {
-            count[usize::from(KeyDir::memory_order_in(h, buckets))] += 1;
+            count[usize::from(keydir.memory_order(h))] += 1;
         }
     }
     let mut start = 0usize;
+    let mut starts = Vec::with_capacity(count.len() + 1);
     for c in count.iter_mut() {
         let n = *c;
         *c = start;
+        starts.push(start);
         start += n;
     }
+    starts.push(start);
     let mut sorted = vec![Incoming::EMPTY; start];
     for (li, (load, hs)) in loads.iter().zip(hashes).enumerate() {
         for (ei, (e, &h)) in load.entries.iter().zip(hs).enumerate() {
             if in_group(h) {
-                let at = &mut count[usize::from(KeyDir::memory_order_in(h, buckets))];
+                let at = &mut count[usize::from(keydir.memory_order(h))];
                 sorted[*at] = Incoming::new(h, load.id, li, ei, e);
                 *at += 1;
             }
         }
     }
-    for p in &sorted {
-        let long;
-        let key = if p.key_len as usize <= INCOMING_INLINE {
-            &p.key[..p.key_len as usize]
-        } else {
-            long = &loads[p.load as usize].entries[p.entry as usize].key;
-            &long[..]
-        };
-        keydir.insert_if_newer_hashed(p.hash, key, p.entry());
+    for w in starts.windows(2) {
+        if w[1] - w[0] > 1 {
+            sorted[w[0]..w[1]].sort_unstable_by(by_hash_newest_first);
+        }
     }
+    sorted
 }
 
-/// Removes tombstones and (unless kept) expired entries from the index;
-/// returns the live record bytes per segment, in the order of `loads`, and
-/// how many expired entries were kept.
-fn drop_dead(
-    keydir: &KeyDir,
-    loads: &[SegmentLoad],
+/// Inserting one group's sorted entries.
+struct Merge<'a> {
+    keydir: &'a KeyDir,
+    loads: &'a [SegmentLoad],
+    /// The loads' segment ids (sorted: `loads` is).
+    ids: &'a [u32],
     now_ms: u64,
     expired: ExpiredAtOpen,
-) -> (Vec<u64>, u64) {
-    // `loads` is sorted by id, so a binary search finds a segment's slot.
-    let ids: Vec<u32> = loads.iter().map(|l| l.id).collect();
-    let mut live = vec![0u64; loads.len()];
-    let mut kept = 0u64;
-    for i in 0..keydir.shard_count() {
-        keydir.write_shard(i).retain(
-            |k, e| {
-                let is_expired = e.is_expired(now_ms) && !e.is_tombstone();
-                if is_expired && expired == ExpiredAtOpen::Keep {
-                    kept += 1;
-                }
-                let dead = e.is_tombstone() || (is_expired && expired == ExpiredAtOpen::Drop);
-                if !dead {
-                    if let Ok(j) = ids.binary_search(&e.file_id) {
-                        live[j] += e.record_len(k.len());
-                    }
-                }
-                dead
-            },
-            |_, _| {},
-        );
+}
+
+impl Merge<'_> {
+    fn key<'k>(&'k self, p: &'k Incoming) -> &'k [u8] {
+        if p.key_len as usize <= INCOMING_INLINE {
+            &p.key[..p.key_len as usize]
+        } else {
+            &self.loads[p.load as usize].entries[p.entry as usize].key
+        }
     }
-    (live, kept)
+
+    /// Inserts the newest version of each key of `sorted` (ordered by hash,
+    /// newest first) unless it is a tombstone, or an expired put that is
+    /// not kept; counts live bytes and kept expired entries in `tally`.
+    fn insert_newest(&self, sorted: &[Incoming], tally: &mut Tally) {
+        let mut run_start = 0;
+        let mut chosen: Vec<usize> = Vec::new();
+        for i in 0..sorted.len() {
+            if sorted[i].hash != sorted[run_start].hash {
+                run_start = i;
+                chosen.clear();
+            }
+            // The first of a run with this key is its newest version
+            // (different keys with one hash share a run).
+            let p = &sorted[i];
+            let key = self.key(p);
+            if chosen.iter().any(|&j| self.key(&sorted[j]) == key) {
+                continue;
+            }
+            chosen.push(i);
+            self.insert_one(p, key.len(), tally);
+        }
+    }
+
+    fn insert_one(&self, p: &Incoming, key_len: usize, tally: &mut Tally) {
+        let e = p.entry();
+        if e.is_tombstone() {
+            return;
+        }
+        if e.is_expired(self.now_ms) {
+            if self.expired == ExpiredAtOpen::Drop {
+                return;
+            }
+            tally.expired_kept += 1;
+        }
+        if let Ok(j) = self.ids.binary_search(&e.file_id) {
+            tally.live[j] += e.record_len(key_len);
+        }
+        self.keydir.insert_unique_hashed(p.hash, e);
+    }
 }
 
 #[cfg(test)]
@@ -303,7 +368,7 @@ mod tests {
     /// The sorted merge (large stores) and the plain one (small stores)
     /// build the same index from the same loads: newest sequence number wins
     /// in any order, tombstones and expired records shadow and then vanish,
-    /// long keys (arena) and short ones (inline) alike.
+    /// long keys (read from their loads) and short ones (copied along) alike.
     #[test]
     fn sorted_and_plain_merges_agree() {
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
@@ -321,7 +386,7 @@ mod tests {
                         let k = next() % 2000;
                         let mut key = k.to_le_bytes().to_vec();
                         if k % 3 == 0 {
-                            key.extend_from_slice(&[7u8; 20]); // an arena key
+                            key.extend_from_slice(&[7u8; 20]); // longer than what travels inline
                         }
                         seq += 1;
                         let r = next();
@@ -364,14 +429,37 @@ mod tests {
         assert_eq!(live_sorted, live_plain);
         assert_eq!(sorted.raw_len(), plain.raw_len());
         assert!(plain.raw_len() > 500);
-        let mut seen = 0;
-        for i in 0..plain.shard_count() {
-            plain.read_shard(i).for_each(|k, e| {
-                assert_eq!(sorted.get(k), Some(*e));
-                assert!(!e.is_tombstone() && !e.is_expired(100));
-                seen += 1;
-            });
+        // Both hold the same entries (no two live records share a place),
+        // each the newest version of its key, neither a tombstone nor
+        // expired.
+        let entries = |kd: &KeyDir| {
+            let mut all = Vec::new();
+            for i in 0..kd.shard_count() {
+                kd.read_shard(i)
+                    .for_each(|e| all.push((e.file_id, e.offset, e.seq)));
+            }
+            all.sort_unstable();
+            all
+        };
+        let mut newest: std::collections::HashMap<&[u8], &HintEntry> =
+            std::collections::HashMap::new();
+        let mut place: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
+        for l in &loads {
+            for e in &l.entries {
+                place.insert(e.seq, l.id);
+                let n = newest.entry(&e.key).or_insert(e);
+                if e.seq > n.seq {
+                    *n = e;
+                }
+            }
         }
-        assert_eq!(seen as u64, plain.raw_len());
+        let mut want: Vec<(u32, u64, u64)> = newest
+            .values()
+            .filter(|e| !e.tombstone && (e.expires_at_ms == 0 || e.expires_at_ms > 100))
+            .map(|e| (place[&e.seq], e.offset, e.seq))
+            .collect();
+        want.sort_unstable();
+        assert_eq!(entries(&plain), want);
+        assert_eq!(entries(&sorted), want);
     }
 }

@@ -28,6 +28,14 @@ pub(crate) fn create(vfs: &dyn Vfs, dir: &Path, id: u32) -> Result<(Arc<dyn VFil
     Ok((file, salt))
 }
 
+/// `len` bytes at `offset` of `file`, or `None` when they cannot be read
+/// (the caller then reads the record the careful way, which reports why).
+fn read_at(file: &dyn VFile, offset: u64, len: u64) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; usize::try_from(len).ok()?];
+    crate::fs::read_exact_at(file, &mut buf, offset).ok()?;
+    Some(buf)
+}
+
 /// How a segment's bytes are read.
 enum Source {
     /// A sealed segment, mapped.
@@ -165,6 +173,157 @@ impl Segment {
                 Ok(buf)
             }
         }
+    }
+
+    /// Whether the record at `offset` is a put of `key`. The index uses it
+    /// to tell keys apart, since it keeps only part of their hash. A
+    /// matching header and key are enough to say yes (a read checks the
+    /// whole record); a no is only given for a record whose checksum holds,
+    /// so that damage is reported as damage, never as another key.
+    ///
+    /// # Errors
+    /// The record is damaged, cannot be read, or runs past the end of the
+    /// segment.
+    pub(crate) fn holds_key(&self, offset: u64, key: &[u8]) -> Result<bool> {
+        let head_len = u64::from(RECORD_HEADER_LEN);
+        let same_len = self.with_bytes(offset, head_len, |b| {
+            record::parse_header(b)
+                .is_ok_and(|h| h.kind == record::RecordKind::Put && h.key_len as usize == key.len())
+        })?;
+        if same_len
+            && self.with_bytes(offset, head_len + key.len() as u64, |b| {
+                b[RECORD_HEADER_LEN as usize..] == *key
+            })?
+        {
+            return Ok(true);
+        }
+        self.with_record(offset, |_| false)
+    }
+
+    /// Calls `f` with the key of the put at `offset`, after checking the
+    /// whole record against its checksum.
+    ///
+    /// # Errors
+    /// The record is damaged, is not a put, or cannot be read.
+    pub(crate) fn with_key<R>(&self, offset: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        let r = self.with_record(offset, |r| {
+            (r.kind == record::RecordKind::Put).then(|| f(r.key))
+        })?;
+        r.ok_or_else(|| self.corrupt(offset, "the index points at a record that is not a put"))
+    }
+
+    /// Calls `f` with the record at `offset`, checked against its checksum.
+    ///
+    /// # Errors
+    /// The record is damaged, cannot be read, or runs past the end of the
+    /// segment.
+    fn with_record<R>(
+        &self,
+        offset: u64,
+        f: impl FnOnce(&record::RecordRef<'_>) -> R,
+    ) -> Result<R> {
+        let head_len = u64::from(RECORD_HEADER_LEN);
+        let total = self
+            .with_bytes(offset, head_len, |b| {
+                record::parse_header(b).map(|h| h.len())
+            })?
+            .map_err(|why| self.corrupt(offset, why))?;
+        let decoded = self.with_bytes(offset, total, |b| {
+            match record::decode(b, self.salt, offset) {
+                record::Decoded::Record(r) => Ok(f(&r)),
+                record::Decoded::Truncated => Err("record is truncated"),
+                record::Decoded::Invalid(why) => Err(why),
+            }
+        })?;
+        decoded.map_err(|why| self.corrupt(offset, why))
+    }
+
+    /// Calls `f` with the `len` bytes at `offset`: from the map, the tail
+    /// cache, or read with `pread`.
+    fn with_bytes<R>(&self, offset: u64, len: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        match &self.source {
+            Source::Mapped(map) => {
+                let bytes = map.bytes();
+                let end = offset
+                    .checked_add(len)
+                    .filter(|&e| e <= bytes.len() as u64)
+                    .ok_or_else(|| {
+                        self.corrupt(offset, "record runs past the end of the segment")
+                    })?;
+                Ok(f(&bytes[offset as usize..end as usize]))
+            }
+            Source::File(file) | Source::ActiveSegment(file, _) => {
+                let mut f = Some(f);
+                if let Source::ActiveSegment(_, tail) = &self.source {
+                    if let Some(Some(r)) = tail.with_bytes(offset, len, |b| f.take().map(|f| f(b)))
+                    {
+                        return Ok(r);
+                    }
+                }
+                let mut buf = vec![0u8; len as usize];
+                crate::fs::read_exact_at(&**file, &mut buf, offset).map_err(|e| {
+                    if e.kind() == io::ErrorKind::UnexpectedEof {
+                        self.corrupt(offset, "record runs past the end of the segment")
+                    } else {
+                        let at = format!("{} at offset {offset}: {e}", self.path.display());
+                        Error::Io(io::Error::new(e.kind(), at))
+                    }
+                })?;
+                match f.take() {
+                    Some(f) => Ok(f(&buf)),
+                    None => Err(self.corrupt(offset, "record read twice")),
+                }
+            }
+        }
+    }
+
+    /// The value of the put at `offset` if it is `key`'s (checked as
+    /// [`Segment::read_value`] does); `None` when the record is another
+    /// key's (the index found it by part of the key's hash).
+    ///
+    /// # Errors
+    /// The record is `key`'s but damaged or of another length, or cannot
+    /// be read.
+    pub(crate) fn read_value_if_key(
+        &self,
+        offset: u64,
+        key: &[u8],
+        value_len: u32,
+    ) -> Result<Option<Vec<u8>>> {
+        // The usual case, in one look at the record: the value is copied
+        // while the key is compared, so that the record's cache misses are
+        // not behind the comparison (docs/design.md, "The keydir").
+        let total = record::encoded_len(key.len() as u32, value_len);
+        let start = RECORD_HEADER_LEN as usize + key.len();
+        let quick = |rec: &[u8]| -> Option<Result<Vec<u8>>> {
+            let value = rec[start..].to_vec();
+            let is_key = rec[RECORD_HEADER_LEN as usize..start] == *key
+                && record::parse_header(rec).is_ok_and(|h| {
+                    h.kind == record::RecordKind::Put && h.key_len as usize == key.len()
+                });
+            is_key.then(|| self.check(rec, offset, key, value_len).map(|()| value))
+        };
+        let looked = match &self.source {
+            Source::Mapped(map) => {
+                let bytes = map.bytes();
+                offset
+                    .checked_add(total)
+                    .filter(|&e| e <= bytes.len() as u64)
+                    .and_then(|end| quick(&bytes[offset as usize..end as usize]))
+            }
+            Source::ActiveSegment(file, tail) => tail
+                .with_bytes(offset, total, quick)
+                .flatten()
+                .or_else(|| read_at(&**file, offset, total).and_then(|b| quick(&b))),
+            Source::File(file) => read_at(&**file, offset, total).and_then(|b| quick(&b)),
+        };
+        if let Some(found) = looked {
+            return found.map(Some);
+        }
+        if !self.holds_key(offset, key)? {
+            return Ok(None);
+        }
+        self.read_value(offset, key, value_len).map(Some)
     }
 
     fn check(&self, rec: &[u8], offset: u64, key: &[u8], value_len: u32) -> Result<()> {
