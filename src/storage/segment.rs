@@ -135,44 +135,11 @@ impl Segment {
     pub(crate) fn read_value(&self, offset: u64, key: &[u8], value_len: u32) -> Result<Vec<u8>> {
         let key_len = u32::try_from(key.len()).map_err(|_| self.corrupt(offset, "key length"))?;
         let total = record::encoded_len(key_len, value_len);
-        let value_start = u64::from(RECORD_HEADER_LEN) + u64::from(key_len);
-        match &self.source {
-            Source::Mapped(map) => {
-                let bytes = map.bytes();
-                let end = offset
-                    .checked_add(total)
-                    .filter(|&e| e <= bytes.len() as u64)
-                    .ok_or_else(|| {
-                        self.corrupt(offset, "record runs past the end of the segment")
-                    })?;
-                let rec = &bytes[offset as usize..end as usize];
-                self.check(rec, offset, key, value_len)?;
-                Ok(rec[value_start as usize..].to_vec())
-            }
-            Source::File(file) | Source::ActiveSegment(file, _) => {
-                if let Source::ActiveSegment(_, tail) = &self.source {
-                    let cached = tail.with_bytes(offset, total, |rec| {
-                        self.check(rec, offset, key, value_len)?;
-                        Ok(rec[value_start as usize..].to_vec())
-                    });
-                    if let Some(r) = cached {
-                        return r;
-                    }
-                }
-                let mut buf = vec![0u8; total as usize];
-                crate::fs::read_exact_at(&**file, &mut buf, offset).map_err(|e| {
-                    if e.kind() == io::ErrorKind::UnexpectedEof {
-                        self.corrupt(offset, "record runs past the end of the segment")
-                    } else {
-                        let at = format!("{} at offset {offset}: {e}", self.path.display());
-                        Error::Io(io::Error::new(e.kind(), at))
-                    }
-                })?;
-                self.check(&buf, offset, key, value_len)?;
-                buf.drain(..value_start as usize);
-                Ok(buf)
-            }
-        }
+        let value_start = RECORD_HEADER_LEN as usize + key.len();
+        self.with_bytes(offset, total, |rec| {
+            self.check(rec, offset, key, value_len)?;
+            Ok(rec[value_start..].to_vec())
+        })?
     }
 
     /// Whether the record at `offset` is a put of `key`. The index uses it
