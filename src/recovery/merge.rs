@@ -232,9 +232,16 @@ fn hash_entries(keydir: &KeyDir, loads: &[SegmentLoad], workers: Workers) -> Vec
     hashes.into_iter().map(locks::into_inner).collect()
 }
 
-/// Newest first among equal hashes.
+/// Newest first among equal hashes. Two records of a key with the same
+/// sequence number (copies left by an interrupted compaction, or crafted
+/// files) are told apart by place, the highest segment id and then offset
+/// first, so that every open picks the same one.
 fn by_hash_newest_first(a: &Incoming, b: &Incoming) -> std::cmp::Ordering {
-    a.hash.cmp(&b.hash).then(b.seq.cmp(&a.seq))
+    a.hash
+        .cmp(&b.hash)
+        .then(b.seq.cmp(&a.seq))
+        .then(b.file_id.cmp(&a.file_id))
+        .then(b.offset.cmp(&a.offset))
 }
 
 /// One group's entries ordered by hash, newest first (small stores, which
@@ -364,6 +371,40 @@ impl Merge<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by the `open_dir` fuzz target: two records of one key with the
+    /// same sequence number (crafted files) must give the same winner at
+    /// every open, whatever order the merge sees them in: the one in the
+    /// higher segment.
+    #[test]
+    fn a_tie_in_sequence_numbers_goes_to_the_higher_segment() {
+        let entry = |offset: u64, value_len: u32| HintEntry {
+            key: b"c".to_vec(),
+            seq: 8,
+            expires_at_ms: 0,
+            offset,
+            value_len,
+            tombstone: false,
+        };
+        let load = |id: u32, e: HintEntry| SegmentLoad {
+            len: 1 << 20,
+            entries: vec![e],
+            from_hint: true,
+            min_seq: 0,
+            ..SegmentLoad::empty(id)
+        };
+        for sort in [false, true] {
+            for _ in 0..20 {
+                let loads = vec![load(1, entry(96, 2)), load(2, entry(32, 3))];
+                let built = merge_into_keydir(&loads, 0, ExpiredAtOpen::Drop, sort);
+                let mut all = Vec::new();
+                for i in 0..built.keydir.shard_count() {
+                    built.keydir.read_shard(i).for_each(|e| all.push((e.file_id, e.offset)));
+                }
+                assert_eq!(all, vec![(2, 32)], "sorted merge: {sort}");
+            }
+        }
+    }
 
     /// The sorted merge (large stores) and the plain one (small stores)
     /// build the same index from the same loads: newest sequence number wins
