@@ -399,7 +399,10 @@ mod tests {
                 let built = merge_into_keydir(&loads, 0, ExpiredAtOpen::Drop, sort);
                 let mut all = Vec::new();
                 for i in 0..built.keydir.shard_count() {
-                    built.keydir.read_shard(i).for_each(|e| all.push((e.file_id, e.offset)));
+                    built
+                        .keydir
+                        .read_shard(i)
+                        .for_each(|e| all.push((e.file_id, e.offset)));
                 }
                 assert_eq!(all, vec![(2, 32)], "sorted merge: {sort}");
             }
