@@ -329,3 +329,37 @@ fn hint_with_another_expiry_than_its_record_and_compaction() {
     assert_eq!(offset, 32);
     assert!(reason.contains("expiry 1000"), "{reason}");
 }
+
+/// Found by `open_dir` with the index that keeps no keys: a hint (checksum
+/// valid) that names another key than its record holds. The entry was
+/// made under the hint's key; a scan read the record's key, whose get did
+/// not find the entry, and left the key out in silence (`len()` counted
+/// it). A scan now reports the disagreement as corruption, naming the hint.
+#[test]
+fn hint_naming_another_key_than_its_record_fails_a_scan() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut seg1 = segment_header(1);
+    push_put(&mut seg1, 1, b"real", b"v");
+    let h = hint_with(1, seg1.len() as u64, &[(1, b"told", 1)], 1);
+    write_files(
+        dir.path(),
+        &[
+            ("0000000001.seg", &seg1),
+            ("0000000001.hint", &h),
+            ("0000000002.seg", &segment_header(2)),
+        ],
+    );
+    let db = Options::new().open(dir.path()).expect("open");
+    assert_eq!(db.len().expect("len"), 1);
+    let scanned: Vec<_> = db.scan_prefix("").collect();
+    match scanned.as_slice() {
+        [Err(Error::Corruption { path, reason, .. })] => {
+            assert!(path.ends_with("0000000001.seg"), "{path:?}");
+            assert!(reason.contains("0000000001.hint"), "{reason}");
+        }
+        other => panic!("expected one corruption error, got {other:?}"),
+    }
+    // Neither key is served as something it is not.
+    assert!(db.get("told").is_err() || db.get("told").expect("get").is_none());
+    assert_eq!(db.get("real").expect("get"), None);
+}

@@ -150,22 +150,38 @@ impl Core {
             // are read.
             let shard = self.keydir.read_shard(i);
             entries.clear();
-            shard.for_each(|e| {
+            shard.for_each_hashed(|bits, e| {
                 if !e.is_expired(now) {
-                    entries.push(*e);
+                    entries.push((bits, *e));
                 }
             });
-            entries.sort_unstable_by_key(|e| (e.file_id, e.offset));
+            entries.sort_unstable_by_key(|(_, e)| (e.file_id, e.offset));
             let segs = locks::read(&self.segments);
-            for e in &entries {
+            for (bits, e) in &entries {
                 let seg = segs
                     .get(&e.file_id)
                     .ok_or_else(|| missing_segment(&self.dir, e))?;
-                seg.with_key(e.offset, |key| {
-                    if key.starts_with(prefix) {
+                let ours = seg.with_key(e.offset, |key| {
+                    let ours = self.keydir.hash_bits(key) == *bits;
+                    if ours && key.starts_with(prefix) {
                         f(key, e.value_len, e.expires_at_ms);
                     }
+                    ours
                 })?;
+                if !ours {
+                    // A get of this record's key would not find the entry:
+                    // report it rather than leave the key out.
+                    return Err(Error::corruption(
+                        names::segment_path(&self.dir, e.file_id),
+                        e.offset,
+                        format!(
+                            "the index entry for the record here was loaded for another key: \
+                             the hint file {} disagrees with its segment; delete that hint \
+                             file and reopen, which rebuilds it from the segment",
+                            names::hint_path(&self.dir, e.file_id).display()
+                        ),
+                    ));
+                }
             }
         }
         Ok(())

@@ -225,6 +225,14 @@ impl Shard {
         }
     }
 
+    /// Calls `f` for every entry, with the hash bits its slot keeps (see
+    /// [`KeyDir::hash_bits`]).
+    pub(crate) fn for_each_hashed(&self, mut f: impl FnMut(u64, &IndexEntry)) {
+        for s in self.table.iter() {
+            f(s.h40(), &s.entry());
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.table.len()
     }
@@ -295,6 +303,14 @@ impl KeyDir {
     #[inline]
     pub(crate) fn hash(&self, key: &[u8]) -> u64 {
         self.hasher.hash_one(key)
+    }
+
+    /// The hash bits a slot of `key` keeps: a slot whose bits differ from
+    /// those of the key in its record was made for another key (a hint
+    /// file that disagrees with its segment).
+    #[inline]
+    pub(crate) fn hash_bits(&self, key: &[u8]) -> u64 {
+        h40_of(self.hash(key))
     }
 
     /// The shard a 64-bit key hash belongs to.
