@@ -142,8 +142,14 @@ impl Slot {
 
     #[inline]
     fn is_at(&self, e: &IndexEntry) -> bool {
-        self.file_id == e.file_id.to_le_bytes()
-            && u64::from(u32::from_le_bytes(self.offset)) == e.offset
+        self.is_place(e.file_id, e.offset)
+    }
+
+    /// Whether the slot points at `offset` of segment `file_id`.
+    #[inline]
+    fn is_place(&self, file_id: u32, offset: u64) -> bool {
+        self.file_id == file_id.to_le_bytes()
+            && u64::from(u32::from_le_bytes(self.offset)) == offset
     }
 }
 
@@ -380,7 +386,7 @@ impl KeyDir {
         let h40 = h40_of(self.hash(key));
         let shard = locks::read(self.shard_of_h40(h40));
         let here = shard.table.find(table_hash(h40), |s| {
-            s.h40() == h40 && s.entry().file_id == file_id && s.entry().offset == offset
+            s.h40() == h40 && s.is_place(file_id, offset)
         });
         match here {
             Some(s) => Ok(Some(s.entry())),
