@@ -6,7 +6,15 @@
 //!     [--peers cairn,redb,...] [--workloads load,get_uniform,...]
 //!     [--keys-10m 10000000 | --keys-10m 0] [--out results]
 //! cargo run --release -- report results/<run>/results.jsonl results/<run>
+//! cargo run --release -- scale [--keys 1000000,10000000,100000000]
+//!     [--peers cairn,lmdb,redb,fjall] [--reps 3] [--out results-scale]
+//!     [--max-load-secs 1200] [--kill-write-secs 10] [--timeout-secs 1800]
+//!     [--keep-page-cache]
+//! cargo run --release -- scale-report results-scale/<run>/results.jsonl
 //! ```
+//!
+//! `scale` (see `scale.rs`) times opens with the page cache dropped, after
+//! a clean close and after kill -9 under write load, at each key count.
 //!
 //! Each (peer, workload, repetition) runs in its own child process, so that
 //! one store's memory and caches never count against another. Within a
@@ -20,6 +28,8 @@ mod peers;
 mod redis_server;
 mod report;
 mod result;
+mod scale;
+mod scale_report;
 mod store;
 mod workload;
 
@@ -101,6 +111,15 @@ fn main() {
             }
         }
         "run" => parse(args).and_then(|a| run(&a)),
+        "scale" => scale::parse(args).and_then(|a| scale::run(&a)),
+        "scale-report" => {
+            let results = PathBuf::from(args.next().unwrap_or_default());
+            let out = args.next().map_or_else(
+                || results.parent().map(Path::to_path_buf).unwrap_or_default(),
+                PathBuf::from,
+            );
+            scale_report::write(&results, &out)
+        }
         "report" => {
             let results = PathBuf::from(args.next().unwrap_or_default());
             let out = args.next().map_or_else(
@@ -109,7 +128,7 @@ fn main() {
             );
             report::write(&results, &out)
         }
-        _ => Err("usage: cairn-compare run [flags] | report <results.jsonl> [out-dir]".into()),
+        _ => Err("usage: cairn-compare run [flags] | report <results.jsonl> [out-dir] | scale [flags] | scale-report <results.jsonl> [out-dir]".into()),
     };
     if let Err(e) = res {
         eprintln!("cairn-compare: {e}");
@@ -157,58 +176,7 @@ struct Runner<'a> {
 
 impl Runner<'_> {
     fn child(&mut self, spec: &Spec, redis: Option<&RedisServer>) -> RunResult {
-        let json = serde_json::to_string(spec).unwrap_or_default();
-        let mut cmd = Command::new(&self.exe);
-        cmd.arg("child")
-            .arg(&json)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        if let Some(s) = redis {
-            let var = if spec.peer == "redis-everysec" {
-                "CAIRN_COMPARE_REDIS_EVERYSEC"
-            } else {
-                "CAIRN_COMPARE_REDIS_ALWAYS"
-            };
-            cmd.env(var, &s.addr);
-        }
-        let t = Instant::now();
-        let fail = |e: String| RunResult {
-            peer: spec.peer.clone(),
-            workload: spec.workload.clone(),
-            rep: spec.rep,
-            keys: spec.keys,
-            error: Some(e),
-            ..RunResult::default()
-        };
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
-            Err(e) => return fail(e.to_string()),
-        };
-        let mut stdout = child.stdout.take();
-        let reader = std::thread::spawn(move || {
-            let mut s = String::new();
-            if let Some(o) = stdout.as_mut() {
-                let _ = std::io::Read::read_to_string(o, &mut s);
-            }
-            s
-        });
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if t.elapsed() > self.args.timeout => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return fail(format!("timed out after {:?}", self.args.timeout));
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                Err(e) => return fail(e.to_string()),
-            }
-        }
-        let out = reader.join().unwrap_or_default();
-        match out.lines().last().map(serde_json::from_str::<RunResult>) {
-            Some(Ok(r)) => r,
-            _ => fail(format!("child crashed or printed no result: {out}")),
-        }
+        child_process(&self.exe, spec, redis, self.args.timeout)
     }
 
     fn record(&mut self, r: RunResult) {
@@ -232,7 +200,70 @@ impl Runner<'_> {
     }
 }
 
-fn machine_description() -> String {
+/// Runs `spec` in a child process of `exe` and returns what it reports. A
+/// child still running after `timeout` is killed (SIGKILL, by its pid) and
+/// the result says "timed out".
+pub(crate) fn child_process(
+    exe: &Path,
+    spec: &Spec,
+    redis: Option<&RedisServer>,
+    timeout: Duration,
+) -> RunResult {
+    let json = serde_json::to_string(spec).unwrap_or_default();
+    let mut cmd = Command::new(exe);
+    cmd.arg("child")
+        .arg(&json)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    if let Some(s) = redis {
+        let var = if spec.peer == "redis-everysec" {
+            "CAIRN_COMPARE_REDIS_EVERYSEC"
+        } else {
+            "CAIRN_COMPARE_REDIS_ALWAYS"
+        };
+        cmd.env(var, &s.addr);
+    }
+    let t = Instant::now();
+    let fail = |e: String| RunResult {
+        peer: spec.peer.clone(),
+        workload: spec.workload.clone(),
+        rep: spec.rep,
+        keys: spec.keys,
+        error: Some(e),
+        ..RunResult::default()
+    };
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    let mut stdout = child.stdout.take();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(o) = stdout.as_mut() {
+            let _ = std::io::Read::read_to_string(o, &mut s);
+        }
+        s
+    });
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if t.elapsed() > timeout => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return fail(format!("timed out after {:?}", timeout));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => return fail(e.to_string()),
+        }
+    }
+    let out = reader.join().unwrap_or_default();
+    match out.lines().last().map(serde_json::from_str::<RunResult>) {
+        Some(Ok(r)) => r,
+        _ => fail(format!("child crashed or printed no result: {out}")),
+    }
+}
+
+pub(crate) fn machine_description() -> String {
     let sh = |c: &str| {
         Command::new("sh")
             .args(["-c", c])

@@ -37,6 +37,14 @@ pub struct RunResult {
     pub caveat: Option<String>,
     /// Anything extra (for example sessions per second), as text.
     pub note: Option<String>,
+    /// `scale` only: bytes the store handed to `write(2)` and friends
+    /// (`wchar` of `/proc/<pid>/io`) in the write phase before a kill -9;
+    /// on an open after the kill, those of the write phase before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_bytes: Option<u64>,
+    /// `scale` only: whether the page cache was dropped before the open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_dropped: Option<bool>,
     /// Set when the run failed; the other fields are then meaningless.
     pub error: Option<String>,
 }

@@ -65,7 +65,7 @@ pub const ON_FRESH: &[&str] = &[
 pub fn durability_of(workload: &str) -> Durability {
     match workload {
         "durable1" | "durable8" | "session_durable" | "counter_durable" => Durability::Durable,
-        "session" | "counter" => Durability::Periodic,
+        "session" | "counter" | "scale_write" => Durability::Periodic,
         _ => Durability::Relaxed,
     }
 }
@@ -169,7 +169,7 @@ fn run_inner(spec: &Spec, r: &mut RunResult) -> Result<(), String> {
     let n = spec.keys;
     let mut out = Vec::with_capacity(SESSION_BYTES + 64);
     let (ops, secs, mut lat) = match spec.workload.as_str() {
-        "load" => {
+        "load" | "scale_load" => {
             let mut took = Duration::ZERO;
             let mut i = 0;
             while i < n {
@@ -248,6 +248,31 @@ fn run_inner(spec: &Spec, r: &mut RunResult) -> Result<(), String> {
             r.mem_per_key = Some(rss.saturating_sub(base_rss) as f64 / n as f64);
             (1, secs, Vec::new())
         }
+        "scale_open_clean" | "scale_open_kill" => {
+            // Timed as `open`; then key 0 (never overwritten by the write
+            // phase before a kill) is checked in full, and 100 random keys
+            // (which it may have overwritten) by length.
+            let t = Instant::now();
+            if !store.get(&gen::key(0), &mut out)? {
+                return Err("key 0 missing after open".into());
+            }
+            let secs = open_secs + t.elapsed().as_secs_f64();
+            let rss = proc_status_kb(&pid, "VmRSS:");
+            r.mem_per_key = Some(rss.saturating_sub(base_rss) as f64 / n as f64);
+            // The limits hold no values, only their length.
+            let limit = spec.peer.starts_with("limit-");
+            check_value(0, &out, VALUE_BYTES, !limit)?;
+            let mut rng = Rng::new(u64::from(spec.rep) + 4242);
+            for _ in 0..100 {
+                let i = rng.below(n);
+                if !store.get(&gen::key(i), &mut out)? {
+                    return Err(format!("key {i} missing after open"));
+                }
+                check_value(i, &out, VALUE_BYTES, false)?;
+            }
+            (1, secs, Vec::new())
+        }
+        "scale_write" => scale_write(&*store, periodic_sync, spec, &desc.settings)?,
         "put" => timed_loop(&*store, false, spec.secs, 2_000_000, |i| {
             store.put(&gen::new_key(0, i), &gen::value(i, 0, VALUE_BYTES))
         })?,
@@ -301,7 +326,7 @@ fn run_inner(spec: &Spec, r: &mut RunResult) -> Result<(), String> {
     store.close()?;
     let close_secs = t.elapsed().as_secs_f64();
     drop(store);
-    if spec.workload == "load" {
+    if matches!(spec.workload.as_str(), "load" | "scale_load") {
         r.disk_bytes = Some(disk_usage(spec.server_dir.as_deref().unwrap_or(&spec.dir)));
         r.note = Some(format!("close took {close_secs:.2} s (not timed)"));
     }
@@ -313,6 +338,52 @@ fn run_inner(spec: &Spec, r: &mut RunResult) -> Result<(), String> {
     r.p99_us = p99;
     r.p999_us = p999;
     Ok(())
+}
+
+/// The write phase before a kill -9 (`cairn-compare scale`): says "ready"
+/// and the store's settings on stdout once the store is open, then overwrites random loaded keys
+/// other than key 0 (same value size, new versions) at full speed from one
+/// thread, printing "progress <puts>" about every 50 ms, until the parent
+/// kills it. If no kill comes within `secs` + 120 s (the parent died), it
+/// stops and returns normally.
+fn scale_write(
+    store: &dyn Store,
+    periodic_sync: bool,
+    spec: &Spec,
+    settings: &str,
+) -> Result<(u64, f64, Vec<u32>), String> {
+    use std::io::Write as _;
+    let n = spec.keys.max(2);
+    let mut stdout = std::io::stdout();
+    let say = |o: &mut std::io::Stdout, s: String| {
+        let _ = writeln!(o, "{s}");
+        let _ = o.flush();
+    };
+    say(&mut stdout, format!("ready {settings}"));
+    let mut rng = Rng::new(u64::from(spec.rep) + 777);
+    let start = Instant::now();
+    let give_up = Duration::from_secs_f64(spec.secs + 120.0);
+    let (mut last_sync, mut last_say) = (start, start);
+    let mut i = 0u64;
+    loop {
+        let k = 1 + rng.below(n - 1);
+        store.put(&gen::key(k), &gen::value(k, i + 1, VALUE_BYTES))?;
+        i += 1;
+        if i.is_multiple_of(64) {
+            let now = Instant::now();
+            if periodic_sync && now - last_sync >= Duration::from_secs(1) {
+                store.sync()?;
+                last_sync = Instant::now();
+            }
+            if now - last_say >= Duration::from_millis(50) {
+                say(&mut stdout, format!("progress {i}"));
+                last_say = now;
+            }
+            if now - start >= give_up {
+                return Ok((i, start.elapsed().as_secs_f64(), Vec::new()));
+            }
+        }
+    }
 }
 
 /// `threads` writers, each putting new keys durably, for `secs`.
