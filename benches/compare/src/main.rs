@@ -161,7 +161,9 @@ fn available(peer: &str) -> bool {
 fn runs(peer: &str, workload: &str) -> bool {
     match peer {
         "limit-hashmap" => matches!(workload, "get_uniform" | "get_zipf"),
-        "limit-fdatasync" | "limit-fdatasync-append" => workload == "durable1",
+        "limit-fdatasync" | "limit-fdatasync-append" => {
+            matches!(workload, "durable1" | "durable1_loaded")
+        }
         "limit-seqread" | "limit-hints" => workload == "open",
         _ => true,
     }

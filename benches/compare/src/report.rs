@@ -17,6 +17,7 @@ const WORKLOADS: &[(&str, &str)] = &[
     ("mix95", "95% reads, 5% overwrites of loaded keys (no fsync per write), uniform."),
     ("mix50", "50% reads, 50% overwrites of loaded keys (no fsync per write), uniform."),
     ("durable1", "Durable single writes, 1 thread: each put acknowledged only when it is on disk."),
+    ("durable1_loaded", "As durable1, on the store the bulk load just made (the next process after the load): new keys, one thread, each put on disk before it returns."),
     ("durable8", "Durable single writes, 8 threads (Redis: 8 connections)."),
     ("session", "Session workload at ≤1 s loss on power loss (cairn EveryMillis(1000), Redis everysec, SQLite NORMAL, others: store's periodic sync or the harness's sync() once a second): create with a 30-minute TTL (1 KB JSON), 10 reads, 1 touch, 1 delete; 1000 sessions active."),
     ("session_durable", "The session workload with every write durable before it returns."),
@@ -381,6 +382,21 @@ fn targets(t: &Table) -> String {
                 si(c.ops),
                 si(l.ops),
                 c.note.clone().unwrap_or_default()
+            ),
+            Some(r >= 0.9),
+        );
+    }
+    if let (Some(c), Some(l)) = (
+        get("durable1_loaded", "cairn"),
+        get("durable1_loaded", "limit-fdatasync"),
+    ) {
+        let r = c.ops / l.ops;
+        row(
+            "Durable 1-thread put right after a bulk load ≥ 0.9× raw fdatasync rate",
+            format!(
+                "cairn {}/s, pwrite+fdatasync {}/s: {r:.2}×",
+                si(c.ops),
+                si(l.ops)
             ),
             Some(r >= 0.9),
         );
