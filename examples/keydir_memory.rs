@@ -1,7 +1,8 @@
 //! Measures the memory cost per key of the in-memory index.
 //!
-//! `cargo run --release --example keydir_memory [N]` loads N keys (default
-//! 1,000,000; 16-byte keys, 100-byte values) and prints the process RSS
+//! `cargo run --release --example keydir_memory [N] [KEY_BYTES]` loads N
+//! keys (default 1,000,000) of KEY_BYTES bytes (default 16, at least 16)
+//! with 100-byte values, and prints the process RSS
 //! growth per key (Linux, from /proc/self/status) next to cairn's own
 //! estimate from `Stats::keydir_memory_bytes`. Values live on disk, so the
 //! RSS growth is the index plus allocator overhead.
@@ -17,8 +18,26 @@ fn rss_bytes() -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Loads keys `0..n` of `key_bytes` bytes (the 16-byte key of
+/// `common::key`, padded) with 100-byte values, in batches of 1,000.
+fn load(db: &cairn::Db, n: u64, key_bytes: usize) -> cairn::Result<()> {
+    let mut k = vec![b'k'; key_bytes];
+    let mut i = 0;
+    while i < n {
+        let mut b = cairn::Batch::new();
+        for j in i..(i + 1000).min(n) {
+            k[..16].copy_from_slice(&common::key(j));
+            b.push_put(&k[..], [b'v'; 100], None);
+        }
+        db.write_batch(b)?;
+        i += 1000;
+    }
+    Ok(())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: u64 = common::arg(1, 1_000_000);
+    let key_bytes: usize = common::arg::<usize>(2, 16).max(16);
     let dir = tempfile::tempdir()?;
     // Maps are turned off so that page-cache pages of mapped segments do not
     // count towards RSS: what is measured is the index alone.
@@ -27,13 +46,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .use_mmap(false)
         .open(dir.path())?;
     let before = rss_bytes().unwrap_or(0);
-    common::load(&db, n)?;
+    load(&db, n, key_bytes)?;
     // Let the background thread finish the hint files of sealed segments
     // (it reads each sealed segment once) before measuring.
     std::thread::sleep(std::time::Duration::from_secs(2));
     let after = rss_bytes().unwrap_or(0);
     let s = db.stats();
-    println!("keys: {n}");
+    println!("keys: {n} of {key_bytes} bytes");
     println!(
         "RSS growth: {} bytes = {:.1} bytes/key",
         after.saturating_sub(before),
