@@ -130,13 +130,13 @@ impl Core {
             for e in load.entries {
                 // A slot pointing at this record comes with no header: the
                 // record is `e`.
-                let current = self
-                    .keydir
-                    .get_near(&e.key, id, e.offset, self)?
-                    .map(|(entry, header)| Current {
-                        entry,
-                        seq: header.map_or(e.seq, |h| h.seq),
-                    });
+                let current =
+                    self.keydir
+                        .get_near(&e.key, id, e.offset, self)?
+                        .map(|(entry, header)| Current {
+                            entry,
+                            seq: header.map_or(e.seq, |h| h.seq),
+                        });
                 if newest_entry.is_none_or(|(seq, _)| e.seq > seq) {
                     newest_entry = Some((e.seq, current.is_some()));
                 }

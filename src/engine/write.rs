@@ -860,7 +860,9 @@ impl Core {
             let seq = begin + 1 + i as u64;
             match op.value {
                 Some(value) => {
-                    applied.push(Self::encode_put(w, FLAG_BATCH, seq, op.expires, op.key, value));
+                    applied.push(Self::encode_put(
+                        w, FLAG_BATCH, seq, op.expires, op.key, value,
+                    ));
                 }
                 None => {
                     w.encode_flagged(RecordKind::Tombstone, FLAG_BATCH, seq, 0, op.key, b"");

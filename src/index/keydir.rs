@@ -777,7 +777,10 @@ mod tests {
         let near = kd.get_near(b"a", a.file_id, a.offset, &log).ok().flatten();
         assert!(matches!(near, Some((e, None)) if e == a));
         // Elsewhere: the header of the record the index points at.
-        let near = kd.get_near(b"a", a.file_id, a.offset + 1, &log).ok().flatten();
+        let near = kd
+            .get_near(b"a", a.file_id, a.offset + 1, &log)
+            .ok()
+            .flatten();
         assert!(matches!(near, Some((e, Some(h))) if e == a && h.seq == 41));
     }
 

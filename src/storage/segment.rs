@@ -349,7 +349,12 @@ impl Segment {
     fn quick_pread(&self, file: &dyn VFile, offset: u64, key: &[u8]) -> Option<Result<Vec<u8>>> {
         let want = u64::from(RECORD_HEADER_LEN) + key.len() as u64 + READ_AHEAD_BYTES;
         let first = read_up_to(file, offset, want)?;
-        let total = record::parse_header(&first).ok()?.len();
+        // Another key's record (or a damaged header) is not read further
+        // here: the careful way says which.
+        let total = record::parse_header(&first)
+            .ok()
+            .filter(|h| h.kind == record::RecordKind::Put && h.key_len as usize == key.len())?
+            .len();
         if total <= first.len() as u64 {
             return self.quick_value(&first, offset, key);
         }

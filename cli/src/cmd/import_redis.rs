@@ -348,7 +348,9 @@ fn import_keys(db: &Db, node: &mut Node, keys: Vec<Vec<u8>>, t: &mut Tally) -> R
             }
             // cairn keeps expiries up to 2^48 ms (the year 10889); Redis
             // allows later ones, which are as good as never.
-            Some(at) => Some(Duration::from_millis(at.min(MAX_EXPIRY_MS).saturating_sub(now))),
+            Some(at) => Some(Duration::from_millis(
+                at.min(MAX_EXPIRY_MS).saturating_sub(now),
+            )),
             None => None,
         };
         check_limits(&node.address, &k, &value)?;
