@@ -678,11 +678,13 @@ mod tests {
 
     use super::*;
 
-    /// A log in memory: the key and sequence number at each place, and
-    /// the next free offset.
+    /// The key and sequence number of the record at each place.
+    type Records = HashMap<(u32, u64), (Vec<u8>, u64)>;
+
+    /// A log in memory: its records, and the next free offset.
     #[derive(Default)]
     struct FakeLog {
-        records: RefCell<HashMap<(u32, u64), (Vec<u8>, u64)>>,
+        records: RefCell<Records>,
         next: RefCell<u64>,
     }
 
