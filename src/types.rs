@@ -39,9 +39,15 @@ impl std::fmt::Display for CasConflict {
 impl std::error::Error for CasConflict {}
 
 /// The latest expiry cairn accepts, in unix milliseconds: 2^48 - 1, in the
-/// year 10889, since the index keeps an expiry in 6 bytes (docs/design.md,
-/// "The keydir"). Redis allows up to `i64::MAX`; no real expiry is that far.
-pub(crate) const MAX_EXPIRY_MS: u64 = (1 << 48) - 1;
+/// year 10889, since the index keeps an expiry in 6 bytes. A write with a
+/// later one fails with [`Error::InvalidTtl`]. (Redis allows up to
+/// `i64::MAX`; a server that takes Redis's expiries can store later ones
+/// as this, which never comes either.)
+///
+/// ```
+/// assert_eq!(cairn::MAX_EXPIRY_MS, (1 << 48) - 1);
+/// ```
+pub const MAX_EXPIRY_MS: u64 = (1 << 48) - 1;
 
 /// Absolute expiry for a TTL from `now_ms`; sub-millisecond TTLs round up.
 ///

@@ -23,10 +23,6 @@ pub fn not_found(key: &str) -> u8 {
     EXIT_NOT_FOUND
 }
 
-/// The latest expiry cairn accepts, in unix milliseconds (`Error::InvalidTtl`
-/// past it).
-pub const MAX_EXPIRY_MS: u64 = (1 << 48) - 1;
-
 /// Parses a time to live: 500ms, 30s, 5m, 1h, 2d (a bare number is
 /// seconds). It must be positive and its expiry (now plus the TTL) before
 /// 2^48 unix milliseconds (the year 10889), as cairn requires.
@@ -68,7 +64,7 @@ fn parse_ttl_at(s: &str, now_ms: u64) -> std::result::Result<Duration, String> {
     if ms == 0 {
         return Err(format!("bad TTL {s:?}: a TTL must be positive"));
     }
-    if ms > MAX_EXPIRY_MS.saturating_sub(now_ms) {
+    if ms > cairn::MAX_EXPIRY_MS.saturating_sub(now_ms) {
         return Err(too_large());
     }
     Ok(Duration::from_millis(ms))

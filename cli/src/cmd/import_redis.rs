@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Result};
 use cairn::{Batch, Db};
 use redis::{ConnectionAddr, ConnectionInfo, ConnectionLike, IntoConnectionInfo, Value};
 
-use crate::common::{escape, finish, now_ms, open_write, progress, MAX_EXPIRY_MS};
+use crate::common::{escape, finish, now_ms, open_write, progress};
 
 /// Keys asked for per `SCAN` step.
 const SCAN_COUNT: u32 = 1000;
@@ -349,7 +349,7 @@ fn import_keys(db: &Db, node: &mut Node, keys: Vec<Vec<u8>>, t: &mut Tally) -> R
             // cairn keeps expiries up to 2^48 ms (the year 10889); Redis
             // allows later ones, which are as good as never.
             Some(at) => Some(Duration::from_millis(
-                at.min(MAX_EXPIRY_MS).saturating_sub(now),
+                at.min(cairn::MAX_EXPIRY_MS).saturating_sub(now),
             )),
             None => None,
         };
