@@ -188,7 +188,7 @@ impl Db {
     /// # Errors
     /// As [`Db::put`], plus [`Error::InvalidTtl`](crate::Error::InvalidTtl)
     /// for a zero `ttl` or one too long to count (such as `Duration::MAX`:
-    /// the expiry must fit in a signed 64-bit count of milliseconds).
+    /// the expiry must come before 2^48 unix milliseconds, the year 10889).
     pub fn put_with_ttl(
         &self,
         key: impl AsRef<[u8]>,

@@ -63,9 +63,9 @@ pub enum Error {
     /// `incr` would overflow an `i64`. Nothing was changed.
     Overflow,
     /// A time-to-live of zero was given where a live key is being written,
-    /// or one so long that its expiry (now plus the TTL) does not fit in a
-    /// signed 64-bit count of unix milliseconds, about 292 million years
-    /// (Redis refuses the same for `EX`/`PX`). Nothing was written.
+    /// or an expiry (now plus the TTL, or an absolute expiry) at or after
+    /// 2^48 unix milliseconds, in the year 10889: the index keeps expiries
+    /// in 48 bits. Nothing was written.
     InvalidTtl,
     /// An earlier write or fsync failed, so this handle refuses every further
     /// write until the store is reopened. Reads still work.
@@ -184,7 +184,7 @@ impl fmt::Display for Error {
             Error::Overflow => write!(f, "increment or decrement would overflow"),
             Error::InvalidTtl => write!(
                 f,
-                "a time-to-live must be greater than zero, and small enough that its expiry fits in a signed 64-bit count of milliseconds"
+                "a time-to-live must be greater than zero, and its expiry (now plus the time-to-live) before 2^48 unix milliseconds (the year 10889)"
             ),
             Error::Poisoned { cause } => write!(
                 f,

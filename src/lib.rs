@@ -121,7 +121,7 @@ pub use tools::inspect::{
 };
 pub use tools::repair::{repair, RepairReport};
 pub use tools::verify::{verify, Problem, ProblemKind, VerifyReport};
-pub use types::{CasConflict, Ttl};
+pub use types::{CasConflict, Ttl, MAX_EXPIRY_MS};
 pub use util::clock::{Clock, ManualClock, SystemClock};
 #[cfg(feature = "__test_hooks")]
 #[doc(hidden)]

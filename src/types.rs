@@ -38,10 +38,16 @@ impl std::fmt::Display for CasConflict {
 
 impl std::error::Error for CasConflict {}
 
-/// The latest expiry cairn accepts, in unix milliseconds: as in Redis (its
-/// `EX`/`PX` check), the expiry must fit in a signed 64-bit count of
-/// milliseconds.
-pub(crate) const MAX_EXPIRY_MS: u64 = i64::MAX as u64;
+/// The latest expiry cairn accepts, in unix milliseconds: 2^48 - 1, in the
+/// year 10889, since the index keeps an expiry in 6 bytes. A write with a
+/// later one fails with [`Error::InvalidTtl`]. (Redis allows up to
+/// `i64::MAX`; a server that takes Redis's expiries can store later ones
+/// as this, which never comes either.)
+///
+/// ```
+/// assert_eq!(cairn::MAX_EXPIRY_MS, (1 << 48) - 1);
+/// ```
+pub const MAX_EXPIRY_MS: u64 = (1 << 48) - 1;
 
 /// Absolute expiry for a TTL from `now_ms`; sub-millisecond TTLs round up.
 ///
@@ -83,15 +89,16 @@ mod tests {
     }
 
     #[test]
-    fn expiry_must_fit_a_signed_64_bit_millisecond_count() {
-        // As Redis: the expiry, now plus the TTL, fits in an i64 of ms.
-        let last = i64::MAX as u64;
+    fn expiry_must_fit_in_48_bits_of_milliseconds() {
+        // The index keeps 6 bytes of expiry: the last millisecond is 2^48 - 1.
+        let last = (1u64 << 48) - 1;
         assert_eq!(
             expiry_after(1000, Duration::from_millis(last - 1000)).ok(),
             Some(last)
         );
         for ttl in [
             Duration::from_millis(last - 999),
+            Duration::from_millis(i64::MAX as u64 - 1000),
             Duration::from_millis(u64::MAX),
             Duration::MAX,
         ] {

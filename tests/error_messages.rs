@@ -151,16 +151,48 @@ fn a_ttl_too_long_to_count_is_refused_and_writes_nothing() {
         Err(Error::InvalidTtl)
     ));
     assert_eq!(db.ttl("k").expect("ttl"), Ttl::Persistent);
-    // The longest TTL Redis would take (about 292 million years from now)
-    // is kept and reported as it was given, not as 2^64 - 1 ms.
-    let long = Duration::from_millis(i64::MAX as u64 / 2);
-    db.put_with_ttl("k", "v", long).expect("a long TTL");
-    match db.ttl("k").expect("ttl") {
-        Ttl::Expires(d) => assert!(d <= long && d > long - Duration::from_secs(60), "{d:?}"),
-        other => panic!("{other:?}"),
+    // The index keeps 6 bytes of expiry: an expiry at 2^48 unix ms (the
+    // year 10889) or later is refused, such as the longest TTL Redis takes
+    // (about 292 million years), by every way of writing one.
+    let limit = 1u64 << 48;
+    for ttl in [
+        Duration::from_millis(i64::MAX as u64 / 2),
+        Duration::from_millis(limit),
+    ] {
+        assert!(
+            matches!(db.put_with_ttl("k", "v", ttl), Err(Error::InvalidTtl)),
+            "{ttl:?}"
+        );
+        assert!(matches!(db.expire("k", ttl), Err(Error::InvalidTtl)));
     }
+    let at_limit = db.transaction(|tx| tx.put_expiring_at("k", "v", Some(limit)));
+    assert!(matches!(at_limit, Err(Error::InvalidTtl)), "{at_limit:?}");
+    assert_eq!(db.ttl("k").expect("ttl"), Ttl::Persistent);
+    // The last millisecond before it is kept, and reported as given,
+    // before and after a reopen (which reads it from the hint file).
+    db.transaction(|tx| tx.put_expiring_at("k", "v", Some(limit - 1)))
+        .expect("the last expiry");
+    let check = |db: &cairn::Db| match db.ttl("k").expect("ttl") {
+        Ttl::Expires(d) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_millis() as u64;
+            let want = Duration::from_millis(limit - 1 - now);
+            assert!(
+                d >= want && d < want + Duration::from_secs(60),
+                "{d:?} {want:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    };
+    check(&db);
+    db.seal_active_segment().expect("seal");
+    drop(db);
+    let db = cairn::Db::open(t.path()).expect("reopen");
+    check(&db);
     let e = db
         .put_with_ttl("k", "v", Duration::MAX)
         .expect_err("too long");
-    assert!(e.to_string().contains("64-bit"), "{e}");
+    assert!(e.to_string().contains("2^48"), "{e}");
 }

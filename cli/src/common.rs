@@ -24,8 +24,8 @@ pub fn not_found(key: &str) -> u8 {
 }
 
 /// Parses a time to live: 500ms, 30s, 5m, 1h, 2d (a bare number is
-/// seconds). As Redis's `EX`/`PX`, it must be positive and its expiry (now
-/// plus the TTL) must fit in a signed 64-bit count of unix milliseconds.
+/// seconds). It must be positive and its expiry (now plus the TTL) before
+/// 2^48 unix milliseconds (the year 10889), as cairn requires.
 pub fn parse_ttl(s: &str) -> std::result::Result<Duration, String> {
     parse_ttl_at(s, now_ms())
 }
@@ -47,7 +47,7 @@ fn parse_ttl_at(s: &str, now_ms: u64) -> std::result::Result<Duration, String> {
     }
     let too_large = || {
         format!(
-            "TTL {s:?} is too large: the expiry must fit in a signed 64-bit count of milliseconds (as in Redis)"
+            "TTL {s:?} is too large: the expiry must come before 2^48 unix milliseconds (the year 10889)"
         )
     };
     // `num` is all digits, so parsing fails only when it is too large.
@@ -64,7 +64,7 @@ fn parse_ttl_at(s: &str, now_ms: u64) -> std::result::Result<Duration, String> {
     if ms == 0 {
         return Err(format!("bad TTL {s:?}: a TTL must be positive"));
     }
-    if ms > (i64::MAX as u64).saturating_sub(now_ms) {
+    if ms > cairn::MAX_EXPIRY_MS.saturating_sub(now_ms) {
         return Err(too_large());
     }
     Ok(Duration::from_millis(ms))
@@ -314,14 +314,15 @@ mod tests {
     }
 
     #[test]
-    fn ttls_past_what_redis_accepts_are_too_large() {
-        let last_ms = i64::MAX as u64 - NOW;
+    fn ttls_past_what_cairn_accepts_are_too_large() {
+        let last_ms = (1u64 << 48) - 1 - NOW;
         assert_eq!(
             parse_ttl_at(&format!("{last_ms}ms"), NOW),
             Ok(Duration::from_millis(last_ms))
         );
         for s in [
             format!("{}ms", last_ms + 1),
+            format!("{}ms", i64::MAX as u64 - NOW),
             "99999999999999999999s".to_string(),
             "18446744073709551s".to_string(),
             "18446744073709551615ms".to_string(),

@@ -312,7 +312,13 @@ impl Ops for TxnOps<'_, '_> {
                 self.tx.delete(key);
                 Ok(())
             }
-            _ => self.tx.put_expiring_at(key, value, expires_at_ms),
+            // Redis takes expiries up to `i64::MAX` ms; cairn keeps them up
+            // to the year 10889, which is as far from ever coming.
+            _ => self.tx.put_expiring_at(
+                key,
+                value,
+                expires_at_ms.map(|at| at.min(cairn::MAX_EXPIRY_MS)),
+            ),
         }
     }
     fn delete(&mut self, key: &[u8]) -> Result<(), cairn::Error> {

@@ -11,7 +11,7 @@ use crate::engine::Core;
 use crate::error::{Error, Result};
 use crate::format::hint::HintEntry;
 use crate::format::names;
-use crate::index::keydir::IndexEntry;
+use crate::index::keydir::{IndexEntry, MAX_EXPIRY_MS};
 use crate::options::RecoveryMode;
 use crate::recovery;
 use crate::storage::segment::Segment;
@@ -55,6 +55,15 @@ pub(super) struct Classified {
     /// new segments are installed, so nothing points into deleted files.
     pub(super) forget: Vec<(Vec<u8>, IndexEntry)>,
     pub(super) tally: Tally,
+}
+
+/// The index's entry for the key of a record being classified, with the
+/// sequence number of the record it points at (read from that record's
+/// header: the index does not keep it).
+#[derive(Clone, Copy)]
+struct Current {
+    entry: IndexEntry,
+    seq: u64,
 }
 
 /// What becomes of one record of an input.
@@ -119,16 +128,25 @@ impl Core {
             let load = recovery::scan_segment(&path, id, bytes, false, RecoveryMode::Strict)?;
             inputs_newest = inputs_newest.max(load.max_seq);
             for e in load.entries {
-                let current = self.keydir.get_near(&e.key, id, e.offset, self)?;
+                // A slot pointing at this record comes with no header: the
+                // record is `e`.
+                let current =
+                    self.keydir
+                        .get_near(&e.key, id, e.offset, self)?
+                        .map(|(entry, header)| Current {
+                            entry,
+                            seq: header.map_or(e.seq, |h| h.seq),
+                        });
                 if newest_entry.is_none_or(|(seq, _)| e.seq > seq) {
                     newest_entry = Some((e.seq, current.is_some()));
                 }
                 let expired = e.expires_at_ms != 0 && e.expires_at_ms <= now;
-                let points_here = current.is_some_and(|c| c.file_id == id && c.offset == e.offset);
+                let points_here =
+                    current.is_some_and(|c| c.entry.file_id == id && c.entry.offset == e.offset);
                 self.check_against_index(&path, id, &e, current, points_here)?;
                 if points_here && expired && !e.tombstone {
                     if let Some(cur) = current {
-                        out.forget.push((e.key.clone(), cur));
+                        out.forget.push((e.key.clone(), cur.entry));
                     }
                 }
                 // Whether a kept segment may hold an older version of the key.
@@ -207,29 +225,28 @@ impl Core {
         path: &Path,
         id: u32,
         e: &HintEntry,
-        current: Option<IndexEntry>,
+        current: Option<Current>,
         points_here: bool,
     ) -> Result<()> {
         let Some(c) = current else {
             return Ok(());
         };
-        let differs =
-            c.seq != e.seq || c.expires_at_ms != e.expires_at_ms || c.value_len != e.value_len;
+        // The index keeps the expiry (at most `MAX_EXPIRY_MS`); the
+        // sequence number of the record it points at is read from there.
+        let differs = c.entry.expires_at_ms != e.expires_at_ms.min(MAX_EXPIRY_MS);
         if (points_here && differs) || (!points_here && c.seq < e.seq) {
             return Err(Error::corruption(
                 path,
                 e.offset,
                 format!(
-                    "compaction refused: the record here (sequence {}, expiry {}, {} value \
-                     bytes) does not match the index's entry for its key (sequence {}, \
-                     expiry {}, {} bytes), so the hint file {} disagrees with its segment; \
-                     delete that hint file and reopen, which rebuilds it from the segment",
+                    "compaction refused: the record here (sequence {}, expiry {}) does not \
+                     match the index's entry for its key (sequence {}, expiry {}), so the \
+                     hint file {} disagrees with its segment; delete that hint file and \
+                     reopen, which rebuilds it from the segment",
                     e.seq,
                     e.expires_at_ms,
-                    e.value_len,
                     c.seq,
-                    c.expires_at_ms,
-                    c.value_len,
+                    c.entry.expires_at_ms,
                     names::hint_path(&self.dir, id).display()
                 ),
             ));
@@ -275,7 +292,7 @@ impl Core {
 /// expired, and whether a kept segment may hold an older version of its key.
 fn fate(
     e: &HintEntry,
-    current: Option<IndexEntry>,
+    current: Option<Current>,
     points_here: bool,
     expired: bool,
     may_shadow: bool,
@@ -286,7 +303,7 @@ fn fate(
     let newer_exists = current.is_some_and(|c| c.seq > e.seq || (c.seq == e.seq && !points_here));
     if !e.tombstone && points_here && !expired {
         // `points_here` means the index has an entry.
-        return current.map_or(Fate::Tombstone, Fate::Copy);
+        return current.map_or(Fate::Tombstone, |c| Fate::Copy(c.entry));
     }
     if newer_exists {
         return if e.tombstone {
@@ -372,5 +389,51 @@ impl Dropped {
             Dropped::Expired => &mut t.dropped_expired,
         };
         *n = n.saturating_add_signed(by);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::index::keydir::MAX_EXPIRY_MS;
+    use crate::options::Options;
+    use crate::types::Ttl;
+    use crate::util::clock::ManualClock;
+
+    /// A record whose expiry is past what a slot keeps (written before
+    /// that limit existed, or by a module's saturating arithmetic through
+    /// the raw path) is served, compacted (the index's expiry is the
+    /// record's, cut to the limit: not a disagreement) and reopened.
+    #[test]
+    fn a_record_expiring_past_the_slots_limit_is_kept_and_compacted() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let now = 1_764_900_000_000;
+        let opts = Options::new()
+            .clock(ManualClock::new(now))
+            .auto_compact(false);
+        let db = opts.clone().open(t.path()).expect("open");
+        db.transaction(|tx| {
+            tx.put_raw_expiring_at(b"far", b"v".to_vec(), u64::MAX);
+            Ok(())
+        })
+        .expect("write");
+        let check = |db: &crate::db::Db| {
+            assert_eq!(db.get("far").expect("get").as_deref(), Some(&b"v"[..]));
+            assert_eq!(
+                db.ttl("far").expect("ttl"),
+                Ttl::Expires(Duration::from_millis(MAX_EXPIRY_MS - now))
+            );
+        };
+        check(&db);
+        db.put("other", "1").expect("put");
+        db.put("other", "2").expect("put");
+        db.seal_active_segment().expect("seal");
+        db.compact()
+            .expect("compaction takes the record as the index has it");
+        check(&db);
+        drop(db);
+        let db = opts.open(t.path()).expect("reopen");
+        check(&db);
     }
 }

@@ -9,6 +9,7 @@ use super::output::{Move, Written};
 use super::policy::Plan;
 use crate::engine::Core;
 use crate::error::{Error, Result};
+use crate::format::record;
 use crate::format::segment::SEGMENT_HEADER_LEN;
 use crate::storage::manifest;
 use crate::storage::segment::Segment;
@@ -65,9 +66,9 @@ impl Core {
     /// keeps its newer state), and moves its bytes from dead to live.
     fn move_keys(&self, classified: &Classified, moves: &[Move]) {
         for Move { i, old, new } in moves {
-            let key = &classified.kept[*i].key;
-            if self.keydir.replace_if_eq(key, old, *new) {
-                let len = new.record_len(key.len());
+            let k = &classified.kept[*i];
+            if self.keydir.replace_if_eq(&k.key, old, *new) {
+                let len = record::encoded_len(k.key_len, k.value_len);
                 let mut seg_stats = lock(&self.seg_stats);
                 if let Some(s) = seg_stats.get_mut(&new.file_id) {
                     s.dead -= len;

@@ -239,11 +239,9 @@ impl Core {
             let offset = o.append(k, value);
             if let Some(old) = k.live {
                 let new = IndexEntry {
-                    seq: k.seq,
                     expires_at_ms: k.expires_at_ms,
                     offset,
                     file_id: o.id,
-                    value_len: k.value_len,
                 };
                 moves.push(Move { i, old, new });
             }

@@ -181,8 +181,8 @@ impl Core {
     }
 
     /// Appends an expired tombstone for each `(key, entry)` whose index
-    /// entry is still that expired record (the same sequence number: a
-    /// write that replaced it since is never deleted), in one append, and
+    /// entry is still that expired record (the same place: a write that
+    /// replaced it since is never deleted), in one append, and
     /// removes them from the index. Returns how many it wrote. Does not
     /// wait for an fsync: losing the tombstones loses nothing, as the
     /// put's own expiry still hides the key.
@@ -237,11 +237,11 @@ impl Core {
                 |e| e.is_expired(now),
                 |e| {
                     removed += 1;
-                    let key_len = segs
+                    let len = segs
                         .get(&e.file_id)
-                        .and_then(|s| s.with_key(e.offset, <[u8]>::len).ok())
+                        .and_then(|s| s.with_put(e.offset, |r| r.len).ok())
                         .unwrap_or(0);
-                    *dead.entry(e.file_id).or_default() += e.record_len(key_len);
+                    *dead.entry(e.file_id).or_default() += len;
                 },
             );
             drop(segs);
@@ -470,11 +470,9 @@ mod tests {
     #[test]
     fn expired_entries_are_appended_in_bounded_chunks() {
         let e = IndexEntry {
-            seq: 1,
             expires_at_ms: 1,
             offset: 32,
             file_id: 1,
-            value_len: 0,
         };
         let small: Vec<(Vec<u8>, IndexEntry)> = (0..1200u32)
             .map(|i| (i.to_le_bytes().to_vec(), e))

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::error::{Error, Result};
 use crate::format::names;
-use crate::format::record::check_key;
+use crate::format::record::{check_key, Header};
 
 use crate::index::keydir::{IndexEntry, RecordSource};
 use crate::stats::Stats;
@@ -15,7 +15,7 @@ use crate::util::locks::{self, lock};
 use super::Core;
 
 impl RecordSource for Core {
-    fn holds_key(&self, entry: &IndexEntry, key: &[u8]) -> Result<bool> {
+    fn holds_key(&self, entry: &IndexEntry, key: &[u8]) -> Result<Option<Header>> {
         let segs = locks::read(&self.segments);
         match segs.get(&entry.file_id) {
             Some(seg) => seg.holds_key(entry.offset, key),
@@ -42,7 +42,7 @@ impl Core {
             {
                 let segs = locks::read(&self.segments);
                 if let Some(seg) = segs.get(&entry.file_id) {
-                    return seg.read_value(entry.offset, key, entry.value_len).map(Some);
+                    return seg.read_value(entry.offset, key).map(Some);
                 }
             }
             match self.keydir.get(key, self)? {
@@ -67,7 +67,7 @@ impl Core {
             if !e.is_expired(self.now()) {
                 let segs = locks::read(&self.segments);
                 if let Some(seg) = segs.get(&e.file_id) {
-                    if let Some(v) = seg.read_value_if_key(e.offset, key, e.value_len)? {
+                    if let Some(v) = seg.read_value_if_key(e.offset, key)? {
                         return Ok(Some(v));
                     }
                 }
@@ -130,7 +130,7 @@ impl Core {
     }
 
     /// Calls `f` with each live key starting with `prefix`, its value length
-    /// and its expiry (Unix ms, 0 for none), without reading values. The
+    /// and its expiry (Unix ms, 0 for none), without copying values. The
     /// keys are read from the records (the index keeps none): a shard's
     /// entries are taken in file order, so the log is read nearly
     /// sequentially.
@@ -161,10 +161,10 @@ impl Core {
                 let seg = segs
                     .get(&e.file_id)
                     .ok_or_else(|| missing_segment(&self.dir, e))?;
-                let ours = seg.with_key(e.offset, |key| {
-                    let ours = self.keydir.hash_bits(key) == *bits;
-                    if ours && key.starts_with(prefix) {
-                        f(key, e.value_len, e.expires_at_ms);
+                let ours = seg.with_put(e.offset, |r| {
+                    let ours = self.keydir.hash_bits(r.key) == *bits;
+                    if ours && r.key.starts_with(prefix) {
+                        f(r.key, r.value.len() as u32, e.expires_at_ms);
                     }
                     ours
                 })?;

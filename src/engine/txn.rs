@@ -319,7 +319,7 @@ impl<'a> Txn<'a> {
     /// # Errors
     /// [`Error::InvalidTtl`] when `expires_at_unix_ms` is not after
     /// [`Txn::now_unix_ms`] or is later than the largest expiry cairn
-    /// counts (`i64::MAX` milliseconds, as in Redis).
+    /// counts (2^48 - 1 unix milliseconds, in the year 10889).
     pub fn put_expiring_at(
         &mut self,
         key: impl AsRef<[u8]>,

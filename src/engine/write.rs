@@ -131,8 +131,15 @@ struct WriteOp<'a> {
 
 /// A change to apply to the keydir once its record is on disk.
 enum Applied<'a> {
-    Put { key: &'a [u8], entry: IndexEntry },
-    Delete { key: &'a [u8] },
+    /// A put, whose record takes `len` bytes.
+    Put {
+        key: &'a [u8],
+        entry: IndexEntry,
+        len: u64,
+    },
+    Delete {
+        key: &'a [u8],
+    },
 }
 
 impl Applied<'_> {
@@ -149,12 +156,22 @@ impl Applied<'_> {
             Applied::Delete { .. } => None,
         }
     }
+
+    /// The key's entry once this is applied, with its record's length.
+    fn new_record(&self) -> Option<(IndexEntry, u64)> {
+        match self {
+            Applied::Put { entry, len, .. } => Some((*entry, *len)),
+            Applied::Delete { .. } => None,
+        }
+    }
 }
 
 impl Core {
     /// The entry each of `applied`'s keys has before they are applied, in
-    /// order: a key that an earlier one of them changes has that one's.
-    fn entries_before(&self, applied: &[Applied<'_>]) -> Result<Vec<Option<IndexEntry>>> {
+    /// order, with the length of the record it points at (from the header
+    /// the lookup reads to check the key): a key that an earlier one of
+    /// them changes has that one's.
+    fn entries_before(&self, applied: &[Applied<'_>]) -> Result<Vec<Option<(IndexEntry, u64)>>> {
         let mut was = Vec::with_capacity(applied.len());
         let mut seen: hashbrown::HashMap<&[u8], usize, foldhash::fast::RandomState> =
             hashbrown::HashMap::default();
@@ -165,8 +182,11 @@ impl Core {
                 None
             };
             was.push(match earlier {
-                Some(j) => applied[j].new_entry(),
-                None => self.keydir.get(a.key(), self)?,
+                Some(j) => applied[j].new_record(),
+                None => self
+                    .keydir
+                    .get_with_header(a.key(), self)?
+                    .map(|(e, h)| (e, h.len())),
             });
         }
         Ok(was)
@@ -213,6 +233,10 @@ impl Core {
         dead.push((w.active.id, dead_now + w.mark_bytes));
         for (a, was) in applied.iter().zip(was) {
             let key = a.key();
+            // A compaction may have moved the record since (`apply_at` then
+            // finds it again): a copy of the same length.
+            let was_len = was.map_or(0, |(_, len)| len);
+            let was = was.map(|(e, _)| e);
             let old = match self.keydir.apply_at(key, was, a.new_entry(), self) {
                 Ok(old) => old,
                 Err(e) => {
@@ -222,7 +246,7 @@ impl Core {
                 }
             };
             if let Some(old) = old {
-                dead.push((old.file_id, old.record_len(key.len())));
+                dead.push((old.file_id, was_len));
             }
         }
         {
@@ -528,22 +552,22 @@ impl Core {
         Ok(())
     }
 
-    fn encode_put(
+    fn encode_put<'k>(
         w: &mut Writer,
         flags: u8,
         seq: u64,
         expires: u64,
-        key: &[u8],
+        key: &'k [u8],
         value: &[u8],
-    ) -> IndexEntry {
+    ) -> Applied<'k> {
         let offset = w.encode_flagged(RecordKind::Put, flags, seq, expires, key, value);
-        IndexEntry {
-            seq,
+        let entry = IndexEntry {
             expires_at_ms: expires,
             offset,
             file_id: w.active.id,
-            value_len: value.len() as u32,
-        }
+        };
+        let len = record::encoded_len(key.len() as u32, value.len() as u32);
+        Applied::Put { key, entry, len }
     }
 
     /// Writes one put under the writer lock; returns the position to wait for.
@@ -563,13 +587,13 @@ impl Core {
         self.maybe_roll(w, record::encoded_len(key.len() as u32, value.len() as u32))?;
         w.start();
         let seq = w.next_seq;
-        let entry = Self::encode_put(w, flags, seq, expires, key, value);
-        self.append(w, 1, &[Applied::Put { key, entry }], 0)
+        let put = Self::encode_put(w, flags, seq, expires, key, value);
+        self.append(w, 1, &[put], 0)
     }
 
     /// Under the writer lock: appends an expired tombstone
     /// ([`FLAG_EXPIRED`]) for each `(key, entry)` whose index entry still
-    /// has that entry's sequence number, all in one write, and removes
+    /// points at that entry's record, all in one write, and removes
     /// them from the index. Returns how many it wrote (none: no write).
     ///
     /// The tombstones take sequence numbers and count as dead bytes like
@@ -581,11 +605,11 @@ impl Core {
         expired: &[(Vec<u8>, IndexEntry)],
     ) -> Result<u64> {
         // Still the same record: a put or delete since then (under the
-        // writer lock, which this holds) changed the sequence number; a
-        // compaction moving the record keeps it.
+        // writer lock, which this holds) moved the entry. So does a
+        // compaction that copied the record: the next sweep finds it there.
         let mut still: Vec<&[u8]> = Vec::with_capacity(expired.len());
         for (k, e) in expired {
-            if self.keydir.get(k, self)?.is_some_and(|c| c.seq == e.seq) {
+            if self.keydir.get(k, self)?.is_some_and(|c| c.same_place(e)) {
                 still.push(k);
             }
         }
@@ -836,8 +860,9 @@ impl Core {
             let seq = begin + 1 + i as u64;
             match op.value {
                 Some(value) => {
-                    let entry = Self::encode_put(w, FLAG_BATCH, seq, op.expires, op.key, value);
-                    applied.push(Applied::Put { key: op.key, entry });
+                    applied.push(Self::encode_put(
+                        w, FLAG_BATCH, seq, op.expires, op.key, value,
+                    ));
                 }
                 None => {
                     w.encode_flagged(RecordKind::Tombstone, FLAG_BATCH, seq, 0, op.key, b"");

@@ -20,24 +20,23 @@ use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 use hashbrown::HashTable;
 
 use crate::error::Result;
-use crate::format::record;
+use crate::format::record::Header;
 use crate::util::locks;
 
 const SHARD_BITS: u32 = 6;
 const SHARDS: usize = 1 << SHARD_BITS;
 
-/// Marks a tombstone entry (only present while recovery builds the keydir).
-pub(crate) const TOMBSTONE_LEN: u32 = u32::MAX;
-
-/// Where the newest record of a key lives, and when it expires.
+/// Where the newest record of a key lives, and when it expires: what a
+/// slot holds. The record's sequence number and lengths are in its header
+/// (see [`RecordSource::holds_key`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct IndexEntry {
-    pub seq: u64,
-    /// Absolute unix milliseconds; 0 means no expiry.
+    /// Absolute unix milliseconds; 0 means no expiry. A slot keeps at most
+    /// [`MAX_EXPIRY_MS`]: a later expiry (which only a record written
+    /// before that limit can carry) comes back as that.
     pub expires_at_ms: u64,
     pub offset: u64,
     pub file_id: u32,
-    pub value_len: u32,
 }
 
 impl IndexEntry {
@@ -46,48 +45,51 @@ impl IndexEntry {
         self.expires_at_ms != 0 && self.expires_at_ms <= now_ms
     }
 
+    /// Whether both point at the same record (places are never reused:
+    /// segment ids only grow).
     #[inline]
-    pub(crate) fn is_tombstone(&self) -> bool {
-        self.value_len == TOMBSTONE_LEN
-    }
-
-    /// Bytes the record takes on disk, given its key length.
-    #[inline]
-    pub(crate) fn record_len(&self, key_len: usize) -> u64 {
-        let v = if self.is_tombstone() {
-            0
-        } else {
-            self.value_len
-        };
-        record::encoded_len(key_len as u32, v)
+    pub(crate) fn same_place(&self, other: &IndexEntry) -> bool {
+        self.file_id == other.file_id && self.offset == other.offset
     }
 }
 
-/// Where the keydir finds the keys it does not keep: the records its
-/// entries point at.
+/// Where the keydir finds what it does not keep (the key, the sequence
+/// number, the value's length): the records its entries point at.
 pub(crate) trait RecordSource {
-    /// Whether the record `entry` points at holds `key`.
+    /// The header of the record `entry` points at if that record is a put
+    /// of `key`; `None` if it is another key's.
     ///
     /// # Errors
     /// The record cannot be read or is damaged.
-    fn holds_key(&self, entry: &IndexEntry, key: &[u8]) -> Result<bool>;
+    fn holds_key(&self, entry: &IndexEntry, key: &[u8]) -> Result<Option<Header>>;
 }
 
 /// The bits of a key's hash a slot keeps.
 const HASH_BITS: u32 = 40;
 
-/// One slot of a shard's table: 40 bits of the key's hash and the entry,
-/// packed with no padding (every field is a byte array, so the slot's
-/// alignment is 1). `offset` is 32 bits: a segment never reaches 4 GiB (see
-/// `Options::max_segment_bytes`, and recovery refuses longer segment files).
+// ---- The slot's encoding ------------------------------------------------
+
+/// The bytes of a slot (hashbrown adds one control byte per bucket).
+pub(crate) const SLOT_BYTES: usize = 19;
+
+/// The latest expiry a slot holds: 6 bytes of unix milliseconds (the year
+/// 10889). Writes refuse later ones (`Error::InvalidTtl`).
+pub(crate) const MAX_EXPIRY_MS: u64 = crate::types::MAX_EXPIRY_MS;
+
+const _: () = assert!(MAX_EXPIRY_MS < 1 << 48);
+const _: () = assert!(std::mem::size_of::<Slot>() == SLOT_BYTES);
+
+/// One slot of a shard's table: 40 bits of the key's hash, segment id,
+/// offset and expiry, packed with no padding (every field is a byte array,
+/// so the slot's alignment is 1). `offset` is 32 bits: a segment never
+/// reaches 4 GiB (see `Options::max_segment_bytes`, and recovery refuses
+/// longer segment files); `expires_at_ms` is 48 ([`MAX_EXPIRY_MS`]).
 #[derive(Clone, Copy)]
 struct Slot {
     hash: [u8; 5],
     file_id: [u8; 4],
     offset: [u8; 4],
-    expires_at_ms: [u8; 8],
-    value_len: [u8; 4],
-    seq: [u8; 8],
+    expires_at_ms: [u8; 6],
 }
 
 impl Slot {
@@ -98,9 +100,7 @@ impl Slot {
             hash,
             file_id: [0; 4],
             offset: [0; 4],
-            expires_at_ms: [0; 8],
-            value_len: [0; 4],
-            seq: [0; 8],
+            expires_at_ms: [0; 6],
         };
         s.set(e);
         s
@@ -115,31 +115,29 @@ impl Slot {
 
     #[inline]
     fn entry(&self) -> IndexEntry {
+        let mut exp = [0u8; 8];
+        exp[..6].copy_from_slice(&self.expires_at_ms);
         IndexEntry {
-            seq: u64::from_le_bytes(self.seq),
-            expires_at_ms: u64::from_le_bytes(self.expires_at_ms),
+            expires_at_ms: u64::from_le_bytes(exp),
             offset: u64::from(u32::from_le_bytes(self.offset)),
             file_id: u32::from_le_bytes(self.file_id),
-            value_len: u32::from_le_bytes(self.value_len),
         }
     }
 
     #[inline]
     fn set(&mut self, e: &IndexEntry) {
-        self.seq = e.seq.to_le_bytes();
-        self.expires_at_ms = e.expires_at_ms.to_le_bytes();
+        let exp = e.expires_at_ms.min(MAX_EXPIRY_MS);
+        self.expires_at_ms.copy_from_slice(&exp.to_le_bytes()[..6]);
         // Checked where entries are made: segment offsets fit in 32 bits.
         debug_assert!(e.offset <= u64::from(u32::MAX));
         self.offset = (e.offset as u32).to_le_bytes();
         self.file_id = e.file_id.to_le_bytes();
-        self.value_len = e.value_len.to_le_bytes();
     }
 
     #[inline]
     fn has_ttl(&self) -> bool {
-        self.expires_at_ms != [0; 8]
+        self.expires_at_ms != [0; 6]
     }
-
     #[inline]
     fn is_at(&self, e: &IndexEntry) -> bool {
         self.is_place(e.file_id, e.offset)
@@ -152,6 +150,8 @@ impl Slot {
             && u64::from(u32::from_le_bytes(self.offset)) == offset
     }
 }
+
+// ---- End of the slot's encoding -----------------------------------------
 
 /// The 40 bits of a 64-bit key hash a slot keeps.
 #[inline]
@@ -365,14 +365,31 @@ impl KeyDir {
     /// # Errors
     /// A record a candidate slot points at cannot be read.
     pub(crate) fn get(&self, key: &[u8], src: &dyn RecordSource) -> Result<Option<IndexEntry>> {
-        let h40 = h40_of(self.hash(key));
-        let shard = locks::read(self.shard_of_h40(h40));
-        find(&shard.table, h40, key, src).map(|s| s.map(|s| s.entry()))
+        Ok(self.get_with_header(key, src)?.map(|(e, _)| e))
     }
 
-    /// [`KeyDir::get`] for a key whose record at `file_id`/`offset` the
-    /// caller is reading (compaction): a slot pointing right there is the
-    /// key's, found without reading any record.
+    /// [`KeyDir::get`], with the header of the record the entry points at
+    /// (read to check the key, so it costs nothing more): its sequence
+    /// number and length, which the slot does not keep. The header is as
+    /// read, before the record's checksum is verified (a read of the value
+    /// verifies it).
+    ///
+    /// # Errors
+    /// As [`KeyDir::get`].
+    pub(crate) fn get_with_header(
+        &self,
+        key: &[u8],
+        src: &dyn RecordSource,
+    ) -> Result<Option<(IndexEntry, Header)>> {
+        let h40 = h40_of(self.hash(key));
+        let shard = locks::read(self.shard_of_h40(h40));
+        find(&shard.table, h40, key, src).map(|s| s.map(|(s, h)| (s.entry(), h)))
+    }
+
+    /// [`KeyDir::get_with_header`] for a key whose record at
+    /// `file_id`/`offset` the caller is reading (compaction): a slot
+    /// pointing right there is the key's, found without reading any record,
+    /// and comes with no header (the caller has that record).
     ///
     /// # Errors
     /// As [`KeyDir::get`].
@@ -382,15 +399,15 @@ impl KeyDir {
         file_id: u32,
         offset: u64,
         src: &dyn RecordSource,
-    ) -> Result<Option<IndexEntry>> {
+    ) -> Result<Option<(IndexEntry, Option<Header>)>> {
         let h40 = h40_of(self.hash(key));
         let shard = locks::read(self.shard_of_h40(h40));
         let here = shard.table.find(table_hash(h40), |s| {
             s.h40() == h40 && s.is_place(file_id, offset)
         });
         match here {
-            Some(s) => Ok(Some(s.entry())),
-            None => find(&shard.table, h40, key, src).map(|s| s.map(|s| s.entry())),
+            Some(s) => Ok(Some((s.entry(), None))),
+            None => find(&shard.table, h40, key, src).map(|s| s.map(|(s, h)| (s.entry(), Some(h)))),
         }
     }
 
@@ -409,7 +426,7 @@ impl KeyDir {
         let h40 = h40_of(self.hash(key));
         let mut shard = locks::write(self.shard_of_h40(h40));
         let old = match find(&shard.table, h40, key, src)? {
-            Some(at) => {
+            Some((at, _)) => {
                 let at = at.entry();
                 let slot = shard
                     .table
@@ -458,7 +475,7 @@ impl KeyDir {
                     .find(table_hash(h40), |s| s.h40() == h40 && s.is_at(&w))
                     .is_none();
                 if moved {
-                    find(&shard.table, h40, key, src)?.map(|s| s.entry())
+                    find(&shard.table, h40, key, src)?.map(|(s, _)| s.entry())
                 } else {
                     Some(w)
                 }
@@ -513,7 +530,7 @@ impl KeyDir {
     pub(crate) fn remove(&self, key: &[u8], src: &dyn RecordSource) -> Result<Option<IndexEntry>> {
         let h40 = h40_of(self.hash(key));
         let mut shard = locks::write(self.shard_of_h40(h40));
-        let Some(at) = find(&shard.table, h40, key, src)?.map(|s| s.entry()) else {
+        let Some(at) = find(&shard.table, h40, key, src)?.map(|(s, _)| s.entry()) else {
             return Ok(None);
         };
         Ok(remove_at(&mut shard, h40, &at))
@@ -607,29 +624,35 @@ fn buckets_of(table: &HashTable<Slot>) -> u64 {
 }
 
 /// The slot of `key` in `table`: a slot with its hash bits whose record
-/// holds the key.
+/// holds the key, with that record's header.
 fn find<'t>(
     table: &'t HashTable<Slot>,
     h40: u64,
     key: &[u8],
     src: &dyn RecordSource,
-) -> Result<Option<&'t Slot>> {
+) -> Result<Option<(&'t Slot, Header)>> {
     let mut failed = None;
+    let mut header = None;
     let found = table.find(table_hash(h40), |s| {
         if s.h40() != h40 || failed.is_some() {
             return false;
         }
         match src.holds_key(&s.entry(), key) {
-            Ok(yes) => yes,
+            Ok(Some(h)) => {
+                header = Some(h);
+                true
+            }
+            Ok(None) => false,
             Err(e) => {
                 failed = Some(e);
                 false
             }
         }
     });
-    match failed {
-        Some(e) => Err(e),
-        None => Ok(found),
+    match (failed, found, header) {
+        (Some(e), _, _) => Err(e),
+        (None, Some(s), Some(h)) => Ok(Some((s, h))),
+        _ => Ok(None),
     }
 }
 
@@ -655,10 +678,13 @@ mod tests {
 
     use super::*;
 
-    /// A log in memory: the key at each place, and the next free offset.
+    /// The key and sequence number of the record at each place.
+    type Records = HashMap<(u32, u64), (Vec<u8>, u64)>;
+
+    /// A log in memory: its records, and the next free offset.
     #[derive(Default)]
     struct FakeLog {
-        keys: RefCell<HashMap<(u32, u64), Vec<u8>>>,
+        records: RefCell<Records>,
         next: RefCell<u64>,
     }
 
@@ -667,32 +693,97 @@ mod tests {
         fn record(&self, key: &[u8], seq: u64, exp: u64) -> IndexEntry {
             let mut next = self.next.borrow_mut();
             *next += 64;
-            self.keys.borrow_mut().insert((1, *next), key.to_vec());
+            self.records
+                .borrow_mut()
+                .insert((1, *next), (key.to_vec(), seq));
             IndexEntry {
-                seq,
                 expires_at_ms: exp,
                 offset: *next,
                 file_id: 1,
-                value_len: 3,
             }
+        }
+
+        /// The sequence number of the record `e` points at.
+        fn seq(&self, e: &IndexEntry) -> u64 {
+            self.records
+                .borrow()
+                .get(&(e.file_id, e.offset))
+                .map_or(0, |r| r.1)
         }
     }
 
     impl RecordSource for FakeLog {
-        fn holds_key(&self, e: &IndexEntry, key: &[u8]) -> Result<bool> {
-            Ok(self
-                .keys
-                .borrow()
-                .get(&(e.file_id, e.offset))
-                .map(|k| &k[..])
-                == Some(key))
+        fn holds_key(&self, e: &IndexEntry, key: &[u8]) -> Result<Option<Header>> {
+            let records = self.records.borrow();
+            let Some((k, seq)) = records.get(&(e.file_id, e.offset)) else {
+                return Ok(None);
+            };
+            Ok((&k[..] == key).then_some(Header {
+                crc: 0,
+                kind: crate::format::record::RecordKind::Put,
+                flags: 0,
+                seq: *seq,
+                expires_at_ms: e.expires_at_ms,
+                key_len: k.len() as u32,
+                value_len: 3,
+            }))
         }
     }
 
     #[test]
     fn slot_is_compact() {
-        assert_eq!(std::mem::size_of::<Slot>(), 33);
+        assert_eq!(std::mem::size_of::<Slot>(), SLOT_BYTES);
+        assert_eq!(SLOT_BYTES, 19);
         assert_eq!(std::mem::align_of::<Slot>(), 1);
+    }
+
+    /// The slot keeps 6 bytes of expiry: every expiry up to the limit comes
+    /// back as it went in, a later one (an old record's) as the limit.
+    #[test]
+    fn the_slot_keeps_expiries_up_to_the_limit() {
+        for exp in [0, 1, 1_764_900_000_000, MAX_EXPIRY_MS - 1, MAX_EXPIRY_MS] {
+            let e = IndexEntry {
+                expires_at_ms: exp,
+                offset: u64::from(u32::MAX),
+                file_id: u32::MAX,
+            };
+            let s = Slot::new(0xff_ffff_ffff, &e);
+            assert_eq!(s.entry(), e);
+            assert_eq!(s.h40(), 0xff_ffff_ffff);
+            assert_eq!(s.has_ttl(), exp != 0);
+        }
+        for exp in [MAX_EXPIRY_MS + 1, i64::MAX as u64, u64::MAX] {
+            let e = IndexEntry {
+                expires_at_ms: exp,
+                offset: 7,
+                file_id: 1,
+            };
+            assert_eq!(Slot::new(1, &e).entry().expires_at_ms, MAX_EXPIRY_MS);
+        }
+    }
+
+    /// A lookup by key hands back the header of the record it checked.
+    #[test]
+    fn get_with_header_gives_the_records_header() {
+        let log = FakeLog::default();
+        let kd = KeyDir::new();
+        let a = log.record(b"a", 41, 0);
+        kd.insert_unique_hashed(kd.hash(b"a"), a);
+        let (e, h) = kd
+            .get_with_header(b"a", &log)
+            .ok()
+            .flatten()
+            .expect("found");
+        assert_eq!((e, h.seq, h.key_len), (a, 41, 1));
+        // By place: no header (the caller has the record).
+        let near = kd.get_near(b"a", a.file_id, a.offset, &log).ok().flatten();
+        assert!(matches!(near, Some((e, None)) if e == a));
+        // Elsewhere: the header of the record the index points at.
+        let near = kd
+            .get_near(b"a", a.file_id, a.offset + 1, &log)
+            .ok()
+            .flatten();
+        assert!(matches!(near, Some((e, Some(h))) if e == a && h.seq == 41));
     }
 
     #[test]
@@ -790,9 +881,9 @@ mod tests {
             if step % 5000 == 4999 {
                 let cut = step - 2000;
                 for i in 0..kd.shard_count() {
-                    kd.write_shard(i).retain(|e| e.seq < cut, |_| {});
+                    kd.write_shard(i).retain(|e| log.seq(e) < cut, |_| {});
                 }
-                model.retain(|_, e| e.seq >= cut);
+                model.retain(|_, e| log.seq(e) >= cut);
             }
         }
         assert_eq!(kd.raw_len(), model.len() as u64);
@@ -822,7 +913,7 @@ mod tests {
             find(&shard.table, h40, k, &log)
                 .ok()
                 .flatten()
-                .map(|s| s.entry())
+                .map(|(s, _)| s.entry())
         };
         assert_eq!(found(b"a"), Some(a));
         assert_eq!(found(b"b"), Some(b));
@@ -833,7 +924,7 @@ mod tests {
     fn a_failing_source_is_an_error_and_changes_nothing() {
         struct Broken;
         impl RecordSource for Broken {
-            fn holds_key(&self, _: &IndexEntry, _: &[u8]) -> Result<bool> {
+            fn holds_key(&self, _: &IndexEntry, _: &[u8]) -> Result<Option<Header>> {
                 Err(crate::error::Error::Io(std::io::Error::other("gone")))
             }
         }

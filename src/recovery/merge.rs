@@ -5,7 +5,8 @@
 use std::sync::Mutex;
 
 use crate::format::hint::HintEntry;
-use crate::index::keydir::{IndexEntry, KeyDir, TOMBSTONE_LEN};
+use crate::format::record;
+use crate::index::keydir::{IndexEntry, KeyDir};
 use crate::util::locks;
 
 use super::segment_load::SegmentLoad;
@@ -19,7 +20,9 @@ pub(crate) const SORTED_MERGE_MIN_ENTRIES: usize = 1 << 17;
 /// Keys up to this long travel inside [`Incoming`].
 const INCOMING_INLINE: usize = 16;
 
-/// An entry on its way into the index, with a short key copied along.
+/// An entry on its way into the index, with a short key copied along, and
+/// what the index does not keep: the sequence number that picks the newest
+/// version of a key, and the record's kind and length.
 #[derive(Clone, Copy)]
 struct Incoming {
     hash: u64,
@@ -27,6 +30,7 @@ struct Incoming {
     expires_at_ms: u64,
     offset: u64,
     value_len: u32,
+    tombstone: bool,
     file_id: u32,
     /// Where the entry came from (for keys longer than [`INCOMING_INLINE`]).
     load: u32,
@@ -42,6 +46,7 @@ impl Incoming {
         expires_at_ms: 0,
         offset: 0,
         value_len: 0,
+        tombstone: false,
         file_id: 0,
         load: 0,
         entry: 0,
@@ -59,11 +64,8 @@ impl Incoming {
             seq: e.seq,
             expires_at_ms: e.expires_at_ms,
             offset: e.offset,
-            value_len: if e.tombstone {
-                TOMBSTONE_LEN
-            } else {
-                e.value_len
-            },
+            value_len: e.value_len,
+            tombstone: e.tombstone,
             file_id,
             load: load as u32,
             entry: entry as u32,
@@ -72,13 +74,12 @@ impl Incoming {
         }
     }
 
+    /// What the index keeps of it.
     fn entry(&self) -> IndexEntry {
         IndexEntry {
-            seq: self.seq,
             expires_at_ms: self.expires_at_ms,
             offset: self.offset,
             file_id: self.file_id,
-            value_len: self.value_len,
         }
     }
 }
@@ -351,10 +352,10 @@ impl Merge<'_> {
     }
 
     fn insert_one(&self, p: &Incoming, key_len: usize, tally: &mut Tally) {
-        let e = p.entry();
-        if e.is_tombstone() {
+        if p.tombstone {
             return;
         }
+        let e = p.entry();
         if e.is_expired(self.now_ms) {
             if self.expired == ExpiredAtOpen::Drop {
                 return;
@@ -362,7 +363,7 @@ impl Merge<'_> {
             tally.expired_kept += 1;
         }
         if let Ok(j) = self.ids.binary_search(&e.file_id) {
-            tally.live[j] += e.record_len(key_len);
+            tally.live[j] += record::encoded_len(key_len as u32, p.value_len);
         }
         self.keydir.insert_unique_hashed(p.hash, e);
     }
@@ -480,7 +481,7 @@ mod tests {
             let mut all = Vec::new();
             for i in 0..kd.shard_count() {
                 kd.read_shard(i)
-                    .for_each(|e| all.push((e.file_id, e.offset, e.seq)));
+                    .for_each(|e| all.push((e.file_id, e.offset, e.expires_at_ms)));
             }
             all.sort_unstable();
             all
@@ -500,7 +501,7 @@ mod tests {
         let mut want: Vec<(u32, u64, u64)> = newest
             .values()
             .filter(|e| !e.tombstone && (e.expires_at_ms == 0 || e.expires_at_ms > 100))
-            .map(|e| (place[&e.seq], e.offset, e.seq))
+            .map(|e| (place[&e.seq], e.offset, e.expires_at_ms))
             .collect();
         want.sort_unstable();
         assert_eq!(entries(&plain), want);

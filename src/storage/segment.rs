@@ -36,6 +36,28 @@ fn read_at(file: &dyn VFile, offset: u64, len: u64) -> Option<Vec<u8>> {
     Some(buf)
 }
 
+/// Up to `len` bytes at `offset` of `file`: fewer at the end of the file,
+/// `None` when they cannot be read.
+fn read_up_to(file: &dyn VFile, offset: u64, len: u64) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; usize::try_from(len).ok()?];
+    let mut got = 0;
+    while got < buf.len() {
+        match file.read_at(&mut buf[got..], offset + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+    buf.truncate(got);
+    Some(buf)
+}
+
+/// How many bytes past the key a read of a value asks for in its first
+/// `pread`, since the index does not keep the value's length: a record
+/// whose value is at most this long is read in one call.
+const READ_AHEAD_BYTES: u64 = 512;
+
 /// How a segment's bytes are read.
 enum Source {
     /// A sealed segment, mapped.
@@ -130,41 +152,41 @@ impl Segment {
         }
     }
 
-    /// Reads the record at `offset`, checks it is a put of `key` whose value
-    /// is `value_len` bytes long, verifies its checksum, and returns the value.
-    pub(crate) fn read_value(&self, offset: u64, key: &[u8], value_len: u32) -> Result<Vec<u8>> {
-        let key_len = u32::try_from(key.len()).map_err(|_| self.corrupt(offset, "key length"))?;
-        let total = record::encoded_len(key_len, value_len);
-        let value_start = RECORD_HEADER_LEN as usize + key.len();
-        self.with_bytes(offset, total, |rec| {
-            self.check(rec, offset, key, value_len)?;
-            Ok(rec[value_start..].to_vec())
-        })?
+    /// Reads the record at `offset`, checks it is a put of `key`, verifies
+    /// its checksum, and returns the value.
+    ///
+    /// # Errors
+    /// The record is damaged, is another key's, or cannot be read.
+    pub(crate) fn read_value(&self, offset: u64, key: &[u8]) -> Result<Vec<u8>> {
+        self.read_value_if_key(offset, key)?
+            .ok_or_else(|| self.corrupt(offset, "record does not match its index entry"))
     }
 
-    /// Whether the record at `offset` is a put of `key`. The index uses it
-    /// to tell keys apart, since it keeps only part of their hash. A
-    /// matching header and key are enough to say yes (a read checks the
-    /// whole record); a no is only given for a record whose checksum holds,
-    /// so that damage is reported as damage, never as another key.
+    /// The header of the record at `offset` if it is a put of `key`; `None`
+    /// if it is another key's. The index uses it to tell keys apart, since
+    /// it keeps only part of their hash. A matching header and key are
+    /// enough to say yes (a read checks the whole record); a no is only
+    /// given for a record whose checksum holds, so that damage is reported
+    /// as damage, never as another key.
     ///
     /// # Errors
     /// The record is damaged, cannot be read, or runs past the end of the
     /// segment.
-    pub(crate) fn holds_key(&self, offset: u64, key: &[u8]) -> Result<bool> {
+    pub(crate) fn holds_key(&self, offset: u64, key: &[u8]) -> Result<Option<record::Header>> {
         let head_len = u64::from(RECORD_HEADER_LEN);
-        let same_len = self.with_bytes(offset, head_len, |b| {
+        let head = self.with_bytes(offset, head_len, |b| {
             record::parse_header(b)
-                .is_ok_and(|h| h.kind == record::RecordKind::Put && h.key_len as usize == key.len())
+                .ok()
+                .filter(|h| h.kind == record::RecordKind::Put && h.key_len as usize == key.len())
         })?;
-        if same_len
-            && self.with_bytes(offset, head_len + key.len() as u64, |b| {
+        if let Some(h) = head {
+            if self.with_bytes(offset, head_len + key.len() as u64, |b| {
                 b[RECORD_HEADER_LEN as usize..] == *key
-            })?
-        {
-            return Ok(true);
+            })? {
+                return Ok(Some(h));
+            }
         }
-        self.with_record(offset, |_| false)
+        self.with_record(offset, |_| None)
     }
 
     /// Calls `f` with the key of the put at `offset`, after checking the
@@ -173,8 +195,21 @@ impl Segment {
     /// # Errors
     /// The record is damaged, is not a put, or cannot be read.
     pub(crate) fn with_key<R>(&self, offset: u64, f: impl FnOnce(&[u8]) -> R) -> Result<R> {
+        self.with_put(offset, |r| f(r.key))
+    }
+
+    /// Calls `f` with the put at `offset`, after checking the whole record
+    /// against its checksum.
+    ///
+    /// # Errors
+    /// The record is damaged, is not a put, or cannot be read.
+    pub(crate) fn with_put<R>(
+        &self,
+        offset: u64,
+        f: impl FnOnce(&record::RecordRef<'_>) -> R,
+    ) -> Result<R> {
         let r = self.with_record(offset, |r| {
-            (r.kind == record::RecordKind::Put).then(|| f(r.key))
+            (r.kind == record::RecordKind::Put).then(|| f(r))
         })?;
         r.ok_or_else(|| self.corrupt(offset, "the index points at a record that is not a put"))
     }
@@ -244,62 +279,92 @@ impl Segment {
         }
     }
 
-    /// The value of the put at `offset` if it is `key`'s (checked as
-    /// [`Segment::read_value`] does); `None` when the record is another
-    /// key's (the index found it by part of the key's hash).
+    /// The value of the put at `offset` if it is `key`'s, its checksum
+    /// verified; `None` when the record is another key's (the index found
+    /// it by part of the key's hash).
     ///
     /// # Errors
-    /// The record is `key`'s but damaged or of another length, or cannot
-    /// be read.
-    pub(crate) fn read_value_if_key(
-        &self,
-        offset: u64,
-        key: &[u8],
-        value_len: u32,
-    ) -> Result<Option<Vec<u8>>> {
-        // The usual case, in one look at the record: the value is copied
-        // while the key is compared, so that the record's cache misses are
-        // not behind the comparison (docs/design.md, "The keydir").
-        let total = record::encoded_len(key.len() as u32, value_len);
-        let start = RECORD_HEADER_LEN as usize + key.len();
-        let quick = |rec: &[u8]| -> Option<Result<Vec<u8>>> {
-            let value = rec[start..].to_vec();
-            let is_key = rec[RECORD_HEADER_LEN as usize..start] == *key
-                && record::parse_header(rec).is_ok_and(|h| {
-                    h.kind == record::RecordKind::Put && h.key_len as usize == key.len()
-                });
-            is_key.then(|| self.check(rec, offset, key, value_len).map(|()| value))
-        };
+    /// The record is `key`'s but damaged, or cannot be read.
+    pub(crate) fn read_value_if_key(&self, offset: u64, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        // The usual case, in one look at the record: its header gives the
+        // value's length (the index does not keep it), and the value is
+        // copied while the key is compared, so that the record's cache
+        // misses are not behind the comparison (docs/design.md, "The
+        // keydir").
         let looked = match &self.source {
-            Source::Mapped(map) => {
-                let bytes = map.bytes();
-                offset
-                    .checked_add(total)
-                    .filter(|&e| e <= bytes.len() as u64)
-                    .and_then(|end| quick(&bytes[offset as usize..end as usize]))
+            Source::Mapped(map) => usize::try_from(offset)
+                .ok()
+                .and_then(|at| map.bytes().get(at..))
+                .and_then(|rec| self.quick_value(rec, offset, key)),
+            Source::ActiveSegment(file, tail) => {
+                let head_len = u64::from(RECORD_HEADER_LEN);
+                tail.with_bytes(offset, head_len, |b| record::parse_header(b).ok())
+                    .flatten()
+                    .and_then(|h| {
+                        tail.with_bytes(offset, h.len(), |rec| self.quick_value(rec, offset, key))
+                    })
+                    .flatten()
+                    .or_else(|| self.quick_pread(&**file, offset, key))
             }
-            Source::ActiveSegment(file, tail) => tail
-                .with_bytes(offset, total, quick)
-                .flatten()
-                .or_else(|| read_at(&**file, offset, total).and_then(|b| quick(&b))),
-            Source::File(file) => read_at(&**file, offset, total).and_then(|b| quick(&b)),
+            Source::File(file) => self.quick_pread(&**file, offset, key),
         };
         if let Some(found) = looked {
             return found.map(Some);
         }
-        if !self.holds_key(offset, key)? {
+        // Another key's record, a damaged one, or one past what was read:
+        // the careful way, which tells them apart.
+        if self.holds_key(offset, key)?.is_none() {
             return Ok(None);
         }
-        self.read_value(offset, key, value_len).map(Some)
+        self.with_record(offset, |r| {
+            (r.kind == record::RecordKind::Put && r.key == key).then(|| r.value.to_vec())
+        })?
+        .map(Some)
+        .ok_or_else(|| self.corrupt(offset, "record does not match its index entry"))
     }
 
-    fn check(&self, rec: &[u8], offset: u64, key: &[u8], value_len: u32) -> Result<()> {
+    /// The quick look of [`Segment::read_value_if_key`] at `rec`, which
+    /// starts with the record at `offset` and may run on past it: the
+    /// value when the record is a put of `key` whose checksum holds, an
+    /// error when it is `key`'s but damaged, and `None` when it is not
+    /// `key`'s, or `rec` does not hold it whole, or its header is damaged
+    /// (the careful way then says which).
+    #[inline]
+    fn quick_value(&self, rec: &[u8], offset: u64, key: &[u8]) -> Option<Result<Vec<u8>>> {
+        let head = RECORD_HEADER_LEN as usize;
+        let start = head + key.len();
+        let h = record::parse_header(rec).ok()?;
+        let rec = rec.get(..usize::try_from(h.len()).ok()?)?;
+        let value = rec.get(start..)?.to_vec();
+        let is_key = h.kind == record::RecordKind::Put
+            && h.key_len as usize == key.len()
+            && rec[head..start] == *key;
+        is_key.then(|| self.check(rec, offset, key).map(|()| value))
+    }
+
+    /// [`Segment::quick_value`] of what one `pread` at `offset` gets: the
+    /// header, the key and [`READ_AHEAD_BYTES`] more, so that a record
+    /// with a value up to that long takes one call (a longer one, a
+    /// second).
+    fn quick_pread(&self, file: &dyn VFile, offset: u64, key: &[u8]) -> Option<Result<Vec<u8>>> {
+        let want = u64::from(RECORD_HEADER_LEN) + key.len() as u64 + READ_AHEAD_BYTES;
+        let first = read_up_to(file, offset, want)?;
+        // Another key's record (or a damaged header) is not read further
+        // here: the careful way says which.
+        let total = record::parse_header(&first)
+            .ok()
+            .filter(|h| h.kind == record::RecordKind::Put && h.key_len as usize == key.len())?
+            .len();
+        if total <= first.len() as u64 {
+            return self.quick_value(&first, offset, key);
+        }
+        read_at(file, offset, total).and_then(|rec| self.quick_value(&rec, offset, key))
+    }
+
+    fn check(&self, rec: &[u8], offset: u64, key: &[u8]) -> Result<()> {
         match record::decode(rec, self.salt, offset) {
             record::Decoded::Record(r) => {
-                if r.kind != record::RecordKind::Put
-                    || r.key != key
-                    || r.value.len() as u64 != u64::from(value_len)
-                {
+                if r.kind != record::RecordKind::Put || r.key != key {
                     return Err(self.corrupt(offset, "record does not match its index entry"));
                 }
                 Ok(())

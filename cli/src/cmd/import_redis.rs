@@ -346,7 +346,11 @@ fn import_keys(db: &Db, node: &mut Node, keys: Vec<Vec<u8>>, t: &mut Tally) -> R
                 t.expired += 1;
                 continue;
             }
-            Some(at) => Some(Duration::from_millis(at - now)),
+            // cairn keeps expiries up to 2^48 ms (the year 10889); Redis
+            // allows later ones, which are as good as never.
+            Some(at) => Some(Duration::from_millis(
+                at.min(cairn::MAX_EXPIRY_MS).saturating_sub(now),
+            )),
             None => None,
         };
         check_limits(&node.address, &k, &value)?;

@@ -190,11 +190,12 @@ impl RespOptions {
     ///
     /// **With a clock**, `now` comes from it, and the server, which
     /// expires keys by its own real clock, is kept out of the way: stored
-    /// expiries are moved far into the real future (by a constant 2^52 ms,
-    /// about 142,000 years, so a backend opened later reads them as
+    /// expiries are moved far into the real future (by a constant 2^47 ms,
+    /// about 4,460 years, so a backend opened later reads them as
     /// written) and moved back on read, and an entry whose logical expiry
     /// is at or before the logical now is treated as absent. Logical
-    /// expiries past 2^52 ms are stored as that limit. Such a store's
+    /// expiries past 2^47 ms (the year 6429) are stored as that limit
+    /// (`cairn serve` keeps expiries up to 2^48 ms). Such a store's
     /// expiries mean nothing to another client.
     ///
     /// ```

@@ -10,15 +10,22 @@ use crate::backend::{Entry, Snapshot};
 use crate::util::clock::Clock;
 
 /// How far a test clock's expiries are moved (see `RespOptions::clock`):
-/// 2^52 ms, about 142,000 years, so they lie far in the real future for
-/// any logical time. A constant, not a function of the real time at open,
-/// so that a backend opened later (an application's restart) reads the
-/// expiries an earlier one wrote as they were written.
-const SHIFT_MS: i128 = 1 << 52;
+/// 2^47 ms, about 4,460 years, so they lie far in the real future for
+/// any logical time, yet below the 2^48 ms that `cairn serve` keeps (it
+/// stores later expiries as that, which would lose the logical ones). A
+/// constant, not a function of the real time at open, so that a backend
+/// opened later (an application's restart) reads the expiries an earlier
+/// one wrote as they were written.
+const SHIFT_MS: i128 = 1 << 47;
 
 /// The largest stored expiry: Lua compares expiries as doubles, exact up
 /// to 2^53 ms (285,000 years).
 const MAX_PXAT: i128 = (1 << 53) - 1;
+
+/// The largest stored expiry with a test clock: what `cairn serve` keeps
+/// (2^48 - 1 ms), so that logical expiries read back as written on every
+/// server up to 2^47 ms (the year 6429).
+const MAX_SHIFTED_PXAT: i128 = (1 << 48) - 1;
 
 /// A key as read: its value and raw `PEXPIRETIME` (-1 none), or absent.
 pub(crate) type Raw = Option<(Vec<u8>, i64)>;
@@ -66,7 +73,12 @@ impl Shared {
 
     /// The stored `PXAT` of an expiry.
     pub(crate) fn to_pxat(&self, expires_at_ms: u64) -> i64 {
-        let raw = (i128::from(expires_at_ms) + self.shift()).clamp(1, MAX_PXAT);
+        let max = if self.clock.is_some() {
+            MAX_SHIFTED_PXAT
+        } else {
+            MAX_PXAT
+        };
+        let raw = (i128::from(expires_at_ms) + self.shift()).clamp(1, max);
         i64::try_from(raw).unwrap_or(i64::MAX)
     }
 
