@@ -113,7 +113,7 @@ pub use format::record::{RecordKind, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use iter::ScanPrefix;
 pub use keyspace::MAX_KEYSPACE_NAME_BYTES;
 pub use options::{Options, RecoveryMode, SyncPolicy, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
-pub use recovery::{RecoveryReport, SkippedRange};
+pub use recovery::{CheckpointUse, RecoveryReport, SkippedRange};
 pub use stats::{SegmentStats, Stats};
 pub use tools::backup::{backup, BackupReport};
 pub use tools::inspect::{
