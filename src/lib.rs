@@ -117,7 +117,8 @@ pub use recovery::{CheckpointUse, RecoveryReport, SkippedRange};
 pub use stats::{SegmentStats, Stats};
 pub use tools::backup::{backup, BackupReport};
 pub use tools::inspect::{
-    hint_path, read_segment, segment_ids, segment_path, SegmentEntry, SegmentFiles,
+    checkpoint_info, hint_path, read_segment, segment_ids, segment_path, CheckpointInfo,
+    SegmentEntry, SegmentFiles,
 };
 pub use tools::repair::{repair, RepairReport};
 pub use tools::verify::{verify, Problem, ProblemKind, VerifyReport};

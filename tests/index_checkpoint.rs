@@ -402,3 +402,107 @@ fn the_simulated_close_writes_one_the_next_open_uses() {
     assert_eq!(db.recovery_report().checkpoint, CheckpointUse::Used);
     assert_eq!(observed(&db), m);
 }
+
+/// The checkpoint `bytes` with the last slot of its first non-empty shard
+/// left out, and its counts and checksums made to match (a crafted file
+/// that checks out: open would use it and lose a key).
+fn without_one_slot(bytes: &[u8]) -> Vec<u8> {
+    use common::format::crc32c;
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4"));
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8"));
+    let slot = usize::from(u16::from_le_bytes([bytes[10], bytes[11]]));
+    let header_len = 564 + 56 * u32_at(12) as usize + 4;
+    let shard = (0..64).find(|&i| u64_at(52 + 8 * i) > 0).expect("a slot");
+    let n = u64_at(52 + 8 * shard) as usize;
+    assert!(n * slot < 1 << 20, "one block");
+    let mut out = bytes[..header_len].to_vec();
+    out[52 + 8 * shard..60 + 8 * shard].copy_from_slice(&(n as u64 - 1).to_le_bytes());
+    let crc = crc32c(&out[..header_len - 4]);
+    out[header_len - 4..].copy_from_slice(&crc.to_le_bytes());
+    let block = &bytes[header_len..header_len + (n - 1) * slot];
+    out.extend_from_slice(block);
+    if n > 1 {
+        out.extend_from_slice(&crc32c(block).to_le_bytes());
+    }
+    let rest_at = header_len + n * slot + 4;
+    out.extend_from_slice(&bytes[rest_at..bytes.len() - 16]);
+    let total = u64_at(bytes.len() - 16) - 1;
+    let mut footer = total.to_le_bytes().to_vec();
+    footer.extend_from_slice(b"IEND");
+    let mut bound = crc.to_le_bytes().to_vec();
+    bound.extend_from_slice(&footer);
+    footer.extend_from_slice(&crc32c(&bound).to_le_bytes());
+    out.extend_from_slice(&footer);
+    out
+}
+
+#[test]
+fn verify_checks_it_stats_shows_it_and_repair_drops_it() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START_MS);
+    let mut m = Model::new();
+    let good = closed_store(t.path(), &clock, &mut m, 15);
+    let r = cairn::verify(t.path(), false).expect("verify");
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    let info = cairn::checkpoint_info(t.path())
+        .expect("info")
+        .expect("one");
+    assert_eq!(info.usable, CheckpointUse::Used);
+    assert_eq!(info.bytes, good.len() as u64);
+    assert_eq!(info.written_at_ms, Some(cairn::Clock::now_unix_ms(&clock)));
+
+    // Damaged: unusable, not corruption; open ignores it.
+    let mut damaged = good.clone();
+    let at = damaged.len() / 2;
+    damaged[at] ^= 0x40;
+    std::fs::write(t.path().join(CKPT), &damaged).expect("write");
+    let r = cairn::verify(t.path(), false).expect("verify");
+    let kinds: Vec<_> = r.problems.iter().map(|p| p.kind).collect();
+    assert_eq!(
+        kinds,
+        [cairn::ProblemKind::CheckpointUnusable],
+        "{:?}",
+        r.problems
+    );
+    assert!(!r.has_corruption());
+    let info = cairn::checkpoint_info(t.path())
+        .expect("info")
+        .expect("one");
+    assert_eq!(info.usable, CheckpointUse::Damaged);
+
+    // Crafted: it checks out and matches the files, but lacks a key.
+    let crafted = without_one_slot(&good);
+    std::fs::write(t.path().join(CKPT), &crafted).expect("write");
+    let db = opts(&clock).read_only(true).open(t.path()).expect("open");
+    assert_eq!(db.recovery_report().checkpoint, CheckpointUse::Used);
+    drop(db);
+    let r = cairn::verify(t.path(), false).expect("verify");
+    let kinds: Vec<_> = r.problems.iter().map(|p| p.kind).collect();
+    assert_eq!(
+        kinds,
+        [cairn::ProblemKind::CheckpointMismatch],
+        "{:?}",
+        r.problems
+    );
+    assert!(r.has_corruption());
+    assert_eq!(r.problems[0].path, t.path().join(CKPT));
+
+    // Repair drops it (a dry run only says so).
+    assert!(
+        cairn::repair(t.path(), true)
+            .expect("dry")
+            .checkpoint_removed
+    );
+    assert!(t.path().join(CKPT).exists());
+    assert!(
+        cairn::repair(t.path(), false)
+            .expect("repair")
+            .checkpoint_removed
+    );
+    assert!(!t.path().join(CKPT).exists());
+    assert!(cairn::checkpoint_info(t.path()).expect("info").is_none());
+    let r = cairn::verify(t.path(), false).expect("verify");
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+    let db = opts(&clock).read_only(true).open(t.path()).expect("open");
+    check(&db, &clock, &m);
+}

@@ -390,3 +390,136 @@ impl Places {
         Ok(true)
     }
 }
+
+/// For `cairn stats`: when the checkpoint `bytes` was written and how many
+/// keys it holds (when its header checks out), and whether an open of the
+/// directory as `listing` lists it would use it.
+pub(crate) fn would_use(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    bytes: &[u8],
+    listing: &super::Listing,
+) -> (Option<(u64, u64)>, CheckpointUse) {
+    let d = match decode_and_check(bytes) {
+        Ok(d) => d,
+        Err(r) => return (None, r.why),
+    };
+    let about = Some((d.header.written_at_ms, d.header.total_slots()));
+    if d.check_all_blocks().is_err() {
+        return (about, CheckpointUse::Damaged);
+    }
+    if listing.manifest {
+        return (about, CheckpointUse::Stale);
+    }
+    match check_files(vfs, dir, &d.header, &listing.segments) {
+        Ok(()) => (about, CheckpointUse::Used),
+        Err(r) => (about, r.why),
+    }
+}
+
+/// What `verify` found of a checkpoint.
+pub(crate) enum Checked {
+    /// It matches the files, and its entries are the index the files give.
+    Fine,
+    /// Open would not use it (damaged, incompatible or stale): why.
+    Unusable(String),
+    /// Open would use it, but its entries differ from the index rebuilt
+    /// from hints and segments: the first difference.
+    Mismatch(String),
+}
+
+/// For `verify`: decodes the checkpoint `bytes`, checks every block and
+/// the match rules against the held files `pinned`, and compares its
+/// entries (hash bits, place and expiry) with the index rebuilt from their
+/// hints and segments with the same hash seed.
+///
+/// # Errors
+/// A held file cannot be read.
+pub(crate) fn compare_with_files(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    bytes: &[u8],
+    pinned: &super::Pinned,
+    now_ms: u64,
+) -> crate::error::Result<Checked> {
+    let d = match decode_and_check(bytes) {
+        Ok(d) => d,
+        Err(r) => return Ok(Checked::Unusable(r.detail)),
+    };
+    if let Err(e) = d.check_all_blocks() {
+        return Ok(Checked::Unusable(e.to_string()));
+    }
+    if pinned.listing.manifest {
+        return Ok(Checked::Unusable("a compaction was interrupted".into()));
+    }
+    let ids: Vec<u32> = pinned.segments.keys().copied().collect();
+    if let Err(r) = check_files(vfs, dir, &d.header, &ids) {
+        return Ok(Checked::Unusable(r.detail));
+    }
+    let how = LoadOptions {
+        drop_expired: false,
+        now_ms,
+        use_mmap: false,
+    };
+    let from_checkpoint = match build_keydir(&d, &how) {
+        Ok((k, _)) => k,
+        Err(r) => return Ok(Checked::Unusable(r.detail)),
+    };
+    let loads = super::load::load_all(
+        vfs,
+        dir,
+        &ids,
+        pinned.find_active(),
+        crate::options::RecoveryMode::Strict,
+        true,
+        false,
+        Some(&pinned.segments),
+    )?;
+    let rebuilt = super::merge::build_keydir_seeded(
+        &loads,
+        now_ms,
+        super::merge::ExpiredAtOpen::Keep,
+        Some(d.header.seed),
+    )
+    .keydir;
+    Ok(match first_difference(&from_checkpoint, &rebuilt) {
+        None => Checked::Fine,
+        Some(d) => Checked::Mismatch(d),
+    })
+}
+
+/// The first entry (hash bits, segment, offset, expiry) in one index and
+/// not the other, if any.
+fn first_difference(a: &KeyDir, b: &KeyDir) -> Option<String> {
+    let entries = |k: &KeyDir, i: usize| {
+        let mut v = Vec::new();
+        k.read_shard(i).for_each_hashed(|h, e| {
+            v.push((h, e.file_id, e.offset, e.expires_at_ms));
+        });
+        v.sort_unstable();
+        v
+    };
+    for i in 0..SHARDS {
+        let (x, y) = (entries(a, i), entries(b, i));
+        if x == y {
+            continue;
+        }
+        let only = |x: &[(u64, u32, u64, u64)], y: &[(u64, u32, u64, u64)]| {
+            x.iter().find(|e| y.binary_search(e).is_err()).copied()
+        };
+        let describe =
+            |(_, f, o, exp): (u64, u32, u64, u64)| format!("segment {f} offset {o} (expiry {exp})");
+        return Some(match (only(&x, &y), only(&y, &x)) {
+            (Some(e), _) => format!(
+                "it holds an entry at {} that the hints and segments do not give",
+                describe(e)
+            ),
+            (None, Some(e)) => format!(
+                "it lacks the entry at {} that the hints and segments give",
+                describe(e)
+            ),
+            (None, None) => format!("shard {i} holds entries twice"),
+        });
+    }
+    None
+}

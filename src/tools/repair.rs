@@ -29,6 +29,11 @@ pub struct RepairReport {
     pub unrepairable: Vec<(PathBuf, String)>,
     /// Where the original files were copied before being replaced.
     pub backup: Option<PathBuf>,
+    /// The index checkpoint (`index.ckpt`) was deleted (or, in a dry run,
+    /// would be). Repair always drops it, before it changes any other
+    /// file: the next open builds the index from hints and segments, and
+    /// the next clean close writes a new checkpoint.
+    pub checkpoint_removed: bool,
 }
 
 /// Repairs the store in `dir`: every segment that strict recovery refuses
@@ -37,7 +42,8 @@ pub struct RepairReport {
 /// only whole). The originals (and their hints) are first copied into a
 /// backup directory next to the store (`<dir>.repair-backup-<unix ms>`);
 /// each new segment replaces its original atomically, and its hint is
-/// rebuilt. A second run finds nothing to do.
+/// rebuilt. A second run finds nothing to do. The index checkpoint, if
+/// any, is deleted first (see [`RepairReport::checkpoint_removed`]).
 ///
 /// With `dry_run`, nothing is written: the report says what would be
 /// dropped.
@@ -64,6 +70,11 @@ pub fn repair(dir: impl AsRef<Path>, dry_run: bool) -> Result<RepairReport> {
     let listing = recovery::list_dir(&fs, dir)?;
     let active = recovery::find_active(&fs, dir, &listing.segments);
     let mut report = RepairReport::default();
+    if dry_run {
+        report.checkpoint_removed = fs.exists(&recovery::checkpoint::path(dir));
+    } else {
+        report.checkpoint_removed = recovery::checkpoint::remove(&fs, dir)?;
+    }
     let mut rewrites: Vec<(u32, Vec<u8>)> = Vec::new();
     for &id in &listing.segments {
         if let Some(out) = salvage_segment(&fs, dir, id, Some(id) == active, &mut report)? {
