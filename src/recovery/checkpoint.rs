@@ -322,6 +322,29 @@ fn build_keydir(d: &Decoded<'_>, how: &LoadOptions) -> Result<(KeyDir, u64), Rej
     Ok((KeyDir::from_shards(h.seed, shards), e1 + e2))
 }
 
+/// For the fuzz target: the keydir `d`'s slots build (its probe
+/// unchecked), and how many entries it holds.
+///
+/// # Errors
+/// Why the slots were refused.
+#[cfg(feature = "__test_hooks")]
+pub(crate) fn entries_for_fuzzing(d: &Decoded<'_>) -> Result<u64, String> {
+    if usize::from(d.header.slot_len) != SLOT_BYTES {
+        return Err("another slot length".into());
+    }
+    let how = LoadOptions {
+        drop_expired: false,
+        now_ms: 0,
+        use_mmap: false,
+    };
+    let (k, _) = build_keydir(d, &how).map_err(|r| r.detail)?;
+    let n = k.raw_len();
+    if n > d.header.total_slots() {
+        return Err("more entries than slots".into());
+    }
+    Ok(n)
+}
+
 /// The segments a checkpoint covers, for checking each slot's place: a
 /// table by id when the ids are close together, else a sorted list.
 struct Places {
