@@ -39,7 +39,7 @@ pub fn decode_hint(bytes: &[u8], id: u32, segment_len: u64, salt: u32) -> Result
 /// Why the checkpoint was refused.
 pub fn decode_checkpoint(bytes: &[u8]) -> Result<u64, String> {
     let d = crate::format::checkpoint::decode(bytes).map_err(|e| e.to_string())?;
-    crate::recovery::checkpoint::entries_for_fuzzing(&d)
+    crate::recovery::checkpoint::entries_for_fuzzing(bytes, &d)
 }
 
 /// Scans `bytes` as segment 1 (active or sealed, strict or salvage);

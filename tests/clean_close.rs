@@ -251,6 +251,7 @@ fn a_close_after_a_roll_protects_the_new_segment() {
     let dir = t.path();
     let open = || {
         Options::new()
+            .index_checkpoint_at_close(false)
             .sync_policy(SyncPolicy::Never)
             .auto_compact(false)
             .open(dir)

@@ -1287,7 +1287,9 @@ fn checkpoint_sweep() {
         for _ in 0..2 {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&(at, bit)) = cases.get(i) else { break };
+                let Some(&(at, bit)) = cases.get(i) else {
+                    break;
+                };
                 let (what, bytes, read_only) = match bit {
                     None => (format!("truncated to {at}"), ckpt[..at].to_vec(), false),
                     Some(b) => {

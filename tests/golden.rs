@@ -352,7 +352,11 @@ fn golden_checkpoint_opens_through_it_with_the_same_contents() {
     assert_eq!(&ckpt[0..8], b"CAIRNIDX", "magic");
     assert_eq!(u16::from_le_bytes([ckpt[8], ckpt[9]]), 1, "format version");
     assert_eq!(le_u32(&ckpt, 12), 1, "one segment");
-    assert_eq!(le_u32(&ckpt, 48), 0, "the active segment is the first listed");
+    assert_eq!(
+        le_u32(&ckpt, 48),
+        0,
+        "the active segment is the first listed"
+    );
     let slots: u64 = (0..64).map(|i| le_u64(&ckpt, 52 + 8 * i)).sum();
     assert_eq!(slots, 6, "six keys");
     assert_eq!(le_u64(&ckpt, ckpt.len() - 16), 6, "footer count");
@@ -364,5 +368,8 @@ fn golden_checkpoint_opens_through_it_with_the_same_contents() {
     );
     assert_eq!(check_contents(&fixture), cairn::CheckpointUse::Used);
     // The fixtures without a checkpoint open from their segments.
-    assert_eq!(check_contents(&v2_fixture_dir()), cairn::CheckpointUse::Missing);
+    assert_eq!(
+        check_contents(&v2_fixture_dir()),
+        cairn::CheckpointUse::Missing
+    );
 }

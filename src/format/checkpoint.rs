@@ -209,47 +209,184 @@ pub(crate) fn header_crc(encoded_header: &[u8]) -> u32 {
     le_u32(encoded_header, encoded_header.len().saturating_sub(4))
 }
 
-/// A checkpoint whose header, length and footer check out; each shard's
-/// blocks are checked as they are read ([`Decoded::shard_blocks`]).
+/// Where everything is in a checkpoint file, from its header and length:
+/// each shard's blocks, and the footer.
 #[derive(Debug)]
-pub(crate) struct Decoded<'a> {
+pub(crate) struct Layout {
     pub header: Header,
-    /// Each shard's blocks, CRCs included.
-    shards: Vec<&'a [u8]>,
-    /// Where each shard's blocks start in the file (for error offsets).
-    starts: Vec<u64>,
+    /// Where each shard's blocks start, and how many bytes they take (CRCs
+    /// included).
+    shards: [(u64, u64); SHARDS],
+    /// Where the footer starts.
+    footer_at: u64,
 }
 
-impl<'a> Decoded<'a> {
-    /// Shard `i`'s slot bytes, block by block, each checked against its
-    /// CRC (an error names the block's offset in the file).
-    pub(crate) fn shard_blocks(
+/// The length of the header that starts with `prefix` (at least its first
+/// 16 bytes), checked against the file's length `file_len`; the caller
+/// then reads that much and calls [`decode_header`].
+///
+/// # Errors
+/// Not a checkpoint, another version, or a segment count larger than the
+/// file.
+pub(crate) fn header_len(prefix: &[u8], file_len: u64) -> Result<usize, DecodeError> {
+    if prefix.len() < MAGIC.len() || &prefix[..8] != MAGIC {
+        return Err(DecodeError::NotACheckpoint);
+    }
+    let min = (FIXED_HEADER_LEN + 4 + FOOTER_LEN) as u64;
+    if prefix.len() < 16 || file_len < min {
+        return Err(DecodeError::Damaged(0, "shorter than a header"));
+    }
+    let version = u16::from_le_bytes([prefix[8], prefix[9]]);
+    if version != VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
+    let count = u64::from(le_u32(prefix, 12));
+    // Bounded by the file's size before anything is allocated for it.
+    if count > (file_len - min) / SEGMENT_ENTRY_LEN as u64 {
+        return Err(DecodeError::Damaged(
+            12,
+            "segment count larger than the file",
+        ));
+    }
+    Ok(FIXED_HEADER_LEN + SEGMENT_ENTRY_LEN * count as usize + 4)
+}
+
+/// Decodes the header (`head`: the file's first [`header_len`] bytes or
+/// more) of a checkpoint file of `file_len` bytes: magic, version, CRC,
+/// sane values, and the file's length as the header fixes it.
+///
+/// # Errors
+/// [`DecodeError`] for anything that does not check out.
+pub(crate) fn decode_header(head: &[u8], file_len: u64) -> Result<Layout, DecodeError> {
+    let header_len = header_len(head, file_len)?;
+    if head.len() < header_len {
+        return Err(DecodeError::Damaged(0, "header cut short"));
+    }
+    let count = (header_len - FIXED_HEADER_LEN - 4) / SEGMENT_ENTRY_LEN;
+    if crc32c::crc32c(&head[..header_len - 4]) != le_u32(head, header_len - 4) {
+        return Err(DecodeError::Damaged(0, "header checksum mismatch"));
+    }
+    let header = header_fields(head, count)?;
+    check_header(&header)?;
+    let expected = header
+        .file_len()
+        .ok_or(DecodeError::Damaged(52, "slot counts overflow"))?;
+    if expected != file_len {
+        return Err(DecodeError::Damaged(
+            file_len,
+            "length differs from the one its header gives (truncated or extended)",
+        ));
+    }
+    let mut shards = [(0u64, 0u64); SHARDS];
+    let mut at = header_len as u64;
+    for (i, s) in shards.iter_mut().enumerate() {
+        // Fits: the total was checked against the file's length.
+        let n = header.shard_bytes(i).unwrap_or(0);
+        *s = (at, n);
+        at += n;
+    }
+    Ok(Layout {
+        header,
+        shards,
+        footer_at: at,
+    })
+}
+
+impl Layout {
+    /// Where shard `i`'s blocks start in the file, and their length.
+    pub(crate) fn shard_span(&self, i: usize) -> (u64, u64) {
+        self.shards[i]
+    }
+
+    /// Where the footer starts (it is [`FOOTER_LEN`] bytes).
+    pub(crate) fn footer_at(&self) -> u64 {
+        self.footer_at
+    }
+
+    /// The bytes of one full block with its CRC: a shard read in pieces
+    /// of a multiple of this, from its start, gives whole blocks.
+    pub(crate) fn block_stride(&self) -> usize {
+        self.header.block_slots() * usize::from(self.header.slot_len) + 4
+    }
+
+    /// Checks the footer (its [`FOOTER_LEN`] bytes).
+    ///
+    /// # Errors
+    /// It does not match the header.
+    pub(crate) fn check_footer(&self, footer: &[u8], header_crc: u32) -> Result<(), DecodeError> {
+        if footer.len() != FOOTER_LEN
+            || &footer[8..12] != FOOTER_MAGIC
+            || footer_crc(header_crc, &footer[0..12]) != le_u32(footer, 12)
+            || le_u64(footer, 0) != self.header.total_slots()
+        {
+            return Err(DecodeError::Damaged(
+                self.footer_at,
+                "footer does not match its header",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The slot bytes of the blocks in `piece`, a part of a shard's blocks
+    /// that starts at a block and holds whole blocks (see
+    /// [`Layout::block_stride`]) and starts at `offset` in the file, each
+    /// checked against its CRC.
+    pub(crate) fn blocks<'a>(
         &self,
-        i: usize,
-    ) -> impl Iterator<Item = Result<&'a [u8], DecodeError>> + '_ {
-        let block = self.header.block_slots() * usize::from(self.header.slot_len);
-        let bytes: &'a [u8] = self.shards[i];
+        piece: &'a [u8],
+        offset: u64,
+    ) -> impl Iterator<Item = Result<&'a [u8], DecodeError>> + 'a {
+        let block = self.block_stride() - 4;
         let mut at = 0usize;
-        let start = self.starts[i];
         std::iter::from_fn(move || {
-            if at >= bytes.len() {
+            if at >= piece.len() {
                 return None;
             }
-            // The header fixed the length: every block and CRC is there.
-            let n = block.min(bytes.len() - at - 4);
-            let data = &bytes[at..at + n];
-            let crc = le_u32(bytes, at + n);
-            let offset = start + at as u64;
+            let here = offset + at as u64;
+            if piece.len() - at < 4 {
+                at = piece.len();
+                return Some(Err(DecodeError::Damaged(here, "a block cut short")));
+            }
+            let n = block.min(piece.len() - at - 4);
+            let data = &piece[at..at + n];
+            let crc = le_u32(piece, at + n);
             at += n + 4;
             if crc32c::crc32c(data) == crc {
                 Some(Ok(data))
             } else {
                 Some(Err(DecodeError::Damaged(
-                    offset,
+                    here,
                     "slot block checksum mismatch",
                 )))
             }
         })
+    }
+}
+
+/// A whole checkpoint file in memory whose header, length and footer check
+/// out; each shard's blocks are checked as they are read
+/// ([`Decoded::shard_blocks`]).
+#[derive(Debug)]
+pub(crate) struct Decoded<'a> {
+    pub layout: Layout,
+    bytes: &'a [u8],
+}
+
+impl<'a> Decoded<'a> {
+    /// The header.
+    pub(crate) fn header(&self) -> &Header {
+        &self.layout.header
+    }
+
+    /// Shard `i`'s slot bytes, block by block, each checked against its
+    /// CRC (an error names the block's offset in the file).
+    pub(crate) fn shard_blocks(
+        &self,
+        i: usize,
+    ) -> impl Iterator<Item = Result<&'a [u8], DecodeError>> + 'a + use<'a, '_> {
+        let (at, n) = self.layout.shard_span(i);
+        let piece: &'a [u8] = &self.bytes[at as usize..(at + n) as usize];
+        self.layout.blocks(piece, at)
     }
 
     /// Checks every block of every shard (what open does while it builds
@@ -264,73 +401,18 @@ impl<'a> Decoded<'a> {
     }
 }
 
-/// Decodes a checkpoint: header (magic, version, CRC, sane values), the
-/// file's length as the header fixes it, and the footer. The slot blocks
-/// are checked later, as they are read.
+/// Decodes a whole checkpoint file: header (magic, version, CRC, sane
+/// values), the file's length as the header fixes it, and the footer. The
+/// slot blocks are checked later, as they are read.
 ///
 /// # Errors
 /// [`DecodeError`] for anything that does not check out.
 pub(crate) fn decode(bytes: &[u8]) -> Result<Decoded<'_>, DecodeError> {
-    if bytes.len() < MAGIC.len() || &bytes[..8] != MAGIC {
-        return Err(DecodeError::NotACheckpoint);
-    }
-    if bytes.len() < FIXED_HEADER_LEN + 4 + FOOTER_LEN {
-        return Err(DecodeError::Damaged(0, "shorter than a header"));
-    }
-    let version = u16::from_le_bytes([bytes[8], bytes[9]]);
-    if version != VERSION {
-        return Err(DecodeError::UnsupportedVersion(version));
-    }
-    let count = le_u32(bytes, 12) as usize;
-    // Bounded by the file's size before anything is allocated for it.
-    let room = (bytes.len() - FIXED_HEADER_LEN - 4 - FOOTER_LEN) / SEGMENT_ENTRY_LEN;
-    if count > room {
-        return Err(DecodeError::Damaged(
-            12,
-            "segment count larger than the file",
-        ));
-    }
-    let header_len = FIXED_HEADER_LEN + SEGMENT_ENTRY_LEN * count + 4;
-    if crc32c::crc32c(&bytes[..header_len - 4]) != le_u32(bytes, header_len - 4) {
-        return Err(DecodeError::Damaged(0, "header checksum mismatch"));
-    }
-    let header = header_fields(bytes, count)?;
-    check_header(&header)?;
-    let expected = header
-        .file_len()
-        .ok_or(DecodeError::Damaged(52, "slot counts overflow"))?;
-    if expected != bytes.len() as u64 {
-        return Err(DecodeError::Damaged(
-            bytes.len() as u64,
-            "length differs from the one its header gives (truncated or extended)",
-        ));
-    }
-    let footer_at = bytes.len() - FOOTER_LEN;
-    let footer = &bytes[footer_at..];
-    if &footer[8..12] != FOOTER_MAGIC
-        || footer_crc(le_u32(bytes, header_len - 4), &footer[0..12]) != le_u32(footer, 12)
-        || le_u64(footer, 0) != header.total_slots()
-    {
-        return Err(DecodeError::Damaged(
-            footer_at as u64,
-            "footer does not match its header",
-        ));
-    }
-    let mut shards = Vec::with_capacity(SHARDS);
-    let mut starts = Vec::with_capacity(SHARDS);
-    let mut at = header_len;
-    for i in 0..SHARDS {
-        // Fits: the total was checked against the file's length.
-        let n = header.shard_bytes(i).unwrap_or(0) as usize;
-        shards.push(&bytes[at..at + n]);
-        starts.push(at as u64);
-        at += n;
-    }
-    Ok(Decoded {
-        header,
-        shards,
-        starts,
-    })
+    let layout = decode_header(bytes, bytes.len() as u64)?;
+    let header_len = layout.shards[0].0 as usize;
+    let footer = &bytes[layout.footer_at as usize..];
+    layout.check_footer(footer, le_u32(bytes, header_len - 4))?;
+    Ok(Decoded { layout, bytes })
 }
 
 /// The header's fields (its CRC checked, `count` bounded).
@@ -471,7 +553,7 @@ mod tests {
     fn round_trip() {
         let (h, b) = small();
         let d = decode(&b).expect("decodes");
-        assert_eq!(d.header, h);
+        assert_eq!(*d.header(), h);
         d.check_all_blocks().expect("blocks check");
         let shard0: Vec<u8> = d
             .shard_blocks(0)
@@ -485,7 +567,10 @@ mod tests {
             ..h.clone()
         };
         assert_eq!(
-            decode(&encode(&no_active)).expect("decodes").header,
+            decode(&encode(&no_active))
+                .expect("decodes")
+                .header()
+                .clone(),
             no_active
         );
     }
@@ -504,7 +589,7 @@ mod tests {
             vec![per as usize * SLOT, per as usize * SLOT, 5 * SLOT]
         );
         // Damage in the second block: the first still checks, the second not.
-        let at = d.starts[7] as usize + per as usize * SLOT + 4 + 10;
+        let at = d.layout.shard_span(7).0 as usize + per as usize * SLOT + 4 + 10;
         b[at] ^= 1;
         let d = decode(&b).expect("the header still decodes");
         let r: Vec<bool> = d.shard_blocks(7).map(|b| b.is_ok()).collect();

@@ -12,11 +12,11 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::format::checkpoint::{self, DecodeError, Decoded, Header, PROBE_KEY, SHARDS};
+use crate::format::checkpoint::{self, DecodeError, Decoded, Header, Layout, PROBE_KEY, SHARDS};
 use crate::format::names;
 use crate::format::record::RECORD_HEADER_LEN;
 use crate::format::segment::{self, SEGMENT_HEADER_LEN};
-use crate::fs::{self, OpenMode, Vfs};
+use crate::fs::{self, OpenMode, VFile, Vfs};
 use crate::index::keydir::{IndexEntry, KeyDir, Shard, ShardBuilder, SLOT_BYTES};
 use crate::storage::segment::Segment;
 use crate::storage::space::SegmentSpace;
@@ -33,8 +33,9 @@ pub(crate) fn path(dir: &Path) -> PathBuf {
 pub(crate) enum Found {
     /// No checkpoint file.
     None,
-    /// Its bytes.
-    Bytes(Vec<u8>),
+    /// The file, open for reading, and its length (a writable open has
+    /// already deleted its name).
+    File(Arc<dyn VFile>, u64),
     /// It exists but could not be read.
     Unreadable(io::Error),
 }
@@ -49,8 +50,13 @@ pub(crate) enum Found {
 /// fails rather than leave a checkpoint its writes would make stale).
 pub(crate) fn take(vfs: &dyn Vfs, dir: &Path, read_only: bool) -> crate::error::Result<Found> {
     let p = path(dir);
-    let found = match vfs.read(&p) {
-        Ok(b) => Found::Bytes(b),
+    let opened = vfs.open(&p, OpenMode::Read).and_then(|f| {
+        let len = f.len()?;
+        Ok((f, len))
+    });
+    // The open file stays readable once its name is gone.
+    let found = match opened {
+        Ok((f, len)) => Found::File(f, len),
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::None),
         Err(e) => Found::Unreadable(e),
     };
@@ -126,22 +132,34 @@ pub(crate) struct LoadOptions {
     pub use_mmap: bool,
 }
 
-/// Decodes `bytes`, checks them against the directory's segments (`ids`,
-/// from its listing) and builds the keydir from them.
+/// Reads and checks the checkpoint `file` (`len` bytes) against the
+/// directory's segments (`ids`, from its listing) and builds the keydir
+/// from it.
 ///
 /// # Errors
 /// Why the checkpoint cannot be used.
 pub(crate) fn load(
     vfs: &dyn Vfs,
     dir: &Path,
-    bytes: &[u8],
+    file: &dyn VFile,
+    len: u64,
     ids: &[u32],
     how: &LoadOptions,
 ) -> Result<FromCheckpoint, Rejected> {
-    let d = decode_and_check(bytes)?;
-    check_files(vfs, dir, &d.header, ids)?;
-    let (keydir, expired) = build_keydir(&d, how)?;
-    let h = &d.header;
+    let unreadable = |e: io::Error| Rejected::new(CheckpointUse::Unreadable, e.to_string());
+    let read = |at: u64, buf: &mut [u8]| fs::read_exact_at(file, buf, at);
+    let mut prefix = [0u8; 16];
+    read(0, &mut prefix[..len.min(16) as usize]).map_err(unreadable)?;
+    let mut head = vec![0u8; checkpoint::header_len(&prefix, len)?];
+    read(0, &mut head).map_err(unreadable)?;
+    let layout = checkpoint::decode_header(&head, len)?;
+    let mut footer = [0u8; checkpoint::FOOTER_LEN];
+    read(layout.footer_at(), &mut footer).map_err(unreadable)?;
+    layout.check_footer(&footer, checkpoint::header_crc(&head))?;
+    check_compatible(&layout.header)?;
+    check_files(vfs, dir, &layout.header, ids)?;
+    let (keydir, expired) = build_keydir(&layout, &read, how)?;
+    let h = &layout.header;
     let mut segments = BTreeMap::new();
     for s in h.segments.iter().filter(|s| Some(s.id) != h.active) {
         let seg = Segment::open_sealed(vfs, dir, s.id, how.use_mmap, s.salt)
@@ -193,22 +211,43 @@ pub(crate) fn load(
 /// Why it cannot be used.
 pub(crate) fn decode_and_check(bytes: &[u8]) -> Result<Decoded<'_>, Rejected> {
     let d = checkpoint::decode(bytes)?;
-    if usize::from(d.header.slot_len) != SLOT_BYTES {
+    check_compatible(d.header())?;
+    Ok(d)
+}
+
+/// Whether this build can use a checkpoint with header `h`: its slot
+/// length and its hash function (the probe).
+fn check_compatible(h: &Header) -> Result<(), Rejected> {
+    if usize::from(h.slot_len) != SLOT_BYTES {
         return Err(Rejected::new(
             CheckpointUse::Incompatible,
             format!(
                 "its slots are {} bytes, this build's {SLOT_BYTES}",
-                d.header.slot_len
+                h.slot_len
             ),
         ));
     }
-    if KeyDir::hash_with_seed(d.header.seed, PROBE_KEY) != d.header.probe {
+    if KeyDir::hash_with_seed(h.seed, PROBE_KEY) != h.probe {
         return Err(Rejected::new(
             CheckpointUse::Incompatible,
             "written by a build with another hash function",
         ));
     }
-    Ok(d)
+    Ok(())
+}
+
+/// Reads `buf.len()` bytes at an offset of the checkpoint file.
+type ReadAt<'a> = dyn Fn(u64, &mut [u8]) -> io::Result<()> + Sync + 'a;
+
+/// A [`ReadAt`] of a checkpoint in memory.
+fn in_memory(bytes: &[u8]) -> impl Fn(u64, &mut [u8]) -> io::Result<()> + Sync + '_ {
+    move |at, buf| {
+        let at = at as usize;
+        bytes
+            .get(at..at + buf.len())
+            .map(|b| buf.copy_from_slice(b))
+            .ok_or_else(|| io::ErrorKind::UnexpectedEof.into())
+    }
 }
 
 /// Checks that the directory holds exactly the segments the checkpoint
@@ -275,11 +314,20 @@ pub(crate) fn check_files(
     Ok(())
 }
 
-/// Builds the keydir from the checkpoint's slots, checking every block's
-/// CRC and every slot's place: two threads, each half of the slots. Returns
+/// Blocks read at a time while the keydir is built.
+const BLOCKS_PER_READ: usize = 4;
+
+/// Builds the keydir from the checkpoint's slots, read through `read` a
+/// few blocks at a time, checking every block's CRC and every slot's
+/// place: two threads, each reading and inserting half of the slots (by
+/// shard), so that one's reading overlaps the other's inserting. Returns
 /// it and the number of expired entries kept.
-fn build_keydir(d: &Decoded<'_>, how: &LoadOptions) -> Result<(KeyDir, u64), Rejected> {
-    let h = &d.header;
+fn build_keydir(
+    layout: &Layout,
+    read: &ReadAt<'_>,
+    how: &LoadOptions,
+) -> Result<(KeyDir, u64), Rejected> {
+    let h = &layout.header;
     let places = Places::of(h);
     // The shards split where half of the slots are behind.
     let total = h.total_slots();
@@ -292,14 +340,25 @@ fn build_keydir(d: &Decoded<'_>, how: &LoadOptions) -> Result<(KeyDir, u64), Rej
             behind * 2 >= total
         })
         .map_or(SHARDS, |i| i + 1);
+    let stride = layout.block_stride();
     let build = |range: std::ops::Range<usize>| -> Result<(Vec<Shard>, u64), Rejected> {
         let mut expired = 0u64;
         let mut shards = Vec::with_capacity(range.len());
+        let mut buf = Vec::new();
         for i in range {
             let mut b = ShardBuilder::new(i, h.shard_slots[i] as usize);
-            for block in d.shard_blocks(i) {
-                b.add(block?, |e| places.accept(e, how, &mut expired))
-                    .map_err(|why| Rejected::new(CheckpointUse::Damaged, why))?;
+            let (start, len) = layout.shard_span(i);
+            let mut at = 0u64;
+            while at < len {
+                let n = (len - at).min((stride * BLOCKS_PER_READ) as u64) as usize;
+                buf.resize(n, 0);
+                read(start + at, &mut buf)
+                    .map_err(|e| Rejected::new(CheckpointUse::Unreadable, e.to_string()))?;
+                for block in layout.blocks(&buf, start + at) {
+                    b.add(block?, |e| places.accept(e, how, &mut expired))
+                        .map_err(|why| Rejected::new(CheckpointUse::Damaged, why))?;
+                }
+                at += n as u64;
             }
             shards.push(b.finish());
         }
@@ -328,8 +387,8 @@ fn build_keydir(d: &Decoded<'_>, how: &LoadOptions) -> Result<(KeyDir, u64), Rej
 /// # Errors
 /// Why the slots were refused.
 #[cfg(feature = "__test_hooks")]
-pub(crate) fn entries_for_fuzzing(d: &Decoded<'_>) -> Result<u64, String> {
-    if usize::from(d.header.slot_len) != SLOT_BYTES {
+pub(crate) fn entries_for_fuzzing(bytes: &[u8], d: &Decoded<'_>) -> Result<u64, String> {
+    if usize::from(d.header().slot_len) != SLOT_BYTES {
         return Err("another slot length".into());
     }
     let how = LoadOptions {
@@ -337,9 +396,9 @@ pub(crate) fn entries_for_fuzzing(d: &Decoded<'_>) -> Result<u64, String> {
         now_ms: 0,
         use_mmap: false,
     };
-    let (k, _) = build_keydir(d, &how).map_err(|r| r.detail)?;
+    let (k, _) = build_keydir(&d.layout, &in_memory(bytes), &how).map_err(|r| r.detail)?;
     let n = k.raw_len();
-    if n > d.header.total_slots() {
+    if n > d.header().total_slots() {
         return Err("more entries than slots".into());
     }
     Ok(n)
@@ -427,14 +486,14 @@ pub(crate) fn would_use(
         Ok(d) => d,
         Err(r) => return (None, r.why),
     };
-    let about = Some((d.header.written_at_ms, d.header.total_slots()));
+    let about = Some((d.header().written_at_ms, d.header().total_slots()));
     if d.check_all_blocks().is_err() {
         return (about, CheckpointUse::Damaged);
     }
     if listing.manifest {
         return (about, CheckpointUse::Stale);
     }
-    match check_files(vfs, dir, &d.header, &listing.segments) {
+    match check_files(vfs, dir, d.header(), &listing.segments) {
         Ok(()) => (about, CheckpointUse::Used),
         Err(r) => (about, r.why),
     }
@@ -476,7 +535,7 @@ pub(crate) fn compare_with_files(
         return Ok(Checked::Unusable("a compaction was interrupted".into()));
     }
     let ids: Vec<u32> = pinned.segments.keys().copied().collect();
-    if let Err(r) = check_files(vfs, dir, &d.header, &ids) {
+    if let Err(r) = check_files(vfs, dir, d.header(), &ids) {
         return Ok(Checked::Unusable(r.detail));
     }
     let how = LoadOptions {
@@ -484,7 +543,7 @@ pub(crate) fn compare_with_files(
         now_ms,
         use_mmap: false,
     };
-    let from_checkpoint = match build_keydir(&d, &how) {
+    let from_checkpoint = match build_keydir(&d.layout, &in_memory(bytes), &how) {
         Ok((k, _)) => k,
         Err(r) => return Ok(Checked::Unusable(r.detail)),
     };
@@ -502,7 +561,7 @@ pub(crate) fn compare_with_files(
         &loads,
         now_ms,
         super::merge::ExpiredAtOpen::Keep,
-        Some(d.header.seed),
+        Some(d.header().seed),
     )
     .keydir;
     Ok(match first_difference(&from_checkpoint, &rebuilt) {

@@ -188,13 +188,13 @@ fn from_checkpoint(
     opts: &Options,
     now: u64,
 ) -> std::result::Result<checkpoint::FromCheckpoint, CheckpointUse> {
-    let bytes = match found {
+    let (file, len) = match found {
         checkpoint::Found::None => return Err(CheckpointUse::Missing),
         checkpoint::Found::Unreadable(e) => {
             log::info!("not using the index checkpoint: {e}");
             return Err(CheckpointUse::Unreadable);
         }
-        checkpoint::Found::Bytes(b) => b,
+        checkpoint::Found::File(f, len) => (f, len),
     };
     let path = checkpoint::path(dir);
     if interrupted {
@@ -206,7 +206,7 @@ fn from_checkpoint(
         now_ms: now,
         use_mmap: opts.use_mmap,
     };
-    checkpoint::load(vfs, dir, &bytes, &listing.segments, &how).map_err(|r| {
+    checkpoint::load(vfs, dir, &*file, len, &listing.segments, &how).map_err(|r| {
         log::info!(
             "not using {} ({}): {}; opening from hints and segments",
             path.display(),
