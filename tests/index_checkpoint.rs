@@ -450,6 +450,10 @@ fn verify_checks_it_stats_shows_it_and_repair_drops_it() {
     assert_eq!(info.usable, CheckpointUse::Used);
     assert_eq!(info.bytes, good.len() as u64);
     assert_eq!(info.written_at_ms, Some(cairn::Clock::now_unix_ms(&clock)));
+    // A sound checkpoint: repair has nothing to do.
+    let r = cairn::repair(t.path(), false).expect("repair");
+    assert!(!r.checkpoint_removed && r.segments.is_empty());
+    assert!(t.path().join(CKPT).exists());
 
     // Damaged: unusable, not corruption; open ignores it.
     let mut damaged = good.clone();

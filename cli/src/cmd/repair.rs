@@ -39,10 +39,17 @@ pub fn repair(dir: &Path, dry_run: bool, out: &mut impl Write) -> Result<u8> {
     } else if segments == 0 && checkpoints == 0 {
         writeln!(out, "nothing to repair")?;
     } else if dry_run {
-        writeln!(
-            out,
-            "would rewrite {segments} segments keeping {records} records (dry run: nothing changed)"
-        )?;
+        if segments > 0 {
+            writeln!(
+                out,
+                "would rewrite {segments} segments keeping {records} records (dry run: nothing changed)"
+            )?;
+        } else {
+            writeln!(
+                out,
+                "would delete the index checkpoint (dry run: nothing changed)"
+            )?;
+        }
     } else {
         out.flush()?;
         let to_do = plans
@@ -100,8 +107,9 @@ fn write_plan(plan: &RepairReport, out: &mut impl Write) -> Result<()> {
     if plan.checkpoint_removed && plan.unrepairable.is_empty() {
         writeln!(
             out,
-            "drop: the index checkpoint (index.ckpt): open then rebuilds the index from hints \
-             and segments, and the next clean close writes a new one"
+            "drop: the index checkpoint (index.ckpt), which differs from the segments or \
+             would be stale after the rewrite: open then rebuilds the index from hints and \
+             segments, and the next clean close writes a new one"
         )?;
     }
     for (p, why) in &plan.unrepairable {
