@@ -744,7 +744,7 @@ impl ShardBuilder {
         bytes: &[u8],
         mut accept: impl FnMut(&IndexEntry) -> std::result::Result<bool, &'static str>,
     ) -> std::result::Result<(), &'static str> {
-        if bytes.len() % SLOT_BYTES != 0 {
+        if !bytes.len().is_multiple_of(SLOT_BYTES) {
             return Err("a block that is not whole slots");
         }
         for b in bytes.chunks_exact(SLOT_BYTES) {
