@@ -510,3 +510,26 @@ fn verify_checks_it_stats_shows_it_and_repair_drops_it() {
     let db = opts(&clock).read_only(true).open(t.path()).expect("open");
     check(&db, &clock, &m);
 }
+
+/// A temporary checkpoint left by a crash during close is a stray file: a
+/// read-only open leaves it (and still uses the checkpoint), a writable
+/// open removes it.
+#[test]
+fn a_leftover_temporary_checkpoint_is_removed_by_a_writable_open() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START_MS);
+    let mut m = Model::new();
+    let bytes = closed_store(t.path(), &clock, &mut m, 16);
+    let tmp = t.path().join(".ckpt-a1B2c3D4.tmp");
+    std::fs::write(&tmp, &bytes[..bytes.len() / 2]).expect("write");
+    let db = opts(&clock).read_only(true).open(t.path()).expect("open");
+    assert_eq!(db.recovery_report().checkpoint, CheckpointUse::Used);
+    assert_eq!(db.recovery_report().removed_temp_files, 0);
+    drop(db);
+    assert!(tmp.exists());
+    let db = opts(&clock).open(t.path()).expect("open");
+    assert_eq!(db.recovery_report().checkpoint, CheckpointUse::Used);
+    assert_eq!(db.recovery_report().removed_temp_files, 1);
+    assert!(!tmp.exists());
+    check(&db, &clock, &m);
+}
