@@ -106,6 +106,18 @@ impl Core {
                 );
                 return Ok(None);
             }
+            // The hint as it is on disk: an open uses the checkpoint only
+            // while every hint is still the one the index was built with
+            // (deleting a hint that disagrees with its segment must make
+            // the next open scan the segment).
+            let hint = match vfs
+                .open(&names::hint_path(&self.dir, id), OpenMode::Read)
+                .and_then(|h| h.len())
+            {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+                Err(e) => return Err(e),
+            };
             segments.push(SegmentInfo {
                 id,
                 salt,
@@ -113,7 +125,7 @@ impl Core {
                 file_len,
                 dead: s.dead,
                 kept: s.kept,
-                hint: s.hint,
+                hint,
                 min_seq: s.min_seq,
             });
         }

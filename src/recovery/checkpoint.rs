@@ -251,8 +251,9 @@ fn in_memory(bytes: &[u8]) -> impl Fn(u64, &mut [u8]) -> io::Result<()> + Sync +
 }
 
 /// Checks that the directory holds exactly the segments the checkpoint
-/// covers, each with its salt and length, that the active segment is the
-/// one it names, and that nothing was appended to it since.
+/// covers, each with its salt and length and its hint file of the length
+/// it had (or none), that the active segment is the one it names, and
+/// that nothing was appended to it since.
 ///
 /// # Errors
 /// What differs.
@@ -284,6 +285,22 @@ pub(crate) fn check_files(
         let info = segment::header_info(&p, &header, s.id).map_err(|e| stale(e.to_string()))?;
         if info.salt != s.salt {
             return Err(stale("another salt (a different file)".into()));
+        }
+        let hint = match vfs
+            .open(&names::hint_path(dir, s.id), OpenMode::Read)
+            .and_then(|h| h.len())
+        {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(stale(e.to_string())),
+        };
+        if hint != s.hint {
+            // The index may have been built from the hint it replaced (a
+            // hint deleted because it disagrees with its segment, say).
+            return Err(stale(format!(
+                "its hint file is {hint} bytes, it covers one of {}",
+                s.hint
+            )));
         }
         if !info.compacted {
             newest_writer_segment = Some((s.id, info.version));
