@@ -30,6 +30,18 @@ pub fn decode_hint(bytes: &[u8], id: u32, segment_len: u64, salt: u32) -> Result
         .map_err(|e| e.to_string())
 }
 
+/// Decodes `bytes` as an index checkpoint and, when its slots are this
+/// build's length, builds the index from them as open does (every block's
+/// CRC and every slot's place checked; the probe hash is not, so that
+/// mutated inputs reach the slots). Returns the number of entries.
+///
+/// # Errors
+/// Why the checkpoint was refused.
+pub fn decode_checkpoint(bytes: &[u8]) -> Result<u64, String> {
+    let d = crate::format::checkpoint::decode(bytes).map_err(|e| e.to_string())?;
+    crate::recovery::checkpoint::entries_for_fuzzing(bytes, &d)
+}
+
 /// Scans `bytes` as segment 1 (active or sealed, strict or salvage);
 /// returns the number of entries found.
 ///

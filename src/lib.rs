@@ -113,11 +113,12 @@ pub use format::record::{RecordKind, MAX_KEY_BYTES, MAX_VALUE_BYTES};
 pub use iter::ScanPrefix;
 pub use keyspace::MAX_KEYSPACE_NAME_BYTES;
 pub use options::{Options, RecoveryMode, SyncPolicy, MAX_SEGMENT_BYTES, MIN_SEGMENT_BYTES};
-pub use recovery::{RecoveryReport, SkippedRange};
+pub use recovery::{CheckpointUse, RecoveryReport, SkippedRange};
 pub use stats::{SegmentStats, Stats};
 pub use tools::backup::{backup, BackupReport};
 pub use tools::inspect::{
-    hint_path, read_segment, segment_ids, segment_path, SegmentEntry, SegmentFiles,
+    checkpoint_info, hint_path, read_segment, segment_ids, segment_path, CheckpointInfo,
+    SegmentEntry, SegmentFiles,
 };
 pub use tools::repair::{repair, RepairReport};
 pub use tools::verify::{verify, Problem, ProblemKind, VerifyReport};

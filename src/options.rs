@@ -72,6 +72,7 @@ pub struct Options {
     pub(crate) compaction_interval_ms: u64,
     pub(crate) stall_writes: bool,
     pub(crate) warm_up_after_open: bool,
+    pub(crate) index_checkpoint_at_close: bool,
     pub(crate) clock: Arc<dyn Clock>,
     /// The file layer: the real file system unless `Options::vfs` says
     /// otherwise.
@@ -112,6 +113,7 @@ impl std::fmt::Debug for Options {
             .field("compaction_interval_ms", &self.compaction_interval_ms)
             .field("stall_writes", &self.stall_writes)
             .field("warm_up_after_open", &self.warm_up_after_open)
+            .field("index_checkpoint_at_close", &self.index_checkpoint_at_close)
             .finish_non_exhaustive()
     }
 }
@@ -156,6 +158,7 @@ impl Options {
             compaction_interval_ms: 1000,
             stall_writes: true,
             warm_up_after_open: true,
+            index_checkpoint_at_close: true,
             clock: Arc::new(SystemClock),
             vfs: Arc::new(crate::fs::RealFs),
             #[cfg(feature = "__test_hooks")]
@@ -413,6 +416,38 @@ impl Options {
     #[must_use]
     pub fn warm_up_after_open(mut self, on: bool) -> Options {
         self.warm_up_after_open = on;
+        self
+    }
+
+    /// Whether a clean close of a writable handle writes an index
+    /// checkpoint (`index.ckpt`): the in-memory index as it is, so that the
+    /// next open loads it instead of rebuilding it from every hint file.
+    /// Default: on.
+    ///
+    /// The next open uses it only when the directory holds exactly the
+    /// files it describes (same segments, salts and lengths, nothing
+    /// written since); otherwise, or when it is damaged, open logs why and
+    /// rebuilds the index from hints and segments as without it: slower,
+    /// never different. A writable open deletes it before it writes
+    /// anything, so a store that was not closed cleanly since has none.
+    /// [`RecoveryReport::checkpoint`](crate::RecoveryReport) says whether
+    /// an open used it. Writing it adds to close the time to write the
+    /// index's slots (33 bytes a key) and two fsyncs; docs/benchmarks.md
+    /// ("Open from an index checkpoint") has the figures.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Options::new()
+    ///     .index_checkpoint_at_close(false)
+    ///     .open(dir.path())?;
+    /// db.put("k", "v")?;
+    /// db.close()?;
+    /// assert!(!dir.path().join("index.ckpt").exists());
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    #[must_use]
+    pub fn index_checkpoint_at_close(mut self, on: bool) -> Options {
+        self.index_checkpoint_at_close = on;
         self
     }
 

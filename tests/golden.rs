@@ -15,6 +15,12 @@
 //! `tests/fixtures/v2-expiry/` pins the records version 2 added: puts
 //! flagged expiry-only (`expire`, `persist`) and a tombstone flagged
 //! expired (the expiry sweep).
+//!
+//! `tests/fixtures/v2-checkpoint/` is the `v2` store with the index
+//! checkpoint (`index.ckpt`, checkpoint format 1) a clean close wrote: it
+//! must open through the checkpoint with the same contents. Its hash seed
+//! is random, so its slots are not byte-reproducible; `CAIRN_BLESS=1`
+//! writes it anew (the segment must stay the `v2` one).
 
 mod common;
 
@@ -45,6 +51,11 @@ fn v2_fixture_dir() -> PathBuf {
 /// The expiry records of format version 2, as the writer writes them now.
 fn v2_expiry_fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2-expiry")
+}
+
+/// The v2 store with the index checkpoint a clean close wrote.
+fn checkpoint_fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2-checkpoint")
 }
 
 /// The fixed operations behind the fixture.
@@ -288,7 +299,7 @@ fn golden_expiry_directory_opens_with_the_same_contents() {
     assert_eq!(db.len().expect("len"), 1);
 }
 
-fn check_contents(fixture: &Path) {
+fn check_contents(fixture: &Path) -> cairn::CheckpointUse {
     let t = tempfile::tempdir().expect("tempdir");
     copy_dir(fixture, t.path());
     let clock = ManualClock::new(NOW_MS + 1_000);
@@ -312,4 +323,53 @@ fn check_contents(fixture: &Path) {
     clock.advance(Duration::from_secs(59));
     assert_eq!(db.get("ttl").expect("get"), None, "expired at NOW+60s");
     assert_eq!(db.len().expect("len"), 5);
+    db.recovery_report().checkpoint
+}
+
+#[test]
+fn golden_checkpoint_opens_through_it_with_the_same_contents() {
+    let fixture = checkpoint_fixture_dir();
+    if std::env::var_os("CAIRN_BLESS").is_some() {
+        let t = tempfile::tempdir().expect("tempdir");
+        copy_dir(&v2_fixture_dir(), t.path());
+        let db = Options::new()
+            .clock(ManualClock::new(NOW_MS))
+            .expiry_sweep_interval_ms(0)
+            .open(t.path())
+            .expect("open");
+        db.close().expect("close");
+        std::fs::create_dir_all(&fixture).expect("mkdir");
+        for name in ["0000000001.seg", "index.ckpt"] {
+            std::fs::copy(t.path().join(name), fixture.join(name)).expect("bless");
+        }
+    }
+    // The segment is the v2 fixture's: the checkpoint covers it as it is.
+    assert_eq!(
+        std::fs::read(fixture.join("0000000001.seg")).expect("fixture"),
+        std::fs::read(v2_fixture_dir().join("0000000001.seg")).expect("v2 fixture")
+    );
+    let ckpt = std::fs::read(fixture.join("index.ckpt")).expect("checkpoint fixture");
+    assert_eq!(&ckpt[0..8], b"CAIRNIDX", "magic");
+    assert_eq!(u16::from_le_bytes([ckpt[8], ckpt[9]]), 1, "format version");
+    assert_eq!(le_u32(&ckpt, 12), 1, "one segment");
+    assert_eq!(
+        le_u32(&ckpt, 48),
+        0,
+        "the active segment is the first listed"
+    );
+    let slots: u64 = (0..64).map(|i| le_u64(&ckpt, 52 + 8 * i)).sum();
+    assert_eq!(slots, 6, "six keys");
+    assert_eq!(le_u64(&ckpt, ckpt.len() - 16), 6, "footer count");
+    assert_eq!(&ckpt[ckpt.len() - 8..ckpt.len() - 4], b"IEND");
+    assert_eq!(
+        le_u32(&ckpt, 564 + 56),
+        crc32c_bitwise(&ckpt[..564 + 56]),
+        "header checksum"
+    );
+    assert_eq!(check_contents(&fixture), cairn::CheckpointUse::Used);
+    // The fixtures without a checkpoint open from their segments.
+    assert_eq!(
+        check_contents(&v2_fixture_dir()),
+        cairn::CheckpointUse::Missing
+    );
 }

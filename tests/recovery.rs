@@ -27,11 +27,15 @@ type State = BTreeMap<Vec<u8>, Vec<u8>>;
 // ----- helpers ----------------------------------------------------------------
 
 /// Durable writes, small enough segments that preallocation stays cheap.
+/// No index checkpoint: these tests check what open finds in hints and
+/// segments, which an open from a checkpoint does not read
+/// (tests/index_checkpoint.rs covers that).
 fn opts() -> Options {
     Options::new()
         .sync_policy(SyncPolicy::Always)
         .max_segment_bytes(64 << 10)
         .expiry_sweep_interval_ms(0)
+        .index_checkpoint_at_close(false)
 }
 
 /// Tiny segments, to get several of them.

@@ -165,7 +165,7 @@ pub enum Command {
     /// Rewrite damaged segments (of the store and of each keyspace) with
     /// every record that passes its checksum.
     #[command(
-        after_help = "The originals are copied to <dir>.repair-backup-<unix ms> first; each segment is replaced atomically; valid records after a damaged range are kept (a batch only whole). It prints what it drops before dropping it; a second run changes nothing. Dropping a damaged tombstone can bring back an older value of its key from another segment.\n\nExample:\n  cairn repair ./data --dry-run\n  cairn repair ./data"
+        after_help = "The originals are copied to <dir>.repair-backup-<unix ms> first; each segment is replaced atomically; valid records after a damaged range are kept (a batch only whole). It prints what it drops before dropping it; a second run changes nothing. Dropping a damaged tombstone can bring back an older value of its key from another segment. An index checkpoint (index.ckpt) whose entries differ from the segments (verify's checkpoint-mismatch), or any when a segment is rewritten, is deleted: the next open rebuilds the index from hints and segments, and the next clean close writes a new checkpoint.\n\nExample:\n  cairn repair ./data --dry-run\n  cairn repair ./data"
     )]
     Repair {
         /// The store directory.

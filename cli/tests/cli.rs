@@ -57,9 +57,20 @@ fn every_command_on_a_fresh_directory() {
         "{}",
         stdout(&o)
     );
+    // Every command closed the store cleanly: an index checkpoint of the
+    // three keys, which an open would use.
+    assert!(
+        stdout(&o).lines().any(|l| l.starts_with("index checkpoint")
+            && l.contains(", 3 keys;")
+            && l.ends_with("an open now uses it")),
+        "{}",
+        stdout(&o)
+    );
     let o = cairn(&["stats", d, "--json"]);
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).expect("json");
     assert_eq!(v["live_keys"], 3);
+    assert_eq!(v["index_checkpoint"]["keys"], 3, "{v}");
+    assert_eq!(v["index_checkpoint"]["open_uses_it"], true, "{v}");
     assert_eq!(v["segments"][0]["active"], true);
     assert_eq!(v["segments"][0]["records"], 6, "{v}");
     assert_eq!(v["segments"][0]["min_seq"], 1);

@@ -131,6 +131,7 @@ impl DirInput {
                     (hint_name(id), body.to_vec())
                 }
                 _ if d & 0x40 != 0 => (format!(".hint-{id}.tmp"), body.to_vec()),
+                _ if d & 0xe0 == 0x80 => ("index.ckpt".to_string(), body.to_vec()),
                 _ if d & 0x20 != 0 => {
                     let ids: Vec<u32> = body.iter().map(|&b| u32::from(b % 10)).collect();
                     (MANIFEST_NAME.to_string(), format::encode_manifest(&ids))

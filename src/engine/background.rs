@@ -407,8 +407,10 @@ impl Core {
                         .group
                         .as_ref()
                         .map_or(Ok(()), |g| self.sync_result(g.sync_all(), g.current().id));
-                    if synced.is_ok() {
-                        self.write_close_marks(&mut w);
+                    if synced.is_ok() && self.write_close_marks(&mut w) && !self.is_poisoned() {
+                        // Everything is durable and nothing can write
+                        // any more: the index as it is describes the files.
+                        self.write_checkpoint(&w);
                     }
                     synced
                 }

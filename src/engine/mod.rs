@@ -6,6 +6,7 @@
 //! * `read.rs`: the read path, from the index to a segment;
 //! * `background.rs`: the background thread (periodic fsync, hint files,
 //!   the expiry sweep), the write stall and closing;
+//! * `checkpoint.rs`: writing the index checkpoint at a clean close;
 //! * `warm_up.rs`: the warm-up after open (reading the log once, so that
 //!   the first reads after a cold restart are served from the page cache);
 //! * `txn.rs`: read-modify-write transactions;
@@ -13,6 +14,7 @@
 
 mod background;
 mod backup;
+mod checkpoint;
 mod open;
 mod read;
 pub(crate) mod txn;

@@ -352,11 +352,18 @@ impl Core {
     /// The marks only add protection: nothing acknowledged depends on
     /// them, so a failure to write or fsync them is logged, not returned
     /// (the fsync is still never retried, and nothing is written after it).
-    pub(super) fn write_close_marks(&self, w: &mut Writer) {
-        let Some(group) = &self.group else { return };
+    /// Returns whether the segment now ends as a clean close leaves it:
+    /// with durable close marks, or holding no record.
+    pub(super) fn write_close_marks(&self, w: &mut Writer) -> bool {
+        let Some(group) = &self.group else {
+            return false;
+        };
         let len = w.active.len.load(Ordering::Acquire);
-        if len <= SEGMENT_HEADER_LEN || w.closed_end == len || self.is_poisoned() {
-            return;
+        if self.is_poisoned() {
+            return false;
+        }
+        if len <= SEGMENT_HEADER_LEN || w.closed_end == len {
+            return true;
         }
         w.buf.clear();
         for _ in 0..2 {
@@ -365,7 +372,7 @@ impl Core {
         let id = w.active.id;
         if let Err(e) = fs::write_all_at(&*w.active.file, &w.buf, len) {
             log::warn!("could not write the close marks of segment {id}: {e}");
-            return;
+            return false;
         }
         let end = len + w.buf.len() as u64;
         if let Some(t) = &w.active.tail {
@@ -383,11 +390,15 @@ impl Core {
         }
         let file = w.active.file.clone();
         match group.sync_exclusively((id, end), || file.sync_data()) {
-            Ok(()) => w.closed_end = end,
+            Ok(()) => {
+                w.closed_end = end;
+                true
+            }
             Err(SyncError::Failed(e)) => {
                 log::warn!("could not fsync the close marks of segment {id}: {e}");
+                false
             }
-            Err(SyncError::Poisoned(_)) => {}
+            Err(SyncError::Poisoned(_)) => false,
         }
     }
 

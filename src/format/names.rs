@@ -25,6 +25,11 @@ pub(crate) const HINT_TMP_PREFIX: &str = ".hint-";
 pub(crate) const MANIFEST_TMP_PREFIX: &str = ".manifest-";
 /// Prefix of the temporary file `repair` writes a new segment to.
 pub(crate) const REPAIR_TMP_PREFIX: &str = ".repair-";
+/// The index checkpoint (`format/checkpoint.rs`): written at a clean close,
+/// deleted by the next writable open before it writes anything.
+pub(crate) const CHECKPOINT_FILE: &str = "index.ckpt";
+/// Prefix of the temporary file the index checkpoint is written to.
+pub(crate) const CHECKPOINT_TMP_PREFIX: &str = ".ckpt-";
 /// Prefix of a compaction output segment until it is renamed into place.
 const COMPACT_TMP_PREFIX: &str = ".compact-";
 /// The length of the random part of an atomic write's temporary file name
@@ -49,7 +54,7 @@ pub(crate) fn compact_temp_path(dir: &Path, id: u32) -> PathBuf {
 }
 
 /// Whether `name` is one of the temporary files cairn writes, exactly:
-/// `.compact-` and a 10-digit id, or `.hint-`, `.manifest-` or `.repair-`
+/// `.compact-` and a 10-digit id, or `.hint-`, `.manifest-`, `.repair-` or `.ckpt-`
 /// and 6 to 8 ASCII letters or digits (what `Vfs::write_atomic` adds),
 /// each followed by `.tmp`. Open removes these, and only these.
 pub(crate) fn is_temp_file(name: &str) -> bool {
@@ -59,20 +64,29 @@ pub(crate) fn is_temp_file(name: &str) -> bool {
     if let Some(id) = stem.strip_prefix(COMPACT_TMP_PREFIX) {
         return id.len() == 10 && id.bytes().all(|b| b.is_ascii_digit());
     }
-    [HINT_TMP_PREFIX, MANIFEST_TMP_PREFIX, REPAIR_TMP_PREFIX]
-        .iter()
-        .filter_map(|p| stem.strip_prefix(p))
-        .any(|r| {
-            (6..=TMP_RANDOM_LEN).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_alphanumeric())
-        })
+    [
+        HINT_TMP_PREFIX,
+        MANIFEST_TMP_PREFIX,
+        REPAIR_TMP_PREFIX,
+        CHECKPOINT_TMP_PREFIX,
+    ]
+    .iter()
+    .filter_map(|p| stem.strip_prefix(p))
+    .any(|r| {
+        (6..=TMP_RANDOM_LEN).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
 }
 
 /// Whether `name`, an entry of a directory, is one cairn puts in a store
 /// directory: the lock, a segment, a hint, the compaction manifest, the
-/// keyspaces directory, one of its temporary files or the marker of a
-/// backup being written.
+/// keyspaces directory, the index checkpoint, one of its temporary files or
+/// the marker of a backup being written.
 pub(crate) fn is_store_entry(name: &str) -> bool {
-    name == LOCK_FILE || name == BACKUP_INCOMPLETE || is_store_evidence(name) || is_temp_file(name)
+    name == LOCK_FILE
+        || name == BACKUP_INCOMPLETE
+        || name == CHECKPOINT_FILE
+        || is_store_evidence(name)
+        || is_temp_file(name)
 }
 
 /// Whether the entry `name` shows that its directory is a store: a
@@ -125,6 +139,7 @@ mod tests {
             ".hint-0123abcd.tmp",
             ".manifest-a1B2c3.tmp",
             ".repair-zzzzzzzz.tmp",
+            ".ckpt-a1B2c3d4.tmp",
         ] {
             assert!(is_temp_file(ours), "{ours}");
             assert!(is_store_entry(ours), "{ours}");
@@ -155,6 +170,7 @@ mod tests {
             "0000000001.hint",
             "COMPACTION",
             "keyspaces",
+            "index.ckpt",
         ] {
             assert!(is_store_entry(e), "{e}");
         }

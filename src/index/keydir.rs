@@ -277,7 +277,9 @@ pub(crate) struct KeyDir {
     /// Each shard's bucket count when it was presized (for the memory
     /// order of a bulk load).
     presized_buckets: [u64; SHARDS],
-    hasher: foldhash::fast::RandomState,
+    /// foldhash with a per-store seed (see "The index checkpoint" below).
+    hasher: foldhash::fast::FixedState,
+    seed: u64,
 }
 
 impl KeyDir {
@@ -286,8 +288,14 @@ impl KeyDir {
         KeyDir::with_capacity(0)
     }
 
-    /// An index with room for about `keys` keys without growing.
+    /// An index with room for about `keys` keys without growing, hashing
+    /// with a new random seed.
     pub(crate) fn with_capacity(keys: usize) -> KeyDir {
+        KeyDir::with_capacity_seeded(keys, crate::util::rand::FastRng::new().next_u64())
+    }
+
+    /// [`KeyDir::with_capacity`] with the hash seed `seed`.
+    pub(crate) fn with_capacity_seeded(keys: usize, seed: u64) -> KeyDir {
         let mut presized_buckets = [1u64; SHARDS];
         let shards = (0..SHARDS)
             .map(|i| {
@@ -300,7 +308,8 @@ impl KeyDir {
         KeyDir {
             shards,
             presized_buckets,
-            hasher: foldhash::fast::RandomState::default(),
+            hasher: foldhash::fast::FixedState::with_seed(seed),
+            seed,
         }
     }
 
@@ -616,6 +625,164 @@ impl KeyDir {
     }
 }
 
+// ---------------------------------------------------------------------
+// The index checkpoint (`format/checkpoint.rs`): slots as bytes, a shard's
+// slots exported in memory order, and shards rebuilt from them without
+// reading any key. Only `Slot::to_bytes` and `Slot::from_bytes` know the
+// slot's fields.
+//
+// The hash is foldhash's with a 64-bit seed of the store's (random, kept
+// in the checkpoint so that its slots' hash bits stay valid; an open
+// without one draws a new seed) and foldhash's fixed shared seed:
+// `FixedState::with_seed(seed)` is `SeedableRandomState::with_seed(seed,
+// SharedSeed::global_fixed())` in 8 bytes.
+// ---------------------------------------------------------------------
+
+const _: () = assert!(SHARDS == crate::format::checkpoint::SHARDS);
+
+impl Slot {
+    /// The slot's bytes, as they lie in memory.
+    fn to_bytes(self) -> [u8; SLOT_BYTES] {
+        let mut b = [0u8; SLOT_BYTES];
+        let mut at = 0;
+        for f in [
+            &self.hash[..],
+            &self.file_id,
+            &self.offset,
+            &self.expires_at_ms,
+        ] {
+            b[at..at + f.len()].copy_from_slice(f);
+            at += f.len();
+        }
+        b
+    }
+
+    /// The slot of [`Slot::to_bytes`]'s bytes (`b` is [`SLOT_BYTES`] long).
+    fn from_bytes(b: &[u8]) -> Slot {
+        fn take<const N: usize>(b: &[u8], at: &mut usize) -> [u8; N] {
+            let mut f = [0u8; N];
+            f.copy_from_slice(&b[*at..*at + N]);
+            *at += N;
+            f
+        }
+        let at = &mut 0;
+        Slot {
+            hash: take(b, at),
+            file_id: take(b, at),
+            offset: take(b, at),
+            expires_at_ms: take(b, at),
+        }
+    }
+}
+
+impl KeyDir {
+    /// The seed of this index's hash.
+    pub(crate) fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The 64-bit hash of `key` with seed `seed`: what an index with that
+    /// seed computes (a checkpoint's probe is checked with it).
+    pub(crate) fn hash_with_seed(seed: u64, key: &[u8]) -> u64 {
+        foldhash::fast::FixedState::with_seed(seed).hash_one(key)
+    }
+
+    /// The number of slots of each shard.
+    pub(crate) fn shard_lens(&self) -> [u64; SHARDS] {
+        let mut n = [0u64; SHARDS];
+        for (i, n) in n.iter_mut().enumerate() {
+            *n = self.read_shard(i).len() as u64;
+        }
+        n
+    }
+
+    /// Appends the bytes of shard `i`'s slots to `out`, in the table's
+    /// memory order.
+    pub(crate) fn export_shard(&self, i: usize, out: &mut Vec<u8>) {
+        let shard = self.read_shard(i);
+        out.reserve(shard.len() * SLOT_BYTES);
+        for s in shard.table.iter() {
+            out.extend_from_slice(&s.to_bytes());
+        }
+    }
+
+    /// An index of the shards `shards` (all [`SHARDS`] of them, in order,
+    /// each built by a [`ShardBuilder`] of its number), hashing with `seed`.
+    pub(crate) fn from_shards(seed: u64, shards: Vec<Shard>) -> KeyDir {
+        debug_assert_eq!(shards.len(), SHARDS);
+        let mut presized_buckets = [1u64; SHARDS];
+        for (b, s) in presized_buckets.iter_mut().zip(&shards) {
+            *b = buckets_of(&s.table);
+        }
+        KeyDir {
+            shards: shards.into_iter().map(RwLock::new).collect(),
+            presized_buckets,
+            hasher: foldhash::fast::FixedState::with_seed(seed),
+            seed,
+        }
+    }
+}
+
+/// Builds one shard from a checkpoint's slot bytes, inserting each slot by
+/// its stored hash bits into a table presized for them.
+pub(crate) struct ShardBuilder {
+    index: usize,
+    shard: Shard,
+}
+
+impl ShardBuilder {
+    /// Shard `index`, with room for `slots` slots.
+    pub(crate) fn new(index: usize, slots: usize) -> ShardBuilder {
+        ShardBuilder {
+            index,
+            shard: Shard {
+                table: HashTable::with_capacity(slots),
+                ttl_keys: 0,
+            },
+        }
+    }
+
+    /// Adds the slots in `bytes` (whole slots of [`SLOT_BYTES`]). `accept`
+    /// sees each slot's entry: `Ok(true)` keeps it, `Ok(false)` leaves it
+    /// out, `Err` refuses the checkpoint.
+    ///
+    /// # Errors
+    /// `bytes` is not whole slots, a slot belongs to another shard, or
+    /// `accept` refused one.
+    pub(crate) fn add(
+        &mut self,
+        bytes: &[u8],
+        mut accept: impl FnMut(&IndexEntry) -> std::result::Result<bool, &'static str>,
+    ) -> std::result::Result<(), &'static str> {
+        if !bytes.len().is_multiple_of(SLOT_BYTES) {
+            return Err("a block that is not whole slots");
+        }
+        for b in bytes.chunks_exact(SLOT_BYTES) {
+            let s = Slot::from_bytes(b);
+            let h40 = s.h40();
+            if usize::from(STAGGER[(h40 & 0xfff) as usize]) != self.index {
+                return Err("a slot in another shard than its hash bits pick");
+            }
+            let e = s.entry();
+            if !accept(&e)? {
+                continue;
+            }
+            if s.has_ttl() {
+                self.shard.ttl_keys += 1;
+            }
+            self.shard
+                .table
+                .insert_unique(table_hash(h40), s, |s| table_hash(s.h40()));
+        }
+        Ok(())
+    }
+
+    /// The shard built.
+    pub(crate) fn finish(self) -> Shard {
+        self.shard
+    }
+}
+
 /// A table's bucket count (hashbrown keeps at most 7/8 of them full).
 fn buckets_of(table: &HashTable<Slot>) -> u64 {
     (table.capacity().saturating_mul(8).div_ceil(7))
@@ -728,6 +895,45 @@ mod tests {
                 value_len: 3,
             }))
         }
+    }
+
+    #[test]
+    fn a_checkpoint_of_the_slots_rebuilds_the_same_index() {
+        let log = FakeLog::default();
+        let kd = KeyDir::with_capacity_seeded(0, 77);
+        for i in 0..5000u32 {
+            let k = i.to_le_bytes();
+            let e = log.record(
+                &k,
+                u64::from(i) + 1,
+                if i % 3 == 0 { 1000 + u64::from(i) } else { 0 },
+            );
+            assert_eq!(kd.insert(&k, e, &log).ok(), Some(None));
+        }
+        let lens = kd.shard_lens();
+        let mut shards = Vec::new();
+        for (i, &n) in lens.iter().enumerate() {
+            let mut bytes = Vec::new();
+            kd.export_shard(i, &mut bytes);
+            assert_eq!(bytes.len(), n as usize * SLOT_BYTES);
+            let mut b = ShardBuilder::new(i, n as usize);
+            b.add(&bytes, |_| Ok(true)).expect("adds");
+            shards.push(b.finish());
+        }
+        let back = KeyDir::from_shards(kd.seed(), shards);
+        assert_eq!(back.raw_len(), 5000);
+        assert_eq!(back.ttl_len(), kd.ttl_len());
+        assert_eq!(KeyDir::hash_with_seed(77, b"x"), kd.hash(b"x"));
+        for i in 0..5000u32 {
+            let k = i.to_le_bytes();
+            assert_eq!(back.get(&k, &log).ok(), kd.get(&k, &log).ok(), "{i}");
+        }
+        // A slot put into another shard is refused.
+        let mut bytes = Vec::new();
+        kd.export_shard(0, &mut bytes);
+        let mut wrong = ShardBuilder::new(1, 10);
+        assert!(wrong.add(&bytes[..SLOT_BYTES], |_| Ok(true)).is_err());
+        assert!(wrong.add(&bytes[..SLOT_BYTES - 1], |_| Ok(true)).is_err());
     }
 
     #[test]

@@ -111,11 +111,34 @@ pub(crate) fn build_keydir(
     now_ms: u64,
     expired: ExpiredAtOpen,
 ) -> BuiltKeyDir {
+    build_keydir_seeded(loads, now_ms, expired, None)
+}
+
+/// [`build_keydir`] hashing with `seed` (`None`: a new random one), as
+/// `verify` does to compare an index checkpoint with the index rebuilt
+/// from hints and segments.
+pub(crate) fn build_keydir_seeded(
+    loads: &[SegmentLoad],
+    now_ms: u64,
+    expired: ExpiredAtOpen,
+    seed: Option<u64>,
+) -> BuiltKeyDir {
     let total: usize = loads.iter().map(|l| l.entries.len()).sum();
-    merge_into_keydir(loads, now_ms, expired, total >= SORTED_MERGE_MIN_ENTRIES)
+    let keydir = match seed {
+        Some(seed) => KeyDir::with_capacity_seeded(total, seed),
+        None => KeyDir::with_capacity(total),
+    };
+    merge_into(
+        keydir,
+        loads,
+        now_ms,
+        expired,
+        total >= SORTED_MERGE_MIN_ENTRIES,
+    )
 }
 
 /// [`build_keydir`], with the sorted merge on or off.
+#[cfg(test)]
 fn merge_into_keydir(
     loads: &[SegmentLoad],
     now_ms: u64,
@@ -123,7 +146,18 @@ fn merge_into_keydir(
     sort: bool,
 ) -> BuiltKeyDir {
     let total: usize = loads.iter().map(|l| l.entries.len()).sum();
-    let keydir = KeyDir::with_capacity(total);
+    merge_into(KeyDir::with_capacity(total), loads, now_ms, expired, sort)
+}
+
+/// [`merge_into_keydir`] into `keydir`, presized for the loads' entries.
+fn merge_into(
+    keydir: KeyDir,
+    loads: &[SegmentLoad],
+    now_ms: u64,
+    expired: ExpiredAtOpen,
+    sort: bool,
+) -> BuiltKeyDir {
+    let total: usize = loads.iter().map(|l| l.entries.len()).sum();
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)

@@ -15,6 +15,9 @@
 //!
 //! * `dir.rs`: creating, locking and listing the directory, stray
 //!   temporary files, finding the active segment;
+//! * `checkpoint.rs`: the index checkpoint: taking it (a writable open
+//!   deletes it before it writes anything), checking it against the
+//!   directory, and the keydir from its slots;
 //! * `interrupted.rs`: finishing an interrupted compaction;
 //! * `load.rs`: loading segments (hints or scans) in parallel;
 //! * `pin.rs`, `snapshot.rs`: a snapshot's open, on a consistent set of
@@ -29,6 +32,7 @@
 //! [`Error::Corruption`]: crate::Error::Corruption
 
 mod active;
+pub(crate) mod checkpoint;
 mod dir;
 mod interrupted;
 mod load;
@@ -63,7 +67,7 @@ use segments::{open_sealed_segments, segment_stats};
 pub(crate) use dir::{find_active, is_store, list_dir, Listing};
 pub(crate) use load::{dedup_newest, scan_and_write_hint};
 pub(crate) use pin::{back_off, io_at, pin, Pinned, PinnedSegment};
-pub use report::{RecoveryReport, SkippedRange};
+pub use report::{CheckpointUse, RecoveryReport, SkippedRange};
 pub(crate) use scan::{find_next_valid, scan_segment};
 pub(crate) use segment_load::SegmentLoad;
 
@@ -127,15 +131,101 @@ impl RecoveredActive {
 /// their file operations.
 pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
     if opts.snapshot {
-        return snapshot::recover_snapshot(dir, opts);
+        let mut r = snapshot::recover_snapshot(dir, opts)?;
+        r.report.checkpoint = CheckpointUse::NotTried;
+        return Ok(r);
     }
     let vfs: &dyn Vfs = &*opts.vfs;
     ensure_dir(vfs, dir, opts)?;
     let lock = lock_dir(vfs, dir, opts)?;
+    // Before anything is written: a writable open deletes the checkpoint.
+    let found = checkpoint::take(vfs, dir, opts.read_only)?;
     let (finished_compaction, leave_out) = finish_interrupted(vfs, dir, opts.read_only)?;
     let (listing, removed_temp_files) = list_and_clean(vfs, dir, &leave_out, opts.read_only)?;
     let now = opts.clock.now_unix_ms();
     let started = Instant::now();
+    let interrupted = finished_compaction || !leave_out.is_empty();
+    let used = match from_checkpoint(vfs, dir, found, interrupted, &listing, opts, now) {
+        Ok(c) => c,
+        Err(why) => {
+            let mut r = recover_from_files(vfs, dir, opts, &listing, now)?;
+            r.lock = lock;
+            r.started = started;
+            r.report.finished_compaction = finished_compaction;
+            r.report.removed_temp_files = removed_temp_files;
+            r.report.checkpoint = why;
+            return Ok(r);
+        }
+    };
+    log::info!("{}: the index came from its checkpoint", dir.display());
+    Ok(Recovered {
+        lock,
+        report: RecoveryReport {
+            removed_temp_files,
+            checkpoint: CheckpointUse::Used,
+            ..RecoveryReport::default()
+        },
+        keydir: used.keydir,
+        seg_stats: used.seg_stats,
+        segments: used.segments,
+        active: used.active,
+        next_file_id: listing.segments.last().map_or(1, |&m| m + 1),
+        max_seq: used.max_seq,
+        expired_kept: used.expired_kept,
+        needs_hint: None,
+        started,
+    })
+}
+
+/// The index and the segments' accounting from the checkpoint `found`,
+/// when it matches the directory; else why not (logged).
+fn from_checkpoint(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    found: checkpoint::Found,
+    interrupted: bool,
+    listing: &Listing,
+    opts: &Options,
+    now: u64,
+) -> std::result::Result<checkpoint::FromCheckpoint, CheckpointUse> {
+    let (file, len) = match found {
+        checkpoint::Found::None => return Err(CheckpointUse::Missing),
+        checkpoint::Found::Unreadable(e) => {
+            log::info!("not using the index checkpoint: {e}");
+            return Err(CheckpointUse::Unreadable);
+        }
+        checkpoint::Found::File(f, len) => (f, len),
+    };
+    let path = checkpoint::path(dir);
+    if interrupted {
+        log::info!("not using {}: a compaction was interrupted", path.display());
+        return Err(CheckpointUse::Stale);
+    }
+    let how = checkpoint::LoadOptions {
+        drop_expired: opts.read_only,
+        now_ms: now,
+        use_mmap: opts.use_mmap,
+    };
+    checkpoint::load(vfs, dir, &*file, len, &listing.segments, &how).map_err(|r| {
+        log::info!(
+            "not using {} ({}): {}; opening from hints and segments",
+            path.display(),
+            r.why.name(),
+            r.detail
+        );
+        r.why
+    })
+}
+
+/// Opens from hints and segments: loads every segment (from its hint or by
+/// scanning it), fixes up the active segment and builds the keydir.
+fn recover_from_files(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    opts: &Options,
+    listing: &Listing,
+    now: u64,
+) -> Result<Recovered> {
     let active_id = find_active(vfs, dir, &listing.segments);
     let mut loads = load_all(
         vfs,
@@ -159,12 +249,7 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
             .map(|l| l.id);
         active = None;
     }
-    let report = report_of(
-        finished_compaction,
-        removed_temp_files,
-        tail.truncated,
-        &loads,
-    );
+    let report = report_of(false, 0, tail.truncated, &loads);
     // A writable open keeps the keys that expired while the store was
     // closed, so that the first expiry sweep logs their expirations.
     let expired = if opts.read_only {
@@ -178,7 +263,7 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
     let active_id = active.map(|i| loads[i].id);
     let segments = open_sealed_segments(vfs, dir, &loads, active_id, opts.use_mmap)?;
     let recovered = Recovered {
-        lock,
+        lock: None,
         report,
         keydir,
         seg_stats,
@@ -188,7 +273,7 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
         max_seq: loads.iter().map(|l| l.max_seq).max().unwrap_or(0),
         expired_kept: built.expired_kept,
         needs_hint,
-        started,
+        started: Instant::now(),
     };
     release_memory(loads);
     Ok(recovered)

@@ -1,5 +1,6 @@
-//! What recovery reports to the caller: [`RecoveryReport`] and the
-//! [`SkippedRange`]s of a salvage open.
+//! What recovery reports to the caller: [`RecoveryReport`], the
+//! [`SkippedRange`]s of a salvage open, and whether the index checkpoint
+//! was used ([`CheckpointUse`]).
 
 use std::path::PathBuf;
 
@@ -34,4 +35,56 @@ pub struct RecoveryReport {
     /// A compaction that stopped after deciding to delete its old segments
     /// was finished (the old segments were deleted).
     pub finished_compaction: bool,
+    /// Whether the index came from the index checkpoint (`index.ckpt`,
+    /// see [`Options::index_checkpoint_at_close`]) and, if not, why.
+    ///
+    /// [`Options::index_checkpoint_at_close`]: crate::Options::index_checkpoint_at_close
+    pub checkpoint: CheckpointUse,
+}
+
+/// Whether an open built its index from the index checkpoint, and if not,
+/// why. Every case but [`CheckpointUse::Used`] opened from hints and
+/// segments: slower, never different.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CheckpointUse {
+    /// There was none: the store is new, was not closed cleanly since its
+    /// last writable open, or was closed with the checkpoint turned off.
+    #[default]
+    Missing,
+    /// The index came from it: no hint or segment was read.
+    Used,
+    /// It could not be read.
+    Unreadable,
+    /// It did not decode or a checksum failed.
+    Damaged,
+    /// Written by a build with another format version, slot length or
+    /// hash function.
+    Incompatible,
+    /// The directory's files are not the ones it describes: written,
+    /// compacted or repaired since, an interrupted compaction, or another
+    /// store's checkpoint.
+    Stale,
+    /// Not tried: a snapshot opens from hints and segments.
+    NotTried,
+}
+
+impl CheckpointUse {
+    /// A short name: `missing`, `used`, `unreadable`, `damaged`,
+    /// `incompatible`, `stale`, `not-tried`.
+    ///
+    /// ```
+    /// assert_eq!(cairn::CheckpointUse::Used.name(), "used");
+    /// ```
+    pub fn name(self) -> &'static str {
+        match self {
+            CheckpointUse::Missing => "missing",
+            CheckpointUse::Used => "used",
+            CheckpointUse::Unreadable => "unreadable",
+            CheckpointUse::Damaged => "damaged",
+            CheckpointUse::Incompatible => "incompatible",
+            CheckpointUse::Stale => "stale",
+            CheckpointUse::NotTried => "not-tried",
+        }
+    }
 }

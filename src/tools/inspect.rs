@@ -46,6 +46,69 @@ pub fn hint_path(dir: impl AsRef<Path>, id: u32) -> PathBuf {
     names::hint_path(dir.as_ref(), id)
 }
 
+/// What [`checkpoint_info`] finds of a store's index checkpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CheckpointInfo {
+    /// The file (`index.ckpt` in the store directory).
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// When it was written (unix ms), when its header checks out.
+    pub written_at_ms: Option<u64>,
+    /// The keys it holds, when its header checks out.
+    pub keys: Option<u64>,
+    /// Whether an open now would use it ([`CheckpointUse::Used`]) and, if
+    /// not, why.
+    ///
+    /// [`CheckpointUse::Used`]: crate::CheckpointUse::Used
+    pub usable: crate::recovery::CheckpointUse,
+}
+
+/// The index checkpoint of the store in `dir`, if it has one: its size,
+/// age and whether an open now would use it (its checksums and the match
+/// rules against the directory's files are checked; nothing is changed).
+///
+/// ```
+/// let dir = tempfile::tempdir()?;
+/// let db = cairn::Db::open(dir.path())?;
+/// db.put("k", "v")?;
+/// db.close()?;
+/// let info = cairn::checkpoint_info(dir.path())?.expect("written at close");
+/// assert_eq!(info.keys, Some(1));
+/// assert_eq!(info.usable, cairn::CheckpointUse::Used);
+/// # Ok::<(), cairn::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::Io`](crate::Error::Io) when the directory cannot be listed.
+pub fn checkpoint_info(dir: impl AsRef<Path>) -> Result<Option<CheckpointInfo>> {
+    let dir = dir.as_ref();
+    let path = recovery::checkpoint::path(dir);
+    let bytes = match RealFs.read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(_) => {
+            return Ok(Some(CheckpointInfo {
+                bytes: std::fs::metadata(&path).map_or(0, |m| m.len()),
+                path,
+                written_at_ms: None,
+                keys: None,
+                usable: crate::recovery::CheckpointUse::Unreadable,
+            }))
+        }
+    };
+    let listing = recovery::list_dir(&RealFs, dir)?;
+    let (header, usable) = recovery::checkpoint::would_use(&RealFs, dir, &bytes, &listing);
+    Ok(Some(CheckpointInfo {
+        path,
+        bytes: bytes.len() as u64,
+        written_at_ms: header.as_ref().map(|h| h.0),
+        keys: header.map(|h| h.1),
+        usable,
+    }))
+}
+
 /// One entry of [`read_segment`]: a record whose checksum holds, or a
 /// damaged range.
 #[derive(Clone, Debug, PartialEq, Eq)]

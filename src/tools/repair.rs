@@ -29,6 +29,15 @@ pub struct RepairReport {
     pub unrepairable: Vec<(PathBuf, String)>,
     /// Where the original files were copied before being replaced.
     pub backup: Option<PathBuf>,
+    /// The index checkpoint (`index.ckpt`) was deleted (or, in a dry run,
+    /// would be): repair drops it, before it changes any other file, when
+    /// it rewrites a segment, and when its entries differ from the index
+    /// the hints and segments give (what `verify` reports as
+    /// `checkpoint-mismatch`). One that open ignores anyway (damaged,
+    /// stale) is left: harmless, and the next writable open deletes it.
+    /// The next open then builds the index from hints and segments, and
+    /// the next clean close writes a new checkpoint.
+    pub checkpoint_removed: bool,
 }
 
 /// Repairs the store in `dir`: every segment that strict recovery refuses
@@ -37,7 +46,9 @@ pub struct RepairReport {
 /// only whole). The originals (and their hints) are first copied into a
 /// backup directory next to the store (`<dir>.repair-backup-<unix ms>`);
 /// each new segment replaces its original atomically, and its hint is
-/// rebuilt. A second run finds nothing to do.
+/// rebuilt. A second run finds nothing to do. An index checkpoint whose
+/// entries differ from the segments' is deleted first, and so is any when
+/// a segment is rewritten (see [`RepairReport::checkpoint_removed`]).
 ///
 /// With `dry_run`, nothing is written: the report says what would be
 /// dropped.
@@ -70,7 +81,18 @@ pub fn repair(dir: impl AsRef<Path>, dry_run: bool) -> Result<RepairReport> {
             rewrites.push((id, out));
         }
     }
-    if dry_run || rewrites.is_empty() || !report.unrepairable.is_empty() {
+    if !report.unrepairable.is_empty() {
+        return Ok(report);
+    }
+    report.checkpoint_removed = fs.exists(&recovery::checkpoint::path(dir))
+        && (!rewrites.is_empty() || checkpoint_mismatches(&fs, dir));
+    if dry_run {
+        return Ok(report);
+    }
+    if report.checkpoint_removed {
+        recovery::checkpoint::remove(&fs, dir)?;
+    }
+    if rewrites.is_empty() {
         return Ok(report);
     }
     report.backup = Some(back_up(&fs, dir, &rewrites)?);
@@ -78,6 +100,19 @@ pub fn repair(dir: impl AsRef<Path>, dry_run: bool) -> Result<RepairReport> {
         swap_in(&fs, dir, *id, bytes, Some(*id) == active)?;
     }
     Ok(report)
+}
+
+/// Whether the store's index checkpoint is one an open would use but
+/// whose entries differ from the index its hints and segments give (what
+/// `verify` reports as `checkpoint-mismatch`).
+fn checkpoint_mismatches(fs: &dyn Vfs, dir: &Path) -> bool {
+    let Ok(bytes) = fs.read(&recovery::checkpoint::path(dir)) else {
+        return false;
+    };
+    let now = crate::util::clock::Clock::now_unix_ms(&crate::util::clock::SystemClock);
+    let checked = recovery::pin(fs, dir, false)
+        .and_then(|p| recovery::checkpoint::compare_with_files(fs, dir, &bytes, &p, now));
+    matches!(checked, Ok(recovery::checkpoint::Checked::Mismatch(_)))
 }
 
 /// Takes the store's lock: shared for a dry run, which changes nothing.

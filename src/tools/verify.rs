@@ -43,17 +43,32 @@ pub enum ProblemKind {
     /// A compaction stopped before it deleted its old segments; the next
     /// read-write open finishes it.
     UnfinishedCompaction,
+    /// An index checkpoint (`index.ckpt`) that open would not use: damaged,
+    /// of another version, or not describing the files in the directory
+    /// (open then builds the index from hints and segments, and a
+    /// read-write open deletes it). Not corruption.
+    CheckpointUnusable,
+    /// An index checkpoint that checks out and matches the directory's
+    /// files, so that open would use it, but whose entries differ from the
+    /// index the hints and segments give: the store would serve other
+    /// contents than its log holds (a bug or a crafted file). Counted as
+    /// corruption; deleting it (`cairn repair` does) makes the next open
+    /// use the hints and segments.
+    CheckpointMismatch,
 }
 
 impl ProblemKind {
     /// Whether this problem means the data is damaged.
     pub fn is_corruption(self) -> bool {
-        matches!(self, ProblemKind::Corruption | ProblemKind::HintMismatch)
+        matches!(
+            self,
+            ProblemKind::Corruption | ProblemKind::HintMismatch | ProblemKind::CheckpointMismatch
+        )
     }
 
     /// A short name: `corruption`, `torn-tail`, `hint-unusable`,
     /// `hint-missing`, `hint-mismatch`, `stray-file`,
-    /// `unfinished-compaction`.
+    /// `unfinished-compaction`, `checkpoint-unusable`, `checkpoint-mismatch`.
     pub fn name(self) -> &'static str {
         match self {
             ProblemKind::Corruption => "corruption",
@@ -63,6 +78,8 @@ impl ProblemKind {
             ProblemKind::HintMismatch => "hint-mismatch",
             ProblemKind::StrayFile => "stray-file",
             ProblemKind::UnfinishedCompaction => "unfinished-compaction",
+            ProblemKind::CheckpointUnusable => "checkpoint-unusable",
+            ProblemKind::CheckpointMismatch => "checkpoint-mismatch",
         }
     }
 }
@@ -102,7 +119,9 @@ impl VerifyReport {
 
 /// Checks a store directory without opening it: every segment header and
 /// record checksum (in salvage mode, so that damage does not hide what
-/// follows it), each hint against its segment, and the files present.
+/// follows it), each hint against its segment, the index checkpoint (if
+/// any) against the files and against the index their hints and segments
+/// give, and the files present.
 /// With `quick`, sealed segments that have a valid hint are not read
 /// record by record.
 ///
@@ -151,6 +170,7 @@ pub fn verify(dir: impl AsRef<Path>, quick: bool) -> Result<VerifyReport> {
         for seg in pinned.segments.values() {
             check_segment(&vfs, seg, Some(seg.id) == active, quick, &mut report)?;
         }
+        check_checkpoint(&vfs, dir, &pinned, &mut report)?;
         let active_path = active.map(|id| names::segment_path(dir, id));
         let active_damaged = report
             .problems
@@ -234,7 +254,10 @@ fn check_dir_entries(
                 None,
                 "a compaction is deleting the segments this manifest names, or stopped before it did (the next read-write open finishes it)",
             );
-        } else if name != names::LOCK_FILE && names::parse_file_name(name).is_none() {
+        } else if name != names::LOCK_FILE
+            && name != names::CHECKPOINT_FILE
+            && names::parse_file_name(name).is_none()
+        {
             let detail = if names::is_temp_file(name) {
                 "a temporary file: a running compaction's or hint writer's, or left by a crash (the next read-write open removes it)"
             } else {
@@ -242,6 +265,55 @@ fn check_dir_entries(
             };
             report.push(ProblemKind::StrayFile, &path, None, detail);
         }
+    }
+    Ok(())
+}
+
+/// Checks the index checkpoint, when there is one (see
+/// [`ProblemKind::CheckpointUnusable`] and
+/// [`ProblemKind::CheckpointMismatch`]).
+fn check_checkpoint(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    pinned: &recovery::Pinned,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    if !pinned
+        .listing
+        .names
+        .iter()
+        .any(|n| n == names::CHECKPOINT_FILE)
+    {
+        return Ok(());
+    }
+    let path = recovery::checkpoint::path(dir);
+    let bytes = match vfs.read(&path) {
+        Ok(b) => b,
+        // Deleted meanwhile by a writer's open: nothing to check.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => {
+            report.push(ProblemKind::CheckpointUnusable, &path, None, e.to_string());
+            return Ok(());
+        }
+    };
+    let now = crate::util::clock::Clock::now_unix_ms(&crate::util::clock::SystemClock);
+    match recovery::checkpoint::compare_with_files(vfs, dir, &bytes, pinned, now)? {
+        recovery::checkpoint::Checked::Fine => {}
+        recovery::checkpoint::Checked::Unusable(why) => report.push(
+            ProblemKind::CheckpointUnusable,
+            &path,
+            None,
+            format!("open ignores this index checkpoint: {why}"),
+        ),
+        recovery::checkpoint::Checked::Mismatch(why) => report.push(
+            ProblemKind::CheckpointMismatch,
+            &path,
+            None,
+            format!(
+                "this index checkpoint matches the files but not their contents: {why} \
+                 (delete it, or run `cairn repair`)"
+            ),
+        ),
     }
     Ok(())
 }

@@ -25,6 +25,10 @@ pub fn repair(dir: &Path, dry_run: bool, out: &mut impl Write) -> Result<u8> {
     let segments: usize = plans.iter().map(|(_, _, p)| p.segments.len()).sum();
     let records: u64 = plans.iter().map(|(_, _, p)| p.records_kept).sum();
     let unrepairable = plans.iter().any(|(_, _, p)| !p.unrepairable.is_empty());
+    let checkpoints = plans
+        .iter()
+        .filter(|(_, _, p)| p.checkpoint_removed)
+        .count();
     if unrepairable {
         writeln!(
             out,
@@ -32,22 +36,42 @@ pub fn repair(dir: &Path, dry_run: bool, out: &mut impl Write) -> Result<u8> {
              that is not a segment also decides which segment is the newest), then run \
              `cairn repair` again"
         )?;
-    } else if segments == 0 {
+    } else if segments == 0 && checkpoints == 0 {
         writeln!(out, "nothing to repair")?;
     } else if dry_run {
-        writeln!(
-            out,
-            "would rewrite {segments} segments keeping {records} records (dry run: nothing changed)"
-        )?;
+        if segments > 0 {
+            writeln!(
+                out,
+                "would rewrite {segments} segments keeping {records} records (dry run: nothing changed)"
+            )?;
+        } else {
+            writeln!(
+                out,
+                "would delete the index checkpoint (dry run: nothing changed)"
+            )?;
+        }
     } else {
         out.flush()?;
-        for (name, path, _) in plans.iter().filter(|(_, _, p)| !p.segments.is_empty()) {
+        let to_do = plans
+            .iter()
+            .filter(|(_, _, p)| !p.segments.is_empty() || p.checkpoint_removed);
+        for (name, path, _) in to_do {
             let pb = progress("repairing");
             let r = cairn::repair(path, false).map_err(|e| open_error(e, path))?;
             finish(pb);
             let which = name
                 .as_ref()
                 .map_or_else(String::new, |n| format!("keyspace {n}: "));
+            if r.checkpoint_removed {
+                writeln!(
+                    out,
+                    "{which}deleted the index checkpoint (the next open rebuilds the index from \
+                     hints and segments; the next clean close writes a new one)"
+                )?;
+            }
+            if r.segments.is_empty() {
+                continue;
+            }
             writeln!(
                 out,
                 "{which}rewrote {} segments keeping {} records; originals in {}",
@@ -78,6 +102,14 @@ fn write_plan(plan: &RepairReport, out: &mut impl Write) -> Result<()> {
             d.offset,
             d.len,
             d.reason
+        )?;
+    }
+    if plan.checkpoint_removed && plan.unrepairable.is_empty() {
+        writeln!(
+            out,
+            "drop: the index checkpoint (index.ckpt), which differs from the segments or \
+             would be stale after the rewrite: open then rebuilds the index from hints and \
+             segments, and the next clean close writes a new one"
         )?;
     }
     for (p, why) in &plan.unrepairable {

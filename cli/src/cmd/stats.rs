@@ -5,7 +5,9 @@ use std::io::Write;
 use std::path::Path;
 
 use anyhow::Result;
-use cairn::{Db, RecordKind, SegmentEntry, SegmentStats, Stats, VerifyReport};
+use cairn::{
+    CheckpointInfo, CheckpointUse, Db, RecordKind, SegmentEntry, SegmentStats, Stats, VerifyReport,
+};
 use serde_json::{json, Value};
 
 use crate::common::{finish, now_ms, open_read, progress, store_dirs};
@@ -85,6 +87,7 @@ impl Totals {
 pub fn stats(dir: &Path, json: bool, out: &mut impl Write) -> Result<u8> {
     let db = open_read(dir)?;
     let st = db.stats();
+    let checkpoint = cairn::checkpoint_info(dir)?;
     let rows = segment_rows(&db, dir)?;
     let reclaim: u64 = rows
         .iter()
@@ -101,9 +104,18 @@ pub fn stats(dir: &Path, json: bool, out: &mut impl Write) -> Result<u8> {
         total.add(k);
     }
     if json {
-        write_json(&st, &rows, reclaim, out, &keyspaces, &total)?;
+        write_json(
+            &st,
+            &rows,
+            reclaim,
+            out,
+            &keyspaces,
+            &total,
+            checkpoint.as_ref(),
+        )?;
     } else {
         write_table(&st, &rows, reclaim, out)?;
+        write_checkpoint(checkpoint.as_ref(), out)?;
         if !keyspaces.is_empty() {
             let default = Totals::of(None, &st, reclaim);
             write_keyspaces(&default, &keyspaces, &total, out)?;
@@ -251,6 +263,47 @@ fn live_bytes(s: &SegmentStats) -> u64 {
     s.bytes.saturating_sub(32 + s.dead_bytes)
 }
 
+/// The index checkpoint's line of the table: its size, age and keys, and
+/// whether an open now would use it.
+fn write_checkpoint(c: Option<&CheckpointInfo>, out: &mut impl Write) -> Result<()> {
+    let Some(c) = c else {
+        writeln!(
+            out,
+            "index checkpoint       none (the next clean close writes one)"
+        )?;
+        return Ok(());
+    };
+    let age = c.written_at_ms.map_or_else(
+        || "age unknown".to_string(),
+        |w| format!("written {} s ago", now_ms().saturating_sub(w) / 1000),
+    );
+    let keys = c.keys.map_or_else(String::new, |k| format!(", {k} keys"));
+    let usable = if c.usable == CheckpointUse::Used {
+        "an open now uses it".to_string()
+    } else {
+        format!("an open now ignores it: {}", c.usable.name())
+    };
+    writeln!(
+        out,
+        "index checkpoint       {}, {age}{keys}; {usable}",
+        human(c.bytes)
+    )?;
+    Ok(())
+}
+
+/// The index checkpoint as JSON (`null` when there is none).
+fn checkpoint_json(c: Option<&CheckpointInfo>) -> Value {
+    c.map_or(Value::Null, |c| {
+        json!({
+            "bytes": c.bytes,
+            "written_at_ms": c.written_at_ms,
+            "keys": c.keys,
+            "open_uses_it": c.usable == CheckpointUse::Used,
+            "state": c.usable.name(),
+        })
+    })
+}
+
 /// The statistics as one JSON object: the default keyspace's at the top
 /// level, each keyspace's totals in `keyspaces`, all of them in `total`.
 fn write_json(
@@ -260,6 +313,7 @@ fn write_json(
     out: &mut impl Write,
     keyspaces: &[Totals],
     total: &Totals,
+    checkpoint: Option<&CheckpointInfo>,
 ) -> Result<()> {
     let segments: Vec<Value> = rows
         .iter()
@@ -293,6 +347,7 @@ fn write_json(
         "disk_bytes": st.disk_bytes,
         "compaction_reclaimable_bytes": reclaim,
         "keydir_memory_bytes": st.keydir_memory_bytes,
+        "index_checkpoint": checkpoint_json(checkpoint),
         "keyspaces": keyspaces.iter().map(Totals::json).collect::<Vec<_>>(),
         "total": total_json,
     });

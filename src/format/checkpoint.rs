@@ -1,0 +1,655 @@
+//! The index checkpoint file (`index.ckpt`): the keydir's slots as they lie
+//! in memory, with what open needs to trust them (no I/O).
+//!
+//! `docs/format.md` ("Index checkpoint") is the byte-for-byte
+//! specification. In short, everything little-endian:
+//!
+//! ```text
+//! header   magic "CAIRNIDX", version, slot length, segment count, hash
+//!          seed, probe hash, newest sequence number, written at (unix ms),
+//!          the active segment's index, the slot count of each of the 64
+//!          shards, then one 56-byte entry per segment; CRC-32C of it all
+//! slots    shard by shard, in blocks of at most 1 MiB of whole slots,
+//!          each block followed by the CRC-32C of its bytes
+//! footer   total slot count, magic "IEND", CRC-32C of the header's CRC,
+//!          the count and the magic
+//! ```
+//!
+//! The header alone fixes the file's length, so a decoder checks the
+//! length before it trusts anything else and never allocates more than
+//! the file's size justifies. What a slot's bytes mean is the keydir's
+//! business (`index/keydir.rs`); here they are opaque, `slot_len` each.
+
+use std::fmt;
+
+use crate::format::record::{le_u32, le_u64};
+
+/// The magic bytes at the start of a checkpoint.
+const MAGIC: &[u8; 8] = b"CAIRNIDX";
+/// The magic bytes of the footer.
+const FOOTER_MAGIC: &[u8; 4] = b"IEND";
+/// The checkpoint format version this build writes and reads.
+pub(crate) const VERSION: u16 = 1;
+/// The keydir's shard count: the checkpoint lists the slots shard by shard.
+pub(crate) const SHARDS: usize = 64;
+/// The most bytes of slots in one block.
+pub(crate) const BLOCK_BYTES: usize = 1 << 20;
+/// The fixed part of the header, before the segment entries.
+const FIXED_HEADER_LEN: usize = 52 + 8 * SHARDS;
+/// One segment entry of the header.
+const SEGMENT_ENTRY_LEN: usize = 56;
+/// The footer's length.
+pub(crate) const FOOTER_LEN: usize = 16;
+/// `active` when there is no active segment.
+const NO_ACTIVE: u32 = u32::MAX;
+/// The fixed string whose hash the header holds (see [`Header::probe`]).
+pub(crate) const PROBE_KEY: &[u8] = b"cairn index checkpoint probe";
+
+/// What the checkpoint says about one segment it covers: what must still
+/// match the file, and its space accounting.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SegmentInfo {
+    pub id: u32,
+    /// The salt in the segment's header.
+    pub salt: u32,
+    /// The end of its last record (header included).
+    pub data_len: u64,
+    /// The file's length (more than `data_len` only for the active
+    /// segment, by its preallocated zeros).
+    pub file_len: u64,
+    /// Dead record bytes.
+    pub dead: u64,
+    /// Tombstone bytes compaction had to keep.
+    pub kept: u64,
+    /// The size of its hint file (0: none).
+    pub hint: u64,
+    /// The lowest sequence number of a record that can matter in it.
+    pub min_seq: u64,
+}
+
+/// A checkpoint's header.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Header {
+    /// The length of one slot in bytes.
+    pub slot_len: u16,
+    /// The seed of the keydir's hash.
+    pub seed: u64,
+    /// The keydir's 64-bit hash of [`PROBE_KEY`] with `seed`: a build whose
+    /// hash function differs computes another value and does not use the
+    /// checkpoint.
+    pub probe: u64,
+    /// The newest sequence number in the store.
+    pub max_seq: u64,
+    /// When the checkpoint was written (unix ms).
+    pub written_at_ms: u64,
+    /// The active segment's id, if there is one.
+    pub active: Option<u32>,
+    /// The number of slots of each shard.
+    pub shard_slots: [u64; SHARDS],
+    /// Every segment the index covers, ascending by id.
+    pub segments: Vec<SegmentInfo>,
+}
+
+impl Header {
+    /// The total number of slots.
+    pub(crate) fn total_slots(&self) -> u64 {
+        self.shard_slots.iter().sum()
+    }
+
+    /// Slots in one full block.
+    fn block_slots(&self) -> usize {
+        (BLOCK_BYTES / usize::from(self.slot_len.max(1))).max(1)
+    }
+
+    /// The bytes shard `i`'s blocks take, CRCs included.
+    fn shard_bytes(&self, i: usize) -> Option<u64> {
+        let n = self.shard_slots[i];
+        let per = self.block_slots() as u64;
+        let blocks = n.div_ceil(per);
+        n.checked_mul(u64::from(self.slot_len))?
+            .checked_add(blocks.checked_mul(4)?)
+    }
+
+    /// The header's encoded length.
+    fn len(&self) -> usize {
+        FIXED_HEADER_LEN + SEGMENT_ENTRY_LEN * self.segments.len() + 4
+    }
+
+    /// The whole file's length, as the header fixes it.
+    fn file_len(&self) -> Option<u64> {
+        let mut n = self.len() as u64 + FOOTER_LEN as u64;
+        for i in 0..SHARDS {
+            n = n.checked_add(self.shard_bytes(i)?)?;
+        }
+        Some(n)
+    }
+}
+
+/// Why a checkpoint's bytes were refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum DecodeError {
+    /// The magic is not `CAIRNIDX` (or the file is shorter than it).
+    NotACheckpoint,
+    /// A format version this build does not read.
+    UnsupportedVersion(u16),
+    /// Damage: the byte offset and what is wrong.
+    Damaged(u64, &'static str),
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecodeError::NotACheckpoint => write!(f, "not an index checkpoint (bad magic)"),
+            DecodeError::UnsupportedVersion(v) => {
+                write!(f, "index checkpoint format version {v} is not supported")
+            }
+            DecodeError::Damaged(at, why) => write!(f, "damaged at byte offset {at}: {why}"),
+        }
+    }
+}
+
+/// Encodes the header; its last 4 bytes are its CRC, which
+/// [`encode_footer`] takes.
+pub(crate) fn encode_header(h: &Header) -> Vec<u8> {
+    let mut b = Vec::with_capacity(h.len());
+    b.extend_from_slice(MAGIC);
+    b.extend_from_slice(&VERSION.to_le_bytes());
+    b.extend_from_slice(&h.slot_len.to_le_bytes());
+    b.extend_from_slice(&(h.segments.len() as u32).to_le_bytes());
+    b.extend_from_slice(&h.seed.to_le_bytes());
+    b.extend_from_slice(&h.probe.to_le_bytes());
+    b.extend_from_slice(&h.max_seq.to_le_bytes());
+    b.extend_from_slice(&h.written_at_ms.to_le_bytes());
+    let active = h
+        .active
+        .and_then(|id| h.segments.iter().position(|s| s.id == id))
+        .map_or(NO_ACTIVE, |i| i as u32);
+    b.extend_from_slice(&active.to_le_bytes());
+    for n in h.shard_slots {
+        b.extend_from_slice(&n.to_le_bytes());
+    }
+    for s in &h.segments {
+        b.extend_from_slice(&s.id.to_le_bytes());
+        b.extend_from_slice(&s.salt.to_le_bytes());
+        for v in [s.data_len, s.file_len, s.dead, s.kept, s.hint, s.min_seq] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    let crc = crc32c::crc32c(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// Appends one shard's slots (`slots`, whole slots of `slot_len` bytes) to
+/// `out` as blocks, each followed by its CRC.
+pub(crate) fn encode_slots(slots: &[u8], slot_len: usize, out: &mut Vec<u8>) {
+    let block = (BLOCK_BYTES / slot_len.max(1)).max(1) * slot_len;
+    for chunk in slots.chunks(block) {
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(&crc32c::crc32c(chunk).to_le_bytes());
+    }
+}
+
+/// The footer, bound to the header by its CRC.
+pub(crate) fn encode_footer(header_crc: u32, total_slots: u64) -> [u8; FOOTER_LEN] {
+    let mut f = [0u8; FOOTER_LEN];
+    f[0..8].copy_from_slice(&total_slots.to_le_bytes());
+    f[8..12].copy_from_slice(FOOTER_MAGIC);
+    let crc = footer_crc(header_crc, &f[0..12]);
+    f[12..16].copy_from_slice(&crc.to_le_bytes());
+    f
+}
+
+fn footer_crc(header_crc: u32, count_and_magic: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc32c::crc32c(&header_crc.to_le_bytes()), count_and_magic)
+}
+
+/// The CRC at the end of an encoded header.
+pub(crate) fn header_crc(encoded_header: &[u8]) -> u32 {
+    le_u32(encoded_header, encoded_header.len().saturating_sub(4))
+}
+
+/// Where everything is in a checkpoint file, from its header and length:
+/// each shard's blocks, and the footer.
+#[derive(Debug)]
+pub(crate) struct Layout {
+    pub header: Header,
+    /// Where each shard's blocks start, and how many bytes they take (CRCs
+    /// included).
+    shards: [(u64, u64); SHARDS],
+    /// Where the footer starts.
+    footer_at: u64,
+}
+
+/// The length of the header that starts with `prefix` (at least its first
+/// 16 bytes), checked against the file's length `file_len`; the caller
+/// then reads that much and calls [`decode_header`].
+///
+/// # Errors
+/// Not a checkpoint, another version, or a segment count larger than the
+/// file.
+pub(crate) fn header_len(prefix: &[u8], file_len: u64) -> Result<usize, DecodeError> {
+    if prefix.len() < MAGIC.len() || &prefix[..8] != MAGIC {
+        return Err(DecodeError::NotACheckpoint);
+    }
+    let min = (FIXED_HEADER_LEN + 4 + FOOTER_LEN) as u64;
+    if prefix.len() < 16 || file_len < min {
+        return Err(DecodeError::Damaged(0, "shorter than a header"));
+    }
+    let version = u16::from_le_bytes([prefix[8], prefix[9]]);
+    if version != VERSION {
+        return Err(DecodeError::UnsupportedVersion(version));
+    }
+    let count = u64::from(le_u32(prefix, 12));
+    // Bounded by the file's size before anything is allocated for it.
+    if count > (file_len - min) / SEGMENT_ENTRY_LEN as u64 {
+        return Err(DecodeError::Damaged(
+            12,
+            "segment count larger than the file",
+        ));
+    }
+    Ok(FIXED_HEADER_LEN + SEGMENT_ENTRY_LEN * count as usize + 4)
+}
+
+/// Decodes the header (`head`: the file's first [`header_len`] bytes or
+/// more) of a checkpoint file of `file_len` bytes: magic, version, CRC,
+/// sane values, and the file's length as the header fixes it.
+///
+/// # Errors
+/// [`DecodeError`] for anything that does not check out.
+pub(crate) fn decode_header(head: &[u8], file_len: u64) -> Result<Layout, DecodeError> {
+    let header_len = header_len(head, file_len)?;
+    if head.len() < header_len {
+        return Err(DecodeError::Damaged(0, "header cut short"));
+    }
+    let count = (header_len - FIXED_HEADER_LEN - 4) / SEGMENT_ENTRY_LEN;
+    if crc32c::crc32c(&head[..header_len - 4]) != le_u32(head, header_len - 4) {
+        return Err(DecodeError::Damaged(0, "header checksum mismatch"));
+    }
+    let header = header_fields(head, count)?;
+    check_header(&header)?;
+    let expected = header
+        .file_len()
+        .ok_or(DecodeError::Damaged(52, "slot counts overflow"))?;
+    if expected != file_len {
+        return Err(DecodeError::Damaged(
+            file_len,
+            "length differs from the one its header gives (truncated or extended)",
+        ));
+    }
+    let mut shards = [(0u64, 0u64); SHARDS];
+    let mut at = header_len as u64;
+    for (i, s) in shards.iter_mut().enumerate() {
+        // Fits: the total was checked against the file's length.
+        let n = header.shard_bytes(i).unwrap_or(0);
+        *s = (at, n);
+        at += n;
+    }
+    Ok(Layout {
+        header,
+        shards,
+        footer_at: at,
+    })
+}
+
+impl Layout {
+    /// Where shard `i`'s blocks start in the file, and their length.
+    pub(crate) fn shard_span(&self, i: usize) -> (u64, u64) {
+        self.shards[i]
+    }
+
+    /// Where the footer starts (it is [`FOOTER_LEN`] bytes).
+    pub(crate) fn footer_at(&self) -> u64 {
+        self.footer_at
+    }
+
+    /// The bytes of one full block with its CRC: a shard read in pieces
+    /// of a multiple of this, from its start, gives whole blocks.
+    pub(crate) fn block_stride(&self) -> usize {
+        self.header.block_slots() * usize::from(self.header.slot_len) + 4
+    }
+
+    /// Checks the footer (its [`FOOTER_LEN`] bytes).
+    ///
+    /// # Errors
+    /// It does not match the header.
+    pub(crate) fn check_footer(&self, footer: &[u8], header_crc: u32) -> Result<(), DecodeError> {
+        if footer.len() != FOOTER_LEN
+            || &footer[8..12] != FOOTER_MAGIC
+            || footer_crc(header_crc, &footer[0..12]) != le_u32(footer, 12)
+            || le_u64(footer, 0) != self.header.total_slots()
+        {
+            return Err(DecodeError::Damaged(
+                self.footer_at,
+                "footer does not match its header",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The slot bytes of the blocks in `piece`, a part of a shard's blocks
+    /// that starts at a block and holds whole blocks (see
+    /// [`Layout::block_stride`]) and starts at `offset` in the file, each
+    /// checked against its CRC.
+    pub(crate) fn blocks<'a>(
+        &self,
+        piece: &'a [u8],
+        offset: u64,
+    ) -> impl Iterator<Item = Result<&'a [u8], DecodeError>> + 'a {
+        let block = self.block_stride() - 4;
+        let mut at = 0usize;
+        std::iter::from_fn(move || {
+            if at >= piece.len() {
+                return None;
+            }
+            let here = offset + at as u64;
+            if piece.len() - at < 4 {
+                at = piece.len();
+                return Some(Err(DecodeError::Damaged(here, "a block cut short")));
+            }
+            let n = block.min(piece.len() - at - 4);
+            let data = &piece[at..at + n];
+            let crc = le_u32(piece, at + n);
+            at += n + 4;
+            if crc32c::crc32c(data) == crc {
+                Some(Ok(data))
+            } else {
+                Some(Err(DecodeError::Damaged(
+                    here,
+                    "slot block checksum mismatch",
+                )))
+            }
+        })
+    }
+}
+
+/// A whole checkpoint file in memory whose header, length and footer check
+/// out; each shard's blocks are checked as they are read
+/// ([`Decoded::shard_blocks`]).
+#[derive(Debug)]
+pub(crate) struct Decoded<'a> {
+    pub layout: Layout,
+    bytes: &'a [u8],
+}
+
+impl<'a> Decoded<'a> {
+    /// The header.
+    pub(crate) fn header(&self) -> &Header {
+        &self.layout.header
+    }
+
+    /// Shard `i`'s slot bytes, block by block, each checked against its
+    /// CRC (an error names the block's offset in the file).
+    pub(crate) fn shard_blocks(
+        &self,
+        i: usize,
+    ) -> impl Iterator<Item = Result<&'a [u8], DecodeError>> + 'a + use<'a, '_> {
+        let (at, n) = self.layout.shard_span(i);
+        let piece: &'a [u8] = &self.bytes[at as usize..(at + n) as usize];
+        self.layout.blocks(piece, at)
+    }
+
+    /// Checks every block of every shard (what open does while it builds
+    /// the index, for the tools and tests that only check).
+    pub(crate) fn check_all_blocks(&self) -> Result<(), DecodeError> {
+        for i in 0..SHARDS {
+            for b in self.shard_blocks(i) {
+                b?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Decodes a whole checkpoint file: header (magic, version, CRC, sane
+/// values), the file's length as the header fixes it, and the footer. The
+/// slot blocks are checked later, as they are read.
+///
+/// # Errors
+/// [`DecodeError`] for anything that does not check out.
+pub(crate) fn decode(bytes: &[u8]) -> Result<Decoded<'_>, DecodeError> {
+    let layout = decode_header(bytes, bytes.len() as u64)?;
+    let header_len = layout.shards[0].0 as usize;
+    let footer = &bytes[layout.footer_at as usize..];
+    layout.check_footer(footer, le_u32(bytes, header_len - 4))?;
+    Ok(Decoded { layout, bytes })
+}
+
+/// The header's fields (its CRC checked, `count` bounded).
+fn header_fields(b: &[u8], count: usize) -> Result<Header, DecodeError> {
+    let active = le_u32(b, 48);
+    let mut shard_slots = [0u64; SHARDS];
+    for (i, n) in shard_slots.iter_mut().enumerate() {
+        *n = le_u64(b, 52 + 8 * i);
+    }
+    let mut segments = Vec::with_capacity(count);
+    for k in 0..count {
+        let at = FIXED_HEADER_LEN + SEGMENT_ENTRY_LEN * k;
+        let v = |j: usize| le_u64(b, at + 8 + 8 * j);
+        segments.push(SegmentInfo {
+            id: le_u32(b, at),
+            salt: le_u32(b, at + 4),
+            data_len: v(0),
+            file_len: v(1),
+            dead: v(2),
+            kept: v(3),
+            hint: v(4),
+            min_seq: v(5),
+        });
+    }
+    let active = match active {
+        NO_ACTIVE => None,
+        i => Some(
+            segments
+                .get(i as usize)
+                .ok_or(DecodeError::Damaged(
+                    48,
+                    "active segment index out of range",
+                ))?
+                .id,
+        ),
+    };
+    Ok(Header {
+        slot_len: u16::from_le_bytes([b[10], b[11]]),
+        seed: le_u64(b, 16),
+        probe: le_u64(b, 24),
+        max_seq: le_u64(b, 32),
+        written_at_ms: le_u64(b, 40),
+        active,
+        shard_slots,
+        segments,
+    })
+}
+
+/// The values a writer never produces: refused even with a good CRC.
+fn check_header(h: &Header) -> Result<(), DecodeError> {
+    if h.slot_len == 0 {
+        return Err(DecodeError::Damaged(10, "slot length 0"));
+    }
+    if h.max_seq >= 1 << 63 {
+        return Err(DecodeError::Damaged(32, "sequence number of 2^63 or more"));
+    }
+    let mut last = None;
+    for (k, s) in h.segments.iter().enumerate() {
+        let at = (FIXED_HEADER_LEN + SEGMENT_ENTRY_LEN * k) as u64;
+        if last.is_some_and(|l| l >= s.id) {
+            return Err(DecodeError::Damaged(at, "segments not in ascending order"));
+        }
+        last = Some(s.id);
+        if s.data_len > s.file_len || s.file_len > u64::from(u32::MAX) {
+            return Err(DecodeError::Damaged(at, "segment lengths out of range"));
+        }
+        if Some(s.id) != h.active && s.data_len != s.file_len {
+            return Err(DecodeError::Damaged(at, "a sealed segment with a tail"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SLOT: usize = 7;
+
+    fn header(slots: [u64; SHARDS]) -> Header {
+        Header {
+            slot_len: SLOT as u16,
+            seed: 0x1234_5678_9abc_def0,
+            probe: 42,
+            max_seq: 99,
+            written_at_ms: 1_700_000_000_000,
+            active: Some(3),
+            shard_slots: slots,
+            segments: vec![
+                SegmentInfo {
+                    id: 1,
+                    salt: 11,
+                    data_len: 4096,
+                    file_len: 4096,
+                    dead: 100,
+                    kept: 0,
+                    hint: 300,
+                    min_seq: 1,
+                },
+                SegmentInfo {
+                    id: 3,
+                    salt: 33,
+                    data_len: 500,
+                    file_len: 8192,
+                    dead: 0,
+                    kept: 7,
+                    hint: 0,
+                    min_seq: 50,
+                },
+            ],
+        }
+    }
+
+    /// A checkpoint of `slots` per shard, slot bytes made from their
+    /// shard and position.
+    fn encode(h: &Header) -> Vec<u8> {
+        let mut out = encode_header(h);
+        let crc = header_crc(&out);
+        for (i, &n) in h.shard_slots.iter().enumerate() {
+            let slots: Vec<u8> = (0..n as usize * SLOT).map(|j| (i * 31 + j) as u8).collect();
+            encode_slots(&slots, SLOT, &mut out);
+        }
+        out.extend_from_slice(&encode_footer(crc, h.total_slots()));
+        out
+    }
+
+    fn small() -> (Header, Vec<u8>) {
+        let mut slots = [0u64; SHARDS];
+        slots[0] = 3;
+        slots[5] = 1;
+        slots[63] = 2;
+        let h = header(slots);
+        let b = encode(&h);
+        (h, b)
+    }
+
+    #[test]
+    fn round_trip() {
+        let (h, b) = small();
+        let d = decode(&b).expect("decodes");
+        assert_eq!(*d.header(), h);
+        d.check_all_blocks().expect("blocks check");
+        let shard0: Vec<u8> = d
+            .shard_blocks(0)
+            .flat_map(|b| b.expect("ok").to_vec())
+            .collect();
+        assert_eq!(shard0, (0..3 * SLOT).map(|j| j as u8).collect::<Vec<_>>());
+        assert_eq!(d.shard_blocks(1).count(), 0);
+        let no_active = Header {
+            active: None,
+            segments: vec![h.segments[0]],
+            ..h.clone()
+        };
+        assert_eq!(
+            decode(&encode(&no_active))
+                .expect("decodes")
+                .header()
+                .clone(),
+            no_active
+        );
+    }
+
+    #[test]
+    fn a_shard_longer_than_a_block_is_split_and_checked_per_block() {
+        let mut slots = [0u64; SHARDS];
+        let per = (BLOCK_BYTES / SLOT) as u64;
+        slots[7] = per * 2 + 5;
+        let h = header(slots);
+        let mut b = encode(&h);
+        let d = decode(&b).expect("decodes");
+        let sizes: Vec<usize> = d.shard_blocks(7).map(|b| b.expect("ok").len()).collect();
+        assert_eq!(
+            sizes,
+            vec![per as usize * SLOT, per as usize * SLOT, 5 * SLOT]
+        );
+        // Damage in the second block: the first still checks, the second not.
+        let at = d.layout.shard_span(7).0 as usize + per as usize * SLOT + 4 + 10;
+        b[at] ^= 1;
+        let d = decode(&b).expect("the header still decodes");
+        let r: Vec<bool> = d.shard_blocks(7).map(|b| b.is_ok()).collect();
+        assert_eq!(r, vec![true, false, true]);
+        assert!(d.check_all_blocks().is_err());
+    }
+
+    #[test]
+    fn every_truncation_and_extension_is_an_error() {
+        let (_, b) = small();
+        for n in 0..b.len() {
+            assert!(decode(&b[..n]).is_err(), "truncated to {n}");
+        }
+        let mut longer = b.clone();
+        longer.push(0);
+        assert!(decode(&longer).is_err());
+    }
+
+    #[test]
+    fn every_bit_flip_is_an_error() {
+        let (_, b) = small();
+        for i in 0..b.len() {
+            for bit in 0..8 {
+                let mut x = b.clone();
+                x[i] ^= 1 << bit;
+                let caught = match decode(&x) {
+                    Err(_) => true,
+                    Ok(d) => d.check_all_blocks().is_err(),
+                };
+                assert!(caught, "flip of bit {bit} of byte {i} went unnoticed");
+            }
+        }
+    }
+
+    #[test]
+    fn values_no_writer_produces_are_refused_despite_a_good_crc() {
+        let (h, _) = small();
+        let mut sealed_tail = h.clone();
+        sealed_tail.segments[0].file_len += 1;
+        let mut unordered = h.clone();
+        unordered.segments.swap(0, 1);
+        let mut huge = h.clone();
+        huge.shard_slots[0] = u64::MAX / 2;
+        let mut seq = h.clone();
+        seq.max_seq = 1 << 63;
+        for bad in [sealed_tail, unordered, huge, seq] {
+            assert!(decode(&encode_lossy(&bad)).is_err(), "{bad:?}");
+        }
+        let mut v = encode(&h);
+        v[8] = 2;
+        assert_eq!(decode(&v).err(), Some(DecodeError::UnsupportedVersion(2)));
+        assert_eq!(decode(b"CAIRNSEG").err(), Some(DecodeError::NotACheckpoint));
+    }
+
+    /// The header and footer of `h` without its slots (for counts too
+    /// large to encode).
+    fn encode_lossy(h: &Header) -> Vec<u8> {
+        let mut out = encode_header(h);
+        let crc = header_crc(&out);
+        out.extend_from_slice(&encode_footer(crc, h.total_slots()));
+        out
+    }
+}

@@ -1,0 +1,624 @@
+//! The index checkpoint at open: finding it (and, in a writable open,
+//! deleting it before anything is written), checking that the directory
+//! holds exactly the files it describes, and building the keydir from its
+//! slots. Anything that does not check out is a [`CheckpointUse`] reason,
+//! and recovery opens from hints and segments instead.
+//!
+//! The file's bytes are `format/checkpoint.rs`; its writing is
+//! `engine/checkpoint.rs`.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::format::checkpoint::{self, DecodeError, Decoded, Header, Layout, PROBE_KEY, SHARDS};
+use crate::format::names;
+use crate::format::record::RECORD_HEADER_LEN;
+use crate::format::segment::{self, SEGMENT_HEADER_LEN};
+use crate::fs::{self, OpenMode, VFile, Vfs};
+use crate::index::keydir::{IndexEntry, KeyDir, Shard, ShardBuilder, SLOT_BYTES};
+use crate::storage::segment::Segment;
+use crate::storage::space::SegmentSpace;
+
+use super::report::CheckpointUse;
+use super::RecoveredActive;
+
+/// The checkpoint file of the store in `dir`.
+pub(crate) fn path(dir: &Path) -> PathBuf {
+    dir.join(names::CHECKPOINT_FILE)
+}
+
+/// What open found of a checkpoint.
+pub(crate) enum Found {
+    /// No checkpoint file.
+    None,
+    /// The file, open for reading, and its length (a writable open has
+    /// already deleted its name).
+    File(Arc<dyn VFile>, u64),
+    /// It exists but could not be read.
+    Unreadable(io::Error),
+}
+
+/// Reads the checkpoint, if there is one. A writable open then deletes it
+/// and fsyncs the directory, before it writes anything else: a checkpoint
+/// on disk so always describes files nothing has touched since, and a
+/// crash after this open finds none.
+///
+/// # Errors
+/// The checkpoint exists and a writable open could not delete it (the open
+/// fails rather than leave a checkpoint its writes would make stale).
+pub(crate) fn take(vfs: &dyn Vfs, dir: &Path, read_only: bool) -> crate::error::Result<Found> {
+    let p = path(dir);
+    let opened = vfs.open(&p, OpenMode::Read).and_then(|f| {
+        let len = f.len()?;
+        Ok((f, len))
+    });
+    // The open file stays readable once its name is gone.
+    let found = match opened {
+        Ok((f, len)) => Found::File(f, len),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::None),
+        Err(e) => Found::Unreadable(e),
+    };
+    if !read_only {
+        vfs.remove_file(&p)?;
+        vfs.sync_dir(dir)?;
+    }
+    Ok(found)
+}
+
+/// Deletes the index checkpoint of the store in `dir`, if any, and makes
+/// that durable (for the tools that change a closed store's files).
+/// Returns whether there was one.
+///
+/// # Errors
+/// Any I/O error but a missing file.
+pub(crate) fn remove(vfs: &dyn Vfs, dir: &Path) -> io::Result<bool> {
+    match vfs.remove_file(&path(dir)) {
+        Ok(()) => {
+            vfs.sync_dir(dir)?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Why a checkpoint was not used, with the detail for the log.
+pub(crate) struct Rejected {
+    pub why: CheckpointUse,
+    pub detail: String,
+}
+
+impl Rejected {
+    fn new(why: CheckpointUse, detail: impl Into<String>) -> Rejected {
+        Rejected {
+            why,
+            detail: detail.into(),
+        }
+    }
+
+    fn stale(detail: impl Into<String>) -> Rejected {
+        Rejected::new(CheckpointUse::Stale, detail)
+    }
+}
+
+impl From<DecodeError> for Rejected {
+    fn from(e: DecodeError) -> Rejected {
+        let why = match e {
+            DecodeError::UnsupportedVersion(_) => CheckpointUse::Incompatible,
+            _ => CheckpointUse::Damaged,
+        };
+        Rejected::new(why, e.to_string())
+    }
+}
+
+/// What recovery takes from a checkpoint.
+pub(crate) struct FromCheckpoint {
+    pub keydir: KeyDir,
+    pub seg_stats: BTreeMap<u32, SegmentSpace>,
+    pub segments: BTreeMap<u32, Arc<Segment>>,
+    pub active: Option<RecoveredActive>,
+    pub max_seq: u64,
+    pub expired_kept: u64,
+}
+
+/// How the open that loads a checkpoint goes on.
+pub(crate) struct LoadOptions {
+    /// Expired entries are left out (a read-only open) instead of kept for
+    /// the first sweep to log.
+    pub drop_expired: bool,
+    pub now_ms: u64,
+    pub use_mmap: bool,
+}
+
+/// Reads and checks the checkpoint `file` (`len` bytes) against the
+/// directory's segments (`ids`, from its listing) and builds the keydir
+/// from it.
+///
+/// # Errors
+/// Why the checkpoint cannot be used.
+pub(crate) fn load(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    file: &dyn VFile,
+    len: u64,
+    ids: &[u32],
+    how: &LoadOptions,
+) -> Result<FromCheckpoint, Rejected> {
+    let unreadable = |e: io::Error| Rejected::new(CheckpointUse::Unreadable, e.to_string());
+    let read = |at: u64, buf: &mut [u8]| fs::read_exact_at(file, buf, at);
+    let mut prefix = [0u8; 16];
+    read(0, &mut prefix[..len.min(16) as usize]).map_err(unreadable)?;
+    let mut head = vec![0u8; checkpoint::header_len(&prefix, len)?];
+    read(0, &mut head).map_err(unreadable)?;
+    let layout = checkpoint::decode_header(&head, len)?;
+    let mut footer = [0u8; checkpoint::FOOTER_LEN];
+    read(layout.footer_at(), &mut footer).map_err(unreadable)?;
+    layout.check_footer(&footer, checkpoint::header_crc(&head))?;
+    check_compatible(&layout.header)?;
+    check_files(vfs, dir, &layout.header, ids)?;
+    let (keydir, expired) = build_keydir(&layout, &read, how)?;
+    let h = &layout.header;
+    let mut segments = BTreeMap::new();
+    for s in h.segments.iter().filter(|s| Some(s.id) != h.active) {
+        let seg = Segment::open_sealed(vfs, dir, s.id, how.use_mmap, s.salt)
+            .map_err(|e| Rejected::new(CheckpointUse::Unreadable, e.to_string()))?;
+        segments.insert(s.id, Arc::new(seg));
+    }
+    let seg_stats = h
+        .segments
+        .iter()
+        .map(|s| {
+            let space = SegmentSpace {
+                total: s.data_len,
+                dead: s.dead,
+                kept: s.kept,
+                hint: s.hint,
+                min_seq: s.min_seq,
+                damaged: false,
+            };
+            (s.id, space)
+        })
+        .collect();
+    let active = h
+        .active
+        .and_then(|id| h.segments.iter().find(|s| s.id == id))
+        .map(|s| RecoveredActive {
+            id: s.id,
+            len: s.data_len,
+            salt: s.salt,
+            allocated: s.file_len,
+            // A clean close ended it with its close marks (a segment
+            // without records gets none).
+            closed_clean: s.data_len > SEGMENT_HEADER_LEN,
+            file: None,
+        });
+    Ok(FromCheckpoint {
+        keydir,
+        seg_stats,
+        segments,
+        active,
+        max_seq: h.max_seq,
+        expired_kept: expired,
+    })
+}
+
+/// Decodes a checkpoint and checks that this build can use it: its slot
+/// length and its hash function (the probe).
+///
+/// # Errors
+/// Why it cannot be used.
+pub(crate) fn decode_and_check(bytes: &[u8]) -> Result<Decoded<'_>, Rejected> {
+    let d = checkpoint::decode(bytes)?;
+    check_compatible(d.header())?;
+    Ok(d)
+}
+
+/// Whether this build can use a checkpoint with header `h`: its slot
+/// length and its hash function (the probe).
+fn check_compatible(h: &Header) -> Result<(), Rejected> {
+    if usize::from(h.slot_len) != SLOT_BYTES {
+        return Err(Rejected::new(
+            CheckpointUse::Incompatible,
+            format!(
+                "its slots are {} bytes, this build's {SLOT_BYTES}",
+                h.slot_len
+            ),
+        ));
+    }
+    if KeyDir::hash_with_seed(h.seed, PROBE_KEY) != h.probe {
+        return Err(Rejected::new(
+            CheckpointUse::Incompatible,
+            "written by a build with another hash function",
+        ));
+    }
+    Ok(())
+}
+
+/// Reads `buf.len()` bytes at an offset of the checkpoint file.
+type ReadAt<'a> = dyn Fn(u64, &mut [u8]) -> io::Result<()> + Sync + 'a;
+
+/// A [`ReadAt`] of a checkpoint in memory.
+fn in_memory(bytes: &[u8]) -> impl Fn(u64, &mut [u8]) -> io::Result<()> + Sync + '_ {
+    move |at, buf| {
+        let at = at as usize;
+        bytes
+            .get(at..at + buf.len())
+            .map(|b| buf.copy_from_slice(b))
+            .ok_or_else(|| io::ErrorKind::UnexpectedEof.into())
+    }
+}
+
+/// Checks that the directory holds exactly the segments the checkpoint
+/// covers, each with its salt and length and its hint file of the length
+/// it had (or none), that the active segment is the one it names, and
+/// that nothing was appended to it since.
+///
+/// # Errors
+/// What differs.
+pub(crate) fn check_files(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    h: &Header,
+    ids: &[u32],
+) -> Result<(), Rejected> {
+    let covered: Vec<u32> = h.segments.iter().map(|s| s.id).collect();
+    if covered != ids {
+        return Err(Rejected::stale(format!(
+            "it covers segments {covered:?}, the directory holds {ids:?}"
+        )));
+    }
+    let mut newest_writer_segment = None;
+    for s in &h.segments {
+        let p = names::segment_path(dir, s.id);
+        let stale = |what: String| Rejected::stale(format!("{}: {what}", p.display()));
+        let f = vfs
+            .open(&p, OpenMode::Read)
+            .map_err(|e| stale(e.to_string()))?;
+        let len = f.len().map_err(|e| stale(e.to_string()))?;
+        if len != s.file_len {
+            return Err(stale(format!("{len} bytes, it covers {}", s.file_len)));
+        }
+        let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+        fs::read_exact_at(&*f, &mut header, 0).map_err(|e| stale(e.to_string()))?;
+        let info = segment::header_info(&p, &header, s.id).map_err(|e| stale(e.to_string()))?;
+        if info.salt != s.salt {
+            return Err(stale("another salt (a different file)".into()));
+        }
+        let hint = match vfs
+            .open(&names::hint_path(dir, s.id), OpenMode::Read)
+            .and_then(|h| h.len())
+        {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(stale(e.to_string())),
+        };
+        if hint != s.hint {
+            // The index may have been built from the hint it replaced (a
+            // hint deleted because it disagrees with its segment, say).
+            return Err(stale(format!(
+                "its hint file is {hint} bytes, it covers one of {}",
+                s.hint
+            )));
+        }
+        if !info.compacted {
+            newest_writer_segment = Some((s.id, info.version));
+        }
+        if Some(s.id) == h.active && s.file_len > s.data_len {
+            // Only zeros may follow the data: a record there was
+            // appended after the checkpoint was written.
+            let n = (s.file_len - s.data_len).min(u64::from(RECORD_HEADER_LEN));
+            let mut tail = vec![0u8; n as usize];
+            fs::read_exact_at(&*f, &mut tail, s.data_len).map_err(|e| stale(e.to_string()))?;
+            if tail.iter().any(|&b| b != 0) {
+                return Err(stale(format!("written after byte {}", s.data_len)));
+            }
+        }
+    }
+    let active = newest_writer_segment.map(|(id, _)| id);
+    if active != h.active {
+        return Err(Rejected::stale(format!(
+            "its active segment is {:?}, the directory's {active:?}",
+            h.active
+        )));
+    }
+    if newest_writer_segment.is_some_and(|(_, v)| v != segment::FORMAT_VERSION) {
+        return Err(Rejected::stale(
+            "the active segment is of an older format version",
+        ));
+    }
+    Ok(())
+}
+
+/// Blocks read at a time while the keydir is built.
+const BLOCKS_PER_READ: usize = 4;
+
+/// Builds the keydir from the checkpoint's slots, read through `read` a
+/// few blocks at a time, checking every block's CRC and every slot's
+/// place: two threads, each reading and inserting half of the slots (by
+/// shard), so that one's reading overlaps the other's inserting. Returns
+/// it and the number of expired entries kept.
+fn build_keydir(
+    layout: &Layout,
+    read: &ReadAt<'_>,
+    how: &LoadOptions,
+) -> Result<(KeyDir, u64), Rejected> {
+    let h = &layout.header;
+    let places = Places::of(h);
+    // The shards split where half of the slots are behind.
+    let total = h.total_slots();
+    let mut behind = 0u64;
+    let split = h
+        .shard_slots
+        .iter()
+        .position(|&n| {
+            behind += n;
+            behind * 2 >= total
+        })
+        .map_or(SHARDS, |i| i + 1);
+    let stride = layout.block_stride();
+    let build = |range: std::ops::Range<usize>| -> Result<(Vec<Shard>, u64), Rejected> {
+        let mut expired = 0u64;
+        let mut shards = Vec::with_capacity(range.len());
+        let mut buf = Vec::new();
+        for i in range {
+            let mut b = ShardBuilder::new(i, h.shard_slots[i] as usize);
+            let (start, len) = layout.shard_span(i);
+            let mut at = 0u64;
+            while at < len {
+                let n = (len - at).min((stride * BLOCKS_PER_READ) as u64) as usize;
+                buf.resize(n, 0);
+                read(start + at, &mut buf)
+                    .map_err(|e| Rejected::new(CheckpointUse::Unreadable, e.to_string()))?;
+                for block in layout.blocks(&buf, start + at) {
+                    b.add(block?, |e| places.accept(e, how, &mut expired))
+                        .map_err(|why| Rejected::new(CheckpointUse::Damaged, why))?;
+                }
+                at += n as u64;
+            }
+            shards.push(b.finish());
+        }
+        Ok((shards, expired))
+    };
+    let (first, second) = if total >= 100_000 {
+        std::thread::scope(|s| {
+            let second = s.spawn(|| build(split..SHARDS));
+            let first = build(0..split);
+            let second = second.join().unwrap_or_else(|_| {
+                Err(Rejected::new(CheckpointUse::Damaged, "a loader panicked"))
+            });
+            (first, second)
+        })
+    } else {
+        (build(0..split), build(split..SHARDS))
+    };
+    let ((mut shards, e1), (rest, e2)) = (first?, second?);
+    shards.extend(rest);
+    Ok((KeyDir::from_shards(h.seed, shards), e1 + e2))
+}
+
+/// For the fuzz target: the keydir `d`'s slots build (its probe
+/// unchecked), and how many entries it holds.
+///
+/// # Errors
+/// Why the slots were refused.
+#[cfg(feature = "__test_hooks")]
+pub(crate) fn entries_for_fuzzing(bytes: &[u8], d: &Decoded<'_>) -> Result<u64, String> {
+    if usize::from(d.header().slot_len) != SLOT_BYTES {
+        return Err("another slot length".into());
+    }
+    let how = LoadOptions {
+        drop_expired: false,
+        now_ms: 0,
+        use_mmap: false,
+    };
+    let (k, _) = build_keydir(&d.layout, &in_memory(bytes), &how).map_err(|r| r.detail)?;
+    let n = k.raw_len();
+    if n > d.header().total_slots() {
+        return Err("more entries than slots".into());
+    }
+    Ok(n)
+}
+
+/// The segments a checkpoint covers, for checking each slot's place: a
+/// table by id when the ids are close together, else a sorted list.
+struct Places {
+    min_id: u32,
+    /// The data length of segment `min_id + i` (0: not covered).
+    by_id: Vec<u64>,
+    /// Every segment's id and data length, when their ids are too far
+    /// apart for `by_id`.
+    list: Vec<(u32, u64)>,
+}
+
+impl Places {
+    fn of(h: &Header) -> Places {
+        let min_id = h.segments.first().map_or(0, |s| s.id);
+        let max_id = h.segments.last().map_or(0, |s| s.id);
+        // Ids are ascending; the table is at most 1M entries (a
+        // store has far fewer segments, and their ids stay close).
+        let span = (max_id - min_id) as usize + 1;
+        if span > 1 << 20 {
+            return Places {
+                min_id,
+                by_id: Vec::new(),
+                list: h.segments.iter().map(|s| (s.id, s.data_len)).collect(),
+            };
+        }
+        let mut by_id = vec![0u64; span];
+        for s in &h.segments {
+            by_id[(s.id - min_id) as usize] = s.data_len;
+        }
+        Places {
+            min_id,
+            by_id,
+            list: Vec::new(),
+        }
+    }
+
+    /// The data length of segment `id`, if covered.
+    fn data_len(&self, id: u32) -> Option<u64> {
+        if !self.list.is_empty() {
+            let i = self.list.binary_search_by_key(&id, |&(id, _)| id).ok()?;
+            return Some(self.list[i].1);
+        }
+        let i = id.checked_sub(self.min_id)? as usize;
+        self.by_id.get(i).copied().filter(|&n| n > 0)
+    }
+
+    /// Whether entry `e` is kept (a read-only open leaves expired ones
+    /// out; a writable one keeps and counts them).
+    fn accept(
+        &self,
+        e: &IndexEntry,
+        how: &LoadOptions,
+        expired: &mut u64,
+    ) -> Result<bool, &'static str> {
+        match self.data_len(e.file_id) {
+            Some(len) if e.offset >= SEGMENT_HEADER_LEN && e.offset < len => {}
+            Some(_) => return Err("a slot points outside its segment's records"),
+            None => return Err("a slot points into a segment it does not cover"),
+        }
+        if e.is_expired(how.now_ms) {
+            if how.drop_expired {
+                return Ok(false);
+            }
+            *expired += 1;
+        }
+        Ok(true)
+    }
+}
+
+/// For `cairn stats`: when the checkpoint `bytes` was written and how many
+/// keys it holds (when its header checks out), and whether an open of the
+/// directory as `listing` lists it would use it.
+pub(crate) fn would_use(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    bytes: &[u8],
+    listing: &super::Listing,
+) -> (Option<(u64, u64)>, CheckpointUse) {
+    let d = match decode_and_check(bytes) {
+        Ok(d) => d,
+        Err(r) => return (None, r.why),
+    };
+    let about = Some((d.header().written_at_ms, d.header().total_slots()));
+    if d.check_all_blocks().is_err() {
+        return (about, CheckpointUse::Damaged);
+    }
+    if listing.manifest {
+        return (about, CheckpointUse::Stale);
+    }
+    match check_files(vfs, dir, d.header(), &listing.segments) {
+        Ok(()) => (about, CheckpointUse::Used),
+        Err(r) => (about, r.why),
+    }
+}
+
+/// What `verify` found of a checkpoint.
+pub(crate) enum Checked {
+    /// It matches the files, and its entries are the index the files give.
+    Fine,
+    /// Open would not use it (damaged, incompatible or stale): why.
+    Unusable(String),
+    /// Open would use it, but its entries differ from the index rebuilt
+    /// from hints and segments: the first difference.
+    Mismatch(String),
+}
+
+/// For `verify`: decodes the checkpoint `bytes`, checks every block and
+/// the match rules against the held files `pinned`, and compares its
+/// entries (hash bits, place and expiry) with the index rebuilt from their
+/// hints and segments with the same hash seed.
+///
+/// # Errors
+/// A held file cannot be read.
+pub(crate) fn compare_with_files(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    bytes: &[u8],
+    pinned: &super::Pinned,
+    now_ms: u64,
+) -> crate::error::Result<Checked> {
+    let d = match decode_and_check(bytes) {
+        Ok(d) => d,
+        Err(r) => return Ok(Checked::Unusable(r.detail)),
+    };
+    if let Err(e) = d.check_all_blocks() {
+        return Ok(Checked::Unusable(e.to_string()));
+    }
+    if pinned.listing.manifest {
+        return Ok(Checked::Unusable("a compaction was interrupted".into()));
+    }
+    let ids: Vec<u32> = pinned.segments.keys().copied().collect();
+    if let Err(r) = check_files(vfs, dir, d.header(), &ids) {
+        return Ok(Checked::Unusable(r.detail));
+    }
+    let how = LoadOptions {
+        drop_expired: false,
+        now_ms,
+        use_mmap: false,
+    };
+    let from_checkpoint = match build_keydir(&d.layout, &in_memory(bytes), &how) {
+        Ok((k, _)) => k,
+        Err(r) => return Ok(Checked::Unusable(r.detail)),
+    };
+    let loads = super::load::load_all(
+        vfs,
+        dir,
+        &ids,
+        pinned.find_active(),
+        crate::options::RecoveryMode::Strict,
+        true,
+        false,
+        Some(&pinned.segments),
+    )?;
+    let rebuilt = super::merge::build_keydir_seeded(
+        &loads,
+        now_ms,
+        super::merge::ExpiredAtOpen::Keep,
+        Some(d.header().seed),
+    )
+    .keydir;
+    Ok(match first_difference(&from_checkpoint, &rebuilt) {
+        None => Checked::Fine,
+        Some(d) => Checked::Mismatch(d),
+    })
+}
+
+/// The first entry (hash bits, segment, offset, expiry) in one index and
+/// not the other, if any.
+fn first_difference(a: &KeyDir, b: &KeyDir) -> Option<String> {
+    let entries = |k: &KeyDir, i: usize| {
+        let mut v = Vec::new();
+        k.read_shard(i).for_each_hashed(|h, e| {
+            v.push((h, e.file_id, e.offset, e.expires_at_ms));
+        });
+        v.sort_unstable();
+        v
+    };
+    for i in 0..SHARDS {
+        let (x, y) = (entries(a, i), entries(b, i));
+        if x == y {
+            continue;
+        }
+        let only = |x: &[(u64, u32, u64, u64)], y: &[(u64, u32, u64, u64)]| {
+            x.iter().find(|e| y.binary_search(e).is_err()).copied()
+        };
+        let describe =
+            |(_, f, o, exp): (u64, u32, u64, u64)| format!("segment {f} offset {o} (expiry {exp})");
+        return Some(match (only(&x, &y), only(&y, &x)) {
+            (Some(e), _) => format!(
+                "it holds an entry at {} that the hints and segments do not give",
+                describe(e)
+            ),
+            (None, Some(e)) => format!(
+                "it lacks the entry at {} that the hints and segments give",
+                describe(e)
+            ),
+            (None, None) => format!("shard {i} holds entries twice"),
+        });
+    }
+    None
+}
