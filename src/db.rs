@@ -1190,3 +1190,52 @@ impl Db {
         }
     }
 }
+
+/// Compaction against a record the index keeps cut to its expiry limit:
+/// through the whole handle, so it lives here (compaction is a layer below).
+#[cfg(test)]
+mod compaction_tests {
+    use std::time::Duration;
+
+    use super::Db;
+    use crate::index::keydir::MAX_EXPIRY_MS;
+    use crate::options::Options;
+    use crate::types::Ttl;
+    use crate::util::clock::ManualClock;
+
+    /// A record whose expiry is past what a slot keeps (written before
+    /// that limit existed, or by a module's saturating arithmetic through
+    /// the raw path) is served, compacted (the index's expiry is the
+    /// record's, cut to the limit: not a disagreement) and reopened.
+    #[test]
+    fn a_record_expiring_past_the_slots_limit_is_kept_and_compacted() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let now = 1_764_900_000_000;
+        let opts = Options::new()
+            .clock(ManualClock::new(now))
+            .auto_compact(false);
+        let db = opts.clone().open(t.path()).expect("open");
+        db.transaction(|tx| {
+            tx.put_raw_expiring_at(b"far", b"v".to_vec(), u64::MAX);
+            Ok(())
+        })
+        .expect("write");
+        let check = |db: &Db| {
+            assert_eq!(db.get("far").expect("get").as_deref(), Some(&b"v"[..]));
+            assert_eq!(
+                db.ttl("far").expect("ttl"),
+                Ttl::Expires(Duration::from_millis(MAX_EXPIRY_MS - now))
+            );
+        };
+        check(&db);
+        db.put("other", "1").expect("put");
+        db.put("other", "2").expect("put");
+        db.seal_active_segment().expect("seal");
+        db.compact()
+            .expect("compaction takes the record as the index has it");
+        check(&db);
+        drop(db);
+        let db = opts.open(t.path()).expect("reopen");
+        check(&db);
+    }
+}
