@@ -206,7 +206,19 @@ fn from_checkpoint(
         now_ms: now,
         use_mmap: opts.use_mmap,
     };
-    checkpoint::load(vfs, dir, &*file, len, &listing.segments, &how).map_err(|r| {
+    let loaded = checkpoint::load(vfs, dir, &*file, len, &listing.segments, &how);
+    // A writable open has deleted the file's name: closing it frees its
+    // blocks, which took 26 ms for a 19 MB file here. Not on the open's
+    // path (the deletion is already durable; the close only frees space).
+    if !opts.read_only && !opts.is_deterministic() {
+        let closing = std::thread::Builder::new()
+            .name("cairn-ckpt-close".into())
+            .spawn(move || drop(file));
+        if let Err(e) = closing {
+            log::debug!("closing the checkpoint inline: {e}");
+        }
+    }
+    loaded.map_err(|r| {
         log::info!(
             "not using {} ({}): {}; opening from hints and segments",
             path.display(),
