@@ -15,9 +15,10 @@ use crate::storage::feed_signal::{FeedSignal, LogEnd};
 use crate::storage::group_commit::{ActiveSegment, GroupCommit};
 use crate::storage::segment::Segment;
 use crate::storage::space::SegmentSpace;
-use crate::storage::tail_cache::{self};
+use crate::storage::tail_cache::{self, TailCache};
 use crate::util::locks::lock;
 
+use super::warm_up::TailSeed;
 use super::{BgState, Core, Writer};
 
 impl Core {
@@ -30,12 +31,12 @@ impl Core {
             offset: r.active.as_ref().map_or(SEGMENT_HEADER_LEN, |a| a.len),
             seq: r.max_seq,
         };
-        let (writer, group) = if opts.read_only {
+        let (writer, group, tail_seed) = if opts.read_only {
             open_active_reader(dir, &opts, &mut r)?;
-            (None, None)
+            (None, None, None)
         } else {
-            let (writer, group) = start_writer(dir, &opts, &mut r)?;
-            (Some(Mutex::new(writer)), Some(group))
+            let (writer, group, seed) = start_writer(dir, &opts, &mut r)?;
+            (Some(Mutex::new(writer)), Some(group), seed)
         };
         // The writer may have started a new segment.
         let end = match &writer {
@@ -89,7 +90,7 @@ impl Core {
             stall_cv: Condvar::new(),
             stalls: AtomicU64::new(0),
             stall_ns: AtomicU64::new(0),
-            warm_up: super::warm_up::WarmUp::default(),
+            warm_up: super::warm_up::WarmUp::with_tail_seed(tail_seed),
         });
         // The hint of a segment the open sealed (as at a roll: inline when
         // tests ask for a fixed order of file operations).
@@ -120,8 +121,13 @@ fn open_active_reader(dir: &Path, opts: &Options, r: &mut Recovered) -> Result<(
 }
 
 /// The writer and its group commit, on the active segment recovery left,
-/// or on a new segment.
-fn start_writer(dir: &Path, opts: &Options, r: &mut Recovered) -> Result<(Writer, GroupCommit)> {
+/// or on a new segment; and the part of its tail the warm-up is to read
+/// into the tail cache (when there is a warm-up: else the open reads it).
+fn start_writer(
+    dir: &Path,
+    opts: &Options,
+    r: &mut Recovered,
+) -> Result<(Writer, GroupCommit, Option<TailSeed>)> {
     let vfs: &dyn Vfs = &*opts.vfs;
     let (id, len, salt, allocated, closed_clean) = match &r.active {
         Some(a) => (a.id, a.len, a.salt, a.allocated, a.closed_clean),
@@ -141,7 +147,25 @@ fn start_writer(dir: &Path, opts: &Options, r: &mut Recovered) -> Result<(Writer
         // sync marks count it as synced from here on.
         file.sync_data()?;
     }
-    let tail = tail_cache::seeded(opts.tail_cache_bytes, &*file, len)?;
+    let warm_up = opts.warm_up_after_open && !opts.is_deterministic();
+    let (tail, seed) = if warm_up && opts.tail_cache_bytes > 0 {
+        let cache = Arc::new(TailCache::new(opts.tail_cache_bytes, len));
+        let start = len
+            .saturating_sub(opts.tail_cache_bytes)
+            .max(SEGMENT_HEADER_LEN.min(len));
+        let seed = (start < len).then(|| TailSeed {
+            cache: cache.clone(),
+            file: file.clone(),
+            start,
+            end: len,
+        });
+        (Some(cache), seed)
+    } else {
+        (
+            tail_cache::seeded(opts.tail_cache_bytes, &*file, len)?,
+            None,
+        )
+    };
     r.segments.insert(
         id,
         Arc::new(Segment::with_tail_cache(
@@ -171,5 +195,5 @@ fn start_writer(dir: &Path, opts: &Options, r: &mut Recovered) -> Result<(Writer
         mark_bytes: 0,
         closed_end: if closed_clean { len } else { 0 },
     };
-    Ok((writer, GroupCommit::new(active)))
+    Ok((writer, GroupCommit::new(active), seed))
 }

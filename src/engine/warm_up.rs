@@ -5,10 +5,12 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::format::names;
-use crate::fs::OpenMode;
+use crate::fs::{self, OpenMode, VFile};
+use crate::storage::tail_cache::TailCache;
 use crate::util::locks::{self, lock};
 
 use super::Core;
@@ -17,14 +19,42 @@ use super::Core;
 /// stream, small enough that a close waits at most one such read.
 const CHUNK_BYTES: usize = 2 << 20;
 
-/// What the warm-up did, for `Stats`.
+/// What the warm-up did, for `Stats`, and what it still has to do first.
 #[derive(Default)]
 pub(crate) struct WarmUp {
     /// Bytes of segment files read.
     bytes: AtomicU64,
     /// How long it took (0: not finished).
     ns: AtomicU64,
+    /// The active segment's tail cache, left empty by the open, to fill
+    /// before anything else.
+    tail_seed: Mutex<Option<TailSeed>>,
 }
+
+impl WarmUp {
+    /// A warm-up that first fills `seed`'s tail cache.
+    pub(crate) fn with_tail_seed(seed: Option<TailSeed>) -> WarmUp {
+        WarmUp {
+            tail_seed: Mutex::new(seed),
+            ..WarmUp::default()
+        }
+    }
+}
+
+/// The bytes `start..end` of the active segment, which the open did not
+/// read into its tail cache (the cache starts empty at `end`): reading
+/// up to 16 MiB before returning was more than half of a 1M-key open from
+/// a checkpoint with the page cache dropped.
+pub(crate) struct TailSeed {
+    pub cache: Arc<TailCache>,
+    pub file: Arc<dyn VFile>,
+    pub start: u64,
+    pub end: u64,
+}
+
+/// How much of the tail the warm-up reads and hands to the cache at once
+/// (the cache's lock is held while it copies that much).
+const TAIL_PIECE_BYTES: u64 = 1 << 20;
 
 /// How the warm-up of one segment ended.
 enum Ended {
@@ -61,6 +91,10 @@ impl Core {
     /// at debug level, as a read that matters reports its own error.
     pub(crate) fn warm_up(&self) {
         let started = Instant::now();
+        let seed = lock(&self.warm_up.tail_seed).take();
+        if let Some(seed) = seed {
+            self.fill_tail_cache(&seed);
+        }
         let ids: Vec<u32> = locks::read(&self.segments).keys().rev().copied().collect();
         let plan: Vec<(u32, u64)> = {
             let stats = lock(&self.seg_stats);
@@ -128,6 +162,28 @@ impl Core {
             self.warm_up.bytes.fetch_add(n as u64, Ordering::Relaxed);
         }
         Ok(Ended::Segment)
+    }
+
+    /// Fills the tail cache the open left empty, newest bytes first, a
+    /// piece at a time; stops when the store closes, a read fails (logged
+    /// at debug level: reads of those bytes fall back to the file), or the
+    /// cache takes no more (the writer moved on to another segment, or
+    /// its appends filled it).
+    fn fill_tail_cache(&self, seed: &TailSeed) {
+        let mut end = seed.end;
+        let mut buf = Vec::new();
+        while end > seed.start && !self.warm_up_stopped() {
+            let from = end.saturating_sub(TAIL_PIECE_BYTES).max(seed.start);
+            buf.resize((end - from) as usize, 0);
+            if let Err(e) = fs::read_exact_at(&*seed.file, &mut buf, from) {
+                log::debug!("{}: filling the tail cache: {e}", self.dir.display());
+                return;
+            }
+            if !seed.cache.prepend(from, &buf) {
+                return;
+            }
+            end = from;
+        }
     }
 
     /// Whether the store is closing (or closed): the warm-up stops.

@@ -90,6 +90,52 @@ impl TailCache {
         }
     }
 
+    /// Records `bytes`, which lie in the file right before the cache's
+    /// first byte (at `offset..offset + bytes.len()`, ending where the
+    /// cache starts): how an open fills the cache in the background instead
+    /// of reading the segment's tail before it returns. Returns false, and
+    /// changes nothing, when they do not end where the cache starts (an
+    /// append reset it, or it dropped its oldest chunk) or when they would
+    /// take it past its capacity.
+    pub(crate) fn prepend(&self, offset: u64, bytes: &[u8]) -> bool {
+        let mut g = locks::write(&self.inner);
+        let Some(end) = offset.checked_add(bytes.len() as u64) else {
+            return false;
+        };
+        if end != g.base || bytes.is_empty() {
+            return false;
+        }
+        let first = g.base - g.base % CHUNK;
+        let new_chunks = if offset >= first {
+            0
+        } else {
+            (first - offset).div_ceil(CHUNK) as usize
+        };
+        if g.chunks.len() + new_chunks > self.max_chunks {
+            return false;
+        }
+        let mut at = g.base; // bytes[..at - offset] are still to place
+        while at > offset {
+            let start = at - at % CHUNK;
+            let (lo, chunk_start) = if at.is_multiple_of(CHUNK) {
+                // A new chunk in front, for [at - CHUNK, at).
+                let chunk_start = at - CHUNK;
+                g.chunks.push_front(vec![0u8; CHUNK as usize]);
+                (offset.max(chunk_start), chunk_start)
+            } else {
+                (offset.max(start), start)
+            };
+            let Some(chunk) = g.chunks.front_mut() else {
+                return false;
+            };
+            let src = &bytes[(lo - offset) as usize..(at - offset) as usize];
+            chunk[(lo - chunk_start) as usize..(at - chunk_start) as usize].copy_from_slice(src);
+            at = lo;
+        }
+        g.base = offset;
+        true
+    }
+
     /// Calls `f` on the cached bytes `offset..offset + len` without copying
     /// them when they lie in one chunk (the common case); otherwise on a
     /// copy. `None` when the range is not cached.
@@ -160,6 +206,59 @@ mod tests {
 
     fn pattern(from: u64, len: u64) -> Vec<u8> {
         (from..from + len).map(|i| (i % 251) as u8).collect()
+    }
+
+    #[test]
+    fn bytes_prepended_in_pieces_read_back_with_later_appends() {
+        // Empty at an offset inside a chunk, as an open leaves it; an
+        // append, then the older bytes in pieces, newest first.
+        let len = 3 * CHUNK + 100;
+        let c = TailCache::new(8 * CHUNK, len);
+        c.append(len, &pattern(len, 50));
+        let mut base = len;
+        for piece in [CHUNK / 3, CHUNK, 7, CHUNK + 5, 2 * CHUNK] {
+            let from = base.saturating_sub(piece).max(32);
+            assert!(
+                c.prepend(from, &pattern(from, base - from)),
+                "piece {piece}"
+            );
+            base = from;
+            assert_eq!(
+                c.read(base, len + 50 - base),
+                Some(pattern(base, len + 50 - base))
+            );
+            assert_eq!(c.read(base - 1, 2), None, "before the start");
+        }
+        assert_eq!(base, 32);
+        assert_eq!(
+            c.with_bytes(CHUNK - 3, 10, <[u8]>::to_vec),
+            Some(pattern(CHUNK - 3, 10))
+        );
+        c.append(len + 50, &pattern(len + 50, CHUNK));
+        assert_eq!(
+            c.read(32, len + 50 + CHUNK - 32),
+            Some(pattern(32, len + 50 + CHUNK - 32))
+        );
+    }
+
+    #[test]
+    fn a_prepend_that_does_not_end_at_the_start_or_does_not_fit_changes_nothing() {
+        let c = TailCache::new(2 * CHUNK, 4 * CHUNK + 10);
+        assert!(!c.prepend(4 * CHUNK, &pattern(4 * CHUNK, 5)), "a gap");
+        assert!(!c.prepend(4 * CHUNK, &[]), "nothing");
+        // Three chunks in front would pass the capacity (2 chunks + 1).
+        let from = CHUNK;
+        assert!(!c.prepend(from, &pattern(from, 3 * CHUNK + 10)));
+        assert_eq!(c.read(4 * CHUNK, 10), None, "nothing was added");
+        assert!(c.prepend(3 * CHUNK, &pattern(3 * CHUNK, CHUNK + 10)));
+        assert_eq!(
+            c.read(3 * CHUNK, CHUNK + 10),
+            Some(pattern(3 * CHUNK, CHUNK + 10))
+        );
+        // An append that resets the cache makes an old piece not fit.
+        c.append(9 * CHUNK, &pattern(9 * CHUNK, 5));
+        assert!(!c.prepend(2 * CHUNK, &pattern(2 * CHUNK, CHUNK)));
+        assert_eq!(c.read(9 * CHUNK, 5), Some(pattern(9 * CHUNK, 5)));
     }
 
     #[test]
