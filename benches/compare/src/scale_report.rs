@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
+use crate::report::median;
 use crate::result::RunResult;
 
 /// Stores in report order; others follow in the order they appear.
@@ -27,19 +28,6 @@ const OPENS: &[(&str, &str)] = &[
     ("scale_open_clean", "after a clean close"),
     ("scale_open_kill", "after kill -9 under write load"),
 ];
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    })
-}
 
 fn med(rs: &[&RunResult], f: impl Fn(&RunResult) -> Option<f64>) -> Option<f64> {
     median(rs.iter().filter_map(|r| f(r)).collect())
