@@ -150,9 +150,7 @@ fn start_writer(
     let warm_up = opts.warm_up_after_open && !opts.is_deterministic();
     let (tail, seed) = if warm_up && opts.tail_cache_bytes > 0 {
         let cache = Arc::new(TailCache::new(opts.tail_cache_bytes, len));
-        let start = len
-            .saturating_sub(opts.tail_cache_bytes)
-            .max(SEGMENT_HEADER_LEN.min(len));
+        let start = tail_cache::seed_start(opts.tail_cache_bytes, len);
         let seed = (start < len).then(|| TailSeed {
             cache: cache.clone(),
             file: file.clone(),

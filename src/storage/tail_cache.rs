@@ -184,15 +184,20 @@ impl TailCache {
     }
 }
 
+/// Where a cache of `capacity` bytes over a segment whose records end at
+/// `len` starts when it holds their newest bytes (never in the header).
+pub(crate) fn seed_start(capacity: u64, len: u64) -> u64 {
+    len.saturating_sub(capacity)
+        .max(SEGMENT_HEADER_LEN.min(len))
+}
+
 /// The tail cache of an active segment whose records end at `len`, seeded
 /// with the newest bytes already in `file`; `None` when `capacity` is 0.
 pub(crate) fn seeded(capacity: u64, file: &dyn VFile, len: u64) -> Result<Option<Arc<TailCache>>> {
     if capacity == 0 {
         return Ok(None);
     }
-    let start = len
-        .saturating_sub(capacity)
-        .max(SEGMENT_HEADER_LEN.min(len));
+    let start = seed_start(capacity, len);
     let cache = TailCache::new(capacity, start);
     let mut buf = vec![0u8; (len - start) as usize];
     fs::read_exact_at(file, &mut buf, start)?;
