@@ -154,14 +154,19 @@ fn is_time(w: &str) -> bool {
 
 type Table = BTreeMap<String, BTreeMap<String, Agg>>;
 
-/// Writes the report next to the results.
-pub fn write(results: &Path, out: &Path) -> Result<(), String> {
+/// The results in a `results.jsonl` (lines that do not parse are skipped).
+pub fn read_results(results: &Path) -> Result<Vec<RunResult>, String> {
     let text =
         std::fs::read_to_string(results).map_err(|e| format!("{}: {e}", results.display()))?;
-    let all: Vec<RunResult> = text
+    Ok(text
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+        .collect())
+}
+
+/// Writes the report next to the results.
+pub fn write(results: &Path, out: &Path) -> Result<(), String> {
+    let all = read_results(results)?;
     let mut grouped: BTreeMap<(String, String), Vec<&RunResult>> = BTreeMap::new();
     let mut errors = Vec::new();
     for r in &all {

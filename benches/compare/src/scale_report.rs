@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::report::median;
+use crate::report::{median, read_results};
 use crate::result::RunResult;
 
 /// Stores in report order; others follow in the order they appear.
@@ -75,12 +75,7 @@ type Groups<'a> = BTreeMap<(String, u64, String), Vec<&'a RunResult>>;
 
 /// Writes `scale.md` and `open_time.svg` into `out`.
 pub fn write(results: &Path, out: &Path) -> Result<(), String> {
-    let text =
-        std::fs::read_to_string(results).map_err(|e| format!("{}: {e}", results.display()))?;
-    let all: Vec<RunResult> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let all = read_results(results)?;
     let mut groups: Groups = BTreeMap::new();
     let mut failed: Vec<&RunResult> = Vec::new();
     let mut peers: Vec<String> = ORDER.iter().map(|s| s.to_string()).collect();
