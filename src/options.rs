@@ -73,6 +73,7 @@ pub struct Options {
     pub(crate) stall_writes: bool,
     pub(crate) warm_up_after_open: bool,
     pub(crate) index_checkpoint_at_close: bool,
+    pub(crate) index_checkpoint_every_bytes: u64,
     pub(crate) clock: Arc<dyn Clock>,
     /// The file layer: the real file system unless `Options::vfs` says
     /// otherwise.
@@ -114,6 +115,10 @@ impl std::fmt::Debug for Options {
             .field("stall_writes", &self.stall_writes)
             .field("warm_up_after_open", &self.warm_up_after_open)
             .field("index_checkpoint_at_close", &self.index_checkpoint_at_close)
+            .field(
+                "index_checkpoint_every_bytes",
+                &self.index_checkpoint_every_bytes,
+            )
             .finish_non_exhaustive()
     }
 }
@@ -126,6 +131,8 @@ impl Default for Options {
 
 /// `compaction_small_segment_bytes` not set: derived from `max_segment_bytes`.
 const AUTO: u64 = u64::MAX;
+/// The default of [`Options::index_checkpoint_every_bytes`].
+const DEFAULT_INDEX_CHECKPOINT_EVERY_BYTES: u64 = 64 << 20;
 
 /// Smallest accepted `max_segment_bytes`.
 pub const MIN_SEGMENT_BYTES: u64 = 4096;
@@ -159,6 +166,7 @@ impl Options {
             stall_writes: true,
             warm_up_after_open: true,
             index_checkpoint_at_close: true,
+            index_checkpoint_every_bytes: DEFAULT_INDEX_CHECKPOINT_EVERY_BYTES,
             clock: Arc::new(SystemClock),
             vfs: Arc::new(crate::fs::RealFs),
             #[cfg(feature = "__test_hooks")]
@@ -428,8 +436,8 @@ impl Options {
     /// files it describes (same segments, salts and lengths, nothing
     /// written since); otherwise, or when it is damaged, open logs why and
     /// rebuilds the index from hints and segments as without it: slower,
-    /// never different. A writable open deletes it before it writes
-    /// anything, so a store that was not closed cleanly since has none.
+    /// never different. Records written after it are replayed on top of
+    /// it (see [`Options::index_checkpoint_every_bytes`]).
     /// [`RecoveryReport::checkpoint`](crate::RecoveryReport) says whether
     /// an open used it. Writing it adds to close the time to write the
     /// index's slots (33 bytes a key) and two fsyncs; docs/benchmarks.md
@@ -448,6 +456,36 @@ impl Options {
     #[must_use]
     pub fn index_checkpoint_at_close(mut self, on: bool) -> Options {
         self.index_checkpoint_at_close = on;
+        self
+    }
+
+    /// How many bytes of log a running store writes between two index
+    /// checkpoints: the bound on what an open after a crash replays. 0
+    /// writes none while the store runs. Default: 64 MiB.
+    ///
+    /// The background thread writes a checkpoint once the log written
+    /// since the last one passes this or the last checkpoint's own size,
+    /// whichever is larger (so a checkpoint never costs more writing than
+    /// the log it saves replaying), and right after each compaction. It
+    /// copies the index one shard at a time, holding the writer lock for
+    /// each copy (about a millisecond per shard at 10 million keys), then
+    /// writes and fsyncs the file off the write path. An open after a crash
+    /// then loads it and applies only the records written after it
+    /// instead of reading every hint file; the checkpoint and the records
+    /// after it must match the files exactly, or the open falls back to
+    /// hints and segments: slower, never different.
+    ///
+    /// ```
+    /// let dir = tempfile::tempdir()?;
+    /// let db = cairn::Options::new()
+    ///     .index_checkpoint_every_bytes(0)
+    ///     .open(dir.path())?;
+    /// db.put("k", "v")?;
+    /// # Ok::<(), cairn::Error>(())
+    /// ```
+    #[must_use]
+    pub fn index_checkpoint_every_bytes(mut self, bytes: u64) -> Options {
+        self.index_checkpoint_every_bytes = bytes;
         self
     }
 

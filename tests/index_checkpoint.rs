@@ -107,8 +107,8 @@ fn a_clean_close_then_open_uses_it_and_reads_everything_right() {
             CheckpointUse::Used
         };
         assert_eq!(db.recovery_report().checkpoint, want, "round {round}");
-        // A writable open deleted it before writing anything.
-        assert!(!t.path().join(CKPT).exists());
+        // It stays: the records written after it are replayed after a crash.
+        assert_eq!(t.path().join(CKPT).exists(), round > 0);
         check(&db, &clock, &m);
         random_writes(&db, &clock, &mut m, &mut rng, 3000);
         check(&db, &clock, &m);
@@ -162,7 +162,7 @@ fn closed_store(path: &Path, clock: &ManualClock, m: &mut Model, seed: u64) -> V
 }
 
 #[test]
-fn a_stale_checkpoint_copied_back_after_more_writes_is_not_used() {
+fn an_older_checkpoint_copied_back_replays_the_writes_after_it() {
     let t = tempfile::tempdir().expect("tempdir");
     let clock = ManualClock::new(START_MS);
     let mut m = Model::new();
@@ -175,10 +175,9 @@ fn a_stale_checkpoint_copied_back_after_more_writes_is_not_used() {
     let mut rng = XorShift::new(10);
     random_writes(&db, &clock, &mut m, &mut rng, 20);
     db.close().expect("close");
-    assert!(!t.path().join(CKPT).exists());
     std::fs::write(t.path().join(CKPT), &old).expect("copy back");
     let db = opts(&clock).read_only(true).open(t.path()).expect("open");
-    assert_eq!(db.recovery_report().checkpoint, CheckpointUse::Stale);
+    assert_eq!(db.recovery_report().checkpoint, CheckpointUse::Replayed);
     check(&db, &clock, &m);
     drop(db);
     // Only writes that fill the preallocated zeros (same file length).
@@ -200,7 +199,7 @@ fn a_stale_checkpoint_copied_back_after_more_writes_is_not_used() {
     db.close().expect("close");
     std::fs::write(t.path().join(CKPT), &fresh).expect("copy back");
     let db = opts(&clock).read_only(true).open(t.path()).expect("open");
-    assert_eq!(db.recovery_report().checkpoint, CheckpointUse::Stale);
+    assert_eq!(db.recovery_report().checkpoint, CheckpointUse::Replayed);
     check(&db, &clock, &m);
 }
 
@@ -221,7 +220,7 @@ fn another_stores_checkpoint_is_not_used() {
 }
 
 #[test]
-fn a_missing_extra_or_changed_segment_makes_it_stale() {
+fn a_missing_or_changed_segment_makes_it_stale_a_newer_one_is_replayed() {
     let clock = ManualClock::new(START_MS);
     let seg = |p: &Path, id: u32| p.join(format!("{id:010}.seg"));
     // A sealed segment gone (with its hint).
@@ -250,7 +249,7 @@ fn a_missing_extra_or_changed_segment_makes_it_stale() {
     assert_eq!(after.len(), before.len() + 1);
     std::fs::write(t.path().join(CKPT), &old).expect("copy back");
     let db = opts(&clock).read_only(true).open(t.path()).expect("open");
-    assert_eq!(db.recovery_report().checkpoint, CheckpointUse::Stale);
+    assert_eq!(db.recovery_report().checkpoint, CheckpointUse::Replayed);
     check(&db, &clock, &m);
     drop(db);
     // A hint deleted (the remedy for a hint that disagrees with its
@@ -277,7 +276,7 @@ fn a_missing_extra_or_changed_segment_makes_it_stale() {
 }
 
 #[test]
-fn without_a_clean_close_there_is_no_checkpoint_and_nothing_is_lost() {
+fn after_a_power_loss_the_open_replays_what_came_after_it() {
     let sim = SimFs::new();
     let clock = ManualClock::new(START_MS);
     let o = || simfs::options(&sim, &clock, SyncPolicy::Always);
@@ -292,11 +291,12 @@ fn without_a_clean_close_there_is_no_checkpoint_and_nothing_is_lost() {
     for i in 100..300u64 {
         db.put(key(i), format!("b{i}")).expect("put");
     }
-    // Power loss without a close: the open deleted the checkpoint durably.
+    // Power loss without a close: the checkpoint of the close is loaded
+    // and the puts after it replayed.
     std::mem::forget(db);
     sim.crash(Damage::DropUnsynced, 1);
     let db = o().open(DIR).expect("reopen");
-    assert_eq!(db.recovery_report().checkpoint, CheckpointUse::Missing);
+    assert_eq!(db.recovery_report().checkpoint, CheckpointUse::Replayed);
     for i in 0..300u64 {
         let want = if i < 100 {
             format!("a{i}")
@@ -422,7 +422,7 @@ fn without_one_slot(bytes: &[u8]) -> Vec<u8> {
     let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4"));
     let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8"));
     let slot = usize::from(u16::from_le_bytes([bytes[10], bytes[11]]));
-    let header_len = 564 + 56 * u32_at(12) as usize + 4;
+    let header_len = 1076 + 56 * u32_at(12) as usize + 4;
     let shard = (0..64).find(|&i| u64_at(52 + 8 * i) > 0).expect("a slot");
     let n = u64_at(52 + 8 * shard) as usize;
     assert!(n * slot < 1 << 20, "one block");

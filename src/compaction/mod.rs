@@ -119,6 +119,7 @@ impl Core {
         drop(sources);
         drop(segs);
         self.delete_inputs(&plan)?;
+        self.checkpoint_after_compaction();
 
         let t = &classified.tally;
         let stats = CompactionStats {

@@ -106,6 +106,7 @@ impl Output {
             offset,
             value_len: k.value_len,
             tombstone: k.live.is_none(),
+            replaces: false,
         });
         offset
     }

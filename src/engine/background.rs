@@ -14,6 +14,7 @@ use crate::recovery::{self};
 use crate::storage::space::{start_level, StoreSpace};
 use crate::util::locks::{self, lock};
 
+use super::checkpoint::CheckpointBy;
 use super::Core;
 
 /// The most expired tombstones the sweep appends at once (one write).
@@ -48,6 +49,10 @@ fn chunks_of_expired(
         Some(chunk)
     })
 }
+
+/// How often the background thread looks whether an index checkpoint is
+/// due (see `Options::index_checkpoint_every_bytes`).
+const CHECKPOINT_CHECK_EVERY: Duration = Duration::from_millis(100);
 
 /// The longest a writer waits for compaction at a time (see
 /// [`Core::stall_if_needed`]).
@@ -278,8 +283,9 @@ impl Core {
         self.end_stall();
     }
 
-    /// The background loop: periodic fsync (EveryMillis), the expiry sweep
-    /// and hint files for newly sealed segments. Returns when stopped.
+    /// The background loop: periodic fsync (EveryMillis), the expiry sweep,
+    /// hint files for newly sealed segments and index checkpoints while
+    /// the store runs. Returns when stopped.
     pub(crate) fn background(self: &Arc<Self>) {
         let sync_every = self.opts.sync_interval();
         let sweep_every = match self.opts.expiry_sweep_interval_ms {
@@ -287,6 +293,13 @@ impl Core {
             ms => Some(Duration::from_millis(ms)),
         };
         let mut next_sync = sync_every.map(|d| Instant::now() + d);
+        // How often the thread looks whether an index checkpoint is due.
+        // (Deterministic mode writes them at a roll instead.)
+        let ckpt_every = (self.opts.index_checkpoint_every_bytes > 0
+            && self.writer.is_some()
+            && !self.opts.is_deterministic())
+        .then_some(CHECKPOINT_CHECK_EVERY);
+        let mut next_ckpt = ckpt_every.map(|d| Instant::now() + d);
         let sweep_at_start = std::mem::take(&mut lock(&self.bg).sweep_at_start);
         let mut next_sweep = sweep_every.map(|d| {
             if sweep_at_start {
@@ -315,7 +328,10 @@ impl Core {
                         break;
                     }
                     let now = Instant::now();
-                    let due = [next_sync, next_sweep].into_iter().flatten().min();
+                    let due = [next_sync, next_sweep, next_ckpt]
+                        .into_iter()
+                        .flatten()
+                        .min();
                     match due {
                         Some(t) if t <= now => break,
                         Some(t) => {
@@ -347,6 +363,14 @@ impl Core {
                 if t <= now {
                     self.sweep_expired();
                     next_sweep = Some(Instant::now() + d);
+                }
+            }
+            if let (Some(t), Some(d)) = (next_ckpt, ckpt_every) {
+                if t <= now {
+                    if self.checkpoint_due() {
+                        self.checkpoint(CheckpointBy::Background);
+                    }
+                    next_ckpt = Some(Instant::now() + d);
                 }
             }
         }

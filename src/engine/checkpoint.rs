@@ -1,12 +1,19 @@
-//! Writing the index checkpoint at a clean close (its bytes are
-//! `format/checkpoint.rs`; open reads it in `recovery/checkpoint.rs`).
+//! Writing the index checkpoint: at a clean close, and while the store
+//! runs (its bytes are `format/checkpoint.rs`; open reads it in
+//! `recovery/checkpoint.rs` and replays the log after it in
+//! `recovery/replay.rs`).
 //!
-//! Written to a temporary file, fsynced, renamed into place and the
-//! directory fsynced, through the file layer. Nothing depends on it: a
-//! failure is logged and leaves no checkpoint, and the next open rebuilds
-//! the index from hints and segments.
+//! The index is copied one shard at a time, each under the writer lock,
+//! which is where the index changes: each shard's copy is the index as of
+//! a known place in the active segment, its *cut*. The file is written to
+//! a temporary file, the log up to the cuts made durable, then the file
+//! fsynced, renamed into place and the directory fsynced, through the file
+//! layer. Nothing depends on it: a failure is logged and leaves the last
+//! checkpoint, and an open that cannot use a checkpoint rebuilds the index
+//! from hints and segments.
 
 use std::io;
+use std::sync::MutexGuard;
 use std::time::Instant;
 
 use crate::format::checkpoint::{self, Header, SegmentInfo, PROBE_KEY, SHARDS};
@@ -21,67 +28,277 @@ use super::{Core, Writer};
 /// Bytes gathered before each write to the temporary file.
 const WRITE_BYTES: usize = 8 << 20;
 
+/// Who writes a checkpoint, and so how it reaches the writer.
+#[derive(Clone, Copy)]
+pub(crate) enum CheckpointBy<'a> {
+    /// A clean close, holding the writer lock (and compaction's), after
+    /// the close marks are durable.
+    Close(&'a Writer),
+    /// A roll in deterministic mode, holding the writer lock.
+    Roll(&'a Writer),
+    /// The background thread, holding nothing.
+    Background,
+}
+
+/// One shard's copy: its slots and its cut.
+struct ShardCopy {
+    cut: u64,
+    max_seq: u64,
+}
+
+/// What the copies of all shards made of the header.
+struct Dumped {
+    shard_slots: [u64; SHARDS],
+    cuts: [u64; SHARDS],
+    max_seq: u64,
+    slots_end: u64,
+}
+
 impl Core {
     /// Writes the index checkpoint, at a clean close: under the writer
     /// lock (`w`), with the background threads and compaction stopped,
     /// after the close marks are durable. Logs what it did; a failure only
     /// leaves no checkpoint.
     pub(super) fn write_checkpoint(&self, w: &Writer) {
-        if !self.opts.index_checkpoint_at_close {
-            return;
+        if self.opts.index_checkpoint_at_close {
+            self.checkpoint(CheckpointBy::Close(w));
         }
-        let started = Instant::now();
-        let header = match self.checkpoint_header(w) {
-            Ok(Some(h)) => h,
-            Ok(None) => return,
-            Err(e) => {
-                log::warn!("no index checkpoint written: {e}");
-                return;
-            }
+    }
+
+    /// Writes an index checkpoint now (see [`CheckpointBy`]); returns
+    /// whether it did. Logs what it did, or why not: nothing depends on it.
+    pub(crate) fn checkpoint(&self, by: CheckpointBy<'_>) -> bool {
+        // A compaction changes the segments under the copy: a running
+        // checkpoint waits for the next chance (a close holds the lock).
+        let _no_compaction = match by {
+            CheckpointBy::Close(_) => None,
+            _ => match self.compaction.try_lock() {
+                Ok(g) => Some(g),
+                Err(_) => return false,
+            },
         };
-        let dir = &self.dir;
-        let tmp = dir.join(format!(
+        let started = Instant::now();
+        let bytes_mark = self
+            .bytes_written
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let tmp = self.dir.join(format!(
             "{}{:08x}{}",
             names::CHECKPOINT_TMP_PREFIX,
             crate::util::rand::new_salt(0),
             names::TMP_SUFFIX
         ));
         let vfs = &*self.opts.vfs;
-        let written = (|| {
-            let f = vfs.open(&tmp, OpenMode::CreateNew)?;
-            let len = self.write_checkpoint_bytes(&*f, &header)?;
-            f.sync_all()?;
-            drop(f);
-            vfs.rename(&tmp, &dir.join(names::CHECKPOINT_FILE))?;
-            vfs.sync_dir(dir)?;
-            Ok::<u64, io::Error>(len)
-        })();
+        let written = self.checkpoint_into(&tmp, by);
         match written {
-            Ok(len) => log::info!(
-                "wrote the index checkpoint of {} ({} keys, {len} bytes) in {:?}",
-                dir.display(),
-                header.total_slots(),
-                started.elapsed()
-            ),
+            Ok(Some((len, keys))) => {
+                self.checkpoint_written(bytes_mark, len);
+                log::info!(
+                    "wrote the index checkpoint of {} ({keys} keys, {len} bytes) in {:?}",
+                    self.dir.display(),
+                    started.elapsed()
+                );
+                true
+            }
+            Ok(None) => {
+                let _ = vfs.remove_file(&tmp);
+                false
+            }
             Err(e) => {
                 // A rename that happened before a failed directory fsync
                 // leaves a checkpoint that is complete and matches the
                 // files: harmless. The temporary file is removed when it
                 // is still there (else the next open removes it).
                 let _ = vfs.remove_file(&tmp);
-                log::warn!("no index checkpoint written for {}: {e}", dir.display());
+                log::warn!(
+                    "no index checkpoint written for {}: {e}",
+                    self.dir.display()
+                );
+                false
             }
         }
     }
 
-    /// The checkpoint's header: the index's hash seed and shard sizes, and
-    /// every segment with its salt, lengths and accounting. `None` (logged)
+    /// Writes the checkpoint to `tmp` and renames it into place; returns
+    /// its length and key count, or `None` (logged) when there is a reason
+    /// to write none.
+    fn checkpoint_into(
+        &self,
+        tmp: &std::path::Path,
+        by: CheckpointBy<'_>,
+    ) -> io::Result<Option<(u64, u64)>> {
+        let vfs = &*self.opts.vfs;
+        let ids: Vec<u32> = lock(&self.seg_stats).keys().copied().collect();
+        let active = match by {
+            CheckpointBy::Close(w) | CheckpointBy::Roll(w) => w.active.id,
+            CheckpointBy::Background => match self.lock_writer() {
+                Some(w) => w.active.id,
+                None => return Ok(None),
+            },
+        };
+        let f = vfs.open(tmp, OpenMode::CreateNew)?;
+        let header_len = checkpoint::header_len_for(ids.len()) as u64;
+        let Some(dumped) = self.write_shards(&*f, header_len, active, by)? else {
+            return Ok(None);
+        };
+        // The log the slots include is durable before the checkpoint is:
+        // a crash never leaves a checkpoint ahead of the log.
+        let max_cut = dumped.cuts.iter().copied().max().unwrap_or(0);
+        if !matches!(by, CheckpointBy::Close(_)) && self.wait((active, max_cut)).is_err() {
+            return Ok(None);
+        }
+        let Some(header) = self.checkpoint_header(&ids, active, &dumped)? else {
+            return Ok(None);
+        };
+        let head = checkpoint::encode_header(&header);
+        if head.len() as u64 != header_len {
+            return Err(io::Error::other("the checkpoint header changed length"));
+        }
+        fs::write_all_at(&*f, &head, 0)?;
+        let footer = checkpoint::encode_footer(checkpoint::header_crc(&head), header.total_slots());
+        fs::write_all_at(&*f, &footer, dumped.slots_end)?;
+        f.sync_all()?;
+        drop(f);
+        vfs.rename(tmp, &self.dir.join(names::CHECKPOINT_FILE))?;
+        vfs.sync_dir(&self.dir)?;
+        Ok(Some((
+            dumped.slots_end + footer.len() as u64,
+            header.total_slots(),
+        )))
+    }
+
+    /// Notes a checkpoint written when `bytes_mark` bytes had been written
+    /// since open, `len` bytes long: the next one is due a bound's worth
+    /// of log later.
+    fn checkpoint_written(&self, bytes_mark: u64, len: u64) {
+        let mut bg = lock(&self.bg);
+        bg.ckpt_mark = bytes_mark;
+        bg.ckpt_owed = 0;
+        bg.ckpt_len = len;
+        bg.ckpt_after_compaction = false;
+    }
+
+    /// Whether a running checkpoint is due: the log written since the last
+    /// one (or not covered by one at open) passed
+    /// [`Options::index_checkpoint_every_bytes`] or the last one's size,
+    /// or a compaction finished since.
+    ///
+    /// [`Options::index_checkpoint_every_bytes`]: crate::Options::index_checkpoint_every_bytes
+    pub(super) fn checkpoint_due(&self) -> bool {
+        let every = self.opts.index_checkpoint_every_bytes;
+        if every == 0 || self.writer.is_none() || self.is_poisoned() {
+            return false;
+        }
+        let written = self
+            .bytes_written
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let bg = lock(&self.bg);
+        let since = written
+            .saturating_sub(bg.ckpt_mark)
+            .saturating_add(bg.ckpt_owed);
+        bg.ckpt_after_compaction || since >= every.max(bg.ckpt_len)
+    }
+
+    /// Called when a compaction installed its output: the checkpoint
+    /// before it covers segments that are gone, so the next is due now.
+    pub(crate) fn checkpoint_after_compaction(&self) {
+        if self.opts.index_checkpoint_every_bytes == 0 {
+            return;
+        }
+        lock(&self.bg).ckpt_after_compaction = true;
+        self.bg_cv.notify_all();
+    }
+
+    /// The writer lock, unless the store is closed or poisoned.
+    fn lock_writer(&self) -> Option<MutexGuard<'_, Writer>> {
+        let w = lock(self.writer.as_ref()?);
+        (!self.is_poisoned() && !self.closed.load(std::sync::atomic::Ordering::Acquire))
+            .then_some(w)
+    }
+
+    /// Copies shard `i` into `out` with its cut, under the writer lock
+    /// (held by the caller, or taken here). `None`: the active segment is
+    /// no longer `active` (a roll), or the store closed.
+    fn copy_shard(
+        &self,
+        i: usize,
+        active: u32,
+        by: CheckpointBy<'_>,
+        out: &mut Vec<u8>,
+    ) -> Option<ShardCopy> {
+        let copy = |w: &Writer, out: &mut Vec<u8>| {
+            if w.active.id != active {
+                return None;
+            }
+            out.clear();
+            self.keydir.export_shard(i, out);
+            Some(ShardCopy {
+                cut: w.active.len.load(std::sync::atomic::Ordering::Acquire),
+                max_seq: w.next_seq - 1,
+            })
+        };
+        match by {
+            CheckpointBy::Close(w) | CheckpointBy::Roll(w) => copy(w, out),
+            CheckpointBy::Background => copy(&*self.lock_writer()?, out),
+        }
+    }
+
+    /// Writes every shard's slots to `f` from `at`, in blocks; returns the
+    /// shards' counts and cuts, or `None` (logged) when the active segment
+    /// changed meanwhile.
+    fn write_shards(
+        &self,
+        f: &dyn VFile,
+        mut at: u64,
+        active: u32,
+        by: CheckpointBy<'_>,
+    ) -> io::Result<Option<Dumped>> {
+        let mut d = Dumped {
+            shard_slots: [0; SHARDS],
+            cuts: [0; SHARDS],
+            max_seq: 0,
+            slots_end: 0,
+        };
+        let mut slots = Vec::new();
+        let mut buf = Vec::new();
+        for i in 0..SHARDS {
+            let Some(c) = self.copy_shard(i, active, by, &mut slots) else {
+                log::debug!("no index checkpoint: the active segment changed while it was copied");
+                return Ok(None);
+            };
+            d.shard_slots[i] = (slots.len() / SLOT_BYTES) as u64;
+            d.cuts[i] = c.cut;
+            d.max_seq = d.max_seq.max(c.max_seq);
+            checkpoint::encode_slots(&slots, SLOT_BYTES, &mut buf);
+            if buf.len() >= WRITE_BYTES {
+                fs::write_all_at(f, &buf, at)?;
+                at += buf.len() as u64;
+                buf.clear();
+            }
+        }
+        fs::write_all_at(f, &buf, at)?;
+        d.slots_end = at + buf.len() as u64;
+        Ok(Some(d))
+    }
+
+    /// The checkpoint's header: the index's hash seed, the shards' sizes
+    /// and cuts, and every segment of `ids` (the segments when the copy
+    /// started) with its salt, lengths and accounting. `None` (logged)
     /// when there is a reason to write none.
-    fn checkpoint_header(&self, w: &Writer) -> io::Result<Option<Header>> {
+    fn checkpoint_header(
+        &self,
+        ids: &[u32],
+        active: u32,
+        d: &Dumped,
+    ) -> io::Result<Option<Header>> {
         let stats = lock(&self.seg_stats).clone();
         let vfs = &*self.opts.vfs;
-        let mut segments = Vec::with_capacity(stats.len());
-        for (&id, s) in &stats {
+        let max_cut = d.cuts.iter().copied().max().unwrap_or(0);
+        let mut segments = Vec::with_capacity(ids.len());
+        for &id in ids {
+            let Some(s) = stats.get(&id) else {
+                log::debug!("no index checkpoint: segment {id} went away while it was written");
+                return Ok(None);
+            };
             if s.damaged {
                 log::info!(
                     "no index checkpoint written: segment {id} has damage salvage skipped \
@@ -97,9 +314,13 @@ impl Core {
             let salt = segment::header_info(&path, &head, id)
                 .map_err(|e| io::Error::other(e.to_string()))?
                 .salt;
-            let data_len = s.total.max(SEGMENT_HEADER_LEN);
-            let active = id == w.active.id;
-            if (active && file_len < data_len) || (!active && file_len != data_len) {
+            let is_active = id == active;
+            let data_len = if is_active {
+                max_cut
+            } else {
+                s.total.max(SEGMENT_HEADER_LEN)
+            };
+            if (is_active && file_len < data_len) || (!is_active && file_len != data_len) {
                 log::info!(
                     "no index checkpoint written: {} is {file_len} bytes, its records end at {data_len}",
                     path.display()
@@ -107,9 +328,9 @@ impl Core {
                 return Ok(None);
             }
             // The hint as it is on disk: an open uses the checkpoint only
-            // while every hint is still the one the index was built with
-            // (deleting a hint that disagrees with its segment must make
-            // the next open scan the segment).
+            // while a hint it had is still the one the index was built
+            // with (deleting a hint that disagrees with its segment must
+            // make the next open scan the segment).
             let hint = match vfs
                 .open(&names::hint_path(&self.dir, id), OpenMode::Read)
                 .and_then(|h| h.len())
@@ -133,40 +354,12 @@ impl Core {
             slot_len: SLOT_BYTES as u16,
             seed: self.keydir.seed(),
             probe: self.keydir.hash(PROBE_KEY),
-            max_seq: w.next_seq - 1,
+            max_seq: d.max_seq,
             written_at_ms: self.now(),
-            active: Some(w.active.id),
-            shard_slots: self.keydir.shard_lens(),
+            active: Some(active),
+            shard_slots: d.shard_slots,
+            cuts: d.cuts,
             segments,
         }))
-    }
-
-    /// Writes the header, every shard's slots and the footer to `f`;
-    /// returns the bytes written.
-    fn write_checkpoint_bytes(&self, f: &dyn VFile, header: &Header) -> io::Result<u64> {
-        let mut buf = checkpoint::encode_header(header);
-        let header_crc = checkpoint::header_crc(&buf);
-        let mut slots = Vec::new();
-        let mut at = 0u64;
-        let mut total = 0u64;
-        for i in 0..SHARDS {
-            slots.clear();
-            self.keydir.export_shard(i, &mut slots);
-            // Nothing writes while the store closes: the counts hold.
-            let n = (slots.len() / SLOT_BYTES) as u64;
-            if n != header.shard_slots[i] {
-                return Err(io::Error::other("the index changed while it was written"));
-            }
-            total += n;
-            checkpoint::encode_slots(&slots, SLOT_BYTES, &mut buf);
-            if buf.len() >= WRITE_BYTES {
-                fs::write_all_at(f, &buf, at)?;
-                at += buf.len() as u64;
-                buf.clear();
-            }
-        }
-        buf.extend_from_slice(&checkpoint::encode_footer(header_crc, total));
-        fs::write_all_at(f, &buf, at)?;
-        Ok(at + buf.len() as u64)
     }
 }

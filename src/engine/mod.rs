@@ -6,7 +6,8 @@
 //! * `read.rs`: the read path, from the index to a segment;
 //! * `background.rs`: the background thread (periodic fsync, hint files,
 //!   the expiry sweep), the write stall and closing;
-//! * `checkpoint.rs`: writing the index checkpoint at a clean close;
+//! * `checkpoint.rs`: writing the index checkpoint, at a clean close and
+//!   while the store runs;
 //! * `warm_up.rs`: the warm-up after open (reading the log once, so that
 //!   the first reads after a cold restart are served from the page cache);
 //! * `txn.rs`: read-modify-write transactions;
@@ -72,6 +73,15 @@ struct BgState {
     /// Recovery kept keys that expired while the store was closed: the
     /// first expiry sweep runs at once, to log their expirations.
     sweep_at_start: bool,
+    /// `bytes_written` when the last index checkpoint was written.
+    ckpt_mark: u64,
+    /// Log bytes no checkpoint covered at that mark (at open: what the
+    /// open replayed, or everything when it used none).
+    ckpt_owed: u64,
+    /// The last checkpoint's size in bytes.
+    ckpt_len: u64,
+    /// A compaction finished since the last checkpoint.
+    ckpt_after_compaction: bool,
 }
 
 /// The engine behind every clone of a [`Db`](crate::Db): the index, the

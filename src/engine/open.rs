@@ -82,6 +82,8 @@ impl Core {
             expired_removed: AtomicU64::new(0),
             bg: Mutex::new(BgState {
                 sweep_at_start: r.expired_kept > 0,
+                ckpt_owed: r.log_after_checkpoint,
+                ckpt_len: r.checkpoint_len,
                 ..BgState::default()
             }),
             bg_cv: Condvar::new(),

@@ -103,6 +103,30 @@ fn is_out_of_space(e: &io::Error) -> bool {
     )
 }
 
+/// Sets [`record::FLAG_REPLACES`] on each record of `applied` (encoded in
+/// `w.buf`, which goes to `offset` of the active segment) whose key had an
+/// index entry just before it (`was`, from [`Core::entries_before`]): the
+/// flag says so to replay after an index checkpoint
+/// (`recovery/replay.rs`). Under the writer lock, as the index changes
+/// only there (compaction moves entries but adds or removes none that a
+/// write could see).
+fn mark_replacing(
+    w: &mut Writer,
+    offset: u64,
+    applied: &[Applied<'_>],
+    was: &[Option<(IndexEntry, u64)>],
+) {
+    let salt = w.active.salt;
+    for (a, was) in applied.iter().zip(was) {
+        if was.is_none() {
+            continue;
+        }
+        let (at, len) = a.record_span();
+        let start = (at - offset) as usize;
+        record::mark_replaces(&mut w.buf[start..start + len as usize], salt, at);
+    }
+}
+
 /// Parses a value as Redis does for INCRBY: an optional '-', then digits
 /// with no leading zero, fitting an i64.
 fn parse_i64(v: &[u8]) -> Result<i64> {
@@ -137,15 +161,22 @@ enum Applied<'a> {
         entry: IndexEntry,
         len: u64,
     },
-    Delete {
-        key: &'a [u8],
-    },
+    /// A delete, whose tombstone is at `at` in the active segment.
+    Delete { key: &'a [u8], at: u64 },
 }
 
 impl Applied<'_> {
     fn key(&self) -> &[u8] {
         match self {
-            Applied::Put { key, .. } | Applied::Delete { key } => key,
+            Applied::Put { key, .. } | Applied::Delete { key, .. } => key,
+        }
+    }
+
+    /// Where its record is in the active segment, and its length.
+    fn record_span(&self) -> (u64, u64) {
+        match self {
+            Applied::Put { entry, len, .. } => (entry.offset, *len),
+            Applied::Delete { key, at } => (*at, record::encoded_len(key.len() as u32, 0)),
         }
     }
 
@@ -207,6 +238,7 @@ impl Core {
         let was = self.entries_before(applied)?;
         let len = w.buf.len() as u64;
         let offset = w.active.len.load(Ordering::Relaxed);
+        mark_replacing(w, offset, applied, &was);
         if offset + len > w.allocated {
             self.preallocate(w, offset + len)?;
         }
@@ -555,6 +587,10 @@ impl Core {
                           //    (inline when tests ask for a fixed order of file operations).
         if self.opts.is_deterministic() {
             self.write_hint(old.id);
+            // So is a running checkpoint that is due, for the crash tests.
+            if self.checkpoint_due() {
+                self.checkpoint(super::checkpoint::CheckpointBy::Roll(w));
+            }
         } else {
             lock(&self.bg).hint_jobs.push(old.id);
             self.bg_cv.notify_all();
@@ -637,8 +673,8 @@ impl Core {
         let mut applied = Vec::with_capacity(still.len());
         for (i, key) in still.iter().enumerate() {
             let seq = first + i as u64;
-            w.encode_flagged(RecordKind::Tombstone, FLAG_EXPIRED, seq, 0, key, b"");
-            applied.push(Applied::Delete { key });
+            let at = w.encode_flagged(RecordKind::Tombstone, FLAG_EXPIRED, seq, 0, key, b"");
+            applied.push(Applied::Delete { key, at });
         }
         let n = still.len() as u64;
         self.append(w, n, &applied, total)?;
@@ -651,8 +687,8 @@ impl Core {
         self.maybe_roll(w, len)?;
         w.start();
         let seq = w.next_seq;
-        w.encode(RecordKind::Tombstone, seq, 0, key, b"");
-        self.append(w, 1, &[Applied::Delete { key }], len)
+        let at = w.encode(RecordKind::Tombstone, seq, 0, key, b"");
+        self.append(w, 1, &[Applied::Delete { key, at }], len)
     }
 
     pub(crate) fn put(&self, key: &[u8], value: &[u8], ttl: Option<Duration>) -> Result<()> {
@@ -876,9 +912,10 @@ impl Core {
                     ));
                 }
                 None => {
-                    w.encode_flagged(RecordKind::Tombstone, FLAG_BATCH, seq, 0, op.key, b"");
+                    let at =
+                        w.encode_flagged(RecordKind::Tombstone, FLAG_BATCH, seq, 0, op.key, b"");
                     dead += record::encoded_len(op.key.len() as u32, 0);
-                    applied.push(Applied::Delete { key: op.key });
+                    applied.push(Applied::Delete { key: op.key, at });
                 }
             }
         }

@@ -8,7 +8,9 @@
 //! header   magic "CAIRNIDX", version, slot length, segment count, hash
 //!          seed, probe hash, newest sequence number, written at (unix ms),
 //!          the active segment's index, the slot count of each of the 64
-//!          shards, then one 56-byte entry per segment; CRC-32C of it all
+//!          shards, each shard's cut (the offset in the active segment up
+//!          to which its slots include the log), then one 56-byte entry
+//!          per segment; CRC-32C of it all
 //! slots    shard by shard, in blocks of at most 1 MiB of whole slots,
 //!          each block followed by the CRC-32C of its bytes
 //! footer   total slot count, magic "IEND", CRC-32C of the header's CRC,
@@ -28,14 +30,18 @@ use crate::format::record::{le_u32, le_u64};
 const MAGIC: &[u8; 8] = b"CAIRNIDX";
 /// The magic bytes of the footer.
 const FOOTER_MAGIC: &[u8; 4] = b"IEND";
-/// The checkpoint format version this build writes and reads.
-pub(crate) const VERSION: u16 = 1;
+/// The checkpoint format version this build writes and reads. Version 2
+/// added the shards' cuts (a checkpoint written while the store runs);
+/// version 1 is not read (an open then falls back to hints).
+pub(crate) const VERSION: u16 = 2;
 /// The keydir's shard count: the checkpoint lists the slots shard by shard.
 pub(crate) const SHARDS: usize = 64;
 /// The most bytes of slots in one block.
 pub(crate) const BLOCK_BYTES: usize = 1 << 20;
 /// The fixed part of the header, before the segment entries.
-const FIXED_HEADER_LEN: usize = 52 + 8 * SHARDS;
+const FIXED_HEADER_LEN: usize = 52 + 16 * SHARDS;
+/// Where the shards' cuts start in the header.
+const CUTS_AT: usize = 52 + 8 * SHARDS;
 /// One segment entry of the header.
 const SEGMENT_ENTRY_LEN: usize = 56;
 /// The footer's length.
@@ -86,6 +92,11 @@ pub(crate) struct Header {
     pub active: Option<u32>,
     /// The number of slots of each shard.
     pub shard_slots: [u64; SHARDS],
+    /// Each shard's cut: its slots hold every record of the active segment
+    /// before this offset and none after it (all the active segment's data
+    /// length for a checkpoint written at a clean close; 0 without an
+    /// active segment). Replay after a crash applies the records after it.
+    pub cuts: [u64; SHARDS],
     /// Every segment the index covers, ascending by id.
     pub segments: Vec<SegmentInfo>,
 }
@@ -168,6 +179,9 @@ pub(crate) fn encode_header(h: &Header) -> Vec<u8> {
     for n in h.shard_slots {
         b.extend_from_slice(&n.to_le_bytes());
     }
+    for c in h.cuts {
+        b.extend_from_slice(&c.to_le_bytes());
+    }
     for s in &h.segments {
         b.extend_from_slice(&s.id.to_le_bytes());
         b.extend_from_slice(&s.salt.to_le_bytes());
@@ -209,6 +223,12 @@ pub(crate) fn header_crc(encoded_header: &[u8]) -> u32 {
     le_u32(encoded_header, encoded_header.len().saturating_sub(4))
 }
 
+/// The length of the header of a checkpoint that covers `segments`
+/// segments.
+pub(crate) fn header_len_for(segments: usize) -> usize {
+    FIXED_HEADER_LEN + SEGMENT_ENTRY_LEN * segments + 4
+}
+
 /// Where everything is in a checkpoint file, from its header and length:
 /// each shard's blocks, and the footer.
 #[derive(Debug)]
@@ -248,7 +268,7 @@ pub(crate) fn header_len(prefix: &[u8], file_len: u64) -> Result<usize, DecodeEr
             "segment count larger than the file",
         ));
     }
-    Ok(FIXED_HEADER_LEN + SEGMENT_ENTRY_LEN * count as usize + 4)
+    Ok(header_len_for(count as usize))
 }
 
 /// Decodes the header (`head`: the file's first [`header_len`] bytes or
@@ -422,6 +442,10 @@ fn header_fields(b: &[u8], count: usize) -> Result<Header, DecodeError> {
     for (i, n) in shard_slots.iter_mut().enumerate() {
         *n = le_u64(b, 52 + 8 * i);
     }
+    let mut cuts = [0u64; SHARDS];
+    for (i, c) in cuts.iter_mut().enumerate() {
+        *c = le_u64(b, CUTS_AT + 8 * i);
+    }
     let mut segments = Vec::with_capacity(count);
     for k in 0..count {
         let at = FIXED_HEADER_LEN + SEGMENT_ENTRY_LEN * k;
@@ -457,6 +481,7 @@ fn header_fields(b: &[u8], count: usize) -> Result<Header, DecodeError> {
         written_at_ms: le_u64(b, 40),
         active,
         shard_slots,
+        cuts,
         segments,
     })
 }
@@ -483,6 +508,23 @@ fn check_header(h: &Header) -> Result<(), DecodeError> {
             return Err(DecodeError::Damaged(at, "a sealed segment with a tail"));
         }
     }
+    let active_len = h
+        .active
+        .and_then(|id| h.segments.iter().find(|s| s.id == id))
+        .map_or(0, |s| s.data_len);
+    let lowest = if h.active.is_some() {
+        crate::format::segment::SEGMENT_HEADER_LEN
+    } else {
+        0
+    };
+    for (i, &c) in h.cuts.iter().enumerate() {
+        if c < lowest || c > active_len {
+            return Err(DecodeError::Damaged(
+                (CUTS_AT + 8 * i) as u64,
+                "a shard's cut outside the active segment's data",
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -501,6 +543,7 @@ mod tests {
             written_at_ms: 1_700_000_000_000,
             active: Some(3),
             shard_slots: slots,
+            cuts: [500; SHARDS],
             segments: vec![
                 SegmentInfo {
                     id: 1,

@@ -86,6 +86,23 @@ pub(crate) struct HintEntry {
     pub offset: u64,
     pub value_len: u32,
     pub tombstone: bool,
+    /// The record carries `FLAG_REPLACES` (format version 3). Only a scan
+    /// knows it: a hint file does not keep it, and an entry read from one
+    /// says `false`.
+    pub replaces: bool,
+}
+
+impl HintEntry {
+    /// Whether this entry (from a hint file) says what `scanned` (from a
+    /// scan of the segment) says: every field a hint keeps.
+    pub(crate) fn describes(&self, scanned: &HintEntry) -> bool {
+        self.key == scanned.key
+            && self.seq == scanned.seq
+            && self.expires_at_ms == scanned.expires_at_ms
+            && self.offset == scanned.offset
+            && self.value_len == scanned.value_len
+            && self.tombstone == scanned.tombstone
+    }
 }
 
 /// Encodes a hint file for segment `id` of `segment_len` bytes.
@@ -228,6 +245,7 @@ pub(crate) fn decode(
             offset,
             value_len,
             tombstone,
+            replaces: false,
         });
         at = key_end;
     }
@@ -259,6 +277,7 @@ pub(crate) mod tests {
                 offset: 32,
                 value_len: 3,
                 tombstone: false,
+                replaces: false,
             },
             HintEntry {
                 key: b"".to_vec(),
@@ -267,6 +286,7 @@ pub(crate) mod tests {
                 offset: 68,
                 value_len: 0,
                 tombstone: false,
+                replaces: false,
             },
             HintEntry {
                 key: b"gone".to_vec(),
@@ -275,6 +295,7 @@ pub(crate) mod tests {
                 offset: 100,
                 value_len: 0,
                 tombstone: true,
+                replaces: false,
             },
         ]
     }
@@ -302,6 +323,7 @@ pub(crate) mod tests {
             offset: 32,
             value_len: 3,
             tombstone: false,
+            replaces: false,
         };
         let b = encode(7, 9, 1000, 5, &[e]);
         assert_eq!(&b[8..10], &[2, 0], "hint format version 2");
@@ -318,6 +340,7 @@ pub(crate) mod tests {
             offset: 33,
             value_len: 0,
             tombstone: true,
+            replaces: false,
         };
         let mut g = f.clone();
         g.offset = 32;

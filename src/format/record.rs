@@ -13,7 +13,9 @@
 //!             5 sync mark)
 //!  5     1    flags (bit 0: the put or tombstone belongs to a batch;
 //!             bit 1: a put that only changes the key's expiry; bit 2: a
-//!             tombstone written because the key's expiry passed)
+//!             tombstone written because the key's expiry passed; bit 3:
+//!             the key had an index entry when this put or tombstone was
+//!             written)
 //!  6     2    reserved (0)
 //!  8     8    sequence number
 //! 16     8    expiry, absolute unix milliseconds (0 = none)
@@ -46,12 +48,19 @@ pub(crate) const FLAG_EXPIRED: u8 = 0x04;
 /// holds them.
 pub(crate) const FLAGS_SINCE_V2: u8 = FLAG_EXPIRY_ONLY | FLAG_EXPIRED;
 
+/// Flag bit (format version 3): when this put or tombstone was written,
+/// the key had an entry in the index (live or expired), which this record
+/// replaced or removed. Replaying the log after an index checkpoint finds
+/// a key's slot by it without reading any older record
+/// (`recovery/replay.rs`).
+pub(crate) const FLAG_REPLACES: u8 = 0x08;
+
 /// Whether a record of `kind` may carry `flags`: exactly the combinations
 /// cairn writes (see `docs/format.md`).
 pub(crate) fn flags_allowed(kind: RecordKind, flags: u8) -> bool {
     match kind {
-        RecordKind::Put => flags & !(FLAG_BATCH | FLAG_EXPIRY_ONLY) == 0,
-        RecordKind::Tombstone => matches!(flags, 0 | FLAG_BATCH | FLAG_EXPIRED),
+        RecordKind::Put => flags & !(FLAG_BATCH | FLAG_EXPIRY_ONLY | FLAG_REPLACES) == 0,
+        RecordKind::Tombstone => matches!(flags & !FLAG_REPLACES, 0 | FLAG_BATCH | FLAG_EXPIRED),
         RecordKind::BatchBegin | RecordKind::BatchCommit | RecordKind::SyncMark => flags == 0,
     }
 }
@@ -133,6 +142,8 @@ pub(crate) struct RecordRef<'a> {
     pub expiry_only: bool,
     /// A tombstone written because the key expired ([`FLAG_EXPIRED`]).
     pub expired: bool,
+    /// The key had an index entry when this was written ([`FLAG_REPLACES`]).
+    pub replaces: bool,
     /// Total encoded length (header + key + value).
     pub len: u64,
 }
@@ -143,6 +154,15 @@ impl RecordRef<'_> {
     pub(crate) fn has_flags_since_v2(&self) -> bool {
         self.expiry_only || self.expired
     }
+}
+
+/// Sets [`FLAG_REPLACES`] in the encoded put or tombstone at the start of
+/// `rec` (a whole record, as [`encode_into`] wrote it for `offset` in a
+/// segment salted `salt`) and updates its checksum.
+pub(crate) fn mark_replaces(rec: &mut [u8], salt: u32, offset: u64) {
+    rec[5] |= FLAG_REPLACES;
+    let crc = checksum(salt, offset, &rec[4..]);
+    rec[..4].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// The outcome of decoding the bytes at some offset.
@@ -316,6 +336,7 @@ pub(crate) fn decode(b: &[u8], salt: u32, offset: u64) -> Decoded<'_> {
         in_batch: h.flags & FLAG_BATCH != 0,
         expiry_only: h.flags & FLAG_EXPIRY_ONLY != 0,
         expired: h.flags & FLAG_EXPIRED != 0,
+        replaces: h.flags & FLAG_REPLACES != 0,
         len: total,
     })
 }
@@ -490,14 +511,22 @@ mod tests {
                 }
             }
         }
+        let r = FLAG_REPLACES;
         let expected = vec![
             (RecordKind::Put, 0),
             (RecordKind::Put, FLAG_BATCH),
             (RecordKind::Put, FLAG_EXPIRY_ONLY),
             (RecordKind::Put, FLAG_EXPIRY_ONLY | FLAG_BATCH),
+            (RecordKind::Put, r),
+            (RecordKind::Put, r | FLAG_BATCH),
+            (RecordKind::Put, r | FLAG_EXPIRY_ONLY),
+            (RecordKind::Put, r | FLAG_EXPIRY_ONLY | FLAG_BATCH),
             (RecordKind::Tombstone, 0),
             (RecordKind::Tombstone, FLAG_BATCH),
             (RecordKind::Tombstone, FLAG_EXPIRED),
+            (RecordKind::Tombstone, r),
+            (RecordKind::Tombstone, r | FLAG_BATCH),
+            (RecordKind::Tombstone, r | FLAG_EXPIRED),
             (RecordKind::BatchBegin, 0),
             (RecordKind::BatchCommit, 0),
             (RecordKind::SyncMark, 0),

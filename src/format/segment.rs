@@ -8,7 +8,7 @@
 //! ```text
 //! offset size field
 //!  0     8    magic "CAIRNSEG"
-//!  8     2    format version (2; 1 is still read)
+//!  8     2    format version (3; 1 and 2 are still read)
 //! 10     1    checksum algorithm (1 = CRC-32C, Castagnoli)
 //! 11     1    flags (bit 0: written by compaction)
 //! 12     4    salt: random, bound into every record's checksum
@@ -30,8 +30,10 @@ pub(crate) const SEGMENT_MAGIC: &[u8; 8] = b"CAIRNSEG";
 /// `FLAG_EXPIRY_ONLY` and `FLAG_EXPIRED` (see `record.rs`); a version-1
 /// segment never holds them, and a build that reads only version 1 refuses
 /// a version-2 segment with `UnsupportedVersion` instead of calling its
-/// flags corruption.
-pub(crate) const FORMAT_VERSION: u16 = 2;
+/// flags corruption. Version 3 added `FLAG_REPLACES`, which replay after
+/// an index checkpoint relies on: the checkpoint is used only when every
+/// record replayed is in a version-3 segment.
+pub(crate) const FORMAT_VERSION: u16 = 3;
 /// The oldest format version this build reads.
 pub(crate) const OLDEST_READ_VERSION: u16 = 1;
 /// Checksum algorithm id for CRC-32C.
@@ -46,7 +48,7 @@ pub(crate) const FLAG_COMPACTED: u8 = 1;
 pub(crate) struct HeaderInfo {
     pub salt: u32,
     pub compacted: bool,
-    /// The format version (1 or 2): which record flags the segment may hold.
+    /// The format version (1 to 3): which record flags the segment may hold.
     pub version: u16,
 }
 
@@ -164,7 +166,7 @@ mod tests {
             b[28..32].copy_from_slice(&crc.to_le_bytes());
             b
         };
-        for v in [0u16, 3, 0x0100] {
+        for v in [0u16, 4, 0x0100] {
             assert!(
                 matches!(
                     check_header(p, &with_version(v), 3),
@@ -175,17 +177,19 @@ mod tests {
         }
         let v1 = header_info(p, &with_version(1), 3).expect("version 1 is read");
         assert_eq!((v1.version, v1.salt), (1, 0xabcd_0123));
-        let v2 = header_info(p, &h, 3).expect("version 2");
+        let v2 = header_info(p, &with_version(2), 3).expect("version 2 is read");
         assert_eq!(v2.version, 2);
+        let v3 = header_info(p, &h, 3).expect("version 3");
+        assert_eq!(v3.version, 3);
         assert!(check_header(p, &h[..10], 3).is_err());
     }
 
     #[test]
-    fn new_headers_are_version_2() {
+    fn new_headers_are_version_3() {
         let h = encode_header(7, 0x0102_0304);
         let expected: [u8; 28] = [
             b'C', b'A', b'I', b'R', b'N', b'S', b'E', b'G', // magic
-            2, 0, // format version 2
+            3, 0, // format version 3
             1, // CRC-32C
             0, // flags
             0x04, 0x03, 0x02, 0x01, // salt
@@ -195,6 +199,6 @@ mod tests {
         assert_eq!(&h[..28], &expected);
         assert_eq!(&h[28..], &crc32c::crc32c(&expected).to_le_bytes());
         let c = encode_header_flags(7, 0x0102_0304, FLAG_COMPACTED);
-        assert_eq!(&c[8..12], &[2, 0, 1, FLAG_COMPACTED]);
+        assert_eq!(&c[8..12], &[3, 0, 1, FLAG_COMPACTED]);
     }
 }

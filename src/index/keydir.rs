@@ -516,6 +516,72 @@ impl KeyDir {
         }
     }
 
+    /// Replay after an index checkpoint (`recovery/replay.rs`): makes
+    /// `key`'s entry `new` (`None`: removes it), where `key` had an entry
+    /// at the checkpoint's cut exactly when `replaced` (the
+    /// `FLAG_REPLACES` of its first record after the cut). That entry is
+    /// found without reading when it is the only slot with the key's hash
+    /// bits; other candidates are told apart by reading their records
+    /// through `src`. Returns the entry it replaced or removed.
+    ///
+    /// # Errors
+    /// A candidate's record cannot be read, or `replaced` finds no slot of
+    /// the key (the checkpoint does not match the log): the caller falls
+    /// back to an open from hints.
+    pub(crate) fn replay(
+        &self,
+        hash: u64,
+        key: &[u8],
+        replaced: bool,
+        new: Option<IndexEntry>,
+        src: &dyn RecordSource,
+    ) -> Result<Option<IndexEntry>> {
+        let h40 = h40_of(hash);
+        let mut shard = locks::write(self.shard_of_h40(h40));
+        let mut candidates = shard
+            .table
+            .iter_hash(table_hash(h40))
+            .filter(|s| s.h40() == h40)
+            .map(Slot::entry);
+        let (first, second) = (candidates.next(), candidates.next());
+        drop(candidates);
+        let old = match (replaced, first, second) {
+            (_, None, _) => None,
+            (true, Some(only), None) => Some(only),
+            _ => find(&shard.table, h40, key, src)?.map(|(s, _)| s.entry()),
+        };
+        if replaced && old.is_none() {
+            return Err(crate::error::Error::Io(std::io::Error::other(
+                "a replayed record replaced an entry the checkpoint does not hold",
+            )));
+        }
+        match (old, new) {
+            (Some(o), Some(e)) => {
+                if let Some(s) = shard
+                    .table
+                    .find_mut(table_hash(h40), |s| s.h40() == h40 && s.is_at(&o))
+                {
+                    let had = s.has_ttl();
+                    s.set(&e);
+                    shard.count_ttl_change(had, &e);
+                }
+            }
+            (Some(o), None) => {
+                remove_at(&mut shard, h40, &o);
+            }
+            (None, Some(e)) => {
+                shard
+                    .table
+                    .insert_unique(table_hash(h40), Slot::new(h40, &e), |s| table_hash(s.h40()));
+                if e.expires_at_ms != 0 {
+                    shard.ttl_keys += 1;
+                }
+            }
+            (None, None) => {}
+        }
+        Ok(old)
+    }
+
     /// Adds an entry for a key known to have none (recovery, after it kept
     /// only the newest record of each key), by the key's 64-bit hash.
     pub(crate) fn insert_unique_hashed(&self, hash: u64, entry: IndexEntry) {
@@ -685,15 +751,6 @@ impl KeyDir {
     /// seed computes (a checkpoint's probe is checked with it).
     pub(crate) fn hash_with_seed(seed: u64, key: &[u8]) -> u64 {
         foldhash::fast::FixedState::with_seed(seed).hash_one(key)
-    }
-
-    /// The number of slots of each shard.
-    pub(crate) fn shard_lens(&self) -> [u64; SHARDS] {
-        let mut n = [0u64; SHARDS];
-        for (i, n) in n.iter_mut().enumerate() {
-            *n = self.read_shard(i).len() as u64;
-        }
-        n
     }
 
     /// Appends the bytes of shard `i`'s slots to `out`, in the table's

@@ -21,6 +21,7 @@ use crate::index::keydir::{IndexEntry, KeyDir, Shard, ShardBuilder, SLOT_BYTES};
 use crate::storage::segment::Segment;
 use crate::storage::space::SegmentSpace;
 
+use super::replay::Summary;
 use super::report::CheckpointUse;
 use super::RecoveredActive;
 
@@ -33,38 +34,29 @@ pub(crate) fn path(dir: &Path) -> PathBuf {
 pub(crate) enum Found {
     /// No checkpoint file.
     None,
-    /// The file, open for reading, and its length (a writable open has
-    /// already deleted its name).
+    /// The file, open for reading, and its length.
     File(Arc<dyn VFile>, u64),
     /// It exists but could not be read.
     Unreadable(io::Error),
 }
 
-/// Reads the checkpoint, if there is one. A writable open then deletes it
-/// and fsyncs the directory, before it writes anything else: a checkpoint
-/// on disk so always describes files nothing has touched since, and a
-/// crash after this open finds none.
+/// Reads the checkpoint, if there is one. It stays on disk: records
+/// written after it are replayed by the next open (`replay.rs`), and one
+/// an open cannot use is deleted by it (see `recovery::from_checkpoint`).
 ///
 /// # Errors
-/// The checkpoint exists and a writable open could not delete it (the open
-/// fails rather than leave a checkpoint its writes would make stale).
-pub(crate) fn take(vfs: &dyn Vfs, dir: &Path, read_only: bool) -> crate::error::Result<Found> {
+/// None today; kept for the open's error path.
+pub(crate) fn take(vfs: &dyn Vfs, dir: &Path) -> crate::error::Result<Found> {
     let p = path(dir);
     let opened = vfs.open(&p, OpenMode::Read).and_then(|f| {
         let len = f.len()?;
         Ok((f, len))
     });
-    // The open file stays readable once its name is gone.
-    let found = match opened {
+    Ok(match opened {
         Ok((f, len)) => Found::File(f, len),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Found::None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Found::None,
         Err(e) => Found::Unreadable(e),
-    };
-    if !read_only {
-        vfs.remove_file(&p)?;
-        vfs.sync_dir(dir)?;
-    }
-    Ok(found)
+    })
 }
 
 /// Deletes the index checkpoint of the store in `dir`, if any, and makes
@@ -121,6 +113,10 @@ pub(crate) struct FromCheckpoint {
     pub active: Option<RecoveredActive>,
     pub max_seq: u64,
     pub expired_kept: u64,
+    /// What was replayed after it (`None`: nothing was written after it).
+    pub replayed: Option<Summary>,
+    /// The checkpoint file's size.
+    pub checkpoint_len: u64,
 }
 
 /// How the open that loads a checkpoint goes on.
@@ -130,11 +126,13 @@ pub(crate) struct LoadOptions {
     pub drop_expired: bool,
     pub now_ms: u64,
     pub use_mmap: bool,
+    /// Replay leaves the files as they are (a torn tail is not cut).
+    pub read_only: bool,
 }
 
 /// Reads and checks the checkpoint `file` (`len` bytes) against the
-/// directory's segments (`ids`, from its listing) and builds the keydir
-/// from it.
+/// directory's segments (`ids`, from its listing), builds the keydir from
+/// it and replays the records written after it.
 ///
 /// # Errors
 /// Why the checkpoint cannot be used.
@@ -157,16 +155,16 @@ pub(crate) fn load(
     read(layout.footer_at(), &mut footer).map_err(unreadable)?;
     layout.check_footer(&footer, checkpoint::header_crc(&head))?;
     check_compatible(&layout.header)?;
-    check_files(vfs, dir, &layout.header, ids)?;
-    let (keydir, expired) = build_keydir(&layout, &read, how)?;
+    let appended = check_files(vfs, dir, &layout.header, ids)?;
+    // Replay finds a key's slot by its hash bits: every slot stays until
+    // it is done, expired or not.
+    let build_how = LoadOptions {
+        drop_expired: how.drop_expired && !appended,
+        ..*how
+    };
+    let (keydir, mut expired) = build_keydir(&layout, &read, &build_how)?;
     let h = &layout.header;
-    let mut segments = BTreeMap::new();
-    for s in h.segments.iter().filter(|s| Some(s.id) != h.active) {
-        let seg = Segment::open_sealed(vfs, dir, s.id, how.use_mmap, s.salt)
-            .map_err(|e| Rejected::new(CheckpointUse::Unreadable, e.to_string()))?;
-        segments.insert(s.id, Arc::new(seg));
-    }
-    let seg_stats = h
+    let mut seg_stats: BTreeMap<u32, SegmentSpace> = h
         .segments
         .iter()
         .map(|s| {
@@ -181,7 +179,7 @@ pub(crate) fn load(
             (s.id, space)
         })
         .collect();
-    let active = h
+    let mut active = h
         .active
         .and_then(|id| h.segments.iter().find(|s| s.id == id))
         .map(|s| RecoveredActive {
@@ -194,14 +192,54 @@ pub(crate) fn load(
             closed_clean: s.data_len > SEGMENT_HEADER_LEN,
             file: None,
         });
+    let mut max_seq = h.max_seq;
+    let mut replayed = None;
+    if appended {
+        let r = super::replay::replay(vfs, dir, h, ids, &keydir, &mut seg_stats, how.read_only)
+            .map_err(|n| Rejected::new(n.0, n.1))?;
+        max_seq = max_seq.max(r.max_seq);
+        active = r.active;
+        if how.drop_expired {
+            expired = 0;
+            drop_expired(&keydir, how.now_ms);
+        }
+        replayed = Some(r.summary);
+    }
+    let active_id = active.as_ref().map(|a| a.id);
+    let mut segments = BTreeMap::new();
+    for &id in ids.iter().filter(|&&id| Some(id) != active_id) {
+        let salt = h
+            .segments
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.salt)
+            .or_else(|| replayed.as_ref().and_then(|r: &Summary| r.salt_of(id)));
+        let Some(salt) = salt else {
+            return Err(Rejected::stale(format!("segment {id} was not read")));
+        };
+        let seg = Segment::open_sealed(vfs, dir, id, how.use_mmap, salt)
+            .map_err(|e| Rejected::new(CheckpointUse::Unreadable, e.to_string()))?;
+        segments.insert(id, Arc::new(seg));
+    }
     Ok(FromCheckpoint {
         keydir,
         seg_stats,
         segments,
         active,
-        max_seq: h.max_seq,
+        max_seq,
         expired_kept: expired,
+        replayed,
+        checkpoint_len: len,
     })
+}
+
+/// Removes the expired entries (a read-only open after a replay).
+fn drop_expired(keydir: &KeyDir, now_ms: u64) {
+    for i in 0..keydir.shard_count() {
+        keydir
+            .write_shard(i)
+            .retain(|e| e.is_expired(now_ms), |_| {});
+    }
 }
 
 /// Decodes a checkpoint and checks that this build can use it: its slot
@@ -250,10 +288,13 @@ fn in_memory(bytes: &[u8]) -> impl Fn(u64, &mut [u8]) -> io::Result<()> + Sync +
     }
 }
 
-/// Checks that the directory holds exactly the segments the checkpoint
-/// covers, each with its salt and length and its hint file of the length
-/// it had (or none), that the active segment is the one it names, and
-/// that nothing was appended to it since.
+/// Checks that the directory holds the segments the checkpoint covers,
+/// each with its salt, the sealed ones with their length and their hint
+/// file (if they had one, the same), the active one at least as long as
+/// its cut and of this build's format version; other segments only after
+/// the active one. Returns whether anything was written after the
+/// checkpoint (records after a cut, or newer segments): then open replays
+/// them.
 ///
 /// # Errors
 /// What differs.
@@ -262,13 +303,21 @@ pub(crate) fn check_files(
     dir: &Path,
     h: &Header,
     ids: &[u32],
-) -> Result<(), Rejected> {
+) -> Result<bool, Rejected> {
     let covered: Vec<u32> = h.segments.iter().map(|s| s.id).collect();
-    if covered != ids {
+    let newer: Vec<u32> = ids
+        .iter()
+        .copied()
+        .filter(|id| covered.binary_search(id).is_err())
+        .collect();
+    let missing = covered.iter().any(|id| ids.binary_search(id).is_err());
+    let out_of_place = newer.iter().any(|&id| h.active.is_none_or(|a| id < a));
+    if missing || out_of_place {
         return Err(Rejected::stale(format!(
             "it covers segments {covered:?}, the directory holds {ids:?}"
         )));
     }
+    let mut appended = !newer.is_empty();
     let mut newest_writer_segment = None;
     for s in &h.segments {
         let p = names::segment_path(dir, s.id);
@@ -277,7 +326,8 @@ pub(crate) fn check_files(
             .open(&p, OpenMode::Read)
             .map_err(|e| stale(e.to_string()))?;
         let len = f.len().map_err(|e| stale(e.to_string()))?;
-        if len != s.file_len {
+        let is_active = Some(s.id) == h.active;
+        if (is_active && len < s.data_len) || (!is_active && len != s.file_len) {
             return Err(stale(format!("{len} bytes, it covers {}", s.file_len)));
         }
         let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
@@ -294,9 +344,11 @@ pub(crate) fn check_files(
             Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
             Err(e) => return Err(stale(e.to_string())),
         };
-        if hint != s.hint {
+        if s.hint != 0 && hint != s.hint {
             // The index may have been built from the hint it replaced (a
-            // hint deleted because it disagrees with its segment, say).
+            // hint deleted because it disagrees with its segment, say). A
+            // hint written since, of a segment that had none, is the
+            // background thread's.
             return Err(stale(format!(
                 "its hint file is {hint} bytes, it covers one of {}",
                 s.hint
@@ -305,21 +357,16 @@ pub(crate) fn check_files(
         if !info.compacted {
             newest_writer_segment = Some((s.id, info.version));
         }
-        if Some(s.id) == h.active && s.file_len > s.data_len {
-            // Only zeros may follow the data: a record there was
-            // appended after the checkpoint was written.
-            let n = (s.file_len - s.data_len).min(u64::from(RECORD_HEADER_LEN));
-            let mut tail = vec![0u8; n as usize];
-            fs::read_exact_at(&*f, &mut tail, s.data_len).map_err(|e| stale(e.to_string()))?;
-            if tail.iter().any(|&b| b != 0) {
-                return Err(stale(format!("written after byte {}", s.data_len)));
-            }
+        if is_active {
+            appended |= len != s.file_len
+                || h.cuts.iter().any(|&c| c != s.data_len)
+                || !zeros_after(&*f, s.data_len, len).map_err(|e| stale(e.to_string()))?;
         }
     }
     let active = newest_writer_segment.map(|(id, _)| id);
     if active != h.active {
         return Err(Rejected::stale(format!(
-            "its active segment is {:?}, the directory's {active:?}",
+            "its active segment is {:?}, the newest it covers is {active:?}",
             h.active
         )));
     }
@@ -328,7 +375,16 @@ pub(crate) fn check_files(
             "the active segment is of an older format version",
         ));
     }
-    Ok(())
+    Ok(appended)
+}
+
+/// Whether only zeros (or nothing) follow byte `at` of `f`, a file of
+/// `len` bytes, for a record header's length: no record was appended there.
+fn zeros_after(f: &dyn VFile, at: u64, len: u64) -> io::Result<bool> {
+    let n = len.saturating_sub(at).min(u64::from(RECORD_HEADER_LEN));
+    let mut tail = vec![0u8; n as usize];
+    fs::read_exact_at(f, &mut tail, at)?;
+    Ok(tail.iter().all(|&b| b == 0))
 }
 
 /// Blocks read at a time while the keydir is built.
@@ -412,6 +468,7 @@ pub(crate) fn entries_for_fuzzing(bytes: &[u8], d: &Decoded<'_>) -> Result<u64, 
         drop_expired: false,
         now_ms: 0,
         use_mmap: false,
+        read_only: true,
     };
     let (k, _) = build_keydir(&d.layout, &in_memory(bytes), &how).map_err(|r| r.detail)?;
     let n = k.raw_len();
@@ -511,7 +568,8 @@ pub(crate) fn would_use(
         return (about, CheckpointUse::Stale);
     }
     match check_files(vfs, dir, d.header(), &listing.segments) {
-        Ok(()) => (about, CheckpointUse::Used),
+        Ok(false) => (about, CheckpointUse::Used),
+        Ok(true) => (about, CheckpointUse::Replayed),
         Err(r) => (about, r.why),
     }
 }
@@ -552,18 +610,29 @@ pub(crate) fn compare_with_files(
         return Ok(Checked::Unusable("a compaction was interrupted".into()));
     }
     let ids: Vec<u32> = pinned.segments.keys().copied().collect();
-    if let Err(r) = check_files(vfs, dir, d.header(), &ids) {
-        return Ok(Checked::Unusable(r.detail));
-    }
+    let appended = match check_files(vfs, dir, d.header(), &ids) {
+        Ok(a) => a,
+        Err(r) => return Ok(Checked::Unusable(r.detail)),
+    };
     let how = LoadOptions {
         drop_expired: false,
         now_ms,
         use_mmap: false,
+        read_only: true,
     };
     let from_checkpoint = match build_keydir(&d.layout, &in_memory(bytes), &how) {
         Ok((k, _)) => k,
         Err(r) => return Ok(Checked::Unusable(r.detail)),
     };
+    if appended {
+        // The records after it, replayed as an open would (read-only).
+        let mut stats = BTreeMap::new();
+        let h = d.header();
+        if let Err(n) = super::replay::replay(vfs, dir, h, &ids, &from_checkpoint, &mut stats, true)
+        {
+            return Ok(Checked::Unusable(n.1));
+        }
+    }
     let loads = super::load::load_all(
         vfs,
         dir,

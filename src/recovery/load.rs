@@ -288,6 +288,7 @@ mod tests {
             offset: s * 10,
             value_len: 0,
             tombstone: false,
+            replaces: false,
         };
         let d = dedup_newest(&[e(b"a", 1), e(b"b", 2), e(b"a", 3)]);
         assert_eq!(d, vec![e(b"b", 2), e(b"a", 3)]);

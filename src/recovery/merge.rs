@@ -420,6 +420,7 @@ mod tests {
             offset,
             value_len,
             tombstone: false,
+            replaces: false,
         };
         let load = |id: u32, e: HintEntry| SegmentLoad {
             len: 1 << 20,
@@ -482,6 +483,7 @@ mod tests {
                             offset: (r % 1000) * 64,
                             value_len: (r % 100) as u32,
                             tombstone: r % 11 == 0,
+                            replaces: false,
                         }
                     })
                     .collect();

@@ -43,17 +43,23 @@ pub struct RecoveryReport {
 }
 
 /// Whether an open built its index from the index checkpoint, and if not,
-/// why. Every case but [`CheckpointUse::Used`] opened from hints and
-/// segments: slower, never different.
+/// why. Every case but [`CheckpointUse::Used`] and
+/// [`CheckpointUse::Replayed`] opened from hints and segments: slower,
+/// never different.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CheckpointUse {
-    /// There was none: the store is new, was not closed cleanly since its
-    /// last writable open, or was closed with the checkpoint turned off.
+    /// There was none: the store is new, or none was written yet (see
+    /// `Options::index_checkpoint_at_close` and
+    /// `Options::index_checkpoint_every_bytes`).
     #[default]
     Missing,
     /// The index came from it: no hint or segment was read.
     Used,
+    /// The index came from it, and the records written after it were
+    /// replayed (after a crash, or a checkpoint written while the store
+    /// ran; see `Options::index_checkpoint_every_bytes`).
+    Replayed,
     /// It could not be read.
     Unreadable,
     /// It did not decode or a checksum failed.
@@ -70,7 +76,7 @@ pub enum CheckpointUse {
 }
 
 impl CheckpointUse {
-    /// A short name: `missing`, `used`, `unreadable`, `damaged`,
+    /// A short name: `missing`, `used`, `replayed`, `unreadable`, `damaged`,
     /// `incompatible`, `stale`, `not-tried`.
     ///
     /// ```
@@ -80,6 +86,7 @@ impl CheckpointUse {
         match self {
             CheckpointUse::Missing => "missing",
             CheckpointUse::Used => "used",
+            CheckpointUse::Replayed => "replayed",
             CheckpointUse::Unreadable => "unreadable",
             CheckpointUse::Damaged => "damaged",
             CheckpointUse::Incompatible => "incompatible",

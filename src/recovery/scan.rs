@@ -71,6 +71,20 @@ pub(crate) fn scan_segment(
     active: bool,
     mode: RecoveryMode,
 ) -> Result<SegmentLoad> {
+    scan_segment_from(path, id, bytes, active, mode, SEGMENT_HEADER_LEN as usize)
+}
+
+/// Scans a segment from `from`, a record boundary (replay after an index
+/// checkpoint, from its cut): the header is checked, and the bytes between
+/// it and `from` are not read (they may be zeros).
+pub(crate) fn scan_segment_from(
+    path: &Path,
+    id: u32,
+    bytes: &[u8],
+    active: bool,
+    mode: RecoveryMode,
+    from: usize,
+) -> Result<SegmentLoad> {
     let mut load = SegmentLoad::empty(id);
     let Some(salt) = read_header(path, id, bytes, active, &mut load)? else {
         return Ok(load);
@@ -83,10 +97,10 @@ pub(crate) fn scan_segment(
         active,
         salvage: mode == RecoveryMode::Salvage,
         load,
-        pos: SEGMENT_HEADER_LEN as usize,
+        pos: from.max(SEGMENT_HEADER_LEN as usize),
         last_seq: 0,
         pending: None,
-        good_end: SEGMENT_HEADER_LEN,
+        good_end: (from as u64).max(SEGMENT_HEADER_LEN),
         durable: 0,
         mark_run: None,
     };
@@ -189,6 +203,11 @@ impl Scan<'_> {
                 "record flags of format version 2 in a version-1 segment",
             ));
         }
+        if self.version < 3 && r.replaces {
+            return Ok(Some(
+                "a record flag of format version 3 in an older segment",
+            ));
+        }
         if r.kind == RecordKind::SyncMark {
             return Ok(self.sync_mark(&r));
         }
@@ -261,6 +280,7 @@ impl Scan<'_> {
                     offset,
                     value_len: r.value.len() as u32,
                     tombstone: r.kind == RecordKind::Tombstone,
+                    replaces: r.replaces,
                 };
                 match self.pending.as_mut() {
                     Some(b) => b.entries.push(e),

@@ -98,6 +98,8 @@ fn load_pinned(
         max_seq: loads.iter().map(|l| l.max_seq).max().unwrap_or(0),
         expired_kept: 0,
         needs_hint: None,
+        log_after_checkpoint: 0,
+        checkpoint_len: 0,
         started,
     })
 }

@@ -542,7 +542,7 @@ fn hint_mismatch(hint: &hint::Hint, load: &recovery::SegmentLoad) -> Option<Stri
                     e.seq
                 ))
             }
-            Some(h) if *h != e => {
+            Some(h) if !h.describes(e) => {
                 return Some(format!(
                     "the hint misdescribes the record at segment offset {} (sequence {}): \
                      it says offset {}, sequence {}",
