@@ -544,3 +544,172 @@ fn a_leftover_temporary_checkpoint_is_removed_by_a_writable_open() {
     assert!(!tmp.exists());
     check(&db, &clock, &m);
 }
+
+/// One write of the replay tests, applied to the store and to the model
+/// (whether or not the store acknowledged it); returns whether it did.
+fn replay_op(db: &Db, rng: &mut XorShift, step: u64, m: &mut BTreeMap<Vec<u8>, Vec<u8>>) -> bool {
+    let k = key(rng.below(60));
+    let v = format!("v{step}-{}", "y".repeat(rng.below(80) as usize)).into_bytes();
+    match rng.below(6) {
+        0 => {
+            m.remove(&k);
+            db.delete(&k).is_ok()
+        }
+        1 => {
+            let k2 = key(rng.below(60));
+            let mut b = Batch::new();
+            b.push_put(&k, &v, None);
+            b.push_delete(&k2);
+            m.insert(k, v);
+            m.remove(&k2);
+            db.write_batch(b).is_ok()
+        }
+        _ => {
+            m.insert(k.clone(), v.clone());
+            db.put(&k, &v).is_ok()
+        }
+    }
+}
+
+/// Checkpoints written while the store runs (here at every roll, as the
+/// deterministic mode does), then a crash at every file operation of the
+/// writes after them, under every damage model: the next open replays the
+/// records after the newest checkpoint and returns every acknowledged
+/// write and nothing else; most of those opens used the checkpoint.
+#[test]
+fn a_crash_anywhere_after_running_checkpoints_replays_exactly() {
+    let damages = [Damage::DropUnsynced, Damage::ProcessCrash, Damage::Torn512];
+    let o = |sim: &SimFs, clock: &ManualClock| {
+        simfs::options(sim, clock, SyncPolicy::Always).index_checkpoint_every_bytes(1)
+    };
+    let (mut replayed, mut runs) = (0, 0);
+    for (d, damage) in damages.into_iter().enumerate() {
+        for at in (0..400u64).step_by(7) {
+            let sim = SimFs::new();
+            let clock = ManualClock::new(START_MS);
+            let mut m = BTreeMap::new();
+            let mut rng = XorShift::new(100 + at);
+            let db = o(&sim, &clock).open(DIR).expect("open");
+            for step in 0..150 {
+                assert!(replay_op(&db, &mut rng, step, &mut m), "before the crash");
+            }
+            let before = m.clone();
+            sim.crash_at(Some(sim.op_count() + at));
+            let mut pending = None;
+            for step in 150..400 {
+                let mut next = m.clone();
+                let mut r = XorShift::new(rng.below(u64::MAX));
+                if !replay_op(&db, &mut r, step, &mut next) {
+                    pending = Some(next);
+                    break;
+                }
+                m = next;
+            }
+            std::mem::forget(db);
+            sim.crash(damage, at * 8 + d as u64);
+            let db = o(&sim, &clock)
+                .open(DIR)
+                .unwrap_or_else(|e| panic!("{damage:?} at {at}: reopen failed: {e}"));
+            let seen = observed_60(&db);
+            if seen != m && pending.as_ref() != Some(&seen) {
+                let diff: Vec<_> =
+                    (0..60)
+                        .map(key)
+                        .filter(|k| seen.get(k) != m.get(k))
+                        .map(|k| {
+                            format!(
+                                "{}: seen {:?} acked {:?} pending {:?}",
+                                String::from_utf8_lossy(&k),
+                                seen.get(&k)
+                                    .map(|v| String::from_utf8_lossy(&v[..v.len().min(8)])
+                                        .into_owned()),
+                                m.get(&k)
+                                    .map(|v| String::from_utf8_lossy(&v[..v.len().min(8)])
+                                        .into_owned()),
+                                pending
+                                    .as_ref()
+                                    .and_then(|p| p.get(&k))
+                                    .map(|v| String::from_utf8_lossy(&v[..v.len().min(8)])
+                                        .into_owned()),
+                            )
+                        })
+                        .collect();
+                panic!(
+                    "{damage:?} at {at}: the reopened store differs (checkpoint {:?}, {} keys before the crash): {diff:#?}",
+                    db.recovery_report().checkpoint,
+                    before.len()
+                );
+            }
+            replayed += u32::from(db.recovery_report().checkpoint == CheckpointUse::Replayed);
+            runs += 1;
+            // The next open after this one's writes replays again.
+            db.put(key(7), b"again").expect("put");
+            m = seen;
+            m.insert(key(7), b"again".to_vec());
+            std::mem::forget(db);
+            sim.crash(Damage::DropUnsynced, at);
+            let db = o(&sim, &clock).open(DIR).expect("reopen");
+            assert_eq!(observed_60(&db), m, "{damage:?} at {at}: second reopen");
+        }
+    }
+    assert!(
+        replayed * 2 > runs,
+        "only {replayed} of {runs} opens replayed"
+    );
+}
+
+fn observed_60(db: &Db) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    (0..60)
+        .filter_map(|i| db.get(key(i)).expect("get").map(|v| (key(i), v)))
+        .collect()
+}
+
+/// The background thread writes checkpoints while the store runs; a copy
+/// of the directory taken while it is open (what a kill -9 leaves) opens
+/// from the newest one and the records after it, with every value right.
+#[test]
+fn the_background_thread_writes_checkpoints_a_killed_store_replays() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let clock = ManualClock::new(START_MS);
+    let mut m = Model::new();
+    let mut rng = XorShift::new(21);
+    let db = opts(&clock)
+        .index_checkpoint_every_bytes(32 * 1024)
+        .open(t.path())
+        .expect("open");
+    random_writes(&db, &clock, &mut m, &mut rng, 3000);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !t.path().join(CKPT).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint written"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    random_writes(&db, &clock, &mut m, &mut rng, 500);
+    // Writes stop; the copy is what a kill -9 now would leave. The
+    // background thread may write another checkpoint meanwhile: the copy
+    // takes the checkpoint first, so it is never newer than the segments.
+    let copy = tempfile::tempdir().expect("copy");
+    let mut names: Vec<_> = std::fs::read_dir(t.path())
+        .expect("list")
+        .map(|e| e.expect("entry").file_name())
+        .collect();
+    names.sort_by_key(|n| n != CKPT);
+    for n in names {
+        if n == "LOCK" || n.to_string_lossy().ends_with(".tmp") {
+            continue;
+        }
+        if let Ok(b) = std::fs::read(t.path().join(&n)) {
+            std::fs::write(copy.path().join(&n), b).expect("write");
+        }
+    }
+    let reopened = opts(&clock).open(copy.path()).expect("open the copy");
+    assert_eq!(
+        reopened.recovery_report().checkpoint,
+        CheckpointUse::Replayed
+    );
+    check(&reopened, &clock, &m);
+    drop(reopened);
+    db.close().expect("close");
+}
