@@ -1,5 +1,5 @@
 //! Golden format fixtures: the bytes cairn writes for a fixed sequence of
-//! operations are pinned in `tests/fixtures/v2/`, and that directory must
+//! operations are pinned in `tests/fixtures/v3/`, and that directory must
 //! keep opening with the same contents. A change that breaks either is a
 //! format change: bump the version in docs/format.md and keep reading the
 //! older versions.
@@ -14,13 +14,19 @@
 //!
 //! `tests/fixtures/v2-expiry/` pins the records version 2 added: puts
 //! flagged expiry-only (`expire`, `persist`) and a tombstone flagged
-//! expired (the expiry sweep).
+//! expired (the expiry sweep). `tests/fixtures/v2/` and
+//! `tests/fixtures/v2-expiry/` are the same operations as version 2
+//! wrote them; `v3/` and `v3-expiry/` as version 3 writes them, which
+//! differ only in the version field and the *replaces* flag (`0x08`) on
+//! the records whose key had an entry. All must keep opening.
 //!
-//! `tests/fixtures/v2-checkpoint/` is the `v2` store with the index
-//! checkpoint (`index.ckpt`, checkpoint format 1) a clean close wrote: it
+//! `tests/fixtures/v3-checkpoint/` is the `v3` store with the index
+//! checkpoint (`index.ckpt`, checkpoint format 2) a clean close wrote: it
 //! must open through the checkpoint with the same contents. Its hash seed
 //! is random, so its slots are not byte-reproducible; `CAIRN_BLESS=1`
-//! writes it anew (the segment must stay the `v2` one).
+//! writes it anew (the segment must stay the `v3` one).
+//! `tests/fixtures/v2-checkpoint/` holds a checkpoint of format 1, which
+//! this build ignores: the store opens from its segment.
 
 mod common;
 
@@ -55,7 +61,35 @@ fn v2_expiry_fixture_dir() -> PathBuf {
 
 /// The v2 store with the index checkpoint a clean close wrote.
 fn checkpoint_fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v3-checkpoint")
+}
+
+/// The store with a checkpoint of format 1 (the build before).
+fn v1_checkpoint_fixture_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v2-checkpoint")
+}
+
+/// The fixture of [`write_fixture`] at version 3.
+fn v3_fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v3")
+}
+
+/// The fixture of [`write_expiry_fixture`] at version 3.
+fn v3_expiry_fixture_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v3-expiry")
+}
+
+/// `seg` (a normalized segment of version 3) as version 2 wrote it: the
+/// version field 2 and no *replaces* flag.
+fn as_version_2(seg: &[u8]) -> Vec<u8> {
+    let mut out = seg.to_vec();
+    out[8..10].copy_from_slice(&2u16.to_le_bytes());
+    let mut at = 32usize;
+    while at < out.len() {
+        out[at + 5] &= !0x08;
+        at += 32 + le_u32(&out, at + 24) as usize + le_u32(&out, at + 28) as usize;
+    }
+    out
 }
 
 /// The fixed operations behind the fixture.
@@ -167,10 +201,10 @@ fn written_and_golden(write: fn(&Path), fixture: &Path) -> (Vec<u8>, Vec<u8>) {
 
 #[test]
 fn writer_produces_the_golden_bytes() {
-    let (written, golden) = written_and_golden(write_fixture, &v2_fixture_dir());
+    let (written, golden) = written_and_golden(write_fixture, &v3_fixture_dir());
     assert_eq!(
-        verify_and_normalize_version(&written, 2),
-        verify_and_normalize_version(&golden, 2),
+        verify_and_normalize_version(&written, 3),
+        verify_and_normalize_version(&golden, 3),
         "the segment bytes changed: that is a format change"
     );
     // The first record: put("alpha", "1") with sequence 1, no expiry.
@@ -184,12 +218,12 @@ fn writer_produces_the_golden_bytes() {
 }
 
 /// The header of a new segment, byte for byte (salt and checksum aside):
-/// version 2, CRC-32C, no flags.
+/// version 3, CRC-32C, no flags.
 #[test]
-fn version_2_header_bytes() {
-    let seg = std::fs::read(v2_fixture_dir().join("0000000001.seg")).expect("fixture");
+fn version_3_header_bytes() {
+    let seg = std::fs::read(v3_fixture_dir().join("0000000001.seg")).expect("fixture");
     assert_eq!(&seg[0..8], b"CAIRNSEG", "magic");
-    assert_eq!(&seg[8..12], &[2, 0, 1, 0], "version 2 (LE), CRC-32C, flags");
+    assert_eq!(&seg[8..12], &[3, 0, 1, 0], "version 3 (LE), CRC-32C, flags");
     assert_eq!(le_u64(&seg, 16), 1, "segment id");
     assert_eq!(le_u32(&seg, 24), 0, "reserved");
     assert_eq!(
@@ -211,13 +245,36 @@ fn version_2_is_version_1_plus_flags() {
     assert_eq!(v2_as_v1, verify_and_normalize(&v1));
 }
 
+/// Version 3 changed nothing but the version field and the *replaces*
+/// flag, on exactly the records whose key had an entry: an incr of an
+/// existing counter, a delete, a batch's delete.
+#[test]
+fn version_3_is_version_2_plus_replaces() {
+    for (v2, v3, replacing) in [
+        (v2_fixture_dir(), v3_fixture_dir(), 3),
+        (v2_expiry_fixture_dir(), v3_expiry_fixture_dir(), 3),
+    ] {
+        let v2 = std::fs::read(v2.join("0000000001.seg")).expect("v2 fixture");
+        let v3 = std::fs::read(v3.join("0000000001.seg")).expect("v3 fixture");
+        let v3 = verify_and_normalize_version(&v3, 3);
+        assert_eq!(as_version_2(&v3), verify_and_normalize_version(&v2, 2));
+        let mut flagged = 0;
+        let mut at = 32usize;
+        while at < v3.len() {
+            flagged += usize::from(v3[at + 5] & 0x08 != 0);
+            at += 32 + le_u32(&v3, at + 24) as usize + le_u32(&v3, at + 28) as usize;
+        }
+        assert_eq!(flagged, replacing);
+    }
+}
+
 /// The records version 2 added, pinned: the flags byte (5) of each.
 #[test]
 fn writer_produces_the_golden_expiry_bytes() {
-    let (written, golden) = written_and_golden(write_expiry_fixture, &v2_expiry_fixture_dir());
+    let (written, golden) = written_and_golden(write_expiry_fixture, &v3_expiry_fixture_dir());
     assert_eq!(
-        verify_and_normalize_version(&written, 2),
-        verify_and_normalize_version(&golden, 2),
+        verify_and_normalize_version(&written, 3),
+        verify_and_normalize_version(&golden, 3),
         "the segment bytes changed: that is a format change"
     );
     // kind, flags, key of each record after the header, in order.
@@ -242,10 +299,10 @@ fn writer_produces_the_golden_expiry_bytes() {
         got,
         vec![
             (kind::PUT, 0, s("session"), NOW_MS + 10_000),
-            (kind::PUT, 0x02, s("session"), NOW_MS + 60_000),
+            (kind::PUT, 0x0a, s("session"), NOW_MS + 60_000),
             (kind::PUT, 0, s("kept"), NOW_MS + 10_000),
-            (kind::PUT, 0x02, s("kept"), 0),
-            (kind::TOMBSTONE, 0x04, s("session"), 0),
+            (kind::PUT, 0x0a, s("kept"), 0),
+            (kind::TOMBSTONE, 0x0c, s("session"), 0),
             (kind::SYNC_MARK, 0, Vec::new(), 0),
             (kind::SYNC_MARK, 0, Vec::new(), 0),
         ]
@@ -280,12 +337,19 @@ fn golden_directory_opens_with_the_same_contents() {
     check_contents(&fixture_dir());
     check_contents(&closed_fixture_dir());
     check_contents(&v2_fixture_dir());
+    check_contents(&v3_fixture_dir());
 }
 
 #[test]
 fn golden_expiry_directory_opens_with_the_same_contents() {
+    for fixture in [v2_expiry_fixture_dir(), v3_expiry_fixture_dir()] {
+        check_expiry_contents(&fixture);
+    }
+}
+
+fn check_expiry_contents(fixture: &Path) {
     let t = tempfile::tempdir().expect("tempdir");
-    copy_dir(&v2_expiry_fixture_dir(), t.path());
+    copy_dir(fixture, t.path());
     // The clock as it was before anything expired: the tombstone, not the
     // clock, keeps "session" gone; "kept" lost its expiry.
     let db = Options::new()
@@ -331,7 +395,7 @@ fn golden_checkpoint_opens_through_it_with_the_same_contents() {
     let fixture = checkpoint_fixture_dir();
     if std::env::var_os("CAIRN_BLESS").is_some() {
         let t = tempfile::tempdir().expect("tempdir");
-        copy_dir(&v2_fixture_dir(), t.path());
+        copy_dir(&v3_fixture_dir(), t.path());
         let db = Options::new()
             .clock(ManualClock::new(NOW_MS))
             .expiry_sweep_interval_ms(0)
@@ -343,14 +407,14 @@ fn golden_checkpoint_opens_through_it_with_the_same_contents() {
             std::fs::copy(t.path().join(name), fixture.join(name)).expect("bless");
         }
     }
-    // The segment is the v2 fixture's: the checkpoint covers it as it is.
+    // The segment is the v3 fixture's: the checkpoint covers it as it is.
     assert_eq!(
         std::fs::read(fixture.join("0000000001.seg")).expect("fixture"),
-        std::fs::read(v2_fixture_dir().join("0000000001.seg")).expect("v2 fixture")
+        std::fs::read(v3_fixture_dir().join("0000000001.seg")).expect("v3 fixture")
     );
     let ckpt = std::fs::read(fixture.join("index.ckpt")).expect("checkpoint fixture");
     assert_eq!(&ckpt[0..8], b"CAIRNIDX", "magic");
-    assert_eq!(u16::from_le_bytes([ckpt[8], ckpt[9]]), 1, "format version");
+    assert_eq!(u16::from_le_bytes([ckpt[8], ckpt[9]]), 2, "format version");
     assert_eq!(le_u32(&ckpt, 12), 1, "one segment");
     assert_eq!(
         le_u32(&ckpt, 48),
@@ -361,15 +425,27 @@ fn golden_checkpoint_opens_through_it_with_the_same_contents() {
     assert_eq!(slots, 6, "six keys");
     assert_eq!(le_u64(&ckpt, ckpt.len() - 16), 6, "footer count");
     assert_eq!(&ckpt[ckpt.len() - 8..ckpt.len() - 4], b"IEND");
+    // Every shard's cut is the segment's data length (a clean close).
+    let seg_len = std::fs::metadata(fixture.join("0000000001.seg"))
+        .expect("segment")
+        .len();
+    for i in 0..64 {
+        assert_eq!(le_u64(&ckpt, 564 + 8 * i), seg_len, "cut of shard {i}");
+    }
     assert_eq!(
-        le_u32(&ckpt, 564 + 56),
-        crc32c_bitwise(&ckpt[..564 + 56]),
+        le_u32(&ckpt, 1076 + 56),
+        crc32c_bitwise(&ckpt[..1076 + 56]),
         "header checksum"
     );
     assert_eq!(check_contents(&fixture), cairn::CheckpointUse::Used);
-    // The fixtures without a checkpoint open from their segments.
+    // The fixtures without a checkpoint open from their segments; one of
+    // checkpoint format 1 is not read.
     assert_eq!(
-        check_contents(&v2_fixture_dir()),
+        check_contents(&v3_fixture_dir()),
         cairn::CheckpointUse::Missing
+    );
+    assert_eq!(
+        check_contents(&v1_checkpoint_fixture_dir()),
+        cairn::CheckpointUse::Incompatible
     );
 }

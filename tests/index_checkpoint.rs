@@ -612,12 +612,11 @@ fn a_crash_anywhere_after_running_checkpoints_replays_exactly() {
                 .unwrap_or_else(|e| panic!("{damage:?} at {at}: reopen failed: {e}"));
             let seen = observed_60(&db);
             if seen != m && pending.as_ref() != Some(&seen) {
-                let diff: Vec<_> =
-                    (0..60)
-                        .map(key)
-                        .filter(|k| seen.get(k) != m.get(k))
-                        .map(|k| {
-                            format!(
+                let diff: Vec<_> = (0..60)
+                    .map(key)
+                    .filter(|k| seen.get(k) != m.get(k))
+                    .map(|k| {
+                        format!(
                                 "{}: seen {:?} acked {:?} pending {:?}",
                                 String::from_utf8_lossy(&k),
                                 seen.get(&k)
@@ -632,8 +631,8 @@ fn a_crash_anywhere_after_running_checkpoints_replays_exactly() {
                                     .map(|v| String::from_utf8_lossy(&v[..v.len().min(8)])
                                         .into_owned()),
                             )
-                        })
-                        .collect();
+                    })
+                    .collect();
                 panic!(
                     "{damage:?} at {at}: the reopened store differs (checkpoint {:?}, {} keys before the crash): {diff:#?}",
                     db.recovery_report().checkpoint,

@@ -252,13 +252,16 @@ pub(crate) fn header_len(prefix: &[u8], file_len: u64) -> Result<usize, DecodeEr
     if prefix.len() < MAGIC.len() || &prefix[..8] != MAGIC {
         return Err(DecodeError::NotACheckpoint);
     }
+    // The version first: another version's header has another length.
+    if let [a, b, ..] = prefix[8..] {
+        let version = u16::from_le_bytes([a, b]);
+        if version != VERSION {
+            return Err(DecodeError::UnsupportedVersion(version));
+        }
+    }
     let min = (FIXED_HEADER_LEN + 4 + FOOTER_LEN) as u64;
     if prefix.len() < 16 || file_len < min {
         return Err(DecodeError::Damaged(0, "shorter than a header"));
-    }
-    let version = u16::from_le_bytes([prefix[8], prefix[9]]);
-    if version != VERSION {
-        return Err(DecodeError::UnsupportedVersion(version));
     }
     let count = u64::from(le_u32(prefix, 12));
     // Bounded by the file's size before anything is allocated for it.
@@ -607,6 +610,7 @@ mod tests {
         let no_active = Header {
             active: None,
             segments: vec![h.segments[0]],
+            cuts: [0; SHARDS],
             ..h.clone()
         };
         assert_eq!(
@@ -678,12 +682,16 @@ mod tests {
         huge.shard_slots[0] = u64::MAX / 2;
         let mut seq = h.clone();
         seq.max_seq = 1 << 63;
-        for bad in [sealed_tail, unordered, huge, seq] {
+        let mut cut_past = h.clone();
+        cut_past.cuts[7] = 501;
+        let mut cut_in_header = h.clone();
+        cut_in_header.cuts[0] = 31;
+        for bad in [sealed_tail, unordered, huge, seq, cut_past, cut_in_header] {
             assert!(decode(&encode_lossy(&bad)).is_err(), "{bad:?}");
         }
         let mut v = encode(&h);
-        v[8] = 2;
-        assert_eq!(decode(&v).err(), Some(DecodeError::UnsupportedVersion(2)));
+        v[8] = 1;
+        assert_eq!(decode(&v).err(), Some(DecodeError::UnsupportedVersion(1)));
         assert_eq!(decode(b"CAIRNSEG").err(), Some(DecodeError::NotACheckpoint));
     }
 

@@ -45,9 +45,10 @@ pub const HINT_END_MAGIC: [u8; 4] = *b"HEND";
 /// Magic of a compaction manifest.
 pub const MANIFEST_MAGIC: [u8; 8] = *b"CAIRNCMP";
 
-/// The segment format version cairn writes (2: the record flags
-/// [`RECORD_FLAG_EXPIRY_ONLY`] and [`RECORD_FLAG_EXPIRED`]).
-pub const FORMAT_VERSION: u16 = 2;
+/// The segment format version cairn writes (2 added the record flags
+/// [`RECORD_FLAG_EXPIRY_ONLY`] and [`RECORD_FLAG_EXPIRED`], 3
+/// [`RECORD_FLAG_REPLACES`]).
+pub const FORMAT_VERSION: u16 = 3;
 /// The oldest segment format version cairn reads (1: no record flag but
 /// [`RECORD_FLAG_BATCH`]).
 pub const OLDEST_READ_VERSION: u16 = 1;
@@ -66,6 +67,9 @@ pub const RECORD_FLAG_EXPIRY_ONLY: u8 = 0x02;
 /// Record flag (format version 2): a tombstone written because the key's
 /// expiry passed; alone, on a tombstone only.
 pub const RECORD_FLAG_EXPIRED: u8 = 0x04;
+/// Record flag (format version 3): the key had an index entry when this
+/// put or tombstone was written; on any put or tombstone flag value.
+pub const RECORD_FLAG_REPLACES: u8 = 0x08;
 
 /// Longest key.
 pub const MAX_KEY_LEN: u32 = 65_536;
@@ -446,6 +450,7 @@ pub fn record_checksum_ok(seg: &[u8], at: usize, len: usize, salt: u32) -> bool 
 /// matching checksum.
 pub fn decode_record(b: &[u8], salt: u32, offset: u64) -> Option<RecordHeader> {
     let h = RecordHeader::read(b, 0)?;
+    let flags = h.flags & !RECORD_FLAG_REPLACES;
     let flags_ok = match h.kind {
         kind::PUT => [
             0,
@@ -453,8 +458,8 @@ pub fn decode_record(b: &[u8], salt: u32, offset: u64) -> Option<RecordHeader> {
             RECORD_FLAG_EXPIRY_ONLY,
             RECORD_FLAG_EXPIRY_ONLY | RECORD_FLAG_BATCH,
         ]
-        .contains(&h.flags),
-        kind::TOMBSTONE => [0, RECORD_FLAG_BATCH, RECORD_FLAG_EXPIRED].contains(&h.flags),
+        .contains(&flags),
+        kind::TOMBSTONE => [0, RECORD_FLAG_BATCH, RECORD_FLAG_EXPIRED].contains(&flags),
         _ => h.flags == 0,
     };
     let lens_ok = h.key_len <= MAX_KEY_LEN && h.value_len <= MAX_VALUE_LEN;
