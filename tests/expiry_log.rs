@@ -376,7 +376,11 @@ fn a_writable_open_never_appends_to_a_version_1_segment() {
         "the sealed segment gets its hint"
     );
     let seg2 = std::fs::read(format::seg_path(t.path(), 2)).expect("read");
-    assert_eq!(format::le_u16(&seg2, 8), 2, "new segments are version 2");
+    assert_eq!(
+        format::le_u16(&seg2, 8),
+        format::FORMAT_VERSION,
+        "new segments are of the current version"
+    );
     let db = open(t.path(), &clock);
     assert_eq!(db.get("counter").expect("get").as_deref(), Some(&b"42"[..]));
     assert_eq!(

@@ -368,11 +368,31 @@ impl Core {
             if let (Some(t), Some(d)) = (next_ckpt, ckpt_every) {
                 if t <= now {
                     if self.checkpoint_due() {
-                        self.checkpoint(CheckpointBy::Background);
+                        self.start_checkpoint();
                     }
                     next_ckpt = Some(Instant::now() + d);
                 }
             }
+        }
+    }
+
+    /// Writes an index checkpoint in a thread of its own, unless one is
+    /// being written: it takes a while on a large store (190 MB at 10
+    /// million keys), and the periodic fsync must not wait for it.
+    fn start_checkpoint(self: &Arc<Self>) {
+        if self.checkpointing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let core = self.clone();
+        let started = std::thread::Builder::new()
+            .name("cairn-checkpoint".into())
+            .spawn(move || {
+                core.checkpoint(CheckpointBy::Background);
+                core.checkpointing.store(false, Ordering::Release);
+            });
+        if let Err(e) = started {
+            self.checkpointing.store(false, Ordering::Release);
+            log::warn!("could not start the index checkpoint thread: {e}");
         }
     }
 

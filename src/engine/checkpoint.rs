@@ -73,8 +73,10 @@ impl Core {
         let _no_compaction = match by {
             CheckpointBy::Close(_) => None,
             _ => match self.compaction.try_lock() {
-                Ok(g) => Some(g),
-                Err(_) => return false,
+                // A close sets `closed` under this lock: past this check,
+                // the close waits for the checkpoint to be done.
+                Ok(g) if !self.closed.load(std::sync::atomic::Ordering::Acquire) => Some(g),
+                _ => return false,
             },
         };
         let started = Instant::now();

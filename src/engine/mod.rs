@@ -132,6 +132,8 @@ pub(crate) struct Core {
     // Background work and the write stall.
     /// Held while a compaction runs: one at a time.
     pub(crate) compaction: Mutex<()>,
+    /// A thread is writing an index checkpoint (see `Core::checkpoint`).
+    checkpointing: AtomicBool,
     /// Work for the background thread, and its stop flag.
     bg: Mutex<BgState>,
     /// Wakes the background thread and automatic compaction.

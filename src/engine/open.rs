@@ -77,6 +77,7 @@ impl Core {
             lock_file: Mutex::new(r.lock),
             next_file_id: AtomicU32::new(r.next_file_id),
             compaction: Mutex::new(()),
+            checkpointing: AtomicBool::new(false),
             report: r.report,
             bytes_written: AtomicU64::new(0),
             expired_removed: AtomicU64::new(0),

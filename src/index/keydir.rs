@@ -1183,6 +1183,62 @@ mod tests {
         assert_eq!(found(b"c"), None);
     }
 
+    /// Replay after a checkpoint (`KeyDir::replay`), with keys forced to
+    /// share hash bits: the only slot with a key's bits is taken without a
+    /// read when the record says it replaces one; otherwise candidates are
+    /// read, so another key's slot is never touched.
+    #[test]
+    fn replay_finds_the_right_slot_among_colliding_ones() {
+        struct NoReads;
+        impl RecordSource for NoReads {
+            fn holds_key(&self, _: &IndexEntry, _: &[u8]) -> Result<Option<Header>> {
+                Err(crate::error::Error::Io(std::io::Error::other("read")))
+            }
+        }
+        let log = FakeLog::default();
+        let kd = KeyDir::new();
+        let h = kd.hash(b"a");
+        let a = log.record(b"a", 1, 0);
+        kd.insert_unique_hashed(h, a);
+        // The only slot with the bits, and the record replaces one: no read.
+        let a2 = log.record(b"a", 2, 0);
+        assert_eq!(
+            kd.replay(h, b"a", true, Some(a2), &NoReads).ok(),
+            Some(Some(a))
+        );
+        // "b" had no entry and shares the bits: the candidate is read, and
+        // "b" gets a slot of its own.
+        let b = log.record(b"b", 3, 0);
+        assert!(kd.replay(h, b"b", false, Some(b), &NoReads).is_err());
+        assert_eq!(kd.replay(h, b"b", false, Some(b), &log).ok(), Some(None));
+        // Two slots with the bits: each key's is told apart by its record.
+        let b2 = log.record(b"b", 4, 0);
+        assert!(kd.replay(h, b"b", true, Some(b2), &NoReads).is_err());
+        assert_eq!(kd.replay(h, b"b", true, Some(b2), &log).ok(), Some(Some(b)));
+        assert_eq!(kd.replay(h, b"a", true, None, &log).ok(), Some(Some(a2)));
+        let shard = kd.read_shard(KeyDir::shard_of_hash(h));
+        let found = |k: &[u8]| {
+            find(&shard.table, h40_of(h), k, &log)
+                .ok()
+                .flatten()
+                .map(|(s, _)| s.entry())
+        };
+        assert_eq!((found(b"a"), found(b"b")), (None, Some(b2)));
+        drop(shard);
+        // A record that says it replaced an entry the index lacks: the
+        // checkpoint does not match the log.
+        let c = log.record(b"c", 5, 0);
+        assert!(kd.replay(kd.hash(b"c"), b"c", true, Some(c), &log).is_err());
+        // A key without an entry whose candidate is its own slot (an entry
+        // removed without a record would leave none; this one is found).
+        let b3 = log.record(b"b", 6, 0);
+        assert_eq!(
+            kd.replay(h, b"b", false, Some(b3), &log).ok(),
+            Some(Some(b2))
+        );
+        assert_eq!(kd.raw_len(), 1);
+    }
+
     #[test]
     fn a_failing_source_is_an_error_and_changes_nothing() {
         struct Broken;

@@ -27,7 +27,7 @@ use crate::format::hint::HintEntry;
 use crate::format::names;
 use crate::format::record::{self, Decoded, RecordKind, RECORD_HEADER_LEN};
 use crate::format::segment::{self, SEGMENT_HEADER_LEN};
-use crate::fs::{self, OpenMode, VFile, Vfs};
+use crate::fs::{self, OpenMode, Vfs};
 use crate::index::keydir::{IndexEntry, KeyDir, RecordSource};
 use crate::options::RecoveryMode;
 use crate::storage::space::SegmentSpace;
@@ -123,7 +123,7 @@ pub(crate) fn replay(
         loads.push(load);
     }
     let groups = group_by_key(keydir, h, a, &loads);
-    let src = Files::open(vfs, dir, h, &replayed)?;
+    let src = Files::new(vfs, dir, h, &loads);
     let mut live = BTreeMap::<u32, u64>::new();
     for (key, g) in &groups {
         let new = (!g.last.tombstone).then_some(IndexEntry {
@@ -281,68 +281,54 @@ fn account(
     }
 }
 
-/// Reads the records of candidate slots, which lie in the segments a
-/// checkpoint covers (the rare case of several slots with a key's hash
-/// bits): one `pread` of the whole record, its checksum verified.
-struct Files {
-    files: BTreeMap<u32, (std::sync::Arc<dyn VFile>, u32)>,
+/// Reads the records of candidate slots (the rare case of several slots
+/// with a key's hash bits, or a slot with the bits of a key that had
+/// none): one `pread` of the whole record, its checksum verified. Files
+/// are opened as needed.
+struct Files<'a> {
+    vfs: &'a dyn Vfs,
+    dir: &'a Path,
+    /// The salt of every segment a slot may point into.
+    salts: BTreeMap<u32, u32>,
 }
 
-impl Files {
-    fn open(
-        vfs: &dyn Vfs,
-        dir: &Path,
-        h: &Header,
-        replayed: &[u32],
-    ) -> std::result::Result<Files, NotReplayed> {
-        let mut files = BTreeMap::new();
-        for s in &h.segments {
-            let path = names::segment_path(dir, s.id);
-            let f = vfs
-                .open(&path, OpenMode::Read)
-                .map_err(|e| io_err(&path, e))?;
-            files.insert(s.id, (f, s.salt));
+impl<'a> Files<'a> {
+    fn new(vfs: &'a dyn Vfs, dir: &'a Path, h: &Header, loads: &[SegmentLoad]) -> Files<'a> {
+        let covered = h.segments.iter().map(|s| (s.id, s.salt));
+        // A slot replay already moved may point into a replayed segment.
+        let replayed = loads.iter().map(|l| (l.id, l.salt));
+        Files {
+            vfs,
+            dir,
+            salts: covered.chain(replayed).collect(),
         }
-        for &id in replayed {
-            if files.contains_key(&id) {
-                continue;
-            }
-            let path = names::segment_path(dir, id);
-            let f = vfs
-                .open(&path, OpenMode::Read)
-                .map_err(|e| io_err(&path, e))?;
-            let mut head = [0u8; SEGMENT_HEADER_LEN as usize];
-            fs::read_exact_at(&*f, &mut head, 0).map_err(|e| io_err(&path, e))?;
-            let salt = segment::header_info(&path, &head, id)?.salt;
-            files.insert(id, (f, salt));
-        }
-        Ok(Files { files })
     }
 }
 
-impl RecordSource for Files {
+impl RecordSource for Files<'_> {
     fn holds_key(&self, entry: &IndexEntry, key: &[u8]) -> Result<Option<record::Header>> {
-        let Some((f, salt)) = self.files.get(&entry.file_id) else {
-            return Err(Error::Io(io::Error::other(format!(
-                "an entry points into segment {}, which is not there",
-                entry.file_id
-            ))));
+        let path = names::segment_path(self.dir, entry.file_id);
+        let Some(&salt) = self.salts.get(&entry.file_id) else {
+            return Err(Error::corruption(
+                &path,
+                entry.offset,
+                "an index entry points into a segment replay does not know",
+            ));
         };
+        let f = self.vfs.open(&path, OpenMode::Read)?;
         let mut head = [0u8; RECORD_HEADER_LEN as usize];
-        fs::read_exact_at(&**f, &mut head, entry.offset)?;
-        let h = record::parse_header(&head).map_err(|why| Error::Io(io::Error::other(why)))?;
+        fs::read_exact_at(&*f, &mut head, entry.offset)?;
+        let h = record::parse_header(&head)
+            .map_err(|why| Error::corruption(&path, entry.offset, why))?;
         if h.kind != RecordKind::Put || h.key_len as usize != key.len() {
             return Ok(None);
         }
         let mut rec = vec![0u8; h.len() as usize];
-        fs::read_exact_at(&**f, &mut rec, entry.offset)?;
-        match record::decode(&rec, *salt, entry.offset) {
+        fs::read_exact_at(&*f, &mut rec, entry.offset)?;
+        match record::decode(&rec, salt, entry.offset) {
             Decoded::Record(r) if r.key == key => Ok(Some(h)),
             Decoded::Record(_) => Ok(None),
-            _ => Err(Error::Io(io::Error::other(format!(
-                "the record at segment {} offset {} is damaged",
-                entry.file_id, entry.offset
-            )))),
+            _ => Err(Error::corruption(&path, entry.offset, "damaged record")),
         }
     }
 }

@@ -134,6 +134,9 @@ pub enum SegmentEntry {
         /// expiry sweep), not by a delete. Always `false` in a
         /// format-version-1 segment.
         expired: bool,
+        /// The key had an index entry when this put or tombstone was
+        /// written (format version 3; always `false` before).
+        replaces: bool,
         /// The key.
         key: Vec<u8>,
         /// The value.
@@ -323,6 +326,7 @@ fn record_entry(offset: u64, r: &RecordRef<'_>) -> SegmentEntry {
         in_batch: r.in_batch,
         expiry_only: r.expiry_only,
         expired: r.expired,
+        replaces: r.replaces,
         key: r.key.to_vec(),
         value: r.value.to_vec(),
         len: r.len,

@@ -309,6 +309,7 @@ pub fn stray_files(sim: &SimFs) -> Vec<String> {
         .into_iter()
         .filter(|n| {
             let ok = n == "LOCK"
+                || n == "index.ckpt"
                 || ((n.ends_with(".seg") || n.ends_with(".hint"))
                     && n.len() >= 14
                     && n[..10].bytes().all(|b| b.is_ascii_digit()));

@@ -108,6 +108,7 @@ fn write_record(id: u32, e: &SegmentEntry, shape: &Shape, out: &mut impl Write) 
         in_batch,
         expiry_only,
         expired,
+        replaces,
         key,
         value,
         ..
@@ -133,6 +134,7 @@ fn write_record(id: u32, e: &SegmentEntry, shape: &Shape, out: &mut impl Write) 
         o.insert("in_batch".into(), json!(in_batch));
         o.insert("expiry_only".into(), json!(expiry_only));
         o.insert("expired".into(), json!(expired));
+        o.insert("replaces".into(), json!(replaces));
         o.insert("crc".into(), json!("ok"));
         if shape.values {
             bytes_field(&mut o, "value", value);
@@ -147,12 +149,13 @@ fn write_record(id: u32, e: &SegmentEntry, shape: &Shape, out: &mut impl Write) 
     };
     write!(
         out,
-        "{id:>6} {offset:>10}  {:<12} seq {seq:<8} exp {exp:<13} crc ok  {}{}{}{} ({} bytes)",
+        "{id:>6} {offset:>10}  {:<12} seq {seq:<8} exp {exp:<13} crc ok  {}{}{}{}{} ({} bytes)",
         kind.name(),
         escape(key),
         if *in_batch { " [batch]" } else { "" },
         if *expiry_only { " [expiry-only]" } else { "" },
         if *expired { " [expired]" } else { "" },
+        if *replaces { " [replaces]" } else { "" },
         value.len()
     )?;
     if shape.values {
