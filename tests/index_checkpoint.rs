@@ -550,11 +550,24 @@ fn a_leftover_temporary_checkpoint_is_removed_by_a_writable_open() {
 fn replay_op(db: &Db, rng: &mut XorShift, step: u64, m: &mut BTreeMap<Vec<u8>, Vec<u8>>) -> bool {
     let k = key(rng.below(60));
     let v = format!("v{step}-{}", "y".repeat(rng.below(80) as usize)).into_bytes();
-    match rng.below(6) {
-        0 => {
+    match rng.below(14) {
+        0 | 6 => {
             m.remove(&k);
             db.delete(&k).is_ok()
         }
+        7 => {
+            // The two oldest sealed segments: a compaction the checkpoint
+            // learns of as a delta (when they precede its active segment).
+            let ids: Vec<u32> = db
+                .segment_stats()
+                .iter()
+                .filter(|s| !s.active)
+                .map(|s| s.id)
+                .take(2)
+                .collect();
+            ids.is_empty() || db.compact_segments(&ids).is_ok()
+        }
+        8 if step % 5 == 0 => db.compact().is_ok(),
         1 => {
             let k2 = key(rng.below(60));
             let mut b = Batch::new();
@@ -572,10 +585,12 @@ fn replay_op(db: &Db, rng: &mut XorShift, step: u64, m: &mut BTreeMap<Vec<u8>, V
 }
 
 /// Checkpoints written while the store runs (here at every roll, as the
-/// deterministic mode does), then a crash at every file operation of the
-/// writes after them, under every damage model: the next open replays the
-/// records after the newest checkpoint and returns every acknowledged
-/// write and nothing else; most of those opens used the checkpoint.
+/// deterministic mode does), with compactions the checkpoint learns of as
+/// deltas, then a crash at every 7th file operation of the writes and
+/// compactions after them, under three damage models: the next open
+/// replays the records after the newest checkpoint and returns every
+/// acknowledged write and nothing else; many of those opens used the
+/// checkpoint, some through a compaction delta.
 #[test]
 fn a_crash_anywhere_after_running_checkpoints_replays_exactly() {
     let damages = [Damage::DropUnsynced, Damage::ProcessCrash, Damage::Torn512];
@@ -583,6 +598,8 @@ fn a_crash_anywhere_after_running_checkpoints_replays_exactly() {
         simfs::options(sim, clock, SyncPolicy::Always).index_checkpoint_every_bytes(1)
     };
     let (mut replayed, mut runs) = (0, 0);
+    let mut uses = BTreeMap::<String, u32>::new();
+    let mut with_delta = 0;
     for (d, damage) in damages.into_iter().enumerate() {
         for at in (0..400u64).step_by(7) {
             let sim = SimFs::new();
@@ -606,6 +623,10 @@ fn a_crash_anywhere_after_running_checkpoints_replays_exactly() {
                 m = next;
             }
             std::mem::forget(db);
+            // Whether the checkpoint holds a compaction delta ("IDLT").
+            let delta = sim
+                .file_bytes(&Path::new(DIR).join(CKPT))
+                .is_some_and(|b| b.windows(4).any(|w| w == b"IDLT"));
             sim.crash(damage, at * 8 + d as u64);
             let db = o(&sim, &clock)
                 .open(DIR)
@@ -639,7 +660,12 @@ fn a_crash_anywhere_after_running_checkpoints_replays_exactly() {
                     before.len()
                 );
             }
-            replayed += u32::from(db.recovery_report().checkpoint == CheckpointUse::Replayed);
+            let replay = db.recovery_report().checkpoint == CheckpointUse::Replayed;
+            replayed += u32::from(replay);
+            with_delta += u32::from(replay && delta);
+            *uses
+                .entry(format!("{:?}", db.recovery_report().checkpoint))
+                .or_insert(0) += 1;
             runs += 1;
             // The next open after this one's writes replays again.
             db.put(key(7), b"again").expect("put");
@@ -651,9 +677,12 @@ fn a_crash_anywhere_after_running_checkpoints_replays_exactly() {
             assert_eq!(observed_60(&db), m, "{damage:?} at {at}: second reopen");
         }
     }
+    // The rest: crashes inside a compaction (its outputs on disk, its
+    // delta not yet), or after an explicit compaction of every segment
+    // (which drops the checkpoint) and before the next one.
     assert!(
-        replayed * 2 > runs,
-        "only {replayed} of {runs} opens replayed"
+        replayed * 3 > runs && with_delta * 5 > replayed,
+        "only {replayed} of {runs} opens replayed, {with_delta} through a compaction delta: {uses:?}"
     );
 }
 

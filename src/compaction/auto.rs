@@ -29,7 +29,10 @@ impl Core {
             let Some(active) = self.active_id() else {
                 return;
             };
-            let candidates = auto_candidates(&lock(&self.seg_stats), active, &self.opts);
+            // The index checkpoint's active segment and those after it
+            // are replayed in log order after a crash: left alone.
+            let may = |id| self.compaction_may_take(id);
+            let candidates = auto_candidates(&lock(&self.seg_stats), active, &may, &self.opts);
             if candidates.is_empty() {
                 // Nothing to do would help: never keep writers waiting.
                 self.end_stall();

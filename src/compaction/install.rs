@@ -9,6 +9,7 @@ use super::output::{Move, Written};
 use super::policy::Plan;
 use crate::engine::Core;
 use crate::error::{Error, Result};
+use crate::format::checkpoint::{Delta, SegmentInfo};
 use crate::format::record;
 use crate::format::segment::SEGMENT_HEADER_LEN;
 use crate::storage::manifest;
@@ -77,6 +78,41 @@ impl Core {
                     s.dead += len;
                 }
             }
+        }
+    }
+
+    /// What this compaction did, for the index checkpoint: its inputs, its
+    /// outputs as installed (with their accounting), and every copy.
+    pub(super) fn delta_of(&self, plan: &Plan, written: &Written) -> Delta {
+        let stats = lock(&self.seg_stats);
+        let outputs = written.outputs.iter().filter_map(|o| {
+            let s = stats.get(&o.id)?;
+            Some(SegmentInfo {
+                id: o.id,
+                salt: o.salt,
+                data_len: o.len,
+                file_len: o.len,
+                dead: s.dead,
+                kept: s.kept,
+                hint: o.hint_bytes,
+                min_seq: o.min_seq,
+            })
+        });
+        Delta {
+            retired: plan.inputs.clone(),
+            written: outputs.collect(),
+            moves: written
+                .moves
+                .iter()
+                .map(|m| {
+                    (
+                        m.old.file_id,
+                        m.old.offset as u32,
+                        m.new.file_id,
+                        m.new.offset as u32,
+                    )
+                })
+                .collect(),
         }
     }
 

@@ -111,6 +111,8 @@ impl Core {
 
         // 4. Install (crash point `AfterInstall`).
         self.install(&classified, &written)?;
+        // The index checkpoint learns of it before anything is deleted.
+        self.checkpoint_compacted(&self.delta_of(&plan, &written));
 
         // 5. Delete (crash points `AfterManifest`, `AfterUnlink`): the
         //    manifest first and out of the table, then, once their bytes
@@ -119,7 +121,6 @@ impl Core {
         drop(sources);
         drop(segs);
         self.delete_inputs(&plan)?;
-        self.checkpoint_after_compaction();
 
         let t = &classified.tally;
         let stats = CompactionStats {

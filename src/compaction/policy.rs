@@ -65,16 +65,19 @@ impl Core {
 ///   the projected amplification is a quarter of the way.
 ///
 /// Sealed segments smaller than `compaction_small_segment_bytes` ride along.
+/// Only segments `may_take` allows are chosen (not those the index
+/// checkpoint's replay reads in log order: `Core::compaction_may_take`).
 pub(super) fn auto_candidates(
     stats: &BTreeMap<u32, SegmentSpace>,
     active: u32,
+    may_take: &dyn Fn(u32) -> bool,
     opts: &crate::options::Options,
 ) -> Vec<u32> {
     let data = |s: &SegmentSpace| s.total.saturating_sub(SEGMENT_HEADER_LEN);
     let ratio = |s: &SegmentSpace| s.dead as f64 / data(s).max(1) as f64;
     let sealed: Vec<(u32, &SegmentSpace)> = stats
         .iter()
-        .filter(|(id, s)| **id != active && !s.damaged)
+        .filter(|(id, s)| **id != active && may_take(**id) && !s.damaged)
         .map(|(id, s)| (*id, s))
         .collect();
     let mut chosen: Vec<u32> = sealed

@@ -13,17 +13,18 @@
 //! from hints and segments.
 
 use std::io;
+use std::sync::atomic::Ordering;
 use std::sync::MutexGuard;
 use std::time::Instant;
 
-use crate::format::checkpoint::{self, Header, SegmentInfo, PROBE_KEY, SHARDS};
+use crate::format::checkpoint::{self, Delta, Header, SegmentInfo, PROBE_KEY, SHARDS};
 use crate::format::names;
 use crate::format::segment::{self, SEGMENT_HEADER_LEN};
 use crate::fs::{self, OpenMode, VFile};
 use crate::index::keydir::SLOT_BYTES;
 use crate::util::locks::lock;
 
-use super::{Core, Writer};
+use super::{CheckpointCover, Core, Writer};
 
 /// Bytes gathered before each write to the temporary file.
 const WRITE_BYTES: usize = 8 << 20;
@@ -75,14 +76,12 @@ impl Core {
             _ => match self.compaction.try_lock() {
                 // A close sets `closed` under this lock: past this check,
                 // the close waits for the checkpoint to be done.
-                Ok(g) if !self.closed.load(std::sync::atomic::Ordering::Acquire) => Some(g),
+                Ok(g) if !self.closed.load(Ordering::Acquire) => Some(g),
                 _ => return false,
             },
         };
         let started = Instant::now();
-        let bytes_mark = self
-            .bytes_written
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let bytes_mark = self.bytes_written.load(Ordering::Relaxed);
         let tmp = self.dir.join(format!(
             "{}{:08x}{}",
             names::CHECKPOINT_TMP_PREFIX,
@@ -92,8 +91,8 @@ impl Core {
         let vfs = &*self.opts.vfs;
         let written = self.checkpoint_into(&tmp, by);
         match written {
-            Ok(Some((len, keys))) => {
-                self.checkpoint_written(bytes_mark, len);
+            Ok(Some((len, keys, cover))) => {
+                self.checkpoint_written(cover, bytes_mark, len);
                 log::info!(
                     "wrote the index checkpoint of {} ({keys} keys, {len} bytes) in {:?}",
                     self.dir.display(),
@@ -121,13 +120,13 @@ impl Core {
     }
 
     /// Writes the checkpoint to `tmp` and renames it into place; returns
-    /// its length and key count, or `None` (logged) when there is a reason
-    /// to write none.
+    /// its length, key count and active segment, or `None` (logged) when
+    /// there is a reason to write none.
     fn checkpoint_into(
         &self,
         tmp: &std::path::Path,
         by: CheckpointBy<'_>,
-    ) -> io::Result<Option<(u64, u64)>> {
+    ) -> io::Result<Option<(u64, u64, CheckpointCover)>> {
         let vfs = &*self.opts.vfs;
         let ids: Vec<u32> = lock(&self.seg_stats).keys().copied().collect();
         let active = match by {
@@ -162,27 +161,33 @@ impl Core {
         drop(f);
         vfs.rename(tmp, &self.dir.join(names::CHECKPOINT_FILE))?;
         vfs.sync_dir(&self.dir)?;
+        let cover = CheckpointCover {
+            active,
+            sealed: ids.iter().copied().filter(|&id| id != active).collect(),
+        };
         Ok(Some((
             dumped.slots_end + footer.len() as u64,
             header.total_slots(),
+            cover,
         )))
     }
 
-    /// Notes a checkpoint written when `bytes_mark` bytes had been written
-    /// since open, `len` bytes long: the next one is due a bound's worth
-    /// of log later.
-    fn checkpoint_written(&self, bytes_mark: u64, len: u64) {
+    /// Notes a checkpoint written when `bytes_mark` bytes had been
+    /// written since open, `len` bytes long, covering `cover`: the next
+    /// one is due a bound's worth of log later.
+    fn checkpoint_written(&self, cover: CheckpointCover, bytes_mark: u64, len: u64) {
+        // Lock order: `ckpt_cover`, then `bg` (as `checkpoint_compacted`).
+        let mut c = lock(&self.ckpt_cover);
+        *c = Some(cover);
         let mut bg = lock(&self.bg);
         bg.ckpt_mark = bytes_mark;
         bg.ckpt_owed = 0;
         bg.ckpt_len = len;
-        bg.ckpt_after_compaction = false;
     }
 
     /// Whether a running checkpoint is due: the log written since the last
     /// one (or not covered by one at open) passed
-    /// [`Options::index_checkpoint_every_bytes`] or the last one's size,
-    /// or a compaction finished since.
+    /// [`Options::index_checkpoint_every_bytes`] or the last one's size.
     ///
     /// [`Options::index_checkpoint_every_bytes`]: crate::Options::index_checkpoint_every_bytes
     pub(super) fn checkpoint_due(&self) -> bool {
@@ -190,31 +195,82 @@ impl Core {
         if every == 0 || self.writer.is_none() || self.is_poisoned() {
             return false;
         }
-        let written = self
-            .bytes_written
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let written = self.bytes_written.load(Ordering::Relaxed);
         let bg = lock(&self.bg);
         let since = written
             .saturating_sub(bg.ckpt_mark)
             .saturating_add(bg.ckpt_owed);
-        bg.ckpt_after_compaction || since >= every.max(bg.ckpt_len)
+        since >= every.max(bg.ckpt_len)
     }
 
-    /// Called when a compaction installed its output: the checkpoint
-    /// before it covers segments that are gone, so the next is due now.
-    pub(crate) fn checkpoint_after_compaction(&self) {
-        if self.opts.index_checkpoint_every_bytes == 0 {
+    /// Whether automatic compaction may take segment `id`: one the index
+    /// checkpoint covers (not its active segment, nor one after it that
+    /// replay reads in log order), or any while there is no checkpoint.
+    pub(crate) fn compaction_may_take(&self, id: u32) -> bool {
+        lock(&self.ckpt_cover).as_ref().is_none_or(|c| c.allows(id))
+    }
+
+    /// Called by a compaction (holding its lock) after it installed its
+    /// output and before it deletes anything: appends what it did to the
+    /// checkpoint on disk as a delta (`format/checkpoint.rs`, [`Delta`])
+    /// and makes it durable, so that the checkpoint still describes the
+    /// files once the inputs are gone. When the compaction took a segment
+    /// replay needs in order (one at or after the checkpoint's active
+    /// segment: an explicit `compact`), or the append fails, the
+    /// checkpoint is deleted instead and a new one made due.
+    pub(crate) fn checkpoint_compacted(&self, delta: &Delta) {
+        let mut cover = lock(&self.ckpt_cover);
+        let Some(c) = cover.as_mut() else {
             return;
+        };
+        let path = self.dir.join(names::CHECKPOINT_FILE);
+        let vfs = &*self.opts.vfs;
+        let appended = if delta.retired.iter().all(|&id| c.allows(id)) {
+            let at = lock(&self.bg).ckpt_len;
+            let bytes = checkpoint::encode_delta(delta);
+            let written = vfs.open(&path, OpenMode::ReadWrite).and_then(|f| {
+                if f.len()? != at {
+                    return Err(io::Error::other("the checkpoint is not the one written"));
+                }
+                fs::write_all_at(&*f, &bytes, at)?;
+                f.sync_all()
+            });
+            match written {
+                Ok(()) => {
+                    lock(&self.bg).ckpt_len = at + bytes.len() as u64;
+                    for id in &delta.retired {
+                        c.sealed.remove(id);
+                    }
+                    c.sealed.extend(delta.written.iter().map(|s| s.id));
+                    true
+                }
+                Err(e) => {
+                    log::warn!("could not add a compaction to {}: {e}", path.display());
+                    false
+                }
+            }
+        } else {
+            false
+        };
+        if !appended {
+            // Unusable once the inputs are gone: deleted before they are.
+            *cover = None;
+            lock(&self.bg).ckpt_owed = u64::MAX / 2;
+            match vfs
+                .remove_file(&path)
+                .and_then(|()| vfs.sync_dir(&self.dir))
+            {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => log::warn!("could not remove {}: {e}", path.display()),
+            }
         }
-        lock(&self.bg).ckpt_after_compaction = true;
-        self.bg_cv.notify_all();
     }
 
     /// The writer lock, unless the store is closed or poisoned.
     fn lock_writer(&self) -> Option<MutexGuard<'_, Writer>> {
         let w = lock(self.writer.as_ref()?);
-        (!self.is_poisoned() && !self.closed.load(std::sync::atomic::Ordering::Acquire))
-            .then_some(w)
+        (!self.is_poisoned() && !self.closed.load(Ordering::Acquire)).then_some(w)
     }
 
     /// Copies shard `i` into `out` with its cut, under the writer lock
@@ -234,7 +290,7 @@ impl Core {
             out.clear();
             self.keydir.export_shard(i, out);
             Some(ShardCopy {
-                cut: w.active.len.load(std::sync::atomic::Ordering::Acquire),
+                cut: w.active.len.load(Ordering::Acquire),
                 max_seq: w.next_seq - 1,
             })
         };

@@ -63,6 +63,22 @@ pub(crate) struct Writer {
     closed_end: u64,
 }
 
+/// The segments an index checkpoint covers (see `Core::ckpt_cover`).
+pub(crate) struct CheckpointCover {
+    /// Its active segment: replay reads it from its cuts on.
+    pub(crate) active: u32,
+    /// Every segment it covers but the active one, after its compaction
+    /// deltas: their slots are in it, so compaction may rewrite them.
+    pub(crate) sealed: std::collections::BTreeSet<u32>,
+}
+
+impl CheckpointCover {
+    /// Whether compaction may take segment `id` and tell the checkpoint.
+    pub(crate) fn allows(&self, id: u32) -> bool {
+        id != self.active && self.sealed.contains(&id)
+    }
+}
+
 /// Work for the background thread.
 #[derive(Default)]
 struct BgState {
@@ -78,10 +94,9 @@ struct BgState {
     /// Log bytes no checkpoint covered at that mark (at open: what the
     /// open replayed, or everything when it used none).
     ckpt_owed: u64,
-    /// The last checkpoint's size in bytes.
+    /// The size in bytes of the checkpoint on disk (its compaction
+    /// deltas included): where the next delta goes.
     ckpt_len: u64,
-    /// A compaction finished since the last checkpoint.
-    ckpt_after_compaction: bool,
 }
 
 /// The engine behind every clone of a [`Db`](crate::Db): the index, the
@@ -134,6 +149,10 @@ pub(crate) struct Core {
     pub(crate) compaction: Mutex<()>,
     /// A thread is writing an index checkpoint (see `Core::checkpoint`).
     checkpointing: AtomicBool,
+    /// What the index checkpoint on disk covers, while there is one this
+    /// handle keeps up to date (`None`: none). Automatic compaction takes
+    /// only segments it covers: replay reads the others in log order.
+    pub(crate) ckpt_cover: Mutex<Option<CheckpointCover>>,
     /// Work for the background thread, and its stop flag.
     bg: Mutex<BgState>,
     /// Wakes the background thread and automatic compaction.

@@ -78,6 +78,12 @@ impl Core {
             next_file_id: AtomicU32::new(r.next_file_id),
             compaction: Mutex::new(()),
             checkpointing: AtomicBool::new(false),
+            ckpt_cover: Mutex::new(r.checkpoint_cover.map(|(active, sealed)| {
+                super::CheckpointCover {
+                    active,
+                    sealed: sealed.into_iter().collect(),
+                }
+            })),
             report: r.report,
             bytes_written: AtomicU64::new(0),
             expired_removed: AtomicU64::new(0),

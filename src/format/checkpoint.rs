@@ -183,11 +183,7 @@ pub(crate) fn encode_header(h: &Header) -> Vec<u8> {
         b.extend_from_slice(&c.to_le_bytes());
     }
     for s in &h.segments {
-        b.extend_from_slice(&s.id.to_le_bytes());
-        b.extend_from_slice(&s.salt.to_le_bytes());
-        for v in [s.data_len, s.file_len, s.dead, s.kept, s.hint, s.min_seq] {
-            b.extend_from_slice(&v.to_le_bytes());
-        }
+        encode_segment(s, &mut b);
     }
     let crc = crc32c::crc32c(&b);
     b.extend_from_slice(&crc.to_le_bytes());
@@ -294,10 +290,11 @@ pub(crate) fn decode_header(head: &[u8], file_len: u64) -> Result<Layout, Decode
     let expected = header
         .file_len()
         .ok_or(DecodeError::Damaged(52, "slot counts overflow"))?;
-    if expected != file_len {
+    // Compaction deltas may follow the footer (see [`Delta`]).
+    if expected > file_len {
         return Err(DecodeError::Damaged(
             file_len,
-            "length differs from the one its header gives (truncated or extended)",
+            "shorter than its header says (truncated)",
         ));
     }
     let mut shards = [(0u64, 0u64); SHARDS];
@@ -393,6 +390,8 @@ impl Layout {
 pub(crate) struct Decoded<'a> {
     pub layout: Layout,
     bytes: &'a [u8],
+    /// The compaction deltas after the footer, in order.
+    pub deltas: Vec<Delta>,
 }
 
 impl<'a> Decoded<'a> {
@@ -433,9 +432,139 @@ impl<'a> Decoded<'a> {
 pub(crate) fn decode(bytes: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     let layout = decode_header(bytes, bytes.len() as u64)?;
     let header_len = layout.shards[0].0 as usize;
-    let footer = &bytes[layout.footer_at as usize..];
+    let end = layout.footer_at as usize + FOOTER_LEN;
+    let footer = &bytes[layout.footer_at as usize..end];
     layout.check_footer(footer, le_u32(bytes, header_len - 4))?;
-    Ok(Decoded { layout, bytes })
+    let deltas = decode_deltas(&bytes[end..], end as u64)?;
+    Ok(Decoded {
+        layout,
+        bytes,
+        deltas,
+    })
+}
+
+/// What one compaction changed, appended to the checkpoint before the
+/// compaction deleted anything: the segments it retired, the ones it
+/// wrote, and where each record it copied went. Replay applies the deltas
+/// in order to the slots, so a checkpoint outlives compactions.
+///
+/// ```text
+/// magic "IDLT", retired count (u32), written count (u32), move count (u32)
+/// retired ids (u32 each), written segments (56 bytes each, as in the
+/// header), moves (old segment u32, old offset u32, new segment u32, new
+/// offset u32), CRC-32C of all of it
+/// ```
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Delta {
+    pub retired: Vec<u32>,
+    pub written: Vec<SegmentInfo>,
+    /// `(old segment, old offset, new segment, new offset)` of each copy.
+    pub moves: Vec<(u32, u32, u32, u32)>,
+}
+
+/// The magic at the start of a delta.
+const DELTA_MAGIC: &[u8; 4] = b"IDLT";
+/// A delta's fixed part: magic, counts, CRC.
+const DELTA_FIXED_LEN: usize = 20;
+
+/// Encodes a delta.
+pub(crate) fn encode_delta(d: &Delta) -> Vec<u8> {
+    let mut b = Vec::with_capacity(
+        DELTA_FIXED_LEN
+            + 4 * d.retired.len()
+            + SEGMENT_ENTRY_LEN * d.written.len()
+            + 16 * d.moves.len(),
+    );
+    b.extend_from_slice(DELTA_MAGIC);
+    for n in [d.retired.len(), d.written.len(), d.moves.len()] {
+        b.extend_from_slice(&(n as u32).to_le_bytes());
+    }
+    for id in &d.retired {
+        b.extend_from_slice(&id.to_le_bytes());
+    }
+    for s in &d.written {
+        encode_segment(s, &mut b);
+    }
+    for &(a, b1, c, e) in &d.moves {
+        for v in [a, b1, c, e] {
+            b.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    let crc = crc32c::crc32c(&b);
+    b.extend_from_slice(&crc.to_le_bytes());
+    b
+}
+
+/// Decodes the deltas in `b`, which starts at `offset` of the file.
+///
+/// # Errors
+/// A delta is cut short, or its magic or CRC is wrong.
+pub(crate) fn decode_deltas(mut b: &[u8], mut offset: u64) -> Result<Vec<Delta>, DecodeError> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        if b.len() < DELTA_FIXED_LEN || &b[..4] != DELTA_MAGIC {
+            return Err(DecodeError::Damaged(offset, "not a compaction delta"));
+        }
+        let count = |at: usize| le_u32(b, at) as u64;
+        let len = 16u64 + 4 * count(4) + SEGMENT_ENTRY_LEN as u64 * count(8) + 16 * count(12);
+        if len + 4 > b.len() as u64 {
+            return Err(DecodeError::Damaged(offset, "a compaction delta cut short"));
+        }
+        let len = len as usize;
+        if crc32c::crc32c(&b[..len]) != le_u32(b, len) {
+            return Err(DecodeError::Damaged(
+                offset,
+                "compaction delta checksum mismatch",
+            ));
+        }
+        let mut at = 16;
+        let mut d = Delta::default();
+        for _ in 0..count(4) {
+            d.retired.push(le_u32(b, at));
+            at += 4;
+        }
+        for _ in 0..count(8) {
+            d.written.push(decode_segment(b, at));
+            at += SEGMENT_ENTRY_LEN;
+        }
+        for _ in 0..count(12) {
+            d.moves.push((
+                le_u32(b, at),
+                le_u32(b, at + 4),
+                le_u32(b, at + 8),
+                le_u32(b, at + 12),
+            ));
+            at += 16;
+        }
+        out.push(d);
+        b = &b[len + 4..];
+        offset += len as u64 + 4;
+    }
+    Ok(out)
+}
+
+/// Appends the 56-byte entry of segment `s`.
+fn encode_segment(s: &SegmentInfo, b: &mut Vec<u8>) {
+    b.extend_from_slice(&s.id.to_le_bytes());
+    b.extend_from_slice(&s.salt.to_le_bytes());
+    for v in [s.data_len, s.file_len, s.dead, s.kept, s.hint, s.min_seq] {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+}
+
+/// The 56-byte segment entry at `at` of `b`.
+fn decode_segment(b: &[u8], at: usize) -> SegmentInfo {
+    let v = |j: usize| le_u64(b, at + 8 + 8 * j);
+    SegmentInfo {
+        id: le_u32(b, at),
+        salt: le_u32(b, at + 4),
+        data_len: v(0),
+        file_len: v(1),
+        dead: v(2),
+        kept: v(3),
+        hint: v(4),
+        min_seq: v(5),
+    }
 }
 
 /// The header's fields (its CRC checked, `count` bounded).
@@ -451,18 +580,7 @@ fn header_fields(b: &[u8], count: usize) -> Result<Header, DecodeError> {
     }
     let mut segments = Vec::with_capacity(count);
     for k in 0..count {
-        let at = FIXED_HEADER_LEN + SEGMENT_ENTRY_LEN * k;
-        let v = |j: usize| le_u64(b, at + 8 + 8 * j);
-        segments.push(SegmentInfo {
-            id: le_u32(b, at),
-            salt: le_u32(b, at + 4),
-            data_len: v(0),
-            file_len: v(1),
-            dead: v(2),
-            kept: v(3),
-            hint: v(4),
-            min_seq: v(5),
-        });
+        segments.push(decode_segment(b, FIXED_HEADER_LEN + SEGMENT_ENTRY_LEN * k));
     }
     let active = match active {
         NO_ACTIVE => None,

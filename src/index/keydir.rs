@@ -582,6 +582,24 @@ impl KeyDir {
         Ok(old)
     }
 
+    /// Moves every slot for which `to(segment, offset)` names a new place
+    /// there (replay of a compaction after an index checkpoint).
+    pub(crate) fn relocate(&self, to: impl Fn(u32, u64) -> Option<(u32, u64)>) {
+        for shard in self.shards.iter() {
+            let mut shard = locks::write(shard);
+            for s in shard.table.iter_mut() {
+                let e = s.entry();
+                if let Some((file_id, offset)) = to(e.file_id, e.offset) {
+                    s.set(&IndexEntry {
+                        file_id,
+                        offset,
+                        ..e
+                    });
+                }
+            }
+        }
+    }
+
     /// Adds an entry for a key known to have none (recovery, after it kept
     /// only the newest record of each key), by the key's 64-bit hash.
     pub(crate) fn insert_unique_hashed(&self, hash: u64, entry: IndexEntry) {

@@ -12,7 +12,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::format::checkpoint::{self, DecodeError, Decoded, Header, Layout, PROBE_KEY, SHARDS};
+use crate::format::checkpoint::{
+    self, DecodeError, Decoded, Header, Layout, SegmentInfo, PROBE_KEY, SHARDS,
+};
 use crate::format::names;
 use crate::format::record::RECORD_HEADER_LEN;
 use crate::format::segment::{self, SEGMENT_HEADER_LEN};
@@ -117,6 +119,8 @@ pub(crate) struct FromCheckpoint {
     pub replayed: Option<Summary>,
     /// The checkpoint file's size.
     pub checkpoint_len: u64,
+    /// Its active segment, and the others it covers after its deltas.
+    pub checkpoint_cover: Option<(u32, Vec<u32>)>,
 }
 
 /// How the open that loads a checkpoint goes on.
@@ -155,7 +159,13 @@ pub(crate) fn load(
     read(layout.footer_at(), &mut footer).map_err(unreadable)?;
     layout.check_footer(&footer, checkpoint::header_crc(&head))?;
     check_compatible(&layout.header)?;
-    let appended = check_files(vfs, dir, &layout.header, ids)?;
+    let deltas_at = layout.footer_at() + checkpoint::FOOTER_LEN as u64;
+    let mut tail = vec![0u8; (len - deltas_at) as usize];
+    read(deltas_at, &mut tail).map_err(unreadable)?;
+    let deltas = checkpoint::decode_deltas(&tail, deltas_at)?;
+    let h = &layout.header;
+    let now = after_deltas(h, &deltas)?;
+    let appended = check_files(vfs, dir, &now, ids)? || !deltas.is_empty();
     // Replay finds a key's slot by its hash bits: every slot stays until
     // it is done, expired or not.
     let build_how = LoadOptions {
@@ -163,25 +173,11 @@ pub(crate) fn load(
         ..*how
     };
     let (keydir, mut expired) = build_keydir(&layout, &read, &build_how)?;
-    let h = &layout.header;
-    let mut seg_stats: BTreeMap<u32, SegmentSpace> = h
-        .segments
-        .iter()
-        .map(|s| {
-            let space = SegmentSpace {
-                total: s.data_len,
-                dead: s.dead,
-                kept: s.kept,
-                hint: s.hint,
-                min_seq: s.min_seq,
-                damaged: false,
-            };
-            (s.id, space)
-        })
-        .collect();
-    let mut active = h
+    let mut seg_stats: BTreeMap<u32, SegmentSpace> =
+        now.segments.iter().map(|s| (s.id, space_of(s))).collect();
+    let mut active = now
         .active
-        .and_then(|id| h.segments.iter().find(|s| s.id == id))
+        .and_then(|id| now.segments.iter().find(|s| s.id == id))
         .map(|s| RecoveredActive {
             id: s.id,
             len: s.data_len,
@@ -195,7 +191,10 @@ pub(crate) fn load(
     let mut max_seq = h.max_seq;
     let mut replayed = None;
     if appended {
-        let r = super::replay::replay(vfs, dir, h, ids, &keydir, &mut seg_stats, how.read_only)
+        let retired = super::replay::relocate(&keydir, &deltas);
+        let r = super::replay::replay(vfs, dir, &now, ids, &keydir, &mut seg_stats, how.read_only)
+            .map_err(|n| Rejected::new(n.0, n.1))?;
+        super::replay::check_relocated(&keydir, &retired, how.now_ms)
             .map_err(|n| Rejected::new(n.0, n.1))?;
         max_seq = max_seq.max(r.max_seq);
         active = r.active;
@@ -208,7 +207,7 @@ pub(crate) fn load(
     let active_id = active.as_ref().map(|a| a.id);
     let mut segments = BTreeMap::new();
     for &id in ids.iter().filter(|&&id| Some(id) != active_id) {
-        let salt = h
+        let salt = now
             .segments
             .iter()
             .find(|s| s.id == id)
@@ -230,7 +229,60 @@ pub(crate) fn load(
         expired_kept: expired,
         replayed,
         checkpoint_len: len,
+        checkpoint_cover: now.active.map(|a| {
+            let sealed = now.segments.iter().map(|s| s.id).filter(|&id| id != a);
+            (a, sealed.collect())
+        }),
     })
+}
+
+/// A segment's accounting as a checkpoint gives it.
+fn space_of(s: &SegmentInfo) -> SegmentSpace {
+    SegmentSpace {
+        total: s.data_len,
+        dead: s.dead,
+        kept: s.kept,
+        hint: s.hint,
+        min_seq: s.min_seq,
+        damaged: false,
+    }
+}
+
+/// The header as it would read after the compactions of `deltas`: their
+/// retired segments gone, their written ones added.
+///
+/// # Errors
+/// A delta retires a segment that is not there, or writes one that is.
+pub(crate) fn after_deltas(h: &Header, deltas: &[checkpoint::Delta]) -> Result<Header, Rejected> {
+    let mut now = h.clone();
+    for d in deltas {
+        for id in &d.retired {
+            let Some(i) = now.segments.iter().position(|s| s.id == *id) else {
+                return Err(Rejected::new(
+                    CheckpointUse::Damaged,
+                    format!("a compaction delta retires segment {id}, which it does not cover"),
+                ));
+            };
+            if Some(*id) == now.active {
+                return Err(Rejected::new(
+                    CheckpointUse::Damaged,
+                    "a compaction delta retires the active segment",
+                ));
+            }
+            now.segments.remove(i);
+        }
+        for s in &d.written {
+            if now.segments.iter().any(|c| c.id == s.id) {
+                return Err(Rejected::new(
+                    CheckpointUse::Damaged,
+                    format!("a compaction delta writes segment {}, which exists", s.id),
+                ));
+            }
+            now.segments.push(*s);
+        }
+    }
+    now.segments.sort_by_key(|s| s.id);
+    Ok(now)
 }
 
 /// Removes the expired entries (a read-only open after a replay).
@@ -314,7 +366,8 @@ pub(crate) fn check_files(
     let out_of_place = newer.iter().any(|&id| h.active.is_none_or(|a| id < a));
     if missing || out_of_place {
         return Err(Rejected::stale(format!(
-            "it covers segments {covered:?}, the directory holds {ids:?}"
+            "it covers segments {covered:?} (active {:?}), the directory holds {ids:?}",
+            h.active
         )));
     }
     let mut appended = !newer.is_empty();
@@ -567,9 +620,13 @@ pub(crate) fn would_use(
     if listing.manifest {
         return (about, CheckpointUse::Stale);
     }
-    match check_files(vfs, dir, d.header(), &listing.segments) {
-        Ok(false) => (about, CheckpointUse::Used),
-        Ok(true) => (about, CheckpointUse::Replayed),
+    let now = match after_deltas(d.header(), &d.deltas) {
+        Ok(h) => h,
+        Err(r) => return (about, r.why),
+    };
+    match check_files(vfs, dir, &now, &listing.segments) {
+        Ok(false) if d.deltas.is_empty() => (about, CheckpointUse::Used),
+        Ok(_) => (about, CheckpointUse::Replayed),
         Err(r) => (about, r.why),
     }
 }
@@ -610,8 +667,12 @@ pub(crate) fn compare_with_files(
         return Ok(Checked::Unusable("a compaction was interrupted".into()));
     }
     let ids: Vec<u32> = pinned.segments.keys().copied().collect();
-    let appended = match check_files(vfs, dir, d.header(), &ids) {
-        Ok(a) => a,
+    let now = match after_deltas(d.header(), &d.deltas) {
+        Ok(h) => h,
+        Err(r) => return Ok(Checked::Unusable(r.detail)),
+    };
+    let appended = match check_files(vfs, dir, &now, &ids) {
+        Ok(a) => a || !d.deltas.is_empty(),
         Err(r) => return Ok(Checked::Unusable(r.detail)),
     };
     let how = LoadOptions {
@@ -627,9 +688,11 @@ pub(crate) fn compare_with_files(
     if appended {
         // The records after it, replayed as an open would (read-only).
         let mut stats = BTreeMap::new();
-        let h = d.header();
-        if let Err(n) = super::replay::replay(vfs, dir, h, &ids, &from_checkpoint, &mut stats, true)
-        {
+        let retired = super::replay::relocate(&from_checkpoint, &d.deltas);
+        let replayed =
+            super::replay::replay(vfs, dir, &now, &ids, &from_checkpoint, &mut stats, true)
+                .and_then(|_| super::replay::check_relocated(&from_checkpoint, &retired, now_ms));
+        if let Err(n) = replayed {
             return Ok(Checked::Unusable(n.1));
         }
     }

@@ -103,6 +103,9 @@ pub(crate) struct Recovered {
     pub log_after_checkpoint: u64,
     /// The size of the checkpoint the open used (0: none).
     pub checkpoint_len: u64,
+    /// What the checkpoint the open used and kept covers: its active
+    /// segment, and the others.
+    pub checkpoint_cover: Option<(u32, Vec<u32>)>,
     /// When loading the segments started (for the log line of open).
     pub started: Instant,
 }
@@ -198,6 +201,7 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
         report,
         log_after_checkpoint,
         checkpoint_len: used.checkpoint_len,
+        checkpoint_cover: used.checkpoint_cover,
         keydir: used.keydir,
         seg_stats: used.seg_stats,
         segments: used.segments,
@@ -310,6 +314,7 @@ fn recover_from_files(
         needs_hint,
         log_after_checkpoint: loads.iter().map(|l| l.len).sum(),
         checkpoint_len: 0,
+        checkpoint_cover: None,
         started: Instant::now(),
     };
     release_memory(loads);

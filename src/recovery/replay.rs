@@ -22,7 +22,7 @@ use std::io;
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::format::checkpoint::Header;
+use crate::format::checkpoint::{Delta, Header};
 use crate::format::hint::HintEntry;
 use crate::format::names;
 use crate::format::record::{self, Decoded, RecordKind, RECORD_HEADER_LEN};
@@ -99,7 +99,24 @@ pub(crate) fn replay(
     };
     let min_cut = h.cuts.iter().copied().min().unwrap_or(SEGMENT_HEADER_LEN);
     let max_cut = h.cuts.iter().copied().max().unwrap_or(SEGMENT_HEADER_LEN);
-    let replayed: Vec<u32> = ids.iter().copied().filter(|&id| id >= a).collect();
+    // The checkpoint's active segment and every segment after it that it
+    // does not cover (one a compaction wrote is covered, by the header or
+    // a delta): the log after the cuts, in order.
+    let covered = |id: u32| h.segments.iter().any(|s| s.id == id);
+    let replayed: Vec<u32> = ids
+        .iter()
+        .copied()
+        .filter(|&id| id == a || (id > a && !covered(id)))
+        .collect();
+    for &id in &replayed {
+        // A compaction output the checkpoint does not cover (one whose
+        // delta a crash prevented): its records are out of log order.
+        if header_of(vfs, dir, id)?.compacted {
+            return Err(stale(format!(
+                "segment {id} was written by a compaction after it"
+            )));
+        }
+    }
     let last = *replayed.last().unwrap_or(&a);
     let mut loads = Vec::with_capacity(replayed.len());
     for &id in &replayed {
@@ -161,6 +178,21 @@ pub(crate) fn replay(
     })
 }
 
+/// The header of segment `id`.
+fn header_of(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    id: u32,
+) -> std::result::Result<segment::HeaderInfo, NotReplayed> {
+    let path = names::segment_path(dir, id);
+    let f = vfs
+        .open(&path, OpenMode::Read)
+        .map_err(|e| io_err(&path, e))?;
+    let mut head = [0u8; SEGMENT_HEADER_LEN as usize];
+    fs::read_exact_at(&*f, &mut head, 0).map_err(|e| io_err(&path, e))?;
+    Ok(segment::header_info(&path, &head, id)?)
+}
+
 /// Reads segment `id` (from `from` on: the bytes before are not read) and
 /// scans it, strictly.
 fn scan_from(
@@ -200,6 +232,76 @@ fn io_err(path: &Path, e: io::Error) -> NotReplayed {
         CheckpointUse::Unreadable,
         format!("{}: {e}", path.display()),
     )
+}
+
+/// Moves the slots that point into segments the compactions of `deltas`
+/// retired to where those compactions copied their records. Returns the
+/// retired segments (a slot still in one is checked after replay by
+/// [`check_relocated`]).
+pub(crate) fn relocate(keydir: &KeyDir, deltas: &[Delta]) -> Vec<u32> {
+    let mut retired: Vec<u32> = deltas
+        .iter()
+        .flat_map(|d| d.retired.iter().copied())
+        .collect();
+    retired.sort_unstable();
+    if retired.is_empty() {
+        return retired;
+    }
+    // Where each original place ended up, through every delta in order
+    // (a copy may be copied again by a later compaction).
+    type Place = (u32, u32);
+    let mut to: hashbrown::HashMap<Place, Place, foldhash::fast::RandomState> =
+        hashbrown::HashMap::default();
+    let mut from: hashbrown::HashMap<Place, Place, foldhash::fast::RandomState> =
+        hashbrown::HashMap::default();
+    for d in deltas {
+        for &(of, oo, nf, no) in &d.moves {
+            let origin = from.remove(&(of, oo)).unwrap_or((of, oo));
+            to.insert(origin, (nf, no));
+            from.insert((nf, no), origin);
+        }
+    }
+    drop(from);
+    keydir.relocate(|file_id, offset| {
+        if retired.binary_search(&file_id).is_err() {
+            return None;
+        }
+        let (f, o) = *to.get(&(file_id, u32::try_from(offset).ok()?))?;
+        Some((f, u64::from(o)))
+    });
+    retired
+}
+
+/// After replay, no slot may point into a retired segment: one whose
+/// record a compaction dropped as dead was replaced by the replay (its
+/// newer record is after the cut), and one of an expired record that a
+/// compaction dropped without a trace is removed here. Anything else means
+/// the checkpoint does not match the log.
+///
+/// # Errors
+/// A live slot points into a retired segment.
+pub(crate) fn check_relocated(
+    keydir: &KeyDir,
+    retired: &[u32],
+    now_ms: u64,
+) -> std::result::Result<(), NotReplayed> {
+    if retired.is_empty() {
+        return Ok(());
+    }
+    let gone = |e: &IndexEntry| retired.binary_search(&e.file_id).is_ok();
+    let mut left = 0u64;
+    for i in 0..keydir.shard_count() {
+        let mut shard = keydir.write_shard(i);
+        shard.retain(|e| gone(e) && e.is_expired(now_ms), |_| {});
+        shard.for_each(|e| left += u64::from(gone(e)));
+    }
+    if left > 0 {
+        return Err(NotReplayed(
+            CheckpointUse::Stale,
+            format!("{left} entries point into segments a compaction deleted"),
+        ));
+    }
+    Ok(())
 }
 
 /// One key's records after its cut.
@@ -309,11 +411,10 @@ impl RecordSource for Files<'_> {
     fn holds_key(&self, entry: &IndexEntry, key: &[u8]) -> Result<Option<record::Header>> {
         let path = names::segment_path(self.dir, entry.file_id);
         let Some(&salt) = self.salts.get(&entry.file_id) else {
-            return Err(Error::corruption(
-                &path,
-                entry.offset,
-                "an index entry points into a segment replay does not know",
-            ));
+            // A slot left in a segment a compaction retired, its record
+            // dropped: not this key's (a key whose record replaces one
+            // finds no slot then, and the checkpoint is not used).
+            return Ok(None);
         };
         let f = self.vfs.open(&path, OpenMode::Read)?;
         let mut head = [0u8; RECORD_HEADER_LEN as usize];

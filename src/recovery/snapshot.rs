@@ -100,6 +100,7 @@ fn load_pinned(
         needs_hint: None,
         log_after_checkpoint: 0,
         checkpoint_len: 0,
+        checkpoint_cover: None,
         started,
     })
 }
