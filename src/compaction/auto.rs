@@ -22,6 +22,12 @@ impl Core {
                 return;
             }
             again = false;
+            // Between two compactions, a checkpoint that is due gets its
+            // turn (under a steady overwrite load compactions run back to
+            // back, and its own thread would rarely find the lock free).
+            if self.checkpoint_due() {
+                self.checkpoint(crate::engine::CheckpointBy::Background);
+            }
             if self.is_poisoned() {
                 self.end_stall();
                 continue;

@@ -190,7 +190,7 @@ impl Core {
     /// [`Options::index_checkpoint_every_bytes`] or the last one's size.
     ///
     /// [`Options::index_checkpoint_every_bytes`]: crate::Options::index_checkpoint_every_bytes
-    pub(super) fn checkpoint_due(&self) -> bool {
+    pub(crate) fn checkpoint_due(&self) -> bool {
         let every = self.opts.index_checkpoint_every_bytes;
         if every == 0 || self.writer.is_none() || self.is_poisoned() {
             return false;

@@ -16,6 +16,7 @@
 mod background;
 mod backup;
 mod checkpoint;
+pub(crate) use checkpoint::CheckpointBy;
 mod open;
 mod read;
 pub(crate) mod txn;

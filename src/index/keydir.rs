@@ -351,6 +351,14 @@ impl KeyDir {
         ((shard as u64) << 10 | top) as u16
     }
 
+    /// Where `hash`'s slot would lie in this index's memory as presized:
+    /// its shard, then its home bucket (for touching many slots in order).
+    pub(crate) fn slot_order(&self, hash: u64) -> u64 {
+        let shard = Self::shard_of_hash(hash);
+        let home = table_hash(h40_of(hash)) & (self.presized_buckets[shard] - 1);
+        ((shard as u64) << 48) | home
+    }
+
     /// The entry of the first slot whose hash bits match `key`'s: nearly
     /// always `key`'s own, but the caller must check the key in the record
     /// (and call [`KeyDir::get`] when it differs).
@@ -521,13 +529,16 @@ impl KeyDir {
     /// at the checkpoint's cut exactly when `replaced` (the
     /// `FLAG_REPLACES` of its first record after the cut). That entry is
     /// found without reading when it is the only slot with the key's hash
-    /// bits; other candidates are told apart by reading their records
-    /// through `src`. Returns the entry it replaced or removed.
+    /// bits. Otherwise the candidates' records are read through `src`,
+    /// except those `gone` says are no longer anywhere (a record a
+    /// compaction dropped as dead: its key's newer record is after the
+    /// cut); when no record read holds the key, the one such candidate is
+    /// the key's. Returns the entry it replaced or removed.
     ///
     /// # Errors
-    /// A candidate's record cannot be read, or `replaced` finds no slot of
-    /// the key (the checkpoint does not match the log): the caller falls
-    /// back to an open from hints.
+    /// A candidate's record cannot be read, or `replaced` finds no slot (or
+    /// several gone ones) for the key: the checkpoint does not match the
+    /// log, and the caller falls back to an open from hints.
     pub(crate) fn replay(
         &self,
         hash: u64,
@@ -535,20 +546,46 @@ impl KeyDir {
         replaced: bool,
         new: Option<IndexEntry>,
         src: &dyn RecordSource,
+        gone: &dyn Fn(&IndexEntry) -> bool,
     ) -> Result<Option<IndexEntry>> {
         let h40 = h40_of(hash);
         let mut shard = locks::write(self.shard_of_h40(h40));
-        let mut candidates = shard
+        let mut matching = shard
             .table
             .iter_hash(table_hash(h40))
             .filter(|s| s.h40() == h40)
             .map(Slot::entry);
-        let (first, second) = (candidates.next(), candidates.next());
-        drop(candidates);
+        let (first, second) = (matching.next(), matching.next());
+        drop(matching);
         let old = match (replaced, first, second) {
             (_, None, _) => None,
             (true, Some(only), None) => Some(only),
-            _ => find(&shard.table, h40, key, src)?.map(|(s, _)| s.entry()),
+            _ => {
+                let candidates: Vec<IndexEntry> = shard
+                    .table
+                    .iter_hash(table_hash(h40))
+                    .filter(|s| s.h40() == h40)
+                    .map(Slot::entry)
+                    .collect();
+                let mut unknown = Vec::new();
+                let mut holder = None;
+                for c in &candidates {
+                    if gone(c) {
+                        unknown.push(*c);
+                    } else if src.holds_key(c, key)?.is_some() {
+                        holder = Some(*c);
+                        break;
+                    }
+                }
+                match (holder, unknown.as_slice()) {
+                    (Some(h), _) => Some(h),
+                    (None, [one]) if replaced => Some(*one),
+                    // Without `replaced` the key had no entry: a candidate
+                    // is its own only if its record says so (a guard
+                    // against an entry removed without a record).
+                    _ => None,
+                }
+            }
         };
         if replaced && old.is_none() {
             return Err(crate::error::Error::Io(std::io::Error::other(
@@ -582,10 +619,15 @@ impl KeyDir {
         Ok(old)
     }
 
-    /// Moves every slot for which `to(segment, offset)` names a new place
-    /// there (replay of a compaction after an index checkpoint).
-    pub(crate) fn relocate(&self, to: impl Fn(u32, u64) -> Option<(u32, u64)>) {
-        for shard in self.shards.iter() {
+    /// Moves every slot of the shards `range` for which
+    /// `to(segment, offset)` names a new place there (replay of a
+    /// compaction after an index checkpoint).
+    pub(crate) fn relocate(
+        &self,
+        range: std::ops::Range<usize>,
+        mut to: impl FnMut(u32, u64) -> Option<(u32, u64)>,
+    ) {
+        for shard in &self.shards[range] {
             let mut shard = locks::write(shard);
             for s in shard.table.iter_mut() {
                 let e = s.entry();
@@ -1213,6 +1255,7 @@ mod tests {
                 Err(crate::error::Error::Io(std::io::Error::other("read")))
             }
         }
+        let none_gone = |_: &IndexEntry| false;
         let log = FakeLog::default();
         let kd = KeyDir::new();
         let h = kd.hash(b"a");
@@ -1221,19 +1264,50 @@ mod tests {
         // The only slot with the bits, and the record replaces one: no read.
         let a2 = log.record(b"a", 2, 0);
         assert_eq!(
-            kd.replay(h, b"a", true, Some(a2), &NoReads).ok(),
+            kd.replay(h, b"a", true, Some(a2), &NoReads, &none_gone)
+                .ok(),
             Some(Some(a))
         );
-        // "b" had no entry and shares the bits: the candidate is read, and
-        // "b" gets a slot of its own.
+        // "b" had no entry and shares the bits: the candidate is read (a
+        // guard), and "b" gets a slot of its own.
         let b = log.record(b"b", 3, 0);
-        assert!(kd.replay(h, b"b", false, Some(b), &NoReads).is_err());
-        assert_eq!(kd.replay(h, b"b", false, Some(b), &log).ok(), Some(None));
+        assert!(kd
+            .replay(h, b"b", false, Some(b), &NoReads, &none_gone)
+            .is_err());
+        assert_eq!(
+            kd.replay(h, b"b", false, Some(b), &log, &none_gone).ok(),
+            Some(None)
+        );
         // Two slots with the bits: each key's is told apart by its record.
         let b2 = log.record(b"b", 4, 0);
-        assert!(kd.replay(h, b"b", true, Some(b2), &NoReads).is_err());
-        assert_eq!(kd.replay(h, b"b", true, Some(b2), &log).ok(), Some(Some(b)));
-        assert_eq!(kd.replay(h, b"a", true, None, &log).ok(), Some(Some(a2)));
+        assert!(kd
+            .replay(h, b"b", true, Some(b2), &NoReads, &none_gone)
+            .is_err());
+        assert_eq!(
+            kd.replay(h, b"b", true, Some(b2), &log, &none_gone).ok(),
+            Some(Some(b))
+        );
+        // A candidate whose record is gone (a compaction dropped it) is the
+        // key's when no record read holds the key...
+        let is_a2 = |e: &IndexEntry| e.same_place(&a2);
+        let a3 = log.record(b"a", 5, 0);
+        assert_eq!(
+            kd.replay(h, b"a", true, Some(a3), &log, &is_a2).ok(),
+            Some(Some(a2))
+        );
+        // ...and never a key's that had no entry.
+        let is_a3 = |e: &IndexEntry| e.same_place(&a3);
+        let c = log.record(b"c", 6, 0);
+        assert_eq!(
+            kd.replay(h, b"c", false, Some(c), &log, &is_a3).ok(),
+            Some(None)
+        );
+        assert_eq!(kd.raw_len(), 3);
+        assert!(kd.replay(h, b"c", true, None, &log, &none_gone).is_ok());
+        assert_eq!(
+            kd.replay(h, b"a", true, None, &log, &none_gone).ok(),
+            Some(Some(a3))
+        );
         let shard = kd.read_shard(KeyDir::shard_of_hash(h));
         let found = |k: &[u8]| {
             find(&shard.table, h40_of(h), k, &log)
@@ -1241,20 +1315,25 @@ mod tests {
                 .flatten()
                 .map(|(s, _)| s.entry())
         };
-        assert_eq!((found(b"a"), found(b"b")), (None, Some(b2)));
-        drop(shard);
-        // A record that says it replaced an entry the index lacks: the
-        // checkpoint does not match the log.
-        let c = log.record(b"c", 5, 0);
-        assert!(kd.replay(kd.hash(b"c"), b"c", true, Some(c), &log).is_err());
-        // A key without an entry whose candidate is its own slot (an entry
-        // removed without a record would leave none; this one is found).
-        let b3 = log.record(b"b", 6, 0);
         assert_eq!(
-            kd.replay(h, b"b", false, Some(b3), &log).ok(),
-            Some(Some(b2))
+            (found(b"a"), found(b"b"), found(b"c")),
+            (None, Some(b2), None)
         );
-        assert_eq!(kd.raw_len(), 1);
+        drop(shard);
+        // A record that says it replaced an entry the index lacks, or two
+        // gone candidates and none that holds the key: the checkpoint does
+        // not match the log.
+        let d = log.record(b"d", 7, 0);
+        assert!(kd
+            .replay(kd.hash(b"d"), b"d", true, Some(d), &log, &none_gone)
+            .is_err());
+        let e1 = log.record(b"e", 8, 0);
+        let e2 = log.record(b"f", 9, 0);
+        kd.insert_unique_hashed(h, e1);
+        kd.insert_unique_hashed(h, e2);
+        let all_gone = |_: &IndexEntry| true;
+        let e3 = log.record(b"e", 10, 0);
+        assert!(kd.replay(h, b"e", true, Some(e3), &log, &all_gone).is_err());
     }
 
     #[test]

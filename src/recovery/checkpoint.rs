@@ -172,7 +172,21 @@ pub(crate) fn load(
         drop_expired: how.drop_expired && !appended,
         ..*how
     };
-    let (keydir, mut expired) = build_keydir(&layout, &read, &build_how)?;
+    // The records after it are read while the slots load.
+    let (built, scanned) = std::thread::scope(|sc| {
+        let scan = appended.then(|| sc.spawn(|| super::replay::scan(vfs, dir, &now, ids)));
+        let built = build_keydir(&layout, &read, &build_how);
+        let scanned = scan.map(|t| {
+            t.join().unwrap_or_else(|_| {
+                Err(super::replay::NotReplayed(
+                    CheckpointUse::Damaged,
+                    "the replay scan panicked".into(),
+                ))
+            })
+        });
+        (built, scanned)
+    });
+    let (keydir, mut expired) = built?;
     let mut seg_stats: BTreeMap<u32, SegmentSpace> =
         now.segments.iter().map(|s| (s.id, space_of(s))).collect();
     let mut active = now
@@ -190,11 +204,20 @@ pub(crate) fn load(
         });
     let mut max_seq = h.max_seq;
     let mut replayed = None;
-    if appended {
-        let retired = super::replay::relocate(&keydir, &deltas);
-        let r = super::replay::replay(vfs, dir, &now, ids, &keydir, &mut seg_stats, how.read_only)
-            .map_err(|n| Rejected::new(n.0, n.1))?;
-        super::replay::check_relocated(&keydir, &retired, how.now_ms)
+    if let Some(scanned) = scanned {
+        let scanned = scanned.map_err(|n| Rejected::new(n.0, n.1))?;
+        let relocated = super::replay::relocate(&keydir, &deltas);
+        let r = super::replay::apply(
+            vfs,
+            dir,
+            &now,
+            scanned,
+            &keydir,
+            &mut seg_stats,
+            how.read_only,
+        )
+        .map_err(|n| Rejected::new(n.0, n.1))?;
+        super::replay::check_relocated(&keydir, &relocated, &r, how.now_ms)
             .map_err(|n| Rejected::new(n.0, n.1))?;
         max_seq = max_seq.max(r.max_seq);
         active = r.active;
@@ -688,10 +711,12 @@ pub(crate) fn compare_with_files(
     if appended {
         // The records after it, replayed as an open would (read-only).
         let mut stats = BTreeMap::new();
-        let retired = super::replay::relocate(&from_checkpoint, &d.deltas);
+        let relocated = super::replay::relocate(&from_checkpoint, &d.deltas);
         let replayed =
             super::replay::replay(vfs, dir, &now, &ids, &from_checkpoint, &mut stats, true)
-                .and_then(|_| super::replay::check_relocated(&from_checkpoint, &retired, now_ms));
+                .and_then(|r| {
+                    super::replay::check_relocated(&from_checkpoint, &relocated, &r, now_ms)
+                });
         if let Err(n) = replayed {
             return Ok(Checked::Unusable(n.1));
         }

@@ -23,7 +23,6 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::format::checkpoint::{Delta, Header};
-use crate::format::hint::HintEntry;
 use crate::format::names;
 use crate::format::record::{self, Decoded, RecordKind, RECORD_HEADER_LEN};
 use crate::format::segment::{self, SEGMENT_HEADER_LEN};
@@ -42,6 +41,9 @@ use super::RecoveredActive;
 pub(crate) struct Replayed {
     /// The active segment as the open leaves it.
     pub active: Option<RecoveredActive>,
+    /// Slots in segments a compaction retired that replay replaced or
+    /// removed.
+    pub gone_replaced: u64,
     /// The highest sequence number replayed (0: none).
     pub max_seq: u64,
     pub summary: Summary,
@@ -77,10 +79,21 @@ impl From<Error> for NotReplayed {
     }
 }
 
+/// The records after a checkpoint's cuts, read and grouped by key (no
+/// index needed: this runs beside the load of the checkpoint's slots).
+pub(crate) struct Scanned {
+    /// The checkpoint's active segment, and its lowest and highest cut.
+    a: u32,
+    min_cut: u64,
+    max_cut: u64,
+    /// The segments read, in log order.
+    loads: Vec<SegmentLoad>,
+    /// Each key's records after its cut.
+    groups: Vec<Group>,
+}
+
 /// Replays the log after the checkpoint `h` onto `keydir` (built from its
-/// slots, expired entries kept) and `seg_stats` (its accounting), for a
-/// directory whose segments are `ids`. Cuts a torn tail off the active
-/// segment unless `read_only`.
+/// slots, expired entries kept): [`scan`], then [`apply`].
 ///
 /// # Errors
 /// Why the checkpoint cannot be used; nothing was written then.
@@ -93,6 +106,21 @@ pub(crate) fn replay(
     seg_stats: &mut BTreeMap<u32, SegmentSpace>,
     read_only: bool,
 ) -> std::result::Result<Replayed, NotReplayed> {
+    let scanned = scan(vfs, dir, h, ids)?;
+    apply(vfs, dir, h, scanned, keydir, seg_stats, read_only)
+}
+
+/// Reads the records after the checkpoint `h`'s cuts, for a directory
+/// whose segments are `ids`, and groups them by key.
+///
+/// # Errors
+/// Why the checkpoint cannot be used.
+pub(crate) fn scan(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    h: &Header,
+    ids: &[u32],
+) -> std::result::Result<Scanned, NotReplayed> {
     let stale = |why: String| NotReplayed(CheckpointUse::Stale, why);
     let Some(a) = h.active else {
         return Err(stale("it names no active segment".into()));
@@ -139,23 +167,67 @@ pub(crate) fn replay(
         }
         loads.push(load);
     }
-    let groups = group_by_key(keydir, h, a, &loads);
+    let groups = group_by_key(h, a, &loads);
+    Ok(Scanned {
+        a,
+        min_cut,
+        max_cut,
+        loads,
+        groups,
+    })
+}
+
+/// Applies what [`scan`] found to `keydir` (built from the checkpoint
+/// `h`'s slots, expired entries kept) and `seg_stats` (its accounting).
+/// Cuts a torn tail off the active segment unless `read_only`.
+///
+/// # Errors
+/// Why the checkpoint cannot be used; nothing was written then.
+pub(crate) fn apply(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    h: &Header,
+    scanned: Scanned,
+    keydir: &KeyDir,
+    seg_stats: &mut BTreeMap<u32, SegmentSpace>,
+    read_only: bool,
+) -> std::result::Result<Replayed, NotReplayed> {
+    let Scanned {
+        a,
+        min_cut,
+        max_cut,
+        mut loads,
+        mut groups,
+    } = scanned;
     let src = Files::new(vfs, dir, h, &loads);
-    let mut live = BTreeMap::<u32, u64>::new();
-    for (key, g) in &groups {
-        let new = (!g.last.tombstone).then_some(IndexEntry {
-            expires_at_ms: g.last.expires_at_ms,
-            offset: g.last.offset,
-            file_id: g.file,
+    // A segment neither covered nor replayed: one a compaction retired.
+    let gone = |id: u32| !src.salts.contains_key(&id);
+    // In the order the index lies in memory: the slots are then touched
+    // nearly sequentially instead of at random (a cache miss each); and in
+    // two threads, each with its own shards.
+    groups.sort_unstable_by_key(|g| keydir.slot_order(g.hash));
+    let mid = groups.len() / 2;
+    let shard_at = |i: usize| KeyDir::shard_of_hash(groups[i].hash);
+    let split = (mid..groups.len())
+        .find(|&i| i == 0 || shard_at(i) != shard_at(i - 1))
+        .unwrap_or(groups.len());
+    let (first, second) = groups.split_at(split);
+    let run = |part: &[Group]| apply_groups(part, &loads, keydir, &src, &gone);
+    let ((mut live, gone_a), (live_b, gone_b)) = std::thread::scope(|sc| {
+        let b = sc.spawn(|| run(second));
+        let a = run(first);
+        let b = b.join().unwrap_or_else(|_| {
+            Err(NotReplayed(
+                CheckpointUse::Damaged,
+                "a replay thread panicked".into(),
+            ))
         });
-        keydir
-            .replay(g.hash, key, g.replaces, new, &src)
-            .map_err(|e| stale(format!("replaying a record failed: {e}")))?;
-        if new.is_some() {
-            *live.entry(g.file).or_default() +=
-                record::encoded_len(key.len() as u32, g.last.value_len);
-        }
+        Ok::<_, NotReplayed>((a?, b?))
+    })?;
+    for (id, n) in live_b {
+        *live.entry(id).or_default() += n;
     }
+    let gone_replaced = gone_a + gone_b;
     account(seg_stats, a, max_cut, &loads, &live);
     drop(groups);
     let mut summary = Summary {
@@ -173,9 +245,49 @@ pub(crate) fn replay(
     summary.truncated = tail.truncated;
     Ok(Replayed {
         active: loads.last().map(|l| RecoveredActive::of(l, tail.allocated)),
+        gone_replaced,
         max_seq,
         summary,
     })
+}
+
+/// Applies each of `groups` (of records in `loads`) to `keydir`; returns
+/// the live bytes they leave in each segment and how many slots in
+/// retired segments (`gone`) they replaced or removed.
+fn apply_groups(
+    groups: &[Group],
+    loads: &[SegmentLoad],
+    keydir: &KeyDir,
+    src: &Files<'_>,
+    gone: &(dyn Fn(u32) -> bool + Sync),
+) -> std::result::Result<(BTreeMap<u32, u64>, u64), NotReplayed> {
+    let mut live = BTreeMap::<u32, u64>::new();
+    let mut gone_replaced = 0u64;
+    for g in groups {
+        let l = &loads[g.last.0 as usize];
+        let last = &l.entries[g.last.1 as usize];
+        let new = (!last.tombstone).then_some(IndexEntry {
+            expires_at_ms: last.expires_at_ms,
+            offset: last.offset,
+            file_id: l.id,
+        });
+        let old = keydir
+            .replay(g.hash, &last.key, g.replaces, new, src, &|e| {
+                gone(e.file_id)
+            })
+            .map_err(|e| {
+                NotReplayed(
+                    CheckpointUse::Stale,
+                    format!("replaying a record failed: {e}"),
+                )
+            })?;
+        gone_replaced += u64::from(old.is_some_and(|o| gone(o.file_id)));
+        if new.is_some() {
+            *live.entry(l.id).or_default() +=
+                record::encoded_len(last.key.len() as u32, last.value_len);
+        }
+    }
+    Ok((live, gone_replaced))
 }
 
 /// The header of segment `id`.
@@ -236,40 +348,84 @@ fn io_err(path: &Path, e: io::Error) -> NotReplayed {
 
 /// Moves the slots that point into segments the compactions of `deltas`
 /// retired to where those compactions copied their records. Returns the
-/// retired segments (a slot still in one is checked after replay by
-/// [`check_relocated`]).
-pub(crate) fn relocate(keydir: &KeyDir, deltas: &[Delta]) -> Vec<u32> {
+/// retired segments and how many slots are left in them (checked after
+/// replay by [`check_relocated`]).
+pub(crate) fn relocate(keydir: &KeyDir, deltas: &[Delta]) -> Relocated {
     let mut retired: Vec<u32> = deltas
         .iter()
         .flat_map(|d| d.retired.iter().copied())
         .collect();
     retired.sort_unstable();
     if retired.is_empty() {
-        return retired;
+        return Relocated { retired, left: 0 };
     }
-    // Where each original place ended up, through every delta in order
-    // (a copy may be copied again by a later compaction).
-    type Place = (u32, u32);
-    let mut to: hashbrown::HashMap<Place, Place, foldhash::fast::RandomState> =
-        hashbrown::HashMap::default();
-    let mut from: hashbrown::HashMap<Place, Place, foldhash::fast::RandomState> =
-        hashbrown::HashMap::default();
-    for d in deltas {
-        for &(of, oo, nf, no) in &d.moves {
-            let origin = from.remove(&(of, oo)).unwrap_or((of, oo));
-            to.insert(origin, (nf, no));
-            from.insert((nf, no), origin);
+    // Which delta retired each segment (a table by id), and where each
+    // delta copied each record. A copy a later compaction copied again is
+    // followed to that delta in turn (at most once per delta: each
+    // retires only segments that exist before it).
+    let (low, high) = (retired[0], retired[retired.len() - 1]);
+    let mut by_segment = vec![usize::MAX; (high - low) as usize + 1];
+    for (k, d) in deltas.iter().enumerate() {
+        for &id in &d.retired {
+            by_segment[(id - low) as usize] = k;
         }
     }
-    drop(from);
-    keydir.relocate(|file_id, offset| {
-        if retired.binary_search(&file_id).is_err() {
-            return None;
-        }
-        let (f, o) = *to.get(&(file_id, u32::try_from(offset).ok()?))?;
-        Some((f, u64::from(o)))
+    let place = |f: u32, o: u32| (u64::from(f) << 32) | u64::from(o);
+    let moves: Vec<hashbrown::HashMap<u64, u64, foldhash::fast::RandomState>> = deltas
+        .iter()
+        .map(|d| {
+            d.moves
+                .iter()
+                .map(|&(of, oo, nf, no)| (place(of, oo), place(nf, no)))
+                .collect()
+        })
+        .collect();
+    let delta_of = |file_id: u32| {
+        let i = file_id.checked_sub(low)? as usize;
+        by_segment.get(i).copied().filter(|&k| k != usize::MAX)
+    };
+    // Two threads, half of the shards each.
+    let half = keydir.shard_count() / 2;
+    let run = |range: std::ops::Range<usize>| {
+        let mut left = 0u64;
+        keydir.relocate(range, |file_id, offset| {
+            let mut k = delta_of(file_id)?;
+            let mut at = place(file_id, u32::try_from(offset).ok()?);
+            let mut moved = false;
+            for _ in 0..deltas.len() {
+                let Some(&to) = moves[k].get(&at) else {
+                    break;
+                };
+                at = to;
+                moved = true;
+                match delta_of((at >> 32) as u32) {
+                    Some(next) => k = next,
+                    None => break,
+                }
+            }
+            if !moved {
+                left += 1;
+            }
+            moved.then_some(((at >> 32) as u32, at & u64::from(u32::MAX)))
+        });
+        left
+    };
+    let left = std::thread::scope(|sc| {
+        let second = sc.spawn(|| run(half..keydir.shard_count()));
+        let first = run(0..half);
+        // A panic here is a bug: the slots it did not reach stay in
+        // retired segments, which `check_relocated` refuses.
+        first + second.join().unwrap_or(u64::MAX / 2)
     });
-    retired
+    Relocated { retired, left }
+}
+
+/// What [`relocate`] did.
+pub(crate) struct Relocated {
+    /// The segments the deltas retired, ascending.
+    pub retired: Vec<u32>,
+    /// Slots it left in them (their records dropped by a compaction).
+    pub left: u64,
 }
 
 /// After replay, no slot may point into a retired segment: one whose
@@ -282,10 +438,14 @@ pub(crate) fn relocate(keydir: &KeyDir, deltas: &[Delta]) -> Vec<u32> {
 /// A live slot points into a retired segment.
 pub(crate) fn check_relocated(
     keydir: &KeyDir,
-    retired: &[u32],
+    relocated: &Relocated,
+    replayed: &Replayed,
     now_ms: u64,
 ) -> std::result::Result<(), NotReplayed> {
-    if retired.is_empty() {
+    let retired = &relocated.retired;
+    // Replay replaced (or removed) that many of the slots left behind:
+    // when that is all of them, nothing is left to look for.
+    if retired.is_empty() || replayed.gone_replaced == relocated.left {
         return Ok(());
     }
     let gone = |e: &IndexEntry| retired.binary_search(&e.file_id).is_ok();
@@ -305,42 +465,46 @@ pub(crate) fn check_relocated(
 }
 
 /// One key's records after its cut.
-struct Group<'a> {
+struct Group {
     hash: u64,
     /// Its first record carries `FLAG_REPLACES`.
     replaces: bool,
-    /// Its last record, and the segment it is in.
-    last: &'a HintEntry,
-    file: u32,
+    /// Its last record: the index of its segment in the loads, and its
+    /// index in that load's entries.
+    last: (u32, u32),
 }
 
 /// The records after their shard's cut, grouped by key, in log order.
-fn group_by_key<'a>(
-    keydir: &KeyDir,
-    h: &Header,
-    a: u32,
-    loads: &'a [SegmentLoad],
-) -> hashbrown::HashMap<&'a [u8], Group<'a>, foldhash::fast::RandomState> {
-    let mut groups: hashbrown::HashMap<&[u8], Group<'_>, foldhash::fast::RandomState> =
-        hashbrown::HashMap::default();
-    for l in loads {
-        for e in &l.entries {
-            let hash = keydir.hash(&e.key);
+fn group_by_key(h: &Header, a: u32, loads: &[SegmentLoad]) -> Vec<Group> {
+    let mut groups: Vec<Group> = Vec::new();
+    // Indices into `groups`, by the key's hash (the index's own).
+    let mut by_key: hashbrown::HashTable<u32> = hashbrown::HashTable::new();
+    let key_of = |g: &Group| {
+        let l = &loads[g.last.0 as usize];
+        &l.entries[g.last.1 as usize].key
+    };
+    for (li, l) in loads.iter().enumerate() {
+        for (ei, e) in l.entries.iter().enumerate() {
+            let hash = KeyDir::hash_with_seed(h.seed, &e.key);
             if l.id == a && e.offset < h.cuts[KeyDir::shard_of_hash(hash)] {
                 continue; // in the checkpoint already
             }
-            groups
-                .entry(&e.key)
-                .and_modify(|g| {
-                    g.last = e;
-                    g.file = l.id;
-                })
-                .or_insert(Group {
-                    hash,
-                    replaces: e.replaces,
-                    last: e,
-                    file: l.id,
-                });
+            let at = (li as u32, ei as u32);
+            let found = by_key.find(hash, |&g| {
+                let g = &groups[g as usize];
+                g.hash == hash && key_of(g) == &e.key
+            });
+            match found {
+                Some(&g) => groups[g as usize].last = at,
+                None => {
+                    by_key.insert_unique(hash, groups.len() as u32, |&g| groups[g as usize].hash);
+                    groups.push(Group {
+                        hash,
+                        replaces: e.replaces,
+                        last: at,
+                    });
+                }
+            }
         }
     }
     groups
@@ -411,10 +575,12 @@ impl RecordSource for Files<'_> {
     fn holds_key(&self, entry: &IndexEntry, key: &[u8]) -> Result<Option<record::Header>> {
         let path = names::segment_path(self.dir, entry.file_id);
         let Some(&salt) = self.salts.get(&entry.file_id) else {
-            // A slot left in a segment a compaction retired, its record
-            // dropped: not this key's (a key whose record replaces one
-            // finds no slot then, and the checkpoint is not used).
-            return Ok(None);
+            // Replay asks only about segments that are there.
+            return Err(Error::corruption(
+                &path,
+                entry.offset,
+                "an index entry points into a segment that is gone",
+            ));
         };
         let f = self.vfs.open(&path, OpenMode::Read)?;
         let mut head = [0u8; RECORD_HEADER_LEN as usize];
