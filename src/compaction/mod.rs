@@ -112,7 +112,7 @@ impl Core {
         // 4. Install (crash point `AfterInstall`).
         self.install(&classified, &written)?;
         // The index checkpoint learns of it before anything is deleted.
-        self.checkpoint_compacted(&self.delta_of(&plan, &written));
+        self.checkpoint_compacted(&self.delta_of(&plan, &written))?;
 
         // 5. Delete (crash points `AfterManifest`, `AfterUnlink`): the
         //    manifest first and out of the table, then, once their bytes

@@ -218,10 +218,14 @@ impl Core {
     /// replay needs in order (one at or after the checkpoint's active
     /// segment: an explicit `compact`), or the append fails, the
     /// checkpoint is deleted instead and a new one made due.
-    pub(crate) fn checkpoint_compacted(&self, delta: &Delta) {
+    ///
+    /// # Errors
+    /// Neither could be done: the compaction must stop before it deletes
+    /// anything (an open then leaves its outputs out as copies).
+    pub(crate) fn checkpoint_compacted(&self, delta: &Delta) -> crate::error::Result<()> {
         let mut cover = lock(&self.ckpt_cover);
         let Some(c) = cover.as_mut() else {
-            return;
+            return Ok(());
         };
         let path = self.dir.join(names::CHECKPOINT_FILE);
         let vfs = &*self.opts.vfs;
@@ -262,9 +266,14 @@ impl Core {
             {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => log::warn!("could not remove {}: {e}", path.display()),
+                Err(e) => {
+                    let e = fs::named(&path, &e);
+                    log::warn!("could not remove {}: {e}", path.display());
+                    return Err(crate::error::Error::Io(e));
+                }
             }
         }
+        Ok(())
     }
 
     /// The writer lock, unless the store is closed or poisoned.

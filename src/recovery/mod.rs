@@ -156,8 +156,9 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
     let (listing, removed_temp_files) = list_and_clean(vfs, dir, &leave_out, opts.read_only)?;
     let now = opts.clock.now_unix_ms();
     let started = Instant::now();
-    let interrupted = finished_compaction || !leave_out.is_empty();
-    let used = match from_checkpoint(vfs, dir, found, interrupted, &listing, opts, now) {
+    // A compaction finished here (or left out, read-only) is one the
+    // checkpoint knows of by its delta, or it no longer matches the files.
+    let used = match from_checkpoint(vfs, dir, found, &listing, opts, now) {
         Ok(c) => c,
         Err(why) => {
             // One that cannot be used goes, before anything is written: a
@@ -176,6 +177,7 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
     };
     let mut report = RecoveryReport {
         removed_temp_files,
+        finished_compaction,
         checkpoint: CheckpointUse::Used,
         ..RecoveryReport::default()
     };
@@ -220,7 +222,6 @@ fn from_checkpoint(
     vfs: &dyn Vfs,
     dir: &Path,
     found: checkpoint::Found,
-    interrupted: bool,
     listing: &Listing,
     opts: &Options,
     now: u64,
@@ -234,10 +235,6 @@ fn from_checkpoint(
         checkpoint::Found::File(f, len) => (f, len),
     };
     let path = checkpoint::path(dir);
-    if interrupted {
-        log::info!("not using {}: a compaction was interrupted", path.display());
-        return Err(CheckpointUse::Stale);
-    }
     let how = checkpoint::LoadOptions {
         drop_expired: opts.read_only,
         now_ms: now,

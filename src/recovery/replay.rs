@@ -90,6 +90,8 @@ pub(crate) struct Scanned {
     loads: Vec<SegmentLoad>,
     /// Each key's records after its cut.
     groups: Vec<Group>,
+    /// Uncovered compaction outputs left out (id, salt).
+    copies: Vec<(u32, u32)>,
 }
 
 /// Replays the log after the checkpoint `h` onto `keydir` (built from its
@@ -136,15 +138,23 @@ pub(crate) fn scan(
         .copied()
         .filter(|&id| id == a || (id > a && !covered(id)))
         .collect();
+    // A compaction output the checkpoint does not cover: its compaction
+    // stopped before it appended its delta, so before it deleted anything
+    // (a compaction that can neither append its delta nor delete the
+    // checkpoint stops there too). Its records are copies of records the
+    // checkpoint or the replay has where they were: it is left out, all
+    // of it dead, until compaction removes it.
+    let mut copies = Vec::new();
+    let mut replayed_writer = Vec::with_capacity(replayed.len());
     for &id in &replayed {
-        // A compaction output the checkpoint does not cover (one whose
-        // delta a crash prevented): its records are out of log order.
-        if header_of(vfs, dir, id)?.compacted {
-            return Err(stale(format!(
-                "segment {id} was written by a compaction after it"
-            )));
+        let info = header_of(vfs, dir, id)?;
+        if info.compacted && id != a {
+            copies.push((id, info.salt));
+        } else {
+            replayed_writer.push(id);
         }
     }
+    let replayed = replayed_writer;
     let last = *replayed.last().unwrap_or(&a);
     let mut loads = Vec::with_capacity(replayed.len());
     for &id in &replayed {
@@ -174,6 +184,7 @@ pub(crate) fn scan(
         max_cut,
         loads,
         groups,
+        copies,
     })
 }
 
@@ -198,7 +209,19 @@ pub(crate) fn apply(
         max_cut,
         mut loads,
         mut groups,
+        copies,
     } = scanned;
+    for &(id, _) in &copies {
+        let path = names::segment_path(dir, id);
+        let len = vfs
+            .open(&path, OpenMode::Read)
+            .and_then(|f| f.len())
+            .map_err(|e| io_err(&path, e))?;
+        let mut space = SegmentSpace::empty();
+        space.total = len;
+        space.dead = len.saturating_sub(SEGMENT_HEADER_LEN);
+        seg_stats.insert(id, space);
+    }
     let src = Files::new(vfs, dir, h, &loads);
     // A segment neither covered nor replayed: one a compaction retired.
     let gone = |id: u32| !src.salts.contains_key(&id);
@@ -238,7 +261,11 @@ pub(crate) fn apply(
             .sum(),
         truncated: None,
         discarded_batch_records: loads.iter().map(|l| l.discarded_batch_records).sum(),
-        salts: loads.iter().map(|l| (l.id, l.salt)).collect(),
+        salts: loads
+            .iter()
+            .map(|l| (l.id, l.salt))
+            .chain(copies.iter().copied())
+            .collect(),
     };
     let max_seq = loads.iter().map(|l| l.max_seq).max().unwrap_or(0);
     let tail = fix_active_tail(vfs, dir, loads.last_mut(), read_only)?;
