@@ -567,7 +567,7 @@ fn replay_op(db: &Db, rng: &mut XorShift, step: u64, m: &mut BTreeMap<Vec<u8>, V
                 .collect();
             ids.is_empty() || db.compact_segments(&ids).is_ok()
         }
-        8 if step % 5 == 0 => db.compact().is_ok(),
+        8 if step.is_multiple_of(5) => db.compact().is_ok(),
         1 => {
             let k2 = key(rng.below(60));
             let mut b = Batch::new();

@@ -3,7 +3,9 @@
 //!
 //! Input: byte 0 flags, then the file. With flags bit 0, the header's CRC,
 //! every slot block's CRC and the footer are recomputed (as far as the
-//! header's counts fit the bytes), so that mutations reach the slots.
+//! header's counts fit the bytes, the footer taken to end the file), so
+//! that mutations reach the slots. Compaction deltas after the footer are
+//! reached by mutation of the unfixed input.
 //!
 //! The decoder must never panic, hang or allocate by an untrusted count;
 //! what it accepts must hold no more entries than slots, and no more slots
@@ -14,7 +16,7 @@ use cairn::fuzzing::decode_checkpoint;
 use cairn_fuzz::format::crc32c;
 use libfuzzer_sys::fuzz_target;
 
-const FIXED: usize = 564;
+const FIXED: usize = 1076;
 const SEGMENT: usize = 56;
 const FOOTER: usize = 16;
 

@@ -1033,7 +1033,7 @@ mod tests {
             let mut bytes = Vec::new();
             kd.export_shard(i, &mut bytes);
             assert_eq!(bytes.len(), n * SLOT_BYTES);
-            let mut b = ShardBuilder::new(i, n as usize);
+            let mut b = ShardBuilder::new(i, n);
             b.add(&bytes, |_| Ok(true)).expect("adds");
             shards.push(b.finish());
         }
