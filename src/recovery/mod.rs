@@ -192,6 +192,7 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
                 r.log_bytes
             );
             report.checkpoint = CheckpointUse::Replayed;
+            report.replayed_log_bytes = r.log_bytes;
             report.truncated_tail = r.truncated.clone();
             report.discarded_batch_records = r.discarded_batch_records;
             report.segments_scanned = 0;

@@ -40,6 +40,10 @@ pub struct RecoveryReport {
     ///
     /// [`Options::index_checkpoint_at_close`]: crate::Options::index_checkpoint_at_close
     pub checkpoint: CheckpointUse,
+    /// Log bytes read after the checkpoint's cuts and replayed onto it
+    /// ([`CheckpointUse::Replayed`]; 0 otherwise): what the open read
+    /// besides the checkpoint.
+    pub replayed_log_bytes: u64,
 }
 
 /// Whether an open built its index from the index checkpoint, and if not,

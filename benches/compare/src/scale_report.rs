@@ -196,7 +196,7 @@ fn open_table(md: &mut String, g: &Groups, w: &str, title: &str, keys: &[u64], p
     let kill = w == "scale_open_kill";
     let _ = writeln!(md, "### Open {title}\n");
     if kill {
-        md.push_str("Before each open a child process opened the store, overwrote random loaded keys from one thread at full speed for the write phase (durability: the peer's periodic mode, see Settings), and was killed with SIGKILL. \"Put before the kill\" is the keys and values it wrote in that phase (puts × 116 bytes, median; the puts are counted every 50 ms, so up to 50 ms of them may be missing); \"handed to write(2)\" is what the process passed to the OS meanwhile (`wchar` of /proc/<pid>/io: log records plus whatever else the store writes then: hints, compaction, pages of a B-tree; not all of it reaches the disk). For cairn, the log it appended in the phase is the first figure plus a record header per put: what was written since its last index checkpoint, if the close before the phase wrote one and none was written during it.\n\n");
+        md.push_str("Before each open a child process opened the store, overwrote random loaded keys from one thread at full speed for the write phase (durability: the peer's periodic mode, see Settings), and was killed with SIGKILL. \"Put before the kill\" is the keys and values it wrote in that phase (puts × 116 bytes, median; the puts are counted every 50 ms, so up to 50 ms of them may be missing); \"handed to write(2)\" is what the process passed to the OS meanwhile (`wchar` of /proc/<pid>/io: log records plus whatever else the store writes then: hints, compaction, pages of a B-tree; not all of it reaches the disk). cairn writes index checkpoints during the phase; what its open replayed after the newest one is listed below the table.\n\n");
         md.push_str("| keys | store | open (median) | min | max | put before the kill (keys + values) | handed to write(2) | puts/s | size on disk | MB/s | memory/key | peak RSS | runs |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     } else {
         md.push_str("| keys | store | open (median) | min | max | size on disk | MB/s | memory/key | peak RSS | runs |\n|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
@@ -252,6 +252,33 @@ fn open_table(md: &mut String, g: &Groups, w: &str, title: &str, keys: &[u64], p
         }
     }
     md.push('\n');
+    open_notes(md, g, w, keys, peers);
+}
+
+/// What the stores said of each open (cairn: its index checkpoint, and
+/// the log it replayed after it), one line per run.
+fn open_notes(md: &mut String, g: &Groups, w: &str, keys: &[u64], peers: &[String]) {
+    let mut lines = Vec::new();
+    for &n in keys {
+        for p in peers {
+            for r in g.get(&(w.to_string(), n, p.clone())).into_iter().flatten() {
+                if let Some(note) = &r.note {
+                    lines.push(format!(
+                        "- {} {p}, run {}: {} in {}",
+                        keys_label(n),
+                        r.rep,
+                        note,
+                        secs_label(r.secs)
+                    ));
+                }
+            }
+        }
+    }
+    if !lines.is_empty() {
+        md.push_str("How each open went, as the store reports it:\n\n");
+        md.push_str(&lines.join("\n"));
+        md.push_str("\n\n");
+    }
 }
 
 fn settings(md: &mut String, g: &Groups, peers: &[String]) {

@@ -82,6 +82,13 @@ pub trait Store: Send + Sync {
         None
     }
 
+    /// What the store says of how its open went, where it says anything
+    /// (cairn: whether its index checkpoint was used, and how much log it
+    /// replayed after it).
+    fn open_note(&self) -> Option<String> {
+        None
+    }
+
     /// Flushes and closes (called before measuring disk use and before a
     /// reopen). The default does nothing beyond `sync`.
     fn close(&self) -> Result<()> {

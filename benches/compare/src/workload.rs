@@ -282,6 +282,7 @@ fn run_inner(spec: &Spec, r: &mut RunResult) -> Result<(), String> {
                 }
                 check_value(i, &out, VALUE_BYTES, false)?;
             }
+            r.note = store.open_note();
             (1, secs, Vec::new())
         }
         "scale_write" => scale_write(&*store, periodic_sync, spec, &desc.settings)?,

@@ -40,6 +40,15 @@ impl Peer for CairnPeer {
 }
 
 impl Store for CairnStore {
+    fn open_note(&self) -> Option<String> {
+        let r = self.db.recovery_report();
+        Some(format!(
+            "index checkpoint {}; {:.1} MB of log replayed",
+            r.checkpoint.name(),
+            r.replayed_log_bytes as f64 / 1e6
+        ))
+    }
+
     fn describe(&self) -> Describe {
         let settings = match self.durability {
             Durability::Durable => "SyncPolicy::Always (fdatasync before each write returns; concurrent writers share one: group commit)",
