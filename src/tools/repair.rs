@@ -111,7 +111,7 @@ fn checkpoint_mismatches(fs: &dyn Vfs, dir: &Path) -> bool {
     };
     let now = crate::util::clock::Clock::now_unix_ms(&crate::util::clock::SystemClock);
     let checked = recovery::pin(fs, dir, false)
-        .and_then(|p| recovery::checkpoint::compare_with_files(fs, dir, &bytes, &p, now));
+        .and_then(|p| recovery::checkpoint::compare_with_files(fs, dir, &bytes, &p, now, false));
     matches!(checked, Ok(recovery::checkpoint::Checked::Mismatch(_)))
 }
 

@@ -297,7 +297,13 @@ fn check_checkpoint(
         }
     };
     let now = crate::util::clock::Clock::now_unix_ms(&crate::util::clock::SystemClock);
-    match recovery::checkpoint::compare_with_files(vfs, dir, &bytes, pinned, now)? {
+    // A writer holds the directory: its checkpoint, log and compactions
+    // move on while this reads them, so only the checkpoint's own bytes
+    // are checked (a probe of the lock, let go at once).
+    // (Only a lock file that exists is probed: the probe must not make one.)
+    let has_lock = pinned.listing.names.iter().any(|n| n == names::LOCK_FILE);
+    let live = has_lock && matches!(vfs.try_lock(&dir.join(names::LOCK_FILE), true), Ok(None));
+    match recovery::checkpoint::compare_with_files(vfs, dir, &bytes, pinned, now, live)? {
         recovery::checkpoint::Checked::Fine => {}
         recovery::checkpoint::Checked::Unusable(why) => report.push(
             ProblemKind::CheckpointUnusable,
