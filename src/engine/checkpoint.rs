@@ -187,7 +187,8 @@ impl Core {
 
     /// Whether a running checkpoint is due: the log written since the last
     /// one (or not covered by one at open) passed
-    /// [`Options::index_checkpoint_every_bytes`] or the last one's size.
+    /// [`Options::index_checkpoint_every_bytes`] or half the last one's
+    /// size (so checkpoints cost at most two bytes per byte of log).
     ///
     /// [`Options::index_checkpoint_every_bytes`]: crate::Options::index_checkpoint_every_bytes
     pub(crate) fn checkpoint_due(&self) -> bool {
@@ -200,7 +201,7 @@ impl Core {
         let since = written
             .saturating_sub(bg.ckpt_mark)
             .saturating_add(bg.ckpt_owed);
-        since >= every.max(bg.ckpt_len)
+        since >= every.max(bg.ckpt_len / 2)
     }
 
     /// Whether automatic compaction may take segment `id`: one the index
