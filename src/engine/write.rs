@@ -107,9 +107,10 @@ fn is_out_of_space(e: &io::Error) -> bool {
 /// `w.buf`, which goes to `offset` of the active segment) whose key had an
 /// index entry just before it (`was`, from [`Core::entries_before`]): the
 /// flag says so to replay after an index checkpoint
-/// (`recovery/replay.rs`). Under the writer lock, as the index changes
-/// only there (compaction moves entries but adds or removes none that a
-/// write could see).
+/// (`recovery/replay.rs`). Under the writer lock, where the index changes
+/// (compaction only moves entries, and the expired ones it drops are in
+/// the segments it retires, which replay accounts for). Recomputes each
+/// flagged record's checksum: one more pass over an overwrite's bytes.
 fn mark_replacing(
     w: &mut Writer,
     offset: u64,
