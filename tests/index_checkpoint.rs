@@ -329,7 +329,12 @@ fn crash_store(sim: &SimFs, clock: &ManualClock) -> BTreeMap<Vec<u8>, Vec<u8>> {
 }
 
 fn observed(db: &Db) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    (0..40)
+    observed_n(db, 40)
+}
+
+/// The values of the first `n` keys.
+fn observed_n(db: &Db, n: u64) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    (0..n)
         .filter_map(|i| db.get(key(i)).expect("get").map(|v| (key(i), v)))
         .collect()
 }
@@ -634,7 +639,7 @@ fn a_crash_anywhere_after_running_checkpoints_replays_exactly() {
             let db = o(&sim, &clock)
                 .open(DIR)
                 .unwrap_or_else(|e| panic!("{damage:?} at {at}: reopen failed: {e}"));
-            let seen = observed_60(&db);
+            let seen = observed_n(&db, 60);
             if seen != m && pending.as_ref() != Some(&seen) {
                 let diff: Vec<_> = (0..60)
                     .map(key)
@@ -677,7 +682,7 @@ fn a_crash_anywhere_after_running_checkpoints_replays_exactly() {
             std::mem::forget(db);
             sim.crash(Damage::DropUnsynced, at);
             let db = o(&sim, &clock).open(DIR).expect("reopen");
-            assert_eq!(observed_60(&db), m, "{damage:?} at {at}: second reopen");
+            assert_eq!(observed_n(&db, 60), m, "{damage:?} at {at}: second reopen");
         }
     }
     // The rest: crashes after an explicit compaction of every segment
@@ -686,12 +691,6 @@ fn a_crash_anywhere_after_running_checkpoints_replays_exactly() {
         replayed * 2 > runs && with_delta * 2 > replayed,
         "only {replayed} of {runs} opens replayed, {with_delta} through a compaction delta: {uses:?}"
     );
-}
-
-fn observed_60(db: &Db) -> BTreeMap<Vec<u8>, Vec<u8>> {
-    (0..60)
-        .filter_map(|i| db.get(key(i)).expect("get").map(|v| (key(i), v)))
-        .collect()
 }
 
 /// The background thread writes checkpoints while the store runs; a copy

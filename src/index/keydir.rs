@@ -498,30 +498,7 @@ impl KeyDir {
                 }
             }
         };
-        match (at, new) {
-            (Some(old), Some(e)) => {
-                if let Some(s) = shard
-                    .table
-                    .find_mut(table_hash(h40), |s| s.h40() == h40 && s.is_at(&old))
-                {
-                    let had = s.has_ttl();
-                    s.set(&e);
-                    shard.count_ttl_change(had, &e);
-                }
-                Ok(Some(old))
-            }
-            (Some(old), None) => Ok(remove_at(&mut shard, h40, &old)),
-            (None, Some(e)) => {
-                shard
-                    .table
-                    .insert_unique(table_hash(h40), Slot::new(h40, &e), |s| table_hash(s.h40()));
-                if e.expires_at_ms != 0 {
-                    shard.ttl_keys += 1;
-                }
-                Ok(None)
-            }
-            (None, None) => Ok(None),
-        }
+        Ok(put_slot(&mut shard, h40, at, new))
     }
 
     /// Replay after an index checkpoint (`recovery/replay.rs`): makes
@@ -592,30 +569,7 @@ impl KeyDir {
                 "a replayed record replaced an entry the checkpoint does not hold",
             )));
         }
-        match (old, new) {
-            (Some(o), Some(e)) => {
-                if let Some(s) = shard
-                    .table
-                    .find_mut(table_hash(h40), |s| s.h40() == h40 && s.is_at(&o))
-                {
-                    let had = s.has_ttl();
-                    s.set(&e);
-                    shard.count_ttl_change(had, &e);
-                }
-            }
-            (Some(o), None) => {
-                remove_at(&mut shard, h40, &o);
-            }
-            (None, Some(e)) => {
-                shard
-                    .table
-                    .insert_unique(table_hash(h40), Slot::new(h40, &e), |s| table_hash(s.h40()));
-                if e.expires_at_ms != 0 {
-                    shard.ttl_keys += 1;
-                }
-            }
-            (None, None) => {}
-        }
+        put_slot(&mut shard, h40, old, new);
         Ok(old)
     }
 
@@ -941,6 +895,41 @@ fn find<'t>(
 }
 
 /// Removes the slot at `at`'s place; returns its entry.
+/// Makes the slot at `old` (the key's, found by the caller) hold `new`,
+/// removes it (`new` is `None`), or adds a slot for `new` when the key had
+/// none. Returns the entry replaced or removed.
+fn put_slot(
+    shard: &mut Shard,
+    h40: u64,
+    old: Option<IndexEntry>,
+    new: Option<IndexEntry>,
+) -> Option<IndexEntry> {
+    match (old, new) {
+        (Some(old), Some(e)) => {
+            if let Some(s) = shard
+                .table
+                .find_mut(table_hash(h40), |s| s.h40() == h40 && s.is_at(&old))
+            {
+                let had = s.has_ttl();
+                s.set(&e);
+                shard.count_ttl_change(had, &e);
+            }
+            Some(old)
+        }
+        (Some(old), None) => remove_at(shard, h40, &old),
+        (None, Some(e)) => {
+            shard
+                .table
+                .insert_unique(table_hash(h40), Slot::new(h40, &e), |s| table_hash(s.h40()));
+            if e.expires_at_ms != 0 {
+                shard.ttl_keys += 1;
+            }
+            None
+        }
+        (None, None) => None,
+    }
+}
+
 fn remove_at(shard: &mut Shard, h40: u64, at: &IndexEntry) -> Option<IndexEntry> {
     let slot = match shard
         .table
