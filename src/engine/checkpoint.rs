@@ -206,9 +206,14 @@ impl Core {
 
     /// Whether automatic compaction may take segment `id`: one the index
     /// checkpoint covers (not its active segment, nor one after it that
-    /// replay reads in log order), or any while there is no checkpoint.
+    /// replay reads in log order), or any while there is no checkpoint or
+    /// none is written while the store runs.
     pub(crate) fn compaction_may_take(&self, id: u32) -> bool {
-        lock(&self.ckpt_cover).as_ref().is_none_or(|c| c.allows(id))
+        // With no checkpoints while running, none would come to cover the
+        // newer segments: compaction takes any, and drops the checkpoint
+        // of the last close when it takes one that is not covered.
+        self.opts.index_checkpoint_every_bytes == 0
+            || lock(&self.ckpt_cover).as_ref().is_none_or(|c| c.allows(id))
     }
 
     /// Called by a compaction (holding its lock) after it installed its

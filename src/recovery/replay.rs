@@ -1,20 +1,24 @@
 //! Replay after an index checkpoint: the records written after its cuts,
 //! applied to the index it loaded, without reading any older record but
-//! on a rare collision of hash bits (docs/design.md, "Replay after a
-//! crash").
+//! on a rare collision of hash bits (docs/design.md, "Step 2, second
+//! half: replay after a crash").
 //!
 //! The checkpoint's shard `i` holds the index as of offset `cuts[i]` of
-//! its active segment `A`. The records to replay are those of `A` at or
-//! after their key's shard's cut, then every record of the writer
-//! segments after `A`. They are grouped by key, in log order (which is
-//! sequence order). A key's last record is its state; its first says
-//! whether the key had an entry at the cut (`FLAG_REPLACES`), so its slot
-//! is found by its hash bits alone: the only slot with them, when there
-//! is exactly one (candidates are read only when there are several, or
-//! when the key had none and a slot of another key shares its bits).
+//! its active segment `A`. First the slots are moved by the compaction
+//! deltas after it ([`relocate`]). The records to replay are those of `A`
+//! at or after their key's shard's cut, then every record of the writer
+//! segments after `A` ([`scan`], which runs while the slots load). They
+//! are grouped by key, in log order (which is sequence order). A key's
+//! last record is its state; its first says whether the key had an entry
+//! at the cut (`FLAG_REPLACES`), so its slot is found by its hash bits
+//! alone when it is the only slot with them ([`apply`]; candidates are
+//! read only when several slots share the bits). Afterwards no slot may
+//! be left in a segment a compaction retired ([`check_relocated`]).
 //!
-//! Anything unexpected (a segment of an older format or written by
-//! compaction, damage, fewer records than the cuts promise) rejects the
+//! A compaction output the checkpoint does not cover is left out as a
+//! copy (its compaction stopped before deleting anything). Anything else
+//! unexpected (a segment of an older format, damage, fewer records than
+//! the cuts promise, a slot that cannot be matched) rejects the
 //! checkpoint, and recovery opens from hints and segments instead.
 
 use std::collections::BTreeMap;
