@@ -150,7 +150,8 @@ pub(crate) fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
     let vfs: &dyn Vfs = &*opts.vfs;
     ensure_dir(vfs, dir, opts)?;
     let lock = lock_dir(vfs, dir, opts)?;
-    // Before anything is written: a writable open deletes the checkpoint.
+    // The index checkpoint, if there is one (kept when it is used, deleted
+    // below when it cannot be).
     let found = checkpoint::take(vfs, dir)?;
     let (finished_compaction, leave_out) = finish_interrupted(vfs, dir, opts.read_only)?;
     let (listing, removed_temp_files) = list_and_clean(vfs, dir, &leave_out, opts.read_only)?;
