@@ -228,6 +228,9 @@ pub fn options(sim: &SimFs, clock: &ManualClock, policy: SyncPolicy) -> Options 
         .clock(clock.clone())
         .sync_policy(policy)
         .max_segment_bytes(4096)
+        // A checkpoint at every other roll: the crash tests run on the
+        // running checkpoint, its compaction deltas and replay.
+        .index_checkpoint_every_bytes(8192)
 }
 
 /// Runs one operation; `Ok` when the store acknowledged it.
