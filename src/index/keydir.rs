@@ -985,6 +985,15 @@ mod tests {
         }
     }
 
+    /// A source whose every read fails.
+    struct Broken;
+
+    impl RecordSource for Broken {
+        fn holds_key(&self, _: &IndexEntry, _: &[u8]) -> Result<Option<Header>> {
+            Err(crate::error::Error::Io(std::io::Error::other("gone")))
+        }
+    }
+
     impl RecordSource for FakeLog {
         fn holds_key(&self, e: &IndexEntry, key: &[u8]) -> Result<Option<Header>> {
             let records = self.records.borrow();
@@ -1238,12 +1247,7 @@ mod tests {
     /// read, so another key's slot is never touched.
     #[test]
     fn replay_finds_the_right_slot_among_colliding_ones() {
-        struct NoReads;
-        impl RecordSource for NoReads {
-            fn holds_key(&self, _: &IndexEntry, _: &[u8]) -> Result<Option<Header>> {
-                Err(crate::error::Error::Io(std::io::Error::other("read")))
-            }
-        }
+        use Broken as NoReads;
         let none_gone = |_: &IndexEntry| false;
         let log = FakeLog::default();
         let kd = KeyDir::new();
@@ -1327,12 +1331,6 @@ mod tests {
 
     #[test]
     fn a_failing_source_is_an_error_and_changes_nothing() {
-        struct Broken;
-        impl RecordSource for Broken {
-            fn holds_key(&self, _: &IndexEntry, _: &[u8]) -> Result<Option<Header>> {
-                Err(crate::error::Error::Io(std::io::Error::other("gone")))
-            }
-        }
         let log = FakeLog::default();
         let kd = KeyDir::new();
         let a = log.record(b"a", 1, 0);
