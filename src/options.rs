@@ -306,6 +306,11 @@ impl Options {
     /// memory, so that reads of recently written keys need no system call
     /// (the active segment is otherwise read with `pread`). 0 turns the
     /// cache off. Default: 16 MiB.
+    ///
+    /// A writable open that finds an active segment with more records than
+    /// this seals it and starts a new one, so that the keys written before
+    /// the open are read through the sealed segment's map, none with
+    /// `pread` (with [`Options::use_mmap`] on and the cache on).
     #[must_use]
     pub fn tail_cache_bytes(mut self, bytes: u64) -> Options {
         self.tail_cache_bytes = bytes;

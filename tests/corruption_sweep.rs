@@ -1251,7 +1251,10 @@ fn checkpoint_sweep() {
     let r = build_reference();
     let sim = fresh_fs(&r.files);
     let clock = ManualClock::new(r.now);
+    // A tail cache that holds the active segment: the open does not seal
+    // it, so only the checkpoint is new.
     let db = options(&sim, &clock, ACTIVE_MAX_SEGMENT)
+        .tail_cache_bytes(1 << 20)
         .index_checkpoint_at_close(true)
         .open(DIR)
         .expect("open");

@@ -31,6 +31,22 @@ struct Watched {
     reads: Mutex<Vec<Read>>,
     /// How long each of its reads takes at least.
     delay: Duration,
+    /// Reads of segment files made by a thread while it counts them (see
+    /// [`counting_reads`]).
+    counted: Mutex<Vec<PathBuf>>,
+}
+
+thread_local! {
+    static COUNTING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with this thread's reads of segment files recorded in
+/// `Watched::counted`.
+fn counting_reads<R>(f: impl FnOnce() -> R) -> R {
+    COUNTING.with(|c| c.set(true));
+    let r = f();
+    COUNTING.with(|c| c.set(false));
+    r
 }
 
 impl Watched {
@@ -64,6 +80,14 @@ fn in_warm_up() -> bool {
 impl VFile for WatchedFile {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
         if !in_warm_up() {
+            let segment = self.path.extension().is_some_and(|e| e == "seg");
+            if segment && COUNTING.with(|c| c.get()) {
+                self.fs
+                    .counted
+                    .lock()
+                    .expect("counted")
+                    .push(self.path.clone());
+            }
             return self.inner.read_at(buf, offset);
         }
         std::thread::sleep(self.fs.delay);
@@ -437,6 +461,75 @@ fn read_only_snapshot_and_keyspace_opens_warm_up_too() {
         .count();
     assert!(in_keyspace > 0);
     db.close().expect("close");
+}
+
+/// A writable open seals an active segment longer than the tail cache and
+/// starts a new one, so that gets of keys written before the open read a
+/// map, not the file (a `pread` each, for the part past the cache). One
+/// that fits the cache stays active; a read-only open changes nothing.
+#[test]
+fn a_reopen_seals_an_active_segment_the_tail_cache_cannot_hold() {
+    let t = tempfile::tempdir().expect("tempdir");
+    // About 290 KB of records, all in the active segment.
+    fill(t.path(), 2000, 1, 4 << 20);
+    let fs = Watched::slow(Duration::ZERO);
+    let small_cache = || {
+        watched(&fs)
+            .tail_cache_bytes(64 << 10)
+            .warm_up_after_open(false)
+    };
+    let active = |db: &Db| {
+        let s = db.segment_stats();
+        let a = s.iter().find(|s| s.active).expect("an active segment");
+        (a.id, a.bytes, s.len())
+    };
+    let check_all = |db: &Db| {
+        for i in 0..2000 {
+            let v = db.get(format!("key{i:08}")).expect("get");
+            assert_eq!(v, Some(format!("0000{i:096}").into_bytes()), "key {i}");
+        }
+    };
+    let ro = watched(&fs)
+        .read_only(true)
+        .open(t.path())
+        .expect("read-only open");
+    let ids: Vec<u32> = ro.segment_stats().iter().map(|s| s.id).collect();
+    assert_eq!(ids, [1], "read-only: as it was");
+    drop(ro);
+
+    let db = small_cache().open(t.path()).expect("open");
+    let (id, bytes, count) = active(&db);
+    assert_eq!((id, count), (2, 2), "segment 1 sealed, 2 new");
+    assert_eq!(bytes, 32, "the new segment holds only its header");
+    counting_reads(|| check_all(&db));
+    let reads = fs.counted.lock().expect("counted").clone();
+    assert!(reads.is_empty(), "gets read the file: {reads:?}");
+    db.put("after", "reopen").expect("put");
+    db.close().expect("close");
+
+    // The new active segment fits the cache: it stays active.
+    let db = small_cache().open(t.path()).expect("second open");
+    assert_eq!(active(&db).0, 2);
+    check_all(&db);
+    drop(db);
+    // So does a large one under a larger cache.
+    let db = watched(&fs)
+        .tail_cache_bytes(1 << 20)
+        .max_segment_bytes(4 << 20)
+        .open(t.path())
+        .expect("third open");
+    assert_eq!(active(&db).0, 2);
+    for i in 0..4000 {
+        db.put(format!("more{i:08}"), [7u8; 100]).expect("put");
+    }
+    drop(db);
+    let db = small_cache().open(t.path()).expect("fourth open");
+    assert_eq!(active(&db).0, 3, "segment 2 outgrew the small cache");
+    check_all(&db);
+    assert_eq!(
+        db.get("after").expect("get").as_deref(),
+        Some(&b"reopen"[..])
+    );
 }
 
 /// The crash tests' deterministic mode never warms up: a thread reading

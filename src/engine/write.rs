@@ -491,6 +491,16 @@ impl Core {
         Ok(true)
     }
 
+    /// Seals the active segment an open took over, as at a roll: called by
+    /// [`Core::open`] when `open::seals_at_open` says so, before any write.
+    /// A new segment that cannot be created (a full disk, say) leaves the
+    /// old one active, as an open without this step would: the open still
+    /// serves reads, and writes as far as the disk allows.
+    pub(super) fn seal_at_open(&self) -> Result<()> {
+        let w = self.writer.as_ref().ok_or(Error::ReadOnly)?;
+        self.roll_to_new(&mut lock(w), true)
+    }
+
     /// Seals the active segment and starts a new one when `incoming` more
     /// bytes would push it past the limit.
     fn maybe_roll(&self, w: &mut Writer, incoming: u64) -> Result<()> {
@@ -507,6 +517,11 @@ impl Core {
     /// durable header and directory entry; the old segment's hint file
     /// queued for the background thread. A failure poisons the handle.
     fn roll(&self, w: &mut Writer) -> Result<()> {
+        self.roll_to_new(w, false)
+    }
+
+    /// [`Core::roll`]; `at_open`: for [`Core::seal_at_open`].
+    fn roll_to_new(&self, w: &mut Writer, at_open: bool) -> Result<()> {
         let old = w.active.clone();
         let old_len = old.len.load(Ordering::Acquire);
         // 1. The old segment's tail is durable before anything goes into the
@@ -530,6 +545,7 @@ impl Core {
         let id = self.next_file_id.fetch_add(1, Ordering::SeqCst);
         let (file, salt) = match storage::segment::create(&*self.opts.vfs, &self.dir, id) {
             Ok(f) => f,
+            Err(e) if at_open => return self.keep_active(w, id, old_len, &e),
             Err(e) => {
                 self.poison(format!("creating segment {id} failed: {e}"));
                 return Err(e);
@@ -583,9 +599,10 @@ impl Core {
         w.allocated = SEGMENT_HEADER_LEN;
         w.preallocation_off = false;
         w.marked = 0;
-        w.closed_end = 0; // the close marks were the old segment's
-                          // 3. The hint of the sealed segment is written in the background
-                          //    (inline when tests ask for a fixed order of file operations).
+        // The close marks were the old segment's.
+        w.closed_end = 0;
+        // 3. The hint of the sealed segment is written in the background
+        //    (inline when tests ask for a fixed order of file operations).
         if self.opts.is_deterministic() {
             self.write_hint(old.id);
             // So is a running checkpoint that is due, for the crash tests.
@@ -597,6 +614,31 @@ impl Core {
             self.bg_cv.notify_all();
         }
         self.after_seal();
+        Ok(())
+    }
+
+    /// After `create` of segment `id` failed with `e` in a roll at open:
+    /// removes what it left (durably, so that no newer segment is found
+    /// beside the old one after a crash) and keeps the old segment active.
+    /// Step 1 of the roll cut its preallocated zeros, so it is allocated
+    /// up to `old_len`. A removal that fails poisons the handle.
+    fn keep_active(&self, w: &mut Writer, id: u32, old_len: u64, e: &Error) -> Result<()> {
+        let vfs = &*self.opts.vfs;
+        let removed = match vfs.remove_file(&names::segment_path(&self.dir, id)) {
+            Err(r) if r.kind() != io::ErrorKind::NotFound => Err(r),
+            _ => vfs.sync_dir(&self.dir),
+        };
+        if let Err(r) = removed {
+            let cause = format!("creating segment {id} failed ({e}), then removing it: {r}");
+            self.poison(cause);
+            return Err(r.into());
+        }
+        log::warn!(
+            "{}: could not start a new segment at open ({e}); writes go on in segment {}",
+            self.dir.display(),
+            w.active.id
+        );
+        w.allocated = old_len;
         Ok(())
     }
 

@@ -231,6 +231,9 @@ pub fn options(sim: &SimFs, clock: &ManualClock, policy: SyncPolicy) -> Options 
         // A checkpoint at every other roll: the crash tests run on the
         // running checkpoint, its compaction deltas and replay.
         .index_checkpoint_every_bytes(8192)
+        // Below half a segment: a reopen often seals the active segment
+        // (a roll at open), and the crash tests cover that too.
+        .tail_cache_bytes(2048)
 }
 
 /// Runs one operation; `Ok` when the store acknowledged it.
