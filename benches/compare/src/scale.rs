@@ -19,7 +19,11 @@
 //!    result says so), then a fresh child times the open plus one checked
 //!    get, and records resident memory above its baseline per key and its
 //!    peak RSS.
-//! 3. `--reps` times: `scale_kill_write`, a child opens the store, overwrites
+//! 3. `scale_cold_gets`, `--reps` times: the page cache is dropped, a fresh
+//!    child opens the store and times each of its first 100,000 uniform
+//!    random gets (as after a reboot: how soon a restarted store serves at
+//!    speed).
+//! 4. `--reps` times: `scale_kill_write`, a child opens the store, overwrites
 //!    random loaded keys (never key 0) from one thread at full speed with
 //!    the `Periodic` durability of the `session` workload, and after
 //!    `--kill-write-secs` is killed with SIGKILL by the parent; the bytes it
@@ -209,6 +213,19 @@ impl Ctx<'_> {
                 r.ops_per_sec,
                 mb(r.written_bytes.unwrap_or(0))
             ),
+            (None, "scale_cold_gets") => format!(
+                "{:>8.2} µs mean  p50 {:>7.2} µs  p99 {:>8.2} µs  ({} gets in {:.2} s){}",
+                r.secs * 1e6 / (r.ops.max(1) as f64),
+                r.p50_us.unwrap_or(0.0),
+                r.p99_us.unwrap_or(0.0),
+                r.ops,
+                r.secs,
+                if r.cache_dropped == Some(false) {
+                    "  (page cache NOT dropped)"
+                } else {
+                    ""
+                }
+            ),
             (None, _) => format!(
                 "{:>8.3} s  {:>6.1} B/key  peak RSS {:>7.1} MB{}",
                 r.secs,
@@ -327,6 +344,10 @@ fn one_store(c: &mut Ctx, peer: &str, limits: &[&String], n: u64, dir: &Path) ->
     c.record(&load);
     for rep in 0..c.a.reps {
         let r = c.open(peer, "scale_open_clean", dir, n, rep);
+        c.record(&r);
+    }
+    for rep in 0..c.a.reps {
+        let r = c.open(peer, "scale_cold_gets", dir, n, rep);
         c.record(&r);
     }
     if peer == "cairn" {

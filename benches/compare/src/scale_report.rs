@@ -120,6 +120,7 @@ pub fn write(results: &Path, out: &Path) -> Result<(), String> {
     for (w, title) in OPENS {
         open_table(&mut md, &groups, w, title, &keys, &peers);
     }
+    cold_gets_table(&mut md, &groups, &keys, &peers);
     settings(&mut md, &groups, &peers);
     if !failed.is_empty() {
         md.push_str("### Runs that failed or did not finish\n\n");
@@ -253,6 +254,58 @@ fn open_table(md: &mut String, g: &Groups, w: &str, title: &str, keys: &[u64], p
     }
     md.push('\n');
     open_notes(md, g, w, keys, peers);
+}
+
+/// The first gets after a cold open, per store, and the time reading the
+/// whole cairn store takes (`limit-seqread`, when run) for scale.
+fn cold_gets_table(md: &mut String, g: &Groups, keys: &[u64], peers: &[String]) {
+    let w = "scale_cold_gets";
+    if !g.keys().any(|(k, _, _)| k == w) {
+        return;
+    }
+    let _ = writeln!(md, "### First {} gets after a cold open
+", crate::workload::COLD_GETS);
+    md.push_str("The page cache dropped, a fresh process opens the store and times each of its first gets (uniform random keys, the value copied out), one at a time: what a store serves right after a reboot. The mean is the wall time of all of them divided by their number; min–max over the repetitions.
+
+| keys | store | mean (median) | min | max | p50 | p99 | all of them took | runs |
+|---|---|---:|---:|---:|---:|---:|---:|---:|
+");
+    let us = |x: f64| format!("{x:.2} µs");
+    for &n in keys {
+        for p in peers {
+            let Some(rs) = g.get(&(w.to_string(), n, p.clone())) else {
+                continue;
+            };
+            let means: Vec<f64> = rs
+                .iter()
+                .map(|r| r.secs * 1e6 / (r.ops.max(1) as f64))
+                .collect();
+            let lo = means.iter().copied().fold(f64::INFINITY, f64::min);
+            let hi = means.iter().copied().fold(0.0, f64::max);
+            let _ = writeln!(
+                md,
+                "| {} | {p} | {} | {} | {} | {} | {} | {} | {} |",
+                keys_label(n),
+                opt(median(means.clone()), us),
+                us(lo),
+                us(hi),
+                opt(med(rs, |r| r.p50_us), us),
+                opt(med(rs, |r| r.p99_us), us),
+                opt(med(rs, |r| Some(r.secs)), secs_label),
+                rs.len()
+            );
+        }
+        if let Some(rs) = g.get(&("scale_open_clean".to_string(), n, "limit-seqread".into())) {
+            let _ = writeln!(
+                md,
+                "| {} | reading cairn's whole store (limit-seqread) | | | | | | {} | {} |",
+                keys_label(n),
+                opt(med(rs, |r| Some(r.secs)), secs_label),
+                rs.len()
+            );
+        }
+    }
+    md.push('\n');
 }
 
 /// What the stores said of each open (cairn: its index checkpoint, and

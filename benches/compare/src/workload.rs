@@ -71,6 +71,9 @@ pub const ON_FRESH: &[&str] = &[
     "counter_durable",
 ];
 
+/// How many gets `scale_cold_gets` times after a cold open.
+pub const COLD_GETS: u64 = 100_000;
+
 /// The durability class a workload asks every store for.
 pub fn durability_of(workload: &str) -> Durability {
     match workload {
@@ -284,6 +287,21 @@ fn run_inner(spec: &Spec, r: &mut RunResult) -> Result<(), String> {
             }
             r.note = store.open_note();
             (1, secs, Vec::new())
+        }
+        "scale_cold_gets" => {
+            // The first COLD_GETS uniform random gets right after an open
+            // with the page cache dropped (as after a reboot), each timed
+            // on its own: how soon a restarted store serves at speed.
+            let mut rng = Rng::new(u64::from(spec.rep) + 777);
+            let res = timed_loop(&*store, false, 600.0, COLD_GETS, |_| {
+                let i = rng.below(n);
+                if !store.get(&gen::key(i), &mut out)? {
+                    return Err(format!("key {i} missing after open"));
+                }
+                check_value(i, &out, VALUE_BYTES, false)
+            })?;
+            r.note = store.open_note();
+            res
         }
         "scale_write" => scale_write(&*store, periodic_sync, spec, &desc.settings)?,
         "put" => timed_loop(&*store, false, spec.secs, 2_000_000, |i| {
