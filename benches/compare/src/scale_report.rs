@@ -263,13 +263,13 @@ fn cold_gets_table(md: &mut String, g: &Groups, keys: &[u64], peers: &[String]) 
     if !g.keys().any(|(k, _, _)| k == w) {
         return;
     }
-    let _ = writeln!(md, "### First {} gets after a cold open
-", crate::workload::COLD_GETS);
-    md.push_str("The page cache dropped, a fresh process opens the store and times each of its first gets (uniform random keys, the value copied out), one at a time: what a store serves right after a reboot. The mean is the wall time of all of them divided by their number; min–max over the repetitions.
-
-| keys | store | mean (median) | min | max | p50 | p99 | all of them took | runs |
-|---|---|---:|---:|---:|---:|---:|---:|---:|
-");
+    md.push_str("### The first gets after a cold open\n\n");
+    let _ = write!(
+        md,
+        "The page cache dropped, a fresh process opens the store and times each of its first {} gets (uniform random keys, the value copied out), one at a time: what a store serves right after a reboot. The mean is the wall time of all of them divided by their number; min–max over the repetitions.\n\n",
+        crate::workload::COLD_GETS
+    );
+    md.push_str("| keys | store | mean (median) | min | max | p50 | p99 | all of them took | runs |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
     let us = |x: f64| format!("{x:.2} µs");
     for &n in keys {
         for p in peers {
