@@ -613,7 +613,11 @@ impl Core {
             lock(&self.bg).hint_jobs.push(old.id);
             self.bg_cv.notify_all();
         }
-        self.after_seal();
+        // At open, compaction is left to its own schedule: the open of a
+        // store that was just killed has enough to read without it.
+        if !at_open {
+            self.after_seal();
+        }
         Ok(())
     }
 
