@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use cairn::{Batch, CheckpointUse, Db, ManualClock, Options, SyncPolicy};
-use common::sim::{Damage, SimFs, Vfs};
+use common::sim::{Damage, OpenMode, SimFs, Vfs};
 use common::simfs::{self, DIR};
 use common::{XorShift, START_MS};
 
@@ -691,6 +691,72 @@ fn a_crash_anywhere_after_running_checkpoints_replays_exactly() {
         replayed * 2 > runs && with_delta * 2 > replayed,
         "only {replayed} of {runs} opens replayed, {with_delta} through a compaction delta: {uses:?}"
     );
+}
+
+/// A process killed while a compaction appended its delta leaves the
+/// delta cut short at the end of the checkpoint (a large `write` stops
+/// part way when the process gets SIGKILL). That compaction had deleted
+/// nothing: the open leaves the torn delta out and replays from the
+/// checkpoint (before, it refused the whole checkpoint as damaged and read
+/// every hint). A compaction in that handle does not append behind the
+/// torn bytes, and the opens after it find every value.
+#[test]
+fn a_compaction_delta_cut_short_by_a_kill_is_left_out() {
+    let sim = SimFs::new();
+    let clock = ManualClock::new(START_MS);
+    let o = || simfs::options(&sim, &clock, SyncPolicy::Always).index_checkpoint_every_bytes(1);
+    let path = Path::new(DIR).join(CKPT);
+    let deltas_in = |b: &[u8]| b.windows(4).filter(|w| *w == b"IDLT").count();
+    let mut m = BTreeMap::new();
+    let mut rng = XorShift::new(11);
+    let db = o().open(DIR).expect("open");
+    let mut step = 0;
+    // Until the checkpoint on disk holds a delta.
+    while sim.file_bytes(&path).is_none_or(|b| deltas_in(&b) == 0) {
+        assert!(replay_op(&db, &mut rng, step, &mut m), "step {step}");
+        step += 1;
+        assert!(step < 5000, "no compaction delta after 5000 writes");
+    }
+    std::mem::forget(db);
+    sim.crash(Damage::ProcessCrash, 1);
+    // A torn next delta: the first 30 bytes of a copy of the last one.
+    let bytes = sim.file_bytes(&path).expect("checkpoint");
+    let last = bytes
+        .windows(4)
+        .rposition(|w| w == b"IDLT")
+        .expect("a delta");
+    let torn = bytes[last..].len().min(30);
+    let f = sim
+        .open(&path, OpenMode::ReadWrite)
+        .expect("open checkpoint");
+    f.write_at(&bytes[last..last + torn], bytes.len() as u64)
+        .expect("append");
+    drop(f);
+
+    let db = o().open(DIR).expect("open after the kill");
+    assert_eq!(db.recovery_report().checkpoint, CheckpointUse::Replayed);
+    assert_eq!(observed_n(&db, 60), m);
+    // A compaction of the oldest segments (which the checkpoint covers)
+    // right away, then another kill: a delta appended behind the torn
+    // bytes would make the checkpoint damaged; the compaction drops the
+    // checkpoint instead.
+    let oldest: Vec<u32> = db.segment_stats().iter().take(2).map(|s| s.id).collect();
+    db.compact_segments(&oldest).expect("compact");
+    std::mem::forget(db);
+    sim.crash(Damage::ProcessCrash, 2);
+    let db = o().open(DIR).expect("open after the second kill");
+    assert_eq!(db.recovery_report().checkpoint, CheckpointUse::Missing);
+    assert_eq!(observed_n(&db, 60), m);
+    // Writes, compactions and checkpoints go on as before.
+    for _ in 0..300 {
+        assert!(replay_op(&db, &mut rng, step, &mut m), "step {step}");
+        step += 1;
+    }
+    std::mem::forget(db);
+    sim.crash(Damage::ProcessCrash, 3);
+    let db = o().open(DIR).expect("open after the third kill");
+    assert_eq!(db.recovery_report().checkpoint, CheckpointUse::Replayed);
+    assert_eq!(observed_n(&db, 60), m);
 }
 
 /// The background thread writes checkpoints while the store runs; a copy

@@ -625,7 +625,9 @@ impl Core {
     /// removes what it left (durably, so that no newer segment is found
     /// beside the old one after a crash) and keeps the old segment active.
     /// Step 1 of the roll cut its preallocated zeros, so it is allocated
-    /// up to `old_len`. A removal that fails poisons the handle.
+    /// up to `old_len`. The segment has no tail cache in this handle (the
+    /// open left it out, expecting the seal): its reads take a `pread`.
+    /// A removal that fails poisons the handle.
     fn keep_active(&self, w: &mut Writer, id: u32, old_len: u64, e: &Error) -> Result<()> {
         let vfs = &*self.opts.vfs;
         let removed = match vfs.remove_file(&names::segment_path(&self.dir, id)) {

@@ -390,7 +390,8 @@ impl Layout {
 pub(crate) struct Decoded<'a> {
     pub layout: Layout,
     bytes: &'a [u8],
-    /// The compaction deltas after the footer, in order.
+    /// The compaction deltas after the footer, in order (a torn last one
+    /// left out, as an open leaves it out).
     pub deltas: Vec<Delta>,
 }
 
@@ -439,7 +440,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     Ok(Decoded {
         layout,
         bytes,
-        deltas,
+        deltas: deltas.list,
     })
 }
 
@@ -495,20 +496,44 @@ pub(crate) fn encode_delta(d: &Delta) -> Vec<u8> {
     b
 }
 
+/// The deltas after a checkpoint's footer.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Deltas {
+    /// The whole deltas, in order.
+    pub list: Vec<Delta>,
+    /// Where a last delta cut short by the end of the file starts, if one
+    /// is: a compaction stopped while appending it (a process killed in
+    /// the middle of the write), so it never reached its manifest and
+    /// deleted nothing. Such a delta is left out; see [`decode_deltas`].
+    pub torn_at: Option<u64>,
+}
+
 /// Decodes the deltas in `b`, which starts at `offset` of the file.
 ///
+/// A last delta that the end of `b` cuts short (its magic, or as much of
+/// it as there is, and fewer bytes than its counts say) is not an error:
+/// it is reported in [`Deltas::torn_at`] and left out. The compaction
+/// that appended it had not made it durable, so it had not written its
+/// manifest or deleted its inputs: the checkpoint without it still
+/// describes the files (and an open checks them against it).
+///
 /// # Errors
-/// A delta is cut short, or its magic or CRC is wrong.
-pub(crate) fn decode_deltas(mut b: &[u8], mut offset: u64) -> Result<Vec<Delta>, DecodeError> {
-    let mut out = Vec::new();
+/// A delta that is not last is cut short, or a magic or CRC is wrong.
+pub(crate) fn decode_deltas(mut b: &[u8], mut offset: u64) -> Result<Deltas, DecodeError> {
+    let mut out = Deltas::default();
     while !b.is_empty() {
+        if b.len() < DELTA_FIXED_LEN && DELTA_MAGIC.starts_with(&b[..b.len().min(4)]) {
+            out.torn_at = Some(offset);
+            return Ok(out);
+        }
         if b.len() < DELTA_FIXED_LEN || &b[..4] != DELTA_MAGIC {
             return Err(DecodeError::Damaged(offset, "not a compaction delta"));
         }
         let count = |at: usize| le_u32(b, at) as u64;
         let len = 16u64 + 4 * count(4) + SEGMENT_ENTRY_LEN as u64 * count(8) + 16 * count(12);
         if len + 4 > b.len() as u64 {
-            return Err(DecodeError::Damaged(offset, "a compaction delta cut short"));
+            out.torn_at = Some(offset);
+            return Ok(out);
         }
         let len = len as usize;
         if crc32c::crc32c(&b[..len]) != le_u32(b, len) {
@@ -536,7 +561,7 @@ pub(crate) fn decode_deltas(mut b: &[u8], mut offset: u64) -> Result<Vec<Delta>,
             ));
             at += 16;
         }
-        out.push(d);
+        out.list.push(d);
         b = &b[len + 4..];
         offset += len as u64 + 4;
     }
@@ -820,5 +845,96 @@ mod tests {
         let crc = header_crc(&out);
         out.extend_from_slice(&encode_footer(crc, h.total_slots()));
         out
+    }
+
+    fn two_deltas() -> (Vec<Delta>, Vec<u8>) {
+        let seg = |id| SegmentInfo {
+            id,
+            salt: 7,
+            data_len: 100,
+            file_len: 100,
+            dead: 0,
+            kept: 0,
+            hint: 0,
+            min_seq: 1,
+        };
+        let d = vec![
+            Delta {
+                retired: vec![1, 2],
+                written: vec![seg(9)],
+                moves: vec![(1, 32, 9, 32), (2, 64, 9, 80)],
+            },
+            Delta {
+                retired: vec![9],
+                written: vec![seg(10), seg(11)],
+                moves: vec![(9, 32, 10, 32)],
+            },
+        ];
+        let mut b = encode_delta(&d[0]);
+        b.extend_from_slice(&encode_delta(&d[1]));
+        (d, b)
+    }
+
+    #[test]
+    fn deltas_round_trip() {
+        let (d, b) = two_deltas();
+        let got = decode_deltas(&b, 1000).expect("decode");
+        assert_eq!(got.list, d);
+        assert_eq!(got.torn_at, None);
+    }
+
+    /// A process killed while appending a delta leaves it cut short at the
+    /// end: the deltas before it are read, it is left out and reported.
+    /// Anything else that does not check out is damage.
+    #[test]
+    fn a_last_delta_cut_short_is_left_out_and_all_else_is_damage() {
+        let (d, b) = two_deltas();
+        let first = encode_delta(&d[0]).len();
+        for n in 0..b.len() {
+            let got = decode_deltas(&b[..n], 1000).expect("a cut is a torn tail");
+            let (whole, torn) = if n < first {
+                (0, n > 0)
+            } else {
+                (1, n > first)
+            };
+            assert_eq!(got.list, d[..whole].to_vec(), "cut at {n}");
+            let at = if whole == 0 {
+                1000
+            } else {
+                1000 + first as u64
+            };
+            assert_eq!(got.torn_at, torn.then_some(at), "cut at {n}");
+        }
+        // A flipped bit is an error, or (in a count, which then claims more
+        // bytes than there are) reads as a torn tail: the deltas before it
+        // and none changed. The open then checks the files against the
+        // checkpoint without it, as after a real torn tail.
+        for i in 0..b.len() {
+            for bit in 0..8 {
+                let mut x = b.clone();
+                x[i] ^= 1 << bit;
+                if let Ok(got) = decode_deltas(&x, 0) {
+                    let whole = got.list.len();
+                    assert!(got.torn_at.is_some(), "bit {bit} of byte {i}");
+                    assert_eq!(got.list, d[..whole].to_vec(), "bit {bit} of byte {i}");
+                    let count = if whole == 0 {
+                        4..16
+                    } else {
+                        first + 4..first + 16
+                    };
+                    assert!(count.contains(&i), "bit {bit} of byte {i}");
+                }
+            }
+        }
+        // Bytes that are no delta, or a torn delta followed by another,
+        // are errors.
+        for junk in [&[0u8][..], b"X", b"IDLX", b"IDL\0"] {
+            let mut x = b.clone();
+            x.extend_from_slice(junk);
+            assert!(decode_deltas(&x, 0).is_err(), "{junk:?} after the deltas");
+        }
+        let mut x = b[..first - 3].to_vec();
+        x.extend_from_slice(&encode_delta(&d[1]));
+        assert!(decode_deltas(&x, 0).is_err(), "a torn delta, then another");
     }
 }

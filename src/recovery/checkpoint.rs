@@ -162,7 +162,19 @@ pub(crate) fn load(
     let deltas_at = layout.footer_at() + checkpoint::FOOTER_LEN as u64;
     let mut tail = vec![0u8; (len - deltas_at) as usize];
     read(deltas_at, &mut tail).map_err(unreadable)?;
-    let deltas = checkpoint::decode_deltas(&tail, deltas_at)?;
+    let decoded = checkpoint::decode_deltas(&tail, deltas_at)?;
+    // The checkpoint ends before a torn last delta: a compaction appending
+    // to it later finds the file longer than that, and drops the
+    // checkpoint instead of appending after the torn bytes.
+    let whole_len = decoded.torn_at.unwrap_or(len);
+    if let Some(at) = decoded.torn_at {
+        log::info!(
+            "{}: leaving out the compaction delta cut short at byte {at} \
+             (a compaction stopped while appending it)",
+            path(dir).display()
+        );
+    }
+    let deltas = decoded.list;
     let h = &layout.header;
     let now = after_deltas(h, &deltas)?;
     let appended = check_files(vfs, dir, &now, ids)? || !deltas.is_empty();
@@ -251,7 +263,7 @@ pub(crate) fn load(
         max_seq,
         expired_kept: expired,
         replayed,
-        checkpoint_len: len,
+        checkpoint_len: whole_len,
         checkpoint_cover: now.active.map(|a| {
             let sealed = now.segments.iter().map(|s| s.id).filter(|&id| id != a);
             (a, sealed.collect())
