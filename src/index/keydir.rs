@@ -894,7 +894,6 @@ fn find<'t>(
     }
 }
 
-/// Removes the slot at `at`'s place; returns its entry.
 /// Makes the slot at `old` (the key's, found by the caller) hold `new`,
 /// removes it (`new` is `None`), or adds a slot for `new` when the key had
 /// none. Returns the entry replaced or removed.
@@ -930,6 +929,7 @@ fn put_slot(
     }
 }
 
+/// Removes the slot at `at`'s place; returns its entry.
 fn remove_at(shard: &mut Shard, h40: u64, at: &IndexEntry) -> Option<IndexEntry> {
     let slot = match shard
         .table
@@ -1247,7 +1247,6 @@ mod tests {
     /// read, so another key's slot is never touched.
     #[test]
     fn replay_finds_the_right_slot_among_colliding_ones() {
-        use Broken as NoReads;
         let none_gone = |_: &IndexEntry| false;
         let log = FakeLog::default();
         let kd = KeyDir::new();
@@ -1257,15 +1256,14 @@ mod tests {
         // The only slot with the bits, and the record replaces one: no read.
         let a2 = log.record(b"a", 2, 0);
         assert_eq!(
-            kd.replay(h, b"a", true, Some(a2), &NoReads, &none_gone)
-                .ok(),
+            kd.replay(h, b"a", true, Some(a2), &Broken, &none_gone).ok(),
             Some(Some(a))
         );
         // "b" had no entry and shares the bits: the candidate is read (a
         // guard), and "b" gets a slot of its own.
         let b = log.record(b"b", 3, 0);
         assert!(kd
-            .replay(h, b"b", false, Some(b), &NoReads, &none_gone)
+            .replay(h, b"b", false, Some(b), &Broken, &none_gone)
             .is_err());
         assert_eq!(
             kd.replay(h, b"b", false, Some(b), &log, &none_gone).ok(),
@@ -1274,7 +1272,7 @@ mod tests {
         // Two slots with the bits: each key's is told apart by its record.
         let b2 = log.record(b"b", 4, 0);
         assert!(kd
-            .replay(h, b"b", true, Some(b2), &NoReads, &none_gone)
+            .replay(h, b"b", true, Some(b2), &Broken, &none_gone)
             .is_err());
         assert_eq!(
             kd.replay(h, b"b", true, Some(b2), &log, &none_gone).ok(),
