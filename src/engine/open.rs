@@ -31,12 +31,12 @@ impl Core {
             offset: r.active.as_ref().map_or(SEGMENT_HEADER_LEN, |a| a.len),
             seq: r.max_seq,
         };
-        let (writer, group, tail_seed) = if opts.read_only {
+        let (writer, group, tail_seed, seal) = if opts.read_only {
             open_active_reader(dir, &opts, &mut r)?;
-            (None, None, None)
+            (None, None, None, false)
         } else {
-            let (writer, group, seed) = start_writer(dir, &opts, &mut r)?;
-            (Some(Mutex::new(writer)), Some(group), seed)
+            let (writer, group, seed, seal) = start_writer(dir, &opts, &mut r)?;
+            (Some(Mutex::new(writer)), Some(group), seed, seal)
         };
         // The writer may have started a new segment.
         let end = match &writer {
@@ -62,13 +62,6 @@ impl Core {
         );
 
         let needs_hint = r.needs_hint;
-        let seal = writer.as_ref().is_some_and(|w| {
-            let len = lock(w)
-                .active
-                .len
-                .load(std::sync::atomic::Ordering::Acquire);
-            seals_at_open(&opts, len)
-        });
         let core = Arc::new(Core {
             dir: dir.to_path_buf(),
             opts,
@@ -132,7 +125,7 @@ impl Core {
 /// written before it would otherwise pay that for the whole older part of
 /// the segment. The sealed segment is at least `tail_cache_bytes` long, so
 /// reopening does not leave small segments behind.
-pub(super) fn seals_at_open(opts: &Options, len: u64) -> bool {
+fn seals_at_open(opts: &Options, len: u64) -> bool {
     opts.use_mmap
         && opts.tail_cache_bytes > 0
         && len.saturating_sub(SEGMENT_HEADER_LEN) > opts.tail_cache_bytes
@@ -154,13 +147,14 @@ fn open_active_reader(dir: &Path, opts: &Options, r: &mut Recovered) -> Result<(
 }
 
 /// The writer and its group commit, on the active segment recovery left,
-/// or on a new segment; and the part of its tail the warm-up is to read
-/// into the tail cache (when there is a warm-up: else the open reads it).
+/// or on a new segment; the part of its tail the warm-up is to read into
+/// the tail cache (when there is a warm-up: else the open reads it); and
+/// whether the open is to seal that segment ([`seals_at_open`]).
 fn start_writer(
     dir: &Path,
     opts: &Options,
     r: &mut Recovered,
-) -> Result<(Writer, GroupCommit, Option<TailSeed>)> {
+) -> Result<(Writer, GroupCommit, Option<TailSeed>, bool)> {
     let vfs: &dyn Vfs = &*opts.vfs;
     let (id, len, salt, allocated, closed_clean) = match &r.active {
         Some(a) => (a.id, a.len, a.salt, a.allocated, a.closed_clean),
@@ -181,7 +175,8 @@ fn start_writer(
         file.sync_data()?;
     }
     let warm_up = opts.warm_up_after_open && !opts.is_deterministic();
-    let (tail, seed) = if seals_at_open(opts, len) {
+    let seal = seals_at_open(opts, len);
+    let (tail, seed) = if seal {
         // Sealed before the open returns: nothing to cache.
         (None, None)
     } else if warm_up && opts.tail_cache_bytes > 0 {
@@ -229,5 +224,5 @@ fn start_writer(
         mark_bytes: 0,
         closed_end: if closed_clean { len } else { 0 },
     };
-    Ok((writer, GroupCommit::new(active), seed))
+    Ok((writer, GroupCommit::new(active), seed, seal))
 }
