@@ -148,33 +148,8 @@ pub(crate) fn load(
     ids: &[u32],
     how: &LoadOptions,
 ) -> Result<FromCheckpoint, Rejected> {
-    let unreadable = |e: io::Error| Rejected::new(CheckpointUse::Unreadable, e.to_string());
     let read = |at: u64, buf: &mut [u8]| fs::read_exact_at(file, buf, at);
-    let mut prefix = [0u8; 16];
-    read(0, &mut prefix[..len.min(16) as usize]).map_err(unreadable)?;
-    let mut head = vec![0u8; checkpoint::header_len(&prefix, len)?];
-    read(0, &mut head).map_err(unreadable)?;
-    let layout = checkpoint::decode_header(&head, len)?;
-    let mut footer = [0u8; checkpoint::FOOTER_LEN];
-    read(layout.footer_at(), &mut footer).map_err(unreadable)?;
-    layout.check_footer(&footer, checkpoint::header_crc(&head))?;
-    check_compatible(&layout.header)?;
-    let deltas_at = layout.footer_at() + checkpoint::FOOTER_LEN as u64;
-    let mut tail = vec![0u8; (len - deltas_at) as usize];
-    read(deltas_at, &mut tail).map_err(unreadable)?;
-    let decoded = checkpoint::decode_deltas(&tail, deltas_at)?;
-    // The checkpoint ends before a torn last delta: a compaction appending
-    // to it later finds the file longer than that, and drops the
-    // checkpoint instead of appending after the torn bytes.
-    let whole_len = decoded.torn_at.unwrap_or(len);
-    if let Some(at) = decoded.torn_at {
-        log::info!(
-            "{}: leaving out the compaction delta cut short at byte {at} \
-             (a compaction stopped while appending it)",
-            path(dir).display()
-        );
-    }
-    let deltas = decoded.list;
+    let (layout, deltas, whole_len) = read_layout(dir, file, len)?;
     let h = &layout.header;
     let now = after_deltas(h, &deltas)?;
     let appended = check_files(vfs, dir, &now, ids)? || !deltas.is_empty();
@@ -240,21 +215,8 @@ pub(crate) fn load(
         replayed = Some(r.summary);
     }
     let active_id = active.as_ref().map(|a| a.id);
-    let mut segments = BTreeMap::new();
-    for &id in ids.iter().filter(|&&id| Some(id) != active_id) {
-        let salt = now
-            .segments
-            .iter()
-            .find(|s| s.id == id)
-            .map(|s| s.salt)
-            .or_else(|| replayed.as_ref().and_then(|r: &Summary| r.salt_of(id)));
-        let Some(salt) = salt else {
-            return Err(Rejected::stale(format!("segment {id} was not read")));
-        };
-        let seg = Segment::open_sealed(vfs, dir, id, how.use_mmap, salt)
-            .map_err(|e| Rejected::new(CheckpointUse::Unreadable, e.to_string()))?;
-        segments.insert(id, Arc::new(seg));
-    }
+    let sealed = ids.iter().copied().filter(|&id| Some(id) != active_id);
+    let segments = open_sealed(vfs, dir, sealed, &now, replayed.as_ref(), how.use_mmap)?;
     Ok(FromCheckpoint {
         keydir,
         seg_stats,
@@ -269,6 +231,78 @@ pub(crate) fn load(
             (a, sealed.collect())
         }),
     })
+}
+
+/// Reads the checkpoint `file`'s header, footer and compaction deltas
+/// and checks that this build can use it. Returns its layout, its deltas
+/// and its length up to the last whole delta (all of `len` but for a torn
+/// last delta, which is left out: see `checkpoint::decode_deltas`).
+///
+/// # Errors
+/// Why the checkpoint cannot be used.
+fn read_layout(
+    dir: &Path,
+    file: &dyn VFile,
+    len: u64,
+) -> Result<(checkpoint::Layout, Vec<checkpoint::Delta>, u64), Rejected> {
+    let unreadable = |e: io::Error| Rejected::new(CheckpointUse::Unreadable, e.to_string());
+    let read = |at: u64, buf: &mut [u8]| fs::read_exact_at(file, buf, at);
+    let mut prefix = [0u8; 16];
+    read(0, &mut prefix[..len.min(16) as usize]).map_err(unreadable)?;
+    let mut head = vec![0u8; checkpoint::header_len(&prefix, len)?];
+    read(0, &mut head).map_err(unreadable)?;
+    let layout = checkpoint::decode_header(&head, len)?;
+    let mut footer = [0u8; checkpoint::FOOTER_LEN];
+    read(layout.footer_at(), &mut footer).map_err(unreadable)?;
+    layout.check_footer(&footer, checkpoint::header_crc(&head))?;
+    check_compatible(&layout.header)?;
+    let deltas_at = layout.footer_at() + checkpoint::FOOTER_LEN as u64;
+    let mut tail = vec![0u8; (len - deltas_at) as usize];
+    read(deltas_at, &mut tail).map_err(unreadable)?;
+    let decoded = checkpoint::decode_deltas(&tail, deltas_at)?;
+    // The checkpoint ends before a torn last delta: a compaction appending
+    // to it later finds the file longer than that, and drops the
+    // checkpoint instead of appending after the torn bytes.
+    if let Some(at) = decoded.torn_at {
+        log::info!(
+            "{}: leaving out the compaction delta cut short at byte {at} \
+             (a compaction stopped while appending it)",
+            path(dir).display()
+        );
+    }
+    Ok((layout, decoded.list, decoded.torn_at.unwrap_or(len)))
+}
+
+/// Opens the sealed segments `ids` for reading, each with the salt the
+/// checkpoint (after its deltas: `now`) or the replay (`replayed`) gives.
+///
+/// # Errors
+/// A segment neither names is stale; one that cannot be opened,
+/// unreadable.
+fn open_sealed(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    ids: impl Iterator<Item = u32>,
+    now: &Header,
+    replayed: Option<&Summary>,
+    use_mmap: bool,
+) -> Result<BTreeMap<u32, Arc<Segment>>, Rejected> {
+    let mut segments = BTreeMap::new();
+    for id in ids {
+        let salt = now
+            .segments
+            .iter()
+            .find(|s| s.id == id)
+            .map(|s| s.salt)
+            .or_else(|| replayed.and_then(|r| r.salt_of(id)));
+        let Some(salt) = salt else {
+            return Err(Rejected::stale(format!("segment {id} was not read")));
+        };
+        let seg = Segment::open_sealed(vfs, dir, id, use_mmap, salt)
+            .map_err(|e| Rejected::new(CheckpointUse::Unreadable, e.to_string()))?;
+        segments.insert(id, Arc::new(seg));
+    }
+    Ok(segments)
 }
 
 /// A segment's accounting as a checkpoint gives it.
